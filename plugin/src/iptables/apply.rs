@@ -1,0 +1,1 @@
+//! Applying iptables-restore payloads inside a pod netns.

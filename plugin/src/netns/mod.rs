@@ -1,0 +1,1 @@
+//! Running work inside a network namespace.

@@ -1,0 +1,1 @@
+//! Applying an nftables transaction inside a pod netns.

@@ -1,0 +1,3 @@
+//! nftables (Istio's `native_nftables` mode): rendering the transaction, and applying it.
+
+pub mod apply;

@@ -1,0 +1,1 @@
+//! Programming a pod netns: detect families, build the config, render, apply, route.

@@ -1,0 +1,1 @@
+//! The `istio-validation` init-container probe.
