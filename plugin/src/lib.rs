@@ -12,6 +12,7 @@
 //! `render` and `validate` subcommands.
 
 pub mod capture;
+pub mod rules;
 pub mod cli;
 pub mod iptables;
 pub mod netns;

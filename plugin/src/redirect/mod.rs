@@ -1,1 +1,256 @@
+//! The redirect a pod asks for: its annotations, `istio-proxy` env and
+//! securityContext, validated with Istio's rules and defaults
+//! (reference: istio-cni-plugin.md §3.1–3.2). Invalid input is an error naming
+//! the annotation, the value and what is allowed; there are no partial results.
 
+pub mod values;
+
+use std::fmt;
+
+use crate::pod::PodInfo;
+pub use values::Prefix;
+use values::{parse_cidr_list, parse_go_bool, parse_interface_list, parse_port_list};
+
+/// Annotation keys, as Istio's injector and users write them.
+pub mod keys {
+    pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
+    pub const INCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
+    pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
+    pub const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+    pub const EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+    pub const INCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeOutboundPorts";
+    pub const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+    pub const EXCLUDE_INTERFACES: &str = "traffic.sidecar.istio.io/excludeInterfaces";
+    pub const REROUTE_VIRTUAL_INTERFACES: &str = "istio.io/reroute-virtual-interfaces";
+    /// Deprecated spelling, honoured only when the new key is absent.
+    pub const KUBEVIRT_INTERFACES: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
+}
+
+/// Ports the agent and proxy serve that are never captured inbound.
+const ALWAYS_EXCLUDED_INBOUND: [u16; 3] = [15020, 15021, 15090];
+/// Istio's proxy uid/gid when the container does not set one (or sets 0).
+pub const DEFAULT_PROXY_ID: i64 = 1337;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterceptionMode {
+    Redirect,
+    Tproxy,
+}
+
+impl fmt::Display for InterceptionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InterceptionMode::Redirect => "REDIRECT",
+            InterceptionMode::Tproxy => "TPROXY",
+        })
+    }
+}
+
+/// Inbound ports to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundPorts {
+    /// `*`: every port except the excluded ones.
+    All,
+    /// Exactly these ports; empty means no inbound capture at all.
+    Only(Vec<u16>),
+}
+
+/// Outbound destinations to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundRanges {
+    /// `*`: every destination except the excluded ranges.
+    All,
+    /// Only these prefixes; empty means no CIDR-based capture.
+    Only(Vec<Prefix>),
+}
+
+/// A validated redirect for one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub mode: InterceptionMode,
+    pub include_outbound_ranges: OutboundRanges,
+    pub exclude_outbound_ranges: Vec<Prefix>,
+    pub include_inbound_ports: InboundPorts,
+    /// Already merged with 15020, 15021 and 15090.
+    pub exclude_inbound_ports: Vec<u16>,
+    pub include_outbound_ports: Vec<u16>,
+    pub exclude_outbound_ports: Vec<u16>,
+    pub exclude_interfaces: Vec<String>,
+    pub reroute_interfaces: Vec<String>,
+    pub proxy_uid: i64,
+    pub proxy_gid: i64,
+    /// `ISTIO_META_DNS_CAPTURE`: redirect all DNS to the agent on 15053.
+    pub dns_capture: bool,
+    /// `ISTIO_DUAL_STACK`: affects only how the netns's IP family is detected.
+    pub dual_stack: bool,
+    /// `INVALID_DROP`: drop conntrack-INVALID packets.
+    pub invalid_drop: bool,
+    /// Non-fatal findings, e.g. an unparseable boolean env value read as false.
+    pub warnings: Vec<String>,
+}
+
+/// An annotation whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {key}: invalid value {value:?}: {reason}")]
+pub struct RedirectError {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Redirect {
+    /// Builds the redirect for a pod the decision step chose to redirect.
+    pub fn from_pod(pod: &PodInfo) -> Result<Redirect, RedirectError> {
+        let a = Annotations(pod);
+        let mode = match a.get(keys::INTERCEPTION_MODE) {
+            None | Some("REDIRECT") => InterceptionMode::Redirect,
+            Some("TPROXY") => InterceptionMode::Tproxy,
+            Some(other) => {
+                return Err(a.error(
+                    keys::INTERCEPTION_MODE,
+                    other,
+                    "expected REDIRECT or TPROXY (case-sensitive)",
+                ));
+            }
+        };
+
+        let include_outbound_ranges = match a.get(keys::INCLUDE_OUTBOUND_IP_RANGES) {
+            None | Some("*") => OutboundRanges::All,
+            Some(v) => OutboundRanges::Only(a.cidrs(keys::INCLUDE_OUTBOUND_IP_RANGES, v)?),
+        };
+        let exclude_outbound_ranges = match a.get(keys::EXCLUDE_OUTBOUND_IP_RANGES) {
+            None => Vec::new(),
+            Some(v) if v.split(',').any(|c| c == "*") => {
+                return Err(a.error(
+                    keys::EXCLUDE_OUTBOUND_IP_RANGES,
+                    v,
+                    "`*` is not allowed here; list the CIDRs to exclude",
+                ));
+            }
+            Some(v) => a.cidrs(keys::EXCLUDE_OUTBOUND_IP_RANGES, v)?,
+        };
+
+        let include_inbound_ports = match a.get(keys::INCLUDE_INBOUND_PORTS).map(str::trim) {
+            None | Some("*") => InboundPorts::All,
+            Some(v) => InboundPorts::Only(a.ports(keys::INCLUDE_INBOUND_PORTS, v)?),
+        };
+        // A `*` exclusion would reach the rules only alongside a `*` include,
+        // where iptables would reject `--dport *`; Istio fails late there.
+        let exclude_inbound = match a.get(keys::EXCLUDE_INBOUND_PORTS).map(str::trim) {
+            Some("*") if include_inbound_ports == InboundPorts::All => {
+                return Err(a.error(
+                    keys::EXCLUDE_INBOUND_PORTS,
+                    "*",
+                    "`*` cannot exclude every port while includeInboundPorts is `*`; list ports, or set includeInboundPorts to \"\" to capture no inbound traffic",
+                ));
+            }
+            Some("*") => Vec::new(), // unused: exclusions apply only to a `*` include
+            Some(v) => a.ports(keys::EXCLUDE_INBOUND_PORTS, v)?,
+            None => vec![15020],
+        };
+        let mut exclude_inbound_ports = Vec::new();
+        for port in exclude_inbound.into_iter().chain(ALWAYS_EXCLUDED_INBOUND) {
+            if !exclude_inbound_ports.contains(&port) {
+                exclude_inbound_ports.push(port);
+            }
+        }
+
+        let include_outbound_ports = a.explicit_ports(keys::INCLUDE_OUTBOUND_PORTS, None)?;
+        let exclude_outbound_ports = a.explicit_ports(keys::EXCLUDE_OUTBOUND_PORTS, Some(15020))?;
+
+        let exclude_interfaces = a.interfaces(keys::EXCLUDE_INTERFACES)?;
+        let reroute_interfaces = if a.get(keys::REROUTE_VIRTUAL_INTERFACES).is_some() {
+            a.interfaces(keys::REROUTE_VIRTUAL_INTERFACES)?
+        } else {
+            a.interfaces(keys::KUBEVIRT_INTERFACES)?
+        };
+
+        let proxy = pod.proxy.clone().unwrap_or_default();
+        let id = |v: Option<i64>| v.filter(|&id| id != 0).unwrap_or(DEFAULT_PROXY_ID);
+        let mut warnings = Vec::new();
+        let mut flag = |name: &str| match proxy.env.get(name) {
+            None => false,
+            Some(v) => parse_go_bool(v).unwrap_or_else(|| {
+                warnings.push(format!(
+                    "istio-proxy env {name}={v:?} is not a boolean; treating it as false"
+                ));
+                false
+            }),
+        };
+        let dns_capture = flag("ISTIO_META_DNS_CAPTURE");
+        let dual_stack = flag("ISTIO_DUAL_STACK");
+        let invalid_drop = flag("INVALID_DROP");
+
+        Ok(Redirect {
+            mode,
+            include_outbound_ranges,
+            exclude_outbound_ranges,
+            include_inbound_ports,
+            exclude_inbound_ports,
+            include_outbound_ports,
+            exclude_outbound_ports,
+            exclude_interfaces,
+            reroute_interfaces,
+            proxy_uid: id(proxy.run_as_user),
+            proxy_gid: id(proxy.run_as_group),
+            dns_capture,
+            dual_stack,
+            invalid_drop,
+            warnings,
+        })
+    }
+}
+
+/// Annotation lookups that turn parse failures into [`RedirectError`]s.
+struct Annotations<'a>(&'a PodInfo);
+
+impl Annotations<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.annotations.get(key).map(String::as_str)
+    }
+
+    fn error(&self, key: &'static str, value: &str, reason: impl Into<String>) -> RedirectError {
+        RedirectError {
+            key,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn cidrs(&self, key: &'static str, value: &str) -> Result<Vec<Prefix>, RedirectError> {
+        parse_cidr_list(value).map_err(|r| {
+            self.error(key, value, format!("{r}; expected comma-separated CIDRs like 10.0.0.0/8,fd00::/8"))
+        })
+    }
+
+    fn ports(&self, key: &'static str, value: &str) -> Result<Vec<u16>, RedirectError> {
+        parse_port_list(value).map_err(|r| {
+            let hint = if value.split(',').any(|p| p.trim() == "*") {
+                "`*` is only valid alone in includeInboundPorts; list ports explicitly".to_string()
+            } else {
+                "expected comma-separated ports like 80,443".to_string()
+            };
+            self.error(key, value, format!("{r}; {hint}"))
+        })
+    }
+
+    /// A port list where `*` would reach the rules as `--dport *`.
+    fn explicit_ports(&self, key: &'static str, default: Option<u16>) -> Result<Vec<u16>, RedirectError> {
+        match self.get(key) {
+            None => Ok(default.into_iter().collect()),
+            Some(v) if v.trim() == "*" => Err(self.error(
+                key,
+                v,
+                "`*` is not a port (iptables would reject `--dport *`); list ports explicitly like 80,443",
+            )),
+            Some(v) => self.ports(key, v),
+        }
+    }
+
+    fn interfaces(&self, key: &'static str) -> Result<Vec<String>, RedirectError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(v) => parse_interface_list(v).map_err(|r| self.error(key, v, r)),
+        }
+    }
+}
