@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::{INIT_CONTAINER, PROXY_CONTAINER, PodInfo};
+use crate::redirect::keys;
 use crate::redirect::values::parse_go_bool;
 
 /// The inject switch Istio honours, as a label (preferred) or an annotation.
@@ -32,6 +33,9 @@ pub enum SkipReason {
     InjectionDisabled { source: InjectSource, value: String },
     /// No `sidecar.istio.io/status` annotation: the injector did not run.
     NotInjected,
+    /// `sidecar.istio.io/interceptionMode: NONE`: the pod asked for no
+    /// capture. (Istio fails the ADD here; skipping is what the pod asked for.)
+    InterceptionNone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,7 @@ impl fmt::Display for SkipReason {
                 write!(f, "{what} {INJECT_KEY}={value:?} disables injection")
             }
             SkipReason::NotInjected => write!(f, "pod has no {STATUS_ANNOTATION} annotation"),
+            SkipReason::InterceptionNone => write!(f, "annotation {}=NONE disables traffic capture", keys::INTERCEPTION_MODE),
         }
     }
 }
@@ -107,5 +112,108 @@ pub fn decide(pod: &PodInfo) -> Decision {
     if !pod.annotations.contains_key(STATUS_ANNOTATION) {
         return Skip(SkipReason::NotInjected);
     }
+    if pod.annotations.get(keys::INTERCEPTION_MODE).map(String::as_str) == Some("NONE") {
+        return Skip(SkipReason::InterceptionNone);
+    }
     Decision::Redirect
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::ProxyContainer;
+
+    fn injected() -> PodInfo {
+        PodInfo {
+            name: "app".into(),
+            namespace: "default".into(),
+            containers: vec!["istio-validation".into(), "app".into(), "istio-proxy".into()],
+            annotations: [(STATUS_ANNOTATION.to_string(), "{}".to_string())].into(),
+            proxy: Some(ProxyContainer {
+                args: vec!["proxy".into(), "sidecar".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_injected_sidecar_pod_is_redirected() {
+        assert_eq!(decide(&injected()), Decision::Redirect);
+    }
+
+    #[test]
+    fn istio_init_wins_over_everything() {
+        let mut pod = injected();
+        pod.containers.push("istio-init".into());
+        pod.annotations.clear();
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::HasIstioInit));
+    }
+
+    #[test]
+    fn disable_envoy_uses_go_bools() {
+        for (value, skipped) in [("true", true), ("1", true), ("T", true), ("false", false), ("yes", false), ("", false)] {
+            let mut pod = injected();
+            pod.proxy.as_mut().unwrap().env.insert("DISABLE_ENVOY".into(), value.into());
+            assert_eq!(decide(&pod) == Decision::Skip(SkipReason::ProxyDisabled), skipped, "DISABLE_ENVOY={value:?}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_means_no_sidecar() {
+        let mut pod = injected();
+        pod.proxy = None;
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::NoSidecar));
+    }
+
+    #[test]
+    fn gateways_are_not_sidecars() {
+        let mut pod = injected();
+        pod.proxy.as_mut().unwrap().args = vec!["proxy".into(), "router".into()];
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::NotSidecarProxy { proxy_type: "router".into() }));
+        // An empty type or no `proxy` verb is a sidecar.
+        pod.proxy.as_mut().unwrap().args = vec!["proxy".into(), "".into()];
+        assert_eq!(decide(&pod), Decision::Redirect);
+        pod.proxy.as_mut().unwrap().args = vec!["router".into()];
+        assert_eq!(decide(&pod), Decision::Redirect);
+    }
+
+    #[test]
+    fn inject_label_beats_annotation() {
+        let mut pod = injected();
+        pod.annotations.insert(INJECT_KEY.into(), "false".into());
+        assert!(matches!(decide(&pod), Decision::Skip(SkipReason::InjectionDisabled { source: InjectSource::Annotation, .. })));
+        pod.labels.insert(INJECT_KEY.into(), "true".into());
+        assert_eq!(decide(&pod), Decision::Redirect);
+        pod.labels.insert(INJECT_KEY.into(), "False".into());
+        assert!(matches!(decide(&pod), Decision::Skip(SkipReason::InjectionDisabled { source: InjectSource::Label, .. })));
+        // Unparseable values do not skip.
+        pod.labels.insert(INJECT_KEY.into(), "no".into());
+        assert_eq!(decide(&pod), Decision::Redirect);
+    }
+
+    #[test]
+    fn the_status_annotation_is_required_but_not_read() {
+        let mut pod = injected();
+        pod.annotations.remove(STATUS_ANNOTATION);
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::NotInjected));
+        pod.annotations.insert(STATUS_ANNOTATION.into(), "garbage".into());
+        assert_eq!(decide(&pod), Decision::Redirect);
+    }
+
+    #[test]
+    fn interception_none_skips() {
+        let mut pod = injected();
+        pod.annotations.insert(keys::INTERCEPTION_MODE.into(), "NONE".into());
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::InterceptionNone));
+    }
+
+    #[test]
+    fn filters_apply_in_istios_order() {
+        // Disabled envoy is reported before a missing status annotation.
+        let mut pod = injected();
+        pod.annotations.clear();
+        pod.proxy.as_mut().unwrap().env.insert("DISABLE_ENVOY".into(), "true".into());
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::ProxyDisabled));
+    }
 }

@@ -254,3 +254,141 @@ impl Annotations<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::ProxyContainer;
+
+    fn pod(annotations: &[(&str, &str)]) -> PodInfo {
+        PodInfo {
+            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            proxy: Some(ProxyContainer::default()),
+            ..Default::default()
+        }
+    }
+
+    fn redirect(annotations: &[(&str, &str)]) -> Redirect {
+        Redirect::from_pod(&pod(annotations)).unwrap()
+    }
+
+    fn error(annotations: &[(&str, &str)]) -> RedirectError {
+        Redirect::from_pod(&pod(annotations)).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_match_istio() {
+        let r = redirect(&[]);
+        assert_eq!(r.mode, InterceptionMode::Redirect);
+        assert_eq!(r.include_outbound_ranges, OutboundRanges::All);
+        assert!(r.exclude_outbound_ranges.is_empty());
+        assert_eq!(r.include_inbound_ports, InboundPorts::All);
+        assert_eq!(r.exclude_inbound_ports, vec![15020, 15021, 15090]);
+        assert!(r.include_outbound_ports.is_empty());
+        assert_eq!(r.exclude_outbound_ports, vec![15020]);
+        assert_eq!((r.proxy_uid, r.proxy_gid), (1337, 1337));
+        assert!(!r.dns_capture && !r.dual_stack && !r.invalid_drop);
+    }
+
+    #[test]
+    fn excluded_inbound_ports_merge_with_the_agent_ports() {
+        let cases: &[(&str, &[u16])] = &[
+            ("3306", &[3306, 15020, 15021, 15090]),
+            ("", &[15020, 15021, 15090]),
+            ("15021, 8080", &[15021, 8080, 15020, 15090]),
+            ("80,80", &[80, 15020, 15021, 15090]),
+        ];
+        for (value, expected) in cases {
+            let r = redirect(&[(keys::EXCLUDE_INBOUND_PORTS, value)]);
+            assert_eq!(&r.exclude_inbound_ports, expected, "excludeInboundPorts={value:?}");
+        }
+    }
+
+    #[test]
+    fn excluded_outbound_ports_replace_the_default() {
+        assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")]).exclude_outbound_ports, vec![]);
+        assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "5555,6666")]).exclude_outbound_ports, vec![5555, 6666]);
+    }
+
+    #[test]
+    fn empty_include_inbound_means_no_inbound_capture() {
+        assert_eq!(redirect(&[(keys::INCLUDE_INBOUND_PORTS, "")]).include_inbound_ports, InboundPorts::Only(vec![]));
+        assert_eq!(redirect(&[(keys::INCLUDE_INBOUND_PORTS, " * ")]).include_inbound_ports, InboundPorts::All);
+    }
+
+    #[test]
+    fn interception_mode_is_case_sensitive() {
+        assert_eq!(redirect(&[(keys::INTERCEPTION_MODE, "TPROXY")]).mode, InterceptionMode::Tproxy);
+        for bad in ["tproxy", "", "NONE", "redirect"] {
+            let e = error(&[(keys::INTERCEPTION_MODE, bad)]);
+            assert_eq!(e.key, keys::INTERCEPTION_MODE);
+            assert!(e.to_string().contains("REDIRECT or TPROXY"), "{e}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_the_annotation_value_and_what_is_allowed() {
+        let cases = [
+            (keys::INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8,", "CIDR"),
+            (keys::INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.1", "CIDR"),
+            (keys::EXCLUDE_OUTBOUND_IP_RANGES, "*", "list the CIDRs"),
+            (keys::EXCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8, 11.0.0.0/8", "CIDR"),
+            (keys::INCLUDE_INBOUND_PORTS, "80,http", "ports like"),
+            (keys::INCLUDE_INBOUND_PORTS, "80,*", "only valid alone"),
+            (keys::EXCLUDE_INBOUND_PORTS, "*", "cannot exclude every port"),
+            (keys::EXCLUDE_INBOUND_PORTS, "70000", "0-65535"),
+            (keys::INCLUDE_OUTBOUND_PORTS, "*", "not a port"),
+            (keys::EXCLUDE_OUTBOUND_PORTS, "*", "not a port"),
+            (keys::EXCLUDE_OUTBOUND_PORTS, "443,", "empty element"),
+            (keys::EXCLUDE_INTERFACES, "eth0,", "empty interface name"),
+            (keys::REROUTE_VIRTUAL_INTERFACES, "net-1;x", "invalid characters"),
+            (keys::KUBEVIRT_INTERFACES, "a-very-long-interface", "too long"),
+        ];
+        for (key, value, hint) in cases {
+            let e = error(&[(key, value)]);
+            let text = e.to_string();
+            assert_eq!(e.key, key);
+            assert!(text.contains(key) && text.contains(&format!("{value:?}")) && text.contains(hint), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_star_exclusion_is_harmless_when_inbound_is_a_list() {
+        let r = redirect(&[(keys::INCLUDE_INBOUND_PORTS, "8080"), (keys::EXCLUDE_INBOUND_PORTS, "*")]);
+        assert_eq!(r.include_inbound_ports, InboundPorts::Only(vec![8080]));
+    }
+
+    #[test]
+    fn reroute_prefers_the_new_annotation() {
+        let both = redirect(&[(keys::REROUTE_VIRTUAL_INTERFACES, "net1"), (keys::KUBEVIRT_INTERFACES, "old0")]);
+        assert_eq!(both.reroute_interfaces, vec!["net1"]);
+        let old = redirect(&[(keys::KUBEVIRT_INTERFACES, "old0, old1")]);
+        assert_eq!(old.reroute_interfaces, vec!["old0", "old1"]);
+        // An empty new annotation still wins over the deprecated one.
+        let empty = redirect(&[(keys::REROUTE_VIRTUAL_INTERFACES, ""), (keys::KUBEVIRT_INTERFACES, "old0")]);
+        assert!(empty.reroute_interfaces.is_empty());
+    }
+
+    #[test]
+    fn uid_and_gid_come_from_the_proxy_security_context() {
+        let mut p = pod(&[]);
+        let proxy = p.proxy.as_mut().unwrap();
+        proxy.run_as_user = Some(1000670000);
+        proxy.run_as_group = Some(0);
+        let r = Redirect::from_pod(&p).unwrap();
+        assert_eq!((r.proxy_uid, r.proxy_gid), (1000670000, 1337));
+    }
+
+    #[test]
+    fn env_switches_parse_as_go_bools_and_warn_otherwise() {
+        let mut p = pod(&[]);
+        let env = &mut p.proxy.as_mut().unwrap().env;
+        env.insert("ISTIO_META_DNS_CAPTURE".into(), "True".into());
+        env.insert("ISTIO_DUAL_STACK".into(), "1".into());
+        env.insert("INVALID_DROP".into(), "yes".into());
+        let r = Redirect::from_pod(&p).unwrap();
+        assert!(r.dns_capture && r.dual_stack && !r.invalid_drop);
+        assert_eq!(r.warnings.len(), 1);
+        assert!(r.warnings[0].contains("INVALID_DROP"), "{:?}", r.warnings);
+    }
+}

@@ -1,0 +1,176 @@
+//! `istio-cni render` as a user runs it: the binary, its output and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn render(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
+        .arg("render")
+        .args(args)
+        .env_remove("ISTIO_OUTBOUND_OWNER_GROUPS")
+        .env_remove("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE")
+        .env_remove("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const MESHED_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: {sidecar.istio.io/status: "{}"}
+spec:
+  containers:
+  - {name: web, image: nginx}
+  - {name: istio-proxy, image: proxyv2, args: [proxy, sidecar]}
+"#;
+
+#[test]
+fn a_single_pod_prints_exactly_the_restore_payload() {
+    let out = render(&["-f", &fixture("istio-plugin/basic.yaml")], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("* nat\n-N ISTIO_INBOUND\n"), "{text}");
+    assert!(text.ends_with("-A ISTIO_OUTPUT -j ISTIO_REDIRECT\nCOMMIT\n"), "{text}");
+    assert!(!text.contains('#'), "no headers for one IPv4 pod: {text}");
+}
+
+#[test]
+fn stdin_and_ipv6_and_nftables() {
+    let v6 = render(&["-f", "-", "--ipv6"], MESHED_POD);
+    assert!(v6.status.success(), "{}", stderr(&v6));
+    let text = stdout(&v6);
+    assert!(text.contains("# iptables-restore (IPv4)\n* nat\n"), "{text}");
+    assert!(text.contains("# ip6tables-restore (IPv6)\n* nat\n"), "{text}");
+    assert!(text.contains("-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN"), "{text}");
+
+    let nft = render(&["-f", "-", "--backend", "nftables"], MESHED_POD);
+    assert!(nft.status.success(), "{}", stderr(&nft));
+    assert!(stdout(&nft).starts_with("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
+}
+
+#[test]
+fn several_documents_get_a_header_each_and_skips_say_why() {
+    let manifest = format!(
+        "{MESHED_POD}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: plain}}\nspec:\n  template:\n    spec:\n      containers: [{{name: app, image: app}}]\n---\n"
+    );
+    let out = render(&["-f", "-"], &manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("# Pod/web\n* nat\n"), "{text}");
+    assert!(text.ends_with("# Deployment/plain\n# skip: pod has no istio-proxy container\n"), "{text}");
+}
+
+#[test]
+fn every_workload_kind_with_a_pod_template_is_read() {
+    let template = "metadata:\n      annotations: {sidecar.istio.io/status: '{}', traffic.sidecar.istio.io/includeInboundPorts: '8080'}\n    spec:\n      containers: [{name: istio-proxy, image: proxyv2}]";
+    let mut manifest = String::new();
+    for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"] {
+        manifest.push_str(&format!("---\nkind: {kind}\nmetadata: {{name: w}}\nspec:\n  template:\n    {template}\n"));
+    }
+    let cron_template = template.replace("\n    ", "\n        ");
+    manifest.push_str(&format!(
+        "---\nkind: CronJob\nmetadata: {{name: w}}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        {cron_template}\n"
+    ));
+    let out = render(&["-f", "-"], &manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"] {
+        let block = text.split(&format!("# {kind}/w\n")).nth(1).unwrap_or_else(|| panic!("no {kind} block in {text}"));
+        assert!(block.starts_with("* nat\n"), "{kind}: {block}");
+    }
+    assert_eq!(text.matches("-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT").count(), 6);
+}
+
+#[test]
+fn json_lists_are_read() {
+    let pod: serde_json::Value = serde_yaml::from_str(MESHED_POD).unwrap();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [pod.clone(), pod]});
+    let out = render(&["-f", "-"], &list.to_string());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches("# Pod/web\n* nat\n").count(), 2);
+}
+
+#[test]
+fn an_invalid_annotation_exits_2_with_one_line_and_no_rules() {
+    let bad = MESHED_POD.replace(
+        "annotations: {",
+        "annotations: {traffic.sidecar.istio.io/excludeOutboundPorts: '443,*', ",
+    );
+    // One good pod first: nothing may be printed when any pod is invalid.
+    let out = render(&["-f", "-"], &format!("{MESHED_POD}---\n{bad}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "", "no partial output");
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("Pod/web") && err.contains("traffic.sidecar.istio.io/excludeOutboundPorts") && err.contains("\"443,*\""), "{err}");
+}
+
+#[test]
+fn bad_manifests_exit_2_naming_the_problem() {
+    let cases = [
+        ("kind: Service\nmetadata: {name: s}\n", "unsupported kind \"Service\""),
+        ("metadata: {name: s}\n", "missing `kind`"),
+        ("kind: Pod\nspec: [1, 2\n", "not valid YAML or JSON"),
+        ("kind: Deployment\nmetadata: {name: d}\n", "missing the pod template"),
+        ("", "no Kubernetes objects found"),
+    ];
+    for (manifest, expected) in cases {
+        let out = render(&["-f", "-"], manifest);
+        assert_eq!(out.status.code(), Some(2), "{manifest}");
+        assert!(stderr(&out).contains(expected), "{manifest}: {}", stderr(&out));
+    }
+    let missing = render(&["-f", "/nonexistent/pod.yaml"], "");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("cannot read /nonexistent/pod.yaml"), "{}", stderr(&missing));
+}
+
+#[test]
+fn node_environment_shapes_the_rules_like_the_plugin() {
+    let out = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
+        .args(["render", "-f", &fixture("istio-plugin/basic.yaml")])
+        .env("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "127.0.0.1/8")
+        .env("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("-A ISTIO_OUTPUT -d 127.0.0.1/8 -j RETURN"), "{text}");
+    assert!(text.contains("-A ISTIO_OUTPUT -m owner --gid-owner 888 -j RETURN"), "{text}");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
+        .args(["render", "-f", &fixture("istio-plugin/basic.yaml")])
+        .env("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "10.0.0.1/8")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"), "{}", stderr(&bad));
+}
+
+#[test]
+fn help_and_version() {
+    let help = Command::new(env!("CARGO_BIN_EXE_istio-cni")).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = stdout(&help);
+    assert!(text.contains("render") && text.contains("validate"), "{text}");
+    let version = Command::new(env!("CARGO_BIN_EXE_istio-cni")).arg("--version").output().unwrap();
+    assert_eq!(stdout(&version).trim(), format!("istio-cni {}", env!("CARGO_PKG_VERSION")));
+}
