@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn excluded_outbound_ports_replace_the_default() {
-        assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")]).exclude_outbound_ports, vec![]);
+        assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")]).exclude_outbound_ports, Vec::<u16>::new());
         assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "5555,6666")]).exclude_outbound_ports, vec![5555, 6666]);
     }
 

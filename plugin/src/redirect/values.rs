@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn cidr_lists_are_not_trimmed() {
-        assert_eq!(parse_cidr_list("").unwrap(), vec![]);
+        assert!(parse_cidr_list("").unwrap().is_empty());
         assert_eq!(parse_cidr_list("10.0.0.0/8,::1/128").unwrap().len(), 2);
         assert!(parse_cidr_list("10.0.0.0/8, 11.0.0.0/8").is_err());
         assert!(parse_cidr_list("10.0.0.0/8,").is_err());
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn port_lists_trim_and_accept_zero() {
         assert_eq!(parse_port_list(" 80, 443 ,0").unwrap(), vec![80, 443, 0]);
-        assert_eq!(parse_port_list("  ").unwrap(), vec![]);
+        assert_eq!(parse_port_list("  ").unwrap(), Vec::<u16>::new());
         assert_eq!(parse_port_list("080").unwrap(), vec![80]);
         for bad in ["80,,90", "80,", "65536", "-1", "+80", "*", "http"] {
             assert!(parse_port_list(bad).is_err(), "{bad} should be rejected");
