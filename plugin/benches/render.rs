@@ -50,13 +50,20 @@ fn bench(c: &mut Criterion) {
     let basic = pod(BASIC);
     let large_manifest = large_pod();
     let large = pod(&large_manifest);
-    assert!(render_iptables(&large).v4.lines().count() > 150, "the large pod has many rules");
+    assert!(
+        render_iptables(&large).v4.lines().count() > 150,
+        "the large pod has many rules"
+    );
 
     let mut g = c.benchmark_group("render");
     g.bench_function("basic pod, iptables", |b| b.iter(|| render_iptables(black_box(&basic))));
-    g.bench_function("50 CIDRs + 50 ports, iptables", |b| b.iter(|| render_iptables(black_box(&large))));
+    g.bench_function("50 CIDRs + 50 ports, iptables", |b| {
+        b.iter(|| render_iptables(black_box(&large)))
+    });
     g.bench_function("basic pod, nftables", |b| b.iter(|| render_nft(black_box(&basic))));
-    g.bench_function("50 CIDRs + 50 ports, nftables", |b| b.iter(|| render_nft(black_box(&large))));
+    g.bench_function("50 CIDRs + 50 ports, nftables", |b| {
+        b.iter(|| render_nft(black_box(&large)))
+    });
     g.bench_function("parse manifest, basic pod", |b| b.iter(|| load_pods(black_box(BASIC))));
     g.finish();
 }
@@ -65,8 +72,18 @@ criterion_group!(benches, bench);
 
 /// Criterion's median estimate (ns) for a benchmark of this run.
 fn median_ns(group: &str, name: &str) -> Option<f64> {
-    let dir: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+    let dir: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let target =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
     let path = format!("{target}/criterion/{group}/{dir}/new/estimates.json");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
@@ -80,7 +97,12 @@ fn main() {
         let base = median_ns("render", &format!("basic pod, {backend}"));
         let large = median_ns("render", &format!("50 CIDRs + 50 ports, {backend}"));
         if let (Some(base), Some(large)) = (base, large) {
-            println!("  {backend}: basic pod {:.1} µs, 50 CIDRs + 50 ports {:.1} µs, ratio {:.1}x", base / 1e3, large / 1e3, large / base);
+            println!(
+                "  {backend}: basic pod {:.1} µs, 50 CIDRs + 50 ports {:.1} µs, ratio {:.1}x",
+                base / 1e3,
+                large / 1e3,
+                large / base
+            );
         }
     }
 }

@@ -12,7 +12,6 @@
 //! `render` and `validate` subcommands.
 
 pub mod capture;
-pub mod rules;
 pub mod cli;
 pub mod iptables;
 pub mod netns;
@@ -20,4 +19,5 @@ pub mod nftables;
 pub mod pod;
 pub mod program;
 pub mod redirect;
+pub mod rules;
 pub mod validate;

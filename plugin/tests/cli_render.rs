@@ -76,7 +76,10 @@ fn several_documents_get_a_header_each_and_skips_say_why() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("# Pod/web\n* nat\n"), "{text}");
-    assert!(text.ends_with("# Deployment/plain\n# skip: pod has no istio-proxy container\n"), "{text}");
+    assert!(
+        text.ends_with("# Deployment/plain\n# skip: pod has no istio-proxy container\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -84,7 +87,9 @@ fn every_workload_kind_with_a_pod_template_is_read() {
     let template = "metadata:\n      annotations: {sidecar.istio.io/status: '{}', traffic.sidecar.istio.io/includeInboundPorts: '8080'}\n    spec:\n      containers: [{name: istio-proxy, image: proxyv2}]";
     let mut manifest = String::new();
     for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"] {
-        manifest.push_str(&format!("---\nkind: {kind}\nmetadata: {{name: w}}\nspec:\n  template:\n    {template}\n"));
+        manifest.push_str(&format!(
+            "---\nkind: {kind}\nmetadata: {{name: w}}\nspec:\n  template:\n    {template}\n"
+        ));
     }
     let cron_template = template.replace("\n    ", "\n        ");
     manifest.push_str(&format!(
@@ -94,10 +99,17 @@ fn every_workload_kind_with_a_pod_template_is_read() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"] {
-        let block = text.split(&format!("# {kind}/w\n")).nth(1).unwrap_or_else(|| panic!("no {kind} block in {text}"));
+        let block = text
+            .split(&format!("# {kind}/w\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {kind} block in {text}"));
         assert!(block.starts_with("* nat\n"), "{kind}: {block}");
     }
-    assert_eq!(text.matches("-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT").count(), 6);
+    assert_eq!(
+        text.matches("-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT")
+            .count(),
+        6
+    );
 }
 
 #[test]
@@ -121,7 +133,12 @@ fn an_invalid_annotation_exits_2_with_one_line_and_no_rules() {
     assert_eq!(stdout(&out), "", "no partial output");
     let err = stderr(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("Pod/web") && err.contains("traffic.sidecar.istio.io/excludeOutboundPorts") && err.contains("\"443,*\""), "{err}");
+    assert!(
+        err.contains("Pod/web")
+            && err.contains("traffic.sidecar.istio.io/excludeOutboundPorts")
+            && err.contains("\"443,*\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -140,7 +157,11 @@ fn bad_manifests_exit_2_naming_the_problem() {
     }
     let missing = render(&["-f", "/nonexistent/pod.yaml"], "");
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("cannot read /nonexistent/pod.yaml"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("cannot read /nonexistent/pod.yaml"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[test]
@@ -154,7 +175,10 @@ fn node_environment_shapes_the_rules_like_the_plugin() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("-A ISTIO_OUTPUT -d 127.0.0.1/8 -j RETURN"), "{text}");
-    assert!(text.contains("-A ISTIO_OUTPUT -m owner --gid-owner 888 -j RETURN"), "{text}");
+    assert!(
+        text.contains("-A ISTIO_OUTPUT -m owner --gid-owner 888 -j RETURN"),
+        "{text}"
+    );
 
     let bad = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
         .args(["render", "-f", &fixture("istio-plugin/basic.yaml")])
@@ -162,15 +186,28 @@ fn node_environment_shapes_the_rules_like_the_plugin() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
 fn help_and_version() {
-    let help = Command::new(env!("CARGO_BIN_EXE_istio-cni")).arg("--help").output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(help.status.success());
     let text = stdout(&help);
     assert!(text.contains("render") && text.contains("validate"), "{text}");
-    let version = Command::new(env!("CARGO_BIN_EXE_istio-cni")).arg("--version").output().unwrap();
-    assert_eq!(stdout(&version).trim(), format!("istio-cni {}", env!("CARGO_PKG_VERSION")));
+    let version = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&version).trim(),
+        format!("istio-cni {}", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -19,9 +19,9 @@ use istio_cni::redirect::{InboundPorts, InterceptionMode, OutboundRanges, Prefix
 use istio_cni::{capture::NodeEnv, iptables, nftables};
 
 fn goldens_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ISTIO_GOLDENS_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/istio-goldens")
-    });
+    let dir = std::env::var_os("ISTIO_GOLDENS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/istio-goldens"));
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -36,8 +36,8 @@ fn goldens_dir() -> Option<PathBuf> {
 /// A golden without the `iptables-save`/`ip6tables-save` lines of Istio's
 /// command-recording stub.
 fn golden(path: &str) -> Option<String> {
-    let text = std::fs::read_to_string(goldens_dir()?.join(path))
-        .unwrap_or_else(|e| panic!("reading golden {path}: {e}"));
+    let text =
+        std::fs::read_to_string(goldens_dir()?.join(path)).unwrap_or_else(|e| panic!("reading golden {path}: {e}"));
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| *l != "iptables-save" && *l != "ip6tables-save")
@@ -63,7 +63,12 @@ fn check_all(cases: &[&str], golden_path: impl Fn(&str) -> String, snapshot: &st
             (ours != &expected).then(|| format!("{path}:\n--- Istio\n{expected}--- ours\n{ours}"))
         })
         .collect();
-    assert!(differing.is_empty(), "{} case(s) differ from Istio's goldens:\n{}", differing.len(), differing.join("\n"));
+    assert!(
+        differing.is_empty(),
+        "{} case(s) differ from Istio's goldens:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
     for (case, ours) in outputs {
         insta::assert_snapshot!(format!("{snapshot}-{case}"), ours);
     }
@@ -245,16 +250,28 @@ const CAPTURE_CASES: &[&str] = &[
 
 #[test]
 fn capture_configs_render_istios_iptables_rules() {
-    check_all(CAPTURE_CASES, |c| format!("capture-iptables/{c}.golden"), "capture-iptables", |c| {
-        let payload = iptables::render(&capture_case(c));
-        payload.v4 + payload.v6.as_deref().unwrap_or("")
-    });
+    check_all(
+        CAPTURE_CASES,
+        |c| format!("capture-iptables/{c}.golden"),
+        "capture-iptables",
+        |c| {
+            let payload = iptables::render(&capture_case(c));
+            payload.v4 + payload.v6.as_deref().unwrap_or("")
+        },
+    );
 }
 
 #[test]
 fn capture_configs_render_istios_nftables_rules() {
-    let cases: Vec<&str> = CAPTURE_CASES.iter().copied().chain(["inbound-ports-empty-tproxy"]).collect();
-    check_all(&cases, |c| format!("capture-nftables/{c}.golden"), "capture-nftables", |c| {
-        nftables::render(&capture_case(c))
-    });
+    let cases: Vec<&str> = CAPTURE_CASES
+        .iter()
+        .copied()
+        .chain(["inbound-ports-empty-tproxy"])
+        .collect();
+    check_all(
+        &cases,
+        |c| format!("capture-nftables/{c}.golden"),
+        "capture-nftables",
+        |c| nftables::render(&capture_case(c)),
+    );
 }

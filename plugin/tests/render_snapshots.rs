@@ -86,7 +86,10 @@ impl Case {
             .find(|c| c["name"] == "istio-proxy")
             .unwrap();
         for (k, v) in &self.env {
-            proxy["env"].as_array_mut().unwrap().push(json!({"name": k, "value": v}));
+            proxy["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": k, "value": v}));
         }
         if let Some((uid, gid)) = self.run_as {
             proxy["securityContext"]["runAsUser"] = json!(uid);

@@ -165,14 +165,12 @@ impl ProbeBinary {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("create temp dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
         let path = dir.join("istio-cni");
         if std::fs::hard_link(BIN, &path).is_err() {
             std::fs::copy(BIN, &path).expect("copy binary");
         }
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod binary");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
         Self { dir, path }
     }
 }
@@ -282,10 +280,7 @@ impl Case<'_> {
         let out: Output = cmd.output().expect("spawn unshare");
         let elapsed = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        eprintln!(
-            "--- probe stderr ({elapsed:?}, {:?}) ---\n{stderr}",
-            out.status
-        );
+        eprintln!("--- probe stderr ({elapsed:?}, {:?}) ---\n{stderr}", out.status);
         if out.status.code() == Some(SETUP_FAILED) {
             skip(&format!(
                 "namespace setup failed: {}",
@@ -317,11 +312,7 @@ fn assert_timed_out(run: &Run, timeout: Duration) {
         "validation timeout",
         "repair",
     ] {
-        assert!(
-            run.stderr.contains(needle),
-            "missing {needle:?}:\n{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(needle), "missing {needle:?}:\n{}", run.stderr);
     }
     assert!(
         run.elapsed >= timeout - Duration::from_millis(100),
@@ -335,16 +326,7 @@ fn assert_timed_out(run: &Run, timeout: Duration) {
     );
 }
 
-const FAST_FAIL: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "--probe-timeout",
-    "2s",
-];
+const FAST_FAIL: &[&str] = &["-p", "15001", "-z", "15006", "-u", "1337", "--probe-timeout", "2s"];
 
 #[test]
 fn fails_with_126_when_no_rules_are_programmed() {

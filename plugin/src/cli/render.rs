@@ -63,7 +63,10 @@ fn render_config(cfg: &CaptureConfig, backend: Backend) -> String {
             match payload.v6 {
                 // IPv4 alone is exactly what `iptables-restore` takes.
                 None => payload.v4,
-                Some(v6) => format!("# iptables-restore (IPv4)\n{}# ip6tables-restore (IPv6)\n{v6}", payload.v4),
+                Some(v6) => format!(
+                    "# iptables-restore (IPv4)\n{}# ip6tables-restore (IPv6)\n{v6}",
+                    payload.v4
+                ),
             }
         }
     }

@@ -7,7 +7,16 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::rules::{Family, Position, Rule};
 
-const BUILT_IN: [&str; 8] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING", "ACCEPT", "RETURN", "DROP"];
+const BUILT_IN: [&str; 8] = [
+    "INPUT",
+    "OUTPUT",
+    "FORWARD",
+    "PREROUTING",
+    "POSTROUTING",
+    "ACCEPT",
+    "RETURN",
+    "DROP",
+];
 
 /// The restore text for one family (`V4` or `V6`) of a plan.
 pub fn restore_text(rules: &[Rule], family: Family) -> String {

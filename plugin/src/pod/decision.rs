@@ -47,16 +47,12 @@ pub enum InjectSource {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SkipReason::HasIstioInit => write!(
-                f,
-                "pod has an {INIT_CONTAINER} container (it programs its own rules)"
-            ),
+            SkipReason::HasIstioInit => write!(f, "pod has an {INIT_CONTAINER} container (it programs its own rules)"),
             SkipReason::ProxyDisabled => write!(f, "DISABLE_ENVOY is true on {PROXY_CONTAINER}"),
             SkipReason::NoSidecar => write!(f, "pod has no {PROXY_CONTAINER} container"),
-            SkipReason::NotSidecarProxy { proxy_type } => write!(
-                f,
-                "{PROXY_CONTAINER} runs as proxy type {proxy_type:?}, not a sidecar"
-            ),
+            SkipReason::NotSidecarProxy { proxy_type } => {
+                write!(f, "{PROXY_CONTAINER} runs as proxy type {proxy_type:?}, not a sidecar")
+            }
             SkipReason::InjectionDisabled { source, value } => {
                 let what = match source {
                     InjectSource::Label => "label",
@@ -65,7 +61,11 @@ impl fmt::Display for SkipReason {
                 write!(f, "{what} {INJECT_KEY}={value:?} disables injection")
             }
             SkipReason::NotInjected => write!(f, "pod has no {STATUS_ANNOTATION} annotation"),
-            SkipReason::InterceptionNone => write!(f, "annotation {}=NONE disables traffic capture", keys::INTERCEPTION_MODE),
+            SkipReason::InterceptionNone => write!(
+                f,
+                "annotation {}=NONE disables traffic capture",
+                keys::INTERCEPTION_MODE
+            ),
         }
     }
 }
@@ -96,10 +96,7 @@ pub fn decide(pod: &PodInfo) -> Decision {
     }
     let inject = match pod.labels.get(INJECT_KEY) {
         Some(v) => Some((InjectSource::Label, v)),
-        None => pod
-            .annotations
-            .get(INJECT_KEY)
-            .map(|v| (InjectSource::Annotation, v)),
+        None => pod.annotations.get(INJECT_KEY).map(|v| (InjectSource::Annotation, v)),
     };
     if let Some((source, value)) = inject
         && parse_go_bool(value) == Some(false)
@@ -152,10 +149,25 @@ mod tests {
 
     #[test]
     fn disable_envoy_uses_go_bools() {
-        for (value, skipped) in [("true", true), ("1", true), ("T", true), ("false", false), ("yes", false), ("", false)] {
+        for (value, skipped) in [
+            ("true", true),
+            ("1", true),
+            ("T", true),
+            ("false", false),
+            ("yes", false),
+            ("", false),
+        ] {
             let mut pod = injected();
-            pod.proxy.as_mut().unwrap().env.insert("DISABLE_ENVOY".into(), value.into());
-            assert_eq!(decide(&pod) == Decision::Skip(SkipReason::ProxyDisabled), skipped, "DISABLE_ENVOY={value:?}");
+            pod.proxy
+                .as_mut()
+                .unwrap()
+                .env
+                .insert("DISABLE_ENVOY".into(), value.into());
+            assert_eq!(
+                decide(&pod) == Decision::Skip(SkipReason::ProxyDisabled),
+                skipped,
+                "DISABLE_ENVOY={value:?}"
+            );
         }
     }
 
@@ -170,7 +182,12 @@ mod tests {
     fn gateways_are_not_sidecars() {
         let mut pod = injected();
         pod.proxy.as_mut().unwrap().args = vec!["proxy".into(), "router".into()];
-        assert_eq!(decide(&pod), Decision::Skip(SkipReason::NotSidecarProxy { proxy_type: "router".into() }));
+        assert_eq!(
+            decide(&pod),
+            Decision::Skip(SkipReason::NotSidecarProxy {
+                proxy_type: "router".into()
+            })
+        );
         // An empty type or no `proxy` verb is a sidecar.
         pod.proxy.as_mut().unwrap().args = vec!["proxy".into(), "".into()];
         assert_eq!(decide(&pod), Decision::Redirect);
@@ -182,11 +199,23 @@ mod tests {
     fn inject_label_beats_annotation() {
         let mut pod = injected();
         pod.annotations.insert(INJECT_KEY.into(), "false".into());
-        assert!(matches!(decide(&pod), Decision::Skip(SkipReason::InjectionDisabled { source: InjectSource::Annotation, .. })));
+        assert!(matches!(
+            decide(&pod),
+            Decision::Skip(SkipReason::InjectionDisabled {
+                source: InjectSource::Annotation,
+                ..
+            })
+        ));
         pod.labels.insert(INJECT_KEY.into(), "true".into());
         assert_eq!(decide(&pod), Decision::Redirect);
         pod.labels.insert(INJECT_KEY.into(), "False".into());
-        assert!(matches!(decide(&pod), Decision::Skip(SkipReason::InjectionDisabled { source: InjectSource::Label, .. })));
+        assert!(matches!(
+            decide(&pod),
+            Decision::Skip(SkipReason::InjectionDisabled {
+                source: InjectSource::Label,
+                ..
+            })
+        ));
         // Unparseable values do not skip.
         pod.labels.insert(INJECT_KEY.into(), "no".into());
         assert_eq!(decide(&pod), Decision::Redirect);
@@ -213,7 +242,11 @@ mod tests {
         // Disabled envoy is reported before a missing status annotation.
         let mut pod = injected();
         pod.annotations.clear();
-        pod.proxy.as_mut().unwrap().env.insert("DISABLE_ENVOY".into(), "true".into());
+        pod.proxy
+            .as_mut()
+            .unwrap()
+            .env
+            .insert("DISABLE_ENVOY".into(), "true".into());
         assert_eq!(decide(&pod), Decision::Skip(SkipReason::ProxyDisabled));
     }
 }

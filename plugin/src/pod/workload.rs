@@ -77,8 +77,8 @@ fn collect(index: usize, value: Value, out: &mut Vec<WorkloadPod>) -> Result<(),
     };
 
     let pod = match kind.as_str() {
-        "List" | "PodList" | "DeploymentList" | "StatefulSetList" | "DaemonSetList"
-        | "ReplicaSetList" | "JobList" | "CronJobList" => {
+        "List" | "PodList" | "DeploymentList" | "StatefulSetList" | "DaemonSetList" | "ReplicaSetList" | "JobList"
+        | "CronJobList" => {
             let Some(Value::Array(items)) = value.get("items") else {
                 return Err(object_err("a List needs an `items` array".into()));
             };
@@ -101,8 +101,8 @@ fn collect(index: usize, value: Value, out: &mut Vec<WorkloadPod>) -> Result<(),
                 .pointer(path)
                 .cloned()
                 .ok_or_else(|| object_err(format!("missing the pod template at {path}")))?;
-            let template: PodTemplateSpec = serde_json::from_value(template)
-                .map_err(|e| object_err(format!("{path}: {e}")))?;
+            let template: PodTemplateSpec =
+                serde_json::from_value(template).map_err(|e| object_err(format!("{path}: {e}")))?;
             let mut meta = template.metadata.unwrap_or_default();
             // Pods made from a template live in the workload's namespace.
             if meta.namespace.is_none() {

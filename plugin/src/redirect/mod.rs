@@ -219,7 +219,11 @@ impl Annotations<'_> {
 
     fn cidrs(&self, key: &'static str, value: &str) -> Result<Vec<Prefix>, RedirectError> {
         parse_cidr_list(value).map_err(|r| {
-            self.error(key, value, format!("{r}; expected comma-separated CIDRs like 10.0.0.0/8,fd00::/8"))
+            self.error(
+                key,
+                value,
+                format!("{r}; expected comma-separated CIDRs like 10.0.0.0/8,fd00::/8"),
+            )
         })
     }
 
@@ -262,7 +266,10 @@ mod tests {
 
     fn pod(annotations: &[(&str, &str)]) -> PodInfo {
         PodInfo {
-            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             proxy: Some(ProxyContainer::default()),
             ..Default::default()
         }
@@ -306,19 +313,34 @@ mod tests {
 
     #[test]
     fn excluded_outbound_ports_replace_the_default() {
-        assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")]).exclude_outbound_ports, Vec::<u16>::new());
-        assert_eq!(redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "5555,6666")]).exclude_outbound_ports, vec![5555, 6666]);
+        assert_eq!(
+            redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")]).exclude_outbound_ports,
+            Vec::<u16>::new()
+        );
+        assert_eq!(
+            redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "5555,6666")]).exclude_outbound_ports,
+            vec![5555, 6666]
+        );
     }
 
     #[test]
     fn empty_include_inbound_means_no_inbound_capture() {
-        assert_eq!(redirect(&[(keys::INCLUDE_INBOUND_PORTS, "")]).include_inbound_ports, InboundPorts::Only(vec![]));
-        assert_eq!(redirect(&[(keys::INCLUDE_INBOUND_PORTS, " * ")]).include_inbound_ports, InboundPorts::All);
+        assert_eq!(
+            redirect(&[(keys::INCLUDE_INBOUND_PORTS, "")]).include_inbound_ports,
+            InboundPorts::Only(vec![])
+        );
+        assert_eq!(
+            redirect(&[(keys::INCLUDE_INBOUND_PORTS, " * ")]).include_inbound_ports,
+            InboundPorts::All
+        );
     }
 
     #[test]
     fn interception_mode_is_case_sensitive() {
-        assert_eq!(redirect(&[(keys::INTERCEPTION_MODE, "TPROXY")]).mode, InterceptionMode::Tproxy);
+        assert_eq!(
+            redirect(&[(keys::INTERCEPTION_MODE, "TPROXY")]).mode,
+            InterceptionMode::Tproxy
+        );
         for bad in ["tproxy", "", "NONE", "redirect"] {
             let e = error(&[(keys::INTERCEPTION_MODE, bad)]);
             assert_eq!(e.key, keys::INTERCEPTION_MODE);
@@ -348,24 +370,36 @@ mod tests {
             let e = error(&[(key, value)]);
             let text = e.to_string();
             assert_eq!(e.key, key);
-            assert!(text.contains(key) && text.contains(&format!("{value:?}")) && text.contains(hint), "{text}");
+            assert!(
+                text.contains(key) && text.contains(&format!("{value:?}")) && text.contains(hint),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn a_star_exclusion_is_harmless_when_inbound_is_a_list() {
-        let r = redirect(&[(keys::INCLUDE_INBOUND_PORTS, "8080"), (keys::EXCLUDE_INBOUND_PORTS, "*")]);
+        let r = redirect(&[
+            (keys::INCLUDE_INBOUND_PORTS, "8080"),
+            (keys::EXCLUDE_INBOUND_PORTS, "*"),
+        ]);
         assert_eq!(r.include_inbound_ports, InboundPorts::Only(vec![8080]));
     }
 
     #[test]
     fn reroute_prefers_the_new_annotation() {
-        let both = redirect(&[(keys::REROUTE_VIRTUAL_INTERFACES, "net1"), (keys::KUBEVIRT_INTERFACES, "old0")]);
+        let both = redirect(&[
+            (keys::REROUTE_VIRTUAL_INTERFACES, "net1"),
+            (keys::KUBEVIRT_INTERFACES, "old0"),
+        ]);
         assert_eq!(both.reroute_interfaces, vec!["net1"]);
         let old = redirect(&[(keys::KUBEVIRT_INTERFACES, "old0, old1")]);
         assert_eq!(old.reroute_interfaces, vec!["old0", "old1"]);
         // An empty new annotation still wins over the deprecated one.
-        let empty = redirect(&[(keys::REROUTE_VIRTUAL_INTERFACES, ""), (keys::KUBEVIRT_INTERFACES, "old0")]);
+        let empty = redirect(&[
+            (keys::REROUTE_VIRTUAL_INTERFACES, ""),
+            (keys::KUBEVIRT_INTERFACES, "old0"),
+        ]);
         assert!(empty.reroute_interfaces.is_empty());
     }
 

@@ -37,17 +37,12 @@ impl FromStr for Prefix {
         let (addr, len) = s
             .split_once('/')
             .ok_or_else(|| format!("{s:?} is not a CIDR (missing /prefix-length)"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = parse_decimal(len)
             .filter(|&l| l <= max)
             .ok_or_else(|| format!("prefix length {len:?} must be a number from 0 to {max}"))?;
-        Ok(Prefix {
-            addr,
-            len: len as u8,
-        })
+        Ok(Prefix { addr, len: len as u8 })
     }
 }
 
@@ -88,15 +83,13 @@ pub fn parse_port_list(value: &str) -> Result<Vec<u16>, String> {
         .split(',')
         .map(|p| {
             let p = p.trim();
-            parse_decimal(p)
-                .and_then(|n| u16::try_from(n).ok())
-                .ok_or_else(|| {
-                    if p.is_empty() {
-                        "empty element in the port list".to_string()
-                    } else {
-                        format!("{p:?} is not a port number (0-65535)")
-                    }
-                })
+            parse_decimal(p).and_then(|n| u16::try_from(n).ok()).ok_or_else(|| {
+                if p.is_empty() {
+                    "empty element in the port list".to_string()
+                } else {
+                    format!("{p:?} is not a port number (0-65535)")
+                }
+            })
         })
         .collect()
 }
@@ -156,7 +149,16 @@ mod tests {
 
     #[test]
     fn prefixes_reject_what_go_rejects() {
-        for bad in ["10.0.0.1", "10.0.0.0/33", "fe80::1%eth0/64", "10.0.0.0/-1", "10.0.0.0/+8", " 10.0.0.0/8", "*", "10.0.0.0/"] {
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.0/33",
+            "fe80::1%eth0/64",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            " 10.0.0.0/8",
+            "*",
+            "10.0.0.0/",
+        ] {
             assert!(bad.parse::<Prefix>().is_err(), "{bad} should be rejected");
         }
     }

@@ -26,7 +26,15 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(&mut self, table: Table, chain: Chain, position: Position, family: Family, ipt: Option<String>, nft: Option<String>) {
+    fn push(
+        &mut self,
+        table: Table,
+        chain: Chain,
+        position: Position,
+        family: Family,
+        ipt: Option<String>,
+        nft: Option<String>,
+    ) {
         if family == Family::V6 && !self.enable_ipv6 {
             return;
         }
@@ -42,22 +50,62 @@ impl Builder {
 
     /// Appends a rule for both families.
     fn add(&mut self, table: Table, chain: Chain, ipt: impl Into<String>, nft: impl Into<String>) {
-        self.push(table, chain, Position::Append, Family::Both, Some(ipt.into()), Some(nft.into()));
+        self.push(
+            table,
+            chain,
+            Position::Append,
+            Family::Both,
+            Some(ipt.into()),
+            Some(nft.into()),
+        );
     }
 
     /// Appends a rule for one family.
     fn add_only(&mut self, family: Family, table: Table, chain: Chain, ipt: impl Into<String>, nft: impl Into<String>) {
-        self.push(table, chain, Position::Append, family, Some(ipt.into()), Some(nft.into()));
+        self.push(
+            table,
+            chain,
+            Position::Append,
+            family,
+            Some(ipt.into()),
+            Some(nft.into()),
+        );
     }
 
-    fn insert(&mut self, family: Family, table: Table, chain: Chain, at: u32, ipt: impl Into<String>, nft: impl Into<String>) {
-        self.push(table, chain, Position::Insert(at), family, Some(ipt.into()), Some(nft.into()));
+    fn insert(
+        &mut self,
+        family: Family,
+        table: Table,
+        chain: Chain,
+        at: u32,
+        ipt: impl Into<String>,
+        nft: impl Into<String>,
+    ) {
+        self.push(
+            table,
+            chain,
+            Position::Insert(at),
+            family,
+            Some(ipt.into()),
+            Some(nft.into()),
+        );
     }
 
     /// A rule written once per family with that family's literal: the IPv4
     /// rule, then the IPv6 one.
-    fn versioned(&mut self, table: Table, chain: Chain, position: Position, v4: &str, v6: &str, rule: impl Fn(&Fam) -> (String, String)) {
-        for (family, fam) in [(Family::V4, Fam { ip: "ip", addr: v4 }), (Family::V6, Fam { ip: "ip6", addr: v6 })] {
+    fn versioned(
+        &mut self,
+        table: Table,
+        chain: Chain,
+        position: Position,
+        v4: &str,
+        v6: &str,
+        rule: impl Fn(&Fam) -> (String, String),
+    ) {
+        for (family, fam) in [
+            (Family::V4, Fam { ip: "ip", addr: v4 }),
+            (Family::V6, Fam { ip: "ip6", addr: v6 }),
+        ] {
             let (ipt, nft) = rule(&fam);
             self.push(table, chain, position, family, Some(ipt), Some(nft));
         }
@@ -104,40 +152,98 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
         },
         OutboundRanges::Only(list) => Ranges::split(list),
     };
-    let redirect_dns = cfg.redirect_dns && (cfg.capture_all_dns || !cfg.dns_servers_v4.is_empty() || !cfg.dns_servers_v6.is_empty());
+    let redirect_dns =
+        cfg.redirect_dns && (cfg.capture_all_dns || !cfg.dns_servers_v4.is_empty() || !cfg.dns_servers_v6.is_empty());
 
     // Interfaces whose traffic bypasses the proxy entirely.
     let exclude_tables: &[Table] = if tproxy { &[Nat, Mangle] } else { &[Nat] };
     for &table in exclude_tables {
         for x in &cfg.exclude_interfaces {
-            b.add(table, Prerouting, format!("-i {x} -j RETURN"), format!("iifname {x} counter return"));
-            b.add(table, Output, format!("-o {x} -j RETURN"), format!("oifname {x} counter return"));
+            b.add(
+                table,
+                Prerouting,
+                format!("-i {x} -j RETURN"),
+                format!("iifname {x} counter return"),
+            );
+            b.add(
+                table,
+                Output,
+                format!("-o {x} -j RETURN"),
+                format!("oifname {x} counter return"),
+            );
         }
     }
     for x in &cfg.reroute_interfaces {
-        b.insert(Family::Both, Nat, Prerouting, 1, format!("-i {x} -j RETURN"), format!("iifname {x} counter return"));
+        b.insert(
+            Family::Both,
+            Nat,
+            Prerouting,
+            1,
+            format!("-i {x} -j RETURN"),
+            format!("iifname {x} counter return"),
+        );
     }
 
     if cfg.drop_invalid {
         // nft matches TCP only, as Istio's nft builder does.
-        b.add(Mangle, Prerouting, "-m conntrack --ctstate INVALID -j ISTIO_DROP", "meta l4proto tcp ct state invalid counter jump istio-drop");
+        b.add(
+            Mangle,
+            Prerouting,
+            "-m conntrack --ctstate INVALID -j ISTIO_DROP",
+            "meta l4proto tcp ct state invalid counter jump istio-drop",
+        );
         b.add(Mangle, IstioDrop, "-j DROP", "counter drop");
     }
 
-    b.add(Nat, IstioInbound, format!("-p tcp --dport {INBOUND_TUNNEL_PORT} -j RETURN"), format!("meta l4proto tcp tcp dport {INBOUND_TUNNEL_PORT} counter return"));
-    b.add(Nat, IstioRedirect, format!("-p tcp -j REDIRECT --to-ports {PROXY_PORT}"), format!("meta l4proto tcp counter redirect to :{PROXY_PORT}"));
-    b.add(Nat, IstioInRedirect, format!("-p tcp -j REDIRECT --to-ports {INBOUND_CAPTURE_PORT}"), format!("meta l4proto tcp counter redirect to :{INBOUND_CAPTURE_PORT}"));
+    b.add(
+        Nat,
+        IstioInbound,
+        format!("-p tcp --dport {INBOUND_TUNNEL_PORT} -j RETURN"),
+        format!("meta l4proto tcp tcp dport {INBOUND_TUNNEL_PORT} counter return"),
+    );
+    b.add(
+        Nat,
+        IstioRedirect,
+        format!("-p tcp -j REDIRECT --to-ports {PROXY_PORT}"),
+        format!("meta l4proto tcp counter redirect to :{PROXY_PORT}"),
+    );
+    b.add(
+        Nat,
+        IstioInRedirect,
+        format!("-p tcp -j REDIRECT --to-ports {INBOUND_CAPTURE_PORT}"),
+        format!("meta l4proto tcp counter redirect to :{INBOUND_CAPTURE_PORT}"),
+    );
 
     inbound(&mut b, cfg, l4);
 
     b.add(Nat, Output, "-j ISTIO_OUTPUT", "counter jump istio-output");
     for p in &cfg.exclude_outbound_ports {
-        b.add(Nat, IstioOutput, format!("-p tcp --dport {p} -j RETURN"), format!("tcp dport {p} counter return"));
-        b.add(Nat, IstioOutput, format!("-p udp --dport {p} -j RETURN"), format!("udp dport {p} counter return"));
+        b.add(
+            Nat,
+            IstioOutput,
+            format!("-p tcp --dport {p} -j RETURN"),
+            format!("tcp dport {p} counter return"),
+        );
+        b.add(
+            Nat,
+            IstioOutput,
+            format!("-p udp --dport {p} -j RETURN"),
+            format!("udp dport {p} counter return"),
+        );
     }
-    b.versioned(Nat, IstioOutput, Position::Append, PASSTHROUGH_V4, PASSTHROUGH_V6, |f| {
-        (format!("-o lo -s {} -j RETURN", f.addr), format!("oifname lo {} saddr {} counter return", f.ip, f.addr))
-    });
+    b.versioned(
+        Nat,
+        IstioOutput,
+        Position::Append,
+        PASSTHROUGH_V4,
+        PASSTHROUGH_V6,
+        |f| {
+            (
+                format!("-o lo -s {} -j RETURN", f.addr),
+                format!("oifname lo {} saddr {} counter return", f.ip, f.addr),
+            )
+        },
+    );
 
     // The proxy's own traffic: loopback self-calls go to inbound capture,
     // everything else it sends leaves uncaptured.
@@ -159,24 +265,49 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
         });
         if !include.has_loopback() {
             if redirect_dns {
-                b.add(Nat, IstioOutput, format!("-o lo -p tcp ! --dport 53 -m owner ! {ipt_owner} {id} -j RETURN"), format!("oifname lo meta l4proto tcp tcp dport != 53 {nft_owner} != {id} counter return"));
+                b.add(
+                    Nat,
+                    IstioOutput,
+                    format!("-o lo -p tcp ! --dport 53 -m owner ! {ipt_owner} {id} -j RETURN"),
+                    format!("oifname lo meta l4proto tcp tcp dport != 53 {nft_owner} != {id} counter return"),
+                );
             } else {
-                b.add(Nat, IstioOutput, format!("-o lo -m owner ! {ipt_owner} {id} -j RETURN"), format!("oifname lo {nft_owner} != {id} counter return"));
+                b.add(
+                    Nat,
+                    IstioOutput,
+                    format!("-o lo -m owner ! {ipt_owner} {id} -j RETURN"),
+                    format!("oifname lo {nft_owner} != {id} counter return"),
+                );
             }
         }
-        b.add(Nat, IstioOutput, format!("-m owner {ipt_owner} {id} -j RETURN"), format!("{nft_owner} {id} counter return"));
+        b.add(
+            Nat,
+            IstioOutput,
+            format!("-m owner {ipt_owner} {id} -j RETURN"),
+            format!("{nft_owner} {id} counter return"),
+        );
     }
 
     match &cfg.owner_groups {
         OwnerGroups::AllExcept(groups) => {
             for g in groups {
-                b.add(Nat, IstioOutput, format!("-m owner --gid-owner {g} -j RETURN"), format!("skgid {g} counter return"));
+                b.add(
+                    Nat,
+                    IstioOutput,
+                    format!("-m owner --gid-owner {g} -j RETURN"),
+                    format!("skgid {g} counter return"),
+                );
             }
         }
         OwnerGroups::Only(groups) => {
             let ipt: String = groups.iter().map(|g| format!("-m owner ! --gid-owner {g} ")).collect();
             let nft: String = groups.iter().map(|g| format!("skgid != {g} ")).collect();
-            b.add(Nat, IstioOutput, format!("{ipt}-j RETURN"), format!("{nft}counter return"));
+            b.add(
+                Nat,
+                IstioOutput,
+                format!("{ipt}-j RETURN"),
+                format!("{nft}counter return"),
+            );
         }
     }
 
@@ -185,29 +316,63 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
     }
 
     b.versioned(Nat, IstioOutput, Position::Append, l4, LOOPBACK_V6, |f| {
-        (format!("-d {} -j RETURN", f.addr), format!("{} daddr {} counter return", f.ip, f.addr))
+        (
+            format!("-d {} -j RETURN", f.addr),
+            format!("{} daddr {} counter return", f.ip, f.addr),
+        )
     });
     for (family, ip, list) in [(Family::V4, "ip", &exclude.v4), (Family::V6, "ip6", &exclude.v6)] {
         for c in list {
-            b.add_only(family, Nat, IstioOutput, format!("-d {c} -j RETURN"), format!("{ip} daddr {c} counter return"));
+            b.add_only(
+                family,
+                Nat,
+                IstioOutput,
+                format!("-d {c} -j RETURN"),
+                format!("{ip} daddr {c} counter return"),
+            );
         }
     }
     for p in &cfg.include_outbound_ports {
-        b.add(Nat, IstioOutput, format!("-p tcp --dport {p} -j ISTIO_REDIRECT"), format!("tcp dport {p} counter jump istio-redirect"));
+        b.add(
+            Nat,
+            IstioOutput,
+            format!("-p tcp --dport {p} -j ISTIO_REDIRECT"),
+            format!("tcp dport {p} counter jump istio-redirect"),
+        );
     }
 
     if include.wildcard {
         b.add(Nat, IstioOutput, "-j ISTIO_REDIRECT", "counter jump istio-redirect");
         for x in &cfg.reroute_interfaces {
-            b.insert(Family::Both, Nat, Prerouting, 1, format!("-i {x} -j ISTIO_REDIRECT"), format!("iifname {x} counter jump istio-redirect"));
+            b.insert(
+                Family::Both,
+                Nat,
+                Prerouting,
+                1,
+                format!("-i {x} -j ISTIO_REDIRECT"),
+                format!("iifname {x} counter jump istio-redirect"),
+            );
         }
     } else {
         for (family, ip, list) in [(Family::V4, "ip", &include.v4), (Family::V6, "ip6", &include.v6)] {
             for c in list {
                 for x in &cfg.reroute_interfaces {
-                    b.insert(family, Nat, Prerouting, 1, format!("-i {x} -d {c} -j ISTIO_REDIRECT"), format!("iifname {x} {ip} daddr {c} counter jump istio-redirect"));
+                    b.insert(
+                        family,
+                        Nat,
+                        Prerouting,
+                        1,
+                        format!("-i {x} -d {c} -j ISTIO_REDIRECT"),
+                        format!("iifname {x} {ip} daddr {c} counter jump istio-redirect"),
+                    );
                 }
-                b.add_only(family, Nat, IstioOutput, format!("-d {c} -j ISTIO_REDIRECT"), format!("{ip} daddr {c} counter jump istio-redirect"));
+                b.add_only(
+                    family,
+                    Nat,
+                    IstioOutput,
+                    format!("-d {c} -j ISTIO_REDIRECT"),
+                    format!("{ip} daddr {c} counter jump istio-redirect"),
+                );
             }
         }
     }
@@ -225,7 +390,12 @@ fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
     }
     let tproxy = cfg.mode == InterceptionMode::Tproxy;
     let table = if tproxy {
-        b.add(Mangle, IstioDivert, format!("-j MARK --set-mark {TPROXY_MARK}"), format!("counter meta mark set {TPROXY_MARK}"));
+        b.add(
+            Mangle,
+            IstioDivert,
+            format!("-j MARK --set-mark {TPROXY_MARK}"),
+            format!("counter meta mark set {TPROXY_MARK}"),
+        );
         b.add(Mangle, IstioDivert, "-j ACCEPT", "counter accept");
         b.versioned(Mangle, IstioTproxy, Position::Append, l4, LOOPBACK_V6, |f| {
             (
@@ -237,26 +407,68 @@ fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
     } else {
         Nat
     };
-    b.add(table, Prerouting, "-p tcp -j ISTIO_INBOUND", "meta l4proto tcp counter jump istio-inbound");
+    b.add(
+        table,
+        Prerouting,
+        "-p tcp -j ISTIO_INBOUND",
+        "meta l4proto tcp counter jump istio-inbound",
+    );
     match &cfg.include_inbound_ports {
         InboundPorts::All => {
             for p in &cfg.exclude_inbound_ports {
-                b.add(table, IstioInbound, format!("-p tcp --dport {p} -j RETURN"), format!("meta l4proto tcp tcp dport {p} counter return"));
+                b.add(
+                    table,
+                    IstioInbound,
+                    format!("-p tcp --dport {p} -j RETURN"),
+                    format!("meta l4proto tcp tcp dport {p} counter return"),
+                );
             }
             if tproxy {
-                b.add(Mangle, IstioInbound, "-p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT", "meta l4proto tcp ct state related,established counter jump istio-divert");
-                b.add(Mangle, IstioInbound, "-p tcp -j ISTIO_TPROXY", "meta l4proto tcp counter jump istio-tproxy");
+                b.add(
+                    Mangle,
+                    IstioInbound,
+                    "-p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT",
+                    "meta l4proto tcp ct state related,established counter jump istio-divert",
+                );
+                b.add(
+                    Mangle,
+                    IstioInbound,
+                    "-p tcp -j ISTIO_TPROXY",
+                    "meta l4proto tcp counter jump istio-tproxy",
+                );
             } else {
-                b.add(Nat, IstioInbound, "-p tcp -j ISTIO_IN_REDIRECT", "meta l4proto tcp counter jump istio-in-redirect");
+                b.add(
+                    Nat,
+                    IstioInbound,
+                    "-p tcp -j ISTIO_IN_REDIRECT",
+                    "meta l4proto tcp counter jump istio-in-redirect",
+                );
             }
         }
         InboundPorts::Only(ports) => {
             for p in ports {
                 if tproxy {
-                    b.add(Mangle, IstioInbound, format!("-p tcp --dport {p} -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT"), format!("meta l4proto tcp ct state related,established tcp dport {p} counter jump istio-divert"));
-                    b.add(Mangle, IstioInbound, format!("-p tcp --dport {p} -j ISTIO_TPROXY"), format!("meta l4proto tcp tcp dport {p} counter jump istio-tproxy"));
+                    b.add(
+                        Mangle,
+                        IstioInbound,
+                        format!("-p tcp --dport {p} -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT"),
+                        format!(
+                            "meta l4proto tcp ct state related,established tcp dport {p} counter jump istio-divert"
+                        ),
+                    );
+                    b.add(
+                        Mangle,
+                        IstioInbound,
+                        format!("-p tcp --dport {p} -j ISTIO_TPROXY"),
+                        format!("meta l4proto tcp tcp dport {p} counter jump istio-tproxy"),
+                    );
                 } else {
-                    b.add(Nat, IstioInbound, format!("-p tcp --dport {p} -j ISTIO_IN_REDIRECT"), format!("meta l4proto tcp tcp dport {p} counter jump istio-in-redirect"));
+                    b.add(
+                        Nat,
+                        IstioInbound,
+                        format!("-p tcp --dport {p} -j ISTIO_IN_REDIRECT"),
+                        format!("meta l4proto tcp tcp dport {p} counter jump istio-in-redirect"),
+                    );
                 }
             }
         }
@@ -277,36 +489,84 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
         (false, false) => None,
     };
     if let Some(family) = jump_family {
-        b.add_only(family, Nat, IstioOutput, "-j ISTIO_OUTPUT_DNS", "counter jump istio-output-dns");
+        b.add_only(
+            family,
+            Nat,
+            IstioOutput,
+            "-j ISTIO_OUTPUT_DNS",
+            "counter jump istio-output-dns",
+        );
     }
 
     if all {
-        b.add(Nat, IstioOutputDns, format!("-p tcp --dport 53 -j REDIRECT --to-ports {DNS_AGENT_PORT}"), format!("meta l4proto tcp tcp dport 53 counter redirect to :{DNS_AGENT_PORT}"));
+        b.add(
+            Nat,
+            IstioOutputDns,
+            format!("-p tcp --dport 53 -j REDIRECT --to-ports {DNS_AGENT_PORT}"),
+            format!("meta l4proto tcp tcp dport 53 counter redirect to :{DNS_AGENT_PORT}"),
+        );
         // Istio spells the UDP rule with the singular `--to-port`.
-        b.add(Nat, IstioOutputDns, format!("-p udp --dport 53 -j REDIRECT --to-port {DNS_AGENT_PORT}"), format!("udp dport 53 counter redirect to :{DNS_AGENT_PORT}"));
+        b.add(
+            Nat,
+            IstioOutputDns,
+            format!("-p udp --dport 53 -j REDIRECT --to-port {DNS_AGENT_PORT}"),
+            format!("udp dport 53 counter redirect to :{DNS_AGENT_PORT}"),
+        );
     } else {
         let servers = || {
             let v4 = v4.iter().map(|s| (Family::V4, "ip", format!("{s}/32")));
             v4.chain(v6.iter().map(|s| (Family::V6, "ip6", format!("{s}/128"))))
         };
         for (family, ip, s) in servers() {
-            b.add_only(family, Nat, IstioOutputDns, format!("-p tcp --dport 53 -d {s} -j REDIRECT --to-ports {DNS_AGENT_PORT}"), format!("{ip} daddr {s} tcp dport 53 counter redirect to :{DNS_AGENT_PORT}"));
+            b.add_only(
+                family,
+                Nat,
+                IstioOutputDns,
+                format!("-p tcp --dport 53 -d {s} -j REDIRECT --to-ports {DNS_AGENT_PORT}"),
+                format!("{ip} daddr {s} tcp dport 53 counter redirect to :{DNS_AGENT_PORT}"),
+            );
         }
         for (family, ip, s) in servers() {
-            b.add_only(family, Nat, IstioOutputDns, format!("-p udp --dport 53 -d {s} -j REDIRECT --to-port {DNS_AGENT_PORT}"), format!("{ip} daddr {s} udp dport 53 counter redirect to :{DNS_AGENT_PORT}"));
+            b.add_only(
+                family,
+                Nat,
+                IstioOutputDns,
+                format!("-p udp --dport 53 -d {s} -j REDIRECT --to-port {DNS_AGENT_PORT}"),
+                format!("{ip} daddr {s} udp dport 53 counter redirect to :{DNS_AGENT_PORT}"),
+            );
         }
     }
 
     let owners = cfg.proxy_uids.iter().map(|u| ("--uid-owner", "skuid", u));
     for (ipt_owner, nft_owner, id) in owners.chain(cfg.proxy_gids.iter().map(|g| ("--gid-owner", "skgid", g))) {
-        b.add(Raw, IstioOutputDns, format!("-p udp --dport 53 -m owner {ipt_owner} {id} -j CT --zone 1"), format!("udp dport 53 meta {nft_owner} {id} counter ct zone set 1"));
-        b.add(Raw, IstioOutputDns, format!("-p udp --sport {DNS_AGENT_PORT} -m owner {ipt_owner} {id} -j CT --zone 2"), format!("udp sport {DNS_AGENT_PORT} meta {nft_owner} {id} counter ct zone set 2"));
+        b.add(
+            Raw,
+            IstioOutputDns,
+            format!("-p udp --dport 53 -m owner {ipt_owner} {id} -j CT --zone 1"),
+            format!("udp dport 53 meta {nft_owner} {id} counter ct zone set 1"),
+        );
+        b.add(
+            Raw,
+            IstioOutputDns,
+            format!("-p udp --sport {DNS_AGENT_PORT} -m owner {ipt_owner} {id} -j CT --zone 2"),
+            format!("udp sport {DNS_AGENT_PORT} meta {nft_owner} {id} counter ct zone set 2"),
+        );
     }
 
     if all {
         b.add(Raw, Prerouting, "-j ISTIO_INBOUND", "counter jump istio-inbound");
-        b.add(Raw, IstioOutputDns, "-p udp --dport 53 -j CT --zone 2", "udp dport 53 counter ct zone set 2");
-        b.add(Raw, IstioInbound, "-p udp --sport 53 -j CT --zone 1", "udp sport 53 counter ct zone set 1");
+        b.add(
+            Raw,
+            IstioOutputDns,
+            "-p udp --dport 53 -j CT --zone 2",
+            "udp dport 53 counter ct zone set 2",
+        );
+        b.add(
+            Raw,
+            IstioInbound,
+            "-p udp --sport 53 -j CT --zone 1",
+            "udp sport 53 counter ct zone set 1",
+        );
         return;
     }
     for (family, ip, bits, list) in [(Family::V4, "ip", 32, v4), (Family::V6, "ip6", 128, v6)] {
@@ -315,10 +575,29 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
         }
         // nft has a single prerouting jump for both families.
         let nft_jump = (family == Family::V4 || v4.is_empty()).then(|| "counter jump istio-inbound".to_string());
-        b.push(Raw, Prerouting, Position::Append, family, Some("-j ISTIO_INBOUND".into()), nft_jump);
+        b.push(
+            Raw,
+            Prerouting,
+            Position::Append,
+            family,
+            Some("-j ISTIO_INBOUND".into()),
+            nft_jump,
+        );
         for s in list {
-            b.add_only(family, Raw, IstioOutputDns, format!("-p udp --dport 53 -d {s}/{bits} -j CT --zone 2"), format!("udp dport 53 {ip} daddr {s}/{bits} counter ct zone set 2"));
-            b.add_only(family, Raw, IstioInbound, format!("-p udp --sport 53 -s {s}/{bits} -j CT --zone 1"), format!("udp sport 53 {ip} saddr {s}/{bits} counter ct zone set 1"));
+            b.add_only(
+                family,
+                Raw,
+                IstioOutputDns,
+                format!("-p udp --dport 53 -d {s}/{bits} -j CT --zone 2"),
+                format!("udp dport 53 {ip} daddr {s}/{bits} counter ct zone set 2"),
+            );
+            b.add_only(
+                family,
+                Raw,
+                IstioInbound,
+                format!("-p udp --sport 53 -s {s}/{bits} -j CT --zone 1"),
+                format!("udp sport 53 {ip} saddr {s}/{bits} counter ct zone set 1"),
+            );
         }
     }
 }
@@ -326,21 +605,66 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
 /// TPROXY marks and the inbound exemptions for the proxy's own connections
 /// (§4.2 step 20); emitted even when no inbound port is captured.
 fn tproxy_tail(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
-    b.add(Mangle, Prerouting, format!("-p tcp -m mark --mark {TPROXY_MARK} -j CONNMARK --save-mark"), format!("meta l4proto tcp mark {TPROXY_MARK} counter ct mark set mark"));
-    b.add(Mangle, Output, format!("-p tcp -o lo -m mark --mark {TPROXY_MARK} -j RETURN"), format!("oifname lo meta l4proto tcp mark {TPROXY_MARK} counter return"));
+    b.add(
+        Mangle,
+        Prerouting,
+        format!("-p tcp -m mark --mark {TPROXY_MARK} -j CONNMARK --save-mark"),
+        format!("meta l4proto tcp mark {TPROXY_MARK} counter ct mark set mark"),
+    );
+    b.add(
+        Mangle,
+        Output,
+        format!("-p tcp -o lo -m mark --mark {TPROXY_MARK} -j RETURN"),
+        format!("oifname lo meta l4proto tcp mark {TPROXY_MARK} counter return"),
+    );
     let owners = cfg.proxy_uids.iter().map(|u| ("--uid-owner", "skuid", u));
     for (ipt_owner, nft_owner, id) in owners.chain(cfg.proxy_gids.iter().map(|g| ("--gid-owner", "skgid", g))) {
         b.versioned(Mangle, Output, Position::Append, l4, LOOPBACK_V6, |f| {
             (
-                format!("! -d {} -p tcp -o lo -m owner {ipt_owner} {id} -j MARK --set-mark {OUTBOUND_MARK}", f.addr),
-                format!("oifname lo meta l4proto tcp {} daddr != {} {nft_owner} {id} counter meta mark set {OUTBOUND_MARK}", f.ip, f.addr),
+                format!(
+                    "! -d {} -p tcp -o lo -m owner {ipt_owner} {id} -j MARK --set-mark {OUTBOUND_MARK}",
+                    f.addr
+                ),
+                format!(
+                    "oifname lo meta l4proto tcp {} daddr != {} {nft_owner} {id} counter meta mark set {OUTBOUND_MARK}",
+                    f.ip, f.addr
+                ),
             )
         });
     }
-    b.add(Mangle, Output, format!("-p tcp -m connmark --mark {TPROXY_MARK} -j CONNMARK --restore-mark"), format!("meta l4proto tcp ct mark {TPROXY_MARK} counter meta mark set ct mark"));
-    b.insert(Family::Both, Mangle, IstioInbound, 1, format!("-p tcp -m mark --mark {TPROXY_MARK} -j RETURN"), format!("meta l4proto tcp mark {TPROXY_MARK} counter return"));
-    b.versioned(Mangle, IstioInbound, Position::Insert(2), PASSTHROUGH_V4, PASSTHROUGH_V6, |f| {
-        (format!("-p tcp -s {} -i lo -j RETURN", f.addr), format!("iifname lo meta l4proto tcp {} saddr {} counter return", f.ip, f.addr))
-    });
-    b.insert(Family::Both, Mangle, IstioInbound, 3, format!("-p tcp -i lo -m mark ! --mark {OUTBOUND_MARK} -j RETURN"), format!("iifname lo meta l4proto tcp mark != {OUTBOUND_MARK} counter return"));
+    b.add(
+        Mangle,
+        Output,
+        format!("-p tcp -m connmark --mark {TPROXY_MARK} -j CONNMARK --restore-mark"),
+        format!("meta l4proto tcp ct mark {TPROXY_MARK} counter meta mark set ct mark"),
+    );
+    b.insert(
+        Family::Both,
+        Mangle,
+        IstioInbound,
+        1,
+        format!("-p tcp -m mark --mark {TPROXY_MARK} -j RETURN"),
+        format!("meta l4proto tcp mark {TPROXY_MARK} counter return"),
+    );
+    b.versioned(
+        Mangle,
+        IstioInbound,
+        Position::Insert(2),
+        PASSTHROUGH_V4,
+        PASSTHROUGH_V6,
+        |f| {
+            (
+                format!("-p tcp -s {} -i lo -j RETURN", f.addr),
+                format!("iifname lo meta l4proto tcp {} saddr {} counter return", f.ip, f.addr),
+            )
+        },
+    );
+    b.insert(
+        Family::Both,
+        Mangle,
+        IstioInbound,
+        3,
+        format!("-p tcp -i lo -m mark ! --mark {OUTBOUND_MARK} -j RETURN"),
+        format!("iifname lo meta l4proto tcp mark != {OUTBOUND_MARK} counter return"),
+    );
 }

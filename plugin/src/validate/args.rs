@@ -157,21 +157,13 @@ pub struct ValidateArgs {
 #[command(next_help_heading = IGNORED)]
 pub struct IgnoredArgs {
     /// Inbound interception mode (REDIRECT or TPROXY)
-    #[arg(
-        short = 'm',
-        long = "istio-inbound-interception-mode",
-        value_name = "MODE"
-    )]
+    #[arg(short = 'm', long = "istio-inbound-interception-mode", value_name = "MODE")]
     pub interception_mode: Option<String>,
     /// TPROXY mark
     #[arg(short = 't', long = "istio-inbound-tproxy-mark", value_name = "MARK")]
     pub tproxy_mark: Option<String>,
     /// TPROXY route table
-    #[arg(
-        short = 'r',
-        long = "istio-inbound-tproxy-route-table",
-        value_name = "TABLE"
-    )]
+    #[arg(short = 'r', long = "istio-inbound-tproxy-route-table", value_name = "TABLE")]
     pub tproxy_route_table: Option<String>,
     /// Inbound ports to capture
     #[arg(short = 'b', long = "istio-inbound-ports", value_name = "PORTS")]
@@ -192,11 +184,7 @@ pub struct IgnoredArgs {
     #[arg(short = 'q', long = "istio-outbound-ports", value_name = "PORTS")]
     pub outbound_ports: Option<String>,
     /// Outbound ports to exclude
-    #[arg(
-        short = 'o',
-        long = "istio-local-outbound-ports-exclude",
-        value_name = "PORTS"
-    )]
+    #[arg(short = 'o', long = "istio-local-outbound-ports-exclude", value_name = "PORTS")]
     pub local_outbound_ports_exclude: Option<String>,
     /// Inbound tunnel port
     #[arg(short = 'e', long = "inbound-tunnel-port", value_name = "PORT")]
@@ -353,26 +341,17 @@ impl ValidateArgs {
     /// Merges flags with environment defaults (looked up through `env`, so
     /// tests need not touch the process environment) and built-in defaults.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, EnvError> {
-        let envoy_port =
-            or_env(self.envoy_port, env, "ENVOY_PORT", parse_port)?.unwrap_or(DEFAULT_ENVOY_PORT);
-        let inbound_capture_port = or_env(
-            self.inbound_capture_port,
-            env,
-            "INBOUND_CAPTURE_PORT",
-            parse_port,
-        )?
-        .unwrap_or(DEFAULT_INBOUND_CAPTURE_PORT);
-        let probe_port = or_env(self.probe_port, env, "IPTABLES_PROBE_PORT", parse_port)?
-            .unwrap_or(DEFAULT_PROBE_PORT);
-        let timeout = or_env(self.probe_timeout, env, "PROBE_TIMEOUT", parse_go_duration)?
-            .unwrap_or(DEFAULT_PROBE_TIMEOUT);
-        let dual_stack =
-            or_env(self.dual_stack, env, "ISTIO_DUAL_STACK", parse_go_bool)?.unwrap_or(false);
+        let envoy_port = or_env(self.envoy_port, env, "ENVOY_PORT", parse_port)?.unwrap_or(DEFAULT_ENVOY_PORT);
+        let inbound_capture_port = or_env(self.inbound_capture_port, env, "INBOUND_CAPTURE_PORT", parse_port)?
+            .unwrap_or(DEFAULT_INBOUND_CAPTURE_PORT);
+        let probe_port = or_env(self.probe_port, env, "IPTABLES_PROBE_PORT", parse_port)?.unwrap_or(DEFAULT_PROBE_PORT);
+        let timeout =
+            or_env(self.probe_timeout, env, "PROBE_TIMEOUT", parse_go_duration)?.unwrap_or(DEFAULT_PROBE_TIMEOUT);
+        let dual_stack = or_env(self.dual_stack, env, "ISTIO_DUAL_STACK", parse_go_bool)?.unwrap_or(false);
         let as_string = |s: &str| Ok::<_, String>(s.to_string());
         let proxy_uid = or_env(self.proxy_uid.clone(), env, "PROXY_UID", as_string)?;
         // As in istio-iptables, the gid defaults to the uid.
-        let proxy_gid =
-            or_env(self.proxy_gid.clone(), env, "PROXY_GID", as_string)?.or(proxy_uid.clone());
+        let proxy_gid = or_env(self.proxy_gid.clone(), env, "PROXY_GID", as_string)?.or(proxy_uid.clone());
 
         let level = self
             .log_output_level
@@ -499,9 +478,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         } else {
             int_part.parse().map_err(|_| invalid("number too large"))?
         };
-        let mut value = int_value
-            .checked_mul(unit_ns)
-            .ok_or_else(|| invalid("too large"))?;
+        let mut value = int_value.checked_mul(unit_ns).ok_or_else(|| invalid("too large"))?;
         // Fraction: sum digit * unit / 10^k, truncating below a nanosecond
         // like Go does.
         let mut scale = unit_ns;
@@ -512,9 +489,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             }
             value += u128::from(d - b'0') * scale;
         }
-        total_ns = total_ns
-            .checked_add(value)
-            .ok_or_else(|| invalid("too large"))?;
+        total_ns = total_ns.checked_add(value).ok_or_else(|| invalid("too large"))?;
     }
     // Go durations are int64 nanoseconds.
     if total_ns > i64::MAX as u128 {
@@ -582,10 +557,7 @@ mod tests {
     }
 
     fn resolve_with(args: &ValidateArgs, env: &[(&str, &str)]) -> Result<Settings, EnvError> {
-        let map: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         args.resolve(&move |k: &str| map.get(k).cloned())
     }
 
@@ -623,10 +595,7 @@ mod tests {
         assert_eq!(a.ignored.service_cidr.as_deref(), Some("*"));
         assert_eq!(a.ignored.service_exclude_cidr.as_deref(), Some(""));
         assert_eq!(a.ignored.inbound_ports.as_deref(), Some("*"));
-        assert_eq!(
-            a.ignored.local_exclude_ports.as_deref(),
-            Some("15090,15021,15020")
-        );
+        assert_eq!(a.ignored.local_exclude_ports.as_deref(), Some("15090,15021,15020"));
         assert_eq!(a.log_output_level.as_deref(), Some("default:info"));
         assert_eq!(a.run_validation, Some(true));
         assert_eq!(a.skip_rule_apply, Some(true));
@@ -730,10 +699,7 @@ mod tests {
         assert_eq!(a.ignored.dry_run, Some(false));
         assert_eq!(a.ignored.restore_format, Some(true));
         assert_eq!(a.ignored.inbound_ports.as_deref(), Some(""));
-        assert_eq!(
-            a.ignored.reroute_virtual_interfaces.as_deref(),
-            Some("eth1,eth2")
-        );
+        assert_eq!(a.ignored.reroute_virtual_interfaces.as_deref(), Some("eth1,eth2"));
         assert_eq!(a.ignored.log_caller.as_deref(), Some(""));
         let s = a.resolve(&no_env).unwrap();
         assert_eq!(s.proxy_gid.as_deref(), Some("1338"));
@@ -762,10 +728,7 @@ mod tests {
         assert_eq!(a.envoy_port, Some(15201));
         assert_eq!(a.inbound_capture_port, Some(15106));
         assert_eq!(a.ignored.service_exclude_cidr.as_deref(), Some(""));
-        assert_eq!(
-            a.ignored.reroute_virtual_interfaces.as_deref(),
-            Some("eth1")
-        );
+        assert_eq!(a.ignored.reroute_virtual_interfaces.as_deref(), Some("eth1"));
         assert_eq!(a.probe_port, Some(15999));
         assert_eq!(a.probe_timeout, Some(Duration::from_secs(90)));
     }
@@ -825,11 +788,7 @@ mod tests {
         assert!(!s.dual_stack);
 
         // Empty variables are unset.
-        let s = resolve_with(
-            &parse(&[]).unwrap(),
-            &[("PROBE_TIMEOUT", ""), ("ENVOY_PORT", "")],
-        )
-        .unwrap();
+        let s = resolve_with(&parse(&[]).unwrap(), &[("PROBE_TIMEOUT", ""), ("ENVOY_PORT", "")]).unwrap();
         assert_eq!(s.timeout, DEFAULT_PROBE_TIMEOUT);
         assert_eq!(s.envoy_port, DEFAULT_ENVOY_PORT);
     }

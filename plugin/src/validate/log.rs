@@ -208,19 +208,13 @@ mod tests {
 
     #[test]
     fn output_level() {
-        assert_eq!(
-            LogLevel::from_output_level("default:info"),
-            Some(LogLevel::Info)
-        );
+        assert_eq!(LogLevel::from_output_level("default:info"), Some(LogLevel::Info));
         assert_eq!(
             LogLevel::from_output_level("ads:warn,default:debug"),
             Some(LogLevel::Debug)
         );
         assert_eq!(LogLevel::from_output_level("debug"), Some(LogLevel::Debug));
-        assert_eq!(
-            LogLevel::from_output_level("all:error"),
-            Some(LogLevel::Error)
-        );
+        assert_eq!(LogLevel::from_output_level("all:error"), Some(LogLevel::Error));
         assert_eq!(LogLevel::from_output_level("ads:debug"), None);
         assert_eq!(LogLevel::from_output_level(""), None);
         assert_eq!(LogLevel::from_output_level("default:loud"), None);

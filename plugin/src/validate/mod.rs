@@ -35,8 +35,8 @@ use std::ffi::OsString;
 pub use args::{EnvError, Settings, ValidateArgs, parse_args, parse_go_duration};
 pub use log::{LogLevel, Logger};
 pub use probe::{
-    DEFAULT_PROBE_PORT, DEFAULT_PROBE_TIMEOUT, HostAddresses, Outcome, ProbeConfig, ProbeError,
-    detect_host_ip, run_probe, select_host_ip,
+    DEFAULT_PROBE_PORT, DEFAULT_PROBE_TIMEOUT, HostAddresses, Outcome, ProbeConfig, ProbeError, detect_host_ip,
+    run_probe, select_host_ip,
 };
 
 /// Exit status when the rules are in place.
@@ -122,16 +122,9 @@ pub fn run(settings: &Settings) -> i32 {
             EXIT_PASSED
         }
         Ok(Outcome::TimedOut {
-            attempts,
-            last_error,
-            ..
+            attempts, last_error, ..
         }) => {
-            log.error(timeout_message(
-                settings,
-                &config,
-                attempts,
-                last_error.as_deref(),
-            ));
+            log.error(timeout_message(settings, &config, attempts, last_error.as_deref()));
             EXIT_VALIDATION_FAILED
         }
         Err(e) => {
@@ -153,12 +146,7 @@ pub fn run(settings: &Settings) -> i32 {
 }
 
 /// The multi-line explanation logged when the probe times out.
-fn timeout_message(
-    settings: &Settings,
-    config: &ProbeConfig,
-    attempts: u32,
-    last_error: Option<&str>,
-) -> String {
+fn timeout_message(settings: &Settings, config: &ProbeConfig, attempts: u32, last_error: Option<&str>) -> String {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let last = last_error.map_or_else(String::new, |e| format!("; last error: {e}"));
@@ -205,10 +193,7 @@ mod tests {
 
     #[test]
     fn timeout_message_is_actionable() {
-        let settings = parse_args(&os(&["-u", "1337"]))
-            .unwrap()
-            .resolve(&|_| None)
-            .unwrap();
+        let settings = parse_args(&os(&["-u", "1337"])).unwrap().resolve(&|_| None).unwrap();
         let config = settings.probe_config(false);
         let msg = timeout_message(&settings, &config, 5, Some("Connection refused"));
         assert!(msg.lines().count() >= 4, "{msg}");

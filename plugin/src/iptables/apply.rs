@@ -1,1 +1,0 @@
-//! Applying iptables-restore payloads inside a pod netns.

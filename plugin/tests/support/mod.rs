@@ -1,0 +1,182 @@
+//! Shared helpers for the netns integration tests: privilege gate, throw-away
+//! named network namespaces, pods from annotations, and (in [`net`]) a
+//! pod/peer veth topology with fake proxy, app and peer servers.
+#![allow(dead_code)]
+
+pub mod net;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use istio_cni::pod::PodInfo;
+use istio_cni::redirect::Redirect;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+/// Whether this process can run the netns tests. Prints `SKIP: <reason>` and
+/// returns false when it cannot, or panics instead when
+/// `ISTIO_CNI_REQUIRE_PRIVILEGED=1` (CI) so that a skip cannot pass silently.
+pub fn privileged(test: &str) -> bool {
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root (CAP_SYS_ADMIN/CAP_NET_ADMIN needed to create network namespaces)".to_owned())
+    } else {
+        ["ip", "iptables-legacy", "iptables-nft", "nft"]
+            .into_iter()
+            .find(|bin| istio_cni::netns::exec::find_in_path(bin, &search_path()).is_none())
+            .map(|bin| format!("{bin} not found in PATH"))
+    };
+    match reason {
+        None => true,
+        Some(reason) if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
+            panic!("{test}: privileged test cannot run and ISTIO_CNI_REQUIRE_PRIVILEGED=1: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIP: {test}: {reason}");
+            false
+        }
+    }
+}
+
+fn search_path() -> std::ffi::OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| istio_cni::netns::exec::DEFAULT_SEARCH_PATH.into())
+}
+
+static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A named network namespace (`ip netns add`) removed on drop, even when the
+/// test panics. Names are unique per process and call (`icni<pid>-<n>`), so
+/// tests can run in parallel threads and processes.
+#[derive(Debug)]
+pub struct TestNetns {
+    /// The `ip netns` name.
+    pub name: String,
+    /// `/run/netns/<name>`.
+    pub path: PathBuf,
+}
+
+impl TestNetns {
+    /// Creates a fresh, empty netns with `lo` up.
+    pub fn new() -> Self {
+        let n = NETNS_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("icni{}-{n}", std::process::id());
+        run(&["ip", "netns", "add", &name]);
+        let ns = Self {
+            path: PathBuf::from("/run/netns").join(&name),
+            name,
+        };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    /// `ip -n <name> <args>`; panics with stderr on failure.
+    pub fn ip(&self, args: &str) {
+        let mut argv = vec!["ip", "-n", &self.name];
+        argv.extend(args.split_whitespace());
+        run(&argv);
+    }
+
+    /// Runs `argv` inside the netns (`ip netns exec`), returning its output.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(argv);
+        Command::new(full[0])
+            .args(&full[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("spawn {full:?}: {e}"))
+    }
+
+    /// Runs `argv` inside the netns and returns stdout; panics on failure.
+    pub fn exec_ok(&self, argv: &[&str]) -> String {
+        let out = self.exec(argv);
+        assert!(
+            out.status.success(),
+            "{argv:?} in {} failed ({}): {}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Runs a host command; panics with its stderr on failure.
+pub fn run(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What goes into a test pod: annotations, `istio-proxy` env and
+/// securityContext. Every pod is injected (`sidecar.istio.io/status`).
+#[derive(Debug, Clone, Default)]
+pub struct PodSpec {
+    /// Pod annotations (besides the status annotation).
+    pub annotations: BTreeMap<String, String>,
+    /// `istio-proxy` container env.
+    pub env: BTreeMap<String, String>,
+    /// `istio-proxy` securityContext runAsUser / runAsGroup.
+    pub run_as: Option<(i64, i64)>,
+}
+
+impl PodSpec {
+    /// Adds an annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds an `istio-proxy` env var.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Sets runAsUser/runAsGroup on `istio-proxy`.
+    pub fn run_as(mut self, uid: i64, gid: i64) -> Self {
+        self.run_as = Some((uid, gid));
+        self
+    }
+
+    /// The Kubernetes object, built the way the API server would return it.
+    pub fn pod(&self) -> Pod {
+        let mut annotations = self.annotations.clone();
+        annotations.insert("sidecar.istio.io/status".to_owned(), "{}".to_owned());
+        let env: Vec<_> = self.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+        let security = match self.run_as {
+            Some((uid, gid)) => json!({"runAsUser": uid, "runAsGroup": gid}),
+            None => json!({}),
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app-0", "namespace": "default", "annotations": annotations},
+            "spec": {"containers": [
+                {"name": "app", "image": "app"},
+                {"name": "istio-proxy", "image": "proxyv2", "args": ["proxy", "sidecar"],
+                 "env": env, "securityContext": security}
+            ]}
+        }))
+        .expect("valid pod JSON")
+    }
+
+    /// The validated redirect for this pod.
+    pub fn redirect(&self) -> Redirect {
+        Redirect::from_pod(&PodInfo::from_pod(&self.pod())).expect("valid redirect")
+    }
+}
