@@ -320,20 +320,27 @@ fn dns_capture() -> Case {
     )
 }
 
+/// A custom proxy uid/gid (OpenShift-style pods set their own). The ids
+/// stay below 65536 so the case also runs in an unprivileged user namespace,
+/// whose subordinate range is that size; the render snapshots cover
+/// OpenShift's 1000670000 range.
+const CUSTOM_UID: u32 = 40_001;
+const CUSTOM_GID: u32 = 40_002;
+
 fn custom_uid_gid() -> Case {
-    let pod = PodSpec::default().run_as(1_000_670_000, 1_000_670_001);
+    let pod = PodSpec::default().run_as(CUSTOM_UID.into(), CUSTOM_GID.into());
     let proxy = Client::Pod {
-        uid: 1_000_670_000,
-        gid: 1_000_670_001,
+        uid: CUSTOM_UID,
+        gid: CUSTOM_GID,
         src: None,
     };
     let proxy_gid_only = Client::Pod {
         uid: 1000,
-        gid: 1_000_670_001,
+        gid: CUSTOM_GID,
         src: None,
     };
     Case {
-        proxy: (1_000_670_000, 1_000_670_001),
+        proxy: (CUSTOM_UID, CUSTOM_GID),
         ..case(
             "custom uid/gid",
             pod,
