@@ -13,6 +13,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod cni;
 pub mod iptables;
 pub mod netns;
 pub mod nftables;
