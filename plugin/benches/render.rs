@@ -72,19 +72,10 @@ criterion_group!(benches, bench);
 
 /// Criterion's median estimate (ns) for a benchmark of this run.
 fn median_ns(group: &str, name: &str) -> Option<f64> {
-    let dir: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    // Criterion keeps the benchmark id as the directory name.
     let target =
         std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
-    let path = format!("{target}/criterion/{group}/{dir}/new/estimates.json");
+    let path = format!("{target}/criterion/{group}/{name}/new/estimates.json");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
