@@ -1,6 +1,6 @@
 //! `CNI_ARGS`: `K=V;K2=V2`, as kubelet and containerd send it.
 
-use super::error::{Code, CniError};
+use super::error::{CniError, Code};
 
 /// The Kubernetes keys of `CNI_ARGS`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,7 +23,10 @@ pub fn parse(raw: &str) -> Result<K8sArgs, CniError> {
     for pair in raw.split(';') {
         let mut parts = pair.split('=');
         let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(CniError::new(Code::InvalidEnvironment, format!("ARGS: invalid pair {pair:?}")));
+            return Err(CniError::new(
+                Code::InvalidEnvironment,
+                format!("ARGS: invalid pair {pair:?}"),
+            ));
         };
         match key {
             "IgnoreUnknown" => {
@@ -61,7 +64,10 @@ mod tests {
     #[test]
     fn kubelet_args() {
         let a = parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u-1;EXTRA=x").unwrap();
-        assert_eq!((a.pod_namespace.as_str(), a.pod_name.as_str(), a.pod_uid.as_str()), ("default", "web-1", "u-1"));
+        assert_eq!(
+            (a.pod_namespace.as_str(), a.pod_name.as_str(), a.pod_uid.as_str()),
+            ("default", "web-1", "u-1")
+        );
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The CNI protocol surface of the plugin: error codes and `CNI_ARGS`.
+//! The CNI protocol surface of the plugin: versions, error codes, `CNI_ARGS`
+//! and results.
 
 pub mod args;
 pub mod error;
+pub mod result;
+pub mod version;
