@@ -2,6 +2,7 @@
 //! and results.
 
 pub mod args;
+pub mod config;
 pub mod error;
 pub mod result;
 pub mod version;
