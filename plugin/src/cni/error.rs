@@ -13,6 +13,8 @@ pub enum Code {
     Io = 5,
     Decode = 6,
     InvalidConfig = 7,
+    /// libcni's `ErrInvalidNetNS`: `CNI_NETNS` is the plugin's own netns.
+    InvalidNetns = 8,
     TryAgainLater = 11,
     /// STATUS: the plugin is not ready to serve ADD.
     NotAvailable = 50,

@@ -5,4 +5,5 @@ pub mod args;
 pub mod config;
 pub mod error;
 pub mod result;
+pub mod skel;
 pub mod version;
