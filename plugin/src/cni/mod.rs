@@ -1,6 +1,7 @@
 //! The CNI protocol surface of the plugin: versions, error codes, `CNI_ARGS`
 //! and results.
 
+pub mod add;
 pub mod args;
 pub mod config;
 pub mod error;
