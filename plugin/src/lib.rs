@@ -11,6 +11,7 @@
 //! `validate` is the `istio-validation` init-container probe; `cli` holds the
 //! `render` and `validate` subcommands.
 
+pub mod api;
 pub mod capture;
 pub mod cli;
 pub mod cni;

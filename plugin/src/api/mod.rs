@@ -1,0 +1,74 @@
+//! The plugin's access to the Kubernetes API: one GET of the pod, with the
+//! kubeconfig the node agent writes. A small blocking client keeps the
+//! per-pod cost low (no async runtime is started for it).
+
+pub mod kubeconfig;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+use crate::cni::add::{ApiError, PodApi};
+pub use kubeconfig::{KubeconfigError, Target};
+
+/// A client for one API server.
+pub struct Client {
+    agent: ureq::Agent,
+    target: Target,
+}
+
+impl Client {
+    /// Builds a client for `target`; every request is bounded by `timeout`.
+    pub fn new(target: Target, timeout: Duration) -> Result<Client, String> {
+        let mut tls = TlsConfig::builder().disable_verification(target.insecure_skip_tls_verify);
+        if let Some(pem) = &target.ca_pem {
+            let mut roots = Vec::new();
+            for item in ureq::tls::parse_pem(pem) {
+                match item.map_err(|e| format!("CA bundle: {e}"))? {
+                    PemItem::Certificate(c) => roots.push(Certificate::from_der(c.der()).to_owned()),
+                    _ => continue,
+                }
+            }
+            if roots.is_empty() && !target.insecure_skip_tls_verify {
+                return Err("CA bundle holds no certificate".into());
+            }
+            tls = tls.root_certs(RootCerts::Specific(Arc::new(roots)));
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("istio-cni/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build()
+            .new_agent();
+        Ok(Client { agent, target })
+    }
+}
+
+impl PodApi for Client {
+    fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, ApiError> {
+        let url = format!("{}/api/v1/namespaces/{namespace}/pods/{name}", self.target.server);
+        let mut request = self.agent.get(&url).header("Accept", "application/json");
+        if let Some(token) = &self.target.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let err = |message: String| ApiError { message };
+        let mut response = request.call().map_err(|e| err(format!("GET {url}: {e}")))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| err(format!("GET {url}: reading the reply: {e}")))?;
+        if status != 200 {
+            // Kubernetes errors are Status objects; their message says it best.
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or(body);
+            return Err(err(format!("GET {url}: HTTP {status}: {message}")));
+        }
+        serde_json::from_str(&body).map_err(|e| err(format!("GET {url}: not a Pod: {e}")))
+    }
+}

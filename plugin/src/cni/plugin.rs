@@ -1,0 +1,100 @@
+//! `istio-cni` as the container runtime runs it: the real [`Handler`] (pod
+//! lookup through the agent's kubeconfig, programming through
+//! [`crate::program`]) and the process entry point.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::add::{AddOutcome, FetchPolicy, PodApi, Programmer, cmd_add};
+use super::config::NetConf;
+use super::error::{CniError, Code};
+use super::result::CniResult;
+use super::skel::{Handler, Request, dispatch};
+use crate::api::{Client, Target};
+use crate::capture::NodeEnv;
+use crate::program::{Backend, ProgramError, Programmed, program};
+use crate::redirect::Redirect;
+
+struct RealProgrammer;
+
+impl Programmer for RealProgrammer {
+    fn program(&self, netns: &Path, redirect: &Redirect, backend: Backend) -> Result<Programmed, ProgramError> {
+        program(netns, redirect, &NodeEnv::from_env(), backend)
+    }
+}
+
+/// The plugin behind the CNI protocol.
+pub struct IstioCni {
+    pub policy: FetchPolicy,
+}
+
+impl Handler for IstioCni {
+    fn add(&mut self, request: &Request, conf: &NetConf, _prev: Option<&CniResult>) -> Result<(), CniError> {
+        let timeout = self.policy.request_timeout;
+        let api = || -> Result<Box<dyn PodApi>, CniError> {
+            let target = Target::load(&conf.kubeconfig_path())
+                .map_err(|e| CniError::new(Code::TryAgainLater, format!("cannot reach the Kubernetes API: {e}")))?;
+            let client = Client::new(target, timeout).map_err(|e| {
+                CniError::new(
+                    Code::Internal,
+                    format!("kubeconfig {}: {e}", conf.kubeconfig_path().display()),
+                )
+            })?;
+            Ok(Box::new(client))
+        };
+        let outcome = cmd_add(request, conf, &api, &RealProgrammer, self.policy, &std::thread::sleep)?;
+        let pod = request
+            .k8s_args()
+            .map(|a| format!("{}/{}", a.pod_namespace, a.pod_name))
+            .unwrap_or_default();
+        match outcome {
+            AddOutcome::OwnAgentPod => tracing::info!(%pod, "looks like our own agent pod, skipping"),
+            AddOutcome::NotKubernetesPod => tracing::info!("not a kubernetes pod, skipping"),
+            AddOutcome::ExcludedNamespace(ns) => tracing::info!(%pod, "pod namespace {ns} excluded"),
+            AddOutcome::Skipped(reason) => tracing::info!(%pod, "skipping: {reason}"),
+            AddOutcome::Programmed { applied } => tracing::info!(%pod, applied, "traffic redirection programmed"),
+        }
+        Ok(())
+    }
+
+    /// Ready once the node agent has written the plugin's kubeconfig.
+    fn status(&mut self, conf: &NetConf) -> Result<(), CniError> {
+        let path = conf.kubeconfig_path();
+        Target::load(&path).map(|_| ()).map_err(|e| {
+            CniError::new(
+                Code::NotAvailable,
+                format!("the istio-cni node agent is not ready: {e}"),
+            )
+        })
+    }
+
+    fn is_own_netns(&self, netns: &str) -> bool {
+        let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        matches!((id(netns), id("/proc/self/ns/net")), (Some(a), Some(b)) if a == b)
+    }
+}
+
+/// Runs one CNI invocation from the process environment and stdin; returns
+/// the exit code. Stdout carries exactly the reply document.
+pub fn main(request: &Request) -> i32 {
+    let mut stdin = Vec::new();
+    if request.command != super::skel::Command::Version
+        && let Err(e) = std::io::stdin().read_to_end(&mut stdin)
+    {
+        let e = CniError::new(Code::Io, format!("reading the network config from stdin: {e}"));
+        print!("{}", e.to_json(super::version::CURRENT));
+        return 1;
+    }
+    let mut plugin = IstioCni {
+        policy: FetchPolicy::default(),
+    };
+    let reply = dispatch(request, &stdin, &mut plugin);
+    if reply.exit_code != 0 {
+        tracing::error!("{}", reply.stdout.replace('\n', " "));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(reply.stdout.as_bytes());
+    let _ = out.flush();
+    reply.exit_code
+}
