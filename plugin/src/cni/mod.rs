@@ -5,6 +5,7 @@ pub mod add;
 pub mod args;
 pub mod config;
 pub mod error;
+pub mod logsink;
 pub mod plugin;
 pub mod result;
 pub mod skel;

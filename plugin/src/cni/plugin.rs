@@ -9,6 +9,7 @@ use std::path::Path;
 use super::add::{AddOutcome, FetchPolicy, PodApi, Programmer, cmd_add};
 use super::config::NetConf;
 use super::error::{CniError, Code};
+use super::logsink::LogBuffer;
 use super::result::CniResult;
 use super::skel::{Handler, Request, dispatch};
 use crate::api::{Client, Target};
@@ -76,8 +77,9 @@ impl Handler for IstioCni {
 }
 
 /// Runs one CNI invocation from the process environment and stdin; returns
-/// the exit code. Stdout carries exactly the reply document.
-pub fn main(request: &Request) -> i32 {
+/// the exit code. Stdout carries exactly the reply document. The log records
+/// in `logs` go to the agent's socket at the end, also after an error.
+pub fn main(request: &Request, logs: &LogBuffer) -> i32 {
     let mut stdin = Vec::new();
     if request.command != super::skel::Command::Version
         && let Err(e) = std::io::stdin().read_to_end(&mut stdin)
@@ -92,6 +94,16 @@ pub fn main(request: &Request) -> i32 {
     let reply = dispatch(request, &stdin, &mut plugin);
     if reply.exit_code != 0 {
         tracing::error!("{}", reply.stdout.replace('\n', " "));
+    }
+    if let Ok(conf) = NetConf::parse(&stdin) {
+        let socket = conf.log_socket();
+        if let Err(e) = logs.flush_to(&socket) {
+            // Only stderr is left to say so; the reply is unaffected.
+            eprintln!(
+                "istio-cni: could not send logs to the node agent at {}: {e}",
+                socket.display()
+            );
+        }
     }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(reply.stdout.as_bytes());
