@@ -1,0 +1,156 @@
+//! Discovery documents: `/version`, `/api`, `/api/v1`, `/apis`,
+//! `/apis/<group>`, `/apis/<group>/<version>` (the legacy, non-aggregated
+//! format, which kubectl and kube fall back to).
+
+use serde_json::{Value, json};
+
+use super::resources::{self, RESOURCES, subresource_kind, subresource_verbs};
+
+/// The Kubernetes version the server reports.
+pub const MAJOR: &str = "1";
+pub const MINOR: &str = "33";
+pub const GIT_VERSION: &str = "v1.33.0";
+
+pub fn version() -> Value {
+    json!({
+        "major": MAJOR,
+        "minor": MINOR,
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-04-23T00:00:00Z",
+        "goVersion": "go1.24.2",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// `/api`.
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn group_entry(group: &str) -> Value {
+    let versions: Vec<Value> = resources::versions(group)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = versions.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": versions, "preferredVersion": preferred})
+}
+
+/// `/apis`.
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = resources::groups().into_iter().map(group_entry).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/<group>`, or `None` for an unknown group.
+pub fn api_group(group: &str) -> Option<Value> {
+    if group.is_empty() || !resources::groups().contains(&group) {
+        return None;
+    }
+    let mut g = group_entry(group);
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Some(g)
+}
+
+/// `/api/v1` or `/apis/<group>/<version>`, or `None` when not served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut entries = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let mut e = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": r.verbs,
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        entries.push(e);
+        for sub in r.subresources {
+            let mut e = json!({
+                "name": format!("{}/{sub}", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": subresource_kind(r, sub),
+                "verbs": subresource_verbs(sub),
+            });
+            if *sub == "binding" {
+                e["kind"] = json!("Binding");
+            }
+            entries.push(e);
+        }
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": entries}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_resource_list() {
+        let l = resource_list("", "v1").unwrap();
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "pods",
+            "pods/status",
+            "pods/log",
+            "pods/binding",
+            "nodes",
+            "namespaces",
+            "events",
+            "configmaps",
+        ] {
+            assert!(names.contains(&want), "{want}");
+        }
+        let pods = &l["resources"][names.iter().position(|n| *n == "pods").unwrap()];
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert_eq!(pods["namespaced"], true);
+        assert!(resource_list("", "v2").is_none());
+    }
+
+    #[test]
+    fn groups() {
+        let g = api_group_list();
+        let names: Vec<&str> = g["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io"));
+        assert_eq!(
+            api_group("apps").unwrap()["preferredVersion"]["groupVersion"],
+            "apps/v1"
+        );
+        assert!(api_group("nope").is_none());
+        let apps = resource_list("apps", "v1").unwrap();
+        assert_eq!(apps["groupVersion"], "apps/v1");
+        assert_eq!(apps["resources"][0]["shortNames"], json!(["ds"]));
+    }
+}

@@ -1,0 +1,711 @@
+//! The HTTP handler: fault injection, authentication, authorization, then
+//! the Kubernetes REST verbs on the store.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::auth::Tokens;
+use super::discovery;
+use super::faults::{Faults, RequestFacts};
+use super::logs::{self, LogSource};
+use super::patch::{self, PatchType};
+use super::protobuf;
+use super::rbac::{self, Attributes, UserInfo};
+use super::render::{self, Repr};
+use super::resources::{self, ids};
+use super::routes::{self, Query, ResourcePath, Route};
+use super::selectors::{FieldSelector, LabelSelector, Selectors};
+use super::status::{ApiError, success_status};
+use super::store::{self, Part, Preconditions, Store};
+use super::watch::{self, Start, WatchSpec};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub faults: Faults,
+    pub logs: Arc<RwLock<Option<Arc<dyn LogSource>>>>,
+    pub bookmark_interval: Duration,
+    pub log_poll_interval: Duration,
+    /// `host:port` reported in `/api`.
+    pub server_address: Arc<str>,
+    pub max_body_bytes: usize,
+}
+
+/// The router serving everything through one handler.
+pub(crate) fn router(app: App) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+async fn handle(State(app): State<App>, req: Request) -> Response {
+    match serve(&app, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn value_response(code: StatusCode, v: &Value) -> Response {
+    json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn text_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// A `Status` error response.
+pub(crate) fn error_response(e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    value_response(code, &e.to_status())
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The Kubernetes verb of a resource request.
+fn resource_verb(method: &Method, rp: &ResourcePath, q: &Query) -> Result<&'static str, ApiError> {
+    Ok(match *method {
+        Method::GET | Method::HEAD => {
+            if rp.legacy_watch || q.flag("watch")? {
+                "watch"
+            } else if rp.name.is_some() {
+                "get"
+            } else {
+                "list"
+            }
+        }
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => {
+            if rp.name.is_some() {
+                "delete"
+            } else {
+                "deletecollection"
+            }
+        }
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method})"
+            )));
+        }
+    })
+}
+
+async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let route = routes::parse_path(parts.uri.path());
+    let method_lc = parts.method.as_str().to_ascii_lowercase();
+
+    // What the request is about, for faults and authorization.
+    let mut verb = method_lc.clone();
+    let (mut group, mut resource) = ("", "");
+    let (mut sub, mut ns, mut name) = (String::new(), String::new(), String::new());
+    if let (Ok(Route::Resource(rp)), Ok(q)) = (&route, &query) {
+        let info = resources::info(rp.res);
+        if let Ok(v) = resource_verb(&parts.method, rp, q) {
+            verb = v.to_string();
+        }
+        group = info.group;
+        resource = info.plural;
+        sub = rp.subresource.clone().unwrap_or_default();
+        ns = rp.namespace.clone().unwrap_or_default();
+        name = rp.name.clone().unwrap_or_default();
+        if rp.res == ids::NAMESPACES && !name.is_empty() {
+            ns = name.clone();
+        }
+    }
+    let facts = RequestFacts {
+        verb: &verb,
+        group,
+        resource,
+        subresource: &sub,
+        namespace: &ns,
+        name: &name,
+    };
+    let (delay, injected) = app.faults.check(&facts);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(e) = injected {
+        return Err(e);
+    }
+    if let Ok(Route::Health) = route {
+        return Ok(text_response(Body::from("ok")));
+    }
+    let user = app
+        .tokens
+        .authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+    let route = route?;
+    let query = query?;
+    let attrs = match &route {
+        Route::Resource(_) => Attributes::Resource {
+            verb: verb.clone(),
+            group: group.to_string(),
+            resource: resource.to_string(),
+            subresource: sub.clone(),
+            namespace: ns.clone(),
+            name: name.clone(),
+        },
+        _ => Attributes::NonResource {
+            verb: verb.clone(),
+            path: parts.uri.path().to_string(),
+        },
+    };
+    let policy = app.store.policy();
+    if !policy.allows(&user, &attrs) {
+        return Err(ApiError::forbidden(
+            rbac::forbidden_message(&user, &attrs),
+            group,
+            resource,
+            &name,
+        ));
+    }
+    let accept = header_str(&parts.headers, header::ACCEPT);
+    let repr = Repr::negotiate(accept, query.get("includeObject"));
+    match route {
+        Route::Version => Ok(value_response(StatusCode::OK, &discovery::version())),
+        Route::CoreVersions => Ok(value_response(
+            StatusCode::OK,
+            &discovery::api_versions(&app.server_address),
+        )),
+        Route::Groups => Ok(value_response(StatusCode::OK, &discovery::api_group_list())),
+        Route::Group(g) => discovery::api_group(&g)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(not_found),
+        Route::ResourceList { group, version } => discovery::resource_list(&group, &version)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(not_found),
+        Route::Health => Ok(text_response(Body::from("ok"))),
+        Route::Unknown => Err(not_found()),
+        Route::Resource(rp) => {
+            let ctx = Ctx {
+                app,
+                rp: &rp,
+                query: &query,
+                headers: &parts.headers,
+                repr,
+                user: &user,
+            };
+            ctx.dispatch(&verb, body).await
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(404, "NotFound", "the server could not find the requested resource")
+}
+
+struct Ctx<'a> {
+    app: &'a App,
+    rp: &'a ResourcePath,
+    query: &'a Query,
+    headers: &'a HeaderMap,
+    repr: Repr,
+    user: &'a UserInfo,
+}
+
+impl Ctx<'_> {
+    fn info(&self) -> &'static resources::ResourceInfo {
+        resources::info(self.rp.res)
+    }
+
+    fn ns(&self) -> &str {
+        self.rp.namespace.as_deref().unwrap_or("")
+    }
+
+    fn name(&self) -> &str {
+        self.rp.name.as_deref().unwrap_or("")
+    }
+
+    fn dry_run(&self) -> bool {
+        self.query.get("dryRun").is_some_and(|v| !v.is_empty())
+    }
+
+    fn selectors(&self) -> Result<Selectors, ApiError> {
+        let labels = LabelSelector::parse(self.query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+        Ok(Selectors { labels, fields })
+    }
+
+    async fn body(&self, body: Body) -> Result<Bytes, ApiError> {
+        axum::body::to_bytes(body, self.app.max_body_bytes)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+    }
+
+    /// A JSON (or YAML) object body.
+    async fn object_body(&self, body: Body) -> Result<Value, ApiError> {
+        let bytes = self.body(body).await?;
+        let ct = header_str(self.headers, header::CONTENT_TYPE);
+        let v: Value = if ct.contains("yaml") {
+            serde_yaml::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
+        } else if ct.contains("protobuf") && self.info().review {
+            protobuf::decode_review(&bytes).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e))?
+        } else if ct.contains("protobuf") || ct.contains("cbor") {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("unsupported media type {ct:?}; send application/json"),
+            ));
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+        };
+        if !v.is_object() {
+            return Err(ApiError::bad_request("the request body must be an object"));
+        }
+        Ok(v)
+    }
+
+    fn ok_object(&self, code: StatusCode, obj: &Arc<Value>) -> Response {
+        value_response(code, &render::object(self.info(), obj, self.repr))
+    }
+
+    async fn dispatch(&self, verb: &str, body: Body) -> Result<Response, ApiError> {
+        let sub = self.rp.subresource.as_deref();
+        if sub.is_none() && !self.info().verbs.contains(&verb) {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({verb} {})",
+                self.info().plural
+            )));
+        }
+        if self.info().review {
+            return self.review(body).await;
+        }
+        match (verb, sub) {
+            ("get", None | Some("status")) => {
+                let obj = self.app.store.get(self.rp.res, self.ns(), self.name())?;
+                Ok(self.ok_object(StatusCode::OK, &obj))
+            }
+            ("get", Some("log")) => self.log().await,
+            ("list", None) => self.list(),
+            ("watch", None) => self.watch(),
+            ("create", None) => self.create(body).await,
+            ("create", Some("binding")) => self.bind(body).await,
+            ("update", None | Some("status")) => self.update(body).await,
+            ("patch", None | Some("status")) => self.patch(body).await,
+            ("delete", None) => self.delete(body).await,
+            ("deletecollection", None) => self.delete_collection(),
+            _ => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({verb} {}{})",
+                self.info().plural,
+                sub.map(|s| format!("/{s}")).unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Access reviews and whoami: evaluated against the current policy,
+    /// returned with their status, never stored.
+    async fn review(&self, body: Body) -> Result<Response, ApiError> {
+        let mut review = self.object_body(body).await?;
+        let info = self.info();
+        review["apiVersion"] = json!(info.api_version());
+        review["kind"] = json!(info.kind);
+        if info.kind == "SelfSubjectReview" {
+            review["status"] = json!({"userInfo": {"username": self.user.name, "groups": self.user.groups}});
+            return Ok(value_response(StatusCode::CREATED, &review));
+        }
+        let subject = if info.kind == "SubjectAccessReview" {
+            let s = |p: &str| review.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+            let groups = review
+                .pointer("/spec/groups")
+                .and_then(Value::as_array)
+                .map(|g| g.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default();
+            UserInfo {
+                name: s("/spec/user"),
+                groups,
+            }
+        } else {
+            self.user.clone()
+        };
+        let attrs = access_review_attributes(&review)?;
+        let allowed = self.app.store.policy().allows(&subject, &attrs);
+        review["status"] = if allowed {
+            json!({"allowed": true, "reason": "allowed by RBAC"})
+        } else {
+            json!({"allowed": false})
+        };
+        Ok(value_response(StatusCode::CREATED, &review))
+    }
+
+    fn list(&self) -> Result<Response, ApiError> {
+        let sel = self.selectors()?;
+        let limit = self
+            .query
+            .number("limit")?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let page = self.app.store.list(
+            self.rp.res,
+            self.rp.namespace.as_deref(),
+            &sel,
+            limit,
+            self.query.get("continue"),
+        )?;
+        Ok(json_response(
+            StatusCode::OK,
+            render::list(self.info(), &page, self.repr),
+        ))
+    }
+
+    fn watch(&self) -> Result<Response, ApiError> {
+        let mut selectors = self.selectors()?;
+        if let Some(name) = &self.rp.name {
+            selectors.fields.requirements.push(super::selectors::FieldRequirement {
+                path: "metadata.name".into(),
+                value: name.clone(),
+                negated: false,
+            });
+        }
+        let send_initial = self.query.flag("sendInitialEvents")?;
+        let start = match self.query.get("resourceVersion").unwrap_or("") {
+            _ if send_initial => Start::Now { initial: true },
+            "" | "0" => Start::Now { initial: true },
+            rv => Start::After(
+                rv.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+            ),
+        };
+        let timeout = self.query.number("timeoutSeconds")?.map(Duration::from_secs);
+        let spec = WatchSpec {
+            res: self.rp.res,
+            namespace: self.rp.namespace.clone(),
+            selectors,
+            start,
+            bookmarks: self.query.flag("allowWatchBookmarks")?,
+            initial_events_end: send_initial,
+            timeout,
+            bookmark_interval: self.app.bookmark_interval,
+            repr: self.repr,
+        };
+        let rx = watch::start(self.app.store.clone(), self.app.faults.watch_drops(), spec);
+        let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+        Ok(r)
+    }
+
+    async fn create(&self, body: Body) -> Result<Response, ApiError> {
+        let obj = self.object_body(body).await?;
+        let created = self.app.store.create(self.rp.res, self.ns(), obj, self.dry_run())?;
+        Ok(self.ok_object(StatusCode::CREATED, &created))
+    }
+
+    fn part(&self) -> Part {
+        if self.rp.subresource.as_deref() == Some("status") {
+            Part::Status
+        } else {
+            Part::Main
+        }
+    }
+
+    async fn update(&self, body: Body) -> Result<Response, ApiError> {
+        let obj = self.object_body(body).await?;
+        let updated = self
+            .app
+            .store
+            .update(self.rp.res, self.ns(), self.name(), obj, self.part(), self.dry_run())?;
+        Ok(self.ok_object(StatusCode::OK, &updated))
+    }
+
+    async fn patch(&self, body: Body) -> Result<Response, ApiError> {
+        let ct = header_str(self.headers, header::CONTENT_TYPE);
+        let ty = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+        let bytes = self.body(body).await?;
+        let p = patch::parse_patch(ty, &bytes).map_err(ApiError::bad_request)?;
+        let store = &self.app.store;
+        if ty == PatchType::Apply && store.get(self.rp.res, self.ns(), self.name()).is_err() {
+            // Server-side apply of a new object creates it.
+            let mut obj = patch::strategic_merge(&json!({}), &p).map_err(ApiError::bad_request)?;
+            let m = store::meta_mut(&mut obj);
+            m.insert("name".into(), json!(self.name()));
+            let created = store.create(self.rp.res, self.ns(), obj, self.dry_run())?;
+            return Ok(self.ok_object(StatusCode::CREATED, &created));
+        }
+        let info = self.info();
+        let name = self.name().to_string();
+        let patched = store.modify(
+            self.rp.res,
+            self.ns(),
+            self.name(),
+            self.part(),
+            self.dry_run(),
+            |cur| patch::apply(ty, cur, &p).map_err(|m| ApiError::invalid(info.kind, &name, "patch", &m)),
+        )?;
+        Ok(self.ok_object(StatusCode::OK, &patched))
+    }
+
+    async fn delete(&self, body: Body) -> Result<Response, ApiError> {
+        let bytes = self.body(body).await?;
+        let mut pre = Preconditions::default();
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let opts: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            let s = |p: &str| opts.pointer(p).and_then(Value::as_str).map(str::to_string);
+            pre.uid = s("/preconditions/uid");
+            pre.resource_version = s("/preconditions/resourceVersion");
+            if opts
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
+                let deleted = self.app.store.delete(self.rp.res, self.ns(), self.name(), &pre, true)?;
+                return Ok(self.ok_object(StatusCode::OK, &deleted));
+            }
+        }
+        let deleted = self
+            .app
+            .store
+            .delete(self.rp.res, self.ns(), self.name(), &pre, self.dry_run())?;
+        Ok(self.ok_object(StatusCode::OK, &deleted))
+    }
+
+    fn delete_collection(&self) -> Result<Response, ApiError> {
+        let sel = self.selectors()?;
+        let items =
+            self.app
+                .store
+                .delete_collection(self.rp.res, self.rp.namespace.as_deref(), &sel, self.dry_run())?;
+        let page = store::ListPage {
+            items,
+            resource_version: self.app.store.resource_version(),
+            continue_token: None,
+            remaining: None,
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            render::list(self.info(), &page, Repr::Full),
+        ))
+    }
+
+    async fn bind(&self, body: Body) -> Result<Response, ApiError> {
+        let binding = self.object_body(body).await?;
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::invalid("Binding", self.name(), "target.name", "Required value"))?
+            .to_string();
+        let name = self.name().to_string();
+        self.app
+            .store
+            .modify(ids::PODS, self.ns(), self.name(), Part::Main, self.dry_run(), |pod| {
+                let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+                if !current.is_empty() {
+                    return Err(ApiError::conflict(
+                        "",
+                        "pods",
+                        &name,
+                        &format!("pod {name} is already assigned to node \"{current}\""),
+                    ));
+                }
+                let mut pod = pod.clone();
+                pod["spec"]["nodeName"] = json!(node);
+                Ok(pod)
+            })?;
+        Ok(value_response(StatusCode::CREATED, &success_status(Value::Null)))
+    }
+
+    /// `pods/<name>/log`.
+    async fn log(&self) -> Result<Response, ApiError> {
+        let pod = self.app.store.get(ids::PODS, self.ns(), self.name())?;
+        let container = pick_container(&pod, self.query.get("container"))?;
+        let previous = self.query.flag("previous")?;
+        let follow = self.query.flag("follow")?;
+        let tail = self.query.number("tailLines")?;
+        let limit = self.query.number("limitBytes")?;
+        let source = self
+            .app
+            .logs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let ns = self.ns().to_string();
+        let name = self.name().to_string();
+        let fetch = {
+            let source = source.clone();
+            let (ns, name, container) = (ns.clone(), name.clone(), container.clone());
+            move || match &source {
+                Some(s) => s.logs(&ns, &name, &container, previous),
+                None => Some(String::new()),
+            }
+        };
+        let Some(text) = fetch() else {
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: no logs available"
+            )));
+        };
+        let first = {
+            let t = match tail {
+                Some(n) => logs::tail_lines(&text, usize::try_from(n).unwrap_or(usize::MAX)),
+                None => &text,
+            };
+            match limit {
+                Some(n) => logs::limit_bytes(t, usize::try_from(n).unwrap_or(usize::MAX)),
+                None => t,
+            }
+            .to_string()
+        };
+        if !follow || previous {
+            return Ok(text_response(Body::from(first)));
+        }
+        // Follow: poll the source and stream what is appended until the
+        // container terminates, the pod goes away or the client leaves.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        let store = self.app.store.clone();
+        let poll = self.app.log_poll_interval;
+        tokio::spawn(async move {
+            let mut sent = text.len();
+            if tx.send(Ok(Bytes::from(first))).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(poll) => {}
+                    () = tx.closed() => return,
+                }
+                let Some(now) = fetch() else { return };
+                if now.len() < sent {
+                    sent = 0; // rotated or restarted: start over
+                }
+                if now.len() > sent && now.is_char_boundary(sent) {
+                    if tx.send(Ok(Bytes::from(now[sent..].to_string()))).await.is_err() {
+                        return;
+                    }
+                    sent = now.len();
+                }
+                let Ok(pod) = store.get(ids::PODS, &ns, &name) else {
+                    return;
+                };
+                if container_terminated(&pod, &container) {
+                    if let Some(last) = fetch().filter(|l| l.len() > sent && l.is_char_boundary(sent)) {
+                        let _ = tx.send(Ok(Bytes::from(last[sent..].to_string()))).await;
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(text_response(Body::from_stream(ReceiverStream::new(rx))))
+    }
+}
+
+/// The request an access review asks about.
+fn access_review_attributes(review: &Value) -> Result<Attributes, ApiError> {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(r) = review.pointer("/spec/resourceAttributes") {
+        return Ok(Attributes::Resource {
+            verb: s(r, "verb"),
+            group: s(r, "group"),
+            resource: s(r, "resource"),
+            subresource: s(r, "subresource"),
+            namespace: s(r, "namespace"),
+            name: s(r, "name"),
+        });
+    }
+    if let Some(r) = review.pointer("/spec/nonResourceAttributes") {
+        return Ok(Attributes::NonResource {
+            verb: s(r, "verb"),
+            path: s(r, "path"),
+        });
+    }
+    Err(ApiError::invalid(
+        "SelfSubjectAccessReview",
+        "",
+        "spec.resourceAttributes",
+        "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+    ))
+}
+
+fn container_names(pod: &Value) -> Vec<String> {
+    ["/spec/containers", "/spec/initContainers", "/spec/ephemeralContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// The container a log request is for (the only one when not named).
+fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
+    let name = store::name_of(pod);
+    let all = container_names(pod);
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None => {
+            let main: Vec<String> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match main.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(ApiError::bad_request(format!("pod {name} has no containers"))),
+                many => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    many.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+fn container_terminated(pod: &Value, container: &str) -> bool {
+    ["/status/containerStatuses", "/status/initContainerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(container))
+        .is_some_and(|c| c.pointer("/state/terminated").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_for_logs() {
+        let one = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(pick_container(&one, None).unwrap(), "a");
+        assert_eq!(pick_container(&one, Some("i")).unwrap(), "i");
+        assert_eq!(pick_container(&one, Some("x")).unwrap_err().code, 400);
+        let two = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        let e = pick_container(&two, None).unwrap_err();
+        assert!(e.message.contains("choose one of: [a b]"), "{}", e.message);
+        let done = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 0}}}]}});
+        assert!(container_terminated(&done, "a"));
+        assert!(!container_terminated(&done, "b"));
+    }
+}

@@ -1,0 +1,415 @@
+//! `meta.k8s.io/v1` Table responses, which `kubectl get` asks for
+//! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`) and prints.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::ids;
+use super::resources::ResourceInfo;
+
+/// What each row carries in `object` (the `includeObject` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn parse(s: Option<&str>) -> IncludeObject {
+        match s {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        }
+    }
+}
+
+/// Whether an `Accept` header asks for a Table.
+pub fn wants_table(accept: &str) -> bool {
+    // The first acceptable media type wins; kubectl lists Table first.
+    let first = accept.split(',').next().unwrap_or("");
+    first.contains("as=Table") && first.contains("g=meta.k8s.io")
+}
+
+struct Col {
+    name: &'static str,
+    ty: &'static str,
+    priority: u8,
+}
+
+const fn col(name: &'static str) -> Col {
+    Col {
+        name,
+        ty: "string",
+        priority: 0,
+    }
+}
+
+const fn wide(name: &'static str) -> Col {
+    Col {
+        name,
+        ty: "string",
+        priority: 1,
+    }
+}
+
+fn columns(info: &ResourceInfo) -> Vec<Col> {
+    match (info.group, info.plural) {
+        ("", "pods") => vec![
+            col("Name"),
+            col("Ready"),
+            col("Status"),
+            Col {
+                ty: "integer",
+                ..col("Restarts")
+            },
+            col("Age"),
+            wide("IP"),
+            wide("Node"),
+            wide("Nominated Node"),
+            wide("Readiness Gates"),
+        ],
+        ("", "nodes") => vec![
+            col("Name"),
+            col("Status"),
+            col("Roles"),
+            col("Age"),
+            col("Version"),
+            wide("Internal-IP"),
+            wide("External-IP"),
+            wide("OS-Image"),
+            wide("Kernel-Version"),
+            wide("Container-Runtime"),
+        ],
+        ("", "namespaces") => vec![col("Name"), col("Status"), col("Age")],
+        ("", "configmaps") => vec![col("Name"), col("Data"), col("Age")],
+        ("", "secrets") => vec![col("Name"), col("Type"), col("Data"), col("Age")],
+        ("", "serviceaccounts") => vec![col("Name"), col("Secrets"), col("Age")],
+        ("", "events") => vec![
+            col("Last Seen"),
+            col("Type"),
+            col("Reason"),
+            col("Object"),
+            col("Message"),
+        ],
+        ("apps", "daemonsets") => vec![
+            col("Name"),
+            col("Desired"),
+            col("Current"),
+            col("Ready"),
+            col("Up-to-date"),
+            col("Available"),
+            col("Node Selector"),
+            col("Age"),
+            wide("Containers"),
+            wide("Images"),
+            wide("Selector"),
+        ],
+        (_, "clusterrolebindings" | "rolebindings") => vec![col("Name"), col("Role"), col("Age")],
+        ("coordination.k8s.io", "leases") => vec![col("Name"), col("Holder"), col("Age")],
+        _ => vec![col("Name"), col("Age")],
+    }
+}
+
+fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
+    obj.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn n(obj: &Value, ptr: &str) -> i64 {
+    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_none(v: String) -> String {
+    if v.is_empty() { "<none>".into() } else { v }
+}
+
+fn age(obj: &Value) -> String {
+    ids::seconds_since(s(obj, "/metadata/creationTimestamp")).map_or_else(|| "<unknown>".into(), ids::human_duration)
+}
+
+fn pod_status(pod: &Value) -> String {
+    let mut reason = s(pod, "/status/reason").to_string();
+    if reason.is_empty() {
+        reason = s(pod, "/status/phase").to_string();
+    }
+    if let Some(statuses) = pod.pointer("/status/containerStatuses").and_then(Value::as_array) {
+        for cs in statuses.iter().rev() {
+            let waiting = s(cs, "/state/waiting/reason");
+            let terminated = s(cs, "/state/terminated/reason");
+            if !waiting.is_empty() {
+                reason = waiting.to_string();
+            } else if !terminated.is_empty() {
+                reason = terminated.to_string();
+            } else if cs.pointer("/state/terminated").is_some() {
+                reason = format!("ExitCode:{}", n(cs, "/state/terminated/exitCode"));
+            }
+        }
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
+fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
+    let name = s(obj, "/metadata/name");
+    match (info.group, info.plural) {
+        ("", "pods") => {
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
+            let ready = statuses.map_or(0, |c| c.iter().filter(|c| c["ready"] == true).count());
+            let restarts: i64 = statuses.map_or(0, |c| c.iter().map(|c| n(c, "/restartCount")).sum());
+            vec![
+                json!(name),
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(obj)),
+                json!(restarts),
+                json!(age(obj)),
+                json!(or_none(s(obj, "/status/podIP").to_string())),
+                json!(or_none(s(obj, "/spec/nodeName").to_string())),
+                json!(or_none(s(obj, "/status/nominatedNodeName").to_string())),
+                json!("<none>"),
+            ]
+        }
+        ("", "nodes") => {
+            let conditions = obj.pointer("/status/conditions").and_then(Value::as_array);
+            let ready = conditions.is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            let mut status = if ready { "Ready" } else { "NotReady" }.to_string();
+            if obj.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+                status.push_str(",SchedulingDisabled");
+            }
+            let roles: Vec<&str> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let address = |ty: &str| -> String {
+                obj.pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().find(|x| x["type"] == ty))
+                    .map(|x| s(x, "/address").to_string())
+                    .unwrap_or_default()
+            };
+            vec![
+                json!(name),
+                json!(status),
+                json!(or_none(roles.join(","))),
+                json!(age(obj)),
+                json!(s(obj, "/status/nodeInfo/kubeletVersion")),
+                json!(or_none(address("InternalIP"))),
+                json!(or_none(address("ExternalIP"))),
+                json!(or_none(s(obj, "/status/nodeInfo/osImage").to_string())),
+                json!(or_none(s(obj, "/status/nodeInfo/kernelVersion").to_string())),
+                json!(or_none(s(obj, "/status/nodeInfo/containerRuntimeVersion").to_string())),
+            ]
+        }
+        ("", "namespaces") => vec![json!(name), json!(s(obj, "/status/phase")), json!(age(obj))],
+        ("", "configmaps") => {
+            let count = ["data", "binaryData"]
+                .iter()
+                .filter_map(|k| obj.get(*k).and_then(Value::as_object))
+                .map(serde_json::Map::len)
+                .sum::<usize>();
+            vec![json!(name), json!(count), json!(age(obj))]
+        }
+        ("", "secrets") => {
+            let count = obj
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, serde_json::Map::len);
+            vec![json!(name), json!(s(obj, "/type")), json!(count), json!(age(obj))]
+        }
+        ("", "serviceaccounts") => {
+            let count = obj.get("secrets").and_then(Value::as_array).map_or(0, Vec::len);
+            vec![json!(name), json!(count), json!(age(obj))]
+        }
+        ("", "events") => {
+            let last = [
+                s(obj, "/lastTimestamp"),
+                s(obj, "/eventTime"),
+                s(obj, "/metadata/creationTimestamp"),
+            ]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .and_then(ids::seconds_since)
+            .map_or_else(|| "<unknown>".into(), ids::human_duration);
+            let object = format!(
+                "{}/{}",
+                s(obj, "/involvedObject/kind").to_lowercase(),
+                s(obj, "/involvedObject/name")
+            );
+            vec![
+                json!(last),
+                json!(s(obj, "/type")),
+                json!(s(obj, "/reason")),
+                json!(object),
+                json!(s(obj, "/message")),
+            ]
+        }
+        ("apps", "daemonsets") => {
+            let node_selector = obj
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+            let join = |field: &str| {
+                containers
+                    .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            };
+            let selector = obj
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                json!(name),
+                json!(n(obj, "/status/desiredNumberScheduled")),
+                json!(n(obj, "/status/currentNumberScheduled")),
+                json!(n(obj, "/status/numberReady")),
+                json!(n(obj, "/status/updatedNumberScheduled")),
+                json!(n(obj, "/status/numberAvailable")),
+                json!(or_none(node_selector)),
+                json!(age(obj)),
+                json!(join("/name")),
+                json!(join("/image")),
+                json!(or_none(selector)),
+            ]
+        }
+        (_, "clusterrolebindings" | "rolebindings") => vec![
+            json!(name),
+            json!(format!("{}/{}", s(obj, "/roleRef/kind"), s(obj, "/roleRef/name"))),
+            json!(age(obj)),
+        ],
+        ("coordination.k8s.io", "leases") => {
+            vec![json!(name), json!(s(obj, "/spec/holderIdentity")), json!(age(obj))]
+        }
+        _ => vec![json!(name), json!(age(obj))],
+    }
+}
+
+fn row_object(obj: &Value, include: IncludeObject) -> Value {
+    match include {
+        IncludeObject::None => Value::Null,
+        IncludeObject::Object => obj.clone(),
+        IncludeObject::Metadata => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        }),
+    }
+}
+
+/// A Table of `objs`; `list_meta` becomes the table's metadata.
+pub fn table(info: &ResourceInfo, objs: &[Arc<Value>], include: IncludeObject, list_meta: Value) -> Value {
+    let cols: Vec<Value> = columns(info)
+        .into_iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.ty,
+                "format": if c.name == "Name" { "name" } else { "" },
+                "description": "",
+                "priority": c.priority,
+            })
+        })
+        .collect();
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let mut row = json!({"cells": cells(info, o)});
+            let object = row_object(o, include);
+            if !object.is_null() {
+                row["object"] = object;
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": cols,
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resources::{RESOURCES, ids};
+
+    #[test]
+    fn accept_detection() {
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wants_table("application/json"));
+        assert!(!wants_table(
+            "application/json, application/json;as=Table;v=v1;g=meta.k8s.io"
+        ));
+    }
+
+    #[test]
+    fn every_resource_has_matching_cells() {
+        for info in RESOURCES {
+            let t = table(
+                info,
+                &[Arc::new(json!({"metadata": {"name": "x"}}))],
+                IncludeObject::Metadata,
+                json!({}),
+            );
+            let ncols = t["columnDefinitions"].as_array().unwrap().len();
+            let ncells = t["rows"][0]["cells"].as_array().unwrap().len();
+            assert_eq!(ncols, ncells, "{}", info.plural);
+            assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+        }
+    }
+
+    #[test]
+    fn pod_row() {
+        let pod = json!({"metadata": {"name": "p", "creationTimestamp": crate::apiserver::ids::now_rfc3339()},
+        "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.2", "containerStatuses": [
+            {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}},
+            {"name": "b", "ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+        ]}});
+        let c = cells(&RESOURCES[ids::PODS], &pod);
+        assert_eq!(c[0], "p");
+        assert_eq!(c[1], "1/2");
+        assert_eq!(c[2], "CrashLoopBackOff");
+        assert_eq!(c[3], 3);
+        assert_eq!(c[5], "10.0.0.2");
+        assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn node_row() {
+        let node = json!({"metadata": {"name": "n", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.33.0"}}});
+        let c = cells(&RESOURCES[ids::NODES], &node);
+        assert_eq!(c[1], "Ready");
+        assert_eq!(c[2], "control-plane");
+        assert_eq!(c[4], "v1.33.0");
+    }
+}

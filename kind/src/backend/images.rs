@@ -1,0 +1,135 @@
+//! The project's container images: how each is built, and the steps that build it.
+
+use std::path::{Path, PathBuf};
+
+use super::env::PlanEnv;
+use super::plan::{Cmd, Step, path_arg};
+use super::versions;
+
+/// Tag of the node agent image (built from `agent/Dockerfile` when it exists).
+pub const AGENT_IMAGE: &str = "istio-cni-rs/agent:dev";
+/// Tag of the test image (`mesh-probe` and `istio-cni`).
+pub const TEST_IMAGE: &str = "istio-cni-rs/test:dev";
+/// The workspace binaries the test image carries.
+pub const TEST_IMAGE_BINARIES: &[&str] = &["istio-cni", "mesh-probe"];
+
+/// One image to build on the host and load into the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBuild {
+    /// The tag it is built as and referenced by in manifests. Not `:latest`,
+    /// so that the default pull policy (`IfNotPresent`) uses the loaded image.
+    pub tag: String,
+    /// How it is built.
+    pub recipe: Recipe,
+}
+
+/// How an [`ImageBuild`] is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipe {
+    /// `docker build -f <dockerfile> <context>`; relative paths are taken from
+    /// the workspace root, and an empty context is the root itself.
+    Dockerfile {
+        /// The Dockerfile.
+        dockerfile: PathBuf,
+        /// The build context.
+        context: PathBuf,
+    },
+    /// Release binaries of the workspace, built with cargo, copied into a
+    /// context of their own and wrapped by a generated Dockerfile.
+    Binaries {
+        /// The cargo `--bin` targets.
+        binaries: Vec<String>,
+        /// The Dockerfile text (fed to `docker build -f -`).
+        dockerfile: String,
+    },
+}
+
+impl ImageBuild {
+    /// The test image: [`TEST_IMAGE_BINARIES`] on [`versions::TEST_IMAGE_BASE`].
+    pub fn test_image() -> ImageBuild {
+        let binaries: Vec<String> = TEST_IMAGE_BINARIES.iter().map(|bin| bin.to_string()).collect();
+        ImageBuild {
+            tag: TEST_IMAGE.to_string(),
+            recipe: Recipe::Binaries {
+                dockerfile: test_image_dockerfile(&binaries),
+                binaries,
+            },
+        }
+    }
+
+    /// The node agent image from `dockerfile`, with the workspace root as context.
+    pub fn agent(dockerfile: impl Into<PathBuf>) -> ImageBuild {
+        ImageBuild {
+            tag: AGENT_IMAGE.to_string(),
+            recipe: Recipe::Dockerfile {
+                dockerfile: dockerfile.into(),
+                context: PathBuf::new(),
+            },
+        }
+    }
+
+    /// The steps that build this image on the host. `scratch` is a directory
+    /// of the cluster where generated build contexts go.
+    pub fn build_steps(&self, env: &PlanEnv, scratch: &Path) -> Vec<Step> {
+        match &self.recipe {
+            Recipe::Dockerfile { dockerfile, context } => {
+                let dockerfile = path_arg(&in_repo(env, dockerfile));
+                let context = path_arg(&in_repo(env, context));
+                vec![
+                    Cmd::new("docker", ["build", "-t", &self.tag, "-f", &dockerfile, &context])
+                        .step(format!("build image {}", self.tag)),
+                ]
+            }
+            Recipe::Binaries { binaries, dockerfile } => {
+                let context = scratch.join("images").join(self.tag.replace(['/', ':'], "-"));
+                let manifest = path_arg(&env.repo_root.join("Cargo.toml"));
+                let mut cargo = vec!["build", "--release", "--locked", "--manifest-path", &manifest];
+                for bin in binaries {
+                    cargo.extend(["--bin", bin.as_str()]);
+                }
+                let release = env.target_dir.join("release");
+                vec![
+                    Cmd::new("cargo", cargo).step(format!("build the binaries of {}", self.tag)),
+                    Step::MakeDir(context.clone()),
+                    Step::Stage {
+                        files: binaries.iter().map(|bin| release.join(bin)).collect(),
+                        dir: context.clone(),
+                        purpose: format!("stage them as the build context of {}", self.tag),
+                    },
+                    Cmd::new("docker", ["build", "-t", &self.tag, "-f", "-", &path_arg(&context)])
+                        .stdin_text(dockerfile.clone())
+                        .step(format!("build image {} (generated Dockerfile)", self.tag)),
+                ]
+            }
+        }
+    }
+}
+
+/// `path` taken from the workspace root (the root itself for an empty path or `.`).
+fn in_repo(env: &PlanEnv, path: &Path) -> PathBuf {
+    if path.as_os_str().is_empty() || path == Path::new(".") {
+        env.repo_root.clone()
+    } else {
+        env.repo_root.join(path)
+    }
+}
+
+/// The Dockerfile of the test image, for binaries staged next to it.
+pub fn test_image_dockerfile(binaries: &[String]) -> String {
+    format!(
+        "# istio-cni-rs test image, generated by istio-cni-kind.\n\
+         # mesh-probe: the scenarios' traffic probe; istio-cni: the plugin CLI\n\
+         # (`istio-cni validate` is the istio-validation init container).\n\
+         # The binaries are built on the host: the base's glibc must not be older than the host's.\n\
+         FROM {base}\n\
+         COPY {bins} /usr/local/bin/\n",
+        base = versions::TEST_IMAGE_BASE,
+        bins = binaries.join(" "),
+    )
+}
+
+/// The images a plan builds: the agent image first when `env` has its Dockerfile, then `images`.
+pub fn all_images(images: &[ImageBuild], env: &PlanEnv) -> Vec<ImageBuild> {
+    let agent = env.agent_dockerfile.as_ref().map(ImageBuild::agent);
+    agent.into_iter().chain(images.iter().cloned()).collect()
+}

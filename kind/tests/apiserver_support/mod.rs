@@ -1,0 +1,90 @@
+//! Helpers shared by the API server tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use istio_cni_kind::apiserver::{ApiServer, ApiServerOptions};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use kube::api::ObjectMeta;
+
+/// A server with short bookmark and log-poll intervals.
+pub async fn server() -> ApiServer {
+    server_with(ApiServerOptions::default()).await
+}
+
+pub async fn server_with(mut opts: ApiServerOptions) -> ApiServer {
+    opts.bookmark_interval = Duration::from_millis(200);
+    opts.log_poll_interval = Duration::from_millis(50);
+    ApiServer::start(opts).await.expect("start the API server")
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// A pod with one container `app`, optionally on a node.
+pub fn pod(name: &str, node: Option<&str>, label_pairs: &[(&str, &str)]) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: labels(label_pairs),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: node.map(str::to_string),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The HTTP status code of a kube API error (panics on other errors).
+pub fn code(e: &kube::Error) -> u16 {
+    match e {
+        kube::Error::Api(s) => s.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// The reason of a kube API error.
+pub fn reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.reason.clone(),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
