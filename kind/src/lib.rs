@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod backend;
+pub mod cluster;
 pub mod cni;
 pub mod kubelet;
 pub mod node;

@@ -1,6 +1,66 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
-//! out); the node's executor performs its actions with real namespaces, CNI
-//! and processes.
+//! out); [`worker`] performs its actions with the node's namespaces, CNI
+//! chain and processes; [`scheduler`] binds pods that name no node.
 
+pub mod images;
 pub mod lifecycle;
+pub mod logs;
+pub mod scheduler;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use images::{Exec, ImageTable};
+pub use lifecycle::Backoff;
+pub use logs::PodLogs;
+use worker::Msg;
+pub use worker::NodeContext;
+
+/// Watches the pods bound to `ctx.node` and keeps one worker per pod.
+pub fn start(ctx: Arc<NodeContext>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<Pod> = Api::all(ctx.client.clone());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
+        let mut events = watcher(api, config).boxed();
+        let mut workers: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
+        let mut listed: Vec<String> = Vec::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::InitApply(pod)) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    listed.push(uid.clone());
+                    workers.entry(uid).or_insert_with(|| worker::spawn(ctx.clone(), pod));
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    if let Some(tx) = workers.remove(&uid) {
+                        let _ = tx.send(Msg::Lifecycle(lifecycle::Event::Delete));
+                    }
+                }
+                Ok(watcher::Event::Init) => listed.clear(),
+                // After a relist, pods no longer listed were deleted meanwhile.
+                Ok(watcher::Event::InitDone) => {
+                    let gone: Vec<String> = workers.keys().filter(|u| !listed.contains(u)).cloned().collect();
+                    for uid in gone {
+                        if let Some(tx) = workers.remove(&uid) {
+                            let _ = tx.send(Msg::Lifecycle(lifecycle::Event::Delete));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %ctx.node, "watching pods: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,391 @@
+//! The embedded cluster: an API server, nodes made of network namespaces
+//! with a real primary CNI, one kubelet-lite per node and a scheduler, all
+//! behind one handle whose drop removes everything it created.
+//!
+//! Layout: a private "harness" network namespace holds the cluster bridge,
+//! so clusters never touch the host's network nor each other. The API server
+//! listens on host loopback (for tests and kubectl) and on the bridge
+//! gateway inside the harness namespace (for processes on the nodes).
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::apiserver::{ApiServer, ApiServerOptions};
+use crate::cni::Profile;
+use crate::kubelet::{self, Backoff, ImageTable, NodeContext, PodLogs};
+use crate::node::{ClusterConfig, ClusterNetwork, Layout, Netns, Node, NodeSpec};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub nodes: u32,
+    /// The primary CNI every node runs.
+    pub profile: Profile,
+    /// Write the primary config as a single `.conf` instead of a `.conflist`.
+    pub single_conf: bool,
+    /// The nodes' CNI directory layout (kind's by default).
+    pub layout: Layout,
+    /// Container images as local executables.
+    pub images: ImageTable,
+    /// kubelet's crash-loop and sandbox-retry backoff.
+    pub backoff: Backoff,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 1,
+            profile: Profile::Ptp,
+            single_conf: false,
+            layout: Layout::Default,
+            images: ImageTable::new(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("creating the cluster: {0}")]
+    Create(String),
+    #[error("tearing the cluster down: {0}")]
+    Teardown(String),
+}
+
+fn create_err(what: &str) -> impl Fn(String) -> ClusterError + '_ {
+    move |e| ClusterError::Create(format!("{what}: {e}"))
+}
+
+/// A running embedded cluster.
+pub struct Cluster {
+    runtime: Option<Runtime>,
+    api: Option<ApiServer>,
+    network: Option<Arc<ClusterNetwork>>,
+    harness: Netns,
+    root: PathBuf,
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    logs: PodLogs,
+    tasks: Vec<JoinHandle<()>>,
+    processes: Arc<Mutex<HashSet<i32>>>,
+    gateway_url: String,
+}
+
+static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+
+impl Cluster {
+    /// Creates the cluster and returns once the API server answers and every
+    /// node's kubelet is watching.
+    pub fn create(spec: ClusterSpec) -> Result<Cluster, ClusterError> {
+        let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
+        let root = std::env::temp_dir().join(format!("istio-cni-cluster-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&root).map_err(|e| create_err("root dir")(e.to_string()))?;
+        let harness =
+            Netns::create(&root.join("harness.netns")).map_err(|e| create_err("harness netns")(e.to_string()))?;
+        let result = Self::build(spec, root.clone(), harness.clone());
+        if result.is_err() {
+            let _ = harness.delete();
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        result
+    }
+
+    fn build(spec: ClusterSpec, root: PathBuf, harness: Netns) -> Result<Cluster, ClusterError> {
+        harness
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .map_err(|e| create_err("harness loopback")(e.to_string()))?;
+        let mut network = ClusterNetwork::create(ClusterConfig {
+            root: Some(root.join("nodes")),
+            harness_netns: Some(harness.path().to_path_buf()),
+            ..ClusterConfig::default()
+        })
+        .map_err(|e| create_err("cluster network")(e.to_string()))?;
+        let mut names = Vec::new();
+        for i in 0..spec.nodes.max(1) {
+            let name = format!("node-{i}");
+            let node = network
+                .add_node(NodeSpec::new(&name).layout(spec.layout))
+                .map_err(|e| create_err("node")(e.to_string()))?;
+            let mut profile = node.profile(spec.profile);
+            if spec.single_conf {
+                profile = profile.single_conf();
+            }
+            let config = profile
+                .generate()
+                .map_err(|e| create_err("primary CNI config")(e.to_string()))?;
+            node.write_cni_config(&config)
+                .map_err(|e| create_err("primary CNI config")(e.to_string()))?;
+            names.push(name);
+        }
+        let gateway = network.plan().gateway;
+        let network = Arc::new(network);
+
+        let loopback =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| create_err("API listener")(e.to_string()))?;
+        let on_gateway = harness
+            .run(move || TcpListener::bind((gateway, 0)))
+            .map_err(|e| create_err("API listener in the harness netns")(e.to_string()))?
+            .map_err(|e| create_err("API listener in the harness netns")(e.to_string()))?;
+        let gateway_port = on_gateway
+            .local_addr()
+            .map_err(|e| create_err("API listener")(e.to_string()))?
+            .port();
+        let gateway_url = format!("https://{}", SocketAddr::from((gateway, gateway_port)));
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("cluster")
+            .build()
+            .map_err(|e| create_err("runtime")(e.to_string()))?;
+        let options = ApiServerOptions {
+            listen: Vec::new(),
+            listeners: vec![loopback, on_gateway],
+            extra_sans: vec![gateway.to_string()],
+            ..ApiServerOptions::default()
+        };
+        let api = runtime
+            .block_on(ApiServer::start(options))
+            .map_err(|e| create_err("API server")(e.to_string()))?;
+        let client = runtime.block_on(api.client());
+        let kubeconfig = root.join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig, &api.admin_token())
+            .map_err(|e| create_err("kubeconfig")(e.to_string()))?;
+
+        let logs = PodLogs::default();
+        api.set_log_source(Arc::new(logs.clone()));
+        let processes = Arc::new(Mutex::new(HashSet::new()));
+        let nodes_api: Api<K8sNode> = Api::all(client.clone());
+        let mut tasks = Vec::new();
+        let _guard = runtime.enter();
+        for node in network.nodes() {
+            let object: K8sNode = serde_json::from_value(json!({
+                "metadata": {"name": node.name(), "labels": {"kubernetes.io/hostname": node.name(), "kubernetes.io/os": "linux"}},
+                "spec": {"podCIDR": node.pod_cidr().to_string(), "podCIDRs": [node.pod_cidr().to_string()]},
+            }))
+            .map_err(|e| create_err("node object")(e.to_string()))?;
+            runtime
+                .block_on(nodes_api.create(&PostParams::default(), &object))
+                .map_err(|e| create_err("registering the node")(e.to_string()))?;
+            let status = json!({"status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet-lite is posting ready status"}],
+                "addresses": [{"type": "InternalIP", "address": node.ip().to_string()}, {"type": "Hostname", "address": node.name()}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "containerRuntimeVersion": "istio-cni-kind://0.1", "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
+                    "kernelVersion": "", "osImage": "", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
+            }});
+            runtime
+                .block_on(nodes_api.patch_status(node.name(), &Default::default(), &kube::api::Patch::Merge(status)))
+                .map_err(|e| create_err("node status")(e.to_string()))?;
+            let ctx = Arc::new(NodeContext {
+                network: network.clone(),
+                node: node.name().to_string(),
+                images: spec.images.clone(),
+                logs: logs.clone(),
+                client: client.clone(),
+                backoff: spec.backoff,
+                log_dir: root.join("logs"),
+                processes: processes.clone(),
+            });
+            tasks.push(kubelet::start(ctx));
+        }
+        tasks.push(kubelet::scheduler::start(client.clone(), names));
+        drop(_guard);
+        Ok(Cluster {
+            runtime: Some(runtime),
+            api: Some(api),
+            network: Some(network),
+            harness,
+            root,
+            kubeconfig,
+            client,
+            logs,
+            tasks,
+            processes,
+            gateway_url,
+        })
+    }
+
+    /// An admin client.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// An admin kubeconfig for the host (kubectl, tests).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A kubeconfig with `token` that works from inside the nodes.
+    pub fn node_kubeconfig(&self, token: &str) -> String {
+        self.api().kubeconfig_for(&self.gateway_url, token)
+    }
+
+    /// The API server (tokens, faults).
+    pub fn api(&self) -> &ApiServer {
+        self.api.as_ref().expect("the API server lives until drop")
+    }
+
+    /// Runs async work (kube calls) on the cluster's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.as_ref().expect("the runtime lives until drop").block_on(f)
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        self.network.as_ref().map(|n| n.nodes()).unwrap_or_default()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.network.as_ref().and_then(|n| n.node(name))
+    }
+
+    /// The harness network namespace (where the cluster bridge lives).
+    pub fn harness_netns(&self) -> &Netns {
+        &self.harness
+    }
+
+    /// A container's current log.
+    pub fn pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
+        crate::apiserver::LogSource::logs(&self.logs, namespace, pod, container, false)
+    }
+
+    /// The netns path of a running pod.
+    pub fn pod_netns(&self, namespace: &str, name: &str) -> Option<PathBuf> {
+        let pod = self
+            .block_on(Api::<Pod>::namespaced(self.client(), namespace).get(name))
+            .ok()?;
+        let node = self.node(pod.spec.as_ref()?.node_name.as_deref()?)?;
+        let id = kubelet::worker::sandbox_id(pod.metadata.uid.as_deref()?);
+        node.pod_netns(&id).map(|s| s.path().to_path_buf())
+    }
+
+    /// `iptables-save` (or another command) inside a pod's netns.
+    pub fn in_pod(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<String, String> {
+        let netns = self
+            .pod_netns(namespace, name)
+            .ok_or(format!("pod {namespace}/{name} has no sandbox"))?;
+        let ns = Netns::open(&netns).map_err(|e| e.to_string())?;
+        let (program, args) = argv.split_first().ok_or("empty command")?;
+        let out = ns
+            .command(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{argv:?} in {namespace}/{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until `ready` holds for the pod, returning it.
+    pub fn wait_for_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        ready: impl Fn(&Pod) -> bool,
+    ) -> Result<Pod, String> {
+        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.block_on(api.get_opt(name));
+            if let Ok(Some(pod)) = &last
+                && ready(pod)
+            {
+                return Ok(pod.clone());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "pod {namespace}/{name} not ready after {timeout:?}; last seen: {last:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Deletes every pod, then removes every namespace, process, mount and
+    /// directory the cluster created.
+    pub fn delete(mut self) -> Result<(), ClusterError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), ClusterError> {
+        let Some(runtime) = self.runtime.take() else {
+            return Ok(());
+        };
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        if let Ok(Ok(list)) = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), pods.list(&ListParams::default())).await })
+        {
+            for pod in list {
+                let ns = pod.metadata.namespace.unwrap_or_default();
+                let name = pod.metadata.name.unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                let _ = runtime.block_on(api.delete(&name, &DeleteParams::default()));
+            }
+        }
+        // Let the kubelets tear their sandboxes down (CNI DEL).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.nodes().iter().any(|n| !n.pod_ids().is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(api) = self.api.take() {
+            runtime.block_on(api.shutdown());
+        }
+        if let Ok(all) = self.processes.lock() {
+            for pgid in all.iter() {
+                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+            }
+        }
+        runtime.shutdown_timeout(Duration::from_secs(2));
+        let mut errors = Vec::new();
+        if let Some(network) = self.network.take() {
+            match Arc::try_unwrap(network) {
+                Ok(network) => {
+                    if let Err(e) = network.teardown() {
+                        errors.push(e.to_string());
+                    }
+                }
+                Err(_) => errors.push("the cluster network is still in use".into()),
+            }
+        }
+        if let Err(e) = self.harness.delete() {
+            errors.push(format!("harness netns: {e}"));
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            errors.push(format!("{}: {e}", self.root.display()));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ClusterError::Teardown(errors.join("; ")))
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            tracing::warn!("{e}");
+        }
+    }
+}

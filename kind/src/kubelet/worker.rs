@@ -1,0 +1,402 @@
+//! One task per pod on a node: it owns the pod's [`PodLifecycle`], performs
+//! its actions (sandbox via the node's CNI chain, containers as processes in
+//! the pod netns, teardown) and reports status and events through the API.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Event as K8sEvent, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+use super::images::ImageTable;
+use super::lifecycle::{Action, Backoff, Event, PodLifecycle};
+use super::logs::PodLogs;
+use crate::cni::{PodRef, RuntimeConf};
+use crate::node::ClusterNetwork;
+
+/// Every API call of the kubelet is bounded by this.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a node's kubelet shares with its pod workers.
+pub struct NodeContext {
+    pub network: Arc<ClusterNetwork>,
+    pub node: String,
+    pub images: ImageTable,
+    pub logs: PodLogs,
+    pub client: kube::Client,
+    pub backoff: Backoff,
+    /// Container log files go under here.
+    pub log_dir: PathBuf,
+    /// Process groups of every container on the node, so the cluster can
+    /// kill them all at teardown.
+    pub processes: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
+}
+
+/// The sandbox (and CNI container) id of a pod: its uid, compacted.
+pub fn sandbox_id(uid: &str) -> String {
+    format!("p{}", uid.replace('-', "")).chars().take(40).collect()
+}
+
+/// Messages to a pod worker.
+#[derive(Debug)]
+pub enum Msg {
+    Lifecycle(Event),
+}
+
+/// Starts the worker of a pod just bound to this node.
+pub fn spawn(ctx: Arc<NodeContext>, pod: Pod) -> mpsc::UnboundedSender<Msg> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(ctx, pod, rx, tx.clone()));
+    tx
+}
+
+struct Worker {
+    ctx: Arc<NodeContext>,
+    pod: Pod,
+    ns: String,
+    name: String,
+    sandbox_id: String,
+    pod_ip: Option<String>,
+    /// Process group of each running container.
+    processes: HashMap<String, i32>,
+    tx: mpsc::UnboundedSender<Msg>,
+    last_status: Option<serde_json::Value>,
+}
+
+async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut worker = Worker {
+        ns: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        sandbox_id: sandbox_id(&uid),
+        pod,
+        ctx: ctx.clone(),
+        pod_ip: None,
+        processes: HashMap::new(),
+        tx,
+        last_status: None,
+    };
+    let (mut lifecycle, actions) = PodLifecycle::new(&spec, ctx.backoff, SystemTime::now());
+    worker.perform(actions).await;
+    worker.report(&lifecycle).await;
+    loop {
+        let wake = lifecycle
+            .next_wakeup()
+            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+        let event = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Lifecycle(e)) => e,
+                None => Event::Delete,
+            },
+            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => Event::Tick,
+        };
+        let deleting = event == Event::Delete;
+        if let Event::SandboxReady { pod_ips } = &event {
+            worker.pod_ip = pod_ips.first().cloned();
+        }
+        let actions = lifecycle.handle(event, SystemTime::now());
+        let torn_down = actions.contains(&Action::KillAllAndTeardown);
+        worker.perform(actions).await;
+        if deleting || torn_down {
+            return;
+        }
+        worker.report(&lifecycle).await;
+    }
+}
+
+impl Worker {
+    async fn perform(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::CreateSandbox => self.create_sandbox(),
+                Action::Start { container, attempt, .. } => self.start(&container, attempt),
+                Action::KillAllAndTeardown => self.teardown().await,
+                Action::Record {
+                    warning,
+                    reason,
+                    message,
+                } => self.record(warning, &reason, &message).await,
+            }
+        }
+    }
+
+    fn pod_ref(&self) -> PodRef {
+        PodRef {
+            namespace: self.ns.clone(),
+            name: self.name.clone(),
+            uid: self.pod.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Creates the netns and runs the CNI chain's ADD off the async runtime;
+    /// a failed ADD is undone (DEL, netns removed) as kubelet does.
+    fn create_sandbox(&self) {
+        let (ctx, id, pod, tx) = (
+            self.ctx.clone(),
+            self.sandbox_id.clone(),
+            self.pod_ref(),
+            self.tx.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let event = match sandbox_add(&ctx, &id, &pod) {
+                Ok(pod_ips) => Event::SandboxReady { pod_ips },
+                Err(message) => Event::SandboxFailed { message },
+            };
+            let _ = tx.send(Msg::Lifecycle(event));
+        });
+    }
+
+    fn container(&self, name: &str) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    fn start(&mut self, name: &str, attempt: u32) {
+        let send = |tx: &mpsc::UnboundedSender<Msg>, e: Event| {
+            let _ = tx.send(Msg::Lifecycle(e));
+        };
+        let Some(container) = self.container(name) else { return };
+        let exec = match self.ctx.images.resolve(&container) {
+            Ok(exec) => exec,
+            Err(message) => {
+                send(
+                    &self.tx,
+                    Event::StartFailed {
+                        container: name.into(),
+                        reason: "ErrImagePull".into(),
+                        message,
+                    },
+                );
+                return;
+            }
+        };
+        match self.spawn_process(&container, &exec.program, &exec.args, attempt) {
+            Ok(mut child) => {
+                let pid = child.id() as i32;
+                self.processes.insert(name.to_string(), pid);
+                if let Ok(mut all) = self.ctx.processes.lock() {
+                    all.insert(pid);
+                }
+                send(&self.tx, Event::Started { container: name.into() });
+                let (tx, name, all) = (self.tx.clone(), name.to_string(), self.ctx.processes.clone());
+                std::thread::spawn(move || {
+                    let exit_code = match child.wait() {
+                        Ok(status) => status.code().unwrap_or_else(|| {
+                            128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
+                        }),
+                        Err(_) => 255,
+                    };
+                    if let Ok(mut all) = all.lock() {
+                        all.remove(&pid);
+                    }
+                    send(
+                        &tx,
+                        Event::Exited {
+                            container: name,
+                            exit_code,
+                        },
+                    );
+                });
+            }
+            Err(message) => send(
+                &self.tx,
+                Event::StartFailed {
+                    container: name.into(),
+                    reason: "RunContainerError".into(),
+                    message,
+                },
+            ),
+        }
+    }
+
+    /// The container as a process in the pod netns, as its securityContext's
+    /// uid/gid (`setpriv` drops privileges after the netns is entered).
+    fn spawn_process(
+        &self,
+        c: &Container,
+        program: &std::path::Path,
+        args: &[String],
+        attempt: u32,
+    ) -> Result<std::process::Child, String> {
+        let node = self.ctx.network.node(&self.ctx.node).ok_or("node is gone")?;
+        let sandbox = node.pod_netns(&self.sandbox_id).ok_or("the pod sandbox is gone")?;
+        let dir = self
+            .ctx
+            .log_dir
+            .join(format!("{}_{}_{}", self.ns, self.name, self.sandbox_id))
+            .join(&c.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("log dir {}: {e}", dir.display()))?;
+        let file = dir.join(format!("{attempt}.log"));
+        let out = File::create(&file).map_err(|e| format!("log file {}: {e}", file.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        self.ctx.logs.started(&self.ns, &self.name, &c.name, file);
+
+        let sc = c.security_context.as_ref();
+        let pod_sc = self.pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+        let uid = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
+        let gid = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group));
+        let mut cmd = sandbox.command("setpriv");
+        if uid.is_some() || gid.is_some() {
+            cmd.arg(format!("--reuid={}", uid.unwrap_or(0)));
+            cmd.arg(format!("--regid={}", gid.or(uid).unwrap_or(0)));
+            cmd.arg("--clear-groups");
+        }
+        cmd.arg("--").arg(program).args(args);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOSTNAME", &self.name);
+        for var in c.env.iter().flatten() {
+            cmd.env(&var.name, self.env_value(var));
+        }
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        cmd.spawn().map_err(|e| format!("starting {}: {e}", program.display()))
+    }
+
+    /// A literal value, or the downward-API fields the harness knows.
+    fn env_value(&self, var: &EnvVar) -> String {
+        if let Some(v) = &var.value {
+            return v.clone();
+        }
+        let field = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        match field {
+            Some("metadata.name") => self.name.clone(),
+            Some("metadata.namespace") => self.ns.clone(),
+            Some("metadata.uid") => self.pod.metadata.uid.clone().unwrap_or_default(),
+            Some("spec.nodeName") => self.ctx.node.clone(),
+            Some("status.podIP") => self.pod_ip.clone().unwrap_or_default(),
+            Some("status.hostIP") => self
+                .ctx
+                .network
+                .node(&self.ctx.node)
+                .map(|n| n.ip().to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    /// Kills every process, runs CNI DEL and removes the netns.
+    async fn teardown(&mut self) {
+        for pgid in self.processes.values() {
+            let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+        }
+        self.processes.clear();
+        let (ctx, id, pod) = (self.ctx.clone(), self.sandbox_id.clone(), self.pod_ref());
+        let _ = tokio::task::spawn_blocking(move || sandbox_del(&ctx, &id, &pod)).await;
+        self.ctx.logs.forget(&self.ns, &self.name);
+    }
+
+    async fn record(&self, warning: bool, reason: &str, message: &str) {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", self.name)),
+                namespace: Some(self.ns.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(self.name.clone()),
+                namespace: Some(self.ns.clone()),
+                uid: self.pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.ctx.node.clone()),
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(self.ctx.node.clone()),
+            ..Default::default()
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), &event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(pod = %self.name, "recording event {reason}: {e}"),
+            Err(_) => tracing::warn!(pod = %self.name, "recording event {reason}: timed out"),
+        }
+    }
+
+    /// Writes the pod's status when it changed.
+    async fn report(&mut self, lifecycle: &PodLifecycle) {
+        let mut status = lifecycle.status();
+        status.host_ip = self.ctx.network.node(&self.ctx.node).map(|n| n.ip().to_string());
+        let Ok(value) = serde_json::to_value(&status) else {
+            return;
+        };
+        if self.last_status.as_ref() == Some(&value) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let patch = Patch::Merge(serde_json::json!({ "status": value }));
+        let params = PatchParams::default();
+        let call = api.patch_status(&self.name, &params, &patch);
+        match tokio::time::timeout(API_TIMEOUT, call).await {
+            Ok(Ok(_)) => self.last_status = Some(value),
+            Ok(Err(e)) => tracing::warn!(pod = %self.name, "updating status: {e}"),
+            Err(_) => tracing::warn!(pod = %self.name, "updating status: timed out"),
+        }
+    }
+}
+
+fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>, String> {
+    let node = ctx.network.node(&ctx.node).ok_or("node is gone")?;
+    let selection = node.select_network().map_err(|e| format!("no network config: {e}"))?;
+    let sandbox = match node.pod_netns(id) {
+        Some(s) => s,
+        None => node.create_pod_netns(id).map_err(|e| e.to_string())?,
+    };
+    let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
+    match node.runner().add(&selection.network, &rt) {
+        Ok(result) => Ok(result
+            .ips
+            .iter()
+            .map(|ip| ip.address.split('/').next().unwrap_or_default().to_string())
+            .collect()),
+        Err(e) => {
+            let _ = node.runner().del(&selection.network, &rt);
+            let _ = node.delete_pod_netns(id);
+            Err(format!("plugin {e}"))
+        }
+    }
+}
+
+fn sandbox_del(ctx: &NodeContext, id: &str, pod: &PodRef) {
+    let Some(node) = ctx.network.node(&ctx.node) else {
+        return;
+    };
+    if let (Ok(selection), Some(sandbox)) = (node.select_network(), node.pod_netns(id)) {
+        let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
+        if let Err(e) = node.runner().del(&selection.network, &rt) {
+            tracing::warn!(pod = %pod.name, "CNI DEL: {e}");
+        }
+    }
+    if let Err(e) = node.delete_pod_netns(id) {
+        tracing::warn!(pod = %pod.name, "removing the sandbox: {e}");
+    }
+}

@@ -1,0 +1,265 @@
+//! The embedded cluster end to end: scheduling, real CNI sandboxes, pods as
+//! processes, status and logs through the API, crash loops, CNI failures,
+//! and a clean teardown.
+//!
+//! Needs root (skips with `SKIP:` otherwise; panics under
+//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+
+use std::time::Duration;
+
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cni::Profile;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let reason = "not root: the embedded cluster creates network namespaces";
+    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: {reason} and ISTIO_CNI_REQUIRE_PRIVILEGED=1");
+    }
+    eprintln!("SKIP: {test}: {reason}");
+    false
+}
+
+fn images() -> ImageTable {
+    ImageTable::new()
+        .add("mesh-probe", env!("CARGO_BIN_EXE_mesh-probe"), &[])
+        .add("shell", "/bin/sh", &[])
+}
+
+fn spec(nodes: u32, profile: Profile) -> ClusterSpec {
+    ClusterSpec {
+        nodes,
+        profile,
+        images: images(),
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        ..ClusterSpec::default()
+    }
+}
+
+fn create_pod(cluster: &Cluster, pod: serde_json::Value) -> Pod {
+    let pod: Pod = serde_json::from_value(pod).unwrap();
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    cluster.block_on(api.create(&PostParams::default(), &pod)).unwrap()
+}
+
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other() {
+    if !privileged("pods_on_two_nodes_reach_each_other") {
+        return;
+    }
+    for profile in [Profile::Ptp, Profile::Bridge] {
+        let cluster = Cluster::create(spec(2, profile)).unwrap();
+        create_pod(
+            &cluster,
+            json!({"metadata": {"name": "echo"}, "spec": {"containers": [
+            {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
+        );
+        let echo = cluster
+            .wait_for_pod("default", "echo", Duration::from_secs(20), running)
+            .unwrap();
+        let echo_ip = echo.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+        let echo_node = echo.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+        let node = cluster.node(&echo_node).unwrap();
+        assert!(
+            node.pod_cidr().contains(echo_ip.parse().unwrap()),
+            "{echo_ip} in {}",
+            node.pod_cidr()
+        );
+
+        create_pod(
+            &cluster,
+            json!({"metadata": {"name": "client"}, "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "client", "image": "mesh-probe", "args": ["client", "--target", format!("{echo_ip}:8080"), "--timeout", "2s"]}]}}),
+        );
+        let client = cluster
+            .wait_for_pod("default", "client", Duration::from_secs(20), |p| {
+                matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .unwrap();
+        let client_node = client.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+        assert_ne!(client_node, echo_node, "{profile:?}: the scheduler spreads pods");
+        let logs = cluster.pod_logs("default", "client", "client").unwrap_or_default();
+        assert!(
+            logs.contains(&echo_ip) && logs.contains("\"echo\""),
+            "{profile:?}: client log:\n{logs}"
+        );
+        assert_eq!(client.status.unwrap().phase.as_deref(), Some("Succeeded"), "{logs}");
+        cluster.delete().unwrap();
+    }
+}
+
+#[test]
+fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
+    if !privileged("a_failing_init_container_crash_loops") {
+        return;
+    }
+    let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    create_pod(
+        &cluster,
+        json!({"metadata": {"name": "web"}, "spec": {
+        "initContainers": [{"name": "istio-validation", "image": "shell", "args": ["-c", "echo validation failed; exit 126"]}],
+        "containers": [{"name": "web", "image": "mesh-probe", "args": ["echo", "--port", "80"]}]}}),
+    );
+    let pod = cluster
+        .wait_for_pod("default", "web", Duration::from_secs(20), |p| {
+            let v = p
+                .status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .and_then(|s| s.first().cloned());
+            v.is_some_and(|v| v.restart_count >= 2 && v.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some())
+        })
+        .unwrap();
+    let status = pod.status.unwrap();
+    let v = &status.init_container_statuses.unwrap()[0];
+    assert_eq!(
+        v.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code,
+        126
+    );
+    assert_eq!(
+        v.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let logs = cluster
+        .pod_logs("default", "web", "istio-validation")
+        .unwrap_or_default();
+    assert!(logs.contains("validation failed"), "{logs}");
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
+    if !privileged("a_failing_cni_add") {
+        return;
+    }
+    let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    let node = &cluster.nodes()[0];
+    // A chained plugin that fails twice, then passes prevResult through
+    // (the runner writes compact JSON with sorted keys: `type` comes last).
+    let state = node.root().join("flaky.count");
+    let plugin = node.bin_dir().join("flaky");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nin=$(cat)\nn=$(cat {s} 2>/dev/null || echo 0)\nif [ \"$CNI_COMMAND\" = ADD ] && [ \"$n\" -lt 2 ]; then echo $((n+1)) > {s}; echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"flaky says try again\"}}'; exit 1; fi\nif [ \"$CNI_COMMAND\" = ADD ]; then echo \"$in\" | sed -e 's/.*\"prevResult\"://' -e 's/,\"type\":\"flaky\"}}$//'; fi\n",
+            s = state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf_dir = node.conf_dir();
+    let file = std::fs::read_dir(&conf_dir).unwrap().next().unwrap().unwrap().path();
+    let mut list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    list["plugins"].as_array_mut().unwrap().push(json!({"type": "flaky"}));
+    std::fs::write(&file, list.to_string()).unwrap();
+
+    create_pod(
+        &cluster,
+        json!({"metadata": {"name": "web"}, "spec": {"containers": [
+        {"name": "web", "image": "mesh-probe", "args": ["echo", "--port", "80"]}]}}),
+    );
+    cluster
+        .wait_for_pod("default", "web", Duration::from_secs(30), running)
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(cluster.client(), "default");
+    let events = cluster.block_on(events.list(&ListParams::default())).unwrap();
+    let failed: Vec<&Event> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreatePodSandBox"))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "{:?}",
+        events.items.iter().map(|e| (&e.reason, &e.message)).collect::<Vec<_>>()
+    );
+    assert!(
+        failed[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("flaky says try again")
+    );
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn an_unknown_image_is_err_image_pull() {
+    if !privileged("an_unknown_image_is_err_image_pull") {
+        return;
+    }
+    let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    create_pod(
+        &cluster,
+        json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}),
+    );
+    let pod = cluster
+        .wait_for_pod("default", "web", Duration::from_secs(20), |p| {
+            let c = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first().cloned());
+            c.and_then(|c| c.state)
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .is_some_and(|r| r.contains("Image"))
+        })
+        .unwrap();
+    assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn delete_leaves_nothing_behind() {
+    if !privileged("delete_leaves_nothing_behind") {
+        return;
+    }
+    let before_netns = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .matches("nsfs")
+        .count();
+    let cluster = Cluster::create(spec(2, Profile::Bridge)).unwrap();
+    create_pod(
+        &cluster,
+        json!({"metadata": {"name": "echo"}, "spec": {"containers": [
+        {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
+    );
+    cluster
+        .wait_for_pod("default", "echo", Duration::from_secs(20), running)
+        .unwrap();
+    let root = cluster.kubeconfig_path().parent().unwrap().to_path_buf();
+    cluster.delete().unwrap();
+    assert!(!root.exists(), "{} left behind", root.display());
+    let after_netns = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .matches("nsfs")
+        .count();
+    assert_eq!(after_netns, before_netns, "netns mounts left behind");
+    let procs = std::process::Command::new("pgrep")
+        .args(["-f", env!("CARGO_BIN_EXE_mesh-probe")])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&procs.stdout).trim().is_empty(),
+        "mesh-probe processes left behind"
+    );
+}
