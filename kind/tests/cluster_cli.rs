@@ -1,0 +1,84 @@
+//! `istio-cni-cluster up` / `down` with kubectl, as a new user tries it.
+//! Needs root and kubectl (skips with `SKIP:` otherwise; panics under
+//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn skip(reason: &str) {
+    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("cluster_cli: {reason} and ISTIO_CNI_REQUIRE_PRIVILEGED=1");
+    }
+    eprintln!("SKIP: cluster_cli: {reason}");
+}
+
+fn kubectl(kubeconfig: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn up_kubectl_down() {
+    if !nix::unistd::geteuid().is_root() {
+        return skip("not root");
+    }
+    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        return skip("kubectl not installed");
+    }
+    let name = format!("cli-test-{}", std::process::id());
+    let mut up = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
+        .args(["up", "--name", &name, "--nodes", "2", "--cni", "bridge"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let kubeconfig = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("kubeconfig: ").map(str::to_string))
+        .expect("up prints the kubeconfig path");
+
+    let (ok, nodes) = kubectl(&kubeconfig, &["get", "nodes"]);
+    assert!(
+        ok && nodes.contains("node-0") && nodes.contains("node-1") && nodes.contains("Ready"),
+        "{nodes}"
+    );
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["run", "echo", "--image=mesh-probe", "--", "echo", "--port", "8080"],
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, pods) = kubectl(&kubeconfig, &["get", "pod", "echo", "-o", "jsonpath={.status.phase}"]);
+        if pods == "Running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "echo not Running: {pods}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, logs) = kubectl(&kubeconfig, &["logs", "echo"]);
+    assert!(ok && logs.contains("\"listening\""), "{logs}");
+
+    let down = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
+        .args(["down", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let status = up.wait().unwrap();
+    assert!(status.success(), "up exits cleanly after down");
+    assert!(!std::path::Path::new(&kubeconfig).exists(), "state removed");
+}
