@@ -159,14 +159,23 @@ fn up(name: &str, nodes: u32, cni: Cni, single_conf: bool, layout: Layout) -> i3
         }
     });
     println!("tearing down cluster {name:?}");
-    let _ = std::fs::remove_dir_all(&dir);
-    match cluster.delete() {
+    let code = match cluster.delete() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("istio-cni-cluster: {e}");
             1
         }
-    }
+    };
+    // Last: `down` waits for this to know the teardown is complete.
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: Pid) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    kill(pid, None).is_ok() && !matches!(state, Some("Z") | Some("X") | None)
 }
 
 fn down(name: &str) -> i32 {
@@ -190,10 +199,10 @@ fn down(name: &str) -> i32 {
         return 1;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while kill(pid, None).is_ok() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    while alive(pid) && dir.join("pid").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    if kill(pid, None).is_ok() {
+    if alive(pid) && dir.join("pid").exists() {
         eprintln!("istio-cni-cluster: cluster {name:?} (pid {pid}) did not stop within 30 s");
         return 1;
     }
