@@ -12,6 +12,7 @@ use apiserver_support::{code, eventually, labels, node, pod, reason, server, ser
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use istio_cni_kind::apiserver::{ApiServerOptions, FaultMatch, MemoryLogs};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerState, ContainerStateTerminated, ContainerStatus, Namespace, Node, Pod, PodStatus,
     PodTemplateSpec, ServiceAccount,
@@ -812,6 +813,34 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
     }
     let e = pods.get_status("p").await.unwrap_err();
     assert_eq!(code(&e), 403, "pods/status is a separate resource");
+    // Access reviews answer from the same policy.
+    let can = |verb: &str, resource: &str| {
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(reader.clone());
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    resource: Some(resource.into()),
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        async move {
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    assert!(can("list", "pods").await);
+    assert!(!can("delete", "pods").await);
+    assert!(!can("get", "configmaps").await);
 
     // A RoleBinding grants only inside its namespace.
     Api::<Namespace>::all(admin.clone())
@@ -1149,7 +1178,9 @@ async fn server_down_and_up_on_the_same_port() {
 fn new_netns() -> Option<std::fs::File> {
     std::thread::spawn(|| -> std::io::Result<std::fs::File> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()?;
         if !up.success() {
             return Err(std::io::Error::other("ip link set lo up failed"));
         }
@@ -1213,16 +1244,25 @@ async fn listener_in_another_network_namespace_rebinds_there() {
     assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("v1.33.0"), "{resp}");
     let https_port = s.https_url().rsplit(':').next().unwrap().parse::<u16>().unwrap();
     if https_port != addr.port() {
-        assert!(raw_get(addr, "/version", "x").is_err(), "not reachable from the root namespace");
+        assert!(
+            raw_get(addr, "/version", "x").is_err(),
+            "not reachable from the root namespace"
+        );
     }
 
     s.go_down().await;
     assert!(tokio::task::spawn_blocking(get.clone()).await.unwrap().is_err(), "down");
     s.come_up().await.unwrap();
     let resp = tokio::task::spawn_blocking(get).await.unwrap().unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "up again, inside the namespace: {resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "up again, inside the namespace: {resp}"
+    );
     if https_port != addr.port() {
-        assert!(raw_get(addr, "/version", "x").is_err(), "still not in the root namespace");
+        assert!(
+            raw_get(addr, "/version", "x").is_err(),
+            "still not in the root namespace"
+        );
     }
     // The HTTPS listener in this namespace came back too.
     let client = s.client().await;
@@ -1240,7 +1280,10 @@ async fn streaming_list_watcher_and_metadata_watcher() {
     let cfg = watcher::Config::default().streaming_lists();
     let stream = reflector(writer, watcher(cms.clone(), cfg)).default_backoff();
     let task = tokio::spawn(stream.for_each(|_| async {}));
-    tokio::time::timeout(WAIT, reader.wait_until_ready()).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
     let names = || {
         let mut n: Vec<String> = reader.state().iter().map(|c| c.name_any()).collect();
         n.sort();
@@ -1253,12 +1296,145 @@ async fn streaming_list_watcher_and_metadata_watcher() {
 
     // The metadata-only watcher (PartialObjectMetadata lists and watches).
     let meta: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
-    let events = watcher(meta, watcher::Config::default())
-        .applied_objects()
-        .take(3);
+    let events = watcher(meta, watcher::Config::default()).applied_objects().take(3);
     let mut seen: Vec<String> = tokio::time::timeout(WAIT, events.map(|o| o.unwrap().name_any()).collect::<Vec<_>>())
         .await
         .unwrap();
     seen.sort();
     assert_eq!(seen, ["first", "kube-root-ca.crt", "second"]);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_status_errors() {
+    let s = server().await;
+    let client = s.client().await;
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &pod("p", None, &[]))
+        .await
+        .unwrap();
+    let req = |method: &str, uri: &str, ct: &str, body: &[u8]| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", ct)
+            .body(body.to_vec())
+            .unwrap()
+    };
+    let json = "application/json";
+    let cases: Vec<(axum::http::Request<Vec<u8>>, u16)> = vec![
+        (req("GET", "/api/v1/namespaces/default/widgets", json, b""), 404),
+        (req("GET", "/api/v1/pods/p", json, b""), 404),
+        (req("GET", "/api/v9/pods", json, b""), 404),
+        (req("GET", "/openapi/v2", json, b""), 404),
+        (req("GET", "/api/v1/pods?labelSelector=a%20in%20(", json, b""), 400),
+        (req("GET", "/api/v1/pods?fieldSelector=nooperator", json, b""), 400),
+        (req("GET", "/api/v1/pods?limit=lots", json, b""), 400),
+        (req("GET", "/api/v1/pods?watch=maybe", json, b""), 400),
+        (req("GET", "/api/v1/pods?watch=1&resourceVersion=abc", json, b""), 400),
+        (req("GET", "/api/v1/pods?continue=%25%25", json, b""), 400),
+        (req("GET", "/api/v1/pods?x=%zz", json, b""), 400),
+        (req("POST", "/api/v1/namespaces/default/pods", json, b"{not json"), 400),
+        (req("POST", "/api/v1/namespaces/default/pods", json, b"[1,2]"), 400),
+        (
+            req(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                json,
+                b"{\"metadata\":{\"name\":\"x\"}}",
+            ),
+            422,
+        ),
+        (
+            req(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                "application/vnd.kubernetes.protobuf",
+                b"k8s\0",
+            ),
+            415,
+        ),
+        (req("POST", "/api/v1/namespaces/default/pods/p/log", json, b"{}"), 405),
+        (
+            req(
+                "PUT",
+                "/api/v1/namespaces/default/pods/p",
+                json,
+                b"{\"metadata\":{\"name\":\"other\"}}",
+            ),
+            400,
+        ),
+        (
+            req("PATCH", "/api/v1/namespaces/default/pods/p", "text/plain", b"{}"),
+            415,
+        ),
+        (
+            req(
+                "PATCH",
+                "/api/v1/namespaces/default/pods/p",
+                "application/merge-patch+json",
+                b"[]",
+            ),
+            422,
+        ),
+        (
+            req(
+                "PATCH",
+                "/api/v1/namespaces/default/pods/p",
+                "application/json-patch+json",
+                b"{}",
+            ),
+            422,
+        ),
+        (
+            req(
+                "PATCH",
+                "/api/v1/namespaces/default/pods/p",
+                "application/strategic-merge-patch+json",
+                b"{\"$patch\":1}",
+            ),
+            422,
+        ),
+        (
+            req(
+                "PATCH",
+                "/api/v1/namespaces/default/pods/missing",
+                "application/merge-patch+json",
+                b"{}",
+            ),
+            404,
+        ),
+        (req("DELETE", "/api/v1/namespaces/default/pods/p", json, b"{bad"), 400),
+        (req("OPTIONS", "/api/v1/namespaces/default/pods", json, b""), 405),
+        (
+            req(
+                "GET",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                json,
+                b"",
+            ),
+            405,
+        ),
+        (
+            req(
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                json,
+                b"{\"spec\":{}}",
+            ),
+            422,
+        ),
+        (
+            req("POST", "/api/v1/namespaces/default/pods/p/binding", json, b"{}"),
+            422,
+        ),
+    ];
+    for (r, want) in cases {
+        let what = format!("{} {}", r.method(), r.uri());
+        match client.request_text(r).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, want, "{what}: {status:?}"),
+            other => panic!("{what}: expected HTTP {want}, got {other:?}"),
+        }
+    }
+    // Still serving.
+    assert!(Api::<Pod>::namespaced(client, "default").get("p").await.is_ok());
 }

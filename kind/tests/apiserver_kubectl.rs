@@ -260,14 +260,39 @@ async fn kubectl_round_trip() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{out:?}");
 
+    // Access reviews (kubectl sends these as protobuf).
+    assert_eq!(k.ok(&["auth", "can-i", "delete", "nodes"]).await.trim(), "yes");
+    assert!(k.ok(&["auth", "whoami"]).await.contains("system:masters"));
+
+    // Impersonation (--as) is for those allowed to impersonate (the admin).
+    let sa = "--as=system:serviceaccount:default:nobody";
+    let out = k.run(&["auth", "can-i", "get", "pods", sa]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{out:?}");
+    let as_master = [
+        "auth",
+        "can-i",
+        "get",
+        "pods",
+        "--as=someone",
+        "--as-group=system:masters",
+    ];
+    assert_eq!(k.ok(&as_master).await.trim(), "yes");
+
     // A service account without permissions is forbidden.
     let restricted = Kubectl::new(&s, &s.mint_token("default", "nobody"), "restricted");
+    let out = restricted.run(&["auth", "can-i", "list", "pods"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{out:?}");
     let out = restricted.run(&["get", "pods"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("Forbidden") && stderr.contains("system:serviceaccount:default:nobody"),
         "{stderr}"
+    );
+    let out = restricted.run(&["get", "pods", "--as=kubernetes-admin"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot impersonate"),
+        "{out:?}"
     );
     // And a bad token is unauthorized.
     let bad = Kubectl::new(&s, "bogus", "bad");

@@ -13,6 +13,24 @@ use tokio::sync::watch;
 
 use super::status::ApiError;
 
+/// A custom request predicate for a [`FaultMatch`].
+#[derive(Clone)]
+pub struct Predicate(Arc<dyn Fn(&RequestFacts<'_>) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Predicate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Predicate(..)")
+    }
+}
+
+impl PartialEq for Predicate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Predicate {}
+
 /// Which requests a fault applies to; unset fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FaultMatch {
@@ -26,6 +44,8 @@ pub struct FaultMatch {
     pub subresource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// Any further condition.
+    pub predicate: Option<Predicate>,
 }
 
 impl FaultMatch {
@@ -64,6 +84,12 @@ impl FaultMatch {
         self
     }
 
+    /// Also requires `f` to hold for the request.
+    pub fn when(mut self, f: impl Fn(&RequestFacts<'_>) -> bool + Send + Sync + 'static) -> Self {
+        self.predicate = Some(Predicate(Arc::new(f)));
+        self
+    }
+
     fn matches(&self, r: &RequestFacts<'_>) -> bool {
         fn ok(want: &Option<String>, got: &str) -> bool {
             want.as_deref().is_none_or(|w| w == got)
@@ -74,6 +100,7 @@ impl FaultMatch {
             && ok(&self.subresource, r.subresource)
             && ok(&self.namespace, r.namespace)
             && ok(&self.name, r.name)
+            && self.predicate.as_ref().is_none_or(|p| (p.0)(r))
     }
 }
 
@@ -91,8 +118,7 @@ pub struct RequestFacts<'a> {
 #[derive(Debug)]
 struct ErrorRule {
     matcher: FaultMatch,
-    code: u16,
-    message: String,
+    error: ApiError,
     /// Requests still to fail; `None` = until cleared.
     remaining: Option<usize>,
 }
@@ -174,12 +200,24 @@ impl Faults {
     }
 
     fn push_error(&self, m: FaultMatch, code: u16, remaining: Option<usize>) {
+        self.inject(
+            m,
+            ApiError::for_code(code, format!("injected fault: HTTP {code}")),
+            remaining,
+        );
+    }
+
+    /// Requests matching `m` fail with `error` (its code, reason and
+    /// message); `count` of them, or all until [`Faults::clear`] when `None`.
+    pub fn inject(&self, m: FaultMatch, error: ApiError, count: Option<usize>) {
+        if count == Some(0) {
+            return;
+        }
         let mut rules = self.rules();
         rules.errors.push(ErrorRule {
             matcher: m,
-            code,
-            message: format!("injected fault: HTTP {code}"),
-            remaining,
+            error,
+            remaining: count,
         });
         self.refresh(&rules);
     }
@@ -231,7 +269,7 @@ impl Faults {
                     exhausted = Some(i);
                 }
             }
-            error = Some(ApiError::for_code(rule.code, rule.message.clone()));
+            error = Some(rule.error.clone());
             break;
         }
         if let Some(i) = exhausted {
@@ -295,6 +333,14 @@ mod tests {
         }
         f.clear();
         assert!(f.check(&facts("get", "x")).1.is_none());
+        f.inject(
+            FaultMatch::any().when(|r| r.verb.starts_with("up")),
+            ApiError::new(429, "TooManyRequests", "slow down"),
+            None,
+        );
+        assert!(f.check(&facts("get", "x")).1.is_none());
+        let e = f.check(&facts("update", "x")).1.unwrap();
+        assert_eq!((e.code, e.message.as_str()), (429, "slow down"));
     }
 
     #[test]

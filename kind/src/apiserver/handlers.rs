@@ -121,12 +121,14 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
 
     // What the request is about, for faults and authorization.
     let mut verb = method_lc.clone();
+    let mut verb_error = None;
     let (mut group, mut resource) = ("", "");
     let (mut sub, mut ns, mut name) = (String::new(), String::new(), String::new());
     if let (Ok(Route::Resource(rp)), Ok(q)) = (&route, &query) {
         let info = resources::info(rp.res);
-        if let Ok(v) = resource_verb(&parts.method, rp, q) {
-            verb = v.to_string();
+        match resource_verb(&parts.method, rp, q) {
+            Ok(v) => verb = v.to_string(),
+            Err(e) => verb_error = Some(e),
         }
         group = info.group;
         resource = info.plural;
@@ -158,8 +160,13 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
     let user = app
         .tokens
         .authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+    let policy = app.store.policy();
+    let user = impersonate(&policy, user, &parts.headers)?;
     let route = route?;
     let query = query?;
+    if let Some(e) = verb_error {
+        return Err(e);
+    }
     let attrs = match &route {
         Route::Resource(_) => Attributes::Resource {
             verb: verb.clone(),
@@ -174,7 +181,6 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             path: parts.uri.path().to_string(),
         },
     };
-    let policy = app.store.policy();
     if !policy.allows(&user, &attrs) {
         return Err(ApiError::forbidden(
             rbac::forbidden_message(&user, &attrs),
@@ -212,6 +218,64 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             ctx.dispatch(&verb, body).await
         }
     }
+}
+
+/// Applies `Impersonate-User` / `Impersonate-Group` (kubectl `--as`,
+/// `--as-group`) when the requester may `impersonate` those users and groups.
+fn impersonate(policy: &rbac::Policy, user: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let Some(target) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
+        if groups.is_empty() {
+            return Ok(user);
+        }
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups without a user",
+        ));
+    };
+    let as_sa = target
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    let mut checks = vec![match as_sa {
+        Some((ns, name)) => ("serviceaccounts", ns.to_string(), name.to_string()),
+        None => ("users", String::new(), target.to_string()),
+    }];
+    checks.extend(groups.iter().map(|g| ("groups", String::new(), g.clone())));
+    for (resource, namespace, name) in checks {
+        let attrs = Attributes::Resource {
+            verb: "impersonate".into(),
+            group: String::new(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace,
+            name: name.clone(),
+        };
+        if !policy.allows(&user, &attrs) {
+            return Err(ApiError::forbidden(
+                rbac::forbidden_message(&user, &attrs),
+                "",
+                resource,
+                &name,
+            ));
+        }
+    }
+    let mut impersonated = match as_sa {
+        Some((ns, name)) => UserInfo::service_account(ns, name),
+        None => UserInfo {
+            name: target.to_string(),
+            groups: Vec::new(),
+        },
+    };
+    for g in groups.into_iter().chain([rbac::AUTHENTICATED_GROUP.to_string()]) {
+        if !impersonated.groups.contains(&g) {
+            impersonated.groups.push(g);
+        }
+    }
+    Ok(impersonated)
 }
 
 fn not_found() -> ApiError {
@@ -390,7 +454,11 @@ impl Ctx<'_> {
                     .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
             ),
         };
-        let timeout = self.query.number("timeoutSeconds")?.map(Duration::from_secs);
+        let timeout = self
+            .query
+            .number("timeoutSeconds")?
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs);
         let spec = WatchSpec {
             res: self.rp.res,
             namespace: self.rp.namespace.clone(),

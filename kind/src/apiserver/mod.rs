@@ -9,20 +9,30 @@
 //!
 //! - Authentication: bearer tokens. [`ApiServer::admin_token`] is in
 //!   `system:masters`; [`ApiServer::mint_token`] issues service-account
-//!   tokens (`system:serviceaccount:<ns>:<name>`).
+//!   tokens (`system:serviceaccount:<ns>:<name>`), [`ApiServer::mint_user_token`]
+//!   tokens for named users and groups. `Impersonate-User`/`-Group`
+//!   (`kubectl --as`) for those allowed to `impersonate`.
 //! - Authorization: RBAC from the stored ClusterRoles, Roles and bindings
-//!   (403 `Forbidden`; 401 for a missing or unknown token).
-//! - Verbs: get, list, watch (resourceVersions, bookmarks, `410 Gone`,
-//!   `timeoutSeconds`), create, update, patch (merge, strategic merge, JSON
-//!   patch; apply patches are approximated by a strategic merge), delete
-//!   (uid/resourceVersion preconditions), deletecollection; label and field
-//!   selectors; Table and PartialObjectMetadata responses.
+//!   (403 `Forbidden`; 401 for a missing or unknown token); access reviews
+//!   (`kubectl auth can-i`, `kubectl auth whoami`) answer from the same policy.
+//! - Verbs: get, list (`limit`/`continue`), watch (resourceVersions,
+//!   bookmarks, `410 Gone`, `timeoutSeconds`, `sendInitialEvents`), create,
+//!   update, patch (merge, strategic merge, JSON patch; apply patches are
+//!   approximated by a strategic merge), delete (uid/resourceVersion
+//!   preconditions), deletecollection; label and field selectors; Table and
+//!   PartialObjectMetadata responses; `pods/log` (with follow) from a
+//!   [`LogSource`]; `pods/binding`.
 //! - Faults ([`Faults`]): latency, injected errors, dropped watches; and
-//!   [`ApiServer::go_down`] / [`ApiServer::come_up`] on the same addresses.
+//!   [`ApiServer::go_down`] / [`ApiServer::come_up`] on the same addresses,
+//!   each rebound in the network namespace it was first bound in.
 //!
 //! Not implemented: server-side apply field ownership, finalizers and
-//! graceful deletion (deletes are immediate), admission beyond a few
-//! defaults, OpenAPI documents (`/openapi/*` answer 404), protobuf.
+//! graceful deletion (deletes are immediate), most admission and validation
+//! (immutable pod fields, RBAC escalation checks), OpenAPI documents
+//! (`/openapi/*` answer 404, so kubectl needs `--validate=false`), protobuf
+//! request bodies (except access reviews; responses are always JSON, which
+//! every client accepts), consistent reads at old resourceVersions (lists
+//! always return the current state).
 
 mod auth;
 mod discovery;
@@ -54,7 +64,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 pub use auth::Tokens;
-pub use faults::{FaultMatch, Faults};
+pub use faults::{FaultMatch, Faults, Predicate, RequestFacts};
 pub use logs::{LogSource, MemoryLogs};
 pub use patch::PatchType;
 pub use rbac::{Policy, UserInfo};

@@ -48,7 +48,10 @@ fn fields(buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>, String> {
             }
             2 => {
                 let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| "length overflow")?;
-                let end = pos.checked_add(len).filter(|e| *e <= buf.len()).ok_or("truncated field")?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= buf.len())
+                    .ok_or("truncated field")?;
                 let bytes = &buf[pos..end];
                 pos = end;
                 Field::Bytes(bytes)
@@ -68,7 +71,9 @@ fn bytes_of<'a>(fs: &[(u64, Field<'a>)], n: u64) -> Option<&'a [u8]> {
 }
 
 fn string_of(fs: &[(u64, Field<'_>)], n: u64) -> String {
-    bytes_of(fs, n).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    bytes_of(fs, n)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
 }
 
 fn strings_of(fs: &[(u64, Field<'_>)], n: u64) -> Vec<String> {
@@ -85,7 +90,15 @@ fn attributes(spec: &[(u64, Field<'_>)]) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     if let Some(ra) = bytes_of(spec, 1) {
         let f = fields(ra)?;
-        let names = ["namespace", "verb", "group", "version", "resource", "subresource", "name"];
+        let names = [
+            "namespace",
+            "verb",
+            "group",
+            "version",
+            "resource",
+            "subresource",
+            "name",
+        ];
         let mut attrs = Map::new();
         for (i, name) in names.iter().enumerate() {
             attrs.insert((*name).into(), json!(string_of(&f, i as u64 + 1)));
@@ -121,7 +134,11 @@ pub fn decode_review(body: &[u8]) -> Result<Value, String> {
             obj["spec"] = Value::Object(s);
         }
         "SelfSubjectReview" => {}
-        other => return Err(format!("protobuf bodies of kind {other:?} are not supported; send application/json")),
+        other => {
+            return Err(format!(
+                "protobuf bodies of kind {other:?} are not supported; send application/json"
+            ));
+        }
     }
     Ok(obj)
 }
@@ -131,11 +148,11 @@ mod tests {
     use super::*;
 
     /// What `kubectl auth can-i list pods/foo -n ns1` sends.
-    const SSAR_RESOURCE: &[u8] = b"k8s\0\n2\n\x17authorization.k8s.io/v1\x12\x17SelfSubjectAccessReview\x12<\n\x10\n\0\x12\0\x1a\0\"\0*\02\08\0B\0\x12\x1e\n\x1c\n\x03ns1\x12\x04list\x1a\0\"\0*\x04pods2\0:\x03foo\x1a\x08\x08\0\x12\0\x1a\0 \0\x1a\0\"\0";
+    const SSAR_RESOURCE: &[u8] = b"k8s\0\n2\n\x17authorization.k8s.io/v1\x12\x17SelfSubjectAccessReview\x12<\n\x10\n\0\x12\0\x1a\0\"\0*\x002\x008\x00B\0\x12\x1e\n\x1c\n\x03ns1\x12\x04list\x1a\0\"\0*\x04pods2\0:\x03foo\x1a\x08\x08\0\x12\0\x1a\0 \0\x1a\0\"\0";
     /// What `kubectl auth can-i get /healthz` sends.
-    const SSAR_PATH: &[u8] = b"k8s\0\n2\n\x17authorization.k8s.io/v1\x12\x17SelfSubjectAccessReview\x12/\n\x10\n\0\x12\0\x1a\0\"\0*\02\08\0B\0\x12\x11\x12\x0f\n\x08/healthz\x12\x03get\x1a\x08\x08\0\x12\0\x1a\0 \0\x1a\0\"\0";
+    const SSAR_PATH: &[u8] = b"k8s\0\n2\n\x17authorization.k8s.io/v1\x12\x17SelfSubjectAccessReview\x12/\n\x10\n\0\x12\0\x1a\0\"\0*\x002\x008\x00B\0\x12\x11\x12\x0f\n\x08/healthz\x12\x03get\x1a\x08\x08\0\x12\0\x1a\0 \0\x1a\0\"\0";
     /// What `kubectl auth whoami` sends.
-    const WHOAMI: &[u8] = b"k8s\0\n-\n\x18authentication.k8s.io/v1\x12\x11SelfSubjectReview\x12\x1a\n\x10\n\0\x12\0\x1a\0\"\0*\02\08\0B\0\x12\x06\n\x04\n\0\x12\0\x1a\0\"\0";
+    const WHOAMI: &[u8] = b"k8s\0\n-\n\x18authentication.k8s.io/v1\x12\x11SelfSubjectReview\x12\x1a\n\x10\n\0\x12\0\x1a\0\"\0*\x002\x008\x00B\0\x12\x06\n\x04\n\0\x12\0\x1a\0\"\0";
 
     #[test]
     fn resource_review() {
@@ -143,7 +160,12 @@ mod tests {
         assert_eq!(v["kind"], "SelfSubjectAccessReview");
         let ra = &v["spec"]["resourceAttributes"];
         assert_eq!(
-            (ra["namespace"].as_str(), ra["verb"].as_str(), ra["resource"].as_str(), ra["name"].as_str()),
+            (
+                ra["namespace"].as_str(),
+                ra["verb"].as_str(),
+                ra["resource"].as_str(),
+                ra["name"].as_str()
+            ),
             (Some("ns1"), Some("list"), Some("pods"), Some("foo"))
         );
         assert_eq!(ra["subresource"], "");
@@ -152,9 +174,15 @@ mod tests {
     #[test]
     fn non_resource_review_and_whoami() {
         let v = decode_review(SSAR_PATH).unwrap();
-        assert_eq!(v["spec"]["nonResourceAttributes"], json!({"path": "/healthz", "verb": "get"}));
+        assert_eq!(
+            v["spec"]["nonResourceAttributes"],
+            json!({"path": "/healthz", "verb": "get"})
+        );
         let w = decode_review(WHOAMI).unwrap();
-        assert_eq!((w["apiVersion"].as_str(), w["kind"].as_str()), (Some("authentication.k8s.io/v1"), Some("SelfSubjectReview")));
+        assert_eq!(
+            (w["apiVersion"].as_str(), w["kind"].as_str()),
+            (Some("authentication.k8s.io/v1"), Some("SelfSubjectReview"))
+        );
     }
 
     #[test]

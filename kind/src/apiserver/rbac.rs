@@ -203,7 +203,9 @@ impl Policy {
             return true;
         }
         // Kubernetes' `system:basic-user`: everyone may ask about themselves.
-        if let Attributes::Resource { verb, group, resource, .. } = attrs
+        if let Attributes::Resource {
+            verb, group, resource, ..
+        } = attrs
             && authenticated
             && verb == "create"
             && matches!(

@@ -198,7 +198,12 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "subjectaccessreview",
         "SubjectAccessReview",
     ),
-    review("authentication.k8s.io", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview"),
+    review(
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+    ),
 ];
 
 /// Index of a resource in [`RESOURCES`].
@@ -283,7 +288,13 @@ mod tests {
         assert_eq!(info(find("apps", "v1", "daemonsets").unwrap()).api_version(), "apps/v1");
         assert_eq!(
             groups(),
-            vec!["apps", "rbac.authorization.k8s.io", "coordination.k8s.io"]
+            vec![
+                "apps",
+                "rbac.authorization.k8s.io",
+                "coordination.k8s.io",
+                "authorization.k8s.io",
+                "authentication.k8s.io"
+            ]
         );
     }
 }

@@ -386,7 +386,11 @@ impl Store {
         let mut name = name_of(&obj).to_string();
         if name.is_empty() {
             let prefix = meta_str(&obj, "generateName").to_string();
-            let prefix = if prefix.len() > 58 { &prefix[..58] } else { &prefix[..] };
+            let mut cut = prefix.len().min(58);
+            while !prefix.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let prefix = &prefix[..cut];
             name = loop {
                 let candidate = format!("{prefix}{}", ids::name_suffix());
                 if !st.tables[res].objects.contains_key(&key(info, &ns, &candidate)) {
@@ -850,58 +854,73 @@ fn prepare_create(info: &ResourceInfo, ns: &str, mut obj: Value) -> Result<Value
     } else {
         m.remove("generation");
     }
-    apply_create_defaults(info, &name, &mut obj)?;
+    validate_and_default(info, &name, &mut obj)?;
+    initial_status(info, &mut obj);
     Ok(obj)
 }
 
-/// Per-kind defaults and validation on create.
-fn apply_create_defaults(info: &ResourceInfo, name: &str, obj: &mut Value) -> Result<(), ApiError> {
+/// Kubernetes' defaults for a pod spec (also a pod template's).
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    let defaults = [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("serviceAccountName", json!("default")),
+    ];
+    for (k, v) in defaults {
+        spec.entry(k).or_insert(v);
+    }
+    if let Some(sa) = spec.get("serviceAccountName").cloned() {
+        spec.entry("serviceAccount").or_insert(sa);
+    }
+}
+
+/// Per-kind validation and defaults, on create and on every update of the
+/// main resource.
+fn validate_and_default(info: &ResourceInfo, name: &str, obj: &mut Value) -> Result<(), ApiError> {
     match (info.group, info.kind) {
         ("", "Pod") => {
             let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
-            match containers {
-                None => return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value")),
-                Some(cs) if cs.is_empty() => {
-                    return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value"));
-                }
-                Some(cs) => {
-                    for (i, c) in cs.iter().enumerate() {
-                        if c.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-                            return Err(ApiError::invalid(
-                                "Pod",
-                                name,
-                                &format!("spec.containers[{i}].name"),
-                                "Required value",
-                            ));
-                        }
-                        if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
-                            return Err(ApiError::invalid(
-                                "Pod",
-                                name,
-                                &format!("spec.containers[{i}].image"),
-                                "Required value",
-                            ));
-                        }
+            let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
+                return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value"));
+            };
+            for (i, c) in cs.iter().enumerate() {
+                for field in ["name", "image"] {
+                    if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                        return Err(ApiError::invalid(
+                            "Pod",
+                            name,
+                            &format!("spec.containers[{i}].{field}"),
+                            "Required value",
+                        ));
                     }
                 }
             }
             if let Some(Value::Object(spec)) = obj.get_mut("spec") {
-                let defaults = [
-                    ("restartPolicy", json!("Always")),
-                    ("dnsPolicy", json!("ClusterFirst")),
-                    ("schedulerName", json!("default-scheduler")),
-                    ("terminationGracePeriodSeconds", json!(30)),
-                    ("serviceAccountName", json!("default")),
-                ];
-                for (k, v) in defaults {
-                    spec.entry(k).or_insert(v);
-                }
-                if let Some(sa) = spec.get("serviceAccountName").cloned() {
-                    spec.entry("serviceAccount").or_insert(sa);
-                }
+                default_pod_spec(spec);
             }
-            obj["status"] = json!({"phase": "Pending"});
         }
+        ("apps", "DaemonSet") => {
+            if let Some(Value::Object(spec)) = obj.get_mut("spec") {
+                spec.entry("updateStrategy").or_insert_with(
+                    || json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
+                spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            }
+            if let Some(Value::Object(spec)) = obj.pointer_mut("/spec/template/spec") {
+                default_pod_spec(spec);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What a new object's status starts as.
+fn initial_status(info: &ResourceInfo, obj: &mut Value) {
+    match (info.group, info.kind) {
+        ("", "Pod") => obj["status"] = json!({"phase": "Pending"}),
         ("", "Namespace") => {
             obj["status"] = json!({"phase": "Active"});
             if obj.pointer("/spec/finalizers").is_none() {
@@ -915,7 +934,6 @@ fn apply_create_defaults(info: &ResourceInfo, name: &str, obj: &mut Value) -> Re
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// Server-side rules for an update of `old` to `new`.
@@ -985,6 +1003,9 @@ fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) 
             Some(v) => m.insert(field.into(), v.clone()),
             None => m.remove(field),
         };
+    }
+    if part == Part::Main {
+        validate_and_default(info, &name, &mut out)?;
     }
     if info.generation && part == Part::Main && out.get("spec") != old.get("spec") {
         let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
@@ -1078,6 +1099,9 @@ mod tests {
             .create(rid::PODS, "default", json!({"metadata": {}}), false)
             .unwrap_err();
         assert_eq!(e.code, 422);
+        let mut p = pod("", "n");
+        p["metadata"] = json!({"generateName": "\u{20ac}".repeat(30)});
+        assert_eq!(s.create(rid::PODS, "default", p, false).unwrap_err().code, 422);
     }
 
     #[test]
@@ -1122,6 +1146,8 @@ mod tests {
         let ds = json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}});
         let d = s.create(ds_id, "kube-system", ds, false).unwrap();
         assert_eq!(d["metadata"]["generation"], 1);
+        assert_eq!(d["spec"]["updateStrategy"]["type"], "RollingUpdate");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
         let mut m = (*d).clone();
         m["metadata"]["labels"] = json!({"a": "b"});
         let d2 = s.update(ds_id, "kube-system", "d", m, Part::Main, false).unwrap();

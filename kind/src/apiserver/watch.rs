@@ -69,6 +69,15 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// An event line for `obj` in the watch's representation (full objects are
+/// serialized in place, without a copy).
+fn event_line(kind: &str, info: &resources::ResourceInfo, obj: &Arc<Value>, repr: Repr) -> Bytes {
+    match repr {
+        Repr::Full => line(kind, obj),
+        _ => line(kind, &render::object(info, obj, repr)),
+    }
+}
+
 struct Sender {
     tx: mpsc::Sender<Chunk>,
 }
@@ -137,7 +146,7 @@ async fn run(store: Store, mut drops: watch::Receiver<u64>, spec: WatchSpec, tx:
             };
             if initial {
                 for obj in &page.items {
-                    if !out.send(line("ADDED", &render::object(info, obj, spec.repr))).await {
+                    if !out.send(event_line("ADDED", info, obj, spec.repr)).await {
                         return;
                     }
                 }
@@ -178,7 +187,7 @@ async fn run(store: Store, mut drops: watch::Receiver<u64>, spec: WatchSpec, tx:
                 for ev in events {
                     cursor = ev.rv;
                     if let Some((kind, obj)) = view(&spec, &ev)
-                        && !out.send(line(kind, &render::object(info, obj, spec.repr))).await
+                        && !out.send(event_line(kind, info, obj, spec.repr)).await
                     {
                         return;
                     }
