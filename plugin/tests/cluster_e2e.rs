@@ -1,0 +1,283 @@
+//! `istio-cni` in the embedded cluster, installed in the node's CNI chain the
+//! way the node agent installs it: a realistic injected pod starts, its
+//! `istio-validation` init container passes because the rules are there, and
+//! its netns holds exactly the rules `istio-cni render` prints; unmeshed and
+//! excluded-namespace pods get no rules; bad annotations and a missing API
+//! fail the sandbox with a readable event, while excluded namespaces still
+//! start without any kubeconfig.
+//!
+//! Needs root (skips with `SKIP:` otherwise; panics under
+//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use istio_cni::capture::NodeEnv;
+use istio_cni::cli::{Backend, RenderOptions, render_manifest};
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let reason = "not root: the embedded cluster creates network namespaces";
+    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: {reason} and ISTIO_CNI_REQUIRE_PRIVILEGED=1");
+    }
+    eprintln!("SKIP: {test}: {reason}");
+    false
+}
+
+/// A workspace binary next to `istio-cni`, built on demand.
+fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_istio-cni")).with_file_name(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+/// Istio's images as the harness runs them: proxyv2 is the validation probe
+/// (`istio-iptables ... --run-validation`) or the proxy (`proxy sidecar`,
+/// here mesh-probe's capturing proxy); the app is mesh-probe's echo server.
+fn images() -> ImageTable {
+    let istio_cni = PathBuf::from(env!("CARGO_BIN_EXE_istio-cni"));
+    let mesh_probe = workspace_bin("mesh-probe", "istio-cni-kind");
+    let probe = mesh_probe.clone();
+    ImageTable::new()
+        .add_fn("proxyv2", move |c| {
+            let args = c.args.clone().unwrap_or_default();
+            match args.first().map(String::as_str) {
+                Some("istio-iptables") => Some(Exec {
+                    program: istio_cni.clone(),
+                    args: std::iter::once("validate".to_string()).chain(args).collect(),
+                }),
+                Some("proxy") => Some(Exec {
+                    program: probe.clone(),
+                    args: vec!["proxy".into()],
+                }),
+                _ => None,
+            }
+        })
+        .add("hello-go-gke", mesh_probe.clone(), &["echo", "--port", "80"])
+        .add("mesh-probe", mesh_probe, &[])
+}
+
+/// A 1-node cluster with `istio-cni` appended to the primary conflist.
+fn cluster_with_istio_cni() -> Cluster {
+    let cluster = Cluster::create(ClusterSpec {
+        images: images(),
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    let node = &cluster.nodes()[0];
+    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), node.bin_dir().join("istio-cni")).unwrap();
+    let run_dir = node.istio_run_dir();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let kubeconfig = cluster.node_kubeconfig(&cluster.api().admin_token());
+    std::fs::write(run_dir.join("istio-cni-kubeconfig"), kubeconfig).unwrap();
+    let conf = std::fs::read_dir(node.conf_dir())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&conf).unwrap()).unwrap();
+    list["plugins"].as_array_mut().unwrap().push(json!({
+        "type": "istio-cni", "name": "istio-cni", "plugin_log_level": "debug",
+        "cni_agent_run_dir": run_dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system",
+    }));
+    std::fs::write(&conf, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+    cluster
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/pods/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn create(cluster: &Cluster, ns: &str, pod: Pod) {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), ns);
+    cluster.block_on(api.create(&PostParams::default(), &pod)).unwrap();
+}
+
+fn phase(p: &Pod) -> Option<&str> {
+    p.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// The `-A` rules of one table, chain by chain, in order, without the
+/// implicit `-m tcp`/`-m udp` that `iptables-save` adds.
+fn rules_by_chain(text: &str, table: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            in_table = t.trim() == table;
+        } else if in_table && let Some(rule) = line.strip_prefix("-A ") {
+            let rule = canonical(&rule.replace(" -m tcp", "").replace(" -m udp", ""));
+            let (chain, rest) = rule.split_once(' ').unwrap_or((&rule, ""));
+            match out.iter_mut().find(|(c, _)| c == chain) {
+                Some((_, rules)) => rules.push(rest.to_string()),
+                None => out.push((chain.to_string(), vec![rest.to_string()])),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `iptables-save` order: the chain, then `-s -d -i -o -p` (each with its
+/// `!`), then the remaining matches and the target as written.
+fn canonical(rule: &str) -> String {
+    let words: Vec<&str> = rule.split(' ').collect();
+    let mut base: Vec<(usize, String)> = Vec::new();
+    let mut rest: Vec<&str> = Vec::new();
+    let mut i = 1; // words[0] is the chain
+    while i < words.len() {
+        let negated = words[i] == "!" && i + 2 < words.len() && ["-s", "-d", "-i", "-o", "-p"].contains(&words[i + 1]);
+        let at = if negated { i + 1 } else { i };
+        match ["-s", "-d", "-i", "-o", "-p"].iter().position(|o| *o == words[at]) {
+            Some(rank) if at + 1 < words.len() => {
+                let bang = if negated { "! " } else { "" };
+                base.push((rank, format!("{bang}{} {}", words[at], words[at + 1])));
+                i = at + 2;
+            }
+            _ => {
+                rest.push(words[i]);
+                i += 1;
+            }
+        }
+    }
+    base.sort_by_key(|(rank, _)| *rank);
+    let mut out = vec![words[0].to_string()];
+    out.extend(base.into_iter().map(|(_, w)| w));
+    out.extend(rest.into_iter().map(str::to_string));
+    out.join(" ")
+}
+
+fn sandbox_events(cluster: &Cluster, ns: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(cluster.client(), ns);
+    let events = cluster.block_on(api.list(&ListParams::default())).unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreatePodSandBox"))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+#[test]
+fn an_injected_pod_is_programmed_and_its_validation_passes() {
+    if !privileged("an_injected_pod_is_programmed") {
+        return;
+    }
+    let cluster = cluster_with_istio_cni();
+    let manifest = fixture("injected-classic.yaml");
+    create(&cluster, "default", serde_yaml::from_str(&manifest).unwrap());
+    let pod = cluster
+        .wait_for_pod("default", "hello", Duration::from_secs(30), |p| {
+            phase(p) == Some("Running")
+        })
+        .unwrap_or_else(|e| panic!("{e}\nsandbox events: {:?}", sandbox_events(&cluster, "default")));
+    let status = pod.status.unwrap();
+    let validation = &status.init_container_statuses.unwrap()[0];
+    assert_eq!(validation.name, "istio-validation");
+    let done = validation.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (done.exit_code, validation.restart_count),
+        (0, 0),
+        "validation passed the first time"
+    );
+    let log = cluster
+        .pod_logs("default", "hello", "istio-validation")
+        .unwrap_or_default();
+    assert!(log.contains("Validation passed"), "{log}");
+
+    let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
+    let opts = RenderOptions {
+        ipv6: false,
+        backend: Backend::Iptables,
+        node: NodeEnv::default(),
+    };
+    let rendered = render_manifest(&manifest, &opts).unwrap();
+    assert_eq!(
+        rules_by_chain(&save, "nat"),
+        rules_by_chain(&rendered, "nat"),
+        "iptables-save:\n{save}"
+    );
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn unmeshed_and_excluded_pods_get_no_rules() {
+    if !privileged("unmeshed_and_excluded_pods_get_no_rules") {
+        return;
+    }
+    let cluster = cluster_with_istio_cni();
+    let plain: Pod = serde_json::from_value(json!({"metadata": {"name": "plain"}, "spec": {"containers": [
+        {"name": "app", "image": "mesh-probe", "args": ["echo", "--port", "80"]}]}}))
+    .unwrap();
+    create(&cluster, "default", plain);
+    // A meshed-looking pod in an excluded namespace.
+    let mut excluded: Pod = serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap();
+    excluded.metadata.namespace = Some("kube-system".into());
+    excluded.spec.as_mut().unwrap().init_containers = None;
+    create(&cluster, "kube-system", excluded);
+    for (ns, name) in [("default", "plain"), ("kube-system", "hello")] {
+        cluster
+            .wait_for_pod(ns, name, Duration::from_secs(30), |p| phase(p) == Some("Running"))
+            .unwrap();
+        let save = cluster.in_pod(ns, name, &["iptables-nft-save"]).unwrap();
+        assert!(!save.contains("ISTIO"), "{ns}/{name} has rules:\n{save}");
+    }
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
+    if !privileged("bad_annotations_fail_closed") {
+        return;
+    }
+    let cluster = cluster_with_istio_cni();
+    let bad = fixture("injected-classic.yaml").replace(
+        "    traffic.sidecar.istio.io/excludeInboundPorts: \"15020\"",
+        "    traffic.sidecar.istio.io/excludeInboundPorts: \"15020\"\n    traffic.sidecar.istio.io/excludeOutboundPorts: \"*\"",
+    );
+    create(&cluster, "default", serde_yaml::from_str(&bad).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sandbox_events(&cluster, "default").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = sandbox_events(&cluster, "default");
+    assert!(
+        events
+            .iter()
+            .any(|m| m.contains("pod default/hello") && m.contains("excludeOutboundPorts")),
+        "{events:?}"
+    );
+
+    // Without the kubeconfig, meshed pods fail; excluded namespaces start.
+    std::fs::remove_file(cluster.nodes()[0].istio_run_dir().join("istio-cni-kubeconfig")).unwrap();
+    let plain: Pod = serde_json::from_value(json!({"metadata": {"name": "dns"}, "spec": {"containers": [
+        {"name": "dns", "image": "mesh-probe", "args": ["echo", "--port", "53"]}]}}))
+    .unwrap();
+    create(&cluster, "kube-system", plain);
+    cluster
+        .wait_for_pod("kube-system", "dns", Duration::from_secs(30), |p| {
+            phase(p) == Some("Running")
+        })
+        .unwrap();
+    cluster.delete().unwrap();
+}
