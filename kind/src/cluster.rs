@@ -131,6 +131,9 @@ impl Cluster {
                 .map_err(|e| create_err("primary CNI config")(e.to_string()))?;
             names.push(name);
         }
+        if matches!(spec.profile, Profile::Macvlan | Profile::Ipvlan) {
+            route_l2_pods(&network, &harness)?;
+        }
         let gateway = network.plan().gateway;
         let network = Arc::new(network);
 
@@ -380,6 +383,51 @@ impl Cluster {
             Err(ClusterError::Teardown(errors.join("; ")))
         }
     }
+}
+
+/// macvlan and ipvlan pods sit directly on the cluster network (their
+/// node's uplink), not behind their node: the harness becomes each pod
+/// CIDR's gateway (`.1`, host-local's default) and routes between them, and
+/// nodes reach other nodes' pods on-link.
+fn route_l2_pods(network: &ClusterNetwork, harness: &Netns) -> Result<(), ClusterError> {
+    let run = |ns: &Netns, args: &[&str]| -> Result<(), ClusterError> {
+        let out = ns
+            .command(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(|e| create_err("pod routing")(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(create_err("pod routing")(format!(
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    for node in network.nodes() {
+        let cidr = node.pod_cidr();
+        let gateway = cidr
+            .host(1)
+            .ok_or_else(|| create_err("pod routing")(format!("{cidr} has no .1")))?;
+        let cidr_text = cidr.to_string();
+        let _ = run(harness, &["ip", "route", "del", &cidr_text]);
+        run(
+            harness,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{gateway}/{}", cidr.prefix()),
+                "dev",
+                network.bridge(),
+            ],
+        )?;
+        for other in network.nodes().iter().filter(|o| o.name() != node.name()) {
+            run(other.netns(), &["ip", "route", "replace", &cidr_text, "dev", "eth0"])?;
+        }
+    }
+    run(harness, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
 }
 
 impl Drop for Cluster {
