@@ -277,3 +277,46 @@ fn delete_leaves_nothing_behind() {
         "mesh-probe processes left behind"
     );
 }
+
+/// The local backend needs no real root: the two-node test, re-run as
+/// `nobody` inside a user, network and mount namespace of its own.
+#[test]
+fn the_local_backend_runs_unprivileged() {
+    if std::env::var_os("ISTIO_CNI_ROOTLESS_CHILD").is_some() || !privileged("the_local_backend_runs_unprivileged") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+    let drop_to_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    // The build tree must be reachable by nobody (it is not under a 0700 home).
+    let reachable = std::process::Command::new(drop_to_nobody[0])
+        .args(&drop_to_nobody[1..])
+        .args(["test", "-x", exe, "-a", "-x", env!("CARGO_BIN_EXE_mesh-probe")])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cmd = if reachable {
+        let mut c = std::process::Command::new(drop_to_nobody[0]);
+        c.args(&drop_to_nobody[1..]).arg("unshare");
+        c
+    } else {
+        eprintln!("NOTE: the build tree is not readable by nobody; entering the user namespace as the current user");
+        std::process::Command::new("unshare")
+    };
+    let script = format!("ip link set lo up && exec {exe} --exact pods_on_two_nodes_reach_each_other --test-threads 1");
+    let out = cmd
+        .args(["--user", "--map-root-user", "--net", "--mount", "sh", "-c", &script])
+        .env("ISTIO_CNI_ROOTLESS_CHILD", "1")
+        .env("ISTIO_CNI_REQUIRE_PRIVILEGED", "1")
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "rootless run failed:\n{text}"
+    );
+}
