@@ -359,7 +359,9 @@ impl Cluster {
                 let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
             }
         }
-        runtime.shutdown_timeout(Duration::from_secs(2));
+        // In-flight CNI calls (a plugin retrying its API) must end before the
+        // network can be torn down.
+        runtime.shutdown_timeout(Duration::from_secs(30));
         let mut errors = Vec::new();
         if let Some(network) = self.network.take() {
             match Arc::try_unwrap(network) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::cli::{Backend, RenderOptions, render_manifest};
+use istio_cni_kind::apiserver::FaultMatch;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -70,6 +71,7 @@ fn images() -> ImageTable {
         })
         .add("hello-go-gke", mesh_probe.clone(), &["echo", "--port", "80"])
         .add("mesh-probe", mesh_probe, &[])
+        .add("shell", "/bin/sh", &[])
 }
 
 /// A 1-node cluster with `istio-cni` appended to the primary conflist.
@@ -276,6 +278,164 @@ fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
     create(&cluster, "kube-system", plain);
     cluster
         .wait_for_pod("kube-system", "dns", Duration::from_secs(30), |p| {
+            phase(p) == Some("Running")
+        })
+        .unwrap();
+    cluster.delete().unwrap();
+}
+
+/// The injected classic pod without its validation init container (a
+/// skipped pod gets no rules, so validation would rightly fail), edited.
+fn skipped_variant(name: &str, edit: impl Fn(&mut serde_json::Value)) -> Pod {
+    let mut pod: serde_json::Value = serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap();
+    pod["metadata"]["name"] = json!(name);
+    pod["spec"].as_object_mut().unwrap().remove("initContainers");
+    edit(&mut pod);
+    serde_json::from_value(pod).unwrap()
+}
+
+#[test]
+fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
+    if !privileged("every_skip_reason") {
+        return;
+    }
+    let cluster = cluster_with_istio_cni();
+    let proxy = |pod: &mut serde_json::Value| -> usize {
+        pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|c| c["name"] == "istio-proxy")
+            .unwrap()
+    };
+    let skipped = [
+        skipped_variant("inject-label-false", |p| {
+            p["metadata"]["labels"]["sidecar.istio.io/inject"] = json!("false")
+        }),
+        skipped_variant("inject-annotation-false", |p| {
+            p["metadata"]["annotations"]["sidecar.istio.io/inject"] = json!("false")
+        }),
+        skipped_variant("disable-envoy", |p| {
+            let i = proxy(p);
+            p["spec"]["containers"][i]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "DISABLE_ENVOY", "value": "true"}));
+        }),
+        skipped_variant("gateway", |p| {
+            let i = proxy(p);
+            p["spec"]["containers"][i]["args"] = json!(["proxy", "router"]);
+        }),
+        skipped_variant("has-istio-init", |p| {
+            p["spec"]["initContainers"] = json!([{"name": "istio-init", "image": "shell", "args": ["-c", "exit 0"]}]);
+        }),
+        skipped_variant("not-injected", |p| {
+            p["metadata"]["annotations"]
+                .as_object_mut()
+                .unwrap()
+                .remove("sidecar.istio.io/status");
+        }),
+        skipped_variant("interception-none", |p| {
+            p["metadata"]["annotations"]["sidecar.istio.io/interceptionMode"] = json!("NONE")
+        }),
+    ];
+    for pod in skipped {
+        create(&cluster, "default", pod);
+    }
+    let manifest = fixture("injected-native.yaml");
+    create(&cluster, "default", serde_yaml::from_str(&manifest).unwrap());
+
+    for name in [
+        "inject-label-false",
+        "inject-annotation-false",
+        "disable-envoy",
+        "gateway",
+        "has-istio-init",
+        "not-injected",
+        "interception-none",
+    ] {
+        cluster
+            .wait_for_pod("default", name, Duration::from_secs(30), |p| {
+                phase(p) == Some("Running")
+            })
+            .unwrap_or_else(|e| panic!("{e}\nsandbox events: {:?}", sandbox_events(&cluster, "default")));
+        let save = cluster.in_pod("default", name, &["iptables-nft-save"]).unwrap();
+        assert!(!save.contains("ISTIO"), "{name} was programmed:\n{save}");
+    }
+    let native = cluster
+        .wait_for_pod("default", "hello-native", Duration::from_secs(30), |p| {
+            phase(p) == Some("Running")
+        })
+        .unwrap_or_else(|e| panic!("{e}\nsandbox events: {:?}", sandbox_events(&cluster, "default")));
+    let inits = native.status.unwrap().init_container_statuses.unwrap();
+    let validation = inits.iter().find(|c| c.name == "istio-validation").unwrap();
+    assert_eq!(
+        validation
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        0
+    );
+    assert!(
+        inits
+            .iter()
+            .any(|c| c.name == "istio-proxy" && c.state.as_ref().unwrap().running.is_some())
+    );
+    let save = cluster
+        .in_pod("default", "hello-native", &["iptables-nft-save"])
+        .unwrap();
+    let opts = RenderOptions {
+        ipv6: false,
+        backend: Backend::Iptables,
+        node: NodeEnv::default(),
+    };
+    let rendered = render_manifest(&manifest, &opts).unwrap();
+    assert_eq!(rules_by_chain(&save, "nat"), rules_by_chain(&rendered, "nat"));
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn a_meshed_pod_fails_closed_while_the_api_fails() {
+    if !privileged("a_meshed_pod_fails_closed") {
+        return;
+    }
+    let cluster = cluster_with_istio_cni();
+    // Only the plugin GETs pods by name (kubelet lists and watches).
+    let faults = cluster.api().faults();
+    faults.inject_errors_forever(FaultMatch::any().verb("get").resource("pods").name("hello"), 503);
+    create(
+        &cluster,
+        "default",
+        serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sandbox_events(&cluster, "default").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = sandbox_events(&cluster, "default");
+    assert!(
+        events
+            .iter()
+            .any(|m| m.contains("pod default/hello") && m.contains("cannot read it from the Kubernetes API")),
+        "{events:?}"
+    );
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    // (A list: GETs of this pod are what fails.)
+    let pods = cluster.block_on(api.list(&ListParams::default())).unwrap();
+    let pod = pods
+        .items
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("hello"))
+        .unwrap();
+    assert_eq!(phase(pod), Some("Pending"), "no sandbox while the API fails");
+    // When the API recovers, the retried sandbox succeeds.
+    faults.clear();
+    cluster
+        .wait_for_pod("default", "hello", Duration::from_secs(40), |p| {
             phase(p) == Some("Running")
         })
         .unwrap();

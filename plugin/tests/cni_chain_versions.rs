@@ -95,7 +95,10 @@ fn the_bridge_result_comes_back_unchanged_in_each_version() {
             version != "1.0.0",
             "{version}: ips[].version"
         );
-        insta::assert_snapshot!(format!("bridge-then-istio-cni-{version}"), serde_json::to_string_pretty(&chained).unwrap());
+        insta::assert_snapshot!(
+            format!("bridge-then-istio-cni-{version}"),
+            serde_json::to_string_pretty(&chained).unwrap()
+        );
     }
     let _ = std::fs::remove_dir_all(&bin);
     cluster.delete().unwrap();
