@@ -11,3 +11,4 @@ pub mod cluster;
 pub mod cni;
 pub mod kubelet;
 pub mod node;
+pub mod testing;

@@ -10,21 +10,10 @@ use std::time::Duration;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let reason = "not root: the embedded cluster creates network namespaces";
-    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: {reason} and ISTIO_CNI_REQUIRE_PRIVILEGED=1");
-    }
-    eprintln!("SKIP: {test}: {reason}");
-    false
-}
 
 fn images() -> ImageTable {
     ImageTable::new()

@@ -9,19 +9,8 @@
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Runner, RuntimeConf};
+use istio_cni_kind::testing::privileged;
 use serde_json::{Value, json};
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let reason = "not root: needs network namespaces";
-    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: {reason} and ISTIO_CNI_REQUIRE_PRIVILEGED=1");
-    }
-    eprintln!("SKIP: {test}: {reason}");
-    false
-}
 
 /// Random or per-run values replaced so snapshots are stable.
 fn normalize(mut v: Value) -> Value {
