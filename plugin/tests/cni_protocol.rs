@@ -159,3 +159,38 @@ fn version_works_with_empty_stdin() {
         ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
     );
 }
+
+#[test]
+fn a_meshed_pod_with_a_missing_netns_fails_naming_it() {
+    use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+
+    if !istio_cni_kind::testing::privileged("a_meshed_pod_with_a_missing_netns") {
+        return;
+    }
+    let cluster = Cluster::create(ClusterSpec::default()).unwrap();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "annotations": {"sidecar.istio.io/status": "{}"}},
+        "spec": {"nodeName": "elsewhere", "containers": [{"name": "web", "image": "web"}, {"name": "istio-proxy", "image": "proxyv2"}]}}))
+    .unwrap();
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    cluster.block_on(api.create(&PostParams::default(), &pod)).unwrap();
+    let dir = std::env::temp_dir().join(format!("istio-cni-protocol-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster
+        .api()
+        .write_kubeconfig(&dir.join("istio-cni-kubeconfig"), &cluster.api().admin_token())
+        .unwrap();
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni", "cni_agent_run_dir": dir});
+
+    let e = error(&call(ADD, &conf.to_string()));
+    let msg = e["msg"].as_str().unwrap();
+    assert_eq!(e["code"], 999, "{msg}");
+    assert!(
+        msg.contains("pod default/web") && msg.contains("/var/run/netns/does-not-exist"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    cluster.delete().unwrap();
+}
