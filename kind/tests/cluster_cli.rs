@@ -42,14 +42,19 @@ fn up_kubectl_down() {
     let mut up = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
         .args(["up", "--name", &name, "--nodes", "2", "--cni", "bridge"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let kubeconfig = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("kubeconfig: ").map(str::to_string))
-        .expect("up prints the kubeconfig path");
+        .find_map(|l| l.strip_prefix("kubeconfig: ").map(str::to_string));
+    let Some(kubeconfig) = kubeconfig else {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut up.stderr.take().unwrap(), &mut err);
+        panic!("up printed no kubeconfig path; stderr:\n{err}");
+    };
 
     let (ok, nodes) = kubectl(&kubeconfig, &["get", "nodes"]);
     assert!(

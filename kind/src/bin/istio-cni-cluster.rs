@@ -60,10 +60,13 @@ enum Cni {
     Ipvlan,
 }
 
-/// Where `up` records its pid and kubeconfig for `down` and for users.
+/// Where `up` records its pid and kubeconfig for `down` and for users: a
+/// per-user place (`$XDG_RUNTIME_DIR`, else `~/.cache`), never a directory
+/// shared between users.
 fn state_dir(name: &str) -> PathBuf {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("istio-cni-cluster").join(name)
 }
