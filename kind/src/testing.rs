@@ -15,3 +15,32 @@ pub fn privileged(test: &str) -> bool {
     eprintln!("SKIP: {test}: {reason}");
     false
 }
+
+static SCRATCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A fresh directory, removed with everything in it on drop (also when the
+/// test panics). Unique per process and call, so parallel tests never share.
+#[derive(Debug)]
+pub struct Scratch {
+    pub path: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        let n = SCRATCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("istio-cni-test-{}-{n}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Scratch { path }
+    }
+
+    pub fn join(&self, p: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -9,7 +9,7 @@
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Runner, RuntimeConf};
-use istio_cni_kind::testing::privileged;
+use istio_cni_kind::testing::{Scratch, privileged};
 use serde_json::{Value, json};
 
 /// Random or per-run values replaced so snapshots are stable.
@@ -38,7 +38,8 @@ fn the_bridge_result_comes_back_unchanged_in_each_version() {
     }
     let cluster = Cluster::create(ClusterSpec::default()).unwrap();
     let node = &cluster.nodes()[0];
-    let bin = tempdir();
+    let scratch = Scratch::new("chain");
+    let bin = scratch.path.clone();
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), bin.join("istio-cni")).unwrap();
     let mut dirs = node.bin_dirs();
     dirs.push(bin.clone());
@@ -89,12 +90,5 @@ fn the_bridge_result_comes_back_unchanged_in_each_version() {
             serde_json::to_string_pretty(&chained).unwrap()
         );
     }
-    let _ = std::fs::remove_dir_all(&bin);
     cluster.delete().unwrap();
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("istio-cni-chain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -24,28 +24,7 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 const SETUP_FAILED: i32 = 97;
 
 /// The init container's exact argument list (§1.2 of the reference).
-const ISTIO_ARGS: &[&str] = &[
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-    "--run-validation",
-    "--skip-rule-apply",
-];
+const ISTIO_ARGS: &[&str] = istio_cni::validate::ISTIO_INJECTED_ARGS;
 
 /// Istio's default sidecar pod rules (REDIRECT mode), iptables-restore format,
 /// with placeholders for the owner, loopback addresses and capture ports.

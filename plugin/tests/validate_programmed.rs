@@ -14,66 +14,31 @@ use std::path::PathBuf;
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::program::{Backend, program};
+use istio_cni_kind::testing::Scratch;
 use support::{PodSpec, TestNetns, privileged};
 
-/// The validator's arguments as Istio's injector writes them for `uid`.
+/// The validator's arguments as Istio's injector writes them for `uid`
+/// (it rewrites `-u` to the proxy's uid), with a probe timeout.
 fn injected_args(uid: u32, timeout: &str) -> Vec<String> {
-    let uid = uid.to_string();
-    let args = [
-        "istio-iptables",
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        &uid,
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-        "--log_output_level=default:info",
-        "--run-validation",
-        "--skip-rule-apply",
-        "--probe-timeout",
-        timeout,
-    ];
-    args.iter().map(|a| a.to_string()).collect()
+    let mut args: Vec<String> = istio_cni::validate::ISTIO_INJECTED_ARGS
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let u = args.iter().position(|a| a == "-u").expect("-u") + 1;
+    args[u] = uid.to_string();
+    args.extend(["--probe-timeout".to_string(), timeout.to_string()]);
+    args
 }
 
 /// A copy of the binary that the proxy uid can execute wherever the build
 /// tree lives (e.g. inside a home directory it cannot enter).
-fn shared_binary() -> (tempdir::Dir, PathBuf) {
-    let dir = tempdir::Dir::new();
-    let bin = dir.0.join("istio-cni");
+fn shared_binary() -> (Scratch, PathBuf) {
+    let dir = Scratch::new("validate");
+    let bin = dir.join("istio-cni");
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), &bin).unwrap();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)
-}
-
-mod tempdir {
-    use std::path::PathBuf;
-    pub struct Dir(pub PathBuf);
-    impl Dir {
-        pub fn new() -> Dir {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("istio-cni-validate-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// Runs the validator in `ns` as `uid`/`gid`; returns its exit code and stderr.

@@ -5,7 +5,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use istio_cni_conformance::{CaseResult, SuiteReport};
 use istio_cni_kind::node::plugins::default_plugins_dir;
@@ -78,33 +77,9 @@ pub fn istio_cni_bin() -> PathBuf {
     bin
 }
 
-static SCRATCH: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh directory removed on drop.
-#[derive(Debug)]
-pub struct Scratch {
-    pub path: PathBuf,
-}
-
-impl Scratch {
-    pub fn new(label: &str) -> Self {
-        let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("icc-test-{}-{n}-{label}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        Self { path }
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.path.join(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
+/// A fresh directory removed on drop (shared with the other test suites).
+#[allow(unused_imports)] // not every suite uses it
+pub use istio_cni_kind::testing::Scratch;
 
 /// Writes an executable `/bin/sh` script.
 pub fn write_script(path: &Path, body: &str) {

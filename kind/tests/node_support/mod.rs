@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -53,33 +53,9 @@ fn in_path(tool: &str) -> bool {
         .any(|d| d.join(tool).is_file())
 }
 
-static SCRATCH: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh directory removed (with everything in it) on drop.
-#[derive(Debug)]
-pub struct Scratch {
-    pub path: PathBuf,
-}
-
-impl Scratch {
-    pub fn new(label: &str) -> Self {
-        let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("ick-test-{}-{n}-{label}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        Self { path }
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.path.join(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
+/// A fresh directory removed on drop (shared with the other test suites).
+#[allow(unused_imports)] // not every suite uses it
+pub use istio_cni_kind::testing::Scratch;
 
 /// A fresh network namespace pinned inside `scratch`, with `lo` up.
 pub fn private_netns(scratch: &Scratch, name: &str) -> Netns {

@@ -539,6 +539,32 @@ fn trim_fraction(value: u128, unit: u128, suffix: &str) -> String {
     format!("{whole}.{}{suffix}", digits.trim_end_matches('0'))
 }
 
+/// The argument list Istio's injector writes into the `istio-validation`
+/// init container of a default pod (reference: istio-cni-repair-and-skew.md
+/// §1.2), unchanged from 1.20 to today.
+pub const ISTIO_INJECTED_ARGS: &[&str] = &[
+    "istio-iptables",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+    "--run-validation",
+    "--skip-rule-apply",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,29 +587,7 @@ mod tests {
         args.resolve(&move |k: &str| map.get(k).cloned())
     }
 
-    /// The exact list Istio's injector writes into istio-validation.
-    const ISTIO_ARGS: &[&str] = &[
-        "istio-iptables",
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-        "--log_output_level=default:info",
-        "--run-validation",
-        "--skip-rule-apply",
-    ];
+    const ISTIO_ARGS: &[&str] = ISTIO_INJECTED_ARGS;
 
     #[test]
     fn full_istio_argument_list() {

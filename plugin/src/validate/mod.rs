@@ -32,7 +32,7 @@ pub mod probe;
 
 use std::ffi::OsString;
 
-pub use args::{EnvError, Settings, ValidateArgs, parse_args, parse_go_duration};
+pub use args::{EnvError, ISTIO_INJECTED_ARGS, Settings, ValidateArgs, parse_args, parse_go_duration};
 pub use log::{LogLevel, Logger};
 pub use probe::{
     DEFAULT_PROBE_PORT, DEFAULT_PROBE_TIMEOUT, HostAddresses, Outcome, ProbeConfig, ProbeError, detect_host_ip,
