@@ -1,0 +1,383 @@
+//! The agent's settings: Istio's flags and environment variables with the
+//! same names and defaults (reference istio-cni-agent.md §2.2–2.4), plus the
+//! paths Istio hard-codes, made settable so tests and platforms can move them.
+//!
+//! Every setting is a `--flag` and an environment variable (flag wins).
+//! Unlike Istio, a bad value is rejected at start with a message naming the
+//! setting instead of silently becoming `false`/`0`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args};
+
+/// Everything `istio-cni-agent run` reads.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub install: InstallSettings,
+    #[command(flatten)]
+    pub repair: RepairSettings,
+    /// Port of `/healthz` and `/readyz` (Istio hard-codes 8000).
+    #[arg(long, env = "HEALTH_PORT", default_value_t = 8000)]
+    pub health_port: u16,
+    /// Port of `/metrics`; 0 or below disables the metrics server.
+    #[arg(long, env = "MONITORING_PORT", default_value_t = 15014, value_parser = parse_go_int, allow_negative_numbers = true)]
+    pub monitoring_port: i64,
+    /// Address the health and metrics servers bind (all interfaces by default).
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+    /// Log level of the agent and of the plugin (`plugin_log_level`), e.g. `info`.
+    #[arg(long = "log_output_level", env = "LOG_OUTPUT_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON lines.
+    #[arg(long = "log_as_json", env = "LOG_AS_JSON", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub log_as_json: bool,
+}
+
+/// The installer's settings (§2.2, §2.4, §3).
+#[derive(Debug, Clone, Args)]
+pub struct InstallSettings {
+    /// Primary CNI config file name (chained) or the standalone file name; empty: the first valid file.
+    #[arg(long, env = "CNI_CONF_NAME", default_value = "")]
+    pub cni_conf_name: String,
+    /// true: insert into the primary's plugin list; false: write a standalone `YYY-istio-cni.conf`.
+    #[arg(long, env = "CHAINED_CNI_PLUGIN", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub chained_cni_plugin: bool,
+    /// The node's CNI config dir as the agent sees it.
+    #[arg(long, env = "MOUNTED_CNI_NET_DIR", default_value = "/host/etc/cni/net.d")]
+    pub mounted_cni_net_dir: PathBuf,
+    /// Run dir for the plugin kubeconfig and `log.sock`; must equal the host path.
+    #[arg(long, env = "CNI_AGENT_RUN_DIR", default_value = "/var/run/istio-cni")]
+    pub cni_agent_run_dir: PathBuf,
+    /// Mode of the plugin kubeconfig (Go integer syntax: `0600` is octal).
+    #[arg(long, env = "KUBECONFIG_MODE", default_value = "0600", value_parser = parse_file_mode)]
+    pub kubeconfig_mode: u32,
+    /// Standalone config files get 0640 instead of 0600.
+    #[arg(long, env = "CNI_CONF_GROUP_READ", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub cni_conf_group_read: bool,
+    /// CA for the kubeconfig (default `<SERVICE_ACCOUNT_DIR>/ca.crt`).
+    #[arg(long, env = "KUBE_CA_FILE", default_value = "")]
+    pub kube_ca_file: String,
+    /// Write `insecure-skip-tls-verify: true` instead of a CA.
+    #[arg(long, env = "SKIP_TLS_VERIFY", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub skip_tls_verify: bool,
+    /// Comma-separated namespaces the plugin leaves alone.
+    #[arg(long, env = "EXCLUDE_NAMESPACES", default_value = "")]
+    pub exclude_namespaces: String,
+    /// The agent's namespace, written as the plugin's `pod_namespace`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+    /// The plugin (and repair) program nftables instead of iptables.
+    #[arg(long, env = "NATIVE_NFTABLES", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub native_nftables: bool,
+    /// Copied into the plugin entry (ambient only).
+    #[arg(long, env = "AMBIENT_ENABLED", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub ambient_enabled: bool,
+    /// Copied into the plugin entry.
+    #[arg(long, env = "ENABLE_AMBIENT_DETECTION_RETRY", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub enable_ambient_detection_retry: bool,
+    /// YAML list of `{podSelector, namespaceSelector}` written as `enablement_selectors`.
+    #[arg(long, env = "AMBIENT_ENABLEMENT_SELECTOR", default_value = "")]
+    pub ambient_enablement_selector: String,
+    /// `https` unless set.
+    #[arg(long, env = "KUBERNETES_SERVICE_PROTOCOL", default_value = "https")]
+    pub kubernetes_service_protocol: String,
+    #[arg(long, env = "KUBERNETES_SERVICE_HOST", default_value = "")]
+    pub kubernetes_service_host: String,
+    #[arg(long, env = "KUBERNETES_SERVICE_PORT", default_value = "")]
+    pub kubernetes_service_port: String,
+    /// Where the binaries are installed (Istio: `/host/opt/cni/bin`).
+    #[arg(long, env = "CNI_BIN_DIR", default_value = "/host/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+    /// Where the binaries to install come from (Istio: `/opt/cni/bin`).
+    #[arg(long, env = "CNI_BIN_SOURCE_DIR", default_value = "/opt/cni/bin")]
+    pub cni_bin_source_dir: PathBuf,
+    /// The projected service-account volume (token, ca.crt), watched for rotation.
+    #[arg(long, env = "SERVICE_ACCOUNT_DIR", default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
+    pub service_account_dir: PathBuf,
+    /// Ours: write `status_check: true` so the plugin's STATUS reports not-ready until our kubeconfig exists.
+    #[arg(long, env = "CNI_STATUS_CHECK", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub status_check: bool,
+}
+
+/// The repair controller's settings (istio-cni-repair-and-skew.md §2.1).
+#[derive(Debug, Clone, Args)]
+pub struct RepairSettings {
+    #[arg(long, env = "REPAIR_ENABLED", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub repair_enabled: bool,
+    /// In-place repair (the binary's default is false; the chart sets true).
+    #[arg(long, env = "REPAIR_REPAIR_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub repair_repair_pods: bool,
+    #[arg(long, env = "REPAIR_DELETE_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub repair_delete_pods: bool,
+    #[arg(long, env = "REPAIR_LABEL_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub repair_label_pods: bool,
+    #[arg(long, env = "REPAIR_BROKEN_POD_LABEL_KEY", default_value = "cni.istio.io/uninitialized")]
+    pub repair_broken_pod_label_key: String,
+    #[arg(long, env = "REPAIR_BROKEN_POD_LABEL_VALUE", default_value = "true")]
+    pub repair_broken_pod_label_value: String,
+    /// Appended as `spec.nodeName=<v>` to the field selector (always, as Istio does).
+    #[arg(long, env = "REPAIR_NODE_NAME", default_value = "")]
+    pub repair_node_name: String,
+    #[arg(long, env = "REPAIR_SIDECAR_ANNOTATION", default_value = "sidecar.istio.io/status")]
+    pub repair_sidecar_annotation: String,
+    #[arg(long, env = "REPAIR_INIT_CONTAINER_NAME", default_value = "istio-validation")]
+    pub repair_init_container_name: String,
+    /// Empty: any message.
+    #[arg(long, env = "REPAIR_INIT_CONTAINER_TERMINATION_MESSAGE", default_value = "")]
+    pub repair_init_container_termination_message: String,
+    /// 0: any exit code.
+    #[arg(long, env = "REPAIR_INIT_CONTAINER_EXIT_CODE", default_value = "126", value_parser = parse_go_int, allow_negative_numbers = true)]
+    pub repair_init_container_exit_code: i64,
+    #[arg(long, env = "REPAIR_LABEL_SELECTORS", default_value = "")]
+    pub repair_label_selectors: String,
+    #[arg(long, env = "REPAIR_FIELD_SELECTORS", default_value = "")]
+    pub repair_field_selectors: String,
+    /// Where other processes' `/proc` is visible (the DaemonSet mounts the host's at `/host/proc`).
+    #[arg(long, env = "REPAIR_HOST_PROC", default_value = "/host/proc")]
+    pub repair_host_proc: PathBuf,
+    /// The netns repair must never program (`/proc/self/ns/net`; `/host/proc/1/ns/net` with ALLOW_SWITCH_TO_HOST_NS).
+    #[arg(long, env = "ALLOW_SWITCH_TO_HOST_NS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub allow_switch_to_host_ns: bool,
+}
+
+impl RepairSettings {
+    /// The active mode in Istio's precedence: repairPods > deletePods > labelPods.
+    pub fn mode(&self) -> Option<RepairMode> {
+        if !self.repair_enabled {
+            None
+        } else if self.repair_repair_pods {
+            Some(RepairMode::Repair)
+        } else if self.repair_delete_pods {
+            Some(RepairMode::Delete)
+        } else if self.repair_label_pods {
+            Some(RepairMode::Label)
+        } else {
+            None
+        }
+    }
+
+    /// The pod watch's field selector: the extra selectors, then `spec.nodeName=<node>`.
+    pub fn field_selector(&self) -> String {
+        let node = format!("spec.nodeName={}", self.repair_node_name);
+        if self.repair_field_selectors.is_empty() {
+            node
+        } else {
+            format!("{},{node}", self.repair_field_selectors)
+        }
+    }
+
+    /// The netns repair must never program.
+    pub fn host_netns(&self) -> PathBuf {
+        if self.allow_switch_to_host_ns {
+            self.repair_host_proc.join("1/ns/net")
+        } else {
+            PathBuf::from("/proc/self/ns/net")
+        }
+    }
+}
+
+/// What the repair controller does to a broken pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RepairMode {
+    /// Re-program the pod netns in place.
+    Repair,
+    /// Delete the pod so its owner recreates it.
+    Delete,
+    /// Label it `cni.istio.io/uninitialized=true`.
+    Label,
+}
+
+impl RepairMode {
+    /// The metric's `type` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairMode::Repair => "repair",
+            RepairMode::Delete => "delete",
+            RepairMode::Label => "label",
+        }
+    }
+}
+
+impl InstallSettings {
+    /// `EXCLUDE_NAMESPACES` split on `,`, trimmed, empties dropped.
+    pub fn exclude_namespaces(&self) -> Vec<String> {
+        split_list(&self.exclude_namespaces)
+    }
+
+    /// Mode of standalone config files we own.
+    pub fn owned_file_mode(&self) -> u32 {
+        if self.cni_conf_group_read { 0o640 } else { 0o600 }
+    }
+
+    /// The kubeconfig's CA file: `KUBE_CA_FILE` or `<SA dir>/ca.crt`.
+    pub fn ca_file(&self) -> PathBuf {
+        if self.kube_ca_file.is_empty() {
+            self.service_account_dir.join("ca.crt")
+        } else {
+            PathBuf::from(&self.kube_ca_file)
+        }
+    }
+
+    /// The plugin kubeconfig's path.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.cni_agent_run_dir.join(istio_cni::cni::config::KUBECONFIG_FILE)
+    }
+
+    /// `<proto>://<host>:<port>` with IPv6 brackets, or the error Istio gives.
+    pub fn api_server_url(&self) -> Result<String, String> {
+        if self.kubernetes_service_host.is_empty() || self.kubernetes_service_port.is_empty() {
+            return Err("KUBERNETES_SERVICE_HOST not set. Is this not running within a pod?".into());
+        }
+        let host = if self.kubernetes_service_host.contains(':') && !self.kubernetes_service_host.starts_with('[') {
+            format!("[{}]", self.kubernetes_service_host)
+        } else {
+            self.kubernetes_service_host.clone()
+        };
+        Ok(format!(
+            "{}://{host}:{}",
+            self.kubernetes_service_protocol, self.kubernetes_service_port
+        ))
+    }
+}
+
+/// Comma-separated list: items trimmed, empties dropped.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Go's `strconv.ParseBool` forms; anything else is an error (Istio: false).
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" | "" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
+    }
+}
+
+/// Go's base-prefixed integers: `0x1f`, `0o17`, `017` (octal), `0b1`, decimal.
+pub fn parse_go_int(s: &str) -> Result<i64, String> {
+    let t = s.trim().replace('_', "");
+    if t.is_empty() {
+        return Ok(0);
+    }
+    let (neg, body) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(&t)),
+    };
+    let lower = body.to_ascii_lowercase();
+    let parsed = if let Some(hex) = lower.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16)
+    } else if let Some(oct) = lower.strip_prefix("0o") {
+        i64::from_str_radix(oct, 8)
+    } else if let Some(bin) = lower.strip_prefix("0b") {
+        i64::from_str_radix(bin, 2)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        i64::from_str_radix(&lower[1..], 8)
+    } else {
+        lower.parse::<i64>()
+    };
+    parsed
+        .map(|v| if neg { -v } else { v })
+        .map_err(|_| format!("{s:?} is not an integer"))
+}
+
+/// A permission mode: a Go integer in 0..=0o7777.
+pub fn parse_file_mode(s: &str) -> Result<u32, String> {
+    let v = parse_go_int(s)?;
+    u32::try_from(v)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not a file mode (write it like 0600)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
+        Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).map(|c| c.settings)
+    }
+
+    #[test]
+    fn defaults_are_istios() {
+        let s = parse(&[]).unwrap();
+        assert!(s.install.chained_cni_plugin);
+        assert_eq!(s.install.mounted_cni_net_dir, PathBuf::from("/host/etc/cni/net.d"));
+        assert_eq!(s.install.cni_agent_run_dir, PathBuf::from("/var/run/istio-cni"));
+        assert_eq!(s.install.kubeconfig_mode, 0o600);
+        assert_eq!(s.install.cni_bin_dir, PathBuf::from("/host/opt/cni/bin"));
+        assert_eq!(s.monitoring_port, 15014);
+        assert_eq!(s.health_port, 8000);
+        assert!(s.repair.repair_enabled);
+        assert_eq!(s.repair.repair_init_container_exit_code, 126);
+        assert_eq!(s.repair.repair_broken_pod_label_key, "cni.istio.io/uninitialized");
+        // The binary's default: no repair mode enabled (the chart turns repairPods on).
+        assert_eq!(s.repair.mode(), None);
+        assert_eq!(s.repair.field_selector(), "spec.nodeName=");
+    }
+
+    #[test]
+    fn go_integer_and_bool_forms() {
+        assert_eq!(parse_go_int("0600"), Ok(0o600));
+        assert_eq!(parse_go_int("600"), Ok(600));
+        assert_eq!(parse_go_int("0x1F"), Ok(31));
+        assert_eq!(parse_go_int("0o17"), Ok(15));
+        assert_eq!(parse_go_int("-1"), Ok(-1));
+        assert!(parse_go_int("12a").is_err());
+        assert_eq!(parse_go_bool("T"), Ok(true));
+        assert_eq!(parse_go_bool("False"), Ok(false));
+        assert!(parse_go_bool("yes").is_err());
+        assert!(parse_file_mode("010000").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = parse(&["--kubeconfig-mode", "rw"]).unwrap_err().to_string();
+        assert!(err.contains("--kubeconfig-mode") && err.contains("file mode"), "{err}");
+        let err = parse(&["--chained-cni-plugin", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--chained-cni-plugin") && err.contains("not a boolean"), "{err}");
+    }
+
+    #[test]
+    fn repair_mode_precedence() {
+        let s = parse(&[
+            "--repair-delete-pods",
+            "true",
+            "--repair-label-pods",
+            "true",
+            "--repair-node-name",
+            "n1",
+            "--repair-field-selectors",
+            "metadata.namespace=a",
+        ])
+        .unwrap();
+        assert_eq!(s.repair.mode(), Some(RepairMode::Delete));
+        assert_eq!(s.repair.field_selector(), "metadata.namespace=a,spec.nodeName=n1");
+        let s = parse(&["--repair-repair-pods", "1", "--repair-delete-pods", "1"]).unwrap();
+        assert_eq!(s.repair.mode(), Some(RepairMode::Repair));
+        let s = parse(&["--repair-enabled", "false", "--repair-repair-pods", "1"]).unwrap();
+        assert_eq!(s.repair.mode(), None);
+    }
+
+    #[test]
+    fn api_server_url() {
+        let mut s = parse(&[]).unwrap().install;
+        assert!(s.api_server_url().unwrap_err().contains("KUBERNETES_SERVICE_HOST not set"));
+        s.kubernetes_service_host = "fd00::1".into();
+        s.kubernetes_service_port = "443".into();
+        assert_eq!(s.api_server_url().unwrap(), "https://[fd00::1]:443");
+    }
+}

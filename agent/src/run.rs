@@ -1,0 +1,1 @@
+//! The agent process: servers, repair controller, install loop, cleanup.

@@ -1,0 +1,1 @@
+//! `/healthz`, `/readyz`, `/metrics` and the plugin log socket.

@@ -1,0 +1,1 @@
+//! The watch loop (istio-cni-agent.md §4.11).
