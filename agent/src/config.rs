@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         let err = parse(&["--kubeconfig-mode", "rw"]).unwrap_err().to_string();
-        assert!(err.contains("--kubeconfig-mode") && err.contains("file mode"), "{err}");
+        assert!(err.contains("--kubeconfig-mode") && err.contains("\"rw\" is not an integer"), "{err}");
         let err = parse(&["--chained-cni-plugin", "maybe"]).unwrap_err().to_string();
         assert!(err.contains("--chained-cni-plugin") && err.contains("not a boolean"), "{err}");
     }
