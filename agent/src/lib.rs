@@ -15,6 +15,6 @@ pub mod install;
 pub mod manifest;
 pub mod metrics;
 pub mod repair;
-pub mod run;
+// WIP: pub mod run;
 pub mod server;
-pub mod watch;
+// WIP: pub mod watch;
