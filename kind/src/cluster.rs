@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
 use crate::kubelet::{self, Backoff, ImageTable, NodeContext, PodLogs};
+use crate::node::cgroup::ClusterCgroup;
 use crate::node::{ClusterConfig, ClusterNetwork, Layout, Netns, Node, NodeSpec};
 
 /// What to build.
@@ -81,6 +82,7 @@ pub struct Cluster {
     tasks: Vec<JoinHandle<()>>,
     processes: Arc<Mutex<HashSet<i32>>>,
     gateway_url: String,
+    cgroup: Option<ClusterCgroup>,
 }
 
 static CLUSTERS: AtomicU32 = AtomicU32::new(0);
@@ -94,15 +96,32 @@ impl Cluster {
         std::fs::create_dir_all(&root).map_err(|e| create_err("root dir")(e.to_string()))?;
         let harness =
             Netns::create(&root.join("harness.netns")).map_err(|e| create_err("harness netns")(e.to_string()))?;
-        let result = Self::build(spec, root.clone(), harness.clone());
-        if result.is_err() {
-            let _ = harness.delete();
-            let _ = std::fs::remove_dir_all(&root);
+        // Optional: skipped where cgroup v2 is not writable (rootless).
+        let cgroup = ClusterCgroup::create(&format!("istio-cni-cluster-{}-{n}", std::process::id()));
+        let pod_cgroups = cgroup.as_ref().map(ClusterCgroup::kubepods);
+        let result = Self::build(spec, root.clone(), harness.clone(), pod_cgroups);
+        match result {
+            Ok(mut cluster) => {
+                cluster.cgroup = cgroup;
+                Ok(cluster)
+            }
+            Err(e) => {
+                let _ = harness.delete();
+                let _ = std::fs::remove_dir_all(&root);
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.remove();
+                }
+                Err(e)
+            }
         }
-        result
     }
 
-    fn build(spec: ClusterSpec, root: PathBuf, harness: Netns) -> Result<Cluster, ClusterError> {
+    fn build(
+        spec: ClusterSpec,
+        root: PathBuf,
+        harness: Netns,
+        pod_cgroups: Option<PathBuf>,
+    ) -> Result<Cluster, ClusterError> {
         harness
             .command("ip")
             .args(["link", "set", "lo", "up"])
@@ -202,6 +221,7 @@ impl Cluster {
                 backoff: spec.backoff,
                 log_dir: root.join("logs"),
                 processes: processes.clone(),
+                pod_cgroups: pod_cgroups.clone(),
             });
             tasks.push(kubelet::start(ctx));
         }
@@ -219,6 +239,7 @@ impl Cluster {
             tasks,
             processes,
             gateway_url,
+            cgroup: None,
         })
     }
 
@@ -258,6 +279,12 @@ impl Cluster {
     /// The harness network namespace (where the cluster bridge lives).
     pub fn harness_netns(&self) -> &Netns {
         &self.harness
+    }
+
+    /// The cluster's cgroup (pods are in `<it>/kubepods/pod<uid>`), when
+    /// cgroup v2 is writable here; `None` otherwise (e.g. rootless).
+    pub fn cgroup_dir(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(ClusterCgroup::dir)
     }
 
     /// A container's current log.
@@ -370,8 +397,21 @@ impl Cluster {
                         errors.push(e.to_string());
                     }
                 }
-                Err(_) => errors.push("the cluster network is still in use".into()),
+                Err(network) => {
+                    // Still stop every pause process: nothing may outlive the cluster.
+                    for node in network.nodes() {
+                        for id in node.pod_ids() {
+                            node.stop_pod_infra(&id);
+                        }
+                    }
+                    errors.push("the cluster network is still in use".into());
+                }
             }
+        }
+        if let Some(cgroup) = self.cgroup.take()
+            && let Err(e) = cgroup.remove()
+        {
+            errors.push(format!("cgroup {}: {e}", cgroup.dir().display()));
         }
         if let Err(e) = self.harness.delete() {
             errors.push(format!("harness netns: {e}"));

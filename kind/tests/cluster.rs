@@ -236,6 +236,119 @@ fn an_unknown_image_is_err_image_pull() {
     cluster.delete().unwrap();
 }
 
+/// A process in /proc: pid, start time (clock ticks after boot), argv.
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: u32,
+    start: u64,
+    argv: Vec<String>,
+}
+
+/// Every process whose network namespace is the one pinned at `netns`.
+fn processes_in_netns(netns: &std::path::Path) -> Vec<Proc> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(netns).unwrap().ino();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let same = std::fs::metadata(entry.path().join("ns/net")).is_ok_and(|m| m.ino() == want);
+        if let (true, Some(start)) = (same, start_time(pid)) {
+            let argv = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let argv = argv
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            found.push(Proc { pid, start, argv });
+        }
+    }
+    found
+}
+
+/// Field 22 of /proc/<pid>/stat (after the parenthesised command name).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether that process (pid and start time) still exists.
+fn alive(p: &Proc) -> bool {
+    start_time(p.pid) == Some(p.start)
+}
+
+/// As a real runtime's pause container: from before the containers start
+/// until the pod is deleted, a process holds each pod's netns, is the oldest
+/// one in it, and (where cgroup v2 is writable) sits with the containers in
+/// `kubepods/pod<uid>` — what tools that find a pod's netns through /proc
+/// rely on.
+#[test]
+fn a_pause_process_holds_each_pod_netns() {
+    if !privileged("a_pause_process_holds_each_pod_netns") {
+        return;
+    }
+    let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    let pod = create_pod(
+        &cluster,
+        json!({"metadata": {"name": "echo"}, "spec": {"containers": [
+        {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
+    );
+    let uid = pod.metadata.uid.unwrap();
+    cluster
+        .wait_for_pod("default", "echo", Duration::from_secs(20), running)
+        .unwrap();
+    let netns = cluster.pod_netns("default", "echo").unwrap();
+    let procs = processes_in_netns(&netns);
+    let oldest = procs.iter().min_by_key(|p| p.start).unwrap().clone();
+    assert_eq!(oldest.argv, ["pause", "infinity"], "{procs:?}");
+    let containers: Vec<&Proc> = procs.iter().filter(|p| p.pid != oldest.pid).collect();
+    assert!(
+        containers
+            .iter()
+            .any(|p| p.argv.iter().any(|a| a.ends_with("mesh-probe"))),
+        "{procs:?}"
+    );
+    for c in &containers {
+        assert!(c.start > oldest.start, "the pause is strictly the oldest: {procs:?}");
+    }
+    match cluster.cgroup_dir() {
+        Some(dir) => {
+            let pod_cgroup = format!("/kubepods/pod{uid}");
+            for p in &procs {
+                let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", p.pid)).unwrap();
+                assert!(cgroup.contains(&pod_cgroup), "{p:?} in {cgroup}");
+            }
+            assert!(dir.join("kubepods").join(format!("pod{uid}")).is_dir());
+        }
+        None => eprintln!("NOTE: cgroup v2 is not writable here; pod cgroups are not exercised"),
+    }
+
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    cluster
+        .block_on(api.delete("echo", &kube::api::DeleteParams::default()))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while procs.iter().any(alive) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !procs.iter().any(alive),
+        "left after delete: {:?}",
+        procs.iter().filter(|p| alive(p)).collect::<Vec<_>>()
+    );
+    if let Some(dir) = cluster.cgroup_dir() {
+        let pod_cgroup = dir.join("kubepods").join(format!("pod{uid}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pod_cgroup.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!pod_cgroup.exists(), "{} left after delete", pod_cgroup.display());
+    }
+    cluster.delete().unwrap();
+}
+
 #[test]
 fn delete_leaves_nothing_behind() {
     if !privileged("delete_leaves_nothing_behind") {
@@ -251,8 +364,22 @@ fn delete_leaves_nothing_behind() {
         .wait_for_pod("default", "echo", Duration::from_secs(20), running)
         .unwrap();
     let root = cluster.kubeconfig_path().parent().unwrap().to_path_buf();
+    let pod_procs = processes_in_netns(&cluster.pod_netns("default", "echo").unwrap());
+    assert!(
+        pod_procs.iter().any(|p| p.argv.first().is_some_and(|a| a == "pause")),
+        "{pod_procs:?}"
+    );
+    let cgroup = cluster.cgroup_dir().map(|d| d.to_path_buf());
     cluster.delete().unwrap();
     assert!(!root.exists(), "{} left behind", root.display());
+    let left: Vec<&Proc> = pod_procs.iter().filter(|p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "pod processes (pause, containers) left behind: {left:?}"
+    );
+    if let Some(cgroup) = cgroup {
+        assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+    }
     // Other tests build clusters in parallel: look only at this one's mounts.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let left: Vec<&str> = mounts.lines().filter(|l| l.contains(root.to_str().unwrap())).collect();

@@ -39,6 +39,9 @@ pub struct NodeContext {
     /// Process groups of every container on the node, so the cluster can
     /// kill them all at teardown.
     pub processes: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
+    /// Where pod cgroups go (`<cluster cgroup>/kubepods`); `None` when cgroup
+    /// v2 is not writable here (see [`crate::node::cgroup`]).
+    pub pod_cgroups: Option<PathBuf>,
 }
 
 /// The sandbox (and CNI container) id of a pod: its uid, compacted.
@@ -264,6 +267,9 @@ impl Worker {
             cmd.env(&var.name, self.env_value(var));
         }
         cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        if let Some(dir) = &sandbox.cgroup {
+            crate::node::cgroup::join_on_exec(&mut cmd, dir).map_err(|e| format!("pod cgroup: {e}"))?;
+        }
         cmd.spawn().map_err(|e| format!("starting {}: {e}", program.display()))
     }
 
@@ -372,24 +378,37 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
         None => node.create_pod_netns(id).map_err(|e| e.to_string())?,
     };
     let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
-    match node.runner().add(&selection.network, &rt) {
-        Ok(result) => Ok(result
+    let undo = |message: String| {
+        let _ = node.runner().del(&selection.network, &rt);
+        let _ = node.delete_pod_netns(id);
+        Err(message)
+    };
+    let ips = match node.runner().add(&selection.network, &rt) {
+        Ok(result) => result
             .ips
             .iter()
             .map(|ip| ip.address.split('/').next().unwrap_or_default().to_string())
-            .collect()),
-        Err(e) => {
-            let _ = node.runner().del(&selection.network, &rt);
-            let _ = node.delete_pod_netns(id);
-            Err(format!("plugin {e}"))
-        }
+            .collect(),
+        Err(e) => return undo(format!("plugin {e}")),
+    };
+    // Like containerd: netns, CNI ADD, then the pause process.
+    let cgroup = ctx.pod_cgroups.as_ref().map(|dir| dir.join(format!("pod{}", pod.uid)));
+    if let Err(e) = node.start_pod_infra(id, cgroup) {
+        return undo(format!("starting the sandbox's pause process: {e}"));
     }
+    // /proc start times count clock ticks (10 ms): wait one, so that the
+    // pause is strictly the oldest process of the pod, as tools that pick
+    // "the oldest process in the netns" expect.
+    std::thread::sleep(Duration::from_millis(10));
+    Ok(ips)
 }
 
 fn sandbox_del(ctx: &NodeContext, id: &str, pod: &PodRef) {
     let Some(node) = ctx.network.node(&ctx.node) else {
         return;
     };
+    // Runtimes stop the pause container before tearing the network down.
+    node.stop_pod_infra(id);
     if let (Ok(selection), Some(sandbox)) = (node.select_network(), node.pod_netns(id)) {
         let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
         if let Err(e) = node.runner().del(&selection.network, &rt) {

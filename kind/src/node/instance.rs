@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -33,7 +34,53 @@ pub struct Node {
     pub(super) host_veth: String,
     pub(super) tag: String,
     pub(super) plugins: Option<InstalledPlugins>,
-    pub(super) pods: Mutex<BTreeMap<String, Netns>>,
+    pub(super) pods: Mutex<BTreeMap<String, Sandbox>>,
+}
+
+/// What the node keeps per sandbox: the netns, and once started the infra
+/// ("pause") process holding it and the pod's cgroup.
+#[derive(Debug)]
+pub(super) struct Sandbox {
+    netns: Netns,
+    infra: Option<Child>,
+    cgroup: Option<PathBuf>,
+}
+
+impl Sandbox {
+    /// Kills and reaps the infra process.
+    fn stop_infra(&mut self) {
+        if let Some(mut child) = self.infra.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the infra process, empties and removes the cgroup, unpins the netns.
+    fn delete(mut self) -> Vec<String> {
+        self.stop_infra();
+        let mut errors = Vec::new();
+        if let Some(dir) = self.cgroup.take()
+            && let Err(e) = super::cgroup::remove_pod_cgroup(&dir)
+        {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = self.netns.delete() {
+            errors.push(e.to_string());
+        }
+        errors
+    }
+
+    fn handle(&self, id: &str) -> PodSandbox {
+        PodSandbox {
+            id: id.to_owned(),
+            netns: self.netns.clone(),
+            infra_pid: self.infra.as_ref().map(Child::id),
+            cgroup: self.cgroup.clone(),
+        }
+    }
 }
 
 /// A pod sandbox: a network namespace pinned under the node's netns dir
@@ -45,6 +92,11 @@ pub struct PodSandbox {
     pub id: String,
     /// The namespace.
     pub netns: Netns,
+    /// The infra ("pause") process holding the netns, once started
+    /// ([`Node::start_pod_infra`]).
+    pub infra_pid: Option<u32>,
+    /// The pod's cgroup, when pod cgroups are enabled.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl PodSandbox {
@@ -243,7 +295,7 @@ impl Node {
             })
     }
 
-    fn pods(&self) -> MutexGuard<'_, BTreeMap<String, Netns>> {
+    fn pods(&self) -> MutexGuard<'_, BTreeMap<String, Sandbox>> {
         self.pods.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -269,19 +321,73 @@ impl Node {
             let _ = netns.delete();
             return Err(e);
         }
-        pods.insert(id.to_owned(), netns.clone());
-        Ok(PodSandbox {
-            id: id.to_owned(),
+        let sandbox = Sandbox {
             netns,
-        })
+            infra: None,
+            cgroup: None,
+        };
+        let handle = sandbox.handle(id);
+        pods.insert(id.to_owned(), sandbox);
+        Ok(handle)
+    }
+
+    /// Starts the sandbox's infra process, as container runtimes start the
+    /// pause container once CNI ADD is done: a long-lived `sleep infinity`
+    /// (argv[0] `pause`) in the pod netns, in its own process group, so that
+    /// every pod has a process that holds its netns from before its
+    /// containers start until after they are gone. With `cgroup`, that pod
+    /// cgroup is created and the process joins it. Returns its pid.
+    pub fn start_pod_infra(&self, id: &str, cgroup: Option<PathBuf>) -> Result<u32, NodeError> {
+        let mut pods = self.pods();
+        let sandbox = pods
+            .get_mut(id)
+            .ok_or_else(|| NodeError::Invalid(format!("no pod sandbox {id:?} on node {}", self.name)))?;
+        if let Some(child) = &sandbox.infra {
+            return Ok(child.id());
+        }
+        let mut cmd = sandbox.netns.command("sleep");
+        cmd.arg0("pause")
+            .arg("infinity")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        if let Some(dir) = &cgroup {
+            let io = |what| {
+                move |source| NodeError::Io {
+                    what,
+                    path: dir.clone(),
+                    source,
+                }
+            };
+            match std::fs::create_dir(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io("creating pod cgroup")(e)),
+                _ => {}
+            }
+            sandbox.cgroup = Some(dir.clone());
+            super::cgroup::join_on_exec(&mut cmd, dir).map_err(io("joining pod cgroup"))?;
+        }
+        let child = cmd.spawn().map_err(|source| NodeError::Io {
+            what: "starting the infra (pause) process in",
+            path: sandbox.netns.path().to_path_buf(),
+            source,
+        })?;
+        let pid = child.id();
+        sandbox.infra = Some(child);
+        Ok(pid)
+    }
+
+    /// Kills and reaps the sandbox's infra process (runtimes stop the pause
+    /// container before CNI DEL). Unknown ids and stopped sandboxes are fine.
+    pub fn stop_pod_infra(&self, id: &str) {
+        if let Some(sandbox) = self.pods().get_mut(id) {
+            sandbox.stop_infra();
+        }
     }
 
     /// The sandbox with this id, if it exists.
     pub fn pod_netns(&self, id: &str) -> Option<PodSandbox> {
-        self.pods().get(id).map(|netns| PodSandbox {
-            id: id.to_owned(),
-            netns: netns.clone(),
-        })
+        self.pods().get(id).map(|sandbox| sandbox.handle(id))
     }
 
     /// The ids of the live sandboxes.
@@ -289,20 +395,27 @@ impl Node {
         self.pods().keys().cloned().collect()
     }
 
-    /// Deletes a sandbox netns (unpins it; interfaces in it vanish once no
-    /// process uses it). Deleting an unknown id is not an error.
+    /// Deletes a sandbox: stops its infra process, kills what is left in
+    /// its cgroup and removes it, and unpins the netns (interfaces in it
+    /// vanish once no process uses it). Deleting an unknown id is not an error.
     pub fn delete_pod_netns(&self, id: &str) -> Result<(), NodeError> {
         let removed = self.pods().remove(id);
-        match removed {
-            Some(netns) => Ok(netns.delete()?),
-            None => Ok(()),
+        let errors = removed.map(Sandbox::delete).unwrap_or_default();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(NodeError::Invalid(format!(
+                "deleting pod sandbox {id:?} on node {}: {}",
+                self.name,
+                errors.join("; ")
+            )))
         }
     }
 
     /// Every pin file this node owns (its own and its sandboxes').
     pub(super) fn netns_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.netns.path().to_path_buf()];
-        files.extend(self.pods().values().map(|n| n.path().to_path_buf()));
+        files.extend(self.pods().values().map(|s| s.netns.path().to_path_buf()));
         files
     }
 
@@ -310,9 +423,9 @@ impl Node {
     /// Returns what failed.
     pub(super) fn teardown(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        let pods: Vec<(String, Netns)> = std::mem::take(&mut *self.pods()).into_iter().collect();
-        for (id, netns) in pods {
-            if let Err(e) = netns.delete() {
+        let pods: Vec<(String, Sandbox)> = std::mem::take(&mut *self.pods()).into_iter().collect();
+        for (id, sandbox) in pods {
+            for e in sandbox.delete() {
                 errors.push(format!("node {}: pod sandbox {id}: {e}", self.name));
             }
         }

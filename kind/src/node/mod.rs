@@ -7,10 +7,12 @@
 //! - [`layout`]: per-distribution CNI dirs (kind, GKE, k3s, k3d, MicroK8s,
 //!   minikube, OpenShift).
 //! - [`netns`]: namespaces pinned to files; running work inside them.
+//! - [`cgroup`]: pod cgroups (`kubepods/pod<uid>`) where cgroup v2 is writable.
 //! - [`addr`], [`names`], [`plugins`], [`cmd`]: address plan, unique names,
 //!   plugin installation, command execution.
 
 pub mod addr;
+pub mod cgroup;
 pub mod cluster;
 pub mod cmd;
 pub mod instance;
