@@ -19,7 +19,496 @@
 //!     pub fn current_path(&self) -> Option<&std::path::Path>;
 //!     /// §4.13 (+ byte-exact restore): remove our entry, kubeconfig, binary.
 //!     pub fn cleanup(&mut self) -> Result<(), InstallError>;
+//!     /// The file is Cilium's (path contains "cilium"): the watch loop's hint.
+//!     pub fn is_cilium(&self) -> bool;
 //! }
 //! /// `istio-cni-agent uninstall`: the same cleanup for a node whose agent died.
 //! pub fn uninstall(settings: &InstallSettings) -> Result<UninstallReport, InstallError>;
 //! ```
+//!
+//! Where we differ from Istio, on purpose:
+//! - the primary is edited by byte spans, never re-serialized ([`conflist`]):
+//!   its cniVersion, key order, whitespace and numbers survive; a converted
+//!   `.conf` keeps its cniVersion and name at list level;
+//! - every `istio-cni` entry is replaced, and an entry that differs from the
+//!   one we would write (another version's) is not valid (skew §7.3.1);
+//! - cleanup restores the file byte for byte when nobody changed it since we
+//!   wrote it ([`state`]), the `.conf` included;
+//! - binaries and the kubeconfig are rewritten only when they differ, and
+//!   every write is temp + fsync + rename ([`atomic`]).
+//!
+//! Pinning is Istio 1.27+'s: the first chosen file stays chosen; a
+//! higher-priority file that appears later is only logged.
+
+pub mod atomic;
+pub mod binaries;
+pub mod conflist;
+pub mod entry;
+mod error;
+pub mod kubeconfig;
+pub mod select;
+pub mod state;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub use error::{Cause, InstallError};
+
+use crate::config::InstallSettings;
+use crate::metrics::{InstallResult, Metrics};
+use entry::{Entry, PLUGIN_TYPE};
+use state::{Record, State};
+
+/// The standalone file's name when CNI_CONF_NAME is empty (sorts after the primaries).
+pub const STANDALONE_FILE: &str = "YYY-istio-cni.conf";
+
+/// The installer: one per agent, driven by the watch loop.
+pub struct Installer {
+    settings: InstallSettings,
+    plugin_log_level: String,
+    metrics: Metrics,
+    /// The primary's name once chosen (CNI_CONF_NAME, else the first valid file).
+    pinned: Option<String>,
+    /// The file holding our entry.
+    current: Option<PathBuf>,
+    /// The installed binaries, watched for replacement.
+    binaries: Vec<PathBuf>,
+}
+
+impl Installer {
+    pub fn new(settings: InstallSettings, plugin_log_level: String, metrics: Metrics) -> Installer {
+        let pinned = (!settings.cni_conf_name.is_empty()).then(|| settings.cni_conf_name.clone());
+        Installer {
+            settings,
+            plugin_log_level,
+            metrics,
+            pinned,
+            current: None,
+            binaries: Vec::new(),
+        }
+    }
+
+    /// One install pass (§4.1). SUCCESS is counted by the watch loop.
+    pub fn install_all(&mut self) -> Result<(), InstallError> {
+        let s = &self.settings;
+        match binaries::copy_all(&s.cni_bin_source_dir, &s.cni_bin_dir) {
+            Ok(installed) => self.binaries = installed,
+            Err(cause) => {
+                self.metrics.install(InstallResult::COPY_BINARIES_FAILURE);
+                return Err(InstallError::CopyBinaries(cause));
+            }
+        }
+        if let Err(cause) = kubeconfig::write(s) {
+            self.metrics.install(InstallResult::CREATE_KUBECONFIG_FAILURE);
+            return Err(InstallError::WriteKubeconfig(cause));
+        }
+        match self.check_valid() {
+            Ok(()) => {
+                tracing::info!(target: "cni-agent", "CNI config {} is valid", self.path_text());
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::info!(target: "cni-agent", "writing the CNI config: {reason}");
+                match self.create_config() {
+                    Ok(path) => {
+                        tracing::info!(target: "cni-agent", "Wrote CNI config to {}", path.display());
+                        self.current = Some(path);
+                        Ok(())
+                    }
+                    Err(e @ InstallError::NoPrimaryConfig { .. }) => Err(e),
+                    Err(e) => {
+                        self.metrics.install(InstallResult::CREATE_CNI_CONFIG_FAILURE);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// §4.9: Ok when our entry, exactly as we would write it now, is the only
+    /// istio-cni entry of the chosen file (standalone: the file is it).
+    pub fn check_valid(&mut self) -> Result<(), InstallError> {
+        let dir = &self.settings.mounted_cni_net_dir;
+        let not_valid = |path: &Path, reason: String| InstallError::NotValid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let valid = select::valid_configs(dir).map_err(|e| not_valid(dir, e))?;
+        let Some(first) = valid.first() else {
+            return Err(not_valid(dir, format!("no valid networks found in {}", dir.display())));
+        };
+        let Some(current) = self.current.clone() else {
+            return Err(not_valid(dir, "istio-cni is not installed yet".into()));
+        };
+        let first = dir.join(first);
+        if first != current {
+            if self.settings.chained_cni_plugin {
+                tracing::warn!(target: "cni-agent", "CNI config file {} preempted by {}", current.display(), first.display());
+            } else {
+                tracing::debug!(target: "cni-agent", "standalone {} is not the first config ({})", current.display(), first.display());
+            }
+        }
+        let text = match fs::read_to_string(&current) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(not_valid(&current, "CNI config file removed".into()));
+            }
+            Err(e) => return Err(not_valid(&current, e.to_string())),
+        };
+        let (value, _) = conflist::parse(&text).map_err(|e| not_valid(&current, e))?;
+        let chained = self.settings.chained_cni_plugin;
+        let desired = self
+            .entry(chained)
+            .map_err(|e| not_valid(&current, e.to_string()))?
+            .to_value();
+        if !chained {
+            return if value == desired {
+                Ok(())
+            } else if entry::is_ours(&value) {
+                Err(not_valid(
+                    &current,
+                    "istio-cni CNI config file differs from the desired one".into(),
+                ))
+            } else {
+                Err(not_valid(&current, "istio-cni CNI config file modified".into()))
+            };
+        }
+        let plugins = conflist::plugins(&value).map_err(|e| not_valid(&current, e))?;
+        if let Some(i) = plugins
+            .iter()
+            .position(|p| !p.get("type").is_some_and(serde_json::Value::is_string))
+        {
+            return Err(not_valid(&current, format!("plugin {i} has no string \"type\"")));
+        }
+        let ours: Vec<_> = plugins.iter().filter(|p| entry::is_ours(p)).collect();
+        match ours.as_slice() {
+            [] => Err(not_valid(&current, "istio-cni not found in the plugin list".into())),
+            [one] if **one == desired => Ok(()),
+            [_] => Err(not_valid(
+                &current,
+                "the istio-cni entry differs from the desired one (another version or other settings wrote it)".into(),
+            )),
+            many => Err(not_valid(&current, format!("{} istio-cni entries", many.len()))),
+        }
+    }
+
+    /// Installed binaries, the conf dir and the SA dir, where they exist.
+    pub fn watch_targets(&self) -> Vec<PathBuf> {
+        let s = &self.settings;
+        self.binaries
+            .iter()
+            .chain([&s.mounted_cni_net_dir, &s.service_account_dir])
+            .filter(|p| p.exists())
+            .cloned()
+            .collect()
+    }
+
+    pub fn current_path(&self) -> Option<&Path> {
+        self.current.as_deref()
+    }
+
+    /// The file is Cilium's (its path contains "cilium"): Cilium's
+    /// `cni.exclusive=true` rewrites it, the watch loop's hint.
+    pub fn is_cilium(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|p| p.to_string_lossy().contains("cilium"))
+    }
+
+    /// §4.13 with byte-exact restore: our entry (or standalone file), the
+    /// kubeconfig, `<bin dir>/istio-cni`. The first error stops the rest, so
+    /// the binary is never removed while an entry still points at it.
+    pub fn cleanup(&mut self) -> Result<(), InstallError> {
+        let report = clean(&self.settings, self.current.as_deref(), self.pinned.as_deref())?;
+        tracing::info!(target: "cni-agent", "cleanup: {report}");
+        self.current = None;
+        Ok(())
+    }
+
+    fn entry(&self, chained: bool) -> Result<Entry, Cause> {
+        Entry::build(&self.settings, &self.plugin_log_level, chained)
+    }
+
+    fn path_text(&self) -> String {
+        self.current
+            .as_ref()
+            .map_or_else(|| "(none)".into(), |p| p.display().to_string())
+    }
+
+    /// createCNIConfigFile: the standalone file, or our entry chained into the primary.
+    fn create_config(&mut self) -> Result<PathBuf, InstallError> {
+        let dir = self.settings.mounted_cni_net_dir.clone();
+        if !self.settings.chained_cni_plugin {
+            return self.write_standalone(&dir).map_err(InstallError::CreateCniConfig);
+        }
+        let name = match &self.pinned {
+            Some(name) => name.clone(),
+            None => {
+                let valid = select::valid_configs(&dir).map_err(|reason| InstallError::NoPrimaryConfig {
+                    dir: dir.clone(),
+                    reason,
+                })?;
+                valid.into_iter().next().ok_or_else(|| InstallError::NoPrimaryConfig {
+                    dir: dir.clone(),
+                    reason: format!("no valid networks found in {}", dir.display()),
+                })?
+            }
+        };
+        let path = select::resolve(&dir, &name).ok_or_else(|| InstallError::NoPrimaryConfig {
+            dir: dir.clone(),
+            reason: format!("{name} (or its .conf/.conflist twin) does not exist yet"),
+        })?;
+        // Istio 1.27+: the first choice sticks (§4.4 pinning).
+        self.pinned = Some(name);
+        self.chain_into(&path).map_err(|cause| match cause {
+            Cause::Io { source, .. } if source.kind() == io::ErrorKind::NotFound && !path.exists() => {
+                InstallError::NoPrimaryConfig {
+                    dir,
+                    reason: format!("CNI config file {} removed during configuration", path.display()),
+                }
+            }
+            other => InstallError::CreateCniConfig(other),
+        })
+    }
+
+    fn write_standalone(&self, dir: &Path) -> Result<PathBuf, Cause> {
+        let name = if self.settings.cni_conf_name.is_empty() {
+            STANDALONE_FILE
+        } else {
+            &self.settings.cni_conf_name
+        };
+        let path = dir.join(name);
+        let text = self.entry(false)?.standalone_text();
+        let mode = self.settings.owned_file_mode();
+        let same = fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode)
+            && fs::read(&path).is_ok_and(|b| b == text.as_bytes());
+        if !same {
+            atomic::write(&path, text.as_bytes(), mode, None).map_err(Cause::io("write", &path))?;
+        }
+        Ok(path)
+    }
+
+    /// Inserts our entry into `path` (a `.conf` becomes `<path>list`),
+    /// recording what restore needs first, so a kill between the two
+    /// writes still leaves a restorable node.
+    fn chain_into(&self, path: &Path) -> Result<PathBuf, Cause> {
+        let meta = fs::metadata(path).map_err(Cause::io("stat", path))?;
+        let text = fs::read_to_string(path).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => Cause::bad(path, "not UTF-8 text, so not JSON"),
+            _ => Cause::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+        let new = conflist::insert(&text, &self.entry(true)?).map_err(|e| Cause::bad(path, e))?;
+        let target = match path.to_str() {
+            Some(p) if p.ends_with(".conf") => PathBuf::from(format!("{p}list")),
+            _ => path.to_path_buf(),
+        };
+        let run_dir = &self.settings.cni_agent_run_dir;
+        let mut state = State::load(run_dir);
+        let record = state.get(&target).cloned();
+        let ours_now = |bytes: &[u8]| record.as_ref().is_some_and(|r| state::hash(bytes) == r.written);
+        if target != *path && target.exists() && !fs::read(&target).is_ok_and(|b| ours_now(&b)) {
+            return Err(Cause::bad(
+                &target,
+                format!(
+                    "both {} and {} exist; refusing to overwrite the .conflist with the converted .conf (remove one of them)",
+                    path.display(),
+                    target.display()
+                ),
+            ));
+        }
+        let (original_path, original) = match &record {
+            Some(r) if ours_now(text.as_bytes()) => (r.original_path.clone(), r.original.clone()),
+            // The file as it is now, minus entries an older installer left:
+            // restoring those would point the runtime at a deleted binary.
+            _ => (
+                path.to_path_buf(),
+                conflist::remove_ours(&text).map_or(text.clone(), |(t, _)| t),
+            ),
+        };
+        if new == text && target == *path && record.as_ref().is_some_and(|r| r.original == original) {
+            return Ok(target);
+        }
+        state.put(Record {
+            path: target.clone(),
+            original_path,
+            original,
+            written: state::hash(new.as_bytes()),
+        });
+        let state_path = State::path(run_dir);
+        state.save(run_dir).map_err(Cause::io("write", &state_path))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        atomic::write(&target, new.as_bytes(), mode, Some(&meta)).map_err(Cause::io("write", &target))?;
+        if target != *path {
+            atomic::remove(path).map_err(Cause::io("remove", path))?;
+        }
+        Ok(target)
+    }
+}
+
+/// What cleanup or `uninstall` did, file by file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UninstallReport {
+    /// Config files put back byte for byte as they were before our insertion.
+    pub restored: Vec<PathBuf>,
+    /// Config files changed since our insertion: only our entry was cut out.
+    pub entry_removed: Vec<PathBuf>,
+    /// Files deleted: the standalone config, the kubeconfig, the binary.
+    pub deleted: Vec<PathBuf>,
+    /// Files left alone, with why.
+    pub untouched: Vec<(PathBuf, String)>,
+}
+
+impl fmt::Display for UninstallReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lines = Vec::new();
+        lines.extend(
+            self.restored
+                .iter()
+                .map(|p| format!("restored {} byte for byte", p.display())),
+        );
+        lines.extend(
+            self.entry_removed
+                .iter()
+                .map(|p| format!("removed the istio-cni entry from {}", p.display())),
+        );
+        lines.extend(self.deleted.iter().map(|p| format!("deleted {}", p.display())));
+        lines.extend(
+            self.untouched
+                .iter()
+                .map(|(p, why)| format!("left {} alone: {why}", p.display())),
+        );
+        if lines.is_empty() {
+            return f.write_str("nothing to clean up");
+        }
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// `istio-cni-agent uninstall`: cleanup without an agent's memory, from the
+/// settings and the state file (or, when that is gone, the conf dir).
+pub fn uninstall(settings: &InstallSettings) -> Result<UninstallReport, InstallError> {
+    let pinned = (!settings.cni_conf_name.is_empty()).then_some(settings.cni_conf_name.as_str());
+    clean(settings, None, pinned)
+}
+
+fn clean(
+    settings: &InstallSettings,
+    current: Option<&Path>,
+    pinned: Option<&str>,
+) -> Result<UninstallReport, InstallError> {
+    let mut report = UninstallReport::default();
+    let dir = &settings.mounted_cni_net_dir;
+    if settings.chained_cni_plugin {
+        let run_dir = &settings.cni_agent_run_dir;
+        let mut state = State::load(run_dir);
+        for record in state.records.clone() {
+            undo(&record, &mut report).map_err(InstallError::Cleanup)?;
+            state.remove(&record.path);
+            let state_path = State::path(run_dir);
+            state
+                .save(run_dir)
+                .map_err(|e| InstallError::Cleanup(Cause::io("write", &state_path)(e)))?;
+        }
+        // No record (lost with a reboot, or written by another installer):
+        // cut our entry out of the file the runtime uses.
+        let mut candidates: Vec<PathBuf> = current.map(Path::to_path_buf).into_iter().collect();
+        let name = pinned
+            .map(str::to_string)
+            .or_else(|| select::valid_configs(dir).ok().and_then(|v| v.into_iter().next()));
+        candidates.extend(name.and_then(|n| select::resolve(dir, &n)));
+        candidates.dedup();
+        for path in candidates {
+            remove_entry(&path, &mut report).map_err(InstallError::Cleanup)?;
+        }
+    } else {
+        let name = pinned.unwrap_or(STANDALONE_FILE);
+        let path = dir.join(name);
+        let ours = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| conflist::parse(&t).ok())
+            .is_some_and(|(v, _)| entry::is_ours(&v));
+        if ours {
+            atomic::remove(&path).map_err(|e| InstallError::Cleanup(Cause::io("remove", &path)(e)))?;
+            report.deleted.push(path);
+        } else if path.exists() {
+            report
+                .untouched
+                .push((path, format!("not an {PLUGIN_TYPE} config; someone else's file")));
+        }
+    }
+    if let Some(path) = kubeconfig::remove(settings).map_err(|e| {
+        let path = settings.kubeconfig_path();
+        InstallError::Cleanup(Cause::io("remove", &path)(e))
+    })? {
+        report.deleted.push(path);
+    }
+    let binary = settings.cni_bin_dir.join(binaries::PLUGIN_BINARY);
+    if atomic::remove(&binary).map_err(|e| InstallError::Cleanup(Cause::io("remove", &binary)(e)))? {
+        report.deleted.push(binary);
+    }
+    Ok(report)
+}
+
+/// Undoes one recorded insertion: byte-exact when the file is still what we
+/// wrote, else only our entry.
+fn undo(record: &Record, report: &mut UninstallReport) -> Result<(), Cause> {
+    let path = &record.path;
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Cause::io("read", path)(e)),
+    };
+    if state::hash(&bytes) != record.written {
+        return remove_entry(path, report);
+    }
+    let meta = fs::metadata(path).map_err(Cause::io("stat", path))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let to = &record.original_path;
+    // Original first, then the converted file: a kill in between leaves both,
+    // and the `.conf` sorts first, so the runtime already sees the original.
+    atomic::write(to, record.original.as_bytes(), mode, Some(&meta)).map_err(Cause::io("write", to))?;
+    if to != path {
+        atomic::remove(path).map_err(Cause::io("remove", path))?;
+    }
+    report.restored.push(to.clone());
+    Ok(())
+}
+
+/// Cuts every istio-cni entry out of `path` by span; a file that is missing,
+/// has none or cannot be parsed is left as it is.
+fn remove_entry(path: &Path, report: &mut UninstallReport) -> Result<(), Cause> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            report.untouched.push((path.to_path_buf(), "not UTF-8 text".into()));
+            return Ok(());
+        }
+        Err(e) => return Err(Cause::io("read", path)(e)),
+    };
+    let single = matches!(conflist::parse(&text), Ok((_, conflist::Shape::Single)));
+    if single {
+        return Ok(());
+    }
+    match conflist::remove_ours(&text) {
+        Ok((_, 0)) => Ok(()),
+        Ok((without, _)) => {
+            let meta = fs::metadata(path).map_err(Cause::io("stat", path))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            atomic::write(path, without.as_bytes(), mode, Some(&meta)).map_err(Cause::io("write", path))?;
+            report.entry_removed.push(path.to_path_buf());
+            Ok(())
+        }
+        Err(reason) => {
+            report.untouched.push((path.to_path_buf(), reason));
+            Ok(())
+        }
+    }
+}
