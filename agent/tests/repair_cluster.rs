@@ -1,0 +1,465 @@
+//! The repair controller against the race it exists for, on the embedded
+//! cluster: a node whose CNI chain lacks `istio-cni` (the agent has not
+//! installed it yet, or removed it on shutdown) gets an injected pod; its
+//! `istio-validation` init container (the real validator, `istio-cni
+//! validate`) exits 126 and crash-loops. Then the controller starts — with a
+//! kube client whose token belongs to a service account bound only to the
+//! mode's ClusterRole, as the chart grants it — and:
+//!
+//! * repair: programs the pod netns found through `/proc`; validation passes
+//!   on its next try and the pod runs, its app container never restarted;
+//! * delete: deletes the pod (preconditions) with a `DeleteBrokenPod` event;
+//! * label: labels it `cni.istio.io/uninitialized=true` through pods/status
+//!   with a `LabelBrokenPod` event;
+//! * delete without the delete rule: 403, counted as a failure, pod intact.
+//!
+//! Needs root (skips with `SKIP:` otherwise; panics under
+//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use istio_cni_agent::config::RepairSettings;
+use istio_cni_agent::metrics::{Metrics, RepairResult, RepairType};
+use istio_cni_agent::repair::{self, RepairController};
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
+use istio_cni_kind::testing::privileged;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+/// One cluster at a time: clusters reuse the same pod CIDR, and on a host
+/// without writable cgroups two pods with one IP could confuse the netns
+/// search; it also keeps the shared machine's load down.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const NODE: &str = "node-0";
+const SA_NS: &str = "istio-system";
+const SA: &str = "istio-cni";
+
+/// A workspace binary, built on demand (`istio-cni`, `mesh-probe` are other
+/// packages' binaries, so cargo does not build them for this test).
+fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/repair_cluster-<hash>
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+/// proxyv2 runs the validator (`istio-iptables … --run-validation` →
+/// `istio-cni validate …`) or the proxy; the app is mesh-probe's echo server.
+fn images() -> ImageTable {
+    let istio_cni = workspace_bin("istio-cni", "istio-cni");
+    let mesh_probe = workspace_bin("mesh-probe", "istio-cni-kind");
+    let probe = mesh_probe.clone();
+    ImageTable::new()
+        .add_fn("proxyv2", move |c| {
+            let args = c.args.clone().unwrap_or_default();
+            match args.first().map(String::as_str) {
+                Some("istio-iptables") => Some(Exec {
+                    program: istio_cni.clone(),
+                    args: std::iter::once("validate".to_string()).chain(args).collect(),
+                }),
+                Some("proxy") => Some(Exec {
+                    program: probe.clone(),
+                    args: vec!["proxy".into()],
+                }),
+                _ => None,
+            }
+        })
+        .add("hello-go-gke", mesh_probe, &["echo", "--port", "80"])
+}
+
+/// A node whose chain is only the primary CNI: every pod races the install.
+fn racing_cluster() -> Cluster {
+    Cluster::create(ClusterSpec {
+        images: images(),
+        backoff: Backoff {
+            initial: Duration::from_millis(300),
+            max: Duration::from_secs(1),
+        },
+        ..ClusterSpec::default()
+    })
+    .unwrap()
+}
+
+/// The pod Istio's injector makes with CNI on (validation first, proxy
+/// last), with the validator's probe timeout cut to 1 s via its env.
+fn injected_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default",
+            "labels": {"app": name, "security.istio.io/tlsMode": "istio"},
+            "annotations": {
+                "sidecar.istio.io/interceptionMode": "REDIRECT",
+                "sidecar.istio.io/status": "{\"initContainers\":[\"istio-validation\"],\"containers\":[\"istio-proxy\"],\"volumes\":[],\"imagePullSecrets\":null,\"revision\":\"default\"}",
+                "traffic.sidecar.istio.io/excludeInboundPorts": "15020",
+                "traffic.sidecar.istio.io/includeInboundPorts": "*",
+                "traffic.sidecar.istio.io/includeOutboundIPRanges": "*"}},
+        "spec": {
+            "initContainers": [{
+                "name": "istio-validation", "image": "docker.io/istio/proxyv2:1.26.0",
+                "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+                         "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020",
+                         "--log_output_level=default:info", "--run-validation", "--skip-rule-apply"],
+                "env": [{"name": "PROBE_TIMEOUT", "value": "1s"}],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                    "privileged": false, "readOnlyRootFilesystem": true, "runAsGroup": 1337,
+                    "runAsNonRoot": true, "runAsUser": 1337}}],
+            "containers": [
+                {"name": "hello", "image": "fake.docker.io/google-samples/hello-go-gke:1.0",
+                 "ports": [{"containerPort": 80, "name": "http"}]},
+                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.26.0",
+                 "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+                 "securityContext": {"runAsGroup": 1337, "runAsNonRoot": true, "runAsUser": 1337}}]}
+    }))
+    .unwrap()
+}
+
+fn validation(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "istio-validation")
+}
+
+/// Creates the pod and waits until it is broken as the controller sees it:
+/// validation failed with 126 and was restarted at least once.
+fn create_broken_pod(cluster: &Cluster, name: &str) -> Pod {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    cluster
+        .block_on(api.create(&PostParams::default(), &injected_pod(name)))
+        .unwrap();
+    let pod = cluster
+        .wait_for_pod("default", name, Duration::from_secs(40), |p| {
+            validation(p)
+                .and_then(|v| v.last_state.as_ref()?.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 126)
+        })
+        .unwrap();
+    let log = cluster
+        .pod_logs("default", name, "istio-validation")
+        .unwrap_or_default();
+    assert!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"),
+        "the race: no rules, so the pod cannot start; validator log:\n{log}"
+    );
+    pod
+}
+
+/// The chart's `istio-cni-repair-role` for a mode (§2.10), bound to the
+/// agent's service account; returns a client with that account's token.
+fn client_for(cluster: &Cluster, rt: &tokio::runtime::Runtime, extra_rules: serde_json::Value) -> kube::Client {
+    let mut rules = vec![
+        json!({"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}),
+        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["watch", "get", "list"]}),
+    ];
+    rules.extend(extra_rules.as_array().cloned().unwrap_or_default());
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "istio-cni-repair-role"}, "rules": rules}))
+    .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "istio-cni-repair-rolebinding"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-cni-repair-role"},
+        "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": SA_NS}]}))
+    .unwrap();
+    cluster
+        .block_on(Api::<ClusterRole>::all(cluster.client()).create(&PostParams::default(), &role))
+        .unwrap();
+    cluster
+        .block_on(Api::<ClusterRoleBinding>::all(cluster.client()).create(&PostParams::default(), &binding))
+        .unwrap();
+    let token = cluster.api().mint_token(SA_NS, SA);
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.api().kubeconfig(&token)).unwrap();
+    rt.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    })
+}
+
+/// Istio's settings for `mode` on this node, reading this host's `/proc`.
+fn settings(mode_flag: &str) -> RepairSettings {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        repair: RepairSettings,
+    }
+    Cli::try_parse_from([
+        "agent",
+        mode_flag,
+        "true",
+        "--repair-node-name",
+        NODE,
+        "--repair-host-proc",
+        "/proc",
+    ])
+    .unwrap()
+    .repair
+}
+
+struct Running {
+    rt: tokio::runtime::Runtime,
+    controller: Option<RepairController>,
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Running {
+    fn start(rt: tokio::runtime::Runtime, client: kube::Client, mode_flag: &str) -> Running {
+        let metrics = Metrics::new();
+        let started = Instant::now();
+        let controller = rt
+            .block_on(repair::start(client, settings(mode_flag), false, metrics.clone()))
+            .unwrap();
+        Running {
+            rt,
+            controller: Some(controller),
+            metrics,
+            started,
+        }
+    }
+
+    fn wait_for_metric(&self, kind: RepairType, result: RepairResult, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.metrics.repaired_count(kind, result);
+            if n > 0 || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(mut self) {
+        if let Some(c) = self.controller.take() {
+            self.rt.block_on(c.shutdown());
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The Warning events of our component about `pod`.
+fn repair_events(cluster: &Cluster, pod: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(cluster.client(), "default");
+    let list = cluster.block_on(api.list(&ListParams::default())).unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+        .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("cni-repair"))
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn repair_mode_programs_the_racing_pod_in_place() {
+    if !privileged("repair_mode_programs_the_racing_pod_in_place") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = racing_cluster();
+    let broken = create_broken_pod(&cluster, "hello");
+    let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
+    assert!(!save.contains("ISTIO"), "no rules before the repair:\n{save}");
+
+    let rt = runtime();
+    // Repair mode needs no rule beyond the common ones.
+    let client = client_for(&cluster, &rt, json!([]));
+    let running = Running::start(rt, client, "--repair-repair-pods");
+    let pod = cluster
+        .wait_for_pod("default", "hello", Duration::from_secs(30), |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nvalidator log: {:?}",
+                cluster.pod_logs("default", "hello", "istio-validation")
+            )
+        });
+    let time_to_running = running.started.elapsed();
+    eprintln!("repair: pod Running {time_to_running:?} after the controller started");
+
+    assert_eq!(pod.metadata.uid, broken.metadata.uid, "the same pod, repaired in place");
+    let v = validation(&pod).unwrap();
+    let done = v.state.as_ref().and_then(|s| s.terminated.as_ref()).unwrap();
+    assert_eq!(done.exit_code, 0, "validation passed on its next try");
+    assert!(v.restart_count >= 1);
+    let log = cluster
+        .pod_logs("default", "hello", "istio-validation")
+        .unwrap_or_default();
+    assert!(log.contains("Validation passed"), "{log}");
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap();
+    let app = statuses.iter().find(|c| c.name == "hello").unwrap();
+    assert_eq!(app.restart_count, 0, "the app container never restarted");
+    let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
+    assert!(save.contains("-A ISTIO_OUTPUT"), "rules in the pod netns:\n{save}");
+    assert!(
+        running
+            .metrics
+            .repaired_count(RepairType::repair, RepairResult::success)
+            >= 1
+    );
+    assert_eq!(
+        running.metrics.repaired_count(RepairType::repair, RepairResult::fail),
+        0
+    );
+    assert!(
+        repair_events(&cluster, "hello").is_empty(),
+        "repair mode writes nothing"
+    );
+    running.stop();
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn delete_mode_deletes_the_racing_pod_with_an_event() {
+    if !privileged("delete_mode_deletes_the_racing_pod_with_an_event") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = racing_cluster();
+    create_broken_pod(&cluster, "hello");
+    let rt = runtime();
+    let client = client_for(
+        &cluster,
+        &rt,
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]),
+    );
+    let running = Running::start(rt, client, "--repair-delete-pods");
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    wait_until("the pod's deletion", Duration::from_secs(20), || {
+        cluster.block_on(api.get_opt("hello")).unwrap().is_none()
+    });
+    eprintln!(
+        "delete: pod gone {:?} after the controller started",
+        running.started.elapsed()
+    );
+    assert!(
+        running
+            .metrics
+            .repaired_count(RepairType::delete, RepairResult::success)
+            >= 1
+    );
+    wait_until("the DeleteBrokenPod event", Duration::from_secs(10), || {
+        repair_events(&cluster, "hello").contains(&("DeleteBrokenPod".into(), "pod detected as broken, deleted".into()))
+    });
+    running.stop();
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn label_mode_labels_the_racing_pod_through_pods_status() {
+    if !privileged("label_mode_labels_the_racing_pod_through_pods_status") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = racing_cluster();
+    create_broken_pod(&cluster, "hello");
+    let rt = runtime();
+    let client = client_for(
+        &cluster,
+        &rt,
+        json!([{"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]}]),
+    );
+    let running = Running::start(rt, client, "--repair-label-pods");
+    assert!(
+        running.wait_for_metric(RepairType::label, RepairResult::success, Duration::from_secs(20)) >= 1,
+        "label fail count: {}",
+        running.metrics.repaired_count(RepairType::label, RepairResult::fail)
+    );
+    let pod = cluster
+        .wait_for_pod("default", "hello", Duration::from_secs(10), |p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("cni.istio.io/uninitialized"))
+                .is_some_and(|v| v == "true")
+        })
+        .unwrap();
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap().get("app").map(String::as_str),
+        Some("hello"),
+        "a merge patch keeps the other labels"
+    );
+    wait_until("the LabelBrokenPod event", Duration::from_secs(10), || {
+        repair_events(&cluster, "hello").contains(&("LabelBrokenPod".into(), "pod detected as broken, labeled".into()))
+    });
+    // Labeled pods are skipped from then on (the pod keeps crash-looping).
+    assert!(
+        running.wait_for_metric(RepairType::label, RepairResult::skip, Duration::from_secs(20)) >= 1,
+        "the next status update finds the label and skips"
+    );
+    assert_eq!(
+        running.metrics.repaired_count(RepairType::label, RepairResult::success),
+        1
+    );
+    running.stop();
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn delete_mode_without_its_rbac_rule_reports_forbidden() {
+    if !privileged("delete_mode_without_its_rbac_rule_reports_forbidden") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = racing_cluster();
+    let broken = create_broken_pod(&cluster, "hello");
+    let rt = runtime();
+    // Only the common rules: the chart's role for another mode.
+    let client = client_for(&cluster, &rt, json!([]));
+    let running = Running::start(rt, client, "--repair-delete-pods");
+    assert!(running.wait_for_metric(RepairType::delete, RepairResult::fail, Duration::from_secs(20)) >= 1);
+    wait_until("the failed-delete event", Duration::from_secs(10), || {
+        repair_events(&cluster, "hello").iter().any(|(reason, message)| {
+            reason == "DeleteBrokenPod"
+                && message.starts_with("pod detected as broken, but failed to delete")
+                && message.contains("forbidden")
+        })
+    });
+    assert_eq!(
+        running
+            .metrics
+            .repaired_count(RepairType::delete, RepairResult::success),
+        0
+    );
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let still = cluster.block_on(api.get("hello")).unwrap();
+    assert_eq!(still.metadata.uid, broken.metadata.uid, "the pod is intact");
+    running.stop();
+    cluster.delete().unwrap();
+}
