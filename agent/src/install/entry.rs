@@ -165,14 +165,13 @@ mod tests {
 
     #[test]
     fn standalone_is_struct_order_and_parses_in_the_plugin() {
-        let s = settings(&[
+        let mut s = settings(&[
             "--exclude-namespaces",
             " kube-system, ,istio-system",
             "--pod-namespace",
             "istio-system",
-            "--ambient-enablement-selector",
-            CHART_SELECTORS,
         ]);
+        s.ambient_enablement_selector = CHART_SELECTORS.into();
         let e = Entry::build(&s, "debug", false).unwrap();
         let text = e.standalone_text();
         let keys: Vec<&str> = text

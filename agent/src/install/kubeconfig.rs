@@ -113,6 +113,8 @@ pub fn write(settings: &InstallSettings) -> Result<bool, Cause> {
     let text = render(settings)?;
     let path = settings.kubeconfig_path();
     let mode = settings.kubeconfig_mode;
+    // A writer killed mid-write leaves a temp file even when the content is unchanged.
+    atomic::remove_leftovers(&settings.cni_agent_run_dir, kubeconfig_name());
     let current = fs::metadata(&path)
         .ok()
         .filter(|m| m.permissions().mode() & 0o7777 == mode);
@@ -128,6 +130,10 @@ pub fn write(settings: &InstallSettings) -> Result<bool, Cause> {
     atomic::write(&path, text.as_bytes(), mode, None).map_err(Cause::io("write", &path))?;
     tracing::info!(target: "cni-agent", "wrote kubeconfig {}: {}", path.display(), redact(&text));
     Ok(true)
+}
+
+fn kubeconfig_name() -> &'static str {
+    istio_cni::cni::config::KUBECONFIG_FILE
 }
 
 /// Deletes the kubeconfig; missing is fine.

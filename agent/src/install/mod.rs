@@ -108,6 +108,10 @@ impl Installer {
         match self.check_valid() {
             Ok(()) => {
                 tracing::info!(target: "cni-agent", "CNI config {} is valid", self.path_text());
+                // Temp files of a pass killed before its rename; the file itself is fine.
+                if let Some(current) = &self.current {
+                    remove_leftovers(current);
+                }
                 Ok(())
             }
             Err(reason) => {
@@ -409,6 +413,8 @@ fn clean(
         let run_dir = &settings.cni_agent_run_dir;
         let mut state = State::load(run_dir);
         for record in state.records.clone() {
+            remove_leftovers(&record.path);
+            remove_leftovers(&record.original_path);
             undo(&record, &mut report).map_err(InstallError::Cleanup)?;
             state.remove(&record.path);
             let state_path = State::path(run_dir);
@@ -454,6 +460,13 @@ fn clean(
         report.deleted.push(binary);
     }
     Ok(report)
+}
+
+/// Deletes `<path>.tmp.*` left by a killed writer.
+fn remove_leftovers(path: &Path) {
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        atomic::remove_leftovers(dir, name);
+    }
 }
 
 /// Undoes one recorded insertion: byte-exact when the file is still what we

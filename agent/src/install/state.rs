@@ -71,6 +71,7 @@ impl State {
     pub fn save(&mut self, run_dir: &Path) -> io::Result<()> {
         let path = Self::path(run_dir);
         if self.records.is_empty() {
+            atomic::remove_leftovers(run_dir, STATE_FILE);
             return atomic::remove(&path).map(|_| ());
         }
         self.version = VERSION;
