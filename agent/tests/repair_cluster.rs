@@ -223,10 +223,24 @@ struct Running {
 
 impl Running {
     fn start(rt: tokio::runtime::Runtime, client: kube::Client, mode_flag: &str) -> Running {
+        Self::start_with(rt, client, mode_flag, false)
+    }
+
+    fn start_with(
+        rt: tokio::runtime::Runtime,
+        client: kube::Client,
+        mode_flag: &str,
+        native_nftables: bool,
+    ) -> Running {
         let metrics = Metrics::new();
         let started = Instant::now();
         let controller = rt
-            .block_on(repair::start(client, settings(mode_flag), false, metrics.clone()))
+            .block_on(repair::start(
+                client,
+                settings(mode_flag),
+                native_nftables,
+                metrics.clone(),
+            ))
             .unwrap();
         Running {
             rt,
@@ -286,11 +300,8 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn repair_mode_programs_the_racing_pod_in_place() {
-    if !privileged("repair_mode_programs_the_racing_pod_in_place") {
-        return;
-    }
+/// Repair mode end to end; rules are checked with `check_rules` in the pod netns.
+fn repair_in_place(native_nftables: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = racing_cluster();
     let broken = create_broken_pod(&cluster, "hello");
@@ -300,7 +311,7 @@ fn repair_mode_programs_the_racing_pod_in_place() {
     let rt = runtime();
     // Repair mode needs no rule beyond the common ones.
     let client = client_for(&cluster, &rt, json!([]));
-    let running = Running::start(rt, client, "--repair-repair-pods");
+    let running = Running::start_with(rt, client, "--repair-repair-pods", native_nftables);
     let pod = cluster
         .wait_for_pod("default", "hello", Duration::from_secs(30), |p| {
             p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -312,7 +323,9 @@ fn repair_mode_programs_the_racing_pod_in_place() {
             )
         });
     let time_to_running = running.started.elapsed();
-    eprintln!("repair: pod Running {time_to_running:?} after the controller started");
+    eprintln!(
+        "repair (native_nftables={native_nftables}): pod Running {time_to_running:?} after the controller started"
+    );
 
     assert_eq!(pod.metadata.uid, broken.metadata.uid, "the same pod, repaired in place");
     let v = validation(&pod).unwrap();
@@ -326,8 +339,21 @@ fn repair_mode_programs_the_racing_pod_in_place() {
     let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap();
     let app = statuses.iter().find(|c| c.name == "hello").unwrap();
     assert_eq!(app.restart_count, 0, "the app container never restarted");
-    let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
-    assert!(save.contains("-A ISTIO_OUTPUT"), "rules in the pod netns:\n{save}");
+    if native_nftables {
+        let ruleset = cluster.in_pod("default", "hello", &["nft", "list", "ruleset"]).unwrap();
+        assert!(
+            ruleset.contains("table inet istio-proxy-nat") && ruleset.contains("15001"),
+            "nft rules in the pod netns:\n{ruleset}"
+        );
+        let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
+        assert!(
+            !save.contains("-A ISTIO_OUTPUT"),
+            "no iptables rules with NATIVE_NFTABLES:\n{save}"
+        );
+    } else {
+        let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
+        assert!(save.contains("-A ISTIO_OUTPUT"), "rules in the pod netns:\n{save}");
+    }
     assert!(
         running
             .metrics
@@ -344,6 +370,20 @@ fn repair_mode_programs_the_racing_pod_in_place() {
     );
     running.stop();
     cluster.delete().unwrap();
+}
+
+#[test]
+fn repair_mode_programs_the_racing_pod_in_place() {
+    if privileged("repair_mode_programs_the_racing_pod_in_place") {
+        repair_in_place(false);
+    }
+}
+
+#[test]
+fn repair_mode_with_native_nftables_programs_nft_rules() {
+    if privileged("repair_mode_with_native_nftables_programs_nft_rules") {
+        repair_in_place(true);
+    }
 }
 
 #[test]
