@@ -117,7 +117,9 @@ impl K8sOverlay {
         let template = &mut spec.template;
         if !self.labels.is_empty() {
             let meta = template.metadata.get_or_insert_with(Default::default);
-            meta.labels.get_or_insert_with(BTreeMap::new).extend(self.labels.clone());
+            meta.labels
+                .get_or_insert_with(BTreeMap::new)
+                .extend(self.labels.clone());
         }
         if let Some(a) = &self.pod_annotations {
             let meta = template.metadata.get_or_insert_with(Default::default);
@@ -212,9 +214,21 @@ pub fn translate(doc: &Value) -> Result<Operator, String> {
     put(&mut layer, &["global", "tag"], str_at(&spec, &["tag"]));
     put(&mut layer, &["profile"], str_at(&spec, &["profile"]));
     put(&mut layer, &["revision"], str_at(&spec, &["revision"]));
-    put(&mut layer, &["compatibilityVersion"], str_at(&spec, &["compatibilityVersion"]));
-    put(&mut layer, &["cni", "hub"], str_at(&spec, &["components", "cni", "hub"]));
-    put(&mut layer, &["cni", "tag"], str_at(&spec, &["components", "cni", "tag"]));
+    put(
+        &mut layer,
+        &["compatibilityVersion"],
+        str_at(&spec, &["compatibilityVersion"]),
+    );
+    put(
+        &mut layer,
+        &["cni", "hub"],
+        str_at(&spec, &["components", "cni", "hub"]),
+    );
+    put(
+        &mut layer,
+        &["cni", "tag"],
+        str_at(&spec, &["components", "cni", "tag"]),
+    );
     // The owning-resource label names the IstioOperator, as istioctl does.
     if str_at(&layer, &["ownerName"]).is_empty() {
         put(&mut layer, &["ownerName"], str_at(doc, &["metadata", "name"]));
@@ -233,10 +247,13 @@ pub fn translate(doc: &Value) -> Result<Operator, String> {
             .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
             .collect();
     }
-    let namespace = [str_at(&spec, &["components", "cni", "namespace"]), str_at(&spec, &["namespace"])]
-        .into_iter()
-        .find(|s| !s.is_empty())
-        .map(String::from);
+    let namespace = [
+        str_at(&spec, &["components", "cni", "namespace"]),
+        str_at(&spec, &["namespace"]),
+    ]
+    .into_iter()
+    .find(|s| !s.is_empty())
+    .map(String::from);
     let enabled = cni.and_then(|c| c.get("enabled")).and_then(Value::as_bool);
     Ok(Operator {
         values: layer,

@@ -300,7 +300,10 @@ impl Manifest {
     pub fn agent_env(&self, node: &str, pod: &str) -> BTreeMap<String, String> {
         let mut env = objects::config_data(self);
         let ds = self.objects().daemon_set;
-        let containers = ds.and_then(|d| d.spec).and_then(|s| s.template.spec).map(|p| p.containers);
+        let containers = ds
+            .and_then(|d| d.spec)
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers);
         let container_env = containers
             .into_iter()
             .flatten()

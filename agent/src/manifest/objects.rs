@@ -124,7 +124,8 @@ pub fn render(m: &Manifest) -> Objects {
     }
     if cluster {
         o.cluster_roles.push(cluster_role(m));
-        o.cluster_role_bindings.push(binding(m, CLUSTER_ROLE, CLUSTER_ROLE, CLUSTER_ROLE));
+        o.cluster_role_bindings
+            .push(binding(m, CLUSTER_ROLE, CLUSTER_ROLE, CLUSTER_ROLE));
         if m.values.repair.enabled {
             o.cluster_roles.push(repair_role(m));
             let mut b = binding(m, REPAIR_BINDING, REPAIR_ROLE, "istio-cni-repair");
@@ -149,7 +150,11 @@ fn strings(v: &[&str]) -> Vec<String> {
 fn labels(m: &Manifest, app: &str) -> BTreeMap<String, String> {
     let v = &m.values;
     let rev = if v.revision.is_empty() { "default" } else { &v.revision };
-    let owner = if v.owner_name.is_empty() { "unknown" } else { &v.owner_name };
+    let owner = if v.owner_name.is_empty() {
+        "unknown"
+    } else {
+        &v.owner_name
+    };
     BTreeMap::from([
         (s("app"), s(app)),
         (s("istio.io/rev"), s(rev)),
@@ -200,7 +205,10 @@ pub fn config_data(m: &Manifest) -> BTreeMap<String, String> {
         (s("REPAIR_LABEL_PODS"), b(v.repair.label_pods)),
         (s("REPAIR_INIT_CONTAINER_NAME"), v.repair.init_container_name.clone()),
         (s("REPAIR_BROKEN_POD_LABEL_KEY"), v.repair.broken_pod_label_key.clone()),
-        (s("REPAIR_BROKEN_POD_LABEL_VALUE"), v.repair.broken_pod_label_value.clone()),
+        (
+            s("REPAIR_BROKEN_POD_LABEL_VALUE"),
+            v.repair.broken_pod_label_value.clone(),
+        ),
     ]);
     if !v.cni_conf_file_name.is_empty() {
         data.insert(s("CNI_CONF_NAME"), v.cni_conf_file_name.clone());
@@ -237,7 +245,13 @@ pub fn host_mounts(m: &Manifest) -> Vec<HostMount> {
     };
     let mut mounts = vec![
         mount("cni-bin-dir", host_bin_dir(m), MOUNTED_BIN_DIR, false, ""),
-        mount("cni-net-dir", m.values.cni_conf_dir.clone(), MOUNTED_CONF_DIR, false, ""),
+        mount(
+            "cni-net-dir",
+            m.values.cni_conf_dir.clone(),
+            MOUNTED_CONF_DIR,
+            false,
+            "",
+        ),
         mount("cni-socket-dir", s(RUN_DIR), RUN_DIR, false, ""),
     ];
     if m.values.repair_mode() == Some(RepairMode::Repair) {
@@ -328,13 +342,17 @@ fn resources(m: &Manifest) -> Option<ResourceRequirements> {
 
 fn security_context(m: &Manifest) -> SecurityContext {
     let v = &m.values;
-    let se_linux = v.se_linux_options.clone().filter(|o| *o != Default::default()).map(|mut o| {
-        // The chart's default for any SELinux setting: a super-privileged container.
-        if o.type_.as_deref().unwrap_or("").is_empty() {
-            o.type_ = Some(s("spc_t"));
-        }
-        o
-    });
+    let se_linux = v
+        .se_linux_options
+        .clone()
+        .filter(|o| *o != Default::default())
+        .map(|mut o| {
+            // The chart's default for any SELinux setting: a super-privileged container.
+            if o.type_.as_deref().unwrap_or("").is_empty() {
+                o.type_ = Some(s("spc_t"));
+            }
+            o
+        });
     SecurityContext {
         privileged: Some(false),
         run_as_user: Some(0),

@@ -111,7 +111,10 @@ impl FromStr for Platform {
 pub(crate) fn profile_values(name: &str) -> Result<(Value, Option<Platform>), String> {
     match name {
         "" | "default" | "minimal" | "empty" | "remote" | "preview" | "stable" => Ok((json!({}), None)),
-        "demo" => Ok((json!({"resources": {"requests": {"cpu": "10m", "memory": "40Mi"}}}), None)),
+        "demo" => Ok((
+            json!({"resources": {"requests": {"cpu": "10m", "memory": "40Mi"}}}),
+            None,
+        )),
         "openshift" => Ok((json!({}), Some(Platform::Openshift))),
         "ambient" | "openshift-ambient" => Err(format!(
             "profile {name:?} enables ambient mode, which istio-cni-agent does not implement (sidecar mode only)"
@@ -129,6 +132,9 @@ pub(crate) fn check_compatibility_version(v: &str) -> Result<(), String> {
     if v.is_empty() || KNOWN.contains(&v) {
         Ok(())
     } else {
-        Err(format!("unknown compatibilityVersion {v:?} (one of {})", KNOWN.join(", ")))
+        Err(format!(
+            "unknown compatibilityVersion {v:?} (one of {})",
+            KNOWN.join(", ")
+        ))
     }
 }

@@ -45,14 +45,19 @@ pub(crate) enum Kind {
 pub(crate) struct Field(pub &'static str, pub Kind);
 
 fn typed<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
-    serde_json::from_value::<T>(v.clone()).map(drop).map_err(|e| e.to_string())
+    serde_json::from_value::<T>(v.clone())
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 const LOGGING: &[Field] = &[Field("level", Kind::Str)];
 
 const AMBIENT: &[Field] = &[
     Field("enabled", Kind::Bool),
-    Field("enablementSelectors", Kind::Typed("a list of selectors", typed::<Vec<Value>>)),
+    Field(
+        "enablementSelectors",
+        Kind::Typed("a list of selectors", typed::<Vec<Value>>),
+    ),
     Field("configDir", Kind::Str),
     Field("dnsCapture", Kind::Bool),
     Field("ipv6", Kind::Bool),
@@ -98,12 +103,21 @@ pub(crate) const CNI: &[Field] = &[
     Field("provider", Kind::Str),
     Field("ambient", Kind::Obj(AMBIENT)),
     Field("repair", Kind::Obj(REPAIR)),
-    Field("seccompProfile", Kind::Typed("a seccomp profile", typed::<SeccompProfile>)),
-    Field("seLinuxOptions", Kind::Typed("SELinux options", typed::<SELinuxOptions>)),
+    Field(
+        "seccompProfile",
+        Kind::Typed("a seccomp profile", typed::<SeccompProfile>),
+    ),
+    Field(
+        "seLinuxOptions",
+        Kind::Typed("SELinux options", typed::<SELinuxOptions>),
+    ),
     Field("useAppArmorAnnotation", Kind::Bool),
     Field("resources", Kind::Resources),
     Field("resourceQuotas", Kind::Obj(RESOURCE_QUOTAS)),
-    Field("tolerations", Kind::Typed("a list of tolerations", typed::<Vec<Toleration>>)),
+    Field(
+        "tolerations",
+        Kind::Typed("a list of tolerations", typed::<Vec<Toleration>>),
+    ),
     Field(
         "updateStrategy",
         Kind::Typed("a DaemonSet update strategy", typed::<DaemonSetUpdateStrategy>),
@@ -190,7 +204,10 @@ const VALUES_ROOT: &[Field] = &[
     Field("profile", Kind::Str),
     Field("platform", Kind::Str),
     Field("compatibilityVersion", Kind::Str),
-    Field("defaults", Kind::Removed("the chart refuses `defaults.*`; set the keys directly")),
+    Field(
+        "defaults",
+        Kind::Removed("the chart refuses `defaults.*`; set the keys directly"),
+    ),
     Field(
         "_internal_defaults_do_not_set",
         Kind::Removed("the chart's own defaults; set the keys directly"),
@@ -217,7 +234,10 @@ pub(crate) const K8S: &[Field] = &[
         "strategy",
         Kind::Typed("a DaemonSet update strategy", typed::<DaemonSetUpdateStrategy>),
     ),
-    Field("tolerations", Kind::Typed("a list of tolerations", typed::<Vec<Toleration>>)),
+    Field(
+        "tolerations",
+        Kind::Typed("a list of tolerations", typed::<Vec<Toleration>>),
+    ),
     Field(
         "securityContext",
         Kind::Typed("a pod security context", typed::<PodSecurityContext>),
@@ -228,7 +248,10 @@ pub(crate) const K8S: &[Field] = &[
         Kind::Typed("a list of volume mounts", typed::<Vec<VolumeMount>>),
     ),
     Field("hpaSpec", Kind::Unsupported("does not apply to a DaemonSet")),
-    Field("podDisruptionBudget", Kind::Unsupported("does not apply to a DaemonSet")),
+    Field(
+        "podDisruptionBudget",
+        Kind::Unsupported("does not apply to a DaemonSet"),
+    ),
     Field("replicaCount", Kind::Unsupported("does not apply to a DaemonSet")),
     Field("service", Kind::Unsupported("the CNI agent has no Service")),
     Field("serviceAnnotations", Kind::Unsupported("the CNI agent has no Service")),
@@ -417,7 +440,11 @@ fn unknown(full: &str, key: &str, fields: &[&[Field]]) -> String {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn display(path: &str) -> &str {

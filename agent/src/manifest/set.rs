@@ -132,7 +132,7 @@ fn parse_path(key: &str) -> Result<Vec<Step>, String> {
 
 fn parse_value(raw: &str) -> Value {
     match raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
-        Some(inner) if inner.is_empty() => Value::Array(Vec::new()),
+        Some("") => Value::Array(Vec::new()),
         Some(inner) => Value::Array(
             split_unescaped(inner, ',', false)
                 .iter()
@@ -211,10 +211,17 @@ mod tests {
     #[test]
     fn nested_paths_and_types() {
         assert_eq!(
-            set(&["cni.repair.deletePods=true,cni.repair.repairPods=false", "tag=1.24.0", "resourceQuotas.pods=0"]),
+            set(&[
+                "cni.repair.deletePods=true,cni.repair.repairPods=false",
+                "tag=1.24.0",
+                "resourceQuotas.pods=0"
+            ]),
             json!({"cni": {"repair": {"deletePods": true, "repairPods": false}}, "tag": "1.24.0", "resourceQuotas": {"pods": 0}})
         );
-        assert_eq!(set(&["a=007", "b=12", "c=null", "d="]), json!({"a": "007", "b": 12, "c": null, "d": ""}));
+        assert_eq!(
+            set(&["a=007", "b=12", "c=null", "d="]),
+            json!({"a": "007", "b": 12, "c": null, "d": ""})
+        );
     }
 
     #[test]

@@ -307,18 +307,19 @@ mod tests {
 
     #[test]
     fn descope_lets_cni_win_within_a_document() {
-        let mut v = json!({"tag": "a", "cni": {"tag": "b", "repair": {"enabled": false}}, "repair": {"deletePods": true}});
+        let mut v =
+            json!({"tag": "a", "cni": {"tag": "b", "repair": {"enabled": false}}, "repair": {"deletePods": true}});
         descope(&mut v);
-        assert_eq!(
-            v,
-            json!({"tag": "b", "repair": {"enabled": false, "deletePods": true}})
-        );
+        assert_eq!(v, json!({"tag": "b", "repair": {"enabled": false, "deletePods": true}}));
     }
 
     #[test]
     fn null_removes_the_default() {
         let mut v = chart_defaults();
-        merge(&mut v, &json!({"excludeNamespaces": null, "repair": {"repairPods": null}}));
+        merge(
+            &mut v,
+            &json!({"excludeNamespaces": null, "repair": {"repairPods": null}}),
+        );
         strip_nulls(&mut v);
         let values: Values = serde_json::from_value(v).unwrap_or_default();
         assert!(values.exclude_namespaces.is_empty());
