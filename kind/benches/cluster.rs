@@ -105,7 +105,7 @@ fn hundred_pods() -> Duration {
 /// The bare per-pod work for `n` pods on one node, without the control plane.
 fn bare(n: usize) -> Duration {
     let cluster = Cluster::create(spec(1)).expect("cluster");
-    let node = &cluster.nodes()[0];
+    let node = &cluster.local().expect("the local backend").nodes()[0];
     let network = node.select_network().expect("network").network;
     let start = Instant::now();
     let mut children = Vec::new();

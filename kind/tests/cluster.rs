@@ -80,7 +80,7 @@ fn pods_on_two_nodes_reach_each_other() {
             .unwrap();
         let echo_ip = echo.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
         let echo_node = echo.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
-        let node = cluster.node(&echo_node).unwrap();
+        let node = cluster.local().unwrap().node(&echo_node).unwrap();
         assert!(
             node.pod_cidr().contains(echo_ip.parse().unwrap()),
             "{echo_ip} in {}",
@@ -158,7 +158,7 @@ fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
         return;
     }
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
-    let node = &cluster.nodes()[0];
+    let node = &cluster.local().unwrap().nodes()[0];
     // A chained plugin that fails twice, then passes prevResult through
     // (the runner writes compact JSON with sorted keys: `type` comes last).
     let state = node.root().join("flaky.count");
@@ -299,7 +299,7 @@ fn a_pause_process_holds_each_pod_netns() {
     cluster
         .wait_for_pod("default", "echo", Duration::from_secs(20), running)
         .unwrap();
-    let netns = cluster.pod_netns("default", "echo").unwrap();
+    let netns = cluster.local().unwrap().pod_netns("default", "echo").unwrap();
     let procs = processes_in_netns(&netns);
     let oldest = procs.iter().min_by_key(|p| p.start).unwrap().clone();
     assert_eq!(oldest.argv, ["pause", "infinity"], "{procs:?}");
@@ -313,7 +313,7 @@ fn a_pause_process_holds_each_pod_netns() {
     for c in &containers {
         assert!(c.start > oldest.start, "the pause is strictly the oldest: {procs:?}");
     }
-    match cluster.cgroup_dir() {
+    match cluster.local().unwrap().cgroup_dir() {
         Some(dir) => {
             let pod_cgroup = format!("/kubepods/pod{uid}");
             for p in &procs {
@@ -338,7 +338,7 @@ fn a_pause_process_holds_each_pod_netns() {
         "left after delete: {:?}",
         procs.iter().filter(|p| alive(p)).collect::<Vec<_>>()
     );
-    if let Some(dir) = cluster.cgroup_dir() {
+    if let Some(dir) = cluster.local().unwrap().cgroup_dir() {
         let pod_cgroup = dir.join("kubepods").join(format!("pod{uid}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while pod_cgroup.exists() && std::time::Instant::now() < deadline {
@@ -364,12 +364,12 @@ fn delete_leaves_nothing_behind() {
         .wait_for_pod("default", "echo", Duration::from_secs(20), running)
         .unwrap();
     let root = cluster.kubeconfig_path().parent().unwrap().to_path_buf();
-    let pod_procs = processes_in_netns(&cluster.pod_netns("default", "echo").unwrap());
+    let pod_procs = processes_in_netns(&cluster.local().unwrap().pod_netns("default", "echo").unwrap());
     assert!(
         pod_procs.iter().any(|p| p.argv.first().is_some_and(|a| a == "pause")),
         "{pod_procs:?}"
     );
-    let cgroup = cluster.cgroup_dir().map(|d| d.to_path_buf());
+    let cgroup = cluster.local().unwrap().cgroup_dir().map(|d| d.to_path_buf());
     cluster.delete().unwrap();
     assert!(!root.exists(), "{} left behind", root.display());
     let left: Vec<&Proc> = pod_procs.iter().filter(|p| alive(p)).collect();
@@ -435,4 +435,78 @@ fn the_local_backend_runs_unprivileged() {
         out.status.success() && text.contains("1 passed"),
         "rootless run failed:\n{text}"
     );
+}
+
+/// The `existing` backend pointed at an embedded cluster's kubeconfig: the
+/// same `Cluster` API through a kubeconfig, and a clear error for what it
+/// cannot do on nodes it cannot reach.
+#[test]
+fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
+    use istio_cni_kind::cluster::{Backend, ClusterError};
+
+    if !privileged("the_existing_backend_drives_a_cluster_through_its_kubeconfig") {
+        return;
+    }
+    let local = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    create_pod(
+        &local,
+        json!({"metadata": {"name": "hello"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "hello", "image": "shell", "args": ["-c", "echo hello from the pod; sleep 30"]}]}}),
+    );
+    local
+        .wait_for_pod("default", "hello", Duration::from_secs(20), running)
+        .unwrap();
+    // Locally, iptables-save runs in the pod's netns (no rules there yet).
+    local.iptables_save("default", "hello").unwrap();
+    assert_eq!(
+        local
+            .node_exec("node-0", &["ip", "-o", "link", "show", "eth0"])
+            .map(|o| o.contains("eth0"))
+            .ok(),
+        Some(true)
+    );
+
+    let existing = Cluster::create(ClusterSpec {
+        backend: Backend::existing(local.kubeconfig_path()),
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    assert_eq!(existing.backend(), "existing");
+    let pod = existing
+        .wait_for_pod("default", "hello", Duration::from_secs(5), running)
+        .unwrap();
+    assert!(pod.status.unwrap().pod_ip.is_some());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut logs = String::new();
+    while !logs.contains("hello from the pod") && std::time::Instant::now() < deadline {
+        logs = existing.pod_logs("default", "hello", "hello").unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(logs.contains("hello from the pod"), "{logs:?}");
+    for error in [
+        existing.iptables_save("default", "hello").unwrap_err(),
+        existing.node_exec("node-0", &["true"]).unwrap_err(),
+        existing.local().err().unwrap(),
+    ] {
+        assert!(
+            matches!(
+                error,
+                ClusterError::Unsupported {
+                    backend: "existing",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("is not supported on existing clusters: "),
+            "{error}"
+        );
+    }
+    existing.delete().unwrap();
+    // Deleting the handle leaves the cluster alone.
+    local
+        .wait_for_pod("default", "hello", Duration::from_secs(5), running)
+        .unwrap();
+    local.delete().unwrap();
 }

@@ -610,14 +610,13 @@ fn preflight_on_the_real_path_fails_fast_without_docker_or_kind() {
 fn kind_cluster_lifecycle() {
     use istio_cni_kind::backend::RealCluster;
     use istio_cni_kind::backend::StartError;
-    use istio_cni_kind::backend::kind::KindCluster;
     use istio_cni_kind::backend::preflight::path_lookup;
 
     let spec = KindSpec::new("istio-cni-kind-e2e").with_images(Vec::new());
     let env = PlanEnv::detect_workspace();
     let have_tools = preflight("kind", &spec.required_tools(), path_lookup).is_ok();
     let started = Instant::now();
-    let result = KindCluster::start(&spec, &env);
+    let result = kind::start(&spec, &env);
     if !have_tools {
         match result {
             Err(StartError::Tools(missing)) => {
@@ -645,5 +644,75 @@ fn kind_cluster_lifecycle() {
         conflist.stdout.contains(PrimaryCni::Kindnet.primary_conflist()),
         "{}",
         conflist.stdout
+    );
+}
+
+// ---- one Cluster API over the backends ----
+
+/// `Cluster::create` with the kind backend checks the tools before anything
+/// runs: on a machine without kind (or docker, kubectl) it fails at once,
+/// naming what to install.
+#[test]
+fn cluster_create_with_the_kind_backend_fails_fast_without_its_tools() {
+    use istio_cni_kind::backend::StartError;
+    use istio_cni_kind::backend::preflight::path_lookup;
+    use istio_cni_kind::cluster::{Backend, Cluster, ClusterError, ClusterSpec};
+
+    if preflight("kind", &spec().required_tools(), path_lookup).is_ok() {
+        eprintln!("NOTE: docker, kind and kubectl are installed: the real kind tests (--features kind) cover this");
+        return;
+    }
+    let started = Instant::now();
+    let result = Cluster::create(ClusterSpec {
+        backend: Backend::kind(),
+        nodes: 2,
+        ..ClusterSpec::default()
+    });
+    let took = started.elapsed();
+    let Err(error) = result else {
+        panic!("created a kind cluster without its tools");
+    };
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ClusterError::Backend(StartError::Tools(_))),
+        "{error:?}"
+    );
+    assert!(message.starts_with("the kind backend needs "), "{message}");
+    if path_lookup("kind").is_none() {
+        assert!(message.contains("  - kind: v0.30.0"), "{message}");
+        assert!(message.contains("go install sigs.k8s.io/kind@"), "{message}");
+    }
+}
+
+/// Settings only the local backend can honour are refused, not ignored; an
+/// unusable kubeconfig fails before anything runs.
+#[test]
+fn cluster_create_refuses_what_a_remote_backend_cannot_do() {
+    use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec};
+    use istio_cni_kind::cni::Profile;
+
+    let error = Cluster::create(ClusterSpec {
+        backend: Backend::kind(),
+        profile: Profile::Bridge,
+        ..ClusterSpec::default()
+    })
+    .err()
+    .expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "creating the cluster: profile Bridge applies to the local backend only; the kind cluster's CNI and paths are its own"
+    );
+    let error = Cluster::create(ClusterSpec {
+        backend: Backend::existing("/nonexistent/kubeconfig"),
+        ..ClusterSpec::default()
+    })
+    .err()
+    .expect("refused");
+    assert_eq!(error.to_string(), "kubeconfig /nonexistent/kubeconfig does not exist");
+    assert_eq!(Backend::default(), Backend::Local);
+    assert_eq!(
+        [Backend::Local, Backend::kind(), Backend::k3s(), Backend::existing("k")].map(|b| b.name()),
+        ["local", "kind", "k3s", "existing"]
     );
 }

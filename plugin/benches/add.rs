@@ -117,9 +117,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("istio-cni-add-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let kubeconfig = dir.join("istio-cni-kubeconfig");
-    cluster
-        .api()
-        .write_kubeconfig(&kubeconfig, &cluster.api().admin_token())
+    let server = cluster.local().expect("the local backend").api();
+    server
+        .write_kubeconfig(&kubeconfig, &server.admin_token())
         .expect("kubeconfig");
     let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
         "cni_agent_run_dir": dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system"})

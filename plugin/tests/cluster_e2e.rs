@@ -74,11 +74,12 @@ fn cluster_with_istio_cni() -> Cluster {
         ..ClusterSpec::default()
     })
     .unwrap();
-    let node = &cluster.nodes()[0];
+    let local = cluster.local().unwrap();
+    let node = &local.nodes()[0];
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), node.bin_dir().join("istio-cni")).unwrap();
     let run_dir = node.istio_run_dir();
     std::fs::create_dir_all(&run_dir).unwrap();
-    let kubeconfig = cluster.node_kubeconfig(&cluster.api().admin_token());
+    let kubeconfig = local.node_kubeconfig(&local.api().admin_token());
     std::fs::write(run_dir.join("istio-cni-kubeconfig"), kubeconfig).unwrap();
     let conf = std::fs::read_dir(node.conf_dir())
         .unwrap()
@@ -260,7 +261,8 @@ fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
     );
 
     // Without the kubeconfig, meshed pods fail; excluded namespaces start.
-    std::fs::remove_file(cluster.nodes()[0].istio_run_dir().join("istio-cni-kubeconfig")).unwrap();
+    let run_dir = cluster.local().unwrap().nodes()[0].istio_run_dir();
+    std::fs::remove_file(run_dir.join("istio-cni-kubeconfig")).unwrap();
     let plain: Pod = serde_json::from_value(json!({"metadata": {"name": "dns"}, "spec": {"containers": [
         {"name": "dns", "image": "mesh-probe", "args": ["echo", "--port", "53"]}]}}))
     .unwrap();
@@ -394,7 +396,7 @@ fn a_meshed_pod_fails_closed_while_the_api_fails() {
     }
     let cluster = cluster_with_istio_cni();
     // Only the plugin GETs pods by name (kubelet lists and watches).
-    let faults = cluster.api().faults();
+    let faults = cluster.local().unwrap().api().faults();
     faults.inject_errors_forever(FaultMatch::any().verb("get").resource("pods").name("hello"), 503);
     create(
         &cluster,

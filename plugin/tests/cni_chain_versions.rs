@@ -37,7 +37,7 @@ fn the_bridge_result_comes_back_unchanged_in_each_version() {
         return;
     }
     let cluster = Cluster::create(ClusterSpec::default()).unwrap();
-    let node = &cluster.nodes()[0];
+    let node = &cluster.local().unwrap().nodes()[0];
     let scratch = Scratch::new("chain");
     let bin = scratch.path.clone();
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), bin.join("istio-cni")).unwrap();

@@ -178,9 +178,9 @@ fn a_meshed_pod_with_a_missing_netns_fails_naming_it() {
     cluster.block_on(api.create(&PostParams::default(), &pod)).unwrap();
     let dir = std::env::temp_dir().join(format!("istio-cni-protocol-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    cluster
-        .api()
-        .write_kubeconfig(&dir.join("istio-cni-kubeconfig"), &cluster.api().admin_token())
+    let server = cluster.local().unwrap().api();
+    server
+        .write_kubeconfig(&dir.join("istio-cni-kubeconfig"), &server.admin_token())
         .unwrap();
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni", "cni_agent_run_dir": dir});
 

@@ -9,17 +9,17 @@
 //! A testcontainers-modules based implementation (its `K3s` module) is the
 //! follow-up; this plan does the same with the Docker CLI.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::StartError;
+use super::docker::DockerCluster;
 use super::env::PlanEnv;
-use super::exec::{self, StepError, TeardownGuard};
+use super::exec::{self, TeardownGuard};
 use super::images::{self, ImageBuild};
 use super::kind::validate_name;
 use super::plan::{Cmd, Plan, Step, path_arg};
 use super::preflight::{self, Tool, path_lookup};
 use super::versions;
-use super::{RealCluster, StartError};
 
 /// Where a platform keeps CNI configs and plugins, and the Istio Helm `platform` value for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,63 +306,26 @@ pub fn failure_plan(spec: &K3sSpec, env: &PlanEnv) -> Plan {
     }
 }
 
-/// A running k3s cluster; dropping it removes the containers unless kept.
-#[derive(Debug)]
-pub struct K3sCluster {
-    name: String,
-    kubeconfig: PathBuf,
-    logs: PathBuf,
-    failure: Plan,
-    guard: TeardownGuard,
-}
-
-impl K3sCluster {
-    /// Check the name and the tools (at once), then run [`plan`]; on failure
-    /// collect logs and remove what was started (unless kept).
-    pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<K3sCluster, StartError> {
-        validate_name(&spec.name).map_err(|error| StartError::Spec(error.to_string()))?;
-        preflight::preflight("k3s", &spec.required_tools(), path_lookup)?;
-        let dir = env.cluster_dir(&spec.name);
-        let cluster = K3sCluster {
-            name: spec.name.clone(),
-            kubeconfig: dir.join("kubeconfig"),
-            logs: dir.join("logs"),
-            failure: failure_plan(spec, env),
-            guard: TeardownGuard::new(teardown_plan(spec, env), !spec.keep(env)),
-        };
-        if let Err(error) = exec::run_plan(&plan(spec, env)) {
-            let logs = cluster.export_logs().ok();
-            return Err(StartError::Step {
-                error: Box::new(error),
-                logs,
-            });
-        }
-        Ok(cluster)
+/// Check the name and the tools (at once), then run [`plan`]; on failure
+/// collect logs and remove what was started (unless kept). The containers
+/// are removed on drop unless kept.
+pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<DockerCluster, StartError> {
+    validate_name(&spec.name).map_err(|error| StartError::Spec(error.to_string()))?;
+    preflight::preflight("k3s", &spec.required_tools(), path_lookup)?;
+    let cluster = DockerCluster::new(
+        "k3s",
+        spec.name.clone(),
+        &env.cluster_dir(&spec.name),
+        spec.nodes(),
+        failure_plan(spec, env),
+        TeardownGuard::new(teardown_plan(spec, env), !spec.keep(env)),
+    );
+    if let Err(error) = exec::run_plan(&plan(spec, env)) {
+        let logs = cluster.export_logs().ok();
+        return Err(StartError::Step {
+            error: Box::new(error),
+            logs,
+        });
     }
-
-    /// Collect the logs into the cluster's logs directory and return it.
-    pub fn export_logs(&self) -> Result<PathBuf, StepError> {
-        exec::run_plan_all(&self.failure)?;
-        Ok(self.logs.clone())
-    }
-
-    /// Remove the cluster now, as dropping it would (nothing when it is kept).
-    pub fn delete(mut self) -> Result<(), StepError> {
-        self.guard.teardown_now()
-    }
-
-    /// Whether dropping this value removes the cluster.
-    pub fn deletes_on_drop(&self) -> bool {
-        self.guard.is_armed()
-    }
-}
-
-impl RealCluster for K3sCluster {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
-    }
+    Ok(cluster)
 }

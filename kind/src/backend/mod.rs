@@ -7,18 +7,20 @@
 //!   script; these are snapshot-tested in every build;
 //! - [`preflight`] checks `PATH` for the tools a plan runs and names each
 //!   missing one with how to install it, before anything is started;
-//! - a runner ([`KindCluster`], [`K3sCluster`], [`ExistingCluster`])
-//!   executes the plans ([`exec`]) and, for the clusters it creates, runs the
-//!   teardown plan on drop unless `KEEP_CLUSTER=1`.
+//! - a runner ([`kind::start`], [`k3s::start`] give a [`DockerCluster`];
+//!   [`ExistingCluster::start`]) executes the plans ([`exec`]) and, for the
+//!   clusters it creates, runs the teardown plan on drop unless `KEEP_CLUSTER=1`.
+//!
+//! Tests reach them through [`crate::cluster::Cluster::create`] with a
+//! [`crate::cluster::Backend`].
 //!
 //! The `kind` cargo feature gates the tests that run real clusters; the
 //! code itself compiles in every build.
 //!
 //! [`preflight`]: preflight::preflight
-//! [`KindCluster`]: kind::KindCluster
-//! [`K3sCluster`]: k3s::K3sCluster
-//! [`ExistingCluster`]: existing::ExistingCluster
+//! [`ExistingCluster::start`]: existing::ExistingCluster::start
 
+pub mod docker;
 pub mod env;
 pub mod exec;
 pub mod existing;
@@ -31,6 +33,7 @@ pub mod versions;
 
 use std::path::{Path, PathBuf};
 
+pub use docker::DockerCluster;
 pub use env::PlanEnv;
 pub use plan::{Plan, Step};
 

@@ -146,10 +146,16 @@ fn up(name: &str, nodes: u32, cni: Cni, single_conf: bool, layout: Layout) -> i3
         eprintln!("istio-cni-cluster: writing {}: {e}", dir.display());
         return 1;
     }
+    let api_url = match cluster.local() {
+        Ok(local) => local.api().https_url(),
+        Err(e) => {
+            eprintln!("istio-cni-cluster: {e}");
+            return 1;
+        }
+    };
     println!(
-        "cluster {name:?} is up ({nodes} node(s), {:.1?}); API server {}",
+        "cluster {name:?} is up ({nodes} node(s), {:.1?}); API server {api_url}",
         started.elapsed(),
-        cluster.api().https_url()
     );
     println!("kubeconfig: {}", kubeconfig.display());
     println!("  export KUBECONFIG={}", kubeconfig.display());

@@ -2,20 +2,20 @@
 //!
 //! Generation is pure: [`cluster_config`], [`plan`], [`teardown_plan`] and
 //! [`failure_plan`] only look at a [`KindSpec`] and a [`PlanEnv`], so their
-//! output is snapshot-tested in every build. [`KindCluster`] runs them.
+//! output is snapshot-tested in every build. [`start`] runs them.
 
-mod cluster;
 mod cni;
 mod config;
+mod start;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use cluster::KindCluster;
 pub use cni::PrimaryCni;
 pub use config::cluster_config;
+pub use start::start;
 
 use super::env::{Arch, PlanEnv};
 use super::images::{self, ImageBuild};

@@ -1,4 +1,4 @@
-//! The embedded cluster: an API server, nodes made of network namespaces
+//! The `local` backend, an embedded cluster: an API server, nodes made of network namespaces
 //! with a real primary CNI, one kubelet-lite per node and a scheduler, all
 //! behind one handle whose drop removes everything it created.
 //!
@@ -22,55 +22,16 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
+use super::{ClusterError, ClusterSpec, create_err};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
-use crate::kubelet::{self, Backoff, ImageTable, NodeContext, PodLogs};
+use crate::kubelet::{self, NodeContext, PodLogs};
 use crate::node::cgroup::ClusterCgroup;
-use crate::node::{ClusterConfig, ClusterNetwork, Layout, Netns, Node, NodeSpec};
+use crate::node::{ClusterConfig, ClusterNetwork, Netns, Node, NodeSpec};
 
-/// What to build.
-#[derive(Debug, Clone)]
-pub struct ClusterSpec {
-    pub nodes: u32,
-    /// The primary CNI every node runs.
-    pub profile: Profile,
-    /// Write the primary config as a single `.conf` instead of a `.conflist`.
-    pub single_conf: bool,
-    /// The nodes' CNI directory layout (kind's by default).
-    pub layout: Layout,
-    /// Container images as local executables.
-    pub images: ImageTable,
-    /// kubelet's crash-loop and sandbox-retry backoff.
-    pub backoff: Backoff,
-}
-
-impl Default for ClusterSpec {
-    fn default() -> Self {
-        ClusterSpec {
-            nodes: 1,
-            profile: Profile::Ptp,
-            single_conf: false,
-            layout: Layout::Default,
-            images: ImageTable::new(),
-            backoff: Backoff::default(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("creating the cluster: {0}")]
-    Create(String),
-    #[error("tearing the cluster down: {0}")]
-    Teardown(String),
-}
-
-fn create_err(what: &str) -> impl Fn(String) -> ClusterError + '_ {
-    move |e| ClusterError::Create(format!("{what}: {e}"))
-}
-
-/// A running embedded cluster.
-pub struct Cluster {
+/// A running embedded cluster (the `local` backend), reached through
+/// [`Cluster::local`](super::Cluster::local).
+pub struct LocalCluster {
     runtime: Option<Runtime>,
     api: Option<ApiServer>,
     network: Option<Arc<ClusterNetwork>>,
@@ -87,10 +48,10 @@ pub struct Cluster {
 
 static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 
-impl Cluster {
+impl LocalCluster {
     /// Creates the cluster and returns once the API server answers and every
     /// node's kubelet is watching.
-    pub fn create(spec: ClusterSpec) -> Result<Cluster, ClusterError> {
+    pub(super) fn create(spec: ClusterSpec) -> Result<LocalCluster, ClusterError> {
         let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
         let root = std::env::temp_dir().join(format!("istio-cni-cluster-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&root).map_err(|e| create_err("root dir")(e.to_string()))?;
@@ -121,7 +82,7 @@ impl Cluster {
         root: PathBuf,
         harness: Netns,
         pod_cgroups: Option<PathBuf>,
-    ) -> Result<Cluster, ClusterError> {
+    ) -> Result<LocalCluster, ClusterError> {
         harness
             .command("ip")
             .args(["link", "set", "lo", "up"])
@@ -227,7 +188,7 @@ impl Cluster {
         }
         tasks.push(kubelet::scheduler::start(client.clone(), names));
         drop(_guard);
-        Ok(Cluster {
+        Ok(LocalCluster {
             runtime: Some(runtime),
             api: Some(api),
             network: Some(network),
@@ -302,60 +263,26 @@ impl Cluster {
         node.pod_netns(&id).map(|s| s.path().to_path_buf())
     }
 
-    /// `iptables-save` (or another command) inside a pod's netns.
-    pub fn in_pod(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<String, String> {
+    /// `iptables-save` (or another command) inside a pod's netns; its stdout.
+    pub fn in_pod(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<String, ClusterError> {
         let netns = self
             .pod_netns(namespace, name)
-            .ok_or(format!("pod {namespace}/{name} has no sandbox"))?;
-        let ns = Netns::open(&netns).map_err(|e| e.to_string())?;
-        let (program, args) = argv.split_first().ok_or("empty command")?;
-        let out = ns
-            .command(program)
-            .args(args)
-            .output()
-            .map_err(|e| format!("{program}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{argv:?} in {namespace}/{name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .ok_or_else(|| ClusterError::Pod(format!("pod {namespace}/{name} has no sandbox")))?;
+        let ns = Netns::open(&netns).map_err(|e| ClusterError::Exec(e.to_string()))?;
+        let mut cmd = command(argv, |program| ns.command(program))?;
+        output(&mut cmd, argv, &format!("in pod {namespace}/{name}"))
     }
 
-    /// Waits until `ready` holds for the pod, returning it.
-    pub fn wait_for_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        timeout: Duration,
-        ready: impl Fn(&Pod) -> bool,
-    ) -> Result<Pod, String> {
-        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = self.block_on(api.get_opt(name));
-            if let Ok(Some(pod)) = &last
-                && ready(pod)
-            {
-                return Ok(pod.clone());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "pod {namespace}/{name} not ready after {timeout:?}; last seen: {last:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// A command on a node (inside its netns); its stdout.
+    pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        let node = self
+            .node(node)
+            .ok_or_else(|| ClusterError::Exec(format!("no node {node:?} in this cluster")))?;
+        let mut cmd = command(argv, |program| node.command(program))?;
+        output(&mut cmd, argv, &format!("on node {}", node.name()))
     }
 
-    /// Deletes every pod, then removes every namespace, process, mount and
-    /// directory the cluster created.
-    pub fn delete(mut self) -> Result<(), ClusterError> {
-        self.teardown()
-    }
-
-    fn teardown(&mut self) -> Result<(), ClusterError> {
+    pub(super) fn teardown(&mut self) -> Result<(), ClusterError> {
         let Some(runtime) = self.runtime.take() else {
             return Ok(());
         };
@@ -427,6 +354,33 @@ impl Cluster {
     }
 }
 
+fn command(
+    argv: &[&str],
+    make: impl FnOnce(&str) -> std::process::Command,
+) -> Result<std::process::Command, ClusterError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| ClusterError::Exec("empty command line".into()))?;
+    let mut cmd = make(program);
+    cmd.args(args);
+    Ok(cmd)
+}
+
+/// Runs it; its stdout when it exits 0, else an error with its stderr.
+fn output(cmd: &mut std::process::Command, argv: &[&str], place: &str) -> Result<String, ClusterError> {
+    let out = cmd
+        .output()
+        .map_err(|e| ClusterError::Exec(format!("{argv:?} {place}: {e}")))?;
+    if !out.status.success() {
+        return Err(ClusterError::Exec(format!(
+            "{argv:?} {place}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// macvlan and ipvlan pods sit directly on the cluster network (their
 /// node's uplink), not behind their node: the harness becomes each pod
 /// CIDR's gateway (`.1`, host-local's default) and routes between them, and
@@ -472,7 +426,7 @@ fn route_l2_pods(network: &ClusterNetwork, harness: &Netns) -> Result<(), Cluste
     run(harness, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
 }
 
-impl Drop for Cluster {
+impl Drop for LocalCluster {
     fn drop(&mut self) {
         if let Err(e) = self.teardown() {
             tracing::warn!("{e}");

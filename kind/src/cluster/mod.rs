@@ -1,0 +1,366 @@
+//! The harness's one cluster API: [`Cluster::create`] with a [`ClusterSpec`]
+//! whose [`Backend`] says where the cluster runs.
+//!
+//! - `local` (the default): the embedded cluster of Linux namespaces
+//!   ([`LocalCluster`]); needs root or a user namespace, starts in
+//!   milliseconds, and also gives node and netns handles ([`Cluster::local`]).
+//! - `kind`, `k3s`: real clusters in Docker, driven through their CLIs
+//!   ([`crate::backend`]); without the tools, `create` fails at once naming
+//!   what to install. The tests that bring them up are behind `--features kind`.
+//! - `existing`: a running cluster reached through a kubeconfig; never
+//!   created nor deleted.
+//!
+//! What every backend can do is on [`Cluster`]: a client, the kubeconfig,
+//! waiting for pods, their logs, commands in a pod's netns
+//! ([`Cluster::iptables_save`]) and on nodes. Where a backend cannot do
+//! something, the method says so in its error ([`ClusterError::Unsupported`]);
+//! nothing silently does nothing. Dropping a [`Cluster`] tears down what it
+//! created.
+
+mod local;
+mod remote;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+
+pub use local::LocalCluster;
+pub use remote::RemoteCluster;
+
+use crate::backend::StartError;
+use crate::backend::images::ImageBuild;
+use crate::backend::kind::PrimaryCni;
+use crate::backend::versions::KubeVersion;
+use crate::cni::Profile;
+use crate::kubelet::{Backoff, ImageTable};
+use crate::node::Layout;
+
+/// Where the cluster runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded cluster (namespaces and processes on this machine).
+    #[default]
+    Local,
+    /// A kind cluster: 1 control plane + [`ClusterSpec::nodes`] workers.
+    /// `KIND_CLUSTER_NAME` reuses a cluster, `KEEP_CLUSTER=1` keeps it.
+    Kind {
+        /// The cluster name (`kind --name`).
+        name: String,
+        /// The Kubernetes version (selects the pinned node image).
+        k8s_version: KubeVersion,
+        /// The primary CNI.
+        cni: PrimaryCni,
+        /// Images built on the host and loaded into the nodes.
+        images: Vec<ImageBuild>,
+    },
+    /// k3s in Docker: a server and [`ClusterSpec::nodes`]` - 1` agents
+    /// (the server runs pods too); flannel is the primary CNI.
+    K3s {
+        /// Names the Docker network and prefixes the containers.
+        name: String,
+        /// The API server port on `127.0.0.1`.
+        api_port: u16,
+        /// Images built on the host and imported into every node.
+        images: Vec<ImageBuild>,
+    },
+    /// A running cluster; its nodes, CNI and version are what they are.
+    Existing {
+        /// Its kubeconfig (the current context is used).
+        kubeconfig: PathBuf,
+        /// A registry the cluster pulls from; images are pushed there.
+        registry: Option<String>,
+        /// Images to build and push (only with a registry).
+        images: Vec<ImageBuild>,
+    },
+}
+
+impl Backend {
+    /// kind with its defaults: cluster `istio-cni`, kindnet, the default
+    /// Kubernetes version, the test image.
+    pub fn kind() -> Backend {
+        let spec = crate::backend::kind::KindSpec::new("istio-cni");
+        Backend::Kind {
+            name: spec.name,
+            k8s_version: spec.k8s_version,
+            cni: spec.cni,
+            images: spec.images,
+        }
+    }
+
+    /// k3s with its defaults: cluster `istio-cni-k3s`, API port 6550, the test image.
+    pub fn k3s() -> Backend {
+        let spec = crate::backend::k3s::K3sSpec::new("istio-cni-k3s");
+        Backend::K3s {
+            name: spec.name,
+            api_port: spec.api_port,
+            images: spec.images,
+        }
+    }
+
+    /// The cluster of `kubeconfig`, no images.
+    pub fn existing(kubeconfig: impl Into<PathBuf>) -> Backend {
+        Backend::Existing {
+            kubeconfig: kubeconfig.into(),
+            registry: None,
+            images: Vec::new(),
+        }
+    }
+
+    /// `local`, `kind`, `k3s` or `existing`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Kind { .. } => "kind",
+            Backend::K3s { .. } => "k3s",
+            Backend::Existing { .. } => "existing",
+        }
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Where (the local embedded cluster by default).
+    pub backend: Backend,
+    /// Nodes that run pods (kind: workers; k3s: server + agents; ignored by `existing`).
+    pub nodes: u32,
+    /// The primary CNI every node runs (local; kind's is [`Backend::Kind`]'s `cni`).
+    pub profile: Profile,
+    /// Write the primary config as a single `.conf` instead of a `.conflist` (local).
+    pub single_conf: bool,
+    /// The nodes' CNI directory layout, kind's by default (local).
+    pub layout: Layout,
+    /// Container images as local executables (local; remote backends load
+    /// the images of their [`Backend`] variant).
+    pub images: ImageTable,
+    /// kubelet's crash-loop and sandbox-retry backoff (local; real kubelets
+    /// use their own).
+    pub backoff: Backoff,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            backend: Backend::Local,
+            nodes: 1,
+            profile: Profile::Ptp,
+            single_conf: false,
+            layout: Layout::Default,
+            images: ImageTable::new(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// Local-only settings a remote backend cannot honour are refused rather
+    /// than ignored.
+    fn check_remote(&self) -> Result<(), ClusterError> {
+        let backend = self.backend.name();
+        let refuse = |what: String| {
+            Err(ClusterError::Create(format!(
+                "{what} applies to the local backend only; the {backend} cluster's CNI and paths are its own"
+            )))
+        };
+        if self.profile != Profile::Ptp {
+            return refuse(format!("profile {:?}", self.profile));
+        }
+        if self.single_conf {
+            return refuse("single_conf".into());
+        }
+        if self.layout != Layout::Default {
+            return refuse(format!("layout {:?}", self.layout));
+        }
+        Ok(())
+    }
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Bringing the cluster up failed.
+    #[error("creating the cluster: {0}")]
+    Create(String),
+    /// A real-cluster backend refused or failed (missing tools name what to install).
+    #[error(transparent)]
+    Backend(#[from] StartError),
+    /// The backend cannot do this.
+    #[error("{what} is not supported on {backend} clusters: {why}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// What was asked.
+        what: &'static str,
+        /// Why not, and what to do instead.
+        why: &'static str,
+    },
+    /// A pod is missing, not ready or has no such container.
+    #[error("{0}")]
+    Pod(String),
+    /// A command on a node or in a pod failed.
+    #[error("{0}")]
+    Exec(String),
+    /// A call to the API server failed.
+    #[error("{0}")]
+    Api(String),
+    /// Tearing down left something behind.
+    #[error("tearing the cluster down: {0}")]
+    Teardown(String),
+}
+
+pub(crate) fn create_err(what: &str) -> impl Fn(String) -> ClusterError + '_ {
+    move |e| ClusterError::Create(format!("{what}: {e}"))
+}
+
+/// A running cluster on one of the backends.
+pub struct Cluster {
+    inner: Inner,
+}
+
+enum Inner {
+    Local(Box<LocalCluster>),
+    Remote(Box<RemoteCluster>),
+}
+
+impl Cluster {
+    /// Creates (kind, k3s), validates (existing) or builds (local) the
+    /// cluster, and returns once its API server answers and its nodes are
+    /// ready. Real-cluster backends check their tools first and fail at once
+    /// when one is missing.
+    pub fn create(spec: ClusterSpec) -> Result<Cluster, ClusterError> {
+        let inner = match &spec.backend {
+            Backend::Local => Inner::Local(Box::new(LocalCluster::create(spec)?)),
+            _ => {
+                spec.check_remote()?;
+                Inner::Remote(Box::new(RemoteCluster::create(&spec)?))
+            }
+        };
+        Ok(Cluster { inner })
+    }
+
+    /// `local`, `kind`, `k3s` or `existing`.
+    pub fn backend(&self) -> &'static str {
+        match &self.inner {
+            Inner::Local(_) => "local",
+            Inner::Remote(remote) => remote.backend(),
+        }
+    }
+
+    /// The embedded cluster's own handles (nodes with their netns and CNI
+    /// dirs, the API server with its tokens and faults, pod netns paths),
+    /// or why this backend has none.
+    pub fn local(&self) -> Result<&LocalCluster, ClusterError> {
+        match &self.inner {
+            Inner::Local(local) => Ok(local),
+            Inner::Remote(remote) => Err(ClusterError::Unsupported {
+                backend: remote.backend(),
+                what: "local node, netns and API server handles",
+                why: "its nodes are containers or machines, not namespaces of this process; use node_exec, in_pod and the client",
+            }),
+        }
+    }
+
+    /// The real-cluster handle (kind/k3s containers, the existing kubeconfig), if remote.
+    pub fn remote(&self) -> Option<&RemoteCluster> {
+        match &self.inner {
+            Inner::Local(_) => None,
+            Inner::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// An admin client.
+    pub fn client(&self) -> kube::Client {
+        match &self.inner {
+            Inner::Local(local) => local.client(),
+            Inner::Remote(remote) => remote.client(),
+        }
+    }
+
+    /// An admin kubeconfig for this machine (kubectl, tests).
+    pub fn kubeconfig_path(&self) -> &Path {
+        match &self.inner {
+            Inner::Local(local) => local.kubeconfig_path(),
+            Inner::Remote(remote) => remote.kubeconfig_path(),
+        }
+    }
+
+    /// Runs async work (kube calls) on the cluster's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.inner {
+            Inner::Local(local) => local.block_on(f),
+            Inner::Remote(remote) => remote.block_on(f),
+        }
+    }
+
+    /// Waits until `ready` holds for the pod, returning it.
+    pub fn wait_for_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        ready: impl Fn(&Pod) -> bool,
+    ) -> Result<Pod, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.block_on(api.get_opt(name));
+            if let Ok(Some(pod)) = &last
+                && ready(pod)
+            {
+                return Ok(pod.clone());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Pod(format!(
+                    "pod {namespace}/{name} not ready after {timeout:?}; last seen: {last:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A container's current log.
+    pub fn pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String, ClusterError> {
+        match &self.inner {
+            Inner::Local(local) => local
+                .pod_logs(namespace, pod, container)
+                .ok_or_else(|| ClusterError::Pod(format!("no log for {namespace}/{pod} container {container}"))),
+            Inner::Remote(remote) => remote.pod_logs(namespace, pod, container),
+        }
+    }
+
+    /// Runs `argv` in a pod's network namespace (with the node's tools, as
+    /// the CNI plugin does); its stdout. Not on `existing` clusters.
+    pub fn in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        match &self.inner {
+            Inner::Local(local) => local.in_pod(namespace, pod, argv),
+            Inner::Remote(remote) => remote.in_pod(namespace, pod, argv),
+        }
+    }
+
+    /// `iptables-save` in a pod's network namespace: the rules the CNI
+    /// plugin programmed.
+    pub fn iptables_save(&self, namespace: &str, pod: &str) -> Result<String, ClusterError> {
+        self.in_pod(namespace, pod, &["iptables-save"])
+    }
+
+    /// Runs `argv` on a node (local: in its netns; kind/k3s: `docker exec`);
+    /// its stdout. Not on `existing` clusters.
+    pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        match &self.inner {
+            Inner::Local(local) => local.node_exec(node, argv),
+            Inner::Remote(remote) => remote.node_exec(node, argv),
+        }
+    }
+
+    /// Tears the cluster down now (local: everything it created; kind/k3s:
+    /// the cluster unless kept or reused; existing: nothing to delete) and
+    /// reports what failed, which dropping it cannot.
+    pub fn delete(self) -> Result<(), ClusterError> {
+        match self.inner {
+            Inner::Local(mut local) => local.teardown(),
+            Inner::Remote(remote) => remote.delete(),
+        }
+    }
+}
