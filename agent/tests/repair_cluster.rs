@@ -312,6 +312,12 @@ fn repair_in_place(native_nftables: bool) {
     // Repair mode needs no rule beyond the common ones.
     let client = client_for(&cluster, &rt, json!([]));
     let running = Running::start_with(rt, client, "--repair-repair-pods", native_nftables);
+    let programmed = running.wait_for_metric(RepairType::repair, RepairResult::success, Duration::from_secs(20));
+    eprintln!(
+        "repair (native_nftables={native_nftables}): netns programmed {:?} after the controller started",
+        running.started.elapsed()
+    );
+    assert_eq!(programmed, 1, "programmed once, however many status updates follow");
     let pod = cluster
         .wait_for_pod("default", "hello", Duration::from_secs(30), |p| {
             p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
