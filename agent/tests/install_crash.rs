@@ -82,7 +82,11 @@ impl Case {
     /// version (a converted `.conf` may briefly coexist with its `.conflist`,
     /// and then the runtime uses the `.conf`, which sorts first).
     fn check(&mut self, iteration: usize) {
-        let list_name = if self.file.ends_with(".conf") { format!("{}list", self.file) } else { self.file.to_string() };
+        let list_name = if self.file.ends_with(".conf") {
+            format!("{}list", self.file)
+        } else {
+            self.file.to_string()
+        };
         let mut primary = None;
         let mut list = None;
         for name in self.node.conf_files() {
@@ -152,6 +156,10 @@ fn killed_at_random_points_never_tears_a_file() {
     }
     eprintln!("200 kills in {:?}", started.elapsed());
     for case in &mut cases {
+        eprintln!(
+            "{}: killed with the original in place {} times, with the installed version {} times",
+            case.file, case.seen_original, case.seen_installed
+        );
         assert!(
             case.seen_original > 0 && case.seen_installed > 0,
             "{}: kills landed in both states (original {}, installed {})",
@@ -162,13 +170,22 @@ fn killed_at_random_points_never_tears_a_file() {
         // The node converges: one pass installs, cleanup restores, no temp file is left.
         let mut installer = case.node.installer();
         installer.install_all().unwrap();
-        assert_eq!(fs::read_to_string(installer.current_path().unwrap()).unwrap(), case.installed);
+        assert_eq!(
+            fs::read_to_string(installer.current_path().unwrap()).unwrap(),
+            case.installed
+        );
         installer.cleanup().unwrap();
         assert_eq!(case.node.conf_files(), [case.file]);
         assert_eq!(case.node.read(case.file), case.original);
-        let run_left: Vec<_> = fs::read_dir(&case.node.run).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let run_left: Vec<_> = fs::read_dir(&case.node.run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert!(run_left.is_empty(), "{run_left:?}");
-        let bin_left: Vec<_> = fs::read_dir(&case.node.bin).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let bin_left: Vec<_> = fs::read_dir(&case.node.bin)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(bin_left, ["istio-iptables"]);
     }
 }

@@ -31,8 +31,16 @@ fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
     node.write(file, original);
     let mut installer = node.installer();
     installer.install_all().unwrap();
-    let result_name = if file.ends_with(".conf") { format!("{file}list") } else { file.to_string() };
-    assert_eq!(node.conf_files(), [result_name.clone()], "a .conf becomes a .conflist, nothing else appears");
+    let result_name = if file.ends_with(".conf") {
+        format!("{file}list")
+    } else {
+        file.to_string()
+    };
+    assert_eq!(
+        node.conf_files(),
+        std::slice::from_ref(&result_name),
+        "a .conf becomes a .conflist, nothing else appears"
+    );
     assert_eq!(installer.current_path(), Some(node.conf.join(&result_name).as_path()));
     let installed = node.read(&result_name);
     insta::assert_snapshot!(format!("golden_{label}"), node.redact(&installed));
@@ -41,7 +49,9 @@ fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
     // is the original with one insertion; a .conf is embedded verbatim.
     if file.ends_with(".conflist") {
         let inserted = installed.len() - original.len();
-        let at = (0..original.len()).find(|&i| original.as_bytes()[i] != installed.as_bytes()[i]).unwrap();
+        let at = (0..original.len())
+            .find(|&i| original.as_bytes()[i] != installed.as_bytes()[i])
+            .unwrap();
         assert_eq!(&installed[..at], &original[..at]);
         assert_eq!(&installed[at + inserted..], &original[at..]);
     } else {
@@ -68,7 +78,10 @@ fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
     assert_eq!(node.conf_files(), [file]);
     assert_eq!(node.read(file), original, "cleanup restores the original bytes");
     assert!(!node.bin.join("istio-cni").exists());
-    assert!(node.bin.join("istio-iptables").exists(), "only istio-cni is removed, as Istio");
+    assert!(
+        node.bin.join("istio-iptables").exists(),
+        "only istio-cni is removed, as Istio"
+    );
     assert!(!node.run.join("istio-cni-kubeconfig").exists());
     assert!(!node.run.join("istio-cni-install-state.json").exists());
 
@@ -88,9 +101,18 @@ fn invalid_files_are_skipped() {
     let node = Node::new("invalid");
     let bad = [
         ("00-non_json.conf", "This is not JSON\n"),
-        ("01-bad_minikube.conf", "{\"cniVersion\": \"0.3.1\", \"name\": \"bridge\", \"bridge\": \"mybridge\"}\n"),
-        ("02-noname.conflist", "{\"cniVersion\": \"0.3.1\", \"plugins\": [{\"type\": \"calico\"}]}\n"),
-        ("03-noplugins.conflist", "{\"cniVersion\": \"0.3.1\", \"name\": \"k8s-pod-network\", \"pugins\": [{\"type\": \"calico\"}]}\n"),
+        (
+            "01-bad_minikube.conf",
+            "{\"cniVersion\": \"0.3.1\", \"name\": \"bridge\", \"bridge\": \"mybridge\"}\n",
+        ),
+        (
+            "02-noname.conflist",
+            "{\"cniVersion\": \"0.3.1\", \"plugins\": [{\"type\": \"calico\"}]}\n",
+        ),
+        (
+            "03-noplugins.conflist",
+            "{\"cniVersion\": \"0.3.1\", \"name\": \"k8s-pod-network\", \"pugins\": [{\"type\": \"calico\"}]}\n",
+        ),
         ("04-empty.conf", ""),
         ("05-istio-cni-kubeconfig", "apiVersion: v1\n"),
     ];
@@ -101,7 +123,10 @@ fn invalid_files_are_skipped() {
     node.write("07-bridge.conf", BRIDGE_CONF);
     let mut installer = node.installer();
     installer.install_all().unwrap();
-    assert_eq!(installer.current_path(), Some(node.conf.join("06-calico.conflist").as_path()));
+    assert_eq!(
+        installer.current_path(),
+        Some(node.conf.join("06-calico.conflist").as_path())
+    );
     for (name, text) in bad {
         assert_eq!(node.read(name), text, "{name} untouched");
     }
@@ -116,7 +141,10 @@ fn byte_order_picks_the_first_file() {
     node.write("Z-calico.conflist", CALICO);
     let mut installer = node.installer();
     installer.install_all().unwrap();
-    assert_eq!(installer.current_path(), Some(node.conf.join("Z-calico.conflist").as_path()));
+    assert_eq!(
+        installer.current_path(),
+        Some(node.conf.join("Z-calico.conflist").as_path())
+    );
     assert_eq!(node.read("a-bridge.conf"), BRIDGE_CONF);
 }
 
@@ -154,7 +182,10 @@ fn both_twins_present_is_refused_without_touching_either() {
     let metrics = Metrics::new();
     let mut installer = Installer::new(node.settings(), "info".into(), metrics.clone());
     let err = installer.install_all().unwrap_err().to_string();
-    assert!(err.starts_with("create CNI config file: ") && err.contains("both"), "{err}");
+    assert!(
+        err.starts_with("create CNI config file: ") && err.contains("both"),
+        "{err}"
+    );
     assert_eq!(node.read("10-x.conf"), BRIDGE_CONF);
     assert_eq!(node.read("10-x.conflist"), CALICO);
     assert_eq!(metrics.install_count(InstallResult::CREATE_CNI_CONFIG_FAILURE), 1);
@@ -190,7 +221,11 @@ fn a_late_primary_is_waited_for() {
     node.write("00-other.conflist", FLANNEL);
     let mut installer = node.installer_with(s);
     let err = installer.install_all().unwrap_err();
-    assert!(err.to_string().contains("missing_initially.conf (or its .conf/.conflist twin) does not exist yet"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("missing_initially.conf (or its .conf/.conflist twin) does not exist yet"),
+        "{err}"
+    );
     node.write("missing_initially.conf", CALICO);
     installer.install_all().unwrap();
     assert_eq!(node.conf_files(), ["00-other.conflist", "missing_initially.conflist"]);
@@ -224,8 +259,16 @@ fn entries_left_by_older_istio_are_replaced(#[case] version: &str) {
     let entry = old_entry(version);
     // The old entry at the end (where Istio put it) and a duplicate in the middle (istio/istio#28258).
     let with_old = CALICO
-        .replacen("    {\n      \"type\": \"portmap\"", &format!("    {entry},\n    {{\n      \"type\": \"portmap\""), 1)
-        .replacen("{\"bandwidth\": true}\n    }\n", &format!("{{\"bandwidth\": true}}\n    }},\n    {entry}\n"), 1);
+        .replacen(
+            "    {\n      \"type\": \"portmap\"",
+            &format!("    {entry},\n    {{\n      \"type\": \"portmap\""),
+            1,
+        )
+        .replacen(
+            "{\"bandwidth\": true}\n    }\n",
+            &format!("{{\"bandwidth\": true}}\n    }},\n    {entry}\n"),
+            1,
+        );
     assert_eq!(with_old.matches("\"type\": \"istio-cni\"").count(), 2, "{with_old}");
     node.write("10-calico.conflist", &with_old);
     let mut installer = node.installer();
@@ -233,7 +276,10 @@ fn entries_left_by_older_istio_are_replaced(#[case] version: &str) {
     installer.install_all().unwrap();
     let installed = node.read("10-calico.conflist");
     let conf = plugin_view(&installed);
-    assert!(conf.has_agent_run_dir && conf.legacy_kubeconfig.is_none(), "{installed}");
+    assert!(
+        conf.has_agent_run_dir && conf.legacy_kubeconfig.is_none(),
+        "{installed}"
+    );
     // Removing the stale entries and appending ours gives the same file as a clean install.
     let clean = Node::new("old-entry-clean");
     clean.write("10-calico.conflist", CALICO);
@@ -253,7 +299,11 @@ fn a_stale_entry_found_while_running_is_rewritten() {
     // A 1.29 agent on its way out rewrites the file with its own entry.
     let text = node.read("10-calico.conflist");
     let (without, _) = istio_cni_agent::install::conflist::remove_ours(&text).unwrap();
-    let old = without.replacen("{\"bandwidth\": true}\n    }", &format!("{{\"bandwidth\": true}}\n    }},{}", old_entry("1.29")), 1);
+    let old = without.replacen(
+        "{\"bandwidth\": true}\n    }",
+        &format!("{{\"bandwidth\": true}}\n    }},{}", old_entry("1.29")),
+        1,
+    );
     node.write("10-calico.conflist", &old);
     let err = installer.check_valid().unwrap_err().to_string();
     assert!(err.contains("differs from the desired one"), "{err}");
@@ -270,7 +320,13 @@ fn uninstall_after_a_user_edit_removes_only_our_entry() {
     node.write("10-calico.conflist", CALICO);
     let mut installer = node.installer();
     installer.install_all().unwrap();
-    let edit = |t: &str| t.replacen("\"log_level\": \"info\"", "\"log_level\": \"debug\",\n      \"mtu_note\": 1.50e3", 1);
+    let edit = |t: &str| {
+        t.replacen(
+            "\"log_level\": \"info\"",
+            "\"log_level\": \"debug\",\n      \"mtu_note\": 1.50e3",
+            1,
+        )
+    };
     node.write("10-calico.conflist", &edit(&node.read("10-calico.conflist")));
     installer.cleanup().unwrap();
     assert_eq!(node.read("10-calico.conflist"), edit(CALICO));
@@ -396,8 +452,17 @@ fn a_higher_priority_file_later_is_only_logged() {
     assert!(!installer.is_cilium());
     // The pinned file removed: wait for it, do not jump to another file.
     fs::remove_file(node.conf.join("10-calico.conflist")).unwrap();
-    assert!(installer.check_valid().unwrap_err().to_string().contains("CNI config file removed"));
-    assert!(matches!(installer.install_all(), Err(InstallError::NoPrimaryConfig { .. })));
+    assert!(
+        installer
+            .check_valid()
+            .unwrap_err()
+            .to_string()
+            .contains("CNI config file removed")
+    );
+    assert!(matches!(
+        installer.install_all(),
+        Err(InstallError::NoPrimaryConfig { .. })
+    ));
     assert_eq!(node.read("05-cilium.conflist"), CILIUM);
 }
 
@@ -410,7 +475,13 @@ fn a_primary_rewrite_is_detected_and_reinstalled() {
     assert!(installer.is_cilium());
     let installed = node.read("05-cilium.conflist");
     node.write("05-cilium.conflist", CILIUM);
-    assert!(installer.check_valid().unwrap_err().to_string().contains("istio-cni not found"));
+    assert!(
+        installer
+            .check_valid()
+            .unwrap_err()
+            .to_string()
+            .contains("istio-cni not found")
+    );
     installer.install_all().unwrap();
     assert_eq!(node.read("05-cilium.conflist"), installed);
     installer.cleanup().unwrap();
@@ -426,7 +497,10 @@ fn kubeconfig_golden_and_token_rotation() {
     let path = node.run.join("istio-cni-kubeconfig");
     insta::assert_snapshot!("kubeconfig_tls", fs::read_to_string(&path).unwrap());
     let targets = installer.watch_targets();
-    assert!(targets.contains(&node.sa) && targets.contains(&node.conf), "{targets:?}");
+    assert!(
+        targets.contains(&node.sa) && targets.contains(&node.conf),
+        "{targets:?}"
+    );
     assert!(targets.contains(&node.bin.join("istio-cni")), "{targets:?}");
 
     // The kubelet swaps `..data` to a new timestamped dir; the next pass rewrites the kubeconfig.
@@ -451,18 +525,36 @@ fn step_failures_are_counted_and_named() {
     let metrics = Metrics::new();
     let mut s = node.settings();
     s.cni_bin_source_dir = node.scratch.join("no-such-dir");
-    let err = Installer::new(s, "info".into(), metrics.clone()).install_all().unwrap_err().to_string();
-    assert!(err.starts_with("copy binaries: read dir ") && err.contains("no-such-dir"), "{err}");
+    let err = Installer::new(s, "info".into(), metrics.clone())
+        .install_all()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("copy binaries: read dir ") && err.contains("no-such-dir"),
+        "{err}"
+    );
     assert_eq!(metrics.install_count(InstallResult::COPY_BINARIES_FAILURE), 1);
 
     let mut s = node.settings();
     s.kubernetes_service_host.clear();
-    let err = Installer::new(s, "info".into(), metrics.clone()).install_all().unwrap_err().to_string();
-    assert_eq!(err, "write kubeconfig: KUBERNETES_SERVICE_HOST not set. Is this not running within a pod?");
+    let err = Installer::new(s, "info".into(), metrics.clone())
+        .install_all()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "write kubeconfig: KUBERNETES_SERVICE_HOST not set. Is this not running within a pod?"
+    );
     let mut s = node.settings();
     s.kube_ca_file = node.scratch.join("missing-ca.crt").to_string_lossy().into_owned();
-    let err = Installer::new(s, "info".into(), metrics.clone()).install_all().unwrap_err().to_string();
-    assert!(err.starts_with("write kubeconfig: read ") && err.contains("missing-ca.crt"), "{err}");
+    let err = Installer::new(s, "info".into(), metrics.clone())
+        .install_all()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("write kubeconfig: read ") && err.contains("missing-ca.crt"),
+        "{err}"
+    );
     assert_eq!(metrics.install_count(InstallResult::CREATE_KUBECONFIG_FAILURE), 2);
     assert_eq!(node.read("10-calico.conflist"), CALICO, "no entry without a kubeconfig");
 }

@@ -150,8 +150,10 @@ fn append(text: &str, entry: &Entry) -> Result<String, String> {
 /// takes the plugin's own `cniVersion` and `name` when it has them, because
 /// libcni injects the list's values into every plugin: Istio's fixed
 /// `0.3.1`/`k8s-pod-network` changes the version the primary runs at and the
-/// network name host-local keys its IP store on. Defaults:
-/// [`DEFAULT_LIST_VERSION`], [`DEFAULT_LIST_NAME`].
+/// network name host-local keys its IP store on. Istio's values are the
+/// fallback ([`DEFAULT_LIST_VERSION`] when the version is missing or older
+/// than chaining, [`DEFAULT_LIST_NAME`] when the name is missing or not a
+/// valid network name).
 pub fn wrap_single(text: &str, entry: &Entry) -> Result<String, String> {
     let root = syntax(text)?;
     let obj = root.as_object().ok_or("not a JSON object")?;
@@ -159,8 +161,20 @@ pub fn wrap_single(text: &str, entry: &Entry) -> Result<String, String> {
         let s = obj.get_string(key)?;
         (!s.value.is_empty()).then(|| &text[s.range.start..s.range.end])
     };
-    let version = literal("cniVersion").map_or_else(|| quote(DEFAULT_LIST_VERSION), str::to_string);
-    let name = literal("name").map_or_else(|| quote(DEFAULT_LIST_NAME), str::to_string);
+    // Chaining (prevResult) starts at 0.3.0: an older or unreadable version
+    // would leave our plugin without the primary's result.
+    let version = obj
+        .get_string("cniVersion")
+        .filter(|v| chains(&v.value))
+        .and(literal("cniVersion"))
+        .map_or_else(|| quote(DEFAULT_LIST_VERSION), str::to_string);
+    // The list's name reaches every plugin, ours included, which rejects
+    // names a container ID could not have.
+    let name = obj
+        .get_string("name")
+        .filter(|n| istio_cni::cni::config::valid_name(&n.value))
+        .and(literal("name"))
+        .map_or_else(|| quote(DEFAULT_LIST_NAME), str::to_string);
     let (start, end) = (obj.range.start, obj.range.end);
     let (lead, plugin, trail) = (&text[..start], &text[start..end], &text[end..]);
     let body = match indent_unit(text) {
@@ -174,6 +188,15 @@ pub fn wrap_single(text: &str, entry: &Entry) -> Result<String, String> {
         ),
     };
     Ok(format!("{lead}{body}{trail}"))
+}
+
+/// Whether a CNI version (`major.minor.patch`) is 0.3.0 or later.
+fn chains(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor)), Some(Ok(_)), None) => (major, minor) >= (0, 3),
+        _ => false,
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -300,6 +323,23 @@ mod tests {
         let (v, shape) = parse(&out).unwrap();
         assert_eq!(shape, Shape::List);
         assert_eq!(plugins(&v).unwrap().len(), 2);
+        for (conf, want) in [
+            (
+                "{\"cniVersion\":\"0.2.0\",\"name\":\"my net\",\"type\":\"bridge\"}",
+                "{\"cniVersion\":\"0.3.1\",\"name\":\"k8s-pod-network\",",
+            ),
+            (
+                "{\"cniVersion\":\"1.1.0\",\"name\":\"a_b\",\"type\":\"bridge\"}",
+                "{\"cniVersion\":\"1.1.0\",\"name\":\"a_b\",",
+            ),
+            (
+                "{\"cniVersion\":\"\\u0030.4.0\",\"name\":\"n\",\"type\":\"bridge\"}",
+                "{\"cniVersion\":\"\\u0030.4.0\",\"name\":\"n\",",
+            ),
+        ] {
+            let out = insert(conf, &entry()).unwrap();
+            assert!(out.starts_with(want), "{out}");
+        }
         let bare = "{\"type\":\"bridge\"}";
         let out = insert(bare, &entry()).unwrap();
         assert!(

@@ -135,7 +135,11 @@ pub fn plugin_view(list_text: &str) -> istio_cni::cni::config::NetConf {
     let plugins = list["plugins"].as_array().unwrap();
     let ours: Vec<_> = plugins.iter().filter(|p| p["type"] == "istio-cni").collect();
     assert_eq!(ours.len(), 1, "exactly one istio-cni entry: {list_text}");
-    assert_eq!(plugins.last().unwrap()["type"], "istio-cni", "ours is last: {list_text}");
+    assert_eq!(
+        plugins.last().unwrap()["type"],
+        "istio-cni",
+        "ours is last: {list_text}"
+    );
     let mut conf = ours[0].clone();
     conf["cniVersion"] = list["cniVersion"].clone();
     conf["name"] = list["name"].clone();
