@@ -94,7 +94,11 @@ pub struct InstallSettings {
     #[arg(long, env = "CNI_BIN_SOURCE_DIR", default_value = "/opt/cni/bin")]
     pub cni_bin_source_dir: PathBuf,
     /// The projected service-account volume (token, ca.crt), watched for rotation.
-    #[arg(long, env = "SERVICE_ACCOUNT_DIR", default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
+    #[arg(
+        long,
+        env = "SERVICE_ACCOUNT_DIR",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount"
+    )]
     pub service_account_dir: PathBuf,
     /// Ours: write `status_check: true` so the plugin's STATUS reports not-ready until our kubeconfig exists.
     #[arg(long, env = "CNI_STATUS_CHECK", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
@@ -113,7 +117,11 @@ pub struct RepairSettings {
     pub repair_delete_pods: bool,
     #[arg(long, env = "REPAIR_LABEL_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
     pub repair_label_pods: bool,
-    #[arg(long, env = "REPAIR_BROKEN_POD_LABEL_KEY", default_value = "cni.istio.io/uninitialized")]
+    #[arg(
+        long,
+        env = "REPAIR_BROKEN_POD_LABEL_KEY",
+        default_value = "cni.istio.io/uninitialized"
+    )]
     pub repair_broken_pod_label_key: String,
     #[arg(long, env = "REPAIR_BROKEN_POD_LABEL_VALUE", default_value = "true")]
     pub repair_broken_pod_label_value: String,
@@ -346,9 +354,15 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         let err = parse(&["--kubeconfig-mode", "rw"]).unwrap_err().to_string();
-        assert!(err.contains("--kubeconfig-mode") && err.contains("\"rw\" is not an integer"), "{err}");
+        assert!(
+            err.contains("--kubeconfig-mode") && err.contains("\"rw\" is not an integer"),
+            "{err}"
+        );
         let err = parse(&["--chained-cni-plugin", "maybe"]).unwrap_err().to_string();
-        assert!(err.contains("--chained-cni-plugin") && err.contains("not a boolean"), "{err}");
+        assert!(
+            err.contains("--chained-cni-plugin") && err.contains("not a boolean"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -375,7 +389,11 @@ mod tests {
     #[test]
     fn api_server_url() {
         let mut s = parse(&[]).unwrap().install;
-        assert!(s.api_server_url().unwrap_err().contains("KUBERNETES_SERVICE_HOST not set"));
+        assert!(
+            s.api_server_url()
+                .unwrap_err()
+                .contains("KUBERNETES_SERVICE_HOST not set")
+        );
         s.kubernetes_service_host = "fd00::1".into();
         s.kubernetes_service_port = "443".into();
         assert_eq!(s.api_server_url().unwrap(), "https://[fd00::1]:443");

@@ -15,6 +15,6 @@ pub mod install;
 pub mod manifest;
 pub mod metrics;
 pub mod repair;
-// WIP: pub mod run;
+pub mod run;
 pub mod server;
-// WIP: pub mod watch;
+pub mod watch;

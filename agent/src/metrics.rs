@@ -117,12 +117,16 @@ impl Metrics {
 
     /// Counts one repair action outcome.
     pub fn repaired(&self, kind: RepairType, result: RepairResult) {
-        self.repaired.get_or_create(&RepairLabels { r#type: kind, result }).inc();
+        self.repaired
+            .get_or_create(&RepairLabels { r#type: kind, result })
+            .inc();
     }
 
     /// The current value of a repair counter (tests and logs).
     pub fn repaired_count(&self, kind: RepairType, result: RepairResult) -> u64 {
-        self.repaired.get_or_create(&RepairLabels { r#type: kind, result }).get()
+        self.repaired
+            .get_or_create(&RepairLabels { r#type: kind, result })
+            .get()
     }
 
     /// The current value of an install counter.
@@ -151,8 +155,14 @@ mod tests {
         m.set_install_ready(true);
         m.repaired(RepairType::delete, RepairResult::fail);
         let text = m.encode();
-        assert!(text.contains("istio_cni_installs_total{result=\"SUCCESS\"} 1"), "{text}");
-        assert!(text.contains("istio_cni_installs_total{result=\"CREATE_CNI_CONFIG_FAILURE\"} 1"), "{text}");
+        assert!(
+            text.contains("istio_cni_installs_total{result=\"SUCCESS\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("istio_cni_installs_total{result=\"CREATE_CNI_CONFIG_FAILURE\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("istio_cni_install_ready 1"), "{text}");
         assert!(
             text.contains("istio_cni_repair_pods_repaired_total{type=\"delete\",result=\"fail\"} 1"),

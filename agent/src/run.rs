@@ -1,1 +1,235 @@
-//! The agent process: servers, repair controller, install loop, cleanup.
+//! The agent process (istio-cni-agent.md §1): metrics, log socket and health
+//! servers; the repair controller; the install/watch loop; cleanup when a
+//! signal arrives or the loop fails.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{InstallSettings, Settings};
+use crate::install::Installer;
+use crate::metrics::Metrics;
+use crate::server::logsock::LogSocket;
+use crate::server::{self, Readiness};
+use crate::watch::{WatchError, WatchLoop};
+
+/// Why the agent exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Server(std::io::Error),
+    #[error("repair controller: {0}")]
+    Repair(String),
+    #[error("{0}")]
+    Watch(#[from] WatchError),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the agent until SIGTERM/SIGINT (Ok) or a fatal error. Cleanup runs in
+/// both cases; a cleanup failure is logged and does not change the result,
+/// as in Istio.
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let metrics = Metrics::new();
+    let ready = Readiness::default();
+    log_settings(&settings);
+
+    let mut servers = Vec::new();
+    if settings.monitoring_port > 0 {
+        let port = u16::try_from(settings.monitoring_port).unwrap_or(15014);
+        let addr = SocketAddr::new(settings.listen_address, port);
+        // As Istio: a metrics listen failure is not fatal.
+        match server::serve_tcp(addr, server::metrics_router(metrics.clone()), "metrics").await {
+            Ok((_, task)) => servers.push(task),
+            Err(e) => tracing::error!(target: "cni-agent", "{e}"),
+        }
+    }
+    let log_socket = LogSocket::bind(&settings.install.cni_agent_run_dir)
+        .await
+        .map_err(RunError::Server)?;
+    let health = SocketAddr::new(settings.listen_address, settings.health_port);
+    let (_, task) = server::serve_tcp(health, server::health_router(ready.clone()), "health")
+        .await
+        .map_err(RunError::Server)?;
+    servers.push(task);
+
+    let repair = match settings.repair.mode() {
+        None => {
+            tracing::info!(target: "cni-agent", "repair controller disabled");
+            None
+        }
+        Some(mode) => {
+            tracing::info!(target: "cni-agent", "starting CNI sidecar repair controller (mode {})", mode.as_str());
+            let client = kube_client(&settings.install).map_err(RunError::Repair)?;
+            let controller = crate::repair::start(
+                client,
+                settings.repair.clone(),
+                settings.install.native_nftables,
+                metrics.clone(),
+            )
+            .await
+            .map_err(|e| RunError::Repair(e.to_string()))?;
+            Some(controller)
+        }
+    };
+
+    let installer = Installer::new(
+        settings.install.clone(),
+        plugin_log_level(&settings.log_level),
+        metrics.clone(),
+    );
+    let watch = WatchLoop::new(
+        installer,
+        settings.install.mounted_cni_net_dir.clone(),
+        ready.clone(),
+        metrics.clone(),
+    );
+    let stop = watch.stop_handle();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("install-watch".into())
+        .spawn(move || {
+            let _ = done_tx.send(watch.run());
+        })
+        .map_err(RunError::Server)?;
+
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(RunError::Signal)?;
+    let mut done_rx = done_rx;
+    let finished = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!(target: "cni-agent", "SIGTERM: cleaning up"); None }
+        _ = sigint.recv() => { tracing::info!(target: "cni-agent", "SIGINT: cleaning up"); None }
+        r = &mut done_rx => r.ok(),
+    };
+    let (mut installer, result) = match finished {
+        Some(r) => r,
+        None => {
+            stop.stop();
+            match done_rx.await {
+                Ok(r) => r,
+                Err(_) => return Err(RunError::Repair("install loop thread died".into())),
+            }
+        }
+    };
+    ready.set(false);
+    match installer.cleanup() {
+        Ok(()) => tracing::info!(target: "cni-agent", "cleanup done"),
+        Err(e) => tracing::error!(target: "cni-agent", "cleanup failed: {e}"),
+    }
+    if let Some(repair) = repair {
+        repair.shutdown().await;
+    }
+    log_socket.close();
+    for task in servers {
+        task.abort();
+    }
+    result.map_err(RunError::from)
+}
+
+/// The repair controller's client: the API server from KUBERNETES_SERVICE_*,
+/// the CA and a token file from the service-account dir (re-read on rotation).
+pub fn kube_client(install: &InstallSettings) -> Result<kube::Client, String> {
+    let url = install.api_server_url()?;
+    let cluster_url = url.parse().map_err(|e| format!("API server URL {url:?}: {e}"))?;
+    let mut config = kube::Config::new(cluster_url);
+    if install.skip_tls_verify {
+        config.accept_invalid_certs = true;
+    } else {
+        let ca_file = install.ca_file();
+        let pem = std::fs::read(&ca_file).map_err(|e| format!("reading CA {}: {e}", ca_file.display()))?;
+        config.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("CA {}: {e}", ca_file.display()))?);
+    }
+    let token_file = install.service_account_dir.join("token");
+    if !token_file.exists() {
+        return Err(format!("service-account token {} does not exist", token_file.display()));
+    }
+    config.auth_info.token_file = Some(token_file.to_string_lossy().into_owned());
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    kube::Client::try_from(config).map_err(|e| format!("kube client: {e}"))
+}
+
+/// DER certificates from a PEM bundle.
+fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(pem).map_err(|_| "not PEM text".to_string())?;
+    let mut certs = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        match line {
+            "-----BEGIN CERTIFICATE-----" => body = Some(String::new()),
+            "-----END CERTIFICATE-----" => {
+                let b64 = body.take().ok_or("END without BEGIN")?;
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("bad base64: {e}"))?;
+                certs.push(der);
+            }
+            other => {
+                if let Some(b) = body.as_mut() {
+                    b.push_str(other);
+                }
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    Ok(certs)
+}
+
+/// `plugin_log_level`: the `cni-plugin` scope's level from
+/// `--log_output_level` (`info`, or `cni-plugin:debug,cni-agent:info`).
+pub fn plugin_log_level(spec: &str) -> String {
+    let mut default = "info".to_string();
+    for part in spec.split(',').map(str::trim) {
+        match part.split_once(':') {
+            Some(("cni-plugin", level)) => return level.to_string(),
+            Some((_, _)) => {}
+            None if !part.is_empty() => default = part.to_string(),
+            None => {}
+        }
+    }
+    default
+}
+
+/// `--log_output_level` as a tracing filter: `scope:level` → `scope=level`.
+pub fn log_filter(spec: &str) -> String {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.replacen(':', "=", 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn log_settings(settings: &Settings) {
+    tracing::info!(target: "cni-agent", "istio-cni-agent {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(target: "cni-agent", "install settings: {:?}", settings.install);
+    tracing::info!(target: "cni-agent", "repair settings: {:?}", settings.repair);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_follow_istio_scopes() {
+        assert_eq!(plugin_log_level("info"), "info");
+        assert_eq!(plugin_log_level("debug"), "debug");
+        assert_eq!(plugin_log_level("cni-plugin:debug,cni-agent:warn"), "debug");
+        assert_eq!(plugin_log_level("cni-agent:warn"), "info");
+        assert_eq!(
+            log_filter("cni-plugin:debug, cni-agent:info"),
+            "cni-plugin=debug,cni-agent=info"
+        );
+    }
+
+    #[test]
+    fn pem_bundle_decodes() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certificates(pem.as_bytes()).unwrap(), vec![vec![0, 1, 2, 3]]);
+        assert!(pem_certificates(b"nothing").is_err());
+    }
+}

@@ -156,7 +156,10 @@ mod tests {
         assert_eq!(r.level, "warn");
         assert_eq!(r.time, "2026-11-24T10:00:00.000001Z");
         assert_eq!(r.msg, "no rules");
-        assert_eq!(r.labels, vec![("pod".into(), "a/b".into()), ("scope".into(), "cni".into())]);
+        assert_eq!(
+            r.labels,
+            vec![("pod".into(), "a/b".into()), ("scope".into(), "cni".into())]
+        );
         assert_eq!(PluginRecord::parse("plain text").msg, "plain text");
     }
 
@@ -187,7 +190,9 @@ mod tests {
                 out
             })
         };
-        let ok = send(r#"["{\"level\":\"info\",\"time\":\"t\",\"msg\":\"hello\"}"]"#).await.unwrap();
+        let ok = send(r#"["{\"level\":\"info\",\"time\":\"t\",\"msg\":\"hello\"}"]"#)
+            .await
+            .unwrap();
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         let bad = send(r#"{"not":"an array"}"#).await.unwrap();
         assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");

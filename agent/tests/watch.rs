@@ -1,0 +1,156 @@
+//! The agent binary keeping its entry in place while the primary CNI fights
+//! it, reporting readiness, bounding its CPU under a file storm, and leaving
+//! the node as it found it on SIGTERM. Needs no privileges.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Agent, NodeDirs, has_istio_entry, wait_for};
+
+const PRIMARY: &str = r#"{
+  "cniVersion": "0.3.1",
+  "name": "kindnet",
+  "plugins": [
+    {
+      "type": "ptp",
+      "ipMasq": false,
+      "ipam": { "type": "host-local", "dataDir": "/run/cni-ipam-state", "ranges": [[{ "subnet": "10.244.0.0/24" }]] },
+      "mtu": 1500
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+"#;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn the_entry_comes_back_after_every_primary_rewrite() {
+    let dirs = NodeDirs::new("rewrites");
+    let primary = dirs.conf_dir.join("10-kindnet.conflist");
+    std::fs::write(&primary, PRIMARY).unwrap();
+    let mut agent = Agent::start(&dirs.env());
+    agent.wait_ready(Duration::from_secs(10));
+    assert!(has_istio_entry(&primary), "installed on start");
+    assert!(dirs.bin_dir.join("istio-cni").exists());
+    assert!(dirs.run_dir.join("istio-cni-kubeconfig").exists());
+
+    let mut took = Vec::new();
+    for i in 0..50 {
+        match i % 3 {
+            // In place, the way a CNI daemon rewrites its file.
+            0 => std::fs::write(&primary, PRIMARY).unwrap(),
+            // Atomic rename over the file.
+            1 => {
+                let tmp = dirs.conf_dir.join(".10-kindnet.tmp");
+                std::fs::write(&tmp, PRIMARY).unwrap();
+                std::fs::rename(&tmp, &primary).unwrap();
+            }
+            // Deleted, then recreated.
+            _ => {
+                std::fs::remove_file(&primary).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+                std::fs::write(&primary, PRIMARY).unwrap();
+            }
+        }
+        let start = Instant::now();
+        let back = wait_for(Duration::from_secs(5), || has_istio_entry(&primary));
+        assert!(back.is_some(), "rewrite {i}: entry not back within 5 s");
+        took.push(start.elapsed());
+    }
+    let max = took.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "entry back after a primary rewrite: median {:?}, max {:?} (50 rewrites)",
+        median(took.clone()),
+        max
+    );
+    // The issue's figure; a median is robust to a noisy machine.
+    assert!(median(took) < Duration::from_millis(100));
+    wait_for(Duration::from_secs(5), || agent.health("/readyz") == Some(200)).expect("ready again");
+    let installs = agent.metric("istio_cni_installs_total{result=\"SUCCESS\"}");
+    assert!(installs >= 2.0, "every re-convergence counts an install: {installs}");
+}
+
+#[test]
+fn a_file_storm_costs_bounded_cpu_and_passes() {
+    let dirs = NodeDirs::new("storm");
+    let primary = dirs.conf_dir.join("10-kindnet.conflist");
+    std::fs::write(&primary, PRIMARY).unwrap();
+    let mut agent = Agent::start(&dirs.env());
+    agent.wait_ready(Duration::from_secs(10));
+    let passes_before = agent.metric("istio_cni_installs_total{result=\"SUCCESS\"}");
+    let cpu_before = agent.cpu_time();
+    let start = Instant::now();
+    // 1,000 events: another component writing files into the conf dir.
+    for i in 0..1000 {
+        std::fs::write(dirs.conf_dir.join(format!("storm-{}.json", i % 10)), format!("{i}")).unwrap();
+    }
+    let storm = start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(Duration::from_secs(5), || agent.health("/readyz") == Some(200)).expect("ready after the storm");
+    let wall = start.elapsed();
+    let cpu = agent.cpu_time() - cpu_before;
+    let passes = agent.metric("istio_cni_installs_total{result=\"SUCCESS\"}") - passes_before;
+    eprintln!("1000-event storm in {storm:?}: {passes} passes, agent CPU {cpu:?} over {wall:?}");
+    // The throttle: a burst of 20, then one pass per 50 ms.
+    let bound = 20.0 + wall.as_secs_f64() / 0.05 + 2.0;
+    assert!(passes <= bound, "{passes} passes > throttle bound {bound}");
+    assert!(cpu < wall, "the agent used more than one core: {cpu:?} over {wall:?}");
+    assert!(has_istio_entry(&primary));
+}
+
+#[test]
+fn sigterm_restores_the_node() {
+    let dirs = NodeDirs::new("sigterm");
+    let primary = dirs.conf_dir.join("10-kindnet.conflist");
+    std::fs::write(&primary, PRIMARY).unwrap();
+    let mut agent = Agent::start(&dirs.env());
+    agent.wait_ready(Duration::from_secs(10));
+    assert_eq!(agent.health("/healthz"), Some(200));
+    assert!(agent.metrics().contains("istio_cni_install_ready 1"));
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&primary).unwrap(),
+        PRIMARY,
+        "primary restored byte for byte"
+    );
+    assert!(!dirs.bin_dir.join("istio-cni").exists(), "binary removed");
+    assert!(
+        !dirs.run_dir.join("istio-cni-kubeconfig").exists(),
+        "kubeconfig removed"
+    );
+    assert!(!dirs.run_dir.join("log.sock").exists(), "log socket removed");
+}
+
+#[test]
+fn waits_for_the_primary_and_is_not_ready_meanwhile() {
+    let dirs = NodeDirs::new("delayed");
+    let agent = Agent::start(&dirs.env());
+    wait_for(Duration::from_secs(5), || agent.health("/healthz") == Some(200)).expect("healthz up");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(agent.health("/readyz"), Some(503), "not ready without a primary config");
+    let primary = dirs.conf_dir.join("10-kindnet.conflist");
+    std::fs::write(&primary, PRIMARY).unwrap();
+    wait_for(Duration::from_secs(5), || has_istio_entry(&primary)).expect("installed once the primary appears");
+    wait_for(Duration::from_secs(5), || agent.health("/readyz") == Some(200)).expect("ready");
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(std::fs::read_to_string(&primary).unwrap(), PRIMARY);
+}
+
+#[test]
+fn bad_settings_are_rejected_naming_the_setting() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_istio-cni-agent"))
+        .env("KUBECONFIG_MODE", "rw-------")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KUBECONFIG_MODE") || err.contains("--kubeconfig-mode"),
+        "{err}"
+    );
+}
