@@ -464,11 +464,9 @@ fn label_mode_patches_pods_status_with_an_event() {
     cluster.delete().unwrap();
 }
 
-/// The embedded API server keeps the stored metadata on pods/status writes;
-/// a real one applies label changes there (Istio relies on it). Un-ignore
-/// once kind's status-subresource update keeps `metadata.labels`.
+/// The label written through pods/status is on the pod (as on a real API
+/// server), and a labelled pod is skipped afterwards.
 #[test]
-#[ignore = "kind's pods/status patch drops metadata.labels (real API servers apply them)"]
 fn label_mode_label_is_visible_then_the_pod_is_skipped() {
     if !privileged("label_mode_label_is_visible_then_the_pod_is_skipped") {
         return;

@@ -972,6 +972,25 @@ fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) 
                     }
                 }
             }
+            // kube-apiserver's pod status strategy keeps the spec, owner
+            // references and deletion timestamp but takes the rest of the
+            // metadata from the request: controllers with only `pods/status`
+            // rights (Istio's labelPods) label pods this way. Other kinds'
+            // status strategies keep the old metadata.
+            let metadata_keys: &[&str] = if info.group.is_empty() && info.plural == "pods" {
+                &["labels", "annotations"]
+            } else {
+                &[]
+            };
+            for key in metadata_keys.iter().copied() {
+                let value = new.get("metadata").and_then(|m| m.get(key)).cloned();
+                if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+                    match value {
+                        Some(v) => meta.insert(key.into(), v),
+                        None => meta.remove(key),
+                    };
+                }
+            }
             out
         }
         Part::Main => {
@@ -1125,9 +1144,11 @@ mod tests {
         let mut st = (*u).clone();
         st["status"]["phase"] = json!("Running");
         st["metadata"]["labels"]["x"] = json!("z");
+        st["spec"]["nodeName"] = json!("elsewhere");
         let u2 = s.update(rid::PODS, "default", "a", st, Part::Status, false).unwrap();
         assert_eq!(u2["status"]["phase"], "Running");
-        assert_eq!(u2["metadata"]["labels"]["x"], "y");
+        assert_eq!(u2["spec"]["nodeName"], "n1", "a status write keeps the spec");
+        assert_eq!(u2["metadata"]["labels"]["x"], "z", "pods/status may change labels");
         // No-op update keeps the resourceVersion.
         let mut same = (*u2).clone();
         same["metadata"]["resourceVersion"] = json!("");
