@@ -27,7 +27,7 @@ use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
 use crate::kubelet::{self, NodeContext, PodLogs};
 use crate::node::cgroup::ClusterCgroup;
-use crate::node::{ClusterConfig, ClusterNetwork, Netns, Node, NodeSpec};
+use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec};
 
 /// A running embedded cluster (the `local` backend), reached through
 /// [`Cluster::local`](super::Cluster::local).
@@ -48,6 +48,22 @@ pub struct LocalCluster {
 
 static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 
+/// The n-th cluster of this process gets its own pod range (10.251/16 for the
+/// first, then 10.151/16 ... 10.249/16): clusters run side by side (the
+/// scenario runner), and tools that find a pod by its IP through `/proc`
+/// (Istio's repair controller) must not see another cluster's pod with the
+/// same address.
+fn address_plan(n: u32) -> AddressPlan {
+    let mut plan = AddressPlan::default();
+    let k = n % 100;
+    if k != 0
+        && let Ok(range) = Ipv4Cidr::new(std::net::Ipv4Addr::new(10, 150 + k as u8, 0, 0), 16)
+    {
+        plan.pod_supernet = range;
+    }
+    plan
+}
+
 impl LocalCluster {
     /// Creates the cluster and returns once the API server answers and every
     /// node's kubelet is watching.
@@ -60,7 +76,7 @@ impl LocalCluster {
         // Optional: skipped where cgroup v2 is not writable (rootless).
         let cgroup = ClusterCgroup::create(&format!("istio-cni-cluster-{}-{n}", std::process::id()));
         let pod_cgroups = cgroup.as_ref().map(ClusterCgroup::kubepods);
-        let result = Self::build(spec, root.clone(), harness.clone(), pod_cgroups);
+        let result = Self::build(spec, n, root.clone(), harness.clone(), pod_cgroups);
         match result {
             Ok(mut cluster) => {
                 cluster.cgroup = cgroup;
@@ -79,6 +95,7 @@ impl LocalCluster {
 
     fn build(
         spec: ClusterSpec,
+        n: u32,
         root: PathBuf,
         harness: Netns,
         pod_cgroups: Option<PathBuf>,
@@ -91,6 +108,7 @@ impl LocalCluster {
         let mut network = ClusterNetwork::create(ClusterConfig {
             root: Some(root.join("nodes")),
             harness_netns: Some(harness.path().to_path_buf()),
+            plan: address_plan(n),
             ..ClusterConfig::default()
         })
         .map_err(|e| create_err("cluster network")(e.to_string()))?;

@@ -1,0 +1,171 @@
+//! Where scenarios run: the cluster backend and the project binaries.
+//!
+//! On the embedded cluster, container images are local executables: the
+//! image table maps Istio's `proxyv2` to `istio-cni validate` (the
+//! `istio-validation` init container) or mesh-probe's capturing proxy
+//! (`istio-proxy`), and the apps to mesh-probe. On kind and existing
+//! clusters the same pod specs use the project's test image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec};
+use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
+
+use crate::scenario::Stop;
+
+/// Which cluster a scenario gets.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A fresh embedded cluster per scenario.
+    Local,
+    /// A kind cluster (feature `kind`) with this primary CNI.
+    Kind { cni: String },
+    /// An already running cluster.
+    Existing { kubeconfig: PathBuf },
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Local => "local",
+            Target::Kind { .. } => "kind",
+            Target::Existing { .. } => "existing",
+        }
+    }
+}
+
+/// The workspace binaries scenarios install and run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub istio_cni: PathBuf,
+    pub agent: PathBuf,
+    pub mesh_probe: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the binaries in `dir` (a cargo target profile dir).
+    pub fn in_dir(dir: &Path) -> Binaries {
+        Binaries {
+            istio_cni: dir.join("istio-cni"),
+            agent: dir.join("istio-cni-agent"),
+            mesh_probe: dir.join("mesh-probe"),
+        }
+    }
+
+    /// The binaries next to the running executable (the runner, or a test
+    /// binary in `target/<profile>/deps`), building missing ones with cargo.
+    pub fn locate() -> Result<Binaries, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let bins = Binaries::in_dir(&dir);
+        let missing: Vec<(&str, &str)> = [
+            (&bins.istio_cni, "istio-cni", "istio-cni"),
+            (&bins.agent, "istio-cni-agent", "istio-cni-agent"),
+            (&bins.mesh_probe, "mesh-probe", "istio-cni-kind"),
+        ]
+        .into_iter()
+        .filter(|(p, _, _)| !p.exists())
+        .map(|(_, bin, pkg)| (bin, pkg))
+        .collect();
+        if !missing.is_empty() {
+            let release = dir.ends_with("release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.arg("build");
+            if release {
+                cmd.arg("--release");
+            }
+            for (bin, pkg) in &missing {
+                cmd.args(["-p", pkg, "--bin", bin]);
+            }
+            let status = cmd.status().map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build of {missing:?} failed"));
+            }
+        }
+        Ok(bins)
+    }
+}
+
+/// The environment every scenario body gets.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub target: Target,
+    pub bins: Binaries,
+}
+
+impl Env {
+    pub fn new(target: Target) -> Result<Env, String> {
+        Ok(Env {
+            target,
+            bins: Binaries::locate()?,
+        })
+    }
+
+    /// An embedded-cluster env whose binaries may not exist (unit tests).
+    pub fn local_for_tests() -> Env {
+        Env {
+            target: Target::Local,
+            bins: Binaries::in_dir(Path::new("/nonexistent")),
+        }
+    }
+
+    /// Container images as local executables (embedded cluster).
+    pub fn images(&self) -> ImageTable {
+        let istio_cni = self.bins.istio_cni.clone();
+        let probe = self.bins.mesh_probe.clone();
+        ImageTable::new()
+            .add_fn("proxyv2", move |c| {
+                let args = c.args.clone().unwrap_or_default();
+                match args.first().map(String::as_str) {
+                    Some("istio-iptables") => Some(Exec {
+                        program: istio_cni.clone(),
+                        args: std::iter::once("validate".to_string()).chain(args).collect(),
+                    }),
+                    Some("proxy") => Some(Exec {
+                        program: probe.clone(),
+                        args: vec!["proxy".into()],
+                    }),
+                    _ => None,
+                }
+            })
+            .add("hello-go-gke", self.bins.mesh_probe.clone(), &["echo", "--port", "80"])
+            .add("mesh-probe", self.bins.mesh_probe.clone(), &[])
+            .add("shell", "/bin/sh", &[])
+    }
+
+    /// A cluster for one scenario: `spec` on this env's backend, with the
+    /// env's images and a short kubelet backoff (scenarios wait on restarts).
+    pub fn cluster(&self, spec: ClusterSpec) -> Result<Cluster, Stop> {
+        let spec = ClusterSpec {
+            backend: match &self.target {
+                Target::Local => Backend::Local,
+                Target::Kind { cni } => {
+                    let mut b = Backend::kind();
+                    if let Backend::Kind { cni: c, .. } = &mut b {
+                        *c = cni.parse().map_err(|e| Stop::Fail(format!("--cni {cni}: {e}")))?;
+                    }
+                    b
+                }
+                Target::Existing { kubeconfig } => Backend::existing(kubeconfig.clone()),
+            },
+            images: self.images(),
+            backoff: Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(1),
+            },
+            ..spec
+        };
+        Cluster::create(spec).map_err(|e| Stop::Fail(format!("creating the cluster: {e}")))
+    }
+
+    /// Whether this env runs the embedded cluster (node files and processes are reachable).
+    pub fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local)
+    }
+}

@@ -1,0 +1,8 @@
+//! The `race/...` scenarios.
+
+use crate::scenario::Scenario;
+
+/// Every `race/...` scenario.
+pub fn scenarios() -> Vec<Scenario> {
+    Vec::new()
+}

@@ -1,0 +1,216 @@
+//! One scenario: a stable name, what it proves, and a body that runs against
+//! an [`Env`] and leaves a [`Record`] (timeline, diagnostics) behind.
+//!
+//! Bodies return [`Step`]: `Err(Stop::Fail)` (use [`ensure!`](crate::ensure)
+//! or `?` on anything convertible to a message) or `Err(Stop::Skip)` when the
+//! backend or kernel cannot run it. A panic in a body is a failure too.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::env::Env;
+
+/// Why a body stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    Fail(String),
+    Skip(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Fail(e.to_string())
+    }
+}
+
+/// A body's result.
+pub type Step = Result<(), Stop>;
+
+/// `ensure!(cond, "format", args)`: fail the scenario with the message unless `cond`.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::scenario::Stop::Fail(format!($($msg)+)));
+        }
+    };
+}
+
+/// Skips the scenario with a reason.
+pub fn skip(reason: impl Into<String>) -> Step {
+    Err(Stop::Skip(reason.into()))
+}
+
+/// A point on the scenario's timeline (race scenarios chart these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// Since the scenario started.
+    pub at: Duration,
+    /// e.g. `node ready`, `pod scheduled`, `validation failed (126)`, `agent ready`, `repaired`, `pod Running`.
+    pub what: String,
+}
+
+/// What a body leaves behind for the report.
+#[derive(Debug, Clone)]
+pub struct Record {
+    start: Instant,
+    pub timeline: Vec<Mark>,
+    /// Titled text blocks: pod and node events, agent and plugin logs, the
+    /// CNI config before and after, rules in the pod netns, a diff.
+    pub diagnostics: Vec<(String, String)>,
+    /// Figures worth printing (e.g. `time to repair: 1.2 s`).
+    pub notes: Vec<String>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            start: Instant::now(),
+            timeline: Vec::new(),
+            diagnostics: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl Record {
+    /// Marks `what` as happening now.
+    pub fn mark(&mut self, what: impl Into<String>) {
+        self.timeline.push(Mark {
+            at: self.start.elapsed(),
+            what: what.into(),
+        });
+    }
+
+    /// Adds a titled diagnostics block (kept for failures and the report).
+    pub fn diag(&mut self, title: impl Into<String>, text: impl Into<String>) {
+        self.diagnostics.push((title.into(), text.into()));
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// A scenario body.
+pub type Body = Arc<dyn Fn(&Env, &mut Record) -> Step + Send + Sync>;
+
+/// A named scenario.
+#[derive(Clone)]
+pub struct Scenario {
+    /// Stable, `/`-separated: `cni/ptp/chained`, `race/repairPods`,
+    /// `skew/istio-1.28/native-sidecar`, `snapshot/<set>/nft`, `platform/k3s`.
+    pub name: String,
+    /// One line: what it proves.
+    pub summary: String,
+    pub body: Body,
+}
+
+impl Scenario {
+    pub fn new(
+        name: impl Into<String>,
+        summary: impl Into<String>,
+        body: impl Fn(&Env, &mut Record) -> Step + Send + Sync + 'static,
+    ) -> Scenario {
+        Scenario {
+            name: name.into(),
+            summary: summary.into(),
+            body: Arc::new(body),
+        }
+    }
+
+    /// Runs the body, turning a panic into a failure.
+    pub fn run(&self, env: &Env) -> Outcome {
+        let mut record = Record::default();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.body)(env, &mut record)));
+        let verdict = match result {
+            Ok(Ok(())) => Verdict::Pass,
+            Ok(Err(Stop::Fail(m))) => Verdict::Fail(m),
+            Ok(Err(Stop::Skip(m))) => Verdict::Skip(m),
+            Err(panic) => Verdict::Fail(format!(
+                "panicked: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)")
+            )),
+        };
+        Outcome {
+            name: self.name.clone(),
+            verdict,
+            duration: record.elapsed(),
+            record,
+        }
+    }
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario").field("name", &self.name).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// A finished scenario.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub name: String,
+    pub verdict: Verdict,
+    pub duration: Duration,
+    pub record: Record,
+}
+
+impl Outcome {
+    /// Panics with the failure and its diagnostics: how rstest cases report.
+    pub fn assert_passed(&self) {
+        match &self.verdict {
+            Verdict::Pass => {}
+            Verdict::Skip(reason) => eprintln!("SKIP: {}: {reason}", self.name),
+            Verdict::Fail(message) => {
+                let mut text = format!("{} failed: {message}\n", self.name);
+                for (title, body) in &self.record.diagnostics {
+                    text.push_str(&format!("--- {title}\n{body}\n"));
+                }
+                panic!("{text}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_from_bodies_and_panics() {
+        let env = Env::local_for_tests();
+        let pass = Scenario::new("t/pass", "", |_, r| {
+            r.mark("step");
+            Ok(())
+        });
+        let out = pass.run(&env);
+        assert_eq!(out.verdict, Verdict::Pass);
+        assert_eq!(out.record.timeline[0].what, "step");
+        let fail = Scenario::new("t/fail", "", |_, _| {
+            ensure!(1 + 1 == 3, "arithmetic is {}", "broken");
+            Ok(())
+        });
+        assert_eq!(fail.run(&env).verdict, Verdict::Fail("arithmetic is broken".into()));
+        let boom = Scenario::new("t/panic", "", |_, _| panic!("boom"));
+        assert_eq!(boom.run(&env).verdict, Verdict::Fail("panicked: boom".into()));
+        let skipped = Scenario::new("t/skip", "", |_, _| skip("no ipvlan"));
+        assert_eq!(skipped.run(&env).verdict, Verdict::Skip("no ipvlan".into()));
+    }
+}
