@@ -63,8 +63,10 @@ fn the_entry_comes_back_after_every_primary_rewrite() {
         took.push(start.elapsed());
     }
     let max = took.iter().max().copied().unwrap_or_default();
+    // The first rewrites fit in the throttle's burst; the rest pay its 50 ms interval.
     eprintln!(
-        "entry back after a primary rewrite: median {:?}, max {:?} (50 rewrites)",
+        "entry back after a primary rewrite: median {:?} over the first 15 (within the burst), median {:?} max {:?} over all 50",
+        median(took[..15].to_vec()),
         median(took.clone()),
         max
     );
