@@ -2,11 +2,13 @@
 //! installed while the primary CNI rewrites its files, the binaries are
 //! replaced or the service-account token rotates.
 //!
-//! Each iteration builds a fresh inotify watcher on the conf dir, the bin dir
-//! and the service-account dir *after* our own writes, so the agent never
-//! wakes itself; then it validates our entry and, when valid, reports ready
-//! and sleeps until something changes. Differences from Istio, on purpose:
+//! One inotify watcher covers the conf dir, the installed binaries and the
+//! service-account dir; each iteration validates our entry and, when valid,
+//! reports ready and sleeps until something changes. Differences from Istio,
+//! on purpose:
 //!
+//! - the watcher lives across passes (Istio rebuilds it after each pass and
+//!   loses changes made in between, e.g. a token rotated mid-pass);
 //! - renames away from a watched name count (Istio ignores Rename-from, so a
 //!   primary moved aside went unnoticed until the next unrelated event);
 //! - the throttle allows a burst of [`Throttle::BURST`] passes and then one
@@ -112,6 +114,8 @@ pub struct WatchLoop {
     metrics: Metrics,
     tx: Sender<Wake>,
     rx: Receiver<Wake>,
+    /// The live watcher and the targets it was built for.
+    active: Option<(notify::RecommendedWatcher, Vec<PathBuf>)>,
     /// How long to wait for a missing conf dir to appear between checks.
     pub poll: Duration,
 }
@@ -127,6 +131,7 @@ impl WatchLoop {
             metrics,
             tx,
             rx,
+            active: None,
             poll: Duration::from_millis(500),
         }
     }
@@ -188,10 +193,14 @@ impl WatchLoop {
                 Err(e @ (InstallError::NoPrimaryConfig { .. } | InstallError::CreateCniConfig(_))) => {
                     tracing::warn!(target: "cni-agent", "{e}; waiting for the CNI config dir to change");
                     let dir = self.conf_dir.clone();
-                    let _watcher = self.watch(std::slice::from_ref(&dir)).ok();
+                    let mut targets = self.installer.watch_targets();
+                    if !targets.contains(&dir) {
+                        targets.push(dir.clone());
+                    }
+                    self.ensure_watch(&targets)?;
                     // The file may have appeared (or finished being written)
-                    // between the pass and the watch: check again now that
-                    // no event can be missed.
+                    // before the watch existed: check again now that no
+                    // event can be missed.
                     match self.installer.install_all() {
                         Ok(()) => return Ok(true),
                         Err(InstallError::NoPrimaryConfig { .. } | InstallError::CreateCniConfig(_)) => {}
@@ -214,9 +223,8 @@ impl WatchLoop {
     /// `Some(())`: reinstall; `None`: stopped.
     fn sleep_watch(&mut self) -> Result<Option<()>, WatchError> {
         let targets = self.installer.watch_targets();
-        let watcher = self.watch(&targets);
+        self.ensure_watch(&targets)?;
         let result = (|| {
-            let _watcher = watcher?;
             if let Err(e) = self.installer.check_valid() {
                 tracing::info!(target: "cni-agent", "CNI config needs reinstalling: {e}");
                 return Ok(Some(()));
@@ -250,16 +258,42 @@ impl WatchLoop {
         }
     }
 
-    /// A watcher on every existing target; directories are watched for
-    /// entries, files for their own changes.
-    fn watch(&self, targets: &[PathBuf]) -> Result<notify::RecommendedWatcher, WatchError> {
+    /// Keeps one watcher alive across passes, rebuilt only when the targets
+    /// change: Istio builds a new one after every pass, and a change that
+    /// lands between a pass reading a file and the new watcher existing is
+    /// lost (a token rotated in that window went unnoticed). Directories are
+    /// watched for their entries; a file target is watched through its
+    /// directory (a rename over it replaces the inode a file watch is tied
+    /// to), with events for that name only. Our own writes wake us once; the
+    /// pass after them finds nothing to do.
+    fn ensure_watch(&mut self, targets: &[PathBuf]) -> Result<(), WatchError> {
+        let mut wanted: Vec<PathBuf> = targets.iter().filter(|t| t.exists()).cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        if self.active.as_ref().is_some_and(|(_, built)| *built == wanted) {
+            return Ok(());
+        }
+        self.active = None;
+        let dirs: Vec<PathBuf> = wanted.iter().filter(|t| t.is_dir()).cloned().collect();
+        let files: Vec<PathBuf> = wanted.iter().filter(|t| !t.is_dir()).cloned().collect();
+        let mut watched: Vec<PathBuf> = dirs.clone();
+        watched.extend(files.iter().filter_map(|f| f.parent().map(PathBuf::from)));
+        watched.sort();
+        watched.dedup();
         let tx = self.tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
             let wake = match res {
-                Ok(event) if relevant(&event.kind) => match event.paths.first() {
-                    Some(p) => Wake::Changed(p.clone()),
-                    None => return,
-                },
+                Ok(event) if relevant(&event.kind) => {
+                    let hit = event.paths.iter().find(|p| {
+                        files.contains(p)
+                            || p.parent().is_some_and(|parent| dirs.iter().any(|d| d == parent))
+                            || dirs.contains(p)
+                    });
+                    match hit {
+                        Some(p) => Wake::Changed(p.clone()),
+                        None => return,
+                    }
+                }
                 Ok(_) => return,
                 Err(e) => Wake::Error(e.to_string()),
             };
@@ -269,15 +303,16 @@ impl WatchLoop {
             path: PathBuf::new(),
             reason: e.to_string(),
         })?;
-        for target in targets.iter().filter(|t| t.exists()) {
+        for dir in &watched {
             watcher
-                .watch(target, RecursiveMode::NonRecursive)
+                .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|e| WatchError::Watch {
-                    path: target.clone(),
+                    path: dir.clone(),
                     reason: e.to_string(),
                 })?;
         }
-        Ok(watcher)
+        self.active = Some((watcher, wanted));
+        Ok(())
     }
 
     fn set_ready(&self, ready: bool) {

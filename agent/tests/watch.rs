@@ -156,3 +156,48 @@ fn bad_settings_are_rejected_naming_the_setting() {
         "{err}"
     );
 }
+
+#[test]
+fn token_rotation_through_a_data_symlink_swap_rewrites_the_kubeconfig() {
+    use std::os::unix::fs::symlink;
+    let dirs = NodeDirs::new("rotation");
+    std::fs::write(dirs.conf_dir.join("10-kindnet.conflist"), PRIMARY).unwrap();
+    // The kubelet's projected-volume layout: token -> ..data/token, ..data -> ..<timestamp>.
+    std::fs::remove_file(dirs.sa_dir.join("token")).unwrap();
+    std::fs::remove_file(dirs.sa_dir.join("ca.crt")).unwrap();
+    let v1 = dirs.sa_dir.join("..2026_11_24_10_00_00.000000001");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("token"), "token-one").unwrap();
+    std::fs::write(
+        v1.join("ca.crt"),
+        "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    symlink(v1.file_name().unwrap(), dirs.sa_dir.join("..data")).unwrap();
+    symlink("..data/token", dirs.sa_dir.join("token")).unwrap();
+    symlink("..data/ca.crt", dirs.sa_dir.join("ca.crt")).unwrap();
+    let mut agent = Agent::start(&dirs.env());
+    agent.wait_ready(Duration::from_secs(10));
+    let kubeconfig = dirs.run_dir.join("istio-cni-kubeconfig");
+    assert!(
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .contains("token: token-one")
+    );
+
+    // Rotation: a new timestamped dir, then an atomic rename of a new ..data link.
+    let v2 = dirs.sa_dir.join("..2026_11_24_11_00_00.000000002");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("token"), "token-two").unwrap();
+    std::fs::copy(v1.join("ca.crt"), v2.join("ca.crt")).unwrap();
+    symlink(v2.file_name().unwrap(), dirs.sa_dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dirs.sa_dir.join("..data_tmp"), dirs.sa_dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    let took = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("token: token-two"))
+    });
+    assert!(took.is_some(), "kubeconfig not rewritten after the token rotated");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kubeconfig).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(agent.terminate(), Some(0));
+}
