@@ -147,6 +147,17 @@ impl NodeAgent {
         &self.node
     }
 
+    /// The agent's log file (stdout and stderr); it outlives [`NodeAgent::stop`],
+    /// so a scenario can still show what the agent said while cleaning up.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Whether the agent process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Waits until the agent has installed: a config in the conf dir lists
     /// `istio-cni` (or our standalone file exists) and the kubeconfig is written.
     pub fn wait_installed(&mut self, timeout: Duration) -> Result<Duration, Stop> {

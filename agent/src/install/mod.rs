@@ -2,7 +2,7 @@
 //!
 //! CONTRACT (used by `watch.rs`, `run.rs` and `main.rs`; keep these signatures):
 //!
-//! ```ignore
+//! ```text
 //! pub struct Installer;                     // owns InstallSettings, Metrics, the pinned conf name, current path
 //! impl Installer {
 //!     pub fn new(settings: InstallSettings, plugin_log_level: String, metrics: Metrics) -> Installer;
