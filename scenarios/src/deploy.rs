@@ -8,7 +8,7 @@
 //! and the manifest's RBAC objects are applied to the API server first — so
 //! the agent has exactly the rights the manifests grant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 
 use crate::env::Env;
-use crate::scenario::Stop;
+use crate::scenario::{Record, Stop};
 
 /// The agent running on one embedded node; SIGKILLed on drop if still running.
 pub struct NodeAgent {
@@ -227,6 +227,189 @@ impl Drop for NodeAgent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// One node's CNI files as they were: what an uninstall must give back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFiles {
+    pub node: String,
+    /// Each config dir (the agent's and, where different, the runtime's)
+    /// with every file's bytes.
+    pub conf: Vec<(PathBuf, BTreeMap<String, Vec<u8>>)>,
+    /// The CNI bin dir and the names in it (plugins are symlinks: names suffice).
+    pub bin: (PathBuf, BTreeSet<String>),
+}
+
+impl NodeFiles {
+    /// Reads `conf_dirs` (deduplicated) and the names in `bin_dir` now.
+    pub fn capture(node: &str, conf_dirs: &[PathBuf], bin_dir: &Path) -> NodeFiles {
+        let mut conf: Vec<(PathBuf, BTreeMap<String, Vec<u8>>)> = Vec::new();
+        for dir in conf_dirs {
+            if !conf.iter().any(|(d, _)| d == dir) {
+                conf.push((dir.clone(), dir_bytes(dir)));
+            }
+        }
+        NodeFiles {
+            node: node.into(),
+            conf,
+            bin: (bin_dir.to_path_buf(), dir_bytes(bin_dir).into_keys().collect()),
+        }
+    }
+
+    /// The same dirs read again.
+    pub fn again(&self) -> NodeFiles {
+        let dirs: Vec<PathBuf> = self.conf.iter().map(|(d, _)| d.clone()).collect();
+        NodeFiles::capture(&self.node, &dirs, &self.bin.0)
+    }
+
+    /// Every difference from `earlier`, one line each (empty: identical).
+    pub fn diff(&self, earlier: &NodeFiles) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((dir, now), (_, then)) in self.conf.iter().zip(&earlier.conf) {
+            for (name, bytes) in then {
+                match now.get(name) {
+                    None => out.push(format!("{}: {name} is gone", dir.display())),
+                    Some(b) if b != bytes => out.push(format!("{}: {name} changed", dir.display())),
+                    Some(_) => {}
+                }
+            }
+            for name in now.keys().filter(|n| !then.contains_key(*n)) {
+                out.push(format!("{}: {name} was left behind", dir.display()));
+            }
+        }
+        let (dir, now) = &self.bin;
+        for name in now.difference(&earlier.bin.1) {
+            out.push(format!("{}: {name} was left behind", dir.display()));
+        }
+        for name in earlier.bin.1.difference(now) {
+            out.push(format!("{}: {name} is gone", dir.display()));
+        }
+        out
+    }
+
+    /// Every config file as text, for diagnostics.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (dir, files) in &self.conf {
+            for (name, bytes) in files {
+                out.push_str(&format!(
+                    "== {}/{name}\n{}\n",
+                    dir.display(),
+                    String::from_utf8_lossy(bytes)
+                ));
+            }
+            if files.is_empty() {
+                out.push_str(&format!("== {} is empty\n", dir.display()));
+            }
+        }
+        out
+    }
+}
+
+/// Regular files (and symlinks) of `dir` with their bytes; a missing dir is empty.
+fn dir_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.path().is_dir())
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
+}
+
+/// The agent on every node of an embedded cluster, as its DaemonSet would
+/// put it there, with each node's CNI files from before it started.
+pub struct Fleet {
+    pub agents: Vec<NodeAgent>,
+    pub before: Vec<NodeFiles>,
+}
+
+impl Fleet {
+    /// Captures every node's files, starts the agent on each node with the
+    /// manifest's environment plus `overrides`, and waits until each has installed.
+    pub fn start(
+        env: &Env,
+        cluster: &Cluster,
+        manifest: &Manifest,
+        overrides: &[(&str, &str)],
+        record: &mut Record,
+    ) -> Result<Fleet, Stop> {
+        let local = cluster.local()?;
+        let mut fleet = Fleet {
+            agents: Vec::new(),
+            before: Vec::new(),
+        };
+        for node in local.nodes() {
+            let conf_dir = node.host_path(manifest.host_conf_dir());
+            fleet.before.push(NodeFiles::capture(
+                node.name(),
+                &[conf_dir, node.runtime_conf_dir()],
+                &node.host_path(&manifest.host_bin_dir()),
+            ));
+            fleet
+                .agents
+                .push(NodeAgent::start(env, cluster, node.name(), manifest, overrides)?);
+        }
+        record.mark("agents started");
+        for agent in &mut fleet.agents {
+            let took = agent.wait_installed(Duration::from_secs(20))?;
+            record.mark(format!("agent installed on {} ({} ms)", agent.node(), took.as_millis()));
+        }
+        Ok(fleet)
+    }
+
+    /// Every agent's log, as diagnostics.
+    pub fn diag_logs(&self, record: &mut Record) {
+        for agent in &self.agents {
+            record.diag(format!("agent log ({})", agent.node()), agent.logs());
+        }
+    }
+
+    /// Every node's config files now and before, as diagnostics.
+    pub fn diag_files(&self, record: &mut Record) {
+        for before in &self.before {
+            record.diag(format!("CNI config before ({})", before.node), before.text());
+            record.diag(format!("CNI config now ({})", before.node), before.again().text());
+        }
+    }
+
+    /// SIGTERMs every agent (each cleans up) and checks that each exited 0,
+    /// that every config dir holds the original bytes again, and that the
+    /// binary and the plugin kubeconfig are gone.
+    pub fn uninstall(mut self, record: &mut Record) -> Result<(), Stop> {
+        let mut problems = Vec::new();
+        let mut logs = Vec::new();
+        for agent in std::mem::take(&mut self.agents) {
+            let node = agent.node().to_string();
+            let log = agent.log_path().to_path_buf();
+            let kubeconfig = agent.run_dir.join("istio-cni-kubeconfig");
+            let code = agent.stop()?;
+            record.mark(format!("agent on {node} stopped ({code:?})"));
+            if code != Some(0) {
+                problems.push(format!("the agent on {node} exited with {code:?} on SIGTERM"));
+            }
+            if kubeconfig.exists() {
+                problems.push(format!("{} was left behind", kubeconfig.display()));
+            }
+            logs.push((node, std::fs::read_to_string(log).unwrap_or_default()));
+        }
+        for before in &self.before {
+            let diff = before.again().diff(before);
+            problems.extend(diff.into_iter().map(|d| format!("{}: {d}", before.node)));
+        }
+        if problems.is_empty() {
+            record.mark("every node's CNI files restored");
+            return Ok(());
+        }
+        for (node, log) in logs {
+            record.diag(format!("agent log ({node})"), log);
+        }
+        self.diag_files(record);
+        Err(Stop::Fail(format!("uninstall: {}", problems.join("; "))))
     }
 }
 
