@@ -18,7 +18,14 @@ use crate::scenario::Stop;
 pub const POD_VERSIONS: [&str; 3] = ["1.28", "1.29", "1.30"];
 
 /// Injected pod shapes, each a fixture per version.
-pub const POD_SHAPES: [&str; 6] = ["classic", "native", "kubevirt", "reroute-virtual", "custom-uid", "tproxy"];
+pub const POD_SHAPES: [&str; 6] = [
+    "classic",
+    "native",
+    "kubevirt",
+    "reroute-virtual",
+    "custom-uid",
+    "tproxy",
+];
 
 /// Istio installer generations with a conflist entry fixture.
 pub const CONFLIST_VERSIONS: [&str; 4] = ["1.20", "1.23", "1.27", "1.29"];
@@ -123,7 +130,11 @@ mod tests {
                 assert_eq!(proxy_is_init, shape != "classic", "{v} {shape}");
                 let status = pod.metadata.annotations.unwrap()["sidecar.istio.io/status"].clone();
                 let status: Value = serde_json::from_str(&status).unwrap();
-                assert_eq!(status["containers"].is_null(), shape != "classic", "{v} {shape}: {status}");
+                assert_eq!(
+                    status["containers"].is_null(),
+                    shape != "classic",
+                    "{v} {shape}: {status}"
+                );
             }
         }
     }
@@ -134,8 +145,15 @@ mod tests {
         assert!(yaml.contains("\"-u\", \"1234\"") && yaml.contains("runAsGroup: 4321"));
         let yaml = pod_yaml("1.30", "tproxy").unwrap();
         assert!(yaml.contains("\"TPROXY\"") && yaml.contains("runAsUser: 0"));
-        assert!(pod_yaml("1.28", "reroute-virtual").unwrap().contains("istio.io/reroute-virtual-interfaces"));
-        assert!(!pod_yaml("1.30", "native").unwrap().contains("GOMAXPROCS"), "dropped in 1.30");
+        assert!(
+            pod_yaml("1.28", "reroute-virtual")
+                .unwrap()
+                .contains("istio.io/reroute-virtual-interfaces")
+        );
+        assert!(
+            !pod_yaml("1.30", "native").unwrap().contains("GOMAXPROCS"),
+            "dropped in 1.30"
+        );
         assert!(pod_yaml("1.27", "native").is_err());
     }
 

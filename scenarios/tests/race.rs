@@ -1,0 +1,38 @@
+//! The `race/...` scenarios on the embedded cluster. Needs root (skips with
+//! `SKIP:` otherwise; panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+
+use istio_cni_kind::testing::privileged;
+use istio_cni_scenarios::catalog;
+use istio_cni_scenarios::env::{Env, Target};
+use rstest::rstest;
+
+#[rstest]
+#[case::repair_pods("race/repairPods")]
+#[case::delete_pods("race/deletePods")]
+#[case::label_pods("race/labelPods")]
+#[case::disabled("race/disabled")]
+#[case::agent_restart("race/agent-restart")]
+#[case::ordering("race/ordering")]
+fn race(#[case] name: &str) {
+    if !privileged(name) {
+        return;
+    }
+    let env = Env::new(Target::Local).expect("the workspace binaries");
+    let scenario = catalog::all()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let outcome = scenario.run(&env);
+    for m in &outcome.record.timeline {
+        eprintln!("{name}: {:>8.3} s  {}", m.at.as_secs_f64(), m.what);
+    }
+    for n in &outcome.record.notes {
+        eprintln!("{name}: {n}");
+    }
+    outcome.assert_passed();
+    assert_eq!(
+        outcome.verdict,
+        istio_cni_scenarios::scenario::Verdict::Pass,
+        "{name} skipped"
+    );
+}
