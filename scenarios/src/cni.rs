@@ -256,10 +256,15 @@ impl Delegate {
         let deadline = Instant::now() + Duration::from_secs(20);
         let (pod, netns) = loop {
             let pod = cluster.block_on(Api::<Pod>::namespaced(cluster.client(), ns).get_opt(name))?;
-            if let (Some(pod), Some(netns)) = (pod, local.pod_netns(ns, name)) {
+            // Multus runs its delegates after the primary's ADD: the pod has its IP.
+            let has_ip = pod.as_ref().is_some_and(|p| !pod_ip(p).is_empty());
+            if let (true, Some(pod), Some(netns)) = (has_ip, pod, local.pod_netns(ns, name)) {
                 break (pod, netns);
             }
-            ensure!(Instant::now() < deadline, "{ns}/{name} got no sandbox to delegate to");
+            ensure!(
+                Instant::now() < deadline,
+                "{ns}/{name} got no sandbox with an IP to delegate to"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();

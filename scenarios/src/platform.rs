@@ -1,8 +1,254 @@
-//! The `platform/...` scenarios.
+//! The `platform/...` scenarios: the agent deployed from the manifest
+//! rendered for a distribution (`--platform`), on an embedded node laid out
+//! like that distribution's (`Layout`), installs into the distribution's CNI
+//! dirs, a meshed pod there gets its rules and passes validation, and
+//! SIGTERM gives the dirs back byte for byte.
+//!
+//! `platform/default` is kind/kubeadm's layout with the chart defaults.
+//! `platform/openshift` is Multus-based and not chained: the agent writes a
+//! standalone `istio-cni.conf` into Multus's `/etc/cni/multus/net.d`, while
+//! the runtime's own network (in `/etc/kubernetes/cni/net.d`) stays
+//! untouched. The embedded runtime has no Multus, so the scenario plays it
+//! (an ADD of `istio-cni.conf` on each sandbox after the primary's, as for a
+//! pod asking for the `istio-cni` network) — and asserts only that: the
+//! file works when delegated to, the runtime's config is never edited.
 
-use crate::scenario::Scenario;
+use std::path::Path;
+
+use istio_cni_agent::manifest::Manifest;
+use istio_cni_agent::manifest::platform::Platform;
+use istio_cni_kind::cluster::ClusterSpec;
+use istio_cni_kind::node::Layout;
+use serde_json::Value;
+
+use crate::cni::{
+    Answer, Delegate, client_container, create_pod, diag_pods, echo_container, expect_answer, expect_chains,
+    meshed_pod, plain_pod, pod_ip, validation_passed, wait_running,
+};
+use crate::deploy::Fleet;
+use crate::ensure;
+use crate::env::Env;
+use crate::scenario::{Record, Scenario, Step, Stop, skip};
+
+/// OpenShift's standalone file (the chart's `cniConfFileName` there).
+const OPENSHIFT_FILE: &str = "istio-cni.conf";
+
+/// Every platform with its node layout (`default`: no `--platform`).
+pub const PLATFORMS: [(Layout, Option<Platform>); 7] = [
+    (Layout::Default, None),
+    (Layout::Gke, Some(Platform::Gke)),
+    (Layout::K3d, Some(Platform::K3d)),
+    (Layout::K3s, Some(Platform::K3s)),
+    (Layout::Microk8s, Some(Platform::Microk8s)),
+    (Layout::Minikube, Some(Platform::Minikube)),
+    (Layout::Openshift, Some(Platform::Openshift)),
+];
 
 /// Every `platform/...` scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    Vec::new()
+    PLATFORMS
+        .into_iter()
+        .map(|(layout, platform)| {
+            let summary = match platform {
+                Some(Platform::Openshift) => {
+                    "openshift: standalone istio-cni.conf for Multus; delegated to, a meshed pod is captured; restored"
+                        .to_string()
+                }
+                _ => {
+                    format!("{layout}: the agent installs into {layout}'s CNI dirs; a meshed pod is captured; restored")
+                }
+            };
+            Scenario::new(format!("platform/{layout}"), summary, move |env, record| {
+                run(env, record, layout, platform)
+            })
+        })
+        .collect()
+}
+
+fn run(env: &Env, record: &mut Record, layout: Layout, platform: Option<Platform>) -> Step {
+    if !env.is_local() {
+        return skip(format!(
+            "platform layouts are the embedded cluster's; a {} cluster's paths are its own",
+            env.target.name()
+        ));
+    }
+    let manifest = Manifest::for_platform(platform)?;
+    check_manifest_paths(&manifest, layout)?;
+    let cluster = env.cluster(ClusterSpec {
+        nodes: 2,
+        layout,
+        ..ClusterSpec::default()
+    })?;
+    record.mark(format!("cluster up ({layout} layout)"));
+    let fleet = Fleet::start(env, &cluster, &manifest, &[], record)?;
+    let multus = platform == Some(Platform::Openshift);
+    let result = (|| -> Step {
+        check_installed(&cluster, &fleet, multus)?;
+        meshed_pod_is_captured(&cluster, record, multus.then_some(Delegate { file: OPENSHIFT_FILE }))
+    })()
+    .map_err(|e| {
+        fleet.diag_logs(record);
+        fleet.diag_files(record);
+        diag_pods(&cluster, record);
+        e
+    });
+    result?;
+    fleet.uninstall(record)
+}
+
+/// The DaemonSet's hostPath mounts are the layout's dirs.
+fn check_manifest_paths(manifest: &Manifest, layout: Layout) -> Step {
+    let mounts = manifest.host_mounts();
+    let host = |volume: &str| mounts.iter().find(|m| m.volume == volume).map(|m| m.host_path.clone());
+    let bin = layout.bin_dirs().first().copied().unwrap_or_default();
+    ensure!(
+        host("cni-net-dir").as_deref() == Some(layout.conf_dir()) && manifest.host_conf_dir() == layout.conf_dir(),
+        "{layout}: the manifest mounts {:?} as the config dir, the node keeps it in {}",
+        host("cni-net-dir"),
+        layout.conf_dir()
+    );
+    ensure!(
+        host("cni-bin-dir").as_deref() == Some(bin),
+        "{layout}: the manifest mounts {:?} as the bin dir, the node keeps plugins in {bin}",
+        host("cni-bin-dir")
+    );
+    ensure!(
+        host("cni-socket-dir").as_deref() == Some("/var/run/istio-cni"),
+        "{layout}: the run dir mount is {:?}",
+        host("cni-socket-dir")
+    );
+    Ok(())
+}
+
+/// Each node's agent wrote into the layout's dirs: binary, kubeconfig, and
+/// its entry (chained into the primary, or OpenShift's standalone file with
+/// the runtime's config untouched).
+fn check_installed(cluster: &istio_cni_kind::cluster::Cluster, fleet: &Fleet, multus: bool) -> Step {
+    let local = cluster.local()?;
+    for (agent, before) in fleet.agents.iter().zip(&fleet.before) {
+        let node = local
+            .node(agent.node())
+            .ok_or_else(|| Stop::Fail(format!("no node {}", agent.node())))?;
+        let name = node.name();
+        ensure!(
+            agent.conf_dir == node.conf_dir() && agent.bin_dir == node.bin_dir(),
+            "{name}: the agent uses {} and {}, the node {} and {}",
+            agent.conf_dir.display(),
+            agent.bin_dir.display(),
+            node.conf_dir().display(),
+            node.bin_dir().display()
+        );
+        ensure!(
+            node.bin_dir().join("istio-cni").is_file(),
+            "{name}: no istio-cni in {}",
+            node.bin_dir().display()
+        );
+        ensure!(
+            node.istio_run_dir().join("istio-cni-kubeconfig").is_file(),
+            "{name}: no plugin kubeconfig in {}",
+            node.istio_run_dir().display()
+        );
+        if multus {
+            let text = read(&node.conf_dir().join(OPENSHIFT_FILE));
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            ensure!(
+                value["type"] == "istio-cni",
+                "{name}: no standalone {OPENSHIFT_FILE} of type istio-cni in {}:\n{text}",
+                node.conf_dir().display()
+            );
+            let now = before.again();
+            let runtime = |f: &crate::deploy::NodeFiles| {
+                f.conf
+                    .iter()
+                    .find(|(d, _)| *d == node.runtime_conf_dir())
+                    .map(|(_, files)| files.clone())
+            };
+            ensure!(
+                runtime(&now).is_some() && runtime(&now) == runtime(before),
+                "{name}: the runtime's config dir {} changed",
+                node.runtime_conf_dir().display()
+            );
+        } else {
+            // What the runtime would run for a pod: our entry in it.
+            let chosen = node.select_network()?.network;
+            let types: Vec<&str> = chosen.plugins.iter().map(|p| p.plugin_type.as_str()).collect();
+            ensure!(
+                types.last() == Some(&"istio-cni"),
+                "{name}: the runtime's network {:?} runs {types:?}, not ending in istio-cni",
+                chosen.source
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A meshed pod on node-0 passes validation, has Istio's chains, and its
+/// outbound to an app on node-1 lands on its proxy.
+fn meshed_pod_is_captured(
+    cluster: &istio_cni_kind::cluster::Cluster,
+    record: &mut Record,
+    delegate: Option<Delegate>,
+) -> Step {
+    let conf_dir_of = |node: &str| cluster.local().ok()?.node(node).map(|n| n.conf_dir());
+    create_pod(
+        cluster,
+        &plain_pod("echo", "default", "node-1", vec![echo_container(&[8080])]),
+    )?;
+    if let Some(d) = delegate {
+        d.add(cluster, conf_dir_of, "default", "echo")?;
+    }
+    let target = format!("{}:8080", pod_ip(&wait_running(cluster, record, "default", "echo")?));
+    let hello = meshed_pod(
+        "hello",
+        "default",
+        "node-0",
+        &[],
+        vec![client_container(std::slice::from_ref(&target))],
+        true,
+    )?;
+    create_pod(cluster, &hello)?;
+    if let Some(d) = delegate {
+        d.add(cluster, conf_dir_of, "default", "hello")?;
+        record.mark(format!("default/hello: delegated ADD of {}", d.file));
+    }
+    validation_passed(&wait_running(cluster, record, "default", "hello")?)?;
+    record.mark("default/hello: istio-validation passed");
+    expect_chains(cluster, "default", "hello", true)?;
+    expect_chains(cluster, "default", "echo", false)?;
+    let captured = Answer::Proxy {
+        listener: 15001,
+        orig_dst: target.clone(),
+    };
+    expect_answer(cluster, record, "default", "hello", &target, &captured)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_platform_and_layout_is_covered_with_matching_paths() {
+        let names: Vec<String> = scenarios().into_iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), Layout::ALL.len());
+        for layout in Layout::ALL {
+            assert!(names.contains(&format!("platform/{layout}")), "{layout}");
+        }
+        for p in Platform::ALL {
+            assert!(
+                PLATFORMS.iter().any(|(l, q)| *q == Some(p) && l.name() == p.name()),
+                "{p}"
+            );
+        }
+        // The chart's paths match the harness's layouts (a mismatch fails here, without root).
+        for (layout, platform) in PLATFORMS {
+            let manifest = Manifest::for_platform(platform).unwrap();
+            check_manifest_paths(&manifest, layout).unwrap();
+        }
+        let mismatched = Manifest::for_platform(Some(Platform::K3s)).unwrap();
+        assert!(check_manifest_paths(&mismatched, Layout::Default).is_err());
+    }
 }
