@@ -1,8 +1,579 @@
-//! The `skew/...` scenarios.
+//! The `skew/...` scenarios: our agent and plugin against the pods and node
+//! configs other versions produce (istio-cni-repair-and-skew.md §3).
+//!
+//! **Version choice: x = 1.29, so N±1 is 1.28 / 1.29 / 1.30.** The plugin
+//! matches Istio HEAD as of after 1.29: its config keys are 1.29's (the
+//! newest, `enable_ambient_detection_retry`) and it already has 1.30's
+//! CNI-side behaviour (interface-name annotations validated, failing ADD on
+//! a bad one). Istio supports CNI 1.x with control planes 1.x-1…1.x+1, so
+//! the injected shapes of 1.28 (oldest with native sidecars by default,
+//! `istio-ca-crl`, GOMAXPROCS divisor "0"), 1.29 (divisor "1") and 1.30
+//! (GOMAXPROCS gone, test hub) are the window.
+//!
+//! * `skew/istio-1.<v>/<shape>` (v ∈ 1.28, 1.29, 1.30; shapes in
+//!   [`fixtures::POD_SHAPES`]): agent installed, the injected pod reaches
+//!   Running with validation passing the first time, and the rules in its
+//!   netns equal `istio-cni render` of the same pod.
+//! * `skew/conflist/istio-1.<v>` (v ∈ 1.20, 1.23, 1.27, 1.29): the node's
+//!   conflist holds the `istio-cni` entry Istio's installer v wrote (§3.4);
+//!   the agent replaces it in place (one istio-cni entry, ours, last; every
+//!   other byte kept), a meshed pod works, and uninstall leaves the primary's
+//!   config without any istio-cni entry.
+//! * `skew/release/<ref>-plugin`: our previous release's plugin with the
+//!   current agent. `<ref>` is `$ISTIO_CNI_SKEW_REF`, else the previous tag
+//!   (`git describe --tags --abbrev=0`, or of `HEAD^` when HEAD itself is
+//!   tagged); today `v0.1.0`. Its `istio-cni` is built once per commit into
+//!   `$XDG_CACHE_HOME/istio-cni-rs/builds/<sha>/` (else `~/.cache/...`):
+//!   `git archive <sha>` unpacked to `src/`, then `cargo build -p istio-cni
+//!   --offline` (online if the lockfile needs more) with `CARGO_TARGET_DIR`
+//!   `target/` there; `istio-cni` next to them is reused when present. A
+//!   cold build takes minutes; the scenario notes how long.
+//!
+//! Meaningful release pairings: the agent of N installs the plugin of N-1
+//! (the agent's image carries the old binary: a half-rolled image, or the
+//! §3.4 window where binaries are copied before the config is rewritten,
+//! held open) — the old plugin must read the new agent's entry and program
+//! the same rules. The reverse, plugin N with an entry our agent wrote at
+//! N-1, does not exist for v0.1.0: that release had no agent, so the
+//! entries a plugin of N meets from before are Istio's installers' —
+//! exactly `skew/conflist/*`.
 
-use crate::scenario::Scenario;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use istio_cni::capture::NodeEnv;
+use istio_cni::cli::{Backend, RenderOptions, render_manifest};
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use serde_json::Value;
+
+use crate::ensure;
+use crate::env::Env;
+use crate::fixtures::{self, CONFLIST_VERSIONS, POD_SHAPES, POD_VERSIONS};
+use crate::race::{
+    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, start_agent, validation_exits,
+    wait, wait_pod,
+};
+use crate::scenario::{Record, Scenario, Step, Stop, skip};
 
 /// Every `skew/...` scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    Vec::new()
+    let mut out = Vec::new();
+    for v in POD_VERSIONS {
+        for shape in POD_SHAPES {
+            out.push(Scenario::new(
+                format!("skew/istio-{v}/{shape}"),
+                format!("Istio {v}'s injected {shape} pod runs, validated first time, with exactly the rendered rules"),
+                move |env, rec| injected_pod(env, rec, v, shape),
+            ));
+        }
+    }
+    for v in CONFLIST_VERSIONS {
+        out.push(Scenario::new(
+            format!("skew/conflist/istio-{v}"),
+            format!("the istio-cni entry Istio {v}'s installer wrote is replaced in place; uninstall removes ours"),
+            move |env, rec| conflist(env, rec, v),
+        ));
+    }
+    let reference = previous_ref();
+    let name = format!("skew/release/{}-plugin", reference.as_deref().unwrap_or("previous"));
+    out.push(Scenario::new(
+        name,
+        "the current agent installing the previous release's plugin: a meshed pod gets the same rules, validation passes",
+        move |env, rec| release_plugin(env, rec, reference.as_deref()),
+    ));
+    out
+}
+
+// ---- rules -----------------------------------------------------------------
+
+/// The `-A` rules of one table, chain by chain, in order, without the
+/// implicit `-m tcp`/`-m udp` that `iptables-save` adds and with the base
+/// matches in `iptables-save` order (the renderer writes them as given).
+pub fn rules_by_chain(text: &str, table: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            in_table = t.trim() == table;
+        } else if in_table && let Some(rule) = line.strip_prefix("-A ") {
+            let rule = canonical(&rule.replace(" -m tcp", "").replace(" -m udp", ""));
+            let (chain, rest) = rule.split_once(' ').unwrap_or((&rule, ""));
+            match out.iter_mut().find(|(c, _)| c == chain) {
+                Some((_, rules)) => rules.push(rest.to_string()),
+                None => out.push((chain.to_string(), vec![rest.to_string()])),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `iptables-save` order: the chain, then `-s -d -i -o -p` (each with its
+/// `!`), then the remaining matches and the target as written.
+fn canonical(rule: &str) -> String {
+    const BASE: [&str; 5] = ["-s", "-d", "-i", "-o", "-p"];
+    let words: Vec<&str> = rule.split(' ').collect();
+    let mut base: Vec<(usize, String)> = Vec::new();
+    let mut rest: Vec<&str> = Vec::new();
+    let mut i = 1; // words[0] is the chain
+    while i < words.len() {
+        let negated = words[i] == "!" && i + 2 < words.len() && BASE.contains(&words[i + 1]);
+        let at = if negated { i + 1 } else { i };
+        match BASE.iter().position(|o| *o == words[at]) {
+            Some(rank) if at + 1 < words.len() => {
+                let bang = if negated { "! " } else { "" };
+                base.push((rank, format!("{bang}{} {}", words[at], words[at + 1])));
+                i = at + 2;
+            }
+            _ => {
+                rest.push(words[i]);
+                i += 1;
+            }
+        }
+    }
+    base.sort_by_key(|(rank, _)| *rank);
+    let mut out = vec![words.first().copied().unwrap_or_default().to_string()];
+    out.extend(base.into_iter().map(|(_, w)| w));
+    out.extend(rest.into_iter().map(str::to_string));
+    out.join(" ")
+}
+
+/// The tables `render` writes (`*nat`, `*mangle`, ...).
+fn tables(rendered: &str) -> Vec<String> {
+    rendered
+        .lines()
+        .filter_map(|l| l.strip_prefix('*'))
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
+/// Checks that pod `name`'s netns holds exactly what `istio-cni render`
+/// prints for `yaml`, table by table.
+fn rules_match_render(cluster: &Cluster, rec: &mut Record, name: &str, yaml: &str) -> Result<String, Stop> {
+    let opts = RenderOptions {
+        ipv6: false,
+        backend: Backend::Iptables,
+        node: NodeEnv::default(),
+    };
+    let rendered = render_manifest(yaml, &opts).map_err(|e| Stop::Fail(format!("istio-cni render: {e}")))?;
+    let save = netns_rules(cluster, name);
+    rec.diag("istio-cni render", rendered.clone());
+    rec.diag("rules in the pod netns", save.clone());
+    let tables = tables(&rendered);
+    ensure!(!tables.is_empty(), "render printed no rules:\n{rendered}");
+    for table in &tables {
+        let (got, want) = (rules_by_chain(&save, table), rules_by_chain(&rendered, table));
+        ensure!(
+            got == want,
+            "{table} table differs from `istio-cni render`:\n  netns:  {got:?}\n  render: {want:?}"
+        );
+    }
+    Ok(save)
+}
+
+// ---- injected pods ---------------------------------------------------------
+
+fn injected_pod(env: &Env, rec: &mut Record, version: &str, shape: &str) -> Step {
+    if !env.is_local() {
+        return skip("the agent runs as a node process: embedded cluster only");
+    }
+    let yaml = fixtures::pod_yaml(version, shape)?;
+    let pod = fixtures::parse_pod(yaml)?;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let cluster = env.cluster(ClusterSpec::default())?;
+    rec.mark("node ready");
+    let agent = start_agent(env, &cluster, &manifest(&[])?)?;
+    rec.mark("agent ready (installed)");
+    let result = (|| {
+        create(&cluster, &pod)?;
+        let running_pod = wait_pod(&cluster, &name, "Running", Duration::from_secs(30), running)
+            .map_err(|e| with_validator_log(e, &cluster, &name))?;
+        rec.mark("pod Running");
+        ensure!(
+            validation_exits(&running_pod) == (Some(0), None, 0),
+            "validation passed the first time: {}",
+            pod_summary(&running_pod)
+        );
+        ensure!(app_restarts(&running_pod) == 0, "{}", pod_summary(&running_pod));
+        let save = rules_match_render(&cluster, rec, &name, yaml)?;
+        // What sets the shapes apart reached the netns.
+        match shape {
+            "kubevirt" => ensure!(save.contains("-i net1"), "kubevirtInterfaces net1 not rerouted:\n{save}"),
+            "reroute-virtual" => ensure!(
+                save.contains("-i net1") && save.contains("-i net2") && !save.contains("net9"),
+                "reroute-virtual-interfaces must win over kubevirtInterfaces:\n{save}"
+            ),
+            "custom-uid" => ensure!(
+                save.contains("--uid-owner 1234") && save.contains("--gid-owner 4321") && !save.contains("1337"),
+                "the custom proxy uid/gid are excluded instead of 1337:\n{save}"
+            ),
+            "tproxy" => ensure!(save.contains("TPROXY"), "no TPROXY rules:\n{save}"),
+            _ => {}
+        }
+        Ok(())
+    })();
+    rec.diag("agent log", agent.logs());
+    result
+}
+
+fn with_validator_log(e: Stop, cluster: &Cluster, pod: &str) -> Stop {
+    match e {
+        Stop::Fail(m) => Stop::Fail(format!(
+            "{m}\nvalidator log:\n{}",
+            cluster.pod_logs("default", pod, "istio-validation").unwrap_or_default()
+        )),
+        other => other,
+    }
+}
+
+// ---- conflist entries of Istio's installers ---------------------------------
+
+/// The span `[open, close]` of the top-level `"plugins"` array in a JSON
+/// text (the brackets' byte offsets), skipping strings.
+pub fn plugins_span(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut in_str, mut escaped) = (0i32, false, false);
+    let mut key_start = None;
+    let mut last_key: Option<&str> = None;
+    let mut open = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    in_str = false;
+                    if let Some(s) = key_start.take() {
+                        last_key = text.get(s..i);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                if depth == 1 && open.is_none() {
+                    key_start = Some(i + 1);
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if b == b'[' && depth == 2 && open.is_none() && last_key == Some("plugins") {
+                    open = Some(i);
+                }
+            }
+            b'}' | b']' => {
+                if b == b']' && depth == 2 && open.is_some() {
+                    return open.map(|o| (o, i));
+                }
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `primary` with `entry` appended to its plugins, as an installer would
+/// write it; returns the text and the offset where the entry's separator
+/// starts (everything before it is the primary's own bytes).
+fn with_entry(primary: &str, entry: &Value) -> Result<(String, usize), Stop> {
+    let (_, close) = plugins_span(primary).ok_or_else(|| Stop::Fail("the primary config has no plugins list".into()))?;
+    let last = primary[..close].trim_end().len();
+    let entry = serde_json::to_string_pretty(entry)?.replace('\n', "\n    ");
+    let text = format!("{},\n    {entry}{}", &primary[..last], &primary[last..]);
+    Ok((text, last))
+}
+
+fn istio_entries(list: &Value) -> Vec<(usize, &Value)> {
+    list["plugins"]
+        .as_array()
+        .map(|p| p.iter().enumerate().filter(|(_, e)| e["type"] == "istio-cni").collect())
+        .unwrap_or_default()
+}
+
+fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
+    if !env.is_local() {
+        return skip("writes the node's CNI config: embedded cluster only");
+    }
+    let cluster = env.cluster(ClusterSpec::default())?;
+    rec.mark("node ready");
+    let node = cluster
+        .local()?
+        .node(NODE)
+        .ok_or_else(|| Stop::Fail(format!("no {NODE}")))?;
+    let file = std::fs::read_dir(node.conf_dir())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "conflist"))
+        .ok_or_else(|| Stop::Fail("no primary conflist on the node".into()))?;
+    let primary = std::fs::read_to_string(&file)?;
+    let (old, keep) = with_entry(&primary, &fixtures::conflist_entry(version)?)?;
+    let suffix = &primary[keep..];
+    std::fs::write(&file, &old)?;
+    rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
+    rec.mark(format!("Istio {version} entry in the conflist"));
+
+    let agent = start_agent(env, &cluster, &manifest(&[])?)?;
+    let run_dir = agent.run_dir.to_string_lossy().into_owned();
+    let result = (|| {
+        // Installed means our entry replaced the old one (the old one already
+        // named istio-cni, so wait for ours).
+        let text = wait("our entry in the conflist", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&file)?;
+            let list: Value = serde_json::from_str(&text).unwrap_or_default();
+            let ours = istio_entries(&list)
+                .iter()
+                .any(|(_, e)| e["cni_agent_run_dir"].as_str() == Some(run_dir.as_str()));
+            Ok(ours.then_some(text))
+        })?;
+        rec.mark("agent upgraded the entry");
+        rec.diag("conflist after the agent", text.clone());
+        let list: Value = serde_json::from_str(&text)?;
+        let entries = istio_entries(&list);
+        let plugins = list["plugins"].as_array().map_or(0, Vec::len);
+        ensure!(entries.len() == 1, "exactly one istio-cni entry: {entries:?}");
+        let (at, ours) = entries[0];
+        ensure!(at + 1 == plugins, "ours is last ({at} of {plugins})");
+        for stale in ["log_level", "kubernetes", "log_uds_address", "cni_event_address"] {
+            ensure!(ours.get(stale).is_none(), "the old installer's {stale:?} survived: {ours}");
+        }
+        ensure!(
+            text.starts_with(&primary[..keep]),
+            "the primary's bytes before the entry changed"
+        );
+        ensure!(
+            text.trim_end().ends_with(suffix.trim_end()),
+            "the bytes after the plugins changed"
+        );
+
+        let pod = fixtures::pod("1.29", "native")?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        create(&cluster, &pod)?;
+        let p = wait_pod(&cluster, &name, "Running", Duration::from_secs(30), running)?;
+        rec.mark("meshed pod Running");
+        ensure!(validation_exits(&p) == (Some(0), None, 0), "{}", pod_summary(&p));
+        ensure!(has_rules(&netns_rules(&cluster, &name)), "no rules in {name}");
+        Ok(())
+    })();
+    let log = agent.logs();
+    let result = result.and_then(|()| {
+        let code = agent.stop()?;
+        rec.mark("agent stopped (uninstall)");
+        ensure!(code == Some(0), "the agent exited with {code:?}");
+        let after = std::fs::read_to_string(&file)?;
+        rec.diag("conflist after uninstall", after.clone());
+        let list: Value = serde_json::from_str(&after)?;
+        ensure!(istio_entries(&list).is_empty(), "an istio-cni entry is left:\n{after}");
+        let want: Value = serde_json::from_str(&primary)?;
+        ensure!(list == want, "uninstall left something other than the primary:\n{after}");
+        if after == primary {
+            rec.note(format!("conflist/{version}: restored to the primary byte for byte"));
+        }
+        Ok(())
+    });
+    rec.diag("agent log", log);
+    result
+}
+
+// ---- our previous release ----------------------------------------------------
+
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").arg("-C").arg(repo_dir()).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// `$ISTIO_CNI_SKEW_REF`, else the newest tag before HEAD.
+pub fn previous_ref() -> Option<String> {
+    if let Ok(r) = std::env::var("ISTIO_CNI_SKEW_REF")
+        && !r.is_empty()
+    {
+        return Some(r);
+    }
+    let tag = git(&["describe", "--tags", "--abbrev=0"])?;
+    let head = git(&["rev-parse", "HEAD"])?;
+    if git(&["rev-parse", &format!("{tag}^{{commit}}")]).as_deref() == Some(head.as_str()) {
+        return git(&["describe", "--tags", "--abbrev=0", "HEAD^"]);
+    }
+    Some(tag)
+}
+
+/// `$XDG_CACHE_HOME/istio-cni-rs/builds` (else `~/.cache/...`).
+pub fn build_cache() -> Result<PathBuf, Stop> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(
+            std::env::var_os("HOME").ok_or_else(|| Stop::Fail("neither XDG_CACHE_HOME nor HOME is set".into()))?,
+        )
+        .join(".cache"),
+    };
+    Ok(base.join("istio-cni-rs").join("builds"))
+}
+
+/// `istio-cni` built from commit `sha`, from the cache or built now;
+/// returns the binary and whether it was built (and how long it took).
+pub fn plugin_at(sha: &str) -> Result<(PathBuf, Option<Duration>), Stop> {
+    let dir = build_cache()?.join(sha);
+    let bin = dir.join("istio-cni");
+    if bin.exists() {
+        return Ok((bin, None));
+    }
+    let start = Instant::now();
+    let src = dir.join("src");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src)?;
+    let archive = Command::new("git")
+        .arg("-C")
+        .arg(repo_dir())
+        .args(["archive", "--format=tar", sha])
+        .output()?;
+    ensure!(
+        archive.status.success(),
+        "git archive {sha}: {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let tar = dir.join("src.tar");
+    std::fs::write(&tar, &archive.stdout)?;
+    let untar = Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&src).output()?;
+    let _ = std::fs::remove_file(&tar);
+    ensure!(untar.status.success(), "tar: {}", String::from_utf8_lossy(&untar.stderr));
+
+    let target = dir.join("target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = |offline: bool| -> Result<std::process::Output, Stop> {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&src)
+            .args(["build", "-p", "istio-cni", "--bin", "istio-cni"])
+            .env("CARGO_TARGET_DIR", &target)
+            // Smaller, faster to link; only the binary matters.
+            .env("CARGO_PROFILE_DEV_DEBUG", "0");
+        if offline {
+            cmd.arg("--offline");
+        }
+        Ok(cmd.output()?)
+    };
+    let mut out = build(true)?;
+    if !out.status.success() {
+        out = build(false)?;
+    }
+    ensure!(
+        out.status.success(),
+        "cargo build of istio-cni at {sha}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Copy then rename: a concurrent reader never sees half a binary.
+    let partial = dir.join("istio-cni.partial");
+    std::fs::copy(target.join("debug").join("istio-cni"), &partial)?;
+    std::fs::rename(&partial, &bin)?;
+    Ok((bin, Some(start.elapsed())))
+}
+
+fn release_plugin(env: &Env, rec: &mut Record, reference: Option<&str>) -> Step {
+    if !env.is_local() {
+        return skip("installs a locally built plugin on the node: embedded cluster only");
+    }
+    let Some(reference) = reference else {
+        return skip("no previous release: no git tag before HEAD and ISTIO_CNI_SKEW_REF unset");
+    };
+    let sha = git(&["rev-parse", &format!("{reference}^{{commit}}")])
+        .ok_or_else(|| Stop::Fail(format!("{reference} is not a commit of {}", repo_dir().display())))?;
+    let (old_plugin, built) = plugin_at(&sha)?;
+    match built {
+        Some(took) => rec.note(format!(
+            "release/{reference}: built istio-cni at {sha} in {:.1} s (cold cache)",
+            took.as_secs_f64()
+        )),
+        None => rec.note(format!("release/{reference}: istio-cni at {sha} reused from the build cache")),
+    }
+    rec.mark(format!("plugin {reference} ready"));
+
+    let cluster = env.cluster(ClusterSpec::default())?;
+    rec.mark("node ready");
+    // The agent's image carries the old plugin: it installs that binary.
+    let mut mixed = env.clone();
+    mixed.bins.istio_cni = old_plugin.clone();
+    let agent = start_agent(&mixed, &cluster, &manifest(&[])?)?;
+    rec.mark("agent (current) ready with the old plugin");
+    let result = (|| {
+        let installed = agent.bin_dir.join("istio-cni");
+        ensure!(
+            std::fs::read(&installed)? == std::fs::read(&old_plugin)?,
+            "the node's istio-cni is not the {reference} build"
+        );
+        for (version, shape) in [("1.29", "classic"), ("1.29", "native")] {
+            let yaml = fixtures::pod_yaml(version, shape)?;
+            let pod = fixtures::parse_pod(yaml)?;
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            create(&cluster, &pod)?;
+            let p = wait_pod(&cluster, &name, "Running", Duration::from_secs(30), running)
+                .map_err(|e| with_validator_log(e, &cluster, &name))?;
+            rec.mark(format!("{name} Running"));
+            ensure!(
+                validation_exits(&p) == (Some(0), None, 0),
+                "validation passed the first time: {}",
+                pod_summary(&p)
+            );
+            rules_match_render(&cluster, rec, &name, yaml)?;
+        }
+        ensure!(
+            std::fs::read(&installed)? == std::fs::read(&old_plugin)?,
+            "the agent replaced the old plugin meanwhile"
+        );
+        Ok(())
+    })();
+    rec.diag("agent log", agent.logs());
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let names: Vec<String> = scenarios().into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"skew/istio-1.28/classic".to_string()));
+        assert!(names.contains(&"skew/istio-1.30/tproxy".to_string()));
+        assert!(names.contains(&"skew/conflist/istio-1.20".to_string()));
+        assert!(names.iter().any(|n| n.starts_with("skew/release/") && n.ends_with("-plugin")));
+    }
+
+    #[test]
+    fn an_installer_entry_goes_after_the_primarys_bytes() {
+        let primary = "{\n  \"cniVersion\": \"0.3.1\",\n  \"name\": \"k8s\",\n  \"plugins\": [\n    {\"type\": \"ptp\", \"x\": \"]\"}\n  ]\n}\n";
+        let (open, close) = plugins_span(primary).unwrap();
+        assert_eq!(&primary[open..=open], "[");
+        assert_eq!(&primary[close..], "]\n}\n");
+        let (text, keep) = with_entry(primary, &serde_json::json!({"type": "istio-cni"})).unwrap();
+        let list: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(list["plugins"][1]["type"], "istio-cni");
+        assert_eq!(&text[..keep], &primary[..keep]);
+        assert!(text.ends_with(&primary[keep..]));
+        assert_eq!(plugins_span("{\"name\": \"plugins\", \"x\": [1]}"), None);
+    }
+
+    #[test]
+    fn rules_compare_in_iptables_save_order() {
+        let save = "*nat\n-A ISTIO_OUTPUT -o lo -p tcp -m tcp ! --dport 15008 -j X\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n";
+        let rendered = "*nat\n-A OUTPUT -j ISTIO_OUTPUT\n-A ISTIO_OUTPUT -p tcp -o lo ! --dport 15008 -j X\n";
+        assert_eq!(rules_by_chain(save, "nat"), rules_by_chain(rendered, "nat"));
+        assert_ne!(rules_by_chain(save, "nat"), rules_by_chain("*nat\n-A OUTPUT -j Y\n", "nat"));
+        assert_eq!(tables("*nat\nx\n*mangle\n"), ["nat", "mangle"]);
+    }
+
+    #[test]
+    fn the_build_cache_follows_xdg() {
+        let dir = build_cache().unwrap();
+        assert!(dir.ends_with("istio-cni-rs/builds"), "{}", dir.display());
+    }
 }

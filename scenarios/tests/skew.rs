@@ -1,0 +1,57 @@
+//! The `skew/...` scenarios on the embedded cluster. Needs root (skips with
+//! `SKIP:` otherwise; panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+//! `skew/release/*` builds the previous release's plugin into the build
+//! cache on first use (minutes on a cold cache).
+
+use istio_cni_kind::testing::privileged;
+use istio_cni_scenarios::catalog;
+use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::scenario::Verdict;
+use rstest::rstest;
+
+/// Runs the one scenario whose name is `name` (or starts with it, for the
+/// release scenario whose name carries the ref).
+fn run(name: &str) {
+    if !privileged(name) {
+        return;
+    }
+    let env = Env::new(Target::Local).expect("the workspace binaries");
+    let scenario = catalog::all()
+        .into_iter()
+        .find(|s| s.name == name || (name.ends_with('/') && s.name.starts_with(name)))
+        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let outcome = scenario.run(&env);
+    for m in &outcome.record.timeline {
+        eprintln!("{}: {:>8.3} s  {}", outcome.name, m.at.as_secs_f64(), m.what);
+    }
+    for n in &outcome.record.notes {
+        eprintln!("{}: {n}", outcome.name);
+    }
+    outcome.assert_passed();
+    // Only a checkout without an earlier tag may skip (the release pairing).
+    let no_release = matches!(&outcome.verdict, Verdict::Skip(m) if m.starts_with("no previous release"));
+    assert!(
+        outcome.verdict == Verdict::Pass || no_release,
+        "{} skipped: {:?}",
+        outcome.name,
+        outcome.verdict
+    );
+}
+
+#[rstest]
+fn injected_pods(
+    #[values("1.28", "1.29", "1.30")] version: &str,
+    #[values("classic", "native", "kubevirt", "reroute-virtual", "custom-uid", "tproxy")] shape: &str,
+) {
+    run(&format!("skew/istio-{version}/{shape}"));
+}
+
+#[rstest]
+fn installer_conflist_entries(#[values("1.20", "1.23", "1.27", "1.29")] version: &str) {
+    run(&format!("skew/conflist/istio-{version}"));
+}
+
+#[test]
+fn previous_release_plugin() {
+    run("skew/release/");
+}
