@@ -1,14 +1,34 @@
-//! The command line: `istio-cni-conformance run --suite cni --plugin PATH ...`.
-//! Exit 0 when no case failed, 1 when one did, 2 for unusable arguments.
+//! The command line:
+//!
+//! ```text
+//! istio-cni-conformance run [--cluster local|kind|existing] [--kubeconfig F] [--cni NAME]...
+//!                           [--suite cni|install|scenarios|all] [--filter PATTERN]... [--jobs N]
+//!                           [--junit FILE] [--report DIR] [--plugin PATH ...spec options]
+//! istio-cni-conformance list [--suite ...] [--filter PATTERN]...
+//! ```
+//!
+//! Exit 0 when nothing failed, 1 when something did (or the machine or
+//! cluster could not be prepared), 2 for unusable arguments. `run --suite
+//! cni --plugin P` keeps its historical output: one case line each, then
+//! `N passed, N failed, N skipped`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use istio_cni_kind::backend::kind::{KindSpec, PrimaryCni};
+use istio_cni_kind::backend::preflight;
+use istio_cni_scenarios::catalog;
+use istio_cni_scenarios::env::{Env, Target};
 
-use crate::options::{Primary, Suite, SuiteOptions, parse_config_extra, parse_versions};
-use crate::{cases, run_suite_with};
+use crate::options::{Primary, SuiteOptions, parse_config_extra, parse_versions};
+use crate::progress::{Mode, Progress};
+use crate::report::{html, junit, table};
+use crate::results::RunResults;
+use crate::runner::{self, RunPlan, TargetEnv};
+use crate::suites::{self, Planned, SuiteName};
+use crate::{cases, prepare, userns};
 
 /// Exit code for unusable arguments.
 pub const EXIT_USAGE: i32 = 2;
@@ -16,15 +36,29 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_FAILED: i32 = 1;
 
 const RUN_HELP: &str = "\
-Output: one line per case, `PASS  <case>`, `FAIL  <case>: <why>` or
+Suites: `cni` the CNI-spec cases (`spec/*`, against --plugin); `install`
+`platform/*` and every scenario with a name segment starting with `install`
+or `uninstall`; `scenarios` every scenario of the catalog; `all` both.
+Default: `all`, or `cni` when --plugin is given (as before the runner).
+`istio-cni-conformance list` prints the names --filter matches.
+
+Output: live progress (a bar on a terminal, one line per finished item
+otherwise), a results table, then `N passed, N failed, N skipped`. With
+--suite cni: one line per case, `PASS  <case>`, `FAIL  <case>: <why>` or
 `SKIP  <case>: <reason>`, then `N passed, N failed, N skipped`. Exit status 1
-when a case failed. Needs root (it creates network namespaces). The suite's
-own state (node and pod namespaces, bridge, IPAM, result cache) lives in a
-private network namespace and a temporary directory, both removed at the end.
+when something failed, 2 for bad arguments.
+
+The spec cases and the embedded cluster need root; an ordinary user's run
+re-executes itself in a user namespace (as ci/test does: Debian's uidmap and
+an /etc/subuid range). Run from a checkout, it first runs ci/setup (the test
+tools from Debian's packages) unless --no-setup. The spec suite's own state
+(node and pod namespaces, bridge, IPAM, result cache) lives in a private
+network namespace and a temporary directory, both removed at the end.
 
 Checking istio-cni: for pods in a namespace listed in `exclude_namespaces`
 istio-cni needs no Kubernetes API, so exclude the pods' namespace and point
-its agent run dir at a scratch directory:
+its agent run dir at a scratch directory (the default for a plugin named
+istio-cni):
 
   mkdir -p /tmp/istio-cni-run
   istio-cni-conformance run --suite cni --plugin target/debug/istio-cni \\
@@ -33,14 +67,20 @@ its agent run dir at a scratch directory:
 
 Checking Debian's plugins (they stop at 1.0.0, so 1.1.0 cases are skipped):
 
-  istio-cni-conformance run --suite cni --plugin /usr/lib/cni/portmap";
+  istio-cni-conformance run --suite cni --plugin /usr/lib/cni/portmap
+
+Scenarios on kind (docker and kind needed) with two primary CNIs, and on a
+running cluster:
+
+  istio-cni-conformance run --suite scenarios --cluster kind --cni kindnet --cni calico
+  istio-cni-conformance run --suite scenarios --cluster existing --kubeconfig ~/.kube/config";
 
 /// `istio-cni-conformance`.
 #[derive(Debug, Parser)]
 #[command(
     name = "istio-cni-conformance",
     version,
-    about = "Conformance suite for chained CNI plugins (CNI 1.1 contract, real network namespaces)"
+    about = "Conformance runner for istio-cni: the CNI-spec cases for any chained plugin, and the scenario matrix on embedded, kind or existing clusters"
 )]
 pub struct Cli {
     /// What to do.
@@ -51,20 +91,60 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a suite against a chained CNI plugin binary.
+    /// Run suites: the CNI-spec cases and the scenarios.
     #[command(after_help = RUN_HELP)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Print the names a run would cover, one per line, with a summary after a tab.
+    List(ListArgs),
+}
+
+/// Where scenarios run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ClusterKind {
+    /// A fresh embedded cluster per scenario (namespaces on this machine).
+    #[default]
+    Local,
+    /// kind clusters, one primary CNI per --cni (needs docker and kind).
+    Kind,
+    /// The running cluster of --kubeconfig.
+    Existing,
 }
 
 /// `run`'s arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The suite to run.
-    #[arg(long, value_enum, default_value_t = Suite::Cni)]
-    pub suite: Suite,
-    /// The plugin binary under test (its file name becomes its `type`).
+    /// The suite to run [default: all; cni when --plugin is given].
+    #[arg(long, value_enum)]
+    pub suite: Option<SuiteName>,
+    /// Run only what matches: a substring of the name, `*` wildcards (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Vec<String>,
+    /// Where scenarios run.
+    #[arg(long, value_enum, default_value_t = ClusterKind::Local)]
+    pub cluster: ClusterKind,
+    /// The cluster for --cluster existing.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kind's primary CNI (repeatable: every scenario runs on each) [default: kindnet].
+    #[arg(long, value_name = "NAME")]
+    pub cni: Vec<String>,
+    /// Scenarios run at once, each on its own cluster [default: CPUs]; kind
+    /// and existing clusters take one scenario at a time.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write an HTML report (DIR/index.html) with diagnostics and timelines.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Do not run the checkout's ci/setup first.
+    #[arg(long)]
+    pub no_setup: bool,
+    /// The plugin binary under test (its file name becomes its `type`)
+    /// [default: the istio-cni next to this runner].
     #[arg(long, value_name = "PATH")]
-    pub plugin: PathBuf,
+    pub plugin: Option<PathBuf>,
     /// The primary plugin run first in the chain (from --plugins-dir).
     #[arg(long, value_enum, default_value_t = Primary::Bridge)]
     pub primary: Primary,
@@ -87,22 +167,50 @@ pub struct RunArgs {
     /// Timeout of each plugin invocation, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub timeout: u64,
-    /// Run only the cases whose name contains PATTERN (repeatable).
+    /// Run only the spec cases whose name contains PATTERN (repeatable).
     #[arg(long, value_name = "PATTERN")]
     pub only: Vec<String>,
-    /// List the selected cases and exit without running them.
+    /// List the selected names and exit without running them.
     #[arg(long)]
     pub list: bool,
-    /// Where the primary plugins are.
-    #[arg(long, value_name = "DIR", env = "CNI_PLUGINS_DIR", default_value = "/usr/lib/cni")]
-    pub plugins_dir: PathBuf,
+    /// Where the primary plugins are [default: $CNI_PLUGINS_DIR, else /usr/lib/cni].
+    #[arg(long, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+}
+
+/// `list`'s arguments.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The suite to list.
+    #[arg(long, value_enum, default_value_t = SuiteName::All)]
+    pub suite: SuiteName,
+    /// Only what matches: a substring of the name, `*` wildcards (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Vec<String>,
+    /// Spec versions of the version-driven cases.
+    #[arg(long, value_name = "LIST", default_value = "0.3.0,0.3.1,0.4.0,1.0.0,1.1.0")]
+    pub versions: String,
+}
+
+/// The `istio-cni` next to this runner (`target/<profile>/`).
+pub fn default_plugin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            let mut dir = exe.parent()?.to_path_buf();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            Some(dir.join("istio-cni"))
+        })
+        .unwrap_or_else(|| PathBuf::from("istio-cni"))
 }
 
 impl RunArgs {
     /// The suite options these arguments describe.
     pub fn options(&self) -> Result<SuiteOptions, String> {
-        let mut opts = SuiteOptions::new(&self.plugin);
-        opts.suite = self.suite;
+        let plugin = self.plugin.clone().unwrap_or_else(default_plugin);
+        let mut opts = SuiteOptions::new(&plugin);
         opts.primary = self.primary;
         opts.versions = parse_versions(&self.versions)?;
         if let Some(extra) = &self.config_extra {
@@ -114,7 +222,7 @@ impl RunArgs {
         // istio-cni needs to know its pods are not meshed without an API
         // server: use the config Istio's installer writes (kube-system
         // excluded) and kube-system pods, unless told otherwise.
-        let is_istio_cni = self.plugin.file_name().is_some_and(|n| n == "istio-cni");
+        let is_istio_cni = plugin.file_name().is_some_and(|n| n == "istio-cni");
         if is_istio_cni && self.config_extra.is_none() && self.pod_namespace.is_none() {
             let run_dir = std::env::temp_dir().join(format!("istio-cni-conformance-{}", std::process::id()));
             opts.config_extra = parse_config_extra(
@@ -126,9 +234,76 @@ impl RunArgs {
         opts.parallel = self.parallel;
         opts.timeout = Duration::from_secs(self.timeout.max(1));
         opts.only = self.only.clone();
-        opts.plugins_dir = self.plugins_dir.clone();
+        if let Some(dir) = &self.plugins_dir {
+            opts.plugins_dir = dir.clone();
+        }
         opts.validate()?;
         Ok(opts)
+    }
+}
+
+impl RunArgs {
+    /// The suite: `--suite`, else `cni` with `--plugin` (every invocation
+    /// before the runner had one), else `all`.
+    pub fn suite(&self) -> SuiteName {
+        self.suite.unwrap_or(if self.plugin.is_some() {
+            SuiteName::Cni
+        } else {
+            SuiteName::All
+        })
+    }
+
+    /// Checks the cluster arguments and returns the scenario targets'
+    /// backends: one per `--cni` on kind.
+    pub fn targets(&self) -> Result<Vec<(Option<String>, Target)>, String> {
+        if self.cluster != ClusterKind::Existing && self.kubeconfig.is_some() {
+            return Err("--kubeconfig goes with --cluster existing".to_owned());
+        }
+        if self.cluster != ClusterKind::Kind && !self.cni.is_empty() {
+            return Err(
+                "--cni goes with --cluster kind (the embedded cluster's CNI is each scenario's own)".to_owned(),
+            );
+        }
+        if self.jobs == Some(0) {
+            return Err("--jobs must be at least 1".to_owned());
+        }
+        match self.cluster {
+            ClusterKind::Local => Ok(vec![(None, Target::Local)]),
+            ClusterKind::Existing => match &self.kubeconfig {
+                Some(kubeconfig) => Ok(vec![(
+                    None,
+                    Target::Existing {
+                        kubeconfig: kubeconfig.clone(),
+                    },
+                )]),
+                None => Err("--cluster existing needs --kubeconfig FILE".to_owned()),
+            },
+            ClusterKind::Kind => {
+                let mut cnis: Vec<String> = Vec::new();
+                for cni in &self.cni {
+                    let parsed: PrimaryCni = cni.parse().map_err(|e| format!("--cni: {e}"))?;
+                    let name = parsed.to_string();
+                    if !cnis.contains(&name) {
+                        cnis.push(name);
+                    }
+                }
+                if cnis.is_empty() {
+                    cnis.push(PrimaryCni::Kindnet.to_string());
+                }
+                let several = cnis.len() > 1;
+                Ok(cnis
+                    .into_iter()
+                    .map(|cni| (several.then(|| cni.clone()), Target::Kind { cni }))
+                    .collect())
+            }
+        }
+    }
+
+    /// Worker threads: `--jobs`, else the CPUs (at least 1).
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
     }
 }
 
@@ -136,36 +311,176 @@ impl RunArgs {
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run(args) => run_cmd(&args),
+        Command::List(args) => list_cmd(&args),
     }
 }
 
-fn run_cmd(args: &RunArgs) -> i32 {
-    let opts = match args.options() {
-        Ok(opts) => opts,
-        Err(e) => {
-            eprintln!("istio-cni-conformance: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let names = cases::selected_names(&opts);
-    if names.is_empty() {
-        eprintln!("istio-cni-conformance: --only {:?} selects no case", opts.only);
-        return EXIT_USAGE;
+fn usage(e: impl std::fmt::Display) -> i32 {
+    eprintln!("istio-cni-conformance: {e}");
+    EXIT_USAGE
+}
+
+/// The exit status of a finished run.
+pub fn exit_code(results: &RunResults) -> i32 {
+    if results.success() { 0 } else { EXIT_FAILED }
+}
+
+fn list_cmd(args: &ListArgs) -> i32 {
+    let mut opts = SuiteOptions::new("istio-cni");
+    match parse_versions(&args.versions) {
+        Ok(v) if !v.is_empty() => opts.versions = v,
+        Ok(_) => return usage("no spec versions to list"),
+        Err(e) => return usage(e),
     }
+    let scenarios = if args.suite == SuiteName::Cni {
+        Vec::new()
+    } else {
+        catalog::all()
+    };
     let mut out = std::io::stdout().lock();
+    for item in suites::plan(args.suite, &args.filter, &opts, scenarios) {
+        let _ = writeln!(out, "{}\t{}", item.name(), item.summary());
+    }
+    0
+}
+
+fn run_cmd(args: &RunArgs) -> i32 {
+    let mut opts = match args.options() {
+        Ok(opts) => opts,
+        Err(e) => return usage(e),
+    };
+    let suite = args.suite();
+    let targets = match args.targets() {
+        Ok(targets) => targets,
+        Err(e) => return usage(e),
+    };
+    if suite.has_spec() && !opts.only.is_empty() && cases::selected_names(&opts).is_empty() {
+        return usage(format!("--only {:?} selects no case", opts.only));
+    }
+    let scenarios = if suite == SuiteName::Cni {
+        Vec::new()
+    } else {
+        catalog::all()
+    };
+    let items = suites::plan(suite, &args.filter, &opts, scenarios);
+    let legacy = suite == SuiteName::Cni;
     if args.list {
-        for name in names {
-            let _ = writeln!(out, "{name}");
+        let mut out = std::io::stdout().lock();
+        for item in &items {
+            let _ = match item {
+                Planned::Spec { case } if legacy => writeln!(out, "{case}"),
+                _ => writeln!(out, "{}\t{}", item.name(), item.summary()),
+            };
         }
         return 0;
     }
-    let report = run_suite_with(&opts, |case| {
-        let _ = writeln!(out, "{case}");
-        let _ = out.flush();
-    });
-    let _ = writeln!(out, "{}", report.summary());
-    let _ = out.flush();
-    if report.success() { 0 } else { EXIT_FAILED }
+    let has_spec = items.iter().any(|i| matches!(i, Planned::Spec { .. }));
+    let has_scenarios = items.iter().any(|i| matches!(i, Planned::Scenario(_)));
+    let local = args.cluster == ClusterKind::Local;
+    // The spec cases and the embedded cluster use this machine.
+    let uses_machine = has_spec || (has_scenarios && local);
+
+    if has_scenarios && args.cluster == ClusterKind::Kind {
+        for (_, target) in &targets {
+            if let Target::Kind { cni } = target
+                && let Err(e) = kind_preflight(cni)
+            {
+                eprintln!("istio-cni-conformance: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    }
+    if uses_machine && !args.no_setup && !userns::inside() {
+        if let Err(e) = prepare::prepare() {
+            eprintln!("istio-cni-conformance: {e}");
+            return EXIT_FAILED;
+        }
+        if args.plugins_dir.is_none() {
+            opts.plugins_dir = istio_cni_kind::node::plugins::default_plugins_dir();
+        }
+    }
+    // Binaries first (Env::new builds missing ones), then the namespace.
+    let envs: Vec<TargetEnv> = if has_scenarios {
+        targets
+            .into_iter()
+            .map(|(suffix, target)| TargetEnv {
+                suffix,
+                serial: !matches!(target, Target::Local),
+                env: Env::new(target),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if uses_machine && local && userns::needed() {
+        let why = userns::reexec();
+        eprintln!("istio-cni-conformance: {why}");
+        return EXIT_FAILED;
+    }
+
+    let plan = RunPlan {
+        items,
+        spec: opts,
+        targets: envs,
+        jobs: args.jobs(),
+    };
+    let total = plan.names().len();
+    let mode = if legacy {
+        Mode::Cases
+    } else if std::io::stdout().is_terminal() {
+        Mode::Bar
+    } else {
+        Mode::Lines
+    };
+    let mut stdout = std::io::stdout().lock();
+    let results = {
+        let mut progress = Progress::new(&mut stdout, mode, total);
+        runner::run(plan, &mut progress)
+    };
+    if !legacy {
+        let _ = write!(stdout, "{}", table::render(&results));
+    }
+    let mut code = exit_code(&results);
+    if let Err(e) = write_outputs(args, &results) {
+        eprintln!("istio-cni-conformance: {e}");
+        code = EXIT_FAILED;
+    }
+    let _ = writeln!(stdout, "{}", results.summary());
+    let _ = stdout.flush();
+    code
+}
+
+/// Fails fast, with the kind backend's message, when docker or kind is missing.
+fn kind_preflight(cni: &str) -> Result<(), String> {
+    let cni: PrimaryCni = cni.parse()?;
+    let spec = KindSpec::new("istio-cni").with_cni(cni);
+    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup).map_err(|e| e.to_string())
+}
+
+/// `--junit` and `--report`.
+fn write_outputs(args: &RunArgs, results: &RunResults) -> Result<(), String> {
+    if let Some(path) = &args.junit {
+        junit::write(path, results).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("JUnit XML: {}", path.display());
+    }
+    if let Some(dir) = &args.report {
+        let context = format!(
+            "suite {:?}, cluster {:?}{}, {} job(s); spec cases against {}",
+            args.suite(),
+            args.cluster,
+            if args.cni.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", args.cni.join(", "))
+            },
+            args.jobs(),
+            args.plugin.clone().unwrap_or_else(default_plugin).display()
+        )
+        .to_lowercase();
+        let path = html::write(dir, results, &context).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        eprintln!("HTML report: {}", path.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,7 +511,7 @@ mod tests {
             "add/",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("run") };
         let opts = args.options().unwrap();
         assert_eq!(opts.primary, Primary::Ptp);
         assert_eq!(opts.versions, ["0.4.0", "1.1.0"]);
@@ -207,13 +522,101 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused() {
-        assert!(parse(&["run"]).is_err(), "--plugin is required");
         assert!(parse(&["run", "--plugin", "p", "--primary", "macvlan"]).is_err());
         let cli = parse(&["run", "--plugin", "p", "--versions", "0.2.0"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("run") };
         assert!(args.options().unwrap_err().contains("no chaining"));
         let cli = parse(&["run", "--plugin", "p", "--config-extra", r#"{"name":"x"}"#]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("run") };
         assert!(args.options().unwrap_err().contains("\"name\""));
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap().command {
+            Command::Run(args) => *args,
+            Command::List(_) => panic!("run"),
+        }
+    }
+
+    #[test]
+    fn the_suite_defaults_to_all_and_to_cni_with_a_plugin() {
+        assert_eq!(run_args(&[]).suite(), SuiteName::All);
+        assert_eq!(run_args(&["--plugin", "/x/p"]).suite(), SuiteName::Cni);
+        assert_eq!(
+            run_args(&["--plugin", "/x/p", "--suite", "all"]).suite(),
+            SuiteName::All
+        );
+        assert_eq!(run_args(&["--suite", "install"]).suite(), SuiteName::Install);
+        let opts = run_args(&[]).options().unwrap();
+        assert!(opts.plugin.ends_with("istio-cni"), "the istio-cni next to the runner");
+        assert_eq!(opts.pod_namespace, "kube-system", "istio-cni's profile");
+    }
+
+    #[test]
+    fn cluster_arguments_become_targets() {
+        let targets = run_args(&[]).targets().unwrap();
+        assert!(matches!(targets.as_slice(), [(None, Target::Local)]));
+        let targets = run_args(&["--cluster", "kind"]).targets().unwrap();
+        assert!(matches!(targets.as_slice(), [(None, Target::Kind { cni })] if cni == "kindnet"));
+        let targets = run_args(&[
+            "--cluster",
+            "kind",
+            "--cni",
+            "calico",
+            "--cni",
+            "Cilium",
+            "--cni",
+            "calico",
+        ])
+        .targets()
+        .unwrap();
+        let names: Vec<Option<String>> = targets.into_iter().map(|(suffix, _)| suffix).collect();
+        assert_eq!(names, [Some("calico".to_owned()), Some("cilium".to_owned())]);
+        let targets = run_args(&["--cluster", "existing", "--kubeconfig", "/k"])
+            .targets()
+            .unwrap();
+        assert!(matches!(targets.as_slice(), [(None, Target::Existing { kubeconfig })] if kubeconfig.ends_with("k")));
+    }
+
+    #[test]
+    fn unusable_cluster_arguments_are_refused() {
+        for (args, needle) in [
+            (&["--cluster", "existing"][..], "needs --kubeconfig"),
+            (&["--kubeconfig", "/k"][..], "goes with --cluster existing"),
+            (&["--cni", "calico"][..], "goes with --cluster kind"),
+            (&["--cluster", "kind", "--cni", "weave"][..], "unknown primary CNI"),
+            (&["--jobs", "0"][..], "at least 1"),
+        ] {
+            let err = run_args(args).targets().unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        assert!(parse(&["run", "--cluster", "gke"]).is_err());
+        assert!(parse(&["run", "--suite", "nope"]).is_err());
+        assert!(run_args(&[]).jobs() >= 1);
+        assert_eq!(run_args(&["--jobs", "3"]).jobs(), 3);
+    }
+
+    #[test]
+    fn exit_codes() {
+        use crate::results::ItemResult;
+        use istio_cni_scenarios::scenario::Verdict;
+        let mut results = RunResults::default();
+        assert_eq!(exit_code(&results), 0, "nothing ran, nothing failed");
+        results
+            .items
+            .push(ItemResult::new("a/b", Verdict::Skip("n/a".into()), Duration::ZERO));
+        results
+            .items
+            .push(ItemResult::new("a/c", Verdict::Pass, Duration::ZERO));
+        assert_eq!(exit_code(&results), 0);
+        results
+            .items
+            .push(ItemResult::new("a/d", Verdict::Fail("x".into()), Duration::ZERO));
+        assert_eq!(exit_code(&results), EXIT_FAILED);
+        assert_eq!(usage("bad"), EXIT_USAGE);
+        let err = parse(&["run", "--jobs", "x"]).unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_USAGE, "clap's usage errors exit 2 too");
     }
 }

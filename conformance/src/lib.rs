@@ -1,4 +1,10 @@
-//! A black-box conformance suite for chained CNI plugins.
+//! The project's conformance runner (`istio-cni-conformance run`): the
+//! CNI-spec cases below, and the scenario matrix of `istio-cni-scenarios`,
+//! selected by suite and name ([`suites`]), run in parallel ([`runner`])
+//! with live [`progress`], reported as a table, JUnit XML and HTML
+//! ([`report`]).
+//!
+//! The CNI-spec cases are a black-box conformance suite for chained CNI plugins.
 //!
 //! The suite runs a plugin binary the way a container runtime does: in a
 //! real node network namespace, for real pod network namespaces, after a
@@ -20,7 +26,13 @@ pub mod compare;
 pub mod harness;
 pub mod invoke;
 pub mod options;
+pub mod prepare;
+pub mod progress;
 pub mod report;
+pub mod results;
+pub mod runner;
+pub mod suites;
+pub mod userns;
 
 pub use options::{Primary, Suite, SuiteOptions};
 pub use report::{CaseResult, Finding, Outcome, SuiteReport};

@@ -22,7 +22,8 @@ pub const DEFAULT_PARALLEL: usize = 8;
 /// Default per-invocation timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which suite to run. Only the CNI plugin suite exists.
+/// The suite of [`SuiteOptions`]: the CNI plugin contract (the runner's
+/// other suites are in [`crate::suites`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Suite {
     /// The CNI 1.1 plugin contract (SPEC.md, CONVENTIONS.md, libcni's skel).
@@ -83,6 +84,9 @@ pub struct SuiteOptions {
     pub only: Vec<String>,
     /// Where the primary plugins come from (Debian: `/usr/lib/cni`).
     pub plugins_dir: PathBuf,
+    /// When set, only the cases with exactly these names (the runner's
+    /// `--filter` selection).
+    pub exact: Option<Vec<String>>,
 }
 
 impl SuiteOptions {
@@ -101,6 +105,7 @@ impl SuiteOptions {
             timeout: DEFAULT_TIMEOUT,
             only: Vec::new(),
             plugins_dir: istio_cni_kind::node::plugins::default_plugins_dir(),
+            exact: None,
         }
     }
 
@@ -138,9 +143,11 @@ impl SuiteOptions {
         Ok(())
     }
 
-    /// Whether the case `name` is selected by [`SuiteOptions::only`].
+    /// Whether the case `name` is selected by [`SuiteOptions::only`] and
+    /// [`SuiteOptions::exact`].
     pub fn selects(&self, name: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|pattern| name.contains(pattern.as_str()))
+        (self.only.is_empty() || self.only.iter().any(|pattern| name.contains(pattern.as_str())))
+            && self.exact.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
     }
 }
 
@@ -205,5 +212,8 @@ mod tests {
         assert!(opts.selects("del/twice[1.0.0]"));
         assert!(opts.selects("version/report"));
         assert!(!opts.selects("add/prev-result[1.0.0]"));
+        opts.exact = Some(vec!["del/twice[1.0.0]".into()]);
+        assert!(opts.selects("del/twice[1.0.0]"));
+        assert!(!opts.selects("del/twice[0.4.0]"));
     }
 }

@@ -1,4 +1,4 @@
-//! Case outcomes and the report: one line per case
+//! Spec case outcomes and their report: one line per case
 //! (`PASS  <case>`, `FAIL  <case>: <why>`, `SKIP  <case>: <reason>`) and a
 //! final `N passed, N failed, N skipped`.
 

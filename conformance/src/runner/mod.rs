@@ -1,0 +1,175 @@
+//! Runs a plan: the CNI-spec cases as one job (they share one harness, in
+//! order), every scenario as its own job on its own cluster, on `--jobs`
+//! worker threads; updates drive the progress display, results come back
+//! in plan order.
+
+pub mod queue;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use istio_cni_scenarios::env::Env;
+use istio_cni_scenarios::scenario::{Outcome, Scenario, Verdict};
+
+use crate::options::SuiteOptions;
+use crate::progress::Progress;
+use crate::report::Outcome as CaseOutcome;
+use crate::results::{ItemResult, RunResults};
+use crate::run_suite_with;
+use crate::suites::{Planned, SPEC_PREFIX};
+use queue::{Job, Reporter, Update};
+
+/// One cluster target scenarios run on.
+#[derive(Debug, Clone)]
+pub struct TargetEnv {
+    /// Appended to scenario names as `@<suffix>` (several kind CNIs).
+    pub suffix: Option<String>,
+    /// The environment, or why it could not be made (every scenario on it fails with that).
+    pub env: Result<Env, String>,
+    /// Whether its scenarios must run one at a time (one shared cluster or cluster name).
+    pub serial: bool,
+}
+
+impl TargetEnv {
+    fn name_of(&self, scenario: &str) -> String {
+        match &self.suffix {
+            Some(s) => format!("{scenario}@{s}"),
+            None => scenario.to_owned(),
+        }
+    }
+}
+
+/// What to run.
+pub struct RunPlan {
+    pub items: Vec<Planned>,
+    /// Options of the spec cases (the plugin, primary, versions, ...).
+    pub spec: SuiteOptions,
+    /// Where scenarios run (each scenario runs once per target).
+    pub targets: Vec<TargetEnv>,
+    /// Worker threads.
+    pub jobs: usize,
+}
+
+impl RunPlan {
+    /// The names of everything that will be reported, in plan order.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for item in &self.items {
+            match item {
+                Planned::Spec { .. } => names.push(item.name()),
+                Planned::Scenario(s) => names.extend(self.targets.iter().map(|t| t.name_of(&s.name))),
+            }
+        }
+        names
+    }
+}
+
+/// Runs `plan`, reporting to `progress`.
+pub fn run(plan: RunPlan, progress: &mut Progress<'_>) -> RunResults {
+    let started = Instant::now();
+    let order: HashMap<String, usize> = plan.names().into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+    let jobs = jobs(&plan);
+    let mut collected: Vec<(usize, usize, ItemResult)> = Vec::new();
+    queue::run(jobs, plan.jobs, Duration::from_millis(500), |update| match update {
+        Update::Started(label) => progress.started(&label),
+        Update::Result(result) => {
+            progress.finished(&result);
+            // Unplanned names (the spec suite's `setup` failure) go first.
+            let at = order.get(&result.name).copied().unwrap_or(0);
+            collected.push((at, collected.len(), result));
+        }
+        Update::Finished(label) => progress.ended(&label),
+        Update::Panicked(label, msg) => {
+            let result = ItemResult::new(
+                label,
+                Verdict::Fail(format!("the runner panicked: {msg}")),
+                Duration::ZERO,
+            );
+            progress.finished(&result);
+            collected.push((order.get(&result.name).copied().unwrap_or(0), collected.len(), result));
+        }
+        Update::Tick => progress.tick(),
+    });
+    progress.clear();
+    collected.sort_by_key(|(at, seq, _)| (*at, *seq));
+    RunResults {
+        items: collected.into_iter().map(|(_, _, r)| r).collect(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn jobs(plan: &RunPlan) -> Vec<Job<ItemResult>> {
+    let mut jobs = Vec::new();
+    let cases: Vec<String> = plan
+        .items
+        .iter()
+        .filter_map(|p| match p {
+            Planned::Spec { case } => Some(case.clone()),
+            Planned::Scenario(_) => None,
+        })
+        .collect();
+    // The spec cases first: the longest sequential job overlaps the scenarios.
+    if !cases.is_empty() {
+        let mut opts = plan.spec.clone();
+        opts.exact = Some(cases.clone());
+        jobs.push(Job::new("spec", move |r: &Reporter<ItemResult>| {
+            spec_job(&opts, &cases, r)
+        }));
+    }
+    let serial = Arc::new(Mutex::new(()));
+    for item in &plan.items {
+        let Planned::Scenario(scenario) = item else { continue };
+        for target in &plan.targets {
+            let (scenario, target, serial) = (scenario.clone(), target.clone(), serial.clone());
+            let name = target.name_of(&scenario.name);
+            jobs.push(Job::new(name.clone(), move |r: &Reporter<ItemResult>| {
+                let _turn = target.serial.then(|| serial.lock().unwrap_or_else(|p| p.into_inner()));
+                r.started(name.clone());
+                r.result(scenario_result(name, &scenario, &target.env));
+            }));
+        }
+    }
+    jobs
+}
+
+/// The spec cases in one harness; each case's time is the time since the previous one ended.
+fn spec_job(opts: &SuiteOptions, cases: &[String], r: &Reporter<ItemResult>) {
+    let mut next = cases.iter();
+    if let Some(first) = next.next() {
+        r.started(format!("{SPEC_PREFIX}{first}"));
+    }
+    let mut last = Instant::now();
+    run_suite_with(opts, |case| {
+        let verdict = match &case.outcome {
+            CaseOutcome::Pass => Verdict::Pass,
+            CaseOutcome::Fail(why) => Verdict::Fail(why.clone()),
+            CaseOutcome::Skip(why) => Verdict::Skip(why.clone()),
+        };
+        let mut result = ItemResult::new(format!("{SPEC_PREFIX}{}", case.name), verdict, last.elapsed());
+        result.notes.extend(case.note.clone());
+        r.result(result);
+        last = Instant::now();
+        if let Some(following) = next.next() {
+            r.started(format!("{SPEC_PREFIX}{following}"));
+        }
+    });
+}
+
+fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>) -> ItemResult {
+    let env = match env {
+        Ok(env) => env,
+        Err(why) => return ItemResult::new(name, Verdict::Fail(format!("no environment: {why}")), Duration::ZERO),
+    };
+    let Outcome {
+        verdict,
+        duration,
+        record,
+        ..
+    } = scenario.run(env);
+    let mut result = ItemResult::new(name, verdict, duration);
+    result.notes = record.notes;
+    result.diagnostics = record.diagnostics;
+    result.timeline = record.timeline;
+    result
+}
