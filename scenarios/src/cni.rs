@@ -140,14 +140,12 @@ fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
         Mode::Standalone => Some(Delegate::STANDALONE),
         _ => None,
     };
-    let result = check_install_shape(&fleet, mode)
-        .and_then(|()| prove_interception(&cluster, record, delegate))
-        .map_err(|e| {
-            fleet.diag_logs(record);
-            fleet.diag_files(record);
-            diag_pods(&cluster, record);
-            e
-        });
+    let result = check_install_shape(&fleet, mode).and_then(|()| prove_interception(&cluster, record, delegate));
+    if let Err(Stop::Fail(_)) = &result {
+        fleet.diag_logs(record);
+        fleet.diag_files(record);
+        diag_pods(&cluster, record);
+    }
     result?;
     fleet.uninstall(record)
 }

@@ -436,4 +436,35 @@ mod tests {
         assert_eq!(api_host_port(k).unwrap(), ("10.250.0.1".into(), "41234".into()));
         assert!(api_host_port("nothing").is_err());
     }
+
+    #[test]
+    fn node_files_diff_names_every_change() {
+        let scratch = istio_cni_kind::testing::Scratch::new("node-files");
+        let (conf, bin) = (scratch.join("net.d"), scratch.join("bin"));
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(conf.join("10-a.conflist"), "a").unwrap();
+        std::fs::write(conf.join("20-b.conf"), "b").unwrap();
+        std::fs::write(bin.join("ptp"), "").unwrap();
+        let before = NodeFiles::capture("n", &[conf.clone(), conf.clone()], &bin);
+        assert_eq!(before.conf.len(), 1, "a dir listed twice is captured once");
+        assert!(before.again().diff(&before).is_empty());
+        std::fs::write(conf.join("10-a.conflist"), "a2").unwrap();
+        std::fs::remove_file(conf.join("20-b.conf")).unwrap();
+        std::fs::write(conf.join("YYY-istio-cni.conf"), "{}").unwrap();
+        std::fs::write(bin.join("istio-cni"), "").unwrap();
+        let mut diff = before.again().diff(&before);
+        diff.sort();
+        let d = conf.display();
+        assert_eq!(
+            diff,
+            [
+                format!("{}: istio-cni was left behind", bin.display()),
+                format!("{d}: 10-a.conflist changed"),
+                format!("{d}: 20-b.conf is gone"),
+                format!("{d}: YYY-istio-cni.conf was left behind"),
+            ]
+        );
+        assert!(before.text().contains("10-a.conflist\na\n"));
+    }
 }

@@ -85,13 +85,12 @@ fn run(env: &Env, record: &mut Record, layout: Layout, platform: Option<Platform
     let result = (|| -> Step {
         check_installed(&cluster, &fleet, multus)?;
         meshed_pod_is_captured(&cluster, record, multus.then_some(Delegate { file: OPENSHIFT_FILE }))
-    })()
-    .map_err(|e| {
+    })();
+    if let Err(Stop::Fail(_)) = &result {
         fleet.diag_logs(record);
         fleet.diag_files(record);
         diag_pods(&cluster, record);
-        e
-    });
+    }
     result?;
     fleet.uninstall(record)
 }

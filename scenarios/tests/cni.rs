@@ -3,10 +3,13 @@
 //! (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
+use istio_cni_agent::manifest::Manifest;
+use istio_cni_kind::cluster::ClusterSpec;
 use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::catalog;
+use istio_cni_scenarios::deploy::Fleet;
 use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::scenario::Verdict;
+use istio_cni_scenarios::scenario::{Record, Stop, Verdict};
 use rstest::rstest;
 
 #[rstest]
@@ -50,4 +53,28 @@ fn kind_scenarios_skip_on_the_local_backend() {
             );
         }
     }
+}
+
+/// The restore check is real: a file the agents did not write back fails it.
+#[test]
+fn uninstall_fails_on_a_file_left_behind() {
+    if !privileged("uninstall_fails_on_a_file_left_behind") {
+        return;
+    }
+    let env = Env::new(Target::Local).unwrap();
+    let cluster = env.cluster(ClusterSpec::default()).unwrap();
+    let manifest = Manifest::for_platform(None).unwrap();
+    let mut record = Record::default();
+    let fleet = Fleet::start(&env, &cluster, &manifest, &[], &mut record).unwrap();
+    std::fs::write(fleet.agents[0].conf_dir.join("99-stray.conf"), "{}").unwrap();
+    match fleet.uninstall(&mut record) {
+        Err(Stop::Fail(message)) => assert!(message.contains("99-stray.conf was left behind"), "{message}"),
+        other => panic!("uninstall passed with a stray file: {other:?}"),
+    }
+    assert!(
+        record
+            .diagnostics
+            .iter()
+            .any(|(title, _)| title.starts_with("agent log"))
+    );
 }
