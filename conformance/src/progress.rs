@@ -209,7 +209,10 @@ mod tests {
         );
         let bar = print(Mode::Bar);
         assert!(bar.contains("\r\x1b[K[----"), "{bar:?}");
-        assert!(bar.contains("\r\x1b[KFAIL  cni/ptp/chained (2.0s): no rules\n"), "{bar:?}");
+        assert!(
+            bar.contains("\r\x1b[KFAIL  cni/ptp/chained (2.0s): no rules\n"),
+            "{bar:?}"
+        );
         assert!(bar.ends_with("\r\x1b[K"), "the bar is erased at the end: {bar:?}");
     }
 }

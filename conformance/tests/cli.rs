@@ -74,7 +74,7 @@ fn bad_arguments_exit_2() {
     let out = run(&["run", "--plugin", "/x", "--only", "no-such-case"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("selects no case"));
-    let out = run(&["run"]);
+    let out = run(&["run", "--suite", "no-such-suite"]);
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
 }
 

@@ -181,7 +181,10 @@ mod tests {
         let root = parse(&html).unwrap_or_else(|e| panic!("{e}\n{html}"));
         assert_eq!(root.name, "html");
         let all = root.descendants();
-        assert!(!html.contains("<script") && !html.contains("<link"), "no scripts, no stylesheets");
+        assert!(
+            !html.contains("<script") && !html.contains("<link"),
+            "no scripts, no stylesheets"
+        );
         assert!(
             all.iter().all(|e| e.attr("src").is_none() && e.attr("rel").is_none()),
             "no external assets"
