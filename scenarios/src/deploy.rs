@@ -187,12 +187,19 @@ impl NodeAgent {
     }
 
     /// Whether our entry is in a config file and the kubeconfig exists.
+    /// Only files libcni loads count: the agent's temp files
+    /// (`<name>.tmp.<digits>`) hold the entry before they are renamed into place.
     pub fn installed(&self) -> bool {
         let kubeconfig = self.run_dir.join("istio-cni-kubeconfig").exists();
+        let loaded = |p: &Path| {
+            p.extension()
+                .is_some_and(|e| e == "conf" || e == "conflist" || e == "json")
+        };
         let entry = std::fs::read_dir(&self.conf_dir)
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|e| loaded(&e.path()))
             .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"istio-cni\"")));
         kubeconfig && entry
     }
