@@ -87,11 +87,25 @@ fn parse_env(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `ci/setup` and `ci/env` of the checkout, when there is one.
+/// `ci/setup` and `ci/env` of the checkout, when there is one. Inside a
+/// user namespace (`ci/test`'s, or ours) there is nothing to install with —
+/// the caller set up outside — so only the environment is taken.
 pub fn prepare() -> Result<(), String> {
     let Some(checkout) = checkout() else { return Ok(()) };
-    setup(&checkout)?;
+    if !in_user_namespace() {
+        setup(&checkout)?;
+    }
     import_env(&checkout)
+}
+
+/// Whether this process is in a user namespace other than the initial one
+/// (whose uid map is the identity over every uid).
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| !is_initial_uid_map(&map))
+}
+
+fn is_initial_uid_map(map: &str) -> bool {
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
 }
 
 #[cfg(test)]
@@ -107,6 +121,13 @@ mod tests {
                 ("X".to_owned(), "y=z".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn the_initial_user_namespace_is_the_identity_map() {
+        assert!(is_initial_uid_map("         0          0 4294967295\n"));
+        assert!(!is_initial_uid_map("         0       1000          1\n"));
+        assert!(!is_initial_uid_map("0 1000 1\n1 100000 65536\n"));
     }
 
     #[test]
