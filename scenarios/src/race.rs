@@ -56,32 +56,32 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new(
             "race/repairPods",
             "a meshed pod that raced the install is re-programmed in place and runs, its app never restarted",
-            |env, rec| race_repair(env, rec),
+            race_repair,
         ),
         Scenario::new(
             "race/deletePods",
             "a meshed pod that raced the install is deleted; its owner's new pod starts with rules",
-            |env, rec| race_delete(env, rec),
+            race_delete,
         ),
         Scenario::new(
             "race/labelPods",
             "a meshed pod that raced the install is labelled cni.istio.io/uninitialized=true and stays broken",
-            |env, rec| race_label(env, rec),
+            race_label,
         ),
         Scenario::new(
             "race/disabled",
             "with repair off a meshed pod that raced the install stays in Init:CrashLoopBackOff without rules",
-            |env, rec| race_disabled(env, rec),
+            race_disabled,
         ),
         Scenario::new(
             "race/agent-restart",
             "pods created during an agent rolling restart are repaired or start with rules; none runs without",
-            |env, rec| agent_restart(env, rec),
+            agent_restart,
         ),
         Scenario::new(
             "race/ordering",
             "without the primary config (nothing, or istio-cni's standalone file) sandboxes fail rather than start un-networked",
-            |env, rec| ordering(env, rec),
+            ordering,
         ),
     ]
 }
