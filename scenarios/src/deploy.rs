@@ -93,7 +93,14 @@ impl NodeAgent {
         let source = image.join("opt/cni/bin");
         std::fs::create_dir_all(&sa_dir)?;
         std::fs::create_dir_all(&source)?;
-        std::fs::copy(&env.bins.istio_cni, source.join("istio-cni"))?;
+        // A hard link, not a copy: a debug istio-cni is ~140 MB, and every
+        // scenario starts agents on several nodes. The old file goes first:
+        // copying onto a link would write through into the workspace binary.
+        let image_bin = source.join("istio-cni");
+        let _ = std::fs::remove_file(&image_bin);
+        if std::fs::hard_link(&env.bins.istio_cni, &image_bin).is_err() {
+            std::fs::copy(&env.bins.istio_cni, &image_bin)?;
+        }
         std::fs::write(sa_dir.join("token"), token)?;
         std::fs::write(sa_dir.join("ca.crt"), local.api().ca_pem())?;
         let (host, port) = api_host_port(&local.node_kubeconfig("unused"))?;
