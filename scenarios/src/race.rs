@@ -16,8 +16,10 @@
 //! | `race/disabled` | `repair.enabled=false` | stuck in Init:CrashLoopBackOff, restarts grow, no rules |
 //!
 //! Each records a timeline (node ready, pod scheduled, validation failed
-//! (126), agent ready, repaired/deleted/labelled, pod Running) and notes the
-//! time from the agent being ready to the pod's repair and to Running.
+//! (126), agent started, agent ready (installed), repaired/deleted/labelled,
+//! pod Running) and notes the time to repair from the agent's start (the
+//! controller starts before the installer, so it can act before install)
+//! and from the agent being ready to the pod Running.
 //!
 //! `race/agent-restart` rolls the agent (SIGTERM: cleanup removes the
 //! plugin, then a new agent installs it) while pods are being created: each
@@ -245,16 +247,62 @@ fn secs(d: Duration) -> String {
 
 // ---- the race ------------------------------------------------------------
 
+/// A repair mode's action: its timeline mark and a check (cluster, agent,
+/// the broken pod) that it happened.
+type Marker = (&'static str, fn(&Cluster, &NodeAgent, &Pod) -> Result<bool, Stop>);
+
+fn repaired(_: &Cluster, agent: &NodeAgent, _: &Pod) -> Result<bool, Stop> {
+    Ok(agent.logs().contains("pod repaired"))
+}
+
+fn deleted(cluster: &Cluster, _: &NodeAgent, broken: &Pod) -> Result<bool, Stop> {
+    Ok(get(cluster, "early")?.is_none_or(|p| p.metadata.uid != broken.metadata.uid))
+}
+
+fn labelled(cluster: &Cluster, _: &NodeAgent, _: &Pod) -> Result<bool, Stop> {
+    Ok(get(cluster, "early")?.is_some_and(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(BROKEN_LABEL))
+            .is_some_and(|v| v == "true")
+    }))
+}
+
 /// The race reproduced: a cluster, the broken pod `early`, then the agent.
 struct Raced {
     cluster: Cluster,
     agent: NodeAgent,
     broken: Pod,
+    /// When the agent process started.
+    started: Instant,
     /// When the agent had installed.
     ready: Instant,
+    /// The mode's action (its timeline mark, how to see it) and when it was seen.
+    marker: Option<Marker>,
+    acted: Option<Duration>,
 }
 
 impl Raced {
+    /// Time from the agent's start to the mode's action (its log line),
+    /// marked on the timeline when first seen.
+    fn action(&mut self, rec: &mut Record) -> Result<Duration, Stop> {
+        if let Some(at) = self.acted {
+            return Ok(at);
+        }
+        let (what, seen) = self
+            .marker
+            .ok_or_else(|| Stop::Fail("this mode has no action".into()))?;
+        let (cluster, agent, broken) = (&self.cluster, &self.agent, &self.broken);
+        wait(what, Duration::from_secs(30), || {
+            Ok(seen(cluster, agent, broken)?.then_some(()))
+        })?;
+        let at = self.started.elapsed();
+        rec.mark(what);
+        self.acted = Some(at);
+        Ok(at)
+    }
+
     fn logs_to(&self, rec: &mut Record) {
         rec.diag("agent log", self.agent.logs());
         rec.diag(
@@ -266,7 +314,10 @@ impl Raced {
     }
 }
 
-fn race(env: &Env, rec: &mut Record, values: &[&str]) -> Result<Raced, Stop> {
+/// The race, then the agent with `values`; `marker` is the agent's log line
+/// for the mode's action and its timeline mark, watched from the start
+/// (repair runs before the installer, so it may act before install).
+fn race(env: &Env, rec: &mut Record, values: &[&str], marker: Option<Marker>) -> Result<Raced, Stop> {
     if !env.is_local() {
         return Err(Stop::Skip(
             "the race scenarios start the agent as a node process: embedded cluster only".into(),
@@ -306,25 +357,50 @@ fn race(env: &Env, rec: &mut Record, values: &[&str]) -> Result<Raced, Stop> {
         "the validator probed 127.0.0.6:15002 and failed:\n{log}"
     );
 
-    let agent = start_agent(env, &cluster, &manifest)?;
+    let started = Instant::now();
+    let mut agent = NodeAgent::start(env, &cluster, NODE, &manifest, &[])?;
+    rec.mark("agent started");
+    let mut acted = None;
+    loop {
+        if acted.is_none()
+            && let Some((what, seen)) = marker
+            && seen(&cluster, &agent, &broken)?
+        {
+            acted = Some(started.elapsed());
+            rec.mark(what);
+        }
+        if agent.installed() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            // Fails with the agent's log.
+            agent.wait_installed(Duration::ZERO)?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let ready = Instant::now();
     rec.mark("agent ready (installed)");
+    rec.note(format!("agent start → installed: {}", secs(ready - started)));
     Ok(Raced {
         cluster,
         agent,
         broken,
+        started,
         ready,
+        marker,
+        acted,
     })
 }
 
 fn race_repair(env: &Env, rec: &mut Record) -> Step {
-    let r = race(env, rec, &["repair.repairPods=true"])?;
+    let mut r = race(
+        env,
+        rec,
+        &["repair.repairPods=true"],
+        Some(("repaired (netns programmed)", repaired)),
+    )?;
     let result = (|| {
-        wait("the agent's \"pod repaired\"", Duration::from_secs(30), || {
-            Ok(r.agent.logs().contains("pod repaired").then_some(()))
-        })?;
-        let repaired = r.ready.elapsed();
-        rec.mark("repaired (netns programmed)");
+        let repaired = r.action(rec)?;
         let pod = wait_pod(
             &r.cluster,
             "early",
@@ -335,7 +411,7 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
         let to_running = r.ready.elapsed();
         rec.mark("pod Running");
         rec.note(format!(
-            "repairPods: time to repair (agent ready → netns programmed): {}",
+            "repairPods: time to repair (agent start → netns programmed): {}",
             secs(repaired)
         ));
         rec.note(format!("repairPods: agent ready → pod Running: {}", secs(to_running)));
@@ -364,16 +440,15 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
 }
 
 fn race_delete(env: &Env, rec: &mut Record) -> Step {
-    let r = race(env, rec, &["repair.repairPods=false", "repair.deletePods=true"])?;
+    let mut r = race(
+        env,
+        rec,
+        &["repair.repairPods=false", "repair.deletePods=true"],
+        Some(("deleted", deleted)),
+    )?;
     let result = (|| {
         let old = r.broken.metadata.uid.clone();
-        wait("the broken pod's deletion", Duration::from_secs(30), || {
-            Ok(get(&r.cluster, "early")?
-                .is_none_or(|p| p.metadata.uid != old)
-                .then_some(()))
-        })?;
-        let deleted = r.ready.elapsed();
-        rec.mark("deleted");
+        let deleted = r.action(rec)?;
         // The owner (a ReplicaSet) creates a replacement.
         create(&r.cluster, &fixtures::race_pod("early")?)?;
         rec.mark("recreated by its owner");
@@ -387,7 +462,7 @@ fn race_delete(env: &Env, rec: &mut Record) -> Step {
         let to_running = r.ready.elapsed();
         rec.mark("pod Running");
         rec.note(format!(
-            "deletePods: time to repair (agent ready → deleted): {}",
+            "deletePods: time to repair (agent start → pod deleted): {}",
             secs(deleted)
         ));
         rec.note(format!(
@@ -418,26 +493,19 @@ fn race_delete(env: &Env, rec: &mut Record) -> Step {
 }
 
 fn race_label(env: &Env, rec: &mut Record) -> Step {
-    let r = race(env, rec, &["repair.repairPods=false", "repair.labelPods=true"])?;
+    let mut r = race(
+        env,
+        rec,
+        &["repair.repairPods=false", "repair.labelPods=true"],
+        Some(("labelled", labelled)),
+    )?;
     let result = (|| {
-        let pod = wait_pod(
-            &r.cluster,
-            "early",
-            "the broken-pod label",
-            Duration::from_secs(30),
-            |p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(BROKEN_LABEL))
-                    .is_some_and(|v| v == "true")
-            },
-        )?;
-        rec.mark("labelled");
+        let at = r.action(rec)?;
         rec.note(format!(
-            "labelPods: time to repair (agent ready → labelled): {}",
-            secs(r.ready.elapsed())
+            "labelPods: time to repair (agent start → label visible): {}",
+            secs(at)
         ));
+        let pod = get(&r.cluster, "early")?.ok_or_else(|| Stop::Fail("the labelled pod is gone".into()))?;
         ensure!(pod.metadata.uid == r.broken.metadata.uid, "the same pod");
         ensure!(
             pod.metadata
@@ -475,7 +543,7 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
 }
 
 fn race_disabled(env: &Env, rec: &mut Record) -> Step {
-    let r = race(env, rec, &["repair.enabled=false"])?;
+    let r = race(env, rec, &["repair.enabled=false"], None)?;
     let result = (|| {
         let restarts = validation_exits(&r.broken).2;
         let later = wait_pod(
