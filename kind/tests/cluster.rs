@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 use istio_cni_kind::testing::privileged;
@@ -109,6 +109,50 @@ fn pods_on_two_nodes_reach_each_other() {
         );
         assert_eq!(client.status.unwrap().phase.as_deref(), Some("Succeeded"), "{logs}");
         cluster.delete().unwrap();
+    }
+}
+
+#[test]
+fn pods_get_ipv6_or_dual_stack_addresses() {
+    if !privileged("pods_get_ipv6_or_dual_stack_addresses") {
+        return;
+    }
+    for (family, profile) in [(IpFamily::Ipv6, Profile::Ptp), (IpFamily::DualStack, Profile::Bridge)] {
+        let cluster = Cluster::create(ClusterSpec {
+            ip_family: family,
+            ..spec(1, profile)
+        })
+        .unwrap();
+        let node: k8s_openapi::api::core::v1::Node =
+            cluster.block_on(Api::all(cluster.client()).get("node-0")).unwrap();
+        let cidrs = node.spec.unwrap().pod_cidrs.unwrap();
+        create_pod(
+            &cluster,
+            json!({"metadata": {"name": "echo"}, "spec": {"containers": [
+            {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
+        );
+        let pod = cluster
+            .wait_for_pod("default", "echo", Duration::from_secs(20), running)
+            .unwrap();
+        let ip = pod.status.unwrap().pod_ip.unwrap();
+        let v6 = cluster
+            .in_pod("default", "echo", &["ip", "-6", "addr", "show", "dev", "eth0"])
+            .unwrap();
+        let fd0a = v6
+            .lines()
+            .find(|l| l.contains("inet6 fd0a:"))
+            .unwrap_or_else(|| panic!("{v6}"));
+        match family {
+            IpFamily::Ipv6 => {
+                assert!(fd0a.contains(&ip), "{ip} not in {fd0a}");
+                assert_eq!(cidrs.len(), 1);
+                assert!(cidrs[0].starts_with("fd0a:"), "{cidrs:?}");
+            }
+            _ => {
+                assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
+                assert_eq!(cidrs.len(), 2, "{cidrs:?}");
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use super::{ClusterError, ClusterSpec, create_err};
+use super::{ClusterError, ClusterSpec, IpFamily, create_err};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
 use crate::kubelet::{self, NodeContext, PodLogs};
@@ -62,6 +62,12 @@ fn address_plan(n: u32) -> AddressPlan {
         plan.pod_supernet = range;
     }
     plan
+}
+
+/// Node `i`'s IPv6 pod range in the n-th cluster: unique per cluster for the
+/// same reason as [`address_plan`].
+fn pod_cidr_v6(n: u32, i: u32) -> String {
+    format!("fd0a:{:x}:{i:x}::/64", 150 + n % 100)
 }
 
 impl LocalCluster {
@@ -119,6 +125,12 @@ impl LocalCluster {
                 .add_node(NodeSpec::new(&name).layout(spec.layout))
                 .map_err(|e| create_err("node")(e.to_string()))?;
             let mut profile = node.profile(spec.profile);
+            let v6 = pod_cidr_v6(n, i);
+            match spec.ip_family {
+                IpFamily::Ipv4 => {}
+                IpFamily::Ipv6 => profile.pod_cidr = v6,
+                IpFamily::DualStack => profile = profile.dual_stack(v6),
+            }
             if spec.single_conf {
                 profile = profile.single_conf();
             }
@@ -174,9 +186,15 @@ impl LocalCluster {
         let mut tasks = Vec::new();
         let _guard = runtime.enter();
         for node in network.nodes() {
+            let (v4, v6) = (node.pod_cidr().to_string(), pod_cidr_v6(n, node.index()));
+            let pod_cidrs = match spec.ip_family {
+                IpFamily::Ipv4 => vec![v4],
+                IpFamily::Ipv6 => vec![v6],
+                IpFamily::DualStack => vec![v4, v6],
+            };
             let object: K8sNode = serde_json::from_value(json!({
                 "metadata": {"name": node.name(), "labels": {"kubernetes.io/hostname": node.name(), "kubernetes.io/os": "linux"}},
-                "spec": {"podCIDR": node.pod_cidr().to_string(), "podCIDRs": [node.pod_cidr().to_string()]},
+                "spec": {"podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs},
             }))
             .map_err(|e| create_err("node object")(e.to_string()))?;
             runtime
@@ -201,6 +219,7 @@ impl LocalCluster {
                 log_dir: root.join("logs"),
                 processes: processes.clone(),
                 pod_cgroups: pod_cgroups.clone(),
+                cni_env: spec.runtime_env.clone(),
             });
             tasks.push(kubelet::start(ctx));
         }

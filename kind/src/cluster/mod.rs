@@ -138,6 +138,27 @@ pub struct ClusterSpec {
     /// kubelet's crash-loop and sandbox-retry backoff (local; real kubelets
     /// use their own).
     pub backoff: Backoff,
+    /// The pods' address families (local): IPv4 (default), IPv6 single-stack
+    /// or dual-stack, through host-local ranges in the primary CNI config.
+    /// Only IPv4 is routed between nodes.
+    pub ip_family: IpFamily,
+    /// The environment of the nodes' container runtime (local), which every
+    /// CNI plugin it runs inherits on top of this process's (as containerd's
+    /// environment reaches its plugins): e.g. a `PATH` whose `iptables` is a
+    /// legacy-only install.
+    pub runtime_env: Vec<(String, String)>,
+}
+
+/// Which addresses pods get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IpFamily {
+    /// One IPv4 address.
+    #[default]
+    Ipv4,
+    /// One IPv6 address (`fd0a:<cluster>:<node>::/64`).
+    Ipv6,
+    /// An IPv4 and an IPv6 address.
+    DualStack,
 }
 
 impl Default for ClusterSpec {
@@ -150,6 +171,8 @@ impl Default for ClusterSpec {
             layout: Layout::Default,
             images: ImageTable::new(),
             backoff: Backoff::default(),
+            ip_family: IpFamily::Ipv4,
+            runtime_env: Vec::new(),
         }
     }
 }
@@ -172,6 +195,12 @@ impl ClusterSpec {
         }
         if self.layout != Layout::Default {
             return refuse(format!("layout {:?}", self.layout));
+        }
+        if self.ip_family != IpFamily::Ipv4 {
+            return refuse(format!("ip_family {:?}", self.ip_family));
+        }
+        if !self.runtime_env.is_empty() {
+            return refuse("runtime_env".into());
         }
         Ok(())
     }

@@ -176,8 +176,11 @@ pub struct ProfileConfig {
     pub network_name: String,
     /// File name prefix (default `10`).
     pub priority: String,
-    /// The node's pod CIDR, e.g. `10.251.0.0/24`.
+    /// The node's pod CIDR, e.g. `10.251.0.0/24` (an IPv6 CIDR makes an
+    /// IPv6 single-stack network).
     pub pod_cidr: String,
+    /// A second, IPv6 pod CIDR for dual-stack pods (host-local's second range).
+    pub pod_cidr_v6: Option<String>,
     /// host-local's `dataDir` (keep it under the node's tree); omitted when
     /// `None`, which makes host-local use the host's `/var/lib/cni/networks`.
     pub ipam_data_dir: Option<PathBuf>,
@@ -229,6 +232,7 @@ impl ProfileConfig {
             network_name: profile.network_name().to_owned(),
             priority: "10".to_owned(),
             pod_cidr: pod_cidr.into(),
+            pod_cidr_v6: None,
             ipam_data_dir: None,
             master: "eth0".to_owned(),
             mtu: None,
@@ -269,6 +273,12 @@ impl ProfileConfig {
     /// Sets the file-name priority prefix.
     pub fn priority(mut self, priority: impl Into<String>) -> Self {
         self.priority = priority.into();
+        self
+    }
+
+    /// Adds an IPv6 range: every pod gets an address from both CIDRs.
+    pub fn dual_stack(mut self, pod_cidr_v6: impl Into<String>) -> Self {
+        self.pod_cidr_v6 = Some(pod_cidr_v6.into());
         self
     }
 
@@ -320,8 +330,15 @@ impl ProfileConfig {
     fn ipam(&self) -> Value {
         let mut ipam = Map::new();
         ipam.insert("type".into(), json!("host-local"));
-        ipam.insert("ranges".into(), json!([[{"subnet": self.pod_cidr}]]));
-        ipam.insert("routes".into(), json!([{"dst": "0.0.0.0/0"}]));
+        let cidrs: Vec<&String> = std::iter::once(&self.pod_cidr).chain(&self.pod_cidr_v6).collect();
+        let ranges: Vec<Value> = cidrs.iter().map(|c| json!([{"subnet": c}])).collect();
+        // A default route per family the pod has an address in.
+        let routes: Vec<Value> = cidrs
+            .iter()
+            .map(|c| json!({"dst": if c.contains(':') { "::/0" } else { "0.0.0.0/0" }}))
+            .collect();
+        ipam.insert("ranges".into(), json!(ranges));
+        ipam.insert("routes".into(), json!(routes));
         if let Some(dir) = &self.ipam_data_dir {
             ipam.insert("dataDir".into(), json!(dir.to_string_lossy()));
         }
@@ -466,6 +483,21 @@ mod tests {
             assert_eq!(parsed.name, profile.network_name());
             assert_eq!(parsed.cni_version, "1.0.0");
         }
+    }
+
+    #[test]
+    fn ipv6_and_dual_stack_ranges() {
+        let v6 = ProfileConfig::new(Profile::Ptp, "fd0a:fb:0::/64").generate().unwrap();
+        let ipam = &v6.json["plugins"][0]["ipam"];
+        assert_eq!(ipam["ranges"], json!([[{"subnet": "fd0a:fb:0::/64"}]]));
+        assert_eq!(ipam["routes"], json!([{"dst": "::/0"}]));
+        let dual = base(Profile::Bridge).dual_stack("fd0a:fb:0::/64").generate().unwrap();
+        let ipam = &dual.json["plugins"][0]["ipam"];
+        assert_eq!(
+            ipam["ranges"],
+            json!([[{"subnet": "10.251.0.0/24"}], [{"subnet": "fd0a:fb:0::/64"}]])
+        );
+        assert_eq!(ipam["routes"], json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]));
     }
 
     #[test]

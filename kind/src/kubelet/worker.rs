@@ -42,6 +42,17 @@ pub struct NodeContext {
     /// Where pod cgroups go (`<cluster cgroup>/kubepods`); `None` when cgroup
     /// v2 is not writable here (see [`crate::node::cgroup`]).
     pub pod_cgroups: Option<PathBuf>,
+    /// Added to every CNI plugin's environment (the runtime's own).
+    pub cni_env: Vec<(String, String)>,
+}
+
+impl NodeContext {
+    /// The node's CNI runner with the runtime's environment.
+    fn cni_runner(&self, node: &crate::node::Node) -> crate::cni::Runner {
+        self.cni_env
+            .iter()
+            .fold(node.runner(), |runner, (k, v)| runner.with_env(k, v))
+    }
 }
 
 /// The sandbox (and CNI container) id of a pod: its uid, compacted.
@@ -379,11 +390,11 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
     };
     let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
     let undo = |message: String| {
-        let _ = node.runner().del(&selection.network, &rt);
+        let _ = ctx.cni_runner(node).del(&selection.network, &rt);
         let _ = node.delete_pod_netns(id);
         Err(message)
     };
-    let ips = match node.runner().add(&selection.network, &rt) {
+    let ips = match ctx.cni_runner(node).add(&selection.network, &rt) {
         Ok(result) => result
             .ips
             .iter()
@@ -411,7 +422,7 @@ fn sandbox_del(ctx: &NodeContext, id: &str, pod: &PodRef) {
     node.stop_pod_infra(id);
     if let (Ok(selection), Some(sandbox)) = (node.select_network(), node.pod_netns(id)) {
         let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
-        if let Err(e) = node.runner().del(&selection.network, &rt) {
+        if let Err(e) = ctx.cni_runner(node).del(&selection.network, &rt) {
             tracing::warn!(pod = %pod.name, "CNI DEL: {e}");
         }
     }
