@@ -52,26 +52,6 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         .map_err(RunError::Server)?;
     servers.push(task);
 
-    let repair = match settings.repair.mode() {
-        None => {
-            tracing::info!(target: "cni-agent", "repair controller disabled");
-            None
-        }
-        Some(mode) => {
-            tracing::info!(target: "cni-agent", "starting CNI sidecar repair controller (mode {})", mode.as_str());
-            let client = kube_client(&settings.install).map_err(RunError::Repair)?;
-            let controller = crate::repair::start(
-                client,
-                settings.repair.clone(),
-                settings.install.native_nftables,
-                metrics.clone(),
-            )
-            .await
-            .map_err(|e| RunError::Repair(e.to_string()))?;
-            Some(controller)
-        }
-    };
-
     let installer = Installer::new(
         settings.install.clone(),
         plugin_log_level(&settings.log_level),
@@ -97,10 +77,45 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let mut sigint =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut done_rx = done_rx;
-    let finished = tokio::select! {
+
+    // The repair controller starts once the plugin is installed (Istio starts
+    // it first): deleting or labelling a broken pod before the plugin is in
+    // the chain only makes its replacement race again.
+    let mut early: Option<Option<(Installer, Result<(), WatchError>)>> = None;
+    while early.is_none() && !ready.get() {
+        tokio::select! {
+            _ = sigterm.recv() => early = Some(None),
+            _ = sigint.recv() => early = Some(None),
+            r = &mut done_rx => early = Some(r.ok()),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    let repair = if early.is_none() {
+        match start_repair(&settings, &metrics).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Fatal, as in Istio; but the plugin is installed by now, so
+                // take it out again before exiting.
+                stop.stop();
+                if let Ok((mut installer, _)) = done_rx.await
+                    && let Err(c) = installer.cleanup()
+                {
+                    tracing::error!(target: "cni-agent", "cleanup failed: {c}");
+                }
+                log_socket.close();
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let finished = match early {
+        Some(r) => r,
+        None => tokio::select! {
         _ = sigterm.recv() => { tracing::info!(target: "cni-agent", "SIGTERM: cleaning up"); None }
         _ = sigint.recv() => { tracing::info!(target: "cni-agent", "SIGINT: cleaning up"); None }
         r = &mut done_rx => r.ok(),
+        },
     };
     let (mut installer, result) = match finished {
         Some(r) => r,
@@ -125,6 +140,33 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         task.abort();
     }
     result.map_err(RunError::from)
+}
+
+/// Starts the repair controller for the configured mode, if any.
+async fn start_repair(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<Option<crate::repair::RepairController>, RunError> {
+    let controller = match settings.repair.mode() {
+        None => {
+            tracing::info!(target: "cni-agent", "repair controller disabled");
+            None
+        }
+        Some(mode) => {
+            tracing::info!(target: "cni-agent", "starting CNI sidecar repair controller (mode {})", mode.as_str());
+            let client = kube_client(&settings.install).map_err(RunError::Repair)?;
+            let controller = crate::repair::start(
+                client,
+                settings.repair.clone(),
+                settings.install.native_nftables,
+                metrics.clone(),
+            )
+            .await
+            .map_err(|e| RunError::Repair(e.to_string()))?;
+            Some(controller)
+        }
+    };
+    Ok(controller)
 }
 
 /// The repair controller's client: the API server from KUBERNETES_SERVICE_*,
