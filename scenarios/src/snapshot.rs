@@ -546,6 +546,20 @@ impl Rig {
             record.diag("agent log", self.agent.logs());
             return Err(e);
         }
+        let routing = policy_routing(&read, want_v6)?;
+        if !routing.is_empty() {
+            snapshot.push_str(&format!("# policy routing\n{routing}"));
+        }
+        // The agent re-programs pods whose istio-validation failed, with its
+        // own tools: a note, since its rules would not be the plugin's.
+        let repaired = self
+            .agent
+            .logs()
+            .lines()
+            .any(|l| l.contains("Repairing pod") && l.contains(&format!("pod={NAMESPACE}/{name} ")));
+        if repaired {
+            record.note("the agent repaired this pod");
+        }
         record.mark("rules read and verified");
         Ok(snapshot)
     }
@@ -579,6 +593,33 @@ impl Rig {
             )))
         }
     }
+}
+
+/// Rules and routes beyond a fresh netns's (TPROXY's `fwmark 0x539 lookup
+/// 133` and table 133's local route), per family the pod has.
+fn policy_routing(read: &dyn Fn(&[&str]) -> Result<String, Stop>, v6: bool) -> Result<String, Stop> {
+    const DEFAULT_RULES: [&str; 3] = [
+        "from all lookup local",
+        "from all lookup main",
+        "from all lookup default",
+    ];
+    let mut out = String::new();
+    let families: &[&str] = if v6 { &["-4", "-6"] } else { &["-4"] };
+    for family in families {
+        for line in read(&["ip", family, "rule", "list"])?.lines() {
+            let rule = line.split_once(':').map_or(line, |(_, r)| r).trim();
+            if !rule.is_empty() && !DEFAULT_RULES.contains(&rule) {
+                out.push_str(&format!("ip {family} rule: {}\n", line.trim()));
+            }
+        }
+        // `show table 133` fails when the table does not exist: filter all.
+        for line in read(&["ip", family, "route", "show", "table", "all"])?.lines() {
+            if line.contains(" table 133") {
+                out.push_str(&format!("ip {family} route: {}\n", line.trim()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn push_section(out: &mut String, title: &str, body: &str) {

@@ -24,6 +24,9 @@ fn check(outcomes: &[Outcome]) {
     for outcome in outcomes {
         match &outcome.verdict {
             Verdict::Pass => {
+                for note in &outcome.record.notes {
+                    eprintln!("NOTE: {}: {note}", outcome.name);
+                }
                 let text = snapshot::snapshot_of(outcome).unwrap_or_else(|| panic!("{}: no snapshot", outcome.name));
                 insta::assert_snapshot!(snapshot_name(&outcome.name), text);
             }
