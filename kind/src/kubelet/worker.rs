@@ -394,7 +394,7 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
         let _ = node.delete_pod_netns(id);
         Err(message)
     };
-    let ips = match ctx.cni_runner(node).add(&selection.network, &rt) {
+    let ips: Vec<String> = match ctx.cni_runner(node).add(&selection.network, &rt) {
         Ok(result) => result
             .ips
             .iter()
@@ -402,6 +402,15 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
             .collect(),
         Err(e) => return undo(format!("plugin {e}")),
     };
+    // containerd refuses a chain whose result gives the pod no address (a
+    // chained plugin configured alone, without the primary that makes the
+    // interface): the sandbox fails rather than starting un-networked.
+    if ips.is_empty() {
+        return undo(format!(
+            "failed to find network info for sandbox {id:?}: the CNI result of {:?} has no IP address",
+            selection.network.name
+        ));
+    }
     // Like containerd: netns, CNI ADD, then the pause process.
     let cgroup = ctx.pod_cgroups.as_ref().map(|dir| dir.join(format!("pod{}", pod.uid)));
     if let Err(e) = node.start_pod_infra(id, cgroup) {
