@@ -643,14 +643,16 @@ async fn status_subresource_semantics() {
         .unwrap();
     assert_eq!(m.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
 
-    // The status subresource changes only the status.
+    // The status subresource changes the status and, for pods, the labels
+    // (kube-apiserver's pod status strategy; Istio's labelPods relies on it),
+    // never the spec.
     let mut st = pods.get_status("p").await.unwrap();
     st.status.as_mut().unwrap().phase = Some("Running".into());
     st.metadata.labels = labels(&[("x", "2")]);
     st.spec.as_mut().unwrap().node_name = Some("elsewhere".into());
     let r = pods.replace_status("p", &pp, &st).await.unwrap();
     assert_eq!(r.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
-    assert_eq!(r.labels().get("x").map(String::as_str), Some("1"));
+    assert_eq!(r.labels().get("x").map(String::as_str), Some("2"));
     assert_eq!(r.spec.unwrap().node_name.as_deref(), Some("n1"));
 }
 
