@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// and existing clusters take one scenario at a time.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// A scenario still running after this many seconds fails as timed out
+    /// and the run goes on without it (its cluster is abandoned).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub scenario_timeout: u64,
     /// Write JUnit XML here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -424,6 +428,7 @@ fn run_cmd(args: &RunArgs) -> i32 {
         spec: opts,
         targets: envs,
         jobs: args.jobs(),
+        timeout: Duration::from_secs(args.scenario_timeout.max(1)),
     };
     let total = plan.names().len();
     let mode = if legacy {

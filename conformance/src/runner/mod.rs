@@ -49,6 +49,8 @@ pub struct RunPlan {
     pub targets: Vec<TargetEnv>,
     /// Worker threads.
     pub jobs: usize,
+    /// Per scenario.
+    pub timeout: Duration,
 }
 
 impl RunPlan {
@@ -118,6 +120,7 @@ fn jobs(plan: &RunPlan) -> Vec<Job<ItemResult>> {
         }));
     }
     let serial = Arc::new(Mutex::new(()));
+    let timeout = plan.timeout;
     for item in &plan.items {
         let Planned::Scenario(scenario) = item else { continue };
         for target in &plan.targets {
@@ -126,7 +129,7 @@ fn jobs(plan: &RunPlan) -> Vec<Job<ItemResult>> {
             jobs.push(Job::new(name.clone(), move |r: &Reporter<ItemResult>| {
                 let _turn = target.serial.then(|| serial.lock().unwrap_or_else(|p| p.into_inner()));
                 r.started(name.clone());
-                r.result(scenario_result(name, &scenario, &target.env));
+                r.result(scenario_result(name, &scenario, &target.env, timeout));
             }));
         }
     }
@@ -156,20 +159,66 @@ fn spec_job(opts: &SuiteOptions, cases: &[String], r: &Reporter<ItemResult>) {
     });
 }
 
-fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>) -> ItemResult {
+fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>, timeout: Duration) -> ItemResult {
     let env = match env {
-        Ok(env) => env,
+        Ok(env) => env.clone(),
         Err(why) => return ItemResult::new(name, Verdict::Fail(format!("no environment: {why}")), Duration::ZERO),
     };
+    // The body runs on its own thread so a hung scenario cannot stall the
+    // whole run: after `timeout` it is reported and abandoned.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let body = scenario.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("scenario {name}"))
+        .spawn(move || {
+            let _ = tx.send(body.run(&env));
+        });
+    if let Err(e) = spawned {
+        return ItemResult::new(name, Verdict::Fail(format!("starting its thread: {e}")), Duration::ZERO);
+    }
     let Outcome {
         verdict,
         duration,
         record,
         ..
-    } = scenario.run(env);
+    } = match rx.recv_timeout(timeout) {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            return ItemResult::new(
+                name,
+                Verdict::Fail(format!(
+                    "timed out after {}s (--scenario-timeout); abandoned, its cluster may be left behind",
+                    timeout.as_secs()
+                )),
+                timeout,
+            );
+        }
+    };
     let mut result = ItemResult::new(name, verdict, duration);
     result.notes = record.notes;
     result.diagnostics = record.diagnostics;
     result.timeline = record.timeline;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hung_scenario_times_out_and_the_run_goes_on() {
+        let hung = Scenario::new("t/hung", "", |_, _| {
+            std::thread::sleep(Duration::from_secs(30));
+            Ok(())
+        });
+        let env = Ok(Env::local_for_tests());
+        let r = scenario_result("t/hung".into(), &hung, &env, Duration::from_millis(100));
+        match r.verdict {
+            Verdict::Fail(why) => assert!(why.contains("timed out after"), "{why}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let quick = Scenario::new("t/quick", "", |_, _| Ok(()));
+        let r = scenario_result("t/quick".into(), &quick, &env, Duration::from_secs(10));
+        assert_eq!(r.verdict, Verdict::Pass);
+    }
 }
