@@ -415,12 +415,14 @@ fn delete_mode_deletes_the_racing_pod_with_an_event() {
         "delete: pod gone {:?} after the controller started",
         running.started.elapsed()
     );
-    assert!(
+    // The metric is counted when the DELETE call returns, which can be just
+    // after the pod disappears from the API.
+    wait_until("the delete/success metric", Duration::from_secs(5), || {
         running
             .metrics
             .repaired_count(RepairType::delete, RepairResult::success)
             >= 1
-    );
+    });
     wait_until("the DeleteBrokenPod event", Duration::from_secs(10), || {
         repair_events(&cluster, "hello").contains(&("DeleteBrokenPod".into(), "pod detected as broken, deleted".into()))
     });
