@@ -199,6 +199,28 @@ impl AnnotationSet {
         })
     }
 
+    /// Why this set cannot run here: a uid or gid its containers run as is
+    /// not mapped in this process's user namespace (a rootless run maps only
+    /// the subordinate range, so OpenShift-style uids cannot be used).
+    pub fn unmapped_ids(&self) -> Option<String> {
+        let contexts = [&self.file.security_context, &self.file.validation_security_context];
+        for ctx in contexts.into_iter().flatten() {
+            for (what, id, map) in [
+                ("uid", ctx.run_as_user, "/proc/self/uid_map"),
+                ("gid", ctx.run_as_group, "/proc/self/gid_map"),
+            ] {
+                if let Some(id) = id
+                    && !id_mapped(map, id)
+                {
+                    return Some(format!(
+                        "{what} {id} is not mapped in this user namespace ({map}); run as root to cover this set"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     pub fn pod_name(&self) -> String {
         format!("snap-{}", self.name)
     }
@@ -294,6 +316,9 @@ pub fn scenarios() -> Vec<Scenario> {
                     scenario_name(&set.name, backend, family),
                     format!("{} ({}, {})", set.summary, backend.name(), family.name()),
                     move |env, record| {
+                        if let Some(why) = set.unmapped_ids() {
+                            return crate::scenario::skip(why);
+                        }
                         let rig = Rig::start(env, backend, family, record)?;
                         rig.deploy(std::slice::from_ref(&set), record)?;
                         let text = rig.snapshot(env, &set, record)?;
@@ -319,7 +344,32 @@ pub fn snapshot_of(outcome: &Outcome) -> Option<&str> {
 
 /// All `sets` on one rig (one cluster, pods in parallel): one outcome per
 /// scenario name, as running each scenario alone would give.
-pub fn run_matrix(env: &Env, backend: RuleBackend, family: Family, sets: &[AnnotationSet]) -> Vec<Outcome> {
+pub fn run_matrix(env: &Env, backend: RuleBackend, family: Family, all_sets: &[AnnotationSet]) -> Vec<Outcome> {
+    // Sets this process cannot run (unmapped uids) are skipped, in place.
+    let skipped = |set: &AnnotationSet| {
+        set.unmapped_ids().map(|why| {
+            Scenario::new(scenario_name(&set.name, backend, family), "", move |_, _| {
+                crate::scenario::skip(why.clone())
+            })
+            .run(env)
+        })
+    };
+    let sets: Vec<AnnotationSet> = all_sets
+        .iter()
+        .filter(|s| s.unmapped_ids().is_none())
+        .cloned()
+        .collect();
+    let mut ran = run_runnable(env, backend, family, &sets).into_iter();
+    all_sets
+        .iter()
+        .filter_map(|set| skipped(set).or_else(|| ran.next()))
+        .collect()
+}
+
+fn run_runnable(env: &Env, backend: RuleBackend, family: Family, sets: &[AnnotationSet]) -> Vec<Outcome> {
+    if sets.is_empty() {
+        return Vec::new();
+    }
     let mut setup_record = Record::default();
     let rig = Rig::start(env, backend, family, &mut setup_record)
         .and_then(|rig| rig.deploy(sets, &mut setup_record).map(|()| Arc::new(rig)));
@@ -773,8 +823,33 @@ pub fn normalize_nft(text: &str) -> String {
     out
 }
 
+/// Whether `id` falls in a range of a `/proc/self/{uid,gid}_map`
+/// (`inside outside count` lines). An unreadable map means no user namespace.
+fn id_mapped(map: &str, id: i64) -> bool {
+    let Ok(text) = std::fs::read_to_string(map) else {
+        return true;
+    };
+    text.lines().any(|line| {
+        let n: Vec<i64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        n.len() == 3 && n[0] <= id && id < n[0] + n[2]
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_outside_the_user_namespace_map_are_unmapped() {
+        let map = std::env::temp_dir().join(format!("uid-map-{}", std::process::id()));
+        std::fs::write(&map, "         0     100000      65536\n").unwrap();
+        let m = map.to_string_lossy().into_owned();
+        assert!(id_mapped(&m, 0));
+        assert!(id_mapped(&m, 1337));
+        assert!(!id_mapped(&m, 65536));
+        assert!(!id_mapped(&m, 1_000_670_000));
+        assert!(id_mapped("/nonexistent/uid_map", 5));
+        let _ = std::fs::remove_file(map);
+    }
+
     use super::*;
 
     #[test]
