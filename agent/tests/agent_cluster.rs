@@ -9,53 +9,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
-use istio_cni_kind::testing::privileged;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::testing::{privileged, workspace_bin};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::{Agent, has_istio_entry, wait_for};
-
-/// A workspace binary next to `istio-cni-agent`, built on demand.
-fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_istio-cni-agent")).with_file_name(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name}");
-    }
-    path
-}
-
-/// proxyv2 runs `istio-cni validate` (istio-validation) or mesh-probe's proxy.
-fn images(istio_cni: PathBuf, mesh_probe: PathBuf) -> ImageTable {
-    let probe = mesh_probe.clone();
-    ImageTable::new()
-        .add_fn("proxyv2", move |c| {
-            let args = c.args.clone().unwrap_or_default();
-            match args.first().map(String::as_str) {
-                Some("istio-iptables") => Some(Exec {
-                    program: istio_cni.clone(),
-                    args: std::iter::once("validate".to_string()).chain(args).collect(),
-                }),
-                Some("proxy") => Some(Exec {
-                    program: probe.clone(),
-                    args: vec!["proxy".into()],
-                }),
-                _ => None,
-            }
-        })
-        .add("hello-go-gke", mesh_probe, &["echo", "--port", "80"])
-}
 
 fn injected_pod(name: &str) -> Pod {
     let text = std::fs::read_to_string(format!(
@@ -153,7 +117,7 @@ fn the_agent_installs_repairs_a_racing_pod_and_cleans_up() {
     let istio_cni = workspace_bin("istio-cni", "istio-cni");
     let mesh_probe = workspace_bin("mesh-probe", "istio-cni-kind");
     let cluster = Cluster::create(ClusterSpec {
-        images: images(istio_cni.clone(), mesh_probe),
+        images: ImageTable::istio(istio_cni.clone(), mesh_probe),
         backoff: Backoff {
             initial: Duration::from_millis(200),
             max: Duration::from_millis(800),

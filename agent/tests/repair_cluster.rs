@@ -16,7 +16,6 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,8 @@ use istio_cni_agent::config::RepairSettings;
 use istio_cni_agent::metrics::{Metrics, RepairResult, RepairType};
 use istio_cni_agent::repair::{self, RepairController};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
-use istio_cni_kind::testing::privileged;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::testing::{privileged, workspace_bin};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
@@ -41,45 +40,12 @@ const NODE: &str = "node-0";
 const SA_NS: &str = "istio-system";
 const SA: &str = "istio-cni";
 
-/// A workspace binary, built on demand (`istio-cni`, `mesh-probe` are other
-/// packages' binaries, so cargo does not build them for this test).
-fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/repair_cluster-<hash>
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name}");
-    }
-    path
-}
-
-/// proxyv2 runs the validator (`istio-iptables … --run-validation` →
-/// `istio-cni validate …`) or the proxy; the app is mesh-probe's echo server.
+/// Istio's images as the harness runs them (see [`ImageTable::istio`]).
 fn images() -> ImageTable {
-    let istio_cni = workspace_bin("istio-cni", "istio-cni");
-    let mesh_probe = workspace_bin("mesh-probe", "istio-cni-kind");
-    let probe = mesh_probe.clone();
-    ImageTable::new()
-        .add_fn("proxyv2", move |c| {
-            let args = c.args.clone().unwrap_or_default();
-            match args.first().map(String::as_str) {
-                Some("istio-iptables") => Some(Exec {
-                    program: istio_cni.clone(),
-                    args: std::iter::once("validate".to_string()).chain(args).collect(),
-                }),
-                Some("proxy") => Some(Exec {
-                    program: probe.clone(),
-                    args: vec!["proxy".into()],
-                }),
-                _ => None,
-            }
-        })
-        .add("hello-go-gke", mesh_probe, &["echo", "--port", "80"])
+    ImageTable::istio(
+        workspace_bin("istio-cni", "istio-cni"),
+        workspace_bin("mesh-probe", "istio-cni-kind"),
+    )
 }
 
 /// A node whose chain is only the primary CNI: every pod races the install.

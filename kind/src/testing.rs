@@ -44,3 +44,27 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// A workspace binary in this test's target dir (`target/<profile>`),
+/// built with cargo first when missing: another package's binaries are not
+/// built for a test binary.
+pub fn workspace_bin(name: &str, package: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current executable: {e}"));
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap_or_else(|| panic!("{} has no target dir", exe.display()));
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", name]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap_or_else(|e| panic!("running cargo: {e}"));
+        assert!(status.success(), "building {name}");
+    }
+    path
+}

@@ -9,58 +9,24 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::apiserver::FaultMatch;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
-use istio_cni_kind::testing::privileged;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::testing::{privileged, workspace_bin};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-/// A workspace binary next to `istio-cni`, built on demand.
-fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_istio-cni")).with_file_name(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name}");
-    }
-    path
-}
-
-/// Istio's images as the harness runs them: proxyv2 is the validation probe
-/// (`istio-iptables ... --run-validation`) or the proxy (`proxy sidecar`,
-/// here mesh-probe's capturing proxy); the app is mesh-probe's echo server.
+/// Istio's images as the harness runs them (see [`ImageTable::istio`]).
 fn images() -> ImageTable {
-    let istio_cni = PathBuf::from(env!("CARGO_BIN_EXE_istio-cni"));
-    let mesh_probe = workspace_bin("mesh-probe", "istio-cni-kind");
-    let probe = mesh_probe.clone();
-    ImageTable::new()
-        .add_fn("proxyv2", move |c| {
-            let args = c.args.clone().unwrap_or_default();
-            match args.first().map(String::as_str) {
-                Some("istio-iptables") => Some(Exec {
-                    program: istio_cni.clone(),
-                    args: std::iter::once("validate".to_string()).chain(args).collect(),
-                }),
-                Some("proxy") => Some(Exec {
-                    program: probe.clone(),
-                    args: vec!["proxy".into()],
-                }),
-                _ => None,
-            }
-        })
-        .add("hello-go-gke", mesh_probe.clone(), &["echo", "--port", "80"])
-        .add("mesh-probe", mesh_probe, &[])
-        .add("shell", "/bin/sh", &[])
+    ImageTable::istio(
+        env!("CARGO_BIN_EXE_istio-cni"),
+        workspace_bin("mesh-probe", "istio-cni-kind"),
+    )
 }
 
 /// A 1-node cluster with `istio-cni` appended to the primary conflist.

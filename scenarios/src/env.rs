@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec};
-use istio_cni_kind::kubelet::{Backoff, Exec, ImageTable};
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
 
@@ -117,26 +117,7 @@ impl Env {
 
     /// Container images as local executables (embedded cluster).
     pub fn images(&self) -> ImageTable {
-        let istio_cni = self.bins.istio_cni.clone();
-        let probe = self.bins.mesh_probe.clone();
-        ImageTable::new()
-            .add_fn("proxyv2", move |c| {
-                let args = c.args.clone().unwrap_or_default();
-                match args.first().map(String::as_str) {
-                    Some("istio-iptables") => Some(Exec {
-                        program: istio_cni.clone(),
-                        args: std::iter::once("validate".to_string()).chain(args).collect(),
-                    }),
-                    Some("proxy") => Some(Exec {
-                        program: probe.clone(),
-                        args: vec!["proxy".into()],
-                    }),
-                    _ => None,
-                }
-            })
-            .add("hello-go-gke", self.bins.mesh_probe.clone(), &["echo", "--port", "80"])
-            .add("mesh-probe", self.bins.mesh_probe.clone(), &[])
-            .add("shell", "/bin/sh", &[])
+        ImageTable::istio(&self.bins.istio_cni, &self.bins.mesh_probe)
     }
 
     /// A cluster for one scenario: `spec` on this env's backend, with the

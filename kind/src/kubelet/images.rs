@@ -40,6 +40,34 @@ impl ImageTable {
     pub fn new() -> ImageTable {
         ImageTable::default()
     }
+    /// Istio's images as this project's binaries run them: `proxyv2` is the
+    /// `istio-validation` probe (`istio-iptables … --run-validation` →
+    /// `istio-cni validate …`) or the sidecar (`proxy …` → mesh-probe's
+    /// capturing proxy); `hello-go-gke` (Istio's sample app) is mesh-probe's
+    /// echo server on :80; `mesh-probe` and `shell` run as given.
+    pub fn istio(istio_cni: impl Into<PathBuf>, mesh_probe: impl Into<PathBuf>) -> ImageTable {
+        let istio_cni = istio_cni.into();
+        let mesh_probe = mesh_probe.into();
+        let probe = mesh_probe.clone();
+        ImageTable::new()
+            .add_fn("proxyv2", move |c| {
+                let args = c.args.clone().unwrap_or_default();
+                match args.first().map(String::as_str) {
+                    Some("istio-iptables") => Some(Exec {
+                        program: istio_cni.clone(),
+                        args: std::iter::once("validate".to_string()).chain(args).collect(),
+                    }),
+                    Some("proxy") => Some(Exec {
+                        program: probe.clone(),
+                        args: vec!["proxy".into()],
+                    }),
+                    _ => None,
+                }
+            })
+            .add("hello-go-gke", mesh_probe.clone(), &["echo", "--port", "80"])
+            .add("mesh-probe", mesh_probe, &[])
+            .add("shell", "/bin/sh", &[])
+    }
 
     /// Runs `program` with `prefix` and then the container's `args`. A
     /// container `command` is accepted when its first word is the image's
