@@ -25,13 +25,13 @@
 //! - SIGTERM to every agent gives back each node's CNI config dir byte for
 //!   byte and removes the binary and the plugin kubeconfig.
 //!
-//! `cni/<kindnet|calico|cilium|flannel>/chained` are the same matrix on kind
-//! (`Target::Kind` with that `--cni`).
+//! The kind CNIs (kindnet, calico, cilium, flannel) get no scenarios yet:
+//! that needs the agent deployed as its DaemonSet on a remote cluster, which
+//! `deploy.rs` does not do (it runs the agent as an embedded node's process).
 
 use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::Manifest;
-use istio_cni_kind::backend::kind::PrimaryCni;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Profile, RuntimeConf};
 use istio_cni_kind::kubelet::worker::sandbox_id;
@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 
 use crate::deploy::Fleet;
 use crate::ensure;
-use crate::env::{Env, Target};
+use crate::env::Env;
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
 
 /// Istio 1.26's injected pod with Istio CNI (istio-validation, istio-proxy).
@@ -85,16 +85,6 @@ pub fn scenarios() -> Vec<Scenario> {
                 move |env, record| local(env, record, profile, mode),
             ));
         }
-    }
-    for cni in PrimaryCni::ALL {
-        all.push(Scenario::new(
-            format!("cni/{}/chained", cni.name()),
-            format!(
-                "on kind with {}: the agent DaemonSet chains istio-cni; traffic is captured",
-                cni.name()
-            ),
-            move |env, record| on_kind(env, record, cni),
-        ));
     }
     all
 }
@@ -214,19 +204,6 @@ fn check_install_shape(fleet: &Fleet, mode: Mode) -> Step {
         }
     }
     Ok(())
-}
-
-fn on_kind(env: &Env, _record: &mut Record, cni: PrimaryCni) -> Step {
-    match &env.target {
-        Target::Kind { cni: c } if c.parse::<PrimaryCni>().ok() == Some(cni) => skip(
-            "deploying the agent DaemonSet on kind is not implemented yet (deploy.rs runs the agent as a node process of the embedded cluster)",
-        ),
-        other => skip(format!(
-            "needs a kind env with --cni {} (this env: {})",
-            cni.name(),
-            other.name()
-        )),
-    }
 }
 
 /// A Multus stand-in: after each sandbox is up, ADD the network in `file` of
@@ -656,15 +633,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_cover_profiles_modes_and_kind() {
+    fn names_cover_profiles_and_modes() {
         let names: Vec<String> = scenarios().into_iter().map(|s| s.name).collect();
-        assert_eq!(names.len(), 4 * 3 + 4);
-        for name in [
-            "cni/ptp/chained",
-            "cni/bridge/single-conf",
-            "cni/ipvlan/standalone",
-            "cni/calico/chained",
-        ] {
+        assert_eq!(names.len(), 4 * 3);
+        for name in ["cni/ptp/chained", "cni/bridge/single-conf", "cni/ipvlan/standalone"] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }
     }

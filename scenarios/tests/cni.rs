@@ -38,23 +38,6 @@ fn cni(
     outcome.assert_passed();
 }
 
-#[test]
-fn kind_scenarios_skip_on_the_local_backend() {
-    let env = Env::local_for_tests();
-    for scenario in catalog::filter(catalog::all(), "cni/*/chained") {
-        if ["kindnet", "calico", "cilium", "flannel"]
-            .iter()
-            .any(|c| scenario.name == format!("cni/{c}/chained"))
-        {
-            assert!(
-                matches!(scenario.run(&env).verdict, Verdict::Skip(_)),
-                "{}",
-                scenario.name
-            );
-        }
-    }
-}
-
 /// The restore check is real: a file the agents did not write back fails it.
 #[test]
 fn uninstall_fails_on_a_file_left_behind() {
