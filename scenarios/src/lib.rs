@@ -7,12 +7,14 @@
 //! catalog (every scenario by stable name: cni/ptp/chained, race/repairPods, ...)
 //!   └─ scenario::Scenario ── run(&Env) ──► Outcome { verdict, timeline, diagnostics }
 //! env      which cluster backend, which binaries and images
-//! deploy   the agent on a node (embedded: a node process; kind/existing: the DaemonSet)
+//! deploy   the agent on a node of the embedded cluster: a node process, as its DaemonSet would run it
+//! daemonset the agent on a real cluster (kind, k3s, existing): the manifests applied, rolled out, deleted
 //! fixtures injected pods per Istio version, annotation sets
 //! families cni, race, skew, snapshot, platform
 //! ```
 
 pub mod catalog;
+pub mod daemonset;
 pub mod deploy;
 pub mod env;
 pub mod fixtures;

@@ -299,6 +299,29 @@ impl Cluster {
         }
     }
 
+    /// The name pods use for a project image built as `tag`
+    /// ([`AGENT_IMAGE`](crate::backend::images::AGENT_IMAGE), the test
+    /// image): the tag itself on the embedded cluster, kind and k3s (loaded
+    /// into the nodes); prefixed with an existing cluster's registry.
+    pub fn image_ref(&self, tag: &str) -> String {
+        match &self.inner {
+            Inner::Local(_) => tag.to_string(),
+            Inner::Remote(remote) => remote.image_ref(tag),
+        }
+    }
+
+    /// `pod` as this backend runs it. The embedded cluster runs it as is
+    /// (its image table maps images to local programs); a real cluster gets
+    /// every container running the same program and arguments from the
+    /// project's test image ([`ImageTable::remote_pod`]), so one pod spec
+    /// means the same processes everywhere.
+    pub fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+        match &self.inner {
+            Inner::Local(_) => Ok(pod.clone()),
+            Inner::Remote(remote) => remote.runnable_pod(pod),
+        }
+    }
+
     /// An admin client.
     pub fn client(&self) -> kube::Client {
         match &self.inner {

@@ -10,6 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 
 use super::{Backend, ClusterError, ClusterSpec, create_err};
+use crate::kubelet::ImageTable;
 use crate::backend::docker::DockerCluster;
 use crate::backend::env::PlanEnv;
 use crate::backend::existing::{ExistingCluster, ExistingSpec};
@@ -21,6 +22,10 @@ pub struct RemoteCluster {
     handle: Handle,
     kubeconfig: PathBuf,
     client: kube::Client,
+    /// The spec's image table: what each image runs (see [`ImageTable::remote_pod`]).
+    images: ImageTable,
+    /// Where an existing cluster pulls the project's images from.
+    registry: Option<String>,
     // Declared last: dropped after the client whose tasks run on it.
     runtime: Runtime,
 }
@@ -93,10 +98,16 @@ impl RemoteCluster {
         let client = runtime
             .block_on(client_for(&kubeconfig))
             .map_err(create_err("client"))?;
+        let registry = match &spec.backend {
+            Backend::Existing { registry, .. } => registry.clone(),
+            _ => None,
+        };
         Ok(RemoteCluster {
             handle,
             kubeconfig,
             client,
+            images: spec.images.clone(),
+            registry,
             runtime,
         })
     }
@@ -115,6 +126,20 @@ impl RemoteCluster {
             Handle::Docker(docker) => Some(docker),
             Handle::Existing(_) => None,
         }
+    }
+
+    /// The name pods use for a project image built as `tag`: kind and k3s
+    /// load it into their nodes under its tag; an existing cluster pulls it
+    /// from its registry when one was given.
+    pub fn image_ref(&self, tag: &str) -> String {
+        image_ref(self.registry.as_deref(), tag)
+    }
+
+    /// `pod` with every container running what the image table maps it to,
+    /// from the test image.
+    pub fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+        let image = self.image_ref(crate::backend::images::TEST_IMAGE);
+        self.images.remote_pod(pod, &image).map_err(ClusterError::Pod)
     }
 
     /// An admin client (the kubeconfig's current context).
@@ -188,10 +213,33 @@ impl RemoteCluster {
     }
 }
 
+/// `tag` as pulled from `registry` (`registry.example:5000/team` +
+/// `istio-cni-rs/test:dev`), or as loaded (no registry).
+pub fn image_ref(registry: Option<&str>, tag: &str) -> String {
+    match registry {
+        Some(r) => format!("{}/{tag}", r.trim_end_matches('/')),
+        None => tag.to_string(),
+    }
+}
+
 async fn client_for(kubeconfig: &Path) -> Result<kube::Client, String> {
     let file = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
         .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_ref;
+
+    #[test]
+    fn images_come_from_the_registry_when_there_is_one() {
+        assert_eq!(image_ref(None, "istio-cni-rs/test:dev"), "istio-cni-rs/test:dev");
+        assert_eq!(
+            image_ref(Some("reg.example:5000/team/"), "istio-cni-rs/agent:dev"),
+            "reg.example:5000/team/istio-cni-rs/agent:dev"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 /// What to execute for a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +124,34 @@ impl ImageTable {
             }
         }
     }
+
+    /// `pod` as a real cluster runs it: every container runs what this table
+    /// would run locally — the same program (by file name) and arguments —
+    /// from `image`, an image carrying each program on its `PATH` (the test
+    /// image: `istio-cni` and `mesh-probe` in `/usr/local/bin`). So one pod
+    /// spec means the same processes on every backend. Errors name the
+    /// container whose image the table does not know.
+    pub fn remote_pod(&self, pod: &Pod, image: &str) -> Result<Pod, String> {
+        let mut pod = pod.clone();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if let Some(spec) = pod.spec.as_mut() {
+            let init = spec.init_containers.iter_mut().flatten();
+            for c in init.chain(spec.containers.iter_mut()) {
+                let exec = self
+                    .resolve(c)
+                    .map_err(|e| format!("pod {name} container {}: {e}", c.name))?;
+                let program = exec
+                    .program
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("pod {name} container {}: program {:?} has no file name", c.name, exec.program))?;
+                c.image = Some(image.to_string());
+                c.command = Some(vec![program]);
+                c.args = Some(exec.args);
+            }
+        }
+        Ok(pod)
+    }
 }
 
 #[cfg(test)]
@@ -171,5 +199,54 @@ mod tests {
             .resolve(&container("nginx:1.27", None, &[]))
             .unwrap_err();
         assert!(e.starts_with("Failed to pull image \"nginx:1.27\""), "{e}");
+    }
+
+    #[test]
+    fn remote_pods_run_the_same_programs_from_the_test_image() {
+        let table = ImageTable::istio("/w/target/debug/istio-cni", "/w/target/debug/mesh-probe");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hello"},
+            "spec": {
+                "initContainers": [{"name": "istio-validation", "image": "docker.io/istio/proxyv2:1.26.0",
+                    "args": ["istio-iptables", "-p", "15001", "--run-validation", "--skip-rule-apply"]}],
+                "containers": [
+                    {"name": "app", "image": "mesh-probe", "args": ["client", "--connect", "10.0.0.1:80"]},
+                    {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.26.0", "args": ["proxy", "sidecar"]},
+                    {"name": "web", "image": "docker.io/istio/hello-go-gke:1.0"},
+                    {"name": "sh", "image": "shell", "command": ["shell", "-c", "sleep 1"]}
+                ]
+            }
+        }))
+        .unwrap();
+        let remote = table.remote_pod(&pod, "istio-cni-rs/test:dev").unwrap();
+        let spec = remote.spec.unwrap();
+        let run = |c: &Container| {
+            assert_eq!(c.image.as_deref(), Some("istio-cni-rs/test:dev"), "{}", c.name);
+            let mut argv = c.command.clone().unwrap();
+            argv.extend(c.args.clone().unwrap());
+            argv.join(" ")
+        };
+        let init: Vec<String> = spec.init_containers.unwrap().iter().map(run).collect();
+        assert_eq!(
+            init,
+            ["istio-cni validate istio-iptables -p 15001 --run-validation --skip-rule-apply"]
+        );
+        let apps: Vec<String> = spec.containers.iter().map(run).collect();
+        assert_eq!(
+            apps,
+            [
+                "mesh-probe client --connect 10.0.0.1:80",
+                "mesh-probe proxy",
+                "mesh-probe echo --port 80",
+                "sh -c sleep 1",
+            ]
+        );
+        let bad: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}
+        }))
+        .unwrap();
+        let e = table.remote_pod(&bad, "t").unwrap_err();
+        assert!(e.starts_with("pod web container nginx: Failed to pull image"), "{e}");
     }
 }
