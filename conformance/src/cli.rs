@@ -410,7 +410,8 @@ fn run_cmd(args: &RunArgs) -> i32 {
             .map(|(suffix, target)| TargetEnv {
                 suffix,
                 serial: !matches!(target, Target::Local),
-                env: Env::new(target),
+                env: Env::new(target.clone()),
+                target,
             })
             .collect()
     } else {

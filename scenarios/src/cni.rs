@@ -25,9 +25,13 @@
 //! - SIGTERM to every agent gives back each node's CNI config dir byte for
 //!   byte and removes the binary and the plugin kubeconfig.
 //!
-//! The kind CNIs (kindnet, calico, cilium, flannel) get no scenarios yet:
-//! that needs the agent deployed as its DaemonSet on a remote cluster, which
-//! `deploy.rs` does not do (it runs the agent as an embedded node's process).
+//! On real clusters (kind with `--cni kindnet|calico|cilium|flannel`, an
+//! existing cluster) the embedded profiles skip, and `cni/cluster/chained`
+//! runs the same traffic matrix behind the cluster's own primary CNI, with
+//! the agent deployed from its manifests as a DaemonSet
+//! ([`crate::daemonset`]) and the pods running the test image
+//! ([`Cluster::runnable_pod`]). Deleting the DaemonSet must give back each
+//! node's CNI files (checked where the harness reaches nodes: kind, k3s).
 
 use std::time::{Duration, Instant};
 
@@ -35,8 +39,8 @@ use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Profile, RuntimeConf};
 use istio_cni_kind::kubelet::worker::sandbox_id;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::deploy::Fleet;
@@ -86,7 +90,83 @@ pub fn scenarios() -> Vec<Scenario> {
             ));
         }
     }
+    all.push(
+        Scenario::new(
+            "cni/cluster/chained",
+            "the agent's DaemonSet chains istio-cni into the cluster's own primary CNI; traffic is captured; deleting it restores every node (kind, existing)",
+            cluster_cni,
+        )
+        .remote_only(),
+    );
     all
+}
+
+/// The pods [`prove_interception`] creates, `(namespace, name)`.
+const TRAFFIC_PODS: [(&str, &str); 5] = [
+    ("default", "echo"),
+    ("kube-system", "sys"),
+    ("default", "hello"),
+    ("default", "hello-1"),
+    ("default", "caller"),
+];
+
+/// `cni/cluster/chained`: a real cluster's primary CNI, the agent as its
+/// DaemonSet, the traffic matrix on two of its nodes.
+fn cluster_cni(env: &Env, record: &mut Record) -> Step {
+    if env.is_local() {
+        return skip("the embedded cluster's primary CNIs are cni/<profile>/*");
+    }
+    let cluster = env.cluster(ClusterSpec {
+        nodes: 2,
+        ..ClusterSpec::default()
+    })?;
+    record.mark(format!("{} cluster ready", cluster.backend()));
+    let nodes = pod_nodes(&cluster)?;
+    record.note(format!("pods on {} and {}", nodes[0], nodes[1]));
+    let manifest = Manifest::for_platform(None)?;
+    let agent = crate::daemonset::DaemonSetAgent::deploy(&cluster, &manifest, record)?;
+    let result = prove_interception(&cluster, record, None, [&nodes[0], &nodes[1]]);
+    if let Err(Stop::Fail(_)) = &result {
+        agent.diag(record);
+        diag_pods(&cluster, record);
+    }
+    delete_pods(&cluster, &TRAFFIC_PODS);
+    result?;
+    agent.uninstall(record)
+}
+
+/// Two nodes for the scenario's pods: workers first (no `NoSchedule`
+/// taint), then the rest, by name.
+fn pod_nodes(cluster: &Cluster) -> Result<[String; 2], Stop> {
+    let nodes = cluster.block_on(Api::<Node>::all(cluster.client()).list(&ListParams::default()))?;
+    let mut names: Vec<(bool, String)> = nodes
+        .items
+        .iter()
+        .map(|n| {
+            let tainted = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule"));
+            (tainted, n.metadata.name.clone().unwrap_or_default())
+        })
+        .collect();
+    names.sort();
+    match names.as_slice() {
+        [(_, a), (_, b), ..] => Ok([a.clone(), b.clone()]),
+        _ => Err(Stop::Fail(format!(
+            "the traffic matrix needs 2 nodes; the cluster has {}",
+            names.len()
+        ))),
+    }
+}
+
+/// Deletes pods a scenario created on a cluster that outlives it.
+fn delete_pods(cluster: &Cluster, pods: &[(&str, &str)]) {
+    for (ns, name) in pods {
+        let api: Api<Pod> = Api::namespaced(cluster.client(), ns);
+        let _ = cluster.block_on(api.delete(name, &DeleteParams::default()));
+    }
 }
 
 /// Whether the kernel can create ipvlan links (CONFIG_IPVLAN), probed in a
@@ -106,7 +186,7 @@ pub fn kernel_has_ipvlan() -> bool {
 fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
     if !env.is_local() {
         return skip(format!(
-            "the {profile} profile is the embedded cluster's; on {} run cni/<its cni>/chained",
+            "the {profile} profile is the embedded cluster's; on {} cni/cluster/chained runs behind its own CNI",
             env.target.name()
         ));
     }
@@ -130,7 +210,8 @@ fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
         Mode::Standalone => Some(Delegate::STANDALONE),
         _ => None,
     };
-    let result = check_install_shape(&fleet, mode).and_then(|()| prove_interception(&cluster, record, delegate));
+    let result = check_install_shape(&fleet, mode)
+        .and_then(|()| prove_interception(&cluster, record, delegate, ["node-0", "node-1"]));
     if let Err(Stop::Fail(_)) = &result {
         fleet.diag_logs(record);
         fleet.diag_files(record);
@@ -328,8 +409,9 @@ pub(crate) fn client_container(targets: &[String]) -> Value {
     json!({"name": "client", "image": "mesh-probe", "args": args})
 }
 
+/// Creates `pod` as the cluster's backend runs it ([`Cluster::runnable_pod`]).
 pub(crate) fn create_pod(cluster: &Cluster, pod: &Value) -> Step {
-    let pod: Pod = serde_json::from_value(pod.clone())?;
+    let pod: Pod = cluster.runnable_pod(&serde_json::from_value(pod.clone())?)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     cluster.block_on(Api::<Pod>::namespaced(cluster.client(), &ns).create(&PostParams::default(), &pod))?;
     Ok(())
@@ -341,7 +423,9 @@ fn phase(p: &Pod) -> Option<&str> {
 
 /// Waits until `ns/name` is Running, marking it; returns the pod.
 pub(crate) fn wait_running(cluster: &Cluster, record: &mut Record, ns: &str, name: &str) -> Result<Pod, Stop> {
-    let pod = cluster.wait_for_pod(ns, name, Duration::from_secs(30), |p| {
+    // A real cluster may still be pulling images.
+    let timeout = Duration::from_secs(if cluster.local().is_ok() { 30 } else { 180 });
+    let pod = cluster.wait_for_pod(ns, name, timeout, |p| {
         phase(p) == Some("Running") && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
     })?;
     record.mark(format!("{ns}/{name} Running"));
@@ -471,7 +555,12 @@ fn expect_proxy_accepted(cluster: &Cluster, ns: &str, pod: &str, listener: u16, 
 /// The traffic matrix on a 2-node cluster whose nodes run the agent (see the
 /// module docs). With `delegate`, every pod also gets that network as a
 /// Multus-style additional attachment.
-pub(crate) fn prove_interception(cluster: &Cluster, record: &mut Record, delegate: Option<Delegate>) -> Step {
+pub(crate) fn prove_interception(
+    cluster: &Cluster,
+    record: &mut Record,
+    delegate: Option<Delegate>,
+    [n0, n1]: [&str; 2],
+) -> Step {
     let conf_dir_of = |node: &str| {
         let local = cluster.local().ok()?;
         local.node(node).map(|n| n.conf_dir())
@@ -483,7 +572,6 @@ pub(crate) fn prove_interception(cluster: &Cluster, record: &mut Record, delegat
         }
         Ok(())
     };
-    let (n0, n1) = ("node-0", "node-1");
     // An app on the other node, and a meshed-shaped pod in excluded kube-system.
     create_pod(
         cluster,
@@ -634,11 +722,15 @@ mod tests {
 
     #[test]
     fn names_cover_profiles_and_modes() {
-        let names: Vec<String> = scenarios().into_iter().map(|s| s.name).collect();
+        let all = scenarios();
+        let (remote, local): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| s.remote_only);
+        let names: Vec<String> = local.into_iter().map(|s| s.name).collect();
         assert_eq!(names.len(), 4 * 3);
         for name in ["cni/ptp/chained", "cni/bridge/single-conf", "cni/ipvlan/standalone"] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }
+        let remote: Vec<String> = remote.into_iter().map(|s| s.name).collect();
+        assert_eq!(remote, ["cni/cluster/chained"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The embedded cluster runs the agent as a node process ([`crate::deploy`]);
 //! a real cluster gets the manifests themselves: every object of
-//! [`Manifest::objects`] server-side applied in the manifests' order, the
+//! [`Manifest::objects`] created (or replaced) in the manifests' order, the
 //! DaemonSet's image pointed at the project's agent image as this cluster
 //! pulls it, then a wait for the rollout. Uninstalling deletes the DaemonSet,
 //! waits for its pods to finish their cleanup, and checks every node's CNI
@@ -18,15 +18,10 @@ use istio_cni_kind::backend::images::AGENT_IMAGE;
 use istio_cni_kind::cluster::{Cluster, ClusterError};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::scenario::{Record, Stop};
-
-/// The field manager of everything applied here.
-const MANAGER: &str = "istio-cni-scenarios";
+use crate::scenario::{Record, Step, Stop};
 /// Image pulls on a fresh node can take a while.
 const ROLLOUT: Duration = Duration::from_secs(300);
 /// The agent's SIGTERM cleanup plus the grace period.
@@ -104,7 +99,11 @@ impl RemoteFiles {
         }
         let left = self.conf.keys().filter(|n| !earlier.conf.contains_key(*n));
         out.extend(left.map(|n| format!("{n} was left behind")));
-        out.extend(self.bin.difference(&earlier.bin).map(|n| format!("bin {n} was left behind")));
+        out.extend(
+            self.bin
+                .difference(&earlier.bin)
+                .map(|n| format!("bin {n} was left behind")),
+        );
         out.extend(earlier.bin.difference(&self.bin).map(|n| format!("bin {n} is gone")));
         out
     }
@@ -128,12 +127,28 @@ impl<'a> DaemonSetAgent<'a> {
     /// Captures the nodes' CNI files, applies the manifests and waits until
     /// the DaemonSet has a ready pod on every node it schedules to.
     pub fn deploy(cluster: &'a Cluster, manifest: &Manifest, record: &mut Record) -> Result<Self, Stop> {
+        let agent = DaemonSetAgent::apply(cluster, manifest, record)?;
+        let took = agent.wait_rolled_out(ROLLOUT)?;
+        record.mark(format!(
+            "DaemonSet {} ready on every node ({} ms)",
+            agent.name,
+            took.as_millis()
+        ));
+        Ok(agent)
+    }
+
+    /// Captures the nodes' CNI files and applies the manifests (created, or
+    /// replaced where they exist), without waiting for the rollout.
+    pub fn apply(cluster: &'a Cluster, manifest: &Manifest, record: &mut Record) -> Result<Self, Stop> {
         let objects = objects_for_cluster(manifest, &cluster.image_ref(AGENT_IMAGE))?;
         let ds = objects
             .iter()
             .find(|o| o["kind"] == "DaemonSet")
             .ok_or_else(|| Stop::Fail("the manifest has no DaemonSet".into()))?;
-        let labels = ds["spec"]["selector"]["matchLabels"].as_object().cloned().unwrap_or_default();
+        let labels = ds["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let selector = labels
             .iter()
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
@@ -156,21 +171,17 @@ impl<'a> DaemonSetAgent<'a> {
             Err(why) => record.note(format!("node files are not checked: {why}")),
         }
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": agent.namespace}}))?;
-        let params = PatchParams::apply(MANAGER).force();
-        cluster
-            .block_on(Api::<Namespace>::all(cluster.client()).patch(&agent.namespace, &params, &Patch::Apply(&ns)))
-            .map_err(|e| Stop::Fail(format!("applying namespace {}: {e}", agent.namespace)))?;
+        match cluster.block_on(Api::<Namespace>::all(cluster.client()).create(&PostParams::default(), &ns)) {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(Stop::Fail(format!("creating namespace {}: {e}", agent.namespace))),
+        }
         for object in objects {
             // Recorded first: a failed apply may still have created it.
             agent.objects.push(object.clone());
-            let (api, name) = dynamic_api(cluster, &object)?;
-            cluster
-                .block_on(api.patch(&name, &params, &Patch::Apply(&object)))
-                .map_err(|e| Stop::Fail(format!("applying {} {name}: {e}", object["kind"])))?;
+            apply_object(cluster, &object)?;
         }
         record.mark(format!("manifests applied ({} objects)", agent.objects.len()));
-        let took = agent.wait_rolled_out()?;
-        record.mark(format!("DaemonSet {} ready on every node ({} ms)", agent.name, took.as_millis()));
         Ok(agent)
     }
 
@@ -183,11 +194,15 @@ impl<'a> DaemonSetAgent<'a> {
             .items
             .iter()
             .filter_map(|n| n.metadata.name.as_deref())
-            .map(|node| RemoteFiles::capture(self.cluster, node, &self.conf_dir, &self.bin_dir).map_err(|e| e.to_string()))
+            .map(|node| {
+                RemoteFiles::capture(self.cluster, node, &self.conf_dir, &self.bin_dir).map_err(|e| e.to_string())
+            })
             .collect()
     }
 
-    fn wait_rolled_out(&self) -> Result<Duration, Stop> {
+    /// Waits until the DaemonSet's current generation has a ready pod on
+    /// every node it schedules to; how long that took.
+    pub fn wait_rolled_out(&self, timeout: Duration) -> Result<Duration, Stop> {
         let api: Api<DaemonSet> = Api::namespaced(self.cluster.client(), &self.namespace);
         let start = Instant::now();
         loop {
@@ -202,9 +217,9 @@ impl<'a> DaemonSetAgent<'a> {
             {
                 return Ok(start.elapsed());
             }
-            if start.elapsed() > ROLLOUT {
+            if start.elapsed() > timeout {
                 return Err(Stop::Fail(format!(
-                    "DaemonSet {}/{} not ready after {ROLLOUT:?}: {status:?}; pods: {}",
+                    "DaemonSet {}/{} not ready after {timeout:?}: {status:?}; pods: [{}]",
                     self.namespace,
                     self.name,
                     self.pod_states()
@@ -235,9 +250,13 @@ impl<'a> DaemonSetAgent<'a> {
                     .flatten()
                     .filter_map(|c| c.state.as_ref())
                     .filter_map(|s| {
-                        s.waiting
-                            .as_ref()
-                            .map(|w| format!("{} {}", w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default()))
+                        s.waiting.as_ref().map(|w| {
+                            format!(
+                                "{} {}",
+                                w.reason.clone().unwrap_or_default(),
+                                w.message.clone().unwrap_or_default()
+                            )
+                        })
                     })
                     .collect();
                 format!(
@@ -292,7 +311,10 @@ impl<'a> DaemonSetAgent<'a> {
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        record.mark(format!("DaemonSet deleted, its pods gone ({} ms)", start.elapsed().as_millis()));
+        record.mark(format!(
+            "DaemonSet deleted, its pods gone ({} ms)",
+            start.elapsed().as_millis()
+        ));
         let problems = match &self.before {
             Ok(before) => {
                 let mut problems = Vec::new();
@@ -336,6 +358,27 @@ impl Drop for DaemonSetAgent<'_> {
     }
 }
 
+/// Creates `object`, or replaces it (at its current resourceVersion) where
+/// it exists: plain create/update, which every API server serves.
+fn apply_object(cluster: &Cluster, object: &Value) -> Step {
+    let (api, name) = dynamic_api(cluster, object)?;
+    let desired: DynamicObject = serde_json::from_value(object.clone())?;
+    let failed = |e: kube::Error| Stop::Fail(format!("applying {} {name}: {e}", object["kind"]));
+    match cluster.block_on(api.create(&PostParams::default(), &desired)) {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let current = cluster.block_on(api.get(&name)).map_err(failed)?;
+            let mut replacement = desired;
+            replacement.metadata.resource_version = current.metadata.resource_version;
+            cluster
+                .block_on(api.replace(&name, &PostParams::default(), &replacement))
+                .map_err(failed)?;
+            Ok(())
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
 /// The dynamic API of `object`'s kind (namespaced when it names a
 /// namespace), and its name.
 fn dynamic_api(cluster: &Cluster, object: &Value) -> Result<(Api<DynamicObject>, String), Stop> {
@@ -369,7 +412,10 @@ mod tests {
         let objects = objects_for_cluster(&manifest, "reg.example:5000/istio-cni-rs/agent:dev").unwrap();
         let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
         assert_eq!(kinds.last(), Some(&"DaemonSet"), "{kinds:?}");
-        assert!(kinds.contains(&"ServiceAccount") && kinds.contains(&"ClusterRoleBinding"), "{kinds:?}");
+        assert!(
+            kinds.contains(&"ServiceAccount") && kinds.contains(&"ClusterRoleBinding"),
+            "{kinds:?}"
+        );
         let ds = objects.last().unwrap();
         let images: Vec<&str> = ds["spec"]["template"]["spec"]["containers"]
             .as_array()

@@ -109,6 +109,10 @@ pub struct Scenario {
     /// One line: what it proves.
     pub summary: String,
     pub body: Body,
+    /// Runs on real clusters only (kind, existing): what it proves the
+    /// embedded cluster proves through other scenarios, so runs there do not
+    /// plan it at all.
+    pub remote_only: bool,
 }
 
 impl Scenario {
@@ -121,7 +125,19 @@ impl Scenario {
             name: name.into(),
             summary: summary.into(),
             body: Arc::new(body),
+            remote_only: false,
         }
+    }
+
+    /// The same scenario, for real clusters only (see [`Scenario::remote_only`]).
+    pub fn remote_only(mut self) -> Scenario {
+        self.remote_only = true;
+        self
+    }
+
+    /// Whether a run on `target` includes it.
+    pub fn runs_on(&self, target: &crate::env::Target) -> bool {
+        !self.remote_only || !matches!(target, crate::env::Target::Local)
     }
 
     /// Runs the body, turning a panic into a failure.

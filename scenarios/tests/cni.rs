@@ -61,3 +61,53 @@ fn uninstall_fails_on_a_file_left_behind() {
             .any(|(title, _)| title.starts_with("agent log"))
     );
 }
+
+/// `cni/cluster/chained` deploys the agent from its manifests. The embedded
+/// cluster runs no DaemonSet controller, so here, reached as an `existing`
+/// cluster, the manifests are applied (created, then replaced), the rollout
+/// wait fails saying why, and dropping the deployment deletes every object.
+#[test]
+fn daemonset_manifests_apply_and_are_removed_again() {
+    use istio_cni_scenarios::daemonset::DaemonSetAgent;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    use kube::api::Api;
+
+    if !privileged("daemonset_manifests_apply_and_are_removed_again") {
+        return;
+    }
+    let local = Env::new(Target::Local)
+        .unwrap()
+        .cluster(ClusterSpec::default())
+        .unwrap();
+    let existing = Env::new(Target::Existing {
+        kubeconfig: local.kubeconfig_path().to_path_buf(),
+    })
+    .unwrap();
+    let cluster = existing.cluster(ClusterSpec::default()).unwrap();
+    let manifest = Manifest::for_platform(None).unwrap();
+    let mut record = Record::default();
+    let first = DaemonSetAgent::apply(&cluster, &manifest, &mut record).unwrap();
+    assert!(
+        record.notes.iter().any(|n| n.contains("node files are not checked")),
+        "{:?}",
+        record.notes
+    );
+    // Applying again replaces what exists.
+    let second = DaemonSetAgent::apply(&cluster, &manifest, &mut record).unwrap();
+    let daemonsets: Api<DaemonSet> = Api::namespaced(local.client(), &manifest.namespace);
+    let ds = local.block_on(daemonsets.get("istio-cni-node")).unwrap();
+    let image = ds.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some(istio_cni_kind::backend::images::AGENT_IMAGE));
+    let roles: Api<ClusterRole> = Api::all(local.client());
+    assert!(local.block_on(roles.get_opt("istio-cni")).unwrap().is_some());
+
+    match second.wait_rolled_out(std::time::Duration::from_secs(1)) {
+        Err(Stop::Fail(why)) => assert!(why.contains("DaemonSet istio-system/istio-cni-node not ready"), "{why}"),
+        other => panic!("a DaemonSet nothing runs rolled out: {other:?}"),
+    }
+    drop(second);
+    drop(first);
+    assert!(local.block_on(daemonsets.get_opt("istio-cni-node")).unwrap().is_none());
+    assert!(local.block_on(roles.get_opt("istio-cni")).unwrap().is_none());
+}

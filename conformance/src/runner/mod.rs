@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use istio_cni_scenarios::env::Env;
+use istio_cni_scenarios::env::{Env, Target};
 use istio_cni_scenarios::scenario::{Outcome, Scenario, Verdict};
 
 use crate::options::SuiteOptions;
@@ -29,9 +29,16 @@ pub struct TargetEnv {
     pub env: Result<Env, String>,
     /// Whether its scenarios must run one at a time (one shared cluster or cluster name).
     pub serial: bool,
+    /// The cluster it is (which scenarios run on it: [`Scenario::runs_on`]).
+    pub target: Target,
 }
 
 impl TargetEnv {
+    /// Whether `scenario` runs on this target.
+    fn runs(&self, scenario: &Scenario) -> bool {
+        scenario.runs_on(&self.target)
+    }
+
     fn name_of(&self, scenario: &str) -> String {
         match &self.suffix {
             Some(s) => format!("{scenario}@{s}"),
@@ -60,7 +67,9 @@ impl RunPlan {
         for item in &self.items {
             match item {
                 Planned::Spec { .. } => names.push(item.name()),
-                Planned::Scenario(s) => names.extend(self.targets.iter().map(|t| t.name_of(&s.name))),
+                Planned::Scenario(s) => {
+                    names.extend(self.targets.iter().filter(|t| t.runs(s)).map(|t| t.name_of(&s.name)))
+                }
             }
         }
         names
@@ -123,7 +132,7 @@ fn jobs(plan: &RunPlan) -> Vec<Job<ItemResult>> {
     let timeout = plan.timeout;
     for item in &plan.items {
         let Planned::Scenario(scenario) = item else { continue };
-        for target in &plan.targets {
+        for target in plan.targets.iter().filter(|t| t.runs(scenario)) {
             let (scenario, target, serial) = (scenario.clone(), target.clone(), serial.clone());
             let name = target.name_of(&scenario.name);
             jobs.push(Job::new(name.clone(), move |r: &Reporter<ItemResult>| {
@@ -204,6 +213,40 @@ fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_only_scenarios_are_planned_on_real_clusters_only() {
+        let items = vec![
+            Planned::Scenario(Scenario::new("cni/ptp/chained", "", |_, _| Ok(()))),
+            Planned::Scenario(Scenario::new("cni/cluster/chained", "", |_, _| Ok(())).remote_only()),
+        ];
+        let target = |suffix: Option<&str>, target: Target| TargetEnv {
+            suffix: suffix.map(str::to_owned),
+            env: Ok(Env::local_for_tests()),
+            serial: false,
+            target,
+        };
+        let plan = |targets| RunPlan {
+            items: items.clone(),
+            spec: SuiteOptions::new("istio-cni"),
+            targets,
+            jobs: 1,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(plan(vec![target(None, Target::Local)]).names(), ["cni/ptp/chained"]);
+        let kind = |cni: &str| target(Some(cni), Target::Kind { cni: cni.into() });
+        let both = plan(vec![kind("calico"), kind("cilium")]);
+        assert_eq!(
+            both.names(),
+            [
+                "cni/ptp/chained@calico",
+                "cni/ptp/chained@cilium",
+                "cni/cluster/chained@calico",
+                "cni/cluster/chained@cilium",
+            ]
+        );
+        assert_eq!(jobs(&both).len(), 4);
+    }
 
     #[test]
     fn a_hung_scenario_times_out_and_the_run_goes_on() {

@@ -243,6 +243,9 @@ pub(crate) fn create_err(what: &str) -> impl Fn(String) -> ClusterError + '_ {
     move |e| ClusterError::Create(format!("{what}: {e}"))
 }
 
+/// Both iptables backends' rules in a real node's pod netns (missing tools are skipped).
+const REMOTE_IPTABLES_SAVE: &str = "iptables-legacy-save 2>/dev/null; iptables-nft-save 2>/dev/null; true";
+
 /// A running cluster on one of the backends.
 pub struct Cluster {
     inner: Inner,
@@ -393,8 +396,16 @@ impl Cluster {
 
     /// `iptables-save` in a pod's network namespace: the rules the CNI
     /// plugin programmed.
+    ///
+    /// A real node's plain `iptables-save` may be a wrapper that picks the
+    /// backend by the host's rules (kind's `iptables-wrapper`), not by the
+    /// pod's, so there both backends are dumped: the plugin chose one of them
+    /// in the pod netns (legacy only where legacy already had rules).
     pub fn iptables_save(&self, namespace: &str, pod: &str) -> Result<String, ClusterError> {
-        self.in_pod(namespace, pod, &["iptables-save"])
+        match &self.inner {
+            Inner::Local(_) => self.in_pod(namespace, pod, &["iptables-save"]),
+            Inner::Remote(_) => self.in_pod(namespace, pod, &["sh", "-c", REMOTE_IPTABLES_SAVE]),
+        }
     }
 
     /// Runs `argv` on a node (local: in its netns; kind/k3s: `docker exec`);

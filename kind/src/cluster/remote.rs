@@ -10,12 +10,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 
 use super::{Backend, ClusterError, ClusterSpec, create_err};
-use crate::kubelet::ImageTable;
 use crate::backend::docker::DockerCluster;
 use crate::backend::env::PlanEnv;
 use crate::backend::existing::{ExistingCluster, ExistingSpec};
 use crate::backend::k3s::{self, K3sSpec};
 use crate::backend::kind::{self, KindSpec};
+use crate::kubelet::ImageTable;
 
 /// A kind, k3s or existing cluster, reached through [`Cluster::remote`](super::Cluster::remote).
 pub struct RemoteCluster {

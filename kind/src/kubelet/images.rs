@@ -44,12 +44,40 @@ impl ImageTable {
     /// `istio-validation` probe (`istio-iptables … --run-validation` →
     /// `istio-cni validate …`) or the sidecar (`proxy …` → mesh-probe's
     /// capturing proxy); `hello-go-gke` (Istio's sample app) is mesh-probe's
-    /// echo server on :80; `mesh-probe` and `shell` run as given.
+    /// echo server on :80; `mesh-probe` and `shell` run as given. The
+    /// project's test image ([`TEST_IMAGE`](crate::backend::images::TEST_IMAGE),
+    /// what [`ImageTable::remote_pod`] gives real clusters) runs its
+    /// `command`'s program by name, as its `PATH` would.
     pub fn istio(istio_cni: impl Into<PathBuf>, mesh_probe: impl Into<PathBuf>) -> ImageTable {
         let istio_cni = istio_cni.into();
         let mesh_probe = mesh_probe.into();
         let probe = mesh_probe.clone();
-        ImageTable::new()
+        let on_path: Vec<(String, PathBuf)> = vec![
+            ("istio-cni".into(), istio_cni.clone()),
+            ("mesh-probe".into(), mesh_probe.clone()),
+            ("sh".into(), "/bin/sh".into()),
+        ];
+        let mut table = ImageTable::new();
+        // By its full tag: its short name (`test`) is too common to claim.
+        table.entries.push((
+            crate::backend::images::TEST_IMAGE.to_string(),
+            Arc::new(move |c: &Container| {
+                let argv: Vec<String> = c
+                    .command
+                    .iter()
+                    .flatten()
+                    .chain(c.args.iter().flatten())
+                    .cloned()
+                    .collect();
+                let (first, rest) = argv.split_first()?;
+                let program = on_path.iter().find(|(name, _)| name == first)?.1.clone();
+                Some(Exec {
+                    program,
+                    args: rest.to_vec(),
+                })
+            }),
+        ));
+        table
             .add_fn("proxyv2", move |c| {
                 let args = c.args.clone().unwrap_or_default();
                 match args.first().map(String::as_str) {
@@ -144,7 +172,12 @@ impl ImageTable {
                     .program
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
-                    .ok_or_else(|| format!("pod {name} container {}: program {:?} has no file name", c.name, exec.program))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "pod {name} container {}: program {:?} has no file name",
+                            c.name, exec.program
+                        )
+                    })?;
                 c.image = Some(image.to_string());
                 c.command = Some(vec![program]);
                 c.args = Some(exec.args);
@@ -219,6 +252,17 @@ mod tests {
         }))
         .unwrap();
         let remote = table.remote_pod(&pod, "istio-cni-rs/test:dev").unwrap();
+        // The test image runs exactly what the original images run locally.
+        let execs = |p: &Pod| -> Vec<Exec> {
+            let spec = p.spec.clone().unwrap();
+            let all = spec
+                .init_containers
+                .unwrap_or_default()
+                .into_iter()
+                .chain(spec.containers);
+            all.map(|c| table.resolve(&c).unwrap()).collect()
+        };
+        assert_eq!(execs(&remote), execs(&pod));
         let spec = remote.spec.unwrap();
         let run = |c: &Container| {
             assert_eq!(c.image.as_deref(), Some("istio-cni-rs/test:dev"), "{}", c.name);
