@@ -94,7 +94,7 @@ pub enum Command {
     /// Run suites: the CNI-spec cases and the scenarios.
     #[command(after_help = RUN_HELP)]
     Run(Box<RunArgs>),
-    /// Print the names a run would cover, one per line, with a summary after a tab.
+    /// Print every name, one per line, with a summary after a tab (all targets: `run --list` shows what one run covers).
     List(ListArgs),
 }
 
@@ -366,7 +366,12 @@ fn run_cmd(args: &RunArgs) -> i32 {
     } else {
         catalog::all()
     };
-    let items = suites::plan(suite, &args.filter, &opts, scenarios);
+    let mut items = suites::plan(suite, &args.filter, &opts, scenarios);
+    // Real-cluster scenarios are planned on their targets only.
+    items.retain(|item| match item {
+        Planned::Scenario(s) => targets.iter().any(|(_, target)| s.runs_on(target)),
+        Planned::Spec { .. } => true,
+    });
     let legacy = suite == SuiteName::Cni;
     if args.list {
         let mut out = std::io::stdout().lock();

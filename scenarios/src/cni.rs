@@ -25,9 +25,10 @@
 //! - SIGTERM to every agent gives back each node's CNI config dir byte for
 //!   byte and removes the binary and the plugin kubeconfig.
 //!
-//! On real clusters (kind with `--cni kindnet|calico|cilium|flannel`, an
-//! existing cluster) the embedded profiles skip, and `cni/cluster/chained`
-//! runs the same traffic matrix behind the cluster's own primary CNI, with
+//! On real clusters the embedded profiles skip, and `cni/<cni>/chained` (kind
+//! with `--cni kindnet|calico|cilium|flannel`) or `cni/cluster/chained` (an
+//! existing cluster) runs the same traffic matrix behind the cluster's own
+//! primary CNI, with
 //! the agent deployed from its manifests as a DaemonSet
 //! ([`crate::daemonset`]) and the pods running the test image
 //! ([`Cluster::runnable_pod`]). Deleting the DaemonSet must give back each
@@ -36,6 +37,7 @@
 use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::Manifest;
+use istio_cni_kind::backend::kind::PrimaryCni;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Profile, RuntimeConf};
 use istio_cni_kind::kubelet::worker::sandbox_id;
@@ -46,7 +48,7 @@ use serde_json::{Value, json};
 use crate::deploy::Fleet;
 use crate::ensure;
 use crate::env::Env;
-use crate::scenario::{Record, Scenario, Step, Stop, skip};
+use crate::scenario::{Only, Record, Scenario, Step, Stop, skip};
 
 /// Istio 1.26's injected pod with Istio CNI (istio-validation, istio-proxy).
 pub(crate) const INJECTED: &str = include_str!("../fixtures/cni/injected-classic.yaml");
@@ -90,13 +92,23 @@ pub fn scenarios() -> Vec<Scenario> {
             ));
         }
     }
+    for cni in PrimaryCni::ALL.map(PrimaryCni::name) {
+        all.push(
+            Scenario::new(
+                format!("cni/{cni}/chained"),
+                format!("kind --cni {cni}: the agent's DaemonSet chains istio-cni into {cni}'s .conflist; traffic is captured; deleting it restores every node"),
+                cluster_cni,
+            )
+            .only(Only::KindCni(cni)),
+        );
+    }
     all.push(
         Scenario::new(
             "cni/cluster/chained",
-            "the agent's DaemonSet chains istio-cni into the cluster's own primary CNI; traffic is captured; deleting it restores every node (kind, existing)",
+            "an existing cluster: the agent's DaemonSet chains istio-cni into the cluster's own primary CNI; traffic is captured",
             cluster_cni,
         )
-        .remote_only(),
+        .only(Only::Existing),
     );
     all
 }
@@ -110,8 +122,9 @@ const TRAFFIC_PODS: [(&str, &str); 5] = [
     ("default", "caller"),
 ];
 
-/// `cni/cluster/chained`: a real cluster's primary CNI, the agent as its
-/// DaemonSet, the traffic matrix on two of its nodes.
+/// `cni/<kind cni>/chained`, `cni/cluster/chained`: a real cluster's
+/// primary CNI, the agent as its DaemonSet, the traffic matrix on two of its
+/// nodes.
 fn cluster_cni(env: &Env, record: &mut Record) -> Step {
     if env.is_local() {
         return skip("the embedded cluster's primary CNIs are cni/<profile>/*");
@@ -186,7 +199,7 @@ pub fn kernel_has_ipvlan() -> bool {
 fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
     if !env.is_local() {
         return skip(format!(
-            "the {profile} profile is the embedded cluster's; on {} cni/cluster/chained runs behind its own CNI",
+            "the {profile} profile is the embedded cluster's; on {} cni/<its cni>/chained runs behind its own CNI",
             env.target.name()
         ));
     }
@@ -723,14 +736,23 @@ mod tests {
     #[test]
     fn names_cover_profiles_and_modes() {
         let all = scenarios();
-        let (remote, local): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| s.remote_only);
+        let (remote, local): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| s.only != Only::Any);
         let names: Vec<String> = local.into_iter().map(|s| s.name).collect();
         assert_eq!(names.len(), 4 * 3);
         for name in ["cni/ptp/chained", "cni/bridge/single-conf", "cni/ipvlan/standalone"] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }
         let remote: Vec<String> = remote.into_iter().map(|s| s.name).collect();
-        assert_eq!(remote, ["cni/cluster/chained"]);
+        assert_eq!(
+            remote,
+            [
+                "cni/kindnet/chained",
+                "cni/calico/chained",
+                "cni/cilium/chained",
+                "cni/flannel/chained",
+                "cni/cluster/chained"
+            ]
+        );
     }
 
     #[test]

@@ -109,10 +109,20 @@ pub struct Scenario {
     /// One line: what it proves.
     pub summary: String,
     pub body: Body,
-    /// Runs on real clusters only (kind, existing): what it proves the
-    /// embedded cluster proves through other scenarios, so runs there do not
-    /// plan it at all.
-    pub remote_only: bool,
+    /// Where it runs; elsewhere a run does not plan it at all.
+    pub only: Only,
+}
+
+/// The targets a scenario is planned on. Real-cluster scenarios prove there
+/// what the embedded cluster proves through its own scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// Every target.
+    Any,
+    /// kind clusters whose primary CNI is this one (`--cni`).
+    KindCni(&'static str),
+    /// Existing clusters.
+    Existing,
 }
 
 impl Scenario {
@@ -125,19 +135,25 @@ impl Scenario {
             name: name.into(),
             summary: summary.into(),
             body: Arc::new(body),
-            remote_only: false,
+            only: Only::Any,
         }
     }
 
-    /// The same scenario, for real clusters only (see [`Scenario::remote_only`]).
-    pub fn remote_only(mut self) -> Scenario {
-        self.remote_only = true;
+    /// The same scenario, planned only on `only`'s targets.
+    pub fn only(mut self, only: Only) -> Scenario {
+        self.only = only;
         self
     }
 
     /// Whether a run on `target` includes it.
     pub fn runs_on(&self, target: &crate::env::Target) -> bool {
-        !self.remote_only || !matches!(target, crate::env::Target::Local)
+        use crate::env::Target;
+        match (self.only, target) {
+            (Only::Any, _) => true,
+            (Only::KindCni(want), Target::Kind { cni }) => want == cni,
+            (Only::Existing, Target::Existing { .. }) => true,
+            _ => false,
+        }
     }
 
     /// Runs the body, turning a panic into a failure.

@@ -212,13 +212,16 @@ fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>,
 
 #[cfg(test)]
 mod tests {
+    use istio_cni_scenarios::scenario::Only;
+
     use super::*;
 
     #[test]
-    fn remote_only_scenarios_are_planned_on_real_clusters_only() {
+    fn real_cluster_scenarios_are_planned_on_their_targets_only() {
         let items = vec![
             Planned::Scenario(Scenario::new("cni/ptp/chained", "", |_, _| Ok(()))),
-            Planned::Scenario(Scenario::new("cni/cluster/chained", "", |_, _| Ok(())).remote_only()),
+            Planned::Scenario(Scenario::new("cni/calico/chained", "", |_, _| Ok(())).only(Only::KindCni("calico"))),
+            Planned::Scenario(Scenario::new("cni/cluster/chained", "", |_, _| Ok(())).only(Only::Existing)),
         ];
         let target = |suffix: Option<&str>, target: Target| TargetEnv {
             suffix: suffix.map(str::to_owned),
@@ -241,11 +244,17 @@ mod tests {
             [
                 "cni/ptp/chained@calico",
                 "cni/ptp/chained@cilium",
-                "cni/cluster/chained@calico",
-                "cni/cluster/chained@cilium",
+                "cni/calico/chained@calico",
             ]
         );
-        assert_eq!(jobs(&both).len(), 4);
+        assert_eq!(jobs(&both).len(), 3);
+        let existing = plan(vec![target(
+            None,
+            Target::Existing {
+                kubeconfig: "/k".into(),
+            },
+        )]);
+        assert_eq!(existing.names(), ["cni/ptp/chained", "cni/cluster/chained"]);
     }
 
     #[test]
