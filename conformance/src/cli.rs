@@ -462,11 +462,13 @@ fn run_cmd(args: &RunArgs) -> i32 {
     code
 }
 
-/// Fails fast, with the kind backend's message, when docker or kind is missing.
+/// Fails fast, with the kind backend's message, when docker or kind is
+/// missing or the Docker engine does not answer.
 fn kind_preflight(cni: &str) -> Result<(), String> {
     let cni: PrimaryCni = cni.parse()?;
     let spec = KindSpec::new("istio-cni").with_cni(cni);
-    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup).map_err(|e| e.to_string())
+    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup).map_err(|e| e.to_string())?;
+    preflight::engine("kind", "docker").map_err(|e| e.to_string())
 }
 
 /// `--junit` and `--report`.

@@ -574,6 +574,49 @@ fn detected_env_reads_the_variables_and_the_agent_dockerfile() {
     assert!(matches!(env.arch, Arch::Amd64 | Arch::Arm64));
 }
 
+/// A Docker CLI whose engine does not answer is refused at once, with what
+/// the CLI said; one that reports a server version passes.
+#[test]
+fn a_docker_cli_without_an_engine_is_refused_saying_why() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use istio_cni_kind::backend::preflight::engine;
+
+    let dir = std::env::temp_dir().join(format!("istio-cni-fake-docker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = |name: &str, body: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let down = script(
+        "docker-down",
+        "echo 'Client: 28.2.2'; echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1",
+    );
+    let up = script("docker-up", "echo 28.2.2");
+    let silent = script("docker-silent", "exit 0");
+
+    let started = Instant::now();
+    let error = engine("kind", &down).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let message = error.to_string();
+    assert!(
+        message.starts_with("the kind backend needs a running Docker engine"),
+        "{message}"
+    );
+    assert!(message.contains("Cannot connect to the Docker daemon"), "{message}");
+    assert!(message.contains("systemctl start docker"), "{message}");
+    assert_eq!(engine("kind", &up), Ok(()));
+    assert!(
+        engine("k3s", &silent)
+            .unwrap_err()
+            .to_string()
+            .contains("no server version")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---- the real backend (needs docker and kind) ----
 
 /// Preflight against this machine's PATH: where docker or kind is missing it

@@ -312,6 +312,7 @@ pub fn failure_plan(spec: &K3sSpec, env: &PlanEnv) -> Plan {
 pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<DockerCluster, StartError> {
     validate_name(&spec.name).map_err(|error| StartError::Spec(error.to_string()))?;
     preflight::preflight("k3s", &spec.required_tools(), path_lookup)?;
+    preflight::engine("k3s", "docker")?;
     let cluster = DockerCluster::new(
         "k3s",
         spec.name.clone(),

@@ -72,6 +72,9 @@ pub enum StartError {
     /// Tools are missing (nothing was run).
     #[error(transparent)]
     Tools(#[from] MissingTools),
+    /// The Docker CLI is there but its engine does not answer (nothing else was run).
+    #[error(transparent)]
+    Engine(#[from] preflight::NoEngine),
     /// The existing cluster's kubeconfig is unusable.
     #[error(transparent)]
     Kubeconfig(#[from] existing::KubeconfigError),

@@ -113,6 +113,52 @@ where
     }
 }
 
+/// A Docker CLI whose engine does not answer (not running, or its socket
+/// not usable by this user): the CLI alone cannot run a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the {backend} backend needs a running Docker engine, and `{program} version` could not reach one: {detail}\n\
+     start it (systemctl start docker) or make its socket usable by this user (the docker group)"
+)]
+pub struct NoEngine {
+    /// The backend that needs it.
+    pub backend: &'static str,
+    /// The CLI that was asked.
+    pub program: String,
+    /// What it said.
+    pub detail: String,
+}
+
+/// How long the engine has to answer `docker version`.
+pub const ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks the Docker CLI `program` for the engine's version: a quick, local
+/// call that fails at once where no daemon listens.
+pub fn engine(backend: &'static str, program: &str) -> Result<(), NoEngine> {
+    use super::exec::{self, ExecError};
+    use super::plan::Cmd;
+
+    let cmd = Cmd::new(program, ["version", "--format", "{{.Server.Version}}"]);
+    let failed = |detail: String| NoEngine {
+        backend,
+        program: program.to_string(),
+        detail,
+    };
+    match exec::run(&cmd, ENGINE_TIMEOUT) {
+        Ok(out) if !out.stdout.trim().is_empty() => Ok(()),
+        Ok(_) => Err(failed("it printed no server version".into())),
+        Err(ExecError::Failed { stderr, .. }) => {
+            let line = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("(no output)");
+            Err(failed(line.trim().to_string()))
+        }
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
 /// Find `program` as an executable file in a directory of this process's `PATH`.
 pub fn path_lookup(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

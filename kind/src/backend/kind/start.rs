@@ -17,6 +17,7 @@ use crate::backend::preflight::{self, path_lookup};
 pub fn start(spec: &KindSpec, env: &PlanEnv) -> Result<DockerCluster, StartError> {
     spec.validate().map_err(|error| StartError::Spec(error.to_string()))?;
     preflight::preflight("kind", &spec.required_tools(), path_lookup)?;
+    preflight::engine("kind", "docker")?;
     let eff = spec.effective(env);
     let existed = eff.reuse && cluster_exists(&eff.name).map_err(StartError::step)?;
     let guard = TeardownGuard::new(teardown_plan(spec, env), !existed && !eff.keep);
