@@ -138,7 +138,9 @@ fn cluster_cni(env: &Env, record: &mut Record) -> Step {
     record.note(format!("pods on {} and {}", nodes[0], nodes[1]));
     let manifest = Manifest::for_platform(None)?;
     let agent = crate::daemonset::DaemonSetAgent::deploy(&cluster, &manifest, record)?;
-    let result = prove_interception(&cluster, record, None, [&nodes[0], &nodes[1]]);
+    let result = agent
+        .check_chained(record)
+        .and_then(|()| prove_interception(&cluster, record, None, [&nodes[0], &nodes[1]]));
     if let Err(Stop::Fail(_)) = &result {
         agent.diag(record);
         diag_pods(&cluster, record);

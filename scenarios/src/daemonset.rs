@@ -58,6 +58,15 @@ pub struct RemoteFiles {
     pub text: String,
 }
 
+/// Whether a config dump (`== <path>` then the file, per file) has a
+/// `.conflist` naming the `istio-cni` plugin.
+pub fn has_chained_entry(dump: &str) -> bool {
+    dump.split("\n== ").any(|file| {
+        let path = file.trim_start_matches("== ").lines().next().unwrap_or_default();
+        path.ends_with(".conflist") && file.contains("\"istio-cni\"")
+    })
+}
+
 /// `<sha256> <name>` lines (the listing script's output) as a map.
 pub fn parse_listing(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -183,6 +192,29 @@ impl<'a> DaemonSetAgent<'a> {
         }
         record.mark(format!("manifests applied ({} objects)", agent.objects.len()));
         Ok(agent)
+    }
+
+    /// Checks that every node's config dir has a `.conflist` carrying the
+    /// `istio-cni` entry (where the harness reaches nodes; else a note).
+    pub fn check_chained(&self, record: &mut Record) -> Step {
+        let nodes = match self.capture_all() {
+            Ok(nodes) => nodes,
+            Err(why) => {
+                record.note(format!("the chained entry is not checked on the nodes: {why}"));
+                return Ok(());
+            }
+        };
+        for files in &nodes {
+            crate::ensure!(
+                has_chained_entry(&files.text),
+                "{}: no .conflist in {} carries the istio-cni entry:\n{}",
+                files.node,
+                self.conf_dir,
+                files.text
+            );
+        }
+        record.mark(format!("istio-cni chained on {} node(s)", nodes.len()));
+        Ok(())
     }
 
     fn capture_all(&self) -> Result<Vec<RemoteFiles>, String> {
@@ -430,6 +462,20 @@ mod tests {
             let cluster_wide = matches!(o["kind"].as_str(), Some("ClusterRole" | "ClusterRoleBinding"));
             assert_eq!(namespaced, !cluster_wide, "{}", o["kind"]);
         }
+    }
+
+    #[test]
+    fn the_chained_entry_is_found_in_a_conflist_only() {
+        let kindnet =
+            "== /etc/cni/net.d/10-kindnet.conflist\n{\"plugins\": [{\"type\": \"ptp\"}, {\"type\": \"istio-cni\"}]}\n";
+        let standalone = "== /etc/cni/net.d/10-kindnet.conflist\n{\"plugins\": [{\"type\": \"ptp\"}]}\n\
+                          == /etc/cni/net.d/YYY-istio-cni.conf\n{\"type\": \"istio-cni\"}\n";
+        assert!(has_chained_entry(kindnet));
+        assert!(has_chained_entry(&format!(
+            "== /etc/cni/net.d/05-a.conf\n{{}}\n{kindnet}"
+        )));
+        assert!(!has_chained_entry(standalone));
+        assert!(!has_chained_entry(""));
     }
 
     #[test]
