@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, LogParams, PostParams};
 
 use crate::deploy::NodeAgent;
 use crate::ensure;
@@ -305,13 +305,23 @@ impl Raced {
 
     fn logs_to(&self, rec: &mut Record) {
         rec.diag("agent log", self.agent.logs());
-        rec.diag(
-            "validator log",
-            self.cluster
-                .pod_logs(NS, "early", "istio-validation")
-                .unwrap_or_default(),
-        );
+        rec.diag("validator log", validator_logs(&self.cluster));
     }
+}
+
+/// The racing pod's validator output: its previous instance's (the one
+/// that exited 126 is "previous" as soon as kubelet restarted it), then the
+/// current one's.
+fn validator_logs(cluster: &Cluster) -> String {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let params = LogParams {
+        container: Some("istio-validation".into()),
+        previous: true,
+        ..LogParams::default()
+    };
+    let previous = cluster.block_on(api.logs("early", &params)).unwrap_or_default();
+    let current = cluster.pod_logs(NS, "early", "istio-validation").unwrap_or_default();
+    format!("{previous}{current}")
 }
 
 /// The race, then the agent with `values`; `marker` is the agent's log line
@@ -351,7 +361,7 @@ fn race(env: &Env, rec: &mut Record, values: &[&str], marker: Option<Marker>) ->
         "the racing pod is {}",
         pod_summary(&broken)
     );
-    let log = cluster.pod_logs(NS, "early", "istio-validation").unwrap_or_default();
+    let log = validator_logs(&cluster);
     ensure!(
         log.contains("127.0.0.6:15002"),
         "the validator probed 127.0.0.6:15002 and failed:\n{log}"
