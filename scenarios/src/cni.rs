@@ -28,8 +28,7 @@
 //! On real clusters the embedded profiles skip, and `cni/<cni>/chained` (kind
 //! with `--cni kindnet|calico|cilium|flannel`) or `cni/cluster/chained` (an
 //! existing cluster) runs the same traffic matrix behind the cluster's own
-//! primary CNI, with
-//! the agent deployed from its manifests as a DaemonSet
+//! primary CNI, with the agent deployed from its manifests as a DaemonSet
 //! ([`crate::daemonset`]) and the pods running the test image
 //! ([`Cluster::runnable_pod`]). Deleting the DaemonSet must give back each
 //! node's CNI files (checked where the harness reaches nodes: kind, k3s).
