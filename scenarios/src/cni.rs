@@ -135,6 +135,8 @@ fn cluster_cni(env: &Env, record: &mut Record) -> Step {
     record.mark(format!("{} cluster ready", cluster.backend()));
     let nodes = pod_nodes(&cluster)?;
     record.note(format!("pods on {} and {}", nodes[0], nodes[1]));
+    // An existing cluster may hold them from an interrupted run.
+    delete_pods(&cluster, &TRAFFIC_PODS);
     let manifest = Manifest::for_platform(None)?;
     let agent = crate::daemonset::DaemonSetAgent::deploy(&cluster, &manifest, record)?;
     let result = agent
@@ -175,11 +177,18 @@ fn pod_nodes(cluster: &Cluster) -> Result<[String; 2], Stop> {
     }
 }
 
-/// Deletes pods a scenario created on a cluster that outlives it.
+/// Deletes pods a scenario creates on a cluster that outlives it, and waits
+/// (up to a minute) until they are gone, so the names are free again.
 fn delete_pods(cluster: &Cluster, pods: &[(&str, &str)]) {
+    let api = |ns: &str| Api::<Pod>::namespaced(cluster.client(), ns);
     for (ns, name) in pods {
-        let api: Api<Pod> = Api::namespaced(cluster.client(), ns);
-        let _ = cluster.block_on(api.delete(name, &DeleteParams::default()));
+        let _ = cluster.block_on(api(ns).delete(name, &DeleteParams::default()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (ns, name) in pods {
+        while Instant::now() < deadline && cluster.block_on(api(ns).get_opt(name)).is_ok_and(|p| p.is_some()) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 
