@@ -130,18 +130,13 @@ async fn kubectl_round_trip() {
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(&row[..3], ["node-1", "Ready", "control-plane"], "{out}");
 
-    // apply: create, then no change, then a change.
+    // apply (kubectl validates by default, through the server): create,
+    // then no change, then a change.
     let manifest = k.dir.join("pod.yaml");
     std::fs::write(&manifest, POD_YAML).unwrap();
     let manifest = manifest.to_str().unwrap();
-    assert_eq!(
-        k.ok(&["apply", "--validate=false", "-f", manifest]).await.trim(),
-        "pod/web created"
-    );
-    assert_eq!(
-        k.ok(&["apply", "--validate=false", "-f", manifest]).await.trim(),
-        "pod/web unchanged"
-    );
+    assert_eq!(k.ok(&["apply", "-f", manifest]).await.trim(), "pod/web created");
+    assert_eq!(k.ok(&["apply", "-f", manifest]).await.trim(), "pod/web unchanged");
     let changed = k.dir.join("pod2.yaml");
     std::fs::write(
         &changed,
@@ -149,9 +144,7 @@ async fn kubectl_round_trip() {
     )
     .unwrap();
     assert_eq!(
-        k.ok(&["apply", "--validate=false", "-f", changed.to_str().unwrap()])
-            .await
-            .trim(),
+        k.ok(&["apply", "-f", changed.to_str().unwrap()]).await.trim(),
         "pod/web configured"
     );
 
@@ -303,4 +296,50 @@ async fn kubectl_round_trip() {
         stderr.contains("Unauthorized") || stderr.contains("provide credentials"),
         "{stderr}"
     );
+}
+
+/// kubectl's default `--validate=strict` is answered the way kube-apiserver
+/// answers it: through the OpenAPI v3 documents kubectl asks the server to
+/// check (`?fieldValidation=Strict`), an unknown field is refused naming it;
+/// `--validate=warn` creates the object and prints the server's warning;
+/// `--validate=false` creates it silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_field_validation_is_the_servers() {
+    if !kubectl_available() {
+        return;
+    }
+    let s = server().await;
+    let k = Kubectl::new(&s, &s.admin_token(), "validate");
+    let manifest = k.dir.join("cm.yaml");
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\ndta:\n  x: y\n")
+    };
+    std::fs::write(&manifest, cm("strict")).unwrap();
+    let out = k.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown field was accepted");
+    assert!(
+        stderr.contains(
+            "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"dta\""
+        ),
+        "{stderr}"
+    );
+
+    std::fs::write(&manifest, cm("warned")).unwrap();
+    let out = k
+        .run(&["apply", "--validate=warn", "-f", manifest.to_str().unwrap()])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Warning: unknown field \"dta\""), "{stderr}");
+
+    std::fs::write(&manifest, cm("quiet")).unwrap();
+    let out = k
+        .run(&["create", "--validate=false", "-f", manifest.to_str().unwrap()])
+        .await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty());
+    let names = k.ok(&["get", "configmaps", "-o", "name"]).await;
+    let ours: Vec<&str> = names.lines().filter(|n| *n != "configmap/kube-root-ca.crt").collect();
+    assert_eq!(ours, ["configmap/quiet", "configmap/warned"]);
 }

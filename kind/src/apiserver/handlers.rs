@@ -17,6 +17,7 @@ use super::auth::Tokens;
 use super::discovery;
 use super::faults::{Faults, RequestFacts};
 use super::logs::{self, LogSource};
+use super::openapi::{self, FieldValidation};
 use super::patch::{self, PatchType};
 use super::protobuf;
 use super::rbac::{self, Attributes, UserInfo};
@@ -77,6 +78,17 @@ fn text_response(body: Body) -> Response {
 pub(crate) fn error_response(e: &ApiError) -> Response {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     value_response(code, &e.to_status())
+}
+
+/// Adds a `Warning: 299 - "<text>"` header per warning (kubectl prints them).
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
@@ -205,6 +217,10 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             .map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(not_found),
         Route::Health => Ok(text_response(Body::from("ok"))),
+        Route::OpenApiIndex => Ok(value_response(StatusCode::OK, &openapi::index())),
+        Route::OpenApi { group, version } => openapi::group_version(&group, &version)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(not_found),
         Route::Unknown => Err(not_found()),
         Route::Resource(rp) => {
             let ctx = Ctx {
@@ -481,8 +497,21 @@ impl Ctx<'_> {
 
     async fn create(&self, body: Body) -> Result<Response, ApiError> {
         let obj = self.object_body(body).await?;
+        let warnings = self.check_fields(&obj)?;
         let created = self.app.store.create(self.rp.res, self.ns(), obj, self.dry_run())?;
-        Ok(self.ok_object(StatusCode::CREATED, &created))
+        Ok(with_warnings(self.ok_object(StatusCode::CREATED, &created), &warnings))
+    }
+
+    /// Unknown fields of a written object, per `?fieldValidation=` (see
+    /// [`openapi`]): an error under `Strict`, warnings otherwise.
+    fn check_fields(&self, obj: &Value) -> Result<Vec<String>, ApiError> {
+        let mode = FieldValidation::parse(self.query.get("fieldValidation"))?;
+        let info = match self.rp.subresource.as_deref() {
+            // Status writes carry the whole object too.
+            None | Some("status") => self.info(),
+            Some(_) => return Ok(Vec::new()),
+        };
+        mode.check(info, obj)
     }
 
     fn part(&self) -> Part {
@@ -495,11 +524,12 @@ impl Ctx<'_> {
 
     async fn update(&self, body: Body) -> Result<Response, ApiError> {
         let obj = self.object_body(body).await?;
+        let warnings = self.check_fields(&obj)?;
         let updated = self
             .app
             .store
             .update(self.rp.res, self.ns(), self.name(), obj, self.part(), self.dry_run())?;
-        Ok(self.ok_object(StatusCode::OK, &updated))
+        Ok(with_warnings(self.ok_object(StatusCode::OK, &updated), &warnings))
     }
 
     async fn patch(&self, body: Body) -> Result<Response, ApiError> {
@@ -513,20 +543,27 @@ impl Ctx<'_> {
             let mut obj = patch::strategic_merge(&json!({}), &p).map_err(ApiError::bad_request)?;
             let m = store::meta_mut(&mut obj);
             m.insert("name".into(), json!(self.name()));
+            let warnings = self.check_fields(&obj)?;
             let created = store.create(self.rp.res, self.ns(), obj, self.dry_run())?;
-            return Ok(self.ok_object(StatusCode::CREATED, &created));
+            return Ok(with_warnings(self.ok_object(StatusCode::CREATED, &created), &warnings));
         }
         let info = self.info();
         let name = self.name().to_string();
+        // Stored objects have no unknown fields: any in the result came with the patch.
+        let mut warnings = Vec::new();
         let patched = store.modify(
             self.rp.res,
             self.ns(),
             self.name(),
             self.part(),
             self.dry_run(),
-            |cur| patch::apply(ty, cur, &p).map_err(|m| ApiError::invalid(info.kind, &name, "patch", &m)),
+            |cur| {
+                let next = patch::apply(ty, cur, &p).map_err(|m| ApiError::invalid(info.kind, &name, "patch", &m))?;
+                warnings = self.check_fields(&next)?;
+                Ok(next)
+            },
         )?;
-        Ok(self.ok_object(StatusCode::OK, &patched))
+        Ok(with_warnings(self.ok_object(StatusCode::OK, &patched), &warnings))
     }
 
     async fn delete(&self, body: Body) -> Result<Response, ApiError> {

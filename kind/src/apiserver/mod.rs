@@ -21,15 +21,19 @@
 //!   approximated by a strategic merge), delete (uid/resourceVersion
 //!   preconditions), deletecollection; label and field selectors; Table and
 //!   PartialObjectMetadata responses; `pods/log` (with follow) from a
-//!   [`LogSource`]; `pods/binding`.
+//!   [`LogSource`]; `pods/binding`; `fieldValidation` on writes (unknown
+//!   fields refused under `Strict`, a `Warning` header under `Warn`, the
+//!   default), with the `/openapi/v3` documents that make kubectl use it.
 //! - Faults ([`Faults`]): latency, injected errors, dropped watches; and
 //!   [`ApiServer::go_down`] / [`ApiServer::come_up`] on the same addresses,
 //!   each rebound in the network namespace it was first bound in.
 //!
 //! Not implemented: server-side apply field ownership, finalizers and
 //! graceful deletion (deletes are immediate), most admission and validation
-//! (immutable pod fields, RBAC escalation checks), OpenAPI documents
-//! (`/openapi/*` answer 404, so kubectl needs `--validate=false`), protobuf
+//! (immutable pod fields, RBAC escalation checks), OpenAPI schemas
+//! (`/openapi/v3` serves only what kubectl's default validation needs:
+//! operations that take `fieldValidation`, which the server then honours by
+//! strict decoding against the typed structs; `/openapi/v2` is 404), protobuf
 //! request bodies (except access reviews; responses are always JSON, which
 //! every client accepts), consistent reads at old resourceVersions (lists
 //! always return the current state).
@@ -41,6 +45,7 @@ mod handlers;
 mod ids;
 mod listeners;
 mod logs;
+mod openapi;
 mod patch;
 mod protobuf;
 mod rbac;

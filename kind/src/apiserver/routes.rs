@@ -35,7 +35,14 @@ pub enum Route {
     /// `/healthz`, `/livez`, `/readyz` (and their sub-paths)
     Health,
     Resource(ResourcePath),
-    /// Anything else (including `/openapi/...`): 404.
+    /// `/openapi/v3`
+    OpenApiIndex,
+    /// `/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`
+    OpenApi {
+        group: String,
+        version: String,
+    },
+    /// Anything else (including `/openapi/v2`): 404.
     Unknown,
 }
 
@@ -52,6 +59,19 @@ pub fn parse_path(path: &str) -> Result<Route, ApiError> {
         ["api"] => return Ok(Route::CoreVersions),
         ["apis"] => return Ok(Route::Groups),
         ["apis", g] => return Ok(Route::Group((*g).to_string())),
+        ["openapi", "v3"] => return Ok(Route::OpenApiIndex),
+        ["openapi", "v3", "api", v] => {
+            return Ok(Route::OpenApi {
+                group: String::new(),
+                version: (*v).to_string(),
+            });
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return Ok(Route::OpenApi {
+                group: (*g).to_string(),
+                version: (*v).to_string(),
+            });
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Ok(Route::Unknown),
@@ -226,6 +246,14 @@ mod tests {
         );
         assert_eq!(parse_path("/healthz").unwrap(), Route::Health);
         assert_eq!(parse_path("/openapi/v2").unwrap(), Route::Unknown);
+        assert_eq!(parse_path("/openapi/v3").unwrap(), Route::OpenApiIndex);
+        assert_eq!(
+            parse_path("/openapi/v3/apis/apps/v1").unwrap(),
+            Route::OpenApi {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(parse_path("/api/v2").unwrap_err().code, 404);
         assert_eq!(parse_path("/apis/apps/v2/daemonsets").unwrap_err().code, 404);
     }
