@@ -189,9 +189,17 @@ fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
         Some("CrashLoopBackOff")
     );
     assert_eq!(status.phase.as_deref(), Some("Pending"));
-    let logs = cluster
-        .pod_logs("default", "web", "istio-validation")
-        .unwrap_or_default();
+    // The 126 run's output: its previous instance's log once restarted (the
+    // current instance may not have printed yet), else the current one's.
+    let logs = format!(
+        "{}{}",
+        cluster
+            .previous_pod_logs("default", "web", "istio-validation")
+            .unwrap_or_default(),
+        cluster
+            .pod_logs("default", "web", "istio-validation")
+            .unwrap_or_default()
+    );
     assert!(logs.contains("validation failed"), "{logs}");
     cluster.delete().unwrap();
 }

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
-use kube::api::{Api, ListParams, LogParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 
 use crate::deploy::NodeAgent;
 use crate::ensure;
@@ -313,13 +313,9 @@ impl Raced {
 /// that exited 126 is "previous" as soon as kubelet restarted it), then the
 /// current one's.
 fn validator_logs(cluster: &Cluster) -> String {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
-    let params = LogParams {
-        container: Some("istio-validation".into()),
-        previous: true,
-        ..LogParams::default()
-    };
-    let previous = cluster.block_on(api.logs("early", &params)).unwrap_or_default();
+    let previous = cluster
+        .previous_pod_logs(NS, "early", "istio-validation")
+        .unwrap_or_default();
     let current = cluster.pod_logs(NS, "early", "istio-validation").unwrap_or_default();
     format!("{previous}{current}")
 }

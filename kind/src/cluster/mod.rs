@@ -385,6 +385,20 @@ impl Cluster {
         }
     }
 
+    /// The log of a container's previous instance: the one that last
+    /// terminated, once kubelet has restarted it (its current log may then
+    /// still be empty). Through the API, on every backend.
+    pub fn previous_pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
+        let params = kube::api::LogParams {
+            container: Some(container.to_string()),
+            previous: true,
+            ..Default::default()
+        };
+        self.block_on(api.logs(pod, &params))
+            .map_err(|e| ClusterError::Api(format!("previous logs of {namespace}/{pod} container {container}: {e}")))
+    }
+
     /// Runs `argv` in a pod's network namespace (with the node's tools, as
     /// the CNI plugin does); its stdout. Not on `existing` clusters.
     pub fn in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
