@@ -44,26 +44,13 @@ fn running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
-/// Whether the kernel can create ipvlan links (CONFIG_IPVLAN).
-fn ipvlan_supported() -> bool {
-    std::process::Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link add v0 type veth peer name v1 && ip link add link v0 name iv0 type ipvlan mode l2",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn pods_on_two_nodes_reach_each_other() {
     if !privileged("pods_on_two_nodes_reach_each_other") {
         return;
     }
     let mut profiles = vec![Profile::Ptp, Profile::Bridge, Profile::Macvlan];
-    if ipvlan_supported() {
+    if Profile::Ipvlan.kernel_supports() {
         profiles.push(Profile::Ipvlan);
     } else {
         eprintln!("NOTE: this kernel has no ipvlan support; the ipvlan profile is not exercised");

@@ -50,21 +50,6 @@ fn cache_path(node: &Node, network: &str, sandbox: &PodSandbox) -> std::path::Pa
         .join(format!("{network}-{}-eth0", sandbox.id))
 }
 
-/// Whether the kernel can create ipvlan links (probed in the node netns).
-fn kernel_has_ipvlan(node: &Node) -> bool {
-    let made = node
-        .command("ip")
-        .args([
-            "link", "add", "link", "eth0", "name", "ivprobe", "type", "ipvlan", "mode", "l2",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if made {
-        run_ok(node.command("ip").args(["link", "del", "ivprobe"]));
-    }
-    made
-}
-
 #[rstest]
 fn add_check_del_for_every_profile(
     #[values(Profile::Bridge, Profile::Ptp, Profile::Macvlan, Profile::Ipvlan)] profile: Profile,
@@ -101,7 +86,7 @@ fn add_check_del_for_every_profile(
     let sandbox = node.create_pod_netns("pod-a").expect("creating the sandbox");
     let rt = pod_rt(&sandbox);
     let runner = node.runner().with_timeout(Duration::from_secs(30));
-    if profile == Profile::Ipvlan && !kernel_has_ipvlan(node) {
+    if !profile.kernel_supports() {
         // Not a privilege problem: this kernel was built without
         // CONFIG_IPVLAN. The runner must still surface the plugin's refusal
         // as a typed error.

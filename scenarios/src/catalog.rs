@@ -13,6 +13,11 @@ pub fn all() -> Vec<Scenario> {
     all
 }
 
+/// The scenario called exactly `name`.
+pub fn named(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}
+
 /// Scenarios whose name contains `pattern` (a plain substring, or `*`
 /// wildcards: `cni/*/chained`).
 pub fn filter(scenarios: Vec<Scenario>, pattern: &str) -> Vec<Scenario> {

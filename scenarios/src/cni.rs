@@ -192,20 +192,6 @@ fn delete_pods(cluster: &Cluster, pods: &[(&str, &str)]) {
     }
 }
 
-/// Whether the kernel can create ipvlan links (CONFIG_IPVLAN), probed in a
-/// throwaway netns as kind's own tests do.
-pub fn kernel_has_ipvlan() -> bool {
-    std::process::Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link add v0 type veth peer name v1 && ip link add link v0 name iv0 type ipvlan mode l2",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
     if !env.is_local() {
         return skip(format!(
@@ -213,7 +199,7 @@ fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
             env.target.name()
         ));
     }
-    if profile == Profile::Ipvlan && !kernel_has_ipvlan() {
+    if !profile.kernel_supports() {
         return skip("this kernel cannot create ipvlan links (CONFIG_IPVLAN)");
     }
     let cluster = env.cluster(ClusterSpec {

@@ -205,6 +205,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Prints the verdict, the timeline and the notes to stderr (what a
+    /// cargo test shows for the scenario).
+    pub fn eprint(&self) {
+        eprintln!("{}: {:?} in {:?}", self.name, self.verdict, self.duration);
+        for m in &self.record.timeline {
+            eprintln!("{}: {:>8.3} s  {}", self.name, m.at.as_secs_f64(), m.what);
+        }
+        for n in &self.record.notes {
+            eprintln!("{}: {n}", self.name);
+        }
+    }
+
     /// Panics with the failure and its diagnostics: how rstest cases report.
     pub fn assert_passed(&self) {
         match &self.verdict {

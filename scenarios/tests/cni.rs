@@ -21,16 +21,10 @@ fn cni(
     if !privileged(&name) {
         return;
     }
-    let scenario = catalog::all()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let scenario = catalog::named(&name).unwrap_or_else(|| panic!("no scenario {name}"));
     let env = Env::new(Target::Local).unwrap();
     let outcome = scenario.run(&env);
-    eprintln!("{name}: {:?} in {:?}", outcome.verdict, outcome.duration);
-    for mark in &outcome.record.timeline {
-        eprintln!("  {:>8.1?} {}", mark.at, mark.what);
-    }
+    outcome.eprint();
     if let Verdict::Skip(reason) = &outcome.verdict {
         // Only ipvlan may skip, and only where the kernel lacks it.
         assert!(profile == "ipvlan", "{name} skipped: {reason}");

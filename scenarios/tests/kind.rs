@@ -23,10 +23,7 @@ static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 fn kind_cni_chained(#[values("kindnet", "calico", "cilium", "flannel")] cni: &str) {
     let _turn = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let name = format!("cni/{cni}/chained");
-    let scenario = catalog::all()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let scenario = catalog::named(&name).unwrap_or_else(|| panic!("no scenario {name}"));
     let env = Env::new(Target::Kind { cni: cni.into() }).unwrap();
     assert!(
         scenario.runs_on(&env.target),
@@ -55,8 +52,6 @@ fn kind_cni_chained(#[values("kindnet", "calico", "cilium", "flannel")] cni: &st
         eprintln!("{name} not run on this machine:\n{missing}");
         return;
     }
-    for mark in &outcome.record.timeline {
-        eprintln!("  {:>8.1?} {}", mark.at, mark.what);
-    }
+    outcome.eprint();
     outcome.assert_passed();
 }

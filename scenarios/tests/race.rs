@@ -18,17 +18,9 @@ fn race(#[case] name: &str) {
         return;
     }
     let env = Env::new(Target::Local).expect("the workspace binaries");
-    let scenario = catalog::all()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let scenario = catalog::named(name).unwrap_or_else(|| panic!("no scenario {name}"));
     let outcome = scenario.run(&env);
-    for m in &outcome.record.timeline {
-        eprintln!("{name}: {:>8.3} s  {}", m.at.as_secs_f64(), m.what);
-    }
-    for n in &outcome.record.notes {
-        eprintln!("{name}: {n}");
-    }
+    outcome.eprint();
     outcome.assert_passed();
     assert_eq!(
         outcome.verdict,

@@ -21,12 +21,7 @@ fn run(name: &str) {
         .find(|s| s.name == name || (name.ends_with('/') && s.name.starts_with(name)))
         .unwrap_or_else(|| panic!("no scenario {name}"));
     let outcome = scenario.run(&env);
-    for m in &outcome.record.timeline {
-        eprintln!("{}: {:>8.3} s  {}", outcome.name, m.at.as_secs_f64(), m.what);
-    }
-    for n in &outcome.record.notes {
-        eprintln!("{}: {n}", outcome.name);
-    }
+    outcome.eprint();
     outcome.assert_passed();
     // Only a checkout without an earlier tag may skip (the release pairing).
     let no_release = matches!(&outcome.verdict, Verdict::Skip(m) if m.starts_with("no previous release"));

@@ -35,6 +35,23 @@ impl Profile {
     /// Every profile.
     pub const ALL: [Profile; 4] = [Profile::Bridge, Profile::Ptp, Profile::Macvlan, Profile::Ipvlan];
 
+    /// Whether this kernel can create the profile's links. Only ipvlan
+    /// (CONFIG_IPVLAN) is ever missing; it is probed in a throwaway netns.
+    pub fn kernel_supports(self) -> bool {
+        if self != Profile::Ipvlan {
+            return true;
+        }
+        std::process::Command::new("unshare")
+            .args([
+                "--net",
+                "sh",
+                "-c",
+                "ip link add v0 type veth peer name v1 && ip link add link v0 name iv0 type ipvlan mode l2",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     /// The main plugin's `type`.
     pub fn plugin_type(self) -> &'static str {
         match self {
