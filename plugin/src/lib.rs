@@ -12,6 +12,7 @@
 //! `render` and `validate` subcommands.
 
 pub mod api;
+pub mod bounded;
 pub mod capture;
 pub mod cli;
 pub mod cni;
