@@ -142,6 +142,47 @@ fn an_invalid_annotation_exits_2_with_one_line_and_no_rules() {
 }
 
 #[test]
+fn proxy_ids_outside_kubernetes_range_exit_2_naming_the_field() {
+    let cases = [
+        ("runAsUser: -5", "securityContext.runAsUser: invalid value \"-5\""),
+        ("runAsGroup: -1", "securityContext.runAsGroup: invalid value \"-1\""),
+        (
+            "runAsUser: 4294967296",
+            "securityContext.runAsUser: invalid value \"4294967296\"",
+        ),
+        (
+            "runAsUser: 2147483648",
+            "securityContext.runAsUser: invalid value \"2147483648\"",
+        ),
+    ];
+    for (field, expected) in cases {
+        let pod = MESHED_POD.replace(
+            "args: [proxy, sidecar]",
+            &format!("args: [proxy, sidecar], securityContext: {{{field}}}"),
+        );
+        assert_ne!(pod, MESHED_POD);
+        let out = render(&["-f", "-"], &pod);
+        assert_eq!(out.status.code(), Some(2), "{field}: {}", stdout(&out));
+        assert_eq!(stdout(&out), "", "{field}: no rules");
+        let err = stderr(&out);
+        assert!(
+            err.contains("Pod/web: istio-proxy container ")
+                && err.contains(expected)
+                && err.contains("must be between 0 and 2147483647"),
+            "{field}: {err}"
+        );
+    }
+    let pod = MESHED_POD.replace(
+        "args: [proxy, sidecar]",
+        "args: [proxy, sidecar], securityContext: {runAsUser: 2147483647, runAsGroup: 5}",
+    );
+    let out = render(&["-f", "-"], &pod);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("--uid-owner 2147483647"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("--gid-owner 5"), "{}", stdout(&out));
+}
+
+#[test]
 fn bad_manifests_exit_2_naming_the_problem() {
     let cases = [
         ("kind: Service\nmetadata: {name: s}\n", "unsupported kind \"Service\""),

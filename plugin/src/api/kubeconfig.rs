@@ -1,10 +1,14 @@
 //! The kubeconfig the node agent writes for the plugin: server URL, CA (data
-//! or file) or insecure-skip-tls, and a bearer token (inline or file).
+//! or file) or insecure-skip-tls, and a bearer token (inline or file). The
+//! kubeconfig and every file it names are read through [`bounded`]: a path
+//! in a config may name `/dev/zero`, a FIFO or a hung mount.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde::Deserialize;
+
+use crate::bounded::{self, Limits, ReadError};
 
 /// Where and how to reach the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +22,12 @@ pub struct Target {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("kubeconfig {}: {reason}", path.display())]
-pub struct KubeconfigError {
-    pub path: PathBuf,
-    pub reason: String,
+pub enum KubeconfigError {
+    /// The kubeconfig file itself could not be read (the error names it).
+    #[error("kubeconfig {0}")]
+    Read(#[source] ReadError),
+    #[error("kubeconfig {}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
 }
 
 #[derive(Deserialize)]
@@ -83,12 +89,11 @@ struct Context {
 impl Target {
     /// Reads and resolves a kubeconfig file (current context, else the first).
     pub fn load(path: &Path) -> Result<Target, KubeconfigError> {
-        let err = |reason: String| KubeconfigError {
+        let text = bounded::read_to_string(path, Limits::CONFIG).map_err(KubeconfigError::Read)?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new("/"))).map_err(|reason| KubeconfigError::Invalid {
             path: path.to_path_buf(),
             reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new("/"))).map_err(err)
+        })
     }
 
     /// Resolves kubeconfig text; relative file references are under `base`.
@@ -123,10 +128,9 @@ impl Target {
                     .decode(data.trim())
                     .map_err(|e| format!("certificate-authority-data is not base64: {e}"))?,
             ),
-            (None, Some(file)) => Some(
-                std::fs::read(resolve(file))
-                    .map_err(|e| format!("certificate-authority {}: {e}", resolve(file).display()))?,
-            ),
+            (None, Some(file)) => {
+                Some(bounded::read(&resolve(file), Limits::CONFIG).map_err(|e| format!("certificate-authority {e}"))?)
+            }
             (None, None) => None,
         };
         let token = match user {
@@ -134,8 +138,8 @@ impl Target {
             Some(User {
                 token_file: Some(f), ..
             }) => Some(
-                std::fs::read_to_string(resolve(f))
-                    .map_err(|e| format!("tokenFile {}: {e}", resolve(f).display()))?
+                bounded::read_to_string(&resolve(f), Limits::CONFIG)
+                    .map_err(|e| format!("tokenFile {e}"))?
                     .trim()
                     .to_string(),
             ),
@@ -212,8 +216,64 @@ current-context: istio-cni-context
         let e = Target::load(Path::new("/nonexistent/istio-cni-kubeconfig")).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("kubeconfig /nonexistent/istio-cni-kubeconfig: cannot read it"),
+                .starts_with("kubeconfig /nonexistent/istio-cni-kubeconfig: No such file"),
             "{e}"
         );
+    }
+
+    /// Special files (FIFOs, `/dev/zero`) are covered with the binary in
+    /// tests/hostile_input.rs, where a regression cannot hang or exhaust the
+    /// test process; here the cases a plain read would get wrong safely.
+    #[test]
+    fn files_it_names_are_read_within_bounds() {
+        let dir = std::env::temp_dir().join(format!("istio-cni-kubeconfig-bounds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(Limits::CONFIG.max_bytes + 1)
+            .unwrap();
+        let cluster = |ca: &str| {
+            format!("clusters: [{{name: c, cluster: {{server: 'https://x', certificate-authority: '{ca}'}}}}]\n")
+        };
+        let token = |file: &str| {
+            format!(
+                "clusters: [{{name: c, cluster: {{server: 'https://x'}}}}]\nusers: [{{name: u, user: {{tokenFile: '{file}'}}}}]\n"
+            )
+        };
+        let cases = [
+            (
+                cluster("."),
+                "certificate-authority {dir}/.: not a regular file (a directory)",
+            ),
+            (
+                cluster("big"),
+                "certificate-authority {dir}/big: larger than the limit of 4194304 bytes",
+            ),
+            (
+                token("big"),
+                "tokenFile {dir}/big: larger than the limit of 4194304 bytes",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = Target::parse(&text, &dir).unwrap_err();
+            assert_eq!(e, expected.replace("{dir}", &dir.display().to_string()));
+        }
+        std::fs::write(dir.join("kubeconfig"), token("big")).unwrap();
+        let e = Target::load(&dir.join("kubeconfig")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "kubeconfig {}/kubeconfig: tokenFile {}: larger than the limit of 4194304 bytes",
+                dir.display(),
+                big.display()
+            )
+        );
+        let e = Target::load(&dir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("kubeconfig {}: not a regular file (a directory)", dir.display())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

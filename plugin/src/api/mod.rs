@@ -3,6 +3,7 @@
 //! per-pod cost low (no async runtime is started for it).
 
 pub mod kubeconfig;
+mod path;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +50,7 @@ impl Client {
 
 impl PodApi for Client {
     fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, ApiError> {
-        let url = format!("{}/api/v1/namespaces/{namespace}/pods/{name}", self.target.server);
+        let url = format!("{}{}", self.target.server, path::pod(namespace, name));
         let mut request = self.agent.get(&url).header("Accept", "application/json");
         if let Some(token) = &self.target.token {
             request = request.header("Authorization", format!("Bearer {token}"));

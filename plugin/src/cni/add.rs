@@ -333,6 +333,41 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_proxy_uid_fails_the_sandbox_before_programming() {
+        let rec = Recorder::default();
+        let mut pod = meshed(json!({}));
+        let spec = pod.spec.as_mut().unwrap();
+        spec.containers[1].security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            run_as_user: Some(-5),
+            ..Default::default()
+        });
+        let e = run(&request("web", "default"), &conf(json!({})), Some(api(Some(pod))), &rec).unwrap_err();
+        assert_eq!(
+            e.msg,
+            "pod default/web: istio-proxy container securityContext.runAsUser: invalid value \"-5\": must be between 0 and 2147483647"
+        );
+        assert!(rec.0.borrow().is_empty(), "no rules for a bad uid");
+    }
+
+    #[test]
+    fn invalid_pod_names_never_reach_the_api() {
+        for args in [
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web?x",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web#frag",
+            "K8S_POD_NAMESPACE=de/fault;K8S_POD_NAME=web",
+            // Even where the namespace would be excluded: the value is garbage.
+            "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=Web",
+        ] {
+            let mut req = request("web", "default");
+            req.args = format!("IgnoreUnknown=1;{args}");
+            let calls = api(Some(meshed(json!({}))));
+            let e = run(&req, &conf(json!({})), Some(calls), &Recorder::default()).unwrap_err();
+            assert_eq!(e.code, 4, "{args}: {e}");
+            assert!(e.msg.contains("is not a valid Kubernetes name"), "{args}: {e}");
+        }
+    }
+
+    #[test]
     fn api_errors_are_retried_then_fail_closed() {
         let rec = Recorder::default();
         let flaky = Api {

@@ -12,7 +12,9 @@ pub struct K8sArgs {
 }
 
 /// Parses `CNI_ARGS`. Unknown keys are an error unless `IgnoreUnknown` is
-/// true (runtimes always send `IgnoreUnknown=1`).
+/// true (runtimes always send `IgnoreUnknown=1`). A pod name or namespace
+/// that is present must be a valid Kubernetes name: they become API URL path
+/// segments, and `web?x` or `web#x` would otherwise fetch another pod `web`.
 pub fn parse(raw: &str) -> Result<K8sArgs, CniError> {
     let mut args = K8sArgs::default();
     let mut unknown = Vec::new();
@@ -54,7 +56,62 @@ pub fn parse(raw: &str) -> Result<K8sArgs, CniError> {
             format!("ARGS: unknown args {unknown:?} (set IgnoreUnknown=1 to allow them)"),
         ));
     }
+    // Empty means absent: the caller leaves such a sandbox alone.
+    let checks = [
+        (
+            "K8S_POD_NAMESPACE",
+            &args.pod_namespace,
+            dns1123_label as fn(&str) -> Result<(), String>,
+        ),
+        ("K8S_POD_NAME", &args.pod_name, dns1123_subdomain),
+    ];
+    for (key, value, check) in checks {
+        if !value.is_empty()
+            && let Err(reason) = check(value)
+        {
+            return Err(CniError::new(
+                Code::InvalidEnvironment,
+                format!("ARGS: {key} {value:?} is not a valid Kubernetes name: {reason}"),
+            ));
+        }
+    }
     Ok(args)
+}
+
+const LABEL_RULE: &str = "lowercase letters, digits and '-', starting and ending with a letter or digit";
+
+/// A namespace name: a DNS-1123 label.
+pub fn dns1123_label(s: &str) -> Result<(), String> {
+    let rule = || format!("a namespace is {LABEL_RULE}, at most 63 characters");
+    if s.len() > 63 {
+        return Err(format!("{} characters; {}", s.len(), rule()));
+    }
+    label(s).map_err(|reason| format!("{reason}; {}", rule()))
+}
+
+/// An object name such as a pod's: a DNS-1123 subdomain.
+pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
+    let rule = || format!("a pod name is dot-separated parts of {LABEL_RULE}, at most 253 characters");
+    if s.len() > 253 {
+        return Err(format!("{} characters; {}", s.len(), rule()));
+    }
+    s.split('.')
+        .try_for_each(label)
+        .map_err(|reason| format!("{reason}; {}", rule()))
+}
+
+fn label(s: &str) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if let Some(c) = s.chars().find(|&c| !alnum(c) && c != '-') {
+        return Err(format!("{c:?} is not allowed"));
+    }
+    if s.is_empty() {
+        return Err("empty part between dots".into());
+    }
+    if !s.starts_with(alnum) || !s.ends_with(alnum) {
+        return Err(format!("{s:?} starts or ends with '-'"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -84,5 +141,45 @@ mod tests {
             assert_eq!(e.code, 4, "{bad}");
         }
         assert_eq!(parse("").unwrap(), K8sArgs::default());
+    }
+
+    #[test]
+    fn pod_names_and_namespaces_must_be_kubernetes_names() {
+        let long_name = format!("{}.{}", "a".repeat(200), "b".repeat(53));
+        assert_eq!(long_name.len(), 254);
+        let cases = [
+            ("K8S_POD_NAME", "web?", "'?' is not allowed"),
+            ("K8S_POD_NAME", "web#frag", "'#' is not allowed"),
+            ("K8S_POD_NAME", "a/b", "'/' is not allowed"),
+            ("K8S_POD_NAME", "..", "empty part"),
+            ("K8S_POD_NAME", "web..1", "empty part"),
+            ("K8S_POD_NAME", "web.-1", "starts or ends with '-'"),
+            ("K8S_POD_NAME", "Web", "'W' is not allowed"),
+            ("K8S_POD_NAME", "web%2f", "'%' is not allowed"),
+            ("K8S_POD_NAME", &long_name, "254 characters"),
+            ("K8S_POD_NAMESPACE", "a.b", "'.' is not allowed"),
+            ("K8S_POD_NAMESPACE", "-ns", "starts or ends with '-'"),
+            ("K8S_POD_NAMESPACE", &"n".repeat(64), "64 characters"),
+            ("K8S_POD_NAMESPACE", "default?", "'?' is not allowed"),
+        ];
+        for (key, value, reason) in cases {
+            let e = parse(&format!("{key}={value}")).unwrap_err();
+            assert_eq!(e.code, 4, "{key}={value}");
+            assert!(
+                e.msg.contains(key) && e.msg.contains(&format!("{value:?}")) && e.msg.contains(reason),
+                "{key}={value}: {}",
+                e.msg
+            );
+        }
+        let ok = parse(&format!(
+            "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+            "n".repeat(63),
+            &long_name[1..]
+        ))
+        .unwrap();
+        assert_eq!(ok.pod_name.len(), 253);
+        assert!(parse("K8S_POD_NAME=web-0.web.default-1;K8S_POD_NAMESPACE=kube-system").is_ok());
+        // Empty values mean "not given", as before.
+        assert_eq!(parse("K8S_POD_NAME=;K8S_POD_NAMESPACE=").unwrap(), K8sArgs::default());
     }
 }

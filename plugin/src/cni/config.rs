@@ -2,10 +2,18 @@
 //! 1.20 to today write it. Go's `encoding/json` rules apply: keys match
 //! case-insensitively (an exact match wins), unknown keys are ignored and
 //! `null` keeps the default (reference: istio-cni-plugin.md §1.5, §8).
+//!
+//! Only the top level is decoded up front; every value stays raw JSON text
+//! until a known key is read. Unknown keys and `prevResult` therefore cost
+//! no more memory than their bytes on stdin (a generic JSON tree costs up to
+//! ~100 times its text), and `prevResult` is decoded straight into its typed,
+//! size-checked form.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::error::{CniError, Code};
 
@@ -15,12 +23,18 @@ pub const DEFAULT_AGENT_RUN_DIR: &str = "/var/run/istio-cni";
 /// The kubeconfig's file name inside the agent run dir.
 pub const KUBECONFIG_FILE: &str = "istio-cni-kubeconfig";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A JSON object whose values are still undecoded text. Sorted by key, so
+/// the case-insensitive lookup sees keys in the same order as before.
+type Object = BTreeMap<String, Box<RawValue>>;
+
+#[derive(Debug, Clone)]
 pub struct NetConf {
     pub cni_version: String,
     pub name: String,
     pub plugin_type: String,
-    pub prev_result: Option<Value>,
+    /// Undecoded: only ADD decodes it, with the config's version
+    /// ([`super::result::CniResult::decode`]).
+    pub prev_result: Option<Box<RawValue>>,
     /// `plugin_log_level` (1.23+) or `log_level` (≤1.22).
     pub log_level: Option<String>,
     /// `cni_agent_run_dir` (1.24+); [`DEFAULT_AGENT_RUN_DIR`] when absent.
@@ -28,7 +42,8 @@ pub struct NetConf {
     /// Whether `cni_agent_run_dir` was in the config (≤1.23 configs lack it).
     pub has_agent_run_dir: bool,
     pub ambient_enabled: bool,
-    pub enablement_selectors: Option<Value>,
+    /// Ambient only; kept undecoded.
+    pub enablement_selectors: Option<Box<RawValue>>,
     /// Top-level `exclude_namespaces` (1.24+) and `kubernetes.exclude_namespaces` (≤1.23).
     pub exclude_namespaces: Vec<String>,
     pub pod_namespace: String,
@@ -46,14 +61,15 @@ impl NetConf {
     /// Parses the plugin's stdin. Not JSON → code 6; a missing or invalid
     /// `name`, or a known key of the wrong type → code 7.
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
-        let value: Value = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::new(Code::Decode, format!("error unmarshaling network config: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(CniError::new(
-                Code::Decode,
-                "error unmarshaling network config: not a JSON object",
-            ));
-        };
+        let obj: Object = serde_json::from_slice(stdin).map_err(|e| {
+            // A syntax error says where; a type error can only be the top level.
+            let reason = if e.is_data() {
+                "not a JSON object".to_string()
+            } else {
+                e.to_string()
+            };
+            CniError::new(Code::Decode, format!("error unmarshaling network config: {reason}"))
+        })?;
         let name = string(&obj, "name")?.unwrap_or_default();
         if !valid_name(&name) {
             return Err(CniError::new(
@@ -63,11 +79,7 @@ impl NetConf {
                 ),
             ));
         }
-        let kubernetes = match get(&obj, "kubernetes") {
-            None => Map::new(),
-            Some(Value::Object(k)) => k.clone(),
-            Some(_) => return Err(wrong_type("kubernetes", "an object")),
-        };
+        let kubernetes: Object = decode(&obj, "kubernetes", "an object")?.unwrap_or_default();
         let run_dir = string(&obj, "cni_agent_run_dir")?.filter(|d| !d.is_empty());
         let mut exclude_namespaces = strings(&obj, "exclude_namespaces")?;
         for ns in strings(&kubernetes, "exclude_namespaces")? {
@@ -79,7 +91,7 @@ impl NetConf {
             cni_version: string(&obj, "cniVersion")?.unwrap_or_else(|| "0.1.0".into()),
             name,
             plugin_type: string(&obj, "type")?.unwrap_or_default(),
-            prev_result: get(&obj, "prevResult").cloned(),
+            prev_result: get(&obj, "prevResult").map(ToOwned::to_owned),
             log_level: match string(&obj, "plugin_log_level")? {
                 Some(level) => Some(level),
                 None => string(&obj, "log_level")?,
@@ -87,7 +99,7 @@ impl NetConf {
             has_agent_run_dir: run_dir.is_some(),
             agent_run_dir: PathBuf::from(run_dir.unwrap_or_else(|| DEFAULT_AGENT_RUN_DIR.into())),
             ambient_enabled: boolean(&obj, "ambient_enabled")?,
-            enablement_selectors: get(&obj, "enablement_selectors").cloned(),
+            enablement_selectors: get(&obj, "enablement_selectors").map(ToOwned::to_owned),
             exclude_namespaces,
             pod_namespace: string(&obj, "pod_namespace")?.unwrap_or_default(),
             native_nftables: boolean(&obj, "native_nftables")?,
@@ -128,11 +140,11 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 /// Go's field matching: the exact key, else the first case-insensitive one.
-fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a RawValue> {
     let found = obj
         .get(key)
         .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v));
-    found.filter(|v| !v.is_null())
+    found.map(|v| &**v).filter(|v| v.get().trim() != "null")
 }
 
 fn wrong_type(key: &str, expected: &str) -> CniError {
@@ -142,41 +154,30 @@ fn wrong_type(key: &str, expected: &str) -> CniError {
     )
 }
 
-fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
-    match get(obj, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(wrong_type(key, "a string")),
-    }
+/// A known key's value as `T`; a value of another type is code 7. Decoding
+/// into the target type directly stops at the first wrong token.
+fn decode<T: DeserializeOwned>(obj: &Object, key: &str, expected: &str) -> Result<Option<T>, CniError> {
+    get(obj, key)
+        .map(|raw| serde_json::from_str(raw.get()).map_err(|_| wrong_type(key, expected)))
+        .transpose()
 }
 
-fn boolean(obj: &Map<String, Value>, key: &str) -> Result<bool, CniError> {
-    match get(obj, key) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(wrong_type(key, "true or false")),
-    }
+fn string(obj: &Object, key: &str) -> Result<Option<String>, CniError> {
+    decode(obj, key, "a string")
 }
 
-fn strings(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, CniError> {
-    match get(obj, key) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| wrong_type(key, "a list of strings"))
-            })
-            .collect(),
-        Some(_) => Err(wrong_type(key, "a list of strings")),
-    }
+fn boolean(obj: &Object, key: &str) -> Result<bool, CniError> {
+    Ok(decode(obj, key, "true or false")?.unwrap_or(false))
+}
+
+fn strings(obj: &Object, key: &str) -> Result<Vec<String>, CniError> {
+    Ok(decode(obj, key, "a list of strings")?.unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn parse(v: Value) -> Result<NetConf, CniError> {
         NetConf::parse(v.to_string().as_bytes())

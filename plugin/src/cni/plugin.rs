@@ -2,7 +2,7 @@
 //! lookup through the agent's kubeconfig, programming through
 //! [`crate::program`]) and the process entry point.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use super::config::NetConf;
 use super::error::{CniError, Code};
 use super::logsink::LogBuffer;
 use super::result::CniResult;
-use super::skel::{Handler, Request, dispatch};
+use super::skel::{Handler, Request, dispatch, read_config};
 use crate::api::{Client, Target};
 use crate::capture::NodeEnv;
 use crate::program::{Backend, ProgramError, Programmed, program};
@@ -80,14 +80,18 @@ impl Handler for IstioCni {
 /// the exit code. Stdout carries exactly the reply document. The log records
 /// in `logs` go to the agent's socket at the end, also after an error.
 pub fn main(request: &Request, logs: &LogBuffer) -> i32 {
-    let mut stdin = Vec::new();
-    if request.command != super::skel::Command::Version
-        && let Err(e) = std::io::stdin().read_to_end(&mut stdin)
-    {
-        let e = CniError::new(Code::Io, format!("reading the network config from stdin: {e}"));
-        print!("{}", e.to_json(super::version::CURRENT));
-        return 1;
-    }
+    let stdin = if request.command == super::skel::Command::Version {
+        Vec::new()
+    } else {
+        match read_config(std::io::stdin().lock()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!("{e}");
+                print!("{}", e.to_json(super::version::CURRENT));
+                return 1;
+            }
+        }
+    };
     let mut plugin = IstioCni {
         policy: FetchPolicy::default(),
     };

@@ -2,14 +2,75 @@
 //! in that version's format, unchanged (reference: istio-cni-plugin.md §1.6).
 //! Field order, omission rules and the 4-space indentation follow the Go
 //! library the runtime side uses, so chained output is byte-compatible.
+//! Every list is limited to [`MAX_ENTRIES`] while it is decoded.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::error::{CniError, Code};
 use super::version::Family;
 use crate::redirect::Prefix;
+
+/// The most entries of any one list in a `prevResult` (interfaces, ips,
+/// routes, DNS nameservers, search domains, options). A pod's result has a
+/// few of each, a multi-network pod's some tens; 1024 is far above any real
+/// result, and refusing more while decoding keeps a hostile result from
+/// costing memory.
+pub const MAX_ENTRIES: usize = 1024;
+
+/// A list of at most [`MAX_ENTRIES`]; `what` names it in the error.
+fn limited<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D, what: &'static str) -> Result<Vec<T>, D::Error> {
+    struct Limited<T>(&'static str, PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Limited<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a list of at most {MAX_ENTRIES} {}", self.0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_ENTRIES {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_ENTRIES} {} (the limit for a previous result)",
+                        self.0
+                    )));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Limited(what, PhantomData))
+}
+
+fn interfaces<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    limited(d, "interfaces")
+}
+
+fn ips<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    limited(d, "ips")
+}
+
+fn routes<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    limited(d, "routes")
+}
+
+fn nameservers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    limited(d, "DNS nameservers")
+}
+
+fn search<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    limited(d, "DNS search domains")
+}
+
+fn options<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    limited(d, "DNS options")
+}
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
@@ -34,13 +95,13 @@ impl<'de> Deserialize<'de> for IpNet {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "nameservers", skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "search", skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "options", skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 
@@ -86,7 +147,7 @@ pub struct IpConfig020 {
     pub ip: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "routes", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
 }
 
@@ -96,11 +157,11 @@ pub struct IpConfig020 {
 pub struct Result040 {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cni_version: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "interfaces", skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface040>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "ips", skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<IpConfig040>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "routes", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
     #[serde(default)]
     pub dns: Dns,
@@ -131,11 +192,11 @@ pub struct IpConfig040 {
 pub struct Result100 {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cni_version: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "interfaces", skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface100>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "ips", skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<IpConfig100>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "routes", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
     #[serde(default, skip_serializing_if = "Dns::is_empty")]
     pub dns: Dns,
@@ -203,14 +264,24 @@ impl CniResult {
 
     /// Decodes `prevResult` with the config's version: the object's own
     /// `cniVersion` must belong to the same family.
-    pub fn decode(prev: &serde_json::Value, conf_version: &str) -> Result<CniResult, CniError> {
+    pub fn decode(prev: &RawValue, conf_version: &str) -> Result<CniResult, CniError> {
         let family = Family::of(conf_version).ok_or_else(|| {
             CniError::new(
                 Code::IncompatibleVersion,
                 format!("unsupported cniVersion {conf_version:?}"),
             )
         })?;
-        let own = prev.get("cniVersion").and_then(|v| v.as_str()).unwrap_or_default();
+        #[derive(Deserialize)]
+        struct Own {
+            #[serde(rename = "cniVersion")]
+            cni_version: Option<String>,
+        }
+        // Not an object, or a cniVersion that is not a string: no version.
+        let own = serde_json::from_str::<Own>(prev.get())
+            .ok()
+            .and_then(|o| o.cni_version)
+            .unwrap_or_default();
+        let own = own.as_str();
         let bad = |detail: String| CniError::new(Code::Decode, format!("could not parse prevResult: {detail}"));
         if !family.versions().contains(&own) {
             return Err(bad(format!(
@@ -219,9 +290,9 @@ impl CniResult {
             )));
         }
         let decoded = match family {
-            Family::V020 => serde_json::from_value(prev.clone()).map(CniResult::V020),
-            Family::V040 => serde_json::from_value(prev.clone()).map(CniResult::V040),
-            Family::V100 => serde_json::from_value(prev.clone()).map(CniResult::V100),
+            Family::V020 => serde_json::from_str(prev.get()).map(CniResult::V020),
+            Family::V040 => serde_json::from_str(prev.get()).map(CniResult::V040),
+            Family::V100 => serde_json::from_str(prev.get()).map(CniResult::V100),
         };
         decoded.map_err(|e| bad(e.to_string()))
     }
@@ -269,6 +340,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn decode(prev: &serde_json::Value, conf_version: &str) -> Result<CniResult, CniError> {
+        CniResult::decode(&serde_json::value::to_raw_value(prev).unwrap(), conf_version)
+    }
+
     fn bridge_result(version: &str) -> serde_json::Value {
         let mut ip = json!({"address": "10.251.0.5/24", "gateway": "10.251.0.1", "interface": 2});
         if Family::of(version) == Some(Family::V040) {
@@ -291,7 +366,7 @@ mod tests {
     fn results_round_trip_in_their_own_format() {
         for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
             let prev = bridge_result(version);
-            let out = CniResult::decode(&prev, version).unwrap().print(version);
+            let out = decode(&prev, version).unwrap().print(version);
             let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
             let mut expected = prev.clone();
             if Family::of(version) == Some(Family::V100) {
@@ -305,17 +380,15 @@ mod tests {
 
     #[test]
     fn the_output_takes_the_config_version_within_the_family() {
-        let out = CniResult::decode(&bridge_result("0.3.0"), "0.4.0")
-            .unwrap()
-            .print("0.4.0");
+        let out = decode(&bridge_result("0.3.0"), "0.4.0").unwrap().print("0.4.0");
         assert!(out.contains("\"cniVersion\": \"0.4.0\""), "{out}");
     }
 
     #[test]
     fn a_prev_result_from_another_family_is_rejected() {
-        let e = CniResult::decode(&bridge_result("1.0.0"), "0.4.0").unwrap_err();
+        let e = decode(&bridge_result("1.0.0"), "0.4.0").unwrap_err();
         assert!(e.msg.contains("unmarshalled CNIVersion is \"1.0.0\""), "{e}");
-        let e = CniResult::decode(&json!({"ips": []}), "1.0.0").unwrap_err();
+        let e = decode(&json!({"ips": []}), "1.0.0").unwrap_err();
         assert!(e.msg.contains("CNIVersion is \"\""), "{e}");
     }
 
@@ -323,7 +396,7 @@ mod tests {
     fn malformed_addresses_are_decode_errors() {
         let mut prev = bridge_result("1.0.0");
         prev["ips"][0]["address"] = json!("10.251.0.5");
-        let e = CniResult::decode(&prev, "1.0.0").unwrap_err();
+        let e = decode(&prev, "1.0.0").unwrap_err();
         assert_eq!(e.code, 6);
     }
 
@@ -343,9 +416,72 @@ mod tests {
     #[test]
     fn legacy_020_results() {
         let prev = json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.2/16", "gateway": "10.1.0.1", "routes": [{"dst": "0.0.0.0/0"}]}, "dns": {"nameservers": ["10.96.0.10"]}});
-        let r = CniResult::decode(&prev, "0.2.0").unwrap();
+        let r = decode(&prev, "0.2.0").unwrap();
         assert_eq!(r.addresses()[0].to_string(), "10.1.0.2/16");
         let printed: serde_json::Value = serde_json::from_str(&r.print("0.2.0")).unwrap();
         assert_eq!(printed, prev);
+    }
+
+    #[test]
+    fn every_list_is_limited_while_decoding() {
+        let many = |item: serde_json::Value, n: usize| json!(vec![item; n]);
+        let ip = json!({"address": "10.0.0.2/24"});
+        let iface = json!({"name": "eth0"});
+        let route = json!({"dst": "0.0.0.0/0"});
+        let dns = |key: &str, n: usize| json!({key: many(json!("x"), n)});
+        let cases = [
+            ("1.0.0", json!({"ips": many(ip.clone(), 1025)}), "more than 1024 ips"),
+            (
+                "1.0.0",
+                json!({"interfaces": many(iface.clone(), 1025)}),
+                "more than 1024 interfaces",
+            ),
+            (
+                "1.0.0",
+                json!({"routes": many(route.clone(), 1025)}),
+                "more than 1024 routes",
+            ),
+            (
+                "1.0.0",
+                json!({"dns": dns("nameservers", 1025)}),
+                "more than 1024 DNS nameservers",
+            ),
+            (
+                "0.4.0",
+                json!({"dns": dns("search", 1025)}),
+                "more than 1024 DNS search domains",
+            ),
+            (
+                "0.4.0",
+                json!({"dns": dns("options", 1025)}),
+                "more than 1024 DNS options",
+            ),
+            (
+                "0.4.0",
+                json!({"interfaces": many(iface.clone(), 1025)}),
+                "more than 1024 interfaces",
+            ),
+            (
+                "0.2.0",
+                json!({"ip4": {"ip": "10.0.0.2/24", "routes": many(route.clone(), 1025)}}),
+                "more than 1024 routes",
+            ),
+        ];
+        for (version, mut prev, expected) in cases {
+            prev["cniVersion"] = json!(version);
+            let e = decode(&prev, version).unwrap_err();
+            assert_eq!(e.code, 6);
+            assert!(
+                e.msg.starts_with("could not parse prevResult: ") && e.msg.contains(expected),
+                "{version}: {e}"
+            );
+        }
+        // Exactly the limit is fine, and printed back whole.
+        let full = json!({"cniVersion": "1.0.0", "interfaces": many(iface, 1024), "ips": many(ip, 1024),
+            "routes": many(route, 1024), "dns": dns("nameservers", 1024)});
+        let r = decode(&full, "1.0.0").unwrap();
+        assert_eq!(r.addresses().len(), 1024);
+        let printed: serde_json::Value = serde_json::from_str(&r.print("1.0.0")).unwrap();
+        assert_eq!(printed, full);
     }
 }

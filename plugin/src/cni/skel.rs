@@ -3,6 +3,8 @@
 //! outcome into stdout (a result, nothing, or an error document) and an exit
 //! code. Logs never go to stdout.
 
+use std::io::Read;
+
 use super::config::{NetConf, valid_name};
 use super::error::{CniError, Code};
 use super::result::CniResult;
@@ -112,6 +114,29 @@ fn check_ifname(name: &str) -> Result<(), CniError> {
         ));
     }
     Ok(())
+}
+
+/// The most bytes of network config read from stdin. The runtime sends one
+/// plugin's config with its `runtimeConfig` and `prevResult`: a few KiB,
+/// tens for a pod with many networks. 1 MiB is far above that and keeps a
+/// hostile stdin from costing more than a few MiB of memory.
+pub const MAX_STDIN: u64 = 1 << 20;
+
+/// Reads the network config from `input`: at most [`MAX_STDIN`] + 1 bytes,
+/// and an error when there is more.
+pub fn read_config(input: impl Read) -> Result<Vec<u8>, CniError> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CniError::new(Code::Io, format!("reading the network config from stdin: {e}")))?;
+    if bytes.len() as u64 > MAX_STDIN {
+        return Err(CniError::new(
+            Code::Io,
+            format!("network config on stdin is larger than {MAX_STDIN} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The plugin's work behind the protocol.
@@ -403,6 +428,20 @@ mod tests {
         assert_eq!(reply.exit_code, 1);
         assert!(reply.stdout.contains("\"code\": 8"), "{}", reply.stdout);
         assert!(fake.adds.is_empty());
+    }
+
+    #[test]
+    fn stdin_is_read_up_to_one_byte_past_the_limit() {
+        let limit = MAX_STDIN as usize;
+        assert_eq!(read_config(&vec![b' '; limit][..]).unwrap().len(), limit);
+        let mut endless = std::io::repeat(b' ');
+        let e = read_config(&mut endless).unwrap_err();
+        assert_eq!(e.code, 5);
+        assert_eq!(e.msg, "network config on stdin is larger than 1048576 bytes");
+        // Exactly one byte past the limit was taken from the stream.
+        let mut input = std::io::Cursor::new(vec![b' '; limit + 10]);
+        assert!(read_config(&mut input).is_err());
+        assert_eq!(input.position(), limit as u64 + 1);
     }
 
     #[test]

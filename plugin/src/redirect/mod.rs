@@ -29,7 +29,9 @@ pub mod keys {
 /// Ports the agent and proxy serve that are never captured inbound.
 const ALWAYS_EXCLUDED_INBOUND: [u16; 3] = [15020, 15021, 15090];
 /// Istio's proxy uid/gid when the container does not set one (or sets 0).
-pub const DEFAULT_PROXY_ID: i64 = 1337;
+pub const DEFAULT_PROXY_ID: u32 = 1337;
+/// The largest user or group ID Kubernetes accepts in a securityContext.
+pub const MAX_ID: i64 = i32::MAX as i64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InterceptionMode {
@@ -77,8 +79,8 @@ pub struct Redirect {
     pub exclude_outbound_ports: Vec<u16>,
     pub exclude_interfaces: Vec<String>,
     pub reroute_interfaces: Vec<String>,
-    pub proxy_uid: i64,
-    pub proxy_gid: i64,
+    pub proxy_uid: u32,
+    pub proxy_gid: u32,
     /// `ISTIO_META_DNS_CAPTURE`: redirect all DNS to the agent on 15053.
     pub dns_capture: bool,
     /// `ISTIO_DUAL_STACK`: affects only how the netns's IP family is detected.
@@ -89,10 +91,12 @@ pub struct Redirect {
     pub warnings: Vec<String>,
 }
 
-/// An annotation whose value cannot be used.
+/// An annotation (or `istio-proxy` field) whose value cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("annotation {key}: invalid value {value:?}: {reason}")]
+#[error("{source_kind} {key}: invalid value {value:?}: {reason}")]
 pub struct RedirectError {
+    /// `annotation`, or `istio-proxy container` for its fields.
+    pub source_kind: &'static str,
     pub key: &'static str,
     pub value: String,
     pub reason: String,
@@ -166,7 +170,8 @@ impl Redirect {
         };
 
         let proxy = pod.proxy.clone().unwrap_or_default();
-        let id = |v: Option<i64>| v.filter(|&id| id != 0).unwrap_or(DEFAULT_PROXY_ID);
+        let proxy_uid = proxy_id("securityContext.runAsUser", proxy.run_as_user)?;
+        let proxy_gid = proxy_id("securityContext.runAsGroup", proxy.run_as_group)?;
         let mut warnings = Vec::new();
         let mut flag = |name: &str| match proxy.env.get(name) {
             None => false,
@@ -191,13 +196,32 @@ impl Redirect {
             exclude_outbound_ports,
             exclude_interfaces,
             reroute_interfaces,
-            proxy_uid: id(proxy.run_as_user),
-            proxy_gid: id(proxy.run_as_group),
+            proxy_uid,
+            proxy_gid,
             dns_capture,
             dual_stack,
             invalid_drop,
             warnings,
         })
+    }
+}
+
+/// The proxy's uid or gid for the owner match: unset or 0 means Istio's
+/// default. Out of Kubernetes' range (0 to 2^31-1) is an error, never a rule
+/// like `--uid-owner -5`: the API server refuses such pods, so only a
+/// hand-written manifest or a non-conforming server produces one.
+fn proxy_id(field: &'static str, value: Option<i64>) -> Result<u32, RedirectError> {
+    match value {
+        None | Some(0) => Ok(DEFAULT_PROXY_ID),
+        Some(id) => u32::try_from(id)
+            .ok()
+            .filter(|&id| i64::from(id) <= MAX_ID)
+            .ok_or_else(|| RedirectError {
+                source_kind: "istio-proxy container",
+                key: field,
+                value: id.to_string(),
+                reason: format!("must be between 0 and {MAX_ID}"),
+            }),
     }
 }
 
@@ -211,6 +235,7 @@ impl Annotations<'_> {
 
     fn error(&self, key: &'static str, value: &str, reason: impl Into<String>) -> RedirectError {
         RedirectError {
+            source_kind: "annotation",
             key,
             value: value.to_string(),
             reason: reason.into(),
@@ -411,6 +436,37 @@ mod tests {
         proxy.run_as_group = Some(0);
         let r = Redirect::from_pod(&p).unwrap();
         assert_eq!((r.proxy_uid, r.proxy_gid), (1000670000, 1337));
+    }
+
+    #[test]
+    fn uids_and_gids_outside_kubernetes_range_are_errors_naming_the_field() {
+        let cases = [
+            (Some(-5), None, "securityContext.runAsUser: invalid value \"-5\""),
+            (None, Some(-1), "securityContext.runAsGroup: invalid value \"-1\""),
+            (Some(1 << 31), None, "runAsUser: invalid value \"2147483648\""),
+            (Some(1 << 32), None, "runAsUser: invalid value \"4294967296\""),
+            (
+                None,
+                Some(i64::MIN),
+                "runAsGroup: invalid value \"-9223372036854775808\"",
+            ),
+        ];
+        for (uid, gid, expected) in cases {
+            let mut p = pod(&[]);
+            let proxy = p.proxy.as_mut().unwrap();
+            (proxy.run_as_user, proxy.run_as_group) = (uid, gid);
+            let e = Redirect::from_pod(&p).unwrap_err().to_string();
+            assert!(
+                e.starts_with("istio-proxy container securityContext.") && e.contains(expected),
+                "{e}"
+            );
+            assert!(e.ends_with("must be between 0 and 2147483647"), "{e}");
+        }
+        let mut p = pod(&[]);
+        let proxy = p.proxy.as_mut().unwrap();
+        (proxy.run_as_user, proxy.run_as_group) = (Some(MAX_ID), Some(1));
+        let r = Redirect::from_pod(&p).unwrap();
+        assert_eq!((r.proxy_uid, r.proxy_gid), (2147483647, 1));
     }
 
     #[test]
