@@ -179,7 +179,8 @@ pub fn kube_client(install: &InstallSettings) -> Result<kube::Client, String> {
         config.accept_invalid_certs = true;
     } else {
         let ca_file = install.ca_file();
-        let pem = std::fs::read(&ca_file).map_err(|e| format!("reading CA {}: {e}", ca_file.display()))?;
+        let pem = istio_cni::bounded::read(&ca_file, istio_cni::bounded::Limits::CONFIG)
+            .map_err(|e| format!("reading CA {e}"))?;
         config.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("CA {}: {e}", ca_file.display()))?);
     }
     let token_file = install.service_account_dir.join("token");

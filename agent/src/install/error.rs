@@ -15,6 +15,10 @@ pub enum Cause {
         #[source]
         source: io::Error,
     },
+    /// A bounded read of a configured file failed: missing, not a regular
+    /// file, too large or too slow (the message names the file).
+    #[error("read {0}")]
+    Read(#[from] istio_cni::bounded::ReadError),
     /// A file's content is unusable (not JSON, wrong shape, not UTF-8, …); the file was not touched.
     #[error("{}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },
@@ -29,6 +33,15 @@ impl Cause {
             op,
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// The file is missing (a plain or a bounded read said so).
+    pub(crate) fn is_not_found(&self) -> bool {
+        match self {
+            Cause::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            Cause::Read(e) => e.is_not_found(),
+            _ => false,
         }
     }
 

@@ -51,7 +51,6 @@ pub mod state;
 
 use std::fmt;
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +59,7 @@ pub use error::{Cause, InstallError};
 use crate::config::InstallSettings;
 use crate::metrics::{InstallResult, Metrics};
 use entry::{Entry, PLUGIN_TYPE};
+use istio_cni::bounded::ReadError;
 use state::{Record, State};
 
 /// The standalone file's name when CNI_CONF_NAME is empty (sorts after the primaries).
@@ -155,9 +155,9 @@ impl Installer {
                 tracing::debug!(target: "cni-agent", "standalone {} is not the first config ({})", current.display(), first.display());
             }
         }
-        let text = match fs::read_to_string(&current) {
+        let text = match select::read_config_text(&current) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(not_valid(&current, "CNI config file removed".into()));
             }
             Err(e) => return Err(not_valid(&current, e.to_string())),
@@ -268,12 +268,10 @@ impl Installer {
         // Istio 1.27+: the first choice sticks (§4.4 pinning).
         self.pinned = Some(name);
         self.chain_into(&path).map_err(|cause| match cause {
-            Cause::Io { source, .. } if source.kind() == io::ErrorKind::NotFound && !path.exists() => {
-                InstallError::NoPrimaryConfig {
-                    dir,
-                    reason: format!("CNI config file {} removed during configuration", path.display()),
-                }
-            }
+            cause if cause.is_not_found() && !path.exists() => InstallError::NoPrimaryConfig {
+                dir,
+                reason: format!("CNI config file {} removed during configuration", path.display()),
+            },
             other => InstallError::CreateCniConfig(other),
         })
     }
@@ -288,7 +286,7 @@ impl Installer {
         let text = self.entry(false)?.standalone_text();
         let mode = self.settings.owned_file_mode();
         let same = fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode)
-            && fs::read(&path).is_ok_and(|b| b == text.as_bytes());
+            && select::read_config(&path).is_ok_and(|b| b == text.as_bytes());
         if !same {
             atomic::write(&path, text.as_bytes(), mode, None).map_err(Cause::io("write", &path))?;
         }
@@ -300,13 +298,9 @@ impl Installer {
     /// writes still leaves a restorable node.
     fn chain_into(&self, path: &Path) -> Result<PathBuf, Cause> {
         let meta = fs::metadata(path).map_err(Cause::io("stat", path))?;
-        let text = fs::read_to_string(path).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => Cause::bad(path, "not UTF-8 text, so not JSON"),
-            _ => Cause::Io {
-                op: "read",
-                path: path.to_path_buf(),
-                source: e,
-            },
+        let text = select::read_config_text(path).map_err(|e| match e {
+            ReadError::NotUtf8 { .. } => Cause::bad(path, "not UTF-8 text, so not JSON"),
+            other => Cause::Read(other),
         })?;
         let new = conflist::insert(&text, &self.entry(true)?).map_err(|e| Cause::bad(path, e))?;
         let target = match path.to_str() {
@@ -317,7 +311,7 @@ impl Installer {
         let mut state = State::load(run_dir);
         let record = state.get(&target).cloned();
         let ours_now = |bytes: &[u8]| record.as_ref().is_some_and(|r| state::hash(bytes) == r.written);
-        if target != *path && target.exists() && !fs::read(&target).is_ok_and(|b| ours_now(&b)) {
+        if target != *path && target.exists() && !select::read_config(&target).is_ok_and(|b| ours_now(&b)) {
             return Err(Cause::bad(
                 &target,
                 format!(
@@ -436,7 +430,7 @@ fn clean(
     } else {
         let name = pinned.unwrap_or(STANDALONE_FILE);
         let path = dir.join(name);
-        let ours = fs::read_to_string(&path)
+        let ours = select::read_config_text(&path)
             .ok()
             .and_then(|t| conflist::parse(&t).ok())
             .is_some_and(|(v, _)| entry::is_ours(&v));
@@ -473,10 +467,10 @@ fn remove_leftovers(path: &Path) {
 /// wrote, else only our entry.
 fn undo(record: &Record, report: &mut UninstallReport) -> Result<(), Cause> {
     let path = &record.path;
-    let bytes = match fs::read(path) {
+    let bytes = match select::read_config(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Cause::io("read", path)(e)),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(Cause::Read(e)),
     };
     if state::hash(&bytes) != record.written {
         return remove_entry(path, report);
@@ -497,14 +491,14 @@ fn undo(record: &Record, report: &mut UninstallReport) -> Result<(), Cause> {
 /// Cuts every istio-cni entry out of `path` by span; a file that is missing,
 /// has none or cannot be parsed is left as it is.
 fn remove_entry(path: &Path, report: &mut UninstallReport) -> Result<(), Cause> {
-    let text = match fs::read_to_string(path) {
+    let text = match select::read_config_text(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(ReadError::NotUtf8 { .. }) => {
             report.untouched.push((path.to_path_buf(), "not UTF-8 text".into()));
             return Ok(());
         }
-        Err(e) => return Err(Cause::io("read", path)(e)),
+        Err(e) => return Err(Cause::Read(e)),
     };
     let single = matches!(conflist::parse(&text), Ok((_, conflist::Shape::Single)));
     if single {
