@@ -184,9 +184,10 @@ pub fn kube_client(install: &InstallSettings) -> Result<kube::Client, String> {
         config.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("CA {}: {e}", ca_file.display()))?);
     }
     let token_file = install.service_account_dir.join("token");
-    if !token_file.exists() {
-        return Err(format!("service-account token {} does not exist", token_file.display()));
-    }
+    // kube re-reads the file itself; this proves at start that it is a
+    // regular file of sane size (never logged: only the error is used).
+    istio_cni::bounded::read(&token_file, istio_cni::bounded::Limits::CONFIG)
+        .map_err(|e| format!("service-account token {e}"))?;
     config.auth_info.token_file = Some(token_file.to_string_lossy().into_owned());
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));

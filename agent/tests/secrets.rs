@@ -292,3 +292,44 @@ async fn the_log_socket_takes_lines_from_root_only() {
     assert_eq!(sock.refused(), 1);
     sock.close();
 }
+
+/// `kube_client` on another thread (in this runtime's context), failing
+/// the test instead of hanging it.
+fn kube_client_within(s: &istio_cni_agent::config::InstallSettings, limit: Duration) -> Result<kube::Client, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s, runtime) = (s.clone(), tokio::runtime::Handle::current());
+    std::thread::spawn(move || {
+        let _context = runtime.enter();
+        let _ = tx.send(istio_cni_agent::run::kube_client(&s));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("kube_client still running after {limit:?}"))
+}
+
+/// The repair controller's client reads the same token and CA files: a
+/// FIFO or a device there fails its start with a clear error at once.
+#[tokio::test(flavor = "current_thread")]
+async fn the_repair_client_refuses_special_token_and_ca_files() {
+    let node = Node::new("kube-client");
+    let token = node.sa.join("..data/token");
+    replace_with_fifo(&token);
+    let mut s = node.settings();
+    s.skip_tls_verify = true;
+    let err = kube_client_within(&s, Duration::from_secs(20))
+        .err()
+        .expect("a FIFO token");
+    assert!(
+        err.contains(&node.sa.join("token").display().to_string()) && err.contains("a FIFO"),
+        "{err}"
+    );
+    fs::remove_file(&token).unwrap();
+    node.rotate_token(TOKEN, "2025_01_01_00_00_00.1");
+    let ca = node.sa.join("..data/ca.crt");
+    fs::remove_file(&ca).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &ca).unwrap();
+    s.skip_tls_verify = false;
+    let err = kube_client_within(&s, Duration::from_secs(20))
+        .err()
+        .expect("a device as CA");
+    assert!(err.contains("ca.crt") && err.contains("a character device"), "{err}");
+}
