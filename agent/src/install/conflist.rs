@@ -83,7 +83,8 @@ pub fn insert(text: &str, entry: &Entry) -> Result<String, String> {
             wrap_single(text, entry)
         }
         Shape::List => {
-            let (without, _) = remove_ours(text)?;
+            plugins(&value)?;
+            let (without, _) = cut_ours(text.to_string())?;
             append(&without, entry)
         }
     }
@@ -99,7 +100,11 @@ pub fn remove_ours(text: &str) -> Result<(String, usize), String> {
         return Ok((text.to_string(), 0));
     }
     plugins(&value)?;
-    let mut text = text.to_string();
+    cut_ours(text.to_string())
+}
+
+/// The span removal of [`remove_ours`] on text already checked to be a conflist.
+fn cut_ours(mut text: String) -> Result<(String, usize), String> {
     let mut removed = 0;
     // One at a time, re-parsing in between: the ranges stay simple and
     // adjacent removals cannot overlap.
@@ -496,6 +501,9 @@ mod tests {
             assert!(insert(t, &entry()).unwrap_err().contains("not valid JSON"), "{t:?}");
         }
         assert_eq!(remove_ours("{\"type\":\"bridge\"}").unwrap().1, 0);
+        // Nor a list whose plugins are not all objects.
+        let err = remove_ours("{\"plugins\":[[], {\"type\":\"istio-cni\"}]}").unwrap_err();
+        assert!(err.contains("plugin 0 is not an object"), "{err}");
     }
 
     #[test]
