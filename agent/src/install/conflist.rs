@@ -80,11 +80,11 @@ pub fn insert(text: &str, entry: &Entry) -> Result<String, String> {
                     "the file is an {PLUGIN_TYPE} config itself, not a primary network to chain into"
                 ));
             }
-            wrap_single(text, entry)
+            wrap(text, entry)
         }
         Shape::List => {
             plugins(&value)?;
-            let (without, _) = cut_ours(text.to_string())?;
+            let (without, _) = cut_ours(text)?;
             append(&without, entry)
         }
     }
@@ -100,31 +100,46 @@ pub fn remove_ours(text: &str) -> Result<(String, usize), String> {
         return Ok((text.to_string(), 0));
     }
     plugins(&value)?;
-    cut_ours(text.to_string())
+    cut_ours(text)
 }
 
-/// The span removal of [`remove_ours`] on text already checked to be a conflist.
-fn cut_ours(mut text: String) -> Result<(String, usize), String> {
-    let mut removed = 0;
-    // One at a time, re-parsing in between: the ranges stay simple and
-    // adjacent removals cannot overlap.
-    loop {
-        let cut = {
-            let root = syntax(&text)?;
-            let array = plugins_array(&root)?;
-            let el = &array.elements;
-            let Some(i) = el.iter().position(is_our_node) else {
-                return Ok((text, removed));
-            };
-            match (i, el.len()) {
-                (_, 1) => el[0].start()..el[0].end(),
-                (0, _) => el[0].start()..el[1].start(),
-                _ => el[i - 1].end()..el[i].end(),
-            }
+/// The span removal of [`remove_ours`] on text already checked to be a
+/// conflist, in one parse (a file holding thousands of entries must not
+/// cost thousands of parses). The cuts are those of removing the entries
+/// one at a time, first to last: an entry goes with the text back to the
+/// end of the last plugin kept before it; with no plugin kept before it, with
+/// the text up to the next plugin; alone when nothing is left around it.
+fn cut_ours(text: &str) -> Result<(String, usize), String> {
+    let root = syntax(text)?;
+    let el = &plugins_array(&root)?.elements;
+    let mut cuts: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut kept_end = None;
+    for (i, node) in el.iter().enumerate() {
+        if !is_our_node(node) {
+            kept_end = Some(node.end());
+            continue;
+        }
+        let cut = match (kept_end, el.get(i + 1)) {
+            (Some(end), _) => end..node.end(),
+            (None, Some(next)) => node.start()..next.start(),
+            (None, None) => node.start()..node.end(),
         };
-        text.replace_range(cut, "");
-        removed += 1;
+        // Cuts only grow rightwards; one reaching back over the previous
+        // one (an entry after others already cut) absorbs it.
+        while cuts.last().is_some_and(|c| c.start >= cut.start) {
+            cuts.pop();
+        }
+        cuts.push(cut);
     }
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for cut in &cuts {
+        out.push_str(&text[from..cut.start.max(from)]);
+        from = from.max(cut.end);
+    }
+    out.push_str(&text[from..]);
+    let removed = el.iter().filter(|n| is_our_node(n)).count();
+    Ok((out, removed))
 }
 
 /// Appends our entry after the last plugin, laid out like its neighbours.
@@ -183,6 +198,12 @@ fn append(text: &str, entry: &Entry) -> Result<String, String> {
 /// again: pretty with the file's indent unit and line ending when the file
 /// has an indented line, else on the plugin's lines.
 pub fn wrap_single(text: &str, entry: &Entry) -> Result<String, String> {
+    parse(text)?;
+    wrap(text, entry)
+}
+
+/// [`wrap_single`] on text already checked to be a JSON object.
+fn wrap(text: &str, entry: &Entry) -> Result<String, String> {
     let root = syntax(text)?;
     let obj = root.as_object().ok_or("not a JSON object")?;
     let literal = |s: &StringLit| -> Option<String> {
@@ -501,9 +522,27 @@ mod tests {
             assert!(insert(t, &entry()).unwrap_err().contains("not valid JSON"), "{t:?}");
         }
         assert_eq!(remove_ours("{\"type\":\"bridge\"}").unwrap().1, 0);
+        assert!(wrap_single("{\"type\":\"bridge\"}\u{a0}", &entry()).is_err());
         // Nor a list whose plugins are not all objects.
         let err = remove_ours("{\"plugins\":[[], {\"type\":\"istio-cni\"}]}").unwrap_err();
         assert!(err.contains("plugin 0 is not an object"), "{err}");
+    }
+
+    #[test]
+    fn thousands_of_entries_cost_one_parse() {
+        // Removing one entry per parse made this quadratic: minutes for a
+        // file well under the 4 MiB a config may have.
+        let many = vec!["{\"type\":\"istio-cni\"}"; 20_000].join(",\n  ");
+        let t = format!("{{\"name\":\"n\",\"plugins\":[\n  {{\"type\":\"a\"}},\n  {many},\n  {{\"type\":\"b\"}}\n]}}");
+        let started = std::time::Instant::now();
+        let (without, n) = remove_ours(&t).unwrap();
+        assert_eq!(n, 20_000);
+        assert_eq!(
+            without,
+            "{\"name\":\"n\",\"plugins\":[\n  {\"type\":\"a\"},\n  {\"type\":\"b\"}\n]}"
+        );
+        let limit = std::time::Duration::from_secs(20);
+        assert!(started.elapsed() < limit, "{:?}", started.elapsed());
     }
 
     #[test]
