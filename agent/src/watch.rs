@@ -150,6 +150,11 @@ impl WatchLoop {
 
     fn run_inner(&mut self) -> Result<(), WatchError> {
         let mut throttle = Throttle::default();
+        // Stopped before the first pass (a termination request at start):
+        // install nothing, so cleanup has nothing of ours to undo.
+        if self.stop_queued() {
+            return Ok(());
+        }
         if !self.install()? {
             return Ok(());
         }
@@ -212,7 +217,9 @@ impl WatchLoop {
                         Some(Wake::Error(reason)) => return Err(WatchError::Watch { path: dir, reason }),
                         _ => {}
                     }
-                    self.drain();
+                    if self.drain() {
+                        return Ok(false);
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -252,8 +259,7 @@ impl WatchLoop {
             }),
             Wake::Changed(path) => {
                 tracing::debug!(target: "cni-agent", "{} changed; re-checking the installation", path.display());
-                self.drain();
-                Ok(Some(()))
+                Ok((!self.drain()).then_some(()))
             }
         }
     }
@@ -336,14 +342,26 @@ impl WatchLoop {
         }
     }
 
-    /// Drops queued change events, keeping a stop request.
-    fn drain(&self) {
+    /// Whether a stop request is queued; change events before it are dropped.
+    fn stop_queued(&self) -> bool {
+        while let Ok(w) = self.rx.try_recv() {
+            if matches!(w, Wake::Stop) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops queued change events; true (the request kept queued) when a
+    /// stop request was among them, so no pass starts after it.
+    fn drain(&self) -> bool {
         while let Ok(w) = self.rx.try_recv() {
             if matches!(w, Wake::Stop) {
                 let _ = self.tx.send(Wake::Stop);
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Sleeps `d` unless stopped; true when stopped.
