@@ -30,7 +30,7 @@ pub enum RunError {
 /// itself (an error; `None` when its thread died).
 enum End {
     Requested(Signal),
-    Loop(Option<LoopResult>),
+    Loop(Option<Box<LoopResult>>),
 }
 
 type LoopResult = (Installer, Result<(), WatchError>);
@@ -95,13 +95,13 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
     let mut repair = None;
     let mut end = tokio::select! {
         signal = shutdown.wait() => Some(End::Requested(signal)),
-        r = &mut done_rx => Some(End::Loop(r.ok())),
+        r = &mut done_rx => Some(End::Loop(r.ok().map(Box::new))),
         () = installed(&ready) => None,
     };
     if end.is_none() {
         let started = tokio::select! {
             signal = shutdown.wait() => Err(End::Requested(signal)),
-            r = &mut done_rx => Err(End::Loop(r.ok())),
+            r = &mut done_rx => Err(End::Loop(r.ok().map(Box::new))),
             started = start_repair(&settings, &metrics) => Ok(started),
         };
         match started {
@@ -125,11 +125,11 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
         Some(end) => end,
         None => tokio::select! {
             signal = shutdown.wait() => End::Requested(signal),
-            r = &mut done_rx => End::Loop(r.ok()),
+            r = &mut done_rx => End::Loop(r.ok().map(Box::new)),
         },
     };
     let (mut installer, result) = match end {
-        End::Loop(Some(r)) => r,
+        End::Loop(Some(r)) => *r,
         End::Loop(None) => return Err(RunError::Repair("install loop thread died".into())),
         End::Requested(signal) => {
             tracing::info!(target: "cni-agent", "{signal}: cleaning up");

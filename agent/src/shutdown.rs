@@ -91,9 +91,11 @@ impl Shutdown {
     /// Resolves once termination is requested (at once if it already was);
     /// never, when nothing can request it any more.
     pub async fn wait(&mut self) -> Signal {
-        match self.0.wait_for(Option::is_some).await {
-            Ok(signal) => signal.unwrap_or(Signal::SIGTERM),
-            Err(_) => std::future::pending().await,
+        // The borrow of the value ends here, before any other await.
+        let requested = self.0.wait_for(Option::is_some).await.ok().and_then(|s| *s);
+        match requested {
+            Some(signal) => signal,
+            None => std::future::pending().await,
         }
     }
 }
