@@ -179,6 +179,60 @@ fn sigterm_at_any_instant_after_start_cleans_up() {
     assert!(cleaned >= 20, "too few attempts reached the agent: {cleaned}");
 }
 
+/// The repair controller's start waits up to 30 s for the API server's
+/// first pod list; a SIGTERM meanwhile (an unreachable API server here)
+/// ends the wait and cleans up at once, within a kubelet's grace period.
+#[test]
+fn sigterm_while_the_repair_controller_starts_cleans_up() {
+    let node = Node::new("sigterm-repair");
+    let file = "10-calico.conflist";
+    node.write(file, CALICO);
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = refused.local_addr().unwrap().port();
+    drop(refused); // nothing listens: every list is refused and retried
+    let mut s = node.settings();
+    s.kubernetes_service_host = "127.0.0.1".into();
+    s.kubernetes_service_port = port.to_string();
+    s.skip_tls_verify = true;
+    let (installed, list) = {
+        let mut installer = node.installer_with(s.clone());
+        installer.install_all().unwrap();
+        let path = installer.current_path().unwrap().to_path_buf();
+        let text = fs::read_to_string(&path).unwrap();
+        installer.cleanup().unwrap();
+        (text, path.file_name().unwrap().to_str().unwrap().to_string())
+    };
+    let mut child = node
+        .agent_command_with(false, &s)
+        .args(["--repair-repair-pods", "true"])
+        .spawn()
+        .unwrap();
+    let starting = wait_until(PATIENCE, || {
+        node.is_installed(&list, &installed) && node.agent_log_tail().contains("starting CNI sidecar repair controller")
+    });
+    if !starting {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the repair controller did not start:\n{}", node.agent_log_tail());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    signal(&child, Signal::SIGTERM);
+    let status = wait_for_exit(&mut child, Duration::from_secs(5));
+    let took = sent.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?} {took:?} after SIGTERM\n{}",
+        node.agent_log_tail()
+    );
+    node.check_clean(file, CALICO).unwrap();
+    eprintln!("SIGTERM during the repair controller's start: exit 0 and the node clean {took:?} later");
+}
+
 /// What a kill mid-install leaves besides our entry: a temp file of each
 /// file the agent writes, holding a token in the kubeconfig's case, and the
 /// log socket of the dead agent. `uninstall` removes all of it, saying so;

@@ -1,6 +1,6 @@
-//! The real `istio-cni-agent` binary on a [`Node`], with no API server: the
-//! repair controller is off (the binary's default, made explicit), so the
-//! API server is only a URL written into the plugin's kubeconfig; health on
+//! The real `istio-cni-agent` binary on a [`Node`], with no API server: no
+//! repair mode is set (the binary's default), so the API server is only a
+//! URL written into the plugin's kubeconfig; health on
 //! an ephemeral loopback port, no metrics server, nothing from the
 //! environment. Plus the node-side checks the kill tests share.
 
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use istio_cni_agent::config::InstallSettings;
 use istio_cni_agent::install::atomic::is_temp_name;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
@@ -23,7 +24,12 @@ impl Node {
     /// `istio-cni-agent [uninstall]` with the settings of [`settings_at`];
     /// stderr is appended to `<scratch>/agent.log`, stdout discarded.
     pub fn agent_command(&self, uninstall: bool) -> Command {
-        let s = settings_at(&self.scratch.path);
+        self.agent_command_with(uninstall, &settings_at(&self.scratch.path))
+    }
+
+    /// The same with the install settings `s` (those [`settings_at`] sets,
+    /// plus SKIP_TLS_VERIFY). No repair mode is set: the binary's default.
+    pub fn agent_command_with(&self, uninstall: bool, s: &InstallSettings) -> Command {
         let mut cmd = Command::new(AGENT);
         cmd.env_clear();
         if uninstall {
@@ -43,17 +49,17 @@ impl Node {
             .args(["--kubernetes-service-host", &s.kubernetes_service_host])
             .args(["--kubernetes-service-port", &s.kubernetes_service_port])
             .args(["--exclude-namespaces", &s.exclude_namespaces])
-            .args(["--pod-namespace", &s.pod_namespace]);
+            .args(["--pod-namespace", &s.pod_namespace])
+            .args(["--skip-tls-verify", if s.skip_tls_verify { "true" } else { "false" }]);
         if !uninstall {
             cmd.args([
-                "--repair-enabled",
-                "false",
                 "--health-port",
                 "0",
                 "--monitoring-port",
                 "0",
-            ])
-            .args(["--listen-address", "127.0.0.1"]);
+                "--listen-address",
+                "127.0.0.1",
+            ]);
         }
         let log = OpenOptions::new()
             .create(true)
