@@ -411,6 +411,51 @@ mod tests {
     }
 
     #[test]
+    fn stopped_before_the_first_pass_installs_nothing() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            s: crate::config::InstallSettings,
+        }
+        let root = std::env::temp_dir().join(format!("istio-cni-watch-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut s = Cli::try_parse_from(["t"]).unwrap().s;
+        s.mounted_cni_net_dir = root.join("conf");
+        s.cni_bin_dir = root.join("bin");
+        s.cni_bin_source_dir = root.join("src");
+        s.cni_agent_run_dir = root.join("run");
+        s.service_account_dir = root.join("sa");
+        s.kubernetes_service_host = "10.96.0.1".into();
+        s.kubernetes_service_port = "443".into();
+        s.skip_tls_verify = true;
+        for d in [
+            &s.mounted_cni_net_dir,
+            &s.cni_bin_dir,
+            &s.cni_bin_source_dir,
+            &s.service_account_dir,
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(s.cni_bin_source_dir.join("istio-cni"), "#!x\n").unwrap();
+        std::fs::write(s.service_account_dir.join("token"), "t").unwrap();
+        let primary = s.mounted_cni_net_dir.join("10-k.conflist");
+        let text = r#"{"cniVersion": "0.3.1", "name": "k", "plugins": [{"type": "ptp"}]}"#;
+        std::fs::write(&primary, text).unwrap();
+        let conf = s.mounted_cni_net_dir.clone();
+        let bin = s.cni_bin_dir.clone();
+        let installer = Installer::new(s, "info".into(), Metrics::new());
+        let watch = WatchLoop::new(installer, conf, Readiness::default(), Metrics::new());
+        watch.stop_handle().stop();
+        let (installer, result) = watch.run();
+        result.unwrap();
+        assert!(installer.current_path().is_none());
+        assert!(!bin.join("istio-cni").exists(), "no pass ran");
+        assert_eq!(std::fs::read_to_string(&primary).unwrap(), text);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn chmod_is_not_a_change() {
         use notify::event::{CreateKind, MetadataKind, ModifyKind, RenameMode};
         assert!(relevant(&EventKind::Create(CreateKind::File)));

@@ -223,10 +223,11 @@ impl Installer {
             .is_some_and(|p| p.to_string_lossy().contains("cilium"))
     }
 
-    /// §4.13 with byte-exact restore: our entry (or standalone file), the
-    /// kubeconfig, `<bin dir>/istio-cni`, then temp files of killed writers.
-    /// The first error stops the first three, so the binary is never removed
-    /// while an entry still points at it.
+    /// §4.13 with byte-exact restore: temp files of killed writers, then our
+    /// entry (or standalone file), the kubeconfig, `<bin dir>/istio-cni`.
+    /// The first error stops the last three, so the binary is never removed
+    /// while an entry still points at it; a temp file that cannot be removed
+    /// ends it in `Incomplete`.
     pub fn cleanup(&mut self) -> Result<(), InstallError> {
         let report = clean(&self.settings, self.current.as_deref(), self.pinned.as_deref())?;
         self.current = None;
