@@ -71,4 +71,8 @@ pub enum InstallError {
     NotValid { path: PathBuf, reason: String },
     #[error("cleanup: {0}")]
     Cleanup(Cause),
+    /// Cleanup ran to the end but files of ours are left; the report says
+    /// what was removed and what could not be.
+    #[error("cleanup: could not remove everything of ours:\n{0}")]
+    Incomplete(Box<super::UninstallReport>),
 }

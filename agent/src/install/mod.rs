@@ -46,6 +46,7 @@ pub mod conflist;
 pub mod entry;
 mod error;
 pub mod kubeconfig;
+mod leftovers;
 pub mod select;
 pub mod state;
 
@@ -222,13 +223,16 @@ impl Installer {
             .is_some_and(|p| p.to_string_lossy().contains("cilium"))
     }
 
-    /// §4.13 with byte-exact restore: our entry (or standalone file), the
-    /// kubeconfig, `<bin dir>/istio-cni`. The first error stops the rest, so
-    /// the binary is never removed while an entry still points at it.
+    /// §4.13 with byte-exact restore: temp files of killed writers, then our
+    /// entry (or standalone file), the kubeconfig, `<bin dir>/istio-cni`.
+    /// The first error stops the last three, so the binary is never removed
+    /// while an entry still points at it; a temp file that cannot be removed
+    /// ends it in `Incomplete`.
     pub fn cleanup(&mut self) -> Result<(), InstallError> {
         let report = clean(&self.settings, self.current.as_deref(), self.pinned.as_deref())?;
-        tracing::info!(target: "cni-agent", "cleanup: {report}");
         self.current = None;
+        let report = complete(report)?;
+        tracing::info!(target: "cni-agent", "cleanup: {report}");
         Ok(())
     }
 
@@ -361,6 +365,8 @@ pub struct UninstallReport {
     pub deleted: Vec<PathBuf>,
     /// Files left alone, with why.
     pub untouched: Vec<(PathBuf, String)>,
+    /// Files of ours that could not be removed, each with the error.
+    pub failed: Vec<String>,
 }
 
 impl fmt::Display for UninstallReport {
@@ -382,6 +388,7 @@ impl fmt::Display for UninstallReport {
                 .iter()
                 .map(|(p, why)| format!("left {} alone: {why}", p.display())),
         );
+        lines.extend(self.failed.iter().map(|why| format!("could not {why}")));
         if lines.is_empty() {
             return f.write_str("nothing to clean up");
         }
@@ -390,26 +397,78 @@ impl fmt::Display for UninstallReport {
 }
 
 /// `istio-cni-agent uninstall`: cleanup without an agent's memory, from the
-/// settings and the state file (or, when that is gone, the conf dir).
+/// settings and the state file (or, when that is gone, the conf dir), plus
+/// what only a dead agent leaves: its log socket, a spent state file.
+/// `Err(Incomplete)` when a file of ours is left.
 pub fn uninstall(settings: &InstallSettings) -> Result<UninstallReport, InstallError> {
     let pinned = (!settings.cni_conf_name.is_empty()).then_some(settings.cni_conf_name.as_str());
-    clean(settings, None, pinned)
+    let mut report = clean(settings, None, pinned)?;
+    leftovers::remove_run_dir_files(settings, &mut report);
+    complete(report)
 }
 
+/// Ok when nothing of ours is left.
+fn complete(report: UninstallReport) -> Result<UninstallReport, InstallError> {
+    if report.failed.is_empty() {
+        Ok(report)
+    } else {
+        Err(InstallError::Incomplete(Box::new(report)))
+    }
+}
+
+/// The temp files of everything we write, then our entry (or standalone
+/// file), the kubeconfig and the binary. The first error stops the second
+/// part (the binary must not go while an entry points at it); a temp file
+/// that cannot be removed is in `failed`.
 fn clean(
     settings: &InstallSettings,
     current: Option<&Path>,
     pinned: Option<&str>,
 ) -> Result<UninstallReport, InstallError> {
     let mut report = UninstallReport::default();
+    // First, so that the writes below, which drop their own target's temp
+    // files silently, find none left to drop: every removal is reported.
+    leftovers::remove_temp_files(settings, &conf_paths(settings, current, pinned), &mut report);
+    if let Err(e) = clean_files(settings, current, pinned, &mut report) {
+        if report != UninstallReport::default() {
+            tracing::warn!(target: "cni-agent", "cleanup stopped at an error; before it: {report}");
+        }
+        return Err(e);
+    }
+    Ok(report)
+}
+
+/// Every config file cleanup may find we wrote: the recorded ones, the file
+/// holding our entry, the chosen or first valid primary, the standalone
+/// file, and the `.conf`/`.conflist` twin of each.
+fn conf_paths(settings: &InstallSettings, current: Option<&Path>, pinned: Option<&str>) -> Vec<PathBuf> {
+    let dir = &settings.mounted_cni_net_dir;
+    let mut paths: Vec<PathBuf> = current.map(Path::to_path_buf).into_iter().collect();
+    paths.push(dir.join(pinned.unwrap_or(STANDALONE_FILE)));
+    for record in State::load(&settings.cni_agent_run_dir).records {
+        paths.extend([record.path, record.original_path]);
+    }
+    if let Some(first) = select::valid_configs(dir).ok().and_then(|v| v.into_iter().next()) {
+        paths.push(dir.join(first));
+    }
+    let twins: Vec<PathBuf> = paths.iter().filter_map(|p| leftovers::twin(p)).collect();
+    paths.extend(twins);
+    paths
+}
+
+/// The second part of [`clean`].
+fn clean_files(
+    settings: &InstallSettings,
+    current: Option<&Path>,
+    pinned: Option<&str>,
+    report: &mut UninstallReport,
+) -> Result<(), InstallError> {
     let dir = &settings.mounted_cni_net_dir;
     if settings.chained_cni_plugin {
         let run_dir = &settings.cni_agent_run_dir;
         let mut state = State::load(run_dir);
         for record in state.records.clone() {
-            remove_leftovers(&record.path);
-            remove_leftovers(&record.original_path);
-            undo(&record, &mut report).map_err(InstallError::Cleanup)?;
+            undo(&record, report).map_err(InstallError::Cleanup)?;
             state.remove(&record.path);
             let state_path = State::path(run_dir);
             state
@@ -425,7 +484,7 @@ fn clean(
         candidates.extend(name.and_then(|n| select::resolve(dir, &n)));
         candidates.dedup();
         for path in candidates {
-            remove_entry(&path, &mut report).map_err(InstallError::Cleanup)?;
+            remove_entry(&path, report).map_err(InstallError::Cleanup)?;
         }
     } else {
         let name = pinned.unwrap_or(STANDALONE_FILE);
@@ -453,7 +512,7 @@ fn clean(
     if atomic::remove(&binary).map_err(|e| InstallError::Cleanup(Cause::io("remove", &binary)(e)))? {
         report.deleted.push(binary);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Deletes `<path>.tmp.*` left by a killed writer.
