@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod repair;
 pub mod run;
 pub mod server;
+pub mod shutdown;
 pub mod watch;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use istio_cni_agent::config::{InstallSettings, Settings};
+use istio_cni_agent::shutdown::{self, Shutdown};
 use istio_cni_agent::{install, manifest, run};
 
 #[derive(Parser)]
@@ -36,6 +37,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread exists: from here on SIGTERM/SIGINT stay
+    // pending until the agent takes them (see `shutdown`). `uninstall` and
+    // `manifest` never take them: they finish their bounded work, then exit.
+    if let Err(e) = shutdown::block() {
+        eprintln!("istio-cni-agent: blocking SIGTERM/SIGINT: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Manifest(args)) => match manifest::render(&args) {
@@ -67,28 +75,31 @@ fn main() -> ExitCode {
 }
 
 fn agent(settings: Settings) -> ExitCode {
+    init_logging(&settings.log_level, settings.log_as_json);
+    let shutdown = match Shutdown::listen() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("istio-cni-agent: signal thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
     {
-        {
-            init_logging(&settings.log_level, settings.log_as_json);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("istio-cni-agent: tokio runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run::run(settings)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(target: "cni-agent", "{e}");
-                    eprintln!("istio-cni-agent: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("istio-cni-agent: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(settings, shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: "cni-agent", "{e}");
+            eprintln!("istio-cni-agent: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,11 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use crate::config::{InstallSettings, Settings};
 use crate::install::Installer;
 use crate::metrics::Metrics;
 use crate::server::logsock::LogSocket;
 use crate::server::{self, Readiness};
+use crate::shutdown::Shutdown;
 use crate::watch::{WatchError, WatchLoop};
 
 /// Why the agent exits non-zero.
@@ -21,14 +24,24 @@ pub enum RunError {
     Repair(String),
     #[error("{0}")]
     Watch(#[from] WatchError),
-    #[error("signal handler: {0}")]
-    Signal(std::io::Error),
 }
 
-/// Runs the agent until SIGTERM/SIGINT (Ok) or a fatal error. Cleanup runs in
-/// both cases; a cleanup failure is logged and does not change the result,
-/// as in Istio.
-pub async fn run(settings: Settings) -> Result<(), RunError> {
+/// What ended the agent's wait: a termination request, or the install loop
+/// itself (an error; `None` when its thread died).
+enum End {
+    Requested(Signal),
+    Loop(Option<Box<LoopResult>>),
+}
+
+type LoopResult = (Installer, Result<(), WatchError>);
+
+/// Runs the agent until `shutdown` is requested (Ok) or a fatal error.
+/// Cleanup runs in both cases, also when the request came before anything
+/// was installed (a predecessor's entry is ours to remove too); a cleanup
+/// failure is logged and does not change the result, as in Istio. Every wait
+/// here (the first install, the repair controller's start, the steady
+/// state) ends on the request.
+pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let ready = Readiness::default();
     log_settings(&settings);
@@ -64,7 +77,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         metrics.clone(),
     );
     let stop = watch.stop_handle();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // A request that came before the loop starts stops it before its first pass.
+    if shutdown.requested().is_some() {
+        stop.stop();
+    }
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("install-watch".into())
         .spawn(move || {
@@ -72,28 +89,25 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         })
         .map_err(RunError::Server)?;
 
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RunError::Signal)?;
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(RunError::Signal)?;
-    let mut done_rx = done_rx;
-
     // The repair controller starts once the plugin is installed (Istio starts
     // it first): deleting or labelling a broken pod before the plugin is in
     // the chain only makes its replacement race again.
-    let mut early: Option<Option<(Installer, Result<(), WatchError>)>> = None;
-    while early.is_none() && !ready.get() {
-        tokio::select! {
-            _ = sigterm.recv() => early = Some(None),
-            _ = sigint.recv() => early = Some(None),
-            r = &mut done_rx => early = Some(r.ok()),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
-    let repair = if early.is_none() {
-        match start_repair(&settings, &metrics).await {
-            Ok(r) => r,
-            Err(e) => {
+    let mut repair = None;
+    let mut end = tokio::select! {
+        signal = shutdown.wait() => Some(End::Requested(signal)),
+        r = &mut done_rx => Some(End::Loop(r.ok().map(Box::new))),
+        () = installed(&ready) => None,
+    };
+    if end.is_none() {
+        let started = tokio::select! {
+            signal = shutdown.wait() => Err(End::Requested(signal)),
+            r = &mut done_rx => Err(End::Loop(r.ok().map(Box::new))),
+            started = start_repair(&settings, &metrics) => Ok(started),
+        };
+        match started {
+            Err(e) => end = Some(e),
+            Ok(Ok(controller)) => repair = controller,
+            Ok(Err(e)) => {
                 // Fatal, as in Istio; but the plugin is installed by now, so
                 // take it out again before exiting.
                 stop.stop();
@@ -106,20 +120,19 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 return Err(e);
             }
         }
-    } else {
-        None
-    };
-    let finished = match early {
-        Some(r) => r,
+    }
+    let end = match end {
+        Some(end) => end,
         None => tokio::select! {
-        _ = sigterm.recv() => { tracing::info!(target: "cni-agent", "SIGTERM: cleaning up"); None }
-        _ = sigint.recv() => { tracing::info!(target: "cni-agent", "SIGINT: cleaning up"); None }
-        r = &mut done_rx => r.ok(),
+            signal = shutdown.wait() => End::Requested(signal),
+            r = &mut done_rx => End::Loop(r.ok().map(Box::new)),
         },
     };
-    let (mut installer, result) = match finished {
-        Some(r) => r,
-        None => {
+    let (mut installer, result) = match end {
+        End::Loop(Some(r)) => *r,
+        End::Loop(None) => return Err(RunError::Repair("install loop thread died".into())),
+        End::Requested(signal) => {
+            tracing::info!(target: "cni-agent", "{signal}: cleaning up");
             stop.stop();
             match done_rx.await {
                 Ok(r) => r,
@@ -140,6 +153,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         task.abort();
     }
     result.map_err(RunError::from)
+}
+
+/// Resolves once the install loop reports ready.
+async fn installed(ready: &Readiness) {
+    while !ready.get() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Starts the repair controller for the configured mode, if any.
@@ -179,13 +199,15 @@ pub fn kube_client(install: &InstallSettings) -> Result<kube::Client, String> {
         config.accept_invalid_certs = true;
     } else {
         let ca_file = install.ca_file();
-        let pem = std::fs::read(&ca_file).map_err(|e| format!("reading CA {}: {e}", ca_file.display()))?;
+        let pem = istio_cni::bounded::read(&ca_file, istio_cni::bounded::Limits::CONFIG)
+            .map_err(|e| format!("reading CA {e}"))?;
         config.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("CA {}: {e}", ca_file.display()))?);
     }
     let token_file = install.service_account_dir.join("token");
-    if !token_file.exists() {
-        return Err(format!("service-account token {} does not exist", token_file.display()));
-    }
+    // kube re-reads the file itself; this proves at start that it is a
+    // regular file of sane size (never logged: only the error is used).
+    istio_cni::bounded::read(&token_file, istio_cni::bounded::Limits::CONFIG)
+        .map_err(|e| format!("service-account token {e}"))?;
     config.auth_info.token_file = Some(token_file.to_string_lossy().into_owned());
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));

@@ -150,6 +150,11 @@ impl WatchLoop {
 
     fn run_inner(&mut self) -> Result<(), WatchError> {
         let mut throttle = Throttle::default();
+        // Stopped before the first pass (a termination request at start):
+        // install nothing, so cleanup has nothing of ours to undo.
+        if self.stop_queued() {
+            return Ok(());
+        }
         if !self.install()? {
             return Ok(());
         }
@@ -212,7 +217,9 @@ impl WatchLoop {
                         Some(Wake::Error(reason)) => return Err(WatchError::Watch { path: dir, reason }),
                         _ => {}
                     }
-                    self.drain();
+                    if self.drain() {
+                        return Ok(false);
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -252,8 +259,7 @@ impl WatchLoop {
             }),
             Wake::Changed(path) => {
                 tracing::debug!(target: "cni-agent", "{} changed; re-checking the installation", path.display());
-                self.drain();
-                Ok(Some(()))
+                Ok((!self.drain()).then_some(()))
             }
         }
     }
@@ -336,14 +342,26 @@ impl WatchLoop {
         }
     }
 
-    /// Drops queued change events, keeping a stop request.
-    fn drain(&self) {
+    /// Whether a stop request is queued; change events before it are dropped.
+    fn stop_queued(&self) -> bool {
+        while let Ok(w) = self.rx.try_recv() {
+            if matches!(w, Wake::Stop) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops queued change events; true (the request kept queued) when a
+    /// stop request was among them, so no pass starts after it.
+    fn drain(&self) -> bool {
         while let Ok(w) = self.rx.try_recv() {
             if matches!(w, Wake::Stop) {
                 let _ = self.tx.send(Wake::Stop);
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Sleeps `d` unless stopped; true when stopped.
@@ -390,6 +408,51 @@ mod tests {
         // After a quiet second the bucket is full again.
         assert_eq!(t.reserve(start + Duration::from_secs(2)), Duration::ZERO);
         assert_eq!(t.hits(), 0);
+    }
+
+    #[test]
+    fn stopped_before_the_first_pass_installs_nothing() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            s: crate::config::InstallSettings,
+        }
+        let root = std::env::temp_dir().join(format!("istio-cni-watch-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut s = Cli::try_parse_from(["t"]).unwrap().s;
+        s.mounted_cni_net_dir = root.join("conf");
+        s.cni_bin_dir = root.join("bin");
+        s.cni_bin_source_dir = root.join("src");
+        s.cni_agent_run_dir = root.join("run");
+        s.service_account_dir = root.join("sa");
+        s.kubernetes_service_host = "10.96.0.1".into();
+        s.kubernetes_service_port = "443".into();
+        s.skip_tls_verify = true;
+        for d in [
+            &s.mounted_cni_net_dir,
+            &s.cni_bin_dir,
+            &s.cni_bin_source_dir,
+            &s.service_account_dir,
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(s.cni_bin_source_dir.join("istio-cni"), "#!x\n").unwrap();
+        std::fs::write(s.service_account_dir.join("token"), "t").unwrap();
+        let primary = s.mounted_cni_net_dir.join("10-k.conflist");
+        let text = r#"{"cniVersion": "0.3.1", "name": "k", "plugins": [{"type": "ptp"}]}"#;
+        std::fs::write(&primary, text).unwrap();
+        let conf = s.mounted_cni_net_dir.clone();
+        let bin = s.cni_bin_dir.clone();
+        let installer = Installer::new(s, "info".into(), Metrics::new());
+        let watch = WatchLoop::new(installer, conf, Readiness::default(), Metrics::new());
+        watch.stop_handle().stop();
+        let (installer, result) = watch.run();
+        result.unwrap();
+        assert!(installer.current_path().is_none());
+        assert!(!bin.join("istio-cni").exists(), "no pass ran");
+        assert_eq!(std::fs::read_to_string(&primary).unwrap(), text);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -11,12 +11,13 @@
 //! * delete: deletes the pod (preconditions) with a `DeleteBrokenPod` event;
 //! * label: labels it `cni.istio.io/uninitialized=true` through pods/status
 //!   with a `LabelBrokenPod` event;
-//! * delete without the delete rule: 403, counted as a failure, pod intact.
+//! * delete without the delete rule: 403, counted as a failure, pod intact;
+//! * label without the pods/status rule: the same, and the agent says so.
 //!
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -494,6 +495,105 @@ fn delete_mode_without_its_rbac_rule_reports_forbidden() {
     let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
     let still = cluster.block_on(api.get("hello")).unwrap();
     assert_eq!(still.metadata.uid, broken.metadata.uid, "the pod is intact");
+    running.stop();
+    cluster.delete().unwrap();
+}
+
+/// The agent's log lines, from one subscriber for the whole test binary
+/// (installed by the first test that asks).
+static AGENT_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct AgentLog;
+
+impl std::io::Write for AgentLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        AGENT_LOG
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_agent_log() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_writer(|| AgentLog)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .try_init()
+            .expect("the only tracing subscriber of this test binary");
+    });
+}
+
+fn agent_log() -> String {
+    String::from_utf8_lossy(&AGENT_LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+#[test]
+fn label_mode_without_its_rbac_rule_reports_forbidden() {
+    if !privileged("label_mode_without_its_rbac_rule_reports_forbidden") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    capture_agent_log();
+    let cluster = racing_cluster();
+    let broken = create_broken_pod(&cluster, "hello");
+    let rt = runtime();
+    // The label-mode role without its pods/status rule.
+    let client = client_for(&cluster, &rt, json!([]));
+    let running = Running::start(rt, client, "--repair-label-pods");
+    assert!(running.wait_for_metric(RepairType::label, RepairResult::fail, Duration::from_secs(20)) >= 1);
+    wait_until("the failed-label event", Duration::from_secs(10), || {
+        repair_events(&cluster, "hello").iter().any(|(reason, message)| {
+            reason == "LabelBrokenPod"
+                && message.starts_with("pod detected as broken, but failed to label")
+                && message.contains("forbidden")
+        })
+    });
+    // Counted under the label type's fail result, nothing else.
+    let text = running.metrics.encode();
+    let counted = |kind: &str, result: &str| {
+        let series = format!("istio_cni_repair_pods_repaired_total{{type=\"{kind}\",result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    assert!(counted("label", "fail") >= 1, "{text}");
+    for (kind, result) in [
+        ("label", "success"),
+        ("label", "skip"),
+        ("delete", "fail"),
+        ("repair", "fail"),
+    ] {
+        assert_eq!(counted(kind, result), 0, "{kind}/{result}:\n{text}");
+    }
+    // The log says which permission is missing, for which pod.
+    let log = agent_log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("may not patch pods/status in label mode")
+            && l.contains("default/hello")
+            && l.contains("forbidden")),
+        "agent log:\n{log}"
+    );
+    // The pod is untouched: the same pod, without the label.
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let still = cluster.block_on(api.get("hello")).unwrap();
+    assert_eq!(still.metadata.uid, broken.metadata.uid);
+    assert!(
+        !still
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("cni.istio.io/uninitialized"),
+        "not labelled"
+    );
     running.stop();
     cluster.delete().unwrap();
 }

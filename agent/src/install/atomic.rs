@@ -57,19 +57,35 @@ pub fn remove(path: &Path) -> io::Result<bool> {
 }
 
 /// Deletes `<dir>/<name>.tmp.*` left by a writer that was killed. Failures
-/// are ignored: a leftover only costs disk space.
+/// are ignored: a leftover only costs disk space, and cleanup removes (and
+/// reports) what is still there ([`temp_files`]).
 pub fn remove_leftovers(dir: &Path, name: &str) {
+    for tmp in temp_files(dir, name).unwrap_or_default() {
+        let _ = fs::remove_file(tmp);
+    }
+}
+
+/// `<dir>/<name>.tmp.<digits>`: the temp files [`write`] makes for `name`.
+/// A missing dir has none.
+pub fn temp_files(dir: &Path, name: &str) -> io::Result<Vec<PathBuf>> {
     let prefix = format!("{name}.tmp.");
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let file_name = entry?.file_name();
         let Some(n) = file_name.to_str() else { continue };
         if n.strip_prefix(&prefix)
             .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
         {
-            let _ = fs::remove_file(entry.path());
+            found.push(dir.join(n));
         }
     }
+    found.sort();
+    Ok(found)
 }
 
 /// Whether `file_name` is one of our temp files.
@@ -138,6 +154,17 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["10-x.conflist", "10-x.conflist.tmp.abc"]);
+        fs::write(dir.join("10-x.conflist.tmp.7"), b"torn").unwrap();
+        fs::write(dir.join("10-x.conflist.tmp.8"), b"torn").unwrap();
+        fs::write(dir.join("10-x.conflist.tmp."), b"not ours").unwrap();
+        assert_eq!(
+            temp_files(&dir, "10-x.conflist").unwrap(),
+            [dir.join("10-x.conflist.tmp.7"), dir.join("10-x.conflist.tmp.8")]
+        );
+        assert!(temp_files(&dir.join("absent"), "10-x.conflist").unwrap().is_empty());
+        fs::remove_file(dir.join("10-x.conflist.tmp.7")).unwrap();
+        fs::remove_file(dir.join("10-x.conflist.tmp.8")).unwrap();
+        fs::remove_file(dir.join("10-x.conflist.tmp.")).unwrap();
         assert!(is_temp_name("10-x.conflist.tmp.123"));
         assert!(!is_temp_name("10-x.conflist.tmp.abc"));
         assert!(remove(&target).unwrap());

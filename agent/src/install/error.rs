@@ -15,6 +15,10 @@ pub enum Cause {
         #[source]
         source: io::Error,
     },
+    /// A bounded read of a configured file failed: missing, not a regular
+    /// file, too large or too slow (the message names the file).
+    #[error("read {0}")]
+    Read(#[from] istio_cni::bounded::ReadError),
     /// A file's content is unusable (not JSON, wrong shape, not UTF-8, …); the file was not touched.
     #[error("{}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },
@@ -29,6 +33,15 @@ impl Cause {
             op,
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// The file is missing (a plain or a bounded read said so).
+    pub(crate) fn is_not_found(&self) -> bool {
+        match self {
+            Cause::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            Cause::Read(e) => e.is_not_found(),
+            _ => false,
         }
     }
 
@@ -58,4 +71,8 @@ pub enum InstallError {
     NotValid { path: PathBuf, reason: String },
     #[error("cleanup: {0}")]
     Cleanup(Cause),
+    /// Cleanup ran to the end but files of ours are left; the report says
+    /// what was removed and what could not be.
+    #[error("cleanup: could not remove everything of ours:\n{0}")]
+    Incomplete(Box<super::UninstallReport>),
 }

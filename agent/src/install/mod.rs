@@ -46,12 +46,12 @@ pub mod conflist;
 pub mod entry;
 mod error;
 pub mod kubeconfig;
+mod leftovers;
 pub mod select;
 pub mod state;
 
 use std::fmt;
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +60,7 @@ pub use error::{Cause, InstallError};
 use crate::config::InstallSettings;
 use crate::metrics::{InstallResult, Metrics};
 use entry::{Entry, PLUGIN_TYPE};
+use istio_cni::bounded::ReadError;
 use state::{Record, State};
 
 /// The standalone file's name when CNI_CONF_NAME is empty (sorts after the primaries).
@@ -155,9 +156,9 @@ impl Installer {
                 tracing::debug!(target: "cni-agent", "standalone {} is not the first config ({})", current.display(), first.display());
             }
         }
-        let text = match fs::read_to_string(&current) {
+        let text = match select::read_config_text(&current) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(not_valid(&current, "CNI config file removed".into()));
             }
             Err(e) => return Err(not_valid(&current, e.to_string())),
@@ -222,13 +223,16 @@ impl Installer {
             .is_some_and(|p| p.to_string_lossy().contains("cilium"))
     }
 
-    /// §4.13 with byte-exact restore: our entry (or standalone file), the
-    /// kubeconfig, `<bin dir>/istio-cni`. The first error stops the rest, so
-    /// the binary is never removed while an entry still points at it.
+    /// §4.13 with byte-exact restore: temp files of killed writers, then our
+    /// entry (or standalone file), the kubeconfig, `<bin dir>/istio-cni`.
+    /// The first error stops the last three, so the binary is never removed
+    /// while an entry still points at it; a temp file that cannot be removed
+    /// ends it in `Incomplete`.
     pub fn cleanup(&mut self) -> Result<(), InstallError> {
         let report = clean(&self.settings, self.current.as_deref(), self.pinned.as_deref())?;
-        tracing::info!(target: "cni-agent", "cleanup: {report}");
         self.current = None;
+        let report = complete(report)?;
+        tracing::info!(target: "cni-agent", "cleanup: {report}");
         Ok(())
     }
 
@@ -268,12 +272,10 @@ impl Installer {
         // Istio 1.27+: the first choice sticks (§4.4 pinning).
         self.pinned = Some(name);
         self.chain_into(&path).map_err(|cause| match cause {
-            Cause::Io { source, .. } if source.kind() == io::ErrorKind::NotFound && !path.exists() => {
-                InstallError::NoPrimaryConfig {
-                    dir,
-                    reason: format!("CNI config file {} removed during configuration", path.display()),
-                }
-            }
+            cause if cause.is_not_found() && !path.exists() => InstallError::NoPrimaryConfig {
+                dir,
+                reason: format!("CNI config file {} removed during configuration", path.display()),
+            },
             other => InstallError::CreateCniConfig(other),
         })
     }
@@ -288,7 +290,7 @@ impl Installer {
         let text = self.entry(false)?.standalone_text();
         let mode = self.settings.owned_file_mode();
         let same = fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode)
-            && fs::read(&path).is_ok_and(|b| b == text.as_bytes());
+            && select::read_config(&path).is_ok_and(|b| b == text.as_bytes());
         if !same {
             atomic::write(&path, text.as_bytes(), mode, None).map_err(Cause::io("write", &path))?;
         }
@@ -300,13 +302,9 @@ impl Installer {
     /// writes still leaves a restorable node.
     fn chain_into(&self, path: &Path) -> Result<PathBuf, Cause> {
         let meta = fs::metadata(path).map_err(Cause::io("stat", path))?;
-        let text = fs::read_to_string(path).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => Cause::bad(path, "not UTF-8 text, so not JSON"),
-            _ => Cause::Io {
-                op: "read",
-                path: path.to_path_buf(),
-                source: e,
-            },
+        let text = select::read_config_text(path).map_err(|e| match e {
+            ReadError::NotUtf8 { .. } => Cause::bad(path, "not UTF-8 text, so not JSON"),
+            other => Cause::Read(other),
         })?;
         let new = conflist::insert(&text, &self.entry(true)?).map_err(|e| Cause::bad(path, e))?;
         let target = match path.to_str() {
@@ -317,7 +315,7 @@ impl Installer {
         let mut state = State::load(run_dir);
         let record = state.get(&target).cloned();
         let ours_now = |bytes: &[u8]| record.as_ref().is_some_and(|r| state::hash(bytes) == r.written);
-        if target != *path && target.exists() && !fs::read(&target).is_ok_and(|b| ours_now(&b)) {
+        if target != *path && target.exists() && !select::read_config(&target).is_ok_and(|b| ours_now(&b)) {
             return Err(Cause::bad(
                 &target,
                 format!(
@@ -367,6 +365,8 @@ pub struct UninstallReport {
     pub deleted: Vec<PathBuf>,
     /// Files left alone, with why.
     pub untouched: Vec<(PathBuf, String)>,
+    /// Files of ours that could not be removed, each with the error.
+    pub failed: Vec<String>,
 }
 
 impl fmt::Display for UninstallReport {
@@ -388,6 +388,7 @@ impl fmt::Display for UninstallReport {
                 .iter()
                 .map(|(p, why)| format!("left {} alone: {why}", p.display())),
         );
+        lines.extend(self.failed.iter().map(|why| format!("could not {why}")));
         if lines.is_empty() {
             return f.write_str("nothing to clean up");
         }
@@ -396,26 +397,78 @@ impl fmt::Display for UninstallReport {
 }
 
 /// `istio-cni-agent uninstall`: cleanup without an agent's memory, from the
-/// settings and the state file (or, when that is gone, the conf dir).
+/// settings and the state file (or, when that is gone, the conf dir), plus
+/// what only a dead agent leaves: its log socket, a spent state file.
+/// `Err(Incomplete)` when a file of ours is left.
 pub fn uninstall(settings: &InstallSettings) -> Result<UninstallReport, InstallError> {
     let pinned = (!settings.cni_conf_name.is_empty()).then_some(settings.cni_conf_name.as_str());
-    clean(settings, None, pinned)
+    let mut report = clean(settings, None, pinned)?;
+    leftovers::remove_run_dir_files(settings, &mut report);
+    complete(report)
 }
 
+/// Ok when nothing of ours is left.
+fn complete(report: UninstallReport) -> Result<UninstallReport, InstallError> {
+    if report.failed.is_empty() {
+        Ok(report)
+    } else {
+        Err(InstallError::Incomplete(Box::new(report)))
+    }
+}
+
+/// The temp files of everything we write, then our entry (or standalone
+/// file), the kubeconfig and the binary. The first error stops the second
+/// part (the binary must not go while an entry points at it); a temp file
+/// that cannot be removed is in `failed`.
 fn clean(
     settings: &InstallSettings,
     current: Option<&Path>,
     pinned: Option<&str>,
 ) -> Result<UninstallReport, InstallError> {
     let mut report = UninstallReport::default();
+    // First, so that the writes below, which drop their own target's temp
+    // files silently, find none left to drop: every removal is reported.
+    leftovers::remove_temp_files(settings, &conf_paths(settings, current, pinned), &mut report);
+    if let Err(e) = clean_files(settings, current, pinned, &mut report) {
+        if report != UninstallReport::default() {
+            tracing::warn!(target: "cni-agent", "cleanup stopped at an error; before it: {report}");
+        }
+        return Err(e);
+    }
+    Ok(report)
+}
+
+/// Every config file cleanup may find we wrote: the recorded ones, the file
+/// holding our entry, the chosen or first valid primary, the standalone
+/// file, and the `.conf`/`.conflist` twin of each.
+fn conf_paths(settings: &InstallSettings, current: Option<&Path>, pinned: Option<&str>) -> Vec<PathBuf> {
+    let dir = &settings.mounted_cni_net_dir;
+    let mut paths: Vec<PathBuf> = current.map(Path::to_path_buf).into_iter().collect();
+    paths.push(dir.join(pinned.unwrap_or(STANDALONE_FILE)));
+    for record in State::load(&settings.cni_agent_run_dir).records {
+        paths.extend([record.path, record.original_path]);
+    }
+    if let Some(first) = select::valid_configs(dir).ok().and_then(|v| v.into_iter().next()) {
+        paths.push(dir.join(first));
+    }
+    let twins: Vec<PathBuf> = paths.iter().filter_map(|p| leftovers::twin(p)).collect();
+    paths.extend(twins);
+    paths
+}
+
+/// The second part of [`clean`].
+fn clean_files(
+    settings: &InstallSettings,
+    current: Option<&Path>,
+    pinned: Option<&str>,
+    report: &mut UninstallReport,
+) -> Result<(), InstallError> {
     let dir = &settings.mounted_cni_net_dir;
     if settings.chained_cni_plugin {
         let run_dir = &settings.cni_agent_run_dir;
         let mut state = State::load(run_dir);
         for record in state.records.clone() {
-            remove_leftovers(&record.path);
-            remove_leftovers(&record.original_path);
-            undo(&record, &mut report).map_err(InstallError::Cleanup)?;
+            undo(&record, report).map_err(InstallError::Cleanup)?;
             state.remove(&record.path);
             let state_path = State::path(run_dir);
             state
@@ -431,12 +484,12 @@ fn clean(
         candidates.extend(name.and_then(|n| select::resolve(dir, &n)));
         candidates.dedup();
         for path in candidates {
-            remove_entry(&path, &mut report).map_err(InstallError::Cleanup)?;
+            remove_entry(&path, report).map_err(InstallError::Cleanup)?;
         }
     } else {
         let name = pinned.unwrap_or(STANDALONE_FILE);
         let path = dir.join(name);
-        let ours = fs::read_to_string(&path)
+        let ours = select::read_config_text(&path)
             .ok()
             .and_then(|t| conflist::parse(&t).ok())
             .is_some_and(|(v, _)| entry::is_ours(&v));
@@ -459,7 +512,7 @@ fn clean(
     if atomic::remove(&binary).map_err(|e| InstallError::Cleanup(Cause::io("remove", &binary)(e)))? {
         report.deleted.push(binary);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Deletes `<path>.tmp.*` left by a killed writer.
@@ -473,10 +526,10 @@ fn remove_leftovers(path: &Path) {
 /// wrote, else only our entry.
 fn undo(record: &Record, report: &mut UninstallReport) -> Result<(), Cause> {
     let path = &record.path;
-    let bytes = match fs::read(path) {
+    let bytes = match select::read_config(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Cause::io("read", path)(e)),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(Cause::Read(e)),
     };
     if state::hash(&bytes) != record.written {
         return remove_entry(path, report);
@@ -497,14 +550,14 @@ fn undo(record: &Record, report: &mut UninstallReport) -> Result<(), Cause> {
 /// Cuts every istio-cni entry out of `path` by span; a file that is missing,
 /// has none or cannot be parsed is left as it is.
 fn remove_entry(path: &Path, report: &mut UninstallReport) -> Result<(), Cause> {
-    let text = match fs::read_to_string(path) {
+    let text = match select::read_config_text(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(ReadError::NotUtf8 { .. }) => {
             report.untouched.push((path.to_path_buf(), "not UTF-8 text".into()));
             return Ok(());
         }
-        Err(e) => return Err(Cause::io("read", path)(e)),
+        Err(e) => return Err(Cause::Read(e)),
     };
     let single = matches!(conflist::parse(&text), Ok((_, conflist::Shape::Single)));
     if single {

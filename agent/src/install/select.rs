@@ -1,13 +1,28 @@
-//! Which CNI config file the runtime uses, and so which one we chain into
-//! (istio-cni-agent.md §4.4): libcni's listing of `.conf`/`.conflist` files
-//! in byte order, keeping only files libcni would load; CNI_CONF_NAME with
-//! its `.conf`↔`.conflist` twin.
+//! Which CNI config file the runtime uses, and so which one we chain into:
+//! libcni's listing of `.conf`/`.conflist` files in byte order, keeping only
+//! files libcni would load; CNI_CONF_NAME with its `.conf`↔`.conflist` twin.
+//!
+//! Every read of a config file is bounded ([`read_config`]): the conf dir is
+//! the node's, and a FIFO, a device or a huge file named `*.conflist` must
+//! neither hang nor exhaust the agent. Such a file is not a valid config.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use istio_cni::bounded::{self, Limits, ReadError};
 use serde_json::{Map, Value};
+
+/// A CNI config file's bytes: a regular file of at most
+/// [`Limits::CONFIG`], read within its timeout.
+pub fn read_config(path: &Path) -> Result<Vec<u8>, ReadError> {
+    bounded::read(path, Limits::CONFIG)
+}
+
+/// [`read_config`] as UTF-8 text.
+pub fn read_config_text(path: &Path) -> Result<String, ReadError> {
+    bounded::read_to_string(path, Limits::CONFIG)
+}
 
 /// The names of the loadable configs in `dir`, in the runtime's priority
 /// order (the first one is the network pods get). Each skipped file is
@@ -53,13 +68,10 @@ pub fn resolve(dir: &Path, name: &str) -> Option<PathBuf> {
     twin.exists().then_some(twin)
 }
 
-/// Whether libcni would load the file (a directory or unreadable file is not a config).
+/// Whether libcni would load the file (a directory, special, oversized or
+/// unreadable file is not a config).
 pub fn check_file(path: &Path) -> Result<(), String> {
-    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.is_dir() {
-        return Err("a directory".into());
-    }
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = read_config(path).map_err(|e| unreadable(&e))?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(obj) = value else {
         return Err("not a JSON object".into());
@@ -68,6 +80,17 @@ pub fn check_file(path: &Path) -> Result<(), String> {
         check_list(&obj)
     } else {
         check_plugin(&obj)
+    }
+}
+
+/// Why a config could not be read, without the path (the caller names it).
+fn unreadable(e: &ReadError) -> String {
+    match e {
+        ReadError::Io { source, .. } => source.to_string(),
+        ReadError::NotRegular { kind, .. } => format!("not a regular file (a {kind})"),
+        ReadError::TooLarge { max, .. } => format!("larger than the limit of {max} bytes"),
+        ReadError::TimedOut { timeout, .. } => format!("not read within {timeout:?}"),
+        ReadError::NotUtf8 { .. } => "not valid UTF-8".into(),
     }
 }
 
@@ -168,5 +191,45 @@ mod tests {
         assert_eq!(resolve(&dir, "04-ok.json"), Some(dir.join("04-ok.json")));
         fs::remove_dir_all(&dir).unwrap();
         assert!(valid_configs(&dir).unwrap_err().contains("no networks found"));
+    }
+
+    /// A FIFO, a device and an oversized (otherwise valid) config sorting
+    /// before the real primary are skipped promptly; the primary is chosen.
+    #[test]
+    fn special_and_oversized_files_are_skipped_not_read() {
+        let dir = std::env::temp_dir().join(format!("istio-cni-select-special-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+        nix::unistd::mkfifo(&dir.join("00-fifo.conflist"), mode).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("01-zero.conflist")).unwrap();
+        let pad = " ".repeat(Limits::CONFIG.max_bytes as usize);
+        let big = format!(r#"{{"name":"big","plugins":[{{"type":"ptp"}}]}}{pad}"#);
+        fs::write(dir.join("02-big.conflist"), big).unwrap();
+        fs::write(
+            dir.join("10-ptp.conflist"),
+            r#"{"name":"k","plugins":[{"type":"ptp"}]}"#,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let scan = dir.clone();
+        std::thread::spawn(move || tx.send(valid_configs(&scan)));
+        let valid = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("scanning the conf dir still blocked after 10 s");
+        assert_eq!(valid.unwrap(), ["10-ptp.conflist"]);
+        assert_eq!(
+            check_file(&dir.join("00-fifo.conflist")).unwrap_err(),
+            "not a regular file (a FIFO)"
+        );
+        assert_eq!(
+            check_file(&dir.join("01-zero.conflist")).unwrap_err(),
+            "not a regular file (a character device)"
+        );
+        assert_eq!(
+            check_file(&dir.join("02-big.conflist")).unwrap_err(),
+            format!("larger than the limit of {} bytes", Limits::CONFIG.max_bytes)
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

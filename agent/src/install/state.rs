@@ -9,10 +9,11 @@
 //! The run dir is the host's `/var/run/istio-cni` (tmpfs): after a reboot
 //! the record is gone and cleanup falls back to removing our entry by span.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use istio_cni::bounded::{self, Limits};
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
@@ -20,6 +21,12 @@ use super::atomic;
 /// The state file's name in CNI_AGENT_RUN_DIR.
 pub const STATE_FILE: &str = "istio-cni-install-state.json";
 const VERSION: u32 = 1;
+
+/// The state file holds, per file we changed, its original text (a config
+/// of at most [`Limits::CONFIG`]) JSON-escaped, at worst six bytes per byte:
+/// a few records fit well within this. Anything larger, or not a regular
+/// file, is not ours and is ignored like a torn file.
+const LIMITS: Limits = Limits::new(64 << 20, Duration::from_secs(5));
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -49,9 +56,9 @@ impl State {
     /// removes our entry by span instead of restoring).
     pub fn load(run_dir: &Path) -> State {
         let path = Self::path(run_dir);
-        let parsed = match fs::read(&path) {
+        let parsed = match bounded::read(&path, LIMITS) {
             Ok(bytes) => serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return State::default(),
+            Err(e) if e.is_not_found() => return State::default(),
             Err(e) => Err(e.to_string()),
         };
         match parsed {
@@ -109,6 +116,7 @@ pub fn hash(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn hash_is_fnv1a_and_length() {
@@ -137,6 +145,28 @@ mod tests {
         assert!(!State::path(&dir).exists());
         fs::write(State::path(&dir), b"{torn").unwrap();
         assert_eq!(State::load(&dir), State::default());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A FIFO (no writer) or a device where the state file goes is ignored
+    /// at once instead of blocking cleanup forever or filling memory.
+    #[test]
+    fn a_fifo_or_device_state_file_is_ignored_promptly() {
+        let dir = std::env::temp_dir().join(format!("istio-cni-state-special-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = State::path(&dir);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let load = |dir: PathBuf| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(State::load(&dir)));
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("State::load still blocked after 10 s")
+        };
+        assert_eq!(load(dir.clone()), State::default());
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert_eq!(load(dir.clone()), State::default());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

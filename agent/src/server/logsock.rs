@@ -1,19 +1,28 @@
-//! The plugin's log socket `<run dir>/log.sock` (istio-cni-agent.md §4.12).
+//! The plugin's log socket `<run dir>/log.sock`.
 //!
 //! The plugin runs for milliseconds per pod, invoked by the container
 //! runtime, so its logs would be lost in the runtime's journal. It POSTs its
 //! records to `/log` here as a JSON array of JSON lines, and the agent
 //! re-emits each under the `cni-plugin` target with its level, message,
 //! original time and extra keys, so they appear in the agent's pod logs.
+//!
+//! Only the plugin may write here, and it runs as root (the container
+//! runtime execs it). So the socket is 0600, and each connection's peer
+//! credentials (SO_PEERCRED) must be root's or the agent's own uid (rootless
+//! test runs, where plugin and agent share a uid); any other peer is closed
+//! unread and counted, so no other local user can forge plugin log lines.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
+use axum::serve::Listener;
 use serde_json::{Map, Value};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 /// The socket's file name inside the run dir.
@@ -23,11 +32,12 @@ pub const SOCKET_NAME: &str = "log.sock";
 pub struct LogSocket {
     path: PathBuf,
     task: JoinHandle<()>,
+    refused: Arc<AtomicU64>,
 }
 
 impl LogSocket {
     /// Replaces a stale socket, creates the run dir (0750) and listens
-    /// (socket mode 0666 so the plugin, running as the runtime's user, can write).
+    /// (socket mode 0600; see the module docs for who may connect).
     pub async fn bind(run_dir: &Path) -> std::io::Result<LogSocket> {
         let path = run_dir.join(SOCKET_NAME);
         let named = |e: std::io::Error, what: &str| {
@@ -44,14 +54,26 @@ impl LogSocket {
             Err(e) => return Err(named(e, "remove stale socket")),
         }
         let listener = UnixListener::bind(&path).map_err(|e| named(e, "listen"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(|e| named(e, "chmod"))?;
+        // Between bind and chmod the umask decides; the peer check covers that window.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| named(e, "chmod"))?;
+        let refused = Arc::new(AtomicU64::new(0));
+        let listener = PeerChecked {
+            inner: listener,
+            allowed: [0, nix::unistd::geteuid().as_raw()],
+            refused: refused.clone(),
+        };
         let router = Router::new().route("/log", post(receive));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(target: "cni-agent", "log socket stopped: {e}");
             }
         });
-        Ok(LogSocket { path, task })
+        Ok(LogSocket { path, task, refused })
+    }
+
+    /// Connections refused since bind: peers neither root nor the agent's uid.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -62,6 +84,58 @@ impl LogSocket {
     pub fn close(self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The socket's listener: hands the server only connections whose peer is an
+/// allowed uid; others are closed before a byte of theirs is read.
+struct PeerChecked {
+    inner: UnixListener,
+    allowed: [u32; 2],
+    refused: Arc<AtomicU64>,
+}
+
+impl PeerChecked {
+    /// Counts the refusal; logs the 1st, 2nd, 4th, 8th, ... so a flood of
+    /// connections cannot flood the log. Their content is never read.
+    fn refuse(&self, peer: std::io::Result<tokio::net::unix::UCred>) {
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_power_of_two() {
+            return;
+        }
+        let who = match peer {
+            Ok(cred) => format!(
+                "uid {} (pid {})",
+                cred.uid(),
+                cred.pid().map_or_else(|| "unknown".into(), |p| p.to_string())
+            ),
+            Err(e) => format!("an unknown peer ({e})"),
+        };
+        tracing::warn!(
+            target: "cni-agent",
+            "plugin log socket: refused a connection from {who}: only root and the agent's uid may send plugin logs ({n} refused so far)"
+        );
+    }
+}
+
+impl Listener for PeerChecked {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (io, addr) = Listener::accept(&mut self.inner).await;
+            let peer = io.peer_cred();
+            if matches!(&peer, Ok(cred) if self.allowed.contains(&cred.uid())) {
+                return (io, addr);
+            }
+            drop(io);
+            self.refuse(peer);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
@@ -172,7 +246,7 @@ mod tests {
         std::fs::write(dir.join(SOCKET_NAME), b"stale").unwrap();
         let sock = LogSocket::bind(&dir).await.unwrap();
         let mode = std::fs::metadata(sock.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666);
+        assert_eq!(mode, 0o600);
         let path = sock.path().to_path_buf();
         let send = |body: &'static str| {
             let path = path.clone();

@@ -1,9 +1,9 @@
-//! The agent's HTTP endpoints (istio-cni-agent.md §4.12):
+//! The agent's HTTP endpoints:
 //!
 //! - `:HEALTH_PORT` — `/healthz` (always 200) and `/readyz` (200 once the
 //!   plugin is installed and watched, 503 otherwise and during a reinstall);
 //! - `:MONITORING_PORT/metrics` — Prometheus text with Istio's metric names;
-//! - `<run dir>/log.sock` — the plugin's log records, re-emitted ([`logsock`]).
+//! - `<run dir>/log.sock` — the plugin's log records, re-emitted; root only ([`logsock`]).
 
 pub mod logsock;
 

@@ -12,6 +12,8 @@ use istio_cni_agent::install::Installer;
 use istio_cni_agent::metrics::Metrics;
 use istio_cni_kind::testing::Scratch;
 
+pub mod agent;
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

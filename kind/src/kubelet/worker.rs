@@ -25,6 +25,13 @@ use crate::node::ClusterNetwork;
 
 /// Every API call of the kubelet is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// An event the API server could not be reached for is tried again this
+/// often, this many times (about a minute, as kubelet's recorder does).
+const EVENT_RETRY: Duration = Duration::from_secs(2);
+const EVENT_RETRIES: u32 = 30;
+/// A status the API server could not be reached for is sent again this
+/// often (kubelet's status manager resyncs too), also when nothing changed.
+const STATUS_RETRY: Duration = Duration::from_secs(1);
 
 /// What a node's kubelet shares with its pod workers.
 pub struct NodeContext {
@@ -84,6 +91,8 @@ struct Worker {
     processes: HashMap<String, i32>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status: Option<serde_json::Value>,
+    /// The last status could not be sent: the server was unreachable.
+    status_unsent: bool,
 }
 
 async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
@@ -99,14 +108,18 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         processes: HashMap::new(),
         tx,
         last_status: None,
+        status_unsent: false,
     };
     let (mut lifecycle, actions) = PodLifecycle::new(&spec, ctx.backoff, SystemTime::now());
     worker.perform(actions).await;
     worker.report(&lifecycle).await;
     loop {
-        let wake = lifecycle
+        let mut wake = lifecycle
             .next_wakeup()
             .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+        if worker.status_unsent {
+            wake = Some(wake.map_or(STATUS_RETRY, |w| w.min(STATUS_RETRY)));
+        }
         let event = tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Lifecycle(e)) => e,
@@ -352,11 +365,23 @@ impl Worker {
             ..Default::default()
         };
         let api: Api<K8sEvent> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), &event)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(pod = %self.name, "recording event {reason}: {e}"),
-            Err(_) => tracing::warn!(pod = %self.name, "recording event {reason}: timed out"),
-        }
+        let Err(first) = deliver(&api, &event).await else {
+            return;
+        };
+        // Like kubelet's recorder, keep an event through an API outage (its
+        // cause is often what the event says); the pod's task goes on.
+        let (pod, reason) = (self.name.clone(), reason.to_string());
+        tokio::spawn(async move {
+            let mut last = first;
+            for _ in 0..EVENT_RETRIES {
+                tokio::time::sleep(EVENT_RETRY).await;
+                match deliver(&api, &event).await {
+                    Ok(()) => return,
+                    Err(e) => last = e,
+                }
+            }
+            tracing::warn!(%pod, "recording event {reason}: {last}");
+        });
     }
 
     /// Writes the pod's status when it changed.
@@ -373,11 +398,31 @@ impl Worker {
         let patch = Patch::Merge(serde_json::json!({ "status": value }));
         let params = PatchParams::default();
         let call = api.patch_status(&self.name, &params, &patch);
-        match tokio::time::timeout(API_TIMEOUT, call).await {
+        let result = tokio::time::timeout(API_TIMEOUT, call).await;
+        self.status_unsent = match &result {
+            Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => false,
+            Ok(Err(_)) | Err(_) => true,
+        };
+        match result {
             Ok(Ok(_)) => self.last_status = Some(value),
             Ok(Err(e)) => tracing::warn!(pod = %self.name, "updating status: {e}"),
             Err(_) => tracing::warn!(pod = %self.name, "updating status: timed out"),
         }
+    }
+}
+
+/// Creates `event`; `Ok` also when the server refused it (retrying would
+/// not change its answer, so that is only logged), `Err` when it could not
+/// be reached.
+async fn deliver(api: &Api<K8sEvent>, event: &K8sEvent) -> Result<(), String> {
+    match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), event)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::Error::Api(e))) => {
+            tracing::warn!(reason = ?event.reason, "recording event: {e}");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
     }
 }
 

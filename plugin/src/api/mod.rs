@@ -18,6 +18,7 @@ pub use kubeconfig::{KubeconfigError, Target};
 pub struct Client {
     agent: ureq::Agent,
     target: Target,
+    timeout: Duration,
 }
 
 impl Client {
@@ -44,7 +45,7 @@ impl Client {
             .tls_config(tls.build())
             .build()
             .new_agent();
-        Ok(Client { agent, target })
+        Ok(Client { agent, target, timeout })
     }
 }
 
@@ -56,12 +57,14 @@ impl PodApi for Client {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         let err = |message: String| ApiError { message };
-        let mut response = request.call().map_err(|e| err(format!("GET {url}: {e}")))?;
+        let mut response = request
+            .call()
+            .map_err(|e| err(format!("GET {url}: {}", cause(&e, self.timeout))))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .read_to_string()
-            .map_err(|e| err(format!("GET {url}: reading the reply: {e}")))?;
+            .map_err(|e| err(format!("GET {url}: reading the reply: {}", cause(&e, self.timeout))))?;
         if status != 200 {
             // Kubernetes errors are Status objects; their message says it best.
             let message = serde_json::from_str::<serde_json::Value>(&body)
@@ -71,5 +74,41 @@ impl PodApi for Client {
             return Err(err(format!("GET {url}: HTTP {status}: {message}")));
         }
         serde_json::from_str(&body).map_err(|e| err(format!("GET {url}: not a Pod: {e}")))
+    }
+}
+
+/// What went wrong, in the words an operator looks for in a pod event
+/// ("timed out", "connection refused") rather than the client's own
+/// ("timeout: global", "io: Connection refused").
+fn cause(e: &ureq::Error, timeout: Duration) -> String {
+    match e {
+        ureq::Error::Timeout(_) => format!("timed out after {timeout:?}"),
+        ureq::Error::Io(io) => match io.raw_os_error() {
+            Some(code) => format!("{} (os error {code})", io.kind()),
+            None => io.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_named_plainly() {
+        let timeout = Duration::from_millis(1500);
+        assert_eq!(
+            cause(&ureq::Error::Timeout(ureq::Timeout::Global), timeout),
+            "timed out after 1.5s"
+        );
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(
+            cause(&ureq::Error::Io(refused), timeout),
+            format!("connection refused (os error {})", libc::ECONNREFUSED)
+        );
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed early");
+        assert_eq!(cause(&ureq::Error::Io(eof), timeout), "closed early");
+        assert_eq!(cause(&ureq::Error::HostNotFound, timeout), "host not found");
     }
 }
