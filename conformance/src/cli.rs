@@ -133,7 +133,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// A scenario still running after this many seconds fails as timed out
-    /// and the run goes on without it (its cluster is abandoned).
+    /// and the run goes on without it (its embedded cluster is torn down).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub scenario_timeout: u64,
     /// Write JUnit XML here.
