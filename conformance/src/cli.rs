@@ -133,7 +133,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// A scenario still running after this many seconds fails as timed out
-    /// and the run goes on without it (its cluster is abandoned).
+    /// and the run goes on without it (its embedded cluster is torn down).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub scenario_timeout: u64,
     /// Write JUnit XML here.
@@ -341,11 +341,32 @@ fn list_cmd(args: &ListArgs) -> i32 {
     } else {
         catalog::all()
     };
+    let items = suites::plan(args.suite, &[], &opts, scenarios);
+    if let Err(e) = check_filters(&args.filter, &items, &format!("suite {:?}", args.suite).to_lowercase()) {
+        return usage(e);
+    }
     let mut out = std::io::stdout().lock();
-    for item in suites::plan(args.suite, &args.filter, &opts, scenarios) {
+    for item in items.iter().filter(|i| suites::selected(&i.name(), &args.filter)) {
         let _ = writeln!(out, "{}\t{}", item.name(), item.summary());
     }
     0
+}
+
+/// Refuses a `--filter` pattern that keeps none of `items`, naming the
+/// closest names (`scope` says which items were looked at).
+fn check_filters(filters: &[String], items: &[Planned], scope: &str) -> Result<(), String> {
+    let names: Vec<String> = items.iter().map(Planned::name).collect();
+    match suites::unmatched_filter(filters, &names) {
+        None => Ok(()),
+        Some((pattern, near)) if near.is_empty() => {
+            Err(format!("--filter {pattern:?} selects nothing: {scope} has no items"))
+        }
+        Some((pattern, near)) => Err(format!(
+            "--filter {pattern:?} selects nothing in {scope}; the closest names: {} \
+             (`istio-cni-conformance list` prints them all)",
+            near.join(", ")
+        )),
+    }
 }
 
 fn run_cmd(args: &RunArgs) -> i32 {
@@ -366,12 +387,17 @@ fn run_cmd(args: &RunArgs) -> i32 {
     } else {
         catalog::all()
     };
-    let mut items = suites::plan(suite, &args.filter, &opts, scenarios);
+    let mut items = suites::plan(suite, &[], &opts, scenarios);
     // Real-cluster scenarios are planned on their targets only.
     items.retain(|item| match item {
         Planned::Scenario(s) => targets.iter().any(|(_, target)| s.runs_on(target)),
         Planned::Spec { .. } => true,
     });
+    let scope = format!("suite {:?} on cluster {:?}", suite, args.cluster).to_lowercase();
+    if let Err(e) = check_filters(&args.filter, &items, &scope) {
+        return usage(e);
+    }
+    items.retain(|item| suites::selected(&item.name(), &args.filter));
     let legacy = suite == SuiteName::Cni;
     if args.list {
         let mut out = std::io::stdout().lock();

@@ -63,6 +63,52 @@ pub fn selected(name: &str, filters: &[String]) -> bool {
     filters.is_empty() || filters.iter().any(|p| catalog::matches(name, p))
 }
 
+/// The first pattern of `filters` that keeps none of `names`, with up to
+/// three of `names` closest to it: a typo in a CI gate's `--filter` must not
+/// run nothing and pass.
+pub fn unmatched_filter(filters: &[String], names: &[String]) -> Option<(String, Vec<String>)> {
+    let pattern = filters.iter().find(|p| !names.iter().any(|n| catalog::matches(n, p)))?;
+    Some((pattern.clone(), closest(pattern, names, 3)))
+}
+
+/// Up to `n` of `names` closest to `pattern`: fewest edits to turn the
+/// pattern (without its `*`) into some part of the name, then the shorter name.
+pub fn closest(pattern: &str, names: &[String], n: usize) -> Vec<String> {
+    let wanted: Vec<char> = pattern.chars().filter(|c| *c != '*').collect();
+    let mut scored: Vec<(usize, usize, &String)> = names
+        .iter()
+        .map(|name| (substring_distance(&wanted, name), name.len(), name))
+        .collect();
+    scored.sort();
+    let mut out: Vec<String> = Vec::new();
+    for (_, _, name) in scored {
+        if out.len() == n {
+            break;
+        }
+        if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+/// The edit distance from `pattern` to the closest substring of `text`
+/// (free start and end in `text`): how far the pattern is from matching.
+fn substring_distance(pattern: &[char], text: &str) -> usize {
+    let text: Vec<char> = text.chars().collect();
+    // prev[j]: distance of pattern[..i] to the best substring ending at text[..j].
+    let mut prev = vec![0usize; text.len() + 1];
+    for (i, pc) in pattern.iter().enumerate() {
+        let mut cur = vec![i + 1; text.len() + 1];
+        for (j, tc) in text.iter().enumerate() {
+            let substitute = prev[j] + usize::from(pc != tc);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev.into_iter().min().unwrap_or(0)
+}
+
 /// One thing a run will do.
 #[derive(Clone)]
 pub enum Planned {
@@ -179,6 +225,32 @@ mod tests {
         );
         assert!(names(SuiteName::All, &["no-such-thing"]).is_empty());
         assert_eq!(names(SuiteName::Scenarios, &["race/"]), ["race/repairPods"]);
+    }
+
+    #[test]
+    fn a_filter_that_keeps_nothing_is_named_with_the_closest_names() {
+        let names: Vec<String> = names(SuiteName::All, &[]);
+        let filters = |f: &[&str]| f.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        assert_eq!(unmatched_filter(&filters(&["cni/*/chained", "k3s"]), &names), None);
+        assert_eq!(unmatched_filter(&[], &names), None, "no filter keeps everything");
+        let (pattern, near) = unmatched_filter(&filters(&["race/", "race/repairPod5"]), &names).unwrap();
+        assert_eq!(pattern, "race/repairPod5", "the first pattern that keeps nothing");
+        assert_eq!(near[0], "race/repairPods");
+        assert_eq!(near.len(), 3);
+        let (_, near) = unmatched_filter(&filters(&["cni/ptp/chianed"]), &names).unwrap();
+        assert_eq!(near[0], "cni/ptp/chained");
+        let (_, near) = unmatched_filter(&filters(&["plaform/*"]), &names).unwrap();
+        assert_eq!(near[0], "platform/k3s");
+    }
+
+    #[test]
+    fn substring_distance_counts_the_edits_to_the_closest_part() {
+        let d = |p: &str, t: &str| substring_distance(&p.chars().collect::<Vec<_>>(), t);
+        assert_eq!(d("ptp", "cni/ptp/chained"), 0);
+        assert_eq!(d("pdp", "cni/ptp/chained"), 1);
+        assert_eq!(d("chianed", "cni/ptp/chained"), 2);
+        assert_eq!(d("", "anything"), 0);
+        assert_eq!(d("abc", ""), 3);
     }
 
     #[test]

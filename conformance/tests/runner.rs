@@ -70,19 +70,42 @@ fn list_prints_names_and_summaries_across_suites() {
         "{}",
         text(&out.stdout)
     );
-    let out = run(&["list", "--filter", "no-such-scenario-anywhere"]);
-    assert!(out.status.success());
-    assert_eq!(text(&out.stdout), "");
 }
 
+/// A typo in a CI gate's filter must not run nothing and pass.
 #[test]
-fn a_filter_matching_nothing_runs_nothing_and_exits_0() {
+fn a_filter_that_selects_nothing_exits_2_naming_the_closest_names() {
     for suite in ["scenarios", "all", "install"] {
-        let out = run(&["run", "--suite", suite, "--filter", "no-such-scenario-anywhere"]);
-        let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{suite}: {stdout}{}", text(&out.stderr));
-        assert_eq!(stdout, "0 passed, 0 failed, 0 skipped\n", "{suite}");
+        let out = run(&["run", "--suite", suite, "--filter", "nomatch"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{suite}: {}{stderr}", text(&out.stdout));
+        assert_eq!(text(&out.stdout), "", "{suite}: nothing ran");
+        assert!(stderr.contains(r#"--filter "nomatch" selects nothing"#), "{stderr}");
+        assert!(stderr.contains(&format!("suite {suite} on cluster local")), "{stderr}");
     }
+    let out = run(&[
+        "run",
+        "--suite",
+        "scenarios",
+        "--filter",
+        "race/",
+        "--filter",
+        "race/repairPod5",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "one pattern of several: {stderr}");
+    assert!(
+        stderr.contains(r#"--filter "race/repairPod5" selects nothing"#) && stderr.contains("race/repairPods"),
+        "{stderr}"
+    );
+    // A scenario of another cluster is not there to select on this one.
+    let out = run(&["run", "--suite", "scenarios", "--filter", "cni/calico/chained"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(&["list", "--filter", "cni/ptp/chianed"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("closest names: cni/ptp/chained"), "{stderr}");
+    assert_eq!(text(&out.stdout), "");
 }
 
 #[test]

@@ -8,9 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec};
+use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec, Reaper};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
@@ -97,6 +98,9 @@ impl Binaries {
 pub struct Env {
     pub target: Target,
     pub bins: Binaries,
+    /// The embedded clusters made through this env (and its clones), so a
+    /// runner that gives up on a hung scenario can tear them down ([`Env::reap`]).
+    reapers: Arc<Mutex<Vec<Reaper>>>,
 }
 
 impl Env {
@@ -104,6 +108,7 @@ impl Env {
         Ok(Env {
             target,
             bins: Binaries::locate()?,
+            reapers: Arc::default(),
         })
     }
 
@@ -112,6 +117,31 @@ impl Env {
         Env {
             target: Target::Local,
             bins: Binaries::in_dir(Path::new("/nonexistent")),
+            reapers: Arc::default(),
+        }
+    }
+
+    /// The same env with its own record of clusters: one per scenario run.
+    pub fn scoped(&self) -> Env {
+        Env {
+            reapers: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Tears down every embedded cluster made through this scope, even while
+    /// the scenario that made them still holds them (it hung); what failed.
+    pub fn reap(&self) -> Result<(), String> {
+        let reapers = std::mem::take(&mut *self.reapers.lock().unwrap_or_else(|p| p.into_inner()));
+        let errors: Vec<String> = reapers
+            .iter()
+            .filter_map(|r| r.reap().err())
+            .map(|e| e.to_string())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
         }
     }
 
@@ -142,7 +172,21 @@ impl Env {
             },
             ..spec
         };
-        Cluster::create(spec).map_err(|e| Stop::Fail(format!("creating the cluster: {e}")))
+        let local = matches!(self.target, Target::Local);
+        let cluster = Cluster::create(spec).map_err(|e| {
+            // ClusterError says "creating the cluster" itself.
+            let hint = if local && !nix::unistd::geteuid().is_root() {
+                " (the embedded cluster needs root: run as root or inside \
+                 `unshare --map-auto --map-root-user --net --mount`)"
+            } else {
+                ""
+            };
+            Stop::Fail(format!("{e}{hint}"))
+        })?;
+        if let Some(reaper) = cluster.reaper() {
+            self.reapers.lock().unwrap_or_else(|p| p.into_inner()).push(reaper);
+        }
+        Ok(cluster)
     }
 
     /// Whether this env runs the embedded cluster (node files and processes are reachable).

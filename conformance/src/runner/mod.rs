@@ -170,13 +170,14 @@ fn spec_job(opts: &SuiteOptions, cases: &[String], r: &Reporter<ItemResult>) {
 
 fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>, timeout: Duration) -> ItemResult {
     let env = match env {
-        Ok(env) => env.clone(),
+        Ok(env) => env.scoped(),
         Err(why) => return ItemResult::new(name, Verdict::Fail(format!("no environment: {why}")), Duration::ZERO),
     };
     // The body runs on its own thread so a hung scenario cannot stall the
     // whole run: after `timeout` it is reported and abandoned.
     let (tx, rx) = std::sync::mpsc::channel();
     let body = scenario.clone();
+    let scope = env.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("scenario {name}"))
         .spawn(move || {
@@ -193,11 +194,16 @@ fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>,
     } = match rx.recv_timeout(timeout) {
         Ok(outcome) => outcome,
         Err(_) => {
+            // The body is abandoned; what it built is not.
+            let cleanup = match scope.reap() {
+                Ok(()) => "its cluster was torn down".to_owned(),
+                Err(e) => format!("tearing its cluster down: {e}"),
+            };
             return ItemResult::new(
                 name,
                 Verdict::Fail(format!(
-                    "timed out after {}s (--scenario-timeout); abandoned, its cluster may be left behind",
-                    timeout.as_secs()
+                    "timed out after {}s (--scenario-timeout); {cleanup}",
+                    timeout.as_secs_f64()
                 )),
                 timeout,
             );

@@ -319,6 +319,18 @@ impl LocalCluster {
         output(&mut cmd, argv, &format!("on node {}", node.name()))
     }
 
+    /// A handle that tears this cluster down from another thread.
+    pub(super) fn reaper(&self) -> super::Reaper {
+        super::Reaper::new(super::reaper::Parts {
+            tasks: self.tasks.iter().map(JoinHandle::abort_handle).collect(),
+            processes: self.processes.clone(),
+            network: self.network.as_ref().map(Arc::downgrade).unwrap_or_default(),
+            harness: self.harness.clone(),
+            root: self.root.clone(),
+            cgroup: self.cgroup.clone(),
+        })
+    }
+
     pub(super) fn teardown(&mut self) -> Result<(), ClusterError> {
         let Some(runtime) = self.runtime.take() else {
             return Ok(());
@@ -380,8 +392,10 @@ impl LocalCluster {
         if let Err(e) = self.harness.delete() {
             errors.push(format!("harness netns: {e}"));
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.root) {
-            errors.push(format!("{}: {e}", self.root.display()));
+        // A reaper may have removed it already.
+        match std::fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => errors.push(format!("{}: {e}", self.root.display())),
+            _ => {}
         }
         if errors.is_empty() {
             Ok(())

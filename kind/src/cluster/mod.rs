@@ -18,6 +18,7 @@
 //! created.
 
 mod local;
+mod reaper;
 mod remote;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 pub use local::LocalCluster;
+pub use reaper::Reaper;
 pub use remote::RemoteCluster;
 
 use crate::backend::StartError;
@@ -428,6 +430,15 @@ impl Cluster {
         match &self.inner {
             Inner::Local(local) => local.node_exec(node, argv),
             Inner::Remote(remote) => remote.node_exec(node, argv),
+        }
+    }
+
+    /// A handle that tears a local cluster down from another thread while
+    /// its owner is stuck; `None` for real clusters (their owner's drop deletes them).
+    pub fn reaper(&self) -> Option<Reaper> {
+        match &self.inner {
+            Inner::Local(local) => Some(local.reaper()),
+            Inner::Remote(_) => None,
         }
     }
 

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A cluster's cgroup (`<own cgroup>/<name>`) with its `kubepods` child.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClusterCgroup {
     dir: PathBuf,
 }

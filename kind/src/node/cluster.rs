@@ -167,7 +167,7 @@ pub struct ClusterNetwork {
     install_mode: InstallMode,
     install_plugins: bool,
     nodes: Vec<Node>,
-    torn_down: bool,
+    torn_down: std::sync::atomic::AtomicBool,
 }
 
 fn ip(ns: &Netns, args: &[&str]) -> Result<(), CommandError> {
@@ -195,7 +195,7 @@ impl ClusterNetwork {
             path: netns_dir.clone(),
             source,
         })?;
-        let mut cluster = Self {
+        let cluster = Self {
             bridge: names::bridge_name(&tag),
             tag,
             root,
@@ -206,7 +206,7 @@ impl ClusterNetwork {
             install_mode: config.install_mode,
             install_plugins: config.install_plugins,
             nodes: Vec::new(),
-            torn_down: false,
+            torn_down: std::sync::atomic::AtomicBool::new(false),
         };
         if let Err(e) = cluster.check_plan_is_free() {
             let _ = cluster.teardown_all();
@@ -436,7 +436,7 @@ impl ClusterNetwork {
 
     /// Tears everything down — sandboxes, nodes (netns, veth, tree), routes,
     /// bridge, dirs — and reports what could not be removed.
-    pub fn teardown(mut self) -> Result<(), TeardownError> {
+    pub fn teardown(self) -> Result<(), TeardownError> {
         let errors = self.teardown_all();
         if errors.is_empty() {
             Ok(())
@@ -445,13 +445,24 @@ impl ClusterNetwork {
         }
     }
 
-    fn teardown_all(&mut self) -> Vec<String> {
-        if self.torn_down {
+    /// The same teardown through a shared handle, once: for a cluster whose
+    /// owner is stuck (a scenario the runner gave up on) while others still
+    /// hold the network. Nodes stay listed, with nothing left behind them.
+    pub fn teardown_shared(&self) -> Result<(), TeardownError> {
+        let errors = self.teardown_all();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TeardownError { errors })
+        }
+    }
+
+    fn teardown_all(&self) -> Vec<String> {
+        if self.torn_down.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Vec::new();
         }
-        self.torn_down = true;
         let mut errors = Vec::new();
-        for node in std::mem::take(&mut self.nodes) {
+        for node in &self.nodes {
             if let Err(e) = ip(&self.harness, &["link", "del", &node.host_veth]) {
                 if !e.stderr.contains("Cannot find device") {
                     errors.push(e.to_string());
