@@ -1,5 +1,5 @@
 //! The agent's log output in Istio's format and with Istio's scope semantics
-//! (docs/logging.md), so log pipelines built for Istio's install-cni parse
+//! (docs/istio-contract.md), so log pipelines built for Istio's install-cni parse
 //! ours unchanged.
 //!
 //! Scopes: `cni-agent` (the agent's own records, and anything from this

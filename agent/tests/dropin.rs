@@ -490,3 +490,26 @@ fn install_cni_name_version_and_go_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--log_output_level") && err.contains("loud"), "{err}");
 }
+
+/// The image lays files out as Istio's install-cni image does: the chart's
+/// `install-cni` on PATH at /usr/local/bin, the plugin under /opt/cni/bin
+/// (there is no Docker here: the Dockerfile is read as text).
+#[test]
+fn the_image_has_istios_layout() {
+    let text = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let runtime = text.rsplit("\nFROM ").next().unwrap();
+    let lines: Vec<&str> = runtime.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        lines.contains(&"COPY --from=build /out/istio-cni /opt/cni/bin/istio-cni"),
+        "{runtime}"
+    );
+    assert!(
+        lines.contains(&"COPY --from=build /out/istio-cni-agent /usr/local/bin/istio-cni-agent"),
+        "{runtime}"
+    );
+    // A relative link: the same binary, invoked as install-cni.
+    assert!(
+        lines.contains(&"RUN ln -s istio-cni-agent /usr/local/bin/install-cni"),
+        "{runtime}"
+    );
+}
