@@ -24,15 +24,127 @@ pub struct Settings {
     /// Port of `/metrics`; 0 or below disables the metrics server.
     #[arg(long, env = "MONITORING_PORT", default_value_t = 15014, value_parser = parse_go_int, allow_negative_numbers = true)]
     pub monitoring_port: i64,
-    /// Address the health and metrics servers bind (all interfaces by default).
-    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0")]
-    pub listen_address: IpAddr,
-    /// Log level of the agent and of the plugin (`plugin_log_level`), e.g. `info`.
-    #[arg(long = "log_output_level", env = "LOG_OUTPUT_LEVEL", default_value = "info")]
-    pub log_level: String,
-    /// Log as JSON lines.
-    #[arg(long = "log_as_json", env = "LOG_AS_JSON", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
-    pub log_as_json: bool,
+    /// Address the health and metrics servers bind; unset: `[::]` for both
+    /// families (IPv4-mapped), or `0.0.0.0` where the kernel has no IPv6.
+    #[arg(long, env = "LISTEN_ADDRESS")]
+    pub listen_address: Option<IpAddr>,
+    #[command(flatten)]
+    pub log: LogSettings,
+    #[command(flatten)]
+    pub ignored: IgnoredSettings,
+}
+
+/// Istio's logging and introspection flags (its `pkg/log` and ControlZ).
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// Per-scope levels, `<scope>:<level>,...`; a bare level is the `default`
+    /// scope's; scopes `default`, `cni-agent`, `cni-plugin`, `all`; levels
+    /// debug, info, warn, error, none.
+    #[arg(long = "log_output_level", env = "LOG_OUTPUT_LEVEL", default_value = "default:info", value_parser = parse_output_level)]
+    pub output_level: String,
+    /// Log as JSON lines with Istio's keys (`level`, `time`, `scope`, `msg`).
+    #[arg(long = "log_as_json", env = "LOG_AS_JSON", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub as_json: bool,
+    /// Scopes whose records carry `caller` (source file and line); `all` for every scope.
+    #[arg(long = "log_caller", default_value = "")]
+    pub caller: String,
+    /// Accepted for Istio's chart; stack traces are not captured.
+    #[arg(long = "log_stacktrace_level", default_value = "default:none", value_parser = parse_output_level)]
+    pub stacktrace_level: String,
+    /// Where logs go: `stdout`, `stderr` or a file path (appended); repeatable.
+    /// Unset: stderr.
+    #[arg(long = "log_target")]
+    pub target: Vec<String>,
+    /// Accepted for Istio's chart; rotation is not implemented (logged as unsupported).
+    #[arg(long = "log_rotate", default_value = "")]
+    pub rotate: String,
+    #[arg(long = "log_rotate_max_age", default_value_t = 30, hide = true)]
+    pub rotate_max_age: i64,
+    #[arg(long = "log_rotate_max_size", default_value_t = 104_857_600, hide = true)]
+    pub rotate_max_size: i64,
+    #[arg(long = "log_rotate_max_backups", default_value_t = 1000, hide = true)]
+    pub rotate_max_backups: i64,
+    /// Accepted for Istio's chart; ControlZ is not served (logged as unsupported).
+    #[arg(long = "ctrlz_port", default_value_t = 9876)]
+    pub ctrlz_port: u16,
+    /// Accepted for Istio's chart; ControlZ is not served.
+    #[arg(long = "ctrlz_address", default_value = "localhost")]
+    pub ctrlz_address: String,
+}
+
+/// Flags Istio's install-cni registers that this agent accepts and ignores:
+/// ambient-only ones (this agent implements the sidecar data plane) and ones
+/// Istio itself no longer reads.
+#[derive(Debug, Clone, Args)]
+pub struct IgnoredSettings {
+    /// Ambient only: ignored.
+    #[arg(long, env = "ZTUNNEL_UDS_ADDRESS", hide = true)]
+    pub ztunnel_uds_address: Option<String>,
+    /// Ambient only (Istio acts on it only with ambient on): ignored.
+    #[arg(long, env = "ISTIO_OWNED_CNI_CONFIG", hide = true)]
+    pub istio_owned_cni_config: Option<String>,
+    /// Ambient only: ignored.
+    #[arg(long, env = "ISTIO_OWNED_CNI_CONFIG_FILENAME", hide = true)]
+    pub istio_owned_cni_config_filename: Option<String>,
+    /// Ignored by Istio since 1.23; ignored.
+    #[arg(long, env = "CNI_NETWORK_CONFIG", hide = true)]
+    pub cni_network_config: Option<String>,
+    /// Ignored by Istio since 1.23; ignored.
+    #[arg(long, env = "CNI_NETWORK_CONFIG_FILE", hide = true)]
+    pub cni_network_config_file: Option<String>,
+    /// Legacy, ignored by Istio; ignored.
+    #[arg(long = "log-level", env = "LOG_LEVEL", hide = true)]
+    pub legacy_log_level: Option<String>,
+}
+
+/// Environment-only keys of Istio's ConfigMap that only ambient mode reads.
+pub const AMBIENT_ONLY_ENV: [&str; 5] = [
+    "AMBIENT_DNS_CAPTURE",
+    "AMBIENT_IPV6",
+    "AMBIENT_RECONCILE_POD_RULES_ON_STARTUP",
+    "AMBIENT_DISABLE_SAFE_UPGRADE",
+    // The chart's spelling of ISTIO_OWNED_CNI_CONFIG_FILENAME.
+    "ISTIO_OWNED_CNI_CONF_FILENAME",
+];
+
+impl Settings {
+    /// The ambient-only settings that were given (flags or environment), by
+    /// their environment names: accepted and ignored, and said so once.
+    pub fn ambient_only_given(&self) -> Vec<&'static str> {
+        let i = &self.ignored;
+        let mut given: Vec<&'static str> = [
+            ("ZTUNNEL_UDS_ADDRESS", i.ztunnel_uds_address.is_some()),
+            ("ISTIO_OWNED_CNI_CONFIG", i.istio_owned_cni_config.is_some()),
+            (
+                "ISTIO_OWNED_CNI_CONFIG_FILENAME",
+                i.istio_owned_cni_config_filename.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        given.extend(AMBIENT_ONLY_ENV.into_iter().filter(|k| std::env::var_os(k).is_some()));
+        given
+    }
+
+    /// The obsolete settings that were given, by their flag names.
+    pub fn obsolete_given(&self) -> Vec<&'static str> {
+        let i = &self.ignored;
+        [
+            ("--cni-network-config", i.cni_network_config.is_some()),
+            ("--cni-network-config-file", i.cni_network_config_file.is_some()),
+            ("--log-level", i.legacy_log_level.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+/// `--log_output_level` / `--log_stacktrace_level`: checked here so a typo
+/// stops the agent naming the flag (Istio only logs it and goes on).
+pub fn parse_output_level(s: &str) -> Result<String, String> {
+    crate::logging::ScopeLevels::parse(s).map(|_| s.to_string())
 }
 
 /// The installer's settings (§2.2, §2.4, §3).
@@ -42,7 +154,7 @@ pub struct InstallSettings {
     #[arg(long, env = "CNI_CONF_NAME", default_value = "")]
     pub cni_conf_name: String,
     /// true: insert into the primary's plugin list; false: write a standalone `YYY-istio-cni.conf`.
-    #[arg(long, env = "CHAINED_CNI_PLUGIN", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "CHAINED_CNI_PLUGIN", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub chained_cni_plugin: bool,
     /// The node's CNI config dir as the agent sees it.
     #[arg(long, env = "MOUNTED_CNI_NET_DIR", default_value = "/host/etc/cni/net.d")]
@@ -54,13 +166,13 @@ pub struct InstallSettings {
     #[arg(long, env = "KUBECONFIG_MODE", default_value = "0600", value_parser = parse_file_mode)]
     pub kubeconfig_mode: u32,
     /// Standalone config files get 0640 instead of 0600.
-    #[arg(long, env = "CNI_CONF_GROUP_READ", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "CNI_CONF_GROUP_READ", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub cni_conf_group_read: bool,
     /// CA for the kubeconfig (default `<SERVICE_ACCOUNT_DIR>/ca.crt`).
     #[arg(long, env = "KUBE_CA_FILE", default_value = "")]
     pub kube_ca_file: String,
     /// Write `insecure-skip-tls-verify: true` instead of a CA.
-    #[arg(long, env = "SKIP_TLS_VERIFY", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "SKIP_TLS_VERIFY", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub skip_tls_verify: bool,
     /// Comma-separated namespaces the plugin leaves alone.
     #[arg(long, env = "EXCLUDE_NAMESPACES", default_value = "")]
@@ -69,13 +181,13 @@ pub struct InstallSettings {
     #[arg(long, env = "POD_NAMESPACE", default_value = "")]
     pub pod_namespace: String,
     /// The plugin (and repair) program nftables instead of iptables.
-    #[arg(long, env = "NATIVE_NFTABLES", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "NATIVE_NFTABLES", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub native_nftables: bool,
-    /// Copied into the plugin entry (ambient only).
-    #[arg(long, env = "AMBIENT_ENABLED", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    /// Ambient mode: refused at start (this agent is the sidecar data plane's).
+    #[arg(long, env = "AMBIENT_ENABLED", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub ambient_enabled: bool,
     /// Copied into the plugin entry.
-    #[arg(long, env = "ENABLE_AMBIENT_DETECTION_RETRY", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "ENABLE_AMBIENT_DETECTION_RETRY", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_ambient_detection_retry: bool,
     /// YAML list of `{podSelector, namespaceSelector}` written as `enablement_selectors`.
     #[arg(long, env = "AMBIENT_ENABLEMENT_SELECTOR", default_value = "")]
@@ -101,21 +213,21 @@ pub struct InstallSettings {
     )]
     pub service_account_dir: PathBuf,
     /// Ours: write `status_check: true` so the plugin's STATUS reports not-ready until our kubeconfig exists.
-    #[arg(long, env = "CNI_STATUS_CHECK", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "CNI_STATUS_CHECK", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub status_check: bool,
 }
 
 /// The repair controller's settings (istio-cni-repair-and-skew.md §2.1).
 #[derive(Debug, Clone, Args)]
 pub struct RepairSettings {
-    #[arg(long, env = "REPAIR_ENABLED", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "REPAIR_ENABLED", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub repair_enabled: bool,
     /// In-place repair (the binary's default is false; the chart sets true).
-    #[arg(long, env = "REPAIR_REPAIR_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "REPAIR_REPAIR_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub repair_repair_pods: bool,
-    #[arg(long, env = "REPAIR_DELETE_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "REPAIR_DELETE_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub repair_delete_pods: bool,
-    #[arg(long, env = "REPAIR_LABEL_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "REPAIR_LABEL_PODS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub repair_label_pods: bool,
     #[arg(
         long,
@@ -146,7 +258,7 @@ pub struct RepairSettings {
     #[arg(long, env = "REPAIR_HOST_PROC", default_value = "/host/proc")]
     pub repair_host_proc: PathBuf,
     /// The netns repair must never program (`/proc/self/ns/net`; `/host/proc/1/ns/net` with ALLOW_SWITCH_TO_HOST_NS).
-    #[arg(long, env = "ALLOW_SWITCH_TO_HOST_NS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set)]
+    #[arg(long, env = "ALLOW_SWITCH_TO_HOST_NS", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_switch_to_host_ns: bool,
 }
 
@@ -361,6 +473,50 @@ mod tests {
         let err = parse(&["--chained-cni-plugin", "maybe"]).unwrap_err().to_string();
         assert!(
             err.contains("--chained-cni-plugin") && err.contains("not a boolean"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn go_flag_forms_and_bare_booleans() {
+        // Istio's chart passes `--log_as_json` bare; Go booleans take no value.
+        let s = parse(&["--log_as_json", "--log_output_level=info"]).unwrap();
+        assert!(s.log.as_json);
+        assert_eq!(s.log.output_level, "info");
+        let s = parse(&[
+            "--chained-cni-plugin",
+            "--repair-repair-pods",
+            "--log_output_level",
+            "cni-agent:debug",
+        ])
+        .unwrap();
+        assert!(s.install.chained_cni_plugin && s.repair.repair_repair_pods);
+        assert_eq!(s.log.output_level, "cni-agent:debug");
+        let s = parse(&["--chained-cni-plugin=false", "--log_as_json=true", "--skip-tls-verify"]).unwrap();
+        assert!(!s.install.chained_cni_plugin && s.log.as_json && s.install.skip_tls_verify);
+        // Istio's other logging and ControlZ flags, and its obsolete ones, are accepted.
+        let s = parse(&[
+            "--ctrlz_port=9877",
+            "--ctrlz_address",
+            "127.0.0.1",
+            "--log_caller=cni-agent",
+            "--log_stacktrace_level=default:none",
+            "--log_target=stdout",
+            "--log_target",
+            "stderr",
+            "--log_rotate_max_age=7",
+            "--cni-network-config={}",
+            "--log-level=warn",
+            "--ztunnel-uds-address=/var/run/ztunnel/ztunnel.sock",
+        ])
+        .unwrap();
+        assert_eq!(s.log.ctrlz_port, 9877);
+        assert_eq!(s.log.target, ["stdout", "stderr"]);
+        assert_eq!(s.obsolete_given(), ["--cni-network-config", "--log-level"]);
+        assert!(s.ambient_only_given().contains(&"ZTUNNEL_UDS_ADDRESS"));
+        let err = parse(&["--log_output_level=cni-agent:loud"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--log_output_level") && err.contains("\"loud\" is not a level"),
             "{err}"
         );
     }

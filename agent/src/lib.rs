@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod install;
+pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod repair;

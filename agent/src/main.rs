@@ -1,13 +1,13 @@
-//! `istio-cni-agent`: with no subcommand, the node agent (Istio's
-//! `install-cni`); `uninstall` cleans a node whose agent died; `manifest`
-//! prints the DaemonSet and RBAC.
+//! `istio-cni-agent` (also answering as `install-cni`): with no subcommand,
+//! the node agent (Istio's `install-cni`); `uninstall` cleans a node whose
+//! agent died; `manifest` prints the DaemonSet and RBAC; `version`.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use istio_cni_agent::config::{InstallSettings, Settings};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use istio_cni_agent::config::{InstallSettings, LogSettings, Settings};
 use istio_cni_agent::shutdown::{self, Shutdown};
-use istio_cni_agent::{install, manifest, run};
+use istio_cni_agent::{install, logging, manifest, run};
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +34,17 @@ enum Command {
     },
     /// Print the Kubernetes objects that deploy the agent.
     Manifest(manifest::ManifestArgs),
+    /// Print the version (Istio's install-cni has this subcommand too).
+    Version {
+        /// Only the version number.
+        #[arg(short, long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = istio_cni_agent::config::parse_go_bool, action = clap::ArgAction::Set)]
+        short: bool,
+    },
 }
+
+/// The name Istio's chart runs (`command: ["install-cni"]`): the image puts
+/// this binary there too, and it answers under either name.
+const ISTIO_NAME: &str = "install-cni";
 
 fn main() -> ExitCode {
     // First, before any thread exists: from here on SIGTERM/SIGINT stay
@@ -44,7 +54,17 @@ fn main() -> ExitCode {
         eprintln!("istio-cni-agent: blocking SIGTERM/SIGINT: {e}");
         return ExitCode::FAILURE;
     }
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = program_name(args.first());
+    let cli = match Cli::command()
+        .name(name)
+        .bin_name(name)
+        .try_get_matches_from(&args)
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Some(Command::Manifest(args)) => match manifest::render(&args) {
             Ok(yaml) => {
@@ -57,7 +77,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Uninstall { install }) => {
-            init_logging("info", false);
+            let _ = logging::init(&default_log_settings());
             match install::uninstall(&install) {
                 Ok(report) => {
                     println!("{report}");
@@ -69,13 +89,77 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Version { short }) => {
+            let version = env!("CARGO_PKG_VERSION");
+            if short {
+                println!("{version}");
+            } else {
+                println!("{name} version {version} (istio-cni-agent: Istio's install-cni for the sidecar data plane)");
+            }
+            ExitCode::SUCCESS
+        }
         Some(Command::Run(settings)) => agent(*settings),
         None => agent(cli.settings),
     }
 }
 
+/// `install-cni` when invoked under Istio's name, else our own.
+fn program_name(argv0: Option<&std::ffi::OsString>) -> &'static str {
+    let invoked = argv0
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .and_then(|n| n.to_str());
+    if invoked == Some(ISTIO_NAME) {
+        ISTIO_NAME
+    } else {
+        "istio-cni-agent"
+    }
+}
+
+/// Logging for the subcommands that take no logging flags.
+fn default_log_settings() -> LogSettings {
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        log: LogSettings,
+    }
+    // Parsing no arguments yields the defaults; it cannot fail.
+    Defaults::try_parse_from(["defaults"])
+        .map(|d| d.log)
+        .unwrap_or_else(|e| e.exit())
+}
+
 fn agent(settings: Settings) -> ExitCode {
-    init_logging(&settings.log_level, settings.log_as_json);
+    match logging::init(&settings.log) {
+        Ok(notes) => {
+            for note in notes {
+                tracing::info!(target: "cni-agent", "{note}");
+            }
+        }
+        Err(e) => {
+            eprintln!("istio-cni-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if settings.install.ambient_enabled {
+        let msg = "AMBIENT_ENABLED=true: this agent implements Istio's sidecar data plane only, not ambient mode; \
+                   run Istio's own install-cni for ambient, or set AMBIENT_ENABLED=false (the chart's ambient.enabled)";
+        tracing::error!(target: "cni-agent", "{msg}");
+        eprintln!("istio-cni-agent: {msg}");
+        return ExitCode::FAILURE;
+    }
+    let ambient_only = settings.ambient_only_given();
+    if !ambient_only.is_empty() {
+        tracing::info!(
+            target: "cni-agent",
+            "sidecar data plane: ignoring ambient-only settings {}",
+            ambient_only.join(", ")
+        );
+    }
+    let obsolete = settings.obsolete_given();
+    if !obsolete.is_empty() {
+        tracing::info!(target: "cni-agent", "ignoring settings Istio no longer reads: {}", obsolete.join(", "));
+    }
     let shutdown = match Shutdown::listen() {
         Ok(s) => s,
         Err(e) => {
@@ -101,18 +185,5 @@ fn agent(settings: Settings) -> ExitCode {
             eprintln!("istio-cni-agent: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(run::log_filter(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -2,7 +2,6 @@
 //! servers; the repair controller; the install/watch loop; cleanup when a
 //! signal arrives or the loop fails.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -49,9 +48,15 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
     let mut servers = Vec::new();
     if settings.monitoring_port > 0 {
         let port = u16::try_from(settings.monitoring_port).unwrap_or(15014);
-        let addr = SocketAddr::new(settings.listen_address, port);
         // As Istio: a metrics listen failure is not fatal.
-        match server::serve_tcp(addr, server::metrics_router(metrics.clone()), "metrics").await {
+        match server::serve_tcp(
+            settings.listen_address,
+            port,
+            server::metrics_router(metrics.clone()),
+            "metrics",
+        )
+        .await
+        {
             Ok((_, task)) => servers.push(task),
             Err(e) => tracing::error!(target: "cni-agent", "{e}"),
         }
@@ -59,15 +64,19 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
     let log_socket = LogSocket::bind(&settings.install.cni_agent_run_dir)
         .await
         .map_err(RunError::Server)?;
-    let health = SocketAddr::new(settings.listen_address, settings.health_port);
-    let (_, task) = server::serve_tcp(health, server::health_router(ready.clone()), "health")
-        .await
-        .map_err(RunError::Server)?;
+    let (_, task) = server::serve_tcp(
+        settings.listen_address,
+        settings.health_port,
+        server::health_router(ready.clone()),
+        "health",
+    )
+    .await
+    .map_err(RunError::Server)?;
     servers.push(task);
 
     let installer = Installer::new(
         settings.install.clone(),
-        plugin_log_level(&settings.log_level),
+        plugin_log_level(&settings.log.output_level),
         metrics.clone(),
     );
     let watch = WatchLoop::new(
@@ -243,29 +252,13 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs)
 }
 
-/// `plugin_log_level`: the `cni-plugin` scope's level from
-/// `--log_output_level` (`info`, or `cni-plugin:debug,cni-agent:info`).
+/// `plugin_log_level`: the `cni-plugin` scope's level after Istio's scope
+/// rules (`info` unless `cni-plugin:<level>` or `all:<level>` is given).
 pub fn plugin_log_level(spec: &str) -> String {
-    let mut default = "info".to_string();
-    for part in spec.split(',').map(str::trim) {
-        match part.split_once(':') {
-            Some(("cni-plugin", level)) => return level.to_string(),
-            Some((_, _)) => {}
-            None if !part.is_empty() => default = part.to_string(),
-            None => {}
-        }
-    }
-    default
-}
-
-/// `--log_output_level` as a tracing filter: `scope:level` → `scope=level`.
-pub fn log_filter(spec: &str) -> String {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| p.replacen(':', "=", 1))
-        .collect::<Vec<_>>()
-        .join(",")
+    crate::logging::ScopeLevels::parse(spec)
+        .map(|l| l.plugin.as_str())
+        .unwrap_or("info")
+        .to_string()
 }
 
 fn log_settings(settings: &Settings) {
@@ -279,15 +272,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_levels_follow_istio_scopes() {
+    fn plugin_level_is_the_cni_plugin_scopes() {
         assert_eq!(plugin_log_level("info"), "info");
-        assert_eq!(plugin_log_level("debug"), "debug");
+        // A bare level is the default scope's, not the plugin's (Istio's rule).
+        assert_eq!(plugin_log_level("debug"), "info");
         assert_eq!(plugin_log_level("cni-plugin:debug,cni-agent:warn"), "debug");
         assert_eq!(plugin_log_level("cni-agent:warn"), "info");
-        assert_eq!(
-            log_filter("cni-plugin:debug, cni-agent:info"),
-            "cni-plugin=debug,cni-agent=info"
-        );
+        assert_eq!(plugin_log_level("all:warn"), "warn");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct Empty {}
 
 /// A Kubernetes LabelSelector as Go marshals it: empty parts omitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
@@ -30,7 +30,6 @@ pub struct LabelSelector {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Requirement {
     pub key: String,
     pub operator: String,
@@ -40,7 +39,7 @@ pub struct Requirement {
 
 /// One item of AMBIENT_ENABLEMENT_SELECTOR.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct EnablementSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
@@ -222,6 +221,18 @@ mod tests {
         let s = settings(&["--ambient-enablement-selector", "podSelector: [oops"]);
         let err = Entry::build(&s, "info", true).unwrap_err().to_string();
         assert!(err.contains("AMBIENT_ENABLEMENT_SELECTOR"), "{err}");
+    }
+
+    #[test]
+    fn unknown_selector_fields_are_ignored() {
+        let mut s = settings(&[]);
+        s.ambient_enablement_selector =
+            "- podSelector:\n    matchLabels: {a: b}\n    futureField: 1\n  nodeSelector: {x: y}\n".into();
+        let v = Entry::build(&s, "info", true).unwrap().to_value();
+        assert_eq!(
+            v["enablement_selectors"],
+            serde_json::json!([{"podSelector": {"matchLabels": {"a": "b"}}}])
+        );
     }
 
     #[test]
