@@ -11,10 +11,27 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use istio_cni_kind::backend::versions::KubeVersion;
 use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec, Reaper};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
+
+/// Picks the Kubernetes version (the pinned `kindest/node` image) of kind
+/// clusters, `1.33` or `v1.32`: the second axis of a CI matrix, which passes
+/// it down to every scenario's cluster without a flag per call site.
+pub const KIND_K8S_VERSION: &str = "KIND_K8S_VERSION";
+
+/// [`KIND_K8S_VERSION`], when set and not empty.
+fn kind_version() -> Result<Option<KubeVersion>, Stop> {
+    match std::env::var(KIND_K8S_VERSION) {
+        Ok(value) if !value.trim().is_empty() => value
+            .parse()
+            .map(Some)
+            .map_err(|e| Stop::Fail(format!("{KIND_K8S_VERSION}={value}: {e}"))),
+        _ => Ok(None),
+    }
+}
 
 /// Which cluster a scenario gets.
 #[derive(Debug, Clone)]
@@ -158,8 +175,11 @@ impl Env {
                 Target::Local => Backend::Local,
                 Target::Kind { cni } => {
                     let mut b = Backend::kind();
-                    if let Backend::Kind { cni: c, .. } = &mut b {
+                    if let Backend::Kind { cni: c, k8s_version, .. } = &mut b {
                         *c = cni.parse().map_err(|e| Stop::Fail(format!("--cni {cni}: {e}")))?;
+                        if let Some(version) = kind_version()? {
+                            *k8s_version = version;
+                        }
                     }
                     b
                 }
