@@ -175,7 +175,10 @@ impl Env {
                 Target::Local => Backend::Local,
                 Target::Kind { cni } => {
                     let mut b = Backend::kind();
-                    if let Backend::Kind { cni: c, k8s_version, .. } = &mut b {
+                    if let Backend::Kind {
+                        cni: c, k8s_version, ..
+                    } = &mut b
+                    {
                         *c = cni.parse().map_err(|e| Stop::Fail(format!("--cni {cni}: {e}")))?;
                         if let Some(version) = kind_version()? {
                             *k8s_version = version;
