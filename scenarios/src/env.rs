@@ -24,8 +24,12 @@ pub const KIND_K8S_VERSION: &str = "KIND_K8S_VERSION";
 
 /// [`KIND_K8S_VERSION`], when set and not empty.
 fn kind_version() -> Result<Option<KubeVersion>, Stop> {
-    match std::env::var(KIND_K8S_VERSION) {
-        Ok(value) if !value.trim().is_empty() => value
+    parse_kind_version(std::env::var(KIND_K8S_VERSION).ok())
+}
+
+fn parse_kind_version(value: Option<String>) -> Result<Option<KubeVersion>, Stop> {
+    match value {
+        Some(value) if !value.trim().is_empty() => value
             .parse()
             .map(Some)
             .map_err(|e| Stop::Fail(format!("{KIND_K8S_VERSION}={value}: {e}"))),
@@ -215,5 +219,28 @@ impl Env {
     /// Whether this env runs the embedded cluster (node files and processes are reachable).
     pub fn is_local(&self) -> bool {
         matches!(self.target, Target::Local)
+    }
+}
+
+#[cfg(test)]
+mod kind_version_tests {
+    use super::*;
+
+    #[test]
+    fn kind_k8s_version_picks_a_pinned_image_or_names_the_variable() {
+        assert_eq!(parse_kind_version(None).unwrap(), None);
+        assert_eq!(parse_kind_version(Some(" ".into())).unwrap(), None);
+        assert_eq!(
+            parse_kind_version(Some("1.32".into())).unwrap(),
+            Some(KubeVersion::V1_32)
+        );
+        assert_eq!(
+            parse_kind_version(Some("v1.33".into())).unwrap(),
+            Some(KubeVersion::V1_33)
+        );
+        match parse_kind_version(Some("1.20".into())) {
+            Err(Stop::Fail(message)) => assert!(message.starts_with("KIND_K8S_VERSION=1.20: unsupported"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
