@@ -11,10 +11,31 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use istio_cni_kind::backend::versions::KubeVersion;
 use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec, Reaper};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
+
+/// Picks the Kubernetes version (the pinned `kindest/node` image) of kind
+/// clusters, `1.33` or `v1.32`: the second axis of a CI matrix, which passes
+/// it down to every scenario's cluster without a flag per call site.
+pub const KIND_K8S_VERSION: &str = "KIND_K8S_VERSION";
+
+/// [`KIND_K8S_VERSION`], when set and not empty.
+fn kind_version() -> Result<Option<KubeVersion>, Stop> {
+    parse_kind_version(std::env::var(KIND_K8S_VERSION).ok())
+}
+
+fn parse_kind_version(value: Option<String>) -> Result<Option<KubeVersion>, Stop> {
+    match value {
+        Some(value) if !value.trim().is_empty() => value
+            .parse()
+            .map(Some)
+            .map_err(|e| Stop::Fail(format!("{KIND_K8S_VERSION}={value}: {e}"))),
+        _ => Ok(None),
+    }
+}
 
 /// Which cluster a scenario gets.
 #[derive(Debug, Clone)]
@@ -158,8 +179,14 @@ impl Env {
                 Target::Local => Backend::Local,
                 Target::Kind { cni } => {
                     let mut b = Backend::kind();
-                    if let Backend::Kind { cni: c, .. } = &mut b {
+                    if let Backend::Kind {
+                        cni: c, k8s_version, ..
+                    } = &mut b
+                    {
                         *c = cni.parse().map_err(|e| Stop::Fail(format!("--cni {cni}: {e}")))?;
+                        if let Some(version) = kind_version()? {
+                            *k8s_version = version;
+                        }
                     }
                     b
                 }
@@ -192,5 +219,28 @@ impl Env {
     /// Whether this env runs the embedded cluster (node files and processes are reachable).
     pub fn is_local(&self) -> bool {
         matches!(self.target, Target::Local)
+    }
+}
+
+#[cfg(test)]
+mod kind_version_tests {
+    use super::*;
+
+    #[test]
+    fn kind_k8s_version_picks_a_pinned_image_or_names_the_variable() {
+        assert_eq!(parse_kind_version(None).unwrap(), None);
+        assert_eq!(parse_kind_version(Some(" ".into())).unwrap(), None);
+        assert_eq!(
+            parse_kind_version(Some("1.32".into())).unwrap(),
+            Some(KubeVersion::V1_32)
+        );
+        assert_eq!(
+            parse_kind_version(Some("v1.33".into())).unwrap(),
+            Some(KubeVersion::V1_33)
+        );
+        match parse_kind_version(Some("1.20".into())) {
+            Err(Stop::Fail(message)) => assert!(message.starts_with("KIND_K8S_VERSION=1.20: unsupported"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod daemonset;
 pub mod deploy;
 pub mod env;
 pub mod fixtures;
+pub mod harness;
 pub mod scenario;
 
 pub mod cni;

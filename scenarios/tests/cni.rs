@@ -1,14 +1,14 @@
 //! The `cni/...` scenarios on the embedded cluster: every local primary
-//! profile × install mode (see `istio_cni_scenarios::cni`). Needs root
-//! (skips with `SKIP:` otherwise; panics under
-//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+//! profile × install mode (see `istio_cni_scenarios::cni`). Needs root: an ordinary user's
+//! test re-runs itself in a user namespace or fails saying why (see
+//! `istio_cni_scenarios::harness`).
 
 use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::cluster::ClusterSpec;
-use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::deploy::Fleet;
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::harness::privileged;
 use istio_cni_scenarios::scenario::{Record, Stop, Verdict};
 use rstest::rstest;
 

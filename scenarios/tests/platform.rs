@@ -1,11 +1,12 @@
 //! The `platform/...` scenarios on the embedded cluster: every distribution's
 //! node layout with the manifest rendered for it (see
-//! `istio_cni_scenarios::platform`). Needs root (skips with `SKIP:`
-//! otherwise; panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+//! `istio_cni_scenarios::platform`). Needs root: an ordinary user's
+//! test re-runs itself in a user namespace or fails saying why (see
+//! `istio_cni_scenarios::harness`).
 
-use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::harness::privileged;
 use istio_cni_scenarios::scenario::Verdict;
 use rstest::rstest;
 

@@ -1,9 +1,10 @@
-//! The `race/...` scenarios on the embedded cluster. Needs root (skips with
-//! `SKIP:` otherwise; panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+//! The `race/...` scenarios on the embedded cluster. Needs root: an ordinary user's
+//! test re-runs itself in a user namespace or fails saying why (see
+//! `istio_cni_scenarios::harness`).
 
-use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::harness::privileged;
 use rstest::rstest;
 
 #[rstest]

@@ -1,11 +1,12 @@
-//! The `skew/...` scenarios on the embedded cluster. Needs root (skips with
-//! `SKIP:` otherwise; panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+//! The `skew/...` scenarios on the embedded cluster. Needs root: an ordinary user's
+//! test re-runs itself in a user namespace or fails saying why (see
+//! `istio_cni_scenarios::harness`).
 //! `skew/release/*` builds the previous release's plugin into the build
 //! cache on first use (minutes on a cold cache).
 
-use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::harness::privileged;
 use istio_cni_scenarios::scenario::Verdict;
 use rstest::rstest;
 
