@@ -487,7 +487,10 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             if scale == 0 {
                 break;
             }
-            value += u128::from(d - b'0') * scale;
+            // An integer part near u128::MAX leaves no room for the fraction.
+            value = value
+                .checked_add(u128::from(d - b'0') * scale)
+                .ok_or_else(|| invalid("too large"))?;
         }
         total_ns = total_ns.checked_add(value).ok_or_else(|| invalid("too large"))?;
     }
@@ -894,6 +897,8 @@ mod tests {
             " 5s",
             "1e3s",
             "9999999999999h",
+            // The fraction's add overflowed u128 (a panic with overflow checks).
+            "340282366920938463463374607431768211.999us",
         ] {
             assert!(parse_go_duration(s).is_err(), "{s:?} should fail");
         }
