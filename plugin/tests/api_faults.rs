@@ -17,6 +17,8 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
+mod cluster_support;
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -25,13 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cluster_support::cluster_with_istio_cni;
 use istio_cni::cni::add::FetchPolicy;
 use istio_cni_kind::apiserver::{FaultMatch, Faults};
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cluster::Cluster;
 use istio_cni_kind::kubelet::worker::sandbox_id;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
 use istio_cni_kind::node::Node;
-use istio_cni_kind::testing::{privileged, workspace_bin};
+use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -211,37 +213,8 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let cluster = Cluster::create(ClusterSpec {
-            images: ImageTable::istio(
-                env!("CARGO_BIN_EXE_istio-cni"),
-                workspace_bin("mesh-probe", "istio-cni-kind"),
-            ),
-            backoff: Backoff {
-                initial: Duration::from_millis(200),
-                max: Duration::from_secs(1),
-            },
-            ..ClusterSpec::default()
-        })
-        .unwrap();
-        let local = cluster.local().unwrap();
-        let node = &local.nodes()[0];
-        std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), node.bin_dir().join("istio-cni")).unwrap();
-        let run_dir = node.istio_run_dir();
-        std::fs::create_dir_all(&run_dir).unwrap();
-        let kubeconfig = local.node_kubeconfig(&local.api().admin_token());
-        std::fs::write(run_dir.join("istio-cni-kubeconfig"), kubeconfig).unwrap();
-        let conf = std::fs::read_dir(node.conf_dir())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let mut list: Value = serde_json::from_str(&std::fs::read_to_string(&conf).unwrap()).unwrap();
-        list["plugins"].as_array_mut().unwrap().push(json!({
-            "type": "istio-cni", "name": "istio-cni", "plugin_log_level": "debug",
-            "cni_agent_run_dir": run_dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system",
-        }));
-        std::fs::write(&conf, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+        let cluster = cluster_with_istio_cni();
+        let run_dir = cluster.local().unwrap().nodes()[0].istio_run_dir();
         let logs = PluginLogs::listen(&run_dir.join("log.sock"));
         Harness { cluster, logs }
     }

@@ -9,59 +9,21 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
+mod cluster_support;
+
 use std::time::Duration;
 
+use cluster_support::cluster_with_istio_cni;
 use istio_cni::capture::NodeEnv;
 use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::apiserver::FaultMatch;
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
-use istio_cni_kind::testing::{privileged, workspace_bin};
+use istio_cni_kind::cluster::Cluster;
+use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 /// Istio's images as the harness runs them (see [`ImageTable::istio`]).
-fn images() -> ImageTable {
-    ImageTable::istio(
-        env!("CARGO_BIN_EXE_istio-cni"),
-        workspace_bin("mesh-probe", "istio-cni-kind"),
-    )
-}
-
-/// A 1-node cluster with `istio-cni` appended to the primary conflist.
-fn cluster_with_istio_cni() -> Cluster {
-    let cluster = Cluster::create(ClusterSpec {
-        images: images(),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
-    })
-    .unwrap();
-    let local = cluster.local().unwrap();
-    let node = &local.nodes()[0];
-    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), node.bin_dir().join("istio-cni")).unwrap();
-    let run_dir = node.istio_run_dir();
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let kubeconfig = local.node_kubeconfig(&local.api().admin_token());
-    std::fs::write(run_dir.join("istio-cni-kubeconfig"), kubeconfig).unwrap();
-    let conf = std::fs::read_dir(node.conf_dir())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&conf).unwrap()).unwrap();
-    list["plugins"].as_array_mut().unwrap().push(json!({
-        "type": "istio-cni", "name": "istio-cni", "plugin_log_level": "debug",
-        "cni_agent_run_dir": run_dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system",
-    }));
-    std::fs::write(&conf, serde_json::to_string_pretty(&list).unwrap()).unwrap();
-    cluster
-}
-
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{}/tests/fixtures/pods/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
