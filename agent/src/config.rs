@@ -416,6 +416,51 @@ pub fn parse_file_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{s:?} is not a file mode (write it like 0600)"))
 }
 
+/// When clap refuses a value that came from an environment variable (the way
+/// the chart configures the agent), the message to print instead of clap's,
+/// which names only the flag: `KUBECONFIG_MODE="abc" (environment): ...`.
+/// `None` when the value came from the command line or clap's message is fine.
+pub fn env_value_error(
+    cmd: &clap::Command,
+    err: &clap::Error,
+    argv: &[std::ffi::OsString],
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap shows `--flag <VALUE>`; the long name is its first word.
+    let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+    let arg = find_long(cmd, long)?;
+    let flag = format!("--{long}");
+    let on_command_line = argv.iter().filter_map(|a| a.to_str()).any(|a| {
+        a == flag || a.strip_prefix(flag.as_str()).is_some_and(|rest| rest.starts_with('='))
+    });
+    if on_command_line {
+        return None;
+    }
+    let var = arg.get_env()?.to_str()?;
+    let value = env(var)?;
+    let reason = match std::error::Error::source(err) {
+        Some(source) => source.to_string(),
+        None => match err.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(valid)) => format!("expected one of {}", valid.join(", ")),
+            _ => "not a valid value".to_string(),
+        },
+    };
+    Some(format!("{var}={:?} (environment, read as {flag}): {reason}", value.to_string_lossy()))
+}
+
+fn find_long<'a>(cmd: &'a clap::Command, long: &str) -> Option<&'a clap::Arg> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .or_else(|| cmd.get_subcommands().find_map(|sub| find_long(sub, long)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +474,19 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
         Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).map(|c| c.settings)
+    }
+
+    #[test]
+    fn a_bad_flag_value_keeps_clap_naming_the_flag() {
+        use clap::CommandFactory;
+        // The environment case runs the real binary (tests/dropin.rs): clap
+        // reads the variable itself, and tests here share one environment.
+        let cmd = Cli::command();
+        let argv = ["agent", "--kubeconfig-mode=abc"];
+        let err = cmd.clone().try_get_matches_from(argv).unwrap_err();
+        let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+        assert_eq!(env_value_error(&cmd, &err, &argv, |_| Some("abc".into())), None);
+        assert!(err.to_string().contains("--kubeconfig-mode"));
     }
 
     #[test]

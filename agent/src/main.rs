@@ -63,7 +63,16 @@ fn main() -> ExitCode {
         .and_then(|mut m| Cli::from_arg_matches_mut(&mut m))
     {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => {
+            let cmd = Cli::command().name(name);
+            match istio_cni_agent::config::env_value_error(&cmd, &e, &args, |k| std::env::var_os(k)) {
+                Some(message) => {
+                    eprintln!("{name}: {message}");
+                    return ExitCode::from(2);
+                }
+                None => e.exit(),
+            }
+        }
     };
     match cli.command {
         Some(Command::Manifest(args)) => match manifest::render(&args) {

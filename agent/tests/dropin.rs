@@ -458,6 +458,34 @@ fn ambient_enabled_is_refused_naming_the_setting() {
     });
 }
 
+/// The chart configures the agent through its environment: a bad value
+/// names the variable, not only the flag it maps to.
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    for (var, value, reason) in [
+        ("KUBECONFIG_MODE", "abc", "\"abc\" is not an integer"),
+        ("LOG_OUTPUT_LEVEL", "loud", "\"loud\" is not a level"),
+        ("CHAINED_CNI_PLUGIN", "maybe", "maybe"),
+    ] {
+        let out = Command::new(AGENT)
+            .env_clear()
+            .env(var, value)
+            .output()
+            .expect("run the agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("istio-cni-agent: {var}={value:?} (environment, read as --")),
+            "{var}: {stderr}"
+        );
+        assert!(stderr.contains(reason), "{var}: {stderr}");
+    }
+    // Given as a flag, the message names the flag.
+    let out = Command::new(AGENT).env_clear().arg("--kubeconfig-mode=abc").output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'--kubeconfig-mode <KUBECONFIG_MODE>'") && !stderr.contains("(environment"), "{stderr}");
+}
+
 /// The binary answers under Istio's name without a mount namespace too.
 #[test]
 fn install_cni_name_version_and_go_flags() {

@@ -546,6 +546,16 @@ fn bad_input_is_refused_with_the_key() {
             .contains("nothing to render")
     );
     assert!(resolve_err(op("apiVersion: v1\nkind: ConfigMap\n")).contains("not an IstioOperator"));
+    let bad_ns = resolve_err(Inputs {
+        namespace: Some("Bad_NS!".into()),
+        ..Default::default()
+    });
+    assert!(
+        bad_ns.starts_with("--namespace: \"Bad_NS!\" is not a namespace name: 'B' is not allowed"),
+        "{bad_ns}"
+    );
+    let long = "n".repeat(64);
+    assert!(resolve_err(op(&format!("{head}  components:\n    cni:\n      namespace: {long}\n"))).contains("64 characters"));
     let missing = ManifestArgs {
         values: vec![fixture("missing.yaml")],
         ..Default::default()
