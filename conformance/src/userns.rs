@@ -24,25 +24,10 @@ pub fn inside() -> bool {
 
 /// Why this user cannot get the namespace, if it cannot.
 pub fn missing() -> Option<String> {
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| nix::unistd::getuid().to_string());
-    let has_newuidmap = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p)
-            .chain(["/usr/bin".into(), "/usr/sbin".into()])
-            .any(|d| d.join("newuidmap").is_file())
-    });
-    let in_subuid = std::fs::read_to_string("/etc/subuid")
-        .is_ok_and(|s| s.lines().any(|l| l.split(':').next() == Some(user.as_str())));
-    if has_newuidmap && in_subuid {
-        return None;
-    }
+    let (user, why) = istio_cni_scenarios::harness::userns_unavailable()?;
     Some(format!(
-        "running as {user}, the runner needs a user namespace with a range of uids: install Debian's uidmap \
-         (as root: apt-get install uidmap) and give {user} a range in /etc/subuid and /etc/subgid \
-         (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}), or run it as root"
+        "running as {user}, the runner needs a user namespace with a range of uids, which needs {why}; \
+         or run it as root"
     ))
 }
 

@@ -75,6 +75,17 @@ fn rerun_as_root(test: &str, inside: bool) -> Result<(), String> {
 
 /// Why this user cannot get a user namespace with a range of uids, if it cannot.
 pub fn missing() -> Option<String> {
+    let (user, why) = userns_unavailable()?;
+    Some(format!(
+        "not root, and the scenarios need root: running as {user}, they re-run themselves as root of a user \
+         namespace, which needs {why}; or run them as root"
+    ))
+}
+
+/// The calling user's name, and what a user namespace with a range of uids
+/// (`unshare --map-auto`) still lacks, if anything: shared by the scenario
+/// tests and the conformance runner, which re-run themselves in one.
+pub fn userns_unavailable() -> Option<(String, String)> {
     let uid = nix::unistd::getuid();
     let user = nix::unistd::User::from_uid(uid)
         .ok()
@@ -86,32 +97,65 @@ pub fn missing() -> Option<String> {
             .chain(["/usr/bin".into(), "/usr/sbin".into()])
             .any(|d| d.join("newuidmap").is_file())
     });
-    let listed = |file: &str| {
-        std::fs::read_to_string(file).is_ok_and(|s| {
-            s.lines().any(|l| {
-                l.split(':')
-                    .next()
-                    .is_some_and(|who| who == user || who == uid.to_string())
-            })
-        })
+    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+    let (subuid, subgid) = (read("/etc/subuid"), read("/etc/subgid"));
+    let listed = |text: &str| {
+        text.lines()
+            .any(|l| l.split(':').next().is_some_and(|who| who == user || who == uid.to_string()))
     };
-    let why = match (has_newuidmap, listed("/etc/subuid") && listed("/etc/subgid")) {
+    let why = match (has_newuidmap, listed(&subuid) && listed(&subgid)) {
         (true, true) => return None,
-        (false, _) => "no newuidmap (Debian's uidmap; as root: apt-get install uidmap)".to_string(),
-        (true, false) => format!(
-            "no range for {user} in /etc/subuid and /etc/subgid \
-             (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user})"
-        ),
+        (false, _) => "Debian's uidmap (newuidmap; as root: apt-get install uidmap)".to_string(),
+        (true, false) => {
+            let (first, last) = free_subid_range(&[&subuid, &subgid]);
+            format!(
+                "a range for {user} in /etc/subuid and /etc/subgid \
+                 (as root: usermod --add-subuids {first}-{last} --add-subgids {first}-{last} {user})"
+            )
+        }
     };
-    Some(format!(
-        "not root, and the scenarios need root: running as {user}, they re-run themselves as root of a user \
-         namespace, which needs {why}; or run them as root"
-    ))
+    Some((user, why))
+}
+
+/// A range of 65536 ids above every range already given out in these
+/// `/etc/subuid`-format files, starting no lower than `useradd`'s first
+/// (100000), so the suggestion never overlaps another user's range.
+pub fn free_subid_range(files: &[&str]) -> (u64, u64) {
+    const FIRST: u64 = 100_000;
+    const COUNT: u64 = 65_536;
+    let end = files
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|line| {
+            let mut fields = line.trim().split(':').skip(1);
+            let start: u64 = fields.next()?.parse().ok()?;
+            let count: u64 = fields.next()?.parse().ok()?;
+            start.checked_add(count)
+        })
+        .fold(FIRST, u64::max);
+    // Keep ranges aligned to 65536 like useradd's, for readability.
+    let first = if end <= FIRST {
+        FIRST
+    } else {
+        end.div_ceil(COUNT).saturating_mul(COUNT)
+    };
+    (first, first.saturating_add(COUNT - 1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggested_subid_range_overlaps_no_existing_one() {
+        assert_eq!(free_subid_range(&["", ""]), (100_000, 165_535));
+        // useradd's first user: 100000:65536. The old hint, 100000-165535, overlapped it.
+        let first_user = "alice:100000:65536\n";
+        assert_eq!(free_subid_range(&[first_user, first_user]), (196_608, 262_143));
+        let odd = "bob:300000:1000\n# comment\nbroken line\ncarol:x:y\n";
+        assert_eq!(free_subid_range(&[first_user, odd]), (327_680, 393_215));
+        assert_eq!(free_subid_range(&["big:18446744073709551000:65536\n"]), (100_000, 165_535));
+    }
 
     /// The re-run never recurses: inside its namespace a non-root test fails.
     #[test]

@@ -667,15 +667,20 @@ fn agent_restart(env: &Env, rec: &mut Record) -> Step {
             let pod = wait_pod(&cluster, &name, "Running", Duration::from_secs(60), running)?;
             let rules = netns_rules(&cluster, &name);
             ensure!(has_rules(&rules), "{name} is Running without rules:\n{rules}");
-            match validation_exits(&pod) {
-                (Some(0), None, 0) => first_try.push(name),
-                (Some(0), Some(126), _) => repaired.push(name),
+            let tally = match validation_exits(&pod) {
+                (Some(0), None, 0) => &mut first_try,
+                (Some(0), Some(126), _) => &mut repaired,
                 _ => return Err(Stop::Fail(format!("{name}: {}", pod_summary(&pod)))),
+            };
+            // The pod from before the rollout is checked, not counted: the
+            // note's tallies add up to the rollout's pods.
+            if name != "before" {
+                tally.push(name);
             }
         }
         rec.mark("every pod Running with rules");
         rec.note(format!(
-            "agent-restart: {} pods created during the rollout; {} failed validation and were repaired ({}), {} started with rules",
+            "agent-restart: {} pods created during the rollout: {} failed validation and were repaired ({}), {} started with rules",
             created.len(),
             repaired.len(),
             repaired.join(", "),
