@@ -87,3 +87,15 @@ fn up_kubectl_down() {
     assert!(status.success(), "up exits cleanly after down");
     assert!(!std::path::Path::new(&kubeconfig).exists(), "state removed");
 }
+
+/// A cluster of no nodes could run no pod: refused before anything starts.
+#[test]
+fn up_with_no_nodes_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
+        .args(["up", "--name", "no-nodes", "--nodes", "0"])
+        .output()
+        .expect("istio-cni-cluster runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'--nodes <NODES>'") && stderr.contains("0 is not in 1.."), "{stderr}");
+}

@@ -33,7 +33,8 @@ enum Command {
         /// Cluster name (for `down`).
         #[arg(long, default_value = "istio-cni")]
         name: String,
-        #[arg(long, default_value_t = 1)]
+        /// Number of nodes (at least 1: pods need a node to run on).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         nodes: u32,
         /// Primary CNI on every node.
         #[arg(long, value_enum, default_value_t = Cni::Ptp)]
