@@ -437,9 +437,10 @@ pub fn env_value_error(
     let long = shown.split_whitespace().next()?.strip_prefix("--")?;
     let arg = find_long(cmd, long)?;
     let flag = format!("--{long}");
-    let on_command_line = argv.iter().filter_map(|a| a.to_str()).any(|a| {
-        a == flag || a.strip_prefix(flag.as_str()).is_some_and(|rest| rest.starts_with('='))
-    });
+    let on_command_line = argv
+        .iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| a == flag || a.strip_prefix(flag.as_str()).is_some_and(|rest| rest.starts_with('=')));
     if on_command_line {
         return None;
     }
@@ -452,7 +453,10 @@ pub fn env_value_error(
             _ => "not a valid value".to_string(),
         },
     };
-    Some(format!("{var}={:?} (environment, read as {flag}): {reason}", value.to_string_lossy()))
+    Some(format!(
+        "{var}={:?} (environment, read as {flag}): {reason}",
+        value.to_string_lossy()
+    ))
 }
 
 fn find_long<'a>(cmd: &'a clap::Command, long: &str) -> Option<&'a clap::Arg> {

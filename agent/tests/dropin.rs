@@ -481,9 +481,16 @@ fn a_bad_environment_value_names_the_variable() {
         assert!(stderr.contains(reason), "{var}: {stderr}");
     }
     // Given as a flag, the message names the flag.
-    let out = Command::new(AGENT).env_clear().arg("--kubeconfig-mode=abc").output().expect("run");
+    let out = Command::new(AGENT)
+        .env_clear()
+        .arg("--kubeconfig-mode=abc")
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("'--kubeconfig-mode <KUBECONFIG_MODE>'") && !stderr.contains("(environment"), "{stderr}");
+    assert!(
+        stderr.contains("'--kubeconfig-mode <KUBECONFIG_MODE>'") && !stderr.contains("(environment"),
+        "{stderr}"
+    );
 }
 
 /// The binary answers under Istio's name without a mount namespace too.

@@ -555,7 +555,9 @@ fn bad_input_is_refused_with_the_key() {
         "{bad_ns}"
     );
     let long = "n".repeat(64);
-    assert!(resolve_err(op(&format!("{head}  components:\n    cni:\n      namespace: {long}\n"))).contains("64 characters"));
+    assert!(
+        resolve_err(op(&format!("{head}  components:\n    cni:\n      namespace: {long}\n"))).contains("64 characters")
+    );
     let missing = ManifestArgs {
         values: vec![fixture("missing.yaml")],
         ..Default::default()

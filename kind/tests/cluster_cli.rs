@@ -97,5 +97,8 @@ fn up_with_no_nodes_is_refused() {
         .expect("istio-cni-cluster runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("'--nodes <NODES>'") && stderr.contains("0 is not in 1.."), "{stderr}");
+    assert!(
+        stderr.contains("'--nodes <NODES>'") && stderr.contains("0 is not in 1.."),
+        "{stderr}"
+    );
 }

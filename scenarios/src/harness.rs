@@ -100,8 +100,11 @@ pub fn userns_unavailable() -> Option<(String, String)> {
     let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
     let (subuid, subgid) = (read("/etc/subuid"), read("/etc/subgid"));
     let listed = |text: &str| {
-        text.lines()
-            .any(|l| l.split(':').next().is_some_and(|who| who == user || who == uid.to_string()))
+        text.lines().any(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|who| who == user || who == uid.to_string())
+        })
     };
     let why = match (has_newuidmap, listed(&subuid) && listed(&subgid)) {
         (true, true) => return None,
@@ -154,7 +157,10 @@ mod tests {
         assert_eq!(free_subid_range(&[first_user, first_user]), (196_608, 262_143));
         let odd = "bob:300000:1000\n# comment\nbroken line\ncarol:x:y\n";
         assert_eq!(free_subid_range(&[first_user, odd]), (327_680, 393_215));
-        assert_eq!(free_subid_range(&["big:18446744073709551000:65536\n"]), (100_000, 165_535));
+        assert_eq!(
+            free_subid_range(&["big:18446744073709551000:65536\n"]),
+            (100_000, 165_535)
+        );
     }
 
     /// The re-run never recurses: inside its namespace a non-root test fails.

@@ -236,7 +236,11 @@ impl Manifest {
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         // Every object lands in this namespace: a name the API server would
         // refuse must fail here, not half-way through `kubectl apply`.
-        let origin = if inputs.namespace.is_some() { "--namespace" } else { "the IstioOperator's namespace" };
+        let origin = if inputs.namespace.is_some() {
+            "--namespace"
+        } else {
+            "the IstioOperator's namespace"
+        };
         istio_cni::cni::args::dns1123_label(&namespace).map_err(|reason| ManifestError::Invalid {
             origin: origin.into(),
             problems: vec![format!("{namespace:?} is not a namespace name: {reason}")],
