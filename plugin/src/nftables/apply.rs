@@ -123,7 +123,11 @@ fn exec_requested() -> bool {
 pub fn apply_native(transaction: &str, netns_path: &Path) -> Result<NftReport, NftError> {
     let tx = Transaction::compile(transaction, &mut Names::system())?;
     let messages = send_transaction(&tx, netns_path)?;
-    tracing::debug!(messages, rules = tx.rule_count(), "nftables transaction applied over netlink");
+    tracing::debug!(
+        messages,
+        rules = tx.rule_count(),
+        "nftables transaction applied over netlink"
+    );
     Ok(NftReport {
         method: Method::Netlink { messages },
         applied: true,
@@ -199,7 +203,13 @@ mod tests {
     #[test]
     fn method_names_the_binary_field() {
         assert_eq!(Method::Netlink { messages: 3 }.to_string(), "nf_tables netlink");
-        assert_eq!(Method::Nft { version: Version(1, 0, 6) }.to_string(), "nft v1.0.6");
+        assert_eq!(
+            Method::Nft {
+                version: Version(1, 0, 6)
+            }
+            .to_string(),
+            "nft v1.0.6"
+        );
     }
 
     #[test]

@@ -63,19 +63,33 @@ pub enum Expr {
     MetaSet(MetaKey),
     CtLoad(CtKey),
     CtSet(CtKey),
-    Payload { base: Base, offset: u32, len: u32 },
+    Payload {
+        base: Base,
+        offset: u32,
+        len: u32,
+    },
     /// `reg1 = (reg1 & mask) ^ 0`.
-    Bitwise { mask: Vec<u8> },
-    Cmp { neq: bool, data: Vec<u8> },
+    Bitwise {
+        mask: Vec<u8>,
+    },
+    Cmp {
+        neq: bool,
+        data: Vec<u8>,
+    },
     /// Lookup of reg1 in the anonymous set with transaction id `set_id`.
-    Lookup { set_id: u32, inverted: bool },
+    Lookup {
+        set_id: u32,
+        inverted: bool,
+    },
     Counter,
     Immediate(Vec<u8>),
     Verdict(Verdict),
     /// `redirect to :port` with the port already in reg1.
     Redirect,
     /// `tproxy ip|ip6 to :port` with the port in reg1; `family` is NFPROTO_*.
-    Tproxy { family: u32 },
+    Tproxy {
+        family: u32,
+    },
 }
 
 /// The name the kernel numbers when an anonymous set is created.

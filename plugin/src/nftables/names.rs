@@ -65,9 +65,7 @@ fn resolve(source: &mut Source, value: &str, what: &str) -> Result<u32, String> 
         return Ok(*id);
     }
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value
-            .parse()
-            .map_err(|_| format!("{what} id {value} is out of range"));
+        return value.parse().map_err(|_| format!("{what} id {value} is out of range"));
     }
     Err(format!("{what} {value:?} does not exist"))
 }
@@ -99,7 +97,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("icni-names-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (passwd, group) = (dir.join("passwd"), dir.join("group"));
-        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\nbroken line\n1337:x:42:42::/:/bin/false\n").unwrap();
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nbroken line\n1337:x:42:42::/:/bin/false\n",
+        )
+        .unwrap();
         std::fs::write(&group, "ftp:x:21:\nstaff:x:50:a,b\n").unwrap();
         let mut n = Names::files(&passwd, &group);
         assert_eq!(n.uid("root"), Ok(0));

@@ -14,12 +14,13 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, setsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, setsockopt, socket,
+    sockopt,
 };
 
 use super::transaction::{Step, Transaction};
-use super::wire::parse_acks;
-use crate::netns::run_in_netns;
+use super::wire::{Ack, parse_acks};
+use crate::netns::{NetnsError, run_in_netns};
 
 /// Why the kernel did not take the transaction.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum NativeError {
         #[source]
         source: io::Error,
     },
+    /// The socket could not be created in the pod netns.
+    #[error("open a netlink socket in the pod netns: {0}")]
+    Netns(#[from] NetnsError),
     /// A socket operation failed.
     #[error("{step}: {source}")]
     Socket {
@@ -72,11 +76,7 @@ fn open_socket(netns: &Path) -> Result<OwnedFd, NativeError> {
     if same_netns(netns) {
         return new_socket();
     }
-    let result = run_in_netns(netns, new_socket).map_err(|e| NativeError::Socket {
-        step: "enter the pod netns",
-        source: io::Error::other(e.to_string()),
-    })?;
-    result
+    run_in_netns(netns, new_socket)?
 }
 
 fn same_netns(netns: &Path) -> bool {
@@ -108,10 +108,7 @@ fn new_socket() -> Result<OwnedFd, NativeError> {
 }
 
 fn socket_error(step: &'static str, e: Errno) -> NativeError {
-    NativeError::Socket {
-        step,
-        source: e.into(),
-    }
+    NativeError::Socket { step, source: e.into() }
 }
 
 /// Reads the queued replies: one per message in `steps`.
@@ -131,23 +128,7 @@ fn collect_acks(fd: &OwnedFd, first_seq: u32, steps: &[Step]) -> Result<usize, N
                 acked += 1;
                 continue;
             }
-            let source = io::Error::from_raw_os_error(ack.errno);
-            let err = match steps.iter().find(|s| s.seq == ack.seq) {
-                // Unknown subsystem (answered on the batch header) or family.
-                _ if matches!(Errno::from_raw(ack.errno), Errno::EOPNOTSUPP | Errno::EAFNOSUPPORT) => {
-                    NativeError::Unavailable {
-                        step: "start an nf_tables batch",
-                        source,
-                    }
-                }
-                Some(step) => NativeError::Rejected {
-                    line: step.line,
-                    text: step.text.clone(),
-                    source,
-                },
-                None if ack.seq == first_seq => NativeError::Protocol(format!("batch refused: {source}")),
-                None => NativeError::Protocol(format!("error for unknown message {}: {source}", ack.seq)),
-            };
+            let err = classify(ack, first_seq, steps);
             first_error.get_or_insert(err);
         }
     }
@@ -161,4 +142,91 @@ fn collect_acks(fd: &OwnedFd, first_seq: u32, steps: &[Step]) -> Result<usize, N
         )));
     }
     Ok(acked)
+}
+
+/// The error for a failed acknowledgement, naming the transaction line.
+fn classify(ack: Ack, first_seq: u32, steps: &[Step]) -> NativeError {
+    let source = io::Error::from_raw_os_error(ack.errno);
+    let step = steps.iter().find(|s| s.seq == ack.seq);
+    // No nf_tables subsystem (answered on the batch header) or no `inet`
+    // family (answered on the first table). Elsewhere these errnos are a
+    // refused rule (e.g. tproxy outside prerouting).
+    let on_setup = step.is_none_or(|s| s.text.starts_with("add table"));
+    if on_setup && matches!(Errno::from_raw(ack.errno), Errno::EOPNOTSUPP | Errno::EAFNOSUPPORT) {
+        return NativeError::Unavailable {
+            step: "start an nf_tables batch",
+            source,
+        };
+    }
+    match step {
+        Some(step) => NativeError::Rejected {
+            line: step.line,
+            text: step.text.clone(),
+            source,
+        },
+        None if ack.seq == first_seq => NativeError::Protocol(format!("batch refused: {source}")),
+        None => NativeError::Protocol(format!("error for unknown message {}: {source}", ack.seq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps() -> Vec<Step> {
+        vec![Step {
+            seq: 2,
+            line: 7,
+            text: "add rule inet t c counter jump x".into(),
+        }]
+    }
+
+    #[test]
+    fn a_refused_message_names_its_line() {
+        let err = classify(
+            Ack {
+                seq: 2,
+                errno: libc::ENOENT,
+            },
+            1,
+            &steps(),
+        );
+        assert_eq!(
+            err.to_string(),
+            "the kernel rejected line 7 `add rule inet t c counter jump x`, nothing was applied: \
+             No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_nf_tables_is_named() {
+        for errno in [libc::EOPNOTSUPP, libc::EAFNOSUPPORT] {
+            let err = classify(Ack { seq: 1, errno }, 1, &steps());
+            assert!(matches!(err, NativeError::Unavailable { .. }), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("nf_tables is not available in the pod netns"),
+                "{err}"
+            );
+        }
+        let err = classify(
+            Ack {
+                seq: 9,
+                errno: libc::EINVAL,
+            },
+            1,
+            &steps(),
+        );
+        assert!(err.to_string().contains("unknown message 9"), "{err}");
+        // On a rule, EOPNOTSUPP is the rule's fault.
+        let err = classify(
+            Ack {
+                seq: 2,
+                errno: libc::EOPNOTSUPP,
+            },
+            1,
+            &steps(),
+        );
+        assert!(matches!(err, NativeError::Rejected { line: 7, .. }), "{err}");
+    }
 }

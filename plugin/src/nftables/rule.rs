@@ -104,7 +104,11 @@ fn tokenize(text: &str) -> Vec<&str> {
     for word in text.split_ascii_whitespace() {
         let mut rest = word;
         while !rest.is_empty() {
-            let split = if in_set { rest.find(['{', '}', ',']) } else { rest.find('{') };
+            let split = if in_set {
+                rest.find(['{', '}', ','])
+            } else {
+                rest.find('{')
+            };
             match split {
                 Some(0) => {
                     let t = &rest[..1];
@@ -176,7 +180,11 @@ impl<'a> Compiler<'a, '_> {
             "jump" | "goto" => {
                 let chain = self.expect_value(tok)?;
                 check_name(chain)?;
-                let v = if tok == "jump" { Verdict::Jump(chain.into()) } else { Verdict::Goto(chain.into()) };
+                let v = if tok == "jump" {
+                    Verdict::Jump(chain.into())
+                } else {
+                    Verdict::Goto(chain.into())
+                };
                 self.verdict(v)
             }
             "redirect" => self.redirect(),
@@ -452,7 +460,7 @@ impl<'a> Compiler<'a, '_> {
     }
 
     /// `:PORT` after `to`.
-    fn to_port(&mut self, what: &str) -> Result<u16, String> {
+    fn target_port(&mut self, what: &str) -> Result<u16, String> {
         if self.next() != Some("to") {
             return Err(format!("{what}: `to :PORT` expected"));
         }
@@ -464,7 +472,7 @@ impl<'a> Compiler<'a, '_> {
     }
 
     fn redirect(&mut self) -> Result<(), String> {
-        let p = self.to_port("redirect")?;
+        let p = self.target_port("redirect")?;
         if self.l4.is_none() {
             return Err("redirect to a port needs a transport protocol match before it".into());
         }
@@ -479,7 +487,7 @@ impl<'a> Compiler<'a, '_> {
             Some("ip6") => Net::V6,
             other => return Err(format!("tproxy: `ip` or `ip6` expected, got {other:?}")),
         };
-        let p = self.to_port("tproxy")?;
+        let p = self.target_port("tproxy")?;
         if self.net != Some(net) || self.l4.is_none() {
             return Err("tproxy needs a matching address and transport protocol match before it".into());
         }
@@ -493,10 +501,13 @@ impl<'a> Compiler<'a, '_> {
 
 /// A chain or table name as the renderer writes them.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() < 256
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { Err(format!("invalid name {name:?}")) }
+    let ok =
+        !name.is_empty() && name.len() < 256 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid name {name:?}"))
+    }
 }
 
 /// Interface names are compared as IFNAMSIZ (16) zero-padded bytes.
@@ -577,7 +588,19 @@ mod tests {
     fn tokens_split_set_literals_but_not_flag_lists() {
         assert_eq!(
             tokenize("tcp dport != {53,15008} ct state related,established"),
-            ["tcp", "dport", "!=", "{", "53", ",", "15008", "}", "ct", "state", "related,established"]
+            [
+                "tcp",
+                "dport",
+                "!=",
+                "{",
+                "53",
+                ",",
+                "15008",
+                "}",
+                "ct",
+                "state",
+                "related,established"
+            ]
         );
         assert_eq!(tokenize("{ 53, 15008 }"), ["{", "53", ",", "15008", "}"]);
     }
@@ -588,26 +611,81 @@ mod tests {
         assert_eq!(e.iter().filter(|x| **x == Expr::MetaLoad(MetaKey::L4proto)).count(), 1);
         let e = exprs("udp dport 53 counter return");
         assert_eq!(e[0], Expr::MetaLoad(MetaKey::L4proto));
-        assert_eq!(e[1], Expr::Cmp { neq: false, data: vec![17] });
-        assert_eq!(e[3], Expr::Cmp { neq: false, data: vec![0, 53] });
+        assert_eq!(
+            e[1],
+            Expr::Cmp {
+                neq: false,
+                data: vec![17]
+            }
+        );
+        assert_eq!(
+            e[3],
+            Expr::Cmp {
+                neq: false,
+                data: vec![0, 53]
+            }
+        );
     }
 
     #[test]
     fn prefixes_follow_nfts_linearization() {
         // Full length: the whole address.
         let e = exprs("ip daddr 127.0.0.1/32 counter return");
-        assert_eq!(e[2], Expr::Payload { base: Base::Network, offset: 16, len: 4 });
-        assert_eq!(e[3], Expr::Cmp { neq: false, data: vec![127, 0, 0, 1] });
+        assert_eq!(
+            e[2],
+            Expr::Payload {
+                base: Base::Network,
+                offset: 16,
+                len: 4
+            }
+        );
+        assert_eq!(
+            e[3],
+            Expr::Cmp {
+                neq: false,
+                data: vec![127, 0, 0, 1]
+            }
+        );
         // Byte boundary: only the prefix bytes, host bits dropped.
         let e = exprs("ip daddr != 127.0.0.1/8 counter return");
-        assert_eq!(e[2], Expr::Payload { base: Base::Network, offset: 16, len: 1 });
-        assert_eq!(e[3], Expr::Cmp { neq: true, data: vec![127] });
+        assert_eq!(
+            e[2],
+            Expr::Payload {
+                base: Base::Network,
+                offset: 16,
+                len: 1
+            }
+        );
+        assert_eq!(
+            e[3],
+            Expr::Cmp {
+                neq: true,
+                data: vec![127]
+            }
+        );
         // Elsewhere (and /0): the whole field, masked.
         let e = exprs("ip daddr 10.1.2.3/12 counter return");
-        assert_eq!(e[3], Expr::Bitwise { mask: vec![0xff, 0xf0, 0, 0] });
-        assert_eq!(e[4], Expr::Cmp { neq: false, data: vec![10, 0, 0, 0] });
+        assert_eq!(
+            e[3],
+            Expr::Bitwise {
+                mask: vec![0xff, 0xf0, 0, 0]
+            }
+        );
+        assert_eq!(
+            e[4],
+            Expr::Cmp {
+                neq: false,
+                data: vec![10, 0, 0, 0]
+            }
+        );
         let e = exprs("ip6 saddr ::/0 counter return");
-        assert_eq!(e[1], Expr::Cmp { neq: false, data: vec![10] });
+        assert_eq!(
+            e[1],
+            Expr::Cmp {
+                neq: false,
+                data: vec![10]
+            }
+        );
         assert_eq!(e[3], Expr::Bitwise { mask: vec![0; 16] });
     }
 
@@ -615,7 +693,10 @@ mod tests {
     fn unsupported_or_bad_input_is_an_error_naming_it() {
         let mut n = Names::numeric_only();
         for (text, want) in [
-            ("ip daddr 300.0.0.1 counter return", "\"300.0.0.1\" is not an IP address"),
+            (
+                "ip daddr 300.0.0.1 counter return",
+                "\"300.0.0.1\" is not an IP address",
+            ),
             ("ip daddr 10.0.0.0/33 return", "prefix length \"33\""),
             ("tcp dport 70000 return", "port 70000 is out of range"),
             ("iifname eth* return", "invalid interface name"),

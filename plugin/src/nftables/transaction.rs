@@ -29,7 +29,11 @@ pub struct Hook {
 enum Op {
     AddTable(String),
     FlushTable(String),
-    AddChain { table: String, chain: String, hook: Option<Hook> },
+    AddChain {
+        table: String,
+        chain: String,
+        hook: Option<Hook>,
+    },
 }
 
 /// One rule with where it came from, for error messages.
@@ -113,7 +117,11 @@ impl Transaction {
                 "add chain" => {
                     let (chain, spec) = rest.split_first().ok_or_else(|| err("chain name missing".into()))?;
                     check_name(chain).map_err(err)?;
-                    let hook = if spec.is_empty() { None } else { Some(hook(spec).map_err(err)?) };
+                    let hook = if spec.is_empty() {
+                        None
+                    } else {
+                        Some(hook(spec).map_err(err)?)
+                    };
                     tx.ops.push((
                         i + 1,
                         line.into(),
@@ -134,7 +142,10 @@ impl Transaction {
                         match stmts {
                             ["index", n, more @ ..] => {
                                 stmts = more;
-                                Some(n.parse::<usize>().map_err(|_| err(format!("index {n:?} is not a number")))?)
+                                Some(
+                                    n.parse::<usize>()
+                                        .map_err(|_| err(format!("index {n:?} is not a number")))?,
+                                )
                             }
                             _ => Some(0),
                         }
@@ -362,9 +373,16 @@ mod tests {
             "line 2 `add rule inet t c tcp dport x counter return`: \"x\" is not a port number"
         );
         assert!(tx("add table ip t").unwrap_err().reason.contains("inet family"));
-        assert!(tx("add table inet t\ninsert rule inet t c counter").unwrap_err().reason.contains("not flushed"));
-        let e = tx("add table inet t\nflush table inet t\nadd chain inet t c\nadd rule inet t c counter return\n\
-                    insert rule inet t c index 3 counter return")
+        assert!(
+            tx("add table inet t\ninsert rule inet t c counter")
+                .unwrap_err()
+                .reason
+                .contains("not flushed")
+        );
+        let e = tx(
+            "add table inet t\nflush table inet t\nadd chain inet t c\nadd rule inet t c counter return\n\
+                    insert rule inet t c index 3 counter return",
+        )
         .unwrap_err();
         assert!(e.reason.contains("index 3 is beyond the chain's 1 rules"), "{e}");
         let e = tx("add chain inet t c { type nat hook ingress priority 0 ; }").unwrap_err();

@@ -117,7 +117,13 @@ impl Batch {
     /// acknowledgement; returns its sequence number.
     pub fn push(&mut self, kind: MsgType, flags: u16, attrs: Attrs) -> u32 {
         let msg_type = (NFNL_SUBSYS_NFTABLES << 8) | kind as u16;
-        self.message(msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, NFPROTO_INET, 0, &attrs.into_bytes())
+        self.message(
+            msg_type,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NFPROTO_INET,
+            0,
+            &attrs.into_bytes(),
+        )
     }
 
     /// Closes the batch; returns the bytes and the sequence numbers of the
@@ -162,7 +168,10 @@ pub fn parse_acks(mut data: &[u8]) -> Result<Vec<Ack>, String> {
     while data.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
         if len < NLMSG_HDRLEN || len > data.len() {
-            return Err(format!("malformed netlink reply (length {len} of {} bytes)", data.len()));
+            return Err(format!(
+                "malformed netlink reply (length {len} of {} bytes)",
+                data.len()
+            ));
         }
         let kind = u16::from_ne_bytes([data[4], data[5]]);
         if kind == NLMSG_ERROR {
