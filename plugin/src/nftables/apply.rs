@@ -115,7 +115,12 @@ pub fn apply_with(transaction: &str, runner: &Runner) -> Result<NftReport, NftEr
 }
 
 fn exec_requested() -> bool {
-    std::env::var(NFT_EXEC_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    exec_switch(std::env::var(NFT_EXEC_ENV).ok().as_deref())
+}
+
+/// Whether a value of [`NFT_EXEC_ENV`] turns the fallback on.
+fn exec_switch(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// The in-process path: compile, then one netlink batch. Nothing is sent
@@ -198,6 +203,16 @@ mod tests {
             err.to_string(),
             "compile nftables transaction: line 2 `add rule inet t c bogus`: unsupported statement \"bogus\""
         );
+    }
+
+    #[test]
+    fn only_an_explicit_switch_selects_nft() {
+        for on in ["1", "true", "TRUE"] {
+            assert!(exec_switch(Some(on)), "{on}");
+        }
+        for off in [None, Some(""), Some("0"), Some("false"), Some("yes")] {
+            assert!(!exec_switch(off), "{off:?}");
+        }
     }
 
     #[test]
