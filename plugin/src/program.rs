@@ -32,7 +32,7 @@ use crate::redirect::Redirect;
 pub enum Backend {
     /// `iptables-restore` (legacy or nft-based binaries, auto-detected).
     Iptables,
-    /// Native `nft` transaction (`native_nftables: true`).
+    /// Native nftables (`native_nftables: true`), over netlink.
     Nftables,
 }
 
@@ -191,7 +191,7 @@ fn program_inside(
         Backend::Nftables => {
             let text = crate::nftables::render(&cfg);
             let report = crate::nftables::apply::apply_with(&text, runner)?;
-            let binary = format!("nft v{}", report.version);
+            let binary = report.method.to_string();
             (Payload::Nftables(text), Outcome::Nftables(report), binary, true)
         }
     };
