@@ -40,24 +40,10 @@
 
 mod auth;
 mod discovery;
-mod faults;
-mod handlers;
+mod http;
 mod ids;
-mod listeners;
-mod logs;
-mod openapi;
-mod patch;
-mod protobuf;
-mod rbac;
-mod render;
-pub mod resources;
-mod routes;
-mod selectors;
+mod registry;
 mod status;
-mod store;
-mod table;
-mod tls;
-mod watch;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
@@ -69,14 +55,14 @@ use base64::Engine as _;
 use serde_json::json;
 
 pub use auth::Tokens;
-pub use faults::{FaultMatch, Faults, Predicate, RequestFacts};
-pub use logs::{LogSource, MemoryLogs};
-pub use patch::PatchType;
-pub use rbac::{Policy, UserInfo};
-pub use resources::{RESOURCES, ResourceId, ResourceInfo};
-pub use selectors::{FieldSelector, LabelSelector, Selectors};
+pub use auth::rbac::{Policy, UserInfo};
+pub use http::faults::{FaultMatch, Faults, Predicate, RequestFacts};
+pub use http::logs::{LogSource, MemoryLogs};
+pub use http::patch::PatchType;
+pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
+pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
+pub use registry::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
 pub use status::ApiError;
-pub use store::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
 
 /// Errors starting or restarting the server, or building clients.
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +127,11 @@ impl Default for ApiServerOptions {
 }
 
 struct Inner {
-    app: handlers::App,
+    app: http::App,
     tls: Arc<rustls::ServerConfig>,
     ca_pem: String,
     admin_token: String,
-    listeners: tokio::sync::Mutex<listeners::Listeners>,
+    listeners: tokio::sync::Mutex<http::listeners::Listeners>,
     https_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
 }
@@ -184,7 +170,7 @@ impl ApiServer {
     pub async fn start(opts: ApiServerOptions) -> Result<ApiServer, ApiServerError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (mut listeners, socks) =
-            listeners::Listeners::bind(&opts.listen, opts.listeners, &opts.http_listen, opts.http_listeners)?;
+            http::listeners::Listeners::bind(&opts.listen, opts.listeners, &opts.http_listen, opts.http_listeners)?;
         let mut sans = opts.extra_sans.clone();
         for slot in &listeners.slots {
             let ip = slot.addr.ip();
@@ -192,7 +178,7 @@ impl ApiServer {
                 sans.push(ip.to_string());
             }
         }
-        let pki = tls::generate(&sans).map_err(ApiServerError::Tls)?;
+        let pki = http::tls::generate(&sans).map_err(ApiServerError::Tls)?;
         let https_addr = listeners.slots.iter().find(|s| s.tls).map(|s| s.addr);
         let http_addr = listeners.slots.iter().find(|s| !s.tls).map(|s| s.addr);
         let server_address = https_addr
@@ -206,7 +192,7 @@ impl ApiServer {
         let tokens = Tokens::default();
         let admin_token = opts.admin_token.clone().unwrap_or_else(|| ids::token(32));
         tokens.insert(&admin_token, UserInfo::admin());
-        let app = handlers::App {
+        let app = http::App {
             store,
             tokens,
             faults: Faults::default(),
@@ -216,7 +202,7 @@ impl ApiServer {
             server_address: server_address.into(),
             max_body_bytes: opts.max_body_bytes,
         };
-        listeners.serve(socks, handlers::router(app.clone()), pki.server_config.clone())?;
+        listeners.serve(socks, http::router(app.clone()), pki.server_config.clone())?;
         Ok(ApiServer {
             inner: Arc::new(Inner {
                 app,
@@ -392,7 +378,7 @@ impl ApiServer {
             return Ok(());
         }
         let socks = l.rebind().await?;
-        l.serve(socks, handlers::router(self.inner.app.clone()), self.inner.tls.clone())?;
+        l.serve(socks, http::router(self.inner.app.clone()), self.inner.tls.clone())?;
         Ok(())
     }
 

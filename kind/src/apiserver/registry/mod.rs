@@ -9,6 +9,9 @@
 //! namespaces only; a stale resourceVersion is a 409; the status of resources
 //! with a `status` subresource only changes through it.
 
+pub mod resources;
+pub mod selectors;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -19,11 +22,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::ids;
-use super::rbac::Policy;
-use super::resources::{self, ResourceId, ResourceInfo, ids as rid};
-use super::selectors::Selectors;
-use super::status::ApiError;
+use self::resources::{ResourceId, ResourceInfo, ids as rid};
+use crate::apiserver::auth::rbac::Policy;
+use crate::apiserver::ids;
+use crate::apiserver::registry::selectors::Selectors;
+use crate::apiserver::status::ApiError;
 
 /// The type of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1036,7 +1039,7 @@ fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::selectors::{FieldSelector, LabelSelector};
+    use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector};
 
     fn store(history: usize) -> Store {
         Store::new(StoreOptions {

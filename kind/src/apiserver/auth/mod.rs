@@ -1,12 +1,14 @@
 //! Bearer-token authentication: tokens the harness mints map to users
 //! (service accounts or named users with groups).
 
+pub mod rbac;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use super::ids;
-use super::rbac::{AUTHENTICATED_GROUP, UserInfo};
-use super::status::ApiError;
+use crate::apiserver::auth::rbac::{AUTHENTICATED_GROUP, UserInfo};
+use crate::apiserver::ids;
+use crate::apiserver::status::ApiError;
 
 /// The token registry (cheap to clone; clones share state).
 #[derive(Debug, Clone, Default)]

@@ -1,5 +1,18 @@
-//! The HTTP handler: fault injection, authentication, authorization, then
-//! the Kubernetes REST verbs on the store.
+//! The HTTP side of the API server: listeners and TLS, routing, fault
+//! injection, authentication and authorization, then the Kubernetes REST
+//! verbs on the [registry](crate::apiserver::registry), rendered as JSON
+//! objects, lists, tables or watch streams.
+
+pub(crate) mod faults;
+pub(crate) mod listeners;
+pub(crate) mod logs;
+pub(crate) mod patch;
+pub(crate) mod protobuf;
+pub(crate) mod render;
+pub(crate) mod routes;
+pub(crate) mod table;
+pub(crate) mod tls;
+pub(crate) mod watch;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,21 +26,20 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::auth::Tokens;
-use super::discovery;
-use super::faults::{Faults, RequestFacts};
-use super::logs::{self, LogSource};
-use super::openapi::{self, FieldValidation};
-use super::patch::{self, PatchType};
-use super::protobuf;
-use super::rbac::{self, Attributes, UserInfo};
-use super::render::{self, Repr};
-use super::resources::{self, ids};
-use super::routes::{self, Query, ResourcePath, Route};
-use super::selectors::{FieldSelector, LabelSelector, Selectors};
-use super::status::{ApiError, success_status};
-use super::store::{self, Part, Preconditions, Store};
-use super::watch::{self, Start, WatchSpec};
+use self::faults::{Faults, RequestFacts};
+use self::logs::LogSource;
+use self::patch::PatchType;
+use self::render::Repr;
+use self::routes::{Query, ResourcePath, Route};
+use self::watch::{Start, WatchSpec};
+use crate::apiserver::auth::Tokens;
+use crate::apiserver::auth::rbac::{self, Attributes, UserInfo};
+use crate::apiserver::discovery;
+use crate::apiserver::discovery::openapi::{self, FieldValidation};
+use crate::apiserver::registry::resources::{self, ids};
+use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector, Selectors};
+use crate::apiserver::registry::{self, Part, Preconditions, Store};
+use crate::apiserver::status::{ApiError, success_status};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -455,11 +467,14 @@ impl Ctx<'_> {
     fn watch(&self) -> Result<Response, ApiError> {
         let mut selectors = self.selectors()?;
         if let Some(name) = &self.rp.name {
-            selectors.fields.requirements.push(super::selectors::FieldRequirement {
-                path: "metadata.name".into(),
-                value: name.clone(),
-                negated: false,
-            });
+            selectors
+                .fields
+                .requirements
+                .push(crate::apiserver::registry::selectors::FieldRequirement {
+                    path: "metadata.name".into(),
+                    value: name.clone(),
+                    negated: false,
+                });
         }
         let send_initial = self.query.flag("sendInitialEvents")?;
         let start = match self.query.get("resourceVersion").unwrap_or("") {
@@ -541,7 +556,7 @@ impl Ctx<'_> {
         if ty == PatchType::Apply && store.get(self.rp.res, self.ns(), self.name()).is_err() {
             // Server-side apply of a new object creates it.
             let mut obj = patch::strategic_merge(&json!({}), &p).map_err(ApiError::bad_request)?;
-            let m = store::meta_mut(&mut obj);
+            let m = registry::meta_mut(&mut obj);
             m.insert("name".into(), json!(self.name()));
             let warnings = self.check_fields(&obj)?;
             let created = store.create(self.rp.res, self.ns(), obj, self.dry_run())?;
@@ -597,7 +612,7 @@ impl Ctx<'_> {
             self.app
                 .store
                 .delete_collection(self.rp.res, self.rp.namespace.as_deref(), &sel, self.dry_run())?;
-        let page = store::ListPage {
+        let page = registry::ListPage {
             items,
             resource_version: self.app.store.resource_version(),
             continue_token: None,
@@ -758,7 +773,7 @@ fn container_names(pod: &Value) -> Vec<String> {
 
 /// The container a log request is for (the only one when not named).
 fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
-    let name = store::name_of(pod);
+    let name = registry::name_of(pod);
     let all = container_names(pod);
     match requested.filter(|c| !c.is_empty()) {
         Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),

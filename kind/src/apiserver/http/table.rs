@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ids;
-use super::resources::ResourceInfo;
+use crate::apiserver::ids;
+use crate::apiserver::registry::resources::ResourceInfo;
 
 /// What each row carries in `object` (the `includeObject` parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +357,7 @@ pub fn table(info: &ResourceInfo, objs: &[Arc<Value>], include: IncludeObject, l
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{RESOURCES, ids};
+    use crate::apiserver::registry::resources::{RESOURCES, ids};
 
     #[test]
     fn accept_detection() {
