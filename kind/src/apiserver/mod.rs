@@ -187,7 +187,6 @@ impl ApiServer {
             .unwrap_or_default();
         let store = Store::new(StoreOptions {
             watch_history: opts.watch_history,
-            root_ca_pem: Some(pki.ca_pem.clone()),
         });
         let tokens = Tokens::default();
         let admin_token = opts.admin_token.clone().unwrap_or_else(|| ids::token(32));
@@ -195,6 +194,7 @@ impl ApiServer {
         let app = http::App {
             store,
             tokens,
+            policy: Arc::default(),
             faults: Faults::default(),
             logs: Arc::new(RwLock::new(None)),
             bookmark_interval: opts.bookmark_interval,

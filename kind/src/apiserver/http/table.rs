@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::apiserver::ids;
 use crate::apiserver::registry::resources::ResourceInfo;
+use crate::apiserver::registry::strategy::pod;
 
 /// What each row carries in `object` (the `includeObject` parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,30 +130,6 @@ fn age(obj: &Value) -> String {
     ids::seconds_since(s(obj, "/metadata/creationTimestamp")).map_or_else(|| "<unknown>".into(), ids::human_duration)
 }
 
-fn pod_status(pod: &Value) -> String {
-    let mut reason = s(pod, "/status/reason").to_string();
-    if reason.is_empty() {
-        reason = s(pod, "/status/phase").to_string();
-    }
-    if let Some(statuses) = pod.pointer("/status/containerStatuses").and_then(Value::as_array) {
-        for cs in statuses.iter().rev() {
-            let waiting = s(cs, "/state/waiting/reason");
-            let terminated = s(cs, "/state/terminated/reason");
-            if !waiting.is_empty() {
-                reason = waiting.to_string();
-            } else if !terminated.is_empty() {
-                reason = terminated.to_string();
-            } else if cs.pointer("/state/terminated").is_some() {
-                reason = format!("ExitCode:{}", n(cs, "/state/terminated/exitCode"));
-            }
-        }
-    }
-    if pod.pointer("/metadata/deletionTimestamp").is_some() {
-        reason = "Terminating".into();
-    }
-    reason
-}
-
 fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
     let name = s(obj, "/metadata/name");
     match (info.group, info.plural) {
@@ -167,7 +144,7 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
+                json!(pod::display_status(obj)),
                 json!(restarts),
                 json!(age(obj)),
                 json!(or_none(s(obj, "/status/podIP").to_string())),

@@ -346,10 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_version_is_an_error_event() {
-        let store = Store::new(StoreOptions {
-            watch_history: 2,
-            root_ca_pem: None,
-        });
+        let store = Store::new(StoreOptions { watch_history: 2 });
         let first = store.resource_version();
         for i in 0..4 {
             store
