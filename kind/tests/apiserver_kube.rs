@@ -8,7 +8,7 @@ mod apiserver_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiserver_support::{code, eventually, labels, node, pod, reason, server, server_with};
+use apiserver_support::{code, controllers, eventually, labels, node, pod, reason, server, server_with, wait_for};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use istio_cni_kind::apiserver::{ApiServerOptions, FaultMatch, MemoryLogs};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
@@ -74,6 +74,7 @@ fn rv_of<K: ResourceExt>(k: &K) -> u64 {
 #[tokio::test]
 async fn crud_across_kinds() {
     let s = server().await;
+    let _controllers = controllers(&s).await;
     let client = s.client().await;
     let pp = PostParams::default();
 
@@ -144,7 +145,8 @@ async fn crud_across_kinds() {
     c.data.get_or_insert_default().insert("k2".into(), "v2".into());
     let c = cms.replace("c1", &pp, &c).await.unwrap();
     assert_eq!(c.data.unwrap().len(), 2);
-    assert!(cms.get("kube-root-ca.crt").await.unwrap().data.unwrap()["ca.crt"].contains("BEGIN CERTIFICATE"));
+    let root_ca = wait_for(cms.clone(), "kube-root-ca.crt", |c: Option<&ConfigMap>| c.is_some()).await;
+    assert!(root_ca.and_then(|c| c.data).unwrap()["ca.crt"].contains("BEGIN CERTIFICATE"));
 
     // DaemonSets: generation follows spec changes only.
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
@@ -193,8 +195,15 @@ async fn crud_across_kinds() {
     );
     crs.delete("system:test", &DeleteParams::default()).await.unwrap();
 
-    // Deleting a namespace deletes its contents.
+    // Deleting a namespace deletes its contents (the namespace controller).
+    let team_uid = namespaces.get("team").await.unwrap().uid().unwrap();
     namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+    wait_for(
+        namespaces.clone(),
+        "team",
+        kube::runtime::conditions::is_deleted(&team_uid),
+    )
+    .await;
     assert_eq!(code(&cms.get("c1").await.unwrap_err()), 404);
 
     // The discovery kube does works.
@@ -1274,6 +1283,7 @@ async fn listener_in_another_network_namespace_rebinds_there() {
 #[tokio::test]
 async fn streaming_list_watcher_and_metadata_watcher() {
     let s = server().await;
+    let _controllers = controllers(&s).await;
     let client = s.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     cms.create(&PostParams::default(), &cm("first", &[])).await.unwrap();
@@ -1439,4 +1449,66 @@ async fn malformed_requests_get_status_errors() {
     }
     // Still serving.
     assert!(Api::<Pod>::namespaced(client, "default").get("p").await.is_ok());
+}
+
+fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn namespace_lifecycle_is_the_controllers_job() {
+    let s = server().await;
+    let client = s.client().await;
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.create(&pp, &namespace("doomed")).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "doomed");
+    pods.create(&pp, &pod("p", None, &[])).await.unwrap();
+
+    // Without controllers a deleted namespace stays Terminating with its
+    // content, and takes nothing new.
+    namespaces.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let doomed = namespaces.get("doomed").await.unwrap();
+    assert_eq!(
+        doomed.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Terminating")
+    );
+    assert!(doomed.metadata.deletion_timestamp.is_some());
+    assert!(pods.get("p").await.is_ok());
+    let e = pods.create(&pp, &pod("q", None, &[])).await.unwrap_err();
+    assert_eq!((code(&e), reason(&e).as_str()), (403, "Forbidden"));
+    let e = namespaces
+        .delete("kube-system", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 403);
+
+    // The controllers empty and remove it, and populate new namespaces.
+    let controllers = controllers(&s).await;
+    let uid = doomed.uid().unwrap();
+    wait_for(
+        namespaces.clone(),
+        "doomed",
+        kube::runtime::conditions::is_deleted(&uid),
+    )
+    .await;
+    assert_eq!(code(&pods.get("p").await.unwrap_err()), 404);
+    namespaces.create(&pp, &namespace("fresh")).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "fresh");
+    wait_for(sas, "default", |sa: Option<&ServiceAccount>| sa.is_some()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fresh");
+    let ca = wait_for(cms, "kube-root-ca.crt", |c: Option<&ConfigMap>| c.is_some()).await;
+    assert_eq!(ca.and_then(|c| c.data).unwrap()["ca.crt"], s.ca_pem());
+    // Stopped, they leave a deleted namespace Terminating again.
+    controllers.shutdown().await;
+    namespaces.delete("fresh", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = namespaces.get("fresh").await.unwrap();
+    assert_eq!(fresh.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
 }
