@@ -8,7 +8,9 @@ mod apiserver_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiserver_support::{code, controllers, eventually, labels, node, pod, reason, server, server_with, wait_for};
+use apiserver_support::{
+    code, controllers, eventually, labels, namespace, node, pod, reason, server, server_with, wait_for,
+};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use istio_cni_kind::apiserver::{ApiServerOptions, FaultMatch, MemoryLogs};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
@@ -91,19 +93,7 @@ async fn crud_across_kinds() {
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&want.to_string()), "{names:?}");
     }
-    let created = namespaces
-        .create(
-            &pp,
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some("team".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let created = namespaces.create(&pp, &namespace("team")).await.unwrap();
     assert_eq!(created.status.unwrap().phase.as_deref(), Some("Active"));
     let missing: Api<Pod> = Api::namespaced(client.clone(), "nowhere");
     let e = missing.create(&pp, &pod("p", None, &[])).await.unwrap_err();
@@ -855,16 +845,7 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
 
     // A RoleBinding grants only inside its namespace.
     Api::<Namespace>::all(admin.clone())
-        .create(
-            &pp,
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some("team".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        .create(&pp, &namespace("team"))
         .await
         .unwrap();
     Api::<Role>::namespaced(admin.clone(), "team")
@@ -1449,16 +1430,6 @@ async fn malformed_requests_get_status_errors() {
     }
     // Still serving.
     assert!(Api::<Pod>::namespaced(client, "default").get("p").await.is_ok());
-}
-
-fn namespace(name: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use istio_cni_kind::apiserver::{ApiServer, ApiServerOptions};
 use istio_cni_kind::controllers::namespaces::ROOT_CA_CONFIGMAP;
 use istio_cni_kind::controllers::{ControllerManager, ControllerOptions};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Node, Pod, PodSpec, ServiceAccount};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::wait::{Condition, await_condition};
 
@@ -75,6 +75,16 @@ pub fn pod(name: &str, node: Option<&str>, label_pairs: &[(&str, &str)]) -> Pod 
             }],
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+pub fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

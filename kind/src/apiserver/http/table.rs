@@ -130,6 +130,19 @@ fn age(obj: &Value) -> String {
     ids::seconds_since(s(obj, "/metadata/creationTimestamp")).map_or_else(|| "<unknown>".into(), ids::human_duration)
 }
 
+/// A string map as `k=v,k2=v2` ("" when absent).
+fn pairs(obj: &Value, ptr: &str) -> String {
+    obj.pointer(ptr)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
     let name = s(obj, "/metadata/name");
     match (info.group, info.plural) {
@@ -233,32 +246,14 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             ]
         }
         ("apps", "daemonsets") => {
-            let node_selector = obj
-                .pointer("/spec/template/spec/nodeSelector")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let node_selector = pairs(obj, "/spec/template/spec/nodeSelector");
             let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
             let join = |field: &str| {
                 containers
                     .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
                     .unwrap_or_default()
             };
-            let selector = obj
-                .pointer("/spec/selector/matchLabels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let selector = pairs(obj, "/spec/selector/matchLabels");
             vec![
                 json!(name),
                 json!(n(obj, "/status/desiredNumberScheduled")),

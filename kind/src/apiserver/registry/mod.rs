@@ -144,6 +144,14 @@ fn key(info: &ResourceInfo, ns: &str, name: &str) -> (String, String) {
     }
 }
 
+/// The stored object under `k`, or the resource's 404.
+fn stored(st: &State, res: ResourceId, k: &(String, String)) -> Result<Arc<Value>, ApiError> {
+    st.tables[res].objects.get(k).cloned().ok_or_else(|| {
+        let info = resources::info(res);
+        ApiError::not_found(info.group, info.plural, &k.1)
+    })
+}
+
 /// A table entry: its `(namespace, name)` key and the object.
 type Entry<'a> = (&'a (String, String), &'a Arc<Value>);
 
@@ -202,11 +210,7 @@ impl Store {
     pub fn get(&self, res: ResourceId, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
         let info = resources::info(res);
         let st = read(&self.shared.state);
-        st.tables[res]
-            .objects
-            .get(&key(info, ns, name))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))
+        stored(&st, res, &key(info, ns, name))
     }
 
     /// Objects of a resource, in one namespace (`Some`) or all (`None`),
@@ -353,11 +357,7 @@ impl Store {
         let info = resources::info(res);
         let mut st = write(&self.shared.state);
         let k = key(info, ns, name);
-        let old = st.tables[res]
-            .objects
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+        let old = stored(&st, res, &k)?;
         let new = f(&old)?;
         let new = strategy::prepare_update(info, &old, new, part)?;
         if new == *old || dry_run {
@@ -387,11 +387,7 @@ impl Store {
         let info = resources::info(res);
         let mut st = write(&self.shared.state);
         let k = key(info, ns, name);
-        let old = st.tables[res]
-            .objects
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+        let old = stored(&st, res, &k)?;
         if let Some(uid) = pre.uid.as_deref().filter(|u| !u.is_empty())
             && uid != meta_str(&old, "uid")
         {
