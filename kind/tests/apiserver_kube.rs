@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiserver_support::{
-    code, controllers, eventually, labels, namespace, node, pod, reason, server, server_with, wait_for,
+    code, controllers, eventually, labels, namespace, node, pod, reason, server, server_with, wait_deleted, wait_for,
 };
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use istio_cni_kind::apiserver::{ApiServerOptions, FaultMatch, MemoryLogs};
@@ -67,6 +67,42 @@ fn daemonset(name: &str) -> DaemonSet {
     }
 }
 
+/// The names `api.list(lp)` returns, in order.
+async fn list_names<K>(api: &Api<K>, lp: &ListParams) -> Vec<String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.list(lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()
+}
+
+/// The resourceVersion of a full list.
+async fn list_rv<K>(api: &Api<K>) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
+fn named(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
 fn rv_of<K: ResourceExt>(k: &K) -> u64 {
     k.resource_version()
         .and_then(|r| r.parse().ok())
@@ -82,14 +118,7 @@ async fn crud_across_kinds() {
 
     // Namespaces: pre-created ones, a new one, objects in a missing one.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let names: Vec<String> = namespaces
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
+    let names: Vec<String> = list_names(&namespaces, &ListParams::default()).await;
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&want.to_string()), "{names:?}");
     }
@@ -166,10 +195,7 @@ async fn crud_across_kinds() {
     // ClusterRoles.
     let crs: Api<ClusterRole> = Api::all(client.clone());
     let role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some("system:test".into()),
-            ..Default::default()
-        },
+        metadata: named("system:test"),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec!["".into()]),
             resources: Some(vec!["pods".into()]),
@@ -188,12 +214,7 @@ async fn crud_across_kinds() {
     // Deleting a namespace deletes its contents (the namespace controller).
     let team_uid = namespaces.get("team").await.unwrap().uid().unwrap();
     namespaces.delete("team", &DeleteParams::default()).await.unwrap();
-    wait_for(
-        namespaces.clone(),
-        "team",
-        kube::runtime::conditions::is_deleted(&team_uid),
-    )
-    .await;
+    wait_deleted(&namespaces, "team", &team_uid).await;
     assert_eq!(code(&cms.get("c1").await.unwrap_err()), 404);
 
     // The discovery kube does works.
@@ -281,13 +302,7 @@ async fn watch_from_resource_version_sends_only_later_events() {
     let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let pp = PostParams::default();
     cms.create(&pp, &cm("before", &[])).await.unwrap();
-    let from = cms
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let from = list_rv(&cms).await;
     cms.create(&pp, &cm("after", &[])).await.unwrap();
     let mut c = cms.get("before").await.unwrap();
     c.data = Some([("k".to_string(), "v".to_string())].into());
@@ -319,13 +334,7 @@ async fn watch_from_resource_version_sends_only_later_events() {
 async fn watch_bookmarks_and_live_events() {
     let s = server().await;
     let nodes: Api<Node> = Api::all(s.client().await);
-    let rv = nodes
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = list_rv(&nodes).await;
     let mut stream = nodes
         .watch(&WatchParams::default().timeout(5), &rv)
         .await
@@ -365,13 +374,7 @@ async fn watch_from_expired_version_gets_410() {
     })
     .await;
     let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
-    let old = cms
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let old = list_rv(&cms).await;
     for i in 0..10 {
         cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
             .await
@@ -712,14 +715,7 @@ async fn delete_preconditions() {
     pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=x"))
         .await
         .unwrap();
-    let left: Vec<String> = pods
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.name_any())
-        .collect();
+    let left: Vec<String> = list_names(&pods, &ListParams::default()).await;
     assert_eq!(left, ["c"]);
 }
 
@@ -758,10 +754,7 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &ClusterRole {
-                metadata: ObjectMeta {
-                    name: Some("pod-reader".into()),
-                    ..Default::default()
-                },
+                metadata: named("pod-reader"),
                 rules: Some(vec![rule(&[""], &["pods"], &["get", "list", "watch"])]),
                 ..Default::default()
             },
@@ -772,15 +765,8 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &ClusterRoleBinding {
-                metadata: ObjectMeta {
-                    name: Some("reader".into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "ClusterRole".into(),
-                    name: "pod-reader".into(),
-                },
+                metadata: named("reader"),
+                role_ref: role_ref("ClusterRole", "pod-reader"),
                 subjects: Some(vec![sa_subject("sys", "reader")]),
             },
         )
@@ -852,10 +838,7 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &Role {
-                metadata: ObjectMeta {
-                    name: Some("cm-editor".into()),
-                    ..Default::default()
-                },
+                metadata: named("cm-editor"),
                 rules: Some(vec![rule(&[""], &["configmaps"], &["*"])]),
             },
         )
@@ -865,15 +848,8 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &RoleBinding {
-                metadata: ObjectMeta {
-                    name: Some("dev-cm".into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "Role".into(),
-                    name: "cm-editor".into(),
-                },
+                metadata: named("dev-cm"),
+                role_ref: role_ref("Role", "cm-editor"),
                 subjects: Some(vec![Subject {
                     kind: "Group".into(),
                     name: "system:serviceaccounts:team".into(),
@@ -1463,12 +1439,7 @@ async fn namespace_lifecycle_is_the_controllers_job() {
     // The controllers empty and remove it, and populate new namespaces.
     let controllers = controllers(&s).await;
     let uid = doomed.uid().unwrap();
-    wait_for(
-        namespaces.clone(),
-        "doomed",
-        kube::runtime::conditions::is_deleted(&uid),
-    )
-    .await;
+    wait_deleted(&namespaces, "doomed", &uid).await;
     assert_eq!(code(&pods.get("p").await.unwrap_err()), 404);
     namespaces.create(&pp, &namespace("fresh")).await.unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "fresh");

@@ -54,6 +54,14 @@ where
     }
 }
 
+/// Waits until the object `name` with `uid` is gone.
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, uid: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + 'static,
+{
+    wait_for(api.clone(), name, kube::runtime::conditions::is_deleted(uid)).await;
+}
+
 pub fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
