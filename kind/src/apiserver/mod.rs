@@ -28,8 +28,14 @@
 //!   [`ApiServer::go_down`] / [`ApiServer::come_up`] on the same addresses,
 //!   each rebound in the network namespace it was first bound in.
 //!
-//! Not implemented: server-side apply field ownership, finalizers and
-//! graceful deletion (deletes are immediate), most admission and validation
+//! Namespaces are deleted as in Kubernetes: marked `Terminating`, closed to
+//! new content, removed once `namespaces/<name>/finalize` clears their
+//! finalizers; emptying them and giving new ones their `default`
+//! ServiceAccount and `kube-root-ca.crt` is the job of
+//! [`crate::controllers`], which run beside the server.
+//!
+//! Not implemented: server-side apply field ownership, `metadata.finalizers`
+//! and graceful deletion (other deletes are immediate), most admission and validation
 //! (immutable pod fields, RBAC escalation checks), OpenAPI schemas
 //! (`/openapi/v3` serves only what kubectl's default validation needs:
 //! operations that take `fieldValidation`, which the server then honours by
