@@ -8,7 +8,9 @@ mod apiserver_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiserver_support::{code, eventually, labels, node, pod, reason, server, server_with};
+use apiserver_support::{
+    code, controllers, eventually, labels, namespace, node, pod, reason, server, server_with, wait_deleted, wait_for,
+};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use istio_cni_kind::apiserver::{ApiServerOptions, FaultMatch, MemoryLogs};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
@@ -65,6 +67,42 @@ fn daemonset(name: &str) -> DaemonSet {
     }
 }
 
+/// The names `api.list(lp)` returns, in order.
+async fn list_names<K>(api: &Api<K>, lp: &ListParams) -> Vec<String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.list(lp).await.unwrap().items.iter().map(|o| o.name_any()).collect()
+}
+
+/// The resourceVersion of a full list.
+async fn list_rv<K>(api: &Api<K>) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
+fn named(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
 fn rv_of<K: ResourceExt>(k: &K) -> u64 {
     k.resource_version()
         .and_then(|r| r.parse().ok())
@@ -74,35 +112,17 @@ fn rv_of<K: ResourceExt>(k: &K) -> u64 {
 #[tokio::test]
 async fn crud_across_kinds() {
     let s = server().await;
+    let _controllers = controllers(&s).await;
     let client = s.client().await;
     let pp = PostParams::default();
 
     // Namespaces: pre-created ones, a new one, objects in a missing one.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let names: Vec<String> = namespaces
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
+    let names: Vec<String> = list_names(&namespaces, &ListParams::default()).await;
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&want.to_string()), "{names:?}");
     }
-    let created = namespaces
-        .create(
-            &pp,
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some("team".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let created = namespaces.create(&pp, &namespace("team")).await.unwrap();
     assert_eq!(created.status.unwrap().phase.as_deref(), Some("Active"));
     let missing: Api<Pod> = Api::namespaced(client.clone(), "nowhere");
     let e = missing.create(&pp, &pod("p", None, &[])).await.unwrap_err();
@@ -144,7 +164,8 @@ async fn crud_across_kinds() {
     c.data.get_or_insert_default().insert("k2".into(), "v2".into());
     let c = cms.replace("c1", &pp, &c).await.unwrap();
     assert_eq!(c.data.unwrap().len(), 2);
-    assert!(cms.get("kube-root-ca.crt").await.unwrap().data.unwrap()["ca.crt"].contains("BEGIN CERTIFICATE"));
+    let root_ca = wait_for(cms.clone(), "kube-root-ca.crt", |c: Option<&ConfigMap>| c.is_some()).await;
+    assert!(root_ca.and_then(|c| c.data).unwrap()["ca.crt"].contains("BEGIN CERTIFICATE"));
 
     // DaemonSets: generation follows spec changes only.
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
@@ -174,10 +195,7 @@ async fn crud_across_kinds() {
     // ClusterRoles.
     let crs: Api<ClusterRole> = Api::all(client.clone());
     let role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some("system:test".into()),
-            ..Default::default()
-        },
+        metadata: named("system:test"),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec!["".into()]),
             resources: Some(vec!["pods".into()]),
@@ -193,8 +211,10 @@ async fn crud_across_kinds() {
     );
     crs.delete("system:test", &DeleteParams::default()).await.unwrap();
 
-    // Deleting a namespace deletes its contents.
+    // Deleting a namespace deletes its contents (the namespace controller).
+    let team_uid = namespaces.get("team").await.unwrap().uid().unwrap();
     namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+    wait_deleted(&namespaces, "team", &team_uid).await;
     assert_eq!(code(&cms.get("c1").await.unwrap_err()), 404);
 
     // The discovery kube does works.
@@ -282,13 +302,7 @@ async fn watch_from_resource_version_sends_only_later_events() {
     let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let pp = PostParams::default();
     cms.create(&pp, &cm("before", &[])).await.unwrap();
-    let from = cms
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let from = list_rv(&cms).await;
     cms.create(&pp, &cm("after", &[])).await.unwrap();
     let mut c = cms.get("before").await.unwrap();
     c.data = Some([("k".to_string(), "v".to_string())].into());
@@ -320,13 +334,7 @@ async fn watch_from_resource_version_sends_only_later_events() {
 async fn watch_bookmarks_and_live_events() {
     let s = server().await;
     let nodes: Api<Node> = Api::all(s.client().await);
-    let rv = nodes
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = list_rv(&nodes).await;
     let mut stream = nodes
         .watch(&WatchParams::default().timeout(5), &rv)
         .await
@@ -366,13 +374,7 @@ async fn watch_from_expired_version_gets_410() {
     })
     .await;
     let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
-    let old = cms
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let old = list_rv(&cms).await;
     for i in 0..10 {
         cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
             .await
@@ -713,14 +715,7 @@ async fn delete_preconditions() {
     pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=x"))
         .await
         .unwrap();
-    let left: Vec<String> = pods
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.name_any())
-        .collect();
+    let left: Vec<String> = list_names(&pods, &ListParams::default()).await;
     assert_eq!(left, ["c"]);
 }
 
@@ -759,10 +754,7 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &ClusterRole {
-                metadata: ObjectMeta {
-                    name: Some("pod-reader".into()),
-                    ..Default::default()
-                },
+                metadata: named("pod-reader"),
                 rules: Some(vec![rule(&[""], &["pods"], &["get", "list", "watch"])]),
                 ..Default::default()
             },
@@ -773,15 +765,8 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &ClusterRoleBinding {
-                metadata: ObjectMeta {
-                    name: Some("reader".into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "ClusterRole".into(),
-                    name: "pod-reader".into(),
-                },
+                metadata: named("reader"),
+                role_ref: role_ref("ClusterRole", "pod-reader"),
                 subjects: Some(vec![sa_subject("sys", "reader")]),
             },
         )
@@ -846,26 +831,14 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
 
     // A RoleBinding grants only inside its namespace.
     Api::<Namespace>::all(admin.clone())
-        .create(
-            &pp,
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some("team".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        .create(&pp, &namespace("team"))
         .await
         .unwrap();
     Api::<Role>::namespaced(admin.clone(), "team")
         .create(
             &pp,
             &Role {
-                metadata: ObjectMeta {
-                    name: Some("cm-editor".into()),
-                    ..Default::default()
-                },
+                metadata: named("cm-editor"),
                 rules: Some(vec![rule(&[""], &["configmaps"], &["*"])]),
             },
         )
@@ -875,15 +848,8 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
         .create(
             &pp,
             &RoleBinding {
-                metadata: ObjectMeta {
-                    name: Some("dev-cm".into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "Role".into(),
-                    name: "cm-editor".into(),
-                },
+                metadata: named("dev-cm"),
+                role_ref: role_ref("Role", "cm-editor"),
                 subjects: Some(vec![Subject {
                     kind: "Group".into(),
                     name: "system:serviceaccounts:team".into(),
@@ -1274,6 +1240,7 @@ async fn listener_in_another_network_namespace_rebinds_there() {
 #[tokio::test]
 async fn streaming_list_watcher_and_metadata_watcher() {
     let s = server().await;
+    let _controllers = controllers(&s).await;
     let client = s.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     cms.create(&PostParams::default(), &cm("first", &[])).await.unwrap();
@@ -1439,4 +1406,51 @@ async fn malformed_requests_get_status_errors() {
     }
     // Still serving.
     assert!(Api::<Pod>::namespaced(client, "default").get("p").await.is_ok());
+}
+
+#[tokio::test]
+async fn namespace_lifecycle_is_the_controllers_job() {
+    let s = server().await;
+    let client = s.client().await;
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.create(&pp, &namespace("doomed")).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "doomed");
+    pods.create(&pp, &pod("p", None, &[])).await.unwrap();
+
+    // Without controllers a deleted namespace stays Terminating with its
+    // content, and takes nothing new.
+    namespaces.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let doomed = namespaces.get("doomed").await.unwrap();
+    assert_eq!(
+        doomed.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Terminating")
+    );
+    assert!(doomed.metadata.deletion_timestamp.is_some());
+    assert!(pods.get("p").await.is_ok());
+    let e = pods.create(&pp, &pod("q", None, &[])).await.unwrap_err();
+    assert_eq!((code(&e), reason(&e).as_str()), (403, "Forbidden"));
+    let e = namespaces
+        .delete("kube-system", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 403);
+
+    // The controllers empty and remove it, and populate new namespaces.
+    let controllers = controllers(&s).await;
+    let uid = doomed.uid().unwrap();
+    wait_deleted(&namespaces, "doomed", &uid).await;
+    assert_eq!(code(&pods.get("p").await.unwrap_err()), 404);
+    namespaces.create(&pp, &namespace("fresh")).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "fresh");
+    wait_for(sas, "default", |sa: Option<&ServiceAccount>| sa.is_some()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fresh");
+    let ca = wait_for(cms, "kube-root-ca.crt", |c: Option<&ConfigMap>| c.is_some()).await;
+    assert_eq!(ca.and_then(|c| c.data).unwrap()["ca.crt"], s.ca_pem());
+    // Stopped, they leave a deleted namespace Terminating again.
+    controllers.shutdown().await;
+    namespaces.delete("fresh", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = namespaces.get("fresh").await.unwrap();
+    assert_eq!(fresh.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
 }

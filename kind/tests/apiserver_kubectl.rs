@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
-use apiserver_support::{node, server};
+use apiserver_support::{controllers, node, server};
 use istio_cni_kind::apiserver::{ApiServer, MemoryLogs};
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Pod};
 use kube::ResourceExt;
@@ -102,6 +102,7 @@ async fn kubectl_round_trip() {
         return;
     }
     let s = server().await;
+    let _controllers = controllers(&s).await;
     let logs = Arc::new(MemoryLogs::new());
     logs.set("default", "web", "app", "hello from web\nsecond line\n");
     s.set_log_source(logs);

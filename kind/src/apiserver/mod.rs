@@ -28,8 +28,14 @@
 //!   [`ApiServer::go_down`] / [`ApiServer::come_up`] on the same addresses,
 //!   each rebound in the network namespace it was first bound in.
 //!
-//! Not implemented: server-side apply field ownership, finalizers and
-//! graceful deletion (deletes are immediate), most admission and validation
+//! Namespaces are deleted as in Kubernetes: marked `Terminating`, closed to
+//! new content, removed once `namespaces/<name>/finalize` clears their
+//! finalizers; emptying them and giving new ones their `default`
+//! ServiceAccount and `kube-root-ca.crt` is the job of
+//! [`crate::controllers`], which run beside the server.
+//!
+//! Not implemented: server-side apply field ownership, `metadata.finalizers`
+//! and graceful deletion (other deletes are immediate), most admission and validation
 //! (immutable pod fields, RBAC escalation checks), OpenAPI schemas
 //! (`/openapi/v3` serves only what kubectl's default validation needs:
 //! operations that take `fieldValidation`, which the server then honours by
@@ -40,24 +46,10 @@
 
 mod auth;
 mod discovery;
-mod faults;
-mod handlers;
+mod http;
 mod ids;
-mod listeners;
-mod logs;
-mod openapi;
-mod patch;
-mod protobuf;
-mod rbac;
-mod render;
-pub mod resources;
-mod routes;
-mod selectors;
+mod registry;
 mod status;
-mod store;
-mod table;
-mod tls;
-mod watch;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
@@ -69,14 +61,14 @@ use base64::Engine as _;
 use serde_json::json;
 
 pub use auth::Tokens;
-pub use faults::{FaultMatch, Faults, Predicate, RequestFacts};
-pub use logs::{LogSource, MemoryLogs};
-pub use patch::PatchType;
-pub use rbac::{Policy, UserInfo};
-pub use resources::{RESOURCES, ResourceId, ResourceInfo};
-pub use selectors::{FieldSelector, LabelSelector, Selectors};
+pub use auth::rbac::{Policy, UserInfo};
+pub use http::faults::{FaultMatch, Faults, Predicate, RequestFacts};
+pub use http::logs::{LogSource, MemoryLogs};
+pub use http::patch::PatchType;
+pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
+pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
+pub use registry::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
 pub use status::ApiError;
-pub use store::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
 
 /// Errors starting or restarting the server, or building clients.
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +133,11 @@ impl Default for ApiServerOptions {
 }
 
 struct Inner {
-    app: handlers::App,
+    app: http::App,
     tls: Arc<rustls::ServerConfig>,
     ca_pem: String,
     admin_token: String,
-    listeners: tokio::sync::Mutex<listeners::Listeners>,
+    listeners: tokio::sync::Mutex<http::listeners::Listeners>,
     https_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
 }
@@ -184,7 +176,7 @@ impl ApiServer {
     pub async fn start(opts: ApiServerOptions) -> Result<ApiServer, ApiServerError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (mut listeners, socks) =
-            listeners::Listeners::bind(&opts.listen, opts.listeners, &opts.http_listen, opts.http_listeners)?;
+            http::listeners::Listeners::bind(&opts.listen, opts.listeners, &opts.http_listen, opts.http_listeners)?;
         let mut sans = opts.extra_sans.clone();
         for slot in &listeners.slots {
             let ip = slot.addr.ip();
@@ -192,7 +184,7 @@ impl ApiServer {
                 sans.push(ip.to_string());
             }
         }
-        let pki = tls::generate(&sans).map_err(ApiServerError::Tls)?;
+        let pki = http::tls::generate(&sans).map_err(ApiServerError::Tls)?;
         let https_addr = listeners.slots.iter().find(|s| s.tls).map(|s| s.addr);
         let http_addr = listeners.slots.iter().find(|s| !s.tls).map(|s| s.addr);
         let server_address = https_addr
@@ -201,14 +193,14 @@ impl ApiServer {
             .unwrap_or_default();
         let store = Store::new(StoreOptions {
             watch_history: opts.watch_history,
-            root_ca_pem: Some(pki.ca_pem.clone()),
         });
         let tokens = Tokens::default();
         let admin_token = opts.admin_token.clone().unwrap_or_else(|| ids::token(32));
         tokens.insert(&admin_token, UserInfo::admin());
-        let app = handlers::App {
+        let app = http::App {
             store,
             tokens,
+            policy: Arc::default(),
             faults: Faults::default(),
             logs: Arc::new(RwLock::new(None)),
             bookmark_interval: opts.bookmark_interval,
@@ -216,7 +208,7 @@ impl ApiServer {
             server_address: server_address.into(),
             max_body_bytes: opts.max_body_bytes,
         };
-        listeners.serve(socks, handlers::router(app.clone()), pki.server_config.clone())?;
+        listeners.serve(socks, http::router(app.clone()), pki.server_config.clone())?;
         Ok(ApiServer {
             inner: Arc::new(Inner {
                 app,
@@ -392,7 +384,7 @@ impl ApiServer {
             return Ok(());
         }
         let socks = l.rebind().await?;
-        l.serve(socks, handlers::router(self.inner.app.clone()), self.inner.tls.clone())?;
+        l.serve(socks, http::router(self.inner.app.clone()), self.inner.tls.clone())?;
         Ok(())
     }
 

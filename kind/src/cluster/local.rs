@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use super::{ClusterError, ClusterSpec, IpFamily, create_err};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
+use crate::controllers::{ControllerManager, ControllerOptions};
 use crate::kubelet::{self, NodeContext, PodLogs};
 use crate::node::cgroup::ClusterCgroup;
 use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec};
@@ -223,7 +224,11 @@ impl LocalCluster {
             });
             tasks.push(kubelet::start(ctx));
         }
-        tasks.push(kubelet::scheduler::start(client.clone(), names));
+        let controllers = ControllerOptions {
+            nodes: names,
+            root_ca_pem: Some(api.ca_pem()),
+        };
+        tasks.push(ControllerManager::start(client.clone(), controllers).into_task());
         drop(_guard);
         Ok(LocalCluster {
             runtime: Some(runtime),

@@ -1,12 +1,12 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
-//! chain and processes; [`scheduler`] binds pods that name no node.
+//! chain and processes. The scheduler is a controller
+//! ([`crate::controllers::scheduler`]).
 
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
-pub mod scheduler;
 pub mod worker;
 
 use std::collections::HashMap;

@@ -6,8 +6,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use istio_cni_kind::apiserver::{ApiServer, ApiServerOptions};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
-use kube::api::ObjectMeta;
+use istio_cni_kind::controllers::namespaces::ROOT_CA_CONFIGMAP;
+use istio_cni_kind::controllers::{ControllerManager, ControllerOptions};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Node, Pod, PodSpec, ServiceAccount};
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::wait::{Condition, await_condition};
 
 /// A server with short bookmark and log-poll intervals.
 pub async fn server() -> ApiServer {
@@ -18,6 +21,45 @@ pub async fn server_with(mut opts: ApiServerOptions) -> ApiServer {
     opts.bookmark_interval = Duration::from_millis(200);
     opts.log_poll_interval = Duration::from_millis(50);
     ApiServer::start(opts).await.expect("start the API server")
+}
+
+/// The controllers (no scheduler) for `s`, started and caught up: every
+/// system namespace has its `default` ServiceAccount and CA ConfigMap.
+pub async fn controllers(s: &ApiServer) -> ControllerManager {
+    let client = s.client().await;
+    let opts = ControllerOptions {
+        nodes: Vec::new(),
+        root_ca_pem: Some(s.ca_pem()),
+    };
+    let manager = ControllerManager::start(client.clone(), opts);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+        wait_for(sas, "default", |sa: Option<&ServiceAccount>| sa.is_some()).await;
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        wait_for(cms, ROOT_CA_CONFIGMAP, |cm: Option<&ConfigMap>| cm.is_some()).await;
+    }
+    manager
+}
+
+/// Waits (at most 10 s, then fails the test) until object `name` of `api`
+/// meets `cond`.
+pub async fn wait_for<K>(api: Api<K>, name: &str, cond: impl Condition<K>) -> Option<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + 'static,
+{
+    match tokio::time::timeout(Duration::from_secs(10), await_condition(api, name, cond)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name}: condition not met within 10 s"),
+    }
+}
+
+/// Waits until the object `name` with `uid` is gone.
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, uid: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + 'static,
+{
+    wait_for(api.clone(), name, kube::runtime::conditions::is_deleted(uid)).await;
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
@@ -41,6 +83,16 @@ pub fn pod(name: &str, node: Option<&str>, label_pairs: &[(&str, &str)]) -> Pod 
             }],
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+pub fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

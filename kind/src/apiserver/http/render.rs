@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::resources::ResourceInfo;
-use super::store::ListPage;
-use super::table::{self, IncludeObject};
+use crate::apiserver::http::table::{self, IncludeObject};
+use crate::apiserver::registry::ListPage;
+use crate::apiserver::registry::resources::ResourceInfo;
 
 /// How objects are rendered for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub fn list(info: &ResourceInfo, page: &ListPage, repr: Repr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{RESOURCES, ids};
+    use crate::apiserver::registry::resources::{RESOURCES, ids};
 
     fn page() -> ListPage {
         ListPage {

@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::render::{self, Repr};
-use super::resources::{self, ResourceId};
-use super::selectors::Selectors;
-use super::status::ApiError;
-use super::store::{Event, EventType, Store};
+use crate::apiserver::http::render::{self, Repr};
+use crate::apiserver::registry::resources::{self, ResourceId};
+use crate::apiserver::registry::selectors::Selectors;
+use crate::apiserver::registry::{Event, EventType, Store};
+use crate::apiserver::status::ApiError;
 
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ fn bookmark(spec: &WatchSpec, rv: u64, initial_end: bool) -> Value {
 
 fn selected(spec: &WatchSpec, obj: &Value) -> bool {
     if let Some(ns) = &spec.namespace
-        && super::store::namespace_of(obj) != ns
+        && crate::apiserver::registry::namespace_of(obj) != ns
     {
         return false;
     }
@@ -235,9 +235,9 @@ async fn run(store: Store, mut drops: watch::Receiver<u64>, spec: WatchSpec, tx:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::ids;
-    use crate::apiserver::selectors::LabelSelector;
-    use crate::apiserver::store::StoreOptions;
+    use crate::apiserver::registry::StoreOptions;
+    use crate::apiserver::registry::resources::ids;
+    use crate::apiserver::registry::selectors::LabelSelector;
 
     fn spec(res: ResourceId, start: Start) -> WatchSpec {
         WatchSpec {
@@ -312,11 +312,18 @@ mod tests {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             let relabel = |name: &str, l: &str| {
-                s2.modify(ids::NODES, "", name, crate::apiserver::store::Part::Main, false, |o| {
-                    let mut o = o.clone();
-                    o["metadata"]["labels"]["l"] = json!(l);
-                    Ok(o)
-                })
+                s2.modify(
+                    ids::NODES,
+                    "",
+                    name,
+                    crate::apiserver::registry::Part::Main,
+                    false,
+                    |o| {
+                        let mut o = o.clone();
+                        o["metadata"]["labels"]["l"] = json!(l);
+                        Ok(o)
+                    },
+                )
                 .unwrap();
             };
             relabel("b", "x"); // moves in: ADDED
@@ -339,10 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_version_is_an_error_event() {
-        let store = Store::new(StoreOptions {
-            watch_history: 2,
-            root_ca_pem: None,
-        });
+        let store = Store::new(StoreOptions { watch_history: 2 });
         let first = store.resource_version();
         for i in 0..4 {
             store

@@ -1,12 +1,19 @@
-//! Bearer-token authentication: tokens the harness mints map to users
-//! (service accounts or named users with groups).
+//! Who a request is and what it may do: bearer tokens the harness mints
+//! map to users (service accounts or named users with groups),
+//! impersonation (`kubectl --as`), and RBAC ([`rbac`]) from the stored roles
+//! and bindings, kept current by [`cache`].
+
+pub(crate) mod cache;
+pub mod rbac;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use super::ids;
-use super::rbac::{AUTHENTICATED_GROUP, UserInfo};
-use super::status::ApiError;
+use axum::http::HeaderMap;
+
+use self::rbac::{AUTHENTICATED_GROUP, Attributes, Policy, UserInfo, forbidden_message};
+use crate::apiserver::ids;
+use crate::apiserver::status::ApiError;
 
 /// The token registry (cheap to clone; clones share state).
 #[derive(Debug, Clone, Default)]
@@ -68,6 +75,64 @@ impl Tokens {
         }
         self.lookup(token.trim()).ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// Applies `Impersonate-User` / `Impersonate-Group` (kubectl `--as`,
+/// `--as-group`) when the requester may `impersonate` those users and groups.
+pub(crate) fn impersonate(policy: &Policy, user: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let Some(target) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
+        if groups.is_empty() {
+            return Ok(user);
+        }
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups without a user",
+        ));
+    };
+    let as_sa = target
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    let mut checks = vec![match as_sa {
+        Some((ns, name)) => ("serviceaccounts", ns.to_string(), name.to_string()),
+        None => ("users", String::new(), target.to_string()),
+    }];
+    checks.extend(groups.iter().map(|g| ("groups", String::new(), g.clone())));
+    for (resource, namespace, name) in checks {
+        let attrs = Attributes::Resource {
+            verb: "impersonate".into(),
+            group: String::new(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace,
+            name: name.clone(),
+        };
+        if !policy.allows(&user, &attrs) {
+            return Err(ApiError::forbidden(
+                forbidden_message(&user, &attrs),
+                "",
+                resource,
+                &name,
+            ));
+        }
+    }
+    let mut impersonated = match as_sa {
+        Some((ns, name)) => UserInfo::service_account(ns, name),
+        None => UserInfo {
+            name: target.to_string(),
+            groups: Vec::new(),
+        },
+    };
+    for g in groups.into_iter().chain([AUTHENTICATED_GROUP.to_string()]) {
+        if !impersonated.groups.contains(&g) {
+            impersonated.groups.push(g);
+        }
+    }
+    Ok(impersonated)
 }
 
 #[cfg(test)]

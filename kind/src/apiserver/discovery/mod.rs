@@ -2,9 +2,11 @@
 //! `/apis/<group>`, `/apis/<group>/<version>` (the legacy, non-aggregated
 //! format, which kubectl and kube fall back to).
 
+pub(crate) mod openapi;
+
 use serde_json::{Value, json};
 
-use super::resources::{self, RESOURCES, subresource_kind, subresource_verbs};
+use crate::apiserver::registry::resources::{self, RESOURCES, subresource_kind, subresource_verbs};
 
 /// The Kubernetes version the server reports.
 pub const MAJOR: &str = "1";

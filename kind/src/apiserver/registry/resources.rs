@@ -77,6 +77,7 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
         "status" => &["get", "patch", "update"],
         "log" => &["get"],
         "binding" => &["create"],
+        "finalize" => &["update"],
         _ => &[],
     }
 }
@@ -126,7 +127,7 @@ const fn review(group: &'static str, plural: &'static str, singular: &'static st
 pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         short_names: &["ns"],
-        subresources: &["status"],
+        subresources: &["status", "finalize"],
         ..res("", "v1", "namespaces", "namespace", "Namespace", false)
     },
     ResourceInfo {

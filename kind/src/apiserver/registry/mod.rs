@@ -1,13 +1,15 @@
-//! The object store: every object in memory as JSON, keyed by resource,
+//! The registry: every object in memory as JSON, keyed by resource,
 //! namespace and name; a global resourceVersion counter; a bounded event
-//! history per resource for watches; and the RBAC policy derived from the
-//! stored roles and bindings.
+//! history per resource and its fan-out to watches.
 //!
-//! Writes apply Kubernetes' server-side rules: uid, resourceVersion,
-//! creationTimestamp and generation are set by the server; the namespace comes
-//! from the URL; `generateName` is honoured; objects go into existing
-//! namespaces only; a stale resourceVersion is a 409; the status of resources
-//! with a `status` subresource only changes through it.
+//! Writes go through the rules of [`strategy`]: the server-owned fields, the
+//! per-kind defaults, validation and status rules. A stale resourceVersion
+//! is a 409; objects go into existing, non-terminating namespaces only.
+
+pub(crate) mod meta;
+pub mod resources;
+pub mod selectors;
+pub(crate) mod strategy;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -16,14 +18,18 @@ use base64::Engine as _;
 use kube::Resource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::ids;
-use super::rbac::Policy;
-use super::resources::{self, ResourceId, ResourceInfo, ids as rid};
-use super::selectors::Selectors;
-use super::status::ApiError;
+pub(crate) use self::meta::meta_mut;
+use self::meta::meta_str;
+pub use self::meta::{name_of, namespace_of, resource_version_of};
+use self::resources::{ResourceId, ResourceInfo, ids as rid};
+use self::selectors::Selectors;
+use self::strategy::{Deletion, namespace, prepare_create};
+pub use self::strategy::{Part, validate_name};
+use crate::apiserver::ids;
+use crate::apiserver::status::ApiError;
 
 /// The type of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +62,6 @@ pub struct Event {
     pub old: Option<Arc<Value>>,
 }
 
-/// Which part of an object an update may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// The main resource: everything but the status (for resources with a
-    /// status subresource).
-    Main,
-    /// The `status` subresource: only the status.
-    Status,
-}
-
 /// Delete preconditions (`DeleteOptions.preconditions`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Preconditions {
@@ -87,16 +83,11 @@ pub struct ListPage {
 pub struct StoreOptions {
     /// Events kept per resource for watches; older versions get `410 Gone`.
     pub watch_history: usize,
-    /// PEM written to the `kube-root-ca.crt` ConfigMap of every namespace.
-    pub root_ca_pem: Option<String>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            watch_history: 1000,
-            root_ca_pem: None,
-        }
+        StoreOptions { watch_history: 1000 }
     }
 }
 
@@ -119,13 +110,11 @@ struct Shared {
     /// Per resource: the resourceVersion of its latest event.
     notify: Vec<watch::Sender<u64>>,
     history_limit: usize,
-    root_ca_pem: Option<String>,
 }
 
 struct State {
     rv: u64,
     tables: Vec<Table>,
-    policy: Arc<Policy>,
 }
 
 #[derive(Default)]
@@ -134,85 +123,8 @@ struct Table {
     history: VecDeque<Arc<Event>>,
     /// The newest resourceVersion dropped from `history`.
     evicted_rv: u64,
-}
-
-fn meta(obj: &Value) -> Option<&Map<String, Value>> {
-    obj.get("metadata").and_then(Value::as_object)
-}
-
-fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    meta(obj)
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-/// `metadata` as a mutable map, created (and the object made an object) if needed.
-pub(crate) fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    if !obj.is_object() {
-        *obj = Value::Object(Map::new());
-    }
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = Value::Object(Map::new());
-    }
-    match obj.get_mut("metadata") {
-        Some(Value::Object(m)) => m,
-        _ => unreachable!("metadata was just made an object"),
-    }
-}
-
-/// `metadata.name` of an object.
-pub fn name_of(obj: &Value) -> &str {
-    meta_str(obj, "name")
-}
-
-/// `metadata.namespace` of an object.
-pub fn namespace_of(obj: &Value) -> &str {
-    meta_str(obj, "namespace")
-}
-
-/// `metadata.resourceVersion` of an object.
-pub fn resource_version_of(obj: &Value) -> &str {
-    meta_str(obj, "resourceVersion")
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-/// Kubernetes' name validation for a resource.
-pub fn validate_name(info: &ResourceInfo, name: &str) -> Result<(), String> {
-    if info.group == "rbac.authorization.k8s.io" {
-        if name == "." || name == ".." || name.contains('/') || name.contains('%') {
-            return Err(format!(
-                "Invalid value: {name:?}: may not be '.' or '..' and may not contain '/' or '%'"
-            ));
-        }
-        return Ok(());
-    }
-    if info.plural == "namespaces" {
-        if !is_dns_label(name) {
-            return Err(format!(
-                "Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-            ));
-        }
-        return Ok(());
-    }
-    if !is_dns_subdomain(name) {
-        return Err(format!(
-            "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-        ));
-    }
-    Ok(())
+    /// The resourceVersion of the latest event.
+    last_rv: u64,
 }
 
 fn read(lock: &RwLock<State>) -> RwLockReadGuard<'_, State> {
@@ -232,8 +144,12 @@ fn key(info: &ResourceInfo, ns: &str, name: &str) -> (String, String) {
     }
 }
 
-fn parse_rv(s: &str) -> Option<u64> {
-    s.parse().ok()
+/// The stored object under `k`, or the resource's 404.
+fn stored(st: &State, res: ResourceId, k: &(String, String)) -> Result<Arc<Value>, ApiError> {
+    st.tables[res].objects.get(k).cloned().ok_or_else(|| {
+        let info = resources::info(res);
+        ApiError::not_found(info.group, info.plural, &k.1)
+    })
 }
 
 /// A table entry: its `(namespace, name)` key and the object.
@@ -248,23 +164,18 @@ struct ContinueToken {
 
 impl Store {
     /// A store with the system namespaces (`default`, `kube-system`,
-    /// `kube-public`, `kube-node-lease`) and their `default` service accounts.
+    /// `kube-public`, `kube-node-lease`), as kube-apiserver bootstraps them.
     pub fn new(opts: StoreOptions) -> Store {
         let tables = resources::RESOURCES.iter().map(|_| Table::default()).collect();
         let notify = resources::RESOURCES.iter().map(|_| watch::channel(0).0).collect();
         let store = Store {
             shared: Arc::new(Shared {
-                state: RwLock::new(State {
-                    rv: 0,
-                    tables,
-                    policy: Arc::new(Policy::default()),
-                }),
+                state: RwLock::new(State { rv: 0, tables }),
                 notify,
                 history_limit: opts.watch_history.max(1),
-                root_ca_pem: opts.root_ca_pem,
             }),
         };
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        for ns in namespace::SYSTEM {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             if let Err(e) = store.create(rid::NAMESPACES, "", obj, false) {
                 tracing::warn!("creating namespace {ns}: {e}");
@@ -278,20 +189,28 @@ impl Store {
         read(&self.shared.state).rv
     }
 
-    /// The RBAC policy derived from the stored roles and bindings.
-    pub fn policy(&self) -> Arc<Policy> {
-        read(&self.shared.state).policy.clone()
+    /// The objects of several resources read at one instant, with the
+    /// resourceVersion of each one's latest event (see [`Store::last_event`]).
+    pub fn snapshot(&self, res: &[ResourceId]) -> Vec<(u64, Vec<Arc<Value>>)> {
+        let st = read(&self.shared.state);
+        res.iter()
+            .map(|r| {
+                let t = &st.tables[*r];
+                (t.last_rv, t.objects.values().cloned().collect())
+            })
+            .collect()
+    }
+
+    /// The resourceVersion of the latest event of a resource (0: none yet).
+    pub fn last_event(&self, res: ResourceId) -> u64 {
+        *self.shared.notify[res].borrow()
     }
 
     /// One object.
     pub fn get(&self, res: ResourceId, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
         let info = resources::info(res);
         let st = read(&self.shared.state);
-        st.tables[res]
-            .objects
-            .get(&key(info, ns, name))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))
+        stored(&st, res, &key(info, ns, name))
     }
 
     /// Objects of a resource, in one namespace (`Some`) or all (`None`),
@@ -376,12 +295,9 @@ impl Store {
         let mut obj = prepare_create(info, ns, obj)?;
         let mut st = write(&self.shared.state);
         let ns = namespace_of(&obj).to_string();
-        if info.namespaced
-            && !st.tables[rid::NAMESPACES]
-                .objects
-                .contains_key(&(String::new(), ns.clone()))
-        {
-            return Err(ApiError::namespace_not_found(&ns));
+        if info.namespaced {
+            let stored = st.tables[rid::NAMESPACES].objects.get(&(String::new(), ns.clone()));
+            namespace::admit(&ns, stored.map(|n| &**n), info.group, info.plural, name_of(&obj))?;
         }
         let mut name = name_of(&obj).to_string();
         if name.is_empty() {
@@ -407,38 +323,7 @@ impl Store {
         if dry_run {
             return Ok(Arc::new(obj));
         }
-        let created = self.commit(&mut st, res, k, EventType::Added, obj, None);
-        if res == rid::NAMESPACES {
-            self.populate_namespace(&mut st, &name);
-        }
-        Ok(created)
-    }
-
-    /// What the namespace controllers add to a new namespace: the `default`
-    /// service account and the `kube-root-ca.crt` ConfigMap.
-    fn populate_namespace(&self, st: &mut State, ns: &str) {
-        let now = ids::now_rfc3339();
-        let sa = json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "default", "namespace": ns, "uid": ids::uuid4(), "creationTimestamp": now},
-        });
-        let k = (ns.to_string(), "default".to_string());
-        if !st.tables[rid::SERVICEACCOUNTS].objects.contains_key(&k) {
-            self.commit(st, rid::SERVICEACCOUNTS, k, EventType::Added, sa, None);
-        }
-        if let Some(ca) = &self.shared.root_ca_pem
-            && let Some(cm_id) = resources::find("", "v1", "configmaps")
-        {
-            let cm = json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "uid": ids::uuid4(), "creationTimestamp": now},
-                "data": {"ca.crt": ca},
-            });
-            let k = (ns.to_string(), "kube-root-ca.crt".to_string());
-            if !st.tables[cm_id].objects.contains_key(&k) {
-                self.commit(st, cm_id, k, EventType::Added, cm, None);
-            }
-        }
+        Ok(self.commit(&mut st, res, k, EventType::Added, obj, None))
     }
 
     /// Replaces an object (PUT). `part` selects the main resource or status.
@@ -452,7 +337,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
         let info = resources::info(res);
-        check_identity(info, ns, name, &obj)?;
+        strategy::check_identity(info, ns, name, &obj)?;
         self.modify(res, ns, name, part, dry_run, |_| Ok(obj))
     }
 
@@ -472,21 +357,25 @@ impl Store {
         let info = resources::info(res);
         let mut st = write(&self.shared.state);
         let k = key(info, ns, name);
-        let old = st.tables[res]
-            .objects
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+        let old = stored(&st, res, &k)?;
         let new = f(&old)?;
-        let new = prepare_update(info, &old, new, part)?;
+        let new = strategy::prepare_update(info, &old, new, part)?;
         if new == *old || dry_run {
             return Ok(if dry_run { Arc::new(new) } else { old });
         }
-        Ok(self.commit(&mut st, res, k, EventType::Modified, new, Some(old)))
+        let finalized = strategy::of(info).finalized(&new);
+        let updated = self.commit(&mut st, res, k.clone(), EventType::Modified, new, Some(old));
+        if finalized {
+            return self
+                .remove(&mut st, res, &k)
+                .ok_or_else(|| ApiError::not_found(info.group, info.plural, name));
+        }
+        Ok(updated)
     }
 
-    /// Deletes an object, checking preconditions. Deleting a namespace deletes
-    /// everything in it. Returns the deleted object.
+    /// Deletes an object, checking preconditions; an object with finalizers
+    /// (a namespace) is only marked for deletion. Returns the deleted (or
+    /// marked) object.
     pub fn delete(
         &self,
         res: ResourceId,
@@ -496,21 +385,9 @@ impl Store {
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
         let info = resources::info(res);
-        if res == rid::NAMESPACES && matches!(name, "default" | "kube-system" | "kube-public") {
-            return Err(ApiError::forbidden(
-                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-                "",
-                "namespaces",
-                name,
-            ));
-        }
         let mut st = write(&self.shared.state);
         let k = key(info, ns, name);
-        let old = st.tables[res]
-            .objects
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+        let old = stored(&st, res, &k)?;
         if let Some(uid) = pre.uid.as_deref().filter(|u| !u.is_empty())
             && uid != meta_str(&old, "uid")
         {
@@ -537,27 +414,17 @@ impl Store {
                 ),
             ));
         }
+        let deletion = strategy::of(info).delete(&old)?;
         if dry_run {
             return Ok(old);
         }
-        if res == rid::NAMESPACES {
-            for (i, r) in resources::RESOURCES.iter().enumerate() {
-                if !r.namespaced {
-                    continue;
-                }
-                let keys: Vec<_> = st.tables[i]
-                    .objects
-                    .range((name.to_string(), String::new())..)
-                    .take_while(|(kk, _)| kk.0 == name)
-                    .map(|(kk, _)| kk.clone())
-                    .collect();
-                for kk in keys {
-                    self.remove(&mut st, i, &kk);
-                }
-            }
+        match deletion {
+            Deletion::Now => self
+                .remove(&mut st, res, &k)
+                .ok_or_else(|| ApiError::not_found(info.group, info.plural, name)),
+            Deletion::Pending(marked) if marked == *old => Ok(old),
+            Deletion::Pending(marked) => Ok(self.commit(&mut st, res, k, EventType::Modified, marked, Some(old))),
         }
-        self.remove(&mut st, res, &k)
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))
     }
 
     /// Deletes every object matching the selectors; returns them.
@@ -624,23 +491,11 @@ impl Store {
     ) {
         let table = &mut st.tables[res];
         table.history.push_back(Arc::new(Event { kind, rv, object, old }));
+        table.last_rv = rv;
         while table.history.len() > self.shared.history_limit {
             if let Some(e) = table.history.pop_front() {
                 table.evicted_rv = e.rv;
             }
-        }
-        if matches!(
-            res,
-            rid::CLUSTERROLES | rid::CLUSTERROLEBINDINGS | rid::ROLES | rid::ROLEBINDINGS
-        ) {
-            let vals = |i: ResourceId| st.tables[i].objects.values().map(|v| &**v);
-            let policy = Policy::from_objects(
-                vals(rid::CLUSTERROLES),
-                vals(rid::ROLES),
-                vals(rid::CLUSTERROLEBINDINGS),
-                vals(rid::ROLEBINDINGS),
-            );
-            st.policy = Arc::new(policy);
         }
         self.shared.notify[res].send_replace(rv);
     }
@@ -763,286 +618,13 @@ impl Store {
     }
 }
 
-/// Checks the name/namespace of a PUT body against the URL.
-fn check_identity(info: &ResourceInfo, ns: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
-    let body_name = name_of(obj);
-    if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
-    }
-    let body_ns = namespace_of(obj);
-    if info.namespaced && !body_ns.is_empty() && body_ns != ns {
-        return Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        ));
-    }
-    Ok(())
-}
-
-/// Checks `kind`/`apiVersion` of a body and fills them in.
-fn set_type_meta(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
-    let av = info.api_version();
-    if let Some(given) = obj.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty())
-        && given != av
-    {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({given}) does not match the expected API version ({av})"
-        )));
-    }
-    if let Some(given) = obj.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty())
-        && given != info.kind
-    {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({given}) does not match the expected kind ({})",
-            info.kind
-        )));
-    }
-    obj["apiVersion"] = json!(av);
-    obj["kind"] = json!(info.kind);
-    Ok(())
-}
-
-/// Server-side rules for a new object (everything that needs no lock).
-fn prepare_create(info: &ResourceInfo, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
-    if !obj.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    }
-    set_type_meta(info, &mut obj)?;
-    let body_ns = namespace_of(&obj).to_string();
-    let name = name_of(&obj).to_string();
-    let generate = meta_str(&obj, "generateName").to_string();
-    let m = meta_mut(&mut obj);
-    if info.namespaced {
-        let ns = match (ns.is_empty(), body_ns.is_empty()) {
-            (false, false) if ns != body_ns => {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            (false, _) => ns.to_string(),
-            (true, false) => body_ns,
-            (true, true) => "default".to_string(),
-        };
-        m.insert("namespace".into(), json!(ns));
-    } else {
-        m.remove("namespace");
-    }
-    if name.is_empty() && generate.is_empty() {
-        return Err(ApiError::invalid(
-            info.kind,
-            "",
-            "metadata.name",
-            "Required value: name or generateName is required",
-        ));
-    }
-    if !name.is_empty() {
-        validate_name(info, &name).map_err(|msg| ApiError::invalid(info.kind, &name, "metadata.name", &msg))?;
-    }
-    m.insert("uid".into(), json!(ids::uuid4()));
-    m.insert("creationTimestamp".into(), json!(ids::now_rfc3339()));
-    for server_only in [
-        "resourceVersion",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "selfLink",
-    ] {
-        m.remove(server_only);
-    }
-    if info.generation {
-        m.insert("generation".into(), json!(1));
-    } else {
-        m.remove("generation");
-    }
-    validate_and_default(info, &name, &mut obj)?;
-    initial_status(info, &mut obj);
-    Ok(obj)
-}
-
-/// Kubernetes' defaults for a pod spec (also a pod template's).
-fn default_pod_spec(spec: &mut Map<String, Value>) {
-    let defaults = [
-        ("restartPolicy", json!("Always")),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("serviceAccountName", json!("default")),
-    ];
-    for (k, v) in defaults {
-        spec.entry(k).or_insert(v);
-    }
-    if let Some(sa) = spec.get("serviceAccountName").cloned() {
-        spec.entry("serviceAccount").or_insert(sa);
-    }
-}
-
-/// Per-kind validation and defaults, on create and on every update of the
-/// main resource.
-fn validate_and_default(info: &ResourceInfo, name: &str, obj: &mut Value) -> Result<(), ApiError> {
-    match (info.group, info.kind) {
-        ("", "Pod") => {
-            let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
-            let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
-                return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value"));
-            };
-            for (i, c) in cs.iter().enumerate() {
-                for field in ["name", "image"] {
-                    if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
-                        return Err(ApiError::invalid(
-                            "Pod",
-                            name,
-                            &format!("spec.containers[{i}].{field}"),
-                            "Required value",
-                        ));
-                    }
-                }
-            }
-            if let Some(Value::Object(spec)) = obj.get_mut("spec") {
-                default_pod_spec(spec);
-            }
-        }
-        ("apps", "DaemonSet") => {
-            if let Some(Value::Object(spec)) = obj.get_mut("spec") {
-                spec.entry("updateStrategy").or_insert_with(
-                    || json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
-                spec.entry("revisionHistoryLimit").or_insert(json!(10));
-            }
-            if let Some(Value::Object(spec)) = obj.pointer_mut("/spec/template/spec") {
-                default_pod_spec(spec);
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// What a new object's status starts as.
-fn initial_status(info: &ResourceInfo, obj: &mut Value) {
-    match (info.group, info.kind) {
-        ("", "Pod") => obj["status"] = json!({"phase": "Pending"}),
-        ("", "Namespace") => {
-            obj["status"] = json!({"phase": "Active"});
-            if obj.pointer("/spec/finalizers").is_none() {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-        }
-        ("apps", "DaemonSet") => {
-            obj["status"] = json!({
-                "currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0,
-            });
-        }
-        _ => {}
-    }
-}
-
-/// Server-side rules for an update of `old` to `new`.
-fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) -> Result<Value, ApiError> {
-    if !new.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    }
-    set_type_meta(info, &mut new)?;
-    let name = name_of(old).to_string();
-    let old_rv = resource_version_of(old).to_string();
-    let old_uid = meta_str(old, "uid").to_string();
-    let given_rv = resource_version_of(&new).to_string();
-    if !given_rv.is_empty() && given_rv != old_rv {
-        if parse_rv(&given_rv).is_none() {
-            return Err(ApiError::bad_request(format!("invalid resourceVersion {given_rv:?}")));
-        }
-        return Err(ApiError::stale(info.group, info.plural, &name));
-    }
-    let given_uid = meta_str(&new, "uid").to_string();
-    if !given_uid.is_empty() && given_uid != old_uid {
-        return Err(ApiError::conflict(
-            info.group,
-            info.plural,
-            &name,
-            &format!("Precondition failed: UID in precondition: {given_uid}, UID in object meta: {old_uid}"),
-        ));
-    }
-    let mut out = match part {
-        Part::Status => {
-            let mut out = old.clone();
-            match new.get("status") {
-                Some(s) => out["status"] = s.clone(),
-                None => {
-                    if let Some(m) = out.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            // kube-apiserver's pod status strategy keeps the spec, owner
-            // references and deletion timestamp but takes the rest of the
-            // metadata from the request: controllers with only `pods/status`
-            // rights (Istio's labelPods) label pods this way. Other kinds'
-            // status strategies keep the old metadata.
-            let metadata_keys: &[&str] = if info.group.is_empty() && info.plural == "pods" {
-                &["labels", "annotations"]
-            } else {
-                &[]
-            };
-            for key in metadata_keys.iter().copied() {
-                let value = new.get("metadata").and_then(|m| m.get(key)).cloned();
-                if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-                    match value {
-                        Some(v) => meta.insert(key.into(), v),
-                        None => meta.remove(key),
-                    };
-                }
-            }
-            out
-        }
-        Part::Main => {
-            if info.has_status_subresource() {
-                match old.get("status") {
-                    Some(s) => new["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = new.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-            new
-        }
-    };
-    // Server-owned metadata comes from the stored object.
-    let old_meta = meta(old).cloned().unwrap_or_default();
-    let m = meta_mut(&mut out);
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "creationTimestamp",
-        "resourceVersion",
-        "generation",
-    ] {
-        match old_meta.get(field) {
-            Some(v) => m.insert(field.into(), v.clone()),
-            None => m.remove(field),
-        };
-    }
-    if part == Part::Main {
-        validate_and_default(info, &name, &mut out)?;
-    }
-    if info.generation && part == Part::Main && out.get("spec") != old.get("spec") {
-        let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
-        meta_mut(&mut out).insert("generation".into(), json!(g + 1));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::selectors::{FieldSelector, LabelSelector};
+    use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector};
 
     fn store(history: usize) -> Store {
-        Store::new(StoreOptions {
-            watch_history: history,
-            root_ca_pem: Some("PEM".into()),
-        })
+        Store::new(StoreOptions { watch_history: history })
     }
 
     fn pod(name: &str, node: &str) -> Value {
@@ -1055,14 +637,15 @@ mod tests {
     }
 
     #[test]
-    fn system_namespaces_and_defaults() {
+    fn system_namespaces() {
         let s = store(10);
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let n = s.get(rid::NAMESPACES, "", ns).unwrap();
             assert_eq!(n["status"]["phase"], "Active");
-            assert!(s.get(rid::SERVICEACCOUNTS, ns, "default").is_ok());
-            assert_eq!(s.get(cm_id(), ns, "kube-root-ca.crt").unwrap()["data"]["ca.crt"], "PEM");
+            assert_eq!(n["spec"]["finalizers"], json!(["kubernetes"]));
         }
+        // Their service accounts and CA ConfigMaps are the controllers' job.
+        assert!(s.get(rid::SERVICEACCOUNTS, "default", "default").is_err());
     }
 
     #[test]
@@ -1180,7 +763,7 @@ mod tests {
     }
 
     #[test]
-    fn delete_preconditions_and_namespace_cascade() {
+    fn delete_preconditions_and_namespace_finalization() {
         let s = store(100);
         s.create(rid::NAMESPACES, "", json!({"metadata": {"name": "t"}}), false)
             .unwrap();
@@ -1200,15 +783,38 @@ mod tests {
             resource_version: Some(resource_version_of(&p).to_string()),
         };
         let d = s.delete(rid::PODS, "t", "a", &ok, false).unwrap();
-        assert!(parse_rv(resource_version_of(&d)).unwrap() > parse_rv(resource_version_of(&p)).unwrap());
+        let rv = |o: &Value| resource_version_of(o).parse::<u64>().unwrap();
+        assert!(rv(&d) > rv(&p));
         assert_eq!(s.delete(rid::PODS, "t", "a", &ok, false).unwrap_err().code, 404);
         s.create(rid::PODS, "t", pod("b", "n"), false).unwrap();
         let e = s.delete(rid::NAMESPACES, "", "kube-system", &Preconditions::default(), false);
         assert_eq!(e.unwrap_err().code, 403);
-        s.delete(rid::NAMESPACES, "", "t", &Preconditions::default(), false)
+        // Deleting a namespace marks it Terminating; its content stays for
+        // the namespace controller, nothing new gets in.
+        let marked = s
+            .delete(rid::NAMESPACES, "", "t", &Preconditions::default(), false)
             .unwrap();
-        assert_eq!(s.get(rid::PODS, "t", "b").unwrap_err().code, 404);
-        assert_eq!(s.get(rid::SERVICEACCOUNTS, "t", "default").unwrap_err().code, 404);
+        assert_eq!(marked["status"]["phase"], "Terminating");
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert!(s.get(rid::PODS, "t", "b").is_ok());
+        let e = s.create(rid::PODS, "t", pod("c", "n"), false).unwrap_err();
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        // A second delete changes nothing; an update keeps the deletion mark.
+        let again = s
+            .delete(rid::NAMESPACES, "", "t", &Preconditions::default(), false)
+            .unwrap();
+        assert_eq!(resource_version_of(&again), resource_version_of(&marked));
+        let mut cleared = (*again).clone();
+        cleared["metadata"]["deletionTimestamp"] = Value::Null;
+        cleared["metadata"]["labels"] = json!({"a": "b"});
+        let kept = s.update(rid::NAMESPACES, "", "t", cleared, Part::Main, false).unwrap();
+        assert!(kept["metadata"]["deletionTimestamp"].is_string());
+        // Clearing the finalizers (`namespaces/t/finalize`) removes it.
+        let mut fin = (*kept).clone();
+        fin["spec"]["finalizers"] = json!([]);
+        let gone = s.update(rid::NAMESPACES, "", "t", fin, Part::Finalize, false).unwrap();
+        assert_eq!(gone["spec"]["finalizers"], json!([]));
+        assert_eq!(s.get(rid::NAMESPACES, "", "t").unwrap_err().code, 404);
     }
 
     #[test]
@@ -1273,23 +879,6 @@ mod tests {
         assert_eq!(s.bookmark_rv(cm, start + 5), Some(start + 5));
         assert_eq!(s.bookmark_rv(cm, start + 4), None);
         assert_eq!(s.bookmark_rv(rid::NODES, 0), Some(start + 5));
-    }
-
-    #[test]
-    fn rbac_policy_follows_writes() {
-        let s = store(10);
-        assert!(s.policy().cluster_roles.is_empty());
-        s.create(
-            rid::CLUSTERROLES,
-            "",
-            json!({"metadata": {"name": "r"}, "rules": []}),
-            false,
-        )
-        .unwrap();
-        assert!(s.policy().cluster_roles.contains_key("r"));
-        s.delete(rid::CLUSTERROLES, "", "r", &Preconditions::default(), false)
-            .unwrap();
-        assert!(s.policy().cluster_roles.is_empty());
     }
 
     #[test]

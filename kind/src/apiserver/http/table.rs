@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ids;
-use super::resources::ResourceInfo;
+use crate::apiserver::ids;
+use crate::apiserver::registry::resources::ResourceInfo;
+use crate::apiserver::registry::strategy::pod;
 
 /// What each row carries in `object` (the `includeObject` parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,28 +130,17 @@ fn age(obj: &Value) -> String {
     ids::seconds_since(s(obj, "/metadata/creationTimestamp")).map_or_else(|| "<unknown>".into(), ids::human_duration)
 }
 
-fn pod_status(pod: &Value) -> String {
-    let mut reason = s(pod, "/status/reason").to_string();
-    if reason.is_empty() {
-        reason = s(pod, "/status/phase").to_string();
-    }
-    if let Some(statuses) = pod.pointer("/status/containerStatuses").and_then(Value::as_array) {
-        for cs in statuses.iter().rev() {
-            let waiting = s(cs, "/state/waiting/reason");
-            let terminated = s(cs, "/state/terminated/reason");
-            if !waiting.is_empty() {
-                reason = waiting.to_string();
-            } else if !terminated.is_empty() {
-                reason = terminated.to_string();
-            } else if cs.pointer("/state/terminated").is_some() {
-                reason = format!("ExitCode:{}", n(cs, "/state/terminated/exitCode"));
-            }
-        }
-    }
-    if pod.pointer("/metadata/deletionTimestamp").is_some() {
-        reason = "Terminating".into();
-    }
-    reason
+/// A string map as `k=v,k2=v2` ("" when absent).
+fn pairs(obj: &Value, ptr: &str) -> String {
+    obj.pointer(ptr)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
@@ -167,7 +157,7 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
+                json!(pod::display_status(obj)),
                 json!(restarts),
                 json!(age(obj)),
                 json!(or_none(s(obj, "/status/podIP").to_string())),
@@ -256,32 +246,14 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             ]
         }
         ("apps", "daemonsets") => {
-            let node_selector = obj
-                .pointer("/spec/template/spec/nodeSelector")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let node_selector = pairs(obj, "/spec/template/spec/nodeSelector");
             let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
             let join = |field: &str| {
                 containers
                     .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
                     .unwrap_or_default()
             };
-            let selector = obj
-                .pointer("/spec/selector/matchLabels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let selector = pairs(obj, "/spec/selector/matchLabels");
             vec![
                 json!(name),
                 json!(n(obj, "/status/desiredNumberScheduled")),
@@ -357,7 +329,7 @@ pub fn table(info: &ResourceInfo, objs: &[Arc<Value>], include: IncludeObject, l
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{RESOURCES, ids};
+    use crate::apiserver::registry::resources::{RESOURCES, ids};
 
     #[test]
     fn accept_detection() {

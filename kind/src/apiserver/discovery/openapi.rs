@@ -21,9 +21,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::discovery::GIT_VERSION;
-use super::resources::{RESOURCES, ResourceInfo};
-use super::status::ApiError;
+use crate::apiserver::discovery::GIT_VERSION;
+use crate::apiserver::registry::resources::{RESOURCES, ResourceInfo};
+use crate::apiserver::status::ApiError;
 
 /// `gv` as it appears in `/openapi/v3` paths: `api/v1`, `apis/apps/v1`.
 fn gv_path(group: &str, version: &str) -> String {

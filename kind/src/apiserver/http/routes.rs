@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use super::resources::{self, ResourceId};
-use super::status::ApiError;
+use crate::apiserver::registry::resources::{self, ResourceId};
+use crate::apiserver::status::ApiError;
 
 /// A request path on a resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +221,7 @@ impl Query {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::ids;
+    use crate::apiserver::registry::resources::ids;
 
     fn rp(path: &str) -> ResourcePath {
         match parse_path(path).unwrap() {

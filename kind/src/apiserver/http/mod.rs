@@ -1,5 +1,18 @@
-//! The HTTP handler: fault injection, authentication, authorization, then
-//! the Kubernetes REST verbs on the store.
+//! The HTTP side of the API server: listeners and TLS, routing, fault
+//! injection, authentication and authorization, then the Kubernetes REST
+//! verbs on the [registry](crate::apiserver::registry), rendered as JSON
+//! objects, lists, tables or watch streams.
+
+pub(crate) mod faults;
+pub(crate) mod listeners;
+pub(crate) mod logs;
+pub(crate) mod patch;
+pub(crate) mod protobuf;
+pub(crate) mod render;
+pub(crate) mod routes;
+pub(crate) mod table;
+pub(crate) mod tls;
+pub(crate) mod watch;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,27 +26,29 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::auth::Tokens;
-use super::discovery;
-use super::faults::{Faults, RequestFacts};
-use super::logs::{self, LogSource};
-use super::openapi::{self, FieldValidation};
-use super::patch::{self, PatchType};
-use super::protobuf;
-use super::rbac::{self, Attributes, UserInfo};
-use super::render::{self, Repr};
-use super::resources::{self, ids};
-use super::routes::{self, Query, ResourcePath, Route};
-use super::selectors::{FieldSelector, LabelSelector, Selectors};
-use super::status::{ApiError, success_status};
-use super::store::{self, Part, Preconditions, Store};
-use super::watch::{self, Start, WatchSpec};
+use self::faults::{Faults, RequestFacts};
+use self::logs::LogSource;
+use self::patch::PatchType;
+use self::render::Repr;
+use self::routes::{Query, ResourcePath, Route};
+use self::watch::{Start, WatchSpec};
+use crate::apiserver::auth::cache::PolicyCache;
+use crate::apiserver::auth::rbac::{self, Attributes, UserInfo};
+use crate::apiserver::auth::{self, Tokens};
+use crate::apiserver::discovery;
+use crate::apiserver::discovery::openapi::{self, FieldValidation};
+use crate::apiserver::registry::resources::{self, ids};
+use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector, Selectors};
+use crate::apiserver::registry::strategy::pod;
+use crate::apiserver::registry::{self, Part, Preconditions, Store};
+use crate::apiserver::status::{ApiError, success_status};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub(crate) struct App {
     pub store: Store,
     pub tokens: Tokens,
+    pub policy: Arc<PolicyCache>,
     pub faults: Faults,
     pub logs: Arc<RwLock<Option<Arc<dyn LogSource>>>>,
     pub bookmark_interval: Duration,
@@ -172,8 +187,8 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
     let user = app
         .tokens
         .authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
-    let policy = app.store.policy();
-    let user = impersonate(&policy, user, &parts.headers)?;
+    let policy = app.policy.current(&app.store);
+    let user = auth::impersonate(&policy, user, &parts.headers)?;
     let route = route?;
     let query = query?;
     if let Some(e) = verb_error {
@@ -234,64 +249,6 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             ctx.dispatch(&verb, body).await
         }
     }
-}
-
-/// Applies `Impersonate-User` / `Impersonate-Group` (kubectl `--as`,
-/// `--as-group`) when the requester may `impersonate` those users and groups.
-fn impersonate(policy: &rbac::Policy, user: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
-    let groups: Vec<String> = headers
-        .get_all("impersonate-group")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    let Some(target) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
-        if groups.is_empty() {
-            return Ok(user);
-        }
-        return Err(ApiError::bad_request(
-            "requested impersonation of groups without a user",
-        ));
-    };
-    let as_sa = target
-        .strip_prefix("system:serviceaccount:")
-        .and_then(|rest| rest.split_once(':'));
-    let mut checks = vec![match as_sa {
-        Some((ns, name)) => ("serviceaccounts", ns.to_string(), name.to_string()),
-        None => ("users", String::new(), target.to_string()),
-    }];
-    checks.extend(groups.iter().map(|g| ("groups", String::new(), g.clone())));
-    for (resource, namespace, name) in checks {
-        let attrs = Attributes::Resource {
-            verb: "impersonate".into(),
-            group: String::new(),
-            resource: resource.into(),
-            subresource: String::new(),
-            namespace,
-            name: name.clone(),
-        };
-        if !policy.allows(&user, &attrs) {
-            return Err(ApiError::forbidden(
-                rbac::forbidden_message(&user, &attrs),
-                "",
-                resource,
-                &name,
-            ));
-        }
-    }
-    let mut impersonated = match as_sa {
-        Some((ns, name)) => UserInfo::service_account(ns, name),
-        None => UserInfo {
-            name: target.to_string(),
-            groups: Vec::new(),
-        },
-    };
-    for g in groups.into_iter().chain([rbac::AUTHENTICATED_GROUP.to_string()]) {
-        if !impersonated.groups.contains(&g) {
-            impersonated.groups.push(g);
-        }
-    }
-    Ok(impersonated)
 }
 
 fn not_found() -> ApiError {
@@ -386,7 +343,7 @@ impl Ctx<'_> {
             ("watch", None) => self.watch(),
             ("create", None) => self.create(body).await,
             ("create", Some("binding")) => self.bind(body).await,
-            ("update", None | Some("status")) => self.update(body).await,
+            ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
             ("deletecollection", None) => self.delete_collection(),
@@ -424,7 +381,7 @@ impl Ctx<'_> {
             self.user.clone()
         };
         let attrs = access_review_attributes(&review)?;
-        let allowed = self.app.store.policy().allows(&subject, &attrs);
+        let allowed = self.app.policy.current(&self.app.store).allows(&subject, &attrs);
         review["status"] = if allowed {
             json!({"allowed": true, "reason": "allowed by RBAC"})
         } else {
@@ -455,11 +412,14 @@ impl Ctx<'_> {
     fn watch(&self) -> Result<Response, ApiError> {
         let mut selectors = self.selectors()?;
         if let Some(name) = &self.rp.name {
-            selectors.fields.requirements.push(super::selectors::FieldRequirement {
-                path: "metadata.name".into(),
-                value: name.clone(),
-                negated: false,
-            });
+            selectors
+                .fields
+                .requirements
+                .push(crate::apiserver::registry::selectors::FieldRequirement {
+                    path: "metadata.name".into(),
+                    value: name.clone(),
+                    negated: false,
+                });
         }
         let send_initial = self.query.flag("sendInitialEvents")?;
         let start = match self.query.get("resourceVersion").unwrap_or("") {
@@ -515,10 +475,10 @@ impl Ctx<'_> {
     }
 
     fn part(&self) -> Part {
-        if self.rp.subresource.as_deref() == Some("status") {
-            Part::Status
-        } else {
-            Part::Main
+        match self.rp.subresource.as_deref() {
+            Some("status") => Part::Status,
+            Some("finalize") => Part::Finalize,
+            _ => Part::Main,
         }
     }
 
@@ -541,7 +501,7 @@ impl Ctx<'_> {
         if ty == PatchType::Apply && store.get(self.rp.res, self.ns(), self.name()).is_err() {
             // Server-side apply of a new object creates it.
             let mut obj = patch::strategic_merge(&json!({}), &p).map_err(ApiError::bad_request)?;
-            let m = store::meta_mut(&mut obj);
+            let m = registry::meta_mut(&mut obj);
             m.insert("name".into(), json!(self.name()));
             let warnings = self.check_fields(&obj)?;
             let created = store.create(self.rp.res, self.ns(), obj, self.dry_run())?;
@@ -597,7 +557,7 @@ impl Ctx<'_> {
             self.app
                 .store
                 .delete_collection(self.rp.res, self.rp.namespace.as_deref(), &sel, self.dry_run())?;
-        let page = store::ListPage {
+        let page = registry::ListPage {
             items,
             resource_version: self.app.store.resource_version(),
             continue_token: None,
@@ -611,28 +571,11 @@ impl Ctx<'_> {
 
     async fn bind(&self, body: Body) -> Result<Response, ApiError> {
         let binding = self.object_body(body).await?;
-        let node = binding
-            .pointer("/target/name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| ApiError::invalid("Binding", self.name(), "target.name", "Required value"))?
-            .to_string();
-        let name = self.name().to_string();
+        let node = pod::binding_target(&binding, self.name())?;
         self.app
             .store
-            .modify(ids::PODS, self.ns(), self.name(), Part::Main, self.dry_run(), |pod| {
-                let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-                if !current.is_empty() {
-                    return Err(ApiError::conflict(
-                        "",
-                        "pods",
-                        &name,
-                        &format!("pod {name} is already assigned to node \"{current}\""),
-                    ));
-                }
-                let mut pod = pod.clone();
-                pod["spec"]["nodeName"] = json!(node);
-                Ok(pod)
+            .modify(ids::PODS, self.ns(), self.name(), Part::Main, self.dry_run(), |p| {
+                pod::bind(p, &node)
             })?;
         Ok(value_response(StatusCode::CREATED, &success_status(Value::Null)))
     }
@@ -640,7 +583,7 @@ impl Ctx<'_> {
     /// `pods/<name>/log`.
     async fn log(&self) -> Result<Response, ApiError> {
         let pod = self.app.store.get(ids::PODS, self.ns(), self.name())?;
-        let container = pick_container(&pod, self.query.get("container"))?;
+        let container = pod::log_container(&pod, self.query.get("container"))?;
         let previous = self.query.flag("previous")?;
         let follow = self.query.flag("follow")?;
         let tail = self.query.number("tailLines")?;
@@ -708,7 +651,7 @@ impl Ctx<'_> {
                 let Ok(pod) = store.get(ids::PODS, &ns, &name) else {
                     return;
                 };
-                if container_terminated(&pod, &container) {
+                if pod::container_terminated(&pod, &container) {
                     if let Some(last) = fetch().filter(|l| l.len() > sent && l.is_char_boundary(sent)) {
                         let _ = tx.send(Ok(Bytes::from(last[sent..].to_string()))).await;
                     }
@@ -745,72 +688,4 @@ fn access_review_attributes(review: &Value) -> Result<Attributes, ApiError> {
         "spec.resourceAttributes",
         "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
     ))
-}
-
-fn container_names(pod: &Value) -> Vec<String> {
-    ["/spec/containers", "/spec/initContainers", "/spec/ephemeralContainers"]
-        .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-        .collect()
-}
-
-/// The container a log request is for (the only one when not named).
-fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
-    let name = store::name_of(pod);
-    let all = container_names(pod);
-    match requested.filter(|c| !c.is_empty()) {
-        Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),
-        Some(c) => Err(ApiError::bad_request(format!(
-            "container {c} is not valid for pod {name}"
-        ))),
-        None => {
-            let main: Vec<String> = pod
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map(|cs| {
-                    cs.iter()
-                        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            match main.as_slice() {
-                [one] => Ok(one.clone()),
-                [] => Err(ApiError::bad_request(format!("pod {name} has no containers"))),
-                many => Err(ApiError::bad_request(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    many.join(" ")
-                ))),
-            }
-        }
-    }
-}
-
-fn container_terminated(pod: &Value, container: &str) -> bool {
-    ["/status/containerStatuses", "/status/initContainerStatuses"]
-        .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-        .flatten()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(container))
-        .is_some_and(|c| c.pointer("/state/terminated").is_some())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn containers_for_logs() {
-        let one = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}], "initContainers": [{"name": "i"}]}});
-        assert_eq!(pick_container(&one, None).unwrap(), "a");
-        assert_eq!(pick_container(&one, Some("i")).unwrap(), "i");
-        assert_eq!(pick_container(&one, Some("x")).unwrap_err().code, 400);
-        let two = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
-        let e = pick_container(&two, None).unwrap_err();
-        assert!(e.message.contains("choose one of: [a b]"), "{}", e.message);
-        let done = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 0}}}]}});
-        assert!(container_terminated(&done, "a"));
-        assert!(!container_terminated(&done, "b"));
-    }
 }

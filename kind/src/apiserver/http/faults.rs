@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::status::ApiError;
+use crate::apiserver::status::ApiError;
 
 /// A custom request predicate for a [`FaultMatch`].
 #[derive(Clone)]

@@ -1,0 +1,204 @@
+//! Every rule the API server has about pods: defaults and validation, the
+//! initial status, what a `pods/status` write may change, `pods/binding`,
+//! which container `pods/log` reads, and the STATUS column kubectl shows.
+
+use serde_json::{Map, Value, json};
+
+use super::Strategy;
+use crate::apiserver::registry::meta::name_of;
+use crate::apiserver::status::ApiError;
+
+pub(crate) struct PodStrategy;
+
+impl Strategy for PodStrategy {
+    fn validate_and_default(&self, name: &str, obj: &mut Value) -> Result<(), ApiError> {
+        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
+        let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
+            return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value"));
+        };
+        for (i, c) in cs.iter().enumerate() {
+            for field in ["name", "image"] {
+                if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    return Err(ApiError::invalid(
+                        "Pod",
+                        name,
+                        &format!("spec.containers[{i}].{field}"),
+                        "Required value",
+                    ));
+                }
+            }
+        }
+        if let Some(Value::Object(spec)) = obj.get_mut("spec") {
+            default_spec(spec);
+        }
+        Ok(())
+    }
+
+    fn initial_status(&self, obj: &mut Value) {
+        obj["status"] = json!({"phase": "Pending"});
+    }
+
+    /// kube-apiserver's pod status strategy keeps the spec, owner references
+    /// and deletion timestamp but takes labels and annotations from the
+    /// request: controllers with only `pods/status` rights (Istio's
+    /// labelPods) label pods this way.
+    fn status_metadata(&self) -> &'static [&'static str] {
+        &["labels", "annotations"]
+    }
+}
+
+/// Kubernetes' defaults for a pod spec (also a pod template's).
+pub(crate) fn default_spec(spec: &mut Map<String, Value>) {
+    let defaults = [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("serviceAccountName", json!("default")),
+    ];
+    for (k, v) in defaults {
+        spec.entry(k).or_insert(v);
+    }
+    if let Some(sa) = spec.get("serviceAccountName").cloned() {
+        spec.entry("serviceAccount").or_insert(sa);
+    }
+}
+
+/// `pods/binding`: the pod assigned to `node`; a pod already on a node is a
+/// conflict.
+pub(crate) fn bind(pod: &Value, node: &str) -> Result<Value, ApiError> {
+    let name = name_of(pod);
+    let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    if !current.is_empty() {
+        return Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            &format!("pod {name} is already assigned to node \"{current}\""),
+        ));
+    }
+    let mut pod = pod.clone();
+    pod["spec"]["nodeName"] = json!(node);
+    Ok(pod)
+}
+
+/// The node a `Binding` body names.
+pub(crate) fn binding_target(binding: &Value, pod_name: &str) -> Result<String, ApiError> {
+    binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::invalid("Binding", pod_name, "target.name", "Required value"))
+}
+
+fn container_names(pod: &Value) -> Vec<String> {
+    ["/spec/containers", "/spec/initContainers", "/spec/ephemeralContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// The container a `pods/log` request is for (the only one when not named).
+pub(crate) fn log_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
+    let name = name_of(pod);
+    let all = container_names(pod);
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None => {
+            let main: Vec<String> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match main.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(ApiError::bad_request(format!("pod {name} has no containers"))),
+                many => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    many.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+/// Whether the pod's status says `container` has terminated.
+pub(crate) fn container_terminated(pod: &Value, container: &str) -> bool {
+    ["/status/containerStatuses", "/status/initContainerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(container))
+        .is_some_and(|c| c.pointer("/state/terminated").is_some())
+}
+
+/// The STATUS column of `kubectl get pods`: the pod's reason or phase, the
+/// last container's waiting or terminated reason, `Terminating`.
+pub(crate) fn display_status(pod: &Value) -> String {
+    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut reason = s(pod, "/status/reason");
+    if reason.is_empty() {
+        reason = s(pod, "/status/phase");
+    }
+    if let Some(statuses) = pod.pointer("/status/containerStatuses").and_then(Value::as_array) {
+        for cs in statuses.iter().rev() {
+            let waiting = s(cs, "/state/waiting/reason");
+            let terminated = s(cs, "/state/terminated/reason");
+            if !waiting.is_empty() {
+                reason = waiting;
+            } else if !terminated.is_empty() {
+                reason = terminated;
+            } else if cs.pointer("/state/terminated").is_some() {
+                let code = cs
+                    .pointer("/state/terminated/exitCode")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                reason = format!("ExitCode:{code}");
+            }
+        }
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_for_logs() {
+        let one = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(log_container(&one, None).unwrap(), "a");
+        assert_eq!(log_container(&one, Some("i")).unwrap(), "i");
+        assert_eq!(log_container(&one, Some("x")).unwrap_err().code, 400);
+        let two = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        let e = log_container(&two, None).unwrap_err();
+        assert!(e.message.contains("choose one of: [a b]"), "{}", e.message);
+        let done = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 0}}}]}});
+        assert!(container_terminated(&done, "a"));
+        assert!(!container_terminated(&done, "b"));
+    }
+
+    #[test]
+    fn binding_assigns_once() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let bound = bind(&pod, "n1").unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "n1");
+        let e = bind(&bound, "n2").unwrap_err();
+        assert_eq!(e.code, 409);
+        assert!(e.message.contains("already assigned to node \"n1\""), "{}", e.message);
+        assert_eq!(binding_target(&json!({}), "p").unwrap_err().code, 422);
+    }
+}

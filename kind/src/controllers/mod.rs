@@ -1,0 +1,84 @@
+//! The controllers of the embedded cluster: loops over the API server's
+//! HTTP API (with `kube::runtime`), as kube-controller-manager and
+//! kube-scheduler run beside a real one.
+//!
+//! - [`scheduler`]: binds pods that name no node (`pods/binding`).
+//! - [`namespaces`]: a new namespace's `default` ServiceAccount and
+//!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
+//!
+//! One [`ControllerManager`] starts them and stops them together.
+
+pub mod namespaces;
+pub mod scheduler;
+
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What the controllers need to know about the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerOptions {
+    /// The nodes the scheduler binds pods to; no scheduler runs without.
+    pub nodes: Vec<String>,
+    /// The CA published in every namespace's `kube-root-ca.crt`; none is
+    /// published without.
+    pub root_ca_pem: Option<String>,
+}
+
+/// The running controllers. Dropping it stops them; [`ControllerManager::shutdown`]
+/// stops them and waits until they have.
+#[derive(Debug)]
+pub struct ControllerManager {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ControllerManager {
+    /// Starts the controllers on the current tokio runtime, each with
+    /// `client` (which must be allowed everything they do).
+    pub fn start(client: kube::Client, opts: ControllerOptions) -> ControllerManager {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts every controller.
+            let mut set = JoinSet::new();
+            set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
+            if !opts.nodes.is_empty() {
+                set.spawn(scheduler::run(client, opts.nodes));
+            }
+            // Without a stop signal (see `into_task`) they run until aborted.
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            set.shutdown().await;
+        });
+        ControllerManager {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops every controller and waits for them to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// The task running the controllers, for an owner that stops its tasks
+    /// by aborting them (aborting it stops every controller).
+    pub fn into_task(mut self) -> JoinHandle<()> {
+        self.stop.take();
+        // `task` is only taken by `shutdown` and here, both consuming `self`.
+        self.task.take().unwrap_or_else(|| tokio::spawn(async {}))
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
