@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use super::StartError;
-use super::docker::DockerCluster;
+use super::docker::DockerNodes;
 use super::env::PlanEnv;
 use super::exec::{self, TeardownGuard};
 use super::images::{self, ImageBuild};
@@ -309,11 +309,11 @@ pub fn failure_plan(spec: &K3sSpec, env: &PlanEnv) -> Plan {
 /// Check the name and the tools (at once), then run [`plan`]; on failure
 /// collect logs and remove what was started (unless kept). The containers
 /// are removed on drop unless kept.
-pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<DockerCluster, StartError> {
-    validate_name(&spec.name).map_err(|error| StartError::Spec(error.to_string()))?;
+pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<DockerNodes, StartError> {
+    validate_name(&spec.name)?;
     preflight::preflight("k3s", &spec.required_tools(), path_lookup)?;
     preflight::engine("k3s", "docker")?;
-    let cluster = DockerCluster::new(
+    let cluster = DockerNodes::new(
         "k3s",
         spec.name.clone(),
         &env.cluster_dir(&spec.name),

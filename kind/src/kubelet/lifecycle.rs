@@ -4,9 +4,9 @@
 //! restarts per `restartPolicy` with crash-loop backoff; and the status
 //! Kubernetes would report at every step.
 //!
-//! Pure: it never performs I/O. Feed it [`Event`]s with their time; do the
+//! Pure: it never performs I/O. Feed it [`Input`]s with their time; do the
 //! [`Action`]s it returns; call [`PodLifecycle::next_wakeup`] to know when to
-//! send [`Event::Tick`].
+//! send [`Input::Tick`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -77,9 +77,10 @@ pub enum Action {
     },
 }
 
-/// What happened.
+/// What happened to the pod (the state machine's input; the Kubernetes
+/// Events it records are [`Action::Record`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum Input {
     SandboxReady {
         pod_ips: Vec<String>,
     },
@@ -241,25 +242,25 @@ impl PodLifecycle {
         (lifecycle, vec![Action::CreateSandbox])
     }
 
-    /// Applies an event at time `now` and returns what to do next.
-    pub fn handle(&mut self, event: Event, now: SystemTime) -> Vec<Action> {
+    /// Applies an input at time `now` and returns what to do next.
+    pub fn handle(&mut self, input: Input, now: SystemTime) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.deleting {
             return actions;
         }
-        match event {
-            Event::Delete => {
+        match input {
+            Input::Delete => {
                 self.deleting = true;
                 self.sandbox = Sandbox::TornDown;
                 return vec![Action::KillAllAndTeardown];
             }
-            Event::SandboxReady { pod_ips } => {
+            Input::SandboxReady { pod_ips } => {
                 self.sandbox = Sandbox::Ready;
                 self.sandbox_retry_at = None;
                 self.pod_ips = pod_ips;
                 self.transitions.insert("PodReadyToStartContainers", now);
             }
-            Event::SandboxFailed { message } => {
+            Input::SandboxFailed { message } => {
                 let failures = match self.sandbox {
                     Sandbox::Pending { failures } => failures + 1,
                     _ => 1,
@@ -273,7 +274,7 @@ impl PodLifecycle {
                     message: format!("Failed to create pod sandbox: {message}"),
                 });
             }
-            Event::Started { container } => {
+            Input::Started { container } => {
                 if let Some(c) = self.container_mut(&container) {
                     c.progress = Progress::Running;
                     c.state = State::Running { since: now };
@@ -285,7 +286,7 @@ impl PodLifecycle {
                     });
                 }
             }
-            Event::StartFailed {
+            Input::StartFailed {
                 container,
                 reason,
                 message,
@@ -316,8 +317,8 @@ impl PodLifecycle {
                     });
                 }
             }
-            Event::Exited { container, exit_code } => self.exited(&container, exit_code, now, &mut actions),
-            Event::Tick => {}
+            Input::Exited { container, exit_code } => self.exited(&container, exit_code, now, &mut actions),
+            Input::Tick => {}
         }
         self.advance(now, &mut actions);
         actions
@@ -426,7 +427,7 @@ impl PodLifecycle {
         }
     }
 
-    /// The earliest time a [`Event::Tick`] has work to do.
+    /// The earliest time a [`Input::Tick`] has work to do.
     pub fn next_wakeup(&self) -> Option<SystemTime> {
         let restarts = self.containers.iter().filter_map(|c| c.restart_at);
         restarts.chain(self.sandbox_retry_at).min()
@@ -597,7 +598,7 @@ mod tests {
 
     fn ready(pod: &mut PodLifecycle, at: SystemTime) -> Vec<Action> {
         pod.handle(
-            Event::SandboxReady {
+            Input::SandboxReady {
                 pod_ips: vec!["10.251.0.5".into()],
             },
             at,
@@ -625,13 +626,13 @@ mod tests {
 
         assert_eq!(starts(&ready(&mut pod, t(1))), vec!["app", "sidecar"]);
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "app".into(),
             },
             t(1),
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "sidecar".into(),
             },
             t(1),
@@ -647,7 +648,7 @@ mod tests {
     fn cni_failures_are_events_and_the_sandbox_is_retried_with_backoff() {
         let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], "Always"), Backoff::default(), t(0));
         let actions = pod.handle(
-            Event::SandboxFailed {
+            Input::SandboxFailed {
                 message: "plugin type=\"istio-cni\" failed (add): boom".into(),
             },
             t(0),
@@ -656,17 +657,17 @@ mod tests {
             matches!(&actions[0], Action::Record { warning: true, reason, message } if reason == "FailedCreatePodSandBox" && message.contains("boom"))
         );
         assert_eq!(pod.next_wakeup(), Some(t(1)));
-        assert!(pod.handle(Event::Tick, t(0)).is_empty(), "not yet due");
-        assert_eq!(pod.handle(Event::Tick, t(1)), vec![Action::CreateSandbox]);
+        assert!(pod.handle(Input::Tick, t(0)).is_empty(), "not yet due");
+        assert_eq!(pod.handle(Input::Tick, t(1)), vec![Action::CreateSandbox]);
         pod.handle(
-            Event::SandboxFailed {
+            Input::SandboxFailed {
                 message: "again".into(),
             },
             t(1),
         );
         assert_eq!(pod.next_wakeup(), Some(t(3)), "retries back off: 1 s, then 2 s");
-        assert!(pod.handle(Event::Tick, t(2)).is_empty());
-        assert_eq!(pod.handle(Event::Tick, t(3)), vec![Action::CreateSandbox]);
+        assert!(pod.handle(Input::Tick, t(2)).is_empty());
+        assert_eq!(pod.handle(Input::Tick, t(3)), vec![Action::CreateSandbox]);
         assert_eq!(starts(&ready(&mut pod, t(3))), vec!["app"]);
     }
 
@@ -679,15 +680,15 @@ mod tests {
         );
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["one"]);
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "one".into(),
             },
             t(0),
         );
-        assert!(starts(&pod.handle(Event::Tick, t(1))).is_empty());
+        assert!(starts(&pod.handle(Input::Tick, t(1))).is_empty());
         assert_eq!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "one".into(),
                     exit_code: 0
                 },
@@ -710,14 +711,14 @@ mod tests {
             Some("Completed")
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "two".into(),
             },
             t(1),
         );
         assert_eq!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "two".into(),
                     exit_code: 0
                 },
@@ -726,7 +727,7 @@ mod tests {
             vec!["app"]
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "app".into(),
             },
             t(2),
@@ -743,14 +744,14 @@ mod tests {
         let (mut pod, _) = PodLifecycle::new(&spec(&[("istio-validation", false)], &["app"], "Always"), backoff, t(0));
         ready(&mut pod, t(0));
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "istio-validation".into(),
             },
             t(0),
         );
         // The first restart is immediate.
         let restart = pod.handle(
-            Event::Exited {
+            Input::Exited {
                 container: "istio-validation".into(),
                 exit_code: 126,
             },
@@ -765,7 +766,7 @@ mod tests {
             }]
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "istio-validation".into(),
             },
             t(5),
@@ -778,7 +779,7 @@ mod tests {
         let mut at = 10;
         for (n, delay) in [10u64, 20, 40, 40].into_iter().enumerate() {
             let actions = pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "istio-validation".into(),
                     exit_code: 126,
                 },
@@ -802,13 +803,13 @@ mod tests {
             assert_eq!(v.restart_count, n as i32 + 1);
             assert_eq!(s.phase.as_deref(), Some("Pending"));
             assert_eq!(pod.next_wakeup(), Some(t(at + delay)), "restart {n}");
-            assert!(starts(&pod.handle(Event::Tick, t(at + delay - 1))).is_empty());
+            assert!(starts(&pod.handle(Input::Tick, t(at + delay - 1))).is_empty());
             assert_eq!(
-                starts(&pod.handle(Event::Tick, t(at + delay))),
+                starts(&pod.handle(Input::Tick, t(at + delay))),
                 vec!["istio-validation"]
             );
             pod.handle(
-                Event::Started {
+                Input::Started {
                     container: "istio-validation".into(),
                 },
                 t(at + delay),
@@ -818,7 +819,7 @@ mod tests {
         // Once it passes, the app starts and the pod runs.
         assert_eq!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "istio-validation".into(),
                     exit_code: 0
                 },
@@ -827,7 +828,7 @@ mod tests {
             vec!["app"]
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "app".into(),
             },
             t(at),
@@ -844,14 +845,14 @@ mod tests {
         );
         ready(&mut pod, t(0));
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "istio-validation".into(),
             },
             t(0),
         );
         assert!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "istio-validation".into(),
                     exit_code: 126
                 },
@@ -874,14 +875,14 @@ mod tests {
         let (mut pod, _) = PodLifecycle::new(&s, Backoff::default(), t(0));
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["istio-validation"]);
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "istio-validation".into(),
             },
             t(0),
         );
         assert_eq!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "istio-validation".into(),
                     exit_code: 0
                 },
@@ -891,7 +892,7 @@ mod tests {
         );
         assert_eq!(
             starts(&pod.handle(
-                Event::Started {
+                Input::Started {
                     container: "istio-proxy".into()
                 },
                 t(1)
@@ -899,14 +900,14 @@ mod tests {
             vec!["user-init"]
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "user-init".into(),
             },
             t(1),
         );
         assert_eq!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "user-init".into(),
                     exit_code: 0
                 },
@@ -915,7 +916,7 @@ mod tests {
             vec!["app"]
         );
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "app".into(),
             },
             t(2),
@@ -924,7 +925,7 @@ mod tests {
         // A sidecar restarts even under restartPolicy: Never.
         assert_eq!(
             starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "istio-proxy".into(),
                     exit_code: 1
                 },
@@ -934,13 +935,13 @@ mod tests {
         );
         // When the app completes, the pod succeeds.
         pod.handle(
-            Event::Started {
+            Input::Started {
                 container: "istio-proxy".into(),
             },
             t(3),
         );
         pod.handle(
-            Event::Exited {
+            Input::Exited {
                 container: "app".into(),
                 exit_code: 0,
             },
@@ -960,13 +961,13 @@ mod tests {
             let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], policy), Backoff::default(), t(0));
             ready(&mut pod, t(0));
             pod.handle(
-                Event::Started {
+                Input::Started {
                     container: "app".into(),
                 },
                 t(0),
             );
             let again = starts(&pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "app".into(),
                     exit_code: code,
                 },
@@ -975,7 +976,7 @@ mod tests {
             assert_eq!(!again.is_empty(), restarts, "{policy} exit {code}");
             if restarts {
                 pod.handle(
-                    Event::Started {
+                    Input::Started {
                         container: "app".into(),
                     },
                     t(1),
@@ -991,7 +992,7 @@ mod tests {
         ready(&mut pod, t(0));
         let msg = "image \"nope:1\" is not in the harness's image table";
         let actions = pod.handle(
-            Event::StartFailed {
+            Input::StartFailed {
                 container: "app".into(),
                 reason: "ErrImagePull".into(),
                 message: msg.into(),
@@ -1015,9 +1016,9 @@ mod tests {
         };
         assert_eq!(waiting(&pod), "ErrImagePull");
         assert_eq!(pod.status().phase.as_deref(), Some("Pending"));
-        assert_eq!(starts(&pod.handle(Event::Tick, t(1))), vec!["app"]);
+        assert_eq!(starts(&pod.handle(Input::Tick, t(1))), vec!["app"]);
         pod.handle(
-            Event::StartFailed {
+            Input::StartFailed {
                 container: "app".into(),
                 reason: "ErrImagePull".into(),
                 message: msg.into(),
@@ -1032,10 +1033,10 @@ mod tests {
     fn delete_tears_down_once_and_ignores_later_events() {
         let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], "Always"), Backoff::default(), t(0));
         ready(&mut pod, t(0));
-        assert_eq!(pod.handle(Event::Delete, t(1)), vec![Action::KillAllAndTeardown]);
+        assert_eq!(pod.handle(Input::Delete, t(1)), vec![Action::KillAllAndTeardown]);
         assert!(
             pod.handle(
-                Event::Exited {
+                Input::Exited {
                     container: "app".into(),
                     exit_code: 137
                 },
@@ -1043,6 +1044,6 @@ mod tests {
             )
             .is_empty()
         );
-        assert!(pod.handle(Event::Delete, t(2)).is_empty());
+        assert!(pod.handle(Input::Delete, t(2)).is_empty());
     }
 }
