@@ -14,7 +14,7 @@ use super::StartError;
 use super::env::PlanEnv;
 use super::exec;
 use super::images::{self, ImageBuild};
-use super::plan::{Cmd, Plan, Step, path_arg};
+use super::plan::{self, Cmd, Plan, Step};
 use super::preflight::{self, Tool, path_lookup};
 
 /// An already running cluster to test against.
@@ -157,30 +157,12 @@ pub fn validate(kubeconfig: &Path) -> Result<KubeContext, KubeconfigError> {
 /// its nodes, and build and push images when a registry is given. It has no
 /// create and no delete step.
 pub fn plan(cluster: &KubeContext, spec: &ExistingSpec, env: &PlanEnv) -> Plan {
-    let kubeconfig = path_arg(&cluster.kubeconfig);
+    let kubectl = |args: &[&str]| plan::kubectl(&cluster.kubeconfig, args);
     let mut steps = vec![
-        Step::Note(format!(
-            "preflight (before any step): {} on PATH",
-            spec.required_tools(env)
-                .iter()
-                .map(|tool| tool.program())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        Cmd::new("kubectl", ["--kubeconfig", &kubeconfig, "get", "--raw", "/readyz"]).step("the API server answers"),
+        plan::tools_note(&spec.required_tools(env)),
+        kubectl(&["get", "--raw", "/readyz"]).step("the API server answers"),
         Step::WaitFor {
-            probe: Cmd::new(
-                "kubectl",
-                [
-                    "--kubeconfig",
-                    &kubeconfig,
-                    "wait",
-                    "--for=condition=Ready",
-                    "nodes",
-                    "--all",
-                    "--timeout=30s",
-                ],
-            ),
+            probe: kubectl(&["wait", "--for=condition=Ready", "nodes", "--all", "--timeout=30s"]),
             timeout: spec.ready_timeout,
             purpose: "every node Ready".to_string(),
         },
