@@ -731,7 +731,7 @@ fn cluster_create_with_the_kind_backend_fails_fast_without_its_tools() {
 /// unusable kubeconfig fails before anything runs.
 #[test]
 fn cluster_create_refuses_what_a_remote_backend_cannot_do() {
-    use istio_cni_kind::cluster::{Cluster, ClusterSpec, Target};
+    use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec, Target};
     use istio_cni_kind::cni::Profile;
 
     let error = Cluster::create(ClusterSpec {
@@ -741,6 +741,10 @@ fn cluster_create_refuses_what_a_remote_backend_cannot_do() {
     })
     .err()
     .expect("refused");
+    assert!(
+        matches!(&error, ClusterError::LocalOnly { target: "kind", .. }),
+        "{error:?}"
+    );
     assert_eq!(
         error.to_string(),
         "creating the cluster: profile Bridge applies to the local backend only; the kind cluster's CNI and paths are its own"

@@ -187,3 +187,58 @@ impl fmt::Display for Leftovers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_command_names_itself_and_keeps_its_cause() {
+        let failed = CommandFailed {
+            status: std::process::ExitStatus::from_raw(1 << 8),
+            stderr: "Cannot find device \"eth9\"".into(),
+        };
+        let e = ClusterError::exec(&["ip", "link", "show", "eth9"], "on node node-0")(failed);
+        assert_eq!(
+            e.to_string(),
+            r#"["ip", "link", "show", "eth9"] on node node-0: exit status: 1: Cannot find device "eth9""#
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<CommandFailed>());
+        assert_eq!(cause.map(|c| c.status.code()), Some(Some(1)), "{e:?}");
+    }
+
+    #[test]
+    fn creation_steps_keep_their_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no CAP_SYS_ADMIN");
+        let e = ClusterError::create("harness netns")(io);
+        assert_eq!(e.to_string(), "creating the cluster: harness netns: no CAP_SYS_ADMIN");
+        let cause = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(cause.map(|c| c.kind()), Some(std::io::ErrorKind::PermissionDenied));
+    }
+
+    #[test]
+    fn teardown_lists_every_leftover() {
+        assert!(Leftovers::default().into_result().is_ok());
+        let mut left = Leftovers::default();
+        left.push(Leftover::NetworkInUse);
+        left.push(Leftover::NotRemoved {
+            what: "harness netns".into(),
+            source: "busy".into(),
+        });
+        let e = left.into_result().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tearing the cluster down: the cluster network is still in use; harness netns: busy"
+        );
+        let ClusterError::Teardown(Leftovers(all)) = e else {
+            panic!("{e:?}")
+        };
+        assert!(matches!(
+            all[0].downcast_ref::<Leftover>(),
+            Some(Leftover::NetworkInUse)
+        ));
+    }
+}

@@ -1,13 +1,9 @@
-//! The `existing` provider: a running cluster reached through its
+//! The `existing` target: a running cluster reached through its
 //! kubeconfig. Nothing is created or deleted, and its nodes are out of reach.
 
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::Pod;
-use tokio::runtime::Runtime;
-
-use super::provider::Provider;
-use super::remote::Connection;
+use super::remote::{Connection, NodeAccess, RemoteProvider};
 use super::{ClusterError, ClusterSpec};
 use crate::backend::env::PlanEnv;
 use crate::backend::existing::{self, ExistingSpec};
@@ -17,57 +13,35 @@ use crate::backend::images::ImageBuild;
 const NO_NODE_ACCESS: &str = "the harness has no access to its nodes (kind and k3s run theirs in Docker); \
                               use a privileged hostNetwork/hostPID debug pod there";
 
+/// The nodes of an existing cluster: out of the harness's reach.
+pub(super) struct Unreachable;
+
 /// A checked existing cluster.
-pub(super) struct ExistingProvider {
-    connection: Connection,
+pub(super) type ExistingProvider = RemoteProvider<Unreachable>;
+
+/// Checks the cluster of `kubeconfig` (and pushes the images to
+/// `registry`, when there is one).
+pub(super) fn start(
+    spec: &ClusterSpec,
+    kubeconfig: &Path,
+    registry: &Option<String>,
+    images: &[ImageBuild],
+) -> Result<ExistingProvider, ClusterError> {
+    let existing = ExistingSpec {
+        registry: registry.clone(),
+        images: images.to_vec(),
+        ..ExistingSpec::new(kubeconfig)
+    };
+    let context = existing::start(&existing, &PlanEnv::detect_workspace())?;
+    RemoteProvider::connect(Unreachable, context.kubeconfig, spec.images.clone(), registry.clone())
 }
 
-impl ExistingProvider {
-    /// Checks the cluster of `kubeconfig` (and pushes the images to
-    /// `registry`, when there is one).
-    pub(super) fn start(
-        spec: &ClusterSpec,
-        kubeconfig: &Path,
-        registry: &Option<String>,
-        images: &[ImageBuild],
-    ) -> Result<ExistingProvider, ClusterError> {
-        let existing = ExistingSpec {
-            registry: registry.clone(),
-            images: images.to_vec(),
-            ..ExistingSpec::new(kubeconfig)
-        };
-        let context = existing::start(&existing, &PlanEnv::detect_workspace())?;
-        let connection = Connection::open(context.kubeconfig, spec.images.clone(), registry.clone())?;
-        Ok(ExistingProvider { connection })
-    }
-}
-
-impl Provider for ExistingProvider {
+impl NodeAccess for Unreachable {
     fn target(&self) -> &'static str {
         "existing"
     }
 
-    fn client(&self) -> kube::Client {
-        self.connection.client()
-    }
-
-    fn kubeconfig_path(&self) -> &Path {
-        self.connection.kubeconfig_path()
-    }
-
-    fn runtime(&self) -> &Runtime {
-        self.connection.runtime()
-    }
-
-    fn image_ref(&self, tag: &str) -> String {
-        self.connection.image_ref(tag)
-    }
-
-    fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
-        self.connection.runnable_pod(pod)
-    }
-
-    fn in_pod(&self, _: &str, _: &str, _: &[&str]) -> Result<String, ClusterError> {
+    fn in_pod(&self, _: &Connection, _: &str, _: &str, _: &[&str]) -> Result<String, ClusterError> {
         Err(ClusterError::Unsupported {
             target: self.target(),
             what: "running commands in a pod's netns",
@@ -84,7 +58,7 @@ impl Provider for ExistingProvider {
     }
 
     /// The cluster is left as it is.
-    fn delete(self: Box<Self>) -> Result<(), ClusterError> {
+    fn delete(self) -> Result<(), ClusterError> {
         Ok(())
     }
 }

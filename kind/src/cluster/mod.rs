@@ -43,8 +43,6 @@ use crate::backend::versions::KubeVersion;
 use crate::cni::Profile;
 use crate::kubelet::{Backoff, ImageTable};
 use crate::node::Layout;
-use docker::DockerProvider;
-use existing::ExistingProvider;
 use provider::Provider;
 
 /// Where the cluster runs.
@@ -233,15 +231,13 @@ impl Cluster {
                 k8s_version,
                 cni,
                 images,
-            } => Box::new(DockerProvider::start_kind(&spec, name, *k8s_version, *cni, images)?),
-            Target::K3s { name, api_port, images } => {
-                Box::new(DockerProvider::start_k3s(&spec, name, *api_port, images)?)
-            }
+            } => Box::new(docker::start_kind(&spec, name, *k8s_version, *cni, images)?),
+            Target::K3s { name, api_port, images } => Box::new(docker::start_k3s(&spec, name, *api_port, images)?),
             Target::Existing {
                 kubeconfig,
                 registry,
                 images,
-            } => Box::new(ExistingProvider::start(&spec, kubeconfig, registry, images)?),
+            } => Box::new(existing::start(&spec, kubeconfig, registry, images)?),
         };
         Ok(Cluster { provider })
     }

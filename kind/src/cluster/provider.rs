@@ -1,10 +1,12 @@
-//! [`Provider`]: what a backend does for [`Cluster`](super::Cluster). One
-//! implementation per kind of target: [`LocalCluster`] (the embedded
-//! cluster), [`DockerProvider`](super::docker::DockerProvider) (kind and
-//! k3s, whose nodes are containers; they differ only in how they start) and
-//! [`ExistingProvider`](super::existing::ExistingProvider). What a target
-//! cannot do, its provider answers with [`ClusterError::Unsupported`]; the
-//! defaults here are the answers most providers share.
+//! [`Provider`]: what a backend does for [`Cluster`](super::Cluster). Two
+//! implementations: [`LocalCluster`] (the embedded cluster) and
+//! [`RemoteProvider`](super::remote::RemoteProvider), a client of a real
+//! cluster with its target's way to the nodes: Docker for kind and k3s
+//! ([`DockerProvider`](super::docker::DockerProvider)), none for existing
+//! clusters ([`ExistingProvider`](super::existing::ExistingProvider)). What
+//! a target cannot do, its provider answers with
+//! [`ClusterError::Unsupported`]; the defaults here are the answers most
+//! providers share.
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
-//! What the real-cluster providers share: a kube client for the cluster's
-//! kubeconfig on a runtime of its own, and the project's images as that
-//! cluster names them.
+//! The real-cluster provider: a kube client for the cluster's kubeconfig
+//! on a runtime of its own, the project's images as that cluster names
+//! them, and the target's own way to its nodes ([`NodeAccess`]: kind and k3s
+//! through Docker, existing clusters none).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,90 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 
 use super::ClusterError;
+use super::provider::Provider;
 use crate::kubelet::ImageTable;
+
+/// What a real target offers on its nodes.
+pub(super) trait NodeAccess: Send + Sync {
+    /// `kind`, `k3s` or `existing`.
+    fn target(&self) -> &'static str;
+
+    /// `argv` in the netns of `pod` (found through `connection`); its stdout.
+    fn in_pod(
+        &self,
+        connection: &Connection,
+        namespace: &str,
+        pod: &str,
+        argv: &[&str],
+    ) -> Result<String, ClusterError>;
+
+    /// `argv` on `node`; its stdout.
+    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError>;
+
+    /// Deletes what this run started.
+    fn delete(self) -> Result<(), ClusterError>;
+}
+
+/// A running kind, k3s or existing cluster.
+pub(super) struct RemoteProvider<N> {
+    connection: Connection,
+    /// For kind and k3s: deletes the cluster on drop (unless kept or reused).
+    nodes: N,
+}
+
+impl<N: NodeAccess> RemoteProvider<N> {
+    /// A client for the started cluster; a failure drops `nodes`, which
+    /// deletes what was started.
+    pub(super) fn connect(
+        nodes: N,
+        kubeconfig: PathBuf,
+        images: ImageTable,
+        registry: Option<String>,
+    ) -> Result<RemoteProvider<N>, ClusterError> {
+        let connection = Connection::open(kubeconfig, images, registry)?;
+        Ok(RemoteProvider { connection, nodes })
+    }
+}
+
+impl<N: NodeAccess> Provider for RemoteProvider<N> {
+    fn target(&self) -> &'static str {
+        self.nodes.target()
+    }
+
+    fn client(&self) -> kube::Client {
+        self.connection.client.clone()
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        &self.connection.kubeconfig
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.connection.runtime
+    }
+
+    fn image_ref(&self, tag: &str) -> String {
+        self.connection.image_ref(tag)
+    }
+
+    fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+        self.connection.runnable_pod(pod)
+    }
+
+    fn in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        self.nodes.in_pod(&self.connection, namespace, pod, argv)
+    }
+
+    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        self.nodes.node_exec(node, argv)
+    }
+
+    fn delete(self: Box<Self>) -> Result<(), ClusterError> {
+        let RemoteProvider { connection, nodes } = *self;
+        drop(connection);
+        nodes.delete()
+    }
+}
 
 /// A client of a real cluster.
 pub(super) struct Connection {
@@ -26,11 +110,7 @@ pub(super) struct Connection {
 
 impl Connection {
     /// A client for `kubeconfig`'s current context.
-    pub(super) fn open(
-        kubeconfig: PathBuf,
-        images: ImageTable,
-        registry: Option<String>,
-    ) -> Result<Connection, ClusterError> {
+    fn open(kubeconfig: PathBuf, images: ImageTable, registry: Option<String>) -> Result<Connection, ClusterError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -49,34 +129,22 @@ impl Connection {
         })
     }
 
-    pub(super) fn client(&self) -> kube::Client {
-        self.client.clone()
-    }
-
-    pub(super) fn kubeconfig_path(&self) -> &Path {
-        &self.kubeconfig
-    }
-
-    pub(super) fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
     /// kind and k3s load the project's images into their nodes under their
     /// tags; an existing cluster pulls them from its registry when one was given.
-    pub(super) fn image_ref(&self, tag: &str) -> String {
+    fn image_ref(&self, tag: &str) -> String {
         image_ref(self.registry.as_deref(), tag)
     }
 
     /// `pod` with every container running what the image table maps it to,
     /// from the test image.
-    pub(super) fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+    fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
         let image = self.image_ref(crate::backend::images::TEST_IMAGE);
         Ok(self.images.remote_pod(pod, &image)?)
     }
 
     /// The node a pod is bound to, and its UID.
     pub(super) fn placement(&self, namespace: &str, pod: &str) -> Result<(String, String), ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let object = self
             .runtime
             .block_on(api.get(pod))
