@@ -60,14 +60,8 @@ impl NodeAccess for DockerNodes {
     }
 
     /// `argv` in the pod's netns on its node (see [`DockerNodes::pod_exec`]).
-    fn in_pod(
-        &self,
-        connection: &Connection,
-        namespace: &str,
-        pod: &str,
-        argv: &[&str],
-    ) -> Result<String, ClusterError> {
-        let (node, uid) = connection.placement(namespace, pod)?;
+    fn in_pod(&self, api: &Connection, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        let (node, uid) = api.placement(namespace, pod)?;
         self.pod_exec(&node, &uid, argv)
             .map(|out| out.stdout)
             .map_err(ClusterError::exec(argv, format!("in pod {namespace}/{pod}")))

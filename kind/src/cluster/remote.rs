@@ -19,14 +19,8 @@ pub(super) trait NodeAccess: Send + Sync {
     /// `kind`, `k3s` or `existing`.
     fn target(&self) -> &'static str;
 
-    /// `argv` in the netns of `pod` (found through `connection`); its stdout.
-    fn in_pod(
-        &self,
-        connection: &Connection,
-        namespace: &str,
-        pod: &str,
-        argv: &[&str],
-    ) -> Result<String, ClusterError>;
+    /// `argv` in the netns of `pod` (found through `api`); its stdout.
+    fn in_pod(&self, api: &Connection, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError>;
 
     /// `argv` on `node`; its stdout.
     fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError>;

@@ -556,6 +556,19 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Container as K8sContainer;
 
+    fn started(container: &str) -> Input {
+        Input::Started {
+            container: container.into(),
+        }
+    }
+
+    fn exited(container: &str, exit_code: i32) -> Input {
+        Input::Exited {
+            container: container.into(),
+            exit_code,
+        }
+    }
+
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
@@ -625,18 +638,8 @@ mod tests {
         );
 
         assert_eq!(starts(&ready(&mut pod, t(1))), vec!["app", "sidecar"]);
-        pod.handle(
-            Input::Started {
-                container: "app".into(),
-            },
-            t(1),
-        );
-        pod.handle(
-            Input::Started {
-                container: "sidecar".into(),
-            },
-            t(1),
-        );
+        pod.handle(started("app"), t(1));
+        pod.handle(started("sidecar"), t(1));
         let s = pod.status();
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("10.251.0.5"));
@@ -679,23 +682,9 @@ mod tests {
             t(0),
         );
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["one"]);
-        pod.handle(
-            Input::Started {
-                container: "one".into(),
-            },
-            t(0),
-        );
+        pod.handle(started("one"), t(0));
         assert!(starts(&pod.handle(Input::Tick, t(1))).is_empty());
-        assert_eq!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "one".into(),
-                    exit_code: 0
-                },
-                t(1)
-            )),
-            vec!["two"]
-        );
+        assert_eq!(starts(&pod.handle(exited("one", 0), t(1))), vec!["two"]);
         let s = pod.status();
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         let one = init_status(&s, "one");
@@ -710,28 +699,9 @@ mod tests {
                 .as_deref(),
             Some("Completed")
         );
-        pod.handle(
-            Input::Started {
-                container: "two".into(),
-            },
-            t(1),
-        );
-        assert_eq!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "two".into(),
-                    exit_code: 0
-                },
-                t(2)
-            )),
-            vec!["app"]
-        );
-        pod.handle(
-            Input::Started {
-                container: "app".into(),
-            },
-            t(2),
-        );
+        pod.handle(started("two"), t(1));
+        assert_eq!(starts(&pod.handle(exited("two", 0), t(2))), vec!["app"]);
+        pod.handle(started("app"), t(2));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
     }
 
@@ -743,20 +713,9 @@ mod tests {
         };
         let (mut pod, _) = PodLifecycle::new(&spec(&[("istio-validation", false)], &["app"], "Always"), backoff, t(0));
         ready(&mut pod, t(0));
-        pod.handle(
-            Input::Started {
-                container: "istio-validation".into(),
-            },
-            t(0),
-        );
+        pod.handle(started("istio-validation"), t(0));
         // The first restart is immediate.
-        let restart = pod.handle(
-            Input::Exited {
-                container: "istio-validation".into(),
-                exit_code: 126,
-            },
-            t(5),
-        );
+        let restart = pod.handle(exited("istio-validation", 126), t(5));
         assert_eq!(
             restart,
             vec![Action::Start {
@@ -765,12 +724,7 @@ mod tests {
                 attempt: 1
             }]
         );
-        pod.handle(
-            Input::Started {
-                container: "istio-validation".into(),
-            },
-            t(5),
-        );
+        pod.handle(started("istio-validation"), t(5));
         let v = init_status(&pod.status(), "istio-validation").clone();
         assert_eq!(v.restart_count, 1);
         assert_eq!(v.last_state.unwrap().terminated.unwrap().exit_code, 126);
@@ -778,13 +732,7 @@ mod tests {
         // Then back-off: 10 s, 20 s, 40 s, 40 s.
         let mut at = 10;
         for (n, delay) in [10u64, 20, 40, 40].into_iter().enumerate() {
-            let actions = pod.handle(
-                Input::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 126,
-                },
-                t(at),
-            );
+            let actions = pod.handle(exited("istio-validation", 126), t(at));
             assert!(
                 actions
                     .iter()
@@ -808,31 +756,12 @@ mod tests {
                 starts(&pod.handle(Input::Tick, t(at + delay))),
                 vec!["istio-validation"]
             );
-            pod.handle(
-                Input::Started {
-                    container: "istio-validation".into(),
-                },
-                t(at + delay),
-            );
+            pod.handle(started("istio-validation"), t(at + delay));
             at += delay + 1;
         }
         // Once it passes, the app starts and the pod runs.
-        assert_eq!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 0
-                },
-                t(at)
-            )),
-            vec!["app"]
-        );
-        pod.handle(
-            Input::Started {
-                container: "app".into(),
-            },
-            t(at),
-        );
+        assert_eq!(starts(&pod.handle(exited("istio-validation", 0), t(at))), vec!["app"]);
+        pod.handle(started("app"), t(at));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
     }
 
@@ -844,22 +773,8 @@ mod tests {
             t(0),
         );
         ready(&mut pod, t(0));
-        pod.handle(
-            Input::Started {
-                container: "istio-validation".into(),
-            },
-            t(0),
-        );
-        assert!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 126
-                },
-                t(1)
-            ))
-            .is_empty()
-        );
+        pod.handle(started("istio-validation"), t(0));
+        assert!(starts(&pod.handle(exited("istio-validation", 126), t(1))).is_empty());
         let s = pod.status();
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert!(init_status(&s, "istio-validation").last_state.is_none());
@@ -874,79 +789,21 @@ mod tests {
         );
         let (mut pod, _) = PodLifecycle::new(&s, Backoff::default(), t(0));
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["istio-validation"]);
-        pod.handle(
-            Input::Started {
-                container: "istio-validation".into(),
-            },
-            t(0),
-        );
+        pod.handle(started("istio-validation"), t(0));
         assert_eq!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 0
-                },
-                t(1)
-            )),
+            starts(&pod.handle(exited("istio-validation", 0), t(1))),
             vec!["istio-proxy"]
         );
-        assert_eq!(
-            starts(&pod.handle(
-                Input::Started {
-                    container: "istio-proxy".into()
-                },
-                t(1)
-            )),
-            vec!["user-init"]
-        );
-        pod.handle(
-            Input::Started {
-                container: "user-init".into(),
-            },
-            t(1),
-        );
-        assert_eq!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "user-init".into(),
-                    exit_code: 0
-                },
-                t(2)
-            )),
-            vec!["app"]
-        );
-        pod.handle(
-            Input::Started {
-                container: "app".into(),
-            },
-            t(2),
-        );
+        assert_eq!(starts(&pod.handle(started("istio-proxy"), t(1))), vec!["user-init"]);
+        pod.handle(started("user-init"), t(1));
+        assert_eq!(starts(&pod.handle(exited("user-init", 0), t(2))), vec!["app"]);
+        pod.handle(started("app"), t(2));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
         // A sidecar restarts even under restartPolicy: Never.
-        assert_eq!(
-            starts(&pod.handle(
-                Input::Exited {
-                    container: "istio-proxy".into(),
-                    exit_code: 1
-                },
-                t(3)
-            )),
-            vec!["istio-proxy"]
-        );
+        assert_eq!(starts(&pod.handle(exited("istio-proxy", 1), t(3))), vec!["istio-proxy"]);
         // When the app completes, the pod succeeds.
-        pod.handle(
-            Input::Started {
-                container: "istio-proxy".into(),
-            },
-            t(3),
-        );
-        pod.handle(
-            Input::Exited {
-                container: "app".into(),
-                exit_code: 0,
-            },
-            t(4),
-        );
+        pod.handle(started("istio-proxy"), t(3));
+        pod.handle(exited("app", 0), t(4));
         assert_eq!(pod.status().phase.as_deref(), Some("Succeeded"));
     }
 
@@ -960,27 +817,11 @@ mod tests {
         ] {
             let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], policy), Backoff::default(), t(0));
             ready(&mut pod, t(0));
-            pod.handle(
-                Input::Started {
-                    container: "app".into(),
-                },
-                t(0),
-            );
-            let again = starts(&pod.handle(
-                Input::Exited {
-                    container: "app".into(),
-                    exit_code: code,
-                },
-                t(1),
-            ));
+            pod.handle(started("app"), t(0));
+            let again = starts(&pod.handle(exited("app", code), t(1)));
             assert_eq!(!again.is_empty(), restarts, "{policy} exit {code}");
             if restarts {
-                pod.handle(
-                    Input::Started {
-                        container: "app".into(),
-                    },
-                    t(1),
-                );
+                pod.handle(started("app"), t(1));
             }
             assert_eq!(pod.status().phase.as_deref(), Some(phase), "{policy} exit {code}");
         }
@@ -1034,16 +875,7 @@ mod tests {
         let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], "Always"), Backoff::default(), t(0));
         ready(&mut pod, t(0));
         assert_eq!(pod.handle(Input::Delete, t(1)), vec![Action::KillAllAndTeardown]);
-        assert!(
-            pod.handle(
-                Input::Exited {
-                    container: "app".into(),
-                    exit_code: 137
-                },
-                t(1)
-            )
-            .is_empty()
-        );
+        assert!(pod.handle(exited("app", 137), t(1)).is_empty());
         assert!(pod.handle(Input::Delete, t(2)).is_empty());
     }
 }
