@@ -481,7 +481,7 @@ fn the_local_backend_runs_unprivileged() {
 /// cannot do on nodes it cannot reach.
 #[test]
 fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
-    use istio_cni_kind::cluster::{Backend, ClusterError};
+    use istio_cni_kind::cluster::{ClusterError, Target};
 
     if !privileged("the_existing_backend_drives_a_cluster_through_its_kubeconfig") {
         return;
@@ -506,11 +506,11 @@ fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
     );
 
     let existing = Cluster::create(ClusterSpec {
-        backend: Backend::existing(local.kubeconfig_path()),
+        target: Target::existing(local.kubeconfig_path()),
         ..ClusterSpec::default()
     })
     .unwrap();
-    assert_eq!(existing.backend(), "existing");
+    assert_eq!(existing.target(), "existing");
     let pod = existing
         .wait_for_pod("default", "hello", Duration::from_secs(5), running)
         .unwrap();
@@ -528,13 +528,7 @@ fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
         existing.local().err().unwrap(),
     ] {
         assert!(
-            matches!(
-                error,
-                ClusterError::Unsupported {
-                    backend: "existing",
-                    ..
-                }
-            ),
+            matches!(error, ClusterError::Unsupported { target: "existing", .. }),
             "{error:?}"
         );
         assert!(

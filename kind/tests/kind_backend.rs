@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use insta::assert_snapshot;
 use istio_cni_kind::backend::env::{Arch, PlanEnv};
 use istio_cni_kind::backend::exec::{self, ExecError};
-use istio_cni_kind::backend::existing::{self, ExistingCluster, ExistingSpec, KubeconfigError};
+use istio_cni_kind::backend::existing::{self, ExistingSpec, KubeContext, KubeconfigError};
 use istio_cni_kind::backend::images::{self, ImageBuild};
 use istio_cni_kind::backend::k3s::{self, K3sSpec};
 use istio_cni_kind::backend::kind::{self, KindSpec, PrimaryCni};
@@ -260,8 +260,8 @@ fn test_image_dockerfile() {
 
 // ---- existing backend ----
 
-fn existing_cluster() -> ExistingCluster {
-    ExistingCluster {
+fn kube_context() -> KubeContext {
+    KubeContext {
         kubeconfig: PathBuf::from("/home/dev/.kube/staging.yaml"),
         context: "staging".to_string(),
         server: "https://10.0.0.1:6443".to_string(),
@@ -274,7 +274,7 @@ fn existing_plan_has_no_create_or_delete() {
         images: vec![ImageBuild::test_image()],
         ..ExistingSpec::new("unused")
     };
-    let text = existing::plan(&existing_cluster(), &spec, &env()).to_string();
+    let text = existing::plan(&kube_context(), &spec, &env()).to_string();
     for word in ["create", "delete", "docker"] {
         assert!(
             !text.lines().any(|line| !line.starts_with('#') && line.contains(word)),
@@ -298,7 +298,7 @@ fn existing_plan_pushes_images_to_a_registry() {
     assert_eq!(spec.required_tools(&env), [Tool::Kubectl, Tool::Docker]);
     assert_snapshot!(
         "existing_plan_registry",
-        existing::plan(&existing_cluster(), &spec, &env).to_string()
+        existing::plan(&kube_context(), &spec, &env).to_string()
     );
 }
 
@@ -341,7 +341,7 @@ fn existing_validates_the_kubeconfig() {
     let good = write("good", KUBECONFIG);
     assert_eq!(
         existing::validate(&good),
-        Ok(ExistingCluster {
+        Ok(KubeContext {
             kubeconfig: good.clone(),
             context: "kind-lab".to_string(),
             server: "https://127.0.0.1:6443".to_string()
@@ -651,7 +651,6 @@ fn preflight_on_the_real_path_fails_fast_without_docker_or_kind() {
 #[cfg(feature = "kind")]
 #[test]
 fn kind_cluster_lifecycle() {
-    use istio_cni_kind::backend::RealCluster;
     use istio_cni_kind::backend::StartError;
     use istio_cni_kind::backend::preflight::path_lookup;
 
@@ -672,9 +671,12 @@ fn kind_cluster_lifecycle() {
     }
     let cluster = result.unwrap_or_else(|error| panic!("kind cluster did not come up: {error}"));
     assert!(cluster.kubeconfig().is_file());
-    cluster
-        .apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: istio-cni-kind-e2e\n")
-        .unwrap_or_else(|error| panic!("apply failed: {error}"));
+    istio_cni_kind::backend::apply(
+        cluster.name(),
+        cluster.kubeconfig(),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: istio-cni-kind-e2e\n",
+    )
+    .unwrap_or_else(|error| panic!("apply failed: {error}"));
     let conflist = exec::run(
         &Cmd::new(
             "docker",
@@ -699,7 +701,7 @@ fn kind_cluster_lifecycle() {
 fn cluster_create_with_the_kind_backend_fails_fast_without_its_tools() {
     use istio_cni_kind::backend::StartError;
     use istio_cni_kind::backend::preflight::path_lookup;
-    use istio_cni_kind::cluster::{Backend, Cluster, ClusterError, ClusterSpec};
+    use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec, Target};
 
     if preflight("kind", &spec().required_tools(), path_lookup).is_ok() {
         eprintln!("NOTE: docker, kind and kubectl are installed: the real kind tests (--features kind) cover this");
@@ -707,7 +709,7 @@ fn cluster_create_with_the_kind_backend_fails_fast_without_its_tools() {
     }
     let started = Instant::now();
     let result = Cluster::create(ClusterSpec {
-        backend: Backend::kind(),
+        target: Target::kind(),
         nodes: 2,
         ..ClusterSpec::default()
     });
@@ -717,10 +719,7 @@ fn cluster_create_with_the_kind_backend_fails_fast_without_its_tools() {
     };
     assert!(took < Duration::from_secs(1), "took {took:?}");
     let message = error.to_string();
-    assert!(
-        matches!(&error, ClusterError::Backend(StartError::Tools(_))),
-        "{error:?}"
-    );
+    assert!(matches!(&error, ClusterError::Start(StartError::Tools(_))), "{error:?}");
     assert!(message.starts_with("the kind backend needs "), "{message}");
     if path_lookup("kind").is_none() {
         assert!(message.contains("  - kind: v0.30.0"), "{message}");
@@ -732,30 +731,34 @@ fn cluster_create_with_the_kind_backend_fails_fast_without_its_tools() {
 /// unusable kubeconfig fails before anything runs.
 #[test]
 fn cluster_create_refuses_what_a_remote_backend_cannot_do() {
-    use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec};
+    use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec, Target};
     use istio_cni_kind::cni::Profile;
 
     let error = Cluster::create(ClusterSpec {
-        backend: Backend::kind(),
+        target: Target::kind(),
         profile: Profile::Bridge,
         ..ClusterSpec::default()
     })
     .err()
     .expect("refused");
+    assert!(
+        matches!(&error, ClusterError::LocalOnly { target: "kind", .. }),
+        "{error:?}"
+    );
     assert_eq!(
         error.to_string(),
         "creating the cluster: profile Bridge applies to the local backend only; the kind cluster's CNI and paths are its own"
     );
     let error = Cluster::create(ClusterSpec {
-        backend: Backend::existing("/nonexistent/kubeconfig"),
+        target: Target::existing("/nonexistent/kubeconfig"),
         ..ClusterSpec::default()
     })
     .err()
     .expect("refused");
     assert_eq!(error.to_string(), "kubeconfig /nonexistent/kubeconfig does not exist");
-    assert_eq!(Backend::default(), Backend::Local);
+    assert_eq!(Target::default(), Target::Local);
     assert_eq!(
-        [Backend::Local, Backend::kind(), Backend::k3s(), Backend::existing("k")].map(|b| b.name()),
+        [Target::Local, Target::kind(), Target::k3s(), Target::existing("k")].map(|b| b.name()),
         ["local", "kind", "k3s", "existing"]
     );
 }

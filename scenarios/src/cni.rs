@@ -132,7 +132,7 @@ fn cluster_cni(env: &Env, record: &mut Record) -> Step {
         nodes: 2,
         ..ClusterSpec::default()
     })?;
-    record.mark(format!("{} cluster ready", cluster.backend()));
+    record.mark(format!("{} cluster ready", cluster.target()));
     let nodes = pod_nodes(&cluster)?;
     record.note(format!("pods on {} and {}", nodes[0], nodes[1]));
     // An existing cluster may hold them from an interrupted run.

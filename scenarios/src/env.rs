@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use istio_cni_kind::backend::versions::KubeVersion;
-use istio_cni_kind::cluster::{Backend, Cluster, ClusterSpec, Reaper};
+use istio_cni_kind::cluster::{Cluster, ClusterSpec, Reaper, Target as ClusterTarget};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
@@ -175,11 +175,11 @@ impl Env {
     /// env's images and a short kubelet backoff (scenarios wait on restarts).
     pub fn cluster(&self, spec: ClusterSpec) -> Result<Cluster, Stop> {
         let spec = ClusterSpec {
-            backend: match &self.target {
-                Target::Local => Backend::Local,
+            target: match &self.target {
+                Target::Local => ClusterTarget::Local,
                 Target::Kind { cni } => {
-                    let mut b = Backend::kind();
-                    if let Backend::Kind {
+                    let mut b = ClusterTarget::kind();
+                    if let ClusterTarget::Kind {
                         cni: c, k8s_version, ..
                     } = &mut b
                     {
@@ -190,7 +190,7 @@ impl Env {
                     }
                     b
                 }
-                Target::Existing { kubeconfig } => Backend::existing(kubeconfig.clone()),
+                Target::Existing { kubeconfig } => ClusterTarget::existing(kubeconfig.clone()),
             },
             images: self.images(),
             backoff: Backoff {

@@ -1,12 +1,11 @@
-//! [`DockerCluster`]: a cluster whose nodes are Docker containers (kind,
-//! k3s), brought up by a backend's plan. One type for both: they differ only
+//! [`DockerNodes`]: the node containers of a kind or k3s cluster, brought
+//! up by a backend's plan. One type for both: they differ only
 //! in their plans; what a running one offers (kubeconfig, logs, teardown on
 //! drop, commands on its nodes and in its pods) is the same.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::RealCluster;
 use super::exec::{self, Captured, ExecError, StepError, TeardownGuard};
 use super::plan::{Cmd, Plan};
 
@@ -20,7 +19,7 @@ pub const NODE_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Commands block the calling thread (`kind create cluster` takes a minute
 /// or more): from async code, call it inside `spawn_blocking`.
 #[derive(Debug)]
-pub struct DockerCluster {
+pub struct DockerNodes {
     backend: &'static str,
     name: String,
     kubeconfig: PathBuf,
@@ -30,7 +29,7 @@ pub struct DockerCluster {
     pub(crate) guard: TeardownGuard,
 }
 
-impl DockerCluster {
+impl DockerNodes {
     /// A cluster about to be brought up: `guard` deletes it on drop, so a
     /// failed start cleans up after itself.
     pub(crate) fn new(
@@ -40,8 +39,8 @@ impl DockerCluster {
         nodes: Vec<String>,
         failure: Plan,
         guard: TeardownGuard,
-    ) -> DockerCluster {
-        DockerCluster {
+    ) -> DockerNodes {
+        DockerNodes {
             backend,
             name,
             kubeconfig: dir.join("kubeconfig"),
@@ -55,6 +54,16 @@ impl DockerCluster {
     /// `kind` or `k3s`.
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its kubeconfig (written under `target/kind/<cluster>/`; the user's is not touched).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// The node containers (their names are also the Kubernetes node names).
@@ -99,16 +108,6 @@ impl DockerCluster {
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no .info.pid in crictl inspectp"),
         })?;
         exec::run(&nsenter_cmd(node, pid, argv), NODE_EXEC_TIMEOUT)
-    }
-}
-
-impl RealCluster for DockerCluster {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
     }
 }
 

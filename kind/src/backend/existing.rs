@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use kube::config::Kubeconfig;
 
+use super::StartError;
 use super::env::PlanEnv;
 use super::exec;
 use super::images::{self, ImageBuild};
-use super::plan::{Cmd, Plan, Step, path_arg};
+use super::plan::{self, Cmd, Plan, Step};
 use super::preflight::{self, Tool, path_lookup};
-use super::{RealCluster, StartError};
 
 /// An already running cluster to test against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +91,9 @@ pub enum KubeconfigError {
     },
 }
 
-/// A validated existing cluster.
+/// The current context of an existing cluster's kubeconfig, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExistingCluster {
+pub struct KubeContext {
     /// The kubeconfig.
     pub kubeconfig: PathBuf,
     /// Its current context.
@@ -103,7 +103,7 @@ pub struct ExistingCluster {
 }
 
 /// Check that `kubeconfig` exists, parses, and has a usable current context.
-pub fn validate(kubeconfig: &Path) -> Result<ExistingCluster, KubeconfigError> {
+pub fn validate(kubeconfig: &Path) -> Result<KubeContext, KubeconfigError> {
     if !kubeconfig.is_file() {
         return Err(KubeconfigError::Missing(kubeconfig.to_path_buf()));
     }
@@ -146,7 +146,7 @@ pub fn validate(kubeconfig: &Path) -> Result<ExistingCluster, KubeconfigError> {
             context: context.clone(),
             cluster,
         })?;
-    Ok(ExistingCluster {
+    Ok(KubeContext {
         kubeconfig: kubeconfig.to_path_buf(),
         context,
         server,
@@ -156,31 +156,13 @@ pub fn validate(kubeconfig: &Path) -> Result<ExistingCluster, KubeconfigError> {
 /// The plan that prepares an existing cluster: check it answers, wait for
 /// its nodes, and build and push images when a registry is given. It has no
 /// create and no delete step.
-pub fn plan(cluster: &ExistingCluster, spec: &ExistingSpec, env: &PlanEnv) -> Plan {
-    let kubeconfig = path_arg(&cluster.kubeconfig);
+pub fn plan(cluster: &KubeContext, spec: &ExistingSpec, env: &PlanEnv) -> Plan {
+    let kubectl = |args: &[&str]| plan::kubectl(&cluster.kubeconfig, args);
     let mut steps = vec![
-        Step::Note(format!(
-            "preflight (before any step): {} on PATH",
-            spec.required_tools(env)
-                .iter()
-                .map(|tool| tool.program())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        Cmd::new("kubectl", ["--kubeconfig", &kubeconfig, "get", "--raw", "/readyz"]).step("the API server answers"),
+        plan::tools_note(&spec.required_tools(env)),
+        kubectl(&["get", "--raw", "/readyz"]).step("the API server answers"),
         Step::WaitFor {
-            probe: Cmd::new(
-                "kubectl",
-                [
-                    "--kubeconfig",
-                    &kubeconfig,
-                    "wait",
-                    "--for=condition=Ready",
-                    "nodes",
-                    "--all",
-                    "--timeout=30s",
-                ],
-            ),
+            probe: kubectl(&["wait", "--for=condition=Ready", "nodes", "--all", "--timeout=30s"]),
             timeout: spec.ready_timeout,
             purpose: "every node Ready".to_string(),
         },
@@ -218,22 +200,10 @@ pub fn plan(cluster: &ExistingCluster, spec: &ExistingSpec, env: &PlanEnv) -> Pl
     }
 }
 
-impl ExistingCluster {
-    /// Validate the kubeconfig, check the tools, then run [`plan`].
-    pub fn start(spec: &ExistingSpec, env: &PlanEnv) -> Result<ExistingCluster, StartError> {
-        let cluster = validate(&spec.kubeconfig)?;
-        preflight::preflight("existing", &spec.required_tools(env), path_lookup)?;
-        exec::run_plan(&plan(&cluster, spec, env)).map_err(StartError::step)?;
-        Ok(cluster)
-    }
-}
-
-impl RealCluster for ExistingCluster {
-    fn name(&self) -> &str {
-        &self.context
-    }
-
-    fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
-    }
+/// Validate the kubeconfig, check the tools, then run [`plan`].
+pub fn start(spec: &ExistingSpec, env: &PlanEnv) -> Result<KubeContext, StartError> {
+    let cluster = validate(&spec.kubeconfig)?;
+    preflight::preflight("existing", &spec.required_tools(env), path_lookup)?;
+    exec::run_plan(&plan(&cluster, spec, env)).map_err(StartError::step)?;
+    Ok(cluster)
 }

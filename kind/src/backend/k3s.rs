@@ -12,12 +12,12 @@
 use std::time::Duration;
 
 use super::StartError;
-use super::docker::DockerCluster;
+use super::docker::DockerNodes;
 use super::env::PlanEnv;
 use super::exec::{self, TeardownGuard};
 use super::images::{self, ImageBuild};
 use super::kind::validate_name;
-use super::plan::{Cmd, Plan, Step, path_arg};
+use super::plan::{self, Cmd, Plan, Step, path_arg};
 use super::preflight::{self, Tool, path_lookup};
 use super::versions;
 
@@ -110,22 +110,15 @@ pub fn plan(spec: &K3sSpec, env: &PlanEnv) -> Plan {
     let kubeconfig = dir.join("kubeconfig");
     let port = spec.api_port.to_string();
     let server = spec.server();
-    let mut steps = vec![
-        Step::Note(format!(
-            "preflight (before any step): {} on PATH",
-            spec.required_tools()
-                .iter()
-                .map(|tool| tool.program())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+    let mut steps = plan::docker_preamble(&spec.required_tools());
+    steps.insert(
+        1,
         Step::Note(format!(
             "CNI paths on the nodes: conf {}, bin {} (Istio Helm global.platform={})",
             CNI_PATHS_IN_DOCKER.conf_dir, CNI_PATHS_IN_DOCKER.bin_dir, CNI_PATHS_IN_DOCKER.helm_platform
         )),
-        Cmd::new("docker", ["info", "--format", "{{.ServerVersion}}"]).step("the Docker engine answers"),
-        Step::MakeDir(dir.clone()),
-    ];
+    );
+    steps.push(Step::MakeDir(dir.clone()));
     let images = images::all_images(&spec.images, env);
     for image in &images {
         steps.extend(image.build_steps(env, &dir));
@@ -178,29 +171,11 @@ pub fn plan(spec: &K3sSpec, env: &PlanEnv) -> Plan {
         )
         .step(format!("copy it out (it points at https://127.0.0.1:{port})")),
     );
-    let kubectl = |args: &[&str]| {
-        let path = path_arg(&kubeconfig);
-        let mut all = vec!["--kubeconfig", path.as_str()];
-        all.extend_from_slice(args);
-        Cmd::new("kubectl", all)
-    };
-    steps.push(Step::WaitFor {
-        probe: kubectl(&["wait", "--for=condition=Ready", "nodes", "--all", "--timeout=30s"]),
-        timeout: spec.ready_timeout,
-        purpose: format!("every node Ready ({} nodes, flannel up)", 1 + spec.agents),
-    });
-    steps.push(Step::WaitFor {
-        probe: kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "status",
-            "deployment/coredns",
-            "--timeout=30s",
-        ]),
-        timeout: spec.ready_timeout,
-        purpose: "cluster DNS up (pod networking works)".to_string(),
-    });
+    steps.extend(plan::ready_steps(
+        &kubeconfig,
+        spec.ready_timeout,
+        format!("every node Ready ({} nodes, flannel up)", 1 + spec.agents),
+    ));
     for image in &images {
         for node in spec.nodes() {
             steps.push(
@@ -309,11 +284,11 @@ pub fn failure_plan(spec: &K3sSpec, env: &PlanEnv) -> Plan {
 /// Check the name and the tools (at once), then run [`plan`]; on failure
 /// collect logs and remove what was started (unless kept). The containers
 /// are removed on drop unless kept.
-pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<DockerCluster, StartError> {
-    validate_name(&spec.name).map_err(|error| StartError::Spec(error.to_string()))?;
+pub fn start(spec: &K3sSpec, env: &PlanEnv) -> Result<DockerNodes, StartError> {
+    validate_name(&spec.name)?;
     preflight::preflight("k3s", &spec.required_tools(), path_lookup)?;
     preflight::engine("k3s", "docker")?;
-    let cluster = DockerCluster::new(
+    let cluster = DockerNodes::new(
         "k3s",
         spec.name.clone(),
         &env.cluster_dir(&spec.name),

@@ -7,18 +7,19 @@
 //!   script; these are snapshot-tested in every build;
 //! - [`preflight`] checks `PATH` for the tools a plan runs and names each
 //!   missing one with how to install it, before anything is started;
-//! - a runner ([`kind::start`], [`k3s::start`] give a [`DockerCluster`];
-//!   [`ExistingCluster::start`]) executes the plans ([`exec`]) and, for the
-//!   clusters it creates, runs the teardown plan on drop unless `KEEP_CLUSTER=1`.
+//! - a runner ([`kind::start`], [`k3s::start`] give the [`DockerNodes`] they
+//!   started; [`existing::start`] the [`KubeContext`](existing::KubeContext)
+//!   it checked) executes the plans ([`exec`]) and, for the clusters it
+//!   creates, runs the teardown plan on drop unless `KEEP_CLUSTER=1`.
 //!
 //! Tests reach them through [`crate::cluster::Cluster::create`] with a
-//! [`crate::cluster::Backend`].
+//! [`crate::cluster::Target`]; its providers turn what these runners
+//! started into a [`crate::cluster::Cluster`].
 //!
 //! The `kind` cargo feature gates the tests that run real clusters; the
 //! code itself compiles in every build.
 //!
 //! [`preflight`]: preflight::preflight
-//! [`ExistingCluster::start`]: existing::ExistingCluster::start
 
 pub mod docker;
 pub mod env;
@@ -33,7 +34,7 @@ pub mod versions;
 
 use std::path::{Path, PathBuf};
 
-pub use docker::DockerCluster;
+pub use docker::DockerNodes;
 pub use env::PlanEnv;
 pub use plan::{Plan, Step};
 
@@ -41,26 +42,18 @@ use exec::StepError;
 use plan::ManifestSource;
 use preflight::MissingTools;
 
-/// A cluster the harness can talk to.
-pub trait RealCluster {
-    /// Its name.
-    fn name(&self) -> &str;
-
-    /// Its kubeconfig (for `kube::Config` or kubectl).
-    fn kubeconfig(&self) -> &Path;
-
-    /// Apply manifests (YAML, one or more documents) through its API server.
-    fn apply(&self, yaml: &str) -> Result<(), StepError> {
-        let step = Step::ApplyManifest {
-            kubeconfig: self.kubeconfig().to_path_buf(),
-            source: ManifestSource::Inline(yaml.to_string()),
-            purpose: "apply manifests".to_string(),
-        };
-        exec::run_plan(&Plan {
-            title: format!("apply manifests to {}", self.name()),
-            steps: vec![step],
-        })
-    }
+/// Applies manifests (YAML, one or more documents) with `kubectl` through
+/// the API server of `kubeconfig` (the cluster called `name`).
+pub fn apply(name: &str, kubeconfig: &Path, yaml: &str) -> Result<(), StepError> {
+    let step = Step::ApplyManifest {
+        kubeconfig: kubeconfig.to_path_buf(),
+        source: ManifestSource::Inline(yaml.to_string()),
+        purpose: "apply manifests".to_string(),
+    };
+    exec::run_plan(&Plan {
+        title: format!("apply manifests to {name}"),
+        steps: vec![step],
+    })
 }
 
 /// Why a backend could not bring its cluster up.
@@ -68,7 +61,7 @@ pub trait RealCluster {
 pub enum StartError {
     /// The spec is invalid.
     #[error("invalid cluster spec: {0}")]
-    Spec(String),
+    Spec(#[from] kind::SpecError),
     /// Tools are missing (nothing was run).
     #[error(transparent)]
     Tools(#[from] MissingTools),

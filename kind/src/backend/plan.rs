@@ -214,6 +214,59 @@ pub fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// `kubectl --kubeconfig <kubeconfig> <args>`.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Cmd {
+    let path = path_arg(kubeconfig);
+    let mut all = vec!["--kubeconfig", path.as_str()];
+    all.extend_from_slice(args);
+    Cmd::new("kubectl", all)
+}
+
+/// The first steps of every plan that starts nodes in Docker: a note of
+/// the tools checked before anything runs, then whether the engine answers.
+pub fn docker_preamble(tools: &[super::preflight::Tool]) -> Vec<Step> {
+    vec![
+        tools_note(tools),
+        Cmd::new("docker", ["info", "--format", "{{.ServerVersion}}"]).step("the Docker engine answers"),
+    ]
+}
+
+/// A note of the tools preflight checks on `PATH` before any step.
+pub fn tools_note(tools: &[super::preflight::Tool]) -> Step {
+    let programs: Vec<&str> = tools.iter().map(|tool| tool.program()).collect();
+    Step::Note(format!("preflight (before any step): {} on PATH", programs.join(", ")))
+}
+
+/// Waits until every node is Ready, then until cluster DNS has rolled out
+/// (pod networking works): the end of every cluster bring-up.
+pub fn ready_steps(kubeconfig: &Path, timeout: Duration, nodes_purpose: String) -> Vec<Step> {
+    vec![
+        Step::WaitFor {
+            probe: kubectl(
+                kubeconfig,
+                &["wait", "--for=condition=Ready", "nodes", "--all", "--timeout=30s"],
+            ),
+            timeout,
+            purpose: nodes_purpose,
+        },
+        Step::WaitFor {
+            probe: kubectl(
+                kubeconfig,
+                &[
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "status",
+                    "deployment/coredns",
+                    "--timeout=30s",
+                ],
+            ),
+            timeout,
+            purpose: "cluster DNS up (pod networking works)".to_string(),
+        },
+    ]
+}
+
 impl Step {
     /// The comment line of the step (its purpose), if it has one.
     pub fn purpose(&self) -> Option<&str> {

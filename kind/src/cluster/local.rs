@@ -22,7 +22,9 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use super::{ClusterError, ClusterSpec, IpFamily, create_err};
+use super::error::{BoxError, CommandFailed, Leftover, Leftovers};
+use super::provider::Provider;
+use super::{ClusterError, ClusterSpec, IpFamily};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
 use crate::controllers::{ControllerManager, ControllerOptions};
@@ -77,9 +79,8 @@ impl LocalCluster {
     pub(super) fn create(spec: ClusterSpec) -> Result<LocalCluster, ClusterError> {
         let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
         let root = std::env::temp_dir().join(format!("istio-cni-cluster-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(|e| create_err("root dir")(e.to_string()))?;
-        let harness =
-            Netns::create(&root.join("harness.netns")).map_err(|e| create_err("harness netns")(e.to_string()))?;
+        std::fs::create_dir_all(&root).map_err(ClusterError::create("root dir"))?;
+        let harness = Netns::create(&root.join("harness.netns")).map_err(ClusterError::create("harness netns"))?;
         // Optional: skipped where cgroup v2 is not writable (rootless).
         let cgroup = ClusterCgroup::create(&format!("istio-cni-cluster-{}-{n}", std::process::id()));
         let pod_cgroups = cgroup.as_ref().map(ClusterCgroup::kubepods);
@@ -111,20 +112,20 @@ impl LocalCluster {
             .command("ip")
             .args(["link", "set", "lo", "up"])
             .status()
-            .map_err(|e| create_err("harness loopback")(e.to_string()))?;
+            .map_err(ClusterError::create("harness loopback"))?;
         let mut network = ClusterNetwork::create(ClusterConfig {
             root: Some(root.join("nodes")),
             harness_netns: Some(harness.path().to_path_buf()),
             plan: address_plan(n),
             ..ClusterConfig::default()
         })
-        .map_err(|e| create_err("cluster network")(e.to_string()))?;
+        .map_err(ClusterError::create("cluster network"))?;
         let mut names = Vec::new();
         for i in 0..spec.nodes.max(1) {
             let name = format!("node-{i}");
             let node = network
                 .add_node(NodeSpec::new(&name).layout(spec.layout))
-                .map_err(|e| create_err("node")(e.to_string()))?;
+                .map_err(ClusterError::create("node"))?;
             let mut profile = node.profile(spec.profile);
             let v6 = pod_cidr_v6(n, i);
             match spec.ip_family {
@@ -135,11 +136,9 @@ impl LocalCluster {
             if spec.single_conf {
                 profile = profile.single_conf();
             }
-            let config = profile
-                .generate()
-                .map_err(|e| create_err("primary CNI config")(e.to_string()))?;
+            let config = profile.generate().map_err(ClusterError::create("primary CNI config"))?;
             node.write_cni_config(&config)
-                .map_err(|e| create_err("primary CNI config")(e.to_string()))?;
+                .map_err(ClusterError::create("primary CNI config"))?;
             names.push(name);
         }
         if matches!(spec.profile, Profile::Macvlan | Profile::Ipvlan) {
@@ -148,15 +147,14 @@ impl LocalCluster {
         let gateway = network.plan().gateway;
         let network = Arc::new(network);
 
-        let loopback =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| create_err("API listener")(e.to_string()))?;
+        let loopback = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(ClusterError::create("API listener"))?;
         let on_gateway = harness
             .run(move || TcpListener::bind((gateway, 0)))
-            .map_err(|e| create_err("API listener in the harness netns")(e.to_string()))?
-            .map_err(|e| create_err("API listener in the harness netns")(e.to_string()))?;
+            .map_err(ClusterError::create("API listener in the harness netns"))?
+            .map_err(ClusterError::create("API listener in the harness netns"))?;
         let gateway_port = on_gateway
             .local_addr()
-            .map_err(|e| create_err("API listener")(e.to_string()))?
+            .map_err(ClusterError::create("API listener"))?
             .port();
         let gateway_url = format!("https://{}", SocketAddr::from((gateway, gateway_port)));
 
@@ -165,7 +163,7 @@ impl LocalCluster {
             .enable_all()
             .thread_name("cluster")
             .build()
-            .map_err(|e| create_err("runtime")(e.to_string()))?;
+            .map_err(ClusterError::create("runtime"))?;
         let options = ApiServerOptions {
             listen: Vec::new(),
             listeners: vec![loopback, on_gateway],
@@ -174,11 +172,11 @@ impl LocalCluster {
         };
         let api = runtime
             .block_on(ApiServer::start(options))
-            .map_err(|e| create_err("API server")(e.to_string()))?;
+            .map_err(ClusterError::create("API server"))?;
         let client = runtime.block_on(api.client());
         let kubeconfig = root.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig, &api.admin_token())
-            .map_err(|e| create_err("kubeconfig")(e.to_string()))?;
+            .map_err(ClusterError::create("kubeconfig"))?;
 
         let logs = PodLogs::default();
         api.set_log_source(Arc::new(logs.clone()));
@@ -197,10 +195,10 @@ impl LocalCluster {
                 "metadata": {"name": node.name(), "labels": {"kubernetes.io/hostname": node.name(), "kubernetes.io/os": "linux"}},
                 "spec": {"podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs},
             }))
-            .map_err(|e| create_err("node object")(e.to_string()))?;
+            .map_err(ClusterError::create("node object"))?;
             runtime
                 .block_on(nodes_api.create(&PostParams::default(), &object))
-                .map_err(|e| create_err("registering the node")(e.to_string()))?;
+                .map_err(ClusterError::create("registering the node"))?;
             let status = json!({"status": {
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet-lite is posting ready status"}],
                 "addresses": [{"type": "InternalIP", "address": node.ip().to_string()}, {"type": "Hostname", "address": node.name()}],
@@ -209,7 +207,7 @@ impl LocalCluster {
             }});
             runtime
                 .block_on(nodes_api.patch_status(node.name(), &Default::default(), &kube::api::Patch::Merge(status)))
-                .map_err(|e| create_err("node status")(e.to_string()))?;
+                .map_err(ClusterError::create("node status"))?;
             let ctx = Arc::new(NodeContext {
                 network: network.clone(),
                 node: node.name().to_string(),
@@ -305,38 +303,8 @@ impl LocalCluster {
         node.pod_netns(&id).map(|s| s.path().to_path_buf())
     }
 
-    /// `iptables-save` (or another command) inside a pod's netns; its stdout.
-    pub fn in_pod(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        let netns = self
-            .pod_netns(namespace, name)
-            .ok_or_else(|| ClusterError::Pod(format!("pod {namespace}/{name} has no sandbox")))?;
-        let ns = Netns::open(&netns).map_err(|e| ClusterError::Exec(e.to_string()))?;
-        let mut cmd = command(argv, |program| ns.command(program))?;
-        output(&mut cmd, argv, &format!("in pod {namespace}/{name}"))
-    }
-
-    /// A command on a node (inside its netns); its stdout.
-    pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        let node = self
-            .node(node)
-            .ok_or_else(|| ClusterError::Exec(format!("no node {node:?} in this cluster")))?;
-        let mut cmd = command(argv, |program| node.command(program))?;
-        output(&mut cmd, argv, &format!("on node {}", node.name()))
-    }
-
-    /// A handle that tears this cluster down from another thread.
-    pub(super) fn reaper(&self) -> super::Reaper {
-        super::Reaper::new(super::reaper::Parts {
-            tasks: self.tasks.iter().map(JoinHandle::abort_handle).collect(),
-            processes: self.processes.clone(),
-            network: self.network.as_ref().map(Arc::downgrade).unwrap_or_default(),
-            harness: self.harness.clone(),
-            root: self.root.clone(),
-            cgroup: self.cgroup.clone(),
-        })
-    }
-
-    pub(super) fn teardown(&mut self) -> Result<(), ClusterError> {
+    /// Everything this cluster created, removed; what could not be.
+    fn teardown(&mut self) -> Result<(), ClusterError> {
         let Some(runtime) = self.runtime.take() else {
             return Ok(());
         };
@@ -370,12 +338,12 @@ impl LocalCluster {
         // In-flight CNI calls (a plugin retrying its API) must end before the
         // network can be torn down.
         runtime.shutdown_timeout(Duration::from_secs(30));
-        let mut errors = Vec::new();
+        let mut leftovers = Leftovers::default();
         if let Some(network) = self.network.take() {
             match Arc::try_unwrap(network) {
                 Ok(network) => {
                     if let Err(e) = network.teardown() {
-                        errors.push(e.to_string());
+                        leftovers.push(e);
                     }
                 }
                 Err(network) => {
@@ -385,28 +353,86 @@ impl LocalCluster {
                             node.stop_pod_infra(&id);
                         }
                     }
-                    errors.push("the cluster network is still in use".into());
+                    leftovers.push(Leftover::NetworkInUse);
                 }
             }
         }
-        if let Some(cgroup) = self.cgroup.take()
-            && let Err(e) = cgroup.remove()
-        {
-            errors.push(format!("cgroup {}: {e}", cgroup.dir().display()));
-        }
-        if let Err(e) = self.harness.delete() {
-            errors.push(format!("harness netns: {e}"));
-        }
-        // A reaper may have removed it already.
-        match std::fs::remove_dir_all(&self.root) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => errors.push(format!("{}: {e}", self.root.display())),
-            _ => {}
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ClusterError::Teardown(errors.join("; ")))
-        }
+        super::reaper::remove_leftovers(self.cgroup.take().as_ref(), &self.harness, &self.root, &mut leftovers);
+        leftovers.into_result()
+    }
+}
+
+impl Provider for LocalCluster {
+    fn target(&self) -> &'static str {
+        "local"
+    }
+
+    fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// The image table maps images to local programs: pods run as they are.
+    fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+        Ok(pod.clone())
+    }
+
+    fn pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String, ClusterError> {
+        LocalCluster::pod_logs(self, namespace, pod, container).ok_or_else(|| ClusterError::NoLog {
+            pod: format!("{namespace}/{pod}"),
+            container: container.to_string(),
+        })
+    }
+
+    /// `argv` inside the pod's netns, with this machine's tools.
+    fn in_pod(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        let place = format!("in pod {namespace}/{name}");
+        let netns = self.pod_netns(namespace, name).ok_or_else(|| ClusterError::NoSandbox {
+            pod: format!("{namespace}/{name}"),
+        })?;
+        let ns = Netns::open(&netns).map_err(ClusterError::exec(argv, place.as_str()))?;
+        let mut cmd = command(argv, |program| ns.command(program))?;
+        output(&mut cmd, argv, place)
+    }
+
+    /// The pod netns has the rules of whichever iptables this machine runs.
+    fn iptables_save(&self, namespace: &str, pod: &str) -> Result<String, ClusterError> {
+        self.in_pod(namespace, pod, &["iptables-save"])
+    }
+
+    /// `argv` inside the node's netns.
+    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        let node = self
+            .node(node)
+            .ok_or_else(|| ClusterError::NoSuchNode(node.to_string()))?;
+        let mut cmd = command(argv, |program| node.command(program))?;
+        output(&mut cmd, argv, format!("on node {}", node.name()))
+    }
+
+    fn local(&self) -> Result<&LocalCluster, ClusterError> {
+        Ok(self)
+    }
+
+    fn reaper(&self) -> Option<super::Reaper> {
+        Some(super::Reaper::new(super::reaper::Parts {
+            tasks: self.tasks.iter().map(JoinHandle::abort_handle).collect(),
+            processes: self.processes.clone(),
+            network: self.network.as_ref().map(Arc::downgrade).unwrap_or_default(),
+            harness: self.harness.clone(),
+            root: self.root.clone(),
+            cgroup: self.cgroup.clone(),
+        }))
+    }
+
+    fn delete(mut self: Box<Self>) -> Result<(), ClusterError> {
+        self.teardown()
     }
 }
 
@@ -414,25 +440,24 @@ fn command(
     argv: &[&str],
     make: impl FnOnce(&str) -> std::process::Command,
 ) -> Result<std::process::Command, ClusterError> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| ClusterError::Exec("empty command line".into()))?;
+    let (program, args) = argv.split_first().ok_or(ClusterError::EmptyCommand)?;
     let mut cmd = make(program);
     cmd.args(args);
     Ok(cmd)
 }
 
 /// Runs it; its stdout when it exits 0, else an error with its stderr.
-fn output(cmd: &mut std::process::Command, argv: &[&str], place: &str) -> Result<String, ClusterError> {
-    let out = cmd
-        .output()
-        .map_err(|e| ClusterError::Exec(format!("{argv:?} {place}: {e}")))?;
+fn output(cmd: &mut std::process::Command, argv: &[&str], place: impl Into<String>) -> Result<String, ClusterError> {
+    let failed = |source: BoxError| ClusterError::exec(argv, place)(source);
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => return Err(failed(e.into())),
+    };
     if !out.status.success() {
-        return Err(ClusterError::Exec(format!(
-            "{argv:?} {place}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(failed(Box::new(CommandFailed {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -442,26 +467,17 @@ fn output(cmd: &mut std::process::Command, argv: &[&str], place: &str) -> Result
 /// CIDR's gateway (`.1`, host-local's default) and routes between them, and
 /// nodes reach other nodes' pods on-link.
 fn route_l2_pods(network: &ClusterNetwork, harness: &Netns) -> Result<(), ClusterError> {
-    let run = |ns: &Netns, args: &[&str]| -> Result<(), ClusterError> {
-        let out = ns
-            .command(args[0])
-            .args(&args[1..])
-            .output()
-            .map_err(|e| create_err("pod routing")(e.to_string()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(create_err("pod routing")(format!(
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
+    let run = |ns: &Netns, argv: &[&str]| -> Result<(), ClusterError> {
+        let mut cmd = command(argv, |program| ns.command(program))?;
+        output(&mut cmd, argv, format!("in netns {}", ns.path().display()))
+            .map(drop)
+            .map_err(ClusterError::create("pod routing"))
     };
     for node in network.nodes() {
         let cidr = node.pod_cidr();
         let gateway = cidr
             .host(1)
-            .ok_or_else(|| create_err("pod routing")(format!("{cidr} has no .1")))?;
+            .ok_or_else(|| ClusterError::create("pod routing")(format!("{cidr} has no .1")))?;
         let cidr_text = cidr.to_string();
         let _ = run(harness, &["ip", "route", "del", &cidr_text]);
         run(

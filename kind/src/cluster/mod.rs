@@ -1,5 +1,5 @@
 //! The harness's one cluster API: [`Cluster::create`] with a [`ClusterSpec`]
-//! whose [`Backend`] says where the cluster runs.
+//! whose [`Target`] says where the cluster runs.
 //!
 //! - `local` (the default): the embedded cluster of Linux namespaces
 //!   ([`LocalCluster`]); needs root or a user namespace, starts in
@@ -10,14 +10,19 @@
 //! - `existing`: a running cluster reached through a kubeconfig; never
 //!   created nor deleted.
 //!
-//! What every backend can do is on [`Cluster`]: a client, the kubeconfig,
+//! What every target can do is on [`Cluster`]: a client, the kubeconfig,
 //! waiting for pods, their logs, commands in a pod's netns
-//! ([`Cluster::iptables_save`]) and on nodes. Where a backend cannot do
-//! something, the method says so in its error ([`ClusterError::Unsupported`]);
-//! nothing silently does nothing. Dropping a [`Cluster`] tears down what it
-//! created.
+//! ([`Cluster::iptables_save`]) and on nodes. [`Cluster`] is a thin facade
+//! over one provider per target (`provider.rs`); where a target cannot do
+//! something, its provider says so in its error
+//! ([`ClusterError::Unsupported`]); nothing silently does nothing. Dropping
+//! a [`Cluster`] tears down what it created.
 
+mod docker;
+mod error;
+mod existing;
 mod local;
+mod provider;
 mod reaper;
 mod remote;
 
@@ -27,21 +32,22 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
+pub use error::{BoxError, ClusterError, CommandFailed, Leftover, Leftovers};
 pub use local::LocalCluster;
 pub use reaper::Reaper;
-pub use remote::RemoteCluster;
+pub use remote::ClientError;
 
-use crate::backend::StartError;
 use crate::backend::images::ImageBuild;
 use crate::backend::kind::PrimaryCni;
 use crate::backend::versions::KubeVersion;
 use crate::cni::Profile;
 use crate::kubelet::{Backoff, ImageTable};
 use crate::node::Layout;
+use provider::Provider;
 
 /// Where the cluster runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Backend {
+pub enum Target {
     /// The embedded cluster (namespaces and processes on this machine).
     #[default]
     Local,
@@ -78,12 +84,12 @@ pub enum Backend {
     },
 }
 
-impl Backend {
+impl Target {
     /// kind with its defaults: cluster `istio-cni`, kindnet, the default
     /// Kubernetes version, the test image.
-    pub fn kind() -> Backend {
+    pub fn kind() -> Target {
         let spec = crate::backend::kind::KindSpec::new("istio-cni");
-        Backend::Kind {
+        Target::Kind {
             name: spec.name,
             k8s_version: spec.k8s_version,
             cni: spec.cni,
@@ -92,9 +98,9 @@ impl Backend {
     }
 
     /// k3s with its defaults: cluster `istio-cni-k3s`, API port 6550, the test image.
-    pub fn k3s() -> Backend {
+    pub fn k3s() -> Target {
         let spec = crate::backend::k3s::K3sSpec::new("istio-cni-k3s");
-        Backend::K3s {
+        Target::K3s {
             name: spec.name,
             api_port: spec.api_port,
             images: spec.images,
@@ -102,8 +108,8 @@ impl Backend {
     }
 
     /// The cluster of `kubeconfig`, no images.
-    pub fn existing(kubeconfig: impl Into<PathBuf>) -> Backend {
-        Backend::Existing {
+    pub fn existing(kubeconfig: impl Into<PathBuf>) -> Target {
+        Target::Existing {
             kubeconfig: kubeconfig.into(),
             registry: None,
             images: Vec::new(),
@@ -113,10 +119,10 @@ impl Backend {
     /// `local`, `kind`, `k3s` or `existing`.
     pub fn name(&self) -> &'static str {
         match self {
-            Backend::Local => "local",
-            Backend::Kind { .. } => "kind",
-            Backend::K3s { .. } => "k3s",
-            Backend::Existing { .. } => "existing",
+            Target::Local => "local",
+            Target::Kind { .. } => "kind",
+            Target::K3s { .. } => "k3s",
+            Target::Existing { .. } => "existing",
         }
     }
 }
@@ -125,17 +131,17 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
     /// Where (the local embedded cluster by default).
-    pub backend: Backend,
+    pub target: Target,
     /// Nodes that run pods (kind: workers; k3s: server + agents; ignored by `existing`).
     pub nodes: u32,
-    /// The primary CNI every node runs (local; kind's is [`Backend::Kind`]'s `cni`).
+    /// The primary CNI every node runs (local; kind's is [`Target::Kind`]'s `cni`).
     pub profile: Profile,
     /// Write the primary config as a single `.conf` instead of a `.conflist` (local).
     pub single_conf: bool,
     /// The nodes' CNI directory layout, kind's by default (local).
     pub layout: Layout,
     /// Container images as local executables (local; remote backends load
-    /// the images of their [`Backend`] variant).
+    /// the images of their [`Target`] variant).
     pub images: ImageTable,
     /// kubelet's crash-loop and sandbox-retry backoff (local; real kubelets
     /// use their own).
@@ -166,7 +172,7 @@ pub enum IpFamily {
 impl Default for ClusterSpec {
     fn default() -> Self {
         ClusterSpec {
-            backend: Backend::Local,
+            target: Target::Local,
             nodes: 1,
             profile: Profile::Ptp,
             single_conf: false,
@@ -183,12 +189,8 @@ impl ClusterSpec {
     /// Local-only settings a remote backend cannot honour are refused rather
     /// than ignored.
     fn check_remote(&self) -> Result<(), ClusterError> {
-        let backend = self.backend.name();
-        let refuse = |what: String| {
-            Err(ClusterError::Create(format!(
-                "{what} applies to the local backend only; the {backend} cluster's CNI and paths are its own"
-            )))
-        };
+        let target = self.target.name();
+        let refuse = |setting: String| Err(ClusterError::LocalOnly { setting, target });
         if self.profile != Profile::Ptp {
             return refuse(format!("profile {:?}", self.profile));
         }
@@ -208,100 +210,48 @@ impl ClusterSpec {
     }
 }
 
-/// Why a cluster operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// Bringing the cluster up failed.
-    #[error("creating the cluster: {0}")]
-    Create(String),
-    /// A real-cluster backend refused or failed (missing tools name what to install).
-    #[error(transparent)]
-    Backend(#[from] StartError),
-    /// The backend cannot do this.
-    #[error("{what} is not supported on {backend} clusters: {why}")]
-    Unsupported {
-        /// The backend.
-        backend: &'static str,
-        /// What was asked.
-        what: &'static str,
-        /// Why not, and what to do instead.
-        why: &'static str,
-    },
-    /// A pod is missing, not ready or has no such container.
-    #[error("{0}")]
-    Pod(String),
-    /// A command on a node or in a pod failed.
-    #[error("{0}")]
-    Exec(String),
-    /// A call to the API server failed.
-    #[error("{0}")]
-    Api(String),
-    /// Tearing down left something behind.
-    #[error("tearing the cluster down: {0}")]
-    Teardown(String),
-}
-
-pub(crate) fn create_err(what: &str) -> impl Fn(String) -> ClusterError + '_ {
-    move |e| ClusterError::Create(format!("{what}: {e}"))
-}
-
-/// Both iptables backends' rules in a real node's pod netns (missing tools are skipped).
-const REMOTE_IPTABLES_SAVE: &str = "iptables-legacy-save 2>/dev/null; iptables-nft-save 2>/dev/null; true";
-
-/// A running cluster on one of the backends.
+/// A running cluster on one of the targets.
 pub struct Cluster {
-    inner: Inner,
-}
-
-enum Inner {
-    Local(Box<LocalCluster>),
-    Remote(Box<RemoteCluster>),
+    provider: Box<dyn Provider>,
 }
 
 impl Cluster {
     /// Creates (kind, k3s), validates (existing) or builds (local) the
     /// cluster, and returns once its API server answers and its nodes are
-    /// ready. Real-cluster backends check their tools first and fail at once
+    /// ready. Real-cluster targets check their tools first and fail at once
     /// when one is missing.
     pub fn create(spec: ClusterSpec) -> Result<Cluster, ClusterError> {
-        let inner = match &spec.backend {
-            Backend::Local => Inner::Local(Box::new(LocalCluster::create(spec)?)),
-            _ => {
-                spec.check_remote()?;
-                Inner::Remote(Box::new(RemoteCluster::create(&spec)?))
-            }
+        if spec.target != Target::Local {
+            spec.check_remote()?;
+        }
+        let provider: Box<dyn Provider> = match &spec.target {
+            Target::Local => Box::new(LocalCluster::create(spec)?),
+            Target::Kind {
+                name,
+                k8s_version,
+                cni,
+                images,
+            } => Box::new(docker::start_kind(&spec, name, *k8s_version, *cni, images)?),
+            Target::K3s { name, api_port, images } => Box::new(docker::start_k3s(&spec, name, *api_port, images)?),
+            Target::Existing {
+                kubeconfig,
+                registry,
+                images,
+            } => Box::new(existing::start(&spec, kubeconfig, registry, images)?),
         };
-        Ok(Cluster { inner })
+        Ok(Cluster { provider })
     }
 
     /// `local`, `kind`, `k3s` or `existing`.
-    pub fn backend(&self) -> &'static str {
-        match &self.inner {
-            Inner::Local(_) => "local",
-            Inner::Remote(remote) => remote.backend(),
-        }
+    pub fn target(&self) -> &'static str {
+        self.provider.target()
     }
 
     /// The embedded cluster's own handles (nodes with their netns and CNI
     /// dirs, the API server with its tokens and faults, pod netns paths),
-    /// or why this backend has none.
+    /// or why this target has none.
     pub fn local(&self) -> Result<&LocalCluster, ClusterError> {
-        match &self.inner {
-            Inner::Local(local) => Ok(local),
-            Inner::Remote(remote) => Err(ClusterError::Unsupported {
-                backend: remote.backend(),
-                what: "local node, netns and API server handles",
-                why: "its nodes are containers or machines, not namespaces of this process; use node_exec, in_pod and the client",
-            }),
-        }
-    }
-
-    /// The real-cluster handle (kind/k3s containers, the existing kubeconfig), if remote.
-    pub fn remote(&self) -> Option<&RemoteCluster> {
-        match &self.inner {
-            Inner::Local(_) => None,
-            Inner::Remote(remote) => Some(remote),
-        }
+        self.provider.local()
     }
 
     /// The name pods use for a project image built as `tag`
@@ -309,46 +259,31 @@ impl Cluster {
     /// image): the tag itself on the embedded cluster, kind and k3s (loaded
     /// into the nodes); prefixed with an existing cluster's registry.
     pub fn image_ref(&self, tag: &str) -> String {
-        match &self.inner {
-            Inner::Local(_) => tag.to_string(),
-            Inner::Remote(remote) => remote.image_ref(tag),
-        }
+        self.provider.image_ref(tag)
     }
 
-    /// `pod` as this backend runs it. The embedded cluster runs it as is
+    /// `pod` as this target runs it. The embedded cluster runs it as is
     /// (its image table maps images to local programs); a real cluster gets
     /// every container running the same program and arguments from the
     /// project's test image ([`ImageTable::remote_pod`]), so one pod spec
     /// means the same processes everywhere.
     pub fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
-        match &self.inner {
-            Inner::Local(_) => Ok(pod.clone()),
-            Inner::Remote(remote) => remote.runnable_pod(pod),
-        }
+        self.provider.runnable_pod(pod)
     }
 
     /// An admin client.
     pub fn client(&self) -> kube::Client {
-        match &self.inner {
-            Inner::Local(local) => local.client(),
-            Inner::Remote(remote) => remote.client(),
-        }
+        self.provider.client()
     }
 
     /// An admin kubeconfig for this machine (kubectl, tests).
     pub fn kubeconfig_path(&self) -> &Path {
-        match &self.inner {
-            Inner::Local(local) => local.kubeconfig_path(),
-            Inner::Remote(remote) => remote.kubeconfig_path(),
-        }
+        self.provider.kubeconfig_path()
     }
 
     /// Runs async work (kube calls) on the cluster's runtime.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        match &self.inner {
-            Inner::Local(local) => local.block_on(f),
-            Inner::Remote(remote) => remote.block_on(f),
-        }
+        self.provider.runtime().block_on(f)
     }
 
     /// Waits until `ready` holds for the pod, returning it.
@@ -369,9 +304,11 @@ impl Cluster {
                 return Ok(pod.clone());
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Pod(format!(
-                    "pod {namespace}/{name} not ready after {timeout:?}; last seen: {last:?}"
-                )));
+                return Err(ClusterError::PodNotReady {
+                    pod: format!("{namespace}/{name}"),
+                    timeout,
+                    last_seen: format!("{last:?}"),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -379,17 +316,12 @@ impl Cluster {
 
     /// A container's current log.
     pub fn pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String, ClusterError> {
-        match &self.inner {
-            Inner::Local(local) => local
-                .pod_logs(namespace, pod, container)
-                .ok_or_else(|| ClusterError::Pod(format!("no log for {namespace}/{pod} container {container}"))),
-            Inner::Remote(remote) => remote.pod_logs(namespace, pod, container),
-        }
+        self.provider.pod_logs(namespace, pod, container)
     }
 
     /// The log of a container's previous instance: the one that last
     /// terminated, once kubelet has restarted it (its current log may then
-    /// still be empty). Through the API, on every backend.
+    /// still be empty). Through the API, on every target.
     pub fn previous_pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String, ClusterError> {
         let api: Api<Pod> = Api::namespaced(self.client(), namespace);
         let params = kube::api::LogParams {
@@ -398,16 +330,16 @@ impl Cluster {
             ..Default::default()
         };
         self.block_on(api.logs(pod, &params))
-            .map_err(|e| ClusterError::Api(format!("previous logs of {namespace}/{pod} container {container}: {e}")))
+            .map_err(|source| ClusterError::Api {
+                what: format!("previous logs of {namespace}/{pod} container {container}"),
+                source,
+            })
     }
 
     /// Runs `argv` in a pod's network namespace (with the node's tools, as
     /// the CNI plugin does); its stdout. Not on `existing` clusters.
     pub fn in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        match &self.inner {
-            Inner::Local(local) => local.in_pod(namespace, pod, argv),
-            Inner::Remote(remote) => remote.in_pod(namespace, pod, argv),
-        }
+        self.provider.in_pod(namespace, pod, argv)
     }
 
     /// `iptables-save` in a pod's network namespace: the rules the CNI
@@ -418,37 +350,25 @@ impl Cluster {
     /// pod's, so there both backends are dumped: the plugin chose one of them
     /// in the pod netns (legacy only where legacy already had rules).
     pub fn iptables_save(&self, namespace: &str, pod: &str) -> Result<String, ClusterError> {
-        match &self.inner {
-            Inner::Local(_) => self.in_pod(namespace, pod, &["iptables-save"]),
-            Inner::Remote(_) => self.in_pod(namespace, pod, &["sh", "-c", REMOTE_IPTABLES_SAVE]),
-        }
+        self.provider.iptables_save(namespace, pod)
     }
 
     /// Runs `argv` on a node (local: in its netns; kind/k3s: `docker exec`);
     /// its stdout. Not on `existing` clusters.
     pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        match &self.inner {
-            Inner::Local(local) => local.node_exec(node, argv),
-            Inner::Remote(remote) => remote.node_exec(node, argv),
-        }
+        self.provider.node_exec(node, argv)
     }
 
     /// A handle that tears a local cluster down from another thread while
     /// its owner is stuck; `None` for real clusters (their owner's drop deletes them).
     pub fn reaper(&self) -> Option<Reaper> {
-        match &self.inner {
-            Inner::Local(local) => Some(local.reaper()),
-            Inner::Remote(_) => None,
-        }
+        self.provider.reaper()
     }
 
     /// Tears the cluster down now (local: everything it created; kind/k3s:
     /// the cluster unless kept or reused; existing: nothing to delete) and
     /// reports what failed, which dropping it cannot.
     pub fn delete(self) -> Result<(), ClusterError> {
-        match self.inner {
-            Inner::Local(mut local) => local.teardown(),
-            Inner::Remote(remote) => remote.delete(),
-        }
+        self.provider.delete()
     }
 }

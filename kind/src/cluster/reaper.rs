@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::ClusterError;
+use super::error::{BoxError, Leftover, Leftovers};
 use crate::node::cgroup::ClusterCgroup;
 use crate::node::{ClusterNetwork, Netns, netns};
 
@@ -72,29 +73,14 @@ impl Reaper {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mut errors = Vec::new();
+        let mut leftovers = Leftovers::default();
         if let Some(network) = parts.network.upgrade()
             && let Err(e) = network.teardown_shared()
         {
-            errors.push(e.to_string());
+            leftovers.push(e);
         }
-        if let Some(cgroup) = &parts.cgroup
-            && let Err(e) = cgroup.remove()
-        {
-            errors.push(format!("cgroup {}: {e}", cgroup.dir().display()));
-        }
-        if let Err(e) = parts.harness.delete() {
-            errors.push(format!("harness netns: {e}"));
-        }
-        match std::fs::remove_dir_all(&parts.root) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => errors.push(format!("{}: {e}", parts.root.display())),
-            _ => {}
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ClusterError::Teardown(errors.join("; ")))
-        }
+        remove_leftovers(parts.cgroup.as_ref(), &parts.harness, &parts.root, &mut leftovers);
+        leftovers.into_result()
     }
 
     /// (device, inode) of every network namespace of the cluster still pinned.
@@ -116,6 +102,31 @@ impl Reaper {
             .filter_map(|pin| std::fs::metadata(pin).ok())
             .map(|m| (m.dev(), m.ino()))
             .collect()
+    }
+}
+
+/// The last of a local cluster, after its network: its cgroup, its harness
+/// netns and its directory (gone already when a reaper got there first).
+pub(super) fn remove_leftovers(
+    cgroup: Option<&ClusterCgroup>,
+    harness: &Netns,
+    root: &Path,
+    leftovers: &mut Leftovers,
+) {
+    let not_removed = |what: String, source: BoxError| Leftover::NotRemoved { what, source };
+    if let Some(cgroup) = cgroup
+        && let Err(e) = cgroup.remove()
+    {
+        leftovers.push(not_removed(format!("cgroup {}", cgroup.dir().display()), e.into()));
+    }
+    if let Err(e) = harness.delete() {
+        leftovers.push(not_removed("harness netns".into(), e.into()));
+    }
+    match std::fs::remove_dir_all(root) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            leftovers.push(not_removed(root.display().to_string(), e.into()))
+        }
+        _ => {}
     }
 }
 

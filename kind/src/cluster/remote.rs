@@ -1,214 +1,157 @@
-//! The real-cluster backends behind [`Cluster`](super::Cluster): kind and
-//! k3s ([`DockerCluster`]) and existing clusters, with a kube client on a
-//! runtime of their own.
+//! The real-cluster provider: a kube client for the cluster's kubeconfig
+//! on a runtime of its own, the project's images as that cluster names
+//! them, and the target's own way to its nodes ([`NodeAccess`]: kind and k3s
+//! through Docker, existing clusters none).
 
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, LogParams};
+use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 
-use super::{Backend, ClusterError, ClusterSpec, create_err};
-use crate::backend::docker::DockerCluster;
-use crate::backend::env::PlanEnv;
-use crate::backend::existing::{ExistingCluster, ExistingSpec};
-use crate::backend::k3s::{self, K3sSpec};
-use crate::backend::kind::{self, KindSpec};
+use super::ClusterError;
+use super::provider::Provider;
 use crate::kubelet::ImageTable;
 
-/// A kind, k3s or existing cluster, reached through [`Cluster::remote`](super::Cluster::remote).
-pub struct RemoteCluster {
-    handle: Handle,
+/// What a real target offers on its nodes.
+pub(super) trait NodeAccess: Send + Sync {
+    /// `kind`, `k3s` or `existing`.
+    fn target(&self) -> &'static str;
+
+    /// `argv` in the netns of `pod` (found through `api`); its stdout.
+    fn in_pod(&self, api: &Connection, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError>;
+
+    /// `argv` on `node`; its stdout.
+    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError>;
+
+    /// Deletes what this run started.
+    fn delete(self) -> Result<(), ClusterError>;
+}
+
+/// A running kind, k3s or existing cluster.
+pub(super) struct RemoteProvider<N> {
+    connection: Connection,
+    /// For kind and k3s: deletes the cluster on drop (unless kept or reused).
+    nodes: N,
+}
+
+impl<N: NodeAccess> RemoteProvider<N> {
+    /// A client for the started cluster; a failure drops `nodes`, which
+    /// deletes what was started.
+    pub(super) fn connect(
+        nodes: N,
+        kubeconfig: PathBuf,
+        images: ImageTable,
+        registry: Option<String>,
+    ) -> Result<RemoteProvider<N>, ClusterError> {
+        let connection = Connection::open(kubeconfig, images, registry)?;
+        Ok(RemoteProvider { connection, nodes })
+    }
+}
+
+impl<N: NodeAccess> Provider for RemoteProvider<N> {
+    fn target(&self) -> &'static str {
+        self.nodes.target()
+    }
+
+    fn client(&self) -> kube::Client {
+        self.connection.client.clone()
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        &self.connection.kubeconfig
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.connection.runtime
+    }
+
+    fn image_ref(&self, tag: &str) -> String {
+        self.connection.image_ref(tag)
+    }
+
+    fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+        self.connection.runnable_pod(pod)
+    }
+
+    fn in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        self.nodes.in_pod(&self.connection, namespace, pod, argv)
+    }
+
+    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        self.nodes.node_exec(node, argv)
+    }
+
+    fn delete(self: Box<Self>) -> Result<(), ClusterError> {
+        let RemoteProvider { connection, nodes } = *self;
+        drop(connection);
+        nodes.delete()
+    }
+}
+
+/// A client of a real cluster.
+pub(super) struct Connection {
     kubeconfig: PathBuf,
     client: kube::Client,
     /// The spec's image table: what each image runs (see [`ImageTable::remote_pod`]).
     images: ImageTable,
-    /// Where an existing cluster pulls the project's images from.
+    /// Where the cluster pulls the project's images from (existing clusters).
     registry: Option<String>,
     // Declared last: dropped after the client whose tasks run on it.
     runtime: Runtime,
 }
 
-/// What was started.
-enum Handle {
-    Docker(DockerCluster),
-    Existing(ExistingCluster),
-}
-
-/// Why nothing runs on the nodes of an existing cluster.
-const EXISTING_NODES: &str = "the harness has no access to its nodes (kind and k3s run theirs in Docker); \
-                              use a privileged hostNetwork/hostPID debug pod there";
-
-impl RemoteCluster {
-    /// Starts (or validates) the cluster of `spec.backend`, which must not be local.
-    pub(super) fn create(spec: &ClusterSpec) -> Result<RemoteCluster, ClusterError> {
-        let env = PlanEnv::detect_workspace();
-        let nodes = spec.nodes.max(1);
-        let handle = match &spec.backend {
-            Backend::Local => return Err(ClusterError::Create("the local backend is not remote".into())),
-            Backend::Kind {
-                name,
-                k8s_version,
-                cni,
-                images,
-            } => {
-                let kind_spec = KindSpec {
-                    workers: nodes,
-                    cni: *cni,
-                    k8s_version: *k8s_version,
-                    images: images.clone(),
-                    ..KindSpec::new(name.clone())
-                };
-                Handle::Docker(kind::start(&kind_spec, &env)?)
-            }
-            Backend::K3s { name, api_port, images } => {
-                let k3s_spec = K3sSpec {
-                    agents: nodes - 1,
-                    api_port: *api_port,
-                    images: images.clone(),
-                    ..K3sSpec::new(name.clone())
-                };
-                Handle::Docker(k3s::start(&k3s_spec, &env)?)
-            }
-            Backend::Existing {
-                kubeconfig,
-                registry,
-                images,
-            } => {
-                let existing = ExistingSpec {
-                    registry: registry.clone(),
-                    images: images.clone(),
-                    ..ExistingSpec::new(kubeconfig.clone())
-                };
-                Handle::Existing(ExistingCluster::start(&existing, &env)?)
-            }
-        };
-        let kubeconfig = match &handle {
-            Handle::Docker(docker) => crate::backend::RealCluster::kubeconfig(docker).to_path_buf(),
-            Handle::Existing(existing) => existing.kubeconfig.clone(),
-        };
-        // From here on, a failure drops `handle`, which deletes what was created.
+impl Connection {
+    /// A client for `kubeconfig`'s current context.
+    fn open(kubeconfig: PathBuf, images: ImageTable, registry: Option<String>) -> Result<Connection, ClusterError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .thread_name("cluster-client")
             .build()
-            .map_err(|e| create_err("runtime")(e.to_string()))?;
+            .map_err(ClusterError::create("runtime"))?;
         let client = runtime
             .block_on(client_for(&kubeconfig))
-            .map_err(create_err("client"))?;
-        let registry = match &spec.backend {
-            Backend::Existing { registry, .. } => registry.clone(),
-            _ => None,
-        };
-        Ok(RemoteCluster {
-            handle,
+            .map_err(ClusterError::create("client"))?;
+        Ok(Connection {
             kubeconfig,
             client,
-            images: spec.images.clone(),
+            images,
             registry,
             runtime,
         })
     }
 
-    /// `kind`, `k3s` or `existing`.
-    pub fn backend(&self) -> &'static str {
-        match &self.handle {
-            Handle::Docker(docker) => docker.backend(),
-            Handle::Existing(_) => "existing",
-        }
-    }
-
-    /// The kind/k3s cluster (node containers, logs export), if it is one.
-    pub fn docker(&self) -> Option<&DockerCluster> {
-        match &self.handle {
-            Handle::Docker(docker) => Some(docker),
-            Handle::Existing(_) => None,
-        }
-    }
-
-    /// The name pods use for a project image built as `tag`: kind and k3s
-    /// load it into their nodes under its tag; an existing cluster pulls it
-    /// from its registry when one was given.
-    pub fn image_ref(&self, tag: &str) -> String {
+    /// kind and k3s load the project's images into their nodes under their
+    /// tags; an existing cluster pulls them from its registry when one was given.
+    fn image_ref(&self, tag: &str) -> String {
         image_ref(self.registry.as_deref(), tag)
     }
 
     /// `pod` with every container running what the image table maps it to,
     /// from the test image.
-    pub fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+    fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
         let image = self.image_ref(crate::backend::images::TEST_IMAGE);
-        self.images.remote_pod(pod, &image).map_err(ClusterError::Pod)
+        Ok(self.images.remote_pod(pod, &image)?)
     }
 
-    /// An admin client (the kubeconfig's current context).
-    pub fn client(&self) -> kube::Client {
-        self.client.clone()
-    }
-
-    /// The kubeconfig (written under `target/kind/<cluster>/` for kind and
-    /// k3s; the given one for existing clusters).
-    pub fn kubeconfig_path(&self) -> &Path {
-        &self.kubeconfig
-    }
-
-    /// Runs async work on the client's runtime.
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
-    }
-
-    /// A container's current log, through the API.
-    pub fn pod_logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String, ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
-        let params = LogParams {
-            container: Some(container.to_string()),
-            ..LogParams::default()
-        };
-        self.block_on(api.logs(pod, &params))
-            .map_err(|e| ClusterError::Api(format!("logs of {namespace}/{pod} container {container}: {e}")))
-    }
-
-    /// `argv` in the pod's netns on its node (see [`DockerCluster::pod_exec`]).
-    pub fn in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        let docker = self.docker().ok_or(ClusterError::Unsupported {
-            backend: "existing",
-            what: "running commands in a pod's netns",
-            why: EXISTING_NODES,
-        })?;
-        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
+    /// The node a pod is bound to, and its UID.
+    pub(super) fn placement(&self, namespace: &str, pod: &str) -> Result<(String, String), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let object = self
+            .runtime
             .block_on(api.get(pod))
-            .map_err(|e| ClusterError::Api(format!("pod {namespace}/{pod}: {e}")))?;
-        let node = object.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        let (Some(node), Some(uid)) = (node, object.metadata.uid.as_deref()) else {
-            return Err(ClusterError::Pod(format!("pod {namespace}/{pod} is not scheduled yet")));
-        };
-        docker
-            .pod_exec(node, uid, argv)
-            .map(|out| out.stdout)
-            .map_err(|e| ClusterError::Exec(format!("{argv:?} in pod {namespace}/{pod}: {e}")))
-    }
-
-    /// `argv` on a node container.
-    pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        let docker = self.docker().ok_or(ClusterError::Unsupported {
-            backend: "existing",
-            what: "running commands on nodes",
-            why: EXISTING_NODES,
-        })?;
-        docker
-            .node_exec(node, argv)
-            .map(|out| out.stdout)
-            .map_err(|e| ClusterError::Exec(format!("{argv:?} on node {node}: {e}")))
-    }
-
-    /// Deletes a kind/k3s cluster now (unless kept or reused); an existing
-    /// cluster is left as it is.
-    pub(super) fn delete(self) -> Result<(), ClusterError> {
-        match self.handle {
-            Handle::Docker(docker) => docker.delete().map_err(|e| ClusterError::Teardown(e.to_string())),
-            Handle::Existing(_) => Ok(()),
+            .map_err(|source| ClusterError::Api {
+                what: format!("pod {namespace}/{pod}"),
+                source,
+            })?;
+        let node = object.spec.and_then(|s| s.node_name);
+        match (node, object.metadata.uid) {
+            (Some(node), Some(uid)) => Ok((node, uid)),
+            _ => Err(ClusterError::PodNotScheduled {
+                pod: format!("{namespace}/{pod}"),
+            }),
         }
     }
 }
@@ -222,12 +165,39 @@ pub fn image_ref(registry: Option<&str>, tag: &str) -> String {
     }
 }
 
-async fn client_for(kubeconfig: &Path) -> Result<kube::Client, String> {
-    let file = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+/// Why no client could be made for a kubeconfig.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The file cannot be read or parsed.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Its current context cannot be turned into a client configuration.
+    #[error("{}: {source}", path.display())]
+    Config {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The client cannot be built from it (TLS, proxy settings).
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<kube::Client, ClientError> {
+    let path = || kubeconfig.to_path_buf();
+    let file = Kubeconfig::read_from(kubeconfig).map_err(|source| ClientError::Read { path: path(), source })?;
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
-        .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    kube::Client::try_from(config).map_err(|e| e.to_string())
+        .map_err(|source| ClientError::Config { path: path(), source })?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 #[cfg(test)]

@@ -14,6 +14,53 @@ pub struct Exec {
     pub args: Vec<String>,
 }
 
+/// Why a container's image cannot run here (kubelet reports it as `ErrImagePull`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// The table knows the image but not this command of it.
+    #[error("image {image:?} cannot run command {command:?}")]
+    CannotRun {
+        /// The container's image.
+        image: String,
+        /// Its command.
+        command: Vec<String>,
+    },
+    /// The table does not know the image.
+    #[error("Failed to pull image {image:?}: not in the harness's image table (known: {known:?})")]
+    NotInTable {
+        /// The container's image.
+        image: String,
+        /// The images the table knows.
+        known: Vec<String>,
+    },
+}
+
+/// Why a pod cannot be run from the test image on a real cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemotePodError {
+    /// A container's image is not one the table runs.
+    #[error("pod {pod} container {container}: {source}")]
+    Image {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// Why.
+        #[source]
+        source: ImageError,
+    },
+    /// The program the table maps it to has no file name to run by.
+    #[error("pod {pod} container {container}: program {program:?} has no file name")]
+    NoFileName {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// The program.
+        program: PathBuf,
+    },
+}
+
 type Resolver = Arc<dyn Fn(&Container) -> Option<Exec> + Send + Sync>;
 
 /// Image name → executable.
@@ -132,24 +179,20 @@ impl ImageTable {
         self
     }
 
-    /// What to run for `container`, or the `ErrImagePull` message.
-    pub fn resolve(&self, container: &Container) -> Result<Exec, String> {
+    /// What to run for `container`, or why it is an `ErrImagePull`.
+    pub fn resolve(&self, container: &Container) -> Result<Exec, ImageError> {
         let image = container.image.as_deref().unwrap_or_default();
         let name = short_name(image);
         let entry = self.entries.iter().find(|(n, _)| n == image || n == name);
         match entry {
-            Some((_, resolve)) => resolve(container).ok_or_else(|| {
-                format!(
-                    "image {image:?} cannot run command {:?}",
-                    container.command.as_deref().unwrap_or_default()
-                )
+            Some((_, resolve)) => resolve(container).ok_or_else(|| ImageError::CannotRun {
+                image: image.to_string(),
+                command: container.command.clone().unwrap_or_default(),
             }),
-            None => {
-                let known: Vec<&str> = self.entries.iter().map(|(n, _)| n.as_str()).collect();
-                Err(format!(
-                    "Failed to pull image {image:?}: not in the harness's image table (known: {known:?})"
-                ))
-            }
+            None => Err(ImageError::NotInTable {
+                image: image.to_string(),
+                known: self.entries.iter().map(|(n, _)| n.clone()).collect(),
+            }),
         }
     }
 
@@ -159,24 +202,25 @@ impl ImageTable {
     /// image: `istio-cni` and `mesh-probe` in `/usr/local/bin`). So one pod
     /// spec means the same processes on every backend. Errors name the
     /// container whose image the table does not know.
-    pub fn remote_pod(&self, pod: &Pod, image: &str) -> Result<Pod, String> {
+    pub fn remote_pod(&self, pod: &Pod, image: &str) -> Result<Pod, RemotePodError> {
         let mut pod = pod.clone();
         let name = pod.metadata.name.clone().unwrap_or_default();
         if let Some(spec) = pod.spec.as_mut() {
             let init = spec.init_containers.iter_mut().flatten();
             for c in init.chain(spec.containers.iter_mut()) {
-                let exec = self
-                    .resolve(c)
-                    .map_err(|e| format!("pod {name} container {}: {e}", c.name))?;
+                let exec = self.resolve(c).map_err(|source| RemotePodError::Image {
+                    pod: name.clone(),
+                    container: c.name.clone(),
+                    source,
+                })?;
                 let program = exec
                     .program
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
-                    .ok_or_else(|| {
-                        format!(
-                            "pod {name} container {}: program {:?} has no file name",
-                            c.name, exec.program
-                        )
+                    .ok_or_else(|| RemotePodError::NoFileName {
+                        pod: name.clone(),
+                        container: c.name.clone(),
+                        program: exec.program.clone(),
                     })?;
                 c.image = Some(image.to_string());
                 c.command = Some(vec![program]);
@@ -230,7 +274,8 @@ mod tests {
     fn unknown_images_are_pull_errors() {
         let e = ImageTable::new()
             .resolve(&container("nginx:1.27", None, &[]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("Failed to pull image \"nginx:1.27\""), "{e}");
     }
 
@@ -291,6 +336,17 @@ mod tests {
         }))
         .unwrap();
         let e = table.remote_pod(&bad, "t").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                RemotePodError::Image {
+                    source: ImageError::NotInTable { .. },
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.starts_with("pod web container nginx: Failed to pull image"), "{e}");
     }
 }

@@ -4,9 +4,9 @@
 //! restarts per `restartPolicy` with crash-loop backoff; and the status
 //! Kubernetes would report at every step.
 //!
-//! Pure: it never performs I/O. Feed it [`Event`]s with their time; do the
+//! Pure: it never performs I/O. Feed it [`Input`]s with their time; do the
 //! [`Action`]s it returns; call [`PodLifecycle::next_wakeup`] to know when to
-//! send [`Event::Tick`].
+//! send [`Input::Tick`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -77,9 +77,10 @@ pub enum Action {
     },
 }
 
-/// What happened.
+/// What happened to the pod (the state machine's input; the Kubernetes
+/// Events it records are [`Action::Record`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum Input {
     SandboxReady {
         pod_ips: Vec<String>,
     },
@@ -241,25 +242,25 @@ impl PodLifecycle {
         (lifecycle, vec![Action::CreateSandbox])
     }
 
-    /// Applies an event at time `now` and returns what to do next.
-    pub fn handle(&mut self, event: Event, now: SystemTime) -> Vec<Action> {
+    /// Applies an input at time `now` and returns what to do next.
+    pub fn handle(&mut self, input: Input, now: SystemTime) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.deleting {
             return actions;
         }
-        match event {
-            Event::Delete => {
+        match input {
+            Input::Delete => {
                 self.deleting = true;
                 self.sandbox = Sandbox::TornDown;
                 return vec![Action::KillAllAndTeardown];
             }
-            Event::SandboxReady { pod_ips } => {
+            Input::SandboxReady { pod_ips } => {
                 self.sandbox = Sandbox::Ready;
                 self.sandbox_retry_at = None;
                 self.pod_ips = pod_ips;
                 self.transitions.insert("PodReadyToStartContainers", now);
             }
-            Event::SandboxFailed { message } => {
+            Input::SandboxFailed { message } => {
                 let failures = match self.sandbox {
                     Sandbox::Pending { failures } => failures + 1,
                     _ => 1,
@@ -273,7 +274,7 @@ impl PodLifecycle {
                     message: format!("Failed to create pod sandbox: {message}"),
                 });
             }
-            Event::Started { container } => {
+            Input::Started { container } => {
                 if let Some(c) = self.container_mut(&container) {
                     c.progress = Progress::Running;
                     c.state = State::Running { since: now };
@@ -285,7 +286,7 @@ impl PodLifecycle {
                     });
                 }
             }
-            Event::StartFailed {
+            Input::StartFailed {
                 container,
                 reason,
                 message,
@@ -316,8 +317,8 @@ impl PodLifecycle {
                     });
                 }
             }
-            Event::Exited { container, exit_code } => self.exited(&container, exit_code, now, &mut actions),
-            Event::Tick => {}
+            Input::Exited { container, exit_code } => self.exited(&container, exit_code, now, &mut actions),
+            Input::Tick => {}
         }
         self.advance(now, &mut actions);
         actions
@@ -426,7 +427,7 @@ impl PodLifecycle {
         }
     }
 
-    /// The earliest time a [`Event::Tick`] has work to do.
+    /// The earliest time a [`Input::Tick`] has work to do.
     pub fn next_wakeup(&self) -> Option<SystemTime> {
         let restarts = self.containers.iter().filter_map(|c| c.restart_at);
         restarts.chain(self.sandbox_retry_at).min()
@@ -555,6 +556,19 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Container as K8sContainer;
 
+    fn started(container: &str) -> Input {
+        Input::Started {
+            container: container.into(),
+        }
+    }
+
+    fn exited(container: &str, exit_code: i32) -> Input {
+        Input::Exited {
+            container: container.into(),
+            exit_code,
+        }
+    }
+
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
@@ -597,7 +611,7 @@ mod tests {
 
     fn ready(pod: &mut PodLifecycle, at: SystemTime) -> Vec<Action> {
         pod.handle(
-            Event::SandboxReady {
+            Input::SandboxReady {
                 pod_ips: vec!["10.251.0.5".into()],
             },
             at,
@@ -624,18 +638,8 @@ mod tests {
         );
 
         assert_eq!(starts(&ready(&mut pod, t(1))), vec!["app", "sidecar"]);
-        pod.handle(
-            Event::Started {
-                container: "app".into(),
-            },
-            t(1),
-        );
-        pod.handle(
-            Event::Started {
-                container: "sidecar".into(),
-            },
-            t(1),
-        );
+        pod.handle(started("app"), t(1));
+        pod.handle(started("sidecar"), t(1));
         let s = pod.status();
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("10.251.0.5"));
@@ -647,7 +651,7 @@ mod tests {
     fn cni_failures_are_events_and_the_sandbox_is_retried_with_backoff() {
         let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], "Always"), Backoff::default(), t(0));
         let actions = pod.handle(
-            Event::SandboxFailed {
+            Input::SandboxFailed {
                 message: "plugin type=\"istio-cni\" failed (add): boom".into(),
             },
             t(0),
@@ -656,17 +660,17 @@ mod tests {
             matches!(&actions[0], Action::Record { warning: true, reason, message } if reason == "FailedCreatePodSandBox" && message.contains("boom"))
         );
         assert_eq!(pod.next_wakeup(), Some(t(1)));
-        assert!(pod.handle(Event::Tick, t(0)).is_empty(), "not yet due");
-        assert_eq!(pod.handle(Event::Tick, t(1)), vec![Action::CreateSandbox]);
+        assert!(pod.handle(Input::Tick, t(0)).is_empty(), "not yet due");
+        assert_eq!(pod.handle(Input::Tick, t(1)), vec![Action::CreateSandbox]);
         pod.handle(
-            Event::SandboxFailed {
+            Input::SandboxFailed {
                 message: "again".into(),
             },
             t(1),
         );
         assert_eq!(pod.next_wakeup(), Some(t(3)), "retries back off: 1 s, then 2 s");
-        assert!(pod.handle(Event::Tick, t(2)).is_empty());
-        assert_eq!(pod.handle(Event::Tick, t(3)), vec![Action::CreateSandbox]);
+        assert!(pod.handle(Input::Tick, t(2)).is_empty());
+        assert_eq!(pod.handle(Input::Tick, t(3)), vec![Action::CreateSandbox]);
         assert_eq!(starts(&ready(&mut pod, t(3))), vec!["app"]);
     }
 
@@ -678,23 +682,9 @@ mod tests {
             t(0),
         );
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["one"]);
-        pod.handle(
-            Event::Started {
-                container: "one".into(),
-            },
-            t(0),
-        );
-        assert!(starts(&pod.handle(Event::Tick, t(1))).is_empty());
-        assert_eq!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "one".into(),
-                    exit_code: 0
-                },
-                t(1)
-            )),
-            vec!["two"]
-        );
+        pod.handle(started("one"), t(0));
+        assert!(starts(&pod.handle(Input::Tick, t(1))).is_empty());
+        assert_eq!(starts(&pod.handle(exited("one", 0), t(1))), vec!["two"]);
         let s = pod.status();
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         let one = init_status(&s, "one");
@@ -709,28 +699,9 @@ mod tests {
                 .as_deref(),
             Some("Completed")
         );
-        pod.handle(
-            Event::Started {
-                container: "two".into(),
-            },
-            t(1),
-        );
-        assert_eq!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "two".into(),
-                    exit_code: 0
-                },
-                t(2)
-            )),
-            vec!["app"]
-        );
-        pod.handle(
-            Event::Started {
-                container: "app".into(),
-            },
-            t(2),
-        );
+        pod.handle(started("two"), t(1));
+        assert_eq!(starts(&pod.handle(exited("two", 0), t(2))), vec!["app"]);
+        pod.handle(started("app"), t(2));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
     }
 
@@ -742,20 +713,9 @@ mod tests {
         };
         let (mut pod, _) = PodLifecycle::new(&spec(&[("istio-validation", false)], &["app"], "Always"), backoff, t(0));
         ready(&mut pod, t(0));
-        pod.handle(
-            Event::Started {
-                container: "istio-validation".into(),
-            },
-            t(0),
-        );
+        pod.handle(started("istio-validation"), t(0));
         // The first restart is immediate.
-        let restart = pod.handle(
-            Event::Exited {
-                container: "istio-validation".into(),
-                exit_code: 126,
-            },
-            t(5),
-        );
+        let restart = pod.handle(exited("istio-validation", 126), t(5));
         assert_eq!(
             restart,
             vec![Action::Start {
@@ -764,12 +724,7 @@ mod tests {
                 attempt: 1
             }]
         );
-        pod.handle(
-            Event::Started {
-                container: "istio-validation".into(),
-            },
-            t(5),
-        );
+        pod.handle(started("istio-validation"), t(5));
         let v = init_status(&pod.status(), "istio-validation").clone();
         assert_eq!(v.restart_count, 1);
         assert_eq!(v.last_state.unwrap().terminated.unwrap().exit_code, 126);
@@ -777,13 +732,7 @@ mod tests {
         // Then back-off: 10 s, 20 s, 40 s, 40 s.
         let mut at = 10;
         for (n, delay) in [10u64, 20, 40, 40].into_iter().enumerate() {
-            let actions = pod.handle(
-                Event::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 126,
-                },
-                t(at),
-            );
+            let actions = pod.handle(exited("istio-validation", 126), t(at));
             assert!(
                 actions
                     .iter()
@@ -802,36 +751,17 @@ mod tests {
             assert_eq!(v.restart_count, n as i32 + 1);
             assert_eq!(s.phase.as_deref(), Some("Pending"));
             assert_eq!(pod.next_wakeup(), Some(t(at + delay)), "restart {n}");
-            assert!(starts(&pod.handle(Event::Tick, t(at + delay - 1))).is_empty());
+            assert!(starts(&pod.handle(Input::Tick, t(at + delay - 1))).is_empty());
             assert_eq!(
-                starts(&pod.handle(Event::Tick, t(at + delay))),
+                starts(&pod.handle(Input::Tick, t(at + delay))),
                 vec!["istio-validation"]
             );
-            pod.handle(
-                Event::Started {
-                    container: "istio-validation".into(),
-                },
-                t(at + delay),
-            );
+            pod.handle(started("istio-validation"), t(at + delay));
             at += delay + 1;
         }
         // Once it passes, the app starts and the pod runs.
-        assert_eq!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 0
-                },
-                t(at)
-            )),
-            vec!["app"]
-        );
-        pod.handle(
-            Event::Started {
-                container: "app".into(),
-            },
-            t(at),
-        );
+        assert_eq!(starts(&pod.handle(exited("istio-validation", 0), t(at))), vec!["app"]);
+        pod.handle(started("app"), t(at));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
     }
 
@@ -843,22 +773,8 @@ mod tests {
             t(0),
         );
         ready(&mut pod, t(0));
-        pod.handle(
-            Event::Started {
-                container: "istio-validation".into(),
-            },
-            t(0),
-        );
-        assert!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 126
-                },
-                t(1)
-            ))
-            .is_empty()
-        );
+        pod.handle(started("istio-validation"), t(0));
+        assert!(starts(&pod.handle(exited("istio-validation", 126), t(1))).is_empty());
         let s = pod.status();
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert!(init_status(&s, "istio-validation").last_state.is_none());
@@ -873,79 +789,21 @@ mod tests {
         );
         let (mut pod, _) = PodLifecycle::new(&s, Backoff::default(), t(0));
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["istio-validation"]);
-        pod.handle(
-            Event::Started {
-                container: "istio-validation".into(),
-            },
-            t(0),
-        );
+        pod.handle(started("istio-validation"), t(0));
         assert_eq!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "istio-validation".into(),
-                    exit_code: 0
-                },
-                t(1)
-            )),
+            starts(&pod.handle(exited("istio-validation", 0), t(1))),
             vec!["istio-proxy"]
         );
-        assert_eq!(
-            starts(&pod.handle(
-                Event::Started {
-                    container: "istio-proxy".into()
-                },
-                t(1)
-            )),
-            vec!["user-init"]
-        );
-        pod.handle(
-            Event::Started {
-                container: "user-init".into(),
-            },
-            t(1),
-        );
-        assert_eq!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "user-init".into(),
-                    exit_code: 0
-                },
-                t(2)
-            )),
-            vec!["app"]
-        );
-        pod.handle(
-            Event::Started {
-                container: "app".into(),
-            },
-            t(2),
-        );
+        assert_eq!(starts(&pod.handle(started("istio-proxy"), t(1))), vec!["user-init"]);
+        pod.handle(started("user-init"), t(1));
+        assert_eq!(starts(&pod.handle(exited("user-init", 0), t(2))), vec!["app"]);
+        pod.handle(started("app"), t(2));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
         // A sidecar restarts even under restartPolicy: Never.
-        assert_eq!(
-            starts(&pod.handle(
-                Event::Exited {
-                    container: "istio-proxy".into(),
-                    exit_code: 1
-                },
-                t(3)
-            )),
-            vec!["istio-proxy"]
-        );
+        assert_eq!(starts(&pod.handle(exited("istio-proxy", 1), t(3))), vec!["istio-proxy"]);
         // When the app completes, the pod succeeds.
-        pod.handle(
-            Event::Started {
-                container: "istio-proxy".into(),
-            },
-            t(3),
-        );
-        pod.handle(
-            Event::Exited {
-                container: "app".into(),
-                exit_code: 0,
-            },
-            t(4),
-        );
+        pod.handle(started("istio-proxy"), t(3));
+        pod.handle(exited("app", 0), t(4));
         assert_eq!(pod.status().phase.as_deref(), Some("Succeeded"));
     }
 
@@ -959,27 +817,11 @@ mod tests {
         ] {
             let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], policy), Backoff::default(), t(0));
             ready(&mut pod, t(0));
-            pod.handle(
-                Event::Started {
-                    container: "app".into(),
-                },
-                t(0),
-            );
-            let again = starts(&pod.handle(
-                Event::Exited {
-                    container: "app".into(),
-                    exit_code: code,
-                },
-                t(1),
-            ));
+            pod.handle(started("app"), t(0));
+            let again = starts(&pod.handle(exited("app", code), t(1)));
             assert_eq!(!again.is_empty(), restarts, "{policy} exit {code}");
             if restarts {
-                pod.handle(
-                    Event::Started {
-                        container: "app".into(),
-                    },
-                    t(1),
-                );
+                pod.handle(started("app"), t(1));
             }
             assert_eq!(pod.status().phase.as_deref(), Some(phase), "{policy} exit {code}");
         }
@@ -991,7 +833,7 @@ mod tests {
         ready(&mut pod, t(0));
         let msg = "image \"nope:1\" is not in the harness's image table";
         let actions = pod.handle(
-            Event::StartFailed {
+            Input::StartFailed {
                 container: "app".into(),
                 reason: "ErrImagePull".into(),
                 message: msg.into(),
@@ -1015,9 +857,9 @@ mod tests {
         };
         assert_eq!(waiting(&pod), "ErrImagePull");
         assert_eq!(pod.status().phase.as_deref(), Some("Pending"));
-        assert_eq!(starts(&pod.handle(Event::Tick, t(1))), vec!["app"]);
+        assert_eq!(starts(&pod.handle(Input::Tick, t(1))), vec!["app"]);
         pod.handle(
-            Event::StartFailed {
+            Input::StartFailed {
                 container: "app".into(),
                 reason: "ErrImagePull".into(),
                 message: msg.into(),
@@ -1032,17 +874,8 @@ mod tests {
     fn delete_tears_down_once_and_ignores_later_events() {
         let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], "Always"), Backoff::default(), t(0));
         ready(&mut pod, t(0));
-        assert_eq!(pod.handle(Event::Delete, t(1)), vec![Action::KillAllAndTeardown]);
-        assert!(
-            pod.handle(
-                Event::Exited {
-                    container: "app".into(),
-                    exit_code: 137
-                },
-                t(1)
-            )
-            .is_empty()
-        );
-        assert!(pod.handle(Event::Delete, t(2)).is_empty());
+        assert_eq!(pod.handle(Input::Delete, t(1)), vec![Action::KillAllAndTeardown]);
+        assert!(pod.handle(exited("app", 137), t(1)).is_empty());
+        assert!(pod.handle(Input::Delete, t(2)).is_empty());
     }
 }

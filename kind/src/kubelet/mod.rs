@@ -43,7 +43,7 @@ pub fn start(ctx: Arc<NodeContext>) -> JoinHandle<()> {
                 Ok(watcher::Event::Delete(pod)) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     if let Some(tx) = workers.remove(&uid) {
-                        let _ = tx.send(Msg::Lifecycle(lifecycle::Event::Delete));
+                        let _ = tx.send(Msg::Lifecycle(lifecycle::Input::Delete));
                     }
                 }
                 Ok(watcher::Event::Init) => listed.clear(),
@@ -52,7 +52,7 @@ pub fn start(ctx: Arc<NodeContext>) -> JoinHandle<()> {
                     let gone: Vec<String> = workers.keys().filter(|u| !listed.contains(u)).cloned().collect();
                     for uid in gone {
                         if let Some(tx) = workers.remove(&uid) {
-                            let _ = tx.send(Msg::Lifecycle(lifecycle::Event::Delete));
+                            let _ = tx.send(Msg::Lifecycle(lifecycle::Input::Delete));
                         }
                     }
                 }

@@ -18,10 +18,10 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 use super::images::ImageTable;
-use super::lifecycle::{Action, Backoff, Event, PodLifecycle};
+use super::lifecycle::{Action, Backoff, Input, PodLifecycle};
 use super::logs::PodLogs;
 use crate::cni::{PodRef, RuntimeConf};
-use crate::node::ClusterNetwork;
+use crate::node::{ClusterNetwork, NodeError};
 
 /// Every API call of the kubelet is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,10 +67,64 @@ pub fn sandbox_id(uid: &str) -> String {
     format!("p{}", uid.replace('-', "")).chars().take(40).collect()
 }
 
+/// Why a pod's sandbox could not be created (its text becomes the
+/// `FailedCreatePodSandBox` event's message).
+#[derive(Debug, thiserror::Error)]
+enum SandboxError {
+    #[error("node is gone")]
+    NodeGone,
+    #[error("no network config: {0}")]
+    NoNetworkConfig(#[source] BoxError),
+    #[error("{0}")]
+    Netns(#[source] NodeError),
+    #[error("plugin {0}")]
+    Plugin(#[source] BoxError),
+    /// containerd's refusal of a result without an address.
+    #[error("failed to find network info for sandbox {sandbox:?}: the CNI result of {network:?} has no IP address")]
+    NoAddress { sandbox: String, network: String },
+    #[error("starting the sandbox's pause process: {0}")]
+    Pause(#[source] NodeError),
+}
+
+/// Why a container's process could not be started (`RunContainerError`).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("node is gone")]
+    NodeGone,
+    #[error("the pod sandbox is gone")]
+    SandboxGone,
+    #[error("{what} {}: {source}", path.display())]
+    Log {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pod cgroup: {0}")]
+    Cgroup(#[source] std::io::Error),
+    #[error("starting {}: {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why an event could not reach the API server (worth retrying).
+#[derive(Debug, thiserror::Error)]
+enum Unreachable {
+    #[error("{0}")]
+    Client(#[source] kube::Error),
+    #[error("timed out")]
+    TimedOut,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Messages to a pod worker.
 #[derive(Debug)]
 pub enum Msg {
-    Lifecycle(Event),
+    Lifecycle(Input),
 }
 
 /// Starts the worker of a pod just bound to this node.
@@ -120,18 +174,18 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         if worker.status_unsent {
             wake = Some(wake.map_or(STATUS_RETRY, |w| w.min(STATUS_RETRY)));
         }
-        let event = tokio::select! {
+        let input = tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Lifecycle(e)) => e,
-                None => Event::Delete,
+                None => Input::Delete,
             },
-            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => Event::Tick,
+            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => Input::Tick,
         };
-        let deleting = event == Event::Delete;
-        if let Event::SandboxReady { pod_ips } = &event {
+        let deleting = input == Input::Delete;
+        if let Input::SandboxReady { pod_ips } = &input {
             worker.pod_ip = pod_ips.first().cloned();
         }
-        let actions = lifecycle.handle(event, SystemTime::now());
+        let actions = lifecycle.handle(input, SystemTime::now());
         let torn_down = actions.contains(&Action::KillAllAndTeardown);
         worker.perform(actions).await;
         if deleting || torn_down {
@@ -175,11 +229,11 @@ impl Worker {
             self.tx.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let event = match sandbox_add(&ctx, &id, &pod) {
-                Ok(pod_ips) => Event::SandboxReady { pod_ips },
-                Err(message) => Event::SandboxFailed { message },
+            let input = match sandbox_add(&ctx, &id, &pod) {
+                Ok(pod_ips) => Input::SandboxReady { pod_ips },
+                Err(e) => Input::SandboxFailed { message: e.to_string() },
             };
-            let _ = tx.send(Msg::Lifecycle(event));
+            let _ = tx.send(Msg::Lifecycle(input));
         });
     }
 
@@ -194,19 +248,19 @@ impl Worker {
     }
 
     fn start(&mut self, name: &str, attempt: u32) {
-        let send = |tx: &mpsc::UnboundedSender<Msg>, e: Event| {
+        let send = |tx: &mpsc::UnboundedSender<Msg>, e: Input| {
             let _ = tx.send(Msg::Lifecycle(e));
         };
         let Some(container) = self.container(name) else { return };
         let exec = match self.ctx.images.resolve(&container) {
             Ok(exec) => exec,
-            Err(message) => {
+            Err(e) => {
                 send(
                     &self.tx,
-                    Event::StartFailed {
+                    Input::StartFailed {
                         container: name.into(),
                         reason: "ErrImagePull".into(),
-                        message,
+                        message: e.to_string(),
                     },
                 );
                 return;
@@ -219,7 +273,7 @@ impl Worker {
                 if let Ok(mut all) = self.ctx.processes.lock() {
                     all.insert(pid);
                 }
-                send(&self.tx, Event::Started { container: name.into() });
+                send(&self.tx, Input::Started { container: name.into() });
                 let (tx, name, all) = (self.tx.clone(), name.to_string(), self.ctx.processes.clone());
                 std::thread::spawn(move || {
                     let exit_code = match child.wait() {
@@ -233,19 +287,19 @@ impl Worker {
                     }
                     send(
                         &tx,
-                        Event::Exited {
+                        Input::Exited {
                             container: name,
                             exit_code,
                         },
                     );
                 });
             }
-            Err(message) => send(
+            Err(e) => send(
                 &self.tx,
-                Event::StartFailed {
+                Input::StartFailed {
                     container: name.into(),
                     reason: "RunContainerError".into(),
-                    message,
+                    message: e.to_string(),
                 },
             ),
         }
@@ -259,18 +313,27 @@ impl Worker {
         program: &std::path::Path,
         args: &[String],
         attempt: u32,
-    ) -> Result<std::process::Child, String> {
-        let node = self.ctx.network.node(&self.ctx.node).ok_or("node is gone")?;
-        let sandbox = node.pod_netns(&self.sandbox_id).ok_or("the pod sandbox is gone")?;
+    ) -> Result<std::process::Child, RunError> {
+        let node = self.ctx.network.node(&self.ctx.node).ok_or(RunError::NodeGone)?;
+        let sandbox = node.pod_netns(&self.sandbox_id).ok_or(RunError::SandboxGone)?;
         let dir = self
             .ctx
             .log_dir
             .join(format!("{}_{}_{}", self.ns, self.name, self.sandbox_id))
             .join(&c.name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("log dir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| RunError::Log {
+            what: "log dir",
+            path: dir.clone(),
+            source,
+        })?;
         let file = dir.join(format!("{attempt}.log"));
-        let out = File::create(&file).map_err(|e| format!("log file {}: {e}", file.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let log_err = |source| RunError::Log {
+            what: "log file",
+            path: file.clone(),
+            source,
+        };
+        let out = File::create(&file).map_err(log_err)?;
+        let err = out.try_clone().map_err(log_err)?;
         self.ctx.logs.started(&self.ns, &self.name, &c.name, file);
 
         let sc = c.security_context.as_ref();
@@ -292,9 +355,12 @@ impl Worker {
         }
         cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         if let Some(dir) = &sandbox.cgroup {
-            crate::node::cgroup::join_on_exec(&mut cmd, dir).map_err(|e| format!("pod cgroup: {e}"))?;
+            crate::node::cgroup::join_on_exec(&mut cmd, dir).map_err(RunError::Cgroup)?;
         }
-        cmd.spawn().map_err(|e| format!("starting {}: {e}", program.display()))
+        cmd.spawn().map_err(|source| RunError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })
     }
 
     /// A literal value, or the downward-API fields the harness knows.
@@ -414,30 +480,32 @@ impl Worker {
 /// Creates `event`; `Ok` also when the server refused it (retrying would
 /// not change its answer, so that is only logged), `Err` when it could not
 /// be reached.
-async fn deliver(api: &Api<K8sEvent>, event: &K8sEvent) -> Result<(), String> {
+async fn deliver(api: &Api<K8sEvent>, event: &K8sEvent) -> Result<(), Unreachable> {
     match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), event)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(e))) => {
             tracing::warn!(reason = ?event.reason, "recording event: {e}");
             Ok(())
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(Unreachable::Client(e)),
+        Err(_) => Err(Unreachable::TimedOut),
     }
 }
 
-fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>, String> {
-    let node = ctx.network.node(&ctx.node).ok_or("node is gone")?;
-    let selection = node.select_network().map_err(|e| format!("no network config: {e}"))?;
+fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>, SandboxError> {
+    let node = ctx.network.node(&ctx.node).ok_or(SandboxError::NodeGone)?;
+    let selection = node
+        .select_network()
+        .map_err(|e| SandboxError::NoNetworkConfig(e.into()))?;
     let sandbox = match node.pod_netns(id) {
         Some(s) => s,
-        None => node.create_pod_netns(id).map_err(|e| e.to_string())?,
+        None => node.create_pod_netns(id).map_err(SandboxError::Netns)?,
     };
     let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
-    let undo = |message: String| {
+    let undo = |error: SandboxError| {
         let _ = ctx.cni_runner(node).del(&selection.network, &rt);
         let _ = node.delete_pod_netns(id);
-        Err(message)
+        Err(error)
     };
     let ips: Vec<String> = match ctx.cni_runner(node).add(&selection.network, &rt) {
         Ok(result) => result
@@ -445,21 +513,21 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
             .iter()
             .map(|ip| ip.address.split('/').next().unwrap_or_default().to_string())
             .collect(),
-        Err(e) => return undo(format!("plugin {e}")),
+        Err(e) => return undo(SandboxError::Plugin(e.into())),
     };
     // containerd refuses a chain whose result gives the pod no address (a
     // chained plugin configured alone, without the primary that makes the
     // interface): the sandbox fails rather than starting un-networked.
     if ips.is_empty() {
-        return undo(format!(
-            "failed to find network info for sandbox {id:?}: the CNI result of {:?} has no IP address",
-            selection.network.name
-        ));
+        return undo(SandboxError::NoAddress {
+            sandbox: id.to_string(),
+            network: selection.network.name.clone(),
+        });
     }
     // Like containerd: netns, CNI ADD, then the pause process.
     let cgroup = ctx.pod_cgroups.as_ref().map(|dir| dir.join(format!("pod{}", pod.uid)));
     if let Err(e) = node.start_pod_infra(id, cgroup) {
-        return undo(format!("starting the sandbox's pause process: {e}"));
+        return undo(SandboxError::Pause(e));
     }
     // /proc start times count clock ticks (10 ms): wait one, so that the
     // pause is strictly the oldest process of the pod, as tools that pick

@@ -263,7 +263,7 @@ impl ClusterNetwork {
     /// addresses, forwarding and routes (in it, in every other node, and in
     /// the harness).
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<&Node, NodeError> {
-        names::validate_node_name(&spec.name).map_err(NodeError::Invalid)?;
+        names::validate_node_name(&spec.name)?;
         if self.nodes.iter().any(|n| n.name == spec.name) {
             return Err(NodeError::Invalid(format!("node {:?} already exists", spec.name)));
         }
@@ -327,8 +327,7 @@ impl ClusterNetwork {
 
     fn wire_node(&self, node: &mut Node) -> Result<(), NodeError> {
         if self.install_plugins {
-            let installed =
-                install_plugins(&self.plugins_dir, &node.bin_dir(), self.install_mode).map_err(NodeError::Plugins)?;
+            let installed = install_plugins(&self.plugins_dir, &node.bin_dir(), self.install_mode)?;
             node.plugins = Some(installed);
         }
         let ns_path = node.netns.path().to_string_lossy().into_owned();

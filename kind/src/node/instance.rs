@@ -302,7 +302,7 @@ impl Node {
     /// Creates a pod sandbox netns (pinned at
     /// `<netns dir>/<cluster tag>-<node>-<id>`) with `lo` up.
     pub fn create_pod_netns(&self, id: &str) -> Result<PodSandbox, NodeError> {
-        names::validate_pod_id(id).map_err(NodeError::Invalid)?;
+        names::validate_pod_id(id)?;
         let mut pods = self.pods();
         if pods.contains_key(id) {
             return Err(NodeError::Invalid(format!(

@@ -56,7 +56,10 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// A node name or sandbox id is not acceptable.
+    #[error(transparent)]
+    Name(#[from] names::NameError),
     /// Installing the primary plugins failed.
-    #[error("{0}")]
-    Plugins(String),
+    #[error(transparent)]
+    Plugins(#[from] plugins::PluginsError),
 }

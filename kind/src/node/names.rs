@@ -61,9 +61,20 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A node name or sandbox id the harness refuses (it names files and links).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Not a short DNS label.
+    #[error("invalid node name {0:?}: use 1-40 lowercase letters, digits or '-', not starting or ending with '-'")]
+    Node(String),
+    /// Not a short id.
+    #[error("invalid pod sandbox id {0:?}: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit")]
+    PodId(String),
+}
+
 /// Checks a node name: a DNS label (lowercase letters, digits, `-`; starts
 /// and ends with a letter or digit; at most 40 bytes so paths stay short).
-pub fn validate_node_name(name: &str) -> Result<(), String> {
+pub fn validate_node_name(name: &str) -> Result<(), NameError> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -73,23 +84,19 @@ pub fn validate_node_name(name: &str) -> Result<(), String> {
         .zip(name.bytes().last())
         .is_some_and(|(a, z)| a != b'-' && z != b'-');
     if name.is_empty() || name.len() > 40 || !ok_chars || !ok_ends {
-        return Err(format!(
-            "invalid node name {name:?}: use 1-40 lowercase letters, digits or '-', not starting or ending with '-'"
-        ));
+        return Err(NameError::Node(name.to_string()));
     }
     Ok(())
 }
 
 /// Checks a pod sandbox id (used in file names and as the CNI container id):
 /// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
-pub fn validate_pod_id(id: &str) -> Result<(), String> {
+pub fn validate_pod_id(id: &str) -> Result<(), NameError> {
     let mut bytes = id.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
     if !first_ok || !rest_ok || id.len() > 64 {
-        return Err(format!(
-            "invalid pod sandbox id {id:?}: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit"
-        ));
+        return Err(NameError::PodId(id.to_string()));
     }
     Ok(())
 }

@@ -44,13 +44,44 @@ pub struct InstalledPlugins {
     pub names: Vec<String>,
 }
 
+/// Why the primary plugins could not be installed into a node.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    /// The source dir cannot be listed.
+    #[error("reading CNI plugin dir {}: {source}", dir.display())]
+    Read {
+        /// The source dir.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A plugin could not be linked or copied.
+    #[error("installing {} as {}: {source}", from.display(), to.display())]
+    Install {
+        /// The source binary.
+        from: PathBuf,
+        /// Its place in the bin dir.
+        to: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The source dir has no executables.
+    #[error("no CNI plugins in {} (install Debian's containernetworking-plugins or set {PLUGINS_DIR_ENV})", .0.display())]
+    None(PathBuf),
+}
+
 /// Installs every executable regular file of `source_dir` into `bin_dir`.
-pub fn install_plugins(source_dir: &Path, bin_dir: &Path, mode: InstallMode) -> Result<InstalledPlugins, String> {
-    let entries =
-        std::fs::read_dir(source_dir).map_err(|e| format!("reading CNI plugin dir {}: {e}", source_dir.display()))?;
+pub fn install_plugins(source_dir: &Path, bin_dir: &Path, mode: InstallMode) -> Result<InstalledPlugins, PluginsError> {
+    let unreadable = |source| PluginsError::Read {
+        dir: source_dir.to_path_buf(),
+        source,
+    };
+    let entries = std::fs::read_dir(source_dir).map_err(unreadable)?;
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("reading CNI plugin dir {}: {e}", source_dir.display()))?;
+        let entry = entry.map_err(unreadable)?;
         let src = entry.path();
         let Ok(meta) = std::fs::metadata(&src) else { continue };
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
@@ -60,15 +91,15 @@ pub fn install_plugins(source_dir: &Path, bin_dir: &Path, mode: InstallMode) -> 
             continue;
         };
         let dst = bin_dir.join(&name);
-        install_one(&src, &dst, mode, meta.permissions().mode())
-            .map_err(|e| format!("installing {} as {}: {e}", src.display(), dst.display()))?;
+        install_one(&src, &dst, mode, meta.permissions().mode()).map_err(|source| PluginsError::Install {
+            from: src.clone(),
+            to: dst.clone(),
+            source,
+        })?;
         names.push(name);
     }
     if names.is_empty() {
-        return Err(format!(
-            "no CNI plugins in {} (install Debian's containernetworking-plugins or set {PLUGINS_DIR_ENV})",
-            source_dir.display()
-        ));
+        return Err(PluginsError::None(source_dir.to_path_buf()));
     }
     names.sort();
     Ok(InstalledPlugins {
@@ -146,9 +177,11 @@ mod tests {
     fn empty_or_missing_source_is_an_error() {
         let base = scratch("empty");
         let err = install_plugins(&base, &base, InstallMode::Symlink).unwrap_err();
-        assert!(err.contains("no CNI plugins"), "{err}");
+        assert!(matches!(&err, PluginsError::None(dir) if dir == &base), "{err:?}");
+        assert!(err.to_string().contains("no CNI plugins"), "{err}");
         let err = install_plugins(&base.join("nope"), &base, InstallMode::Symlink).unwrap_err();
-        assert!(err.contains("nope"), "{err}");
+        assert!(matches!(&err, PluginsError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("nope"), "{err}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

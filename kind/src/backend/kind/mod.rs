@@ -19,7 +19,7 @@ pub use start::start;
 
 use super::env::{Arch, PlanEnv};
 use super::images::{self, ImageBuild};
-use super::plan::{Cmd, Plan, Step, path_arg};
+use super::plan::{self, Cmd, Plan, Step, path_arg};
 use super::preflight::Tool;
 use super::versions::KubeVersion;
 
@@ -179,18 +179,8 @@ pub(crate) fn validate_name(name: &str) -> Result<(), SpecError> {
 pub fn plan(spec: &KindSpec, env: &PlanEnv) -> Plan {
     let eff = spec.effective(env);
     let kubeconfig = path_arg(&eff.kubeconfig);
-    let mut steps = vec![
-        Step::Note(format!(
-            "preflight (before any step): {} on PATH",
-            spec.required_tools()
-                .iter()
-                .map(|tool| tool.program())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        Cmd::new("docker", ["info", "--format", "{{.ServerVersion}}"]).step("the Docker engine answers"),
-        Step::MakeDir(eff.dir.clone()),
-    ];
+    let mut steps = plan::docker_preamble(&spec.required_tools());
+    steps.push(Step::MakeDir(eff.dir.clone()));
     let images = images::all_images(&spec.images, env);
     for image in &images {
         steps.extend(image.build_steps(env, &eff.dir));
@@ -314,12 +304,7 @@ fn drop_note(eff: &Effective) -> String {
 
 /// Wait for the primary CNI, the nodes and cluster DNS.
 fn ready_steps(spec: &KindSpec, eff: &Effective) -> Vec<Step> {
-    let kubeconfig = path_arg(&eff.kubeconfig);
-    let kubectl = |args: &[&str]| {
-        let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
-        all.extend_from_slice(args);
-        Cmd::new("kubectl", all)
-    };
+    let kubectl = |args: &[&str]| plan::kubectl(&eff.kubeconfig, args);
     let wait = |probe: Cmd, purpose: String| Step::WaitFor {
         probe,
         timeout: spec.ready_timeout,
@@ -336,20 +321,10 @@ fn ready_steps(spec: &KindSpec, eff: &Effective) -> Vec<Step> {
             )
         })
         .collect();
-    steps.push(wait(
-        kubectl(&["wait", "--for=condition=Ready", "nodes", "--all", "--timeout=30s"]),
+    steps.extend(plan::ready_steps(
+        &eff.kubeconfig,
+        spec.ready_timeout,
         "every node Ready (its CNI config is in place)".to_string(),
-    ));
-    steps.push(wait(
-        kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "status",
-            "deployment/coredns",
-            "--timeout=30s",
-        ]),
-        "cluster DNS up (pod networking works)".to_string(),
     ));
     steps
 }

@@ -2,7 +2,7 @@
 
 use super::{KindSpec, failure_plan, plan, teardown_plan};
 use crate::backend::StartError;
-use crate::backend::docker::DockerCluster;
+use crate::backend::docker::DockerNodes;
 use crate::backend::env::PlanEnv;
 use crate::backend::exec::{self, StepError, TeardownGuard};
 use crate::backend::plan::Cmd;
@@ -14,14 +14,14 @@ use crate::backend::preflight::{self, path_lookup};
 ///
 /// When a step fails and the cluster exists, its logs are exported (see
 /// [`failure_plan`]) and, when this run created it, it is deleted unless kept.
-pub fn start(spec: &KindSpec, env: &PlanEnv) -> Result<DockerCluster, StartError> {
-    spec.validate().map_err(|error| StartError::Spec(error.to_string()))?;
+pub fn start(spec: &KindSpec, env: &PlanEnv) -> Result<DockerNodes, StartError> {
+    spec.validate()?;
     preflight::preflight("kind", &spec.required_tools(), path_lookup)?;
     preflight::engine("kind", "docker")?;
     let eff = spec.effective(env);
     let existed = eff.reuse && cluster_exists(&eff.name).map_err(StartError::step)?;
     let guard = TeardownGuard::new(teardown_plan(spec, env), !existed && !eff.keep);
-    let mut cluster = DockerCluster::new(
+    let mut cluster = DockerNodes::new(
         "kind",
         eff.name.clone(),
         &eff.dir,
