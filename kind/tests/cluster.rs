@@ -433,6 +433,26 @@ fn delete_leaves_nothing_behind() {
     );
 }
 
+/// A primary CNI whose links this kernel cannot make is refused when the
+/// cluster is created, not discovered by every pod's failing sandbox.
+#[test]
+fn a_primary_cni_the_kernel_cannot_make_is_refused_at_create() {
+    if !privileged("a_primary_cni_the_kernel_cannot_make_is_refused_at_create") {
+        return;
+    }
+    match (
+        Profile::Ipvlan.kernel_supports(),
+        Cluster::create(spec(1, Profile::Ipvlan)),
+    ) {
+        (true, Ok(cluster)) => cluster.delete().unwrap(),
+        (false, Err(e)) => assert_eq!(
+            e.to_string(),
+            "creating the cluster: primary CNI: this kernel cannot create ipvlan links (CONFIG_IPVLAN, module ipvlan); pick another --cni"
+        ),
+        (supported, result) => panic!("ipvlan supported: {supported}, create: {:?}", result.map(|_| ())),
+    }
+}
+
 /// The local backend needs no real root: the two-node test, re-run as
 /// `nobody` inside a user, network and mount namespace of its own.
 #[test]

@@ -102,3 +102,39 @@ fn up_with_no_nodes_is_refused() {
         "{stderr}"
     );
 }
+
+/// An unprivileged start fails naming what it needs, and leaves nothing in
+/// the temp dir (it used to leave its empty `istio-cni-cluster-<pid>-0`).
+#[test]
+fn a_failed_unprivileged_up_leaves_nothing_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return skip("not root (the test drops to nobody)");
+    }
+    let scratch = istio_cni_kind::testing::Scratch::new("unprivileged-up");
+    let tmp = scratch.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&scratch.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = scratch.join("istio-cni-cluster");
+    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni-cluster"), &bin).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["up", "--name", "unprivileged"])
+        .env("TMPDIR", &tmp)
+        .env("HOME", &tmp)
+        .env("XDG_RUNTIME_DIR", &tmp)
+        .output()
+        .expect("setpriv runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("EPERM") && stderr.contains("needs root"), "{stderr}");
+    assert_eq!(stderr.matches("creating the cluster").count(), 1, "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the temp dir: {left:?}");
+}

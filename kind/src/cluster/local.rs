@@ -80,7 +80,15 @@ impl LocalCluster {
         let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
         let root = std::env::temp_dir().join(format!("istio-cni-cluster-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&root).map_err(ClusterError::create("root dir"))?;
-        let harness = Netns::create(&root.join("harness.netns")).map_err(ClusterError::create("harness netns"))?;
+        let harness = match Netns::create(&root.join("harness.netns")) {
+            Ok(harness) => harness,
+            Err(e) => {
+                // Nothing else exists yet; an unprivileged start must not
+                // leave its empty root behind.
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(ClusterError::create("harness netns")(e));
+            }
+        };
         // Optional: skipped where cgroup v2 is not writable (rootless).
         let cgroup = ClusterCgroup::create(&format!("istio-cni-cluster-{}-{n}", std::process::id()));
         let pod_cgroups = cgroup.as_ref().map(ClusterCgroup::kubepods);
@@ -113,6 +121,15 @@ impl LocalCluster {
             .args(["link", "set", "lo", "up"])
             .status()
             .map_err(ClusterError::create("harness loopback"))?;
+        // Without the kernel's support the cluster would come up and every
+        // pod would fail its sandbox: refuse to report "up" instead.
+        if !spec.profile.kernel_supports() {
+            return Err(ClusterError::create("primary CNI")(format!(
+                "this kernel cannot create {0} links (CONFIG_{1}, module {0}); pick another --cni",
+                spec.profile.plugin_type(),
+                spec.profile.plugin_type().to_uppercase()
+            )));
+        }
         let mut network = ClusterNetwork::create(ClusterConfig {
             root: Some(root.join("nodes")),
             harness_netns: Some(harness.path().to_path_buf()),
