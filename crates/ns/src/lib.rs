@@ -28,4 +28,4 @@ mod testing;
 mod thread;
 
 pub use error::NsError;
-pub use netns::{Netns, run_in_netns, run_in_new_netns};
+pub use netns::{Netns, run_in_netns};

@@ -108,6 +108,23 @@ impl Netns {
         Ok(Self::from_parts(path.to_path_buf(), fd, false))
     }
 
+    /// A brand-new network namespace (only `lo`, down) kept alive by this
+    /// handle's descriptor and whatever runs inside: nothing is pinned, so
+    /// nothing is left to clean up. Its path, `/proc/<pid>/fd/<fd>`, is valid
+    /// for this process and its children while a clone of the handle lives.
+    pub fn unpinned() -> Result<Self, NsError> {
+        let label = Path::new("<new netns>");
+        let fd = on_fresh_thread("netns-new", label, move || {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NsError::Unshare {
+                path: label.to_path_buf(),
+                source,
+            })?;
+            open_fd(Path::new("/proc/thread-self/ns/net"))
+        })?;
+        let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()));
+        Ok(Self::from_parts(path, fd, false))
+    }
+
     /// The network namespace of the calling thread, not owned.
     pub fn current() -> Result<Self, NsError> {
         Self::open(Path::new(&format!("/proc/self/task/{}/ns/net", nix::unistd::gettid())))
@@ -204,20 +221,6 @@ pub fn run_in_netns<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NsError> {
     Netns::open(netns_path)?.run(f)
-}
-
-/// Runs `f` on a fresh OS thread inside a brand-new, unpinned network
-/// namespace (only `lo`, down); the namespace vanishes with the thread unless
-/// `f` hands out a process or descriptor that keeps it.
-pub fn run_in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, NsError> {
-    let label = Path::new("<new netns>");
-    on_fresh_thread("netns-new", label, move || {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NsError::Unshare {
-            path: label.to_path_buf(),
-            source,
-        })?;
-        Ok(f())
-    })
 }
 
 fn open_fd(path: &Path) -> Result<OwnedFd, NsError> {
@@ -350,13 +353,21 @@ mod tests {
     }
 
     #[test]
-    fn a_new_unpinned_namespace_is_not_the_callers() {
-        if !privileged("netns::new_unpinned") {
+    fn an_unpinned_namespace_is_new_and_lives_with_its_handle() {
+        if !privileged("netns::unpinned") {
             return;
         }
         let host = inode(Path::new("/proc/self/ns/net"));
-        let inside = run_in_new_netns(|| inode(Path::new("/proc/thread-self/ns/net"))).unwrap();
+        let ns = Netns::unpinned().unwrap();
+        assert!(!ns.is_owned());
+        let inside = ns.run(|| inode(Path::new("/proc/thread-self/ns/net"))).unwrap();
         assert_ne!(inside, host);
+        assert_eq!(inode(ns.path()), inside);
         assert_eq!(inode(Path::new("/proc/thread-self/ns/net")), host);
+        // Children reach it through the path too.
+        let out = ns.command("readlink").arg(ns.path()).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("net:[{inside}]"));
+        // Nothing pinned, nothing to delete.
+        ns.delete().unwrap();
     }
 }
