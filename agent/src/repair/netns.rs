@@ -151,29 +151,18 @@ mod tests {
         assert!(!cgroup_has_pod_uid("0::/kubepods/pod/x", ""));
     }
 
-    /// A process in a fresh netns holding `ip` on `lo`.
+    /// A process in a fresh netns holding `ip` on `lo` (set up before the
+    /// process starts, so there is nothing to wait for).
     fn holder(ip: &str) -> std::process::Child {
-        let script = format!("ip link set lo up && ip addr add {ip}/32 dev lo && exec sleep 60");
-        std::process::Command::new("unshare")
-            .args(["--net", "sh", "-c", &script])
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_for_ip(pid: u32, ip: &str) {
-        let path = format!("/proc/{pid}/ns/net");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let out = std::process::Command::new("nsenter")
-                .args([format!("--net={path}").as_str(), "ip", "-o", "addr"])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains(ip) {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "{ip} never appeared in {path}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let ns = linux_ns::Netns::unpinned().unwrap();
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["addr", "add", &format!("{ip}/32"), "dev", "lo"],
+        ] {
+            let status = ns.command("ip").args(&args).status().unwrap();
+            assert!(status.success(), "ip {args:?}: {status}");
         }
+        ns.command("sleep").arg("60").spawn().unwrap()
     }
 
     #[test]
@@ -183,7 +172,6 @@ mod tests {
         }
         let ip = "10.231.77.9";
         let mut child = holder(ip);
-        wait_for_ip(child.id(), ip);
         let finder = Finder {
             proc_root: "/proc".into(),
             host_netns: "/proc/self/ns/net".into(),
