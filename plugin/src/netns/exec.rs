@@ -334,7 +334,7 @@ mod tests {
         let netns = Path::new("/run/netns/pod");
         let nss = Bind::new("/dev/null", NSSWITCH_PATH).read_only();
         for lock in [XtablesLock::None, XtablesLock::EnvLockfile] {
-            assert_eq!(sandbox_for(netns, lock).binds, [nss.clone()], "{lock:?}");
+            assert_eq!(sandbox_for(netns, lock).binds, std::slice::from_ref(&nss), "{lock:?}");
         }
         let lock = Bind::new(netns, XTABLES_LOCK_PATH).create_target();
         assert_eq!(sandbox_for(netns, XtablesLock::BindMount).binds, [lock, nss]);
