@@ -349,6 +349,8 @@ mod tests {
         let inode = std::fs::metadata(a.path()).unwrap().ino();
         assert_eq!(found.inode, inode);
         assert_eq!(std::fs::metadata(found.path()).unwrap().ino(), inode);
+        // Namespaces are visited in inode order, processes in pid order.
+        seen.sort();
         assert_eq!(
             seen,
             [root.join("10/ns/net"), root.join("11/ns/net"), root.join("20/ns/net")]
