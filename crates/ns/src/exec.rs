@@ -154,24 +154,22 @@ fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::sandbox::Bind;
-    use crate::testing::{privileged, scratch};
+    use crate::testing::{Scratch, privileged, privileged_scratch};
 
     #[test]
     fn finds_binaries_only_in_the_search_path() {
-        let dir = scratch("path");
+        let dir = Scratch::new("path");
         assert_eq!(find_in_path("sh", dir.as_os_str()), None);
         assert!(find_in_path("sh", OsStr::new("/nonexistent:/bin:/usr/bin")).is_some());
         assert!(find_in_path("/bin/sh", OsStr::new("")).is_some());
         assert_eq!(find_in_path("/nonexistent/sh", OsStr::new("/bin")), None);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn stdin_is_fed_and_output_captured_inside_the_netns() {
-        if !privileged("exec::stdin_is_fed") {
+        let Some(dir) = privileged_scratch("exec::stdin_is_fed") else {
             return;
-        }
-        let dir = scratch("exec");
+        };
         let ns = Netns::create(&dir.join("ns")).unwrap();
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "cat; readlink /proc/self/ns/net; echo oops >&2; exit 3"]);
@@ -185,7 +183,6 @@ mod tests {
         assert_eq!(stdout, format!("{big}\nnet:[{inode}]\n"));
         assert_eq!(out.stderr, b"oops\n");
         ns.delete().unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -200,10 +197,9 @@ mod tests {
 
     #[test]
     fn the_sandbox_masks_files_for_the_command_only() {
-        if !privileged("exec::sandbox_masks") {
+        let Some(dir) = privileged_scratch("exec::sandbox_masks") else {
             return;
-        }
-        let dir = scratch("sandbox");
+        };
         let secret = dir.join("secret");
         std::fs::write(&secret, "host content").unwrap();
         let created = dir.join("created");
@@ -235,16 +231,14 @@ mod tests {
         assert!(!crate::mounts::is_mounted(&secret));
         assert!(!crate::mounts::is_mounted(&created));
         assert!(created.exists(), "the missing target was created");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_sandbox_that_cannot_be_set_up_is_reported_and_the_command_still_runs() {
-        if !privileged("exec::sandbox_fails") {
+        let Some(dir) = privileged_scratch("exec::sandbox_fails") else {
             return;
-        }
-        let dir = scratch("sandbox-fail");
-        let sandbox = MountSandbox::new([Bind::new(dir.join("no-such-source"), &dir).create_target()]);
+        };
+        let sandbox = MountSandbox::new([Bind::new(dir.join("no-such-source"), &*dir).create_target()]);
         let mut cmd = Command::new("true");
         cmd.current_dir("/");
         let ns = Netns::open(Path::new("/proc/self/ns/net")).unwrap();
@@ -254,6 +248,5 @@ mod tests {
             Sandboxed::Failed(e) => assert!(e.to_string().contains("no-such-source"), "{e}"),
             other => panic!("{other:?}"),
         }
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

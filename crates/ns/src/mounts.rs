@@ -74,10 +74,9 @@ mod tests {
     fn the_root_is_mounted_and_a_plain_dir_is_not() {
         assert!(is_mounted(Path::new("/")));
         assert!(is_mounted(Path::new("/proc")));
-        let dir = crate::testing::scratch("mounts");
+        let dir = crate::testing::Scratch::new("mounts");
         assert!(!is_mounted(&dir));
         assert!(mounts_under(&dir).is_empty());
         assert!(mounts_under(Path::new("/")).contains(&PathBuf::from("/proc")));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -257,7 +257,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-    use crate::testing::{privileged, scratch};
+    use crate::testing::{privileged, privileged_scratch};
 
     #[test]
     fn a_missing_netns_path_is_named_in_the_error() {
@@ -295,10 +295,9 @@ mod tests {
 
     #[test]
     fn create_pins_a_fresh_namespace_that_work_and_commands_enter() {
-        if !privileged("netns::create_pins") {
+        let Some(dir) = privileged_scratch("netns::create_pins") else {
             return;
-        }
-        let dir = scratch("create");
+        };
         let pin = dir.join("ns");
         let ns = Netns::create(&pin).unwrap();
         assert!(ns.is_owned());
@@ -325,15 +324,13 @@ mod tests {
         ns.delete().unwrap();
         assert!(!pin.exists());
         assert!(!crate::mounts::is_mounted(&pin));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn dropping_the_last_owner_unpins() {
-        if !privileged("netns::dropping_unpins") {
+        let Some(dir) = privileged_scratch("netns::dropping_unpins") else {
             return;
-        }
-        let dir = scratch("drop");
+        };
         let pin = dir.join("ns");
         let ns = Netns::create(&pin).unwrap();
         let clone = ns.clone();
@@ -342,7 +339,6 @@ mod tests {
         drop(clone);
         assert!(!pin.exists());
         assert!(!crate::mounts::is_mounted(&pin));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -226,7 +226,7 @@ mod tests {
 
     use super::*;
     use crate::Netns;
-    use crate::testing::{privileged, scratch};
+    use crate::testing::privileged_scratch;
 
     /// A `/proc/<pid>/stat` line with start time `start`.
     fn stat(pid: i32, start: u64) -> String {
@@ -280,10 +280,9 @@ mod tests {
 
     #[test]
     fn oversized_and_endless_proc_files_count_as_unreadable() {
-        if !privileged("proc::oversized_proc_files") {
+        let Some(dir) = privileged_scratch("proc::oversized_proc_files") else {
             return;
-        }
-        let dir = scratch("proc-cap");
+        };
         let root = dir.join("proc");
         let ns = Netns::create(&dir.join("pod")).unwrap();
         // pid 100 is the younger process; its cgroup names the wanted pod,
@@ -309,15 +308,13 @@ mod tests {
         assert_eq!(found.pid, 100);
         assert!(!found.ambiguous());
         ns.delete().unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn the_check_runs_once_per_namespace_and_the_host_is_never_returned() {
-        if !privileged("proc::check_per_namespace") {
+        let Some(dir) = privileged_scratch("proc::check_per_namespace") else {
             return;
-        }
-        let dir = scratch("proc-walk");
+        };
         let root = dir.join("proc");
         let a = Netns::create(&dir.join("a")).unwrap();
         let b = Netns::create(&dir.join("b")).unwrap();
@@ -373,7 +370,5 @@ mod tests {
             matches!(err, FindError::Proc { .. }) && err.to_string().contains("nope"),
             "{err}"
         );
-        drop((found, a, b));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -25,8 +25,7 @@ mod tests {
 
     #[test]
     fn reads_up_to_the_cap_and_refuses_more() {
-        let dir = std::env::temp_dir().join(format!("linux-ns-read-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::Scratch::new("read");
         let f = dir.join("f");
         std::fs::write(&f, "12345").unwrap();
         assert_eq!(read_capped(&f, 5).unwrap(), "12345");
@@ -35,6 +34,5 @@ mod tests {
         // An endless file stops at the cap instead of filling memory.
         let err = read_capped(Path::new("/dev/zero"), 1024).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

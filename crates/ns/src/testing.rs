@@ -1,7 +1,7 @@
 //! Test gates and scratch space for this crate's own tests (the crate sits
 //! below every other, so it cannot use the workspace's test support).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Whether this process may create namespaces. When it may not, prints
@@ -21,11 +21,34 @@ pub(crate) fn privileged(test: &str) -> bool {
 
 static SCRATCH: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh, empty directory unique to this process and call.
-pub(crate) fn scratch(label: &str) -> PathBuf {
-    let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("linux-ns-test-{}-{n}-{label}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    dir
+/// A fresh, empty directory unique to this process and call, removed on
+/// drop (declare namespaces pinned in it after it, so they unpin first).
+pub(crate) struct Scratch(PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(label: &str) -> Self {
+        let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("linux-ns-test-{}-{n}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// [`privileged`] and a scratch directory named after the test.
+pub(crate) fn privileged_scratch(test: &str) -> Option<Scratch> {
+    privileged(test).then(|| Scratch::new(&test.replace("::", "-")))
 }
