@@ -125,6 +125,13 @@ impl Netns {
         Ok(Self::from_parts(path, fd, false))
     }
 
+    /// A handle on an already open namespace descriptor (from a socket's
+    /// `SIOCGSKNS`, a pidfd, ...), not owned. `label` stands in for the path
+    /// in errors and [`Netns::path`].
+    pub fn from_fd(fd: OwnedFd, label: impl Into<PathBuf>) -> Self {
+        Self::from_parts(label.into(), fd, false)
+    }
+
     /// The network namespace of the calling thread, not owned.
     pub fn current() -> Result<Self, NsError> {
         Self::open(Path::new(&format!("/proc/self/task/{}/ns/net", nix::unistd::gettid())))
@@ -365,5 +372,13 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("net:[{inside}]"));
         // Nothing pinned, nothing to delete.
         ns.delete().unwrap();
+        // A descriptor of it, wrapped, enters the same namespace.
+        let fd = OwnedFd::from(File::open(ns.path()).unwrap());
+        let wrapped = Netns::from_fd(fd, "<test fd>");
+        assert_eq!(wrapped.path(), Path::new("<test fd>"));
+        assert_eq!(
+            wrapped.run(|| inode(Path::new("/proc/thread-self/ns/net"))).unwrap(),
+            inside
+        );
     }
 }
