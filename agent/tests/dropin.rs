@@ -279,17 +279,10 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 /// agent it starts and the connections it makes stay private, so the
 /// chart's fixed ports (8000, 15014, 443) never collide with anything.
 fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("ip");
-        assert!(up.success(), "ip link set lo up: {up}");
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    let ns = linux_ns::Netns::unpinned().unwrap_or_else(|e| panic!("{e}"));
+    let up = ns.command("ip").args(["link", "set", "lo", "up"]).status().expect("ip");
+    assert!(up.success(), "ip link set lo up: {up}");
+    ns.run(f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn sigterm(child: &Child) {

@@ -1143,31 +1143,15 @@ async fn server_down_and_up_on_the_same_port() {
 
 /// A new network namespace with loopback up, or `None` when this process may
 /// not create one.
-fn new_netns() -> Option<std::fs::File> {
-    std::thread::spawn(|| -> std::io::Result<std::fs::File> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()?;
-        if !up.success() {
-            return Err(std::io::Error::other("ip link set lo up failed"));
-        }
-        std::fs::File::open("/proc/thread-self/ns/net")
-    })
-    .join()
-    .ok()?
-    .ok()
+fn new_netns() -> Option<linux_ns::Netns> {
+    let ns = linux_ns::Netns::unpinned().ok()?;
+    let up = ns.command("ip").args(["link", "set", "lo", "up"]).status().ok()?;
+    up.success().then_some(ns)
 }
 
 /// Runs `f` on a thread inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &std::fs::File, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.try_clone().unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
+fn in_netns<T: Send + 'static>(ns: &linux_ns::Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    ns.run(f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A blocking `GET` over plain HTTP; the raw response.
@@ -1202,7 +1186,7 @@ async fn listener_in_another_network_namespace_rebinds_there() {
     .await;
     let token = s.admin_token();
     let get = {
-        let ns = Arc::new(ns.try_clone().unwrap());
+        let ns = ns.clone();
         move || {
             let token = token.clone();
             in_netns(&ns, move || raw_get(addr, "/version", &token))

@@ -1,28 +1,28 @@
-//! Running `iptables*`/`nft` inside the pod netns, sandboxed as in §4.6.
+//! Running `iptables*`/`nft` inside the pod netns, sandboxed.
 //!
-//! Each command gets its own fresh OS thread. That thread re-enters the pod
-//! netns, unshares its mount namespace, makes `/` private (or slave), masks
-//! `/etc/nsswitch.conf` with a read-only `/dev/null` (so `-m owner` never
-//! triggers NSS lookups, which may hit the network) and, for legacy iptables
-//! older than 1.8.6, bind-mounts the netns file over `/run/xtables.lock` so
-//! that the lock is per pod instead of host-wide. The child is then spawned
-//! *from that thread*: on Linux a new process inherits the namespaces of the
-//! thread that created it, so the child sees the private mounts while the rest
-//! of the plugin does not. The thread exits afterwards and is never reused.
+//! Each command runs through [`linux_ns::exec::Job`]: spawned from a fresh
+//! thread inside the pod netns and a private mount namespace. The plugin's
+//! policy for that sandbox: `/etc/nsswitch.conf` is masked with a read-only
+//! `/dev/null` (so `-m owner` never triggers NSS lookups, which may hit the
+//! network) and, for legacy iptables older than 1.8.6, the netns file is
+//! bind-mounted over `/run/xtables.lock` so that the lock is per pod instead
+//! of host-wide.
 //!
 //! If the sandbox cannot be set up (typically: no `CAP_SYS_ADMIN`), a warning
 //! is logged and the command runs unsandboxed, still in the pod netns.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
+use linux_ns::Netns;
+use linux_ns::exec::{ExecError, Job, Sandboxed};
+use linux_ns::sandbox::{Bind, MountSandbox};
 
 use super::NetnsError;
+
+/// `PATH`-style binary search (re-exported for the plugin's callers).
+pub use linux_ns::exec::find_in_path;
 
 /// `PATH` used when the plugin's environment has none.
 pub const DEFAULT_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -30,7 +30,7 @@ pub const DEFAULT_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:
 pub const XTABLES_LOCK_PATH: &str = "/run/xtables.lock";
 const NSSWITCH_PATH: &str = "/etc/nsswitch.conf";
 
-/// How the xtables lock is scoped for one command (§4.6).
+/// How the xtables lock is scoped for one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum XtablesLock {
     /// No lock handling (nft-based binaries, `-save`, `nft`).
@@ -109,7 +109,7 @@ pub struct CommandOutput {
     pub stdout: String,
     /// Captured stderr (lossy UTF-8).
     pub stderr: String,
-    /// Whether the §4.6 sandbox was in effect.
+    /// Whether the mount-namespace sandbox was in effect.
     pub sandboxed: bool,
 }
 
@@ -249,28 +249,50 @@ impl Runner {
             program: spec.program.clone(),
             search_path: self.search_path.clone(),
         })?;
-        let ns = File::open(&self.netns).map_err(|source| CommandError::Netns {
+        let netns_err = |source| CommandError::Netns {
             cmdline: cmdline.clone(),
-            source: NetnsError::Open {
-                path: self.netns.clone(),
+            source,
+        };
+        let netns = Netns::open(&self.netns).map_err(netns_err)?;
+        let mut cmd = Command::new(binary);
+        cmd.args(&spec.args);
+        if spec.lock == XtablesLock::EnvLockfile {
+            // As Istio: the child's environment is only the lock file.
+            cmd.env_clear().env("XTABLES_LOCKFILE", &self.netns);
+        }
+        let mut job = Job::new(cmd);
+        if let Some(input) = &spec.stdin {
+            job = job.stdin(input.clone());
+        }
+        if self.sandbox {
+            job = job.sandbox(sandbox_for(&self.netns, spec.lock));
+        }
+        tracing::debug!(cmd = %cmdline, sandbox = self.sandbox, "running");
+        let output = job.run_in(&netns).map_err(|e| match e {
+            ExecError::Netns(NetnsError::Panicked { .. }) => CommandError::Panicked {
+                cmdline: cmdline.clone(),
+            },
+            ExecError::Netns(source) => netns_err(source),
+            ExecError::Io { source } => CommandError::Spawn {
+                cmdline: cmdline.clone(),
                 source,
             },
         })?;
-        let job = Job {
-            binary,
-            spec: spec.clone(),
-            cmdline: cmdline.clone(),
-            netns: self.netns.clone(),
-            sandbox: self.sandbox,
+        let sandboxed = match output.sandboxed {
+            Sandboxed::Yes => true,
+            Sandboxed::No => false,
+            Sandboxed::Failed(e) => {
+                tracing::warn!(cmd = %cmdline, error = %e, "failed to set up the command sandbox; running unsandboxed");
+                false
+            }
         };
-        let handle = std::thread::Builder::new()
-            .name("netns-exec".to_owned())
-            .spawn(move || job.run(&ns))
-            .map_err(|source| CommandError::Spawn {
-                cmdline: cmdline.clone(),
-                source,
-            })?;
-        handle.join().unwrap_or(Err(CommandError::Panicked { cmdline }))
+        Ok(CommandOutput {
+            cmdline,
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            sandboxed,
+        })
     }
 
     /// Runs `spec` and fails on a non-zero exit.
@@ -279,148 +301,16 @@ impl Runner {
     }
 }
 
-/// Everything the per-command thread needs, owned.
-struct Job {
-    binary: PathBuf,
-    spec: CommandSpec,
-    cmdline: String,
-    netns: PathBuf,
-    sandbox: bool,
-}
-
-impl Job {
-    /// Runs on the dedicated thread: enter, sandbox, spawn, wait.
-    fn run(self, ns: &File) -> Result<CommandOutput, CommandError> {
-        super::enter(ns, &self.netns).map_err(|source| CommandError::Netns {
-            cmdline: self.cmdline.clone(),
-            source,
-        })?;
-        let sandboxed = self.sandbox
-            && match setup_sandbox(&self.netns, self.spec.lock) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(cmd = %self.cmdline, error = %e, "failed to set up the command sandbox; running unsandboxed");
-                    false
-                }
-            };
-        self.spawn_and_wait(sandboxed)
-    }
-
-    fn spawn_and_wait(self, sandboxed: bool) -> Result<CommandOutput, CommandError> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(&self.spec.args)
-            .stdin(if self.spec.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if self.spec.lock == XtablesLock::EnvLockfile {
-            // As Istio: the child's environment is only the lock file.
-            cmd.env_clear().env("XTABLES_LOCKFILE", &self.netns);
-        }
-        let spawn_err = |source| CommandError::Spawn {
-            cmdline: self.cmdline.clone(),
-            source,
-        };
-        tracing::debug!(cmd = %self.cmdline, sandboxed, "running");
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        let output = std::thread::scope(|s| {
-            if let (Some(mut pipe), Some(input)) = (child.stdin.take(), self.spec.stdin.as_deref()) {
-                // A separate writer avoids a pipe deadlock on large payloads.
-                // A write error (child exited early) shows up in its status.
-                s.spawn(move || {
-                    let _ = pipe.write_all(input);
-                });
-            }
-            child.wait_with_output()
-        })
-        .map_err(spawn_err)?;
-        Ok(CommandOutput {
-            cmdline: self.cmdline,
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            sandboxed,
-        })
-    }
-}
-
-/// Why the sandbox could not be set up (the command then runs without it).
-#[derive(Debug, thiserror::Error)]
-enum SandboxError {
-    #[error("{step}: {source}")]
-    Sys {
-        step: &'static str,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("create {XTABLES_LOCK_PATH}: {0}")]
-    LockFile(#[source] std::io::Error),
-}
-
-fn sys(step: &'static str) -> impl FnOnce(nix::Error) -> SandboxError {
-    move |source| SandboxError::Sys { step, source }
-}
-
-/// Private mount namespace for the calling (throw-away) thread, plus masks.
-fn setup_sandbox(netns: &Path, lock: XtablesLock) -> Result<(), SandboxError> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
-    let none: Option<&str> = None;
-    // Keep our bind mounts from propagating back to the host: rprivate,
-    // or rslave where private is refused.
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .or_else(|_| mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none))
-        .map_err(sys("remount / rprivate/rslave"))?;
-    if lock == XtablesLock::BindMount {
-        if !Path::new(XTABLES_LOCK_PATH).exists() {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(XTABLES_LOCK_PATH)
-                .map_err(SandboxError::LockFile)?;
-        }
-        bind(netns, XTABLES_LOCK_PATH, "bind netns over /run/xtables.lock")?;
-    }
-    // A missing nsswitch.conf means glibc defaults (local files only).
-    if Path::new(NSSWITCH_PATH).exists() {
-        bind("/dev/null", NSSWITCH_PATH, "bind /dev/null over /etc/nsswitch.conf")?;
-        mount(
-            none,
-            NSSWITCH_PATH,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            none,
-        )
-        .map_err(sys("remount /etc/nsswitch.conf read-only"))?;
-    }
-    Ok(())
-}
-
-fn bind<P: AsRef<Path> + ?Sized>(src: &P, dst: &str, step: &'static str) -> Result<(), SandboxError> {
-    let none: Option<&str> = None;
-    mount(Some(src.as_ref()), dst, none, MsFlags::MS_BIND, none).map_err(sys(step))
-}
-
-/// `exec.LookPath`-like search: the first executable regular file named
-/// `program` in `search_path`. Names containing `/` are taken as paths.
-pub fn find_in_path(program: &str, search_path: &OsStr) -> Option<PathBuf> {
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return is_executable(&p).then_some(p);
-    }
-    std::env::split_paths(search_path)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+/// The sandbox policy for one command: the xtables lock (when bind-mounted)
+/// first, then the NSS mask. A missing nsswitch.conf means glibc defaults
+/// (local files only), so there is nothing to mask.
+fn sandbox_for(netns: &Path, lock: XtablesLock) -> MountSandbox {
+    let lock_bind = (lock == XtablesLock::BindMount).then(|| Bind::new(netns, XTABLES_LOCK_PATH).create_target());
+    MountSandbox::new(
+        lock_bind
+            .into_iter()
+            .chain([Bind::new("/dev/null", NSSWITCH_PATH).read_only()]),
+    )
 }
 
 #[cfg(test)]
@@ -440,13 +330,29 @@ mod tests {
     }
 
     #[test]
-    fn finds_binaries_only_in_the_search_path() {
-        let dir = std::env::temp_dir().join(format!("icni-exec-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(find_in_path("sh", dir.as_os_str()), None);
-        assert!(find_in_path("sh", OsStr::new("/nonexistent:/bin:/usr/bin")).is_some());
-        assert!(find_in_path("/bin/sh", OsStr::new("")).is_some());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn the_sandbox_binds_the_lock_only_when_asked_and_always_masks_nss() {
+        let netns = Path::new("/run/netns/pod");
+        let nss = Bind::new("/dev/null", NSSWITCH_PATH).read_only();
+        for lock in [XtablesLock::None, XtablesLock::EnvLockfile] {
+            assert_eq!(sandbox_for(netns, lock).binds, std::slice::from_ref(&nss), "{lock:?}");
+        }
+        let lock = Bind::new(netns, XTABLES_LOCK_PATH).create_target();
+        assert_eq!(sandbox_for(netns, XtablesLock::BindMount).binds, [lock, nss]);
+    }
+
+    #[test]
+    fn the_bind_mounted_lock_is_the_netns_file_for_the_command_only() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let runner = Runner::new(Path::new("/proc/self/ns/net"));
+        let spec = CommandSpec::new("stat", ["-L", "-c", "%i", XTABLES_LOCK_PATH]).lock(XtablesLock::BindMount);
+        let out = runner.run_checked(&spec).unwrap();
+        assert!(out.sandboxed);
+        let netns = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
+        assert_eq!(out.stdout.trim(), netns.to_string());
+        let host = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(XTABLES_LOCK_PATH).unwrap());
+        assert_ne!(host, netns, "the bind must not reach the host");
     }
 
     #[test]

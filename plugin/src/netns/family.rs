@@ -1,4 +1,4 @@
-//! IPv6 detection from the pod's interface addresses (§3.2 "IPv6 detection").
+//! IPv6 detection from the pod's interface addresses.
 //!
 //! Pure decision logic; [`super::netlink::Netlink::addresses`] supplies the
 //! addresses, in kernel dump order (all IPv4 addresses come before IPv6 ones

@@ -1,4 +1,4 @@
-//! rtnetlink helpers for the pod netns (§3.2 detection input, §4.7 routes).
+//! rtnetlink helpers for the pod netns (the IPv6 detection input, the TPROXY routes).
 //!
 //! A [`Netlink`] owns a current-thread tokio runtime and a netlink socket.
 //! The socket binds to the network namespace of the thread that creates it,

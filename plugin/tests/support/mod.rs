@@ -1,5 +1,5 @@
 //! Shared helpers for the netns integration tests: privilege gate, throw-away
-//! named network namespaces, pods from annotations, and (in [`net`]) a
+//! pinned network namespaces, pods from annotations, and (in [`net`]) a
 //! pod/peer veth topology with fake proxy, app and peer servers.
 #![allow(dead_code)]
 
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use istio_cni::pod::PodInfo;
 use istio_cni::redirect::Redirect;
 use k8s_openapi::api::core::v1::Pod;
+use linux_ns::Netns;
 use serde_json::json;
 
 /// Whether this process can run the netns tests. Prints `SKIP: <reason>` and
@@ -45,15 +46,17 @@ fn search_path() -> std::ffi::OsString {
 
 static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A named network namespace (`ip netns add`) removed on drop, even when the
-/// test panics. Names are unique per process and call (`icni<pid>-<n>`), so
-/// tests can run in parallel threads and processes.
+/// A network namespace pinned to a file in the temp dir (`linux-ns`),
+/// unpinned on drop, even when the test panics. Names are unique per process
+/// and call (`icni<pid>-<n>`), so tests can run in parallel threads and
+/// processes.
 #[derive(Debug)]
 pub struct TestNetns {
-    /// The `ip netns` name.
+    /// A short name for messages.
     pub name: String,
-    /// `/run/netns/<name>`.
+    /// The pin file (what `CNI_NETNS` and `ip ... netns <path>` take).
     pub path: PathBuf,
+    ns: Netns,
 }
 
 impl TestNetns {
@@ -61,30 +64,27 @@ impl TestNetns {
     pub fn new() -> Self {
         let n = NETNS_COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("icni{}-{n}", std::process::id());
-        run(&["ip", "netns", "add", &name]);
-        let ns = Self {
-            path: PathBuf::from("/run/netns").join(&name),
-            name,
-        };
+        let path = std::env::temp_dir().join(format!("istio-cni-netns-{name}"));
+        let ns = Netns::create(&path).unwrap_or_else(|e| panic!("creating netns {name}: {e}"));
+        let ns = Self { name, path, ns };
         ns.ip("link set lo up");
         ns
     }
 
-    /// `ip -n <name> <args>`; panics with stderr on failure.
+    /// `ip <args>` inside the netns; panics with stderr on failure.
     pub fn ip(&self, args: &str) {
-        let mut argv = vec!["ip", "-n", &self.name];
+        let mut argv = vec!["ip"];
         argv.extend(args.split_whitespace());
-        run(&argv);
+        self.exec_ok(&argv);
     }
 
-    /// Runs `argv` inside the netns (`ip netns exec`), returning its output.
+    /// Runs `argv` inside the netns, returning its output.
     pub fn exec(&self, argv: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(argv);
-        Command::new(full[0])
-            .args(&full[1..])
+        self.ns
+            .command(argv[0])
+            .args(&argv[1..])
             .output()
-            .unwrap_or_else(|e| panic!("spawn {full:?}: {e}"))
+            .unwrap_or_else(|e| panic!("spawn {argv:?} in {}: {e}", self.name))
     }
 
     /// Runs `argv` inside the netns and returns stdout; panics on failure.
@@ -98,12 +98,6 @@ impl TestNetns {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 

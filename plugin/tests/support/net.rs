@@ -77,7 +77,10 @@ impl Topology {
     pub fn new(stack: Stack) -> Self {
         let pod = TestNetns::new();
         let peer = TestNetns::new();
-        pod.ip(&format!("link add eth0 type veth peer name peer0 netns {}", peer.name));
+        pod.ip(&format!(
+            "link add eth0 type veth peer name peer0 netns {}",
+            peer.path.display()
+        ));
         pod.ip("link set eth0 up");
         peer.ip("link set peer0 up");
         if stack.v4() {
