@@ -1,5 +1,6 @@
 //! An address with its prefix length, host bits kept (`10.0.0.2/24`): the
-//! form of every address and destination in a CNI result.
+//! form of every address and destination in a CNI result, and of the CIDRs
+//! in Istio's annotations.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -7,7 +8,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// `addr/len`, as Go's `net.ParseCIDR` reads it but keeping the address.
+/// `addr/len`, as Go's `net.ParseCIDR` and `netip.ParsePrefix` read it,
+/// keeping the host bits; no zone, no bare address. An IPv4-mapped IPv6
+/// prefix is IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
     pub addr: IpAddr,
@@ -17,6 +20,10 @@ pub struct IpNet {
 impl IpNet {
     pub fn is_v4(&self) -> bool {
         self.addr.is_ipv4()
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        self.addr.is_loopback()
     }
 }
 
