@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use istio_cni_kind::cni::version::{ALL_VERSIONS, at_least};
+use istio_cni_kind::cni::version::{SUPPORTED, at_least};
 use istio_cni_kind::cni::{NetworkConfigList, PluginConf, PodRef, Runner, RuntimeConf, VersionInfo, request};
 use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, Node, NodeSpec, PodSandbox};
 use serde_json::{Map, Value};
@@ -153,10 +153,7 @@ impl Harness {
         };
         // A plugin whose VERSION fails is still checked at every version;
         // the version cases report the failure.
-        let stdin = format!(
-            "{{\"cniVersion\":\"{}\"}}",
-            istio_cni_kind::cni::version::CURRENT_VERSION
-        );
+        let stdin = format!("{{\"cniVersion\":\"{}\"}}", istio_cni_kind::cni::version::CURRENT);
         match harness.invoke("VERSION", &RuntimeConf::default(), &[], stdin.as_bytes()) {
             Ok(inv) if inv.succeeded() => match VersionInfo::parse(&inv.stdout) {
                 Ok(info) => harness.plugin_versions = Some(info),
@@ -364,7 +361,7 @@ impl Harness {
         if self.primary_supports(version) {
             return Ok(version.to_owned());
         }
-        ALL_VERSIONS
+        SUPPORTED
             .iter()
             .rev()
             .find(|v| at_least(v, "0.3.0").unwrap_or(false) && self.primary_supports(v))

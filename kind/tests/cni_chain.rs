@@ -110,16 +110,16 @@ fn add_check_del_for_every_profile(
     assert_eq!(result.cni_version, "1.0.0");
     let ips = result.sandbox_ips();
     assert_eq!(ips.len(), 1, "{:#?}", result.raw);
-    let ip = match ips[0].ip() {
-        Some(IpAddr::V4(ip)) => ip,
+    let ip = match ips[0].addr {
+        IpAddr::V4(ip) => ip,
         other => panic!("unexpected address {other:?}"),
     };
     assert!(node.pod_cidr().contains(ip), "{ip} not in {}", node.pod_cidr());
     assert!(
         result
-            .interfaces
+            .interfaces()
             .iter()
-            .any(|i| i.name == "eth0" && i.sandbox.as_deref() == Some(sandbox.path().to_str().unwrap_or(""))),
+            .any(|i| i.name == "eth0" && i.sandbox == sandbox.path().to_str().unwrap_or("")),
         "{:#?}",
         result.raw
     );

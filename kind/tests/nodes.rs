@@ -36,7 +36,7 @@ fn pod_on(node: &Node, profile: Profile, id: &str) -> (PodSandbox, Ipv4Addr) {
         .runner()
         .add(&list, &rt)
         .unwrap_or_else(|e| panic!("ADD {id} on {}: {e}", node.name()));
-    let ip = match result.sandbox_ips().first().and_then(|ip| ip.ip()) {
+    let ip = match result.sandbox_ips().first().map(|ip| ip.addr) {
         Some(IpAddr::V4(ip)) => ip,
         other => panic!("no IPv4 address for {id}: {other:?}"),
     };

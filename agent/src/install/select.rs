@@ -1,17 +1,24 @@
 //! Which CNI config file the runtime uses, and so which one we chain into:
 //! libcni's listing of `.conf`/`.conflist` files in byte order, keeping only
 //! files libcni would load; CNI_CONF_NAME with its `.conf`↔`.conflist` twin.
+//! The listing, the parsing and the twin rule are the shared `cni_spec`
+//! crate's; this module adds Istio's extensions and the bounded reads.
 //!
 //! Every read of a config file is bounded ([`read_config`]): the conf dir is
 //! the node's, and a FIFO, a device or a huge file named `*.conflist` must
 //! neither hang nor exhaust the agent. Such a file is not a valid config.
 
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use cni_spec::config::NetworkConfigList;
+use cni_spec::select::conf_files;
 use istio_cni::bounded::{self, Limits, ReadError};
-use serde_json::{Map, Value};
+
+pub use cni_spec::select::resolve;
+
+/// The extensions Istio's installer lists (not `.json`, which kubelet and
+/// containerd also accept: Istio never chains into such a file).
+pub const EXTENSIONS: [&str; 2] = [".conf", ".conflist"];
 
 /// A CNI config file's bytes: a regular file of at most
 /// [`Limits::CONFIG`], read within its timeout.
@@ -26,61 +33,30 @@ pub fn read_config_text(path: &Path) -> Result<String, ReadError> {
 
 /// The names of the loadable configs in `dir`, in the runtime's priority
 /// order (the first one is the network pods get). Each skipped file is
-/// logged with its reason.
+/// logged with its reason; a name that is not UTF-8 cannot be configured or
+/// pinned, so it is passed over.
 pub fn valid_configs(dir: &Path) -> Result<Vec<String>, String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("no networks found in {}: {e}", dir.display()))?;
-    let mut names: Vec<(Vec<u8>, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let text = name.to_str()?.to_string();
-            let ext = Path::new(&text).extension()?;
-            (ext == "conf" || ext == "conflist").then(|| (name.as_bytes().to_vec(), text))
-        })
-        .collect();
-    // Byte order, as Go's sort.Strings: `ZZZ` before `a`.
-    names.sort();
+    let files = conf_files(dir, &EXTENSIONS).map_err(|e| format!("no networks found in {}: {e}", dir.display()))?;
     let mut valid = Vec::new();
-    for (_, name) in names {
-        let path = dir.join(&name);
+    for path in files {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         match check_file(&path) {
-            Ok(()) => valid.push(name),
+            Ok(()) => valid.push(name.to_owned()),
             Err(reason) => tracing::warn!(target: "cni-agent", "skipping CNI config {}: {reason}", path.display()),
         }
     }
     Ok(valid)
 }
 
-/// `<dir>/<name>`, or its twin when only that exists (`x.conf` for
-/// `x.conflist` and back): Istio's own `.conf`→`.conflist` rename must not
-/// lose a configured or pinned name.
-pub fn resolve(dir: &Path, name: &str) -> Option<PathBuf> {
-    let path = dir.join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    let twin = if name.ends_with(".conf") {
-        format!("{name}list")
-    } else {
-        name.strip_suffix("list").filter(|n| n.ends_with(".conf"))?.to_string()
-    };
-    let twin = dir.join(twin);
-    twin.exists().then_some(twin)
-}
-
 /// Whether libcni would load the file (a directory, special, oversized or
-/// unreadable file is not a config).
+/// unreadable file is not a config). A list must carry its plugins inline:
+/// libcni 1.2+ would also look in `<dir>/<name>/*.conf`, a layout we cannot
+/// chain into.
 pub fn check_file(path: &Path) -> Result<(), String> {
     let bytes = read_config(path).map_err(|e| unreadable(&e))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Value::Object(obj) = value else {
-        return Err("not a JSON object".into());
-    };
-    if path.extension().is_some_and(|e| e == "conflist") {
-        check_list(&obj)
-    } else {
-        check_plugin(&obj)
-    }
+    NetworkConfigList::from_file_bytes(path, &bytes).map(drop)
 }
 
 /// Why a config could not be read, without the path (the caller names it).
@@ -94,70 +70,10 @@ fn unreadable(e: &ReadError) -> String {
     }
 }
 
-/// libcni's ConfListFromBytes. A list without `plugins` is refused (libcni
-/// 1.1; 1.3 would look for `<dir>/<name>/*.conf`, a layout we cannot chain
-/// into anyway).
-fn check_list(obj: &Map<String, Value>) -> Result<(), String> {
-    match obj.get("name") {
-        Some(Value::String(_)) => {}
-        Some(_) => return Err("\"name\" is not a string".into()),
-        None => return Err("no \"name\"".into()),
-    }
-    optional_string(obj, "cniVersion")?;
-    for key in ["disableCheck", "disableGC", "loadOnlyInlinedPlugins"] {
-        match obj.get(key) {
-            None | Some(Value::Bool(_)) => {}
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {}
-            Some(_) => return Err(format!("{key:?} is not a boolean")),
-        }
-    }
-    let plugins = match obj.get("plugins") {
-        Some(Value::Array(p)) if !p.is_empty() => p,
-        Some(Value::Array(_)) => return Err("\"plugins\" is empty".into()),
-        Some(_) => return Err("\"plugins\" is not a list".into()),
-        None => return Err("no \"plugins\"".into()),
-    };
-    for (i, p) in plugins.iter().enumerate() {
-        let Value::Object(p) = p else {
-            return Err(format!("plugin {i} is not an object"));
-        };
-        check_plugin(p).map_err(|e| format!("plugin {i}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// The NetConf shape every plugin config must decode into, with a type.
-fn check_plugin(obj: &Map<String, Value>) -> Result<(), String> {
-    optional_string(obj, "cniVersion")?;
-    optional_string(obj, "name")?;
-    match optional_string(obj, "type")? {
-        Some(t) if !t.is_empty() => {}
-        _ => return Err("no \"type\"".into()),
-    }
-    match obj.get("capabilities") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(c)) if c.values().all(Value::is_boolean) => {}
-        Some(_) => return Err("\"capabilities\" is not a map of booleans".into()),
-    }
-    for key in ["ipam", "dns"] {
-        if !matches!(obj.get(key), None | Some(Value::Null) | Some(Value::Object(_))) {
-            return Err(format!("{key:?} is not an object"));
-        }
-    }
-    Ok(())
-}
-
-fn optional_string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("{key:?} is not a string")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn byte_order_validity_and_twins() {
@@ -184,13 +100,73 @@ mod tests {
             fs::write(dir.join(n), t).unwrap();
         }
         assert_eq!(valid_configs(&dir).unwrap(), ["ZZZ.conflist", "a.conf"]);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(valid_configs(&dir).unwrap_err().contains("no networks found"));
+    }
+
+    /// The checks are libcni's own parsing (shared with the embedded
+    /// runtime): an unparsable `cniVersions`, a `dns` of the wrong shape and
+    /// a list without inline plugins are not configs; Go's extension rule
+    /// lists a file named just `.conf`.
+    #[test]
+    fn validity_is_libcnis_parsing() {
+        let dir = std::env::temp_dir().join(format!("istio-cni-select-libcni-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("10-inline-only")).unwrap();
+        let files = [
+            (
+                "00-versions.conflist",
+                r#"{"name":"v","cniVersions":["x"],"plugins":[{"type":"p"}]}"#,
+            ),
+            (
+                "01-dns.conflist",
+                r#"{"name":"d","plugins":[{"type":"p","dns":{"nameservers":"10.96.0.10"}}]}"#,
+            ),
+            ("10-inline-only.conflist", r#"{"name":"10-inline-only"}"#),
+            ("10-inline-only/a.conf", r#"{"type":"ptp"}"#),
+            (".conf", r#"{"type":"bridge"}"#),
+            (
+                "20-ok.conflist",
+                r#"{"name":"ok","cniVersions":["1.0.0"],"plugins":[{"type":"p"}]}"#,
+            ),
+        ];
+        for (n, t) in files {
+            fs::write(dir.join(n), t).unwrap();
+        }
+        assert_eq!(valid_configs(&dir).unwrap(), [".conf", "20-ok.conflist"]);
+        let reason = check_file(&dir.join("00-versions.conflist")).unwrap_err();
+        assert!(reason.contains("invalid version \"x\""), "{reason}");
+        assert!(
+            check_file(&dir.join("01-dns.conflist"))
+                .unwrap_err()
+                .contains("dns.nameservers")
+        );
+        assert!(
+            check_file(&dir.join("10-inline-only.conflist"))
+                .unwrap_err()
+                .contains("no plugins in list")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn twins_are_the_shared_rule() {
+        let dir = std::env::temp_dir().join(format!("istio-cni-select-twins-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for (n, t) in [
+            ("a.conf", r#"{"type":"bridge"}"#),
+            ("ZZZ.conflist", "{}"),
+            ("04-ok.json", "{}"),
+        ] {
+            fs::write(dir.join(n), t).unwrap();
+        }
         assert_eq!(resolve(&dir, "a.conflist"), Some(dir.join("a.conf")));
         assert_eq!(resolve(&dir, "ZZZ.conf"), Some(dir.join("ZZZ.conflist")));
         assert_eq!(resolve(&dir, "a.conf"), Some(dir.join("a.conf")));
         assert_eq!(resolve(&dir, "b.conf"), None);
         assert_eq!(resolve(&dir, "04-ok.json"), Some(dir.join("04-ok.json")));
         fs::remove_dir_all(&dir).unwrap();
-        assert!(valid_configs(&dir).unwrap_err().contains("no networks found"));
     }
 
     /// A FIFO, a device and an oversized (otherwise valid) config sorting

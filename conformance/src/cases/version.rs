@@ -2,7 +2,7 @@
 //! 1.0.0, also when stdin is empty (libcni's skel never reads it).
 
 use istio_cni_kind::cni::RuntimeConf;
-use istio_cni_kind::cni::version::CURRENT_VERSION;
+use istio_cni_kind::cni::version::CURRENT;
 use serde_json::Value;
 
 use super::{Case, CaseOutcome};
@@ -54,7 +54,7 @@ pub fn check_report(doc: &Value) -> Result<(String, Vec<String>), String> {
 }
 
 fn report(h: &Harness) -> CaseOutcome {
-    let stdin = format!("{{\"cniVersion\":\"{CURRENT_VERSION}\"}}");
+    let stdin = format!("{{\"cniVersion\":\"{CURRENT}\"}}");
     let inv = h.invoke("VERSION", &RuntimeConf::default(), &[], stdin.as_bytes())?;
     let doc = inv.expect_document()?;
     let (cni_version, supported) = check_report(&doc)?;

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::config::SelectError;
-use super::result::PluginError;
 use crate::node::netns::NetnsError;
+
+/// The error document a failing plugin printed, as the runtime read it.
+pub use cni_spec::CniError as PluginError;
 
 /// Why a CNI operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,7 @@ pub enum CniError {
         .0.plugin,
         .0.network,
         .0.command.to_lowercase(),
-        .0.error,
+        describe(&.0.error),
         stderr_note(&.0.stderr)
     )]
     Plugin(Box<PluginFailure>),
@@ -176,6 +178,15 @@ fn join_paths(dirs: &[PathBuf]) -> String {
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// A plugin's error as runtimes log it: `msg; details (code N)`.
+fn describe(e: &PluginError) -> String {
+    if e.details.is_empty() {
+        format!("{} (code {})", e.msg, e.code)
+    } else {
+        format!("{}; {} (code {})", e.msg, e.details, e.code)
+    }
 }
 
 fn stderr_note(stderr: &str) -> String {

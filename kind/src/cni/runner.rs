@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::added::AddResult;
 use super::cache::{self, CacheEntry};
 use super::config::NetworkConfigList;
-use super::error::{BadOutput, CniError, PluginFailure};
+use super::error::{BadOutput, CniError, PluginError, PluginFailure};
 use super::exec::{self, ExecFailure, RawOutput};
 use super::request::{self, GcAttachment};
-use super::result::{CniResult, PluginError, VersionInfo};
 use super::runtime::{self, RuntimeConf, cni_env};
-use super::version;
+use super::version::{self, VersionInfo};
 use crate::node::netns::Netns;
 
 /// Default per-plugin-call timeout.
@@ -179,8 +179,8 @@ impl Runner {
 
     /// ADD: runs the plugins in order, each with the previous result, caches
     /// and returns the final result.
-    pub fn add(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
-        let mut prev: Option<CniResult> = None;
+    pub fn add(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> Result<AddResult, CniError> {
+        let mut prev: Option<AddResult> = None;
         for plugin in &list.plugins {
             let path = self.find_plugin(&plugin.plugin_type)?;
             let invalid = |what, reason| CniError::Invalid {
@@ -199,7 +199,7 @@ impl Runner {
                 Some(&rt.capability_args),
             );
             let out = self.exec(Command::Add, &plugin.plugin_type, &path, &list.name, rt, &stdin)?;
-            let result = CniResult::parse(&out.stdout).map_err(|reason| {
+            let result = AddResult::parse(&out.stdout, &list.cni_version).map_err(|reason| {
                 CniError::BadOutput(Box::new(BadOutput {
                     command: Command::Add.as_str().to_owned(),
                     plugin: plugin.plugin_type.clone(),
@@ -362,7 +362,7 @@ impl Runner {
     /// `{"cniVersion":"1.1.0"}`, as libcni sends).
     pub fn version(&self, plugin_type: &str) -> Result<VersionInfo, CniError> {
         let path = self.find_plugin(plugin_type)?;
-        let stdin = format!("{{\"cniVersion\":{:?}}}", version::CURRENT_VERSION);
+        let stdin = format!("{{\"cniVersion\":{:?}}}", version::CURRENT);
         let rt = RuntimeConf::default();
         let out = self.exec(Command::Version, plugin_type, &path, "", &rt, stdin.as_bytes())?;
         VersionInfo::parse(&out.stdout).map_err(|reason| {
@@ -475,10 +475,10 @@ impl Runner {
     }
 
     fn version_at_least(&self, list: &NetworkConfigList, min: &str) -> Result<bool, CniError> {
-        version::at_least(&list.cni_version, min).map_err(|reason| CniError::Invalid {
+        version::at_least(&list.cni_version, min).map_err(|e| CniError::Invalid {
             network: list.name.clone(),
             what: "cniVersion",
-            reason,
+            reason: e.to_string(),
         })
     }
 
@@ -617,7 +617,7 @@ esac
             .with_capability("portMappings", serde_json::json!([{"hostPort": 1}]))
             .with_capability("bandwidth", serde_json::json!({}));
         let result = runner.add(&list(), &rt).unwrap();
-        assert_eq!(result.interfaces[0].name, "p2");
+        assert_eq!(result.interfaces()[0].name, "p2");
 
         let log = fx.log();
         assert_eq!((log[0].0.as_str(), log[0].1.as_str()), ("ADD", "p1"));

@@ -508,11 +508,7 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
         Err(error)
     };
     let ips: Vec<String> = match ctx.cni_runner(node).add(&selection.network, &rt) {
-        Ok(result) => result
-            .ips
-            .iter()
-            .map(|ip| ip.address.split('/').next().unwrap_or_default().to_string())
-            .collect(),
+        Ok(result) => result.ips().iter().map(|ip| ip.addr.to_string()).collect(),
         Err(e) => return undo(SandboxError::Plugin(e.into())),
     };
     // containerd refuses a chain whose result gives the pod no address (a

@@ -1,12 +1,12 @@
-//! The CNI protocol surface of the plugin: versions, error codes, `CNI_ARGS`
-//! and results.
+//! The CNI protocol surface of the plugin: `CNI_ARGS`, its own network
+//! config, the skeleton dispatching the commands, and ADD. The spec's types
+//! (versions, error codes, results) are the shared `cni_spec` crate's.
 
 pub mod add;
 pub mod args;
 pub mod config;
-pub mod error;
 pub mod logsink;
 pub mod plugin;
-pub mod result;
 pub mod skel;
-pub mod version;
+
+pub use cni_spec::{error, result, version};

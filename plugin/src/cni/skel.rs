@@ -197,7 +197,7 @@ fn run(request: &Request, conf: &NetConf, handler: &mut dyn Handler) -> Result<S
     check_supported(&conf.cni_version)?;
     let version = conf.cni_version.as_str();
     let needs = |min: &str, what: &str| {
-        if at_least(version, min) {
+        if at_least(version, min).unwrap_or(false) {
             Ok(())
         } else {
             Err(CniError::new(

@@ -1,50 +1,11 @@
 //! Value types and parsers for the annotation grammar: CIDR prefixes, port
 //! lists and interface lists, with Istio's exact acceptance rules.
 
-use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
-
 /// An IP prefix as Istio's Go code parses it (`netip.ParsePrefix`): host bits
 /// may be set and are kept in the rule text; zones and bare addresses are
-/// rejected. An IPv4-mapped IPv6 prefix counts as IPv6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl Prefix {
-    pub fn is_v4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-
-    pub fn is_loopback(&self) -> bool {
-        self.addr.is_loopback()
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl FromStr for Prefix {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (missing /prefix-length)"))?;
-        let addr: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = parse_decimal(len)
-            .filter(|&l| l <= max)
-            .ok_or_else(|| format!("prefix length {len:?} must be a number from 0 to {max}"))?;
-        Ok(Prefix { addr, len: len as u8 })
-    }
-}
+/// rejected. An IPv4-mapped IPv6 prefix counts as IPv6. The same type as a
+/// CNI result's addresses.
+pub use cni_spec::IpNet as Prefix;
 
 /// Parses plain ASCII decimal digits (no sign, no spaces), as Go's ParseUint.
 fn parse_decimal(s: &str) -> Option<u32> {

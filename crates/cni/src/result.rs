@@ -1,5 +1,7 @@
-//! `prevResult`: decoded with the *config's* version family and printed back
-//! in that version's format, unchanged (reference: istio-cni-plugin.md §1.6).
+//! CNI results in the three formats of the spec's history: decoded with a
+//! version ([`CniResult::decode`], libcni's `NewResult`), read from a
+//! plugin's output ([`CniResult::from_plugin_output`]), converted between
+//! versions ([`CniResult::convert`]) and printed ([`CniResult::print`]).
 //! Field order, omission rules and the 4-space indentation follow the Go
 //! library the runtime side uses, so chained output is byte-compatible.
 //! Every list is limited to [`MAX_ENTRIES`] while it is decoded.
@@ -12,9 +14,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::error::{CniError, Code};
-use super::version::Family;
-use crate::redirect::Prefix;
+use crate::error::{CniError, Code};
+pub use crate::ipnet::IpNet;
+use crate::version::Family;
 
 /// The most entries of any one list in a `prevResult` (interfaces, ips,
 /// routes, DNS nameservers, search domains, options). A pod's result has a
@@ -74,23 +76,6 @@ fn options<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
-}
-
-/// An address with its prefix length, host bits kept (`10.0.0.2/24`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet(pub Prefix);
-
-impl Serialize for IpNet {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for IpNet {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse::<Prefix>().map(IpNet).map_err(serde::de::Error::custom)
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,8 +247,9 @@ impl CniResult {
         }
     }
 
-    /// Decodes `prevResult` with the config's version: the object's own
-    /// `cniVersion` must belong to the same family.
+    /// Decodes a result (`prevResult`) with the config's version, as libcni's
+    /// `NewResult`: the object's own `cniVersion` must belong to the same
+    /// family.
     pub fn decode(prev: &RawValue, conf_version: &str) -> Result<CniResult, CniError> {
         let family = Family::of(conf_version).ok_or_else(|| {
             CniError::new(
@@ -289,20 +275,42 @@ impl CniResult {
                 family.versions()
             )));
         }
-        let decoded = match family {
-            Family::V020 => serde_json::from_str(prev.get()).map(CniResult::V020),
-            Family::V040 => serde_json::from_str(prev.get()).map(CniResult::V040),
-            Family::V100 => serde_json::from_str(prev.get()).map(CniResult::V100),
-        };
-        decoded.map_err(|e| bad(e.to_string()))
+        Self::decode_as(prev, family).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The result in `family`'s format, whatever its own `cniVersion` says.
+    pub(crate) fn decode_as(raw: &RawValue, family: Family) -> Result<CniResult, serde_json::Error> {
+        match family {
+            Family::V020 => serde_json::from_str(raw.get()).map(CniResult::V020),
+            Family::V040 => serde_json::from_str(raw.get()).map(CniResult::V040),
+            Family::V100 => serde_json::from_str(raw.get()).map(CniResult::V100),
+        }
+    }
+
+    /// Sets the `cniVersion` the result carries.
+    pub(crate) fn set_version(&mut self, version: &str) {
+        match self {
+            CniResult::V020(r) => r.cni_version = version.into(),
+            CniResult::V040(r) => r.cni_version = version.into(),
+            CniResult::V100(r) => r.cni_version = version.into(),
+        }
     }
 
     /// The result's IP addresses (for logs and IPv6 decisions).
-    pub fn addresses(&self) -> Vec<Prefix> {
+    pub fn addresses(&self) -> Vec<IpNet> {
         match self {
-            CniResult::V020(r) => r.ip4.iter().chain(&r.ip6).map(|c| c.ip.0).collect(),
-            CniResult::V040(r) => r.ips.iter().map(|c| c.address.0).collect(),
-            CniResult::V100(r) => r.ips.iter().map(|c| c.address.0).collect(),
+            CniResult::V020(r) => r.ip4.iter().chain(&r.ip6).map(|c| c.ip).collect(),
+            CniResult::V040(r) => r.ips.iter().map(|c| c.address).collect(),
+            CniResult::V100(r) => r.ips.iter().map(|c| c.address).collect(),
+        }
+    }
+
+    /// The `cniVersion` the result carries.
+    pub fn cni_version(&self) -> &str {
+        match self {
+            CniResult::V020(r) => &r.cni_version,
+            CniResult::V040(r) => &r.cni_version,
+            CniResult::V100(r) => &r.cni_version,
         }
     }
 
@@ -310,16 +318,12 @@ impl CniResult {
     /// 4-space indentation and no trailing newline.
     pub fn print(&self, conf_version: &str) -> String {
         let mut result = self.clone();
-        match &mut result {
-            CniResult::V020(r) => r.cni_version = conf_version.into(),
-            CniResult::V040(r) => {
-                r.cni_version = conf_version.into();
-                // Go derives `version` from the address when converting back.
-                for ip in &mut r.ips {
-                    ip.version = if ip.address.0.is_v4() { "4" } else { "6" }.into();
-                }
+        result.set_version(conf_version);
+        if let CniResult::V040(r) = &mut result {
+            // Go derives `version` from the address when converting back.
+            for ip in &mut r.ips {
+                ip.version = ip_version(&ip.address).into();
             }
-            CniResult::V100(r) => r.cni_version = conf_version.into(),
         }
         let mut out = Vec::new();
         let mut ser =
@@ -333,6 +337,11 @@ impl CniResult {
         debug_assert!(written.is_ok());
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// `"4"` or `"6"`: `ips[].version` of the 0.3.x/0.4.0 format.
+pub(crate) fn ip_version(address: &IpNet) -> &'static str {
+    if address.is_v4() { "4" } else { "6" }
 }
 
 #[cfg(test)]

@@ -1,22 +1,15 @@
-//! Network configuration files: parsing `.conflist` and `.conf` exactly as
-//! libcni does, and choosing a node's network the way kubelet/containerd do.
-//!
-//! Selection ([`select_network`]): list the non-directory entries of the conf
-//! dir whose extension is `.conf`, `.conflist` or `.json`; sort them by bytes;
-//! load each in turn (`.conflist` as a list, the others as a single plugin
-//! wrapped into a list); skip — with a reason — any that fails to parse or
-//! has no plugins; the first that loads wins.
+//! Network configuration: parsing `.conflist` and `.conf` exactly as libcni
+//! does (`ConfListFromBytes`, `ConfFromBytes`, `ConfListFromConf`), and
+//! loading a file of a conf dir.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::json::canonical;
-use super::version;
-
-/// Extensions kubelet and containerd consider (libcni `ConfFiles`).
-pub const CONF_EXTENSIONS: [&str; 3] = [".conf", ".conflist", ".json"];
+use crate::json::canonical;
+use crate::select::{ReadFile, conf_files};
+use crate::version;
 
 /// One plugin entry of a list, as found on disk.
 #[derive(Debug, Clone, PartialEq)]
@@ -289,24 +282,34 @@ impl NetworkConfigList {
         Self::from_list_bytes(canonical(&wrapped).as_bytes())
     }
 
-    /// Loads a file: `.conflist` as a list (plus `<dir>/<name>/*.conf` unless
-    /// `loadOnlyInlinedPlugins`), anything else as a single plugin.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("error reading {}: {e}", path.display()))?;
-        let is_list = path.extension().is_some_and(|e| e == "conflist");
-        let mut list = if is_list {
-            let mut list = Self::parse_list(&bytes)?;
-            if !list.load_only_inlined_plugins {
-                let dir = path.parent().unwrap_or_else(|| Path::new("."));
-                list.plugins.extend(plugins_from_dir(&dir.join(&list.name))?);
-            }
-            if list.plugins.is_empty() {
-                return Err("no plugin configs found".to_owned());
-            }
-            list
+    /// Parses a file's bytes by its name: a `.conflist` as a list (its
+    /// plugins inline), anything else as a single plugin.
+    pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, String> {
+        let mut list = if is_list(path) {
+            Self::from_list_bytes(bytes)?
         } else {
-            Self::from_conf_bytes(&bytes)?
+            Self::from_conf_bytes(bytes)?
         };
+        list.source = Some(path.to_path_buf());
+        Ok(list)
+    }
+
+    /// Loads a file as libcni does: `.conflist` as a list (plus
+    /// `<dir>/<name>/*.conf` unless `loadOnlyInlinedPlugins`), anything else
+    /// as a single plugin. Every file is read with `read`.
+    pub fn load(path: &Path, read: ReadFile) -> Result<Self, String> {
+        let bytes = read(path)?;
+        if !is_list(path) {
+            return Self::from_file_bytes(path, &bytes);
+        }
+        let mut list = Self::parse_list(&bytes)?;
+        if !list.load_only_inlined_plugins {
+            let dir = path.parent().unwrap_or_else(|| Path::new("."));
+            list.plugins.extend(plugins_from_dir(&dir.join(&list.name), read)?);
+        }
+        if list.plugins.is_empty() {
+            return Err("no plugin configs found".to_owned());
+        }
         list.source = Some(path.to_path_buf());
         Ok(list)
     }
@@ -321,14 +324,21 @@ impl NetworkConfigList {
     }
 }
 
+fn is_list(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "conflist")
+}
+
 /// libcni ≥ 1.2: plugins of list `<name>` stored as `<dir>/<name>/*.conf`.
-fn plugins_from_dir(dir: &Path) -> Result<Vec<PluginConf>, String> {
-    let files = conf_files_with(dir, &[".conf"])
-        .map_err(|e| format!("failed to read plugin config files in {}: {e}", dir.display()))?;
+fn plugins_from_dir(dir: &Path, read: ReadFile) -> Result<Vec<PluginConf>, String> {
+    let files = match conf_files(dir, &[".conf"]) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("failed to read plugin config files in {}: {e}", dir.display())),
+    };
     files
         .iter()
         .map(|f| {
-            let bytes = std::fs::read(f).map_err(|e| format!("error reading {}: {e}", f.display()))?;
+            let bytes = read(f)?;
             let value: Value =
                 serde_json::from_slice(&bytes).map_err(|e| format!("error parsing configuration: {e}"))?;
             PluginConf::from_value(&value)
@@ -336,149 +346,13 @@ fn plugins_from_dir(dir: &Path) -> Result<Vec<PluginConf>, String> {
         .collect()
 }
 
-/// The candidate files of a conf dir, sorted by file-name bytes. A missing
-/// dir has none.
-pub fn conf_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    conf_files_with(dir, &CONF_EXTENSIONS)
-}
-
-fn conf_files_with(dir: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name();
-        if extensions.contains(&go_ext(&name.to_string_lossy())) {
-            files.push(entry.path());
-        }
-    }
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
-}
-
-/// Go's `filepath.Ext`: the suffix from the last dot (`.conf` for `.conf`).
-fn go_ext(name: &str) -> &str {
-    name.rfind('.').map_or("", |i| &name[i..])
-}
-
-/// A file passed over during selection, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedConfig {
-    /// The file.
-    pub path: PathBuf,
-    /// Why it was not used.
-    pub reason: String,
-}
-
-/// The outcome of choosing a node's network.
-#[derive(Debug, Clone)]
-pub struct Selection {
-    /// The chosen network.
-    pub network: NetworkConfigList,
-    /// Files before it that were invalid, in order.
-    pub skipped: Vec<SkippedConfig>,
-}
-
-/// Why no network could be chosen.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SelectError {
-    /// The dir could not be read.
-    #[error("reading CNI config dir {}: {reason}", dir.display())]
-    ReadDir {
-        /// The conf dir.
-        dir: PathBuf,
-        /// The I/O error.
-        reason: String,
-    },
-    /// No candidate file loaded.
-    #[error("no valid networks found in {}{}", dir.display(), describe_skipped(skipped))]
-    NoNetworks {
-        /// The conf dir.
-        dir: PathBuf,
-        /// Every candidate and why it was skipped.
-        skipped: Vec<SkippedConfig>,
-    },
-}
-
-fn describe_skipped(skipped: &[SkippedConfig]) -> String {
-    if skipped.is_empty() {
-        return String::new();
-    }
-    let parts: Vec<String> = skipped
-        .iter()
-        .map(|s| format!("{}: {}", s.path.display(), s.reason))
-        .collect();
-    format!(" (skipped {})", parts.join("; "))
-}
-
-/// Chooses the network of a conf dir as kubelet/containerd do: the first
-/// file in byte order that loads and has plugins.
-pub fn select_network(dir: &Path) -> Result<Selection, SelectError> {
-    select_network_with(dir, |_| Ok(()))
-}
-
-/// Like [`select_network`], with an extra check on each loaded list (e.g.
-/// [`crate::cni::Runner::validate`], as dockershim did: every plugin
-/// binary present and supporting the version); a failing list is skipped.
-pub fn select_network_with(
-    dir: &Path,
-    mut check: impl FnMut(&NetworkConfigList) -> Result<(), String>,
-) -> Result<Selection, SelectError> {
-    let files = conf_files(dir).map_err(|e| SelectError::ReadDir {
-        dir: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut skipped = Vec::new();
-    for path in files {
-        let outcome = NetworkConfigList::from_file(&path).and_then(|list| {
-            if list.plugins.is_empty() {
-                return Err(format!("CNI config list {} has no networks", list.name));
-            }
-            check(&list)?;
-            Ok(list)
-        });
-        match outcome {
-            Ok(network) => return Ok(Selection { network, skipped }),
-            Err(reason) => skipped.push(SkippedConfig { path, reason }),
-        }
-    }
-    Err(SelectError::NoNetworks {
-        dir: dir.to_path_buf(),
-        skipped,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("ick-conf-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-        fn write(&self, name: &str, text: &str) {
-            std::fs::write(self.0.join(name), text).unwrap();
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::select::read_regular;
+    use crate::test_support::Scratch;
 
     const BRIDGE: &str = r#"{"cniVersion":"1.0.0","name":"net1","plugins":[{"type":"bridge","x-unknown":1},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
-
     #[test]
     fn list_parses_with_unknown_keys_kept() {
         let list = NetworkConfigList::from_list_bytes(BRIDGE.as_bytes()).unwrap();
@@ -565,62 +439,6 @@ mod tests {
     }
 
     #[test]
-    fn selection_takes_first_valid_in_byte_order() {
-        let dir = Scratch::new("select");
-        dir.write("00-broken.conflist", "{not json");
-        dir.write("01-empty.conflist", r#"{"name":"e","cniVersion":"1.0.0","plugins":[]}"#);
-        dir.write("05-notes.txt", "ignored");
-        dir.write("10-b.conflist", BRIDGE);
-        dir.write("09-Z.conf", r#"{"cniVersion":"1.0.0","name":"upper","type":"ptp"}"#);
-        dir.write("09-a.json", r#"{"cniVersion":"1.0.0","name":"lower","type":"ptp"}"#);
-        std::fs::create_dir(dir.0.join("02-dir.conf")).unwrap();
-        let sel = select_network(&dir.0).unwrap();
-        // "09-Z" < "09-a" in byte order (uppercase first).
-        assert_eq!(sel.network.name, "upper");
-        assert_eq!(sel.network.source.as_deref(), Some(dir.0.join("09-Z.conf").as_path()));
-        let skipped: Vec<_> = sel
-            .skipped
-            .iter()
-            .map(|s| s.path.file_name().unwrap().to_owned())
-            .collect();
-        assert_eq!(skipped, ["00-broken.conflist", "01-empty.conflist"]);
-        assert!(sel.skipped[0].reason.contains("error parsing configuration list"));
-        assert!(sel.skipped[1].reason.contains("no plugins"));
-    }
-
-    #[test]
-    fn selection_with_check_skips_rejected_lists() {
-        let dir = Scratch::new("check");
-        dir.write("10-a.conflist", BRIDGE);
-        dir.write("20-b.conf", r#"{"cniVersion":"1.0.0","name":"b","type":"ptp"}"#);
-        let sel = select_network_with(&dir.0, |l| {
-            if l.name == "net1" {
-                Err("plugin bridge missing".to_owned())
-            } else {
-                Ok(())
-            }
-        })
-        .unwrap();
-        assert_eq!(sel.network.name, "b");
-        assert_eq!(sel.skipped[0].reason, "plugin bridge missing");
-    }
-
-    #[test]
-    fn nothing_valid_lists_every_reason() {
-        let dir = Scratch::new("none");
-        dir.write("a.conf", "[]");
-        let err = select_network(&dir.0).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("no valid networks found in"), "{text}");
-        assert!(
-            text.contains("a.conf: error parsing configuration: expected an object"),
-            "{text}"
-        );
-        let err = select_network(&dir.0.join("missing")).unwrap_err();
-        assert!(matches!(err, SelectError::NoNetworks { ref skipped, .. } if skipped.is_empty()));
-    }
-
-    #[test]
     fn non_inlined_plugins_are_loaded_from_the_network_dir() {
         let dir = Scratch::new("noninlined");
         dir.write(
@@ -630,18 +448,21 @@ mod tests {
         std::fs::create_dir(dir.0.join("x")).unwrap();
         dir.write("x/20-c.conf", r#"{"type":"c"}"#);
         dir.write("x/10-b.conf", r#"{"type":"b"}"#);
-        let list = NetworkConfigList::from_file(&dir.0.join("10-x.conflist")).unwrap();
+        let list = NetworkConfigList::load(&dir.0.join("10-x.conflist"), &read_regular).unwrap();
         assert_eq!(list.plugin_types(), "a,b,c");
         dir.write("11-y.conflist", r#"{"cniVersion":"1.1.0","name":"y"}"#);
-        let err = NetworkConfigList::from_file(&dir.0.join("11-y.conflist")).unwrap_err();
+        let err = NetworkConfigList::load(&dir.0.join("11-y.conflist"), &read_regular).unwrap_err();
         assert_eq!(err, "no plugin configs found");
     }
 
     #[test]
-    fn go_extension_semantics() {
-        assert_eq!(go_ext("10-a.conflist"), ".conflist");
-        assert_eq!(go_ext(".conf"), ".conf");
-        assert_eq!(go_ext("noext"), "");
-        assert_eq!(go_ext("a.conf.bak"), ".bak");
+    fn file_bytes_are_parsed_by_extension_with_inline_plugins_only() {
+        let path = Path::new("/etc/cni/net.d/10-x.conflist");
+        let list = NetworkConfigList::from_file_bytes(path, BRIDGE.as_bytes()).unwrap();
+        assert_eq!(list.source.as_deref(), Some(path));
+        let err = NetworkConfigList::from_file_bytes(path, br#"{"name":"x"}"#).unwrap_err();
+        assert!(err.contains("no plugins in list"), "{err}");
+        let conf = NetworkConfigList::from_file_bytes(Path::new("a.json"), br#"{"name":"x","type":"ptp"}"#).unwrap();
+        assert_eq!(conf.plugin_types(), "ptp");
     }
 }
