@@ -253,6 +253,32 @@ mod tests {
     }
 
     #[test]
+    fn the_first_block_is_open_the_rest_collapsed_alarms_marked_no_ansi() {
+        let mut results = results();
+        results.items[1].diagnostics.push((
+            "agent log".into(),
+            "\u{1b}[2mok\u{1b}[0m\n\u{1b}[31mERROR\u{1b}[0m install failed".into(),
+        ));
+        let page = render(&results, "");
+        assert_eq!(page.matches("<details").count(), 3);
+        assert_eq!(page.matches("<details open").count(), 1);
+        assert_eq!(page.find("<details"), page.find("<details open"));
+        assert!(!page.contains('\u{1b}') && !page.contains("\\u{1b}"), "{page}");
+        assert!(
+            page.contains("<span class=\"hl\">ERROR install failed</span>"),
+            "{page}"
+        );
+        assert!(page.contains("\nok\n") || page.contains(">ok\n"), "{page}");
+        let root = parse(&page).unwrap();
+        let first = root
+            .descendants()
+            .into_iter()
+            .find(|e| e.attr("class") == Some("first-failure"))
+            .expect("the first failure at the top");
+        assert!(first.all_text().contains("rules & \"chains\" <missing>"));
+    }
+
+    #[test]
     fn a_timeline_renders_an_svg_and_passes_hide_diagnostics() {
         let mut results = results();
         results.items[0].diagnostics.push(("agent log".into(), "noise".into()));
