@@ -122,7 +122,11 @@ fn container_state(kind: &str, c: &ContainerStatus) -> Option<String> {
             (None, None) => "waiting".to_owned(),
         },
         (None, None) if c.ready => return None,
-        (None, None) => "running, not ready".to_owned(),
+        // Restarted after a failure: the failure is what to read.
+        (None, None) => match last_exit {
+            Some(code) => format!("exited {code}, running again"),
+            None => "running, not ready".to_owned(),
+        },
     };
     Some(format!("{kind} {name} {what}{restarts}"))
 }
@@ -461,6 +465,19 @@ mod tests {
             }]
         }));
         assert_eq!(pod_state(&running), "container proxy running, not ready (1 restart)");
+        // Sampled while the failing init container runs once more.
+        let again = status(serde_json::json!({
+            "phase": "Pending",
+            "initContainerStatuses": [{
+                "name": "istio-validation", "image": "", "imageID": "", "ready": false, "restartCount": 5,
+                "state": {"running": {}},
+                "lastState": {"terminated": {"exitCode": 126}}
+            }]
+        }));
+        assert_eq!(
+            pod_state(&again),
+            "phase Pending; init container istio-validation exited 126, running again (5 restarts)"
+        );
         assert_eq!(pod_state(&status(serde_json::json!({}))), "phase unknown");
     }
 
