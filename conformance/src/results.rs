@@ -4,7 +4,12 @@
 
 use std::time::Duration;
 
+use istio_cni_scenarios::failure::{REASON_MAX, cap};
 use istio_cni_scenarios::scenario::{Mark, Verdict};
+
+/// The title of the details block holding a failure message too long (or
+/// too many lines) for the reason line.
+pub const FULL_MESSAGE: &str = "full failure message";
 
 /// A finished spec case or scenario.
 #[derive(Debug, Clone)]
@@ -25,14 +30,28 @@ pub struct ItemResult {
 }
 
 impl ItemResult {
-    /// A result with nothing but a verdict and a duration.
+    /// A result with nothing but a verdict and a duration. A failure's
+    /// reason is kept to one line of at most [`REASON_MAX`] characters
+    /// (the same in the table, JUnit and HTML); a longer message goes
+    /// whole into the first details block.
     pub fn new(name: impl Into<String>, verdict: Verdict, duration: Duration) -> Self {
+        let mut diagnostics = Vec::new();
+        let verdict = match verdict {
+            Verdict::Fail(why) => {
+                let line = cap(&why, REASON_MAX);
+                if line != why.trim() {
+                    diagnostics.push((FULL_MESSAGE.to_owned(), why));
+                }
+                Verdict::Fail(line)
+            }
+            other => other,
+        };
         Self {
             name: name.into(),
             verdict,
             duration,
             notes: Vec::new(),
-            diagnostics: Vec::new(),
+            diagnostics,
             timeline: Vec::new(),
         }
     }
@@ -208,5 +227,23 @@ mod tests {
         let families: Vec<(&str, usize)> = results.by_family().iter().map(|(f, i)| (*f, i.len())).collect();
         assert_eq!(families, [("spec", 1), ("cni", 2)]);
         assert_eq!(format_duration(Duration::from_secs(125)), "2m05s");
+    }
+
+    #[test]
+    fn a_long_failure_keeps_a_short_reason_and_its_whole_message() {
+        let dump = format!(
+            "pod default/hello not ready; last seen: Pod {{ {} }}",
+            "x: 1, ".repeat(2000)
+        );
+        let item = ItemResult::new("cni/ptp/chained", Verdict::Fail(dump.clone()), Duration::ZERO);
+        let reason = item.reason();
+        assert_eq!(reason.chars().count(), REASON_MAX, "{reason}");
+        assert!(reason.starts_with("pod default/hello not ready; last seen:"));
+        assert_eq!(item.diagnostics, [(FULL_MESSAGE.to_owned(), dump)]);
+        let short = ItemResult::new("t", Verdict::Fail("no rules".into()), Duration::ZERO);
+        assert!(short.diagnostics.is_empty());
+        let lines = ItemResult::new("t", Verdict::Fail("a\nb".into()), Duration::ZERO);
+        assert_eq!(lines.reason(), "a b");
+        assert_eq!(lines.diagnostics.len(), 1, "a multi-line message is kept whole");
     }
 }

@@ -40,13 +40,14 @@ use istio_cni_kind::backend::kind::PrimaryCni;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Profile, RuntimeConf};
 use istio_cni_kind::kubelet::worker::sandbox_id;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::deploy::Fleet;
 use crate::ensure;
 use crate::env::Env;
+use crate::failure;
 use crate::scenario::{Only, Record, Scenario, Step, Stop, skip};
 
 /// Istio 1.26's injected pod with Istio CNI (istio-validation, istio-proxy).
@@ -430,11 +431,12 @@ fn phase(p: &Pod) -> Option<&str> {
     p.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
-/// Waits until `ns/name` is Running, marking it; returns the pod.
+/// Waits until `ns/name` is Running, marking it; returns the pod. On
+/// timeout the reason names the containers that failed and the pod's rules.
 pub(crate) fn wait_running(cluster: &Cluster, record: &mut Record, ns: &str, name: &str) -> Result<Pod, Stop> {
     // A real cluster may still be pulling images.
     let timeout = Duration::from_secs(if cluster.local().is_ok() { 30 } else { 180 });
-    let pod = cluster.wait_for_pod(ns, name, timeout, |p| {
+    let pod = failure::wait_pod(cluster, record, (ns, name), "Running", timeout, |p| {
         phase(p) == Some("Running") && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
     })?;
     record.mark(format!("{ns}/{name} Running"));
@@ -458,18 +460,39 @@ pub(crate) fn validation_passed(pod: &Pod) -> Step {
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref())
         .map(|t| t.exit_code);
-    ensure!(code == Some(0), "{name}: istio-validation did not pass: {validation:?}");
+    ensure!(
+        code == Some(0),
+        "{name}: istio-validation did not pass: {}",
+        failure::pod_state(pod)
+    );
     Ok(())
 }
 
-/// `iptables-save` in the pod's netns, checked for Istio's chains.
-pub(crate) fn expect_chains(cluster: &Cluster, ns: &str, name: &str, present: bool) -> Result<String, Stop> {
+/// `iptables-save` in the pod's netns, checked for Istio's chains; on a
+/// failure the diff against `istio-cni render` goes to the details.
+pub(crate) fn expect_chains(
+    cluster: &Cluster,
+    record: &mut Record,
+    ns: &str,
+    name: &str,
+    present: bool,
+) -> Result<String, Stop> {
     let save = cluster.iptables_save(ns, name)?;
     let has = save.contains("ISTIO_OUTPUT") && save.contains("ISTIO_INBOUND");
-    if present {
-        ensure!(has, "{ns}/{name} has no ISTIO chains:\n{save}");
-    } else {
-        ensure!(!save.contains("ISTIO"), "{ns}/{name} has ISTIO rules:\n{save}");
+    let ok = if present { has } else { !save.contains("ISTIO") };
+    if !ok {
+        let pod = cluster.block_on(Api::<Pod>::namespaced(cluster.client(), ns).get(name))?;
+        let seen = failure::rules_check(cluster, record, &pod);
+        let want = if present {
+            "ISTIO_OUTPUT and ISTIO_INBOUND chains"
+        } else {
+            "no ISTIO rules"
+        };
+        let seen = seen.unwrap_or_else(|| "the rules changed while being read".to_owned());
+        return Err(Stop::Fail(failure::cap(
+            &format!("{ns}/{name}: expected {want} in the pod netns; {seen}"),
+            failure::REASON_MAX,
+        )));
     }
     Ok(save)
 }
@@ -503,6 +526,7 @@ pub(crate) fn expect_answer(
     target: &str,
     answer: &Answer,
 ) -> Step {
+    record.waiting_for(format!("{ns}/{pod} to connect to {target}"));
     let deadline = Instant::now() + Duration::from_secs(15);
     let connected = loop {
         let connected: Vec<Value> = log_events(cluster, ns, pod, "client")
@@ -622,7 +646,7 @@ pub(crate) fn prove_interception(
     validation_passed(&hello_pod)?;
     record.mark("default/hello: istio-validation passed");
     let hello_ip = pod_ip(&hello_pod);
-    let rules = expect_chains(cluster, "default", "hello", true)?;
+    let rules = expect_chains(cluster, record, "default", "hello", true)?;
     ensure!(
         rules.contains(&format!("{sys_ip}/32")) && rules.contains("9090"),
         "default/hello's rules lack the excluded CIDR {sys_ip}/32 or port 9090:\n{rules}"
@@ -631,7 +655,7 @@ pub(crate) fn prove_interception(
     create_pod(cluster, &meshed_pod("hello-1", "default", n1, &[], Vec::new(), true)?)?;
     delegated(record, "default", "hello-1")?;
     validation_passed(&wait_running(cluster, record, "default", "hello-1")?)?;
-    expect_chains(cluster, "default", "hello-1", true)?;
+    expect_chains(cluster, record, "default", "hello-1", true)?;
 
     // Outbound from the meshed pod.
     let to_proxy = |target: String| Answer::Proxy {
@@ -674,54 +698,39 @@ pub(crate) fn prove_interception(
     )?;
     expect_proxy_accepted(cluster, "default", "hello", 15006, "peer", &caller_ip)?;
     expect_answer(cluster, record, "default", "caller", &echo(8080), &Answer::Direct)?;
-    expect_chains(cluster, "default", "caller", false)?;
-    expect_chains(cluster, "default", "echo", false)?;
+    expect_chains(cluster, record, "default", "caller", false)?;
+    expect_chains(cluster, record, "default", "echo", false)?;
 
     // The excluded namespace: no rules, direct traffic.
-    expect_chains(cluster, "kube-system", "sys", false)?;
+    expect_chains(cluster, record, "kube-system", "sys", false)?;
     expect_answer(cluster, record, "kube-system", "sys", &echo(8080), &Answer::Direct)?;
     Ok(())
 }
 
-/// Events, statuses and rules of every pod, as diagnostics.
+/// Every pod's state and rules, and the events (counted), as diagnostics.
 pub(crate) fn diag_pods(cluster: &Cluster, record: &mut Record) {
     for ns in ["default", "kube-system"] {
-        let events = cluster
-            .block_on(Api::<Event>::namespaced(cluster.client(), ns).list(&ListParams::default()))
-            .map(|l| {
-                l.items
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{} {} {}: {}",
-                            e.type_.as_deref().unwrap_or_default(),
-                            e.reason.as_deref().unwrap_or_default(),
-                            e.involved_object.name.as_deref().unwrap_or_default(),
-                            e.message.as_deref().unwrap_or_default()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_else(|e| format!("listing events: {e}"));
-        record.diag(format!("events ({ns})"), events);
         let pods = cluster
             .block_on(Api::<Pod>::namespaced(cluster.client(), ns).list(&ListParams::default()))
             .map(|l| l.items)
             .unwrap_or_default();
-        for pod in pods {
+        let mut states = String::new();
+        let mut rules = String::new();
+        for pod in &pods {
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let status = pod
-                .status
-                .as_ref()
-                .map(|s| serde_json::to_string_pretty(s).unwrap_or_default())
-                .unwrap_or_default();
-            record.diag(format!("pod {ns}/{name} status"), status);
-            let rules = cluster
+            states.push_str(&format!("{ns}/{name}: {}\n", failure::pod_state(pod)));
+            let save = cluster
                 .iptables_save(ns, &name)
-                .unwrap_or_else(|e| format!("(no rules: {e})"));
-            record.diag(format!("pod {ns}/{name} iptables-save"), rules);
+                .map(|s| failure::normalize_save(&s))
+                .unwrap_or_else(|e| format!("(no rules: {e})\n"));
+            let save = if save.is_empty() { "(none)\n".to_owned() } else { save };
+            rules.push_str(&format!("== {ns}/{name}\n{save}"));
         }
+        if !pods.is_empty() {
+            record.diag(format!("pods ({ns})"), states);
+            record.diag(format!("rules in each pod netns ({ns})"), rules);
+        }
+        record.diag(format!("events ({ns})"), failure::pod_events(cluster, ns, None));
     }
 }
 

@@ -302,6 +302,54 @@ impl NodeFiles {
         out
     }
 
+    /// A unified diff of every config file from `earlier` to now (a file
+    /// that appeared or went is diffed against nothing); unchanged files are
+    /// named, not shown.
+    pub fn diff_text(&self, earlier: &NodeFiles) -> String {
+        let mut out = String::new();
+        let mut same = Vec::new();
+        for ((dir, now), (_, then)) in self.conf.iter().zip(&earlier.conf) {
+            let names: BTreeSet<&String> = now.keys().chain(then.keys()).collect();
+            for name in names {
+                let text = |files: &BTreeMap<String, Vec<u8>>| {
+                    files
+                        .get(name)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()
+                };
+                let path = dir.join(name);
+                let (before, after) = (text(then), text(now));
+                let label = |when: &str, present: bool| {
+                    if present {
+                        format!("{} ({when})", path.display())
+                    } else {
+                        format!("{} ({when}: absent)", path.display())
+                    }
+                };
+                let diff = crate::failure::unified_diff(
+                    &before,
+                    &after,
+                    (
+                        &label("before", then.contains_key(name)),
+                        &label("now", now.contains_key(name)),
+                    ),
+                );
+                if diff.is_empty() {
+                    same.push(path.display().to_string());
+                } else {
+                    out.push_str(&diff);
+                    if !diff.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        if !same.is_empty() {
+            out.push_str(&format!("unchanged: {}\n", same.join(", ")));
+        }
+        out
+    }
+
     /// Every config file as text, for diagnostics.
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -370,24 +418,31 @@ impl Fleet {
         }
         record.mark("agents started");
         for agent in &mut fleet.agents {
+            record.waiting_for(format!("the agent on {} to install", agent.node()));
             let took = agent.wait_installed(Duration::from_secs(20))?;
             record.mark(format!("agent installed on {} ({} ms)", agent.node(), took.as_millis()));
         }
         Ok(fleet)
     }
 
-    /// Every agent's log, as diagnostics.
+    /// Every agent's log (the plugin logs through it), without terminal
+    /// colour codes, as diagnostics.
     pub fn diag_logs(&self, record: &mut Record) {
         for agent in &self.agents {
-            record.diag(format!("agent log ({})", agent.node()), agent.logs());
+            record.diag(
+                format!("agent and plugin log ({})", agent.node()),
+                crate::failure::strip_ansi(&agent.logs()),
+            );
         }
     }
 
-    /// Every node's config files now and before, as diagnostics.
+    /// Every node's CNI config from before the agent to now, as a diff.
     pub fn diag_files(&self, record: &mut Record) {
         for before in &self.before {
-            record.diag(format!("CNI config before ({})", before.node), before.text());
-            record.diag(format!("CNI config now ({})", before.node), before.again().text());
+            record.diag(
+                format!("CNI config diff, before the agent vs now ({})", before.node),
+                before.again().diff_text(before),
+            );
         }
     }
 
@@ -420,7 +475,10 @@ impl Fleet {
             return Ok(());
         }
         for (node, log) in logs {
-            record.diag(format!("agent log ({node})"), log);
+            record.diag(
+                format!("agent and plugin log ({node})"),
+                crate::failure::strip_ansi(&log),
+            );
         }
         self.diag_files(record);
         Err(Stop::Fail(format!("uninstall: {}", problems.join("; "))))
@@ -480,5 +538,15 @@ mod tests {
             ]
         );
         assert!(before.text().contains("10-a.conflist\na\n"));
+        let text = before.again().diff_text(&before);
+        assert!(
+            text.contains(&format!(
+                "--- {d}/10-a.conflist (before)\n+++ {d}/10-a.conflist (now)\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("\n-a\n") && text.contains("\n+a2\n"), "{text}");
+        assert!(text.contains(&format!("{d}/20-b.conf (now: absent)")), "{text}");
+        assert!(text.contains(&format!("+++ {d}/YYY-istio-cni.conf (now)")), "{text}");
     }
 }

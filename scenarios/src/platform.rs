@@ -212,8 +212,8 @@ fn meshed_pod_is_captured(
     }
     validation_passed(&wait_running(cluster, record, "default", "hello")?)?;
     record.mark("default/hello: istio-validation passed");
-    expect_chains(cluster, "default", "hello", true)?;
-    expect_chains(cluster, "default", "echo", false)?;
+    expect_chains(cluster, record, "default", "hello", true)?;
+    expect_chains(cluster, record, "default", "echo", false)?;
     let captured = Answer::Proxy {
         listener: 15001,
         orig_dst: target.clone(),

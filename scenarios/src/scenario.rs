@@ -6,7 +6,7 @@
 //! backend or kernel cannot run it. A panic in a body is a failure too.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::env::Env;
@@ -51,10 +51,56 @@ pub struct Mark {
     pub what: String,
 }
 
+/// The steps a body has completed and what it waits for now, shared with
+/// whoever runs it: a runner that abandons a hung body still reads them.
+#[derive(Debug, Clone, Default)]
+pub struct StepLog(Arc<Mutex<Steps>>);
+
+#[derive(Debug, Default)]
+struct Steps {
+    done: Vec<Mark>,
+    waiting: Option<String>,
+}
+
+impl StepLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Steps> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The completed steps so far.
+    pub fn marks(&self) -> Vec<Mark> {
+        self.lock().done.clone()
+    }
+
+    /// What the body said it waits for, since its last completed step.
+    pub fn waiting(&self) -> Option<String> {
+        self.lock().waiting.clone()
+    }
+
+    /// `after step 3 (agents started, at 1.2s), waiting for default/hello Running`.
+    pub fn describe(&self) -> String {
+        let steps = self.lock();
+        let last = match steps.done.last() {
+            Some(m) => format!(
+                "after step {} ({}, at {:.1}s)",
+                steps.done.len(),
+                m.what,
+                m.at.as_secs_f64()
+            ),
+            None => "before its first step".to_owned(),
+        };
+        match &steps.waiting {
+            Some(what) => format!("{last}, waiting for {what}"),
+            None => last,
+        }
+    }
+}
+
 /// What a body leaves behind for the report.
 #[derive(Debug, Clone)]
 pub struct Record {
     start: Instant,
+    steps: StepLog,
     pub timeline: Vec<Mark>,
     /// Titled text blocks: pod and node events, agent and plugin logs, the
     /// CNI config before and after, rules in the pod netns, a diff.
@@ -65,22 +111,39 @@ pub struct Record {
 
 impl Default for Record {
     fn default() -> Self {
+        Record::with_steps(StepLog::default())
+    }
+}
+
+impl Record {
+    /// A record whose steps also go to `steps`.
+    pub fn with_steps(steps: StepLog) -> Record {
         Record {
             start: Instant::now(),
+            steps,
             timeline: Vec::new(),
             diagnostics: Vec::new(),
             notes: Vec::new(),
         }
     }
-}
 
-impl Record {
-    /// Marks `what` as happening now.
+    /// Marks `what` as happening now: a completed step.
     pub fn mark(&mut self, what: impl Into<String>) {
-        self.timeline.push(Mark {
+        let mark = Mark {
             at: self.start.elapsed(),
             what: what.into(),
-        });
+        };
+        let mut steps = self.steps.lock();
+        steps.done.push(mark.clone());
+        steps.waiting = None;
+        drop(steps);
+        self.timeline.push(mark);
+    }
+
+    /// Says what the body waits for now (until its next [`Record::mark`]):
+    /// what a timed-out scenario reports.
+    pub fn waiting_for(&mut self, what: impl Into<String>) {
+        self.steps.lock().waiting = Some(what.into());
     }
 
     /// Adds a titled diagnostics block (kept for failures and the report).
@@ -158,7 +221,12 @@ impl Scenario {
 
     /// Runs the body, turning a panic into a failure.
     pub fn run(&self, env: &Env) -> Outcome {
-        let mut record = Record::default();
+        self.run_logged(env, StepLog::default())
+    }
+
+    /// [`Scenario::run`], its steps going to `steps` as they happen.
+    pub fn run_logged(&self, env: &Env, steps: StepLog) -> Outcome {
+        let mut record = Record::with_steps(steps);
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.body)(env, &mut record)));
         let verdict = match result {
             Ok(Ok(())) => Verdict::Pass,
@@ -256,5 +324,24 @@ mod tests {
         assert_eq!(boom.run(&env).verdict, Verdict::Fail("panicked: boom".into()));
         let skipped = Scenario::new("t/skip", "", |_, _| skip("no ipvlan"));
         assert_eq!(skipped.run(&env).verdict, Verdict::Skip("no ipvlan".into()));
+    }
+
+    #[test]
+    fn the_step_log_names_the_last_step_and_the_wait() {
+        let steps = StepLog::default();
+        assert_eq!(steps.describe(), "before its first step");
+        let body = Scenario::new("t/steps", "", |_, r| {
+            r.waiting_for("the cluster");
+            r.mark("cluster up");
+            r.waiting_for("default/hello Running");
+            Ok(())
+        });
+        body.run_logged(&Env::local_for_tests(), steps.clone());
+        let text = steps.describe();
+        assert!(
+            text.starts_with("after step 1 (cluster up, at ") && text.ends_with("), waiting for default/hello Running"),
+            "{text}"
+        );
+        assert_eq!(steps.marks().len(), 1);
     }
 }

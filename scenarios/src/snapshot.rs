@@ -526,14 +526,19 @@ impl Rig {
         let name = set.pod_name();
         // An address means the CNI chain's ADD, ours included, succeeded.
         let has_ip = |p: &Pod| p.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
-        let pod = match self
-            .cluster
-            .wait_for_pod(NAMESPACE, &name, Duration::from_secs(90), has_ip)
-        {
+        let wait = crate::failure::wait_pod(
+            &self.cluster,
+            record,
+            (NAMESPACE, &name),
+            "given an IP",
+            Duration::from_secs(90),
+            has_ip,
+        );
+        let pod = match wait {
             Ok(pod) => pod,
             Err(e) => {
-                record.diag("agent log", self.agent.logs());
-                return Err(Stop::Fail(e.to_string()));
+                record.diag("agent and plugin log", crate::failure::strip_ansi(&self.agent.logs()));
+                return Err(e);
             }
         };
         let ip = pod.status.and_then(|s| s.pod_ip).unwrap_or_default();

@@ -52,7 +52,18 @@ fn uninstall_fails_on_a_file_left_behind() {
         record
             .diagnostics
             .iter()
-            .any(|(title, _)| title.starts_with("agent log"))
+            .any(|(title, _)| title.starts_with("agent and plugin log"))
+    );
+    // The config is shown as a diff naming the stray file, not as two dumps.
+    let diff = record
+        .diagnostics
+        .iter()
+        .find(|(title, _)| title.starts_with("CNI config diff"))
+        .map(|(_, body)| body.as_str())
+        .unwrap_or_default();
+    assert!(
+        diff.contains("99-stray.conf (before: absent)") && diff.contains("\n+{}"),
+        "{diff}"
     );
 }
 

@@ -1,20 +1,30 @@
 //! The HTML report: one self-contained `index.html` (inline CSS and SVG, no
 //! scripts, no external assets). A summary and a results table link to one
 //! section per item: verdict, duration, reason, notes, the timeline chart
-//! when the item has one, and on failure its diagnostics blocks (events,
-//! logs, CNI config before and after, pod rules, diffs — `+`/`-` lines of
-//! a diff are coloured). All text is escaped; the page is well-formed XML.
+//! when the item has one, and on failure its diagnostics blocks (rules and
+//! CNI config diffs, container logs, counted events, agent and plugin logs)
+//! collapsed except the first, `+`/`-` lines of a diff coloured and lines
+//! that say something went wrong highlighted. The verdict and the first
+//! failure's reason come first, so they show without scrolling. Terminal
+//! colour codes are dropped; all text is escaped; the page is well-formed XML.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+
+use istio_cni_scenarios::failure::strip_ansi;
 
 use super::escape::{attr, text};
 use super::timeline;
 use crate::results::{ItemResult, RunResults, format_duration, one_line};
 
 const STYLE: &str = "
-body{font-family:sans-serif;margin:2em;color:#222}
-h1{margin-bottom:.2em}
+body{font-family:sans-serif;margin:1.2em 2em;color:#222}
+h1{margin:0 0 .2em;font-size:1.5em}
+p.summary{font-size:1.3em;margin:.2em 0}
+p.summary .verdict{font-size:1em;padding:.1em .5em}
+p.context{color:#555;margin:.2em 0}
+div.first-failure{border-left:5px solid #c62828;background:#ffebee;padding:.4em .8em;margin:.6em 0}
+div.first-failure .reason{font-family:monospace}
 table.results{border-collapse:collapse;margin:1em 0}
 table.results td,table.results th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 td.dur{text-align:right;white-space:nowrap}
@@ -25,6 +35,7 @@ section.item h2{font-size:1.05em}
 .reason{white-space:pre-wrap}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;max-height:40em}
 pre .add{color:#1b5e20;background:#e8f5e9}pre .del{color:#b71c1c;background:#ffebee}
+pre .hl{background:#fff3c4;font-weight:bold}
 details summary{cursor:pointer;font-weight:bold}
 ";
 
@@ -35,13 +46,26 @@ pub fn render(results: &RunResults, context: &str) -> String {
     out.push_str("<title>istio-cni-conformance report</title>\n");
     let _ = writeln!(out, "<style>{STYLE}</style>\n</head>\n<body>");
     out.push_str("<h1>istio-cni-conformance</h1>\n");
+    let (word, class) = if results.success() {
+        ("PASSED", "pass")
+    } else {
+        ("FAILED", "fail")
+    };
     let _ = writeln!(
         out,
-        "<p class=\"summary\"><strong>{}</strong> in {}</p>\n<p class=\"context\">{}</p>",
+        "<p class=\"summary\"><span class=\"verdict {class}\">{word}</span> <strong>{}</strong> in {}</p>\n<p class=\"context\">{}</p>",
         text(&results.summary()),
         text(&format_duration(results.elapsed)),
         text(context)
     );
+    if let Some((i, first)) = results.items.iter().enumerate().find(|(_, item)| item.failed()) {
+        let _ = writeln!(
+            out,
+            "<div class=\"first-failure\">First failure: <a href=\"#item-{i}\">{}</a><br/><span class=\"reason\">{}</span></div>",
+            text(&first.name),
+            text(&one_line(&first.reason()))
+        );
+    }
     out.push_str("<table class=\"results\">\n<thead><tr><th>name</th><th>verdict</th><th>duration</th><th>reason</th></tr></thead>\n<tbody>\n");
     for (i, item) in results.items.iter().enumerate() {
         let _ = writeln!(
@@ -93,29 +117,50 @@ fn section(out: &mut String, i: usize, item: &ItemResult) {
         );
     }
     if item.failed() {
-        for (title, body) in &item.diagnostics {
+        // The first block is what the failing check found: open; the rest
+        // are there when wanted.
+        for (n, (title, body)) in item.diagnostics.iter().enumerate() {
+            let open = if n == 0 { " open=\"open\"" } else { "" };
             let _ = writeln!(
                 out,
-                "<details open=\"open\" class=\"diag\"><summary>{}</summary><pre>{}</pre></details>",
+                "<details{open} class=\"diag\"><summary>{}</summary><pre>{}</pre></details>",
                 text(title),
-                diag_body(title, body)
+                diag_body(title, &strip_ansi(body))
             );
         }
     }
     out.push_str("</section>\n");
 }
 
-/// A diagnostics block; in a diff, `+` and `-` lines are marked.
+/// Words that mark a log or event line as the one to read.
+const ALARMS: [&str; 9] = [
+    "error",
+    "fail",
+    "warn",
+    "panic",
+    "exited",
+    "denied",
+    "refused",
+    "timed out",
+    "backoff",
+];
+
+/// Whether a line of a log or an event list says something went wrong.
+fn alarming(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    ALARMS.iter().any(|w| lower.contains(w))
+}
+
+/// A diagnostics block; in a diff, `+` and `-` lines are marked, elsewhere
+/// lines that say something went wrong.
 fn diag_body(title: &str, body: &str) -> String {
     let is_diff = title.to_ascii_lowercase().contains("diff");
-    if !is_diff {
-        return text(body);
-    }
     let mut out = String::new();
     for line in body.lines() {
         let class = match line.as_bytes().first() {
-            Some(b'+') if !line.starts_with("+++") => Some("add"),
-            Some(b'-') if !line.starts_with("---") => Some("del"),
+            Some(b'+') if is_diff && !line.starts_with("+++") => Some("add"),
+            Some(b'-') if is_diff && !line.starts_with("---") => Some("del"),
+            _ if !is_diff && alarming(line) => Some("hl"),
             _ => None,
         };
         match class {
@@ -205,6 +250,32 @@ mod tests {
             .map(|e| (e.attr("class").unwrap_or("").to_owned(), e.text.clone()))
             .collect();
         assert_eq!(spans, [("del".into(), "-A X".into()), ("add".into(), "+A <Y>".into())]);
+    }
+
+    #[test]
+    fn the_first_block_is_open_the_rest_collapsed_alarms_marked_no_ansi() {
+        let mut results = results();
+        results.items[1].diagnostics.push((
+            "agent log".into(),
+            "\u{1b}[2mok\u{1b}[0m\n\u{1b}[31mERROR\u{1b}[0m install failed".into(),
+        ));
+        let page = render(&results, "");
+        assert_eq!(page.matches("<details").count(), 3);
+        assert_eq!(page.matches("<details open").count(), 1);
+        assert_eq!(page.find("<details"), page.find("<details open"));
+        assert!(!page.contains('\u{1b}') && !page.contains("\\u{1b}"), "{page}");
+        assert!(
+            page.contains("<span class=\"hl\">ERROR install failed</span>"),
+            "{page}"
+        );
+        assert!(page.contains("\nok\n") || page.contains(">ok\n"), "{page}");
+        let root = parse(&page).unwrap();
+        let first = root
+            .descendants()
+            .into_iter()
+            .find(|e| e.attr("class") == Some("first-failure"))
+            .expect("the first failure at the top");
+        assert!(first.all_text().contains("rules & \"chains\" <missing>"));
     }
 
     #[test]

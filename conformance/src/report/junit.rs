@@ -1,11 +1,13 @@
 //! JUnit XML: one `<testsuite>` per family (`spec`, `cni`, `race`, ...),
 //! one `<testcase>` per item with its time in seconds; a failure is
-//! `<failure message="why">` with the diagnostics as its text, a skip is
+//! `<failure message="why">` (the one-line reason) with the diagnostics as
+//! its text (terminal colour codes dropped), a skip is
 //! `<skipped message="why"/>`, notes go to `<system-out>`.
 
 use std::fmt::Write;
 use std::path::Path;
 
+use istio_cni_scenarios::failure::strip_ansi;
 use istio_cni_scenarios::scenario::Verdict;
 
 use super::escape::{attr, text};
@@ -65,7 +67,7 @@ fn testcase(out: &mut String, family: &str, item: &ItemResult) {
                 out,
                 "      <failure message=\"{}\" type=\"failure\">{}</failure>",
                 attr(why),
-                text(&details)
+                text(&strip_ansi(&details))
             );
         }
         Verdict::Skip(why) => {
@@ -142,8 +144,11 @@ mod tests {
         assert_eq!(cni.attr("failures"), Some("1"));
         assert_eq!(cni.attr("skipped"), Some("1"));
         let failure = child(&cni.children[0], "failure");
-        assert_eq!(failure.attr("message"), Some("rules <missing> & \"wrong\"\nsee logs"));
-        assert_eq!(failure.text, "--- agent log\nline 1 <ok>\n\\u{1b}[31mred]]>\n");
+        assert_eq!(failure.attr("message"), Some("rules <missing> & \"wrong\" see logs"));
+        assert_eq!(
+            failure.text,
+            "--- full failure message\nrules <missing> & \"wrong\"\nsee logs\n--- agent log\nline 1 <ok>\nred]]>\n"
+        );
         let skipped = child(&cni.children[1], "skipped");
         assert_eq!(skipped.attr("message"), Some("no 'ipvlan'"));
         assert_eq!(child(&cni.children[1], "system-out").text, "kernel 6.1");

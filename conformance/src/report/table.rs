@@ -1,12 +1,11 @@
 //! The results table printed after a run: name, verdict, duration, reason
-//! (one line, cut to keep rows readable).
+//! (one line; a failure's reason is the same line JUnit and HTML show).
 
 use std::fmt::Write;
 
-use crate::results::{RunResults, format_duration, one_line};
+use istio_cni_scenarios::failure::REASON_MAX;
 
-/// Reasons longer than this are cut with `…`.
-const REASON_MAX: usize = 120;
+use crate::results::{RunResults, format_duration, one_line};
 
 /// The table, one row per item, with a header; empty for an empty run.
 pub fn render(results: &RunResults) -> String {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::scenario::{Outcome, Scenario, Verdict};
+use istio_cni_scenarios::scenario::{Outcome, Scenario, StepLog, Verdict};
 
 use crate::options::SuiteOptions;
 use crate::progress::Progress;
@@ -178,10 +178,12 @@ fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>,
     let (tx, rx) = std::sync::mpsc::channel();
     let body = scenario.clone();
     let scope = env.clone();
+    let steps = StepLog::default();
+    let body_steps = steps.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("scenario {name}"))
         .spawn(move || {
-            let _ = tx.send(body.run(&env));
+            let _ = tx.send(body.run_logged(&env, body_steps));
         });
     if let Err(e) = spawned {
         return ItemResult::new(name, Verdict::Fail(format!("starting its thread: {e}")), Duration::ZERO);
@@ -199,19 +201,22 @@ fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>,
                 Ok(()) => "its cluster was torn down".to_owned(),
                 Err(e) => format!("tearing its cluster down: {e}"),
             };
-            return ItemResult::new(
+            let mut result = ItemResult::new(
                 name,
                 Verdict::Fail(format!(
-                    "timed out after {}s (--scenario-timeout); {cleanup}",
-                    timeout.as_secs_f64()
+                    "timed out after {}s (--scenario-timeout); {cleanup}; {}",
+                    timeout.as_secs_f64(),
+                    steps.describe()
                 )),
                 timeout,
             );
+            result.timeline = steps.marks();
+            return result;
         }
     };
     let mut result = ItemResult::new(name, verdict, duration);
     result.notes = record.notes;
-    result.diagnostics = record.diagnostics;
+    result.diagnostics.extend(record.diagnostics);
     result.timeline = record.timeline;
     result
 }
@@ -265,16 +270,28 @@ mod tests {
 
     #[test]
     fn a_hung_scenario_times_out_and_the_run_goes_on() {
-        let hung = Scenario::new("t/hung", "", |_, _| {
+        let hung = Scenario::new("t/hung", "", |_, r| {
+            r.mark("cluster up (2 nodes)");
+            r.waiting_for("default/hello Running");
             std::thread::sleep(Duration::from_secs(30));
             Ok(())
         });
         let env = Ok(Env::local_for_tests());
-        let r = scenario_result("t/hung".into(), &hung, &env, Duration::from_millis(100));
-        match r.verdict {
-            Verdict::Fail(why) => assert!(why.contains("timed out after"), "{why}"),
+        let r = scenario_result("t/hung".into(), &hung, &env, Duration::from_millis(300));
+        match &r.verdict {
+            Verdict::Fail(why) => {
+                assert!(
+                    why.starts_with(
+                        "timed out after 0.3s (--scenario-timeout); its cluster was torn down; \
+                         after step 1 (cluster up (2 nodes), at "
+                    ),
+                    "{why}"
+                );
+                assert!(why.ends_with("), waiting for default/hello Running"), "{why}");
+            }
             other => panic!("expected a timeout, got {other:?}"),
         }
+        assert_eq!(r.timeline.len(), 1, "the steps it completed are its timeline");
         let quick = Scenario::new("t/quick", "", |_, _| Ok(()));
         let r = scenario_result("t/quick".into(), &quick, &env, Duration::from_secs(10));
         assert_eq!(r.verdict, Verdict::Pass);
