@@ -134,7 +134,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
     }
     let plan = plan::plan(&ds, &nodes, &mine, Timestamp::now());
     for name in &plan.delete {
-        delete_pod(&pods_api, name).await.map_err(failed(&ds, "deleting a pod"))?;
+        delete_pod(&pods_api, name)
+            .await
+            .map_err(failed(&ds, "deleting a pod"))?;
     }
     let hash = pod::revision_hash(&ds);
     for node in &plan.create {
@@ -178,7 +180,12 @@ async fn orphans(client: &kube::Client, ns: &str, name: &str) -> Result<(), Daem
         .map_err(err("looking the daemonset up"))?
         .and_then(|ds| ds.uid());
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    for p in pods.list(&ListParams::default()).await.map_err(err("listing pods"))?.items {
+    for p in pods
+        .list(&ListParams::default())
+        .await
+        .map_err(err("listing pods"))?
+        .items
+    {
         if let Some((owner, uid)) = pod::controller_of(&p)
             && owner == name
             && live.as_deref() != Some(uid)

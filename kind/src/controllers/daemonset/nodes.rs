@@ -77,10 +77,7 @@ fn labels(node: &Node) -> &std::collections::BTreeMap<String, String> {
 
 fn matches_selector(spec: &PodSpec, node: &Node) -> bool {
     let have = labels(node);
-    spec.node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| have.get(k) == Some(v))
+    spec.node_selector.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
 }
 
 fn matches_affinity(spec: &PodSpec, node: &Node) -> bool {
@@ -104,7 +101,9 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     }
     let have = labels(node);
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    exprs.iter().all(|r| requirement(r, have.get(&r.key).map(String::as_str)))
+    exprs
+        .iter()
+        .all(|r| requirement(r, have.get(&r.key).map(String::as_str)))
         && fields
             .iter()
             .all(|r| r.key == "metadata.name" && requirement(r, Some(name)))
@@ -131,7 +130,11 @@ fn requirement(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
 /// Whether `tol` tolerates `taint` (an empty key with `Exists` tolerates
 /// every taint; an empty effect every effect).
 pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if tol.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if tol
+        .effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = tol.key.as_deref().unwrap_or_default();
@@ -139,7 +142,8 @@ pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
     if key.is_empty() {
         return exists;
     }
-    key == taint.key && (exists || tol.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default())
+    key == taint.key
+        && (exists || tol.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -168,12 +172,24 @@ mod tests {
             json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
                 {"nodeSelectorTerms": [term]}}}})
         };
-        assert!(run(aff(json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}))));
-        assert!(!run(aff(json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}))));
-        assert!(run(aff(json!({"matchExpressions": [{"key": "size", "operator": "Gt", "values": ["3"]}]}))));
-        assert!(!run(aff(json!({"matchExpressions": [{"key": "size", "operator": "Lt", "values": ["3"]}]}))));
-        assert!(run(aff(json!({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}))));
-        assert!(!run(aff(json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}))));
+        assert!(run(aff(
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]})
+        )));
+        assert!(!run(aff(
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]})
+        )));
+        assert!(run(aff(
+            json!({"matchExpressions": [{"key": "size", "operator": "Gt", "values": ["3"]}]})
+        )));
+        assert!(!run(aff(
+            json!({"matchExpressions": [{"key": "size", "operator": "Lt", "values": ["3"]}]})
+        )));
+        assert!(run(aff(
+            json!({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]})
+        )));
+        assert!(!run(aff(
+            json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]})
+        )));
         assert!(!run(aff(json!({}))), "an empty term selects nothing");
     }
 
@@ -187,10 +203,23 @@ mod tests {
         assert!(fit(&plain, &tainted("node.kubernetes.io/unschedulable", "NoSchedule")).should_run);
         assert!(fit(&plain, &tainted("node.kubernetes.io/not-ready", "NoExecute")).should_run);
         let no_schedule = fit(&plain, &tainted("dedicated", "NoSchedule"));
-        assert_eq!(no_schedule, Fit { should_run: false, may_stay: true });
+        assert_eq!(
+            no_schedule,
+            Fit {
+                should_run: false,
+                may_stay: true
+            }
+        );
         let no_execute = fit(&plain, &tainted("dedicated", "NoExecute"));
-        assert_eq!(no_execute, Fit { should_run: false, may_stay: false });
-        let tolerant = pod(json!({"containers": [], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "x"}]}));
+        assert_eq!(
+            no_execute,
+            Fit {
+                should_run: false,
+                may_stay: false
+            }
+        );
+        let tolerant =
+            pod(json!({"containers": [], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "x"}]}));
         assert!(fit(&tolerant, &tainted("dedicated", "NoExecute")).should_run);
         let wrong_value = pod(json!({"containers": [], "tolerations": [{"key": "dedicated", "value": "y"}]}));
         assert!(!fit(&wrong_value, &tainted("dedicated", "NoSchedule")).should_run);
@@ -208,6 +237,10 @@ mod tests {
         .unwrap();
         let all = with_daemon_tolerations(&spec);
         assert_eq!(all.len(), 6);
-        assert_eq!(all[0].toleration_seconds, Some(5), "the template's own toleration is kept");
+        assert_eq!(
+            all[0].toleration_seconds,
+            Some(5),
+            "the template's own toleration is kept"
+        );
     }
 }

@@ -57,7 +57,11 @@ fn ready_since(pod: &Pod) -> Option<Timestamp> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(cond.last_transition_time.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0))
+    Some(
+        cond.last_transition_time
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+    )
 }
 
 fn done(pod: &Pod) -> bool {
@@ -110,7 +114,11 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], pods: &[Pod], now: Timestamp) -> Pla
         let available_at = since.map(|t| t + min_ready);
         let available = available_at.is_some_and(|t| t <= now);
         if let (Some(at), false) = (available_at, available) {
-            recheck(Duration::try_from(at - now).unwrap_or(min_ready).max(Duration::from_millis(100)));
+            recheck(
+                Duration::try_from(at - now)
+                    .unwrap_or(min_ready)
+                    .max(Duration::from_millis(100)),
+            );
         }
         entry.0.push(Daemon {
             pod,
@@ -275,15 +283,28 @@ mod tests {
         let d = ds("v1", rolling(json!(1), json!(0)));
         let h = revision_hash(&d);
         let nodes = [node("a"), node("b"), node("c")];
-        let p = plan(&d, &nodes, &[pod("d-1", "a", &h, true), pod("d-2", "b", &h, false)], now());
+        let p = plan(
+            &d,
+            &nodes,
+            &[pod("d-1", "a", &h, true), pod("d-2", "b", &h, false)],
+            now(),
+        );
         assert_eq!(p.create, ["c"]);
         assert!(p.delete.is_empty());
         let s = &p.status;
         assert_eq!(
-            (s.desired_number_scheduled, s.current_number_scheduled, s.number_ready, s.number_available),
+            (
+                s.desired_number_scheduled,
+                s.current_number_scheduled,
+                s.number_ready,
+                s.number_available
+            ),
             (3, 2, 1, Some(1))
         );
-        assert_eq!((s.updated_number_scheduled, s.number_unavailable, s.observed_generation), (Some(2), Some(2), Some(2)));
+        assert_eq!(
+            (s.updated_number_scheduled, s.number_unavailable, s.observed_generation),
+            (Some(2), Some(2), Some(2))
+        );
     }
 
     #[test]
@@ -310,7 +331,11 @@ mod tests {
         let d = ds("v2", rolling(json!(1), json!(0)));
         let nodes = [node("a"), node("b"), node("c")];
         let h = revision_hash(&d);
-        let old = [pod("d-a", "a", "old", true), pod("d-b", "b", "old", true), pod("d-c", "c", "old", true)];
+        let old = [
+            pod("d-a", "a", "old", true),
+            pod("d-b", "b", "old", true),
+            pod("d-c", "c", "old", true),
+        ];
         let p = plan(&d, &nodes, &old, now());
         assert_eq!((p.delete.as_slice(), p.create.len()), (&["d-a".to_string()][..], 0));
         // a's pod is gone: a new one is created there, nothing else is deleted.
@@ -326,7 +351,11 @@ mod tests {
         assert_eq!(plan(&d, &nodes, &mid, now()).delete, ["d-b"]);
         // Percentages round up; an unavailable old pod goes without using the budget.
         let d = ds("v2", rolling(json!("50%"), json!(0)));
-        let old = [pod("d-a", "a", "old", false), pod("d-b", "b", "old", true), pod("d-c", "c", "old", true)];
+        let old = [
+            pod("d-a", "a", "old", false),
+            pod("d-b", "b", "old", true),
+            pod("d-c", "c", "old", true),
+        ];
         assert_eq!(plan(&d, &nodes, &old, now()).delete, ["d-a", "d-b"]);
     }
 
@@ -337,7 +366,10 @@ mod tests {
         let p = plan(&d, &[node("a"), node("b")], &[pod("d-a", "a", "old", true)], now());
         assert!(p.delete.is_empty());
         assert_eq!(p.create, ["b"]);
-        assert_eq!((p.status.updated_number_scheduled, p.status.current_number_scheduled), (Some(0), 1));
+        assert_eq!(
+            (p.status.updated_number_scheduled, p.status.current_number_scheduled),
+            (Some(0), 1)
+        );
         let p = plan(&d, &[node("a")], &[pod("d-a", "a", &h, true)], now());
         assert_eq!(p.status.updated_number_scheduled, Some(1));
     }
@@ -356,7 +388,10 @@ mod tests {
         assert_eq!(p.status.number_available, Some(1), "a counts its new, unready pod");
         let surging = [old[0].clone(), pod("d-a2", "a", &h, true), old[1].clone()];
         let p = plan(&d, &nodes, &surging, now());
-        assert_eq!((p.create.as_slice(), p.delete.as_slice()), (&["b".to_string()][..], &["d-a".to_string()][..]));
+        assert_eq!(
+            (p.create.as_slice(), p.delete.as_slice()),
+            (&["b".to_string()][..], &["d-a".to_string()][..])
+        );
     }
 
     #[test]
@@ -380,11 +415,23 @@ mod tests {
                 "spec": {"unschedulable": true, "taints": taint.map(|e| vec![json!({"key": "k", "effect": e})])}}))
             .unwrap()
         };
-        let nodes = [labelled("a", None), node("b"), labelled("c", Some("NoSchedule")), labelled("e", Some("NoExecute"))];
-        let pods = [pod("d-b", "b", &h, true), pod("d-c", "c", &h, true), pod("d-e", "e", &h, true)];
+        let nodes = [
+            labelled("a", None),
+            node("b"),
+            labelled("c", Some("NoSchedule")),
+            labelled("e", Some("NoExecute")),
+        ];
+        let pods = [
+            pod("d-b", "b", &h, true),
+            pod("d-c", "c", &h, true),
+            pod("d-e", "e", &h, true),
+        ];
         let p = plan(&d, &nodes, &pods, now());
         assert_eq!(p.create, ["a"], "a cordoned node still runs its daemon");
         assert_eq!(p.delete, ["d-b", "d-e"], "c's NoSchedule taint does not evict");
-        assert_eq!((p.status.desired_number_scheduled, p.status.number_misscheduled), (1, 3));
+        assert_eq!(
+            (p.status.desired_number_scheduled, p.status.number_misscheduled),
+            (1, 3)
+        );
     }
 }

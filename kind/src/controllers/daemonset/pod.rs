@@ -73,13 +73,14 @@ pub fn template_spec(ds: &DaemonSet) -> PodSpec {
 /// A new daemon pod of `ds` for `node` (named by the server from
 /// `generateName`), owned by `ds`.
 pub fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
-    let template = ds.spec.as_ref().and_then(|s| s.template.metadata.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.clone())
+        .unwrap_or_default();
     let mut labels = template.labels.unwrap_or_default();
     labels.insert(REVISION_LABEL.into(), hash.into());
-    labels.insert(
-        GENERATION_LABEL.into(),
-        ds.metadata.generation.unwrap_or(1).to_string(),
-    );
+    labels.insert(GENERATION_LABEL.into(), ds.metadata.generation.unwrap_or(1).to_string());
     let owner = OwnerReference {
         api_version: "apps/v1".into(),
         kind: "DaemonSet".into(),
@@ -128,24 +129,36 @@ mod tests {
 
     #[test]
     fn a_pod_for_a_node() {
-        let d = ds(json!({"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "i"}],
+        let d = ds(
+            json!({"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "i"}],
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}}));
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}}),
+        );
         let hash = revision_hash(&d);
         assert_eq!(hash.len(), 10);
         let p = new_pod(&d, "node-1", &hash);
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["metadata"]["generateName"], "agent-");
-        assert_eq!(v["metadata"]["labels"], json!({"app": "agent", REVISION_LABEL: hash, GENERATION_LABEL: "3"}));
+        assert_eq!(
+            v["metadata"]["labels"],
+            json!({"app": "agent", REVISION_LABEL: hash, GENERATION_LABEL: "3"})
+        );
         assert_eq!(
             v["metadata"]["ownerReferences"],
             json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u1",
                 "controller": true, "blockOwnerDeletion": true}])
         );
         assert_eq!(v["spec"]["nodeName"], "node-1");
-        let term = &v["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0];
-        assert_eq!(term["matchExpressions"][0]["key"], "zone", "the template's expressions are kept");
-        assert_eq!(term["matchFields"], json!([{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]));
+        let term = &v["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0];
+        assert_eq!(
+            term["matchExpressions"][0]["key"], "zone",
+            "the template's expressions are kept"
+        );
+        assert_eq!(
+            term["matchFields"],
+            json!([{"key": "metadata.name", "operator": "In", "values": ["node-1"]}])
+        );
         assert_eq!(v["spec"]["tolerations"].as_array().unwrap().len(), 6);
         assert_eq!(controller_of(&p), Some(("agent", "u1")));
     }
