@@ -226,33 +226,36 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
     let (synced_tx, synced) = tokio::sync::oneshot::channel::<()>();
     let record = seen.clone();
     let watch = pods.clone();
-    let recorder = cluster.block_on(async move {
-        tokio::spawn(async move {
-            let mut events = watcher(watch, watcher::Config::default().labels("app=roll")).boxed();
-            let mut now: BTreeMap<String, bool> = BTreeMap::new();
-            let mut synced_tx = Some(synced_tx);
-            while let Some(Ok(event)) = events.next().await {
-                match event {
-                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                        now.insert(p.name_any(), ready(&p));
-                    }
-                    watcher::Event::Delete(p) => {
-                        now.remove(&p.name_any());
-                    }
-                    watcher::Event::Init => now.clear(),
-                    watcher::Event::InitDone => {
-                        if let Some(tx) = synced_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
+    let runtime = cluster.block_on(async { tokio::runtime::Handle::current() });
+    let recorder = runtime.spawn(async move {
+        let mut events = watcher(watch, watcher::Config::default().labels("app=roll")).boxed();
+        let mut now: BTreeMap<String, bool> = BTreeMap::new();
+        let (mut synced_tx, mut listing) = (Some(synced_tx), true);
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    now.insert(p.name_any(), ready(&p));
                 }
-                // Only complete states: not while a (re)list is in progress.
-                if synced_tx.is_none() {
-                    let ready_count = now.values().filter(|r| **r).count();
-                    record.lock().unwrap().push((now.len(), ready_count));
+                watcher::Event::Delete(p) => {
+                    now.remove(&p.name_any());
+                }
+                watcher::Event::Init => {
+                    now.clear();
+                    listing = true;
+                }
+                watcher::Event::InitDone => {
+                    listing = false;
+                    if let Some(tx) = synced_tx.take() {
+                        let _ = tx.send(());
+                    }
                 }
             }
-        })
+            // Only complete states: not while a (re)list is in progress.
+            if !listing {
+                let ready_count = now.values().filter(|r| **r).count();
+                record.lock().unwrap().push((now.len(), ready_count));
+            }
+        }
     });
     cluster.block_on(synced).unwrap();
 
@@ -279,6 +282,7 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
         assert!(args.contains(&"9090".to_string()), "{args:?}");
     }
     let seen = seen.lock().unwrap().clone();
+    eprintln!("(pods, ready) at each event of the rollout: {seen:?}");
     assert!(seen.len() > 4, "the recorder saw the rollout: {seen:?}");
     // maxUnavailable 1 and maxSurge 0 on 2 nodes: never more than 2 pods,
     // never fewer than 1 Ready.

@@ -221,16 +221,12 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], pods: &[Pod], now: Timestamp) -> Pla
             }
         } else {
             let max_unavailable = scaled(ru.max_unavailable.as_ref(), desired, 1).max(1);
-            let mut unavailable = usize::try_from(st.desired_number_scheduled - available).unwrap_or(0);
+            let unavailable = usize::try_from(st.desired_number_scheduled - available).unwrap_or(0);
             let (down, up): (Vec<_>, Vec<_>) = outdated.into_iter().partition(|o| !o.2);
             delete.extend(down.into_iter().flat_map(|o| o.1));
-            for (_, old, _, _) in up {
-                if unavailable >= max_unavailable {
-                    break;
-                }
-                unavailable += 1;
-                delete.extend(old);
-            }
+            // Each available old pod deleted makes one more node unavailable.
+            let budget = max_unavailable.saturating_sub(unavailable);
+            delete.extend(up.into_iter().take(budget).flat_map(|o| o.1));
         }
     }
     delete.sort();
