@@ -17,7 +17,7 @@ use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::runtime::watcher;
@@ -116,6 +116,25 @@ async fn wait_pods(api: Api<Pod>, selector: &str, done: impl Fn(&[Pod]) -> bool)
         .unwrap_or_else(|_| panic!("pods {selector}: timed out"))
 }
 
+/// Runs kubectl (from PATH: `. ci/env`) against the cluster's `default`
+/// namespace; its stdout, or a panic with its output when it fails.
+fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["-n", "default"])
+        .args(args)
+        .output()
+        .expect("kubectl on PATH (. ci/env)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Waits until the DaemonSet `name` is rolled out on `want` nodes.
 fn wait_rolled_out(cluster: &Cluster, dss: &Api<DaemonSet>, name: &str, want: i32) -> DaemonSet {
     let wait = await_condition(dss.clone(), name, rolled_out(want));
@@ -168,20 +187,16 @@ fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
         );
     }
 
-    // kubectl agrees that the rollout is complete.
-    let kubectl = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig_path())
-        .args(["-n", "default", "rollout", "status", "ds/probe", "--timeout=60s"])
-        .output()
-        .expect("kubectl on PATH (. ci/env)");
-    let out = String::from_utf8_lossy(&kubectl.stdout);
-    assert!(
-        kubectl.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&kubectl.stderr)
-    );
+    // kubectl agrees that the rollout is complete, and shows the numbers.
+    let out = kubectl(&cluster, &["rollout", "status", "ds/probe", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
+    let row = kubectl(&cluster, &["get", "ds", "probe", "--no-headers"]);
+    let row: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        row[..6],
+        ["probe", "2", "2", "2", "2", "2"],
+        "NAME DESIRED CURRENT READY UP-TO-DATE AVAILABLE"
+    );
 
     // A deleted pod comes back on its node.
     let victim = running[0].clone();
@@ -288,5 +303,59 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
     // never fewer than 1 Ready.
     assert!(seen.iter().all(|(pods, _)| *pods <= 2), "{seen:?}");
     assert!(seen.iter().all(|(_, ready)| *ready >= 1), "{seen:?}");
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn node_selectors_and_taints_choose_the_nodes() {
+    if !privileged("node_selectors_and_taints_choose_the_nodes") {
+        return;
+    }
+    let cluster = cluster();
+    let client = cluster.client();
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut ds = daemonset("picky", 8080);
+    let template = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    template.node_selector = Some([("kubernetes.io/hostname".to_string(), "node-1".to_string())].into());
+    cluster.block_on(dss.create(&PostParams::default(), &ds)).unwrap();
+    wait_rolled_out(&cluster, &dss, "picky", 1);
+    let on = cluster.block_on(wait_pods(pods.clone(), "app=picky", |ps| {
+        ps.len() == 1 && ps.iter().all(ready)
+    }));
+    assert_eq!(node_of(&on[0]), "node-1");
+
+    // A cordoned node still gets its daemon (daemon pods tolerate
+    // unschedulable): the pod deleted there is recreated.
+    let taint = |taints: serde_json::Value| {
+        let patch = Patch::Merge(json!({"spec": {"unschedulable": true, "taints": taints}}));
+        cluster
+            .block_on(nodes.patch("node-1", &PatchParams::default(), &patch))
+            .unwrap();
+    };
+    let cordon = json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
+    taint(json!([cordon]));
+    let first = on[0].name_any();
+    cluster.block_on(pods.delete(&first, &DeleteParams::default())).unwrap();
+    let again = cluster.block_on(wait_pods(pods.clone(), "app=picky", |ps| {
+        ps.len() == 1 && ps.iter().all(|p| ready(p) && p.name_any() != first)
+    }));
+    assert_eq!(node_of(&again[0]), "node-1");
+
+    // An untolerated NoExecute taint evicts it and takes the node out of DESIRED.
+    taint(json!([cordon, {"key": "maintenance", "effect": "NoExecute"}]));
+    cluster.block_on(wait_pods(pods.clone(), "app=picky", <[Pod]>::is_empty));
+    wait_rolled_out(&cluster, &dss, "picky", 0);
+    let after: Vec<String> = cluster
+        .block_on(pods.list(&ListParams::default()))
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    let mut back = cluster.block_on(dss.get("picky")).unwrap();
+    assert_eq!(back.status.take().map(|s| s.number_misscheduled), Some(0));
     cluster.delete().unwrap();
 }
