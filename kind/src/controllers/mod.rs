@@ -5,9 +5,11 @@
 //! - [`scheduler`]: binds pods that name no node (`pods/binding`).
 //! - [`namespaces`]: a new namespace's `default` ServiceAccount and
 //!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
+//! - [`daemonset`]: one pod per eligible node, rolling updates, status.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
+pub mod daemonset;
 pub mod namespaces;
 pub mod scheduler;
 
@@ -41,6 +43,7 @@ impl ControllerManager {
             // Dropping the set (when this task is aborted) aborts every controller.
             let mut set = JoinSet::new();
             set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
+            set.spawn(daemonset::run(client.clone()));
             if !opts.nodes.is_empty() {
                 set.spawn(scheduler::run(client, opts.nodes));
             }
