@@ -251,6 +251,18 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
     }
 }
 
+/// A protobuf body as the JSON object it stands for.
+fn protobuf_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    protobuf::decode(bytes).map_err(|e| {
+        let reason = if e.code() == 415 {
+            "UnsupportedMediaType"
+        } else {
+            "BadRequest"
+        };
+        ApiError::new(e.code(), reason, e.to_string())
+    })
+}
+
 fn not_found() -> ApiError {
     ApiError::new(404, "NotFound", "the server could not find the requested resource")
 }
@@ -301,9 +313,9 @@ impl Ctx<'_> {
         let ct = header_str(self.headers, header::CONTENT_TYPE);
         let v: Value = if ct.contains("yaml") {
             serde_yaml::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
-        } else if ct.contains("protobuf") && self.info().review {
-            protobuf::decode_review(&bytes).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e))?
-        } else if ct.contains("protobuf") || ct.contains("cbor") {
+        } else if ct.contains("protobuf") {
+            protobuf_body(&bytes)?
+        } else if ct.contains("cbor") {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
