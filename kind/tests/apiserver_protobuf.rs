@@ -151,6 +151,39 @@ async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
         .await
         .unwrap();
 
+    // kubectl debug node/... posts a whole Pod (host namespaces, a hostPath
+    // volume of the node's root, a toleration for everything).
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node("node-1"))
+        .await
+        .unwrap();
+    k.ok(&[
+        "-n",
+        "team",
+        "debug",
+        "node/node-1",
+        "--image=busybox:1.36",
+        "--",
+        "true",
+    ])
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), "team")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let debug = pods.items.first().expect("the debug pod");
+    assert!(debug.name_any().starts_with("node-debugger-node-1-"), "{debug:?}");
+    let spec = debug.spec.as_ref().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+    assert_eq!(spec.host_pid, Some(true));
+    let root = spec
+        .volumes
+        .as_ref()
+        .and_then(|v| v.first())
+        .and_then(|v| v.host_path.as_ref());
+    assert_eq!(root.map(|h| h.path.as_str()), Some("/"), "{spec:?}");
+    assert_eq!(spec.containers[0].command.as_deref(), Some(&["true".to_string()][..]));
+
     // Written objects read back through kubectl too.
     let out = k
         .ok(&["-n", "team", "get", "configmap", "settings", "-o", "jsonpath={.data.a}"])
