@@ -81,8 +81,15 @@ def pb_structs(path):
     out = []
     cur = None
     message = False
+    pending = None  # a field whose type continues on the next lines
     with open(path) as fh:
         for line in fh:
+            if pending is not None:
+                pending[1] += line.strip()
+                if line.rstrip().endswith(","):
+                    cur[1].append(field(*pending))
+                    pending = None
+                continue
             m = STRUCT.match(line)
             if m:
                 cur = (m.group(1), [])
@@ -95,10 +102,19 @@ def pb_structs(path):
                 message = "(message," in line
             m = FIELD.match(line) if cur else None
             if m:
-                ty = re.findall(r"(\w+)>*,?\s*$", line)
                 name = ("r#" if m.group(1) else "") + m.group(2)
-                cur[1].append((name, ty[0] if message and ty else None))
+                decl = [name, line[m.end():].strip(), message]
+                if decl[1].endswith(","):
+                    cur[1].append(field(*decl))
+                else:
+                    pending = decl
     return out
+
+
+def field(name, ty, message):
+    """(rust field, the message type's name when it is a message)."""
+    names = re.findall(r"(\w+)>*,?$", ty)
+    return (name, names[0] if message and names else None)
 
 
 def inlined(field_type, parent_fields, module_structs):
