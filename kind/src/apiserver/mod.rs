@@ -39,10 +39,12 @@
 //! (immutable pod fields, RBAC escalation checks), OpenAPI schemas
 //! (`/openapi/v3` serves only what kubectl's default validation needs:
 //! operations that take `fieldValidation`, which the server then honours by
-//! strict decoding against the typed structs; `/openapi/v2` is 404), protobuf
-//! request bodies (except access reviews; responses are always JSON, which
-//! every client accepts), consistent reads at old resourceVersions (lists
-//! always return the current state).
+//! strict decoding against the typed structs; `/openapi/v2` is 404),
+//! protobuf bodies of kinds the server does not serve (the served built-in
+//! kinds are read from protobuf; responses are always JSON, which every
+//! client accepts), PodDisruptionBudgets (every `pods/eviction` is allowed),
+//! consistent reads at old resourceVersions (lists always return the current
+//! state).
 
 mod auth;
 mod discovery;

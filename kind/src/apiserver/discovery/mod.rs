@@ -91,6 +91,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             if *sub == "binding" {
                 e["kind"] = json!("Binding");
             }
+            if *sub == "eviction" {
+                // kubectl drain reads the Eviction's group/version here.
+                e["group"] = json!("policy");
+                e["version"] = json!("v1");
+            }
             entries.push(e);
         }
     }
@@ -130,6 +135,11 @@ mod tests {
         ] {
             assert!(names.contains(&want), "{want}");
         }
+        let eviction = &l["resources"][names.iter().position(|n| *n == "pods/eviction").unwrap()];
+        assert_eq!(
+            (&eviction["group"], &eviction["version"], &eviction["kind"]),
+            (&json!("policy"), &json!("v1"), &json!("Eviction"))
+        );
         let pods = &l["resources"][names.iter().position(|n| *n == "pods").unwrap()];
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["namespaced"], true);

@@ -3,6 +3,7 @@
 //! verbs on the [registry](crate::apiserver::registry), rendered as JSON
 //! objects, lists, tables or watch streams.
 
+pub(crate) mod delete_options;
 pub(crate) mod faults;
 pub(crate) mod listeners;
 pub(crate) mod logs;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
+use self::delete_options::DeleteOptions;
 use self::faults::{Faults, RequestFacts};
 use self::logs::LogSource;
 use self::patch::PatchType;
@@ -40,7 +42,7 @@ use crate::apiserver::discovery::openapi::{self, FieldValidation};
 use crate::apiserver::registry::resources::{self, ids};
 use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector, Selectors};
 use crate::apiserver::registry::strategy::pod;
-use crate::apiserver::registry::{self, Part, Preconditions, Store};
+use crate::apiserver::registry::{self, Part, Store};
 use crate::apiserver::status::{ApiError, success_status};
 
 /// Shared state of the handlers.
@@ -251,6 +253,18 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
     }
 }
 
+/// A protobuf body as the JSON object it stands for.
+fn protobuf_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    protobuf::decode(bytes).map_err(|e| {
+        let reason = if e.code() == 415 {
+            "UnsupportedMediaType"
+        } else {
+            "BadRequest"
+        };
+        ApiError::new(e.code(), reason, e.to_string())
+    })
+}
+
 fn not_found() -> ApiError {
     ApiError::new(404, "NotFound", "the server could not find the requested resource")
 }
@@ -301,9 +315,9 @@ impl Ctx<'_> {
         let ct = header_str(self.headers, header::CONTENT_TYPE);
         let v: Value = if ct.contains("yaml") {
             serde_yaml::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
-        } else if ct.contains("protobuf") && self.info().review {
-            protobuf::decode_review(&bytes).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e))?
-        } else if ct.contains("protobuf") || ct.contains("cbor") {
+        } else if ct.contains("protobuf") {
+            protobuf_body(&bytes)?
+        } else if ct.contains("cbor") {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
@@ -343,6 +357,7 @@ impl Ctx<'_> {
             ("watch", None) => self.watch(),
             ("create", None) => self.create(body).await,
             ("create", Some("binding")) => self.bind(body).await,
+            ("create", Some("eviction")) => self.evict(body).await,
             ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
@@ -526,29 +541,56 @@ impl Ctx<'_> {
         Ok(with_warnings(self.ok_object(StatusCode::OK, &patched), &warnings))
     }
 
-    async fn delete(&self, body: Body) -> Result<Response, ApiError> {
+    /// The `DeleteOptions` body of a DELETE (none, JSON or protobuf).
+    async fn delete_options(&self, body: Body) -> Result<DeleteOptions, ApiError> {
         let bytes = self.body(body).await?;
-        let mut pre = Preconditions::default();
-        if !bytes.iter().all(u8::is_ascii_whitespace) {
-            let opts: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
-            let s = |p: &str| opts.pointer(p).and_then(Value::as_str).map(str::to_string);
-            pre.uid = s("/preconditions/uid");
-            pre.resource_version = s("/preconditions/resourceVersion");
-            if opts
-                .get("dryRun")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                let deleted = self.app.store.delete(self.rp.res, self.ns(), self.name(), &pre, true)?;
-                return Ok(self.ok_object(StatusCode::OK, &deleted));
-            }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(DeleteOptions::default());
         }
+        let ct = header_str(self.headers, header::CONTENT_TYPE);
+        let opts = if ct.contains("protobuf") {
+            protobuf_body(&bytes)?
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
+        DeleteOptions::from_json(&opts)
+    }
+
+    async fn delete(&self, body: Body) -> Result<Response, ApiError> {
+        let opts = self.delete_options(body).await?;
+        let dry_run = opts.dry_run || self.dry_run();
         let deleted = self
             .app
             .store
-            .delete(self.rp.res, self.ns(), self.name(), &pre, self.dry_run())?;
+            .delete(self.rp.res, self.ns(), self.name(), &opts.preconditions, dry_run)?;
         Ok(self.ok_object(StatusCode::OK, &deleted))
+    }
+
+    /// `pods/<name>/eviction`: with no PodDisruptionBudgets every eviction is
+    /// allowed, and deletes the pod with the eviction's options.
+    async fn evict(&self, body: Body) -> Result<Response, ApiError> {
+        let eviction = self.object_body(body).await?;
+        let kind = eviction.get("kind").and_then(Value::as_str).unwrap_or("");
+        if !kind.is_empty() && kind != "Eviction" {
+            return Err(ApiError::bad_request(format!(
+                "expected an Eviction body, got kind {kind:?}"
+            )));
+        }
+        let name = eviction.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        if name != self.name() {
+            return Err(ApiError::bad_request(format!(
+                "name in URL does not match name in Eviction object: {:?} != {name:?}",
+                self.name()
+            )));
+        }
+        let opts = DeleteOptions::from_json(eviction.get("deleteOptions").unwrap_or(&Value::Null))?;
+        let dry_run = opts.dry_run || self.dry_run();
+        self.app
+            .store
+            .delete(ids::PODS, self.ns(), self.name(), &opts.preconditions, dry_run)?;
+        let mut status = success_status(Value::Null);
+        status["code"] = json!(201);
+        Ok(value_response(StatusCode::CREATED, &status))
     }
 
     fn delete_collection(&self) -> Result<Response, ApiError> {

@@ -76,7 +76,7 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "status" => &["get", "patch", "update"],
         "log" => &["get"],
-        "binding" => &["create"],
+        "binding" | "eviction" => &["create"],
         "finalize" => &["update"],
         _ => &[],
     }
@@ -86,6 +86,7 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
 pub fn subresource_kind(res: &ResourceInfo, sub: &str) -> &'static str {
     match sub {
         "binding" => "Binding",
+        "eviction" => "Eviction",
         "log" => "Pod",
         _ => res.kind,
     }
@@ -138,7 +139,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status", "log", "binding"],
+        subresources: &["status", "log", "binding", "eviction"],
         ..res("", "v1", "pods", "pod", "Pod", true)
     },
     ResourceInfo {

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Writes messages.rs: for every k8s-pb message of the API groups the server
+decodes, its fields and their JSON names.
+
+The proto field names of Kubernetes are its JSON names, but prost turns them
+into snake_case (`hostIPC` -> `host_ipc`), which cannot be undone by rule.
+The JSON names are therefore taken from k8s-openapi's deserializers of the
+same type (`"hostIPC" => Field::Key_host_ipc`), the form the JSON path uses.
+
+Run from the workspace after changing either crate's version:
+    python3 kind/src/apiserver/http/protobuf/generate.py
+It finds both crates' sources through `cargo metadata` and rewrites
+messages.rs beside itself; fields it had to name by rule are printed.
+"""
+import json
+import os
+import subprocess
+import re
+import sys
+
+# Module folders (k8s-pb `src/...`, k8s-openapi `src/v1_33/...`) whose messages get a generated converter.
+MODULES = [
+    "api/core/v1",
+    "api/apps/v1",
+    "api/rbac/v1",
+    "api/coordination/v1",
+    "api/authorization/v1",
+    "api/authentication/v1",
+    "api/policy/v1",
+    "apimachinery/pkg/apis/meta/v1",
+    "apimachinery/pkg/runtime",
+]
+# Messages whose JSON form is not an object of their fields: written by hand in json.rs.
+SPECIAL = {
+    "apimachinery/pkg/apis/meta/v1": {"Time", "MicroTime", "Duration", "FieldsV1", "Verbs"},
+    "apimachinery/pkg/runtime": {"RawExtension", "Unknown"},
+    "api/authorization/v1": {"ExtraValue"},
+    "api/authentication/v1": {"ExtraValue"},
+}
+
+STRUCT = re.compile(r"^pub struct (\w+) \{")
+FIELD = re.compile(r"^\s+pub (r#)?(\w+):")
+OPENAPI_STRUCT = re.compile(r"^pub struct (\w+) \{")
+OPENAPI_KEY = re.compile(r'^\s+"([A-Za-z0-9$_-]+)" => Field::Key_(\w+),')
+
+
+def norm(name):
+    return name.replace("_", "").lower()
+
+
+def openapi_names(folder):
+    """{struct lower: {normalized field: json name}} of one k8s-openapi module."""
+    out = {}
+    if not os.path.isdir(folder):
+        return out
+    for f in sorted(os.listdir(folder)):
+        if not f.endswith(".rs"):
+            continue
+        struct = None
+        fields = {}
+        with open(os.path.join(folder, f)) as fh:
+            for line in fh:
+                m = OPENAPI_STRUCT.match(line)
+                if m and struct is None:
+                    struct = m.group(1)
+                m = OPENAPI_KEY.match(line)
+                if m:
+                    fields[norm(m.group(2))] = m.group(1)
+        if struct:
+            out[struct.lower()] = fields
+    return out
+
+
+def camel(snake):
+    head, *rest = snake.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def pb_structs(path):
+    """[(struct, [(rust field, message type or None)])] of one k8s-pb module."""
+    out = []
+    cur = None
+    message = False
+    pending = None  # a field whose type continues on the next lines
+    with open(path) as fh:
+        for line in fh:
+            if pending is not None:
+                pending[1] += line.strip()
+                if line.rstrip().endswith(","):
+                    cur[1].append(field(*pending))
+                    pending = None
+                continue
+            m = STRUCT.match(line)
+            if m:
+                cur = (m.group(1), [])
+                out.append(cur)
+                continue
+            if cur and line.startswith("}"):
+                cur = None
+                continue
+            if cur and line.strip().startswith("#[prost("):
+                message = "(message," in line
+            m = FIELD.match(line) if cur else None
+            if m:
+                name = ("r#" if m.group(1) else "") + m.group(2)
+                decl = [name, line[m.end():].strip(), message]
+                if decl[1].endswith(","):
+                    cur[1].append(field(*decl))
+                else:
+                    pending = decl
+    return out
+
+
+def field(name, ty, message):
+    """(rust field, the message type's name when it is a message)."""
+    names = re.findall(r"(\w+)>*,?$", ty)
+    return (name, names[0] if message and names else None)
+
+
+def inlined(field_type, parent_fields, module_structs):
+    """Whether a message field is a Go embedded struct (`json:",inline"`):
+    its own fields are fields of the parent's JSON form."""
+    own = module_structs.get(field_type)
+    if not own or not parent_fields:
+        return False
+    present = sum(norm(f.removeprefix("r#")) in parent_fields for f, _ in own)
+    # Allow for fields newer than the k8s-openapi version.
+    return present * 5 >= len(own) * 4
+
+
+def crate_dirs():
+    meta = json.loads(subprocess.check_output(["cargo", "metadata", "--format-version", "1"]))
+    dirs = {p["name"]: os.path.dirname(p["manifest_path"]) for p in meta["packages"]}
+    return dirs["k8s-pb"], dirs["k8s-openapi"]
+
+
+def main():
+    pb_dir, openapi_dir = crate_dirs()
+    output = os.path.join(os.path.dirname(os.path.abspath(__file__)), "messages.rs")
+    lines = [
+        "// @generated by generate.py in this folder from k8s-pb and k8s-openapi (v1_33); do not edit.",
+        "// Each message of the decoded API groups with its fields and their JSON names.",
+        "",
+        "messages! {",
+    ]
+    guessed = []
+    for module in MODULES:
+        names = openapi_names(os.path.join(openapi_dir, "src/v1_33", module))
+        # Types only ever inlined (VolumeSource) have no k8s-openapi struct:
+        # their fields are named as anywhere else in the module.
+        anywhere = {}
+        for fields in names.values():
+            for k, v in fields.items():
+                anywhere.setdefault(k, set()).add(v)
+        rust_mod = "pb::" + module.replace("/", "::")
+        structs = pb_structs(os.path.join(pb_dir, "src", module, "mod.rs"))
+        by_name = dict(structs)
+        for struct, fields in structs:
+            if struct in SPECIAL.get(module, ()):
+                continue
+            known = names.get(struct.lower())
+            entries = []
+            for f, ty in fields:
+                bare = f.removeprefix("r#")
+                name = known.get(norm(bare)) if known is not None else None
+                if name is None and ty and inlined(ty, known, by_name):
+                    entries.append(f"{f} => ..")
+                    continue
+                if name is None and len(anywhere.get(norm(bare), ())) == 1:
+                    name = next(iter(anywhere[norm(bare)]))
+                if name is None:
+                    name = camel(bare)
+                    guessed.append(f"{module}/{struct}.{f} -> {name}")
+                entries.append(f"{f} => \"{name}\"")
+            lines.append(f"    {rust_mod}::{struct} {{ {''.join(e + ', ' for e in entries)}}}")
+    lines.append("}")
+    with open(output, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    for g in guessed:
+        print("guessed:", g, file=sys.stderr)
+
+
+main()
