@@ -1,5 +1,5 @@
 //! The agent's settings: Istio's flags and environment variables with the
-//! same names and defaults (reference istio-cni-agent.md §2.2–2.4), plus the
+//! same names and defaults (docs/agent.md#settings), plus the
 //! paths Istio hard-codes, made settable so tests and platforms can move them.
 //!
 //! Every setting is a `--flag` and an environment variable (flag wins).
@@ -147,7 +147,7 @@ pub fn parse_output_level(s: &str) -> Result<String, String> {
     crate::logging::ScopeLevels::parse(s).map(|_| s.to_string())
 }
 
-/// The installer's settings (§2.2, §2.4, §3).
+/// The installer's settings (docs/agent.md#settings, docs/agent.md#node-paths).
 #[derive(Debug, Clone, Args)]
 pub struct InstallSettings {
     /// Primary CNI config file name (chained) or the standalone file name; empty: the first valid file.
@@ -217,7 +217,7 @@ pub struct InstallSettings {
     pub status_check: bool,
 }
 
-/// The repair controller's settings (istio-cni-repair-and-skew.md §2.1).
+/// The repair controller's settings (docs/repair.md#controller-settings).
 #[derive(Debug, Clone, Args)]
 pub struct RepairSettings {
     #[arg(long, env = "REPAIR_ENABLED", default_value = "true", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

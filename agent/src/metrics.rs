@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics, with Istio's names and labels so existing
-//! dashboards keep working (istio-cni-agent.md §4.12,
-//! istio-cni-repair-and-skew.md §2.9).
+//! dashboards keep working (docs/agent.md#endpoints-and-metrics,
+//! docs/repair.md#metrics-and-events).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The agent process (istio-cni-agent.md §1): metrics, log socket and health
+//! The agent process (docs/agent.md#process): metrics, log socket and health
 //! servers; the repair controller; the install/watch loop; cleanup when a
 //! signal arrives or the loop fails.
 

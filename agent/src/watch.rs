@@ -1,4 +1,4 @@
-//! The watch loop (istio-cni-agent.md §4.11): install, then keep the plugin
+//! The watch loop (docs/agent.md#watch-loop): install, then keep the plugin
 //! installed while the primary CNI rewrites its files, the binaries are
 //! replaced or the service-account token rotates.
 //!

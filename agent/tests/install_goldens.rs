@@ -234,7 +234,7 @@ fn a_late_primary_is_waited_for() {
     assert_eq!(node.read("missing_initially.conf"), CALICO);
 }
 
-/// An Istio installer's entry, as written by each version (istio-cni-repair-and-skew.md §3.4).
+/// An Istio installer's entry, as written by each version (docs/repair.md#entries-per-version).
 fn old_entry(version: &str) -> &'static str {
     match version {
         "1.20" => {
@@ -272,7 +272,7 @@ fn entries_left_by_older_istio_are_replaced(#[case] version: &str) {
     assert_eq!(with_old.matches("\"type\": \"istio-cni\"").count(), 2, "{with_old}");
     node.write("10-calico.conflist", &with_old);
     let mut installer = node.installer();
-    // Istio counts any istio-cni entry as valid; a stale one is not (skew §7.3.1).
+    // Istio counts any istio-cni entry as valid; a stale one is not (docs/agent.md#stale-entries).
     installer.install_all().unwrap();
     let installed = node.read("10-calico.conflist");
     let conf = plugin_view(&installed);

@@ -128,7 +128,7 @@ fn create_broken_pod(cluster: &Cluster, name: &str) -> Pod {
     pod
 }
 
-/// The chart's `istio-cni-repair-role` for a mode (§2.10), bound to the
+/// The chart's `istio-cni-repair-role` for a mode (docs/repair.md#rbac), bound to the
 /// agent's service account; returns a client with that account's token.
 fn client_for(cluster: &Cluster, rt: &tokio::runtime::Runtime, extra_rules: serde_json::Value) -> kube::Client {
     let mut rules = vec![

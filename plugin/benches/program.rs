@@ -4,7 +4,7 @@
 //! `nft -f -`) of the same payload in a fresh netns. Each iteration gets its
 //! own netns; creating and deleting it is not measured.
 //!
-//! A third variant runs `program()` with the §4.6 mount sandbox switched off,
+//! A third variant runs `program()` with the mount sandbox (docs/plugin.md#exec-sandbox) switched off,
 //! to show what the sandbox costs.
 //!
 //! Needs root; prints `SKIP:` and measures nothing otherwise. At the end it

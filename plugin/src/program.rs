@@ -4,11 +4,11 @@
 //! [`program`] does all of it on one dedicated thread inside the pod netns
 //! (see [`crate::netns`]):
 //!
-//! 1. list the netns addresses and decide IPv6 (§3.2, honouring DualStack);
+//! 1. list the netns addresses and decide IPv6 (docs/plugin.md#ipv6-detection, honouring DualStack);
 //! 2. build the [`CaptureConfig`] and render it for the chosen backend;
 //! 3. apply it ([`crate::iptables::apply`] or [`crate::nftables::apply`]);
 //! 4. add `::6/128` on `lo` when IPv6 is on, and the TPROXY policy routing
-//!    when TPROXY captures inbound traffic (§4.7).
+//!    when TPROXY captures inbound traffic (docs/plugin.md#tproxy-routing).
 //!
 //! Programming the same netns twice with the same input succeeds and changes
 //! nothing (iptables: state verification; nft: add+flush; routes: existing
@@ -41,7 +41,7 @@ pub enum Backend {
 pub struct ProgramOptions {
     /// Where to find `iptables*`/`nft` (default: `$PATH`).
     pub search_path: Option<OsString>,
-    /// Run each command in the §4.6 mount sandbox (default: true).
+    /// Run each command in the mount sandbox (docs/plugin.md#exec-sandbox) (default: true).
     pub sandbox: bool,
 }
 
@@ -72,7 +72,7 @@ pub enum Outcome {
     Nftables(NftReport),
 }
 
-/// Routes and addresses changed in the netns (§4.7).
+/// Routes and addresses changed in the netns (docs/plugin.md#tproxy-routing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouteReport {
     /// `Some(added)` when IPv6 is on: whether `::6/128` was newly added on lo.

@@ -1,6 +1,6 @@
 //! Compatibility with Istio's own expected rules.
 //!
-//! Two sets of inputs, both from the reference (istio-cni-plugin.md §6):
+//! Two sets of inputs, both from Istio's tests (docs/plugin.md#expected-rules):
 //! - the plugin's test pods (`fixtures/istio-plugin/*.yaml`), rendered the way
 //!   the plugin renders a pod;
 //! - the rule builder's configurations (`capture_cases`), rendered for
@@ -105,7 +105,7 @@ fn ids(list: &str) -> Vec<String> {
     list.split(',').map(str::to_string).collect()
 }
 
-/// The rule builder's test configurations (reference §6.2), applied on top
+/// The rule builder's test configurations (docs/plugin.md#rule-builder-configurations), applied on top
 /// of its base configuration.
 fn capture_case(name: &str) -> CaptureConfig {
     let mut c = CaptureConfig::builder_default();

@@ -23,7 +23,7 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 /// Exit status of the case script when its setup (not the probe) failed.
 const SETUP_FAILED: i32 = 97;
 
-/// The init container's exact argument list (§1.2 of the reference).
+/// The init container's exact argument list (docs/repair.md#arguments).
 const ISTIO_ARGS: &[&str] = istio_cni::validate::ISTIO_INJECTED_ARGS;
 
 /// Istio's default sidecar pod rules (REDIRECT mode), iptables-restore format,

@@ -3,7 +3,7 @@
 //! installers wrote per version.
 //!
 //! The data lives in `scenarios/fixtures/` (written from
-//! istio-cni-repair-and-skew.md §1, §3.1–3.4) and is compiled in, so the
+//! docs/repair.md#the-validation-container, docs/repair.md#version-skew) and is compiled in, so the
 //! runner and the tests need no files at run time:
 //!
 //! * `pods/istio-1.<v>-<shape>.yaml`: [`POD_VERSIONS`] × [`POD_SHAPES`];
@@ -69,7 +69,7 @@ pub fn parse_pod(yaml: &str) -> Result<Pod, Stop> {
 
 /// The pod the race scenarios create: Istio 1.29's classic injected pod
 /// named `name`, with the validator's probe timeout cut to 1 s through its
-/// env (as a mesh's `proxyMetadata` can do, §1.1), so a failing validation
+/// env (as a mesh's `proxyMetadata` can do, docs/repair.md#injection), so a failing validation
 /// takes one second, not five.
 pub fn race_pod(name: &str) -> Result<Pod, Stop> {
     let mut pod = pod("1.29", "classic")?;

@@ -1,5 +1,5 @@
 //! The `race/...` scenarios: the start-up race the repair controller exists
-//! for (istio-cni-repair-and-skew.md §0), reproduced deterministically.
+//! for (docs/repair.md#the-race), reproduced deterministically.
 //!
 //! The node is ready with only the primary CNI in its chain; a meshed pod is
 //! scheduled before the agent installs `istio-cni` (the scenario simply
@@ -49,7 +49,7 @@ use crate::scenario::{Record, Scenario, Step, Stop, skip};
 /// The node every race runs on (the default cluster has one).
 pub const NODE: &str = "node-0";
 const NS: &str = "default";
-/// The label label mode writes (§2.7).
+/// The label label mode writes (docs/repair.md#label).
 const BROKEN_LABEL: &str = "cni.istio.io/uninitialized";
 
 /// Every `race/...` scenario.
@@ -341,7 +341,7 @@ fn race(env: &Env, rec: &mut Record, values: &[&str], marker: Option<Marker>) ->
         |p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE),
     )?;
     rec.mark("pod scheduled");
-    // Broken as the predicate sees it: failed with 126 and restarted (§2.4).
+    // Broken as the predicate sees it: failed with 126 and restarted (docs/repair.md#broken-pod-predicate).
     let broken = wait_pod(
         &cluster,
         "early",

@@ -1,5 +1,5 @@
 //! The `skew/...` scenarios: our agent and plugin against the pods and node
-//! configs other versions produce (istio-cni-repair-and-skew.md §3).
+//! configs other versions produce (docs/repair.md#version-skew).
 //!
 //! **Version choice: x = 1.29, so N±1 is 1.28 / 1.29 / 1.30.** The plugin
 //! matches Istio HEAD as of after 1.29: its config keys are 1.29's (the
@@ -15,7 +15,7 @@
 //!   Running with validation passing the first time, and the rules in its
 //!   netns equal `istio-cni render` of the same pod.
 //! * `skew/conflist/istio-1.<v>` (v ∈ 1.20, 1.23, 1.27, 1.29): the node's
-//!   conflist holds the `istio-cni` entry Istio's installer v wrote (§3.4);
+//!   conflist holds the `istio-cni` entry Istio's installer v wrote (docs/repair.md#entries-per-version);
 //!   the agent replaces it in place (one istio-cni entry, ours, last; every
 //!   other byte kept), a meshed pod works, and uninstall leaves the primary's
 //!   config without any istio-cni entry.
@@ -33,7 +33,7 @@
 //!
 //! Meaningful release pairings: the agent of N installs the plugin of N-1
 //! (the agent's image carries the old binary: a half-rolled image, or the
-//! §3.4 window where binaries are copied before the config is rewritten,
+//! window (docs/repair.md#entries-per-version) where binaries are copied before the config is rewritten,
 //! held open) — the old plugin must read the new agent's entry and program
 //! the same rules. The reverse, plugin N with an entry our agent wrote at
 //! N-1, does not exist for v0.1.0: that release had no agent, so the

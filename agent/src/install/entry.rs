@@ -1,4 +1,4 @@
-//! Our plugin entry (istio-cni-agent.md §4.5): Istio's keys, in Istio's
+//! Our plugin entry (docs/agent.md#plugin-entry): Istio's keys, in Istio's
 //! struct order, so the plugin of any version (and ours, `NetConf::parse`)
 //! reads it.
 

@@ -66,7 +66,7 @@ pub enum InstallError {
     /// missing): wait for a conf-dir event and try again.
     #[error("create CNI config file: no primary CNI network config in {}: {reason}", dir.display())]
     NoPrimaryConfig { dir: PathBuf, reason: String },
-    /// §4.9: our entry is not (or no longer) in place.
+    /// docs/agent.md#validity-check: our entry is not (or no longer) in place.
     #[error("CNI config {}: {reason}", path.display())]
     NotValid { path: PathBuf, reason: String },
     #[error("cleanup: {0}")]

@@ -1,4 +1,4 @@
-//! The install pass (istio-cni-agent.md §4.1–4.10) and its undo (§4.13).
+//! The install pass (docs/agent.md#install-pass) and its undo (docs/agent.md#cleanup).
 //!
 //! CONTRACT (used by `watch.rs`, `run.rs` and `main.rs`; keep these signatures):
 //!
@@ -11,13 +11,13 @@
 //!     /// `Err(InstallError::NoPrimaryConfig { .. })` means "no primary config yet: wait for
 //!     /// a conf-dir event and call again" (the caller owns waiting and cancellation).
 //!     pub fn install_all(&mut self) -> Result<(), InstallError>;
-//!     /// §4.9: Ok when our entry is in place and the file is still the chosen one.
+//!     /// docs/agent.md#validity-check: Ok when our entry is in place and the file is still the chosen one.
 //!     pub fn check_valid(&mut self) -> Result<(), InstallError>;
 //!     /// What the watch loop watches: installed binaries, the conf dir, the SA dir.
 //!     pub fn watch_targets(&self) -> Vec<std::path::PathBuf>;
 //!     /// The config file holding our entry, once installed.
 //!     pub fn current_path(&self) -> Option<&std::path::Path>;
-//!     /// §4.13 (+ byte-exact restore): remove our entry, kubeconfig, binary.
+//!     /// docs/agent.md#cleanup (+ byte-exact restore): remove our entry, kubeconfig, binary.
 //!     pub fn cleanup(&mut self) -> Result<(), InstallError>;
 //!     /// The file is Cilium's (path contains "cilium"): the watch loop's hint.
 //!     pub fn is_cilium(&self) -> bool;
@@ -31,7 +31,7 @@
 //!   its cniVersion, key order, whitespace and numbers survive; a converted
 //!   `.conf` keeps its cniVersion and name at list level;
 //! - every `istio-cni` entry is replaced, and an entry that differs from the
-//!   one we would write (another version's) is not valid (skew §7.3.1);
+//!   one we would write (another version's) is not valid (docs/agent.md#stale-entries);
 //! - cleanup restores the file byte for byte when nobody changed it since we
 //!   wrote it ([`state`]), the `.conf` included;
 //! - binaries and the kubeconfig are rewritten only when they differ, and
@@ -92,7 +92,7 @@ impl Installer {
         }
     }
 
-    /// One install pass (§4.1). SUCCESS is counted by the watch loop.
+    /// One install pass (docs/agent.md#install-pass). SUCCESS is counted by the watch loop.
     pub fn install_all(&mut self) -> Result<(), InstallError> {
         let s = &self.settings;
         match binaries::copy_all(&s.cni_bin_source_dir, &s.cni_bin_dir) {
@@ -133,7 +133,7 @@ impl Installer {
         }
     }
 
-    /// §4.9: Ok when our entry, exactly as we would write it now, is the only
+    /// docs/agent.md#validity-check: Ok when our entry, exactly as we would write it now, is the only
     /// istio-cni entry of the chosen file (standalone: the file is it).
     pub fn check_valid(&mut self) -> Result<(), InstallError> {
         let dir = &self.settings.mounted_cni_net_dir;
@@ -223,7 +223,7 @@ impl Installer {
             .is_some_and(|p| p.to_string_lossy().contains("cilium"))
     }
 
-    /// §4.13 with byte-exact restore: temp files of killed writers, then our
+    /// docs/agent.md#cleanup with byte-exact restore: temp files of killed writers, then our
     /// entry (or standalone file), the kubeconfig, `<bin dir>/istio-cni`.
     /// The first error stops the last three, so the binary is never removed
     /// while an entry still points at it; a temp file that cannot be removed
@@ -269,7 +269,7 @@ impl Installer {
             dir: dir.clone(),
             reason: format!("{name} (or its .conf/.conflist twin) does not exist yet"),
         })?;
-        // Istio 1.27+: the first choice sticks (§4.4 pinning).
+        // Istio 1.27+: the first choice sticks (docs/agent.md#pinning).
         self.pinned = Some(name);
         self.chain_into(&path).map_err(|cause| match cause {
             cause if cause.is_not_found() && !path.exists() => InstallError::NoPrimaryConfig {

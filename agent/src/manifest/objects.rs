@@ -1,5 +1,5 @@
-//! The Kubernetes objects, as typed k8s-openapi values (reference
-//! istio-cni-agent.md §6.3–6.5, istio-cni-repair-and-skew.md §2.10).
+//! The Kubernetes objects, as typed k8s-openapi values (docs/agent.md#objects,
+//! docs/repair.md#rbac).
 //!
 //! Where we differ from the chart, on purpose:
 //! - the container runs our image's `istio-cni-agent run` (ENTRYPOINT plus
@@ -516,7 +516,7 @@ fn cluster_role(m: &Manifest) -> ClusterRole {
     }
 }
 
-/// Exactly what the active repair mode needs (repair-and-skew §2.10).
+/// Exactly what the active repair mode needs (docs/repair.md#rbac).
 fn repair_role(m: &Manifest) -> ClusterRole {
     let mut rules = vec![
         rule(&[""], &["events"], &["create", "patch"]),

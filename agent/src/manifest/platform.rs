@@ -1,6 +1,5 @@
 //! Kubernetes distributions (`--platform`, the chart's `global.platform`) and
-//! the value profiles layered under the user's values (reference
-//! istio-cni-agent.md §6.2).
+//! the value profiles layered under the user's values (docs/agent.md#platforms).
 
 use std::fmt;
 use std::str::FromStr;

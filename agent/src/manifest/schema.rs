@@ -1,5 +1,5 @@
-//! The keys Istio's `istio-cni` chart documents (reference istio-cni-agent.md
-//! §6.1), and a checker that names every unknown or ill-typed key by its full
+//! The keys Istio's `istio-cni` chart documents
+//! (docs/agent.md#chart-values), and a checker that names every unknown or ill-typed key by its full
 //! dotted path. Helm silently ignores typos; we refuse them, because a
 //! misspelt `repair.deletePods` quietly changes which pods get touched.
 //!

@@ -36,7 +36,7 @@ pub struct Values {
     pub cni_conf_file_name: String,
     /// Only used in ambient mode; accepted for compatibility.
     pub cni_netns_dir: String,
-    /// Only acts in ambient mode (reference §4.10); accepted for compatibility.
+    /// Only acts in ambient mode (docs/agent.md#istio-owned-conflist); accepted for compatibility.
     #[serde(rename = "istioOwnedCNIConfig")]
     pub istio_owned_cni_config: bool,
     #[serde(rename = "istioOwnedCNIConfigFileName")]

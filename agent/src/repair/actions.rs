@@ -1,5 +1,5 @@
-//! What the controller does to a broken pod (istio-cni-repair-and-skew.md
-//! §2.6–2.9), one [`Executor`] over the Kubernetes API and the node:
+//! What the controller does to a broken pod (docs/repair.md#actions),
+//! one [`Executor`] over the Kubernetes API and the node:
 //!
 //! * repair: find the pod netns in the node's `/proc` and program it exactly
 //!   as the plugin would have (no pod write, no extra RBAC);

@@ -1,5 +1,5 @@
-//! The controller's logic core and its driver (istio-cni-repair-and-skew.md
-//! §2.2–2.3): watch events feed a pod cache and a keyed work queue; one
+//! The controller's logic core and its driver (docs/repair.md#watch-and-queue):
+//! watch events feed a pod cache and a keyed work queue; one
 //! worker reconciles one key at a time.
 //!
 //! [`Core`] is synchronous and does no I/O (events in, work out), so the

@@ -1,4 +1,4 @@
-//! The repair controller (istio-cni-repair-and-skew.md §2): pods that raced
+//! The repair controller (docs/repair.md): pods that raced
 //! the plugin's install (sandbox created before `istio-cni` was in the
 //! chain) fail their `istio-validation` init container with exit 126 and
 //! crash-loop; this controller finds them and, per mode, programs their

@@ -1,4 +1,4 @@
-//! The broken-pod predicate (istio-cni-repair-and-skew.md §2.4): a pod whose
+//! The broken-pod predicate (docs/repair.md#broken-pod-predicate): a pod whose
 //! `istio-validation` init container failed at least once with the validator's
 //! exit code and has not passed since. Pure, unchanged from Istio 1.20 to HEAD.
 

@@ -5,7 +5,7 @@ use super::{Case, CaseOutcome};
 use crate::harness::Harness;
 use crate::report::Finding;
 
-/// The variables each command requires (SPEC §2 "Parameters"; `CNI_PATH`
+/// The variables each command requires (docs/cni-spec.md#parameters; `CNI_PATH`
 /// is optional in the spec, so it is not checked).
 pub const REQUIRED: [(&str, &[&str]); 3] = [
     ("ADD", &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"]),

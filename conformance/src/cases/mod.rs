@@ -1,5 +1,5 @@
 //! The named cases of the CNI suite, one module per area of the contract
-//! (reference: cni-spec-and-ecosystem.md §1.10). Version-driven cases are
+//! (docs/cni-spec.md#conformance-cases). Version-driven cases are
 //! generated per `--versions` entry and named `<area>/<case>[<version>]`.
 //!
 //! A case returns `Ok(Finding)` (pass, pass with a note, skip) or `Err(why)`

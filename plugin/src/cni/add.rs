@@ -1,4 +1,4 @@
-//! The ADD flow for sidecar pods (reference: istio-cni-plugin.md §2, with
+//! The ADD flow for sidecar pods (docs/plugin.md#add-flow, with
 //! the namespace exclusion moved before any API access): who is skipped,
 //! the pod lookup with bounded retries, the skip decision and redirect from
 //! the engine, and programming the pod's netns. API access and programming

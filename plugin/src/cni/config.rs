@@ -1,7 +1,7 @@
 //! The plugin's entry of the network config list, as Istio's installers of
 //! 1.20 to today write it. Go's `encoding/json` rules apply: keys match
 //! case-insensitively (an exact match wins), unknown keys are ignored and
-//! `null` keeps the default (reference: istio-cni-plugin.md §1.5, §8).
+//! `null` keeps the default (docs/plugin.md#network-config).
 //!
 //! Only the top level is decoded up front; every value stays raw JSON text
 //! until a known key is read. Unknown keys and `prevResult` therefore cost
@@ -183,8 +183,8 @@ mod tests {
         NetConf::parse(v.to_string().as_bytes())
     }
 
-    /// What each Istio installer writes into the conflist (reference:
-    /// istio-cni-repair-and-skew.md §3.4), as one entry of a 0.3.1 list.
+    /// What each Istio installer writes into the conflist (docs/repair.md#entries-per-version),
+    /// as one entry of a 0.3.1 list.
     fn written_by(version: &str) -> Value {
         let base = json!({"cniVersion": "0.3.1", "name": "k8s-pod-network", "type": "istio-cni"});
         let mut v = base.as_object().unwrap().clone();

@@ -2,7 +2,7 @@
 //! kept in memory as a JSON line and, when the invocation ends (also on
 //! error), sent in one `POST /log` over `<run dir>/log.sock` with a 1 s
 //! timeout — the agent re-emits them, so plugin logs appear in the agent's
-//! pod logs. A missing socket is not an error (reference: istio-cni-plugin.md §7).
+//! pod logs. A missing socket is not an error (docs/plugin.md#logging).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! Formats a rule plan as `iptables-restore` input, exactly as Istio's
-//! builder does (reference: istio-cni-plugin.md §4.4): per table, the `-N`
+//! builder does (docs/plugin.md#restore-format): per table, the `-N`
 //! lines for chains in order of first use, then for jump targets, then the
 //! rules; tables sorted by name, each closed by `COMMIT`.
 

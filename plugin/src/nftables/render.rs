@@ -1,5 +1,5 @@
 //! Formats a rule plan as one `nft -f` transaction in Istio's shape
-//! (reference: istio-cni-plugin.md §5): per `inet` table, `add table`,
+//! (docs/plugin.md#nftables): per `inet` table, `add table`,
 //! `flush table` (which makes a re-run idempotent), the chains that have
 //! rules in a fixed order, then the rules in plan order.
 

@@ -1,5 +1,5 @@
 //! Whether the plugin redirects a pod's traffic, in Istio's exact filter order
-//! (reference: istio-cni-plugin.md §2 step 11).
+//! (docs/plugin.md#skip-filters).
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! The redirect a pod asks for: its annotations, `istio-proxy` env and
 //! securityContext, validated with Istio's rules and defaults
-//! (reference: istio-cni-plugin.md §3.1–3.2). Invalid input is an error naming
+//! (docs/plugin.md#annotations, docs/plugin.md#derived-values). Invalid input is an error naming
 //! the annotation, the value and what is allowed; there are no partial results.
 
 pub mod values;

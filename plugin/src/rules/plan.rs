@@ -1,5 +1,5 @@
-//! Istio's rule-emission algorithm (reference: istio-cni-plugin.md §4.2–4.3,
-//! §5), producing both spellings of every rule at its call site. Order is
+//! Istio's rule-emission algorithm (docs/plugin.md#rule-emission, docs/plugin.md#dns-capture,
+//! docs/plugin.md#nftables), producing both spellings of every rule at its call site. Order is
 //! significant: it is the order of the restore file and of the nft
 //! transaction, including inserts.
 
@@ -383,7 +383,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
     b.rules
 }
 
-/// Inbound capture (§4.2 step 8): nothing when the include list is empty.
+/// Inbound capture (docs/plugin.md#inbound-capture): nothing when the include list is empty.
 fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
     if cfg.include_inbound_ports == InboundPorts::Only(Vec::new()) {
         return;
@@ -475,7 +475,7 @@ fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
     }
 }
 
-/// DNS capture (§4.3): redirect to the agent on 15053, and conntrack zones
+/// DNS capture (docs/plugin.md#dns-capture): redirect to the agent on 15053, and conntrack zones
 /// that keep the proxy's upstream queries apart from the app's.
 fn dns(b: &mut Builder, cfg: &CaptureConfig) {
     let (v4, v6) = (&cfg.dns_servers_v4, &cfg.dns_servers_v6);
@@ -603,7 +603,7 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
 }
 
 /// TPROXY marks and the inbound exemptions for the proxy's own connections
-/// (§4.2 step 20); emitted even when no inbound port is captured.
+/// (docs/plugin.md#tproxy-tail); emitted even when no inbound port is captured.
 fn tproxy_tail(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
     b.add(
         Mangle,

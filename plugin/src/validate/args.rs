@@ -543,8 +543,8 @@ fn trim_fraction(value: u128, unit: u128, suffix: &str) -> String {
 }
 
 /// The argument list Istio's injector writes into the `istio-validation`
-/// init container of a default pod (reference: istio-cni-repair-and-skew.md
-/// §1.2), unchanged from 1.20 to today.
+/// init container of a default pod (docs/repair.md#arguments),
+/// unchanged from 1.20 to today.
 pub const ISTIO_INJECTED_ARGS: &[&str] = &[
     "istio-iptables",
     "-p",

@@ -1,4 +1,4 @@
-//! iptables binary detection per family (§4.5 step 2).
+//! iptables binary detection per family (docs/plugin.md#binary-detection).
 //!
 //! Order: `iptables-legacy` *if it already has rules* in the netns, else
 //! `iptables-nft`, else plain `iptables` (whose probe error is final).
@@ -135,7 +135,7 @@ impl IptablesBinary {
         needs_wait(self.nft, self.version)
     }
 
-    /// Lock scoping for rule and restore commands (§4.6).
+    /// Lock scoping for rule and restore commands (docs/plugin.md#exec-sandbox).
     pub fn lock(&self) -> XtablesLock {
         lock_for(self.nft, self.version)
     }

@@ -1,8 +1,8 @@
-//! Applying `iptables-restore` payloads inside a pod netns (§4.5).
+//! Applying `iptables-restore` payloads inside a pod netns (docs/plugin.md#applying-iptables).
 //!
 //! [`apply`] must run on a thread that is inside the pod netns (for example
 //! inside [`crate::netns::run_in_netns`]); every external command it starts is
-//! additionally re-entered into the netns and sandboxed per §4.6 by
+//! additionally re-entered into the netns and sandboxed per docs/plugin.md#exec-sandbox by
 //! [`crate::netns::exec::Runner`].
 //!
 //! Steps: detect the binary per family ([`detect`]), verify the current
@@ -127,7 +127,7 @@ fn detect_binaries(runner: &Runner, ipv6: bool) -> Result<(IptablesBinary, Optio
     Ok((v4?, Some(v6?)))
 }
 
-/// §4.5 step 3 for one family: quiet save, parse, compare, `-C` checks.
+/// docs/plugin.md#state-verification for one family: quiet save, parse, compare, `-C` checks.
 fn verify(runner: &Runner, bin: &IptablesBinary, expected_text: &str) -> Verdict {
     let expected = RuleSet::parse(expected_text);
     let current = match runner.run_checked(&CommandSpec::new(bin.save_cmd(), Vec::<String>::new())) {

@@ -1,4 +1,4 @@
-//! State verification (§4.5 step 3): is the netns already programmed?
+//! State verification (docs/plugin.md#state-verification): is the netns already programmed?
 //!
 //! Pure: parses `iptables-save` output and restore payloads into
 //! table → chain → rules, and decides residue/delta. The only I/O, the
@@ -169,7 +169,7 @@ fn structural_delta(current: &RuleSet, expected: &RuleSet) -> bool {
     missing_or_different || unexpected_own
 }
 
-/// Combines per-family verdicts (§4.5 step 3, "across families").
+/// Combines per-family verdicts (docs/plugin.md#state-verification, across families).
 ///
 /// Residue counts only for families that have planned rules; delta is any.
 /// Without residue anywhere the answer is "apply" (`delta = true`).
