@@ -25,8 +25,7 @@ use istio_cni::cni::error::{CniError, Code};
 use istio_cni::cni::result::CniResult;
 use istio_cni::cni::skel::{Command, Handler, Request, dispatch};
 use istio_cni::cni::version::{CURRENT, Family, SUPPORTED};
-use istio_cni::iptables::apply::Version;
-use istio_cni::nftables::apply::NftReport;
+use istio_cni::nftables::apply::{Method, NftReport};
 use istio_cni::program::{Backend, Outcome, Payload, ProgramError, Programmed, RouteReport};
 use istio_cni::redirect::Redirect;
 use istio_cni::{iptables, nftables};
@@ -216,8 +215,7 @@ impl Programmer for RenderOnly {
             payload,
             // ADD reads only `applied`.
             outcome: Outcome::Nftables(NftReport {
-                version: Version(1, 0, 6),
-                applied: true,
+                method: Method::Netlink { messages: 0 },
             }),
             routes: RouteReport::default(),
         })
