@@ -216,6 +216,7 @@ impl Programmer for RenderOnly {
             // ADD reads only `applied`.
             outcome: Outcome::Nftables(NftReport {
                 method: Method::Netlink { messages: 0 },
+                applied: true,
             }),
             routes: RouteReport::default(),
         })
