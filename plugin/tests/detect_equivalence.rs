@@ -9,7 +9,8 @@
 //! each family is detected in identically prepared fresh netns by:
 //!
 //! * the probing sequence (`-save`, `-save --version`, probe `-A`/`-D`);
-//! * the new detection with no cache, with a cold cache and a warm one,
+//! * the new detection with no cache, with a cold cache, with the cache
+//!   warmed by the same state and warmed by a fresh pod's netns,
 //!
 //! and every answer must be the same binary (variant, version, backend,
 //! existing rules), or the same failure. Where the fast path is claimed to
@@ -155,7 +156,16 @@ fn check(case: Case, family: Family, path: &OsString, cache_dir: &Path) {
     assert_eq!(new(VersionCache::none()), old, "{what}: no cache");
     let cache = VersionCache::at(cache_dir.join(cache::DIR_NAME));
     assert_eq!(new(cache.clone()), old, "{what}: cold cache");
-    assert_eq!(new(cache.clone()), old, "{what}: warm cache");
+    assert_eq!(new(cache.clone()), old, "{what}: cache warmed by the same state");
+    // As on a node: other pods (fresh netns, nf_tables there) warmed it.
+    let fresh = Case {
+        state: State::Empty,
+        nf_tables: true,
+        ..case
+    };
+    let warming = cache.clone();
+    in_fresh_netns(fresh, family, path, move |r| drop(apply::detect_family(r, family, &warming)));
+    assert_eq!(new(cache.clone()), old, "{what}: cache warmed by a fresh pod");
     let fast = in_fresh_netns(case, family, path, move |r| fast::detect(r, family, &cache));
     match (&fast, &old) {
         (Some(found), Picked::Binary(bin)) => assert_eq!(&found.bin, bin, "{what}: fast path"),
