@@ -11,22 +11,23 @@
 //!
 //! A missing, unreadable or malformed entry is a miss; a failed write is
 //! only logged. Writes go to a temporary file renamed into place, so a
-//! reader never sees a torn entry.
+//! reader never sees a torn entry. Reads are bounded inline (regular files
+//! only, opened non-blocking, at most [`MAX_ENTRY`] bytes) rather than on a
+//! helper thread: the entry sits on the ADD's critical path, and on a busy
+//! node each thread hand-off can cost milliseconds of scheduling delay.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::detect::Version;
-use crate::bounded::{self, Limits};
 use crate::netns::exec::Runner;
 
 /// The cache directory's name under the agent's run dir.
 pub const DIR_NAME: &str = "xtables-cache";
 /// Entries are a few hundred bytes; anything bigger is not ours.
-const ENTRY_LIMITS: Limits = Limits::new(16 << 10, Duration::from_secs(1));
+pub const MAX_ENTRY: u64 = 16 << 10;
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Where entries live; `None`: nothing is remembered (computed every time).
@@ -118,7 +119,7 @@ impl VersionCache {
     /// The entry for `key`, if present and well-formed.
     pub fn load(&self, key: &BinaryKey) -> Option<Entry> {
         let path = self.dir.as_ref()?.join(key.file_name());
-        let text = bounded::read_to_string(&path, ENTRY_LIMITS).ok()?;
+        let text = read_small(&path).ok()?;
         let entry: Entry = serde_json::from_str(&text).ok()?;
         (entry.key == key.0).then_some(entry)
     }
@@ -147,9 +148,29 @@ fn write_entry(dir: &Path, entry: &Entry) -> std::io::Result<()> {
     })
 }
 
+/// A small regular file's text, within [`MAX_ENTRY`] bytes; a FIFO or
+/// device is refused without blocking on it.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_ENTRY + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_ENTRY {
+        return Err(std::io::Error::other("larger than an entry"));
+    }
+    Ok(text)
+}
+
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> Option<String> {
-    let text = bounded::read_to_string(Path::new(BOOT_ID), ENTRY_LIMITS).ok()?;
+    let text = read_small(Path::new(BOOT_ID)).ok()?;
     let id = text.trim();
     (!id.is_empty()).then(|| id.to_owned())
 }
@@ -215,6 +236,11 @@ mod tests {
         assert!(!dir.join("missing").exists());
         assert_eq!(VersionCache::none().load(&key), None);
         assert!(BinaryKey::of(&runner, "ip6tables-nft").is_none());
+        // A FIFO in place of the entry is refused without blocking.
+        std::fs::remove_file(&file).unwrap();
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(cache.load(&key), None);
+        assert!(read_small(Path::new("/dev/zero")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
