@@ -188,7 +188,11 @@ impl Bench {
     }
 
     fn client(&self) -> Client {
-        Client::new(Target::load(&self.kubeconfig).expect("kubeconfig"), Duration::from_secs(2)).expect("client")
+        Client::new(
+            Target::load(&self.kubeconfig).expect("kubeconfig"),
+            Duration::from_secs(2),
+        )
+        .expect("client")
     }
 
     /// What the plugin does per process to read a pod: load the kubeconfig,
@@ -292,7 +296,9 @@ fn main() {
     let conf_with = |extra: serde_json::Value| {
         let mut v = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
             "cni_agent_run_dir": dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system"});
-        v.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
         v.to_string()
     };
     let conf = conf_with(json!({}));
@@ -301,7 +307,10 @@ fn main() {
     let legacy_seed = |ns: &Netns| in_netns(ns, &["iptables-legacy", "-t", "filter", "-L", "-n"], None);
 
     let mut cases = vec![
-        ("meshed, iptables-nft", b.adds("meshed-nft", "default", true, &conf, &none)),
+        (
+            "meshed, iptables-nft",
+            b.adds("meshed-nft", "default", true, &conf, &none),
+        ),
         (
             "meshed, iptables-legacy",
             b.adds("meshed-legacy", "default", true, &conf, &legacy_seed),
@@ -311,7 +320,10 @@ fn main() {
             b.adds("meshed-native", "default", true, &conf_nft, &none),
         ),
         ("non-meshed", b.adds("plain", "default", false, &conf, &none)),
-        ("excluded namespace", b.adds("excluded", "kube-system", true, &conf, &none)),
+        (
+            "excluded namespace",
+            b.adds("excluded", "kube-system", true, &conf, &none),
+        ),
     ];
     let mut floor = b.reference(&conf, &bare_restore);
     let mut istio = b.reference(&conf, &istio_sequence);

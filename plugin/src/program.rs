@@ -167,7 +167,9 @@ pub fn program_with(
         runner = runner.with_search_path(path.clone());
     }
     let (redirect, node, cache) = (redirect.clone(), node.clone(), options.cache.clone());
-    run_in_netns(netns_path, move || program_inside(&redirect, &node, backend, &runner, &cache))?
+    run_in_netns(netns_path, move || {
+        program_inside(&redirect, &node, backend, &runner, &cache)
+    })?
 }
 
 /// Steps 1–4; runs on the netns thread.

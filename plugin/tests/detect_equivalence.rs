@@ -90,7 +90,9 @@ fn prepare(ns: &TestNetns, family: Family, state: State) {
         }
         State::ForeignNftTable => drop(ns.exec_ok(&["nft", "add", "table", nft_family, "foreign"])),
         State::IncompatibleNat => {
-            let script = format!("add table {nft_family} nat\nadd chain {nft_family} nat odd {{ type nat hook prerouting priority 7; }}\n");
+            let script = format!(
+                "add table {nft_family} nat\nadd chain {nft_family} nat odd {{ type nat hook prerouting priority 7; }}\n"
+            );
             let path = std::env::temp_dir().join(format!("icni-odd-{}-{nft_family}.nft", std::process::id()));
             std::fs::write(&path, script).expect("write nft script");
             ns.exec_ok(&["nft", "-f", &path.display().to_string()]);
@@ -164,7 +166,9 @@ fn check(case: Case, family: Family, path: &OsString, cache_dir: &Path) {
         ..case
     };
     let warming = cache.clone();
-    in_fresh_netns(fresh, family, path, move |r| drop(apply::detect_family(r, family, &warming)));
+    in_fresh_netns(fresh, family, path, move |r| {
+        drop(apply::detect_family(r, family, &warming))
+    });
     assert_eq!(new(cache.clone()), old, "{what}: cache warmed by a fresh pod");
     let fast = in_fresh_netns(case, family, path, move |r| fast::detect(r, family, &cache));
     match (&fast, &old) {
@@ -263,7 +267,11 @@ fn refuse_nf_tables() {
         // SAFETY: prctl with a valid filter program that outlives the call.
         unsafe {
             assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
-            let rc = libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog);
+            let rc = libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            );
             assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
         }
     }

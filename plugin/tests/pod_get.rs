@@ -102,9 +102,13 @@ fn add(url: &str, sleeps: &Mutex<Vec<Duration>>) -> Result<AddOutcome, CniError>
         request_timeout: Duration::from_secs(5),
     };
     let api = || -> Result<Box<dyn PodApi>, CniError> {
-        Ok(Box::new(Client::new(target.clone(), policy.request_timeout).expect("client")))
+        Ok(Box::new(
+            Client::new(target.clone(), policy.request_timeout).expect("client"),
+        ))
     };
-    cmd_add(&request, &conf, &api, &Never, policy, &|d| sleeps.lock().expect("lock").push(d))
+    cmd_add(&request, &conf, &api, &Never, policy, &|d| {
+        sleeps.lock().expect("lock").push(d)
+    })
 }
 
 #[test]

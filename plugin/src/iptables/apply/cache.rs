@@ -62,10 +62,9 @@ impl BinaryKey {
 
     fn file_name(&self) -> String {
         // FNV-1a: a stable name; the full key inside the file decides.
-        let hash = self
-            .0
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = self.0.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         format!("{hash:016x}.json")
     }
 }
@@ -140,7 +139,11 @@ fn write_entry(dir: &Path, entry: &Entry) -> std::io::Result<()> {
         _ => {}
     }
     let name = BinaryKey(entry.key.clone()).file_name();
-    let tmp = dir.join(format!(".{name}.{}.{:?}", std::process::id(), std::thread::current().id()));
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let text = serde_json::to_string(entry).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, dir.join(name)).inspect_err(|_| {

@@ -105,7 +105,9 @@ fn nft_candidate(
         existing_rules: false,
     };
     let save = if tables.iter().any(|t| XT_TABLES.contains(&t.as_str())) {
-        let out = runner.run_checked(&CommandSpec::new(bin.save_cmd(), Vec::<String>::new())).ok()?;
+        let out = runner
+            .run_checked(&CommandSpec::new(bin.save_cmd(), Vec::<String>::new()))
+            .ok()?;
         bin.existing_rules = has_existing_rules(&out.stdout);
         out.stdout
     } else {
@@ -121,7 +123,9 @@ pub fn remember(runner: &Runner, bin: &IptablesBinary, cache: &VersionCache) {
     if cache.dir().is_none() || !bin.nft {
         return;
     }
-    let Some(key) = BinaryKey::of(runner, &bin.cmd()) else { return };
+    let Some(key) = BinaryKey::of(runner, &bin.cmd()) else {
+        return;
+    };
     let mut entry = Entry::new(&key, bin.version, bin.nft);
     entry.probed_boot = cache::boot_id();
     if cache.load(&key).as_ref() != Some(&entry) {

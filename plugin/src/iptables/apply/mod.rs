@@ -83,12 +83,13 @@ pub fn apply_with(payload: &RestorePayload, runner: &Runner) -> Result<ApplyRepo
 }
 
 /// [`apply_with`], remembering binary versions and probe results in `cache`.
-pub fn apply_cached(payload: &RestorePayload, runner: &Runner, cache: &VersionCache) -> Result<ApplyReport, ApplyError> {
+pub fn apply_cached(
+    payload: &RestorePayload,
+    runner: &Runner,
+    cache: &VersionCache,
+) -> Result<ApplyReport, ApplyError> {
     let ((v4, v4_save), v6) = detect_binaries(runner, payload.v6.is_some(), cache)?;
-    let mut families = vec![(
-        verify(runner, &v4, v4_save, &payload.v4),
-        !payload.v4.trim().is_empty(),
-    )];
+    let mut families = vec![(verify(runner, &v4, v4_save, &payload.v4), !payload.v4.trim().is_empty())];
     if let (Some((bin, save)), Some(text)) = (&v6, payload.v6.as_deref()) {
         families.push((verify(runner, bin, save.clone(), text), !text.trim().is_empty()));
     }
