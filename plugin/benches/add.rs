@@ -1,11 +1,23 @@
 //! Process-level CNI ADD as the runtime calls it (fork, exec, stdin config,
-//! stdout result), against the embedded API server: a meshed pod (GET +
-//! program), a non-meshed pod (GET + skip), an excluded-namespace pod (no
-//! API). The floor for the meshed case, in the same run: one HTTP GET of the
-//! pod plus `iptables-restore` of the same payload into a fresh netns.
-//! Reports p50 and p99 over 200 pods each, and the meshed/floor ratio.
+//! stdout result), against the embedded API server, with two references
+//! measured in the same run:
 //!
-//! Run: `cargo bench -p istio-cni --bench add` (needs root).
+//! * the floor: exec of the plugin, one GET of the pod, one bare
+//!   `iptables-nft-restore --noflush` of the same payload;
+//! * Istio's sequence: the same exec and GET, then Istio's subprocesses in
+//!   the pod netns (`iptables-nft-save`, `iptables-nft-save --version`, the
+//!   probe `iptables-nft -t nat -A INPUT -p 255 -j RETURN` and its `-D`,
+//!   then the restore).
+//!
+//! Cases: meshed ADD with iptables-nft (fresh netns), iptables-legacy (the
+//! netns already holds a legacy table, so legacy is chosen) and native
+//! nftables; a non-meshed pod; an excluded namespace. Each prints p50, p90,
+//! p99 and its p50 over the floor's and over Istio's. Then the steps of one
+//! meshed ADD, measured one by one in-process: exec, GET, detection,
+//! verification, restore.
+//!
+//! Run: `cargo bench -p istio-cni --bench add` (needs root; build the
+//! release binary first). `ADD_BENCH_PODS` sets the pods per case (200).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +27,10 @@ use std::time::{Duration, Instant};
 use istio_cni::api::{Client, Target};
 use istio_cni::capture::{CaptureConfig, NodeEnv};
 use istio_cni::cni::add::PodApi;
+use istio_cni::iptables::apply::{self, Family, VersionCache, cache};
+use istio_cni::iptables::{RestorePayload, render};
+use istio_cni::netns::exec::{CommandSpec, Runner};
+use istio_cni::netns::run_in_netns;
 use istio_cni::pod::PodInfo;
 use istio_cni::redirect::Redirect;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
@@ -23,13 +39,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-const PODS: usize = 200;
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn istio_cni() -> PathBuf {
     let exe = std::env::current_exe().expect("bench path");
     let target = exe
         .ancestors()
-        .find(|p| p.ends_with("target"))
+        .find(|p| p.ends_with("target") || p.join("release").is_dir())
         .map(Path::to_path_buf)
         .unwrap_or_default();
     for profile in ["release", "debug"] {
@@ -41,20 +57,30 @@ fn istio_cni() -> PathBuf {
     panic!("build istio-cni first: cargo build --release -p istio-cni");
 }
 
-/// A fresh netns with an address (what the primary CNI leaves behind).
-fn pod_netns(dir: &Path, i: usize) -> Netns {
-    let ns = Netns::create(&dir.join(format!("bench-{i}"))).expect("netns");
-    let ip = format!("10.99.{}.{}/16", i / 250, i % 250 + 2);
-    for args in [
-        vec!["link", "set", "lo", "up"],
-        vec!["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
-        vec!["addr", "add", &ip, "dev", "eth0"],
-        vec!["link", "set", "eth0", "up"],
-    ] {
-        let ok = ns.command("ip").args(&args).status().is_ok_and(|s| s.success());
-        assert!(ok, "ip {args:?}");
+/// Fresh netns names, never reused within a run.
+struct Netnses {
+    dir: PathBuf,
+    next: usize,
+}
+
+impl Netnses {
+    /// A fresh netns with an address (what the primary CNI leaves behind).
+    fn fresh(&mut self) -> Netns {
+        let i = self.next;
+        self.next += 1;
+        let ns = Netns::create(&self.dir.join(format!("bench-{i}"))).expect("netns");
+        let ip = format!("10.{}.{}.{}/8", 100 + i / 62500, (i / 250) % 250, i % 250 + 2);
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
+            vec!["addr", "add", &ip, "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+        ] {
+            let ok = ns.command("ip").args(&args).status().is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        }
+        ns
     }
-    ns
 }
 
 fn pod(name: &str, ns: &str, meshed: bool) -> Pod {
@@ -68,12 +94,13 @@ fn pod(name: &str, ns: &str, meshed: bool) -> Pod {
     .expect("pod")
 }
 
-fn add(bin: &Path, conf: &str, netns: &Path, ns: &str, name: &str) -> Duration {
+/// One plugin process: `command` with `conf` on stdin; its wall time.
+fn exec(bin: &Path, command: &str, conf: &str, netns: &Path, ns: &str, name: &str) -> Duration {
     let start = Instant::now();
     let mut child = Command::new(bin)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", "ADD")
+        .env("PATH", SYSTEM_PATH)
+        .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", format!("c-{name}"))
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
@@ -93,15 +120,147 @@ fn add(bin: &Path, conf: &str, netns: &Path, ns: &str, name: &str) -> Duration {
     let took = start.elapsed();
     assert!(
         out.status.success(),
-        "ADD {ns}/{name}: {}",
+        "{command} {ns}/{name}: {}",
         String::from_utf8_lossy(&out.stdout)
     );
     took
 }
 
-fn percentile(v: &mut [Duration], p: f64) -> Duration {
+/// A subprocess in the pod netns (as `ip netns exec` would), stdin optional.
+fn in_netns(ns: &Netns, argv: &[&str], stdin: Option<&str>) {
+    let mut cmd = ns.command(argv[0]);
+    cmd.args(&argv[1..])
+        .env("PATH", SYSTEM_PATH)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(text) = stdin {
+        let _ = child.stdin.take().expect("stdin").write_all(text.as_bytes());
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{argv:?}: {status}");
+}
+
+/// p50, p90, p99 of a sample.
+fn percentiles(v: &mut [Duration]) -> [Duration; 3] {
     v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    [at(0.5), at(0.9), at(0.99)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+struct Bench {
+    bin: PathBuf,
+    cluster: Cluster,
+    kubeconfig: PathBuf,
+    netns: Netnses,
+    pods: usize,
+}
+
+impl Bench {
+    fn create_pods(&self, prefix: &str, ns: &str, meshed: bool) {
+        let api: Api<Pod> = Api::namespaced(self.cluster.client(), ns);
+        for i in 0..=self.pods {
+            self.cluster
+                .block_on(api.create(&PostParams::default(), &pod(&format!("{prefix}-{i}"), ns, meshed)))
+                .expect("create pod");
+        }
+    }
+
+    /// ADD per pod into a fresh netns (`seed` prepares it); pod 0 warms up.
+    fn adds(&mut self, prefix: &str, ns: &str, meshed: bool, conf: &str, seed: &dyn Fn(&Netns)) -> Vec<Duration> {
+        self.create_pods(prefix, ns, meshed);
+        let mut times = Vec::new();
+        for i in 0..=self.pods {
+            let netns = self.netns.fresh();
+            seed(&netns);
+            let took = exec(&self.bin, "ADD", conf, netns.path(), ns, &format!("{prefix}-{i}"));
+            if i > 0 {
+                times.push(took);
+            }
+            let _ = netns.delete();
+        }
+        times
+    }
+
+    fn client(&self) -> Client {
+        Client::new(
+            Target::load(&self.kubeconfig).expect("kubeconfig"),
+            Duration::from_secs(2),
+        )
+        .expect("client")
+    }
+
+    /// What the plugin does per process to read a pod: load the kubeconfig,
+    /// build the client (TLS set up), one GET.
+    fn get(&self, name: &str) -> (Pod, Duration) {
+        let start = Instant::now();
+        let pod = self.client().get_pod("default", name).expect("GET");
+        (pod, start.elapsed())
+    }
+
+    /// exec + GET + the given subprocesses in a fresh netns.
+    fn reference(&mut self, conf: &str, steps: &dyn Fn(&Netns, &str)) -> Vec<Duration> {
+        let mut times = Vec::new();
+        for i in 0..=self.pods {
+            let netns = self.netns.fresh();
+            let start = Instant::now();
+            exec(&self.bin, "VERSION", conf, netns.path(), "default", "x");
+            let (pod, _) = self.get(&format!("meshed-nft-{i}"));
+            steps(&netns, &payload(&pod).v4);
+            if i > 0 {
+                times.push(start.elapsed());
+            }
+            let _ = netns.delete();
+        }
+        times
+    }
+}
+
+fn payload(pod: &Pod) -> RestorePayload {
+    let redirect = Redirect::from_pod(&PodInfo::from_pod(pod)).expect("redirect");
+    render(&CaptureConfig::new(&redirect, &NodeEnv::default(), false).expect("config"))
+}
+
+fn bare_restore(ns: &Netns, payload: &str) {
+    in_netns(ns, &["iptables-nft-restore", "--noflush"], Some(payload));
+}
+
+fn istio_sequence(ns: &Netns, payload: &str) {
+    let probe = |op: &str| ["iptables-nft", "-t", "nat", op, "INPUT", "-p", "255", "-j", "RETURN"].map(str::to_owned);
+    in_netns(ns, &["iptables-nft-save"], None);
+    in_netns(ns, &["iptables-nft-save", "--version"], None);
+    for op in ["-A", "-D"] {
+        let argv = probe(op);
+        in_netns(ns, &argv.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    }
+    bare_restore(ns, payload);
+}
+
+/// Durations of each step of one meshed ADD's programming, in-process on
+/// the netns thread with a warm cache: detection, verification, restore.
+fn program_steps(netns: &Path, payload: RestorePayload, cache: VersionCache) -> [Duration; 3] {
+    let runner = Runner::new(netns);
+    run_in_netns(netns, move || {
+        let t0 = Instant::now();
+        let (bin, saved) = apply::detect_family(&runner, Family::V4, &cache).expect("detect");
+        let t1 = Instant::now();
+        let saved = saved.unwrap_or_else(|| {
+            runner
+                .run_checked(&CommandSpec::new(bin.save_cmd(), Vec::<String>::new()))
+                .expect("save")
+                .stdout
+        });
+        let t2 = Instant::now();
+        assert!(!saved.contains("ISTIO"), "a fresh netns");
+        runner.run_checked(&bin.restore_command(&payload.v4)).expect("restore");
+        [t1 - t0, t2 - t1, t2.elapsed()]
+    })
+    .expect("netns thread")
 }
 
 fn main() {
@@ -112,7 +271,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let bin = istio_cni();
+    let pods = std::env::var("ADD_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200usize);
     let cluster = Cluster::create(ClusterSpec::default()).expect("cluster");
     let dir = std::env::temp_dir().join(format!("istio-cni-add-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -121,62 +283,103 @@ fn main() {
     server
         .write_kubeconfig(&kubeconfig, &server.admin_token())
         .expect("kubeconfig");
-    let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
-        "cni_agent_run_dir": dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system"})
-    .to_string();
+    let mut b = Bench {
+        bin: istio_cni(),
+        cluster,
+        kubeconfig,
+        netns: Netnses {
+            dir: dir.clone(),
+            next: 0,
+        },
+        pods,
+    };
+    let conf_with = |extra: serde_json::Value| {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
+            "cni_agent_run_dir": dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system"});
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        v.to_string()
+    };
+    let conf = conf_with(json!({}));
+    let conf_nft = conf_with(json!({"native_nftables": true}));
+    let none = |_: &Netns| {};
+    let legacy_seed = |ns: &Netns| in_netns(ns, &["iptables-legacy", "-t", "filter", "-L", "-n"], None);
 
-    let mut results = Vec::new();
-    for (label, ns, meshed) in [
-        ("meshed", "default", true),
-        ("non-meshed", "default", false),
-        ("excluded namespace", "kube-system", true),
-    ] {
-        let mut times = Vec::new();
-        for i in 0..PODS {
-            let name = format!("{}-{i}", label.replace(' ', "-"));
-            let api: Api<Pod> = Api::namespaced(cluster.client(), ns);
-            cluster
-                .block_on(api.create(&PostParams::default(), &pod(&name, ns, meshed)))
-                .expect("create pod");
-            let netns = pod_netns(&dir, results.len() * PODS + i);
-            times.push(add(&bin, &conf, netns.path(), ns, &name));
-            let _ = netns.delete();
-        }
-        results.push((label, times));
+    let mut cases = vec![
+        (
+            "meshed, iptables-nft",
+            b.adds("meshed-nft", "default", true, &conf, &none),
+        ),
+        (
+            "meshed, iptables-legacy",
+            b.adds("meshed-legacy", "default", true, &conf, &legacy_seed),
+        ),
+        (
+            "meshed, native nftables",
+            b.adds("meshed-native", "default", true, &conf_nft, &none),
+        ),
+        ("non-meshed", b.adds("plain", "default", false, &conf, &none)),
+        (
+            "excluded namespace",
+            b.adds("excluded", "kube-system", true, &conf, &none),
+        ),
+    ];
+    let mut floor = b.reference(&conf, &bare_restore);
+    let mut istio = b.reference(&conf, &istio_sequence);
+    let [floor_p50, ..] = percentiles(&mut floor);
+    let [istio_p50, ..] = percentiles(&mut istio);
+    cases.push(("floor: exec + GET + bare restore", floor));
+    cases.push(("Istio's sequence (anchor)", istio));
+
+    println!("process-level ADD, {pods} pods per case ({}):", b.bin.display());
+    println!(
+        "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "case", "p50", "p90", "p99", "/floor", "/Istio"
+    );
+    for (label, mut times) in cases {
+        let [p50, p90, p99] = percentiles(&mut times);
+        println!(
+            "  {label:<34} {:>9} {:>9} {:>9} {:>8.2}x {:>8.2}x",
+            ms(p50),
+            ms(p90),
+            ms(p99),
+            p50.as_secs_f64() / floor_p50.as_secs_f64(),
+            p50.as_secs_f64() / istio_p50.as_secs_f64()
+        );
     }
 
-    // The floor: one GET of a meshed pod and a bare restore of its payload.
-    let client = Client::new(Target::load(&kubeconfig).expect("kubeconfig"), Duration::from_secs(2)).expect("client");
-    let mut floor = Vec::new();
-    for i in 0..PODS {
-        let netns = pod_netns(&dir, 3 * PODS + i);
+    // The steps of one meshed ADD, each measured `pods` times.
+    let cache = VersionCache::at(dir.join(cache::DIR_NAME));
+    let (mut execs, mut gets, mut warm_gets) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut detects, mut verifies, mut restores) = (Vec::new(), Vec::new(), Vec::new());
+    let client = b.client();
+    for i in 1..=pods {
+        let netns = b.netns.fresh();
+        execs.push(exec(&b.bin, "VERSION", &conf, netns.path(), "default", "x"));
+        let (pod, took) = b.get(&format!("meshed-nft-{i}"));
+        gets.push(took);
         let start = Instant::now();
-        let pod = client.get_pod("default", &format!("meshed-{i}")).expect("GET");
-        let redirect = Redirect::from_pod(&PodInfo::from_pod(&pod)).expect("redirect");
-        let payload =
-            istio_cni::iptables::render(&CaptureConfig::new(&redirect, &NodeEnv::default(), false).expect("config"));
-        let mut restore = netns
-            .command("iptables-nft-restore")
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("restore");
-        let _ = restore.stdin.take().expect("stdin").write_all(payload.v4.as_bytes());
-        assert!(restore.wait().expect("restore").success());
-        floor.push(start.elapsed());
+        client.get_pod("default", &format!("meshed-nft-{i}")).expect("GET");
+        warm_gets.push(start.elapsed());
+        let [d, v, r] = program_steps(netns.path(), payload(&pod), cache.clone());
+        detects.push(d);
+        verifies.push(v);
+        restores.push(r);
         let _ = netns.delete();
     }
-    let floor_p50 = percentile(&mut floor, 0.5);
-    println!("process-level ADD, {PODS} pods each ({}):", bin.display());
-    for (label, mut times) in results {
-        let (p50, p99) = (percentile(&mut times, 0.5), percentile(&mut times, 0.99));
-        let ratio = p50.as_secs_f64() / floor_p50.as_secs_f64();
-        println!("  {label:<20} p50 {p50:>9.2?}  p99 {p99:>9.2?}  p50/floor {ratio:.2}x");
+    println!("one meshed ADD (iptables-nft, warm cache), step by step:");
+    for (label, times) in [
+        ("exec (the plugin, VERSION)", &mut execs),
+        ("GET (kubeconfig, TLS, one request)", &mut gets),
+        ("  GET on an open connection", &mut warm_gets),
+        ("detection", &mut detects),
+        ("verification (pre-restore state)", &mut verifies),
+        ("restore (sandboxed)", &mut restores),
+    ] {
+        let [p50, p90, p99] = percentiles(times);
+        println!("  {label:<34} {:>9} {:>9} {:>9}", ms(p50), ms(p90), ms(p99));
     }
-    println!(
-        "  floor (GET + bare iptables-nft-restore) p50 {floor_p50:.2?}  p99 {:.2?}",
-        percentile(&mut floor, 0.99)
-    );
     let _ = std::fs::remove_dir_all(&dir);
-    cluster.delete().expect("teardown");
+    b.cluster.delete().expect("teardown");
 }

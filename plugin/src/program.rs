@@ -19,7 +19,7 @@ use std::path::Path;
 
 use crate::capture::{CaptureConfig, CaptureError, NodeEnv};
 use crate::iptables::RestorePayload;
-use crate::iptables::apply::{ApplyError, ApplyReport};
+use crate::iptables::apply::{ApplyError, ApplyReport, VersionCache};
 use crate::netns::exec::Runner;
 use crate::netns::family::{NoValidAddress, detect_ipv6};
 use crate::netns::netlink::{Netlink, NetlinkError, TproxyRouting};
@@ -43,6 +43,8 @@ pub struct ProgramOptions {
     pub search_path: Option<OsString>,
     /// Run each command in the mount sandbox (docs/plugin.md#exec-sandbox) (default: true).
     pub sandbox: bool,
+    /// Where iptables versions and probe results are remembered (default: nowhere).
+    pub cache: VersionCache,
 }
 
 impl Default for ProgramOptions {
@@ -50,6 +52,7 @@ impl Default for ProgramOptions {
         Self {
             search_path: None,
             sandbox: true,
+            cache: VersionCache::none(),
         }
     }
 }
@@ -163,8 +166,10 @@ pub fn program_with(
     if let Some(path) = &options.search_path {
         runner = runner.with_search_path(path.clone());
     }
-    let (redirect, node) = (redirect.clone(), node.clone());
-    run_in_netns(netns_path, move || program_inside(&redirect, &node, backend, &runner))?
+    let (redirect, node, cache) = (redirect.clone(), node.clone(), options.cache.clone());
+    run_in_netns(netns_path, move || {
+        program_inside(&redirect, &node, backend, &runner, &cache)
+    })?
 }
 
 /// Steps 1–4; runs on the netns thread.
@@ -173,6 +178,7 @@ fn program_inside(
     node: &NodeEnv,
     backend: Backend,
     runner: &Runner,
+    cache: &VersionCache,
 ) -> Result<Programmed, ProgramError> {
     let netlink = |step| move |source| ProgramError::Netlink { step, source };
     let nl = Netlink::connect().map_err(netlink("open netlink"))?;
@@ -183,7 +189,7 @@ fn program_inside(
     let (payload, outcome, binary, applied) = match backend {
         Backend::Iptables => {
             let payload = crate::iptables::render(&cfg);
-            let report = crate::iptables::apply::apply_with(&payload, runner)?;
+            let report = crate::iptables::apply::apply_cached(&payload, runner, cache)?;
             let binary = report.v4.to_string();
             let applied = report.applied;
             (Payload::Iptables(payload), Outcome::Iptables(report), binary, applied)

@@ -14,14 +14,23 @@ use super::result::CniResult;
 use super::skel::{Handler, Request, dispatch, read_config};
 use crate::api::{Client, Target};
 use crate::capture::NodeEnv;
-use crate::program::{Backend, ProgramError, Programmed, program};
+use crate::iptables::apply::{VersionCache, cache};
+use crate::program::{Backend, ProgramError, ProgramOptions, Programmed, program_with};
 use crate::redirect::Redirect;
 
-struct RealProgrammer;
+/// Programs with the default options, remembering iptables versions in the
+/// agent's run dir.
+struct RealProgrammer {
+    cache: VersionCache,
+}
 
 impl Programmer for RealProgrammer {
     fn program(&self, netns: &Path, redirect: &Redirect, backend: Backend) -> Result<Programmed, ProgramError> {
-        program(netns, redirect, &NodeEnv::from_env(), backend)
+        let options = ProgramOptions {
+            cache: self.cache.clone(),
+            ..ProgramOptions::default()
+        };
+        program_with(netns, redirect, &NodeEnv::from_env(), backend, &options)
     }
 }
 
@@ -44,7 +53,10 @@ impl Handler for IstioCni {
             })?;
             Ok(Box::new(client))
         };
-        let outcome = cmd_add(request, conf, &api, &RealProgrammer, self.policy, &std::thread::sleep)?;
+        let programmer = RealProgrammer {
+            cache: VersionCache::at(conf.agent_run_dir.join(cache::DIR_NAME)),
+        };
+        let outcome = cmd_add(request, conf, &api, &programmer, self.policy, &std::thread::sleep)?;
         let pod = request
             .k8s_args()
             .map(|a| format!("{}/{}", a.pod_namespace, a.pod_name))

@@ -273,22 +273,10 @@ pub fn detect(runner: &Runner, family: Family) -> Result<IptablesBinary, DetectE
 /// save instantiates the tables in a fresh netns (~7 ms). Only answers when
 /// this thread is inside that netns (else `None`: run the save).
 fn legacy_surely_empty(runner: &Runner, family: Family) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let here = id(std::path::Path::new("/proc/thread-self/ns/net"))?;
-    if id(runner.netns())? != here {
+    if !super::fast::in_netns_of(runner) {
         return None;
     }
-    let names = match family {
-        Family::V4 => "/proc/thread-self/net/ip_tables_names",
-        Family::V6 => "/proc/thread-self/net/ip6_tables_names",
-    };
-    // No file: the legacy modules are not loaded, so there are no tables.
-    Some(
-        std::fs::read_to_string(names)
-            .map(|t| t.trim().is_empty())
-            .unwrap_or(true),
-    )
+    Some(super::fast::legacy_tables(family).is_none_or(|t| t.is_empty()))
 }
 
 /// `Ok(None)`: legacy without existing rules (not eligible).

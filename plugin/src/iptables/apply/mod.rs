@@ -5,16 +5,22 @@
 //! additionally re-entered into the netns and sandboxed per docs/plugin.md#exec-sandbox by
 //! [`crate::netns::exec::Runner`].
 //!
-//! Steps: detect the binary per family ([`detect`]), verify the current
-//! state against the payload ([`state`]), and run `<restore> --noflush` for
-//! IPv4, then IPv6 when enabled, only if something differs. Re-applying the
-//! same payload to an already-programmed netns is therefore a no-op.
+//! Steps: detect the binary per family ([`fast`] from the kernel and the
+//! [`cache`] when that is certain, else the probing [`detect`]), verify the
+//! current state against the payload ([`state`]), and run `<restore>
+//! --noflush` for IPv4, then IPv6 when enabled, only if something differs.
+//! Re-applying the same payload to an already-programmed netns is therefore
+//! a no-op.
 
+pub mod cache;
 pub mod detect;
+pub mod fast;
+pub mod netlink_detect;
 pub mod state;
 
 use std::path::Path;
 
+pub use cache::VersionCache;
 pub use detect::{DetectError, Family, IptablesBinary, Variant, Version};
 use state::{RuleSet, Verdict};
 
@@ -70,13 +76,24 @@ pub fn apply(payload: &RestorePayload, netns_path: &Path) -> Result<ApplyReport,
     apply_with(payload, &Runner::new(netns_path))
 }
 
-/// [`apply`] with an explicit command runner (search path, sandbox switch).
+/// [`apply`] with an explicit command runner (search path, sandbox switch),
+/// without a version cache.
 pub fn apply_with(payload: &RestorePayload, runner: &Runner) -> Result<ApplyReport, ApplyError> {
-    let (v4, v6) = detect_binaries(runner, payload.v6.is_some())?;
-    let mut families = vec![(verify(runner, &v4, &payload.v4), !payload.v4.trim().is_empty())];
-    if let (Some(bin), Some(text)) = (&v6, payload.v6.as_deref()) {
-        families.push((verify(runner, bin, text), !text.trim().is_empty()));
+    apply_cached(payload, runner, &VersionCache::none())
+}
+
+/// [`apply_with`], remembering binary versions and probe results in `cache`.
+pub fn apply_cached(
+    payload: &RestorePayload,
+    runner: &Runner,
+    cache: &VersionCache,
+) -> Result<ApplyReport, ApplyError> {
+    let ((v4, v4_save), v6) = detect_binaries(runner, payload.v6.is_some(), cache)?;
+    let mut families = vec![(verify(runner, &v4, v4_save, &payload.v4), !payload.v4.trim().is_empty())];
+    if let (Some((bin, save)), Some(text)) = (&v6, payload.v6.as_deref()) {
+        families.push((verify(runner, bin, save.clone(), text), !text.trim().is_empty()));
     }
+    let v6 = v6.map(|(bin, _)| bin);
     let verdict = state::combine(&families);
     if verdict.residue && verdict.delta {
         tracing::warn!(
@@ -102,20 +119,34 @@ pub fn apply_with(payload: &RestorePayload, runner: &Runner) -> Result<ApplyRepo
     })
 }
 
+/// A binary and, when detection already read it, the `-save` output.
+type Found = (IptablesBinary, Option<String>);
+
+/// One family: the probe-free answer when it is certain, else the probing
+/// sequence (whose findings are then remembered for the next run).
+pub fn detect_family(runner: &Runner, family: Family, cache: &VersionCache) -> Result<Found, DetectError> {
+    if let Some(found) = fast::detect(runner, family, cache) {
+        return Ok((found.bin, Some(found.save)));
+    }
+    let bin = detect::detect(runner, family)?;
+    fast::remember(runner, &bin, cache);
+    Ok((bin, None))
+}
+
 /// Detects the IPv4 binary and, only when IPv6 is enabled, the IPv6 one (the
-/// two probes run in parallel; each family has its own tables).
+/// two run in parallel; each family has its own tables).
 ///
 /// Deliberate difference: Istio also probes and verifies ip6tables when IPv6
 /// is disabled (failures only logged). Skipping it halves the probe cost
 /// (each nf_tables probe `-D` costs ~15 ms) and avoids a spurious "delta"
 /// from stale IPv6 chains forcing a doomed re-restore of IPv4.
-fn detect_binaries(runner: &Runner, ipv6: bool) -> Result<(IptablesBinary, Option<IptablesBinary>), ApplyError> {
+fn detect_binaries(runner: &Runner, ipv6: bool, cache: &VersionCache) -> Result<(Found, Option<Found>), ApplyError> {
     if !ipv6 {
-        return Ok((detect::detect(runner, Family::V4)?, None));
+        return Ok((detect_family(runner, Family::V4, cache)?, None));
     }
     let (v4, v6) = std::thread::scope(|s| {
-        let v6 = s.spawn(|| detect::detect(runner, Family::V6));
-        let v4 = detect::detect(runner, Family::V4);
+        let v6 = s.spawn(|| detect_family(runner, Family::V6, cache));
+        let v4 = detect_family(runner, Family::V4, cache);
         let v6 = v6.join().unwrap_or_else(|_| {
             Err(DetectError {
                 family: Family::V6,
@@ -128,10 +159,16 @@ fn detect_binaries(runner: &Runner, ipv6: bool) -> Result<(IptablesBinary, Optio
 }
 
 /// docs/plugin.md#state-verification for one family: quiet save, parse, compare, `-C` checks.
-fn verify(runner: &Runner, bin: &IptablesBinary, expected_text: &str) -> Verdict {
+/// `saved`: the `-save` output when detection has just read it.
+fn verify(runner: &Runner, bin: &IptablesBinary, saved: Option<String>, expected_text: &str) -> Verdict {
     let expected = RuleSet::parse(expected_text);
-    let current = match runner.run_checked(&CommandSpec::new(bin.save_cmd(), Vec::<String>::new())) {
-        Ok(out) => Some(RuleSet::parse(&out.stdout)),
+    let saved = saved.map(Ok).unwrap_or_else(|| {
+        runner
+            .run_checked(&CommandSpec::new(bin.save_cmd(), Vec::<String>::new()))
+            .map(|out| out.stdout)
+    });
+    let current = match saved {
+        Ok(text) => Some(RuleSet::parse(&text)),
         Err(e) => {
             tracing::debug!(error = %e, "save failed; treating the netns as empty");
             None

@@ -1,0 +1,219 @@
+//! Reading nf_tables state over nfnetlink, without side effects: whether
+//! nf_tables answers in the calling thread's netns (`NFT_MSG_GETGEN`) and
+//! which tables of a family exist (`NFT_MSG_GETTABLE` dump).
+//!
+//! A raw `NETLINK_NETFILTER` socket belongs to the netns of the thread that
+//! opens it, so call these from a thread inside the pod netns. Replies are
+//! bounded: a receive timeout and a cap on the number of messages.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::detect::Family;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFPROTO_UNSPEC: u8 = 0;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+const NLMSG_HDRLEN: usize = 16;
+const NFGENMSG_LEN: usize = 4;
+/// No reply within this time is "unexpected" (the caller falls back).
+const RECV_TIMEOUT: Duration = Duration::from_millis(500);
+/// A pod netns has a handful of tables; more replies than this is not one.
+const MAX_MESSAGES: usize = 4096;
+
+/// An nfnetlink socket in the calling thread's netns.
+pub struct Nfnl {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Nfnl {
+    /// Opens the socket (in the netns of the calling thread).
+    pub fn open() -> io::Result<Nfnl> {
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let tv = libc::timeval {
+            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: RECV_TIMEOUT.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt with a correctly sized timeval.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Nfnl { fd, seq: 0 })
+    }
+
+    /// The ruleset generation: succeeds iff nf_tables serves this netns
+    /// (and we may use it: every nfnetlink request needs `CAP_NET_ADMIN`).
+    pub fn generation(&mut self) -> io::Result<u32> {
+        let seq = self.send(NFT_MSG_GETGEN, NFPROTO_UNSPEC, libc::NLM_F_REQUEST as u16)?;
+        let mut gen_id = None;
+        self.receive(seq, |msg_type, payload| {
+            if msg_type == NFT_MSG_NEWGEN {
+                gen_id = attr(payload, 1).and_then(|v| v.try_into().ok()).map(u32::from_be_bytes);
+            }
+        })?;
+        gen_id.ok_or_else(|| invalid("NFT_MSG_GETGEN: no generation in the reply"))
+    }
+
+    /// The names of the nf_tables tables of `family` (`ip` or `ip6`).
+    pub fn tables(&mut self, family: Family) -> io::Result<Vec<String>> {
+        let proto = match family {
+            Family::V4 => NFPROTO_IPV4,
+            Family::V6 => NFPROTO_IPV6,
+        };
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        let seq = self.send(NFT_MSG_GETTABLE, proto, flags)?;
+        let mut names = Vec::new();
+        let mut bad = false;
+        self.receive(seq, |_, payload| match attr(payload, NFTA_TABLE_NAME) {
+            Some(name) => names.push(String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned()),
+            None => bad = true,
+        })?;
+        if bad {
+            return Err(invalid("NFT_MSG_GETTABLE: a table without a name"));
+        }
+        Ok(names)
+    }
+
+    fn send(&mut self, msg: u16, proto: u8, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = (NLMSG_HDRLEN + NFGENMSG_LEN) as u32;
+        let mut buf = Vec::with_capacity(len as usize);
+        buf.extend_from_slice(&len.to_ne_bytes());
+        buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+        buf.extend_from_slice(&(flags | libc::NLM_F_ACK as u16).to_ne_bytes());
+        buf.extend_from_slice(&self.seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+        buf.extend_from_slice(&[proto, 0 /* NFNETLINK_V0 */, 0, 0]);
+        // SAFETY: sending an initialized buffer of its own length.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(self.seq)
+    }
+
+    /// Reads replies to `seq` until the ack (`NLMSG_ERROR` 0) or `NLMSG_DONE`;
+    /// `each` gets every nf_tables message's type and payload (after nfgenmsg).
+    fn receive(&self, seq: u32, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut messages = 0;
+        loop {
+            // SAFETY: receiving into a buffer of the given length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
+                let msg_type = u16::from_ne_bytes(rest[4..6].try_into().unwrap_or_default());
+                let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
+                if len < NLMSG_HDRLEN || len > rest.len() {
+                    return Err(invalid("truncated netlink message"));
+                }
+                let body = &rest[NLMSG_HDRLEN..len];
+                rest = &rest[align(len).min(rest.len())..];
+                if msg_seq != seq {
+                    continue; // a stale reply to an earlier request
+                }
+                messages += 1;
+                if messages > MAX_MESSAGES {
+                    return Err(invalid("too many netlink replies"));
+                }
+                match msg_type as i32 {
+                    libc::NLMSG_DONE => {
+                        // A dump that failed part-way ends with a negative errno.
+                        return match body.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes) {
+                            Some(e) if e < 0 => Err(io::Error::from_raw_os_error(-e)),
+                            _ => Ok(()),
+                        };
+                    }
+                    libc::NLMSG_ERROR => {
+                        let code = body
+                            .get(0..4)
+                            .and_then(|b| b.try_into().ok())
+                            .map(i32::from_ne_bytes)
+                            .ok_or_else(|| invalid("short NLMSG_ERROR"))?;
+                        return match code {
+                            0 => Ok(()),
+                            e => Err(io::Error::from_raw_os_error(-e)),
+                        };
+                    }
+                    _ if msg_type >> 8 == NFNL_SUBSYS_NFTABLES && body.len() >= NFGENMSG_LEN => {
+                        each(msg_type & 0xff, &body[NFGENMSG_LEN..]);
+                    }
+                    _ => return Err(invalid("unexpected netlink message type")),
+                }
+            }
+        }
+    }
+}
+
+const fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// The value of the first attribute of type `kind` (nested flag masked).
+fn attr(mut payload: &[u8], kind: u16) -> Option<&[u8]> {
+    while payload.len() >= 4 {
+        let len = u16::from_ne_bytes([payload[0], payload[1]]) as usize;
+        let ty = u16::from_ne_bytes([payload[2], payload[3]]) & 0x3fff;
+        if len < 4 || len > payload.len() {
+            return None;
+        }
+        if ty == kind {
+            return Some(&payload[4..len]);
+        }
+        payload = &payload[align(len).min(payload.len())..];
+    }
+    None
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_found_and_bounded() {
+        // NFTA_TABLE_NAME "nat\0", then NFTA_TABLE_FLAGS (u32).
+        let payload = [8u8, 0, 1, 0, b'n', b'a', b't', 0, 8, 0, 2, 0, 0, 0, 0, 0];
+        assert_eq!(attr(&payload, 1), Some(&b"nat\0"[..]));
+        assert_eq!(attr(&payload, 2), Some(&[0u8, 0, 0, 0][..]));
+        assert_eq!(attr(&payload, 3), None);
+        // A length beyond the buffer ends the walk instead of reading past it.
+        assert_eq!(attr(&[200u8, 0, 1, 0, 1, 2], 1), None);
+        assert_eq!(attr(&[2u8, 0, 1, 0], 1), None);
+    }
+}
