@@ -171,13 +171,11 @@ async fn crud_across_kinds() {
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
     let d = dss.create(&pp, &daemonset("agent")).await.unwrap();
     assert_eq!(d.metadata.generation, Some(1));
-    let mut d2 = d.clone();
-    d2.metadata.labels = labels(&[("x", "y")]);
-    let d2 = dss.replace("agent", &pp, &d2).await.unwrap();
+    // The DaemonSet controller writes status concurrently, so each change
+    // is read-modify-write retried on 409 as real clients do.
+    let d2 = replace_latest(&dss, "agent", |d| d.metadata.labels = labels(&[("x", "y")])).await;
     assert_eq!(d2.metadata.generation, Some(1));
-    let mut d3 = d2.clone();
-    d3.spec.as_mut().unwrap().min_ready_seconds = Some(3);
-    let d3 = dss.replace("agent", &pp, &d3).await.unwrap();
+    let d3 = replace_latest(&dss, "agent", |d| d.spec.as_mut().unwrap().min_ready_seconds = Some(3)).await;
     assert_eq!(d3.metadata.generation, Some(2));
 
     // Nodes (cluster-scoped) keep their status on create.
@@ -1437,4 +1435,22 @@ async fn namespace_lifecycle_is_the_controllers_job() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fresh = namespaces.get("fresh").await.unwrap();
     assert_eq!(fresh.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
+}
+
+/// Get, change and replace `name`, retrying when a concurrent writer (a
+/// controller updating status) wins the race: the loop every client runs.
+async fn replace_latest<K>(api: &Api<K>, name: &str, change: impl Fn(&mut K)) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    for _ in 0..20 {
+        let mut obj = api.get(name).await.unwrap();
+        change(&mut obj);
+        match api.replace(name, &PostParams::default(), &obj).await {
+            Ok(obj) => return obj,
+            Err(e) if code(&e) == 409 => continue,
+            Err(e) => panic!("replacing {name}: {e}"),
+        }
+    }
+    panic!("replacing {name}: still conflicting after 20 attempts")
 }
