@@ -399,13 +399,19 @@ fn apply_object(cluster: &Cluster, object: &Value) -> Step {
     match cluster.block_on(api.create(&PostParams::default(), &desired)) {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let current = cluster.block_on(api.get(&name)).map_err(failed)?;
-            let mut replacement = desired;
-            replacement.metadata.resource_version = current.metadata.resource_version;
-            cluster
-                .block_on(api.replace(&name, &PostParams::default(), &replacement))
-                .map_err(failed)?;
-            Ok(())
+            // A controller may write the object's status between our read and
+            // our replace; a few fresh attempts settle that race.
+            let mut attempts = 0;
+            loop {
+                let current = cluster.block_on(api.get(&name)).map_err(failed)?;
+                let mut replacement = desired.clone();
+                replacement.metadata.resource_version = current.metadata.resource_version;
+                match cluster.block_on(api.replace(&name, &PostParams::default(), &replacement)) {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+                    Err(e) => return Err(failed(e)),
+                }
+            }
         }
         Err(e) => Err(failed(e)),
     }
