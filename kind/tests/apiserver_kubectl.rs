@@ -3,7 +3,7 @@
 
 mod apiserver_support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
 
@@ -14,15 +14,21 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+/// kubectl on PATH (ci/env puts the pinned 1.33 first).
+fn kubectl_path() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+}
 
-/// `None` (after printing SKIP) when kubectl is missing and not required.
+/// `false` (after printing SKIP) when kubectl is missing and not required.
 fn kubectl_available() -> bool {
-    if Path::new(KUBECTL).exists() {
+    if kubectl_path().is_some() {
         return true;
     }
     if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("kubectl is required (ISTIO_CNI_REQUIRE_PRIVILEGED=1) but {KUBECTL} is missing");
+        panic!("kubectl is required (ISTIO_CNI_REQUIRE_PRIVILEGED=1) but is not on PATH");
     }
     println!("SKIP: kubectl not installed");
     false
@@ -49,7 +55,7 @@ impl Kubectl {
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(KUBECTL)
+        tokio::process::Command::new(kubectl_path().expect("kubectl on PATH"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
