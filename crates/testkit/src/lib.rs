@@ -1,0 +1,27 @@
+//! Test support shared by every test suite of the workspace.
+//!
+//! - [`gate`]: may this privileged test run here? A skip prints `SKIP:` and
+//!   returns false, except under `ISTIO_CNI_REQUIRE_PRIVILEGED=1` (as
+//!   `ci/test` sets), where it panics: a skip never passes in CI.
+//! - [`Scratch`]: a fresh directory removed on drop.
+//! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
+//! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
+//!   failing test can print.
+
+mod gate;
+mod kubectl;
+mod scratch;
+
+pub use gate::{Need, gate, skip};
+pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
+pub use scratch::Scratch;
+
+/// `tool` on `PATH`, or in `/usr/sbin` or `/sbin` (where Debian puts
+/// iptables and ip for root, and ordinary users' PATH lacks them).
+pub fn on_path(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,70 @@
+//! Scratch directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty directory unique to this process and call, removed with
+/// everything in it on drop (also when the test panics). Declare what is
+/// mounted or pinned inside it after it, so that goes first.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// A new directory under the temp dir whose name carries `label`.
+    pub fn new(label: &str) -> Scratch {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let label = label.replace("::", "-").replace('/', "-");
+        let path = std::env::temp_dir().join(format!("istio-cni-test-{}-{n}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Scratch { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scratch_is_fresh_and_removed_on_drop() {
+        let a = Scratch::new("a::b/c");
+        let b = Scratch::new("a::b/c");
+        assert_ne!(a.path(), b.path());
+        assert!(a.path().file_name().unwrap().to_string_lossy().ends_with("a-b-c"));
+        std::fs::write(a.join("f"), "x").unwrap();
+        let path = a.path().to_owned();
+        drop(a);
+        assert!(!path.exists());
+    }
+}
