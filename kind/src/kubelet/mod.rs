@@ -1,12 +1,15 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
-//! chain and processes. The scheduler is a controller
+//! chain and processes; [`streaming`] serves logs, exec, attach and
+//! port-forward to the API server. The scheduler is a controller
 //! ([`crate::controllers::scheduler`]).
 
+mod exec;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
+pub mod streaming;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -22,6 +25,7 @@ use tokio::task::JoinHandle;
 pub use images::{Exec, ImageTable};
 pub use lifecycle::Backoff;
 pub use logs::PodLogs;
+pub use streaming::{Running, Streaming};
 use worker::Msg;
 pub use worker::NodeContext;
 

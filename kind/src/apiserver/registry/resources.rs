@@ -77,6 +77,7 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
         "status" => &["get", "patch", "update"],
         "log" => &["get"],
         "binding" | "eviction" => &["create"],
+        "exec" | "attach" | "portforward" => &["create", "get"],
         "finalize" => &["update"],
         _ => &[],
     }
@@ -88,6 +89,9 @@ pub fn subresource_kind(res: &ResourceInfo, sub: &str) -> &'static str {
         "binding" => "Binding",
         "eviction" => "Eviction",
         "log" => "Pod",
+        "exec" => "PodExecOptions",
+        "attach" => "PodAttachOptions",
+        "portforward" => "PodPortForwardOptions",
         _ => res.kind,
     }
 }
@@ -139,7 +143,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status", "log", "binding", "eviction"],
+        subresources: &["status", "log", "binding", "eviction", "exec", "attach", "portforward"],
         ..res("", "v1", "pods", "pod", "Pod", true)
     },
     ResourceInfo {
