@@ -67,10 +67,10 @@ pub use auth::Tokens;
 pub use auth::rbac::{Policy, UserInfo};
 pub use http::faults::{FaultMatch, Faults, Predicate, RequestFacts};
 pub use http::logs::{LogSource, MemoryLogs};
+pub use http::patch::PatchType;
 pub use http::stream::{
     BoxFuture, BoxRead, BoxWrite, PodStreams, Session, StreamError, StreamOptions, StreamTarget, TerminalSize,
 };
-pub use http::patch::PatchType;
 pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
 pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
 pub use registry::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};

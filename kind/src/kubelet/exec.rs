@@ -212,7 +212,10 @@ pub fn spawn(pid: i32, options: &StreamOptions) -> Result<Session, StreamError> 
         for fd in [&pty.master, &pty.slave] {
             cloexec(fd).map_err(StreamError::io("preparing the pseudo-terminal"))?;
         }
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(StreamError::io("duplicating the pseudo-terminal"));
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(StreamError::io("duplicating the pseudo-terminal"))
+        };
         cmd.stdin(Stdio::from(dup(&pty.slave)?))
             .stdout(Stdio::from(dup(&pty.slave)?))
             .stderr(Stdio::from(pty.slave));
@@ -250,7 +253,9 @@ pub fn spawn(pid: i32, options: &StreamOptions) -> Result<Session, StreamError> 
     if let Some(master) = master {
         let master = Arc::new(master);
         let file = |fd: &OwnedFd| -> Result<tokio::fs::File, StreamError> {
-            let fd = fd.try_clone().map_err(StreamError::io("duplicating the pseudo-terminal"))?;
+            let fd = fd
+                .try_clone()
+                .map_err(StreamError::io("duplicating the pseudo-terminal"))?;
             Ok(tokio::fs::File::from_std(File::from(fd)))
         };
         if options.stdin {

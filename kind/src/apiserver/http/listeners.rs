@@ -205,7 +205,12 @@ async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, router: R
                 return;
             }
         },
-        None => builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await,
+        None => {
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+        }
     };
     if let Err(e) = result {
         tracing::debug!("apiserver connection: {e}");

@@ -109,10 +109,7 @@ mod tests {
         assert_eq!(decode(b"", true).unwrap(), Inbound::Ignored);
         assert_eq!(
             decode(b"\x04{\"Width\":120,\"Height\":40}", true).unwrap(),
-            Inbound::Resize(TerminalSize {
-                width: 120,
-                height: 40
-            })
+            Inbound::Resize(TerminalSize { width: 120, height: 40 })
         );
         let err = decode(b"\x04{\"Width\":-1}", false).unwrap_err();
         assert!(err.to_string().contains("invalid resize message"), "{err}");
@@ -125,7 +122,10 @@ mod tests {
         assert_eq!(exit_status(0)["status"], "Success");
         let failed = exit_status(3);
         assert_eq!(failed["reason"], "NonZeroExitCode");
-        assert_eq!(failed["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
+        assert_eq!(
+            failed["details"]["causes"][0],
+            json!({"reason": "ExitCode", "message": "3"})
+        );
         assert_eq!(failure_status("boom")["message"], "boom");
     }
 }

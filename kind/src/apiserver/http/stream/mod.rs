@@ -192,7 +192,9 @@ pub(crate) async fn handle(
         tty: query.flag("tty")?,
     };
     if sub == "exec" && options.command.is_empty() {
-        return Err(ApiError::bad_request("you must specify at least one command for the container"));
+        return Err(ApiError::bad_request(
+            "you must specify at least one command for the container",
+        ));
     }
     if options.tty && options.stderr {
         return Err(ApiError::bad_request("stderr must not be requested with a tty"));
@@ -276,6 +278,9 @@ async fn port_forward(
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    h.insert("x-stream-protocol-version", HeaderValue::from_static(portforward::PROTOCOL));
+    h.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(portforward::PROTOCOL),
+    );
     Ok(response)
 }

@@ -49,7 +49,12 @@ pub async fn serve_websocket(socket: WebSocket, target: Target) {
     let outbound = async move {
         let mut buf = vec![0u8; 32 << 10];
         while let Ok(n) = from_spdy.read(&mut buf).await {
-            if n == 0 || sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+            if n == 0
+                || sink
+                    .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+            {
                 break;
             }
         }
@@ -61,14 +66,13 @@ pub async fn serve_websocket(socket: WebSocket, target: Target) {
     };
     let inbound = async move {
         while let Some(Ok(msg)) = source.next().await {
-            match msg {
-                Message::Binary(b) => {
-                    if to_spdy.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            let done = match msg {
+                Message::Binary(b) => to_spdy.write_all(&b).await.is_err(),
+                Message::Close(_) => true,
+                _ => false,
+            };
+            if done {
+                break;
             }
         }
         let _ = to_spdy.shutdown().await;
@@ -99,6 +103,8 @@ where
     let mut to_pod: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
     let mut connections = JoinSet::new();
     'read: loop {
+        // `read_buf` reads nothing into a full buffer: keep room.
+        buf.reserve(32 << 10);
         match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
@@ -113,9 +119,7 @@ where
                 }
             };
             match frame {
-                Frame::SynStream {
-                    stream_id, headers, ..
-                } => {
+                Frame::SynStream { stream_id, headers, .. } => {
                     let header = |n: &str| {
                         headers
                             .iter()
@@ -129,7 +133,11 @@ where
                         Some("error") => entry.error = Some(stream_id),
                         Some("data") => entry.data = Some(stream_id),
                         _ => {
-                            if out.send(spdy::rst_stream(stream_id, spdy::REFUSED_STREAM)).await.is_err() {
+                            if out
+                                .send(spdy::rst_stream(stream_id, spdy::REFUSED_STREAM))
+                                .await
+                                .is_err()
+                            {
                                 break 'read;
                             }
                             continue;

@@ -40,7 +40,9 @@ pub async fn serve(socket: WebSocket, session: Result<Session, StreamError>, v5:
     };
     if let Some(status) = status {
         let body = serde_json::to_vec(&status).unwrap_or_default();
-        let _ = out.send(Message::Binary(channel::frame(channel::ERROR, &body).into())).await;
+        let _ = out
+            .send(Message::Binary(channel::frame(channel::ERROR, &body).into()))
+            .await;
         let close = CloseFrame {
             code: 1000,
             reason: "".into(),

@@ -73,16 +73,71 @@ const DICTIONARY_ADLER32: u32 = 0xe3c6_a7c2;
 /// phrases, dates and media types below, with no lengths.
 pub fn dictionary() -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type", "date",
-        "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match",
-        "if-range", "if-unmodified-since", "last-modified", "location", "max-forwards", "pragma",
-        "proxy-authenticate", "proxy-authorization", "range", "referer", "retry-after", "server", "te",
-        "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via", "warning",
-        "www-authenticate", "method", "get", "status", "200 OK", "version", "HTTP/1.1", "url", "public",
-        "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     const TAIL: &[&str] = &[
         "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505",
@@ -164,7 +219,10 @@ impl Decoder {
             _ => 0,
         };
         if payload.len() < need {
-            return Err(SpdyError::Short { kind, len: payload.len() });
+            return Err(SpdyError::Short {
+                kind,
+                len: payload.len(),
+            });
         }
         Ok(Some(match kind {
             SYN_STREAM => Frame::SynStream {
@@ -203,7 +261,9 @@ impl Decoder {
                 out.reserve(out.len().max(256));
             }
             let (in_before, out_before) = (self.inflate.total_in(), out.len());
-            let result = self.inflate.decompress_vec(&input[used..], &mut out, FlushDecompress::Sync);
+            let result = self
+                .inflate
+                .decompress_vec(&input[used..], &mut out, FlushDecompress::Sync);
             used += (self.inflate.total_in() - in_before) as usize;
             match result {
                 Ok(Status::StreamEnd) => break,
@@ -255,7 +315,9 @@ pub fn parse_header_block(mut raw: &[u8]) -> Result<Vec<(String, String)>, SpdyE
     }
     let count = raw.get_u32();
     if count > MAX_HEADER_PAIRS {
-        return Err(SpdyError::Headers(format!("{count} pairs, more than {MAX_HEADER_PAIRS}")));
+        return Err(SpdyError::Headers(format!(
+            "{count} pairs, more than {MAX_HEADER_PAIRS}"
+        )));
     }
     let mut pairs = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -307,6 +369,9 @@ impl Encoder {
             out.extend_from_slice(&(!len).to_le_bytes());
             out.extend_from_slice(chunk);
         }
+        // An empty stored block: the sync-flush marker, on which inflaters
+        // (Go's) hand out what they hold; without it a peer waits for more.
+        out.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
         out
     }
 
@@ -449,7 +514,10 @@ mod tests {
         let mut v2 = BytesMut::from(&[0x80, 0x02, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1][..]);
         assert_eq!(dec.next(&mut v2).unwrap_err(), SpdyError::Version(2));
         let mut short = BytesMut::from(&[0x80, 0x03, 0, 1, 0, 0, 0, 2, 0, 1][..]);
-        assert!(matches!(dec.next(&mut short), Err(SpdyError::Short { kind: 1, len: 2 })));
+        assert!(matches!(
+            dec.next(&mut short),
+            Err(SpdyError::Short { kind: 1, len: 2 })
+        ));
         assert!(parse_header_block(&[0, 0, 0, 1, 0, 0, 0, 9, b'a']).is_err());
         assert!(parse_header_block(&[0xff, 0, 0, 0]).is_err());
         // A block compressed with another dictionary is named as such.
@@ -470,14 +538,17 @@ mod tests {
         let mut enc = Encoder::default();
         let first = enc.syn_reply(1);
         let second = enc.syn_reply(3);
-        assert_eq!(&first[..8], &[0x80, 3, 0, 2, 0, 0, 0, 15]);
+        assert_eq!(&first[..8], &[0x80, 3, 0, 2, 0, 0, 0, 20]);
+        assert!(first.ends_with(&[0, 0, 0, 0xff, 0xff]));
         // The zlib header is sent once: the second block is 2 bytes shorter.
         assert_eq!(second.len() + 2, first.len());
         // Both blocks inflate, in sequence, to empty header lists.
         let mut inflate = Decompress::new(true);
         for f in [&first, &second] {
             let mut out = Vec::with_capacity(64);
-            inflate.decompress_vec(&f[12..], &mut out, FlushDecompress::Sync).unwrap();
+            inflate
+                .decompress_vec(&f[12..], &mut out, FlushDecompress::Sync)
+                .unwrap();
             assert_eq!(parse_header_block(&out).unwrap(), vec![]);
         }
         assert_eq!(data(5, true, b"ab"), [0, 0, 0, 5, 1, 0, 0, 2, b'a', b'b']);
