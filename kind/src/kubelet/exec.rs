@@ -301,3 +301,95 @@ mod tests {
         assert_eq!(parse_cgroup("1:name=systemd:/\n"), None);
     }
 }
+
+#[cfg(test)]
+mod namespace_tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A container with its own mount namespace: exec sees its mounts, which
+    /// this process does not.
+    #[test]
+    fn exec_sees_the_containers_mounts() {
+        let test = "exec_sees_the_containers_mounts";
+        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("unshare")]) {
+            return;
+        }
+        let dir = testkit::Scratch::new(test);
+        let script = format!(
+            "mount -t tmpfs exec-test {d} && echo inside > {d}/marker && touch {d}/../ready && exec sleep 30",
+            d = dir.join("mnt").display()
+        );
+        std::fs::create_dir(dir.join("mnt")).unwrap();
+        let mut container = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .expect("unshare");
+        let ready = dir.join("ready");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ready.exists(), "the container did not start");
+        let marker = dir.join("mnt/marker");
+        assert!(!marker.exists(), "the tmpfs leaked into this mount namespace");
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let options = StreamOptions {
+            command: vec!["cat".into(), marker.display().to_string()],
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let (out, code) = runtime.block_on(async {
+            let mut session = spawn(container.id() as i32, &options).expect("exec");
+            let mut out = String::new();
+            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            (out, session.exit.await.unwrap())
+        });
+        let _ = container.kill();
+        let _ = container.wait();
+        assert_eq!((out.as_str(), code), ("inside\n", 0));
+    }
+
+    /// The container's user: exec runs as the uid/gid its main process has.
+    #[test]
+    fn exec_runs_as_the_containers_user() {
+        let test = "exec_runs_as_the_containers_user";
+        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
+            return;
+        }
+        let mut container = Command::new("setpriv")
+            .args(["--reuid=4321", "--regid=4322", "--clear-groups", "sleep", "30"])
+            .spawn()
+            .expect("setpriv");
+        let pid = container.id() as i32;
+        // Wait until setpriv has become the sleeping user.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if parse_ids(&status) == Some((4321, 4322)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let options = StreamOptions {
+            command: vec!["id".into()],
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let out = runtime.block_on(async {
+            let mut session = spawn(pid, &options).expect("exec");
+            let mut out = String::new();
+            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            out
+        });
+        let _ = container.kill();
+        let _ = container.wait();
+        assert!(out.starts_with("uid=4321 gid=4322 "), "{out}");
+    }
+}
