@@ -338,7 +338,10 @@ mod namespace_tests {
         let marker = dir.join("mnt/marker");
         assert!(!marker.exists(), "the tmpfs leaked into this mount namespace");
 
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let options = StreamOptions {
             command: vec!["cat".into(), marker.display().to_string()],
             stdout: true,
@@ -376,7 +379,10 @@ mod namespace_tests {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let options = StreamOptions {
             command: vec!["id".into()],
             stdout: true,
