@@ -42,7 +42,7 @@ fn setup(test: &str) -> Option<(Cluster, Kubectl, Scratch)> {
     })
     .unwrap();
     let home = Scratch::new(test);
-    let kubectl = Kubectl::new(test, &cluster.kubeconfig_path(), home.path())?;
+    let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), home.path())?;
     Some((cluster, kubectl, home))
 }
 
@@ -134,10 +134,13 @@ async fn wait_pods(api: Api<Pod>, selector: &str, done: impl Fn(&[Pod]) -> bool)
         .unwrap_or_else(|_| panic!("pods {selector}: timed out"))
 }
 
+/// (live pods, Ready pods) as seen at each pod event.
+type Seen = Arc<Mutex<Vec<(usize, usize)>>>;
+
 /// Records, at every pod event, how many live pods exist and how many are
 /// Ready, until aborted.
-fn record_pods(cluster: &Cluster, api: Api<Pod>, selector: &'static str) -> (Arc<Mutex<Vec<(usize, usize)>>>, tokio::task::JoinHandle<()>) {
-    let seen: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+fn record_pods(cluster: &Cluster, api: Api<Pod>, selector: &'static str) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
     let (synced_tx, synced) = tokio::sync::oneshot::channel::<()>();
     let record = seen.clone();
     let runtime = cluster.block_on(async { tokio::runtime::Handle::current() });
@@ -179,7 +182,10 @@ fn record_pods(cluster: &Cluster, api: Api<Pod>, selector: &'static str) -> (Arc
 }
 
 fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
-    let mut all = cluster.block_on(api.list(&ListParams::default().labels("app=web"))).unwrap().items;
+    let mut all = cluster
+        .block_on(api.list(&ListParams::default().labels("app=web")))
+        .unwrap()
+        .items;
     all.sort_by_key(|rs| rs.annotations().get("deployment.kubernetes.io/revision").cloned());
     all
 }
@@ -202,8 +208,16 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let d = wait_complete(&cluster, &deploys, "web", 3);
     let spec = d.spec.as_ref().unwrap();
-    assert_eq!((spec.revision_history_limit, spec.progress_deadline_seconds), (Some(10), Some(600)));
-    assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
+    assert_eq!(
+        (spec.revision_history_limit, spec.progress_deadline_seconds),
+        (Some(10), Some(600))
+    );
+    assert_eq!(
+        d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
     let progressing = d.status.as_ref().unwrap().conditions.clone().unwrap_or_default();
     assert!(
         progressing
@@ -217,19 +231,29 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     let hash = rs.labels().get("pod-template-hash").cloned().unwrap();
     assert_eq!(rs.name_any(), format!("web-{hash}"));
     let owner = &rs.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Deployment", "web", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Deployment", "web", Some(true))
+    );
     let running = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3 && ps.iter().all(ready)
     }));
     for p in &running {
         let owner = &p.owner_references()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", rs.name_any().as_str()));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", rs.name_any().as_str())
+        );
         assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
         assert_eq!(p.labels().get("pod-template-hash"), Some(&hash));
         assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
     }
     let row = kubectl.ok(&["-n", "default", "get", "deploy", "web", "--no-headers"]);
-    assert_eq!(row.split_whitespace().take(4).collect::<Vec<_>>(), ["web", "3/3", "3", "3"], "{row}");
+    assert_eq!(
+        row.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["web", "3/3", "3", "3"],
+        "{row}"
+    );
 
     // A template change: a new ReplicaSet, never more than 3 + 1 (maxSurge
     // 25% rounded up) live pods, never fewer than 3 Ready (maxUnavailable
@@ -244,14 +268,23 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     assert!(out.contains("successfully rolled out"), "{out}");
     wait_complete(&cluster, &deploys, "web", 3);
     let second = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
-        ps.len() == 3 && ps.iter().all(|p| ready(p) && p.labels().get("pod-template-hash") != Some(&hash))
+        ps.len() == 3
+            && ps
+                .iter()
+                .all(|p| ready(p) && p.labels().get("pod-template-hash") != Some(&hash))
     }));
     recorder.abort();
     let seen = seen.lock().unwrap().clone();
     eprintln!("(live pods, ready) at each event of the rollout: {seen:?}");
     assert!(seen.len() > 6, "the recorder saw the rollout: {seen:?}");
-    assert!(seen.iter().all(|(n, _)| *n <= 4), "more than replicas + maxSurge: {seen:?}");
-    assert!(seen.iter().all(|(_, r)| *r >= 3), "fewer than replicas - maxUnavailable Ready: {seen:?}");
+    assert!(
+        seen.iter().all(|(n, _)| *n <= 4),
+        "more than replicas + maxSurge: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, r)| *r >= 3),
+        "fewer than replicas - maxUnavailable Ready: {seen:?}"
+    );
     for p in &second {
         let args = p.spec.as_ref().unwrap().containers[0].args.clone().unwrap_or_default();
         assert!(args.contains(&"9090".to_string()), "{args:?}");
@@ -262,7 +295,9 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     assert_eq!(old.spec.as_ref().unwrap().replicas, Some(0));
     let new = after.iter().find(|r| r.name_any() != rs.name_any()).unwrap();
     assert_eq!(
-        new.annotations().get("deployment.kubernetes.io/revision").map(String::as_str),
+        new.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
         Some("2")
     );
 
@@ -273,9 +308,9 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     wait_complete(&cluster, &deploys, "web", 3);
     let restarted = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
-            && ps.iter().all(|p| {
-                ready(p) && p.annotations().contains_key("kubectl.kubernetes.io/restartedAt")
-            })
+            && ps
+                .iter()
+                .all(|p| ready(p) && p.annotations().contains_key("kubectl.kubernetes.io/restartedAt"))
     }));
     assert_eq!(restarted.len(), 3);
     let history = kubectl.ok(&["-n", "default", "rollout", "history", "deploy/web"]);
@@ -289,11 +324,15 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     // `kubectl scale` through the scale subresource.
     kubectl.ok(&["-n", "default", "scale", "deploy/web", "--replicas=1"]);
     wait_complete(&cluster, &deploys, "web", 1);
-    let one = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| ps.len() == 1 && ps.iter().all(ready)));
+    let one = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+        ps.len() == 1 && ps.iter().all(ready)
+    }));
 
     // A deleted pod is replaced.
     let victim = one[0].name_any();
-    cluster.block_on(pods.delete(&victim, &DeleteParams::default())).unwrap();
+    cluster
+        .block_on(pods.delete(&victim, &DeleteParams::default()))
+        .unwrap();
     let again = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 1 && ps.iter().all(|p| ready(p) && p.name_any() != victim)
     }));
@@ -317,8 +356,14 @@ fn priority_classes_leases_and_daemonset_history() {
         .lines()
         .map(|l| l.split_whitespace().take(3).map(str::to_string).collect())
         .collect();
-    for (name, value) in [("system-node-critical", "2000001000"), ("system-cluster-critical", "2000000000")] {
-        assert!(rows.contains(&vec![name.to_string(), value.to_string(), "false".to_string()]), "{out}");
+    for (name, value) in [
+        ("system-node-critical", "2000001000"),
+        ("system-cluster-critical", "2000000000"),
+    ] {
+        assert!(
+            rows.contains(&vec![name.to_string(), value.to_string(), "false".to_string()]),
+            "{out}"
+        );
     }
 
     // A pod's priority comes from its class; an unknown class is refused.
@@ -338,7 +383,11 @@ fn priority_classes_leases_and_daemonset_history() {
     match refused {
         kube::Error::Api(s) => {
             assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
-            assert!(s.message.contains("no PriorityClass with name gold was found"), "{}", s.message);
+            assert!(
+                s.message.contains("no PriorityClass with name gold was found"),
+                "{}",
+                s.message
+            );
         }
         other => panic!("{other}"),
     }
@@ -350,7 +399,9 @@ fn priority_classes_leases_and_daemonset_history() {
     .unwrap();
     cluster.block_on(leases.create(&PostParams::default(), &lease)).unwrap();
     let renewed = await_condition(leases.clone(), "node-0", |l: Option<&Lease>| {
-        l.and_then(|l| l.spec.as_ref()).and_then(|s| s.renew_time.as_ref()).is_some()
+        l.and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.renew_time.as_ref())
+            .is_some()
     });
     let renew = json!({"spec": {"renewTime": "2025-01-01T00:00:00.000000Z"}});
     cluster
@@ -362,7 +413,10 @@ fn priority_classes_leases_and_daemonset_history() {
         .unwrap()
         .unwrap();
     let spec = got.spec.unwrap();
-    assert_eq!((spec.holder_identity.as_deref(), spec.lease_duration_seconds), (Some("node-0"), Some(40)));
+    assert_eq!(
+        (spec.holder_identity.as_deref(), spec.lease_duration_seconds),
+        (Some("node-0"), Some(40))
+    );
 
     // A DaemonSet's templates become ControllerRevisions: `rollout history`.
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
@@ -388,8 +442,14 @@ fn priority_classes_leases_and_daemonset_history() {
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
     let listed = cluster.block_on(crs.list(&ListParams::default())).unwrap().items;
     let ds_uid = cluster.block_on(dss.get("probe")).unwrap().uid();
-    assert!(listed.iter().all(|r| r.owner_references()[0].uid == ds_uid.clone().unwrap()));
-    let live = cluster.block_on(wait_pods(pods.clone(), "app=probe", |ps| ps.len() == 2 && ps.iter().all(ready)));
+    assert!(
+        listed
+            .iter()
+            .all(|r| r.owner_references()[0].uid == ds_uid.clone().unwrap())
+    );
+    let live = cluster.block_on(wait_pods(pods.clone(), "app=probe", |ps| {
+        ps.len() == 2 && ps.iter().all(ready)
+    }));
     let newest = listed.iter().max_by_key(|r| r.revision).unwrap();
     for p in &live {
         assert_eq!(

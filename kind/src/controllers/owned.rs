@@ -11,7 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 
 /// The controller reference of an object, if any.
 pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.iter().flatten().find(|o| o.controller == Some(true))
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
 }
 
 /// Whether `meta` is controlled by the object with `uid`.

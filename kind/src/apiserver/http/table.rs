@@ -310,11 +310,20 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
                 .map(|o| {
                     let group = s(o, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
                     let kind = s(o, "/kind").to_lowercase();
-                    let kind = if group.is_empty() { kind } else { format!("{kind}.{group}") };
+                    let kind = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
                     format!("{kind}/{}", s(o, "/name"))
                 })
                 .unwrap_or_else(|| "<none>".into());
-            vec![json!(name), json!(controller), json!(n(obj, "/revision")), json!(age(obj))]
+            vec![
+                json!(name),
+                json!(controller),
+                json!(n(obj, "/revision")),
+                json!(age(obj)),
+            ]
         }
         ("scheduling.k8s.io", "priorityclasses") => vec![
             json!(name),
@@ -489,7 +498,10 @@ mod tests {
         assert_eq!(c[..3], [json!("ds-abc"), json!("daemonset.apps/ds"), json!(2)]);
         let pc = json!({"metadata": {"name": "system-node-critical"}, "value": 2_000_001_000, "preemptionPolicy": "PreemptLowerPriority"});
         let c = cells(find("priorityclasses"), &pc);
-        assert_eq!(c[..3], [json!("system-node-critical"), json!(2_000_001_000), json!(false)]);
+        assert_eq!(
+            c[..3],
+            [json!("system-node-critical"), json!(2_000_001_000), json!(false)]
+        );
         assert_eq!(c[4], "PreemptLowerPriority");
     }
 

@@ -193,10 +193,7 @@ impl LabelSelector {
                 "In" => LabelOp::In(values),
                 "NotIn" => LabelOp::NotIn(values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(format!(
-                        "{:?}: values must be empty for operator {}",
-                        e.key, e.operator
-                    ));
+                    return Err(format!("{:?}: values must be empty for operator {}", e.key, e.operator));
                 }
                 "Exists" => LabelOp::Exists,
                 "DoesNotExist" => LabelOp::DoesNotExist,
@@ -569,12 +566,11 @@ mod tests {
 
     #[test]
     fn api_selectors_match_and_print_as_queries() {
-        let api: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = serde_json::from_value(
-            serde_json::json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+        let api: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"app": "web"}, "matchExpressions": [
                 {"key": "tier", "operator": "In", "values": ["a", "b"]},
-                {"key": "canary", "operator": "DoesNotExist"}]}),
-        )
-        .unwrap();
+                {"key": "canary", "operator": "DoesNotExist"}]}))
+            .unwrap();
         let sel = LabelSelector::from_api(&api).unwrap();
         let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

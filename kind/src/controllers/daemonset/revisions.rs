@@ -83,9 +83,9 @@ pub fn plan(ds: &DaemonSet, hash: &str, mine: &[ControllerRevision], pods: &[Pod
     }
     let live = |r: &ControllerRevision| {
         current.is_some_and(|c| c.name_any() == r.name_any())
-            || r.labels().get(REVISION_LABEL).is_some_and(|h| {
-                pods.iter().any(|p| p.labels().get(REVISION_LABEL) == Some(h))
-            })
+            || r.labels()
+                .get(REVISION_LABEL)
+                .is_some_and(|h| pods.iter().any(|p| p.labels().get(REVISION_LABEL) == Some(h)))
     };
     let limit = ds
         .spec
@@ -123,8 +123,12 @@ pub async fn sync(client: &kube::Client, ds: &DaemonSet, hash: &str, pods: &[Pod
         }
     }
     if let Some((name, revision)) = &todo.renumber {
-        api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"revision": revision})))
-            .await?;
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"revision": revision})),
+        )
+        .await?;
     }
     for name in &todo.delete {
         match api.delete(name, &DeleteParams::default()).await {

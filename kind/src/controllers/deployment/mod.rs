@@ -179,7 +179,13 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Deployme
         .filter(|rs| controlled_by(&rs.metadata, &uid))
         .collect();
     // Oldest first: by revision, then age.
-    owned.sort_by_key(|rs| (revision(&rs.metadata), rs.metadata.creation_timestamp.clone(), rs.name_any()));
+    owned.sort_by_key(|rs| {
+        (
+            revision(&rs.metadata),
+            rs.metadata.creation_timestamp.clone(),
+            rs.name_any(),
+        )
+    });
     let mut new = owned
         .iter()
         .position(|rs| same_template(rs, &spec.template))
@@ -349,9 +355,15 @@ mod tests {
         );
         assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Deployment");
         assert_eq!(v["metadata"]["ownerReferences"][0]["blockOwnerDeletion"], true);
-        assert_eq!(v["spec"]["selector"]["matchLabels"], json!({"app": "web", HASH_LABEL: hash}));
+        assert_eq!(
+            v["spec"]["selector"]["matchLabels"],
+            json!({"app": "web", HASH_LABEL: hash})
+        );
         assert_eq!(v["spec"]["template"]["metadata"]["labels"][HASH_LABEL], json!(hash));
-        assert_eq!((v["spec"]["replicas"].clone(), v["spec"]["minReadySeconds"].clone()), (json!(1), json!(2)));
+        assert_eq!(
+            (v["spec"]["replicas"].clone(), v["spec"]["minReadySeconds"].clone()),
+            (json!(1), json!(2))
+        );
         assert!(same_template(&rs, &template));
         let mut changed = template.clone();
         changed.metadata.as_mut().unwrap().annotations = Some([("restartedAt".into(), "now".into())].into());

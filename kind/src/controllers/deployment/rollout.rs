@@ -57,7 +57,11 @@ pub fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
 }
 
 fn recreate(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()) == Some("Recreate")
+    d.spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("Recreate")
 }
 
 /// One step of `d`'s rollout. `old` is ordered oldest first.
@@ -108,12 +112,8 @@ pub fn step(d: &Deployment, new: Option<&Rs>, old: &[Rs]) -> Step {
         budget -= cut;
     }
     // Then available ones, as long as enough stay available.
-    let available: i32 = old
-        .iter()
-        .zip(&wanted)
-        .map(|(r, w)| r.available.min(*w))
-        .sum::<i32>()
-        + new.map_or(0, |n| n.available);
+    let available: i32 =
+        old.iter().zip(&wanted).map(|(r, w)| r.available.min(*w)).sum::<i32>() + new.map_or(0, |n| n.available);
     let mut cut_total = (available - min_available).max(0);
     for w in &mut wanted {
         let cut = (*w).min(cut_total);
@@ -222,13 +222,23 @@ mod tests {
         let s = step(&d, Some(&rs("n", 1, 1, 0)), &[rs("o", 3, 3, 3)]);
         assert_eq!(s, Step::default());
         // Unavailable old pods go first (within the budget), available ones stay.
-        let d = deploy(4, json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}));
+        let d = deploy(
+            4,
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+        );
         let s = step(&d, Some(&rs("n", 0, 0, 0)), &[rs("o1", 2, 2, 0), rs("o2", 2, 2, 2)]);
         assert_eq!(s.new, None);
         assert_eq!(s.old, [("o1".to_string(), 1)]);
-        let d = deploy(4, json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 2}}));
+        let d = deploy(
+            4,
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 2}}),
+        );
         let s = step(&d, Some(&rs("n", 0, 0, 0)), &[rs("o1", 2, 2, 0), rs("o2", 2, 2, 2)]);
-        assert_eq!(s.old, [("o1".to_string(), 0)], "o2's available pods are all still needed");
+        assert_eq!(
+            s.old,
+            [("o1".to_string(), 0)],
+            "o2's available pods are all still needed"
+        );
     }
 
     #[test]

@@ -83,16 +83,48 @@ pub fn status(d: &Deployment, all: &[&ReplicaSet], facts: &Facts<'_>) -> (Deploy
         || old.observed_generation != st.observed_generation;
     let mut recheck = None;
     if spec.paused == Some(true) {
-        set(&mut conditions, &now, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", false);
+        set(
+            &mut conditions,
+            &now,
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused",
+            false,
+        );
     } else if complete {
         let msg = format!("ReplicaSet \"{new_name}\" has successfully progressed.");
-        set(&mut conditions, &now, "Progressing", "True", "NewReplicaSetAvailable", &msg, false);
+        set(
+            &mut conditions,
+            &now,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &msg,
+            false,
+        );
     } else if facts.created {
         let msg = format!("Created new replica set \"{new_name}\"");
-        set(&mut conditions, &now, "Progressing", "True", "NewReplicaSetCreated", &msg, true);
+        set(
+            &mut conditions,
+            &now,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            &msg,
+            true,
+        );
     } else if moved || progressing(&conditions).is_none_or(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable")) {
         let msg = format!("ReplicaSet \"{new_name}\" is progressing.");
-        set(&mut conditions, &now, "Progressing", "True", "ReplicaSetUpdated", &msg, true);
+        set(
+            &mut conditions,
+            &now,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &msg,
+            true,
+        );
     }
     // A rollout that has not moved for the deadline has failed.
     if !complete
@@ -104,7 +136,15 @@ pub fn status(d: &Deployment, all: &[&ReplicaSet], facts: &Facts<'_>) -> (Deploy
         let at = since + Duration::from_secs(u64::try_from(deadline).unwrap_or(0));
         if at <= facts.now {
             let msg = format!("ReplicaSet \"{new_name}\" has timed out progressing.");
-            set(&mut conditions, &now, "Progressing", "False", "ProgressDeadlineExceeded", &msg, false);
+            set(
+                &mut conditions,
+                &now,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                &msg,
+                false,
+            );
         } else {
             recheck = Duration::try_from(at - facts.now).ok();
         }
@@ -167,8 +207,10 @@ mod tests {
     }
 
     fn rs(name: &str, wanted: i32, replicas: i32, available: i32) -> ReplicaSet {
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"replicas": wanted, "selector": {}},
-            "status": {"replicas": replicas, "readyReplicas": available, "availableReplicas": available}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"replicas": wanted, "selector": {}},
+            "status": {"replicas": replicas, "readyReplicas": available, "availableReplicas": available}}),
+        )
         .unwrap()
     }
 
@@ -191,14 +233,28 @@ mod tests {
         };
         let (st, recheck) = status(&deploy(json!({})), &[&new, &old], &facts);
         assert_eq!(
-            (st.replicas, st.updated_replicas, st.available_replicas, st.unavailable_replicas),
+            (
+                st.replicas,
+                st.updated_replicas,
+                st.available_replicas,
+                st.unavailable_replicas
+            ),
             (Some(3), Some(3), Some(3), Some(0))
         );
         assert_eq!(st.observed_generation, Some(2));
         let p = cond(&st, "Progressing");
-        assert_eq!((p.status.as_str(), p.reason.as_deref()), ("True", Some("NewReplicaSetAvailable")));
-        assert_eq!(p.message.as_deref(), Some("ReplicaSet \"web-n\" has successfully progressed."));
-        assert_eq!(cond(&st, "Available").reason.as_deref(), Some("MinimumReplicasAvailable"));
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_deref()),
+            ("True", Some("NewReplicaSetAvailable"))
+        );
+        assert_eq!(
+            p.message.as_deref(),
+            Some("ReplicaSet \"web-n\" has successfully progressed.")
+        );
+        assert_eq!(
+            cond(&st, "Available").reason.as_deref(),
+            Some("MinimumReplicasAvailable")
+        );
         assert_eq!(recheck, None);
     }
 
@@ -224,7 +280,10 @@ mod tests {
         };
         let (st, _) = status(&d, &[&new, &old], &later);
         let p = cond(&st, "Progressing");
-        assert_eq!((p.status.as_str(), p.reason.as_deref()), ("False", Some("ProgressDeadlineExceeded")));
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_deref()),
+            ("False", Some("ProgressDeadlineExceeded"))
+        );
         // Progress before the deadline pushes it back.
         let moved = rs("web-n", 1, 1, 1);
         let (st, recheck) = status(
@@ -238,6 +297,10 @@ mod tests {
         );
         assert_eq!(cond(&st, "Progressing").reason.as_deref(), Some("ReplicaSetUpdated"));
         assert_eq!(recheck, Some(Duration::from_secs(600)));
-        assert_eq!(cond(&st, "Available").status, "True", "3 of 3 wanted, none may be unavailable");
+        assert_eq!(
+            cond(&st, "Available").status,
+            "True",
+            "3 of 3 wanted, none may be unavailable"
+        );
     }
 }

@@ -110,7 +110,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Replica
         // The resourceVersion makes this a compare-and-swap: a pod that
         // changed since it was listed is looked at again on the next pass.
         let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
-        match pods_api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        match pods_api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
             Err(e) => return Err(failed(&rs, "adopting a pod")(e)),

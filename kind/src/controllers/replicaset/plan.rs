@@ -117,7 +117,11 @@ pub fn plan(rs: &ReplicaSet, pods: &[Pod], now: Timestamp) -> Plan {
 
 /// The order in which surplus pods go: the least useful first.
 fn deletion_rank(pod: &Pod) -> impl Ord {
-    let assigned = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let assigned = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") => 0,
         Some("Running") => 2,
@@ -167,8 +171,7 @@ mod tests {
                 "status": if ready_at.is_some() { "True" } else { "False" }, "lastTransitionTime": ready_at.unwrap_or(T0)}]}
         });
         if let Some(uid) = owner {
-            v["metadata"]["ownerReferences"] =
-                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-x", "uid": uid, "controller": true}]);
+            v["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-x", "uid": uid, "controller": true}]);
         }
         json_patch::merge(&mut v, &extra);
         serde_json::from_value(v).unwrap()
@@ -182,16 +185,32 @@ mod tests {
     fn creates_the_missing_and_reports_what_it_found() {
         let pods = [
             pod("a", Some("rs-uid"), Some(T0), json!({})),
-            pod("b", Some("rs-uid"), None, json!({"metadata": {"labels": {"tier": null}}})),
+            pod(
+                "b",
+                Some("rs-uid"),
+                None,
+                json!({"metadata": {"labels": {"tier": null}}}),
+            ),
             pod("other", Some("someone-else"), Some(T0), json!({})),
-            pod("gone", Some("rs-uid"), Some(T0), json!({"metadata": {"deletionTimestamp": T0}})),
+            pod(
+                "gone",
+                Some("rs-uid"),
+                Some(T0),
+                json!({"metadata": {"deletionTimestamp": T0}}),
+            ),
             pod("done", Some("rs-uid"), None, json!({"status": {"phase": "Failed"}})),
         ];
         let p = plan(&rs(3), &pods, now());
         assert_eq!((p.create, p.delete.len(), p.adopt.len()), (1, 0, 0));
         let s = &p.status;
         assert_eq!(
-            (s.replicas, s.fully_labeled_replicas, s.ready_replicas, s.available_replicas, s.observed_generation),
+            (
+                s.replicas,
+                s.fully_labeled_replicas,
+                s.ready_replicas,
+                s.available_replicas,
+                s.observed_generation
+            ),
             (2, Some(1), Some(1), Some(1), Some(4))
         );
     }
@@ -200,8 +219,18 @@ mod tests {
     fn adopts_matching_orphans_only() {
         let pods = [
             pod("orphan", None, Some(T0), json!({})),
-            pod("stranger", None, Some(T0), json!({"metadata": {"labels": {"app": "db"}}})),
-            pod("leaving", None, Some(T0), json!({"metadata": {"deletionTimestamp": T0}})),
+            pod(
+                "stranger",
+                None,
+                Some(T0),
+                json!({"metadata": {"labels": {"app": "db"}}}),
+            ),
+            pod(
+                "leaving",
+                None,
+                Some(T0),
+                json!({"metadata": {"deletionTimestamp": T0}}),
+            ),
         ];
         let p = plan(&rs(1), &pods, now());
         assert_eq!(p.adopt, ["orphan"]);
@@ -215,7 +244,12 @@ mod tests {
             pod("old-ready", Some("rs-uid"), Some(T0), json!({})),
             pod("new-ready", Some("rs-uid"), Some(later), json!({})),
             pod("not-ready", Some("rs-uid"), None, json!({})),
-            pod("pending", Some("rs-uid"), None, json!({"spec": {"nodeName": null}, "status": {"phase": "Pending"}})),
+            pod(
+                "pending",
+                Some("rs-uid"),
+                None,
+                json!({"spec": {"nodeName": null}, "status": {"phase": "Pending"}}),
+            ),
         ];
         assert_eq!(plan(&rs(1), &pods, now()).delete, ["pending", "not-ready", "new-ready"]);
         assert_eq!(plan(&rs(3), &pods, now()).delete, ["pending"]);
@@ -227,7 +261,10 @@ mod tests {
         let mut r = rs(1);
         r.spec.as_mut().unwrap().min_ready_seconds = Some(900);
         let p = plan(&r, &[pod("a", Some("rs-uid"), Some(T0), json!({}))], now());
-        assert_eq!((p.status.ready_replicas, p.status.available_replicas), (Some(1), Some(0)));
+        assert_eq!(
+            (p.status.ready_replicas, p.status.available_replicas),
+            (Some(1), Some(0))
+        );
         assert_eq!(p.recheck, Some(Duration::from_secs(300)));
     }
 }

@@ -113,7 +113,8 @@ mod tests {
         let mut v = json!({"metadata": {"name": "web"}, "spec": spec});
         let s = v["spec"].as_object_mut().unwrap();
         s.entry("selector").or_insert(json!({"matchLabels": {"app": "web"}}));
-        s.entry("template").or_insert(json!({"metadata": {"labels": {"app": "web"}},
+        s.entry("template")
+            .or_insert(json!({"metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]}}));
         DeploymentStrategy.validate_and_default("web", &mut v)?;
         Ok(v)
@@ -144,13 +145,20 @@ mod tests {
     #[test]
     fn strategy_rules() {
         let e = deploy(json!({"strategy": {"type": "Recreate", "rollingUpdate": {}}})).unwrap_err();
-        assert!(e.message.contains("spec.strategy.rollingUpdate: Forbidden"), "{}", e.message);
+        assert!(
+            e.message.contains("spec.strategy.rollingUpdate: Forbidden"),
+            "{}",
+            e.message
+        );
         let e = deploy(json!({"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}})).unwrap_err();
         assert!(e.message.contains("may not be 0 when `maxSurge` is 0"), "{}", e.message);
         let e = deploy(json!({"strategy": {"type": "BlueGreen"}})).unwrap_err();
         assert!(e.message.contains("Unsupported value: \"BlueGreen\""), "{}", e.message);
         let e = deploy(json!({"strategy": {"rollingUpdate": {"maxSurge": "lots"}}})).unwrap_err();
-        assert!(e.message.starts_with("Deployment.apps \"web\" is invalid: spec.strategy.rollingUpdate.maxSurge"));
+        assert!(
+            e.message
+                .starts_with("Deployment.apps \"web\" is invalid: spec.strategy.rollingUpdate.maxSurge")
+        );
         let e = deploy(json!({"selector": {"matchLabels": {"app": "x"}}})).unwrap_err();
         assert_eq!(e.code, 422);
     }

@@ -37,7 +37,12 @@ impl Strategy for PodStrategy {
 pub(crate) fn validate_containers(kind: &str, name: &str, spec: Option<&Value>, path: &str) -> Result<(), ApiError> {
     let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
     let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
-        return Err(ApiError::invalid(kind, name, &format!("{path}.containers"), "Required value"));
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            &format!("{path}.containers"),
+            "Required value",
+        ));
     };
     for (i, c) in cs.iter().enumerate() {
         for field in ["name", "image"] {

@@ -46,12 +46,16 @@ pub(crate) struct PriorityClassStrategy;
 
 impl Strategy for PriorityClassStrategy {
     fn validate_and_default(&self, name: &str, obj: &mut Value) -> Result<(), ApiError> {
-        let invalid = |field: &str, message: &str| ApiError::invalid("PriorityClass.scheduling.k8s.io", name, field, message);
+        let invalid =
+            |field: &str, message: &str| ApiError::invalid("PriorityClass.scheduling.k8s.io", name, field, message);
         let Some(value) = obj.get("value").and_then(Value::as_i64) else {
             return Err(invalid("value", "Required value"));
         };
         if i32::try_from(value).is_err() {
-            return Err(invalid("value", &format!("Invalid value: {value}: must fit in 32 bits")));
+            return Err(invalid(
+                "value",
+                &format!("Invalid value: {value}: must fit in 32 bits"),
+            ));
         }
         if name.starts_with("system-") {
             if !SYSTEM.iter().any(|(n, v, _)| *n == name && *v == value) {
@@ -63,7 +67,9 @@ impl Strategy for PriorityClassStrategy {
         } else if value > HIGHEST_USER_DEFINABLE {
             return Err(invalid(
                 "value",
-                &format!("Invalid value: {value}: maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE}"),
+                &format!(
+                    "Invalid value: {value}: maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE}"
+                ),
             ));
         }
         match obj.get("preemptionPolicy").and_then(Value::as_str) {
@@ -83,7 +89,9 @@ impl Strategy for PriorityClassStrategy {
         let name = name_of(obj);
         if SYSTEM.iter().any(|(n, _, _)| *n == name) {
             return Err(ApiError::forbidden(
-                format!("priorityclasses.scheduling.k8s.io \"{name}\" is forbidden: this is a system priority class and cannot be deleted"),
+                format!(
+                    "priorityclasses.scheduling.k8s.io \"{name}\" is forbidden: this is a system priority class and cannot be deleted"
+                ),
                 "scheduling.k8s.io",
                 "priorityclasses",
                 name,
@@ -98,7 +106,12 @@ impl Strategy for PriorityClassStrategy {
 pub(crate) fn admit_pod<'a>(pod: &mut Value, classes: impl Iterator<Item = &'a Value>) -> Result<(), ApiError> {
     let pod_name = name_of(pod).to_string();
     let forbidden = |why: String| {
-        ApiError::forbidden(format!("pods \"{pod_name}\" is forbidden: {why}"), "", "pods", &pod_name)
+        ApiError::forbidden(
+            format!("pods \"{pod_name}\" is forbidden: {why}"),
+            "",
+            "pods",
+            &pod_name,
+        )
     };
     let wanted = pod
         .pointer("/spec/priorityClassName")
@@ -159,9 +172,8 @@ mod tests {
     fn classes() -> Vec<Value> {
         let mut all = system_classes();
         for c in &mut all {
-            PriorityClassStrategy
-                .validate_and_default(&name_of(c).to_string(), c)
-                .unwrap();
+            let name = name_of(c).to_string();
+            PriorityClassStrategy.validate_and_default(&name, c).unwrap();
         }
         all
     }
@@ -188,7 +200,10 @@ mod tests {
         let all = classes();
         let e = admit_pod(&mut pod(json!({"priorityClassName": "gold"})), all.iter()).unwrap_err();
         assert_eq!((e.code, e.reason), (403, "Forbidden"));
-        assert_eq!(e.message, "pods \"p\" is forbidden: no PriorityClass with name gold was found");
+        assert_eq!(
+            e.message,
+            "pods \"p\" is forbidden: no PriorityClass with name gold was found"
+        );
         let e = admit_pod(
             &mut pod(json!({"priorityClassName": "system-cluster-critical", "priority": 5})),
             all.iter(),
@@ -203,12 +218,18 @@ mod tests {
     fn the_lowest_global_default_applies_to_pods_without_a_class() {
         let mut all = classes();
         for (name, value) in [("high", 100), ("low", 10)] {
-            all.push(json!({"metadata": {"name": name}, "value": value, "globalDefault": true, "preemptionPolicy": "Never"}));
+            all.push(
+                json!({"metadata": {"name": name}, "value": value, "globalDefault": true, "preemptionPolicy": "Never"}),
+            );
         }
         let mut p = pod(json!({}));
         admit_pod(&mut p, all.iter()).unwrap();
         assert_eq!(
-            (&p["spec"]["priorityClassName"], &p["spec"]["priority"], &p["spec"]["preemptionPolicy"]),
+            (
+                &p["spec"]["priorityClassName"],
+                &p["spec"]["priority"],
+                &p["spec"]["preemptionPolicy"]
+            ),
             (&json!("low"), &json!(10), &json!("Never"))
         );
     }

@@ -51,7 +51,12 @@ pub(crate) fn validate_replicated(kind: &str, short: &str, name: &str, obj: &Val
                     &format!("Invalid value: {n}: must be greater than or equal to 0"),
                 ));
             }
-            _ => return Err(invalid("spec.replicas", &format!("Invalid value: {r}: must be an integer"))),
+            _ => {
+                return Err(invalid(
+                    "spec.replicas",
+                    &format!("Invalid value: {r}: must be an integer"),
+                ));
+            }
         }
     }
     let Some(raw) = obj.pointer("/spec/selector").filter(|s| !s.is_null()) else {
@@ -59,7 +64,8 @@ pub(crate) fn validate_replicated(kind: &str, short: &str, name: &str, obj: &Val
     };
     let api: ApiSelector = serde_json::from_value(raw.clone())
         .map_err(|e| invalid("spec.selector", &format!("Invalid value: {raw}: {e}")))?;
-    let selector = LabelSelector::from_api(&api).map_err(|e| invalid("spec.selector", &format!("Invalid value: {e}")))?;
+    let selector =
+        LabelSelector::from_api(&api).map_err(|e| invalid("spec.selector", &format!("Invalid value: {e}")))?;
     if selector.is_empty() {
         return Err(invalid(
             "spec.selector",
@@ -103,18 +109,27 @@ mod tests {
         let v = rs(json!({"spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template()}})).unwrap();
         assert_eq!(v["spec"]["replicas"], 1);
         assert_eq!(v["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        let v = rs(json!({"spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": template()}}))
-            .unwrap();
+        let v =
+            rs(json!({"spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": template()}}))
+                .unwrap();
         assert_eq!(v["spec"]["replicas"], 0, "zero is kept");
     }
 
     #[test]
     fn the_selector_must_select_the_template() {
         let e = rs(json!({"spec": {"template": template()}})).unwrap_err();
-        assert_eq!(e.message, "ReplicaSet.apps \"web\" is invalid: spec.selector: Required value");
+        assert_eq!(
+            e.message,
+            "ReplicaSet.apps \"web\" is invalid: spec.selector: Required value"
+        );
         let e = rs(json!({"spec": {"selector": {}, "template": template()}})).unwrap_err();
-        assert!(e.message.contains("empty selector is invalid for replicaset"), "{}", e.message);
-        let e = rs(json!({"spec": {"selector": {"matchLabels": {"app": "other"}}, "template": template()}})).unwrap_err();
+        assert!(
+            e.message.contains("empty selector is invalid for replicaset"),
+            "{}",
+            e.message
+        );
+        let e =
+            rs(json!({"spec": {"selector": {"matchLabels": {"app": "other"}}, "template": template()}})).unwrap_err();
         assert_eq!(e.code, 422);
         assert!(
             e.message
@@ -122,12 +137,17 @@ mod tests {
             "{}",
             e.message
         );
-        let e = rs(json!({"spec": {"replicas": -1, "selector": {"matchLabels": {"app": "web"}}, "template": template()}}))
-            .unwrap_err();
+        let e =
+            rs(json!({"spec": {"replicas": -1, "selector": {"matchLabels": {"app": "web"}}, "template": template()}}))
+                .unwrap_err();
         assert!(e.message.contains("spec.replicas: Invalid value: -1"), "{}", e.message);
         let e = rs(json!({"spec": {"selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}}))
         .unwrap_err();
-        assert!(e.message.contains("spec.template.spec.containers: Required value"), "{}", e.message);
+        assert!(
+            e.message.contains("spec.template.spec.containers: Required value"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -43,7 +43,9 @@ pub(crate) fn apply_scale(obj: &Value, scale: &Value) -> Result<Value, ApiError>
     if let Some(kind) = scale.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
         && kind != "Scale"
     {
-        return Err(ApiError::bad_request(format!("expected a Scale body, got kind {kind:?}")));
+        return Err(ApiError::bad_request(format!(
+            "expected a Scale body, got kind {kind:?}"
+        )));
     }
     let given = meta_str(scale, "name");
     if !given.is_empty() && given != name {
@@ -93,9 +95,21 @@ mod tests {
         let scaled = apply_scale(&deploy(), &json!({"spec": {"replicas": 1}})).unwrap();
         assert_eq!(scaled["spec"]["replicas"], 1);
         assert_eq!(scaled["metadata"]["resourceVersion"], "7");
-        let pinned = apply_scale(&deploy(), &json!({"metadata": {"resourceVersion": "3"}, "spec": {"replicas": 1}})).unwrap();
-        assert_eq!(pinned["metadata"]["resourceVersion"], "3", "kept as the update's precondition");
-        assert_eq!(apply_scale(&deploy(), &json!({"spec": {"replicas": -1}})).unwrap_err().code, 422);
+        let pinned = apply_scale(
+            &deploy(),
+            &json!({"metadata": {"resourceVersion": "3"}, "spec": {"replicas": 1}}),
+        )
+        .unwrap();
+        assert_eq!(
+            pinned["metadata"]["resourceVersion"], "3",
+            "kept as the update's precondition"
+        );
+        assert_eq!(
+            apply_scale(&deploy(), &json!({"spec": {"replicas": -1}}))
+                .unwrap_err()
+                .code,
+            422
+        );
         assert_eq!(apply_scale(&deploy(), &json!({"kind": "Pod"})).unwrap_err().code, 400);
     }
 }
