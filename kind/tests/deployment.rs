@@ -460,3 +460,53 @@ fn priority_classes_leases_and_daemonset_history() {
     }
     cluster.delete().unwrap();
 }
+
+/// helm's `--wait` reads a Deployment's status and conditions (the
+/// `Progressing` reason `NewReplicaSetAvailable`): install and upgrade
+/// return once the rollout is complete.
+#[test]
+fn helm_waits_for_a_deployment() {
+    let test = "helm_waits_for_a_deployment";
+    let Some((cluster, _kubectl, home)) = setup(test) else {
+        return;
+    };
+    let Some(helm) = Kubectl::helm(test, cluster.kubeconfig_path(), home.path()) else {
+        return;
+    };
+    let chart = home.join("web");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: web\nversion: 0.1.0\n").unwrap();
+    std::fs::write(chart.join("values.yaml"), "port: 8080\n").unwrap();
+    let template = DEPLOYMENT
+        .replace("replicas: 3", "replicas: 2")
+        .replace("\"8080\"", "{{ .Values.port | quote }}");
+    std::fs::write(chart.join("templates/deployment.yaml"), template).unwrap();
+    let chart = chart.to_str().unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(cluster.client(), "default");
+    helm.ok(&["install", "web", chart, "-n", "default", "--wait", "--timeout", "90s"]);
+    let d = cluster.block_on(deploys.get("web")).unwrap();
+    assert_eq!(d.status.and_then(|s| s.available_replicas), Some(2));
+    helm.ok(&[
+        "upgrade",
+        "web",
+        chart,
+        "-n",
+        "default",
+        "--set",
+        "port=9090",
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    let d = cluster.block_on(deploys.get("web")).unwrap();
+    assert!(complete(2).matches_object(Some(&d)), "{:?}", d.status);
+    assert_eq!(
+        d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("2")
+    );
+    helm.ok(&["uninstall", "web", "-n", "default", "--wait", "--timeout", "90s"]);
+    assert!(cluster.block_on(deploys.get_opt("web")).unwrap().is_none());
+    cluster.delete().unwrap();
+}
