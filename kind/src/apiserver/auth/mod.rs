@@ -103,7 +103,12 @@ impl Tokens {
     /// [`API_AUDIENCE`]). Returns the token and its expiry.
     pub fn mint_expiring(&self, user: UserInfo, audiences: Vec<String>, ttl: Duration) -> (String, SystemTime) {
         let token = ids::token(32);
-        let expires = SystemTime::now() + ttl;
+        // Whole seconds, as the TokenRequest's expirationTimestamp says.
+        let at = (SystemTime::now() + ttl)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
         self.put(
             &token,
             Grant {
@@ -229,6 +234,7 @@ mod tests {
         let sa = UserInfo::service_account("ns", "sa");
         let (live, expires) = t.mint_expiring(sa.clone(), vec![API_AUDIENCE.into()], Duration::from_secs(600));
         assert!(expires > SystemTime::now() + Duration::from_secs(590));
+        assert_eq!(expires.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos(), 0);
         assert_eq!(t.lookup(&live), Some(sa.clone()));
         let (other, _) = t.mint_expiring(sa.clone(), vec!["vault".into()], Duration::from_secs(600));
         assert_eq!(t.lookup(&other), None, "a token for another audience");
