@@ -81,7 +81,10 @@ fn finished(p: &Pod) -> bool {
 fn waiting(p: &Pod) -> Option<(String, String)> {
     let s = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
     let w = s.state.as_ref()?.waiting.as_ref()?;
-    Some((w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default()))
+    Some((
+        w.reason.clone().unwrap_or_default(),
+        w.message.clone().unwrap_or_default(),
+    ))
 }
 
 fn logs(cluster: &Cluster, pod: &str) -> String {
@@ -252,9 +255,7 @@ fn a_pod_sees_its_volumes_env_and_service_account_token() {
         .unwrap();
     let gone = kube::runtime::wait::conditions::is_deleted(&uid);
     cluster
-        .block_on(async {
-            tokio::time::timeout(WAIT, await_condition(api_pods.clone(), "reader", gone)).await
-        })
+        .block_on(async { tokio::time::timeout(WAIT, await_condition(api_pods.clone(), "reader", gone)).await })
         .unwrap()
         .unwrap();
     let removed = wait_until(|| !pod_dir.exists());
@@ -303,8 +304,9 @@ fn failed_mounts_and_missing_config_keep_the_container_waiting() {
     let events: Api<Event> = Api::namespaced(cluster.client(), "default");
     let list = cluster.block_on(events.list(&ListParams::default())).unwrap();
     assert!(
-        list.items.iter().any(|e| e.reason.as_deref() == Some("FailedMount")
-            && e.involved_object.name.as_deref() == Some("typed")),
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FailedMount") && e.involved_object.name.as_deref() == Some("typed")),
         "{:?}",
         list.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
     );
@@ -319,9 +321,14 @@ fn failed_mounts_and_missing_config_keep_the_container_waiting() {
                 "env": [{"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "level"}}}]}]}
         }),
     );
-    let stuck = wait_pod(&cluster, "configured", |p| waiting(p).is_some_and(|(r, _)| r == "CreateContainerConfigError"));
+    let stuck = wait_pod(&cluster, "configured", |p| {
+        waiting(p).is_some_and(|(r, _)| r == "CreateContainerConfigError")
+    });
     assert_eq!(waiting(&stuck).unwrap().1, "configmap \"later\" not found");
-    let _: ConfigMap = create(&cluster, json!({"metadata": {"name": "later"}, "data": {"level": "info"}}));
+    let _: ConfigMap = create(
+        &cluster,
+        json!({"metadata": {"name": "later"}, "data": {"level": "info"}}),
+    );
     wait_pod(&cluster, "configured", |p| phase(p) == "Running");
     assert!(wait_until(|| logs(&cluster, "configured").contains("level=info")));
 }
@@ -341,7 +348,10 @@ fn capabilities_decide_whether_a_container_can_program_iptables() {
         ("plain", json!({})),
         ("net-admin", json!({"capabilities": {"add": ["NET_ADMIN"]}})),
         ("privileged", json!({"privileged": true})),
-        ("dropped", json!({"privileged": false, "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}})),
+        (
+            "dropped",
+            json!({"privileged": false, "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}}),
+        ),
     ] {
         let _: Pod = create(
             &cluster,
@@ -352,7 +362,12 @@ fn capabilities_decide_whether_a_container_can_program_iptables() {
             }),
         );
     }
-    for (name, allowed) in [("plain", false), ("net-admin", true), ("privileged", true), ("dropped", false)] {
+    for (name, allowed) in [
+        ("plain", false),
+        ("net-admin", true),
+        ("privileged", true),
+        ("dropped", false),
+    ] {
         let p = wait_pod(&cluster, name, finished);
         let log = logs(&cluster, name);
         let want = if allowed { "Succeeded" } else { "Failed" };
@@ -370,7 +385,9 @@ fn capabilities_decide_whether_a_container_can_program_iptables() {
                 "securityContext": {"capabilities": {"add": ["NET_WIZARD"]}}}]}
         }),
     );
-    let stuck = wait_pod(&cluster, "wizard", |p| waiting(p).is_some_and(|(r, _)| r == "CreateContainerError"));
+    let stuck = wait_pod(&cluster, "wizard", |p| {
+        waiting(p).is_some_and(|(r, _)| r == "CreateContainerError")
+    });
     assert!(waiting(&stuck).unwrap().1.contains("NET_WIZARD"));
 }
 
@@ -385,12 +402,19 @@ fn an_image_directory_provides_the_containers_files_and_entrypoint() {
     std::fs::create_dir_all(image.join("opt/hello-image")).unwrap();
     std::fs::write(image.join("opt/hello-image/data.txt"), "image-data\n").unwrap();
     let entry = image.join("usr/local/bin/hello-entry");
-    std::fs::write(&entry, "#!/bin/sh\necho \"entrypoint $(cat /opt/hello-image/data.txt) args=$*\"\n").unwrap();
+    std::fs::write(
+        &entry,
+        "#!/bin/sh\necho \"entrypoint $(cat /opt/hello-image/data.txt) args=$*\"\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(!std::path::Path::new("/opt/hello-image").exists());
     let cluster = cluster(shell().add_dir("example.com/hello:1.0", &*image, &["hello-entry"]));
-    for (name, command) in [("entry", json!(null)), ("command", json!(["cat", "/opt/hello-image/data.txt"]))] {
+    for (name, command) in [
+        ("entry", json!(null)),
+        ("command", json!(["cat", "/opt/hello-image/data.txt"])),
+    ] {
         let _: Pod = create(
             &cluster,
             json!({
@@ -439,7 +463,9 @@ fn token_requests_mint_expiring_audience_bound_tokens() {
             async move {
                 let client = server.client_for(&token).await;
                 let reviews: Api<SelfSubjectReview> = Api::all(client);
-                reviews.create(&PostParams::default(), &SelfSubjectReview::default()).await
+                reviews
+                    .create(&PostParams::default(), &SelfSubjectReview::default())
+                    .await
             }
         };
         let minted = accounts

@@ -356,9 +356,11 @@ mod tests {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        let table = ImageTable::new()
-            .add("mesh-probe", "/bin/mesh-probe", &[])
-            .add_dir("docker.io/istio/install-cni:1.26.0", &*dir, &["install-cni"]);
+        let table = ImageTable::new().add("mesh-probe", "/bin/mesh-probe", &[]).add_dir(
+            "docker.io/istio/install-cni:1.26.0",
+            &*dir,
+            &["install-cni"],
+        );
         let c = container("docker.io/istio/install-cni:1.26.0", None, &["--log", "debug"]);
         let exec = table.resolve(&c).unwrap();
         assert_eq!(exec.program, PathBuf::from("/usr/local/bin/install-cni"));

@@ -288,7 +288,16 @@ impl Worker {
                 return;
             }
         };
-        match self.spawn_process(&container, launch, attempt) {
+        let spawned = match self.process_command(&container, &launch, attempt) {
+            // Building the container's filesystem is blocking work: off the
+            // runtime, which the controllers and other pods share.
+            Ok(cmd) => tokio::task::spawn_blocking(move || super::container::mounts::spawn(launch.root, cmd))
+                .await
+                .unwrap_or_else(|e| Err(super::container::mounts::MountError::panicked(e)))
+                .map_err(RunError::Mount),
+            Err(e) => Err(e),
+        };
+        match spawned {
             Ok(mut child) => {
                 let pid = child.id() as i32;
                 self.processes.insert(name.to_string(), pid);
@@ -342,14 +351,13 @@ impl Worker {
         };
         let service_env = super::container::env::service_env(self.ctx.in_cluster);
         let image = self.ctx.images.image_dir(c);
-        fs.prepare(c, &exec.program, &exec.args, image, facts, &service_env, attempt)
-            .await
+        fs.prepare(c, exec, image, facts, &service_env, attempt).await
     }
 
     /// The container as a process in the pod netns and its own mount
     /// namespace, as its securityContext's uid/gid with its capabilities
     /// (`setpriv` drops privileges after the netns is entered).
-    fn spawn_process(&self, c: &Container, launch: Launch, attempt: u32) -> Result<std::process::Child, RunError> {
+    fn process_command(&self, c: &Container, launch: &Launch, attempt: u32) -> Result<std::process::Command, RunError> {
         let node = self.ctx.network.node(&self.ctx.node).ok_or(RunError::NodeGone)?;
         let sandbox = node.pod_netns(&self.sandbox_id).ok_or(RunError::SandboxGone)?;
         let dir = self
@@ -392,7 +400,7 @@ impl Worker {
         if let Some(dir) = &sandbox.cgroup {
             crate::node::cgroup::join_on_exec(&mut cmd, dir).map_err(RunError::Cgroup)?;
         }
-        super::container::mounts::spawn(launch.root, cmd).map_err(RunError::Mount)
+        Ok(cmd)
     }
 
     /// Kills every process, runs CNI DEL and removes the netns.
@@ -403,8 +411,8 @@ impl Worker {
         self.processes.clear();
         let (ctx, id, pod) = (self.ctx.clone(), self.sandbox_id.clone(), self.pod_ref());
         let _ = tokio::task::spawn_blocking(move || sandbox_del(&ctx, &id, &pod)).await;
-        if let Some(fs) = &self.fs {
-            fs.remove();
+        if let Some(fs) = self.fs.clone() {
+            let _ = tokio::task::spawn_blocking(move || fs.remove()).await;
         }
         self.ctx.logs.forget(&self.ns, &self.name);
     }

@@ -234,13 +234,19 @@ mod tests {
         let sa = UserInfo::service_account("ns", "sa");
         let (live, expires) = t.mint_expiring(sa.clone(), vec![API_AUDIENCE.into()], Duration::from_secs(600));
         assert!(expires > SystemTime::now() + Duration::from_secs(590));
-        assert_eq!(expires.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos(), 0);
+        assert_eq!(
+            expires.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos(),
+            0
+        );
         assert_eq!(t.lookup(&live), Some(sa.clone()));
         let (other, _) = t.mint_expiring(sa.clone(), vec!["vault".into()], Duration::from_secs(600));
         assert_eq!(t.lookup(&other), None, "a token for another audience");
         let (gone, _) = t.mint_expiring(sa, vec![API_AUDIENCE.into()], Duration::ZERO);
         assert_eq!(t.lookup(&gone), None, "an expired token");
-        assert!(!t.map.read().unwrap().contains_key(&gone), "expired tokens are forgotten");
+        assert!(
+            !t.map.read().unwrap().contains_key(&gone),
+            "expired tokens are forgotten"
+        );
         assert_eq!(t.authenticate(Some(&format!("Bearer {gone}"))).unwrap_err().code, 401);
     }
 }

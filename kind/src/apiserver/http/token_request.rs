@@ -207,7 +207,10 @@ mod tests {
                 json!({"spec": {"boundObjectRef": {"kind": "ConfigMap", "name": "x"}}}),
                 "spec.boundObjectRef.kind",
             ),
-            (json!({"spec": {"boundObjectRef": {"kind": "Pod"}}}), "spec.boundObjectRef.name"),
+            (
+                json!({"spec": {"boundObjectRef": {"kind": "Pod"}}}),
+                "spec.boundObjectRef.name",
+            ),
         ] {
             let e = parse(&body, "sa", MIN).unwrap_err();
             assert_eq!(e.code, 422, "{body}");

@@ -76,7 +76,6 @@ pub fn write(dir: &Path, files: &[VolumeFile]) -> io::Result<()> {
             .mode(f.mode & 0o7777)
             .open(&path)?;
         out.write_all(&f.data)?;
-        out.sync_all()?;
         // The umask may have narrowed the mode: set it exactly.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode & 0o7777))?;
     }
@@ -131,9 +130,17 @@ mod tests {
         let first = std::fs::read_link(vol.join("..data")).unwrap();
         write(&vol, &[file("token", "two", 0o600)]).unwrap();
         assert_eq!(std::fs::read_to_string(vol.join("token")).unwrap(), "two");
-        assert!(std::fs::symlink_metadata(vol.join("sub")).is_err(), "a stale name is removed");
+        assert!(
+            std::fs::symlink_metadata(vol.join("sub")).is_err(),
+            "a stale name is removed"
+        );
         assert!(!vol.join(first).exists(), "the previous generation is removed");
-        assert!(std::fs::symlink_metadata(vol.join("token")).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(vol.join("token"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     #[test]

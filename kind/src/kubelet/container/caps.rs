@@ -142,13 +142,19 @@ mod tests {
 
     #[test]
     fn defaults_adds_and_drops() {
-        let Grant::Only(set) = grant(None).unwrap() else { panic!() };
+        let Grant::Only(set) = grant(None).unwrap() else {
+            panic!()
+        };
         assert_eq!(set.len(), DEFAULT.len());
         assert!(!set.contains("NET_ADMIN"));
-        let g = grant(Some(&sc(json!({"capabilities": {"add": ["NET_ADMIN", "cap_sys_admin"], "drop": ["NET_RAW"]}}))));
+        let g = grant(Some(&sc(
+            json!({"capabilities": {"add": ["NET_ADMIN", "cap_sys_admin"], "drop": ["NET_RAW"]}}),
+        )));
         let Grant::Only(set) = g.unwrap() else { panic!() };
         assert!(set.contains("NET_ADMIN") && set.contains("SYS_ADMIN") && !set.contains("NET_RAW"));
-        let g = grant(Some(&sc(json!({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}))));
+        let g = grant(Some(&sc(
+            json!({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}),
+        )));
         assert_eq!(g.unwrap(), Grant::Only(["NET_BIND_SERVICE"].into_iter().collect()));
         assert_eq!(grant(Some(&sc(json!({"privileged": true})))).unwrap(), Grant::All);
         let e = grant(Some(&sc(json!({"capabilities": {"add": ["NET_WIZARD"]}})))).unwrap_err();
@@ -160,7 +166,10 @@ mod tests {
         let g = Grant::Only(["KILL", "NET_ADMIN"].into_iter().collect());
         assert_eq!(
             setpriv_args(&g),
-            ["--bounding-set=-all,+kill,+net_admin", "--inh-caps=-all,+kill,+net_admin"]
+            [
+                "--bounding-set=-all,+kill,+net_admin",
+                "--inh-caps=-all,+kill,+net_admin"
+            ]
         );
         assert!(setpriv_args(&Grant::All).is_empty());
     }

@@ -116,7 +116,11 @@ pub fn field(pod: &Pod, facts: &PodFacts, path: &str, for_env: bool) -> Result<S
 /// rounded up; an unset limit is the node's allocatable, an unset request
 /// is 0 (CPU requests report at least 1 when a limit applies).
 pub fn resource(pod: &Pod, container: &str, sel: &ResourceFieldSelector, facts: &PodFacts) -> Result<String, String> {
-    let name = sel.container_name.as_deref().filter(|n| !n.is_empty()).unwrap_or(container);
+    let name = sel
+        .container_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(container);
     let spec = pod.spec.as_ref();
     let c = spec
         .into_iter()

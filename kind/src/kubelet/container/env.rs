@@ -79,9 +79,19 @@ pub fn build(
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or_default();
         let (data, what, name, optional) = if let Some(r) = &from.config_map_ref {
-            (objects.config_maps.get(&r.name), "configmap", &r.name, r.optional == Some(true))
+            (
+                objects.config_maps.get(&r.name),
+                "configmap",
+                &r.name,
+                r.optional == Some(true),
+            )
         } else if let Some(r) = &from.secret_ref {
-            (objects.secrets.get(&r.name), "secret", &r.name, r.optional == Some(true))
+            (
+                objects.secrets.get(&r.name),
+                "secret",
+                &r.name,
+                r.optional == Some(true),
+            )
         } else {
             continue;
         };
@@ -248,7 +258,12 @@ mod tests {
     }
 
     fn bytes(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Vec<u8>>> {
-        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        )
     }
 
     fn pod_and_container(env: serde_json::Value) -> (Pod, Container) {
@@ -258,7 +273,9 @@ mod tests {
         }))
         .unwrap();
         let mut c: Container = serde_json::from_value(json!({"name": "c", "image": "i"})).unwrap();
-        let spec: Container = serde_json::from_value(json!({"name": "c", "image": "i", "env": env["env"], "envFrom": env["envFrom"]})).unwrap();
+        let spec: Container =
+            serde_json::from_value(json!({"name": "c", "image": "i", "env": env["env"], "envFrom": env["envFrom"]}))
+                .unwrap();
         c.env = spec.env;
         c.env_from = spec.env_from;
         (pod, c)
@@ -327,8 +344,14 @@ mod tests {
             secrets: [("gone".to_string(), None)].into(),
         };
         for (env, want) in [
-            (json!({"envFrom": [{"configMapRef": {"name": "gone"}}]}), "configmap \"gone\" not found"),
-            (json!({"envFrom": [{"secretRef": {"name": "gone"}}]}), "secret \"gone\" not found"),
+            (
+                json!({"envFrom": [{"configMapRef": {"name": "gone"}}]}),
+                "configmap \"gone\" not found",
+            ),
+            (
+                json!({"envFrom": [{"secretRef": {"name": "gone"}}]}),
+                "secret \"gone\" not found",
+            ),
             (
                 json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "b"}}}]}),
                 "couldn't find key b in ConfigMap ns/cfg",

@@ -156,14 +156,13 @@ impl PodFs {
         }
     }
 
-    /// Prepares container `c` of the pod to run `program args` (from the
-    /// image table) from `image` (an image directory, if any): its
+    /// Prepares container `c` of the pod to run `exec` (from the image
+    /// table) from `image` (an image directory, if any): its
     /// environment, volumes and filesystem, capabilities.
     pub async fn prepare(
         &self,
         c: &Container,
-        program: &Path,
-        args: &[String],
+        exec: &crate::kubelet::images::Exec,
         image: Option<PathBuf>,
         facts: PodFacts,
         service_env: &[(String, String)],
@@ -186,9 +185,14 @@ impl PodFs {
         let objects = self.fetch(&cms, &secrets).await.map_err(config_error)?;
         let environment = env::build(&pod, &c, &facts, &objects, service_env).map_err(|e| config_error(e.0))?;
         let mounts = self.volume_mounts(&pod, &c, &facts, &environment).await?;
-        let mut argv = vec![program.to_string_lossy().into_owned()];
-        argv.extend(env::expand_all(args, &environment));
-        let work = self.inner.dir.join("containers").join(&c.name).join(format!("fs-{attempt}"));
+        let mut argv = vec![exec.program.to_string_lossy().into_owned()];
+        argv.extend(env::expand_all(&exec.args, &environment));
+        let work = self
+            .inner
+            .dir
+            .join("containers")
+            .join(&c.name)
+            .join(format!("fs-{attempt}"));
         std::fs::create_dir_all(&work).map_err(|e| StartError {
             reason: "CreateContainerError",
             message: format!("creating {}: {e}", work.display()),
@@ -251,7 +255,12 @@ impl PodFs {
                     .into_iter()
                     .map(|(k, v)| (k, v.0))
                     .collect();
-                all.extend(cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                all.extend(
+                    cm.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes())),
+                );
                 all
             });
             objects.config_maps.insert(name.clone(), data);
@@ -288,7 +297,12 @@ impl PodFs {
         facts: &PodFacts,
         environment: &[(String, String)],
     ) -> Result<Vec<Mount>, StartError> {
-        let all: Vec<Volume> = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).cloned().collect();
+        let all: Vec<Volume> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .cloned()
+            .collect();
         let mut ready: HashMap<String, PathBuf> = HashMap::new();
         let mut mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
@@ -371,7 +385,10 @@ impl PodFs {
         renew: bool,
     ) -> Result<(), StartError> {
         let needs = volumes::needs(v);
-        let objects = self.fetch(&needs.config_maps, &needs.secrets).await.map_err(mount_error)?;
+        let objects = self
+            .fetch(&needs.config_maps, &needs.secrets)
+            .await
+            .map_err(mount_error)?;
         let mut tokens = HashMap::new();
         let mut minted_any = false;
         for need in &needs.tokens {
@@ -380,9 +397,10 @@ impl PodFs {
             let minted = match fresh {
                 Some(m) => m,
                 None => {
-                    let m = self.mint(need, pod).await.map_err(|e| {
-                        mount_error(format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))
-                    })?;
+                    let m = self
+                        .mint(need, pod)
+                        .await
+                        .map_err(|e| mount_error(format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name)))?;
                     self.inner.state.lock().await.tokens.insert(need.key.clone(), m.clone());
                     minted_any = true;
                     m
@@ -441,7 +459,9 @@ impl PodFs {
     }
 
     fn ensure_refresher(&self) {
-        let Ok(mut slot) = self.inner.refresher.lock() else { return };
+        let Ok(mut slot) = self.inner.refresher.lock() else {
+            return;
+        };
         if slot.is_some() {
             return;
         }
@@ -481,7 +501,12 @@ impl PodFs {
             (state.pod.clone(), state.facts.clone(), due)
         };
         let Some(pod) = pod else { return Ok(()) };
-        let volumes: Vec<Volume> = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).cloned().collect();
+        let volumes: Vec<Volume> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .cloned()
+            .collect();
         for v in volumes {
             let needs = volumes::needs(&v);
             if !needs.tokens.iter().any(|t| due.contains(&t.key)) {

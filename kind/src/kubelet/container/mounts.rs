@@ -56,6 +56,17 @@ pub struct MountError {
     pub source: io::Error,
 }
 
+impl MountError {
+    /// The setup task died (a panic): reported, never propagated.
+    pub fn panicked(e: impl std::fmt::Display) -> MountError {
+        MountError {
+            what: "setting up the container filesystem failed in",
+            path: PathBuf::from("<kubelet task>"),
+            source: io::Error::other(e.to_string()),
+        }
+    }
+}
+
 fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {
     move |source| MountError {
         what,
@@ -104,8 +115,14 @@ fn build(spec: &RootSpec) -> Result<PathBuf, MountError> {
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .or_else(|_| mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none))
         .map_err(sys("making mounts private under", Path::new("/")))?;
-    mount(Some("tmpfs"), &spec.work, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
-        .map_err(sys("mounting a tmpfs on", &spec.work))?;
+    mount(
+        Some("tmpfs"),
+        &spec.work,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(sys("mounting a tmpfs on", &spec.work))?;
     let mut fs = Fs {
         work: spec.work.clone(),
         root: spec.work.join("root"),
@@ -218,8 +235,7 @@ impl Fs {
         self.stashes += 1;
         let stash = self.work.join(format!("stash-{}", self.stashes));
         std::fs::create_dir(&stash).map_err(err("creating", &stash))?;
-        mount(Some(dir), &stash, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
-            .map_err(sys("stashing", dir))?;
+        mount(Some(dir), &stash, none, MsFlags::MS_BIND | MsFlags::MS_REC, none).map_err(sys("stashing", dir))?;
         let mode = std::fs::metadata(dir).map(|m| m.mode() & 0o7777).unwrap_or(0o755);
         let opts = format!("mode={mode:o}");
         mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::empty(), Some(opts.as_str()))

@@ -8,8 +8,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccountTokenProjection, Volume,
-    VolumeMount,
+    Container, DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccountTokenProjection, Volume, VolumeMount,
 };
 use serde_json::json;
 
@@ -168,7 +167,10 @@ fn downward_files(
                     None => Err("resourceFieldRef in a volume needs containerName".into()),
                 }
             } else {
-                Err(format!("item {:?} has neither fieldRef nor resourceFieldRef", item.path))
+                Err(format!(
+                    "item {:?} has neither fieldRef nor resourceFieldRef",
+                    item.path
+                ))
             };
             Ok(VolumeFile {
                 path: item.path.clone(),
@@ -195,12 +197,28 @@ pub fn files(
     let files = if let Some(c) = &v.config_map {
         let mode = mode_of(c.default_mode);
         let optional = c.optional == Some(true);
-        keyed_files(name, "configmap", &c.name, cm(&c.name), c.items.as_deref(), optional, mode)?
+        keyed_files(
+            name,
+            "configmap",
+            &c.name,
+            cm(&c.name),
+            c.items.as_deref(),
+            optional,
+            mode,
+        )?
     } else if let Some(s) = &v.secret {
         let mode = mode_of(s.default_mode);
         let sname = s.secret_name.clone().unwrap_or_default();
         let optional = s.optional == Some(true);
-        keyed_files(name, "secret", &sname, secret(&sname), s.items.as_deref(), optional, mode)?
+        keyed_files(
+            name,
+            "secret",
+            &sname,
+            secret(&sname),
+            s.items.as_deref(),
+            optional,
+            mode,
+        )?
     } else if let Some(d) = &v.downward_api {
         let mode = mode_of(d.default_mode);
         downward_files(name, pod, facts, d.items.as_deref().unwrap_or_default(), mode)?
@@ -210,14 +228,36 @@ pub fn files(
         for src in p.sources.iter().flatten() {
             if let Some(c) = &src.config_map {
                 let optional = c.optional == Some(true);
-                all.extend(keyed_files(name, "configmap", &c.name, cm(&c.name), c.items.as_deref(), optional, mode)?);
+                all.extend(keyed_files(
+                    name,
+                    "configmap",
+                    &c.name,
+                    cm(&c.name),
+                    c.items.as_deref(),
+                    optional,
+                    mode,
+                )?);
             }
             if let Some(s) = &src.secret {
                 let optional = s.optional == Some(true);
-                all.extend(keyed_files(name, "secret", &s.name, secret(&s.name), s.items.as_deref(), optional, mode)?);
+                all.extend(keyed_files(
+                    name,
+                    "secret",
+                    &s.name,
+                    secret(&s.name),
+                    s.items.as_deref(),
+                    optional,
+                    mode,
+                )?);
             }
             if let Some(d) = &src.downward_api {
-                all.extend(downward_files(name, pod, facts, d.items.as_deref().unwrap_or_default(), mode)?);
+                all.extend(downward_files(
+                    name,
+                    pod,
+                    facts,
+                    d.items.as_deref().unwrap_or_default(),
+                    mode,
+                )?);
             }
             if let Some(t) = &src.service_account_token {
                 let need = token_need(name, t);
@@ -274,7 +314,8 @@ pub fn check_host_path(volume: &str, shown: &str, path: &Path, kind: &str) -> Re
             Ok(_) => Err(failed("a file")),
             Err(_) => {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| setup_failed(volume, format!("creating {shown}: {e}")))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| setup_failed(volume, format!("creating {shown}: {e}")))?;
                 }
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -284,8 +325,16 @@ pub fn check_host_path(volume: &str, shown: &str, path: &Path, kind: &str) -> Re
                     .map_err(|e| setup_failed(volume, format!("creating {shown}: {e}")))
             }
         },
-        "Directory" => meta.ok().filter(|m| m.is_dir()).map(drop).ok_or_else(|| failed("a directory")),
-        "File" => meta.ok().filter(|m| m.is_file()).map(drop).ok_or_else(|| failed("a file")),
+        "Directory" => meta
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(drop)
+            .ok_or_else(|| failed("a directory")),
+        "File" => meta
+            .ok()
+            .filter(|m| m.is_file())
+            .map(drop)
+            .ok_or_else(|| failed("a file")),
         "Socket" => meta
             .ok()
             .filter(|m| m.file_type().is_socket())
@@ -344,7 +393,10 @@ pub fn with_service_account_volume(pod: &Pod, automount: Option<bool>) -> Pod {
     };
     let add = |c: &mut Container| {
         let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
-        if !mounts.iter().any(|m| m.mount_path.trim_end_matches('/') == SA_MOUNT_PATH) {
+        if !mounts
+            .iter()
+            .any(|m| m.mount_path.trim_end_matches('/') == SA_MOUNT_PATH)
+        {
             mounts.push(mount.clone());
         }
     };
@@ -370,7 +422,14 @@ mod tests {
     }
 
     fn objects() -> Objects {
-        let b = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect());
+        let b = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
         Objects {
             config_maps: [
                 ("cfg".to_string(), b(&[("a", "1"), ("b", "2")])),
@@ -397,7 +456,10 @@ mod tests {
             "items": [{"key": "b", "path": "sub/b.txt", "mode": 0o400}]}}));
         assert_eq!(listing(&files(&cm, &p, &f, &o, &none).unwrap()), ["sub/b.txt 400 2"]);
         let all = vol(json!({"name": "v", "configMap": {"name": "cfg"}}));
-        assert_eq!(listing(&files(&all, &p, &f, &o, &none).unwrap()), ["a 644 1", "b 644 2"]);
+        assert_eq!(
+            listing(&files(&all, &p, &f, &o, &none).unwrap()),
+            ["a 644 1", "b 644 2"]
+        );
         let s = vol(json!({"name": "v", "secret": {"secretName": "sec"}}));
         assert_eq!(listing(&files(&s, &p, &f, &o, &none).unwrap()), ["password 644 s3cret"]);
         let d = vol(json!({"name": "v", "downwardAPI": {"items": [
@@ -442,10 +504,19 @@ mod tests {
         assert_eq!(n.tokens[0].expiration_seconds, 3607);
         let tokens: HashMap<String, String> = [(n.tokens[0].key.clone(), "TOKEN".to_string())].into();
         let files = files(v, &with, &PodFacts::default(), &objects(), &tokens).unwrap();
-        assert_eq!(listing(&files), ["token 644 TOKEN", "ca.crt 644 PEM", "namespace 644 ns"]);
+        assert_eq!(
+            listing(&files),
+            ["token 644 TOKEN", "ca.crt 644 PEM", "namespace 644 ns"]
+        );
         // Idempotent, and off when automount is false.
         assert_eq!(with_service_account_volume(&with, None), with);
-        assert!(with_service_account_volume(&pod(), Some(false)).spec.unwrap().volumes.is_none());
+        assert!(
+            with_service_account_volume(&pod(), Some(false))
+                .spec
+                .unwrap()
+                .volumes
+                .is_none()
+        );
     }
 
     #[test]
@@ -468,9 +539,17 @@ mod tests {
         check_host_path("v", "/made/f/x", &file, "FileOrCreate").unwrap();
         assert!(file.is_file());
         assert!(check_host_path("v", "/missing", &root.join("missing"), "Directory").is_err());
-        assert!(check_host_path("v", "/made/dir", &dir, "Socket").unwrap_err().contains("socket"));
+        assert!(
+            check_host_path("v", "/made/dir", &dir, "Socket")
+                .unwrap_err()
+                .contains("socket")
+        );
         assert!(check_host_path("v", "/dev/null", Path::new("/dev/null"), "CharDevice").is_ok());
         assert!(check_host_path("v", "/dev/null", Path::new("/dev/null"), "BlockDevice").is_err());
-        assert!(check_host_path("v", "/x", &dir, "Weird").unwrap_err().contains("unknown"));
+        assert!(
+            check_host_path("v", "/x", &dir, "Weird")
+                .unwrap_err()
+                .contains("unknown")
+        );
     }
 }
