@@ -1,9 +1,11 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
-//! chain and processes. The scheduler is a controller
+//! chain and processes; [`container`] gives each container its environment,
+//! volumes, filesystem (a mount namespace) and capabilities. The scheduler is a controller
 //! ([`crate::controllers::scheduler`]).
 
+pub mod container;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;

@@ -96,6 +96,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 e["group"] = json!("policy");
                 e["version"] = json!("v1");
             }
+            if *sub == "token" {
+                e["group"] = json!("authentication.k8s.io");
+                e["version"] = json!("v1");
+            }
             if *sub == "scale" {
                 // kubectl scale finds the Scale's group/version here.
                 e["group"] = json!("autoscaling");

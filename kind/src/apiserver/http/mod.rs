@@ -13,6 +13,7 @@ pub(crate) mod render;
 pub(crate) mod routes;
 pub(crate) mod table;
 pub(crate) mod tls;
+pub(crate) mod token_request;
 pub(crate) mod watch;
 
 use std::sync::{Arc, RwLock};
@@ -58,6 +59,8 @@ pub(crate) struct App {
     /// `host:port` reported in `/api`.
     pub server_address: Arc<str>,
     pub max_body_bytes: usize,
+    /// The shortest lifetime a TokenRequest may ask for.
+    pub min_token_expiration: Duration,
 }
 
 /// The router serving everything through one handler.
@@ -358,6 +361,19 @@ impl Ctx<'_> {
             ("create", None) => self.create(body).await,
             ("create", Some("binding")) => self.bind(body).await,
             ("create", Some("eviction")) => self.evict(body).await,
+            ("create", Some("token")) => {
+                let request = self.object_body(body).await?;
+                let app = self.app;
+                let minted = token_request::create(
+                    &app.store,
+                    &app.tokens,
+                    app.min_token_expiration,
+                    self.ns(),
+                    self.name(),
+                    &request,
+                )?;
+                Ok(value_response(StatusCode::CREATED, &minted))
+            }
             ("get" | "update" | "patch", Some("scale")) => self.scale(verb, body).await,
             ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,

@@ -76,7 +76,7 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "status" => &["get", "patch", "update"],
         "log" => &["get"],
-        "binding" | "eviction" => &["create"],
+        "binding" | "eviction" | "token" => &["create"],
         "finalize" => &["update"],
         "scale" => &["get", "patch", "update"],
         _ => &[],
@@ -88,6 +88,7 @@ pub fn subresource_kind(res: &ResourceInfo, sub: &str) -> &'static str {
     match sub {
         "binding" => "Binding",
         "eviction" => "Eviction",
+        "token" => "TokenRequest",
         "log" => "Pod",
         "scale" => "Scale",
         _ => res.kind,
@@ -150,6 +151,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     },
     ResourceInfo {
         short_names: &["sa"],
+        subresources: &["token"],
         ..res("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true)
     },
     ResourceInfo {
