@@ -1,10 +1,12 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
-//! chain and processes; [`streaming`] serves logs, exec, attach and
-//! port-forward to the API server. The scheduler is a controller
-//! ([`crate::controllers::scheduler`]).
+//! chain and processes; [`container`] gives each container its environment,
+//! volumes, filesystem (a mount namespace) and capabilities; [`streaming`]
+//! serves logs, exec, attach and port-forward to the API server. The
+//! scheduler is a controller ([`crate::controllers::scheduler`]).
 
+pub mod container;
 mod exec;
 pub mod images;
 pub mod lifecycle;
