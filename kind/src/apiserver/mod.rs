@@ -69,7 +69,9 @@ pub use http::logs::{LogSource, MemoryLogs};
 pub use http::patch::PatchType;
 pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
 pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
-pub use registry::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
+pub use registry::{
+    DeletePolicy, Event, EventType, FOREGROUND, ListPage, ORPHAN, Part, Preconditions, Propagation, Store, StoreOptions,
+};
 pub use status::ApiError;
 
 /// Errors starting or restarting the server, or building clients.

@@ -6,10 +6,13 @@
 //! - [`namespaces`]: a new namespace's `default` ServiceAccount and
 //!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
 //! - [`daemonset`]: one pod per eligible node, rolling updates, status.
+//! - [`gc`]: the garbage collector: dependents follow their owners, the
+//!   foreground and orphan propagation policies.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
 pub mod daemonset;
+pub mod gc;
 pub mod namespaces;
 pub mod scheduler;
 
@@ -44,6 +47,7 @@ impl ControllerManager {
             let mut set = JoinSet::new();
             set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
             set.spawn(daemonset::run(client.clone()));
+            set.spawn(gc::run(client.clone()));
             if !opts.nodes.is_empty() {
                 set.spawn(scheduler::run(client, opts.nodes));
             }
