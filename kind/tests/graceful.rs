@@ -2,8 +2,8 @@
 //! handler and preStop hook run (in that order) within its grace period, a
 //! process ignoring SIGTERM is SIGKILLed once the grace period is over,
 //! finalizers hold objects, the garbage collector's background, foreground
-//! and orphan cascades, and a deleted DaemonSet's pods terminating
-//! gracefully.
+//! and orphan cascades, a deleted namespace's and a deleted DaemonSet's pods
+//! terminating gracefully.
 //!
 //! Containers run the `shell` image (`/bin/sh`, mapped by the test's
 //! image table) and write markers into a scratch directory of this machine.
@@ -279,6 +279,17 @@ fn finalizers_hold_objects_and_cascades_follow_the_propagation_policy() {
     std::thread::sleep(Duration::from_secs(1));
     let pod = env.cluster.block_on(pods.get(&dep_pod)).unwrap();
     assert!(pod.metadata.deletion_timestamp.is_none(), "an orphan is not collected");
+
+    // A deleted namespace waits for its pods to terminate, gracefully.
+    env.kubectl.ok(&["create", "namespace", "doomed"]);
+    let marker = env.scratch.join("doomed.log");
+    let mut pod = shell_pod("resident", TRAPS_TERM, &marker);
+    pod["metadata"]["namespace"] = json!("doomed");
+    create(&env, &pod);
+    env.cluster.wait_for_pod("doomed", "resident", WAIT, running).unwrap();
+    wait_until("resident started", || read(&marker).contains("started"));
+    env.kubectl.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
+    assert_eq!(read(&marker), "started\nterm\n", "the namespace's pod got its SIGTERM");
 }
 
 #[test]
