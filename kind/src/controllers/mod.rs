@@ -5,15 +5,22 @@
 //! - [`scheduler`]: binds pods that name no node (`pods/binding`).
 //! - [`namespaces`]: a new namespace's `default` ServiceAccount and
 //!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
-//! - [`daemonset`]: one pod per eligible node, rolling updates, status.
+//! - [`daemonset`]: one pod per eligible node, rolling updates, status,
+//!   ControllerRevisions.
+//! - [`replicaset`]: `replicas` pods of a template, adoption, status.
+//! - [`deployment`]: a ReplicaSet per template, rolling or recreating
+//!   updates, revisions, status and conditions.
 //! - [`gc`]: the garbage collector: dependents follow their owners, the
 //!   foreground and orphan propagation policies.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
 pub mod daemonset;
+pub mod deployment;
 pub mod gc;
 pub mod namespaces;
+pub mod owned;
+pub mod replicaset;
 pub mod scheduler;
 
 use tokio::sync::oneshot;
@@ -48,6 +55,8 @@ impl ControllerManager {
             set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
             set.spawn(daemonset::run(client.clone()));
             set.spawn(gc::run(client.clone()));
+            set.spawn(replicaset::run(client.clone()));
+            set.spawn(deployment::run(client.clone()));
             if !opts.nodes.is_empty() {
                 set.spawn(scheduler::run(client, opts.nodes));
             }

@@ -41,7 +41,7 @@ use crate::apiserver::discovery;
 use crate::apiserver::discovery::openapi::{self, FieldValidation};
 use crate::apiserver::registry::resources::{self, ids};
 use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector, Selectors};
-use crate::apiserver::registry::strategy::pod;
+use crate::apiserver::registry::strategy::{pod, scale};
 use crate::apiserver::registry::{self, Part, Store};
 use crate::apiserver::status::{ApiError, success_status};
 
@@ -358,6 +358,7 @@ impl Ctx<'_> {
             ("create", None) => self.create(body).await,
             ("create", Some("binding")) => self.bind(body).await,
             ("create", Some("eviction")) => self.evict(body).await,
+            ("get" | "update" | "patch", Some("scale")) => self.scale(verb, body).await,
             ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
@@ -621,6 +622,34 @@ impl Ctx<'_> {
             StatusCode::OK,
             render::list(self.info(), &page, Repr::Full),
         ))
+    }
+
+    /// `<deployments|replicasets>/<name>/scale`: the object as an
+    /// `autoscaling/v1` Scale; a write changes `spec.replicas` only.
+    async fn scale(&self, verb: &str, body: Body) -> Result<Response, ApiError> {
+        let store = &self.app.store;
+        let obj = match verb {
+            "get" => store.get(self.rp.res, self.ns(), self.name())?,
+            "update" => {
+                let given = self.object_body(body).await?;
+                store.modify(self.rp.res, self.ns(), self.name(), Part::Main, self.dry_run(), |cur| {
+                    scale::apply_scale(cur, &given)
+                })?
+            }
+            _ => {
+                let ct = header_str(self.headers, header::CONTENT_TYPE);
+                let ty = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+                let bytes = self.body(body).await?;
+                let p = patch::parse_patch(ty, &bytes).map_err(ApiError::bad_request)?;
+                let name = self.name().to_string();
+                store.modify(self.rp.res, self.ns(), self.name(), Part::Main, self.dry_run(), |cur| {
+                    let patched = patch::apply(ty, &scale::to_scale(cur), &p)
+                        .map_err(|m| ApiError::invalid("Scale", &name, "patch", &m))?;
+                    scale::apply_scale(cur, &patched)
+                })?
+            }
+        };
+        Ok(value_response(StatusCode::OK, &scale::to_scale(&obj)))
     }
 
     async fn bind(&self, body: Body) -> Result<Response, ApiError> {

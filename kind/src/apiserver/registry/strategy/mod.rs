@@ -6,8 +6,12 @@
 
 pub(crate) mod daemonset;
 pub(crate) mod deletion;
+pub(crate) mod deployment;
 pub(crate) mod namespace;
 pub(crate) mod pod;
+pub(crate) mod priorityclass;
+pub(crate) mod replicaset;
+pub(crate) mod scale;
 
 use serde_json::{Value, json};
 
@@ -86,6 +90,9 @@ pub(crate) fn of(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "Pod") => &pod::PodStrategy,
         ("", "Namespace") => &namespace::NamespaceStrategy,
         ("apps", "DaemonSet") => &daemonset::DaemonSetStrategy,
+        ("apps", "Deployment") => &deployment::DeploymentStrategy,
+        ("apps", "ReplicaSet") => &replicaset::ReplicaSetStrategy,
+        ("scheduling.k8s.io", "PriorityClass") => &priorityclass::PriorityClassStrategy,
         _ => &Plain,
     }
 }
