@@ -4,6 +4,7 @@
 //! chain and processes. The scheduler is a controller
 //! ([`crate::controllers::scheduler`]).
 
+pub mod heartbeat;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;

@@ -13,8 +13,17 @@
 //! CIDR routes are created there; no other host interface is touched.
 //! Every node netns has `eth0`, a default route via the gateway, IPv4
 //! forwarding on, and a route to each other node's pod CIDR via that node.
+//!
+//! Nodes join and leave while the network is shared (kubelets hold it):
+//! each node lives in a slot that is filled once and never moved, so a
+//! `&Node` stays valid for the network's life; a removed node is torn down
+//! and hidden, its slot not reused (so a node of the same name that joins
+//! later gets a new address and pod CIDR). A network holds at most
+//! [`MAX_NODES`] nodes over its life.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::NodeError;
 use super::addr::AddressPlan;
@@ -65,20 +74,40 @@ pub struct NodeSpec {
     pub name: String,
     /// Its directory layout.
     pub layout: Layout,
+    /// The taints its Node object registers with (kubelet's
+    /// `--register-with-taints`); the network ignores them.
+    pub taints: Vec<super::NodeTaint>,
+    /// Labels its Node object registers with besides `kubernetes.io/hostname`
+    /// and `kubernetes.io/os` (kubelet's `--node-labels`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSpec {
-    /// A node with the default layout.
+    /// A node with the default layout, no taints, no extra labels.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             layout: Layout::Default,
+            taints: Vec::new(),
+            labels: Default::default(),
         }
     }
 
     /// Sets the layout.
     pub fn layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
+        self
+    }
+
+    /// Adds a taint to register with.
+    pub fn taint(mut self, taint: super::NodeTaint) -> Self {
+        self.taints.push(taint);
+        self
+    }
+
+    /// Adds a label to register with.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
         self
     }
 }
@@ -166,8 +195,71 @@ pub struct ClusterNetwork {
     plugins_dir: PathBuf,
     install_mode: InstallMode,
     install_plugins: bool,
-    nodes: Vec<Node>,
-    torn_down: std::sync::atomic::AtomicBool,
+    /// Filled in order; a slot is never emptied.
+    slots: Box<[OnceLock<Node>]>,
+    /// Per slot: the node was removed (and torn down).
+    removed: Box<[AtomicBool]>,
+    /// Serializes joins and removals (routes in every node change).
+    changing: Mutex<()>,
+    torn_down: AtomicBool,
+}
+
+/// Nodes one cluster network can have over its life.
+pub const MAX_NODES: usize = 64;
+
+/// The live nodes of a network at one moment, in creation order: iterate,
+/// index (`nodes[0]`), `first`, `len`.
+#[derive(Debug, Clone, Default)]
+pub struct Nodes<'a>(Vec<&'a Node>);
+
+impl<'a> Nodes<'a> {
+    /// The nodes.
+    pub fn iter(&self) -> std::iter::Copied<std::slice::Iter<'_, &'a Node>> {
+        self.0.iter().copied()
+    }
+
+    /// The first (oldest) node.
+    pub fn first(&self) -> Option<&'a Node> {
+        self.0.first().copied()
+    }
+
+    /// Node `i`.
+    pub fn get(&self, i: usize) -> Option<&'a Node> {
+        self.0.get(i).copied()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Index<usize> for Nodes<'_> {
+    type Output = Node;
+    fn index(&self, i: usize) -> &Node {
+        self.0[i]
+    }
+}
+
+impl<'a> IntoIterator for Nodes<'a> {
+    type Item = &'a Node;
+    type IntoIter = std::vec::IntoIter<&'a Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a, 'b> IntoIterator for &'b Nodes<'a> {
+    type Item = &'a Node;
+    type IntoIter = std::iter::Copied<std::slice::Iter<'b, &'a Node>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 fn ip(ns: &Netns, args: &[&str]) -> Result<(), CommandError> {
@@ -205,8 +297,10 @@ impl ClusterNetwork {
             plugins_dir: config.plugins_dir,
             install_mode: config.install_mode,
             install_plugins: config.install_plugins,
-            nodes: Vec::new(),
-            torn_down: std::sync::atomic::AtomicBool::new(false),
+            slots: (0..MAX_NODES).map(|_| OnceLock::new()).collect(),
+            removed: (0..MAX_NODES).map(|_| AtomicBool::new(false)).collect(),
+            changing: Mutex::new(()),
+            torn_down: AtomicBool::new(false),
         };
         if let Err(e) = cluster.check_plan_is_free() {
             let _ = cluster.teardown_all();
@@ -263,11 +357,26 @@ impl ClusterNetwork {
     /// addresses, forwarding and routes (in it, in every other node, and in
     /// the harness).
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<&Node, NodeError> {
+        self.join_node(spec)
+    }
+
+    /// [`ClusterNetwork::add_node`] on a shared network (its kubelets
+    /// running): a node joining the running cluster.
+    pub fn join_node(&self, spec: NodeSpec) -> Result<&Node, NodeError> {
+        let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.torn_down.load(Ordering::SeqCst) {
+            return Err(NodeError::Invalid("the cluster network is torn down".to_owned()));
+        }
         names::validate_node_name(&spec.name)?;
-        if self.nodes.iter().any(|n| n.name == spec.name) {
+        if self.nodes().iter().any(|n| n.name == spec.name) {
             return Err(NodeError::Invalid(format!("node {:?} already exists", spec.name)));
         }
-        let index = u32::try_from(self.nodes.len()).map_err(|_| NodeError::Invalid("too many nodes".to_owned()))?;
+        let slot = self.slots.iter().position(|s| s.get().is_none()).ok_or_else(|| {
+            NodeError::Invalid(format!(
+                "a cluster network holds at most {MAX_NODES} nodes over its life (removed ones count)"
+            ))
+        })?;
+        let index = u32::try_from(slot).map_err(|_| NodeError::Invalid("too many nodes".to_owned()))?;
         let ip_addr = self.plan.node_ip(index)?;
         let ip_cidr = super::addr::Ipv4Cidr::new(ip_addr, self.plan.node_subnet.prefix())?;
         let pod_cidr = self.plan.pod_cidr(index)?;
@@ -309,20 +418,53 @@ impl ClusterNetwork {
             pods: Default::default(),
         };
         match self.wire_node(&mut node) {
-            Ok(()) => {
-                self.nodes.push(node);
-                Ok(&self.nodes[self.nodes.len() - 1])
-            }
+            Ok(()) => Ok(self.slots[slot].get_or_init(|| node)),
             Err(e) => {
-                let _ = ip(&self.harness, &["link", "del", &node.host_veth]);
-                let _ = ip(&self.harness, &["route", "del", &node.pod_cidr.trunc().to_string()]);
-                for other in &self.nodes {
-                    let _ = ip(&other.netns, &["route", "del", &node.pod_cidr.trunc().to_string()]);
-                }
+                self.unwire(&node);
                 let _ = node.teardown();
                 Err(e)
             }
         }
+    }
+
+    /// Removes a node: its sandboxes, netns, veth, tree, and the routes to
+    /// its pods everywhere. Its processes must be gone (the kubelet's job).
+    pub fn remove_node(&self, name: &str) -> Result<(), TeardownError> {
+        let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let found = self
+            .slots
+            .iter()
+            .enumerate()
+            .find(|(i, s)| s.get().is_some_and(|n| n.name == name) && !self.removed[*i].load(Ordering::SeqCst));
+        let Some((slot, Some(node))) = found.map(|(i, s)| (i, s.get())) else {
+            return Err(TeardownError {
+                errors: vec![format!("no node {name:?}")],
+            });
+        };
+        self.removed[slot].store(true, Ordering::SeqCst);
+        let mut errors = self.unwire(node);
+        errors.extend(node.teardown());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TeardownError { errors })
+        }
+    }
+
+    /// Deletes `node`'s veth and every route to its pods; what failed.
+    fn unwire(&self, node: &Node) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = ip(&self.harness, &["link", "del", &node.host_veth])
+            && !e.stderr.contains("Cannot find device")
+        {
+            errors.push(e.to_string());
+        }
+        let cidr = node.pod_cidr.trunc().to_string();
+        let _ = ip(&self.harness, &["route", "del", &cidr]);
+        for other in self.nodes().iter().filter(|o| o.name != node.name) {
+            let _ = ip(&other.netns, &["route", "del", &cidr]);
+        }
+        errors
     }
 
     fn wire_node(&self, node: &mut Node) -> Result<(), NodeError> {
@@ -358,7 +500,7 @@ impl ClusterNetwork {
         enable_forwarding(&node.netns)?;
         let cidr = node.pod_cidr.trunc().to_string();
         let via = node.ip_cidr.addr().to_string();
-        for other in &self.nodes {
+        for other in &self.nodes() {
             ip(&other.netns, &["route", "replace", &cidr, "via", &via, "dev", "eth0"])?;
             ip(
                 &node.netns,
@@ -380,14 +522,27 @@ impl ClusterNetwork {
         Ok(())
     }
 
-    /// The nodes, in creation order.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// The live nodes (not removed), in creation order.
+    pub fn nodes(&self) -> Nodes<'_> {
+        Nodes(
+            self.slots
+                .iter()
+                .zip(self.removed.iter())
+                .map_while(|(slot, removed)| slot.get().map(|n| (n, removed)))
+                .filter(|(_, removed)| !removed.load(Ordering::SeqCst))
+                .map(|(n, _)| n)
+                .collect(),
+        )
     }
 
-    /// A node by name.
+    /// Every node ever added, removed ones too.
+    fn all_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.slots.iter().map_while(OnceLock::get)
+    }
+
+    /// A live node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.nodes().into_iter().find(|n| n.name == name)
     }
 
     /// The cluster root dir.
@@ -425,9 +580,9 @@ impl ClusterNetwork {
         ClusterResources {
             harness: self.harness.clone(),
             bridge: self.bridge.clone(),
-            host_veths: self.nodes.iter().map(|n| n.host_veth.clone()).collect(),
-            netns_files: self.nodes.iter().flat_map(Node::netns_files).collect(),
-            node_dirs: self.nodes.iter().map(|n| n.root.clone()).collect(),
+            host_veths: self.all_nodes().map(|n| n.host_veth.clone()).collect(),
+            netns_files: self.all_nodes().flat_map(Node::netns_files).collect(),
+            node_dirs: self.all_nodes().map(|n| n.root.clone()).collect(),
             owned_root: self.owns_root.then(|| self.root.clone()),
             netns_dir: self.netns_dir(),
         }
@@ -457,11 +612,13 @@ impl ClusterNetwork {
     }
 
     fn teardown_all(&self) -> Vec<String> {
-        if self.torn_down.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.torn_down.swap(true, Ordering::SeqCst) {
             return Vec::new();
         }
         let mut errors = Vec::new();
-        for node in &self.nodes {
+        // Removed nodes were torn down when they left.
+        for node in self.nodes() {
             if let Err(e) = ip(&self.harness, &["link", "del", &node.host_veth]) {
                 if !e.stderr.contains("Cannot find device") {
                     errors.push(e.to_string());
