@@ -18,6 +18,7 @@
 //! ([`ClusterError::Unsupported`]); nothing silently does nothing. Dropping
 //! a [`Cluster`] tears down what it created.
 
+pub mod control;
 mod docker;
 mod error;
 mod existing;

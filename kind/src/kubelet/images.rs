@@ -61,6 +61,24 @@ pub enum RemotePodError {
     },
 }
 
+/// Why an `--image REF=DIR|EXECUTABLE` entry cannot be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageEntryError {
+    /// Not `REF=PATH`.
+    #[error("--image {0:?}: expected REF=DIR or REF=EXECUTABLE")]
+    Syntax(String),
+    /// The path does not exist or is not a regular executable file.
+    #[error("--image {entry:?}: {path}: {reason}")]
+    Path {
+        /// The whole entry.
+        entry: String,
+        /// The path it names.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
 type Resolver = Arc<dyn Fn(&Container) -> Option<Exec> + Send + Sync>;
 
 /// Image name → executable.
@@ -169,6 +187,85 @@ impl ImageTable {
         self
     }
 
+    /// An image whose entrypoint is `program`, taking precedence over every
+    /// entry added before (`istio-cni-cluster up --image REF=EXECUTABLE`):
+    /// a container without `command` runs `program` with its `args`; one
+    /// whose `command[0]` is the program's file name (or the image's name)
+    /// runs it with the rest and then `args`; any other command cannot run
+    /// (the image has no other files). `reference` matches exactly when it
+    /// names a repository path, tag or digest (`reg.io/x/agent:1.0`), else by
+    /// short name (`agent` matches `any/where/agent:any`).
+    pub fn add_executable(mut self, reference: &str, program: impl Into<PathBuf>) -> ImageTable {
+        let program = program.into();
+        let file = program.file_name().map(|f| f.to_string_lossy().into_owned());
+        let name = short_name(reference).to_string();
+        let resolver: Resolver = Arc::new(move |c: &Container| {
+            let mut args: Vec<String> = match c.command.as_deref() {
+                None | Some([]) => Vec::new(),
+                Some([first, rest @ ..]) => {
+                    let first = first.rsplit('/').next().unwrap_or(first);
+                    if file.as_deref() != Some(first) && first != name {
+                        return None;
+                    }
+                    rest.to_vec()
+                }
+            };
+            args.extend(c.args.iter().flatten().cloned());
+            Some(Exec {
+                program: program.clone(),
+                args,
+            })
+        });
+        let key = if reference.contains(['/', ':', '@']) {
+            reference.to_string()
+        } else {
+            short_name(reference).to_string()
+        };
+        self.entries.insert(0, (key, resolver));
+        self
+    }
+
+    /// `REF=EXECUTABLE` as [`ImageTable::add_executable`]. `REF=DIR` (an
+    /// image as a directory tree) is refused: this harness runs images as
+    /// single executables only.
+    pub fn add_entry(self, entry: &str) -> Result<ImageTable, ImageEntryError> {
+        let (reference, path) = entry
+            .split_once('=')
+            .filter(|(r, p)| !r.is_empty() && !p.is_empty() && !r.contains(char::is_whitespace))
+            .ok_or_else(|| ImageEntryError::Syntax(entry.to_string()))?;
+        let path = PathBuf::from(path);
+        let bad = |reason: &str| ImageEntryError::Path {
+            entry: entry.to_string(),
+            path: path.clone(),
+            reason: reason.to_string(),
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| bad(&e.to_string()))?;
+        if meta.is_dir() {
+            return Err(bad(
+                "is a directory; directory images are not supported by this harness yet, give the image's entrypoint executable",
+            ));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(bad("is not an executable file"));
+        }
+        Ok(self.add_executable(reference, path))
+    }
+
+    /// The project's agent: its image
+    /// ([`AGENT_IMAGE`](crate::backend::images::AGENT_IMAGE), what
+    /// `istio-cni-agent manifest` renders) and Istio's `install-cni` images
+    /// (`docker.io/istio/install-cni:<tag>`, command `install-cni`) run
+    /// `agent` with the container's arguments, so both this project's
+    /// manifests and Istio's charts deploy it.
+    pub fn with_agent(self, agent: impl Into<PathBuf>) -> ImageTable {
+        let agent = agent.into();
+        let mut table = self.add("install-cni", agent.clone(), &[]);
+        let own = ImageTable::new().add_executable(crate::backend::images::AGENT_IMAGE, agent);
+        table.entries.extend(own.entries);
+        table
+    }
+
     /// A custom mapping, e.g. one image whose behaviour depends on its args.
     pub fn add_fn(
         mut self,
@@ -268,6 +365,62 @@ mod tests {
                 .resolve(&container("mesh-probe", Some(&["sh", "-c", "x"]), &[]))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_agent_runs_from_our_image_and_istios_install_cni() {
+        let table = ImageTable::new().with_agent("/bin/istio-cni-agent");
+        let ours = table
+            .resolve(&container("istio-cni-rs/agent:dev", None, &["run", "--log_output_level=info"]))
+            .unwrap();
+        assert_eq!(ours.program, PathBuf::from("/bin/istio-cni-agent"));
+        assert_eq!(ours.args, ["run", "--log_output_level=info"]);
+        let istio = table
+            .resolve(&container(
+                "docker.io/istio/install-cni:1.26.0",
+                Some(&["install-cni"]),
+                &["--log_output_level=default:info"],
+            ))
+            .unwrap();
+        assert_eq!(istio.program, PathBuf::from("/bin/istio-cni-agent"));
+        assert_eq!(istio.args, ["--log_output_level=default:info"]);
+        // Only our own tag: another "agent" image is not ours.
+        assert!(table.resolve(&container("example.com/agent:1", None, &[])).is_err());
+    }
+
+    #[test]
+    fn executable_entries_take_precedence_and_run_as_the_entrypoint() {
+        let table = ImageTable::istio("/bin/istio-cni", "/bin/mesh-probe")
+            .add_executable("docker.io/istio/proxyv2:1.20.0", "/old/pilot-agent")
+            .add_executable("tool", "/opt/bin/tool");
+        let old = table
+            .resolve(&container("docker.io/istio/proxyv2:1.20.0", None, &["proxy", "sidecar"]))
+            .unwrap();
+        assert_eq!((old.program.to_str(), old.args.len()), (Some("/old/pilot-agent"), 2));
+        // Other tags still resolve as before.
+        let today = table
+            .resolve(&container("docker.io/istio/proxyv2:1.26.0", None, &["proxy", "sidecar"]))
+            .unwrap();
+        assert_eq!(today.program, PathBuf::from("/bin/mesh-probe"));
+        let by_name = table
+            .resolve(&container("reg.io/x/tool:9", Some(&["/usr/bin/tool", "a"]), &["b"]))
+            .unwrap();
+        assert_eq!(by_name.args, ["a", "b"]);
+        assert!(table.resolve(&container("tool", Some(&["sh", "-c", "x"]), &[])).is_err());
+    }
+
+    #[test]
+    fn image_entries_are_checked() {
+        let dir = std::env::temp_dir();
+        let err = |e: &str| ImageTable::new().add_entry(e).unwrap_err().to_string();
+        assert_eq!(err("nothing"), "--image \"nothing\": expected REF=DIR or REF=EXECUTABLE");
+        assert!(err("=/bin/sh").contains("expected REF="));
+        let e = err(&format!("x={}", dir.display()));
+        assert!(e.contains("is a directory; directory images are not supported"), "{e}");
+        assert!(err("x=/no/such/file").contains("/no/such/file: No such file"));
+        assert!(err("x=/etc/hostname").contains("is not an executable file") || !std::path::Path::new("/etc/hostname").exists());
+        let table = ImageTable::new().add_entry("reg.io/a/b:1=/bin/sh").unwrap();
+        assert_eq!(table.resolve(&container("reg.io/a/b:1", None, &["-c", "true"])).unwrap().args, ["-c", "true"]);
     }
 
     #[test]
