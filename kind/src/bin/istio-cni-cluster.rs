@@ -48,8 +48,8 @@ enum Command {
         #[arg(long, default_value = "default")]
         layout: Layout,
         /// Taints every node registers with, as kubelet's flag: key=value:Effect,key:Effect.
-        #[arg(long, value_name = "TAINTS", value_parser = NodeTaint::parse_list)]
-        register_with_taints: Option<Vec<NodeTaint>>,
+        #[arg(long, value_name = "TAINTS", value_parser = parse_taints)]
+        register_with_taints: Option<Taints>,
         /// Run image REF from EXECUTABLE (its entrypoint); repeatable; before the built-in images.
         #[arg(long = "image", value_name = "REF=EXECUTABLE")]
         images: Vec<String>,
@@ -76,8 +76,8 @@ enum NodeCommand {
         /// Its name (default: the next free node-N).
         name: Option<String>,
         /// Taints it registers with: key=value:Effect,key:Effect.
-        #[arg(long, value_name = "TAINTS", value_parser = NodeTaint::parse_list)]
-        register_with_taints: Option<Vec<NodeTaint>>,
+        #[arg(long, value_name = "TAINTS", value_parser = parse_taints)]
+        register_with_taints: Option<Taints>,
         /// Labels it registers with: key=value,key=value.
         #[arg(long, value_name = "LABELS", value_parser = parse_labels)]
         node_labels: Option<std::collections::BTreeMap<String, String>>,
@@ -86,6 +86,14 @@ enum NodeCommand {
     Remove { name: String },
     /// List the nodes.
     List,
+}
+
+/// A `--register-with-taints` list (one value, so clap keeps it whole).
+#[derive(Clone)]
+struct Taints(Vec<NodeTaint>);
+
+fn parse_taints(list: &str) -> Result<Taints, String> {
+    NodeTaint::parse_list(list).map(Taints).map_err(|e| e.to_string())
 }
 
 fn parse_labels(list: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
@@ -151,7 +159,15 @@ fn main() {
             register_with_taints,
             images,
         } => match self::images(&images) {
-            Ok(table) => up(&name, nodes, cni, single_conf, layout, register_with_taints.unwrap_or_default(), table),
+            Ok(table) => up(
+                &name,
+                nodes,
+                cni,
+                single_conf,
+                layout,
+                register_with_taints.map(|t| t.0).unwrap_or_default(),
+                table,
+            ),
             Err(e) => {
                 eprintln!("istio-cni-cluster: {e}");
                 2
@@ -286,6 +302,7 @@ fn node(cluster: &str, command: NodeCommand) -> i32 {
         } => Request::Add {
             name,
             taints: register_with_taints
+                .map(|t| t.0)
                 .unwrap_or_default()
                 .iter()
                 .map(ToString::to_string)
@@ -305,10 +322,20 @@ fn node(cluster: &str, command: NodeCommand) -> i32 {
     }
     match control::call(&socket, &request) {
         Ok(Answer::Nodes(rows)) => {
-            println!("{:<16} {:<28} {:<15} {:<18} TAINTS", "NAME", "STATUS", "INTERNAL-IP", "POD-CIDR");
+            println!(
+                "{:<16} {:<28} {:<15} {:<18} TAINTS",
+                "NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"
+            );
             for r in rows {
-                let taints = if r.taints.is_empty() { "<none>".to_string() } else { r.taints.join(",") };
-                println!("{:<16} {:<28} {:<15} {:<18} {taints}", r.name, r.status, r.internal_ip, r.pod_cidr);
+                let taints = if r.taints.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    r.taints.join(",")
+                };
+                println!(
+                    "{:<16} {:<28} {:<15} {:<18} {taints}",
+                    r.name, r.status, r.internal_ip, r.pod_cidr
+                );
             }
             0
         }

@@ -168,7 +168,12 @@ pub fn handle(cluster: &Cluster, request: Request) -> Answer {
     }
 }
 
-fn add(cluster: &Cluster, name: Option<String>, taints: &[String], labels: BTreeMap<String, String>) -> Result<(), String> {
+fn add(
+    cluster: &Cluster,
+    name: Option<String>,
+    taints: &[String],
+    labels: BTreeMap<String, String>,
+) -> Result<(), String> {
     let local = cluster.local().map_err(|e| e.to_string())?;
     let name = match name {
         Some(name) => name,
@@ -201,7 +206,10 @@ fn rows(cluster: &Cluster) -> Result<Vec<NodeRow>, String> {
         .nodes()
         .iter()
         .map(|node| {
-            let object = objects.items.iter().find(|o| o.metadata.name.as_deref() == Some(node.name()));
+            let object = objects
+                .items
+                .iter()
+                .find(|o| o.metadata.name.as_deref() == Some(node.name()));
             let spec = object.and_then(|o| o.spec.as_ref());
             let ready = object
                 .and_then(|o| o.status.as_ref()?.conditions.as_ref())

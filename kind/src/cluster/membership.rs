@@ -218,10 +218,9 @@ impl LocalCluster {
             .node(name)
             .ok_or_else(|| ClusterError::NoSuchNode(name.to_string()))?;
         let nodes: Api<K8sNode> = Api::all(self.client.clone());
-        let deleted = self.block_on(tokio::time::timeout(
-            Duration::from_secs(10),
-            nodes.delete(name, &DeleteParams::default()),
-        ));
+        let deleted = self.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), nodes.delete(name, &DeleteParams::default())).await
+        });
         match deleted {
             Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => {}
             Ok(Err(e)) => return Err(node_error(name, "deleting the Node object")(e.into())),

@@ -371,7 +371,11 @@ mod tests {
     fn the_agent_runs_from_our_image_and_istios_install_cni() {
         let table = ImageTable::new().with_agent("/bin/istio-cni-agent");
         let ours = table
-            .resolve(&container("istio-cni-rs/agent:dev", None, &["run", "--log_output_level=info"]))
+            .resolve(&container(
+                "istio-cni-rs/agent:dev",
+                None,
+                &["run", "--log_output_level=info"],
+            ))
             .unwrap();
         assert_eq!(ours.program, PathBuf::from("/bin/istio-cni-agent"));
         assert_eq!(ours.args, ["run", "--log_output_level=info"]);
@@ -394,33 +398,57 @@ mod tests {
             .add_executable("docker.io/istio/proxyv2:1.20.0", "/old/pilot-agent")
             .add_executable("tool", "/opt/bin/tool");
         let old = table
-            .resolve(&container("docker.io/istio/proxyv2:1.20.0", None, &["proxy", "sidecar"]))
+            .resolve(&container(
+                "docker.io/istio/proxyv2:1.20.0",
+                None,
+                &["proxy", "sidecar"],
+            ))
             .unwrap();
         assert_eq!((old.program.to_str(), old.args.len()), (Some("/old/pilot-agent"), 2));
         // Other tags still resolve as before.
         let today = table
-            .resolve(&container("docker.io/istio/proxyv2:1.26.0", None, &["proxy", "sidecar"]))
+            .resolve(&container(
+                "docker.io/istio/proxyv2:1.26.0",
+                None,
+                &["proxy", "sidecar"],
+            ))
             .unwrap();
         assert_eq!(today.program, PathBuf::from("/bin/mesh-probe"));
         let by_name = table
             .resolve(&container("reg.io/x/tool:9", Some(&["/usr/bin/tool", "a"]), &["b"]))
             .unwrap();
         assert_eq!(by_name.args, ["a", "b"]);
-        assert!(table.resolve(&container("tool", Some(&["sh", "-c", "x"]), &[])).is_err());
+        assert!(
+            table
+                .resolve(&container("tool", Some(&["sh", "-c", "x"]), &[]))
+                .is_err()
+        );
     }
 
     #[test]
     fn image_entries_are_checked() {
         let dir = std::env::temp_dir();
         let err = |e: &str| ImageTable::new().add_entry(e).unwrap_err().to_string();
-        assert_eq!(err("nothing"), "--image \"nothing\": expected REF=DIR or REF=EXECUTABLE");
+        assert_eq!(
+            err("nothing"),
+            "--image \"nothing\": expected REF=DIR or REF=EXECUTABLE"
+        );
         assert!(err("=/bin/sh").contains("expected REF="));
         let e = err(&format!("x={}", dir.display()));
         assert!(e.contains("is a directory; directory images are not supported"), "{e}");
         assert!(err("x=/no/such/file").contains("/no/such/file: No such file"));
-        assert!(err("x=/etc/hostname").contains("is not an executable file") || !std::path::Path::new("/etc/hostname").exists());
+        assert!(
+            err("x=/etc/hostname").contains("is not an executable file")
+                || !std::path::Path::new("/etc/hostname").exists()
+        );
         let table = ImageTable::new().add_entry("reg.io/a/b:1=/bin/sh").unwrap();
-        assert_eq!(table.resolve(&container("reg.io/a/b:1", None, &["-c", "true"])).unwrap().args, ["-c", "true"]);
+        assert_eq!(
+            table
+                .resolve(&container("reg.io/a/b:1", None, &["-c", "true"]))
+                .unwrap()
+                .args,
+            ["-c", "true"]
+        );
     }
 
     #[test]
