@@ -130,7 +130,7 @@ pub fn assess(node: &Node, lease: Option<&Lease>, now: Timestamp, grace: Duratio
                     key: key.into(),
                     effect: effect.into(),
                     value: None,
-                    time_added: (effect == "NoExecute").then(|| Time(now)),
+                    time_added: (effect == "NoExecute").then_some(Time(now)),
                 });
             }
         }
