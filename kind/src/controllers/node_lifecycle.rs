@@ -83,14 +83,19 @@ fn ready_condition(node: &Node) -> Option<&NodeCondition> {
 /// What `node` (with its `lease`) needs at `now`.
 pub fn assess(node: &Node, lease: Option<&Lease>, now: Timestamp, grace: Duration) -> Verdict {
     let mut verdict = Verdict::default();
-    let mut ready = ready_condition(node)
-        .map_or("Unknown", |c| c.status.as_str())
-        .to_string();
     let silent = last_heartbeat(node, lease).is_some_and(|last| {
         now.duration_since(last)
             .try_into()
             .is_ok_and(|elapsed: Duration| elapsed > grace)
     });
+    // A node still registering (no `Ready` yet) gets the grace period from
+    // its creation before it counts as anything.
+    let Some(mut ready) = ready_condition(node)
+        .map(|c| c.status.clone())
+        .or_else(|| silent.then(|| "None".to_string()))
+    else {
+        return verdict;
+    };
     if silent && ready != "Unknown" {
         let mut conditions = node
             .status
@@ -271,9 +276,14 @@ mod tests {
         assert_eq!(assess(&n, None, at("2025-01-01T00:05:00Z"), GRACE), Verdict::default());
         let mut bare = n.clone();
         bare.status = None;
-        // No Ready condition at all is Unknown from the start: tainted unreachable.
-        let v = assess(&bare, None, at("2025-01-01T00:00:10Z"), GRACE);
-        assert!(v.conditions.is_none(), "still within the grace after creation");
+        // A node that has not posted `Ready` yet is left alone for the grace
+        // period (it is registering), then is Unknown and unreachable.
+        assert_eq!(
+            assess(&bare, None, at("2025-01-01T00:00:10Z"), GRACE),
+            Verdict::default()
+        );
+        let v = assess(&bare, None, at("2025-01-01T00:01:00Z"), GRACE);
+        assert_eq!(v.conditions.clone().unwrap()[0].status, "Unknown");
         assert_eq!(
             keys(&v),
             [
