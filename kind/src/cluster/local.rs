@@ -272,8 +272,9 @@ impl LocalCluster {
     }
 
     /// The live nodes, in the order they joined.
-    pub fn nodes(&self) -> Nodes<'_> {
-        self.network.as_ref().map(|n| n.nodes()).unwrap_or_default()
+    pub fn nodes(&self) -> &Nodes {
+        static NONE: std::sync::LazyLock<Nodes> = std::sync::LazyLock::new(Nodes::default);
+        self.network.as_deref().map_or(&*NONE, ClusterNetwork::nodes)
     }
 
     /// A live node by name.

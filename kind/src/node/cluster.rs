@@ -195,10 +195,7 @@ pub struct ClusterNetwork {
     plugins_dir: PathBuf,
     install_mode: InstallMode,
     install_plugins: bool,
-    /// Filled in order; a slot is never emptied.
-    slots: Box<[OnceLock<Node>]>,
-    /// Per slot: the node was removed (and torn down).
-    removed: Box<[AtomicBool]>,
+    nodes: Nodes,
     /// Serializes joins and removals (routes in every node change).
     changing: Mutex<()>,
     torn_down: AtomicBool,
@@ -207,58 +204,73 @@ pub struct ClusterNetwork {
 /// Nodes one cluster network can have over its life.
 pub const MAX_NODES: usize = 64;
 
-/// The live nodes of a network at one moment, in creation order: iterate,
-/// index (`nodes[0]`), `first`, `len`.
-#[derive(Debug, Clone, Default)]
-pub struct Nodes<'a>(Vec<&'a Node>);
+/// The nodes of a network: the live ones (not removed) in creation order,
+/// for iterating, indexing (`nodes[0]`), `first`, `len`. Each node sits in a
+/// slot filled once and never moved, so references stay valid while nodes
+/// join and leave.
+#[derive(Debug, Default)]
+pub struct Nodes {
+    slots: Box<[OnceLock<Node>]>,
+    /// Per slot: the node was removed (and torn down).
+    removed: Box<[AtomicBool]>,
+}
 
-impl<'a> Nodes<'a> {
-    /// The nodes.
-    pub fn iter(&self) -> std::iter::Copied<std::slice::Iter<'_, &'a Node>> {
-        self.0.iter().copied()
+impl Nodes {
+    fn with_capacity(n: usize) -> Nodes {
+        Nodes {
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
+            removed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
     }
 
-    /// The first (oldest) node.
-    pub fn first(&self) -> Option<&'a Node> {
-        self.0.first().copied()
+    /// Every node ever added, removed ones too, with its slot.
+    fn all(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.slots.iter().map_while(OnceLock::get).enumerate()
     }
 
-    /// Node `i`.
-    pub fn get(&self, i: usize) -> Option<&'a Node> {
-        self.0.get(i).copied()
+    /// The live nodes.
+    pub fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.all()
+            .filter(|(i, _)| !self.removed[*i].load(Ordering::SeqCst))
+            .map(|(_, n)| n)
     }
 
-    /// How many.
+    /// The first (oldest) live node.
+    pub fn first(&self) -> Option<&Node> {
+        self.iter().next()
+    }
+
+    /// The `i`-th live node.
+    pub fn get(&self, i: usize) -> Option<&Node> {
+        self.iter().nth(i)
+    }
+
+    /// How many live nodes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
-    /// None at all.
+    /// No live node.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.first().is_none()
     }
 }
 
-impl std::ops::Index<usize> for Nodes<'_> {
+impl std::ops::Index<usize> for Nodes {
     type Output = Node;
     fn index(&self, i: usize) -> &Node {
-        self.0[i]
+        match self.get(i) {
+            Some(node) => node,
+            None => panic!("node index {i} out of range for {} nodes", self.len()),
+        }
     }
 }
 
-impl<'a> IntoIterator for Nodes<'a> {
+impl<'a> IntoIterator for &'a Nodes {
     type Item = &'a Node;
-    type IntoIter = std::vec::IntoIter<&'a Node>;
+    type IntoIter = Box<dyn Iterator<Item = &'a Node> + 'a>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
-    }
-}
-
-impl<'a, 'b> IntoIterator for &'b Nodes<'a> {
-    type Item = &'a Node;
-    type IntoIter = std::iter::Copied<std::slice::Iter<'b, &'a Node>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
+        Box::new(self.iter())
     }
 }
 
@@ -297,8 +309,7 @@ impl ClusterNetwork {
             plugins_dir: config.plugins_dir,
             install_mode: config.install_mode,
             install_plugins: config.install_plugins,
-            slots: (0..MAX_NODES).map(|_| OnceLock::new()).collect(),
-            removed: (0..MAX_NODES).map(|_| AtomicBool::new(false)).collect(),
+            nodes: Nodes::with_capacity(MAX_NODES),
             changing: Mutex::new(()),
             torn_down: AtomicBool::new(false),
         };
@@ -371,7 +382,7 @@ impl ClusterNetwork {
         if self.nodes().iter().any(|n| n.name == spec.name) {
             return Err(NodeError::Invalid(format!("node {:?} already exists", spec.name)));
         }
-        let slot = self.slots.iter().position(|s| s.get().is_none()).ok_or_else(|| {
+        let slot = self.nodes.slots.iter().position(|s| s.get().is_none()).ok_or_else(|| {
             NodeError::Invalid(format!(
                 "a cluster network holds at most {MAX_NODES} nodes over its life (removed ones count)"
             ))
@@ -418,7 +429,7 @@ impl ClusterNetwork {
             pods: Default::default(),
         };
         match self.wire_node(&mut node) {
-            Ok(()) => Ok(self.slots[slot].get_or_init(|| node)),
+            Ok(()) => Ok(self.nodes.slots[slot].get_or_init(|| node)),
             Err(e) => {
                 self.unwire(&node);
                 let _ = node.teardown();
@@ -432,16 +443,15 @@ impl ClusterNetwork {
     pub fn remove_node(&self, name: &str) -> Result<(), TeardownError> {
         let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let found = self
-            .slots
-            .iter()
-            .enumerate()
-            .find(|(i, s)| s.get().is_some_and(|n| n.name == name) && !self.removed[*i].load(Ordering::SeqCst));
-        let Some((slot, Some(node))) = found.map(|(i, s)| (i, s.get())) else {
+            .nodes
+            .all()
+            .find(|(i, n)| n.name == name && !self.nodes.removed[*i].load(Ordering::SeqCst));
+        let Some((slot, node)) = found else {
             return Err(TeardownError {
                 errors: vec![format!("no node {name:?}")],
             });
         };
-        self.removed[slot].store(true, Ordering::SeqCst);
+        self.nodes.removed[slot].store(true, Ordering::SeqCst);
         let mut errors = self.unwire(node);
         errors.extend(node.teardown());
         if errors.is_empty() {
@@ -500,7 +510,7 @@ impl ClusterNetwork {
         enable_forwarding(&node.netns)?;
         let cidr = node.pod_cidr.trunc().to_string();
         let via = node.ip_cidr.addr().to_string();
-        for other in &self.nodes() {
+        for other in self.nodes() {
             ip(&other.netns, &["route", "replace", &cidr, "via", &via, "dev", "eth0"])?;
             ip(
                 &node.netns,
@@ -523,26 +533,18 @@ impl ClusterNetwork {
     }
 
     /// The live nodes (not removed), in creation order.
-    pub fn nodes(&self) -> Nodes<'_> {
-        Nodes(
-            self.slots
-                .iter()
-                .zip(self.removed.iter())
-                .map_while(|(slot, removed)| slot.get().map(|n| (n, removed)))
-                .filter(|(_, removed)| !removed.load(Ordering::SeqCst))
-                .map(|(n, _)| n)
-                .collect(),
-        )
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
     }
 
     /// Every node ever added, removed ones too.
     fn all_nodes(&self) -> impl Iterator<Item = &Node> {
-        self.slots.iter().map_while(OnceLock::get)
+        self.nodes.all().map(|(_, n)| n)
     }
 
     /// A live node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes().into_iter().find(|n| n.name == name)
+        self.nodes.iter().find(|n| n.name == name)
     }
 
     /// The cluster root dir.
