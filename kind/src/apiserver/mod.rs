@@ -10,7 +10,10 @@
 //! - Authentication: bearer tokens. [`ApiServer::admin_token`] is in
 //!   `system:masters`; [`ApiServer::mint_token`] issues service-account
 //!   tokens (`system:serviceaccount:<ns>:<name>`), [`ApiServer::mint_user_token`]
-//!   tokens for named users and groups. `Impersonate-User`/`-Group`
+//!   tokens for named users and groups; the TokenRequest API
+//!   (`serviceaccounts/<name>/token`) mints expiring, audience-bound
+//!   service-account tokens, refused once expired or when not meant for
+//!   the API server. `Impersonate-User`/`-Group`
 //!   (`kubectl --as`) for those allowed to `impersonate`.
 //! - Authorization: RBAC from the stored ClusterRoles, Roles and bindings
 //!   (403 `Forbidden`; 401 for a missing or unknown token); access reviews
@@ -34,8 +37,13 @@
 //! ServiceAccount and `kube-root-ca.crt` is the job of
 //! [`crate::controllers`], which run beside the server.
 //!
-//! Not implemented: server-side apply field ownership, `metadata.finalizers`
-//! and graceful deletion (other deletes are immediate), most admission and validation
+//! Deletes follow Kubernetes too: a pod on a node is marked with its grace
+//! period until its kubelet deletes it with grace 0; an object with
+//! `metadata.finalizers` is marked until an update empties them; the
+//! `Foreground` and `Orphan` propagation policies become the garbage
+//! collector's finalizers (see `registry::strategy::deletion`).
+//!
+//! Not implemented: server-side apply field ownership, most admission and validation
 //! (immutable pod fields, RBAC escalation checks), OpenAPI schemas
 //! (`/openapi/v3` serves only what kubectl's default validation needs:
 //! operations that take `fieldValidation`, which the server then honours by
@@ -69,7 +77,9 @@ pub use http::logs::{LogSource, MemoryLogs};
 pub use http::patch::PatchType;
 pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
 pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
-pub use registry::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
+pub use registry::{
+    DeletePolicy, Event, EventType, FOREGROUND, ListPage, ORPHAN, Part, Preconditions, Propagation, Store, StoreOptions,
+};
 pub use status::ApiError;
 
 /// Errors starting or restarting the server, or building clients.
@@ -115,6 +125,9 @@ pub struct ApiServerOptions {
     pub admin_token: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// The shortest lifetime a TokenRequest may ask for (kube-apiserver's
+    /// 10 minutes; tests of expiry lower it).
+    pub min_token_expiration: Duration,
 }
 
 impl Default for ApiServerOptions {
@@ -130,6 +143,7 @@ impl Default for ApiServerOptions {
             log_poll_interval: Duration::from_millis(200),
             admin_token: None,
             max_body_bytes: 8 << 20,
+            min_token_expiration: Duration::from_secs(600),
         }
     }
 }
@@ -209,6 +223,7 @@ impl ApiServer {
             log_poll_interval: opts.log_poll_interval,
             server_address: server_address.into(),
             max_body_bytes: opts.max_body_bytes,
+            min_token_expiration: opts.min_token_expiration,
         };
         listeners.serve(socks, http::router(app.clone()), pki.server_config.clone())?;
         Ok(ApiServer {

@@ -143,7 +143,7 @@ impl LocalCluster {
             ..ClusterConfig::default()
         })
         .map_err(ClusterError::create("cluster network"))?;
-        let template = NodeTemplate {
+        let mut template = NodeTemplate {
             cluster: n,
             profile: spec.profile,
             single_conf: spec.single_conf,
@@ -155,6 +155,7 @@ impl LocalCluster {
             heartbeat: spec.heartbeat,
             log_dir: root.join("logs"),
             pod_cgroups,
+            in_cluster: None,
         };
         let mut specs = Vec::new();
         for i in 0..spec.nodes.max(1) {
@@ -186,6 +187,7 @@ impl LocalCluster {
             .map_err(ClusterError::create("API listener"))?
             .port();
         let gateway_url = format!("https://{}", SocketAddr::from((gateway, gateway_port)));
+        template.in_cluster = Some(SocketAddr::from((gateway, gateway_port)));
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -321,7 +323,12 @@ impl LocalCluster {
                 let ns = pod.metadata.namespace.unwrap_or_default();
                 let name = pod.metadata.name.unwrap_or_default();
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-                let _ = runtime.block_on(api.delete(&name, &DeleteParams::default()));
+                // Grace 0: teardown kills at once (no SIGTERM wait).
+                let now = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                };
+                let _ = runtime.block_on(api.delete(&name, &now));
             }
         }
         // Let the kubelets tear their sandboxes down (CNI DEL).

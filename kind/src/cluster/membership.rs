@@ -46,6 +46,8 @@ pub(super) struct NodeTemplate {
     pub heartbeat: Heartbeat,
     pub log_dir: std::path::PathBuf,
     pub pod_cgroups: Option<std::path::PathBuf>,
+    /// The API server as pods reach it (`KUBERNETES_SERVICE_HOST`/`PORT`).
+    pub in_cluster: Option<std::net::SocketAddr>,
 }
 
 impl NodeTemplate {
@@ -137,6 +139,7 @@ impl LocalCluster {
             processes: self.processes.clone(),
             pod_cgroups: t.pod_cgroups.clone(),
             cni_env: t.runtime_env.clone(),
+            in_cluster: t.in_cluster,
         });
         let silenced = Arc::new(AtomicBool::new(false));
         let runtime = self

@@ -8,14 +8,24 @@
 //!   `Ready=Unknown` and tainted `unreachable`; not-ready nodes `not-ready`.
 //! - [`namespaces`]: a new namespace's `default` ServiceAccount and
 //!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
-//! - [`daemonset`]: one pod per eligible node, rolling updates, status.
+//! - [`daemonset`]: one pod per eligible node, rolling updates, status,
+//!   ControllerRevisions.
+//! - [`replicaset`]: `replicas` pods of a template, adoption, status.
+//! - [`deployment`]: a ReplicaSet per template, rolling or recreating
+//!   updates, revisions, status and conditions.
+//! - [`gc`]: the garbage collector: dependents follow their owners, the
+//!   foreground and orphan propagation policies.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
 pub mod daemonset;
+pub mod deployment;
 mod events;
+pub mod gc;
 pub mod namespaces;
 pub mod node_lifecycle;
+pub mod owned;
+pub mod replicaset;
 pub mod scheduler;
 
 use tokio::sync::oneshot;
@@ -51,6 +61,9 @@ impl ControllerManager {
             let mut set = JoinSet::new();
             set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
             set.spawn(daemonset::run(client.clone()));
+            set.spawn(gc::run(client.clone()));
+            set.spawn(replicaset::run(client.clone()));
+            set.spawn(deployment::run(client.clone()));
             if let Some(monitor) = opts.node_monitor {
                 set.spawn(node_lifecycle::run(client.clone(), monitor));
             }

@@ -85,11 +85,45 @@ type Resolver = Arc<dyn Fn(&Container) -> Option<Exec> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct ImageTable {
     entries: Vec<(String, Resolver)>,
+    /// The image directory of each entry made by [`ImageTable::add_dir`],
+    /// by entry name.
+    dirs: Vec<(String, PathBuf)>,
 }
 
 impl std::fmt::Debug for ImageTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.entries.iter().map(|(n, _)| n)).finish()
+    }
+}
+
+/// Where a command is looked up in an image directory without its own
+/// configuration (the usual image `PATH`).
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `name` on [`IMAGE_PATH`] as the container sees it: the image's file
+/// when the image has one, else the harness's (the container's root is
+/// the harness's with the image laid over it); the name itself when
+/// neither has it (starting it then fails as a missing executable).
+fn image_lookup(dir: &std::path::Path, name: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    let candidates = IMAGE_PATH.split(':').map(|d| PathBuf::from(d).join(name));
+    let in_image = candidates
+        .clone()
+        .find(|p| dir.join(p.strip_prefix("/").unwrap_or(p)).is_file());
+    in_image
+        .or_else(|| candidates.clone().find(|p| p.is_file()))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// How an entry added by reference is keyed: the full reference when it
+/// names a repository path, tag or digest, else its short name.
+fn entry_key(reference: &str) -> String {
+    if reference.contains(['/', ':', '@']) {
+        reference.to_string()
+    } else {
+        short_name(reference).to_string()
     }
 }
 
@@ -216,18 +250,17 @@ impl ImageTable {
                 args,
             })
         });
-        let key = if reference.contains(['/', ':', '@']) {
-            reference.to_string()
-        } else {
-            short_name(reference).to_string()
-        };
+        let key = entry_key(reference);
+        self.entries.retain(|(n, _)| *n != key);
+        self.dirs.retain(|(n, _)| *n != key);
         self.entries.insert(0, (key, resolver));
         self
     }
 
-    /// `REF=EXECUTABLE` as [`ImageTable::add_executable`]. `REF=DIR` (an
-    /// image as a directory tree) is refused: this harness runs images as
-    /// single executables only.
+    /// `REF=EXECUTABLE` as [`ImageTable::add_executable`], or `REF=DIR` as
+    /// [`ImageTable::add_dir`] with no entrypoint (a directory says nothing
+    /// about one: its containers name their `command`). Either replaces an
+    /// entry of the same reference and comes before every other.
     pub fn add_entry(self, entry: &str) -> Result<ImageTable, ImageEntryError> {
         let (reference, path) = entry
             .split_once('=')
@@ -241,9 +274,15 @@ impl ImageTable {
         };
         let meta = std::fs::metadata(&path).map_err(|e| bad(&e.to_string()))?;
         if meta.is_dir() {
-            return Err(bad(
-                "is a directory; directory images are not supported by this harness yet, give the image's entrypoint executable",
-            ));
+            let key = entry_key(reference);
+            let mut table = self;
+            table.entries.retain(|(n, _)| *n != key);
+            table.dirs.retain(|(n, _)| *n != key);
+            let mut table = table.add_dir(reference, path, &[]);
+            if let Some(added) = table.entries.pop() {
+                table.entries.insert(0, added);
+            }
+            return Ok(table);
         }
         use std::os::unix::fs::PermissionsExt;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
@@ -266,6 +305,57 @@ impl ImageTable {
         table
     }
 
+    /// An image directory: `dir` is laid out like the image's filesystem
+    /// and its files appear at their paths in the container. As in
+    /// Kubernetes, a container's `command` replaces `entrypoint` (its first
+    /// word looked up on the image's `PATH`, the image's files first) and
+    /// `args` follow; without a `command` the entrypoint runs with `args`.
+    /// Matched by full reference first, then by short name, like
+    /// [`ImageTable::add`].
+    pub fn add_dir(mut self, image: &str, dir: impl Into<PathBuf>, entrypoint: &[&str]) -> ImageTable {
+        let dir = dir.into();
+        let entrypoint: Vec<String> = entrypoint.iter().map(|s| s.to_string()).collect();
+        let root = dir.clone();
+        let resolver: Resolver = Arc::new(move |c: &Container| {
+            let mut argv: Vec<String> = match c.command.as_deref() {
+                Some(command) if !command.is_empty() => command.to_vec(),
+                _ => entrypoint.clone(),
+            };
+            argv.extend(c.args.iter().flatten().cloned());
+            let (first, rest) = argv.split_first()?;
+            Some(Exec {
+                program: image_lookup(&root, first),
+                args: rest.to_vec(),
+            })
+        });
+        let name = if image.contains(['/', ':', '@']) {
+            image.to_string()
+        } else {
+            short_name(image).to_string()
+        };
+        self.entries.push((name.clone(), resolver));
+        self.dirs.push((name, dir));
+        self
+    }
+
+    /// The image directory `container` runs from, when its image is one
+    /// ([`ImageTable::add_dir`]).
+    pub fn image_dir(&self, container: &Container) -> Option<PathBuf> {
+        let name = self.entry_name(container)?;
+        self.dirs.iter().find(|(n, _)| *n == name).map(|(_, d)| d.clone())
+    }
+
+    /// The entry `container`'s image matches: by full reference, else by
+    /// short name.
+    fn entry_name(&self, container: &Container) -> Option<String> {
+        let image = container.image.as_deref().unwrap_or_default();
+        let name = short_name(image);
+        let by_ref = self.entries.iter().find(|(n, _)| n == image);
+        by_ref
+            .or_else(|| self.entries.iter().find(|(n, _)| n == name))
+            .map(|(n, _)| n.clone())
+    }
+
     /// A custom mapping, e.g. one image whose behaviour depends on its args.
     pub fn add_fn(
         mut self,
@@ -279,8 +369,8 @@ impl ImageTable {
     /// What to run for `container`, or why it is an `ErrImagePull`.
     pub fn resolve(&self, container: &Container) -> Result<Exec, ImageError> {
         let image = container.image.as_deref().unwrap_or_default();
-        let name = short_name(image);
-        let entry = self.entries.iter().find(|(n, _)| n == image || n == name);
+        let found = self.entry_name(container);
+        let entry = found.and_then(|n| self.entries.iter().find(|(e, _)| *e == n));
         match entry {
             Some((_, resolve)) => resolve(container).ok_or_else(|| ImageError::CannotRun {
                 image: image.to_string(),
@@ -434,8 +524,22 @@ mod tests {
             "--image \"nothing\": expected REF=DIR or REF=EXECUTABLE"
         );
         assert!(err("=/bin/sh").contains("expected REF="));
-        let e = err(&format!("x={}", dir.display()));
-        assert!(e.contains("is a directory; directory images are not supported"), "{e}");
+        let image = testkit::Scratch::new("image-entry");
+        let table = ImageTable::new()
+            .add_dir("reg.io/a/tool:1", "/elsewhere", &["old"])
+            .add_entry(&format!("reg.io/a/tool:1={}", image.path().display()))
+            .unwrap();
+        let c = container("reg.io/a/tool:1", Some(&["sh", "-c", "true"]), &[]);
+        assert_eq!(
+            table.image_dir(&c).as_deref(),
+            Some(image.path()),
+            "the entry replaces the older one"
+        );
+        assert!(
+            table.resolve(&container("reg.io/a/tool:1", None, &[])).is_err(),
+            "no entrypoint: a command is needed"
+        );
+        let _ = dir;
         assert!(err("x=/no/such/file").contains("/no/such/file: No such file"));
         assert!(
             err("x=/etc/hostname").contains("is not an executable file")
@@ -449,6 +553,39 @@ mod tests {
                 .args,
             ["-c", "true"]
         );
+    }
+
+    #[test]
+    fn image_directories_resolve_commands_as_kubernetes_does() {
+        let dir = testkit::Scratch::new("image-dir");
+        std::fs::create_dir_all(dir.join("usr/local/bin")).unwrap();
+        std::fs::write(dir.join("usr/local/bin/install-cni"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            dir.join("usr/local/bin/install-cni"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let table = ImageTable::new().add("mesh-probe", "/bin/mesh-probe", &[]).add_dir(
+            "docker.io/istio/install-cni:1.26.0",
+            &*dir,
+            &["install-cni"],
+        );
+        let c = container("docker.io/istio/install-cni:1.26.0", None, &["--log", "debug"]);
+        let exec = table.resolve(&c).unwrap();
+        assert_eq!(exec.program, PathBuf::from("/usr/local/bin/install-cni"));
+        assert_eq!(exec.args, ["--log", "debug"]);
+        assert_eq!(table.image_dir(&c).as_deref(), Some(dir.path()));
+        // A command replaces the entrypoint; its first word is looked up
+        // in the image, then in the root beneath it.
+        let sh = container("docker.io/istio/install-cni:1.26.0", Some(&["sh", "-c", "true"]), &[]);
+        let exec = table.resolve(&sh).unwrap();
+        assert!(exec.program.is_absolute() && exec.program.ends_with("sh"), "{exec:?}");
+        assert_eq!(exec.args, ["-c", "true"]);
+        // Another tag of the same repository is another image.
+        let other = container("docker.io/istio/install-cni:1.27.0", None, &[]);
+        assert!(table.resolve(&other).is_err());
+        assert_eq!(table.image_dir(&container("mesh-probe", None, &[])), None);
     }
 
     #[test]

@@ -301,8 +301,15 @@ impl PodLifecycle {
                     } else {
                         reason
                     };
+                    // A volume that cannot be mounted leaves the container
+                    // "ContainerCreating"; the event says why.
+                    let waiting = if reason == "FailedMount" {
+                        "ContainerCreating".to_string()
+                    } else {
+                        reason.clone()
+                    };
                     c.state = State::Waiting {
-                        reason: reason.clone(),
+                        reason: waiting,
                         message: Some(message.clone()),
                     };
                     c.restart_at = Some(now + backoff.delay(c.start_failures).max(initial));
@@ -425,6 +432,11 @@ impl PodLifecycle {
                 may_start = false;
             }
         }
+    }
+
+    /// Whether a sandbox ADD was asked for and has not answered yet.
+    pub fn sandbox_in_flight(&self) -> bool {
+        matches!(self.sandbox, Sandbox::Pending { .. }) && self.sandbox_retry_at.is_none()
     }
 
     /// The earliest time a [`Input::Tick`] has work to do.

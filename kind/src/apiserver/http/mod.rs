@@ -13,6 +13,7 @@ pub(crate) mod render;
 pub(crate) mod routes;
 pub(crate) mod table;
 pub(crate) mod tls;
+pub(crate) mod token_request;
 pub(crate) mod watch;
 
 use std::sync::{Arc, RwLock};
@@ -41,7 +42,7 @@ use crate::apiserver::discovery;
 use crate::apiserver::discovery::openapi::{self, FieldValidation};
 use crate::apiserver::registry::resources::{self, ids};
 use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector, Selectors};
-use crate::apiserver::registry::strategy::pod;
+use crate::apiserver::registry::strategy::{pod, scale};
 use crate::apiserver::registry::{self, Part, Store};
 use crate::apiserver::status::{ApiError, success_status};
 
@@ -58,6 +59,8 @@ pub(crate) struct App {
     /// `host:port` reported in `/api`.
     pub server_address: Arc<str>,
     pub max_body_bytes: usize,
+    /// The shortest lifetime a TokenRequest may ask for.
+    pub min_token_expiration: Duration,
 }
 
 /// The router serving everything through one handler.
@@ -358,10 +361,24 @@ impl Ctx<'_> {
             ("create", None) => self.create(body).await,
             ("create", Some("binding")) => self.bind(body).await,
             ("create", Some("eviction")) => self.evict(body).await,
+            ("create", Some("token")) => {
+                let request = self.object_body(body).await?;
+                let app = self.app;
+                let minted = token_request::create(
+                    &app.store,
+                    &app.tokens,
+                    app.min_token_expiration,
+                    self.ns(),
+                    self.name(),
+                    &request,
+                )?;
+                Ok(value_response(StatusCode::CREATED, &minted))
+            }
+            ("get" | "update" | "patch", Some("scale")) => self.scale(verb, body).await,
             ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
-            ("deletecollection", None) => self.delete_collection(),
+            ("deletecollection", None) => self.delete_collection(body).await,
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({verb} {}{})",
                 self.info().plural,
@@ -541,28 +558,36 @@ impl Ctx<'_> {
         Ok(with_warnings(self.ok_object(StatusCode::OK, &patched), &warnings))
     }
 
-    /// The `DeleteOptions` body of a DELETE (none, JSON or protobuf).
+    /// The `DeleteOptions` of a DELETE: its body (none, JSON or protobuf),
+    /// then the query for what the body leaves unset.
     async fn delete_options(&self, body: Body) -> Result<DeleteOptions, ApiError> {
         let bytes = self.body(body).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(DeleteOptions::default());
-        }
-        let ct = header_str(self.headers, header::CONTENT_TYPE);
-        let opts = if ct.contains("protobuf") {
-            protobuf_body(&bytes)?
+        let opts = if bytes.iter().all(u8::is_ascii_whitespace) {
+            DeleteOptions::default()
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            let ct = header_str(self.headers, header::CONTENT_TYPE);
+            let opts = if ct.contains("protobuf") {
+                protobuf_body(&bytes)?
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
+            DeleteOptions::from_json(&opts)?
         };
-        DeleteOptions::from_json(&opts)
+        opts.with_query(|k| self.query.get(k).map(str::to_string))
     }
 
     async fn delete(&self, body: Body) -> Result<Response, ApiError> {
         let opts = self.delete_options(body).await?;
         let dry_run = opts.dry_run || self.dry_run();
-        let deleted = self
-            .app
-            .store
-            .delete(self.rp.res, self.ns(), self.name(), &opts.preconditions, dry_run)?;
+        let deleted = self.app.store.delete_with(
+            self.rp.res,
+            self.ns(),
+            self.name(),
+            &opts.preconditions,
+            &opts.policy(),
+            dry_run,
+        )?;
         Ok(self.ok_object(StatusCode::OK, &deleted))
     }
 
@@ -585,20 +610,24 @@ impl Ctx<'_> {
         }
         let opts = DeleteOptions::from_json(eviction.get("deleteOptions").unwrap_or(&Value::Null))?;
         let dry_run = opts.dry_run || self.dry_run();
+        let (pre, policy) = (&opts.preconditions, &opts.policy());
         self.app
             .store
-            .delete(ids::PODS, self.ns(), self.name(), &opts.preconditions, dry_run)?;
+            .delete_with(ids::PODS, self.ns(), self.name(), pre, policy, dry_run)?;
         let mut status = success_status(Value::Null);
         status["code"] = json!(201);
         Ok(value_response(StatusCode::CREATED, &status))
     }
 
-    fn delete_collection(&self) -> Result<Response, ApiError> {
+    async fn delete_collection(&self, body: Body) -> Result<Response, ApiError> {
+        let opts = self.delete_options(body).await?;
         let sel = self.selectors()?;
-        let items =
-            self.app
-                .store
-                .delete_collection(self.rp.res, self.rp.namespace.as_deref(), &sel, self.dry_run())?;
+        let dry_run = opts.dry_run || self.dry_run();
+        let ns = self.rp.namespace.as_deref();
+        let items = self
+            .app
+            .store
+            .delete_collection(self.rp.res, ns, &sel, &opts.policy(), dry_run)?;
         let page = registry::ListPage {
             items,
             resource_version: self.app.store.resource_version(),
@@ -609,6 +638,34 @@ impl Ctx<'_> {
             StatusCode::OK,
             render::list(self.info(), &page, Repr::Full),
         ))
+    }
+
+    /// `<deployments|replicasets>/<name>/scale`: the object as an
+    /// `autoscaling/v1` Scale; a write changes `spec.replicas` only.
+    async fn scale(&self, verb: &str, body: Body) -> Result<Response, ApiError> {
+        let store = &self.app.store;
+        let obj = match verb {
+            "get" => store.get(self.rp.res, self.ns(), self.name())?,
+            "update" => {
+                let given = self.object_body(body).await?;
+                store.modify(self.rp.res, self.ns(), self.name(), Part::Main, self.dry_run(), |cur| {
+                    scale::apply_scale(cur, &given)
+                })?
+            }
+            _ => {
+                let ct = header_str(self.headers, header::CONTENT_TYPE);
+                let ty = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+                let bytes = self.body(body).await?;
+                let p = patch::parse_patch(ty, &bytes).map_err(ApiError::bad_request)?;
+                let name = self.name().to_string();
+                store.modify(self.rp.res, self.ns(), self.name(), Part::Main, self.dry_run(), |cur| {
+                    let patched = patch::apply(ty, &scale::to_scale(cur), &p)
+                        .map_err(|m| ApiError::invalid("Scale", &name, "patch", &m))?;
+                    scale::apply_scale(cur, &patched)
+                })?
+            }
+        };
+        Ok(value_response(StatusCode::OK, &scale::to_scale(&obj)))
     }
 
     async fn bind(&self, body: Body) -> Result<Response, ApiError> {

@@ -5,8 +5,13 @@
 //! what a status write may change, what a delete does).
 
 pub(crate) mod daemonset;
+pub(crate) mod deletion;
+pub(crate) mod deployment;
 pub(crate) mod namespace;
 pub(crate) mod pod;
+pub(crate) mod priorityclass;
+pub(crate) mod replicaset;
+pub(crate) mod scale;
 
 use serde_json::{Value, json};
 
@@ -54,15 +59,25 @@ pub(crate) trait Strategy: Sync {
         &[]
     }
 
-    /// What deleting `obj` does.
-    fn delete(&self, _obj: &Value) -> Result<Deletion, ApiError> {
-        Ok(Deletion::Now)
+    /// Refuses deletes the kind never allows.
+    fn check_delete(&self, _obj: &Value) -> Result<(), ApiError> {
+        Ok(())
     }
 
-    /// Whether an object marked for deletion may go now (after an update).
-    fn finalized(&self, _obj: &Value) -> bool {
+    /// The grace period of a delete that asked for `requested`, for kinds
+    /// deleted gracefully; `None` for the others (see [`deletion`]).
+    fn grace_period(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
+
+    /// Whether something of the kind's own (not `metadata.finalizers`)
+    /// keeps the object while it is being deleted.
+    fn holds(&self, _obj: &Value) -> bool {
         false
     }
+
+    /// What else marks an object of the kind as being deleted.
+    fn mark_deleting(&self, _obj: &mut Value) {}
 }
 
 struct Plain;
@@ -75,6 +90,9 @@ pub(crate) fn of(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "Pod") => &pod::PodStrategy,
         ("", "Namespace") => &namespace::NamespaceStrategy,
         ("apps", "DaemonSet") => &daemonset::DaemonSetStrategy,
+        ("apps", "Deployment") => &deployment::DeploymentStrategy,
+        ("apps", "ReplicaSet") => &replicaset::ReplicaSetStrategy,
+        ("scheduling.k8s.io", "PriorityClass") => &priorityclass::PriorityClassStrategy,
         _ => &Plain,
     }
 }
@@ -270,6 +288,7 @@ pub(crate) fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, p
         }
         Part::Finalize => namespace::finalize(old, &new),
         Part::Main => {
+            deletion::check_finalizers(info, old, &new)?;
             if info.has_status_subresource() {
                 set_or_remove(&mut new, "status", old.get("status").cloned());
             }

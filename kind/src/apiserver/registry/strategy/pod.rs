@@ -12,22 +12,7 @@ pub(crate) struct PodStrategy;
 
 impl Strategy for PodStrategy {
     fn validate_and_default(&self, name: &str, obj: &mut Value) -> Result<(), ApiError> {
-        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
-        let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
-            return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value"));
-        };
-        for (i, c) in cs.iter().enumerate() {
-            for field in ["name", "image"] {
-                if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err(ApiError::invalid(
-                        "Pod",
-                        name,
-                        &format!("spec.containers[{i}].{field}"),
-                        "Required value",
-                    ));
-                }
-            }
-        }
+        validate_containers("Pod", name, obj.get("spec"), "spec")?;
         if let Some(Value::Object(spec)) = obj.get_mut("spec") {
             default_spec(spec);
         }
@@ -45,6 +30,49 @@ impl Strategy for PodStrategy {
     fn status_metadata(&self) -> &'static [&'static str] {
         &["labels", "annotations"]
     }
+
+    /// Pods are deleted gracefully: the requested period, else the spec's
+    /// `terminationGracePeriodSeconds`, else 30 s; a pod no kubelet runs
+    /// (unbound, or finished) has nothing to wait for; a negative period is 1 s.
+    fn grace_period(&self, pod: &Value, requested: Option<i64>) -> Option<i64> {
+        let spec = |p: &str| pod.pointer(p).and_then(Value::as_i64);
+        let mut period = requested
+            .or_else(|| spec("/spec/terminationGracePeriodSeconds"))
+            .unwrap_or(30);
+        let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        if node.is_empty() || matches!(phase, "Succeeded" | "Failed") {
+            period = 0;
+        }
+        Some(if period < 0 { 1 } else { period })
+    }
+}
+
+/// The containers of a pod spec (or a template's, at `path`): at least one,
+/// each with a name and an image.
+pub(crate) fn validate_containers(kind: &str, name: &str, spec: Option<&Value>, path: &str) -> Result<(), ApiError> {
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            &format!("{path}.containers"),
+            "Required value",
+        ));
+    };
+    for (i, c) in cs.iter().enumerate() {
+        for field in ["name", "image"] {
+            if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ApiError::invalid(
+                    kind,
+                    name,
+                    &format!("{path}.containers[{i}].{field}"),
+                    "Required value",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Kubernetes' defaults for a pod spec (also a pod template's).
@@ -189,6 +217,21 @@ mod tests {
         let done = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 0}}}]}});
         assert!(container_terminated(&done, "a"));
         assert!(!container_terminated(&done, "b"));
+    }
+
+    #[test]
+    fn grace_periods() {
+        let pod = |spec: Value, phase: &str| json!({"spec": spec, "status": {"phase": phase}});
+        let bound = pod(json!({"nodeName": "n"}), "Running");
+        assert_eq!(PodStrategy.grace_period(&bound, None), Some(30));
+        assert_eq!(PodStrategy.grace_period(&bound, Some(5)), Some(5));
+        assert_eq!(PodStrategy.grace_period(&bound, Some(-3)), Some(1));
+        let custom = pod(json!({"nodeName": "n", "terminationGracePeriodSeconds": 7}), "Running");
+        assert_eq!(PodStrategy.grace_period(&custom, None), Some(7));
+        assert_eq!(PodStrategy.grace_period(&custom, Some(0)), Some(0));
+        assert_eq!(PodStrategy.grace_period(&pod(json!({}), "Pending"), Some(5)), Some(0));
+        let done = pod(json!({"nodeName": "n"}), "Succeeded");
+        assert_eq!(PodStrategy.grace_period(&done, None), Some(0));
     }
 
     #[test]
