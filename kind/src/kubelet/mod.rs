@@ -8,6 +8,7 @@
 
 pub mod container;
 mod exec;
+pub mod heartbeat;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
