@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
-use istio_cni_kind::testing::{privileged, workspace_bin};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::{Agent, has_istio_entry, wait_for};
+use testkit::{Need, gate, workspace_bin};
 
 fn injected_pod(name: &str) -> Pod {
     let text = std::fs::read_to_string(format!(
@@ -111,7 +111,7 @@ fn api_host_port(cluster: &Cluster) -> (String, String) {
 
 #[test]
 fn the_agent_installs_repairs_a_racing_pod_and_cleans_up() {
-    if !privileged("the_agent_installs_repairs_a_racing_pod_and_cleans_up") {
+    if !gate("the_agent_installs_repairs_a_racing_pod_and_cleans_up", &[Need::Root]) {
         return;
     }
     let istio_cni = workspace_bin("istio-cni", "istio-cni");

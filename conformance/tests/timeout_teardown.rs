@@ -14,10 +14,10 @@ use istio_cni_conformance::runner::{self, RunPlan, TargetEnv};
 use istio_cni_conformance::suites::Planned;
 use istio_cni_kind::cluster::ClusterSpec;
 use istio_cni_kind::node::netns::mounts_under;
-use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::env::{Env, Target};
 use istio_cni_scenarios::fixtures::plain_pod;
 use istio_cni_scenarios::scenario::{Scenario, Verdict};
+use testkit::{Need, gate};
 
 /// What the hung body built, reported before it hangs.
 struct Built {
@@ -54,7 +54,7 @@ fn running(pid: u32) -> bool {
 
 #[test]
 fn a_timed_out_scenarios_cluster_is_torn_down() {
-    if !privileged("a_timed_out_scenarios_cluster_is_torn_down") {
+    if !gate("a_timed_out_scenarios_cluster_is_torn_down", &[Need::Root]) {
         return;
     }
     let (tx, rx) = mpsc::channel::<Built>();

@@ -111,10 +111,10 @@ fn a_failed_unprivileged_up_leaves_nothing_behind() {
     if !nix::unistd::geteuid().is_root() {
         return skip("not root (the test drops to nobody)");
     }
-    let scratch = istio_cni_kind::testing::Scratch::new("unprivileged-up");
+    let scratch = testkit::Scratch::new("unprivileged-up");
     let tmp = scratch.join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    std::fs::set_permissions(&scratch.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
     let bin = scratch.join("istio-cni-cluster");
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni-cluster"), &bin).unwrap();

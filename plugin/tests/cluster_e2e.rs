@@ -18,10 +18,10 @@ use istio_cni::capture::NodeEnv;
 use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::apiserver::FaultMatch;
 use istio_cni_kind::cluster::Cluster;
-use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use testkit::{Need, gate};
 
 /// Istio's images as the harness runs them (see [`ImageTable::istio`]).
 fn fixture(name: &str) -> String {
@@ -100,7 +100,7 @@ fn sandbox_events(cluster: &Cluster, ns: &str) -> Vec<String> {
 
 #[test]
 fn an_injected_pod_is_programmed_and_its_validation_passes() {
-    if !privileged("an_injected_pod_is_programmed") {
+    if !gate("an_injected_pod_is_programmed", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -142,7 +142,7 @@ fn an_injected_pod_is_programmed_and_its_validation_passes() {
 
 #[test]
 fn unmeshed_and_excluded_pods_get_no_rules() {
-    if !privileged("unmeshed_and_excluded_pods_get_no_rules") {
+    if !gate("unmeshed_and_excluded_pods_get_no_rules", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -167,7 +167,7 @@ fn unmeshed_and_excluded_pods_get_no_rules() {
 
 #[test]
 fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
-    if !privileged("bad_annotations_fail_closed") {
+    if !gate("bad_annotations_fail_closed", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -215,7 +215,7 @@ fn skipped_variant(name: &str, edit: impl Fn(&mut serde_json::Value)) -> Pod {
 
 #[test]
 fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
-    if !privileged("every_skip_reason") {
+    if !gate("every_skip_reason", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -319,7 +319,7 @@ fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
 
 #[test]
 fn a_meshed_pod_fails_closed_while_the_api_fails() {
-    if !privileged("a_meshed_pod_fails_closed") {
+    if !gate("a_meshed_pod_fails_closed", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();

@@ -20,7 +20,7 @@ use rstest::rstest;
 use support::net::{
     Client, FAR4, FAR6, Landed, OTHER4, PEER4, PEER6, POD4, POD6, Proto, Role, Stack, Topology, probe, send_invalid_tcp,
 };
-use support::{PodSpec, privileged};
+use support::{NETNS, PodSpec, gate};
 
 /// Which rule engine programs the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -529,7 +529,7 @@ fn packets(
     #[values(Engine::IptablesLegacy, Engine::IptablesNft, Engine::Nftables)] engine: Engine,
 ) {
     let label = format!("{} / {engine:?}", case.name);
-    if !privileged(&label) {
+    if !gate(&label, NETNS) {
         return;
     }
     let topo = Topology::new(case.stack);
@@ -624,7 +624,7 @@ fn invalid_packets_are_dropped(
     #[values(true, false)] invalid_drop: bool,
 ) {
     let label = format!("INVALID_DROP={invalid_drop} / {engine:?}");
-    if !privileged(&label) {
+    if !gate(&label, NETNS) {
         return;
     }
     let topo = Topology::new(Stack::V4);

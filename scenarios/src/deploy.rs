@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn node_files_diff_names_every_change() {
-        let scratch = istio_cni_kind::testing::Scratch::new("node-files");
+        let scratch = testkit::Scratch::new("node-files");
         let (conf, bin) = (scratch.join("net.d"), scratch.join("bin"));
         std::fs::create_dir_all(&conf).unwrap();
         std::fs::create_dir_all(&bin).unwrap();

@@ -7,11 +7,14 @@
 //! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
 //!   failing test can print.
+//! - [`workspace_bin`]: another package's binary, built when missing.
 
+mod bins;
 mod gate;
 mod kubectl;
 mod scratch;
 
+pub use bins::workspace_bin;
 pub use gate::{Need, gate, skip};
 pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
 pub use scratch::Scratch;
