@@ -43,6 +43,7 @@ use kube::api::{Api, ListParams, PostParams};
 use crate::deploy::NodeAgent;
 use crate::ensure;
 use crate::env::Env;
+use crate::error::Context;
 use crate::fixtures;
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
 
@@ -751,13 +752,13 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
         .ok_or_else(|| Stop::Fail(format!("no {NODE}")))?;
     let conf_dir = node.conf_dir();
     let backup = node.root().join("primary-config-backup");
-    std::fs::create_dir_all(&backup)?;
+    std::fs::create_dir_all(&backup).context(format!("creating {}", backup.display()))?;
     let mut moved = Vec::new();
-    for entry in std::fs::read_dir(&conf_dir)? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(&conf_dir).context(format!("listing {}", conf_dir.display()))? {
+        let path = entry.context(format!("listing {}", conf_dir.display()))?.path();
         if path.is_file() {
             let to = backup.join(path.file_name().unwrap_or_default());
-            std::fs::rename(&path, &to)?;
+            std::fs::rename(&path, &to).context(format!("moving {} aside", path.display()))?;
             moved.push((to, path));
         }
     }
@@ -772,7 +773,8 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     let manifest = manifest(&["chained=false"])?;
     let agent = start_agent(env, &cluster, &manifest)?;
     rec.mark("istio-cni standalone config installed");
-    let files: Vec<String> = std::fs::read_dir(&conf_dir)?
+    let files: Vec<String> = std::fs::read_dir(&conf_dir)
+        .context(format!("listing {}", conf_dir.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
@@ -785,7 +787,7 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
 
         // The primary back: the same pod's sandbox now succeeds.
         for (from, to) in &moved {
-            std::fs::rename(from, to)?;
+            std::fs::rename(from, to).context(format!("restoring {}", to.display()))?;
         }
         rec.mark("primary config restored");
         let pod = wait_pod(
