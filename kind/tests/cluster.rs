@@ -272,6 +272,29 @@ fn an_unknown_image_is_err_image_pull() {
         })
         .unwrap();
     assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+    // A wait for a state that never comes ends at its timeout, showing the
+    // pod as last seen; a wait for one that already holds returns at once.
+    let start = std::time::Instant::now();
+    let never = cluster.wait_for_pod("default", "web", Duration::from_secs(1), |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    });
+    let waited = start.elapsed();
+    match never {
+        Err(istio_cni_kind::cluster::ClusterError::PodNotReady { pod, last_seen, .. }) => {
+            assert_eq!(pod, "default/web");
+            assert!(last_seen.contains("\"Pending\""), "{last_seen}");
+        }
+        other => panic!("a pending pod was reported ready: {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let start = std::time::Instant::now();
+    cluster
+        .wait_for_pod("default", "web", Duration::from_secs(5), |_| true)
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     cluster.delete().unwrap();
 }
 
