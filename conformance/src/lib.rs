@@ -35,7 +35,7 @@ pub mod suites;
 pub mod userns;
 
 pub use options::{Primary, Suite, SuiteOptions};
-pub use report::{CaseResult, Finding, Outcome, SuiteReport};
+pub use report::{CaseResult, Finding, SuiteReport, Verdict};
 
 use harness::Harness;
 

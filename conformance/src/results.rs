@@ -141,17 +141,51 @@ pub struct RunResults {
     pub elapsed: Duration,
 }
 
+/// How many of some verdicts passed, failed and were skipped: the totals of
+/// a run and of the spec suite alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Tally {
+    pub fn of<'v>(verdicts: impl IntoIterator<Item = &'v Verdict>) -> Tally {
+        verdicts.into_iter().fold(Tally::default(), |mut t, v| {
+            match v {
+                Verdict::Pass => t.passed += 1,
+                Verdict::Fail(_) => t.failed += 1,
+                Verdict::Skip(_) => t.skipped += 1,
+            }
+            t
+        })
+    }
+
+    /// The final line: `N passed, M failed, K skipped`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
+    }
+}
+
 impl RunResults {
+    pub fn tally(&self) -> Tally {
+        Tally::of(self.items.iter().map(|i| &i.verdict))
+    }
+
     pub fn passed(&self) -> usize {
-        self.items.iter().filter(|i| i.passed()).count()
+        self.tally().passed
     }
 
     pub fn failed(&self) -> usize {
-        self.items.iter().filter(|i| i.failed()).count()
+        self.tally().failed
     }
 
     pub fn skipped(&self) -> usize {
-        self.items.iter().filter(|i| i.skipped()).count()
+        self.tally().skipped
     }
 
     /// Whether nothing failed.
@@ -161,12 +195,7 @@ impl RunResults {
 
     /// The final line: `N passed, M failed, K skipped`.
     pub fn summary(&self) -> String {
-        format!(
-            "{} passed, {} failed, {} skipped",
-            self.passed(),
-            self.failed(),
-            self.skipped()
-        )
+        self.tally().summary()
     }
 
     /// The families in first-seen order with their results.

@@ -8,7 +8,7 @@
 mod support;
 
 use istio_cni_conformance::options::DEFAULT_VERSIONS;
-use istio_cni_conformance::{Outcome, SuiteOptions, run_suite};
+use istio_cni_conformance::{SuiteOptions, Verdict, run_suite};
 use serde_json::json;
 use support::{SPEC, Scratch, case, failures, gate, istio_cni_bin, printed};
 
@@ -88,7 +88,7 @@ fn istio_cni_status_check_reports_not_available() {
     let report = run_suite(&opts);
     println!("{report}");
     let ready = case(&report, "status/ready[1.1.0]");
-    assert_eq!(ready.outcome, Outcome::Pass, "{ready}");
+    assert_eq!(ready.outcome, Verdict::Pass, "{ready}");
     assert!(
         ready
             .note

@@ -11,7 +11,7 @@ mod support;
 
 use std::path::Path;
 
-use istio_cni_conformance::{CaseResult, Outcome, SuiteOptions, SuiteReport, run_suite};
+use istio_cni_conformance::{CaseResult, SuiteOptions, SuiteReport, Verdict, run_suite};
 use support::{SPEC, Scratch, case, debian_plugin, gate, write_script};
 
 /// Runs the cases matching `only` against the script `body` installed as
@@ -30,7 +30,7 @@ fn run_mutant(scratch: &Scratch, name: &str, body: &str, only: &[&str]) -> Suite
 fn fails_with<'r>(report: &'r SuiteReport, name: &str, needle: &str) -> &'r CaseResult {
     let c = case(report, name);
     match &c.outcome {
-        Outcome::Fail(why) if why.contains(needle) => c,
+        Verdict::Fail(why) if why.contains(needle) => c,
         _ => panic!("expected {name} to fail with {needle:?}, got: {c}\n{report}"),
     }
 }

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::iptables::apply::Variant;
-use istio_cni::program::{Backend, Outcome, Payload, Programmed, program};
+use istio_cni::program::{Applied, Backend, Payload, Programmed, program};
 use rstest::rstest;
 use support::net::{
     Client, FAR4, FAR6, Landed, OTHER4, PEER4, PEER6, POD4, POD6, Proto, Role, Stack, Topology, probe, send_invalid_tcp,
@@ -578,7 +578,7 @@ fn program_pod(topo: &Topology, case: &Case, engine: Engine, label: &str) -> Pro
         Engine::IptablesNft => Some(Variant::Nft),
         Engine::Nftables => None,
     };
-    if let (Some(want), Outcome::Iptables(report)) = (want, &programmed.outcome) {
+    if let (Some(want), Applied::Iptables(report)) = (want, &programmed.outcome) {
         assert_eq!(
             report.v4.variant, want,
             "[{label}] wrong iptables binary: {}",

@@ -8,7 +8,7 @@ mod support;
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::iptables::apply::Variant;
-use istio_cni::program::{Backend, Outcome, Payload, ProgramError, ProgramOptions, Programmed, program, program_with};
+use istio_cni::program::{Applied, Backend, Payload, ProgramError, ProgramOptions, Programmed, program, program_with};
 use support::{NETNS, PodSpec, TestNetns, gate};
 
 /// A netns with one interface (a veth end; no dummy module needed) carrying
@@ -34,8 +34,8 @@ fn run(ns: &TestNetns, pod: &PodSpec, backend: Backend) -> Programmed {
 
 fn variant(p: &Programmed) -> (Variant, Option<Variant>) {
     match &p.outcome {
-        Outcome::Iptables(r) => (r.v4.variant, r.v6.as_ref().map(|b| b.variant)),
-        Outcome::Nftables(_) => panic!("expected the iptables backend"),
+        Applied::Iptables(r) => (r.v4.variant, r.v6.as_ref().map(|b| b.variant)),
+        Applied::Nftables(_) => panic!("expected the iptables backend"),
     }
 }
 
@@ -69,7 +69,7 @@ fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
     assert_eq!(variant(&second).0, Variant::Nft);
     assert!(!second.applied, "re-program must be a no-op: {second:?}");
     match &second.outcome {
-        Outcome::Iptables(r) => assert!(r.residue),
+        Applied::Iptables(r) => assert!(r.residue),
         other => panic!("{other:?}"),
     }
     assert_eq!(

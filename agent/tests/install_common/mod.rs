@@ -91,7 +91,7 @@ impl Node {
 
     /// Istio's chart defaults for a sidecar install, pointed at this node.
     pub fn settings(&self) -> InstallSettings {
-        settings_at(&self.scratch.path())
+        settings_at(self.scratch.path())
     }
 
     pub fn installer(&self) -> Installer {
@@ -126,7 +126,7 @@ impl Node {
 
     /// Text with this node's scratch path replaced, for snapshots.
     pub fn redact(&self, text: &str) -> String {
-        text.replace(&self.scratch.path().to_string_lossy().into_owned(), "<node>")
+        text.replace(self.scratch.path().to_string_lossy().into_owned(), "<node>")
     }
 }
 
