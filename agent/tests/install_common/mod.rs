@@ -126,7 +126,7 @@ impl Node {
 
     /// Text with this node's scratch path replaced, for snapshots.
     pub fn redact(&self, text: &str) -> String {
-        text.replace(self.scratch.path().to_string_lossy().into_owned(), "<node>")
+        text.replace(&*self.scratch.path().to_string_lossy(), "<node>")
     }
 }
 
