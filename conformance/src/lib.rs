@@ -14,7 +14,7 @@
 //! [`cases`]). Results are [`SuiteReport`]s of named cases.
 //!
 //! ```no_run
-//! use istio_cni_conformance::{SuiteOptions, run_suite};
+//! use istio_cni_conformance::{SuiteOptions, Totals, run_suite};
 //! let report = run_suite(&SuiteOptions::new("/usr/lib/cni/portmap"));
 //! print!("{report}");
 //! assert!(report.success());
@@ -36,6 +36,7 @@ pub mod userns;
 
 pub use options::{Primary, Suite, SuiteOptions};
 pub use report::{CaseResult, Finding, SuiteReport, Verdict};
+pub use results::Totals;
 
 use harness::Harness;
 

@@ -171,33 +171,40 @@ impl Tally {
     }
 }
 
-impl RunResults {
-    pub fn tally(&self) -> Tally {
-        Tally::of(self.items.iter().map(|i| &i.verdict))
-    }
+/// The totals of something holding verdicts: a run, the spec suite.
+pub trait Totals {
+    fn tally(&self) -> Tally;
 
-    pub fn passed(&self) -> usize {
+    fn passed(&self) -> usize {
         self.tally().passed
     }
 
-    pub fn failed(&self) -> usize {
+    fn failed(&self) -> usize {
         self.tally().failed
     }
 
-    pub fn skipped(&self) -> usize {
+    fn skipped(&self) -> usize {
         self.tally().skipped
     }
 
     /// Whether nothing failed.
-    pub fn success(&self) -> bool {
+    fn success(&self) -> bool {
         self.failed() == 0
     }
 
     /// The final line: `N passed, M failed, K skipped`.
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         self.tally().summary()
     }
+}
 
+impl Totals for RunResults {
+    fn tally(&self) -> Tally {
+        Tally::of(self.items.iter().map(|i| &i.verdict))
+    }
+}
+
+impl RunResults {
     /// The families in first-seen order with their results.
     pub fn by_family(&self) -> Vec<(&str, Vec<&ItemResult>)> {
         let mut families: Vec<(&str, Vec<&ItemResult>)> = Vec::new();

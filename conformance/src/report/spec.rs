@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::results::{Tally, one_line};
+use crate::results::{Tally, Totals, one_line};
 
 /// How one case ended: the scenarios' verdict (pass; fail, why; skip, why),
 /// so spec cases and scenarios report alike.
@@ -109,39 +109,16 @@ pub struct SuiteReport {
     pub cases: Vec<CaseResult>,
 }
 
-impl SuiteReport {
-    pub fn tally(&self) -> Tally {
+impl Totals for SuiteReport {
+    fn tally(&self) -> Tally {
         Tally::of(self.cases.iter().map(|c| &c.outcome))
     }
+}
 
-    /// How many passed.
-    pub fn passed(&self) -> usize {
-        self.tally().passed
-    }
-
-    /// How many failed.
-    pub fn failed(&self) -> usize {
-        self.tally().failed
-    }
-
-    /// How many were skipped.
-    pub fn skipped(&self) -> usize {
-        self.tally().skipped
-    }
-
-    /// Whether nothing failed.
-    pub fn success(&self) -> bool {
-        self.failed() == 0
-    }
-
+impl SuiteReport {
     /// The case called `name`, if it ran.
     pub fn case(&self, name: &str) -> Option<&CaseResult> {
         self.cases.iter().find(|c| c.name == name)
-    }
-
-    /// The final line: `N passed, N failed, N skipped`.
-    pub fn summary(&self) -> String {
-        self.tally().summary()
     }
 }
 
