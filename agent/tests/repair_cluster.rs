@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use testkit::pods::validation;
 use testkit::{Need, gate, workspace_bin};
 
 /// One cluster at a time: clusters reuse the same pod CIDR, and on a host
@@ -93,15 +94,6 @@ fn injected_pod(name: &str) -> Pod {
                  "securityContext": {"runAsGroup": 1337, "runAsNonRoot": true, "runAsUser": 1337}}]}
     }))
     .unwrap()
-}
-
-fn validation(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
-    p.status
-        .as_ref()?
-        .init_container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == "istio-validation")
 }
 
 /// Creates the pod and waits until it is broken as the controller sees it:

@@ -438,17 +438,13 @@ pub(crate) fn create_pod(cluster: &Cluster, pod: &Value) -> Step {
     Ok(())
 }
 
-fn phase(p: &Pod) -> Option<&str> {
-    p.status.as_ref().and_then(|s| s.phase.as_deref())
-}
-
 /// Waits until `ns/name` is Running, marking it; returns the pod. On
 /// timeout the reason names the containers that failed and the pod's rules.
 pub(crate) fn wait_running(cluster: &Cluster, record: &mut Record, ns: &str, name: &str) -> Result<Pod, Stop> {
     // A real cluster may still be pulling images.
     let timeout = Duration::from_secs(if cluster.local().is_ok() { 30 } else { 180 });
     let pod = failure::wait_pod(cluster, record, (ns, name), "Running", timeout, |p| {
-        phase(p) == Some("Running") && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
+        testkit::pods::running(p) && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
     })?;
     record.mark(format!("{ns}/{name} Running"));
     Ok(pod)

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::deploy::NodeAgent;
@@ -91,50 +91,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
 // ---- pods ----------------------------------------------------------------
 
-/// The `istio-validation` init container's status.
-pub fn validation(p: &Pod) -> Option<&ContainerStatus> {
-    p.status
-        .as_ref()?
-        .init_container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == "istio-validation")
-}
-
-/// `(current exit code, last exit code, restarts)` of istio-validation.
-pub fn validation_exits(p: &Pod) -> (Option<i32>, Option<i32>, i32) {
-    match validation(p) {
-        Some(c) => (
-            c.state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code),
-            c.last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code),
-            c.restart_count,
-        ),
-        None => (None, None, 0),
-    }
-}
-
-pub fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
-}
-
-pub fn running(p: &Pod) -> bool {
-    phase(p) == "Running"
-}
-
-/// Restarts of the app containers (not init, not native sidecars).
-pub fn app_restarts(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|c| c.iter().map(|c| c.restart_count).sum())
-        .unwrap_or(0)
-}
+pub use testkit::pods::{app_restarts, phase, running, validation, validation_exits};
 
 pub fn create(cluster: &Cluster, pod: &Pod) -> Result<Pod, Stop> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or(NS);

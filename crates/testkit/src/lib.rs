@@ -8,10 +8,12 @@
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
 //!   failing test can print.
 //! - [`workspace_bin`]: another package's binary, built when missing.
+//! - [`pods`]: a pod's phase, its `istio-validation` exits, app restarts.
 
 mod bins;
 mod gate;
 mod kubectl;
+pub mod pods;
 mod scratch;
 
 pub use bins::workspace_bin;
