@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
-use istio_cni_kind::testing::{privileged, workspace_bin};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::{Agent, has_istio_entry, wait_for};
+use testkit::pods::{app_restarts, running, validation_exits};
+use testkit::{Need, gate, workspace_bin};
 
 fn injected_pod(name: &str) -> Pod {
     let text = std::fs::read_to_string(format!(
@@ -30,32 +31,6 @@ fn injected_pod(name: &str) -> Pod {
     let mut pod: Pod = serde_yaml::from_str(&text).unwrap();
     pod.metadata.name = Some(name.into());
     pod
-}
-
-fn validation_exit_codes(pod: &Pod) -> (Option<i32>, Option<i32>, i32) {
-    let status = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.init_container_statuses.as_ref())
-        .and_then(|s| s.iter().find(|c| c.name == "istio-validation"));
-    match status {
-        Some(c) => (
-            c.state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code),
-            c.last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code),
-            c.restart_count,
-        ),
-        None => (None, None, 0),
-    }
-}
-
-fn running(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
 /// The agent's service account with the plugin's and repairPods' rights only.
@@ -111,7 +86,7 @@ fn api_host_port(cluster: &Cluster) -> (String, String) {
 
 #[test]
 fn the_agent_installs_repairs_a_racing_pod_and_cleans_up() {
-    if !privileged("the_agent_installs_repairs_a_racing_pod_and_cleans_up") {
+    if !gate("the_agent_installs_repairs_a_racing_pod_and_cleans_up", &[Need::Root]) {
         return;
     }
     let istio_cni = workspace_bin("istio-cni", "istio-cni");
@@ -141,7 +116,7 @@ fn the_agent_installs_repairs_a_racing_pod_and_cleans_up() {
         .unwrap();
     cluster
         .wait_for_pod("default", "early", Duration::from_secs(30), |p| {
-            validation_exit_codes(p).1 == Some(126)
+            validation_exits(p).1 == Some(126)
         })
         .expect("istio-validation fails with 126 while the plugin is not installed");
 
@@ -187,14 +162,10 @@ fn the_agent_installs_repairs_a_racing_pod_and_cleans_up() {
         .wait_for_pod("default", "early", Duration::from_secs(30), running)
         .expect("the racing pod is repaired and Running");
     eprintln!("racing pod Running {:?} after the agent started", started.elapsed());
-    assert_eq!(validation_exit_codes(&early).0, Some(0));
-    let app_restarts = early
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|c| c.iter().map(|c| c.restart_count).sum::<i32>())
-        .unwrap_or(-1);
-    assert_eq!(app_restarts, 0, "the app container never restarted");
+    assert_eq!(validation_exits(&early).0, Some(0));
+    let statuses = early.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    assert!(statuses.is_some(), "a Running pod reports its containers: {early:?}");
+    assert_eq!(app_restarts(&early), 0, "the app container never restarted");
     let save = cluster
         .in_pod("default", "early", &["iptables-nft-save"])
         .unwrap_or_default()
@@ -214,7 +185,7 @@ fn the_agent_installs_repairs_a_racing_pod_and_cleans_up() {
         .wait_for_pod("default", "late", Duration::from_secs(30), running)
         .expect("a pod created after install starts");
     assert_eq!(
-        validation_exit_codes(&late),
+        validation_exits(&late),
         (Some(0), None, 0),
         "validation passed the first time"
     );

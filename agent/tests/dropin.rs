@@ -24,12 +24,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use istio_cni_kind::testing::{Scratch, privileged};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Volume};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use testkit::{Need, Scratch, gate};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chart/istio-cni-node.yaml");
 const AGENT: &str = env!("CARGO_BIN_EXE_istio-cni-agent");
@@ -291,7 +291,10 @@ fn sigterm(child: &Child) {
 
 #[test]
 fn the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json() {
-    if !privileged("the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json") {
+    if !gate(
+        "the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json",
+        &[Need::Root],
+    ) {
         return;
     }
     in_private_netns(|| {
@@ -381,7 +384,10 @@ fn the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json()
 
 #[test]
 fn sigterm_at_any_instant_of_start_up_with_a_silent_api_server() {
-    if !privileged("sigterm_at_any_instant_of_start_up_with_a_silent_api_server") {
+    if !gate(
+        "sigterm_at_any_instant_of_start_up_with_a_silent_api_server",
+        &[Need::Root],
+    ) {
         return;
     }
     in_private_netns(|| {
@@ -434,7 +440,7 @@ fn sigterm_at_any_instant_of_start_up_with_a_silent_api_server() {
 
 #[test]
 fn ambient_enabled_is_refused_naming_the_setting() {
-    if !privileged("ambient_enabled_is_refused_naming_the_setting") {
+    if !gate("ambient_enabled_is_refused_naming_the_setting", &[Need::Root]) {
         return;
     }
     in_private_netns(|| {

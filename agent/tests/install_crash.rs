@@ -291,7 +291,10 @@ fn uninstall_removes_what_a_kill_mid_install_leaves() {
 /// everything else.
 #[test]
 fn uninstall_fails_naming_a_leftover_it_cannot_remove() {
-    if !istio_cni_kind::testing::privileged("uninstall_fails_naming_a_leftover_it_cannot_remove") {
+    if !testkit::gate(
+        "uninstall_fails_naming_a_leftover_it_cannot_remove",
+        &[testkit::Need::Root],
+    ) {
         return;
     }
     let node = Node::new("uninstall-stuck");

@@ -26,11 +26,12 @@ use istio_cni_agent::metrics::{Metrics, RepairResult, RepairType};
 use istio_cni_agent::repair::{self, RepairController};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
-use istio_cni_kind::testing::{privileged, workspace_bin};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use testkit::pods::validation;
+use testkit::{Need, gate, workspace_bin};
 
 /// One cluster at a time: clusters reuse the same pod CIDR, and on a host
 /// without writable cgroups two pods with one IP could confuse the netns
@@ -93,15 +94,6 @@ fn injected_pod(name: &str) -> Pod {
                  "securityContext": {"runAsGroup": 1337, "runAsNonRoot": true, "runAsUser": 1337}}]}
     }))
     .unwrap()
-}
-
-fn validation(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
-    p.status
-        .as_ref()?
-        .init_container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == "istio-validation")
 }
 
 /// Creates the pod and waits until it is broken as the controller sees it:
@@ -347,21 +339,21 @@ fn repair_in_place(native_nftables: bool) {
 
 #[test]
 fn repair_mode_programs_the_racing_pod_in_place() {
-    if privileged("repair_mode_programs_the_racing_pod_in_place") {
+    if gate("repair_mode_programs_the_racing_pod_in_place", &[Need::Root]) {
         repair_in_place(false);
     }
 }
 
 #[test]
 fn repair_mode_with_native_nftables_programs_nft_rules() {
-    if privileged("repair_mode_with_native_nftables_programs_nft_rules") {
+    if gate("repair_mode_with_native_nftables_programs_nft_rules", &[Need::Root]) {
         repair_in_place(true);
     }
 }
 
 #[test]
 fn delete_mode_deletes_the_racing_pod_with_an_event() {
-    if !privileged("delete_mode_deletes_the_racing_pod_with_an_event") {
+    if !gate("delete_mode_deletes_the_racing_pod_with_an_event", &[Need::Root]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,7 +405,7 @@ fn label_mode() -> (Cluster, Running) {
 
 #[test]
 fn label_mode_patches_pods_status_with_an_event() {
-    if !privileged("label_mode_patches_pods_status_with_an_event") {
+    if !gate("label_mode_patches_pods_status_with_an_event", &[Need::Root]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -437,7 +429,7 @@ fn label_mode_patches_pods_status_with_an_event() {
 /// server), and a labelled pod is skipped afterwards.
 #[test]
 fn label_mode_label_is_visible_then_the_pod_is_skipped() {
-    if !privileged("label_mode_label_is_visible_then_the_pod_is_skipped") {
+    if !gate("label_mode_label_is_visible_then_the_pod_is_skipped", &[Need::Root]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -468,7 +460,7 @@ fn label_mode_label_is_visible_then_the_pod_is_skipped() {
 
 #[test]
 fn delete_mode_without_its_rbac_rule_reports_forbidden() {
-    if !privileged("delete_mode_without_its_rbac_rule_reports_forbidden") {
+    if !gate("delete_mode_without_its_rbac_rule_reports_forbidden", &[Need::Root]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -537,7 +529,7 @@ fn agent_log() -> String {
 
 #[test]
 fn label_mode_without_its_rbac_rule_reports_forbidden() {
-    if !privileged("label_mode_without_its_rbac_rule_reports_forbidden") {
+    if !gate("label_mode_without_its_rbac_rule_reports_forbidden", &[Need::Root]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

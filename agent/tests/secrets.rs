@@ -238,12 +238,12 @@ const FORGED: &str = "FORGED-by-nobody: pod default/web is fine";
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_log_socket_takes_lines_from_root_only() {
-    if !istio_cni_kind::testing::privileged("the_log_socket_takes_lines_from_root_only") {
+    if !testkit::gate("the_log_socket_takes_lines_from_root_only", &[testkit::Need::Root]) {
         return;
     }
-    let scratch = istio_cni_kind::testing::Scratch::new("logsock-peer");
+    let scratch = testkit::Scratch::new("logsock-peer");
     // Traversable by everyone, so only the socket itself can keep others out.
-    fs::set_permissions(&scratch.path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let run_dir = scratch.join("run");
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(capture.subscriber());

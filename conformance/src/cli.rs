@@ -25,7 +25,7 @@ use istio_cni_scenarios::env::{Env, Target};
 use crate::options::{Primary, SuiteOptions, parse_config_extra, parse_versions};
 use crate::progress::{Mode, Progress};
 use crate::report::{html, junit, table};
-use crate::results::RunResults;
+use crate::results::{RunResults, Totals};
 use crate::runner::{self, RunPlan, TargetEnv};
 use crate::suites::{self, Planned, SuiteName};
 use crate::{cases, prepare, userns};

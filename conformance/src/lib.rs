@@ -14,7 +14,7 @@
 //! [`cases`]). Results are [`SuiteReport`]s of named cases.
 //!
 //! ```no_run
-//! use istio_cni_conformance::{SuiteOptions, run_suite};
+//! use istio_cni_conformance::{SuiteOptions, Totals, run_suite};
 //! let report = run_suite(&SuiteOptions::new("/usr/lib/cni/portmap"));
 //! print!("{report}");
 //! assert!(report.success());
@@ -35,7 +35,8 @@ pub mod suites;
 pub mod userns;
 
 pub use options::{Primary, Suite, SuiteOptions};
-pub use report::{CaseResult, Finding, Outcome, SuiteReport};
+pub use report::{CaseResult, Finding, SuiteReport, Verdict};
+pub use results::Totals;
 
 use harness::Harness;
 

@@ -141,34 +141,70 @@ pub struct RunResults {
     pub elapsed: Duration,
 }
 
-impl RunResults {
-    pub fn passed(&self) -> usize {
-        self.items.iter().filter(|i| i.passed()).count()
-    }
+/// How many of some verdicts passed, failed and were skipped: the totals of
+/// a run and of the spec suite alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
 
-    pub fn failed(&self) -> usize {
-        self.items.iter().filter(|i| i.failed()).count()
-    }
-
-    pub fn skipped(&self) -> usize {
-        self.items.iter().filter(|i| i.skipped()).count()
-    }
-
-    /// Whether nothing failed.
-    pub fn success(&self) -> bool {
-        self.failed() == 0
+impl Tally {
+    pub fn of<'v>(verdicts: impl IntoIterator<Item = &'v Verdict>) -> Tally {
+        verdicts.into_iter().fold(Tally::default(), |mut t, v| {
+            match v {
+                Verdict::Pass => t.passed += 1,
+                Verdict::Fail(_) => t.failed += 1,
+                Verdict::Skip(_) => t.skipped += 1,
+            }
+            t
+        })
     }
 
     /// The final line: `N passed, M failed, K skipped`.
     pub fn summary(&self) -> String {
         format!(
             "{} passed, {} failed, {} skipped",
-            self.passed(),
-            self.failed(),
-            self.skipped()
+            self.passed, self.failed, self.skipped
         )
     }
+}
 
+/// The totals of something holding verdicts: a run, the spec suite.
+pub trait Totals {
+    fn tally(&self) -> Tally;
+
+    fn passed(&self) -> usize {
+        self.tally().passed
+    }
+
+    fn failed(&self) -> usize {
+        self.tally().failed
+    }
+
+    fn skipped(&self) -> usize {
+        self.tally().skipped
+    }
+
+    /// Whether nothing failed.
+    fn success(&self) -> bool {
+        self.failed() == 0
+    }
+
+    /// The final line: `N passed, M failed, K skipped`.
+    fn summary(&self) -> String {
+        self.tally().summary()
+    }
+}
+
+impl Totals for RunResults {
+    fn tally(&self) -> Tally {
+        Tally::of(self.items.iter().map(|i| &i.verdict))
+    }
+}
+
+impl RunResults {
     /// The families in first-seen order with their results.
     pub fn by_family(&self) -> Vec<(&str, Vec<&ItemResult>)> {
         let mut families: Vec<(&str, Vec<&ItemResult>)> = Vec::new();

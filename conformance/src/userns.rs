@@ -5,12 +5,9 @@
 //! `/etc/subuid` and `/etc/subgid`), a private `/run`, `lo` up.
 
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 /// Set in the re-executed runner, so it never re-executes again.
 pub const MARK: &str = "ISTIO_CNI_CONFORMANCE_USERNS";
-
-const SCRIPT: &str = "mount -t tmpfs tmpfs /run && ip link set lo up && exec \"$@\"";
 
 /// Whether this process is an ordinary user outside the runner's namespace.
 pub fn needed() -> bool {
@@ -40,17 +37,7 @@ pub fn reexec() -> String {
         Ok(exe) => exe,
         Err(e) => return format!("finding the runner's own path: {e}"),
     };
-    let err = Command::new("unshare")
-        .args([
-            "--map-auto",
-            "--map-root-user",
-            "--net",
-            "--mount",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", SCRIPT, "istio-cni-conformance"])
-        .arg(exe)
+    let err = istio_cni_scenarios::harness::userns_command("istio-cni-conformance", &exe)
         .args(std::env::args_os().skip(1))
         .env(MARK, "1")
         .exec();

@@ -8,7 +8,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{Scratch, debian_plugin, privileged, write_script};
+use support::{SPEC, Scratch, debian_plugin, gate, write_script};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_istio-cni-conformance"))
@@ -99,7 +99,7 @@ fn list_prints_the_selected_cases() {
 
 #[test]
 fn a_passing_run_prints_case_lines_and_exits_0() {
-    if !privileged("a_passing_run_prints_case_lines_and_exits_0") {
+    if !gate("a_passing_run_prints_case_lines_and_exits_0", SPEC) {
         return;
     }
     let plugin = debian_plugin("portmap");
@@ -132,7 +132,7 @@ fn a_passing_run_prints_case_lines_and_exits_0() {
 
 #[test]
 fn a_failing_run_prints_fail_lines_and_exits_1() {
-    if !privileged("a_failing_run_prints_fail_lines_and_exits_1") {
+    if !gate("a_failing_run_prints_fail_lines_and_exits_1", SPEC) {
         return;
     }
     let scratch = Scratch::new("cli-fail");
@@ -152,7 +152,7 @@ fn a_failing_run_prints_fail_lines_and_exits_1() {
 
 #[test]
 fn without_root_setup_fails_with_a_reason() {
-    if !privileged("without_root_setup_fails_with_a_reason") {
+    if !gate("without_root_setup_fails_with_a_reason", SPEC) {
         return;
     }
     // Drop to nobody for this one run: the suite explains what it needs.

@@ -8,14 +8,14 @@
 
 mod support;
 
-use istio_cni_conformance::{Outcome, Primary, SuiteOptions, SuiteReport, run_suite};
+use istio_cni_conformance::{Primary, SuiteOptions, SuiteReport, Totals, Verdict, run_suite};
 use rstest::rstest;
-use support::{case, debian_plugin, failures, printed, privileged};
+use support::{SPEC, case, debian_plugin, failures, gate, printed};
 
 /// Every skip of a plugin that stops at 1.0.0 must be for that reason.
 fn assert_only_1_1_0_skips(report: &SuiteReport, plugin: &str) {
     for c in &report.cases {
-        if let Outcome::Skip(reason) = &c.outcome {
+        if let Verdict::Skip(reason) = &c.outcome {
             assert!(
                 reason.starts_with(&format!("{plugin} does not claim 1.1.0")),
                 "unexpected skip {c}"
@@ -30,7 +30,7 @@ fn debian_plugin_has_no_failures(
     #[values(Primary::Bridge, Primary::Ptp)] primary: Primary,
 ) {
     let name = format!("debian_plugin_has_no_failures[{plugin},{}]", primary.plugin_type());
-    if !privileged(&name) {
+    if !gate(&name, SPEC) {
         return;
     }
     let mut opts = SuiteOptions::new(debian_plugin(plugin));

@@ -17,9 +17,9 @@ use istio_cni_conformance::progress::{Mode, Progress};
 use istio_cni_conformance::report::{html, junit};
 use istio_cni_conformance::runner::{self, RunPlan, TargetEnv};
 use istio_cni_conformance::suites::Planned;
-use istio_cni_kind::testing::{Scratch, privileged};
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
+use testkit::{Need, Scratch, gate};
 
 /// The real plugin runs; after a successful ADD a background loop (bounded,
 /// ending with the netns) flushes and deletes the pod netns's nat chains.
@@ -67,7 +67,7 @@ fn attribute(xml: &str, from: &str, name: &str) -> String {
 
 #[test]
 fn a_forced_failure_reports_a_reason_people_can_act_on() {
-    if !privileged("a_forced_failure_reports_a_reason_people_can_act_on") {
+    if !gate("a_forced_failure_reports_a_reason_people_can_act_on", &[Need::Root]) {
         return;
     }
     let mut env = Env::new(Target::Local).expect("the workspace binaries");

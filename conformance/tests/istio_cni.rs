@@ -8,9 +8,9 @@
 mod support;
 
 use istio_cni_conformance::options::DEFAULT_VERSIONS;
-use istio_cni_conformance::{Outcome, SuiteOptions, run_suite};
+use istio_cni_conformance::{SuiteOptions, Totals, Verdict, run_suite};
 use serde_json::json;
-use support::{Scratch, case, failures, istio_cni_bin, printed, privileged};
+use support::{SPEC, Scratch, case, failures, gate, istio_cni_bin, printed};
 
 fn istio_options(run_dir: &std::path::Path) -> SuiteOptions {
     let mut opts = SuiteOptions::new(istio_cni_bin());
@@ -27,11 +27,11 @@ fn istio_options(run_dir: &std::path::Path) -> SuiteOptions {
 
 #[test]
 fn istio_cni_passes_every_case() {
-    if !privileged("istio_cni_passes_every_case") {
+    if !gate("istio_cni_passes_every_case", SPEC) {
         return;
     }
     let scratch = Scratch::new("istio-run");
-    let report = run_suite(&istio_options(&scratch.path));
+    let report = run_suite(&istio_options(scratch.path()));
     println!("{report}");
     assert!(
         failures(&report).is_empty(),
@@ -76,19 +76,19 @@ fn istio_cni_passes_every_case() {
 
 #[test]
 fn istio_cni_status_check_reports_not_available() {
-    if !privileged("istio_cni_status_check_reports_not_available") {
+    if !gate("istio_cni_status_check_reports_not_available", SPEC) {
         return;
     }
     // With `status_check` and no kubeconfig in the agent run dir, STATUS is
     // code 50 — accepted by the suite and reported.
     let scratch = Scratch::new("istio-status");
-    let mut opts = istio_options(&scratch.path);
+    let mut opts = istio_options(scratch.path());
     opts.config_extra.insert("status_check".to_owned(), json!(true));
     opts.only = vec!["status/".to_owned()];
     let report = run_suite(&opts);
     println!("{report}");
     let ready = case(&report, "status/ready[1.1.0]");
-    assert_eq!(ready.outcome, Outcome::Pass, "{ready}");
+    assert_eq!(ready.outcome, Verdict::Pass, "{ready}");
     assert!(
         ready
             .note

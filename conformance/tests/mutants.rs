@@ -11,8 +11,8 @@ mod support;
 
 use std::path::Path;
 
-use istio_cni_conformance::{CaseResult, Outcome, SuiteOptions, SuiteReport, run_suite};
-use support::{Scratch, case, debian_plugin, privileged, write_script};
+use istio_cni_conformance::{CaseResult, SuiteOptions, SuiteReport, Verdict, run_suite};
+use support::{SPEC, Scratch, case, debian_plugin, gate, write_script};
 
 /// Runs the cases matching `only` against the script `body` installed as
 /// `<scratch>/<name>`.
@@ -30,7 +30,7 @@ fn run_mutant(scratch: &Scratch, name: &str, body: &str, only: &[&str]) -> Suite
 fn fails_with<'r>(report: &'r SuiteReport, name: &str, needle: &str) -> &'r CaseResult {
     let c = case(report, name);
     match &c.outcome {
-        Outcome::Fail(why) if why.contains(needle) => c,
+        Verdict::Fail(why) if why.contains(needle) => c,
         _ => panic!("expected {name} to fail with {needle:?}, got: {c}\n{report}"),
     }
 }
@@ -42,7 +42,7 @@ fn portmap() -> String {
 
 #[test]
 fn logs_on_stdout_are_caught() {
-    if !privileged("logs_on_stdout_are_caught") {
+    if !gate("logs_on_stdout_are_caught", SPEC) {
         return;
     }
     let scratch = Scratch::new("chatty");
@@ -75,7 +75,7 @@ fn logs_on_stdout_are_caught() {
 
 #[test]
 fn a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught() {
-    if !privileged("a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught") {
+    if !gate("a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught", SPEC) {
         return;
     }
     let scratch = Scratch::new("forgetful");
@@ -133,7 +133,7 @@ exit 0"#;
 
 #[test]
 fn del_that_needs_the_netns_is_caught() {
-    if !privileged("del_that_needs_the_netns_is_caught") {
+    if !gate("del_that_needs_the_netns_is_caught", SPEC) {
         return;
     }
     let scratch = Scratch::new("strict-del");
@@ -152,7 +152,7 @@ fn del_that_needs_the_netns_is_caught() {
 
 #[test]
 fn errors_on_stderr_only_are_caught() {
-    if !privileged("errors_on_stderr_only_are_caught") {
+    if !gate("errors_on_stderr_only_are_caught", SPEC) {
         return;
     }
     let scratch = Scratch::new("stderr-errors");

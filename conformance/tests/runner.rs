@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use istio_cni_kind::testing::{Scratch, privileged};
+use testkit::{Need, Scratch, gate};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_istio-cni-conformance"))
@@ -133,7 +133,7 @@ fn kind_without_its_tools_fails_fast_with_the_backends_message() {
     let scratch = Scratch::new("runner-kind");
     let out = Command::new(env!("CARGO_BIN_EXE_istio-cni-conformance"))
         .args(["run", "--suite", "scenarios", "--cluster", "kind", "--filter", "race/"])
-        .env("PATH", &scratch.path)
+        .env("PATH", scratch.path())
         .output()
         .expect("running istio-cni-conformance");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
@@ -146,7 +146,7 @@ fn kind_without_its_tools_fails_fast_with_the_backends_message() {
 
 #[test]
 fn the_spec_suite_keeps_its_lines_under_the_runner() {
-    if !privileged("the_spec_suite_keeps_its_lines_under_the_runner") {
+    if !gate("the_spec_suite_keeps_its_lines_under_the_runner", &[Need::Root]) {
         return;
     }
     // The spec cases through --suite all, selected by --filter, with outputs.
@@ -203,7 +203,7 @@ fn the_spec_suite_keeps_its_lines_under_the_runner() {
 
 #[test]
 fn a_cheap_scenario_runs_on_the_embedded_cluster() {
-    if !privileged("a_cheap_scenario_runs_on_the_embedded_cluster") {
+    if !gate("a_cheap_scenario_runs_on_the_embedded_cluster", &[Need::Root]) {
         return;
     }
     // Whatever the catalog has that is cheapest: a rule snapshot if there is one.

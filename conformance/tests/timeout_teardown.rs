@@ -14,10 +14,11 @@ use istio_cni_conformance::runner::{self, RunPlan, TargetEnv};
 use istio_cni_conformance::suites::Planned;
 use istio_cni_kind::cluster::ClusterSpec;
 use istio_cni_kind::node::netns::mounts_under;
-use istio_cni_kind::testing::privileged;
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::error::Context;
 use istio_cni_scenarios::fixtures::plain_pod;
 use istio_cni_scenarios::scenario::{Scenario, Verdict};
+use testkit::{Need, gate};
 
 /// What the hung body built, reported before it hangs.
 struct Built {
@@ -54,7 +55,7 @@ fn running(pid: u32) -> bool {
 
 #[test]
 fn a_timed_out_scenarios_cluster_is_torn_down() {
-    if !privileged("a_timed_out_scenarios_cluster_is_torn_down") {
+    if !gate("a_timed_out_scenarios_cluster_is_torn_down", &[Need::Root]) {
         return;
     }
     let (tx, rx) = mpsc::channel::<Built>();
@@ -64,13 +65,19 @@ fn a_timed_out_scenarios_cluster_is_torn_down() {
         let local = cluster.local()?;
         let pod = plain_pod("hello")?;
         let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(cluster.client(), "default");
-        cluster.block_on(api.create(&Default::default(), &pod))?;
+        cluster
+            .block_on(api.create(&Default::default(), &pod))
+            .context("creating pod hello")?;
         cluster.wait_for_pod("default", "hello", Duration::from_secs(20), |p| {
             p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         })?;
         // A node agent's stand-in: a process of the node, not of a pod.
         let node = &local.nodes()[0];
-        let agent = node.command("sleep").arg("3600").spawn()?;
+        let agent = node
+            .command("sleep")
+            .arg("3600")
+            .spawn()
+            .context("starting the stand-in agent")?;
         let mut pids = vec![agent.id()];
         pids.extend(pids_in(node.netns().path()).into_iter().filter(|p| *p != agent.id()));
         for id in node.pod_ids() {

@@ -26,7 +26,7 @@ use istio_cni::cni::result::CniResult;
 use istio_cni::cni::skel::{Command, Handler, Request, dispatch};
 use istio_cni::cni::version::{CURRENT, Family, SUPPORTED};
 use istio_cni::nftables::apply::{Method, NftReport};
-use istio_cni::program::{Backend, Outcome, Payload, ProgramError, Programmed, RouteReport};
+use istio_cni::program::{Backend, Applied, Payload, ProgramError, Programmed, RouteReport};
 use istio_cni::redirect::Redirect;
 use istio_cni::{iptables, nftables};
 use k8s_openapi::api::core::v1::Pod;
@@ -214,7 +214,7 @@ impl Programmer for RenderOnly {
             applied: true,
             payload,
             // ADD reads only `applied`.
-            outcome: Outcome::Nftables(NftReport {
+            outcome: Applied::Nftables(NftReport {
                 method: Method::Netlink { messages: 0 },
                 applied: true,
             }),

@@ -3,90 +3,15 @@
 
 mod apiserver_support;
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::sync::Arc;
 
-use apiserver_support::{controllers, node, server};
-use istio_cni_kind::apiserver::{ApiServer, MemoryLogs};
+use apiserver_support::{ServerKubectl, controllers, node, server};
+use istio_cni_kind::apiserver::MemoryLogs;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
-
-/// kubectl on PATH (ci/env puts the pinned 1.33 first).
-fn kubectl_path() -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-}
-
-/// `false` (after printing SKIP) when kubectl is missing and not required.
-fn kubectl_available() -> bool {
-    if kubectl_path().is_some() {
-        return true;
-    }
-    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("kubectl is required (ISTIO_CNI_REQUIRE_PRIVILEGED=1) but is not on PATH");
-    }
-    println!("SKIP: kubectl not installed");
-    false
-}
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-    dir: PathBuf,
-}
-
-impl Kubectl {
-    fn new(s: &ApiServer, token: &str, tag: &str) -> Kubectl {
-        let dir = std::env::temp_dir().join(format!("apiserver-kubectl-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        s.write_kubeconfig(&kubeconfig, token).unwrap();
-        Kubectl {
-            kubeconfig,
-            cache: dir.join("cache"),
-            dir,
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(kubectl_path().expect("kubectl on PATH"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args)
-            .env("HOME", &self.dir)
-            .env_remove("KUBECONFIG")
-            .output()
-            .await
-            .expect("run kubectl")
-    }
-
-    /// Runs kubectl and returns stdout, failing the test on a non-zero exit.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use testkit::Need;
 
 const POD_YAML: &str = "apiVersion: v1
 kind: Pod
@@ -104,7 +29,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_round_trip() {
-    if !kubectl_available() {
+    if !testkit::gate("kubectl_round_trip", &[Need::Tool("kubectl")]) {
         return;
     }
     let s = server().await;
@@ -127,7 +52,7 @@ async fn kubectl_round_trip() {
         .create(&PostParams::default(), &n)
         .await
         .unwrap();
-    let k = Kubectl::new(&s, &s.admin_token(), "admin");
+    let k = ServerKubectl::new(&s, &s.admin_token(), "admin");
 
     // Discovery and a Table for nodes.
     let out = k.ok(&["get", "nodes"]).await;
@@ -258,7 +183,7 @@ async fn kubectl_round_trip() {
     assert_eq!(k.ok(&["delete", "pod", "web"]).await.trim(), "pod \"web\" deleted");
     let out = k.run(&["get", "pod", "web"]).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{out:?}");
+    assert!(out.stderr.contains("NotFound"), "{out:?}");
 
     // Access reviews (kubectl sends these as protobuf).
     assert_eq!(k.ok(&["auth", "can-i", "delete", "nodes"]).await.trim(), "yes");
@@ -267,7 +192,7 @@ async fn kubectl_round_trip() {
     // Impersonation (--as) is for those allowed to impersonate (the admin).
     let sa = "--as=system:serviceaccount:default:nobody";
     let out = k.run(&["auth", "can-i", "get", "pods", sa]).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{out:?}");
+    assert_eq!(out.stdout.trim(), "no", "{out:?}");
     let as_master = [
         "auth",
         "can-i",
@@ -279,26 +204,23 @@ async fn kubectl_round_trip() {
     assert_eq!(k.ok(&as_master).await.trim(), "yes");
 
     // A service account without permissions is forbidden.
-    let restricted = Kubectl::new(&s, &s.mint_token("default", "nobody"), "restricted");
+    let restricted = ServerKubectl::new(&s, &s.mint_token("default", "nobody"), "restricted");
     let out = restricted.run(&["auth", "can-i", "list", "pods"]).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{out:?}");
+    assert_eq!(out.stdout.trim(), "no", "{out:?}");
     let out = restricted.run(&["get", "pods"]).await;
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("Forbidden") && stderr.contains("system:serviceaccount:default:nobody"),
         "{stderr}"
     );
     let out = restricted.run(&["get", "pods", "--as=kubernetes-admin"]).await;
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot impersonate"),
-        "{out:?}"
-    );
+    assert!(out.stderr.contains("cannot impersonate"), "{out:?}");
     // And a bad token is unauthorized.
-    let bad = Kubectl::new(&s, "bogus", "bad");
+    let bad = ServerKubectl::new(&s, "bogus", "bad");
     let out = bad.run(&["get", "pods"]).await;
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("Unauthorized") || stderr.contains("provide credentials"),
         "{stderr}"
@@ -312,18 +234,18 @@ async fn kubectl_round_trip() {
 /// `--validate=false` creates it silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_field_validation_is_the_servers() {
-    if !kubectl_available() {
+    if !testkit::gate("kubectl_field_validation_is_the_servers", &[Need::Tool("kubectl")]) {
         return;
     }
     let s = server().await;
-    let k = Kubectl::new(&s, &s.admin_token(), "validate");
+    let k = ServerKubectl::new(&s, &s.admin_token(), "validate");
     let manifest = k.dir.join("cm.yaml");
     let cm = |name: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\ndta:\n  x: y\n")
     };
     std::fs::write(&manifest, cm("strict")).unwrap();
     let out = k.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(!out.status.success(), "an unknown field was accepted");
     assert!(
         stderr.contains(
@@ -336,7 +258,7 @@ async fn kubectl_field_validation_is_the_servers() {
     let out = k
         .run(&["apply", "--validate=warn", "-f", manifest.to_str().unwrap()])
         .await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Warning: unknown field \"dta\""), "{stderr}");
 
@@ -345,7 +267,7 @@ async fn kubectl_field_validation_is_the_servers() {
         .run(&["create", "--validate=false", "-f", manifest.to_str().unwrap()])
         .await;
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).is_empty());
+    assert!(out.stderr.is_empty());
     let names = k.ok(&["get", "configmaps", "-o", "name"]).await;
     let ours: Vec<&str> = names.lines().filter(|n| *n != "configmap/kube-root-ca.crt").collect();
     assert_eq!(ours, ["configmap/quiet", "configmap/warned"]);

@@ -5,81 +5,12 @@
 
 mod apiserver_support;
 
-use std::path::PathBuf;
-use std::process::Output;
-
-use apiserver_support::{code, controllers, node, pod, server, wait_for};
-use istio_cni_kind::apiserver::ApiServer;
+use apiserver_support::{ServerKubectl, code, controllers, node, pod, server, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, EvictParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-
-/// kubectl on PATH (ci/env puts the pinned one first), or `None` after
-/// printing SKIP when it is missing and not required.
-fn kubectl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("kubectl"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert_ne!(
-            std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref(),
-            Ok("1"),
-            "kubectl is required (ISTIO_CNI_REQUIRE_PRIVILEGED=1) but is not on PATH"
-        );
-        println!("SKIP: kubectl not installed");
-    }
-    found
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    dir: PathBuf,
-}
-
-impl Kubectl {
-    fn new(bin: PathBuf, s: &ApiServer, tag: &str) -> Kubectl {
-        let dir = std::env::temp_dir().join(format!("apiserver-protobuf-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        s.write_kubeconfig(&dir.join("kubeconfig"), &s.admin_token()).unwrap();
-        Kubectl { bin, dir }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(self.dir.join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.join("cache"))
-            .args(args)
-            .env("HOME", &self.dir)
-            .env_remove("KUBECONFIG")
-            .output()
-            .await
-            .expect("run kubectl")
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use testkit::Need;
 
 async fn create_pod(client: &Client, ns: &str, name: &str, node_name: &str) -> Pod {
     Api::<Pod>::namespaced(client.clone(), ns)
@@ -111,11 +42,16 @@ async fn gone(client: &Client, ns: &str, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
-    let Some(bin) = kubectl() else { return };
+    if !testkit::gate(
+        "kubectl_creates_built_in_kinds_sent_as_protobuf",
+        &[Need::Tool("kubectl")],
+    ) {
+        return;
+    }
     let s = server().await;
     let _controllers = controllers(&s).await;
     let client = s.client().await;
-    let k = Kubectl::new(bin, &s, "create");
+    let k = ServerKubectl::new(&s, &s.admin_token(), "create");
 
     k.ok(&["create", "namespace", "team"]).await;
     let ns = Api::<Namespace>::all(client.clone()).get("team").await.unwrap();
@@ -193,7 +129,12 @@ async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_and_drain_with_delete_options_and_evictions() {
-    let Some(bin) = kubectl() else { return };
+    if !testkit::gate(
+        "kubectl_delete_and_drain_with_delete_options_and_evictions",
+        &[Need::Tool("kubectl")],
+    ) {
+        return;
+    }
     let s = server().await;
     let _controllers = controllers(&s).await;
     let client = s.client().await;
@@ -201,7 +142,7 @@ async fn kubectl_delete_and_drain_with_delete_options_and_evictions() {
         .create(&PostParams::default(), &node("node-1"))
         .await
         .unwrap();
-    let k = Kubectl::new(bin, &s, "drain");
+    let k = ServerKubectl::new(&s, &s.admin_token(), "drain");
 
     create_pod(&client, "default", "web", "node-1").await;
     k.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]).await;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
-use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use testkit::{Need, gate};
 
 fn images() -> ImageTable {
     ImageTable::new()
@@ -46,7 +46,7 @@ fn running(p: &Pod) -> bool {
 
 #[test]
 fn pods_on_two_nodes_reach_each_other() {
-    if !privileged("pods_on_two_nodes_reach_each_other") {
+    if !gate("pods_on_two_nodes_reach_each_other", &[Need::Root]) {
         return;
     }
     let mut profiles = vec![Profile::Ptp, Profile::Bridge, Profile::Macvlan];
@@ -101,7 +101,7 @@ fn pods_on_two_nodes_reach_each_other() {
 
 #[test]
 fn pods_get_ipv6_or_dual_stack_addresses() {
-    if !privileged("pods_get_ipv6_or_dual_stack_addresses") {
+    if !gate("pods_get_ipv6_or_dual_stack_addresses", &[Need::Root]) {
         return;
     }
     for (family, profile) in [(IpFamily::Ipv6, Profile::Ptp), (IpFamily::DualStack, Profile::Bridge)] {
@@ -145,7 +145,7 @@ fn pods_get_ipv6_or_dual_stack_addresses() {
 
 #[test]
 fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
-    if !privileged("a_failing_init_container_crash_loops") {
+    if !gate("a_failing_init_container_crash_loops", &[Need::Root]) {
         return;
     }
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
@@ -193,7 +193,7 @@ fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
 
 #[test]
 fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
-    if !privileged("a_failing_cni_add") {
+    if !gate("a_failing_cni_add", &[Need::Root]) {
         return;
     }
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
@@ -250,7 +250,7 @@ fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
 
 #[test]
 fn an_unknown_image_is_err_image_pull() {
-    if !privileged("an_unknown_image_is_err_image_pull") {
+    if !gate("an_unknown_image_is_err_image_pull", &[Need::Root]) {
         return;
     }
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
@@ -272,6 +272,29 @@ fn an_unknown_image_is_err_image_pull() {
         })
         .unwrap();
     assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+    // A wait for a state that never comes ends at its timeout, showing the
+    // pod as last seen; a wait for one that already holds returns at once.
+    let start = std::time::Instant::now();
+    let never = cluster.wait_for_pod("default", "web", Duration::from_secs(1), |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    });
+    let waited = start.elapsed();
+    match never {
+        Err(istio_cni_kind::cluster::ClusterError::PodNotReady { pod, last_seen, .. }) => {
+            assert_eq!(pod, "default/web");
+            assert!(last_seen.contains("\"Pending\""), "{last_seen}");
+        }
+        other => panic!("a pending pod was reported ready: {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let start = std::time::Instant::now();
+    cluster
+        .wait_for_pod("default", "web", Duration::from_secs(5), |_| true)
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     cluster.delete().unwrap();
 }
 
@@ -325,7 +348,7 @@ fn alive(p: &Proc) -> bool {
 /// rely on.
 #[test]
 fn a_pause_process_holds_each_pod_netns() {
-    if !privileged("a_pause_process_holds_each_pod_netns") {
+    if !gate("a_pause_process_holds_each_pod_netns", &[Need::Root]) {
         return;
     }
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
@@ -390,7 +413,7 @@ fn a_pause_process_holds_each_pod_netns() {
 
 #[test]
 fn delete_leaves_nothing_behind() {
-    if !privileged("delete_leaves_nothing_behind") {
+    if !gate("delete_leaves_nothing_behind", &[Need::Root]) {
         return;
     }
     let cluster = Cluster::create(spec(2, Profile::Bridge)).unwrap();
@@ -437,7 +460,10 @@ fn delete_leaves_nothing_behind() {
 /// cluster is created, not discovered by every pod's failing sandbox.
 #[test]
 fn a_primary_cni_the_kernel_cannot_make_is_refused_at_create() {
-    if !privileged("a_primary_cni_the_kernel_cannot_make_is_refused_at_create") {
+    if !gate(
+        "a_primary_cni_the_kernel_cannot_make_is_refused_at_create",
+        &[Need::Root],
+    ) {
         return;
     }
     match (
@@ -457,7 +483,9 @@ fn a_primary_cni_the_kernel_cannot_make_is_refused_at_create() {
 /// `nobody` inside a user, network and mount namespace of its own.
 #[test]
 fn the_local_backend_runs_unprivileged() {
-    if std::env::var_os("ISTIO_CNI_ROOTLESS_CHILD").is_some() || !privileged("the_local_backend_runs_unprivileged") {
+    if std::env::var_os("ISTIO_CNI_ROOTLESS_CHILD").is_some()
+        || !gate("the_local_backend_runs_unprivileged", &[Need::Root])
+    {
         return;
     }
     let exe = std::env::current_exe().unwrap();
@@ -503,7 +531,10 @@ fn the_local_backend_runs_unprivileged() {
 fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
     use istio_cni_kind::cluster::{ClusterError, Target};
 
-    if !privileged("the_existing_backend_drives_a_cluster_through_its_kubeconfig") {
+    if !gate(
+        "the_existing_backend_drives_a_cluster_through_its_kubeconfig",
+        &[Need::Root],
+    ) {
         return;
     }
     let local = Cluster::create(spec(1, Profile::Ptp)).unwrap();

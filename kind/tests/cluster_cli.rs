@@ -3,41 +3,18 @@
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn skip(reason: &str) {
-    if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("cluster_cli: {reason} and ISTIO_CNI_REQUIRE_PRIVILEGED=1");
-    }
-    eprintln!("SKIP: cluster_cli: {reason}");
-}
-
-fn kubectl(kubeconfig: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use testkit::{Kubectl, Need, Scratch, gate};
 
 #[test]
 fn up_kubectl_down() {
-    if !nix::unistd::geteuid().is_root() {
-        return skip("not root");
+    if !gate("up_kubectl_down", &[Need::Root, Need::Tool("kubectl")]) {
+        return;
     }
-    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
-        return skip("kubectl not installed");
-    }
+    let home = Scratch::new("cluster-cli-kubectl");
     let name = format!("cli-test-{}", std::process::id());
     let mut up = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
         .args(["up", "--name", &name, "--nodes", "2", "--cni", "bridge"])
@@ -55,28 +32,25 @@ fn up_kubectl_down() {
         let _ = std::io::Read::read_to_string(&mut up.stderr.take().unwrap(), &mut err);
         panic!("up printed no kubeconfig path; stderr:\n{err}");
     };
+    let kubectl = Kubectl::new("up_kubectl_down", Path::new(&kubeconfig), &home).expect("gated on kubectl");
 
-    let (ok, nodes) = kubectl(&kubeconfig, &["get", "nodes"]);
+    let nodes = kubectl.ok(&["get", "nodes"]);
     assert!(
-        ok && nodes.contains("node-0") && nodes.contains("node-1") && nodes.contains("Ready"),
+        nodes.contains("node-0") && nodes.contains("node-1") && nodes.contains("Ready"),
         "{nodes}"
     );
-    let (ok, out) = kubectl(
-        &kubeconfig,
-        &["run", "echo", "--image=mesh-probe", "--", "echo", "--port", "8080"],
-    );
-    assert!(ok, "{out}");
+    kubectl.ok(&["run", "echo", "--image=mesh-probe", "--", "echo", "--port", "8080"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, pods) = kubectl(&kubeconfig, &["get", "pod", "echo", "-o", "jsonpath={.status.phase}"]);
-        if pods == "Running" {
+        let phase = kubectl.run(&["get", "pod", "echo", "-o", "jsonpath={.status.phase}"]);
+        if phase.stdout == "Running" {
             break;
         }
-        assert!(Instant::now() < deadline, "echo not Running: {pods}");
+        assert!(Instant::now() < deadline, "echo not Running: {phase}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (ok, logs) = kubectl(&kubeconfig, &["logs", "echo"]);
-    assert!(ok && logs.contains("\"listening\""), "{logs}");
+    let logs = kubectl.ok(&["logs", "echo"]);
+    assert!(logs.contains("\"listening\""), "{logs}");
 
     let down = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
         .args(["down", "--name", &name])
@@ -85,7 +59,7 @@ fn up_kubectl_down() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let status = up.wait().unwrap();
     assert!(status.success(), "up exits cleanly after down");
-    assert!(!std::path::Path::new(&kubeconfig).exists(), "state removed");
+    assert!(!Path::new(&kubeconfig).exists(), "state removed");
 }
 
 /// A cluster of no nodes could run no pod: refused before anything starts.
@@ -108,13 +82,14 @@ fn up_with_no_nodes_is_refused() {
 #[test]
 fn a_failed_unprivileged_up_leaves_nothing_behind() {
     use std::os::unix::fs::PermissionsExt;
-    if !nix::unistd::geteuid().is_root() {
-        return skip("not root (the test drops to nobody)");
+    // The test drops to nobody.
+    if !gate("a_failed_unprivileged_up_leaves_nothing_behind", &[Need::Root]) {
+        return;
     }
-    let scratch = istio_cni_kind::testing::Scratch::new("unprivileged-up");
+    let scratch = Scratch::new("unprivileged-up");
     let tmp = scratch.join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    std::fs::set_permissions(&scratch.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
     let bin = scratch.join("istio-cni-cluster");
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni-cluster"), &bin).unwrap();

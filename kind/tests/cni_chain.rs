@@ -17,7 +17,7 @@ use istio_cni_kind::cni::{
     ChainedPlugin, CniError, GcAttachment, NetworkConfigList, PodRef, Profile, RuntimeConf, select_network,
 };
 use istio_cni_kind::node::{Node, NodeSpec, PodSandbox};
-use node_support::{Scratch, cluster, privileged, run_ok, write_script};
+use node_support::{NODE, Scratch, cluster, gate, node_and, run_ok, write_script};
 use rstest::rstest;
 use serde_json::{Value, json};
 
@@ -59,7 +59,7 @@ fn add_check_del_for_every_profile(
         "add_check_del_for_every_profile[{profile},{}]",
         if single_conf { "conf" } else { "conflist" }
     );
-    if !privileged(&name, &[]) {
+    if !gate(&name, NODE) {
         return;
     }
     let scratch = Scratch::new(&format!("chain-{profile}-{single_conf}"));
@@ -163,9 +163,9 @@ fn add_check_del_for_every_profile(
 
 #[test]
 fn chained_plugins_receive_the_previous_result() {
-    if !privileged(
+    if !gate(
         "chained_plugins_receive_the_previous_result",
-        &["iptables", "sed", "nsenter"],
+        &node_and(&["iptables", "sed", "nsenter"]),
     ) {
         return;
     }
@@ -255,7 +255,7 @@ esac"#,
 
 #[test]
 fn selection_skips_invalid_files_in_byte_order() {
-    if !privileged("selection_skips_invalid_files_in_byte_order", &[]) {
+    if !gate("selection_skips_invalid_files_in_byte_order", NODE) {
         return;
     }
     let scratch = Scratch::new("chain-select");
@@ -307,7 +307,7 @@ fn selection_skips_invalid_files_in_byte_order() {
 
 #[test]
 fn a_failing_plugin_yields_a_typed_error() {
-    if !privileged("a_failing_plugin_yields_a_typed_error", &[]) {
+    if !gate("a_failing_plugin_yields_a_typed_error", NODE) {
         return;
     }
     let scratch = Scratch::new("chain-fail");
@@ -390,7 +390,7 @@ esac"#,
 
 #[test]
 fn version_status_check_gates_and_gc() {
-    if !privileged("version_status_check_gates_and_gc", &[]) {
+    if !gate("version_status_check_gates_and_gc", NODE) {
         return;
     }
     let scratch = Scratch::new("chain-gc");

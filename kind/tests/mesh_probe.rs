@@ -10,7 +10,7 @@ mod node_support;
 
 use std::time::Duration;
 
-use node_support::{Probe, Scratch, client, named, private_netns, privileged, probe_bin, run_ok};
+use node_support::{NODE, Probe, Scratch, client, gate, named, node_and, private_netns, probe_bin, run_ok};
 use serde_json::Value;
 
 fn count_events(probe: &mut Probe, name: &str, want: usize) -> Vec<Value> {
@@ -26,7 +26,7 @@ fn count_events(probe: &mut Probe, name: &str, want: usize) -> Vec<Value> {
 
 #[test]
 fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
-    if !privileged("echo_answers_tcp_and_udp_over_ipv4_and_ipv6", &[]) {
+    if !gate("echo_answers_tcp_and_udp_over_ipv4_and_ipv6", NODE) {
         return;
     }
     let scratch = Scratch::new("probe-echo");
@@ -95,7 +95,7 @@ fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
 
 #[test]
 fn client_reports_refused_and_timeout() {
-    if !privileged("client_reports_refused_and_timeout", &["iptables"]) {
+    if !gate("client_reports_refused_and_timeout", &node_and(&["iptables"])) {
         return;
     }
     let scratch = Scratch::new("probe-fail");
@@ -123,9 +123,9 @@ fn client_reports_refused_and_timeout() {
 
 #[test]
 fn proxy_records_original_destination_of_redirected_traffic() {
-    if !privileged(
+    if !gate(
         "proxy_records_original_destination_of_redirected_traffic",
-        &["iptables", "ip6tables"],
+        &node_and(&["iptables", "ip6tables"]),
     ) {
         return;
     }
@@ -218,7 +218,7 @@ fn proxy_records_original_destination_of_redirected_traffic() {
 
 #[test]
 fn proxy_exits_cleanly_on_sigterm() {
-    if !privileged("proxy_exits_cleanly_on_sigterm", &[]) {
+    if !gate("proxy_exits_cleanly_on_sigterm", NODE) {
         return;
     }
     let scratch = Scratch::new("probe-term");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use istio_cni_kind::cni::{PodRef, Profile, RuntimeConf};
 use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, InstallMode, Layout, Node, NodeSpec, PodSandbox};
-use node_support::{Probe, Scratch, client, cluster, named, private_netns, privileged, probe_bin, run_ok};
+use node_support::{NODE, Probe, Scratch, client, cluster, gate, named, private_netns, probe_bin, run_ok};
 use rstest::rstest;
 
 /// Writes `profile` on `node`, makes a sandbox and ADDs it; returns the
@@ -54,7 +54,7 @@ fn echo_in(sandbox: &PodSandbox, name: &str) -> Probe {
 #[rstest]
 fn pods_on_two_nodes_reach_each_other(#[values(Profile::Bridge, Profile::Ptp)] profile: Profile) {
     let test = format!("pods_on_two_nodes_reach_each_other[{profile}]");
-    if !privileged(&test, &[]) {
+    if !gate(&test, NODE) {
         return;
     }
     let scratch = Scratch::new(&format!("nodes-{profile}"));
@@ -101,7 +101,7 @@ fn pods_on_two_nodes_reach_each_other(#[values(Profile::Bridge, Profile::Ptp)] p
 
 #[test]
 fn every_layout_creates_its_directories() {
-    if !privileged("every_layout_creates_its_directories", &[]) {
+    if !gate("every_layout_creates_its_directories", NODE) {
         return;
     }
     let scratch = Scratch::new("nodes-layouts");
@@ -162,7 +162,7 @@ fn every_layout_creates_its_directories() {
 
 #[test]
 fn copy_mode_installs_real_files_and_names_are_checked() {
-    if !privileged("copy_mode_installs_real_files_and_names_are_checked", &[]) {
+    if !gate("copy_mode_installs_real_files_and_names_are_checked", NODE) {
         return;
     }
     let scratch = Scratch::new("nodes-copy");
@@ -199,7 +199,7 @@ fn copy_mode_installs_real_files_and_names_are_checked() {
 
 #[test]
 fn harness_defaults_to_the_calling_threads_netns() {
-    if !privileged("harness_defaults_to_the_calling_threads_netns", &[]) {
+    if !gate("harness_defaults_to_the_calling_threads_netns", NODE) {
         return;
     }
     let scratch = Scratch::new("nodes-default-harness");
@@ -242,7 +242,7 @@ fn harness_defaults_to_the_calling_threads_netns() {
 
 #[test]
 fn dropping_a_cluster_cleans_up() {
-    if !privileged("dropping_a_cluster_cleans_up", &[]) {
+    if !gate("dropping_a_cluster_cleans_up", NODE) {
         return;
     }
     let scratch = Scratch::new("nodes-drop");

@@ -68,7 +68,7 @@ pub enum Payload {
 
 /// How the rules were applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Applied {
     /// iptables: binaries chosen, residue, whether a restore ran.
     Iptables(ApplyReport),
     /// nftables: version; always applied.
@@ -99,7 +99,7 @@ pub struct Programmed {
     /// The rendered payload.
     pub payload: Payload,
     /// Backend details.
-    pub outcome: Outcome,
+    pub outcome: Applied,
     /// Address and route changes.
     pub routes: RouteReport,
 }
@@ -192,13 +192,13 @@ fn program_inside(
             let report = crate::iptables::apply::apply_cached(&payload, runner, cache)?;
             let binary = report.v4.to_string();
             let applied = report.applied;
-            (Payload::Iptables(payload), Outcome::Iptables(report), binary, applied)
+            (Payload::Iptables(payload), Applied::Iptables(report), binary, applied)
         }
         Backend::Nftables => {
             let text = crate::nftables::render(&cfg);
             let report = crate::nftables::apply::apply_with(&text, runner)?;
             let binary = report.method.to_string();
-            (Payload::Nftables(text), Outcome::Nftables(report), binary, true)
+            (Payload::Nftables(text), Applied::Nftables(report), binary, true)
         }
     };
 

@@ -33,10 +33,10 @@ use istio_cni_kind::apiserver::{FaultMatch, Faults};
 use istio_cni_kind::cluster::Cluster;
 use istio_cni_kind::kubelet::worker::sandbox_id;
 use istio_cni_kind::node::Node;
-use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
+use testkit::{Need, gate};
 
 /// How long one failed ADD may take at most with the plugin's policy: every
 /// attempt runs into the per-request timeout, with the pause between them.
@@ -320,7 +320,7 @@ impl Harness {
 
 #[test]
 fn a_pod_get_slower_than_the_request_timeout_times_out_and_fails_closed() {
-    if !privileged("a_pod_get_slower_than_the_request_timeout") {
+    if !gate("a_pod_get_slower_than_the_request_timeout", &[Need::Root]) {
         return;
     }
     let h = Harness::new();
@@ -356,7 +356,7 @@ fn a_pod_get_slower_than_the_request_timeout_times_out_and_fails_closed() {
 
 #[test]
 fn a_persistent_500_fails_closed_with_an_event_naming_it() {
-    if !privileged("a_persistent_500_fails_closed") {
+    if !gate("a_persistent_500_fails_closed", &[Need::Root]) {
         return;
     }
     let h = Harness::new();
@@ -380,7 +380,7 @@ fn a_persistent_500_fails_closed_with_an_event_naming_it() {
 
 #[test]
 fn transient_500s_are_absorbed_by_retries() {
-    if !privileged("transient_500s_are_absorbed_by_retries") {
+    if !gate("transient_500s_are_absorbed_by_retries", &[Need::Root]) {
         return;
     }
     let h = Harness::new();
@@ -407,7 +407,7 @@ fn transient_500s_are_absorbed_by_retries() {
 
 #[test]
 fn nothing_listening_fails_closed_with_connection_refused() {
-    if !privileged("nothing_listening_fails_closed") {
+    if !gate("nothing_listening_fails_closed", &[Need::Root]) {
         return;
     }
     let h = Harness::new();
@@ -437,7 +437,7 @@ fn nothing_listening_fails_closed_with_connection_refused() {
 
 #[test]
 fn excluded_namespaces_never_ask_the_api() {
-    if !privileged("excluded_namespaces_never_ask_the_api") {
+    if !gate("excluded_namespaces_never_ask_the_api", &[Need::Root]) {
         return;
     }
     let h = Harness::new();
@@ -470,7 +470,7 @@ fn excluded_namespaces_never_ask_the_api() {
 
 #[test]
 fn a_full_outage_fails_closed_and_pods_start_once_the_api_is_back() {
-    if !privileged("a_full_outage_fails_closed") {
+    if !gate("a_full_outage_fails_closed", &[Need::Root]) {
         return;
     }
     let h = Harness::new();

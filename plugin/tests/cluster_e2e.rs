@@ -18,10 +18,11 @@ use istio_cni::capture::NodeEnv;
 use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::apiserver::FaultMatch;
 use istio_cni_kind::cluster::Cluster;
-use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use testkit::pods::{phase, running};
+use testkit::{Need, gate};
 
 /// Istio's images as the harness runs them (see [`ImageTable::istio`]).
 fn fixture(name: &str) -> String {
@@ -31,10 +32,6 @@ fn fixture(name: &str) -> String {
 fn create(cluster: &Cluster, ns: &str, pod: Pod) {
     let api: Api<Pod> = Api::namespaced(cluster.client(), ns);
     cluster.block_on(api.create(&PostParams::default(), &pod)).unwrap();
-}
-
-fn phase(p: &Pod) -> Option<&str> {
-    p.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
 /// The `-A` rules of one table, chain by chain, in order, without the
@@ -100,16 +97,14 @@ fn sandbox_events(cluster: &Cluster, ns: &str) -> Vec<String> {
 
 #[test]
 fn an_injected_pod_is_programmed_and_its_validation_passes() {
-    if !privileged("an_injected_pod_is_programmed") {
+    if !gate("an_injected_pod_is_programmed", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
     let manifest = fixture("injected-classic.yaml");
     create(&cluster, "default", serde_yaml::from_str(&manifest).unwrap());
     let pod = cluster
-        .wait_for_pod("default", "hello", Duration::from_secs(30), |p| {
-            phase(p) == Some("Running")
-        })
+        .wait_for_pod("default", "hello", Duration::from_secs(30), running)
         .unwrap_or_else(|e| panic!("{e}\nsandbox events: {:?}", sandbox_events(&cluster, "default")));
     let status = pod.status.unwrap();
     let validation = &status.init_container_statuses.unwrap()[0];
@@ -142,7 +137,7 @@ fn an_injected_pod_is_programmed_and_its_validation_passes() {
 
 #[test]
 fn unmeshed_and_excluded_pods_get_no_rules() {
-    if !privileged("unmeshed_and_excluded_pods_get_no_rules") {
+    if !gate("unmeshed_and_excluded_pods_get_no_rules", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -157,7 +152,7 @@ fn unmeshed_and_excluded_pods_get_no_rules() {
     create(&cluster, "kube-system", excluded);
     for (ns, name) in [("default", "plain"), ("kube-system", "hello")] {
         cluster
-            .wait_for_pod(ns, name, Duration::from_secs(30), |p| phase(p) == Some("Running"))
+            .wait_for_pod(ns, name, Duration::from_secs(30), running)
             .unwrap();
         let save = cluster.in_pod(ns, name, &["iptables-nft-save"]).unwrap();
         assert!(!save.contains("ISTIO"), "{ns}/{name} has rules:\n{save}");
@@ -167,7 +162,7 @@ fn unmeshed_and_excluded_pods_get_no_rules() {
 
 #[test]
 fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
-    if !privileged("bad_annotations_fail_closed") {
+    if !gate("bad_annotations_fail_closed", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -196,9 +191,7 @@ fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
     .unwrap();
     create(&cluster, "kube-system", plain);
     cluster
-        .wait_for_pod("kube-system", "dns", Duration::from_secs(30), |p| {
-            phase(p) == Some("Running")
-        })
+        .wait_for_pod("kube-system", "dns", Duration::from_secs(30), running)
         .unwrap();
     cluster.delete().unwrap();
 }
@@ -215,7 +208,7 @@ fn skipped_variant(name: &str, edit: impl Fn(&mut serde_json::Value)) -> Pod {
 
 #[test]
 fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
-    if !privileged("every_skip_reason") {
+    if !gate("every_skip_reason", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -274,17 +267,13 @@ fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
         "interception-none",
     ] {
         cluster
-            .wait_for_pod("default", name, Duration::from_secs(30), |p| {
-                phase(p) == Some("Running")
-            })
+            .wait_for_pod("default", name, Duration::from_secs(30), running)
             .unwrap_or_else(|e| panic!("{e}\nsandbox events: {:?}", sandbox_events(&cluster, "default")));
         let save = cluster.in_pod("default", name, &["iptables-nft-save"]).unwrap();
         assert!(!save.contains("ISTIO"), "{name} was programmed:\n{save}");
     }
     let native = cluster
-        .wait_for_pod("default", "hello-native", Duration::from_secs(30), |p| {
-            phase(p) == Some("Running")
-        })
+        .wait_for_pod("default", "hello-native", Duration::from_secs(30), running)
         .unwrap_or_else(|e| panic!("{e}\nsandbox events: {:?}", sandbox_events(&cluster, "default")));
     let inits = native.status.unwrap().init_container_statuses.unwrap();
     let validation = inits.iter().find(|c| c.name == "istio-validation").unwrap();
@@ -319,7 +308,7 @@ fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
 
 #[test]
 fn a_meshed_pod_fails_closed_while_the_api_fails() {
-    if !privileged("a_meshed_pod_fails_closed") {
+    if !gate("a_meshed_pod_fails_closed", &[Need::Root]) {
         return;
     }
     let cluster = cluster_with_istio_cni();
@@ -350,13 +339,11 @@ fn a_meshed_pod_fails_closed_while_the_api_fails() {
         .iter()
         .find(|p| p.metadata.name.as_deref() == Some("hello"))
         .unwrap();
-    assert_eq!(phase(pod), Some("Pending"), "no sandbox while the API fails");
+    assert_eq!(phase(pod), "Pending", "no sandbox while the API fails");
     // When the API recovers, the retried sandbox succeeds.
     faults.clear();
     cluster
-        .wait_for_pod("default", "hello", Duration::from_secs(40), |p| {
-            phase(p) == Some("Running")
-        })
+        .wait_for_pod("default", "hello", Duration::from_secs(40), running)
         .unwrap();
     cluster.delete().unwrap();
 }

@@ -9,8 +9,8 @@
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Runner, RuntimeConf};
-use istio_cni_kind::testing::{Scratch, privileged};
 use serde_json::{Value, json};
+use testkit::{Need, Scratch, gate};
 
 /// Random or per-run values replaced so snapshots are stable.
 fn normalize(mut v: Value) -> Value {
@@ -33,13 +33,13 @@ fn normalize(mut v: Value) -> Value {
 
 #[test]
 fn the_bridge_result_comes_back_unchanged_in_each_version() {
-    if !privileged("the_bridge_result_comes_back_unchanged") {
+    if !gate("the_bridge_result_comes_back_unchanged", &[Need::Root]) {
         return;
     }
     let cluster = Cluster::create(ClusterSpec::default()).unwrap();
     let node = &cluster.local().unwrap().nodes()[0];
     let scratch = Scratch::new("chain");
-    let bin = scratch.path.clone();
+    let bin = scratch.path().to_path_buf();
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), bin.join("istio-cni")).unwrap();
     let mut dirs = node.bin_dirs();
     dirs.push(bin.clone());

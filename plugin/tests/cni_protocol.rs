@@ -166,7 +166,7 @@ fn a_meshed_pod_with_a_missing_netns_fails_naming_it() {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, PostParams};
 
-    if !istio_cni_kind::testing::privileged("a_meshed_pod_with_a_missing_netns") {
+    if !testkit::gate("a_meshed_pod_with_a_missing_netns", &[testkit::Need::Root]) {
         return;
     }
     let cluster = Cluster::create(ClusterSpec::default()).unwrap();

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use istio_cni::iptables::apply::{self, Family, IptablesBinary, VersionCache, cache, detect, fast};
 use istio_cni::netns::exec::{Runner, find_in_path};
 use istio_cni::netns::run_in_netns;
-use support::{TestNetns, privileged};
+use support::{NETNS, TestNetns, gate};
 
 /// What a pod netns holds before detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +183,7 @@ fn check(case: Case, family: Family, path: &OsString, cache_dir: &Path) {
 
 #[test]
 fn the_new_detection_picks_what_the_probing_sequence_picks() {
-    if !privileged("detect_equivalence") {
+    if !gate("detect_equivalence", NETNS) {
         return;
     }
     let all = search_path();

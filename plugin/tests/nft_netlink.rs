@@ -14,7 +14,7 @@ use std::path::Path;
 use istio_cni::netns::exec::Runner;
 use istio_cni::nftables::apply::{Method, NftError, apply_exec, apply_native};
 use istio_cni::nftables::native::NativeError;
-use support::{TestNetns, privileged};
+use support::{NETNS, TestNetns, gate};
 
 const SNAPSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots");
 
@@ -78,7 +78,7 @@ fn exec(text: &str, ns: &TestNetns) -> Result<(), NftError> {
 
 #[test]
 fn every_snapshot_transaction_programs_the_same_ruleset_as_nft() {
-    if !privileged("nft_netlink_equivalence") {
+    if !gate("nft_netlink_equivalence", NETNS) {
         return;
     }
     let cases = snapshot_transactions();
@@ -139,7 +139,7 @@ fn case(name: &str) -> String {
 
 #[test]
 fn the_tproxy_ruleset_as_the_kernel_lists_it() {
-    if !privileged("nft_netlink_listing") {
+    if !gate("nft_netlink_listing", NETNS) {
         return;
     }
     let ns = TestNetns::new();
@@ -149,7 +149,7 @@ fn the_tproxy_ruleset_as_the_kernel_lists_it() {
 
 #[test]
 fn reapplying_changes_nothing_whichever_path_applied_first() {
-    if !privileged("nft_netlink_idempotent") {
+    if !gate("nft_netlink_idempotent", NETNS) {
         return;
     }
     let text = case("istio_compat__capture-nftables-dns-uid-gid");
@@ -166,7 +166,7 @@ fn reapplying_changes_nothing_whichever_path_applied_first() {
 
 #[test]
 fn a_rule_the_kernel_refuses_rolls_back_the_whole_batch() {
-    if !privileged("nft_netlink_atomic") {
+    if !gate("nft_netlink_atomic", NETNS) {
         return;
     }
     let good = case("render_snapshots__default-classic");
@@ -197,7 +197,7 @@ fn a_rule_the_kernel_refuses_rolls_back_the_whole_batch() {
 
 #[test]
 fn an_invalid_element_is_refused_before_anything_is_sent() {
-    if !privileged("nft_netlink_invalid") {
+    if !gate("nft_netlink_invalid", NETNS) {
         return;
     }
     let good = case("render_snapshots__default-classic");
@@ -236,7 +236,7 @@ fn median(n: usize, mut f: impl FnMut()) -> std::time::Duration {
 
 #[test]
 fn netlink_is_faster_than_nft_exec() {
-    if !privileged("nft_netlink_speed") {
+    if !gate("nft_netlink_speed", NETNS) {
         return;
     }
     let text = case("render_snapshots__default-classic");

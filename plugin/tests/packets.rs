@@ -15,12 +15,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::iptables::apply::Variant;
-use istio_cni::program::{Backend, Outcome, Payload, Programmed, program};
+use istio_cni::program::{Applied, Backend, Payload, Programmed, program};
 use rstest::rstest;
 use support::net::{
     Client, FAR4, FAR6, Landed, OTHER4, PEER4, PEER6, POD4, POD6, Proto, Role, Stack, Topology, probe, send_invalid_tcp,
 };
-use support::{PodSpec, privileged};
+use support::{NETNS, PodSpec, gate};
 
 /// Which rule engine programs the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -529,7 +529,7 @@ fn packets(
     #[values(Engine::IptablesLegacy, Engine::IptablesNft, Engine::Nftables)] engine: Engine,
 ) {
     let label = format!("{} / {engine:?}", case.name);
-    if !privileged(&label) {
+    if !gate(&label, NETNS) {
         return;
     }
     let topo = Topology::new(case.stack);
@@ -578,7 +578,7 @@ fn program_pod(topo: &Topology, case: &Case, engine: Engine, label: &str) -> Pro
         Engine::IptablesNft => Some(Variant::Nft),
         Engine::Nftables => None,
     };
-    if let (Some(want), Outcome::Iptables(report)) = (want, &programmed.outcome) {
+    if let (Some(want), Applied::Iptables(report)) = (want, &programmed.outcome) {
         assert_eq!(
             report.v4.variant, want,
             "[{label}] wrong iptables binary: {}",
@@ -624,7 +624,7 @@ fn invalid_packets_are_dropped(
     #[values(true, false)] invalid_drop: bool,
 ) {
     let label = format!("INVALID_DROP={invalid_drop} / {engine:?}");
-    if !privileged(&label) {
+    if !gate(&label, NETNS) {
         return;
     }
     let topo = Topology::new(Stack::V4);

@@ -8,8 +8,8 @@ mod support;
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::iptables::apply::Variant;
-use istio_cni::program::{Backend, Outcome, Payload, ProgramError, ProgramOptions, Programmed, program, program_with};
-use support::{PodSpec, TestNetns, privileged};
+use istio_cni::program::{Applied, Backend, Payload, ProgramError, ProgramOptions, Programmed, program, program_with};
+use support::{NETNS, PodSpec, TestNetns, gate};
 
 /// A netns with one interface (a veth end; no dummy module needed) carrying
 /// the given addresses.
@@ -34,8 +34,8 @@ fn run(ns: &TestNetns, pod: &PodSpec, backend: Backend) -> Programmed {
 
 fn variant(p: &Programmed) -> (Variant, Option<Variant>) {
     match &p.outcome {
-        Outcome::Iptables(r) => (r.v4.variant, r.v6.as_ref().map(|b| b.variant)),
-        Outcome::Nftables(_) => panic!("expected the iptables backend"),
+        Applied::Iptables(r) => (r.v4.variant, r.v6.as_ref().map(|b| b.variant)),
+        Applied::Nftables(_) => panic!("expected the iptables backend"),
     }
 }
 
@@ -49,7 +49,7 @@ fn assert_istio_chains(save: &str) {
 
 #[test]
 fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
-    if !privileged("iptables_nft_fresh") {
+    if !gate("iptables_nft_fresh", NETNS) {
         return;
     }
     let ns = v4_netns();
@@ -69,7 +69,7 @@ fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
     assert_eq!(variant(&second).0, Variant::Nft);
     assert!(!second.applied, "re-program must be a no-op: {second:?}");
     match &second.outcome {
-        Outcome::Iptables(r) => assert!(r.residue),
+        Applied::Iptables(r) => assert!(r.residue),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -83,7 +83,7 @@ fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
 
 #[test]
 fn iptables_legacy_is_chosen_when_it_already_has_rules() {
-    if !privileged("iptables_legacy") {
+    if !gate("iptables_legacy", NETNS) {
         return;
     }
     let ns = v4_netns();
@@ -102,7 +102,7 @@ fn iptables_legacy_is_chosen_when_it_already_has_rules() {
 
 #[test]
 fn nftables_backend_programs_inet_tables_and_reprograms_cleanly() {
-    if !privileged("nftables_backend") {
+    if !gate("nftables_backend", NETNS) {
         return;
     }
     let ns = v4_netns();
@@ -124,7 +124,7 @@ fn nftables_backend_programs_inet_tables_and_reprograms_cleanly() {
 
 #[test]
 fn ipv6_only_netns_gets_v6_rules_and_the_passthrough_address() {
-    if !privileged("ipv6_only") {
+    if !gate("ipv6_only", NETNS) {
         return;
     }
     for backend in [Backend::Iptables, Backend::Nftables] {
@@ -159,7 +159,7 @@ fn ipv6_only_netns_gets_v6_rules_and_the_passthrough_address() {
 
 #[test]
 fn dual_stack_flag_decides_ipv6_for_a_dual_stack_netns() {
-    if !privileged("dual_stack") {
+    if !gate("dual_stack", NETNS) {
         return;
     }
     let ns = netns_with(&["10.250.0.2/24", "fd00:250::2/64"]);
@@ -178,7 +178,7 @@ fn dual_stack_flag_decides_ipv6_for_a_dual_stack_netns() {
 
 #[test]
 fn tproxy_adds_policy_routing_and_reprograms() {
-    if !privileged("tproxy_routes") {
+    if !gate("tproxy_routes", NETNS) {
         return;
     }
     for backend in [Backend::Iptables, Backend::Nftables] {
@@ -213,7 +213,7 @@ fn tproxy_adds_policy_routing_and_reprograms() {
 
 #[test]
 fn tproxy_without_inbound_ports_adds_no_routing() {
-    if !privileged("tproxy_no_inbound") {
+    if !gate("tproxy_no_inbound", NETNS) {
         return;
     }
     let ns = v4_netns();
@@ -227,7 +227,7 @@ fn tproxy_without_inbound_ports_adds_no_routing() {
 
 #[test]
 fn stale_partial_istio_chain_fails_with_stderr() {
-    if !privileged("stale_chain") {
+    if !gate("stale_chain", NETNS) {
         return;
     }
     let ns = v4_netns();
@@ -253,7 +253,7 @@ fn stale_partial_istio_chain_fails_with_stderr() {
 
 #[test]
 fn native_nftables_needs_no_nft_binary() {
-    if !privileged("nft_not_needed") {
+    if !gate("nft_not_needed", NETNS) {
         return;
     }
     let ns = v4_netns();
@@ -280,7 +280,7 @@ fn native_nftables_needs_no_nft_binary() {
 
 #[test]
 fn netns_without_addresses_is_an_error() {
-    if !privileged("no_address") {
+    if !gate("no_address", NETNS) {
         return;
     }
     let ns = TestNetns::new();
@@ -309,7 +309,7 @@ fn bad_netns_path_is_named() {
 #[test]
 fn commands_run_sandboxed_in_the_pod_netns() {
     use istio_cni::netns::exec::{CommandSpec, Runner, XtablesLock};
-    if !privileged("sandbox") {
+    if !gate("sandbox", NETNS) {
         return;
     }
     let ns = v4_netns();

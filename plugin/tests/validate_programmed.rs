@@ -14,8 +14,7 @@ use std::path::PathBuf;
 
 use istio_cni::capture::NodeEnv;
 use istio_cni::program::{Backend, program};
-use istio_cni_kind::testing::Scratch;
-use support::{PodSpec, TestNetns, privileged};
+use support::{NETNS, PodSpec, Scratch, TestNetns, gate};
 
 /// The validator's arguments as Istio's injector writes them for `uid`
 /// (it rewrites `-u` to the proxy's uid), with a probe timeout.
@@ -36,7 +35,7 @@ fn shared_binary() -> (Scratch, PathBuf) {
     let dir = Scratch::new("validate");
     let bin = dir.join("istio-cni");
     std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), &bin).unwrap();
-    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)
 }
@@ -72,7 +71,7 @@ fn pod_netns() -> TestNetns {
 #[case::iptables_legacy(Backend::Iptables, true)]
 #[case::nftables(Backend::Nftables, false)]
 fn validation_passes_once_programmed(#[case] backend: Backend, #[case] legacy: bool) {
-    if !privileged("validation_passes_once_programmed") {
+    if !gate("validation_passes_once_programmed", NETNS) {
         return;
     }
     let cases = [

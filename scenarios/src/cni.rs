@@ -47,6 +47,7 @@ use serde_json::{Value, json};
 use crate::deploy::Fleet;
 use crate::ensure;
 use crate::env::Env;
+use crate::error::Context;
 use crate::failure;
 use crate::scenario::{Only, Record, Scenario, Step, Stop, skip};
 
@@ -155,7 +156,9 @@ fn cluster_cni(env: &Env, record: &mut Record) -> Step {
 /// Two nodes for the scenario's pods: workers first (no `NoSchedule`
 /// taint), then the rest, by name.
 fn pod_nodes(cluster: &Cluster) -> Result<[String; 2], Stop> {
-    let nodes = cluster.block_on(Api::<Node>::all(cluster.client()).list(&ListParams::default()))?;
+    let nodes = cluster
+        .block_on(Api::<Node>::all(cluster.client()).list(&ListParams::default()))
+        .context("listing the nodes")?;
     let mut names: Vec<(bool, String)> = nodes
         .items
         .iter()
@@ -321,7 +324,9 @@ impl Delegate {
         let local = cluster.local()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let (pod, netns) = loop {
-            let pod = cluster.block_on(Api::<Pod>::namespaced(cluster.client(), ns).get_opt(name))?;
+            let pod = cluster
+                .block_on(Api::<Pod>::namespaced(cluster.client(), ns).get_opt(name))
+                .context(format!("reading pod {ns}/{name}"))?;
             // Multus runs its delegates after the primary's ADD: the pod has its IP.
             let has_ip = pod.as_ref().is_some_and(|p| !pod_ip(p).is_empty());
             if let (true, Some(pod), Some(netns)) = (has_ip, pod, local.pod_netns(ns, name)) {
@@ -340,7 +345,8 @@ impl Delegate {
         let dir = conf_dir_of(&node_name).ok_or_else(|| Stop::Fail(format!("no config dir for {node_name}")))?;
         let path = dir.join(self.file);
         let bytes = std::fs::read(&path).map_err(|e| Stop::Fail(format!("{}: {e}", path.display())))?;
-        let list = NetworkConfigList::from_conf_bytes(&bytes)?;
+        let list =
+            NetworkConfigList::from_conf_bytes(&bytes).map_err(|e| Stop::Fail(format!("{}: {e}", path.display())))?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let pod_ref = PodRef {
             namespace: ns.into(),
@@ -367,7 +373,7 @@ pub(crate) fn meshed_pod(
     containers: Vec<Value>,
     validation: bool,
 ) -> Result<Value, Stop> {
-    let mut pod: Value = serde_yaml::from_str(INJECTED)?;
+    let mut pod: Value = serde_yaml::from_str(INJECTED).context("the injected pod fixture")?;
     pod["metadata"]["name"] = json!(name);
     pod["metadata"]["namespace"] = json!(ns);
     pod["metadata"]["labels"]["app"] = json!(name);
@@ -421,14 +427,15 @@ pub(crate) fn client_container(targets: &[String]) -> Value {
 
 /// Creates `pod` as the cluster's backend runs it ([`Cluster::runnable_pod`]).
 pub(crate) fn create_pod(cluster: &Cluster, pod: &Value) -> Step {
-    let pod: Pod = cluster.runnable_pod(&serde_json::from_value(pod.clone())?)?;
+    let pod: Pod = cluster.runnable_pod(&serde_json::from_value(pod.clone()).context("the pod as a Pod")?)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    cluster.block_on(Api::<Pod>::namespaced(cluster.client(), &ns).create(&PostParams::default(), &pod))?;
+    cluster
+        .block_on(Api::<Pod>::namespaced(cluster.client(), &ns).create(&PostParams::default(), &pod))
+        .context(format!(
+            "creating pod {ns}/{}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ))?;
     Ok(())
-}
-
-fn phase(p: &Pod) -> Option<&str> {
-    p.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
 /// Waits until `ns/name` is Running, marking it; returns the pod. On
@@ -437,7 +444,7 @@ pub(crate) fn wait_running(cluster: &Cluster, record: &mut Record, ns: &str, nam
     // A real cluster may still be pulling images.
     let timeout = Duration::from_secs(if cluster.local().is_ok() { 30 } else { 180 });
     let pod = failure::wait_pod(cluster, record, (ns, name), "Running", timeout, |p| {
-        phase(p) == Some("Running") && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
+        testkit::pods::running(p) && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
     })?;
     record.mark(format!("{ns}/{name} Running"));
     Ok(pod)
@@ -481,7 +488,9 @@ pub(crate) fn expect_chains(
     let has = save.contains("ISTIO_OUTPUT") && save.contains("ISTIO_INBOUND");
     let ok = if present { has } else { !save.contains("ISTIO") };
     if !ok {
-        let pod = cluster.block_on(Api::<Pod>::namespaced(cluster.client(), ns).get(name))?;
+        let pod = cluster
+            .block_on(Api::<Pod>::namespaced(cluster.client(), ns).get(name))
+            .context(format!("reading pod {ns}/{name}"))?;
         let seen = failure::rules_check(cluster, record, &pod);
         let want = if present {
             "ISTIO_OUTPUT and ISTIO_INBOUND chains"

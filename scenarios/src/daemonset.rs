@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::error::Context;
 use crate::scenario::{Record, Step, Stop};
 /// Image pulls on a fresh node can take a while.
 const ROLLOUT: Duration = Duration::from_secs(300);
@@ -31,7 +32,10 @@ const TEARDOWN: Duration = Duration::from_secs(120);
 /// agent container's image (the manifests name [`AGENT_IMAGE`]) replaced by
 /// `agent_image`, the name this cluster pulls it by.
 pub fn objects_for_cluster(manifest: &Manifest, agent_image: &str) -> Result<Vec<Value>, Stop> {
-    let mut objects = manifest.objects().to_values()?;
+    let mut objects = manifest
+        .objects()
+        .to_values()
+        .context("the manifest's objects as JSON")?;
     for object in &mut objects {
         if object["kind"] != "DaemonSet" {
             continue;
@@ -179,7 +183,8 @@ impl<'a> DaemonSetAgent<'a> {
             Ok(files) => record.mark(format!("CNI files of {} node(s) captured", files.len())),
             Err(why) => record.note(format!("node files are not checked: {why}")),
         }
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": agent.namespace}}))?;
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": agent.namespace}})).context("the agent's Namespace")?;
         match cluster.block_on(Api::<Namespace>::all(cluster.client()).create(&PostParams::default(), &ns)) {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -238,7 +243,10 @@ impl<'a> DaemonSetAgent<'a> {
         let api: Api<DaemonSet> = Api::namespaced(self.cluster.client(), &self.namespace);
         let start = Instant::now();
         loop {
-            let ds = self.cluster.block_on(api.get_opt(&self.name))?;
+            let ds = self
+                .cluster
+                .block_on(api.get_opt(&self.name))
+                .context(format!("reading DaemonSet {}/{}", self.namespace, self.name))?;
             let status = ds.as_ref().and_then(|d| d.status.clone());
             let generation = ds.as_ref().and_then(|d| d.metadata.generation);
             if let Some(s) = &status
@@ -394,7 +402,8 @@ impl Drop for DaemonSetAgent<'_> {
 /// it exists: plain create/update, which every API server serves.
 fn apply_object(cluster: &Cluster, object: &Value) -> Step {
     let (api, name) = dynamic_api(cluster, object)?;
-    let desired: DynamicObject = serde_json::from_value(object.clone())?;
+    let desired: DynamicObject =
+        serde_json::from_value(object.clone()).context(format!("{} {name} as an object", object["kind"]))?;
     let failed = |e: kube::Error| Stop::Fail(format!("applying {} {name}: {e}", object["kind"]));
     match cluster.block_on(api.create(&PostParams::default(), &desired)) {
         Ok(_) => Ok(()),

@@ -20,6 +20,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 
 use crate::env::Env;
+use crate::error::Context;
 use crate::scenario::{Record, Stop};
 
 /// The agent running on one embedded node; SIGKILLed on drop if still running.
@@ -42,7 +43,8 @@ pub fn apply_identity(cluster: &Cluster, manifest: &Manifest) -> Result<String, 
     let objects = manifest.objects();
     let client = cluster.client();
     let ns_name = manifest.namespace.clone();
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns_name}}))?;
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns_name}})).context("the agent's Namespace")?;
     ignore_conflict(cluster.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)))?;
     let sa: ServiceAccount = objects
         .service_account
@@ -91,18 +93,19 @@ impl NodeAgent {
         let image = n.root().join("agent-image");
         let sa_dir = image.join("serviceaccount");
         let source = image.join("opt/cni/bin");
-        std::fs::create_dir_all(&sa_dir)?;
-        std::fs::create_dir_all(&source)?;
+        std::fs::create_dir_all(&sa_dir).context(format!("creating {}", sa_dir.display()))?;
+        std::fs::create_dir_all(&source).context(format!("creating {}", source.display()))?;
         // A hard link, not a copy: a debug istio-cni is ~140 MB, and every
         // scenario starts agents on several nodes. The old file goes first:
         // copying onto a link would write through into the workspace binary.
         let image_bin = source.join("istio-cni");
         let _ = std::fs::remove_file(&image_bin);
         if std::fs::hard_link(&env.bins.istio_cni, &image_bin).is_err() {
-            std::fs::copy(&env.bins.istio_cni, &image_bin)?;
+            std::fs::copy(&env.bins.istio_cni, &image_bin)
+                .context(format!("copying istio-cni to {}", image_bin.display()))?;
         }
-        std::fs::write(sa_dir.join("token"), token)?;
-        std::fs::write(sa_dir.join("ca.crt"), local.api().ca_pem())?;
+        std::fs::write(sa_dir.join("token"), token).context("writing the agent's token")?;
+        std::fs::write(sa_dir.join("ca.crt"), local.api().ca_pem()).context("writing the agent's CA")?;
         let (host, port) = api_host_port(&local.node_kubeconfig("unused"))?;
 
         let conf_dir = n.host_path(manifest.host_conf_dir());
@@ -129,14 +132,14 @@ impl NodeAgent {
             vars.insert((*k).into(), (*v).into());
         }
         let log = image.join("agent.log");
-        let log_file = std::fs::File::create(&log)?;
+        let log_file = std::fs::File::create(&log).context(format!("creating {}", log.display()))?;
         let child = n
             .command(&env.bins.agent)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&vars)
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
+            .stdout(log_file.try_clone().context("the agent's log file")?)
             .stderr(log_file)
             .spawn()
             .map_err(|e| Stop::Fail(format!("starting the agent on {node}: {e}")))?;
@@ -222,8 +225,8 @@ impl NodeAgent {
             return Ok(None);
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        Ok(child.wait()?.code())
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("signalling the agent")?;
+        Ok(child.wait().context("waiting for the agent")?.code())
     }
 
     /// SIGKILL (no cleanup), like a node losing the agent.
@@ -511,7 +514,7 @@ mod tests {
 
     #[test]
     fn node_files_diff_names_every_change() {
-        let scratch = istio_cni_kind::testing::Scratch::new("node-files");
+        let scratch = testkit::Scratch::new("node-files");
         let (conf, bin) = (scratch.join("net.d"), scratch.join("bin"));
         std::fs::create_dir_all(&conf).unwrap();
         std::fs::create_dir_all(&bin).unwrap();

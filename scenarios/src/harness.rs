@@ -7,18 +7,42 @@
 //! the test. When the namespace cannot be had the test fails saying why: a
 //! scenario that did not run is never reported as passed.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
+
+use crate::catalog;
+use crate::env::{Env, Target};
+use crate::scenario::Outcome;
 
 /// Set in the re-run test binary, so it never re-runs itself again.
 pub const MARK: &str = "ISTIO_CNI_SCENARIOS_USERNS";
 
-const SCRIPT: &str = "mount -t tmpfs tmpfs /run && ip link set lo up && exec \"$@\"";
+/// `unshare` running `program` as root of a new user, network and mount
+/// namespace: uids from the caller's subordinate range (`--map-auto`), a
+/// private `/run`, `lo` up. `label` is the shell's `$0` (for its messages).
+/// Shared by the scenario tests and the conformance runner.
+pub fn userns_command(label: &str, program: &Path) -> Command {
+    const SCRIPT: &str = "mount -t tmpfs tmpfs /run && ip link set lo up && exec \"$@\"";
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--map-auto",
+        "--map-root-user",
+        "--net",
+        "--mount",
+        "--propagation",
+        "private",
+    ])
+    .args(["sh", "-c", SCRIPT, label])
+    .arg(program);
+    cmd
+}
 
 /// Whether the calling test should run its body here: true as root. As an
 /// ordinary user the test has already run in a user namespace when this
 /// returns false (and passed: a failure there panics here); it panics when
-/// no namespace can be had.
-pub fn privileged(test: &str) -> bool {
+/// no namespace can be had. Unlike `testkit::gate` it never skips: a
+/// scenario that did not run never passes.
+pub fn as_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
@@ -44,17 +68,7 @@ fn rerun_as_root(test: &str, inside: bool) -> Result<(), String> {
         .ok_or("not root, and cannot tell which test to re-run as root (no test thread name)")?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the test binary: {e}"))?;
     eprintln!("{test}: not root: re-running {name} as root of a user namespace");
-    let output = Command::new("unshare")
-        .args([
-            "--map-auto",
-            "--map-root-user",
-            "--net",
-            "--mount",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", SCRIPT, "scenario-test"])
-        .arg(exe)
+    let output = userns_command("scenario-test", &exe)
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env(MARK, "1")
         .stdin(Stdio::null())
@@ -71,6 +85,23 @@ fn rerun_as_root(test: &str, inside: bool) -> Result<(), String> {
     } else {
         Err(format!("failed as root of a user namespace ({})", output.status))
     }
+}
+
+/// Runs the catalog's scenario `name` (or the one whose name starts with
+/// it, when it ends in `/`) on the embedded cluster, as root ([`as_root`]),
+/// printing its timeline; `None` when it already ran in a user namespace.
+pub fn run_local(name: &str) -> Option<Outcome> {
+    if !as_root(name) {
+        return None;
+    }
+    let env = Env::new(Target::Local).unwrap_or_else(|e| panic!("{name}: locating the workspace binaries: {e}"));
+    let scenario = catalog::all()
+        .into_iter()
+        .find(|s| s.name == name || (name.ends_with('/') && s.name.starts_with(name)))
+        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let outcome = scenario.run(&env);
+    outcome.eprint();
+    Some(outcome)
 }
 
 /// Why this user cannot get a user namespace with a range of uids, if it cannot.

@@ -10,6 +10,7 @@
 //! deploy   the agent on a node of the embedded cluster: a node process, as its DaemonSet would run it
 //! daemonset the agent on a real cluster (kind, k3s, existing): the manifests applied, rolled out, deleted
 //! fixtures injected pods per Istio version, annotation sets
+//! error    why a body stops (Stop) and what failed under it (Error), causes kept
 //! failure  one-line reasons and the details under them (rules diffs, logs, counted events)
 //! families cni, race, skew, snapshot, platform
 //! ```
@@ -18,6 +19,7 @@ pub mod catalog;
 pub mod daemonset;
 pub mod deploy;
 pub mod env;
+pub mod error;
 pub mod failure;
 pub mod fixtures;
 pub mod harness;

@@ -37,12 +37,13 @@ use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::deploy::NodeAgent;
 use crate::ensure;
 use crate::env::Env;
+use crate::error::Context;
 use crate::fixtures;
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
 
@@ -90,50 +91,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
 // ---- pods ----------------------------------------------------------------
 
-/// The `istio-validation` init container's status.
-pub fn validation(p: &Pod) -> Option<&ContainerStatus> {
-    p.status
-        .as_ref()?
-        .init_container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == "istio-validation")
-}
-
-/// `(current exit code, last exit code, restarts)` of istio-validation.
-pub fn validation_exits(p: &Pod) -> (Option<i32>, Option<i32>, i32) {
-    match validation(p) {
-        Some(c) => (
-            c.state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code),
-            c.last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code),
-            c.restart_count,
-        ),
-        None => (None, None, 0),
-    }
-}
-
-pub fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
-}
-
-pub fn running(p: &Pod) -> bool {
-    phase(p) == "Running"
-}
-
-/// Restarts of the app containers (not init, not native sidecars).
-pub fn app_restarts(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|c| c.iter().map(|c| c.restart_count).sum())
-        .unwrap_or(0)
-}
+pub use testkit::pods::{app_restarts, phase, running, validation, validation_exits};
 
 pub fn create(cluster: &Cluster, pod: &Pod) -> Result<Pod, Stop> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or(NS);
@@ -751,13 +709,13 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
         .ok_or_else(|| Stop::Fail(format!("no {NODE}")))?;
     let conf_dir = node.conf_dir();
     let backup = node.root().join("primary-config-backup");
-    std::fs::create_dir_all(&backup)?;
+    std::fs::create_dir_all(&backup).context(format!("creating {}", backup.display()))?;
     let mut moved = Vec::new();
-    for entry in std::fs::read_dir(&conf_dir)? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(&conf_dir).context(format!("listing {}", conf_dir.display()))? {
+        let path = entry.context(format!("listing {}", conf_dir.display()))?.path();
         if path.is_file() {
             let to = backup.join(path.file_name().unwrap_or_default());
-            std::fs::rename(&path, &to)?;
+            std::fs::rename(&path, &to).context(format!("moving {} aside", path.display()))?;
             moved.push((to, path));
         }
     }
@@ -772,7 +730,8 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     let manifest = manifest(&["chained=false"])?;
     let agent = start_agent(env, &cluster, &manifest)?;
     rec.mark("istio-cni standalone config installed");
-    let files: Vec<String> = std::fs::read_dir(&conf_dir)?
+    let files: Vec<String> = std::fs::read_dir(&conf_dir)
+        .context(format!("listing {}", conf_dir.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
@@ -785,7 +744,7 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
 
         // The primary back: the same pod's sandbox now succeeds.
         for (from, to) in &moved {
-            std::fs::rename(from, to)?;
+            std::fs::rename(from, to).context(format!("restoring {}", to.display()))?;
         }
         rec.mark("primary config restored");
         let pod = wait_pod(

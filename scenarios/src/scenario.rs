@@ -1,8 +1,9 @@
 //! One scenario: a stable name, what it proves, and a body that runs against
 //! an [`Env`] and leaves a [`Record`] (timeline, diagnostics) behind.
 //!
-//! Bodies return [`Step`]: `Err(Stop::Fail)` (use [`ensure!`](crate::ensure)
-//! or `?` on anything convertible to a message) or `Err(Stop::Skip)` when the
+//! Bodies return [`Step`]: `Err(Stop::Fail)` (use [`ensure!`](crate::ensure)),
+//! `Err(Stop::Error)` (`?` on the harness's errors, or on others with
+//! [`Context::context`](crate::error::Context)) or `Err(Stop::Skip)` when the
 //! backend or kernel cannot run it. A panic in a body is a failure too.
 
 use std::panic::AssertUnwindSafe;
@@ -11,18 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::env::Env;
 
-/// Why a body stopped early.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
-    Fail(String),
-    Skip(String),
-}
-
-impl<E: std::fmt::Display> From<E> for Stop {
-    fn from(e: E) -> Self {
-        Stop::Fail(e.to_string())
-    }
-}
+pub use crate::error::Stop;
 
 /// A body's result.
 pub type Step = Result<(), Stop>;
@@ -232,6 +222,7 @@ impl Scenario {
             Ok(Ok(())) => Verdict::Pass,
             Ok(Err(Stop::Fail(m))) => Verdict::Fail(m),
             Ok(Err(Stop::Skip(m))) => Verdict::Skip(m),
+            Ok(Err(Stop::Error(e))) => Verdict::Fail(e.to_string()),
             Err(panic) => Verdict::Fail(format!(
                 "panicked: {}",
                 panic

@@ -51,6 +51,7 @@ use serde_json::Value;
 
 use crate::ensure;
 use crate::env::Env;
+use crate::error::Context;
 use crate::fixtures::{self, CONFLIST_VERSIONS, POD_SHAPES, POD_VERSIONS};
 use crate::race::{
     NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, start_agent, validation_exits,
@@ -122,9 +123,11 @@ fn canonical_save(rendered: &str) -> Result<String, Stop> {
         .spawn()
         .map_err(|e| Stop::Fail(format!("unshare --net iptables-nft-restore: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(rendered.as_bytes())?;
+        stdin
+            .write_all(rendered.as_bytes())
+            .context("writing the pod to istio-cni render")?;
     }
-    let out = child.wait_with_output()?;
+    let out = child.wait_with_output().context("running istio-cni render")?;
     ensure!(
         out.status.success(),
         "loading the rendered rules into a scratch netns: {}",
@@ -282,9 +285,17 @@ fn with_entry(primary: &str, entry: &Value) -> Result<(String, usize), Stop> {
     let (_, close) =
         plugins_span(primary).ok_or_else(|| Stop::Fail("the primary config has no plugins list".into()))?;
     let last = primary[..close].trim_end().len();
-    let entry = serde_json::to_string_pretty(entry)?.replace('\n', "\n    ");
+    let entry = serde_json::to_string_pretty(entry)
+        .context("the istio-cni entry")?
+        .replace('\n', "\n    ");
     let text = format!("{},\n    {entry}{}", &primary[..last], &primary[last..]);
     Ok((text, last))
+}
+
+/// Whether two files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, Stop> {
+    let read = |p: &Path| std::fs::read(p).context(format!("reading {}", p.display()));
+    Ok(read(a)? == read(b)?)
 }
 
 fn istio_entries(list: &Value) -> Vec<(usize, &Value)> {
@@ -304,15 +315,16 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         .local()?
         .node(NODE)
         .ok_or_else(|| Stop::Fail(format!("no {NODE}")))?;
-    let file = std::fs::read_dir(node.conf_dir())?
+    let file = std::fs::read_dir(node.conf_dir())
+        .context(format!("listing {}", node.conf_dir().display()))?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "conflist"))
         .ok_or_else(|| Stop::Fail("no primary conflist on the node".into()))?;
-    let primary = std::fs::read_to_string(&file)?;
+    let primary = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
     let (old, keep) = with_entry(&primary, &fixtures::conflist_entry(version)?)?;
     let suffix = &primary[keep..];
-    std::fs::write(&file, &old)?;
+    std::fs::write(&file, &old).context(format!("writing {}", file.display()))?;
     rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
     rec.mark(format!("Istio {version} entry in the conflist"));
 
@@ -322,7 +334,7 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         // Installed means our entry replaced the old one (the old one already
         // named istio-cni, so wait for ours).
         let text = wait("our entry in the conflist", Duration::from_secs(20), || {
-            let text = std::fs::read_to_string(&file)?;
+            let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
             let list: Value = serde_json::from_str(&text).unwrap_or_default();
             let ours = istio_entries(&list)
                 .iter()
@@ -331,7 +343,7 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         })?;
         rec.mark("agent upgraded the entry");
         rec.diag("conflist after the agent", text.clone());
-        let list: Value = serde_json::from_str(&text)?;
+        let list: Value = serde_json::from_str(&text).context(format!("{} as JSON", file.display()))?;
         let entries = istio_entries(&list);
         let plugins = list["plugins"].as_array().map_or(0, Vec::len);
         ensure!(entries.len() == 1, "exactly one istio-cni entry: {entries:?}");
@@ -366,9 +378,9 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         let code = agent.stop()?;
         rec.mark("agent stopped (uninstall)");
         ensure!(code == Some(0), "the agent exited with {code:?}");
-        let after = std::fs::read_to_string(&file)?;
+        let after = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
         rec.diag("conflist after uninstall", after.clone());
-        let list: Value = serde_json::from_str(&after)?;
+        let list: Value = serde_json::from_str(&after).context(format!("{} as JSON", file.display()))?;
         ensure!(istio_entries(&list).is_empty(), "an istio-cni entry is left:\n{after}");
         // The old installer's entry must not come back (its binary is gone):
         // what is restored is the primary alone, byte for byte.
@@ -442,20 +454,27 @@ pub fn plugin_at(sha: &str) -> Result<(PathBuf, Option<Built>), Stop> {
     let start = Instant::now();
     let src = dir.join("src");
     let _ = std::fs::remove_dir_all(&src);
-    std::fs::create_dir_all(&src)?;
+    std::fs::create_dir_all(&src).context(format!("creating {}", src.display()))?;
     let archive = Command::new("git")
         .arg("-C")
         .arg(repo_dir())
         .args(["archive", "--format=tar", sha])
-        .output()?;
+        .output()
+        .context("running git archive")?;
     ensure!(
         archive.status.success(),
         "git archive {sha}: {}",
         String::from_utf8_lossy(&archive.stderr)
     );
     let tar = dir.join("src.tar");
-    std::fs::write(&tar, &archive.stdout)?;
-    let untar = Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&src).output()?;
+    std::fs::write(&tar, &archive.stdout).context(format!("writing {}", tar.display()))?;
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .output()
+        .context("running tar")?;
     let _ = std::fs::remove_file(&tar);
     ensure!(
         untar.status.success(),
@@ -475,7 +494,7 @@ pub fn plugin_at(sha: &str) -> Result<(PathBuf, Option<Built>), Stop> {
         if offline {
             cmd.arg("--offline");
         }
-        Ok(cmd.output()?)
+        Ok(cmd.output().context("running cargo build")?)
     };
     let mut out = build(true)?;
     let offline = out.status.success();
@@ -489,8 +508,9 @@ pub fn plugin_at(sha: &str) -> Result<(PathBuf, Option<Built>), Stop> {
     );
     // Copy then rename: a concurrent reader never sees half a binary.
     let partial = dir.join("istio-cni.partial");
-    std::fs::copy(target.join("debug").join("istio-cni"), &partial)?;
-    std::fs::rename(&partial, &bin)?;
+    std::fs::copy(target.join("debug").join("istio-cni"), &partial)
+        .context(format!("copying the built istio-cni to {}", partial.display()))?;
+    std::fs::rename(&partial, &bin).context(format!("renaming to {}", bin.display()))?;
     // Only the binary is reused: drop the sources and the ~0.5 GB target dir.
     let _ = std::fs::remove_dir_all(&src);
     let _ = std::fs::remove_dir_all(&target);
@@ -539,7 +559,7 @@ fn release_plugin(env: &Env, rec: &mut Record, reference: Option<&str>) -> Step 
     let result = (|| {
         let installed = agent.bin_dir.join("istio-cni");
         ensure!(
-            std::fs::read(&installed)? == std::fs::read(&old_plugin)?,
+            same_bytes(&installed, &old_plugin)?,
             "the node's istio-cni is not the {reference} build"
         );
         for (version, shape) in [("1.29", "classic"), ("1.29", "native")] {
@@ -558,7 +578,7 @@ fn release_plugin(env: &Env, rec: &mut Record, reference: Option<&str>) -> Step 
             rules_match_render(&cluster, rec, &name, yaml)?;
         }
         ensure!(
-            std::fs::read(&installed)? == std::fs::read(&old_plugin)?,
+            same_bytes(&installed, &old_plugin)?,
             "the agent replaced the old plugin meanwhile"
         );
         Ok(())

@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 
 use crate::deploy::NodeAgent;
 use crate::env::Env;
+use crate::error::Context;
 use crate::scenario::{Outcome, Record, Scenario, Stop};
 
 /// The diagnostics block holding a passed scenario's normalized rules.
@@ -379,11 +380,11 @@ fn run_runnable(env: &Env, backend: RuleBackend, family: Family, sets: &[Annotat
             // Every scenario of the matrix shares the setup's fate.
             let mut out = Vec::new();
             for set in sets {
-                let stop = stop.clone();
+                let stop = stop.to_message();
                 let diags = setup_record.diagnostics.clone();
                 let s = Scenario::new(scenario_name(&set.name, backend, family), "", move |_, r| {
                     r.diagnostics = diags.clone();
-                    Err(stop.clone())
+                    Err(stop.to_message())
                 });
                 out.push(s.run(env));
             }
@@ -427,11 +428,12 @@ impl LegacyTools {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("istio-cni-legacy-node-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
         let tools = LegacyTools { dir };
         for family in ["iptables", "ip6tables"] {
             for tool in ["", "-save", "-restore"] {
-                std::os::unix::fs::symlink(&multi, tools.dir.join(format!("{family}{tool}")))?;
+                std::os::unix::fs::symlink(&multi, tools.dir.join(format!("{family}{tool}")))
+                    .context(format!("linking {family}{tool} in {}", tools.dir.display()))?;
             }
         }
         Ok(Some(tools))
@@ -510,7 +512,8 @@ impl Rig {
     pub fn deploy(&self, sets: &[AnnotationSet], record: &mut Record) -> Result<(), Stop> {
         let api: Api<Pod> = Api::namespaced(self.cluster.client(), NAMESPACE);
         for set in sets {
-            let pod: Pod = serde_json::from_value(set.pod()?)?;
+            let pod: Pod = serde_json::from_value(set.pod().map_err(Stop::Fail)?)
+                .context(format!("set {}'s pod as a Pod", set.name))?;
             self.cluster
                 .block_on(api.create(&PostParams::default(), &pod))
                 .map_err(|e| Stop::Fail(format!("creating pod {}: {e}", set.pod_name())))?;
@@ -553,7 +556,8 @@ impl Rig {
                 .in_pod(NAMESPACE, &name, argv)
                 .map_err(|e| Stop::Fail(format!("reading the rules: {e}")))
         };
-        let manifest = serde_json::to_string(&set.pod()?)?;
+        let manifest = serde_json::to_string(&set.pod().map_err(Stop::Fail)?)
+            .context(format!("set {}'s pod as JSON", set.name))?;
         let rendered = render(env, &manifest, want_v6, self.backend)?;
         record.diag("istio-cni render", rendered.clone());
         let (want_v4, want_v6_text) = split_render(&rendered);
@@ -713,9 +717,11 @@ fn pipe(cmd: &mut Command, stdin: &str) -> Result<String, Stop> {
         .spawn()
         .map_err(|e| Stop::Fail(format!("running {cmd:?}: {e}")))?;
     if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes())?;
+        input
+            .write_all(stdin.as_bytes())
+            .context(format!("writing to {cmd:?}"))?;
     }
-    let out = child.wait_with_output()?;
+    let out = child.wait_with_output().context(format!("running {cmd:?}"))?;
     if !out.status.success() {
         return Err(Stop::Fail(format!(
             "{cmd:?} failed ({}): {}",

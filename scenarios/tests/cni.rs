@@ -5,10 +5,9 @@
 
 use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::cluster::ClusterSpec;
-use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::deploy::Fleet;
 use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::harness::privileged;
+use istio_cni_scenarios::harness::{as_root, run_local};
 use istio_cni_scenarios::scenario::{Record, Stop, Verdict};
 use rstest::rstest;
 
@@ -18,13 +17,9 @@ fn cni(
     #[values("chained", "single-conf", "standalone")] mode: &str,
 ) {
     let name = format!("cni/{profile}/{mode}");
-    if !privileged(&name) {
+    let Some(outcome) = run_local(&name) else {
         return;
-    }
-    let scenario = catalog::named(&name).unwrap_or_else(|| panic!("no scenario {name}"));
-    let env = Env::new(Target::Local).unwrap();
-    let outcome = scenario.run(&env);
-    outcome.eprint();
+    };
     if let Verdict::Skip(reason) = &outcome.verdict {
         // Only ipvlan may skip, and only where the kernel lacks it.
         assert!(profile == "ipvlan", "{name} skipped: {reason}");
@@ -35,7 +30,7 @@ fn cni(
 /// The restore check is real: a file the agents did not write back fails it.
 #[test]
 fn uninstall_fails_on_a_file_left_behind() {
-    if !privileged("uninstall_fails_on_a_file_left_behind") {
+    if !as_root("uninstall_fails_on_a_file_left_behind") {
         return;
     }
     let env = Env::new(Target::Local).unwrap();
@@ -78,7 +73,7 @@ fn daemonset_manifests_apply_and_are_removed_again() {
     use k8s_openapi::api::rbac::v1::ClusterRole;
     use kube::api::Api;
 
-    if !privileged("daemonset_manifests_apply_and_are_removed_again") {
+    if !as_root("daemonset_manifests_apply_and_are_removed_again") {
         return;
     }
     let local = Env::new(Target::Local)

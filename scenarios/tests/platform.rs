@@ -4,9 +4,7 @@
 //! test re-runs itself in a user namespace or fails saying why (see
 //! `istio_cni_scenarios::harness`).
 
-use istio_cni_scenarios::catalog;
-use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::harness::privileged;
+use istio_cni_scenarios::harness::run_local;
 use istio_cni_scenarios::scenario::Verdict;
 use rstest::rstest;
 
@@ -19,13 +17,9 @@ use rstest::rstest;
 #[case::minikube("platform/minikube")]
 #[case::openshift("platform/openshift")]
 fn platform(#[case] name: &str) {
-    if !privileged(name) {
+    let Some(outcome) = run_local(name) else {
         return;
-    }
-    let scenario = catalog::named(name).unwrap_or_else(|| panic!("no scenario {name}"));
-    let env = Env::new(Target::Local).unwrap();
-    let outcome = scenario.run(&env);
-    outcome.eprint();
+    };
     // Nothing here may skip on the local backend.
     assert!(
         !matches!(outcome.verdict, Verdict::Skip(_)),

@@ -2,9 +2,8 @@
 //! test re-runs itself in a user namespace or fails saying why (see
 //! `istio_cni_scenarios::harness`).
 
-use istio_cni_scenarios::catalog;
-use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::harness::privileged;
+use istio_cni_scenarios::harness::run_local;
+use istio_cni_scenarios::scenario::Verdict;
 use rstest::rstest;
 
 #[rstest]
@@ -15,17 +14,9 @@ use rstest::rstest;
 #[case::agent_restart("race/agent-restart")]
 #[case::ordering("race/ordering")]
 fn race(#[case] name: &str) {
-    if !privileged(name) {
+    let Some(outcome) = run_local(name) else {
         return;
-    }
-    let env = Env::new(Target::Local).expect("the workspace binaries");
-    let scenario = catalog::named(name).unwrap_or_else(|| panic!("no scenario {name}"));
-    let outcome = scenario.run(&env);
-    outcome.eprint();
+    };
     outcome.assert_passed();
-    assert_eq!(
-        outcome.verdict,
-        istio_cni_scenarios::scenario::Verdict::Pass,
-        "{name} skipped"
-    );
+    assert_eq!(outcome.verdict, Verdict::Pass, "{name} skipped");
 }

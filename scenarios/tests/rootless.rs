@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use istio_cni_scenarios::harness::privileged;
+use istio_cni_scenarios::harness::as_root;
 
 /// Gates [`probe`]'s body to the run [`an_ordinary_user_never_passes_unrun`] makes.
 const PROBE: &str = "ISTIO_CNI_SCENARIOS_PROBE";
@@ -12,7 +12,7 @@ const PROBE: &str = "ISTIO_CNI_SCENARIOS_PROBE";
 /// Stands for a scenario test: its body needs root.
 #[test]
 fn probe() {
-    if std::env::var_os(PROBE).is_none() || !privileged("rootless/probe") {
+    if std::env::var_os(PROBE).is_none() || !as_root("rootless/probe") {
         return;
     }
     assert!(nix::unistd::geteuid().is_root(), "the body ran without root");
@@ -21,7 +21,7 @@ fn probe() {
 #[test]
 fn an_ordinary_user_never_passes_unrun() {
     // Switching to another user needs root (or root of a user namespace).
-    if !privileged("an_ordinary_user_never_passes_unrun") {
+    if !as_root("an_ordinary_user_never_passes_unrun") {
         return;
     }
     let exe = std::env::current_exe().expect("the test binary's path");

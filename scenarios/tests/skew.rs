@@ -4,25 +4,16 @@
 //! `skew/release/*` builds the previous release's plugin into the build
 //! cache on first use (minutes on a cold cache).
 
-use istio_cni_scenarios::catalog;
-use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::harness::privileged;
+use istio_cni_scenarios::harness::run_local;
 use istio_cni_scenarios::scenario::Verdict;
 use rstest::rstest;
 
 /// Runs the one scenario whose name is `name` (or starts with it, for the
 /// release scenario whose name carries the ref).
 fn run(name: &str) {
-    if !privileged(name) {
+    let Some(outcome) = run_local(name) else {
         return;
-    }
-    let env = Env::new(Target::Local).expect("the workspace binaries");
-    let scenario = catalog::all()
-        .into_iter()
-        .find(|s| s.name == name || (name.ends_with('/') && s.name.starts_with(name)))
-        .unwrap_or_else(|| panic!("no scenario {name}"));
-    let outcome = scenario.run(&env);
-    outcome.eprint();
+    };
     outcome.assert_passed();
     // Only a checkout without an earlier tag may skip (the release pairing).
     let no_release = matches!(&outcome.verdict, Verdict::Skip(m) if m.starts_with("no previous release"));

@@ -50,7 +50,7 @@ fn matrix(
     #[values(RuleBackend::IptablesLegacy, RuleBackend::IptablesNft, RuleBackend::Nft)] backend: RuleBackend,
     #[values(Family::Ipv4, Family::Ipv6)] family: Family,
 ) {
-    if !istio_cni_scenarios::harness::privileged(&format!("snapshot/*/{}/{}", backend.name(), family.name())) {
+    if !istio_cni_scenarios::harness::as_root(&format!("snapshot/*/{}/{}", backend.name(), family.name())) {
         return;
     }
     let sets = snapshot::load_sets(&snapshot::sets_dir()).unwrap_or_else(|e| panic!("{e}"));
@@ -71,7 +71,7 @@ fn matrix(
 /// same snapshot as in its matrix.
 #[test]
 fn one_scenario_alone() {
-    if !istio_cni_scenarios::harness::privileged("snapshot/tproxy/nft/ipv6 alone") {
+    if !istio_cni_scenarios::harness::as_root("snapshot/tproxy/nft/ipv6 alone") {
         return;
     }
     let chosen = catalog::filter(catalog::all(), "snapshot/tproxy/nft/");

@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn finds_the_namespace_holding_the_ip_and_never_the_host() {
-        if !istio_cni_kind::testing::privileged("repair::netns::finds_the_namespace") {
+        if !testkit::gate("repair::netns::finds_the_namespace", &[testkit::Need::Root]) {
             return;
         }
         let ip = "10.231.77.9";

@@ -24,7 +24,7 @@ impl Node {
     /// `istio-cni-agent [uninstall]` with the settings of [`settings_at`];
     /// stderr is appended to `<scratch>/agent.log`, stdout discarded.
     pub fn agent_command(&self, uninstall: bool) -> Command {
-        self.agent_command_with(uninstall, &settings_at(&self.scratch.path))
+        self.agent_command_with(uninstall, &settings_at(self.scratch.path()))
     }
 
     /// The same with the install settings `s` (those [`settings_at`] sets,

@@ -10,7 +10,7 @@ use clap::Parser;
 use istio_cni_agent::config::InstallSettings;
 use istio_cni_agent::install::Installer;
 use istio_cni_agent::metrics::Metrics;
-use istio_cni_kind::testing::Scratch;
+use testkit::Scratch;
 
 pub mod agent;
 
@@ -51,7 +51,7 @@ pub fn settings_at(root: &Path) -> InstallSettings {
 impl Node {
     pub fn new(label: &str) -> Node {
         let scratch = Scratch::new(label);
-        let s = settings_at(&scratch.path);
+        let s = settings_at(scratch.path());
         let node = Node {
             conf: s.mounted_cni_net_dir,
             bin: s.cni_bin_dir,
@@ -91,7 +91,7 @@ impl Node {
 
     /// Istio's chart defaults for a sidecar install, pointed at this node.
     pub fn settings(&self) -> InstallSettings {
-        settings_at(&self.scratch.path)
+        settings_at(self.scratch.path())
     }
 
     pub fn installer(&self) -> Installer {
@@ -126,7 +126,7 @@ impl Node {
 
     /// Text with this node's scratch path replaced, for snapshots.
     pub fn redact(&self, text: &str) -> String {
-        text.replace(&self.scratch.path.to_string_lossy().into_owned(), "<node>")
+        text.replace(&*self.scratch.path().to_string_lossy(), "<node>")
     }
 }
 

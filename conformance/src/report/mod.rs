@@ -12,4 +12,4 @@ pub mod timeline;
 #[cfg(test)]
 mod xmlcheck;
 
-pub use spec::{CaseResult, Finding, Outcome, SuiteReport};
+pub use spec::{CaseResult, Finding, SuiteReport, Verdict};

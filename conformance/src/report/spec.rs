@@ -4,23 +4,18 @@
 
 use std::fmt;
 
-/// How one case ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The plugin did what the spec asks.
-    Pass,
-    /// It did not; why.
-    Fail(String),
-    /// The case does not apply; why.
-    Skip(String),
-}
+use crate::results::{Tally, Totals, one_line};
+
+/// How one case ended: the scenarios' verdict (pass; fail, why; skip, why),
+/// so spec cases and scenarios report alike.
+pub use istio_cni_scenarios::scenario::Verdict;
 
 /// What a case found: its outcome and, for a pass, an optional note on what
 /// the plugin did (e.g. which of two allowed behaviours it chose).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// The outcome.
-    pub outcome: Outcome,
+    pub outcome: Verdict,
     /// Extra information printed after a PASS.
     pub note: Option<String>,
 }
@@ -29,7 +24,7 @@ impl Finding {
     /// A pass.
     pub fn pass() -> Self {
         Self {
-            outcome: Outcome::Pass,
+            outcome: Verdict::Pass,
             note: None,
         }
     }
@@ -37,7 +32,7 @@ impl Finding {
     /// A pass with a note.
     pub fn pass_with(note: impl Into<String>) -> Self {
         Self {
-            outcome: Outcome::Pass,
+            outcome: Verdict::Pass,
             note: Some(note.into()),
         }
     }
@@ -45,7 +40,7 @@ impl Finding {
     /// A failure.
     pub fn fail(why: impl Into<String>) -> Self {
         Self {
-            outcome: Outcome::Fail(why.into()),
+            outcome: Verdict::Fail(why.into()),
             note: None,
         }
     }
@@ -53,7 +48,7 @@ impl Finding {
     /// A skip.
     pub fn skip(reason: impl Into<String>) -> Self {
         Self {
-            outcome: Outcome::Skip(reason.into()),
+            outcome: Verdict::Skip(reason.into()),
             note: None,
         }
     }
@@ -65,7 +60,7 @@ pub struct CaseResult {
     /// The case name, e.g. `add/prev-result[1.0.0]`.
     pub name: String,
     /// The outcome.
-    pub outcome: Outcome,
+    pub outcome: Verdict,
     /// What the plugin did, for passes that allow several behaviours.
     pub note: Option<String>,
 }
@@ -82,33 +77,27 @@ impl CaseResult {
 
     /// Whether the case passed.
     pub fn passed(&self) -> bool {
-        self.outcome == Outcome::Pass
+        self.outcome == Verdict::Pass
     }
 
     /// Whether the case failed.
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, Outcome::Fail(_))
+        matches!(self.outcome, Verdict::Fail(_))
     }
 
     /// Whether the case was skipped.
     pub fn skipped(&self) -> bool {
-        matches!(self.outcome, Outcome::Skip(_))
+        matches!(self.outcome, Verdict::Skip(_))
     }
-}
-
-/// Keeps a report line on one line: newlines and tabs become spaces, runs of
-/// whitespace collapse.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl fmt::Display for CaseResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.outcome, &self.note) {
-            (Outcome::Pass, None) => write!(f, "PASS  {}", self.name),
-            (Outcome::Pass, Some(note)) => write!(f, "PASS  {}: {}", self.name, one_line(note)),
-            (Outcome::Fail(why), _) => write!(f, "FAIL  {}: {}", self.name, one_line(why)),
-            (Outcome::Skip(reason), _) => write!(f, "SKIP  {}: {}", self.name, one_line(reason)),
+            (Verdict::Pass, None) => write!(f, "PASS  {}", self.name),
+            (Verdict::Pass, Some(note)) => write!(f, "PASS  {}: {}", self.name, one_line(note)),
+            (Verdict::Fail(why), _) => write!(f, "FAIL  {}: {}", self.name, one_line(why)),
+            (Verdict::Skip(reason), _) => write!(f, "SKIP  {}: {}", self.name, one_line(reason)),
         }
     }
 }
@@ -120,40 +109,16 @@ pub struct SuiteReport {
     pub cases: Vec<CaseResult>,
 }
 
+impl Totals for SuiteReport {
+    fn tally(&self) -> Tally {
+        Tally::of(self.cases.iter().map(|c| &c.outcome))
+    }
+}
+
 impl SuiteReport {
-    /// How many passed.
-    pub fn passed(&self) -> usize {
-        self.cases.iter().filter(|c| c.passed()).count()
-    }
-
-    /// How many failed.
-    pub fn failed(&self) -> usize {
-        self.cases.iter().filter(|c| c.failed()).count()
-    }
-
-    /// How many were skipped.
-    pub fn skipped(&self) -> usize {
-        self.cases.iter().filter(|c| c.skipped()).count()
-    }
-
-    /// Whether nothing failed.
-    pub fn success(&self) -> bool {
-        self.failed() == 0
-    }
-
     /// The case called `name`, if it ran.
     pub fn case(&self, name: &str) -> Option<&CaseResult> {
         self.cases.iter().find(|c| c.name == name)
-    }
-
-    /// The final line: `N passed, N failed, N skipped`.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} passed, {} failed, {} skipped",
-            self.passed(),
-            self.failed(),
-            self.skipped()
-        )
     }
 }
 

@@ -14,7 +14,6 @@ use istio_cni_scenarios::scenario::{Outcome, Scenario, StepLog, Verdict};
 
 use crate::options::SuiteOptions;
 use crate::progress::Progress;
-use crate::report::Outcome as CaseOutcome;
 use crate::results::{ItemResult, RunResults};
 use crate::run_suite_with;
 use crate::suites::{Planned, SPEC_PREFIX};
@@ -153,12 +152,11 @@ fn spec_job(opts: &SuiteOptions, cases: &[String], r: &Reporter<ItemResult>) {
     }
     let mut last = Instant::now();
     run_suite_with(opts, |case| {
-        let verdict = match &case.outcome {
-            CaseOutcome::Pass => Verdict::Pass,
-            CaseOutcome::Fail(why) => Verdict::Fail(why.clone()),
-            CaseOutcome::Skip(why) => Verdict::Skip(why.clone()),
-        };
-        let mut result = ItemResult::new(format!("{SPEC_PREFIX}{}", case.name), verdict, last.elapsed());
+        let mut result = ItemResult::new(
+            format!("{SPEC_PREFIX}{}", case.name),
+            case.outcome.clone(),
+            last.elapsed(),
+        );
         result.notes.extend(case.note.clone());
         r.result(result);
         last = Instant::now();

@@ -42,6 +42,7 @@ impl Need {
 
 fn cni_plugins_dir() -> PathBuf {
     std::env::var_os("CNI_PLUGINS_DIR")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/cni"))
 }

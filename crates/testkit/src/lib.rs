@@ -7,11 +7,16 @@
 //! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
 //!   failing test can print.
+//! - [`workspace_bin`]: another package's binary, built when missing.
+//! - [`pods`]: a pod's phase, its `istio-validation` exits, app restarts.
 
+mod bins;
 mod gate;
 mod kubectl;
+pub mod pods;
 mod scratch;
 
+pub use bins::workspace_bin;
 pub use gate::{Need, gate, skip};
 pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
 pub use scratch::Scratch;

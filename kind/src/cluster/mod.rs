@@ -29,10 +29,11 @@ mod reaper;
 mod remote;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::runtime::wait::await_condition;
 
 pub use error::{BoxError, ClusterError, CommandFailed, Leftover, Leftovers};
 pub use local::LocalCluster;
@@ -303,7 +304,9 @@ impl Cluster {
         self.provider.runtime().block_on(f)
     }
 
-    /// Waits until `ready` holds for the pod, returning it.
+    /// Waits until `ready` holds for the pod, returning it: a watch on the
+    /// pod (`await_condition`), started again when it fails (an API server
+    /// restarting) until `timeout`; then the error shows the pod as last seen.
     pub fn wait_for_pod(
         &self,
         namespace: &str,
@@ -311,24 +314,27 @@ impl Cluster {
         timeout: Duration,
         ready: impl Fn(&Pod) -> bool,
     ) -> Result<Pod, ClusterError> {
+        const REWATCH: Duration = Duration::from_millis(200);
         let api: Api<Pod> = Api::namespaced(self.client(), namespace);
-        let deadline = Instant::now() + timeout;
-        loop {
+        let ready = |pod: Option<&Pod>| pod.is_some_and(&ready);
+        let watch = async {
+            loop {
+                if let Ok(Some(pod)) = await_condition(api.clone(), name, &ready).await {
+                    return pod;
+                }
+                tokio::time::sleep(REWATCH).await;
+            }
+        };
+        // The timer is made inside the runtime (it needs its clock).
+        let watched = self.block_on(async { tokio::time::timeout(timeout, watch).await });
+        watched.map_err(|_| {
             let last = self.block_on(api.get_opt(name));
-            if let Ok(Some(pod)) = &last
-                && ready(pod)
-            {
-                return Ok(pod.clone());
+            ClusterError::PodNotReady {
+                pod: format!("{namespace}/{name}"),
+                timeout,
+                last_seen: format!("{last:?}"),
             }
-            if Instant::now() > deadline {
-                return Err(ClusterError::PodNotReady {
-                    pod: format!("{namespace}/{name}"),
-                    timeout,
-                    last_seen: format!("{last:?}"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// A container's current log.

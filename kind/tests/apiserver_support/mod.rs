@@ -140,3 +140,36 @@ pub fn reason(e: &kube::Error) -> String {
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+/// kubectl against `s` as the holder of a token, through a kubeconfig
+/// written by `ApiServer::write_kubeconfig` into its own scratch dir (where
+/// tests also put their manifests). Gate the test on
+/// `Need::Tool("kubectl")` first.
+pub struct ServerKubectl {
+    kubectl: testkit::Kubectl,
+    pub dir: testkit::Scratch,
+}
+
+impl ServerKubectl {
+    pub fn new(s: &ApiServer, token: &str, tag: &str) -> ServerKubectl {
+        let dir = testkit::Scratch::new(&format!("apiserver-kubectl-{tag}"));
+        let kubeconfig = dir.join("kubeconfig");
+        s.write_kubeconfig(&kubeconfig, token).expect("writing the kubeconfig");
+        let kubectl = testkit::Kubectl::new(tag, &kubeconfig, &dir).expect("kubectl on PATH (the test is gated on it)");
+        ServerKubectl { kubectl, dir }
+    }
+
+    /// Runs kubectl off the runtime's workers (the server answers on them).
+    pub async fn run(&self, args: &[&str]) -> testkit::Run {
+        let kubectl = self.kubectl.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || kubectl.run(&args))
+            .await
+            .expect("the kubectl thread")
+    }
+
+    /// stdout, failing the test with the whole run on a non-zero exit.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        self.run(args).await.ok()
+    }
+}

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use std::sync::mpsc;
@@ -14,48 +14,19 @@ use std::time::{Duration, Instant};
 use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, NodeSpec};
 use serde_json::Value;
 
-/// Whether this process can run the privileged tests. Prints
-/// `SKIP: <test>: <reason>` and returns false when it cannot — or panics
-/// when `ISTIO_CNI_REQUIRE_PRIVILEGED=1`, so CI cannot skip silently.
-pub fn privileged(test: &str, tools: &[&str]) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("not running as root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN)".to_owned())
-    } else if !istio_cni_kind::node::plugins::default_plugins_dir()
-        .join("bridge")
-        .exists()
-    {
-        Some(format!(
-            "no CNI plugins in {} (install containernetworking-plugins or set CNI_PLUGINS_DIR)",
-            istio_cni_kind::node::plugins::default_plugins_dir().display()
-        ))
-    } else {
-        std::iter::once("ip")
-            .chain(tools.iter().copied())
-            .find(|tool| !in_path(tool))
-            .map(|tool| format!("{tool} not found in PATH"))
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
-            panic!("{test}: privileged test cannot run and ISTIO_CNI_REQUIRE_PRIVILEGED=1: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("SKIP: {test}: {reason}");
-            false
-        }
-    }
-}
+#[allow(unused_imports)] // not every suite uses each
+pub use testkit::{Need, Scratch, gate};
 
-fn in_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(tool).is_file())
-}
+/// What the node tests need: root, the CNI plugins and `ip`.
+pub const NODE: &[Need] = &[Need::Root, Need::CniPlugins, Need::Tool("ip")];
 
-/// A fresh directory removed on drop (shared with the other test suites).
-#[allow(unused_imports)] // not every suite uses it
-pub use istio_cni_kind::testing::Scratch;
+/// [`NODE`] and more tools on `PATH`.
+pub fn node_and(tools: &[&'static str]) -> Vec<Need> {
+    NODE.iter()
+        .copied()
+        .chain(tools.iter().map(|t| Need::Tool(t)))
+        .collect()
+}
 
 /// A fresh network namespace pinned inside `scratch`, with `lo` up.
 pub fn private_netns(scratch: &Scratch, name: &str) -> Netns {

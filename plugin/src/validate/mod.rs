@@ -35,7 +35,7 @@ use std::ffi::OsString;
 pub use args::{EnvError, ISTIO_INJECTED_ARGS, Settings, ValidateArgs, parse_args, parse_go_duration};
 pub use log::{LogLevel, Logger};
 pub use probe::{
-    DEFAULT_PROBE_PORT, DEFAULT_PROBE_TIMEOUT, HostAddresses, Outcome, ProbeConfig, ProbeError, detect_host_ip,
+    DEFAULT_PROBE_PORT, DEFAULT_PROBE_TIMEOUT, HostAddresses, ProbeConfig, ProbeError, ProbeOutcome, detect_host_ip,
     run_probe, select_host_ip,
 };
 
@@ -117,11 +117,11 @@ pub fn run(settings: &Settings) -> i32 {
     ));
 
     match run_probe(&config) {
-        Ok(Outcome::Passed { .. }) => {
+        Ok(ProbeOutcome::Passed { .. }) => {
             log.info(PASSED_MESSAGE);
             EXIT_PASSED
         }
-        Ok(Outcome::TimedOut {
+        Ok(ProbeOutcome::TimedOut {
             attempts, last_error, ..
         }) => {
             log.error(timeout_message(settings, &config, attempts, last_error.as_deref()));

@@ -103,7 +103,7 @@ impl ProbeConfig {
 
 /// How a probe that ran to completion ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ProbeOutcome {
     /// A listener received a connection whose original destination port was
     /// the probe port: the redirect rules are in place.
     Passed {
@@ -124,7 +124,7 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl ProbeOutcome {
     /// Whether the rules were found in place.
     pub fn passed(&self) -> bool {
         matches!(self, Self::Passed { .. })
@@ -226,7 +226,7 @@ pub fn detect_host_ip() -> Result<HostAddresses, ProbeError> {
 ///
 /// All threads it starts have finished (and all sockets are closed) when it
 /// returns, so it can be called repeatedly in one process.
-pub fn run_probe(config: &ProbeConfig) -> Result<Outcome, ProbeError> {
+pub fn run_probe(config: &ProbeConfig) -> Result<ProbeOutcome, ProbeError> {
     let log = &config.log;
     let listen_ip = config.listen_ip();
 
@@ -397,7 +397,7 @@ fn connect_once(config: &ProbeConfig, timeout: Duration) -> io::Result<()> {
 
 /// The client side: connect, wait for a success report, repeat until the
 /// deadline.
-fn client_loop(config: &ProbeConfig, rx: &mpsc::Receiver<SocketAddr>) -> Outcome {
+fn client_loop(config: &ProbeConfig, rx: &mpsc::Receiver<SocketAddr>) -> ProbeOutcome {
     let log = &config.log;
     let start = Instant::now();
     // A timeout too large to represent means "no deadline".
@@ -430,7 +430,7 @@ fn client_loop(config: &ProbeConfig, rx: &mpsc::Receiver<SocketAddr>) -> Outcome
         let wait = config.retry_interval.min(remaining());
         match rx.recv_timeout(wait) {
             Ok(_) => {
-                return Outcome::Passed {
+                return ProbeOutcome::Passed {
                     elapsed: start.elapsed(),
                     attempts,
                 };
@@ -442,12 +442,12 @@ fn client_loop(config: &ProbeConfig, rx: &mpsc::Receiver<SocketAddr>) -> Outcome
         }
     }
     if rx.try_recv().is_ok() {
-        return Outcome::Passed {
+        return ProbeOutcome::Passed {
             elapsed: start.elapsed(),
             attempts,
         };
     }
-    Outcome::TimedOut {
+    ProbeOutcome::TimedOut {
         elapsed: start.elapsed(),
         attempts,
         last_error,
@@ -550,7 +550,7 @@ mod tests {
         let outcome = run_probe(&config).unwrap();
         let took = started.elapsed();
         match outcome {
-            Outcome::TimedOut { attempts, .. } => assert!(attempts >= 2, "{attempts}"),
+            ProbeOutcome::TimedOut { attempts, .. } => assert!(attempts >= 2, "{attempts}"),
             other => panic!("expected a timeout, got {other:?}"),
         }
         assert!(took >= Duration::from_millis(300), "{took:?}");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
-use istio_cni_kind::testing::workspace_bin;
 use serde_json::json;
+use testkit::workspace_bin;
 
 /// Istio's images as this workspace's binaries.
 pub fn images() -> ImageTable {

@@ -16,33 +16,17 @@ use k8s_openapi::api::core::v1::Pod;
 use linux_ns::Netns;
 use serde_json::json;
 
-/// Whether this process can run the netns tests. Prints `SKIP: <reason>` and
-/// returns false when it cannot, or panics instead when
-/// `ISTIO_CNI_REQUIRE_PRIVILEGED=1` (CI) so that a skip cannot pass silently.
-pub fn privileged(test: &str) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("not running as root (CAP_SYS_ADMIN/CAP_NET_ADMIN needed to create network namespaces)".to_owned())
-    } else {
-        ["ip", "iptables-legacy", "iptables-nft", "nft"]
-            .into_iter()
-            .find(|bin| istio_cni::netns::exec::find_in_path(bin, &search_path()).is_none())
-            .map(|bin| format!("{bin} not found in PATH"))
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var("ISTIO_CNI_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
-            panic!("{test}: privileged test cannot run and ISTIO_CNI_REQUIRE_PRIVILEGED=1: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("SKIP: {test}: {reason}");
-            false
-        }
-    }
-}
+#[allow(unused_imports)] // not every suite uses each
+pub use testkit::{Need, Scratch, gate};
 
-fn search_path() -> std::ffi::OsString {
-    std::env::var_os("PATH").unwrap_or_else(|| istio_cni::netns::exec::DEFAULT_SEARCH_PATH.into())
-}
+/// What the netns tests need: root, `ip`, both iptables backends and `nft`.
+pub const NETNS: &[Need] = &[
+    Need::Root,
+    Need::Tool("ip"),
+    Need::Tool("iptables-legacy"),
+    Need::Tool("iptables-nft"),
+    Need::Tool("nft"),
+];
 
 static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
 
