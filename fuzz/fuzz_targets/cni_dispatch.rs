@@ -26,7 +26,7 @@ use istio_cni::cni::result::CniResult;
 use istio_cni::cni::skel::{Command, Handler, Request, dispatch};
 use istio_cni::cni::version::{CURRENT, Family, SUPPORTED};
 use istio_cni::nftables::apply::{Method, NftReport};
-use istio_cni::program::{Backend, Applied, Payload, ProgramError, Programmed, RouteReport};
+use istio_cni::program::{Applied, Backend, Payload, ProgramError, Programmed, RouteReport};
 use istio_cni::redirect::Redirect;
 use istio_cni::{iptables, nftables};
 use k8s_openapi::api::core::v1::Pod;
