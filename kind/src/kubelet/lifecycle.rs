@@ -17,6 +17,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::probes::{Health, ProbeKind};
+
 /// Crash-loop backoff: the first restart is immediate, later ones wait
 /// `initial`, doubling up to `max` (kubelet uses 10 s and 5 min; the harness
 /// compresses time by default).
@@ -69,6 +71,9 @@ pub enum Action {
     },
     /// Kill every process of the pod, then run CNI DEL and remove the netns.
     KillAllAndTeardown,
+    /// Stop a running container because `probe` failed; its exit comes back
+    /// as [`Input::Exited`] and the restart policy decides what follows.
+    Kill { container: String, probe: ProbeKind },
     /// Record a Kubernetes Event on the pod.
     Record {
         warning: bool,
@@ -99,6 +104,12 @@ pub enum Input {
     Exited {
         container: String,
         exit_code: i32,
+    },
+    /// A probe's result crossed its threshold (see [`super::probes`]).
+    Probe {
+        container: String,
+        probe: ProbeKind,
+        ok: bool,
     },
     Tick,
     Delete,
@@ -149,6 +160,8 @@ struct Container {
     restart_after_exit: bool,
     /// Failed starts in a row, for the start-retry backoff.
     start_failures: u32,
+    /// What its probes say about the running instance.
+    health: Health,
 }
 
 impl Container {
@@ -158,12 +171,16 @@ impl Container {
     fn running(&self) -> bool {
         self.progress == Progress::Running
     }
+    /// Running, past its startup probe and passing its readiness probe.
+    fn ready(&self) -> bool {
+        self.running() && self.kind != ContainerKind::Init && self.health.ready()
+    }
     /// Whether later init containers may start: an init container must have
     /// completed, a sidecar must have started once.
     fn unblocks_next(&self) -> bool {
         match self.kind {
             ContainerKind::Init => self.done_ok(),
-            ContainerKind::Sidecar => self.running() || self.last.is_some(),
+            ContainerKind::Sidecar => (self.running() && self.health.started()) || self.last.is_some(),
             ContainerKind::Main => true,
         }
     }
@@ -225,6 +242,7 @@ impl PodLifecycle {
                 restart_at: None,
                 restart_after_exit: false,
                 start_failures: 0,
+                health: Health::of(c, kind == ContainerKind::Init),
             })
             .collect();
         let lifecycle = PodLifecycle {
@@ -279,6 +297,19 @@ impl PodLifecycle {
                     c.progress = Progress::Running;
                     c.state = State::Running { since: now };
                     c.start_failures = 0;
+                    c.health.restart();
+                    // The harness's images are local: kubelet's message for
+                    // an image it need not pull.
+                    actions.push(Action::Record {
+                        warning: false,
+                        reason: "Pulled".into(),
+                        message: format!("Container image {:?} already present on machine", c.image),
+                    });
+                    actions.push(Action::Record {
+                        warning: false,
+                        reason: "Created".into(),
+                        message: format!("Created container: {container}"),
+                    });
                     actions.push(Action::Record {
                         warning: false,
                         reason: "Started".into(),
@@ -318,6 +349,7 @@ impl PodLifecycle {
                 }
             }
             Input::Exited { container, exit_code } => self.exited(&container, exit_code, now, &mut actions),
+            Input::Probe { container, probe, ok } => self.probed(&container, probe, ok, &mut actions),
             Input::Tick => {}
         }
         self.advance(now, &mut actions);
@@ -377,6 +409,29 @@ impl PodLifecycle {
             c.progress = Progress::Done;
             c.state = terminated;
             c.restart_at = None;
+        }
+    }
+
+    /// A probe result of a running container: `ready`/`started` change; a
+    /// failed liveness or startup probe kills it (once per instance).
+    fn probed(&mut self, name: &str, probe: ProbeKind, ok: bool, actions: &mut Vec<Action>) {
+        let Some(c) = self.container_mut(name) else { return };
+        if !c.running() {
+            return;
+        }
+        if let Some(probe) = c.health.apply(probe, ok) {
+            actions.push(Action::Record {
+                warning: false,
+                reason: "Killing".into(),
+                message: format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    probe.title().to_lowercase()
+                ),
+            });
+            actions.push(Action::Kill {
+                container: name.to_string(),
+                probe,
+            });
         }
     }
 
@@ -448,8 +503,8 @@ impl PodLifecycle {
                     name: c.name.clone(),
                     image: c.image.clone(),
                     image_id: String::new(),
-                    ready: c.running() && c.kind != ContainerKind::Init,
-                    started: Some(c.running()),
+                    ready: c.ready(),
+                    started: Some(c.running() && c.health.started()),
                     restart_count: c.restarts as i32,
                     state: Some(to_state(&c.state, &time)),
                     last_state: c.last.as_ref().map(|s| to_state(s, &time)),
@@ -463,12 +518,13 @@ impl PodLifecycle {
             .iter()
             .filter(|c| c.kind == ContainerKind::Main)
             .collect();
-        let sidecars_running = self
+        // Restartable init containers count towards readiness as containers do.
+        let sidecars_ready = self
             .containers
             .iter()
             .filter(|c| c.kind == ContainerKind::Sidecar)
-            .all(Container::running);
-        let containers_ready = !mains.is_empty() && mains.iter().all(|c| c.running());
+            .all(Container::ready);
+        let containers_ready = !mains.is_empty() && mains.iter().all(|c| c.ready()) && sidecars_ready;
         let failed_init = self
             .containers
             .iter()
@@ -496,11 +552,7 @@ impl PodLifecycle {
         let conditions = vec![
             condition("PodReadyToStartContainers", self.sandbox == Sandbox::Ready, None),
             condition("Initialized", init_done, Some("ContainersNotInitialized")),
-            condition(
-                "Ready",
-                containers_ready && sidecars_running,
-                Some("ContainersNotReady"),
-            ),
+            condition("Ready", containers_ready, Some("ContainersNotReady")),
             condition("ContainersReady", containers_ready, Some("ContainersNotReady")),
             condition("PodScheduled", true, None),
         ];

@@ -4,9 +4,11 @@
 //! chain and processes. The scheduler is a controller
 //! ([`crate::controllers::scheduler`]).
 
+pub mod events;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
+pub mod probes;
 pub mod worker;
 
 use std::collections::HashMap;
