@@ -238,7 +238,11 @@ fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
         failed.iter().map(|e| e.count.unwrap_or(1)).collect::<Vec<_>>(),
         [2],
         "{:?}",
-        events.items.iter().map(|e| (&e.reason, &e.message, e.count)).collect::<Vec<_>>()
+        events
+            .items
+            .iter()
+            .map(|e| (&e.reason, &e.message, e.count))
+            .collect::<Vec<_>>()
     );
     assert!(
         failed[0]

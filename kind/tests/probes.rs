@@ -33,7 +33,10 @@ fn needs(test: &str) -> bool {
 }
 
 fn needs_kubectl(test: &str) -> bool {
-    gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")])
+    gate(
+        test,
+        &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")],
+    )
 }
 
 fn cluster() -> Cluster {
@@ -81,7 +84,11 @@ fn app(p: &Pod) -> Option<ContainerStatus> {
 }
 
 fn condition(p: &Pod, kind: &str) -> bool {
-    let conds = p.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let conds = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
     conds.iter().any(|c| c.type_ == kind && c.status == "True")
 }
 
@@ -134,7 +141,10 @@ fn wait_events(
             }
             let mut by_reason: BTreeMap<String, Vec<Event>> = BTreeMap::new();
             for e in all.values().filter(|e| e.involved_object.name.as_deref() == Some(name)) {
-                by_reason.entry(e.reason.clone().unwrap_or_default()).or_default().push(e.clone());
+                by_reason
+                    .entry(e.reason.clone().unwrap_or_default())
+                    .or_default()
+                    .push(e.clone());
             }
             if synced && done(&by_reason) {
                 return by_reason;
@@ -165,7 +175,16 @@ fn flip(cluster: &Cluster, name: &str, to: &str) {
         .in_pod(
             "default",
             name,
-            &[PROBE, "client", "--target", "127.0.0.1:8080", "--timeout", "5s", "--payload", &request],
+            &[
+                PROBE,
+                "client",
+                "--target",
+                "127.0.0.1:8080",
+                "--timeout",
+                "5s",
+                "--payload",
+                &request,
+            ],
         )
         .unwrap();
     assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
@@ -180,7 +199,14 @@ fn an_http_readiness_probe_gates_ready_and_a_failing_one_takes_it_away() {
     let cluster = cluster();
     let probes = json!({"readinessProbe": {"httpGet": {"path": "/ready", "port": "http",
         "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1, "failureThreshold": 2}});
-    let args = ["http", "--port", "8080", "--start-unready", "--require-header", "X-Probe=yes"];
+    let args = [
+        "http",
+        "--port",
+        "8080",
+        "--start-unready",
+        "--require-header",
+        "X-Probe=yes",
+    ];
     create(&cluster, &pod("web", &args, probes));
 
     // Running, probed and failing: not ready.
@@ -225,7 +251,10 @@ fn a_failing_liveness_probe_restarts_the_container_and_events_count_repeats() {
     let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), scratch.path()).expect("kubectl, checked by the gate");
     let probes = json!({"livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080},
         "periodSeconds": 1, "failureThreshold": 1}});
-    create(&cluster, &pod("sick", &["http", "--port", "8080", "--fail-healthz"], probes));
+    create(
+        &cluster,
+        &pod("sick", &["http", "--port", "8080", "--fail-healthz"], probes),
+    );
 
     let p = wait_pod(&cluster, "sick", "restarted twice", |p| {
         app(p).is_some_and(|c| c.restart_count >= 2)
@@ -238,8 +267,19 @@ fn a_failing_liveness_probe_restarts_the_container_and_events_count_repeats() {
     let unhealthy = "Liveness probe failed: HTTP probe failed with statuscode: 500";
     let killing = "Container app failed liveness probe, will be restarted";
     let events = wait_events(&cluster, "sick", "counted repeats", |ev| {
-        counted(ev, "Unhealthy", unhealthy).is_some_and(|n| n >= 2) && counted(ev, "Killing", killing).is_some_and(|n| n >= 2)
+        ev.contains_key("Scheduled")
+            && counted(ev, "Unhealthy", unhealthy).is_some_and(|n| n >= 2)
+            && counted(ev, "Killing", killing).is_some_and(|n| n >= 2)
     });
+    let scheduled = &events["Scheduled"][0];
+    assert_eq!(
+        scheduled.message.as_deref(),
+        Some("Successfully assigned default/sick to node-0")
+    );
+    assert_eq!(
+        scheduled.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("default-scheduler")
+    );
     for reason in ["Pulled", "Created", "Started", "Killing", "Unhealthy"] {
         let all = &events[reason];
         assert_eq!(all.len(), 1, "one {reason} Event, counted: {all:#?}");
@@ -253,11 +293,24 @@ fn a_failing_liveness_probe_restarts_the_container_and_events_count_repeats() {
     assert_eq!(events["Killing"][0].type_.as_deref(), Some("Normal"));
 
     // kubectl shows the counts.
-    let out = kubectl.ok(&["-n", "default", "get", "events", "--field-selector", "involvedObject.name=sick"]);
-    let row = out.lines().find(|l| l.contains("Killing")).unwrap_or_else(|| panic!("{out}"));
+    let out = kubectl.ok(&[
+        "-n",
+        "default",
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=sick",
+    ]);
+    let row = out
+        .lines()
+        .find(|l| l.contains("Killing"))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("(x") && row.contains(" over "), "{out}");
     let out = kubectl.ok(&["-n", "default", "describe", "pod", "sick"]);
-    let row = out.lines().find(|l| l.contains("Unhealthy")).unwrap_or_else(|| panic!("{out}"));
+    let row = out
+        .lines()
+        .find(|l| l.contains("Unhealthy"))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("(x"), "{out}");
     cluster.delete().unwrap();
 }
@@ -291,7 +344,9 @@ fn exec_tcp_and_https_probes() {
     let c = app(&p).unwrap();
     assert_eq!((c.started, c.ready), (Some(true), true));
 
-    let bad_pod = wait_pod(&cluster, "bad", "an IP", |p| p.status.as_ref().is_some_and(|s| s.pod_ip.is_some()));
+    let bad_pod = wait_pod(&cluster, "bad", "an IP", |p| {
+        p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
+    });
     let ip = bad_pod.status.unwrap().pod_ip.unwrap();
     let refused = format!("Readiness probe failed: dial tcp {ip}:9999: connect: connection refused");
     let timed_out = "Liveness probe failed: command \"sleep 30\" timed out";
@@ -301,7 +356,9 @@ fn exec_tcp_and_https_probes() {
             && counted(ev, "Killing", "Container app failed liveness probe, will be restarted").is_some()
     });
     assert!(events.contains_key("Killing"));
-    let p = wait_pod(&cluster, "bad", "restarted", |p| app(p).is_some_and(|c| c.restart_count >= 1));
+    let p = wait_pod(&cluster, "bad", "restarted", |p| {
+        app(p).is_some_and(|c| c.restart_count >= 1)
+    });
     assert!(!condition(&p, "Ready"));
     cluster.delete().unwrap();
 }
@@ -321,7 +378,10 @@ fn a_startup_probe_holds_readiness_and_liveness_until_it_passes() {
         "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
         "livenessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1},
     });
-    create(&cluster, &pod("slow", &["http", "--port", "8080", "--start-unready"], probes));
+    create(
+        &cluster,
+        &pod("slow", &["http", "--port", "8080", "--start-unready"], probes),
+    );
     let failed = "Startup probe failed: HTTP probe failed with statuscode: 503";
     let events = wait_events(&cluster, "slow", "repeated startup failures", |ev| {
         counted(ev, "Unhealthy", failed).is_some_and(|n| n >= 3)

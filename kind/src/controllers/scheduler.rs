@@ -63,7 +63,10 @@ pub(crate) async fn run(client: kube::Client, nodes: Vec<String>) {
         let pp = PostParams::default();
         let call = api.create_subresource::<Binding, serde_json::Value>("binding", &name, &pp, &binding);
         match tokio::time::timeout(Duration::from_secs(10), call).await {
-            Ok(Ok(_)) => *load.entry(node).or_default() += 1,
+            Ok(Ok(_)) => {
+                crate::kubelet::events::scheduled(client.clone(), &pod, &node);
+                *load.entry(node).or_default() += 1
+            }
             Ok(Err(e)) => tracing::warn!(pod = %format!("{ns}/{name}"), "binding to {node}: {e}"),
             Err(_) => tracing::warn!(pod = %format!("{ns}/{name}"), "binding to {node}: timed out"),
         }

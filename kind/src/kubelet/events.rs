@@ -172,6 +172,28 @@ impl Recorder {
     }
 }
 
+/// The scheduler's `Scheduled` event for `pod` bound to `node`, recorded in
+/// the background (the scheduler goes on binding).
+pub fn scheduled(client: kube::Client, pod: &k8s_openapi::api::core::v1::Pod, node: &str) {
+    let (ns, name) = (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    );
+    let involved = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let message = format!("Successfully assigned {ns}/{name} to {node}");
+    tokio::spawn(async move {
+        let recorder = Recorder::new(client, involved, "default-scheduler", None);
+        recorder.record(false, "Scheduled", &message).await;
+    });
+}
+
 /// Why an event could not reach the API server (worth retrying).
 #[derive(Debug, thiserror::Error)]
 enum Unreachable {
@@ -249,10 +271,20 @@ mod tests {
             n += 1;
             format!("app.{n}")
         };
-        let unhealthy = key("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 500");
-        assert_eq!(agg.record(unhealthy.clone(), at(0), &mut name), Write::Create { name: "app.1".into() });
+        let unhealthy = key(
+            "Unhealthy",
+            "Liveness probe failed: HTTP probe failed with statuscode: 500",
+        );
         assert_eq!(
-            agg.record(key("Killing", "Container app failed liveness probe, will be restarted"), at(1), &mut name),
+            agg.record(unhealthy.clone(), at(0), &mut name),
+            Write::Create { name: "app.1".into() }
+        );
+        assert_eq!(
+            agg.record(
+                key("Killing", "Container app failed liveness probe, will be restarted"),
+                at(1),
+                &mut name
+            ),
             Write::Create { name: "app.2".into() }
         );
         for count in 2..=12 {
@@ -267,7 +299,14 @@ mod tests {
         }
         // Another message, or another type, is another event.
         assert!(matches!(
-            agg.record(key("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 503"), at(13), &mut name),
+            agg.record(
+                key(
+                    "Unhealthy",
+                    "Liveness probe failed: HTTP probe failed with statuscode: 503"
+                ),
+                at(13),
+                &mut name
+            ),
             Write::Create { .. }
         ));
         let normal = Key {
@@ -290,9 +329,15 @@ mod tests {
         for i in 0..REMEMBERED * 2 {
             agg.record(key("Other", &i.to_string()), at(1), &mut name);
             // Touching it keeps it recent.
-            assert!(matches!(agg.record(keep.clone(), at(1), &mut name), Write::Update { .. }));
+            assert!(matches!(
+                agg.record(keep.clone(), at(1), &mut name),
+                Write::Update { .. }
+            ));
         }
         assert_eq!(agg.seen.len(), REMEMBERED);
-        assert!(matches!(agg.record(key("Other", "0"), at(2), &mut name), Write::Create { .. }));
+        assert!(matches!(
+            agg.record(key("Other", "0"), at(2), &mut name),
+            Write::Create { .. }
+        ));
     }
 }

@@ -994,8 +994,14 @@ mod tests {
         pod.handle(started("app"), t(0));
         pod.handle(started("plain"), t(0));
         assert_eq!(pod.status().phase.as_deref(), Some("Running"));
-        assert!(!main_status(&pod, "app").ready, "not ready before its readiness probe passes");
-        assert!(main_status(&pod, "plain").ready, "no readiness probe: ready when running");
+        assert!(
+            !main_status(&pod, "app").ready,
+            "not ready before its readiness probe passes"
+        );
+        assert!(
+            main_status(&pod, "plain").ready,
+            "no readiness probe: ready when running"
+        );
         assert!(!condition(&pod, "Ready") && !condition(&pod, "ContainersReady"));
 
         assert!(pod.handle(probe("app", ProbeKind::Readiness, true), t(1)).is_empty());
@@ -1006,7 +1012,11 @@ mod tests {
         let app = main_status(&pod, "app");
         assert!(!app.ready && app.started == Some(true) && app.restart_count == 0);
         assert!(!condition(&pod, "Ready") && !condition(&pod, "ContainersReady"));
-        assert_eq!(pod.status().phase.as_deref(), Some("Running"), "not ready is still running");
+        assert_eq!(
+            pod.status().phase.as_deref(),
+            Some("Running"),
+            "not ready is still running"
+        );
     }
 
     #[test]
@@ -1045,14 +1055,19 @@ mod tests {
                 },
             ]
         );
-        assert!(pod.handle(probe("app", ProbeKind::Liveness, false), t(2)).is_empty(), "killed once");
+        assert!(
+            pod.handle(probe("app", ProbeKind::Liveness, false), t(2)).is_empty(),
+            "killed once"
+        );
         // The process exits (SIGTERM handled: 0); the first restart is immediate.
         assert_eq!(starts(&pod.handle(exited("app", 0), t(3))), vec!["app"]);
         pod.handle(started("app"), t(3));
         assert_eq!(main_status(&pod, "app").restart_count, 1);
         // A result for the new instance kills again; the next restart backs off.
-        assert!(matches!(&pod.handle(probe("app", ProbeKind::Liveness, false), t(4))[..],
-            [Action::Record { .. }, Action::Kill { .. }]));
+        assert!(matches!(
+            &pod.handle(probe("app", ProbeKind::Liveness, false), t(4))[..],
+            [Action::Record { .. }, Action::Kill { .. }]
+        ));
         let actions = pod.handle(exited("app", 137), t(5));
         assert_eq!(reasons(&actions), ["BackOff"]);
         assert!(starts(&actions).is_empty());
@@ -1071,7 +1086,13 @@ mod tests {
         let actions = pod.handle(probe("app", ProbeKind::Startup, false), t(1));
         assert!(matches!(&actions[0], Action::Record { message, .. }
             if message == "Container app failed startup probe, will be restarted"));
-        assert!(matches!(&actions[1], Action::Kill { probe: ProbeKind::Startup, .. }));
+        assert!(matches!(
+            &actions[1],
+            Action::Kill {
+                probe: ProbeKind::Startup,
+                ..
+            }
+        ));
         assert!(starts(&pod.handle(exited("app", 137), t(2))).is_empty());
         assert_eq!(pod.status().phase.as_deref(), Some("Failed"));
     }
@@ -1084,7 +1105,10 @@ mod tests {
             t(0),
         );
         assert_eq!(starts(&ready(&mut pod, t(0))), vec!["proxy"]);
-        assert!(starts(&pod.handle(started("proxy"), t(0))).is_empty(), "not started yet");
+        assert!(
+            starts(&pod.handle(started("proxy"), t(0))).is_empty(),
+            "not started yet"
+        );
         assert!(!condition(&pod, "Initialized"));
         assert_eq!(
             starts(&pod.handle(probe("proxy", ProbeKind::Startup, true), t(1))),

@@ -117,11 +117,17 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(state: &State, mut stream: S,
     .await;
     let text = String::from_utf8_lossy(&head);
     let Some(req) = read.ok().and_then(|()| parse_request(&text)) else {
-        emit(event(json!({"event": "http_error", "peer": canonical(peer).to_string(), "error": "no request"})));
+        emit(event(
+            json!({"event": "http_error", "peer": canonical(peer).to_string(), "error": "no request"}),
+        ));
         return;
     };
     let (code, body) = answer(state, &req);
-    let user_agent = req.headers.iter().find(|(n, _)| n == "user-agent").map(|(_, v)| v.clone());
+    let user_agent = req
+        .headers
+        .iter()
+        .find(|(n, _)| n == "user-agent")
+        .map(|(_, v)| v.clone());
     emit(event(json!({
         "event": "http", "mode": "http", "name": state.name, "method": req.method, "path": req.path,
         "status": code, "user_agent": user_agent, "peer": canonical(peer).to_string(),
@@ -195,7 +201,9 @@ pub async fn run(name: String, port: u16, behaviour: Behaviour) -> std::process:
     for addr in wildcards(port) {
         match tcp_listener(addr) {
             Ok(listener) => {
-                emit(event(json!({"event": "listening", "mode": "http", "proto": "tcp", "addr": addr.to_string(), "listener": port})));
+                emit(event(
+                    json!({"event": "listening", "mode": "http", "proto": "tcp", "addr": addr.to_string(), "listener": port}),
+                ));
                 tasks.spawn(serve(state.clone(), listener, tls.clone()));
             }
             Err(e) => emit(event(
@@ -204,7 +212,9 @@ pub async fn run(name: String, port: u16, behaviour: Behaviour) -> std::process:
         }
     }
     if tasks.is_empty() {
-        emit(event(json!({"event": "exit", "mode": "http", "reason": "no listener could be opened"})));
+        emit(event(
+            json!({"event": "exit", "mode": "http", "reason": "no listener could be opened"}),
+        ));
         return std::process::ExitCode::from(2);
     }
     emit(event(json!({"event": "ready", "mode": "http", "name": name})));

@@ -97,9 +97,7 @@ impl Prepared {
     /// Starts the command, stdout and stderr into one pipe (kubelet reports
     /// the combined output).
     fn spawn(self, command: &[String]) -> io::Result<(tokio::process::Child, tokio::net::unix::pipe::Receiver)> {
-        let (program, args) = command
-            .split_first()
-            .ok_or_else(|| io::Error::other("empty command"))?;
+        let (program, args) = command.split_first().ok_or_else(|| io::Error::other("empty command"))?;
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args).env_clear();
@@ -118,7 +116,13 @@ impl Prepared {
         // fork; it allocates nothing and takes no locks.
         unsafe {
             cmd.pre_exec(move || {
-                let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+                let check = |rc: libc::c_int| {
+                    if rc == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                };
                 check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
                 check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
                 if uid != 0 || gid != 0 {
@@ -189,7 +193,10 @@ mod tests {
         let sleeper = std::fs::read_to_string(&pidfile).unwrap();
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.trim())).unwrap_or_default();
         let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
-        assert!(matches!(state, None | Some("Z") | Some("X")), "the background sleep survived: {stat}");
+        assert!(
+            matches!(state, None | Some("Z") | Some("X")),
+            "the background sleep survived: {stat}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(
             run(me, &["/nonexistent/probe".to_string()], t).await,

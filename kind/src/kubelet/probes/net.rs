@@ -210,7 +210,10 @@ fn parse_status(head: &[u8]) -> Result<u16, String> {
     let code = parts.next().and_then(|c| c.parse::<u16>().ok());
     match code {
         Some(code) if version.starts_with("HTTP/1.") && (100..1000).contains(&code) => Ok(code),
-        _ => Err(format!("malformed HTTP response {:?}", line.chars().take(80).collect::<String>())),
+        _ => Err(format!(
+            "malformed HTTP response {:?}",
+            line.chars().take(80).collect::<String>()
+        )),
     }
 }
 
@@ -301,15 +304,27 @@ mod tests {
              X-Probe: yes\r\nConnection: close\r\n\r\n"
         );
         let headers = vec![("host".to_string(), "app.local".to_string())];
-        let get = HttpGet { headers: &headers, ..get };
+        let get = HttpGet {
+            headers: &headers,
+            ..get
+        };
         let head = request(&get, "10.0.0.5:8080");
-        assert!(!head.contains("Host: 10.0.0.5") && head.contains("host: app.local"), "{head}");
+        assert!(
+            !head.contains("Host: 10.0.0.5") && head.contains("host: app.local"),
+            "{head}"
+        );
     }
 
     #[test]
     fn os_errors_read_as_go_prints_them() {
-        assert_eq!(os_error(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), "connection refused");
-        assert_eq!(os_error(&io::Error::from_raw_os_error(libc::EHOSTUNREACH)), "no route to host");
+        assert_eq!(
+            os_error(&io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+            "connection refused"
+        );
+        assert_eq!(
+            os_error(&io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+            "no route to host"
+        );
     }
 
     /// Local servers on loopback (no namespaces needed): each outcome kind.
@@ -355,10 +370,19 @@ mod tests {
         let Outcome::Failure(msg) = http(&origin, &get(silent), Duration::from_millis(200)).await else {
             panic!("a silent server fails the probe");
         };
-        assert!(msg.starts_with(&format!("Get \"http://127.0.0.1:{silent}/ready\": context deadline exceeded")), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "Get \"http://127.0.0.1:{silent}/ready\": context deadline exceeded"
+            )),
+            "{msg}"
+        );
         assert_eq!(tcp(&origin, None, ok, t).await, Outcome::Success);
         // A port nobody listens on: take one and close it.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         assert_eq!(
             tcp(&origin, None, closed, t).await,
             Outcome::Failure(format!("dial tcp 127.0.0.1:{closed}: connect: connection refused"))

@@ -148,7 +148,10 @@ async fn watch(kind: ProbeKind, s: &Settings, target: &Target, started: Instant,
         let unhealthy = match &outcome {
             Outcome::Success => None,
             Outcome::Failure(m) => Some(format!("{} probe failed: {m}", kind.title())),
-            Outcome::Error(m) => Some(format!("{} probe errored and resulted in unknown state: {m}", kind.title())),
+            Outcome::Error(m) => Some(format!(
+                "{} probe errored and resulted in unknown state: {m}",
+                kind.title()
+            )),
         };
         let result = threshold.observe(&outcome);
         if unhealthy.is_some() || result.is_some() {
@@ -224,7 +227,11 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let ok = buf[..n].starts_with(b"GET /ok ");
-                let line = if ok { "HTTP/1.1 200 OK\r\n\r\n" } else { "HTTP/1.1 500 Boom\r\n\r\n" };
+                let line = if ok {
+                    "HTTP/1.1 200 OK\r\n\r\n"
+                } else {
+                    "HTTP/1.1 500 Boom\r\n\r\n"
+                };
                 let _ = s.write_all(line.as_bytes()).await;
             }
         });
@@ -298,7 +305,10 @@ mod tests {
         assert_eq!((got[0].result, got[0].unhealthy.as_deref()), (Some(true), None));
         let ready = got.iter().find(|r| r.kind == ProbeKind::Readiness).unwrap();
         assert_eq!(ready.result, Some(true));
-        assert!(got.iter().all(|r| r.kind != ProbeKind::Liveness), "liveness succeeding is no news");
+        assert!(
+            got.iter().all(|r| r.kind != ProbeKind::Liveness),
+            "liveness succeeding is no news"
+        );
         assert!(probers.current(ready));
         probers.start(&c, target(), sink);
         assert!(!probers.current(ready), "a restart replaces the prober");

@@ -236,8 +236,13 @@ mod tests {
                 headers: vec![("X-Probe".into(), "yes".into())],
             })
         );
-        let s = settings(ProbeKind::Liveness, json!({"httpGet": {"port": 81, "host": "10.0.0.9"}}));
-        assert!(matches!(s.handler, Ok(Handler::Http { port: 81, ref path, host: Some(ref h), https: false, .. }) if path == "/" && h == "10.0.0.9"));
+        let s = settings(
+            ProbeKind::Liveness,
+            json!({"httpGet": {"port": 81, "host": "10.0.0.9"}}),
+        );
+        assert!(
+            matches!(s.handler, Ok(Handler::Http { port: 81, ref path, host: Some(ref h), https: false, .. }) if path == "/" && h == "10.0.0.9")
+        );
     }
 
     #[test]
@@ -249,8 +254,7 @@ mod tests {
         assert!(err(json!({"httpGet": {"port": 80, "scheme": "FTP"}})).contains("\"FTP\""));
         assert!(err(json!({"httpGet": {"port": 80, "path": "/a b"}})).contains("spaces"));
         assert!(
-            err(json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "A:B", "value": "x"}]}}))
-                .contains("header")
+            err(json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "A:B", "value": "x"}]}})).contains("header")
         );
         assert!(err(json!({"exec": {"command": []}})).contains("no command"));
         assert!(err(json!({})).contains("no handler"));
