@@ -1,8 +1,9 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
-//! chain and processes. The scheduler is a controller
-//! ([`crate::controllers::scheduler`]).
+//! chain and processes; [`probes`] runs the containers' startup, liveness
+//! and readiness probes; [`events`] writes Events, counting repeats. The
+//! scheduler is a controller ([`crate::controllers::scheduler`]).
 
 pub mod events;
 pub mod images;

@@ -405,9 +405,16 @@ impl Worker {
 
     /// Probes a container instance that just started as process `pid`.
     fn start_probes(&mut self, c: &Container, pid: i32) {
+        let node = self.ctx.network.node(&self.ctx.node);
+        // A hostNetwork pod's IP is its node's.
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let pod_ip = match (host_network, node) {
+            (true, Some(n)) => Some(std::net::IpAddr::V4(n.ip())),
+            _ => self.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        };
         let origin = probes::Origin {
-            netns: self.ctx.network.node(&self.ctx.node).map(|n| n.netns().clone()),
-            pod_ip: self.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            netns: node.map(|n| n.netns().clone()),
+            pod_ip,
         };
         let tx = self.tx.clone();
         let sink: probes::Sink = Arc::new(move |report| {
