@@ -169,8 +169,7 @@ mod tests {
     /// namespace one is in), so this runs without a container.
     #[tokio::test]
     async fn outcomes_of_commands() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: outcomes_of_commands: not root (setns needs CAP_SYS_ADMIN)");
+        if !testkit::gate("outcomes_of_commands", &[testkit::Need::Root]) {
             return;
         }
         let me = std::process::id() as i32;
