@@ -349,7 +349,9 @@ fn the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json()
             "{status:?} after {took:?}:\n{}",
             node.log()
         );
-        assert!(took < Duration::from_secs(1), "exit took {took:?}:\n{}", node.log());
+        // Well under the 10 s the waits it interrupts would take (no timing
+        // figure: a loaded machine may take a while to schedule the exit).
+        assert!(took < Duration::from_secs(5), "exit took {took:?}:\n{}", node.log());
         assert_eq!(node.snapshot(), before, "the node is not restored:\n{}", node.log());
         // One JSON object per line, with Istio's keys.
         let log = node.log();

@@ -1,5 +1,5 @@
 //! The agent binary keeping its entry in place while the primary CNI fights
-//! it, reporting readiness, bounding its CPU under a file storm, and leaving
+//! it, reporting readiness, throttling its passes under a file storm, and leaving
 //! the node as it found it on SIGTERM. Needs no privileges.
 
 mod support;
@@ -70,15 +70,14 @@ fn the_entry_comes_back_after_every_primary_rewrite() {
         median(took.clone()),
         max
     );
-    // The figure; a median is robust to a noisy machine.
-    assert!(median(took) < Duration::from_millis(100));
+    // Times are figures, not assertions: `cargo bench -p istio-cni-agent --bench agent`.
     wait_for(Duration::from_secs(5), || agent.health("/readyz") == Some(200)).expect("ready again");
     let installs = agent.metric("istio_cni_installs_total{result=\"SUCCESS\"}");
     assert!(installs >= 2.0, "every re-convergence counts an install: {installs}");
 }
 
 #[test]
-fn a_file_storm_costs_bounded_cpu_and_passes() {
+fn a_file_storm_is_throttled_and_passes() {
     let dirs = NodeDirs::new("storm");
     let primary = dirs.conf_dir.join("10-kindnet.conflist");
     std::fs::write(&primary, PRIMARY).unwrap();
@@ -101,7 +100,6 @@ fn a_file_storm_costs_bounded_cpu_and_passes() {
     // The throttle: a burst of 20, then one pass per 50 ms.
     let bound = 20.0 + wall.as_secs_f64() / 0.05 + 2.0;
     assert!(passes <= bound, "{passes} passes > throttle bound {bound}");
-    assert!(cpu < wall, "the agent used more than one core: {cpu:?} over {wall:?}");
     assert!(has_istio_entry(&primary));
 }
 

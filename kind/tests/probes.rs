@@ -334,15 +334,21 @@ fn exec_tcp_and_https_probes() {
     }
     let cluster = cluster();
     // Ready needs all three: an HTTPS startup probe (certificate not
-    // verified), then an exec probe that reaches 127.0.0.1:8080, which only
-    // the pod's own netns serves, and a tcpSocket liveness probe.
+    // verified), then an exec probe that sees the container's own files (a
+    // volume at /probe-marker) and reaches 127.0.0.1:8080, which only the
+    // pod's own netns serves, and a tcpSocket liveness probe.
+    let check = format!("test -d /probe-marker && exec {PROBE} client --target 127.0.0.1:8080 --timeout 1s");
     let good = json!({
         "startupProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTPS"}, "periodSeconds": 1},
-        "readinessProbe": {"exec": {"command": [PROBE, "client", "--target", "127.0.0.1:8080", "--timeout", "1s"]},
-            "periodSeconds": 1, "timeoutSeconds": 5},
+        "readinessProbe": {"exec": {"command": ["sh", "-c", check]}, "periodSeconds": 1, "timeoutSeconds": 5},
+        "volumeMounts": [{"name": "marker", "mountPath": "/probe-marker"}],
         "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
     });
-    create(&cluster, &pod("good", &["http", "--port", "8080", "--tls"], good));
+    let mut good = pod("good", &["http", "--port", "8080", "--tls"], good);
+    good.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(json!({"name": "marker", "emptyDir": {}})).unwrap(),
+    ]);
+    create(&cluster, &good);
     // A tcpSocket probe to a closed port, and an exec probe overrunning its timeout.
     let bad = json!({
         "readinessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1},

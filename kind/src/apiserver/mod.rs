@@ -10,7 +10,10 @@
 //! - Authentication: bearer tokens. [`ApiServer::admin_token`] is in
 //!   `system:masters`; [`ApiServer::mint_token`] issues service-account
 //!   tokens (`system:serviceaccount:<ns>:<name>`), [`ApiServer::mint_user_token`]
-//!   tokens for named users and groups. `Impersonate-User`/`-Group`
+//!   tokens for named users and groups; the TokenRequest API
+//!   (`serviceaccounts/<name>/token`) mints expiring, audience-bound
+//!   service-account tokens, refused once expired or when not meant for
+//!   the API server. `Impersonate-User`/`-Group`
 //!   (`kubectl --as`) for those allowed to `impersonate`.
 //! - Authorization: RBAC from the stored ClusterRoles, Roles and bindings
 //!   (403 `Forbidden`; 401 for a missing or unknown token); access reviews
@@ -115,6 +118,9 @@ pub struct ApiServerOptions {
     pub admin_token: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// The shortest lifetime a TokenRequest may ask for (kube-apiserver's
+    /// 10 minutes; tests of expiry lower it).
+    pub min_token_expiration: Duration,
 }
 
 impl Default for ApiServerOptions {
@@ -130,6 +136,7 @@ impl Default for ApiServerOptions {
             log_poll_interval: Duration::from_millis(200),
             admin_token: None,
             max_body_bytes: 8 << 20,
+            min_token_expiration: Duration::from_secs(600),
         }
     }
 }
@@ -209,6 +216,7 @@ impl ApiServer {
             log_poll_interval: opts.log_poll_interval,
             server_address: server_address.into(),
             max_body_bytes: opts.max_body_bytes,
+            min_token_expiration: opts.min_token_expiration,
         };
         listeners.serve(socks, http::router(app.clone()), pki.server_config.clone())?;
         Ok(ApiServer {

@@ -236,6 +236,7 @@ impl LocalCluster {
                 processes: processes.clone(),
                 pod_cgroups: pod_cgroups.clone(),
                 cni_env: spec.runtime_env.clone(),
+                in_cluster: Some(SocketAddr::from((gateway, gateway_port))),
             });
             tasks.push(kubelet::start(ctx));
         }

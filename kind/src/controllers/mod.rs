@@ -5,12 +5,19 @@
 //! - [`scheduler`]: binds pods that name no node (`pods/binding`).
 //! - [`namespaces`]: a new namespace's `default` ServiceAccount and
 //!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
-//! - [`daemonset`]: one pod per eligible node, rolling updates, status.
+//! - [`daemonset`]: one pod per eligible node, rolling updates, status,
+//!   ControllerRevisions.
+//! - [`replicaset`]: `replicas` pods of a template, adoption, status.
+//! - [`deployment`]: a ReplicaSet per template, rolling or recreating
+//!   updates, revisions, status and conditions.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
 pub mod daemonset;
+pub mod deployment;
 pub mod namespaces;
+pub mod owned;
+pub mod replicaset;
 pub mod scheduler;
 
 use tokio::sync::oneshot;
@@ -44,6 +51,8 @@ impl ControllerManager {
             let mut set = JoinSet::new();
             set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
             set.spawn(daemonset::run(client.clone()));
+            set.spawn(replicaset::run(client.clone()));
+            set.spawn(deployment::run(client.clone()));
             if !opts.nodes.is_empty() {
                 set.spawn(scheduler::run(client, opts.nodes));
             }

@@ -67,12 +67,36 @@ type Resolver = Arc<dyn Fn(&Container) -> Option<Exec> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct ImageTable {
     entries: Vec<(String, Resolver)>,
+    /// The image directory of each entry made by [`ImageTable::add_dir`],
+    /// by entry name.
+    dirs: Vec<(String, PathBuf)>,
 }
 
 impl std::fmt::Debug for ImageTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.entries.iter().map(|(n, _)| n)).finish()
     }
+}
+
+/// Where a command is looked up in an image directory without its own
+/// configuration (the usual image `PATH`).
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `name` on [`IMAGE_PATH`] as the container sees it: the image's file
+/// when the image has one, else the harness's (the container's root is
+/// the harness's with the image laid over it); the name itself when
+/// neither has it (starting it then fails as a missing executable).
+fn image_lookup(dir: &std::path::Path, name: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    let candidates = IMAGE_PATH.split(':').map(|d| PathBuf::from(d).join(name));
+    let in_image = candidates
+        .clone()
+        .find(|p| dir.join(p.strip_prefix("/").unwrap_or(p)).is_file());
+    in_image
+        .or_else(|| candidates.clone().find(|p| p.is_file()))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The repository's last path segment without tag or digest:
@@ -169,6 +193,57 @@ impl ImageTable {
         self
     }
 
+    /// An image directory: `dir` is laid out like the image's filesystem
+    /// and its files appear at their paths in the container. As in
+    /// Kubernetes, a container's `command` replaces `entrypoint` (its first
+    /// word looked up on the image's `PATH`, the image's files first) and
+    /// `args` follow; without a `command` the entrypoint runs with `args`.
+    /// Matched by full reference first, then by short name, like
+    /// [`ImageTable::add`].
+    pub fn add_dir(mut self, image: &str, dir: impl Into<PathBuf>, entrypoint: &[&str]) -> ImageTable {
+        let dir = dir.into();
+        let entrypoint: Vec<String> = entrypoint.iter().map(|s| s.to_string()).collect();
+        let root = dir.clone();
+        let resolver: Resolver = Arc::new(move |c: &Container| {
+            let mut argv: Vec<String> = match c.command.as_deref() {
+                Some(command) if !command.is_empty() => command.to_vec(),
+                _ => entrypoint.clone(),
+            };
+            argv.extend(c.args.iter().flatten().cloned());
+            let (first, rest) = argv.split_first()?;
+            Some(Exec {
+                program: image_lookup(&root, first),
+                args: rest.to_vec(),
+            })
+        });
+        let name = if image.contains(['/', ':', '@']) {
+            image.to_string()
+        } else {
+            short_name(image).to_string()
+        };
+        self.entries.push((name.clone(), resolver));
+        self.dirs.push((name, dir));
+        self
+    }
+
+    /// The image directory `container` runs from, when its image is one
+    /// ([`ImageTable::add_dir`]).
+    pub fn image_dir(&self, container: &Container) -> Option<PathBuf> {
+        let name = self.entry_name(container)?;
+        self.dirs.iter().find(|(n, _)| *n == name).map(|(_, d)| d.clone())
+    }
+
+    /// The entry `container`'s image matches: by full reference, else by
+    /// short name.
+    fn entry_name(&self, container: &Container) -> Option<String> {
+        let image = container.image.as_deref().unwrap_or_default();
+        let name = short_name(image);
+        let by_ref = self.entries.iter().find(|(n, _)| n == image);
+        by_ref
+            .or_else(|| self.entries.iter().find(|(n, _)| n == name))
+            .map(|(n, _)| n.clone())
+    }
+
     /// A custom mapping, e.g. one image whose behaviour depends on its args.
     pub fn add_fn(
         mut self,
@@ -182,8 +257,8 @@ impl ImageTable {
     /// What to run for `container`, or why it is an `ErrImagePull`.
     pub fn resolve(&self, container: &Container) -> Result<Exec, ImageError> {
         let image = container.image.as_deref().unwrap_or_default();
-        let name = short_name(image);
-        let entry = self.entries.iter().find(|(n, _)| n == image || n == name);
+        let found = self.entry_name(container);
+        let entry = found.and_then(|n| self.entries.iter().find(|(e, _)| *e == n));
         match entry {
             Some((_, resolve)) => resolve(container).ok_or_else(|| ImageError::CannotRun {
                 image: image.to_string(),
@@ -268,6 +343,39 @@ mod tests {
                 .resolve(&container("mesh-probe", Some(&["sh", "-c", "x"]), &[]))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn image_directories_resolve_commands_as_kubernetes_does() {
+        let dir = testkit::Scratch::new("image-dir");
+        std::fs::create_dir_all(dir.join("usr/local/bin")).unwrap();
+        std::fs::write(dir.join("usr/local/bin/install-cni"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            dir.join("usr/local/bin/install-cni"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let table = ImageTable::new().add("mesh-probe", "/bin/mesh-probe", &[]).add_dir(
+            "docker.io/istio/install-cni:1.26.0",
+            &*dir,
+            &["install-cni"],
+        );
+        let c = container("docker.io/istio/install-cni:1.26.0", None, &["--log", "debug"]);
+        let exec = table.resolve(&c).unwrap();
+        assert_eq!(exec.program, PathBuf::from("/usr/local/bin/install-cni"));
+        assert_eq!(exec.args, ["--log", "debug"]);
+        assert_eq!(table.image_dir(&c).as_deref(), Some(dir.path()));
+        // A command replaces the entrypoint; its first word is looked up
+        // in the image, then in the root beneath it.
+        let sh = container("docker.io/istio/install-cni:1.26.0", Some(&["sh", "-c", "true"]), &[]);
+        let exec = table.resolve(&sh).unwrap();
+        assert!(exec.program.is_absolute() && exec.program.ends_with("sh"), "{exec:?}");
+        assert_eq!(exec.args, ["-c", "true"]);
+        // Another tag of the same repository is another image.
+        let other = container("docker.io/istio/install-cni:1.27.0", None, &[]);
+        assert!(table.resolve(&other).is_err());
+        assert_eq!(table.image_dir(&container("mesh-probe", None, &[])), None);
     }
 
     #[test]

@@ -332,8 +332,15 @@ impl PodLifecycle {
                     } else {
                         reason
                     };
+                    // A volume that cannot be mounted leaves the container
+                    // "ContainerCreating"; the event says why.
+                    let waiting = if reason == "FailedMount" {
+                        "ContainerCreating".to_string()
+                    } else {
+                        reason.clone()
+                    };
                     c.state = State::Waiting {
-                        reason: reason.clone(),
+                        reason: waiting,
                         message: Some(message.clone()),
                     };
                     c.restart_at = Some(now + backoff.delay(c.start_failures).max(initial));

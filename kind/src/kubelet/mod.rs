@@ -1,10 +1,13 @@
 //! kubelet-lite: runs the pods bound to one node. [`lifecycle`] is the pure
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
-//! chain and processes; [`probes`] runs the containers' startup, liveness
-//! and readiness probes; [`events`] writes Events, counting repeats. The
-//! scheduler is a controller ([`crate::controllers::scheduler`]).
+//! chain and processes; [`container`] gives each container its environment,
+//! volumes, filesystem (a mount namespace) and capabilities; [`probes`] runs
+//! the containers' startup, liveness and readiness probes; [`events`] writes
+//! Events, counting repeats. The scheduler is a controller
+//! ([`crate::controllers::scheduler`]).
 
+pub mod container;
 pub mod events;
 pub mod images;
 pub mod lifecycle;

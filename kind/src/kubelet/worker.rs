@@ -10,12 +10,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::container::downward::PodFacts;
+use super::container::{Launch, PodFs, StartError};
 use super::events::Recorder;
 use super::images::ImageTable;
 use super::lifecycle::{Action, Backoff, Input, PodLifecycle};
@@ -50,6 +52,9 @@ pub struct NodeContext {
     pub pod_cgroups: Option<PathBuf>,
     /// Added to every CNI plugin's environment (the runtime's own).
     pub cni_env: Vec<(String, String)>,
+    /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`);
+    /// `None`: they are not told.
+    pub in_cluster: Option<std::net::SocketAddr>,
 }
 
 impl NodeContext {
@@ -101,12 +106,8 @@ enum RunError {
     },
     #[error("pod cgroup: {0}")]
     Cgroup(#[source] std::io::Error),
-    #[error("starting {}: {source}", program.display())]
-    Spawn {
-        program: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Mount(#[source] super::container::mounts::MountError),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -142,6 +143,8 @@ struct Worker {
     /// The probers of the running containers.
     probers: Probers,
     events: Recorder,
+    /// The pod's directory, volumes and tokens on the node.
+    fs: Option<PodFs>,
 }
 
 async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
@@ -155,6 +158,10 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         uid: pod.metadata.uid.clone(),
         ..Default::default()
     };
+    let fs = ctx
+        .network
+        .node(&ctx.node)
+        .map(|n| PodFs::new(ctx.client.clone(), &pod, n.root()));
     let mut worker = Worker {
         events: Recorder::new(ctx.client.clone(), involved, "kubelet", Some(&ctx.node)),
         probers: Probers::default(),
@@ -168,6 +175,7 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         tx,
         last_status: None,
         status_unsent: false,
+        fs,
     };
     let (mut lifecycle, actions) = PodLifecycle::new(&spec, ctx.backoff, SystemTime::now());
     worker.perform(actions).await;
@@ -212,7 +220,7 @@ impl Worker {
         for action in actions {
             match action {
                 Action::CreateSandbox => self.create_sandbox(),
-                Action::Start { container, attempt, .. } => self.start(&container, attempt),
+                Action::Start { container, attempt, .. } => self.start(&container, attempt).await,
                 Action::KillAllAndTeardown => self.teardown().await,
                 Action::Kill { container, probe } => self.kill(&container, probe),
                 Action::Record {
@@ -260,7 +268,7 @@ impl Worker {
             .cloned()
     }
 
-    fn start(&mut self, name: &str, attempt: u32) {
+    async fn start(&mut self, name: &str, attempt: u32) {
         let send = |tx: &mpsc::UnboundedSender<Msg>, e: Input| {
             let _ = tx.send(Msg::Lifecycle(e));
         };
@@ -279,7 +287,30 @@ impl Worker {
                 return;
             }
         };
-        match self.spawn_process(&container, &exec.program, &exec.args, attempt) {
+        let launch = match self.launch(&container, &exec, attempt).await {
+            Ok(launch) => launch,
+            Err(e) => {
+                send(
+                    &self.tx,
+                    Input::StartFailed {
+                        container: name.into(),
+                        reason: e.reason.into(),
+                        message: e.message,
+                    },
+                );
+                return;
+            }
+        };
+        let spawned = match self.process_command(&container, &launch, attempt) {
+            // Building the container's filesystem is blocking work: off the
+            // runtime, which the controllers and other pods share.
+            Ok(cmd) => tokio::task::spawn_blocking(move || super::container::mounts::spawn(launch.root, cmd))
+                .await
+                .unwrap_or_else(|e| Err(super::container::mounts::MountError::panicked(e)))
+                .map_err(RunError::Mount),
+            Err(e) => Err(e),
+        };
+        match spawned {
             Ok(mut child) => {
                 let pid = child.id() as i32;
                 self.processes.insert(name.to_string(), pid);
@@ -319,15 +350,28 @@ impl Worker {
         }
     }
 
-    /// The container as a process in the pod netns, as its securityContext's
-    /// uid/gid (`setpriv` drops privileges after the netns is entered).
-    fn spawn_process(
-        &self,
-        c: &Container,
-        program: &std::path::Path,
-        args: &[String],
-        attempt: u32,
-    ) -> Result<std::process::Child, RunError> {
+    /// Environment, volumes, filesystem and capabilities of a container.
+    async fn launch(&self, c: &Container, exec: &super::images::Exec, attempt: u32) -> Result<Launch, StartError> {
+        let node = self.ctx.network.node(&self.ctx.node);
+        let fs = self.fs.as_ref().ok_or_else(|| StartError {
+            reason: "CreateContainerError",
+            message: "node is gone".into(),
+        })?;
+        let facts = PodFacts {
+            node: self.ctx.node.clone(),
+            host_ip: node.map(|n| n.ip().to_string()).unwrap_or_default(),
+            pod_ips: self.pod_ip.iter().cloned().collect(),
+            ..PodFacts::for_this_machine()
+        };
+        let service_env = super::container::env::service_env(self.ctx.in_cluster);
+        let image = self.ctx.images.image_dir(c);
+        fs.prepare(c, exec, image, facts, &service_env, attempt).await
+    }
+
+    /// The container as a process in the pod netns and its own mount
+    /// namespace, as its securityContext's uid/gid with its capabilities
+    /// (`setpriv` drops privileges after the netns is entered).
+    fn process_command(&self, c: &Container, launch: &Launch, attempt: u32) -> Result<std::process::Command, RunError> {
         let node = self.ctx.network.node(&self.ctx.node).ok_or(RunError::NodeGone)?;
         let sandbox = node.pod_netns(&self.sandbox_id).ok_or(RunError::SandboxGone)?;
         let dir = self
@@ -360,47 +404,17 @@ impl Worker {
             cmd.arg(format!("--regid={}", gid.or(uid).unwrap_or(0)));
             cmd.arg("--clear-groups");
         }
-        cmd.arg("--").arg(program).args(args);
+        cmd.args(super::container::caps::setpriv_args(&launch.caps));
+        cmd.arg("--").args(&launch.argv);
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PATH", super::images::IMAGE_PATH)
             .env("HOSTNAME", &self.name);
-        for var in c.env.iter().flatten() {
-            cmd.env(&var.name, self.env_value(var));
-        }
+        cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         if let Some(dir) = &sandbox.cgroup {
             crate::node::cgroup::join_on_exec(&mut cmd, dir).map_err(RunError::Cgroup)?;
         }
-        cmd.spawn().map_err(|source| RunError::Spawn {
-            program: program.to_path_buf(),
-            source,
-        })
-    }
-
-    /// A literal value, or the downward-API fields the harness knows.
-    fn env_value(&self, var: &EnvVar) -> String {
-        if let Some(v) = &var.value {
-            return v.clone();
-        }
-        let field = var
-            .value_from
-            .as_ref()
-            .and_then(|f| f.field_ref.as_ref())
-            .map(|f| f.field_path.as_str());
-        match field {
-            Some("metadata.name") => self.name.clone(),
-            Some("metadata.namespace") => self.ns.clone(),
-            Some("metadata.uid") => self.pod.metadata.uid.clone().unwrap_or_default(),
-            Some("spec.nodeName") => self.ctx.node.clone(),
-            Some("status.podIP") => self.pod_ip.clone().unwrap_or_default(),
-            Some("status.hostIP") => self
-                .ctx
-                .network
-                .node(&self.ctx.node)
-                .map(|n| n.ip().to_string())
-                .unwrap_or_default(),
-            _ => String::new(),
-        }
+        Ok(cmd)
     }
 
     /// Probes a container instance that just started as process `pid`.
@@ -480,6 +494,9 @@ impl Worker {
         self.processes.clear();
         let (ctx, id, pod) = (self.ctx.clone(), self.sandbox_id.clone(), self.pod_ref());
         let _ = tokio::task::spawn_blocking(move || sandbox_del(&ctx, &id, &pod)).await;
+        if let Some(fs) = self.fs.clone() {
+            let _ = tokio::task::spawn_blocking(move || fs.remove()).await;
+        }
         self.ctx.logs.forget(&self.ns, &self.name);
     }
 

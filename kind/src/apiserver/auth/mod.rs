@@ -8,6 +8,7 @@ pub mod rbac;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderMap;
 
@@ -15,28 +16,71 @@ use self::rbac::{AUTHENTICATED_GROUP, Attributes, Policy, UserInfo, forbidden_me
 use crate::apiserver::ids;
 use crate::apiserver::status::ApiError;
 
+/// The audience the API server accepts tokens for (kube-apiserver's
+/// default `--api-audiences`: its service-account issuer).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// What a token stands for.
+#[derive(Debug, Clone)]
+struct Grant {
+    user: UserInfo,
+    /// After this instant the token is refused (`None`: never expires).
+    expires: Option<SystemTime>,
+    /// Whom the token is for; empty for the harness's own tokens, which the
+    /// API server always accepts.
+    audiences: Vec<String>,
+}
+
+impl Grant {
+    fn accepted_at(&self, now: SystemTime) -> bool {
+        let live = self.expires.is_none_or(|t| now < t);
+        let for_us = self.audiences.is_empty() || self.audiences.iter().any(|a| a == API_AUDIENCE);
+        live && for_us
+    }
+}
+
 /// The token registry (cheap to clone; clones share state).
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    map: Arc<RwLock<HashMap<String, UserInfo>>>,
+    map: Arc<RwLock<HashMap<String, Grant>>>,
 }
 
 impl Tokens {
     /// Registers a token for a user.
     pub fn insert(&self, token: &str, user: UserInfo) {
+        self.put(
+            token,
+            Grant {
+                user,
+                expires: None,
+                audiences: Vec::new(),
+            },
+        );
+    }
+
+    fn put(&self, token: &str, grant: Grant) {
         self.map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(token.to_string(), user);
+            .insert(token.to_string(), grant);
     }
 
-    /// The user a token belongs to.
+    /// The user a token belongs to, while it is valid for the API server
+    /// (not expired, its audiences include [`API_AUDIENCE`]).
     pub fn lookup(&self, token: &str) -> Option<UserInfo> {
-        self.map
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(token)
-            .cloned()
+        let now = SystemTime::now();
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let grant = map.get(token)?;
+        if grant.accepted_at(now) {
+            return Some(grant.user.clone());
+        }
+        let expired = grant.expires.is_some_and(|t| now >= t);
+        drop(map);
+        if expired {
+            // An expired token never comes back: forget it.
+            self.revoke(token);
+        }
+        None
     }
 
     /// Removes a token; later requests with it get 401.
@@ -52,6 +96,34 @@ impl Tokens {
         let token = ids::token(32);
         self.insert(&token, user);
         token
+    }
+
+    /// A new token for `user` that expires after `ttl` and is meant for
+    /// `audiences` (the API server accepts it only when they include
+    /// [`API_AUDIENCE`]). Returns the token and its expiry.
+    pub fn mint_expiring(&self, user: UserInfo, audiences: Vec<String>, ttl: Duration) -> (String, SystemTime) {
+        let token = ids::token(32);
+        // Whole seconds, as the TokenRequest's expirationTimestamp says.
+        let at = (SystemTime::now() + ttl)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
+        self.put(
+            &token,
+            Grant {
+                user,
+                expires: Some(expires),
+                audiences,
+            },
+        );
+        // Minting is rare (a pod start, a rotation): sweep expired ones here.
+        let now = SystemTime::now();
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, g| g.expires.is_none_or(|t| now < t));
+        (token, expires)
     }
 
     /// A new token for a named user in `groups` (plus `system:authenticated`).
@@ -154,5 +226,27 @@ mod tests {
         assert_eq!(t.lookup(&bob).unwrap().groups, vec!["devs", "system:authenticated"]);
         t.revoke(&bob);
         assert!(t.lookup(&bob).is_none());
+    }
+
+    #[test]
+    fn expiring_tokens_are_refused_after_expiry_and_for_other_audiences() {
+        let t = Tokens::default();
+        let sa = UserInfo::service_account("ns", "sa");
+        let (live, expires) = t.mint_expiring(sa.clone(), vec![API_AUDIENCE.into()], Duration::from_secs(600));
+        assert!(expires > SystemTime::now() + Duration::from_secs(590));
+        assert_eq!(
+            expires.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos(),
+            0
+        );
+        assert_eq!(t.lookup(&live), Some(sa.clone()));
+        let (other, _) = t.mint_expiring(sa.clone(), vec!["vault".into()], Duration::from_secs(600));
+        assert_eq!(t.lookup(&other), None, "a token for another audience");
+        let (gone, _) = t.mint_expiring(sa, vec![API_AUDIENCE.into()], Duration::ZERO);
+        assert_eq!(t.lookup(&gone), None, "an expired token");
+        assert!(
+            !t.map.read().unwrap().contains_key(&gone),
+            "expired tokens are forgotten"
+        );
+        assert_eq!(t.authenticate(Some(&format!("Bearer {gone}"))).unwrap_err().code, 401);
     }
 }

@@ -96,6 +96,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 e["group"] = json!("policy");
                 e["version"] = json!("v1");
             }
+            if *sub == "token" {
+                e["group"] = json!("authentication.k8s.io");
+                e["version"] = json!("v1");
+            }
+            if *sub == "scale" {
+                // kubectl scale finds the Scale's group/version here.
+                e["group"] = json!("autoscaling");
+                e["version"] = json!("v1");
+            }
             entries.push(e);
         }
     }
@@ -164,5 +173,29 @@ mod tests {
         let apps = resource_list("apps", "v1").unwrap();
         assert_eq!(apps["groupVersion"], "apps/v1");
         assert_eq!(apps["resources"][0]["shortNames"], json!(["ds"]));
+        let names: Vec<&str> = apps["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "deployments",
+            "deployments/status",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/scale",
+            "controllerrevisions",
+        ] {
+            assert!(names.contains(&want), "{want}");
+        }
+        let scale = &apps["resources"][names.iter().position(|n| *n == "deployments/scale").unwrap()];
+        assert_eq!(
+            (&scale["group"], &scale["version"], &scale["kind"]),
+            (&json!("autoscaling"), &json!("v1"), &json!("Scale"))
+        );
+        let scheduling = resource_list("scheduling.k8s.io", "v1").unwrap();
+        assert_eq!(scheduling["resources"][0]["name"], "priorityclasses");
+        assert_eq!(scheduling["resources"][0]["namespaced"], false);
     }
 }

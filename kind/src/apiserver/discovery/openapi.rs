@@ -148,10 +148,11 @@ impl FieldValidation {
 /// struct here and for objects that do not decode at all (the store reports
 /// those).
 pub fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
-    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
 
     let typed = match kind {
         "Namespace" => round_trip::<Namespace>(obj),
@@ -162,6 +163,10 @@ pub fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "ConfigMap" => round_trip::<ConfigMap>(obj),
         "Secret" => round_trip::<Secret>(obj),
         "DaemonSet" => round_trip::<DaemonSet>(obj),
+        "Deployment" => round_trip::<Deployment>(obj),
+        "ReplicaSet" => round_trip::<ReplicaSet>(obj),
+        "ControllerRevision" => round_trip::<ControllerRevision>(obj),
+        "PriorityClass" => round_trip::<PriorityClass>(obj),
         "ClusterRole" => round_trip::<ClusterRole>(obj),
         "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(obj),
         "Role" => round_trip::<Role>(obj),
@@ -266,6 +271,11 @@ mod tests {
                 "spec.nodeNmae"
             ]
         );
+        let deploy = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+            "templat": {}}});
+        assert_eq!(unknown_fields("Deployment", &deploy), ["spec.templat"]);
+        let pc = json!({"metadata": {"name": "p"}, "value": 1, "globalDefault": false, "preemptionPolicy": "Never"});
+        assert!(unknown_fields("PriorityClass", &pc).is_empty());
         let cm = json!({"metadata": {"name": "c"}, "data": {"k": "v"}, "binaryData": null});
         assert!(unknown_fields("ConfigMap", &cm).is_empty());
         assert!(unknown_fields("SelfSubjectAccessReview", &pod).is_empty());

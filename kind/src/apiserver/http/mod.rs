@@ -13,6 +13,7 @@ pub(crate) mod render;
 pub(crate) mod routes;
 pub(crate) mod table;
 pub(crate) mod tls;
+pub(crate) mod token_request;
 pub(crate) mod watch;
 
 use std::sync::{Arc, RwLock};
@@ -41,7 +42,7 @@ use crate::apiserver::discovery;
 use crate::apiserver::discovery::openapi::{self, FieldValidation};
 use crate::apiserver::registry::resources::{self, ids};
 use crate::apiserver::registry::selectors::{FieldSelector, LabelSelector, Selectors};
-use crate::apiserver::registry::strategy::pod;
+use crate::apiserver::registry::strategy::{pod, scale};
 use crate::apiserver::registry::{self, Part, Store};
 use crate::apiserver::status::{ApiError, success_status};
 
@@ -58,6 +59,8 @@ pub(crate) struct App {
     /// `host:port` reported in `/api`.
     pub server_address: Arc<str>,
     pub max_body_bytes: usize,
+    /// The shortest lifetime a TokenRequest may ask for.
+    pub min_token_expiration: Duration,
 }
 
 /// The router serving everything through one handler.
@@ -358,6 +361,20 @@ impl Ctx<'_> {
             ("create", None) => self.create(body).await,
             ("create", Some("binding")) => self.bind(body).await,
             ("create", Some("eviction")) => self.evict(body).await,
+            ("create", Some("token")) => {
+                let request = self.object_body(body).await?;
+                let app = self.app;
+                let minted = token_request::create(
+                    &app.store,
+                    &app.tokens,
+                    app.min_token_expiration,
+                    self.ns(),
+                    self.name(),
+                    &request,
+                )?;
+                Ok(value_response(StatusCode::CREATED, &minted))
+            }
+            ("get" | "update" | "patch", Some("scale")) => self.scale(verb, body).await,
             ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
@@ -609,6 +626,34 @@ impl Ctx<'_> {
             StatusCode::OK,
             render::list(self.info(), &page, Repr::Full),
         ))
+    }
+
+    /// `<deployments|replicasets>/<name>/scale`: the object as an
+    /// `autoscaling/v1` Scale; a write changes `spec.replicas` only.
+    async fn scale(&self, verb: &str, body: Body) -> Result<Response, ApiError> {
+        let store = &self.app.store;
+        let obj = match verb {
+            "get" => store.get(self.rp.res, self.ns(), self.name())?,
+            "update" => {
+                let given = self.object_body(body).await?;
+                store.modify(self.rp.res, self.ns(), self.name(), Part::Main, self.dry_run(), |cur| {
+                    scale::apply_scale(cur, &given)
+                })?
+            }
+            _ => {
+                let ct = header_str(self.headers, header::CONTENT_TYPE);
+                let ty = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+                let bytes = self.body(body).await?;
+                let p = patch::parse_patch(ty, &bytes).map_err(ApiError::bad_request)?;
+                let name = self.name().to_string();
+                store.modify(self.rp.res, self.ns(), self.name(), Part::Main, self.dry_run(), |cur| {
+                    let patched = patch::apply(ty, &scale::to_scale(cur), &p)
+                        .map_err(|m| ApiError::invalid("Scale", &name, "patch", &m))?;
+                    scale::apply_scale(cur, &patched)
+                })?
+            }
+        };
+        Ok(value_response(StatusCode::OK, &scale::to_scale(&obj)))
     }
 
     async fn bind(&self, body: Body) -> Result<Response, ApiError> {

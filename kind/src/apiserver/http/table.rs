@@ -6,7 +6,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::apiserver::ids;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector;
+
 use crate::apiserver::registry::resources::ResourceInfo;
+use crate::apiserver::registry::selectors::LabelSelector;
 use crate::apiserver::registry::strategy::pod;
 
 /// What each row carries in `object` (the `includeObject` parameter).
@@ -107,6 +110,34 @@ fn columns(info: &ResourceInfo) -> Vec<Col> {
             wide("Containers"),
             wide("Images"),
             wide("Selector"),
+        ],
+        ("apps", "deployments") => vec![
+            col("Name"),
+            col("Ready"),
+            col("Up-to-date"),
+            col("Available"),
+            col("Age"),
+            wide("Containers"),
+            wide("Images"),
+            wide("Selector"),
+        ],
+        ("apps", "replicasets") => vec![
+            col("Name"),
+            col("Desired"),
+            col("Current"),
+            col("Ready"),
+            col("Age"),
+            wide("Containers"),
+            wide("Images"),
+            wide("Selector"),
+        ],
+        ("apps", "controllerrevisions") => vec![col("Name"), col("Controller"), col("Revision"), col("Age")],
+        ("scheduling.k8s.io", "priorityclasses") => vec![
+            col("Name"),
+            col("Value"),
+            col("Global-Default"),
+            col("Age"),
+            col("PreemptionPolicy"),
         ],
         (_, "clusterrolebindings" | "rolebindings") => vec![col("Name"), col("Role"), col("Age")],
         ("coordination.k8s.io", "leases") => vec![col("Name"), col("Holder"), col("Age")],
@@ -251,6 +282,62 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
                 json!(s(obj, "/message")),
             ]
         }
+        ("apps", "deployments") => {
+            let mut row = vec![
+                json!(name),
+                json!(format!(
+                    "{}/{}",
+                    n(obj, "/status/readyReplicas"),
+                    n(obj, "/spec/replicas")
+                )),
+                json!(n(obj, "/status/updatedReplicas")),
+                json!(n(obj, "/status/availableReplicas")),
+                json!(age(obj)),
+            ];
+            row.extend(template_cells(obj));
+            row
+        }
+        ("apps", "replicasets") => {
+            let mut row = vec![
+                json!(name),
+                json!(n(obj, "/spec/replicas")),
+                json!(n(obj, "/status/replicas")),
+                json!(n(obj, "/status/readyReplicas")),
+                json!(age(obj)),
+            ];
+            row.extend(template_cells(obj));
+            row
+        }
+        ("apps", "controllerrevisions") => {
+            let controller = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|o| o.iter().find(|o| o["controller"] == true))
+                .map(|o| {
+                    let group = s(o, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
+                    let kind = s(o, "/kind").to_lowercase();
+                    let kind = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
+                    format!("{kind}/{}", s(o, "/name"))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                json!(name),
+                json!(controller),
+                json!(n(obj, "/revision")),
+                json!(age(obj)),
+            ]
+        }
+        ("scheduling.k8s.io", "priorityclasses") => vec![
+            json!(name),
+            json!(n(obj, "/value")),
+            json!(obj.get("globalDefault") == Some(&Value::Bool(true))),
+            json!(age(obj)),
+            json!(or_none(s(obj, "/preemptionPolicy").to_string())),
+        ],
         ("apps", "daemonsets") => {
             let node_selector = pairs(obj, "/spec/template/spec/nodeSelector");
             let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
@@ -284,6 +371,24 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
         }
         _ => vec![json!(name), json!(age(obj))],
     }
+}
+
+/// The wide columns of a workload: its template's containers and images,
+/// its selector.
+fn template_cells(obj: &Value) -> [Value; 3] {
+    let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+    let join = |field: &str| {
+        containers
+            .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|v| serde_json::from_value::<ApiSelector>(v.clone()).ok())
+        .and_then(|v| LabelSelector::from_api(&v).ok())
+        .map(|v| v.to_query())
+        .unwrap_or_default();
+    [json!(join("/name")), json!(join("/image")), json!(or_none(selector))]
 }
 
 fn row_object(obj: &Value, include: IncludeObject) -> Value {
@@ -396,6 +501,31 @@ mod tests {
         let last = |count| cells(info, &event(count))[0].as_str().unwrap().to_string();
         assert!(last(12).ends_with(" (x12 over 2m30s)"), "{}", last(12));
         assert!(!last(1).contains("(x"), "{}", last(1));
+    }
+
+    #[test]
+    fn workload_rows() {
+        let find = |plural: &str| RESOURCES.iter().find(|r| r.plural == plural).unwrap();
+        let deploy = json!({"metadata": {"name": "web"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"spec": {"containers": [{"name": "a", "image": "i:1"}, {"name": "b", "image": "j"}]}}},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        let c = cells(find("deployments"), &deploy);
+        assert_eq!(c[..4], [json!("web"), json!("2/3"), json!(3), json!(2)]);
+        assert_eq!(c[5..], [json!("a,b"), json!("i:1,j"), json!("app=web")]);
+        let c = cells(find("replicasets"), &deploy);
+        assert_eq!(c[..4], [json!("web"), json!(3), json!(0), json!(2)]);
+        let rev = json!({"metadata": {"name": "ds-abc", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "u", "controller": true}]}, "revision": 2});
+        let c = cells(find("controllerrevisions"), &rev);
+        assert_eq!(c[..3], [json!("ds-abc"), json!("daemonset.apps/ds"), json!(2)]);
+        let pc = json!({"metadata": {"name": "system-node-critical"}, "value": 2_000_001_000, "preemptionPolicy": "PreemptLowerPriority"});
+        let c = cells(find("priorityclasses"), &pc);
+        assert_eq!(
+            c[..3],
+            [json!("system-node-critical"), json!(2_000_001_000), json!(false)]
+        );
+        assert_eq!(c[4], "PreemptLowerPriority");
     }
 
     #[test]

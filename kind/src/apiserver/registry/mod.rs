@@ -26,7 +26,7 @@ use self::meta::meta_str;
 pub use self::meta::{name_of, namespace_of, resource_version_of};
 use self::resources::{ResourceId, ResourceInfo, ids as rid};
 use self::selectors::Selectors;
-use self::strategy::{Deletion, namespace, prepare_create};
+use self::strategy::{Deletion, namespace, prepare_create, priorityclass};
 pub use self::strategy::{Part, validate_name};
 use crate::apiserver::ids;
 use crate::apiserver::status::ApiError;
@@ -181,6 +181,11 @@ impl Store {
                 tracing::warn!("creating namespace {ns}: {e}");
             }
         }
+        for class in priorityclass::system_classes() {
+            if let Err(e) = store.create(rid::PRIORITYCLASSES, "", class, false) {
+                tracing::warn!("creating a system priority class: {e}");
+            }
+        }
         store
     }
 
@@ -298,6 +303,10 @@ impl Store {
         if info.namespaced {
             let stored = st.tables[rid::NAMESPACES].objects.get(&(String::new(), ns.clone()));
             namespace::admit(&ns, stored.map(|n| &**n), info.group, info.plural, name_of(&obj))?;
+        }
+        if res == rid::PODS {
+            let classes = st.tables[rid::PRIORITYCLASSES].objects.values();
+            priorityclass::admit_pod(&mut obj, classes.map(|c| &**c))?;
         }
         let mut name = name_of(&obj).to_string();
         if name.is_empty() {

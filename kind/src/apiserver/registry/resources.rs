@@ -76,8 +76,9 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "status" => &["get", "patch", "update"],
         "log" => &["get"],
-        "binding" | "eviction" => &["create"],
+        "binding" | "eviction" | "token" => &["create"],
         "finalize" => &["update"],
+        "scale" => &["get", "patch", "update"],
         _ => &[],
     }
 }
@@ -87,7 +88,9 @@ pub fn subresource_kind(res: &ResourceInfo, sub: &str) -> &'static str {
     match sub {
         "binding" => "Binding",
         "eviction" => "Eviction",
+        "token" => "TokenRequest",
         "log" => "Pod",
+        "scale" => "Scale",
         _ => res.kind,
     }
 }
@@ -148,6 +151,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     },
     ResourceInfo {
         short_names: &["sa"],
+        subresources: &["token"],
         ..res("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true)
     },
     ResourceInfo {
@@ -206,6 +210,40 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "selfsubjectreview",
         "SelfSubjectReview",
     ),
+    // Appended (not inserted) so the ids above stay where they are.
+    ResourceInfo {
+        short_names: &["deploy"],
+        categories: &["all"],
+        subresources: &["status", "scale"],
+        generation: true,
+        ..res("apps", "v1", "deployments", "deployment", "Deployment", true)
+    },
+    ResourceInfo {
+        short_names: &["rs"],
+        categories: &["all"],
+        subresources: &["status", "scale"],
+        generation: true,
+        ..res("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true)
+    },
+    res(
+        "apps",
+        "v1",
+        "controllerrevisions",
+        "controllerrevision",
+        "ControllerRevision",
+        true,
+    ),
+    ResourceInfo {
+        short_names: &["pc"],
+        ..res(
+            "scheduling.k8s.io",
+            "v1",
+            "priorityclasses",
+            "priorityclass",
+            "PriorityClass",
+            false,
+        )
+    },
 ];
 
 /// Index of a resource in [`RESOURCES`].
@@ -238,6 +276,7 @@ pub mod ids {
     pub const CLUSTERROLEBINDINGS: ResourceId = 9;
     pub const ROLES: ResourceId = 10;
     pub const ROLEBINDINGS: ResourceId = 11;
+    pub const PRIORITYCLASSES: ResourceId = 19;
 }
 
 /// API groups other than core, in discovery order, with their versions.
@@ -276,6 +315,7 @@ mod tests {
         assert_eq!(info(ids::CLUSTERROLEBINDINGS).plural, "clusterrolebindings");
         assert_eq!(info(ids::ROLES).plural, "roles");
         assert_eq!(info(ids::ROLEBINDINGS).plural, "rolebindings");
+        assert_eq!(info(ids::PRIORITYCLASSES).plural, "priorityclasses");
     }
 
     #[test]
@@ -295,7 +335,8 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "coordination.k8s.io",
                 "authorization.k8s.io",
-                "authentication.k8s.io"
+                "authentication.k8s.io",
+                "scheduling.k8s.io"
             ]
         );
     }

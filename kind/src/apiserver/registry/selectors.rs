@@ -166,6 +166,63 @@ impl LabelSelector {
         self.requirements.is_empty()
     }
 
+    /// The selector an API object carries (`spec.selector` of a Deployment,
+    /// ReplicaSet or DaemonSet): `matchLabels` and `matchExpressions` (`In`,
+    /// `NotIn`, `Exists`, `DoesNotExist`), all of which must hold.
+    pub fn from_api(
+        sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Result<LabelSelector, String> {
+        let mut requirements: Vec<LabelRequirement> = sel
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| LabelRequirement {
+                key: k.clone(),
+                op: LabelOp::Equals(v.clone()),
+            })
+            .collect();
+        for e in sel.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            let op = match e.operator.as_str() {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(format!(
+                        "{:?}: values must be non-empty for operator {}",
+                        e.key, e.operator
+                    ));
+                }
+                "In" => LabelOp::In(values),
+                "NotIn" => LabelOp::NotIn(values),
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(format!("{:?}: values must be empty for operator {}", e.key, e.operator));
+                }
+                "Exists" => LabelOp::Exists,
+                "DoesNotExist" => LabelOp::DoesNotExist,
+                other => return Err(format!("{:?}: {other:?} is not a valid label selector operator", e.key)),
+            };
+            requirements.push(LabelRequirement { key: e.key.clone(), op });
+        }
+        Ok(LabelSelector { requirements })
+    }
+
+    /// The `?labelSelector=` form (`a=b,c in (d,e),!f`), for listing what the
+    /// selector matches.
+    pub fn to_query(&self) -> String {
+        self.requirements
+            .iter()
+            .map(|r| match &r.op {
+                LabelOp::Equals(v) => format!("{}={v}", r.key),
+                LabelOp::NotEquals(v) => format!("{}!={v}", r.key),
+                LabelOp::In(vs) => format!("{} in ({})", r.key, vs.join(",")),
+                LabelOp::NotIn(vs) => format!("{} notin ({})", r.key, vs.join(",")),
+                LabelOp::Exists => r.key.clone(),
+                LabelOp::DoesNotExist => format!("!{}", r.key),
+                LabelOp::GreaterThan(n) => format!("{}>{n}", r.key),
+                LabelOp::LessThan(n) => format!("{}<{n}", r.key),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Whether the labels satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements
@@ -505,5 +562,26 @@ mod tests {
         assert!(FieldSelector::parse("nooperator").is_err());
         assert!(FieldSelector::parse("=x").is_err());
         assert!(FieldSelector::parse(r"a=b\x").is_err());
+    }
+
+    #[test]
+    fn api_selectors_match_and_print_as_queries() {
+        let api: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "canary", "operator": "DoesNotExist"}]}))
+            .unwrap();
+        let sel = LabelSelector::from_api(&api).unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(sel.matches(&labels(&[("app", "web"), ("tier", "a")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "c")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")])));
+        assert_eq!(sel.to_query(), "app=web,tier in (a,b),!canary");
+        assert_eq!(LabelSelector::parse(&sel.to_query()).unwrap(), sel);
+        let bad: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "In"}]})).unwrap();
+        assert!(LabelSelector::from_api(&bad).unwrap_err().contains("non-empty"));
     }
 }

@@ -13,13 +13,16 @@
 //! reference names it (this also catches pods left while the controller did
 //! not run: their watch events trigger the same pass).
 //!
-//! Not here yet: ControllerRevisions (the API server serves none; the pods'
-//! `controller-revision-hash` is a hash of the template), adoption of
-//! orphaned pods matching the selector, events, backoff for failing pods.
+//! Each template gets a ControllerRevision ([`revisions`]) whose hash the
+//! pods carry as `controller-revision-hash`.
+//!
+//! Not here yet: adoption of orphaned pods matching the selector, events,
+//! backoff for failing pods.
 
 pub mod nodes;
 pub mod plan;
 pub mod pod;
+pub mod revisions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +142,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
             .map_err(failed(&ds, "deleting a pod"))?;
     }
     let hash = pod::revision_hash(&ds);
+    revisions::sync(&ctx.client, &ds, &hash, &mine)
+        .await
+        .map_err(failed(&ds, "recording the revision"))?;
     for node in &plan.create {
         pods_api
             .create(&PostParams::default(), &pod::new_pod(&ds, node, &hash))

@@ -18,21 +18,8 @@ pub const GENERATION_LABEL: &str = "pod-template-generation";
 /// A short, label-safe hash of the DaemonSet's pod template: equal
 /// templates give equal hashes, so a pod's label says whether it is current.
 pub fn revision_hash(ds: &DaemonSet) -> String {
-    let template = ds.spec.as_ref().map(|s| &s.template);
     // Serializing a typed template gives the same bytes for the same value.
-    let bytes = serde_json::to_vec(&template).unwrap_or_default();
-    // FNV-1a, 64 bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    // Vowel-free digits and letters, so no word is spelled by accident.
-    const DIGITS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let base = DIGITS.len() as u64;
-    (0..10)
-        .map(|i| DIGITS[((h / base.pow(i)) % base) as usize] as char)
-        .collect()
+    crate::controllers::owned::short_hash(&ds.spec.as_ref().map(|s| &s.template))
 }
 
 /// The pod spec of `ds`'s template as it runs on `node`: the daemon

@@ -1,11 +1,14 @@
 //! exec probes: the command runs in the container's network and mount
 //! namespaces, joined through its main process (`/proc/<pid>/ns/*`: the
-//! container's own namespaces whatever made them), as its user, with its
-//! environment; killed (its whole process group) at the timeout.
+//! container's own namespaces whatever made them), under its root and in
+//! its working directory (`/proc/<pid>/root`, `/proc/<pid>/cwd`: the
+//! container is `chroot`ed inside its mount namespace), as its user, with
+//! its environment; killed (its whole process group) at the timeout.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -58,6 +61,8 @@ pub async fn run(pid: i32, command: &[String], timeout: Duration) -> Outcome {
 struct Prepared {
     net: OwnedFd,
     mnt: OwnedFd,
+    root: OwnedFd,
+    cwd: OwnedFd,
     uid: u32,
     gid: u32,
     env: Vec<(String, String)>,
@@ -68,6 +73,14 @@ impl Prepared {
         let proc = format!("/proc/{pid}");
         let ns = |kind: &str| File::open(format!("{proc}/ns/{kind}")).map(OwnedFd::from);
         let (net, mnt) = (ns("net")?, ns("mnt")?);
+        let dir = |link: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(format!("{proc}/{link}"))
+                .map(OwnedFd::from)
+        };
+        let (root, cwd) = (dir("root")?, dir("cwd")?);
         let mut status = String::new();
         File::open(format!("{proc}/status"))?
             .take(64 * 1024)
@@ -88,6 +101,8 @@ impl Prepared {
         Ok(Prepared {
             net,
             mnt,
+            root,
+            cwd,
             uid,
             gid,
             env: parse_environ(&environ),
@@ -110,10 +125,18 @@ impl Prepared {
             .stderr(Stdio::from(write))
             .process_group(0)
             .kill_on_drop(true);
-        let Prepared { net, mnt, uid, gid, .. } = self;
+        let Prepared {
+            net,
+            mnt,
+            root,
+            cwd,
+            uid,
+            gid,
+            ..
+        } = self;
         // SAFETY: between fork and exec the hook only makes system calls
-        // (setns, setgroups, setgid, setuid) on values captured before the
-        // fork; it allocates nothing and takes no locks.
+        // (setns, fchdir, chroot, setgroups, setgid, setuid) on values
+        // captured before the fork; it allocates nothing and takes no locks.
         unsafe {
             cmd.pre_exec(move || {
                 let check = |rc: libc::c_int| {
@@ -125,6 +148,11 @@ impl Prepared {
                 };
                 check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
                 check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
+                // Entering a mount namespace resets root and cwd to its own:
+                // back to the container's chroot and working directory.
+                check(libc::fchdir(root.as_raw_fd()))?;
+                check(libc::chroot(c".".as_ptr()))?;
+                check(libc::fchdir(cwd.as_raw_fd()))?;
                 if uid != 0 || gid != 0 {
                     check(libc::setgroups(0, std::ptr::null()))?;
                     check(libc::setgid(gid))?;

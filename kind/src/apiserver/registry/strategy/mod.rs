@@ -5,8 +5,12 @@
 //! what a status write may change, what a delete does).
 
 pub(crate) mod daemonset;
+pub(crate) mod deployment;
 pub(crate) mod namespace;
 pub(crate) mod pod;
+pub(crate) mod priorityclass;
+pub(crate) mod replicaset;
+pub(crate) mod scale;
 
 use serde_json::{Value, json};
 
@@ -75,6 +79,9 @@ pub(crate) fn of(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "Pod") => &pod::PodStrategy,
         ("", "Namespace") => &namespace::NamespaceStrategy,
         ("apps", "DaemonSet") => &daemonset::DaemonSetStrategy,
+        ("apps", "Deployment") => &deployment::DeploymentStrategy,
+        ("apps", "ReplicaSet") => &replicaset::ReplicaSetStrategy,
+        ("scheduling.k8s.io", "PriorityClass") => &priorityclass::PriorityClassStrategy,
         _ => &Plain,
     }
 }

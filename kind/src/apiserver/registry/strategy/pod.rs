@@ -12,22 +12,7 @@ pub(crate) struct PodStrategy;
 
 impl Strategy for PodStrategy {
     fn validate_and_default(&self, name: &str, obj: &mut Value) -> Result<(), ApiError> {
-        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
-        let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
-            return Err(ApiError::invalid("Pod", name, "spec.containers", "Required value"));
-        };
-        for (i, c) in cs.iter().enumerate() {
-            for field in ["name", "image"] {
-                if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err(ApiError::invalid(
-                        "Pod",
-                        name,
-                        &format!("spec.containers[{i}].{field}"),
-                        "Required value",
-                    ));
-                }
-            }
-        }
+        validate_containers("Pod", name, obj.get("spec"), "spec")?;
         if let Some(Value::Object(spec)) = obj.get_mut("spec") {
             default_spec(spec);
         }
@@ -45,6 +30,33 @@ impl Strategy for PodStrategy {
     fn status_metadata(&self) -> &'static [&'static str] {
         &["labels", "annotations"]
     }
+}
+
+/// The containers of a pod spec (or a template's, at `path`): at least one,
+/// each with a name and an image.
+pub(crate) fn validate_containers(kind: &str, name: &str, spec: Option<&Value>, path: &str) -> Result<(), ApiError> {
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    let Some(cs) = containers.filter(|cs| !cs.is_empty()) else {
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            &format!("{path}.containers"),
+            "Required value",
+        ));
+    };
+    for (i, c) in cs.iter().enumerate() {
+        for field in ["name", "image"] {
+            if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ApiError::invalid(
+                    kind,
+                    name,
+                    &format!("{path}.containers[{i}].{field}"),
+                    "Required value",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Kubernetes' defaults for a pod spec (also a pod template's).

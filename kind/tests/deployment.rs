@@ -1,0 +1,512 @@
+//! Deployments, ReplicaSets, PriorityClasses, Leases and DaemonSet history
+//! on a 2-node local cluster, driven with the real kubectl where a user
+//! would use it: `apply`, `rollout status|restart|history`, `scale`,
+//! `get priorityclass`.
+//!
+//! Needs root, the CNI plugins and kubectl (`. ci/env`); skips with `SKIP:`
+//! otherwise, and panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cni::Profile;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use testkit::{Kubectl, Need, Scratch};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn setup(test: &str) -> Option<(Cluster, Kubectl, Scratch)> {
+    if !testkit::gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
+        return None;
+    }
+    let cluster = Cluster::create(ClusterSpec {
+        nodes: 2,
+        profile: Profile::Ptp,
+        images: ImageTable::new().add("mesh-probe", env!("CARGO_BIN_EXE_mesh-probe"), &[]),
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    let home = Scratch::new(test);
+    let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), home.path())?;
+    Some((cluster, kubectl, home))
+}
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: echo
+        image: mesh-probe
+        args: [echo, --port, "8080"]
+"#;
+
+fn ready(p: &Pod) -> bool {
+    let conds = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    conds.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The Deployment's status says the rollout of its latest generation is
+/// complete with `want` pods (what `kubectl rollout status` waits for).
+fn complete(want: i32) -> impl Condition<Deployment> {
+    move |d: Option<&Deployment>| {
+        let Some(d) = d else { return false };
+        let Some(s) = &d.status else { return false };
+        s.observed_generation == d.meta().generation
+            && s.replicas == Some(want)
+            && s.updated_replicas == Some(want)
+            && s.available_replicas == Some(want)
+    }
+}
+
+fn wait_complete(cluster: &Cluster, api: &Api<Deployment>, name: &str, want: i32) -> Deployment {
+    let wait = await_condition(api.clone(), name, complete(want));
+    cluster
+        .block_on(async { tokio::time::timeout(WAIT, wait).await })
+        .unwrap_or_else(|_| panic!("deployment {name}: not complete with {want} pods in {WAIT:?}"))
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits (on a watch) until the live pods with `selector` satisfy `done`.
+async fn wait_pods(api: Api<Pod>, selector: &str, done: impl Fn(&[Pod]) -> bool) -> Vec<Pod> {
+    let mut events = watcher(api, watcher::Config::default().labels(selector)).boxed();
+    let wait = async {
+        let mut now: BTreeMap<String, Pod> = BTreeMap::new();
+        let mut synced = false;
+        loop {
+            match events.next().await {
+                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                    now.insert(p.name_any(), p);
+                }
+                Some(Ok(watcher::Event::Delete(p))) => {
+                    now.remove(&p.name_any());
+                }
+                Some(Ok(watcher::Event::Init)) => {
+                    now.clear();
+                    synced = false;
+                }
+                Some(Ok(watcher::Event::InitDone)) => synced = true,
+                Some(Err(e)) => eprintln!("pods {selector}: watch: {e}"),
+                None => panic!("pods {selector}: the watch ended"),
+            }
+            let live: Vec<Pod> = now
+                .values()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .cloned()
+                .collect();
+            if synced && done(&live) {
+                return live;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("pods {selector}: timed out"))
+}
+
+/// (live pods, Ready pods) as seen at each pod event.
+type Seen = Arc<Mutex<Vec<(usize, usize)>>>;
+
+/// Records, at every pod event, how many live pods exist and how many are
+/// Ready, until aborted.
+fn record_pods(cluster: &Cluster, api: Api<Pod>, selector: &'static str) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
+    let (synced_tx, synced) = tokio::sync::oneshot::channel::<()>();
+    let record = seen.clone();
+    let runtime = cluster.block_on(async { tokio::runtime::Handle::current() });
+    let task = runtime.spawn(async move {
+        let mut events = watcher(api, watcher::Config::default().labels(selector)).boxed();
+        let mut now: BTreeMap<String, bool> = BTreeMap::new();
+        let (mut synced_tx, mut listing) = (Some(synced_tx), true);
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    if p.metadata.deletion_timestamp.is_some() {
+                        now.remove(&p.name_any());
+                    } else {
+                        now.insert(p.name_any(), ready(&p));
+                    }
+                }
+                watcher::Event::Delete(p) => {
+                    now.remove(&p.name_any());
+                }
+                watcher::Event::Init => {
+                    now.clear();
+                    listing = true;
+                }
+                watcher::Event::InitDone => {
+                    listing = false;
+                    if let Some(tx) = synced_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            if !listing {
+                let ready_count = now.values().filter(|r| **r).count();
+                record.lock().unwrap().push((now.len(), ready_count));
+            }
+        }
+    });
+    cluster.block_on(synced).unwrap();
+    (seen, task)
+}
+
+fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
+    let mut all = cluster
+        .block_on(api.list(&ListParams::default().labels("app=web")))
+        .unwrap()
+        .items;
+    all.sort_by_key(|rs| rs.annotations().get("deployment.kubernetes.io/revision").cloned());
+    all
+}
+
+#[test]
+fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
+    let test = "a_deployment_rolls_out_restarts_scales_and_replaces_pods";
+    let Some((cluster, kubectl, _home)) = setup(test) else {
+        return;
+    };
+    let client = cluster.client();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    kubectl
+        .run_with_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT.as_bytes()))
+        .ok();
+    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let d = wait_complete(&cluster, &deploys, "web", 3);
+    let spec = d.spec.as_ref().unwrap();
+    assert_eq!(
+        (spec.revision_history_limit, spec.progress_deadline_seconds),
+        (Some(10), Some(600))
+    );
+    assert_eq!(
+        d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    let progressing = d.status.as_ref().unwrap().conditions.clone().unwrap_or_default();
+    assert!(
+        progressing
+            .iter()
+            .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")),
+        "{progressing:?}"
+    );
+    let first_rs = replicasets(&cluster, &rss);
+    assert_eq!(first_rs.len(), 1);
+    let rs = &first_rs[0];
+    let hash = rs.labels().get("pod-template-hash").cloned().unwrap();
+    assert_eq!(rs.name_any(), format!("web-{hash}"));
+    let owner = &rs.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Deployment", "web", Some(true))
+    );
+    let running = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+        ps.len() == 3 && ps.iter().all(ready)
+    }));
+    for p in &running {
+        let owner = &p.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", rs.name_any().as_str())
+        );
+        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        assert_eq!(p.labels().get("pod-template-hash"), Some(&hash));
+        assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+    }
+    let row = kubectl.ok(&["-n", "default", "get", "deploy", "web", "--no-headers"]);
+    assert_eq!(
+        row.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["web", "3/3", "3", "3"],
+        "{row}"
+    );
+
+    // A template change: a new ReplicaSet, never more than 3 + 1 (maxSurge
+    // 25% rounded up) live pods, never fewer than 3 Ready (maxUnavailable
+    // 25% rounded down is 0), the old ReplicaSet at 0.
+    let (seen, recorder) = record_pods(&cluster, pods.clone(), "app=web");
+    let change = json!({"spec": {"template": {"spec": {"containers": [{"name": "echo", "image": "mesh-probe",
+        "args": ["echo", "--port", "9090"]}]}}}});
+    cluster
+        .block_on(deploys.patch("web", &PatchParams::default(), &Patch::Strategic(change)))
+        .unwrap();
+    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_complete(&cluster, &deploys, "web", 3);
+    let second = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+        ps.len() == 3
+            && ps
+                .iter()
+                .all(|p| ready(p) && p.labels().get("pod-template-hash") != Some(&hash))
+    }));
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    eprintln!("(live pods, ready) at each event of the rollout: {seen:?}");
+    assert!(seen.len() > 6, "the recorder saw the rollout: {seen:?}");
+    assert!(
+        seen.iter().all(|(n, _)| *n <= 4),
+        "more than replicas + maxSurge: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, r)| *r >= 3),
+        "fewer than replicas - maxUnavailable Ready: {seen:?}"
+    );
+    for p in &second {
+        let args = p.spec.as_ref().unwrap().containers[0].args.clone().unwrap_or_default();
+        assert!(args.contains(&"9090".to_string()), "{args:?}");
+    }
+    let after = replicasets(&cluster, &rss);
+    assert_eq!(after.len(), 2);
+    let old = after.iter().find(|r| r.name_any() == rs.name_any()).unwrap();
+    assert_eq!(old.spec.as_ref().unwrap().replicas, Some(0));
+    let new = after.iter().find(|r| r.name_any() != rs.name_any()).unwrap();
+    assert_eq!(
+        new.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("2")
+    );
+
+    // `rollout restart` changes the template's annotations: a third ReplicaSet.
+    kubectl.ok(&["-n", "default", "rollout", "restart", "deploy/web"]);
+    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_complete(&cluster, &deploys, "web", 3);
+    let restarted = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+        ps.len() == 3
+            && ps
+                .iter()
+                .all(|p| ready(p) && p.annotations().contains_key("kubectl.kubernetes.io/restartedAt"))
+    }));
+    assert_eq!(restarted.len(), 3);
+    let history = kubectl.ok(&["-n", "default", "rollout", "history", "deploy/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2", "3"], "{history}");
+
+    // `kubectl scale` through the scale subresource.
+    kubectl.ok(&["-n", "default", "scale", "deploy/web", "--replicas=1"]);
+    wait_complete(&cluster, &deploys, "web", 1);
+    let one = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+        ps.len() == 1 && ps.iter().all(ready)
+    }));
+
+    // A deleted pod is replaced.
+    let victim = one[0].name_any();
+    cluster
+        .block_on(pods.delete(&victim, &DeleteParams::default()))
+        .unwrap();
+    let again = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+        ps.len() == 1 && ps.iter().all(|p| ready(p) && p.name_any() != victim)
+    }));
+    assert_eq!(again.len(), 1);
+    let row = kubectl.ok(&["-n", "default", "get", "rs", "--no-headers"]);
+    assert_eq!(row.lines().count(), 3, "{row}");
+    cluster.delete().unwrap();
+}
+
+#[test]
+fn priority_classes_leases_and_daemonset_history() {
+    let test = "priority_classes_leases_and_daemonset_history";
+    let Some((cluster, kubectl, _home)) = setup(test) else {
+        return;
+    };
+    let client = cluster.client();
+
+    // The built-in classes, as kubectl lists them.
+    let out = kubectl.ok(&["get", "priorityclass", "--no-headers"]);
+    let rows: BTreeSet<Vec<String>> = out
+        .lines()
+        .map(|l| l.split_whitespace().take(3).map(str::to_string).collect())
+        .collect();
+    for (name, value) in [
+        ("system-node-critical", "2000001000"),
+        ("system-cluster-critical", "2000000000"),
+    ] {
+        assert!(
+            rows.contains(&vec![name.to_string(), value.to_string(), "false".to_string()]),
+            "{out}"
+        );
+    }
+
+    // A pod's priority comes from its class; an unknown class is refused.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, class: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"priorityClassName": class,
+            "containers": [{"name": "c", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}))
+        .unwrap()
+    };
+    let critical = cluster
+        .block_on(pods.create(&PostParams::default(), &pod("critical", "system-node-critical")))
+        .unwrap();
+    assert_eq!(critical.spec.as_ref().and_then(|s| s.priority), Some(2_000_001_000));
+    let refused = cluster
+        .block_on(pods.create(&PostParams::default(), &pod("nobody", "gold")))
+        .unwrap_err();
+    match refused {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+            assert!(
+                s.message.contains("no PriorityClass with name gold was found"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("{other}"),
+    }
+
+    // A Lease round-trips and its changes are watched.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "node-0"},
+        "spec": {"holderIdentity": "node-0", "leaseDurationSeconds": 40}}))
+    .unwrap();
+    cluster.block_on(leases.create(&PostParams::default(), &lease)).unwrap();
+    let renewed = await_condition(leases.clone(), "node-0", |l: Option<&Lease>| {
+        l.and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.renew_time.as_ref())
+            .is_some()
+    });
+    let renew = json!({"spec": {"renewTime": "2025-01-01T00:00:00.000000Z"}});
+    cluster
+        .block_on(leases.patch("node-0", &PatchParams::default(), &Patch::Merge(renew)))
+        .unwrap();
+    let got = cluster
+        .block_on(async { tokio::time::timeout(WAIT, renewed).await })
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let spec = got.spec.unwrap();
+    assert_eq!(
+        (spec.holder_identity.as_deref(), spec.lease_duration_seconds),
+        (Some("node-0"), Some(40))
+    );
+
+    // A DaemonSet's templates become ControllerRevisions: `rollout history`.
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    let ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "probe"},
+        "spec": {"selector": {"matchLabels": {"app": "probe"}}, "template": {"metadata": {"labels": {"app": "probe"}},
+            "spec": {"containers": [{"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8081"]}]}}}}))
+    .unwrap();
+    cluster.block_on(dss.create(&PostParams::default(), &ds)).unwrap();
+    kubectl.ok(&["-n", "default", "rollout", "status", "ds/probe", "--timeout=90s"]);
+    let change = json!({"spec": {"template": {"spec": {"containers": [{"name": "echo", "image": "mesh-probe",
+        "args": ["echo", "--port", "8082"]}]}}}});
+    cluster
+        .block_on(dss.patch("probe", &PatchParams::default(), &Patch::Strategic(change)))
+        .unwrap();
+    kubectl.ok(&["-n", "default", "rollout", "status", "ds/probe", "--timeout=90s"]);
+    let history = kubectl.ok(&["-n", "default", "rollout", "history", "ds/probe"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
+    let listed = cluster.block_on(crs.list(&ListParams::default())).unwrap().items;
+    let ds_uid = cluster.block_on(dss.get("probe")).unwrap().uid();
+    assert!(
+        listed
+            .iter()
+            .all(|r| r.owner_references()[0].uid == ds_uid.clone().unwrap())
+    );
+    let live = cluster.block_on(wait_pods(pods.clone(), "app=probe", |ps| {
+        ps.len() == 2 && ps.iter().all(ready)
+    }));
+    let newest = listed.iter().max_by_key(|r| r.revision).unwrap();
+    for p in &live {
+        assert_eq!(
+            p.labels().get("controller-revision-hash"),
+            newest.labels().get("controller-revision-hash"),
+            "the pods run the newest revision"
+        );
+    }
+    cluster.delete().unwrap();
+}
+
+/// helm's `--wait` reads a Deployment's status and conditions (the
+/// `Progressing` reason `NewReplicaSetAvailable`): install and upgrade
+/// return once the rollout is complete.
+#[test]
+fn helm_waits_for_a_deployment() {
+    let test = "helm_waits_for_a_deployment";
+    let Some((cluster, _kubectl, home)) = setup(test) else {
+        return;
+    };
+    let Some(helm) = Kubectl::helm(test, cluster.kubeconfig_path(), home.path()) else {
+        return;
+    };
+    let chart = home.join("web");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: web\nversion: 0.1.0\n").unwrap();
+    std::fs::write(chart.join("values.yaml"), "port: 8080\n").unwrap();
+    let template = DEPLOYMENT
+        .replace("replicas: 3", "replicas: 2")
+        .replace("\"8080\"", "{{ .Values.port | quote }}");
+    std::fs::write(chart.join("templates/deployment.yaml"), template).unwrap();
+    let chart = chart.to_str().unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(cluster.client(), "default");
+    helm.ok(&["install", "web", chart, "-n", "default", "--wait", "--timeout", "90s"]);
+    let d = cluster.block_on(deploys.get("web")).unwrap();
+    assert_eq!(d.status.and_then(|s| s.available_replicas), Some(2));
+    helm.ok(&[
+        "upgrade",
+        "web",
+        chart,
+        "-n",
+        "default",
+        "--set",
+        "port=9090",
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    let d = cluster.block_on(deploys.get("web")).unwrap();
+    assert!(complete(2).matches_object(Some(&d)), "{:?}", d.status);
+    assert_eq!(
+        d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("2")
+    );
+    helm.ok(&["uninstall", "web", "-n", "default", "--wait", "--timeout", "90s"]);
+    assert!(cluster.block_on(deploys.get_opt("web")).unwrap().is_none());
+    cluster.delete().unwrap();
+}
