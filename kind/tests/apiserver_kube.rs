@@ -153,7 +153,10 @@ async fn crud_across_kinds() {
     let replaced = pods.replace("web", &pp, &got).await.unwrap();
     assert!(rv_of(&replaced) > rv_of(&p));
     assert_eq!(replaced.labels().get("tier").map(String::as_str), Some("front"));
-    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    // No kubelet runs here: a bound pod would wait for one, so grace 0.
+    pods.delete("web", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
     let e = pods.get("web").await.unwrap_err();
     assert_eq!(code(&e), 404);
 
@@ -438,8 +441,10 @@ async fn watcher_and_reflector_converge() {
             .await
             .unwrap();
     }
+    // Grace 0: no kubelet finishes a graceful deletion here.
     for i in 0..10 {
-        pods.delete(&format!("p{i}"), &DeleteParams::default()).await.unwrap();
+        let now = DeleteParams::default().grace_period(0);
+        pods.delete(&format!("p{i}"), &now).await.unwrap();
     }
     // Relabel one out of the selection: the reflector drops it.
     pods.patch(

@@ -207,11 +207,19 @@ async fn kubectl_delete_and_drain_with_delete_options_and_evictions() {
     k.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]).await;
     assert!(gone(&client, "default", "web").await);
 
-    // kubectl drain: cordon, then evict every pod of the node.
+    // kubectl drain: cordon, then evict every pod of the node (grace 0: no
+    // kubelet runs here to finish a graceful deletion).
     create_pod(&client, "default", "a", "node-1").await;
     create_pod(&client, "default", "b", "node-1").await;
     let out = k
-        .ok(&["drain", "node-1", "--force", "--ignore-daemonsets", "--timeout=60s"])
+        .ok(&[
+            "drain",
+            "node-1",
+            "--force",
+            "--ignore-daemonsets",
+            "--grace-period=0",
+            "--timeout=60s",
+        ])
         .await;
     assert!(out.contains("evicted"), "{out}");
     assert!(gone(&client, "default", "a").await && gone(&client, "default", "b").await);
@@ -307,6 +315,10 @@ async fn preconditions_and_dry_run_of_deletes_and_evictions() {
     let e = client.request_text(req).await.unwrap_err();
     assert_eq!(code(&e), 400, "{e}");
     assert!(pods.get_opt("q").await.unwrap().is_some());
+    // A plain eviction is a graceful delete: the pod is marked for its
+    // kubelet (none runs here) with the spec's grace period.
     pods.evict("q", &EvictParams::default()).await.unwrap();
-    assert!(pods.get_opt("q").await.unwrap().is_none());
+    let q = pods.get_opt("q").await.unwrap().unwrap();
+    assert!(q.metadata.deletion_timestamp.is_some());
+    assert_eq!(q.metadata.deletion_grace_period_seconds, Some(30));
 }

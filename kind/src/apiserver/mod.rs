@@ -37,8 +37,13 @@
 //! ServiceAccount and `kube-root-ca.crt` is the job of
 //! [`crate::controllers`], which run beside the server.
 //!
-//! Not implemented: server-side apply field ownership, `metadata.finalizers`
-//! and graceful deletion (other deletes are immediate), most admission and validation
+//! Deletes follow Kubernetes too: a pod on a node is marked with its grace
+//! period until its kubelet deletes it with grace 0; an object with
+//! `metadata.finalizers` is marked until an update empties them; the
+//! `Foreground` and `Orphan` propagation policies become the garbage
+//! collector's finalizers (see `registry::strategy::deletion`).
+//!
+//! Not implemented: server-side apply field ownership, most admission and validation
 //! (immutable pod fields, RBAC escalation checks), OpenAPI schemas
 //! (`/openapi/v3` serves only what kubectl's default validation needs:
 //! operations that take `fieldValidation`, which the server then honours by
@@ -72,7 +77,9 @@ pub use http::logs::{LogSource, MemoryLogs};
 pub use http::patch::PatchType;
 pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
 pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
-pub use registry::{Event, EventType, ListPage, Part, Preconditions, Store, StoreOptions};
+pub use registry::{
+    DeletePolicy, Event, EventType, FOREGROUND, ListPage, ORPHAN, Part, Preconditions, Propagation, Store, StoreOptions,
+};
 pub use status::ApiError;
 
 /// Errors starting or restarting the server, or building clients.

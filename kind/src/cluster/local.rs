@@ -334,7 +334,12 @@ impl LocalCluster {
                 let ns = pod.metadata.namespace.unwrap_or_default();
                 let name = pod.metadata.name.unwrap_or_default();
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-                let _ = runtime.block_on(api.delete(&name, &DeleteParams::default()));
+                // Grace 0: teardown kills at once (no SIGTERM wait).
+                let now = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                };
+                let _ = runtime.block_on(api.delete(&name, &now));
             }
         }
         // Let the kubelets tear their sandboxes down (CNI DEL).

@@ -10,11 +10,14 @@
 //! - [`replicaset`]: `replicas` pods of a template, adoption, status.
 //! - [`deployment`]: a ReplicaSet per template, rolling or recreating
 //!   updates, revisions, status and conditions.
+//! - [`gc`]: the garbage collector: dependents follow their owners, the
+//!   foreground and orphan propagation policies.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
 pub mod daemonset;
 pub mod deployment;
+pub mod gc;
 pub mod namespaces;
 pub mod owned;
 pub mod replicaset;
@@ -51,6 +54,7 @@ impl ControllerManager {
             let mut set = JoinSet::new();
             set.spawn(namespaces::run(client.clone(), opts.root_ca_pem));
             set.spawn(daemonset::run(client.clone()));
+            set.spawn(gc::run(client.clone()));
             set.spawn(replicaset::run(client.clone()));
             set.spawn(deployment::run(client.clone()));
             if !opts.nodes.is_empty() {

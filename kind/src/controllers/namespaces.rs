@@ -3,6 +3,8 @@
 //! gets its `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap; a
 //! terminating one is emptied (every namespaced resource the server's
 //! discovery lists as deletable) and then finalized, which removes it.
+//! What takes time to go (pods terminating within their grace period,
+//! objects waiting for finalizers) is looked at again until it is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +39,10 @@ pub enum NamespaceError {
         #[source]
         source: kube::Error,
     },
-    #[error("namespace {namespace} still has {resource} after deleting them")]
-    NotEmpty { namespace: String, resource: String },
 }
+
+/// How often a namespace whose content is still going away is looked at.
+const RECHECK: Duration = Duration::from_millis(500);
 
 struct Ctx {
     client: kube::Client,
@@ -64,7 +67,10 @@ fn retry(ns: Arc<Namespace>, e: &NamespaceError, _ctx: Arc<Ctx>) -> Action {
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, NamespaceError> {
     let name = ns.name_any();
     if ns.meta().deletion_timestamp.is_some() {
-        empty(&ctx.client, &name).await?;
+        if let Some(left) = empty(&ctx.client, &name).await? {
+            tracing::debug!(namespace = %name, "waiting for its {left} to go");
+            return Ok(Action::requeue(RECHECK));
+        }
         finalize(&ctx.client, &ns).await?;
     } else {
         populate(&ctx, &name).await?;
@@ -115,8 +121,9 @@ async fn populate(ctx: &Ctx, ns: &str) -> Result<(), NamespaceError> {
     Ok(())
 }
 
-/// Deletes everything in `ns`; fails when something is left.
-async fn empty(client: &kube::Client, ns: &str) -> Result<(), NamespaceError> {
+/// Deletes everything in `ns`; the first resource with objects still
+/// there (terminating), if any.
+async fn empty(client: &kube::Client, ns: &str) -> Result<Option<String>, NamespaceError> {
     let api_err = |action| {
         move |source| NamespaceError::Api {
             action,
@@ -131,6 +138,7 @@ async fn empty(client: &kube::Client, ns: &str) -> Result<(), NamespaceError> {
             namespace: ns.to_string(),
             source,
         })?;
+    let mut waiting = None;
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
             if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::DELETE_COLLECTION) {
@@ -144,15 +152,12 @@ async fn empty(client: &kube::Client, ns: &str) -> Result<(), NamespaceError> {
                 .list_metadata(&ListParams::default().limit(1))
                 .await
                 .map_err(api_err("listing what is left"))?;
-            if !left.items.is_empty() {
-                return Err(NamespaceError::NotEmpty {
-                    namespace: ns.to_string(),
-                    resource: ar.plural.clone(),
-                });
+            if !left.items.is_empty() && waiting.is_none() {
+                waiting = Some(ar.plural.clone());
             }
         }
     }
-    Ok(())
+    Ok(waiting)
 }
 
 /// Drops [`FINALIZER`] through `namespaces/<name>/finalize`; the server

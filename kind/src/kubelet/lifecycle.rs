@@ -489,6 +489,11 @@ impl PodLifecycle {
         }
     }
 
+    /// Whether a sandbox ADD was asked for and has not answered yet.
+    pub fn sandbox_in_flight(&self) -> bool {
+        matches!(self.sandbox, Sandbox::Pending { .. }) && self.sandbox_retry_at.is_none()
+    }
+
     /// The earliest time a [`Input::Tick`] has work to do.
     pub fn next_wakeup(&self) -> Option<SystemTime> {
         let restarts = self.containers.iter().filter_map(|c| c.restart_at);

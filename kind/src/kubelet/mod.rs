@@ -31,7 +31,15 @@ pub use logs::PodLogs;
 use worker::Msg;
 pub use worker::NodeContext;
 
-/// Watches the pods bound to `ctx.node` and keeps one worker per pod.
+/// The grace period of a pod marked for deletion (`None`: not marked).
+fn grace_period(pod: &Pod) -> Option<std::time::Duration> {
+    pod.metadata.deletion_timestamp.as_ref()?;
+    let secs = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+    Some(std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+}
+
+/// Watches the pods bound to `ctx.node` and keeps one worker per pod; a pod
+/// marked for deletion is stopped gracefully by its worker.
 pub fn start(ctx: Arc<NodeContext>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let api: Api<Pod> = Api::all(ctx.client.clone());
@@ -44,7 +52,11 @@ pub fn start(ctx: Arc<NodeContext>) -> JoinHandle<()> {
                 Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::InitApply(pod)) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     listed.push(uid.clone());
-                    workers.entry(uid).or_insert_with(|| worker::spawn(ctx.clone(), pod));
+                    let grace = grace_period(&pod);
+                    let tx = workers.entry(uid).or_insert_with(|| worker::spawn(ctx.clone(), pod));
+                    if let Some(grace) = grace {
+                        let _ = tx.send(Msg::Terminate { grace });
+                    }
                 }
                 Ok(watcher::Event::Delete(pod)) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();

@@ -1,6 +1,9 @@
 //! One task per pod on a node: it owns the pod's [`PodLifecycle`], performs
 //! its actions (sandbox via the node's CNI chain, containers as processes in
 //! the pod netns, teardown) and reports status and events through the API.
+//! A pod marked for deletion is stopped gracefully by [`terminate`].
+
+mod terminate;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -118,6 +121,10 @@ pub enum Msg {
     Lifecycle(Input),
     /// A probe ran (see [`probes::prober`]).
     Probe(Report),
+    /// The pod is marked for deletion with this grace period.
+    Terminate {
+        grace: Duration,
+    },
 }
 
 /// Starts the worker of a pod just bound to this node.
@@ -187,16 +194,20 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         if worker.status_unsent {
             wake = Some(wake.map_or(STATUS_RETRY, |w| w.min(STATUS_RETRY)));
         }
-        let input = tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Lifecycle(e)) => e,
-                Some(Msg::Probe(report)) => match worker.probed(report).await {
-                    Some(e) => e,
-                    None => continue,
-                },
-                None => Input::Delete,
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {
+                Some(Msg::Lifecycle(Input::Tick))
+            }
+        };
+        let input = match msg {
+            Some(Msg::Lifecycle(e)) => e,
+            Some(Msg::Probe(report)) => match worker.probed(report).await {
+                Some(e) => e,
+                None => continue,
             },
-            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => Input::Tick,
+            Some(Msg::Terminate { grace }) => return worker.terminate(&lifecycle, &mut rx, grace).await,
+            None => Input::Delete,
         };
         let deleting = input == Input::Delete;
         if let Input::SandboxReady { pod_ips } = &input {

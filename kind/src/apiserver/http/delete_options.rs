@@ -1,13 +1,13 @@
 //! `DeleteOptions`, the body of a DELETE (JSON or protobuf) and the
 //! `deleteOptions` of a policy/v1 `Eviction`.
 //!
-//! Preconditions and dryRun are applied by the store; the grace period and
-//! propagation policy are validated and reported back to the caller, but
-//! every delete is immediate and dependents are not collected yet.
+//! The store applies all of them: preconditions, dryRun, and as a
+//! [`DeletePolicy`] the grace period and the propagation policy (the
+//! legacy `orphanDependents` is the `Orphan` or `Background` policy).
 
 use serde_json::Value;
 
-use crate::apiserver::registry::Preconditions;
+use crate::apiserver::registry::{DeletePolicy, Preconditions, Propagation};
 use crate::apiserver::status::ApiError;
 
 /// The options of one delete.
@@ -63,7 +63,7 @@ impl DeleteOptions {
                 ))
             })?),
         };
-        let propagation_policy = string("/propagationPolicy")?;
+        let mut propagation_policy = string("/propagationPolicy")?;
         if let Some(p) = &propagation_policy
             && !POLICIES.contains(&p.as_str())
         {
@@ -77,6 +77,9 @@ impl DeleteOptions {
                 "propagationPolicy",
                 "orphanDependents and deletionPropagation cannot be both set".into(),
             ));
+        }
+        if let Some(orphan) = o.get("orphanDependents").and_then(Value::as_bool) {
+            propagation_policy = Some(if orphan { "Orphan" } else { "Background" }.into());
         }
         let dry_run = match o.get("dryRun") {
             None | Some(Value::Null) => false,
@@ -103,6 +106,39 @@ impl DeleteOptions {
             grace_period_seconds,
             propagation_policy,
         })
+    }
+
+    /// Fills what the body left unset from the query (`?gracePeriodSeconds=`,
+    /// `?propagationPolicy=`, `?orphanDependents=`), as kube-apiserver
+    /// accepts them there too.
+    pub fn with_query(mut self, get: impl Fn(&str) -> Option<String>) -> Result<DeleteOptions, ApiError> {
+        if self.grace_period_seconds.is_none()
+            && let Some(g) = get("gracePeriodSeconds").filter(|g| !g.is_empty())
+        {
+            let g = g
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: expected an integer, got {g:?}")))?;
+            self.grace_period_seconds = Some(g);
+        }
+        if self.propagation_policy.is_none() {
+            let mut query = serde_json::Map::new();
+            if let Some(p) = get("propagationPolicy").filter(|p| !p.is_empty()) {
+                query.insert("propagationPolicy".into(), Value::String(p));
+            }
+            if let Some(o) = get("orphanDependents").filter(|o| !o.is_empty()) {
+                query.insert("orphanDependents".into(), Value::Bool(o == "true"));
+            }
+            self.propagation_policy = DeleteOptions::from_json(&Value::Object(query))?.propagation_policy;
+        }
+        Ok(self)
+    }
+
+    /// The grace period and propagation policy, for the store.
+    pub fn policy(&self) -> DeletePolicy {
+        DeletePolicy {
+            grace_period_seconds: self.grace_period_seconds,
+            propagation: self.propagation_policy.as_deref().and_then(Propagation::parse),
+        }
     }
 }
 
@@ -137,6 +173,35 @@ mod tests {
             DeleteOptions::default()
         );
         assert!(!DeleteOptions::from_json(&json!({"dryRun": []})).unwrap().dry_run);
+        let orphan = DeleteOptions::from_json(&json!({"orphanDependents": true})).unwrap();
+        assert_eq!(orphan.policy().propagation, Some(Propagation::Orphan));
+    }
+
+    #[test]
+    fn the_query_fills_what_the_body_leaves_unset() {
+        let query = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let o = DeleteOptions::default()
+            .with_query(query(&[
+                ("gracePeriodSeconds", "5"),
+                ("propagationPolicy", "Foreground"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            o.policy(),
+            DeletePolicy {
+                grace_period_seconds: Some(5),
+                propagation: Some(Propagation::Foreground)
+            }
+        );
+        let body = DeleteOptions::from_json(&json!({"gracePeriodSeconds": 1})).unwrap();
+        let o = body.with_query(query(&[("gracePeriodSeconds", "9")])).unwrap();
+        assert_eq!(o.grace_period_seconds, Some(1), "the body wins");
+        let bad = DeleteOptions::default().with_query(query(&[("gracePeriodSeconds", "soon")]));
+        assert!(bad.unwrap_err().message.contains("soon"));
+        let bad = DeleteOptions::default().with_query(query(&[("propagationPolicy", "Up")]));
+        assert_eq!(bad.unwrap_err().code, 422);
     }
 
     #[test]

@@ -378,7 +378,7 @@ impl Ctx<'_> {
             ("update", None | Some("status" | "finalize")) => self.update(body).await,
             ("patch", None | Some("status")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
-            ("deletecollection", None) => self.delete_collection(),
+            ("deletecollection", None) => self.delete_collection(body).await,
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({verb} {}{})",
                 self.info().plural,
@@ -558,28 +558,36 @@ impl Ctx<'_> {
         Ok(with_warnings(self.ok_object(StatusCode::OK, &patched), &warnings))
     }
 
-    /// The `DeleteOptions` body of a DELETE (none, JSON or protobuf).
+    /// The `DeleteOptions` of a DELETE: its body (none, JSON or protobuf),
+    /// then the query for what the body leaves unset.
     async fn delete_options(&self, body: Body) -> Result<DeleteOptions, ApiError> {
         let bytes = self.body(body).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(DeleteOptions::default());
-        }
-        let ct = header_str(self.headers, header::CONTENT_TYPE);
-        let opts = if ct.contains("protobuf") {
-            protobuf_body(&bytes)?
+        let opts = if bytes.iter().all(u8::is_ascii_whitespace) {
+            DeleteOptions::default()
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            let ct = header_str(self.headers, header::CONTENT_TYPE);
+            let opts = if ct.contains("protobuf") {
+                protobuf_body(&bytes)?
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
+            DeleteOptions::from_json(&opts)?
         };
-        DeleteOptions::from_json(&opts)
+        opts.with_query(|k| self.query.get(k).map(str::to_string))
     }
 
     async fn delete(&self, body: Body) -> Result<Response, ApiError> {
         let opts = self.delete_options(body).await?;
         let dry_run = opts.dry_run || self.dry_run();
-        let deleted = self
-            .app
-            .store
-            .delete(self.rp.res, self.ns(), self.name(), &opts.preconditions, dry_run)?;
+        let deleted = self.app.store.delete_with(
+            self.rp.res,
+            self.ns(),
+            self.name(),
+            &opts.preconditions,
+            &opts.policy(),
+            dry_run,
+        )?;
         Ok(self.ok_object(StatusCode::OK, &deleted))
     }
 
@@ -602,20 +610,24 @@ impl Ctx<'_> {
         }
         let opts = DeleteOptions::from_json(eviction.get("deleteOptions").unwrap_or(&Value::Null))?;
         let dry_run = opts.dry_run || self.dry_run();
+        let (pre, policy) = (&opts.preconditions, &opts.policy());
         self.app
             .store
-            .delete(ids::PODS, self.ns(), self.name(), &opts.preconditions, dry_run)?;
+            .delete_with(ids::PODS, self.ns(), self.name(), pre, policy, dry_run)?;
         let mut status = success_status(Value::Null);
         status["code"] = json!(201);
         Ok(value_response(StatusCode::CREATED, &status))
     }
 
-    fn delete_collection(&self) -> Result<Response, ApiError> {
+    async fn delete_collection(&self, body: Body) -> Result<Response, ApiError> {
+        let opts = self.delete_options(body).await?;
         let sel = self.selectors()?;
-        let items =
-            self.app
-                .store
-                .delete_collection(self.rp.res, self.rp.namespace.as_deref(), &sel, self.dry_run())?;
+        let dry_run = opts.dry_run || self.dry_run();
+        let ns = self.rp.namespace.as_deref();
+        let items = self
+            .app
+            .store
+            .delete_collection(self.rp.res, ns, &sel, &opts.policy(), dry_run)?;
         let page = registry::ListPage {
             items,
             resource_version: self.app.store.resource_version(),

@@ -26,7 +26,8 @@ use self::meta::meta_str;
 pub use self::meta::{name_of, namespace_of, resource_version_of};
 use self::resources::{ResourceId, ResourceInfo, ids as rid};
 use self::selectors::Selectors;
-use self::strategy::{Deletion, namespace, prepare_create, priorityclass};
+pub use self::strategy::deletion::{DeletePolicy, FOREGROUND, ORPHAN, Propagation};
+use self::strategy::{Deletion, deletion, namespace, prepare_create, priorityclass};
 pub use self::strategy::{Part, validate_name};
 use crate::apiserver::ids;
 use crate::apiserver::status::ApiError;
@@ -372,7 +373,7 @@ impl Store {
         if new == *old || dry_run {
             return Ok(if dry_run { Arc::new(new) } else { old });
         }
-        let finalized = strategy::of(info).finalized(&new);
+        let finalized = deletion::finalized(info, &new);
         let updated = self.commit(&mut st, res, k.clone(), EventType::Modified, new, Some(old));
         if finalized {
             return self
@@ -382,15 +383,29 @@ impl Store {
         Ok(updated)
     }
 
-    /// Deletes an object, checking preconditions; an object with finalizers
-    /// (a namespace) is only marked for deletion. Returns the deleted (or
-    /// marked) object.
+    /// Deletes an object with the default policy (see [`Store::delete_with`]).
     pub fn delete(
         &self,
         res: ResourceId,
         ns: &str,
         name: &str,
         pre: &Preconditions,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.delete_with(res, ns, name, pre, &DeletePolicy::default(), dry_run)
+    }
+
+    /// Deletes an object, checking preconditions. A pod still running on a
+    /// node, or an object with finalizers (or, by `policy`, given the
+    /// garbage collector's), is only marked for deletion (see
+    /// [`strategy::deletion`]). Returns the deleted (or marked) object.
+    pub fn delete_with(
+        &self,
+        res: ResourceId,
+        ns: &str,
+        name: &str,
+        pre: &Preconditions,
+        policy: &DeletePolicy,
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
         let info = resources::info(res);
@@ -423,9 +438,12 @@ impl Store {
                 ),
             ));
         }
-        let deletion = strategy::of(info).delete(&old)?;
+        let deletion = deletion::plan(info, &old, policy, k8s_openapi::jiff::Timestamp::now())?;
         if dry_run {
-            return Ok(old);
+            return Ok(match deletion {
+                Deletion::Now => old,
+                Deletion::Pending(marked) => Arc::new(marked),
+            });
         }
         match deletion {
             Deletion::Now => self
@@ -436,12 +454,14 @@ impl Store {
         }
     }
 
-    /// Deletes every object matching the selectors; returns them.
+    /// Deletes every object matching the selectors with `policy`; returns
+    /// them (deleted or marked).
     pub fn delete_collection(
         &self,
         res: ResourceId,
         ns: Option<&str>,
         sel: &Selectors,
+        policy: &DeletePolicy,
         dry_run: bool,
     ) -> Result<Vec<Arc<Value>>, ApiError> {
         let page = self.list(res, ns, sel, None, None)?;
@@ -450,7 +470,8 @@ impl Store {
         }
         let mut out = Vec::new();
         for obj in page.items {
-            match self.delete(res, namespace_of(&obj), name_of(&obj), &Preconditions::default(), false) {
+            let pre = Preconditions::default();
+            match self.delete_with(res, namespace_of(&obj), name_of(&obj), &pre, policy, false) {
                 Ok(o) => out.push(o),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -776,7 +797,8 @@ mod tests {
         let s = store(100);
         s.create(rid::NAMESPACES, "", json!({"metadata": {"name": "t"}}), false)
             .unwrap();
-        let p = s.create(rid::PODS, "t", pod("a", "n"), false).unwrap();
+        // Unbound: nothing to wait for, so a delete removes it.
+        let p = s.create(rid::PODS, "t", pod("a", ""), false).unwrap();
         let bad_uid = Preconditions {
             uid: Some("x".into()),
             ..Default::default()
@@ -824,6 +846,182 @@ mod tests {
         let gone = s.update(rid::NAMESPACES, "", "t", fin, Part::Finalize, false).unwrap();
         assert_eq!(gone["spec"]["finalizers"], json!([]));
         assert_eq!(s.get(rid::NAMESPACES, "", "t").unwrap_err().code, 404);
+    }
+
+    fn grace(o: &Value) -> Option<i64> {
+        o["metadata"]["deletionGracePeriodSeconds"].as_i64()
+    }
+
+    fn deletion_ts(o: &Value) -> k8s_openapi::jiff::Timestamp {
+        o["metadata"]["deletionTimestamp"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn with_grace(g: i64) -> DeletePolicy {
+        DeletePolicy {
+            grace_period_seconds: Some(g),
+            propagation: None,
+        }
+    }
+
+    #[test]
+    fn a_bound_pod_is_deleted_gracefully_until_its_kubelet_deletes_it_with_grace_0() {
+        let s = store(100);
+        let none = Preconditions::default();
+        let p = s.create(rid::PODS, "default", pod("a", "n1"), false).unwrap();
+        let before = k8s_openapi::jiff::Timestamp::now();
+        let marked = s.delete(rid::PODS, "default", "a", &none, false).unwrap();
+        assert_eq!(
+            grace(&marked),
+            Some(30),
+            "the spec's default terminationGracePeriodSeconds"
+        );
+        let secs = deletion_ts(&marked).duration_since(before).as_secs();
+        assert!((29..=31).contains(&secs), "deletionTimestamp is now + 30 s: {secs}");
+        assert!(s.get(rid::PODS, "default", "a").is_ok(), "it stays for the kubelet");
+        // A longer grace period changes nothing; a shorter one moves the deadline.
+        let same = s
+            .delete_with(rid::PODS, "default", "a", &none, &with_grace(60), false)
+            .unwrap();
+        assert_eq!(resource_version_of(&same), resource_version_of(&marked));
+        let shorter = s
+            .delete_with(rid::PODS, "default", "a", &none, &with_grace(10), false)
+            .unwrap();
+        assert_eq!(grace(&shorter), Some(10));
+        assert_eq!(deletion_ts(&marked).duration_since(deletion_ts(&shorter)).as_secs(), 20);
+        // An update keeps the deletion mark.
+        let mut cleared = (*shorter).clone();
+        cleared["metadata"]["deletionTimestamp"] = Value::Null;
+        cleared["metadata"]["deletionGracePeriodSeconds"] = Value::Null;
+        let kept = s.update(rid::PODS, "default", "a", cleared, Part::Main, false).unwrap();
+        assert_eq!(grace(&kept), Some(10));
+        // The kubelet's final delete: grace 0 and the uid precondition.
+        let wrong = Preconditions {
+            uid: Some("other".into()),
+            ..Default::default()
+        };
+        let e = s.delete_with(rid::PODS, "default", "a", &wrong, &with_grace(0), false);
+        assert_eq!(e.unwrap_err().code, 409);
+        let mine = Preconditions {
+            uid: p["metadata"]["uid"].as_str().map(str::to_string),
+            ..Default::default()
+        };
+        s.delete_with(rid::PODS, "default", "a", &mine, &with_grace(0), false)
+            .unwrap();
+        assert_eq!(s.get(rid::PODS, "default", "a").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn grace_periods_come_from_the_request_the_spec_or_nothing_to_wait_for() {
+        let s = store(100);
+        let none = Preconditions::default();
+        let mut custom = pod("c", "n1");
+        custom["spec"]["terminationGracePeriodSeconds"] = json!(7);
+        s.create(rid::PODS, "default", custom, false).unwrap();
+        let marked = s.delete(rid::PODS, "default", "c", &none, false).unwrap();
+        assert_eq!(grace(&marked), Some(7));
+        s.create(rid::PODS, "default", pod("r", "n1"), false).unwrap();
+        let marked = s
+            .delete_with(rid::PODS, "default", "r", &none, &with_grace(3), false)
+            .unwrap();
+        assert_eq!(grace(&marked), Some(3));
+        // No kubelet runs an unbound pod: it goes at once.
+        s.create(rid::PODS, "default", pod("u", ""), false).unwrap();
+        s.delete(rid::PODS, "default", "u", &none, false).unwrap();
+        assert_eq!(s.get(rid::PODS, "default", "u").unwrap_err().code, 404);
+        // Grace 0 (`--force --grace-period=0`) removes a bound pod now.
+        s.create(rid::PODS, "default", pod("f", "n1"), false).unwrap();
+        s.delete_with(rid::PODS, "default", "f", &none, &with_grace(0), false)
+            .unwrap();
+        assert_eq!(s.get(rid::PODS, "default", "f").unwrap_err().code, 404);
+        // A dry run reports the mark without making it.
+        s.create(rid::PODS, "default", pod("d", "n1"), false).unwrap();
+        let dry = s.delete(rid::PODS, "default", "d", &none, true).unwrap();
+        assert_eq!(grace(&dry), Some(30));
+        assert!(!meta::is_terminating(&s.get(rid::PODS, "default", "d").unwrap()));
+    }
+
+    #[test]
+    fn finalizers_keep_an_object_until_an_update_removes_the_last() {
+        let s = store(100);
+        let none = Preconditions::default();
+        let cm = json!({"metadata": {"name": "held", "finalizers": ["example.com/a", "example.com/b"]}});
+        s.create(cm_id(), "default", cm, false).unwrap();
+        let marked = s.delete(cm_id(), "default", "held", &none, false).unwrap();
+        assert!(meta::is_terminating(&marked));
+        assert_eq!(grace(&marked), Some(0));
+        // Deleting again changes nothing.
+        let again = s.delete(cm_id(), "default", "held", &none, false).unwrap();
+        assert_eq!(resource_version_of(&again), resource_version_of(&marked));
+        // No finalizer may be added once deleting.
+        let mut more = (*marked).clone();
+        more["metadata"]["finalizers"] = json!(["example.com/a", "example.com/b", "example.com/c"]);
+        let e = s
+            .update(cm_id(), "default", "held", more, Part::Main, false)
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("no new finalizers"), "{}", e.message);
+        let mut one = (*marked).clone();
+        one["metadata"]["finalizers"] = json!(["example.com/b"]);
+        let one = s.update(cm_id(), "default", "held", one, Part::Main, false).unwrap();
+        assert!(s.get(cm_id(), "default", "held").is_ok());
+        let mut zero = (*one).clone();
+        zero["metadata"]["finalizers"] = json!([]);
+        s.update(cm_id(), "default", "held", zero, Part::Main, false).unwrap();
+        assert_eq!(s.get(cm_id(), "default", "held").unwrap_err().code, 404);
+
+        // A terminating pod with a finalizer waits for both: its kubelet's
+        // delete, then the finalizer.
+        let mut p = pod("p", "n1");
+        p["metadata"]["finalizers"] = json!(["example.com/a"]);
+        s.create(rid::PODS, "default", p, false).unwrap();
+        s.delete(rid::PODS, "default", "p", &none, false).unwrap();
+        let last = s
+            .delete_with(rid::PODS, "default", "p", &none, &with_grace(0), false)
+            .unwrap();
+        assert_eq!(grace(&last), Some(0));
+        let mut done = (*last).clone();
+        done["metadata"]["finalizers"] = json!([]);
+        s.update(rid::PODS, "default", "p", done, Part::Main, false).unwrap();
+        assert_eq!(s.get(rid::PODS, "default", "p").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn propagation_policies_become_the_garbage_collectors_finalizers() {
+        let s = store(100);
+        let none = Preconditions::default();
+        let by = |p: Propagation| DeletePolicy {
+            grace_period_seconds: None,
+            propagation: Some(p),
+        };
+        let fins = |o: &Value| o["metadata"]["finalizers"].clone();
+        for name in ["fg", "or", "bg"] {
+            s.create(cm_id(), "default", json!({"metadata": {"name": name}}), false)
+                .unwrap();
+        }
+        let fg = s
+            .delete_with(cm_id(), "default", "fg", &none, &by(Propagation::Foreground), false)
+            .unwrap();
+        assert_eq!(fins(&fg), json!([FOREGROUND]));
+        assert!(meta::is_terminating(&fg));
+        let or = s
+            .delete_with(cm_id(), "default", "or", &none, &by(Propagation::Orphan), false)
+            .unwrap();
+        assert_eq!(fins(&or), json!([ORPHAN]));
+        // Background: nothing to wait for, gone now.
+        s.delete_with(cm_id(), "default", "bg", &none, &by(Propagation::Background), false)
+            .unwrap();
+        assert_eq!(s.get(cm_id(), "default", "bg").unwrap_err().code, 404);
+        // Another policy on a second delete swaps the finalizer.
+        let swapped = s
+            .delete_with(cm_id(), "default", "or", &none, &by(Propagation::Foreground), false)
+            .unwrap();
+        assert_eq!(fins(&swapped), json!([FOREGROUND]));
+        // A graceful pod keeps its grace period beside the finalizer.
+        s.create(rid::PODS, "default", pod("p", "n1"), false).unwrap();
+        let p = s
+            .delete_with(rid::PODS, "default", "p", &none, &by(Propagation::Foreground), false)
+            .unwrap();
+        assert_eq!((fins(&p), grace(&p)), (json!([FOREGROUND]), Some(30)));
     }
 
     #[test]

@@ -7,11 +7,9 @@
 //! DaemonSet's pods from the API server (always current, so no expectations
 //! are needed to avoid creating a pod twice) and applies [`plan::plan`].
 //!
-//! This API server has no garbage collector, so a deleted DaemonSet's pods
-//! are deleted here: a deletion triggers a pass for a DaemonSet that is no
-//! longer there, and [`orphans`] then deletes the pods whose controller
-//! reference names it (this also catches pods left while the controller did
-//! not run: their watch events trigger the same pass).
+//! A deleted DaemonSet's pods (and those of an earlier DaemonSet of the same
+//! name) are the garbage collector's ([`crate::controllers::gc`]): they name
+//! their DaemonSet by uid in their controller reference.
 //!
 //! Each template gets a ControllerRevision ([`revisions`]) whose hash the
 //! pods carry as `controller-revision-hash`.
@@ -32,7 +30,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -58,28 +56,14 @@ pub(crate) async fn run(client: kube::Client) {
     let controller = Controller::new(dss.clone(), watcher::Config::default());
     let store = controller.store();
     let ctx = Arc::new(Ctx { client: client.clone() });
-    let cleanup = ctx.clone();
     controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
         // Every DaemonSet looks again when a node comes, goes or changes.
         .watches(Api::<Node>::all(client), watcher::Config::default(), move |_| {
             store.state().into_iter().map(|ds| ObjectRef::from_obj(&*ds))
         })
-        // Deletions too (the controller's own watch only passes on live
-        // objects): they come back as `ObjectNotFound`.
-        .watches(dss, watcher::Config::default(), |ds| Some(ObjectRef::from_obj(&ds)))
         .run(reconcile, retry, ctx)
-        .for_each(|res| {
-            let ctx = cleanup.clone();
-            async move {
-                if let Err(controller::Error::ObjectNotFound(gone)) = res
-                    && let Some(ns) = gone.namespace.as_deref()
-                    && let Err(e) = orphans(&ctx.client, ns, &gone.name).await
-                {
-                    tracing::warn!("daemonset controller: {e}");
-                }
-            }
-        })
+        .for_each(|_| async {})
         .await;
 }
 
@@ -124,17 +108,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
         .await
         .map_err(failed(&ds, "listing pods"))?
         .items;
-    let mut mine = Vec::new();
-    for p in all {
-        match pod::controller_of(&p) {
-            Some((name, owner)) if name == ds.name_any() && owner == uid => mine.push(p),
-            // A pod of an earlier DaemonSet of this name.
-            Some((name, _)) if name == ds.name_any() => delete_pod(&pods_api, &p.name_any())
-                .await
-                .map_err(failed(&ds, "deleting a pod of an earlier daemonset"))?,
-            _ => {}
-        }
-    }
+    let mine: Vec<Pod> = all
+        .into_iter()
+        .filter(|p| pod::controller_of(p).is_some_and(|(name, owner)| name == ds.name_any() && owner == uid))
+        .collect();
     let plan = plan::plan(&ds, &nodes, &mine, Timestamp::now());
     for name in &plan.delete {
         delete_pod(&pods_api, name)
@@ -167,39 +144,4 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
             .map_err(failed(&ds, "writing the status"))?;
     }
     Ok(plan.recheck.map_or_else(Action::await_change, Action::requeue))
-}
-
-/// Deletes the pods in `ns` whose controller is a DaemonSet `name` that no
-/// longer exists (or exists with another uid).
-async fn orphans(client: &kube::Client, ns: &str, name: &str) -> Result<(), DaemonSetError> {
-    let err = |action| {
-        move |source| DaemonSetError {
-            action,
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            source,
-        }
-    };
-    let live = Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(err("looking the daemonset up"))?
-        .and_then(|ds| ds.uid());
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    for p in pods
-        .list(&ListParams::default())
-        .await
-        .map_err(err("listing pods"))?
-        .items
-    {
-        if let Some((owner, uid)) = pod::controller_of(&p)
-            && owner == name
-            && live.as_deref() != Some(uid)
-        {
-            delete_pod(&pods, &p.name_any())
-                .await
-                .map_err(err("deleting the pods of a deleted daemonset"))?;
-        }
-    }
-    Ok(())
 }

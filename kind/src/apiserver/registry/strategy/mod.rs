@@ -5,6 +5,7 @@
 //! what a status write may change, what a delete does).
 
 pub(crate) mod daemonset;
+pub(crate) mod deletion;
 pub(crate) mod deployment;
 pub(crate) mod namespace;
 pub(crate) mod pod;
@@ -58,15 +59,25 @@ pub(crate) trait Strategy: Sync {
         &[]
     }
 
-    /// What deleting `obj` does.
-    fn delete(&self, _obj: &Value) -> Result<Deletion, ApiError> {
-        Ok(Deletion::Now)
+    /// Refuses deletes the kind never allows.
+    fn check_delete(&self, _obj: &Value) -> Result<(), ApiError> {
+        Ok(())
     }
 
-    /// Whether an object marked for deletion may go now (after an update).
-    fn finalized(&self, _obj: &Value) -> bool {
+    /// The grace period of a delete that asked for `requested`, for kinds
+    /// deleted gracefully; `None` for the others (see [`deletion`]).
+    fn grace_period(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
+
+    /// Whether something of the kind's own (not `metadata.finalizers`)
+    /// keeps the object while it is being deleted.
+    fn holds(&self, _obj: &Value) -> bool {
         false
     }
+
+    /// What else marks an object of the kind as being deleted.
+    fn mark_deleting(&self, _obj: &mut Value) {}
 }
 
 struct Plain;
@@ -277,6 +288,7 @@ pub(crate) fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, p
         }
         Part::Finalize => namespace::finalize(old, &new),
         Part::Main => {
+            deletion::check_finalizers(info, old, &new)?;
             if info.has_status_subresource() {
                 set_or_remove(&mut new, "status", old.get("status").cloned());
             }

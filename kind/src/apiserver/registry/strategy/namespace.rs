@@ -6,9 +6,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Deletion, Strategy};
-use crate::apiserver::ids;
-use crate::apiserver::registry::meta::{is_terminating, meta_mut, name_of};
+use super::Strategy;
+use crate::apiserver::registry::meta::{is_terminating, name_of};
 use crate::apiserver::status::ApiError;
 
 /// The finalizer the namespace controller clears once the namespace is empty.
@@ -33,7 +32,7 @@ impl Strategy for NamespaceStrategy {
         }
     }
 
-    fn delete(&self, ns: &Value) -> Result<Deletion, ApiError> {
+    fn check_delete(&self, ns: &Value) -> Result<(), ApiError> {
         let name = name_of(ns);
         if matches!(name, "default" | "kube-system" | "kube-public") {
             return Err(ApiError::forbidden(
@@ -43,19 +42,16 @@ impl Strategy for NamespaceStrategy {
                 name,
             ));
         }
-        if finalizers(ns).is_empty() {
-            return Ok(Deletion::Now);
-        }
-        let mut marked = ns.clone();
-        if !is_terminating(&marked) {
-            meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(ids::now_rfc3339()));
-        }
-        marked["status"]["phase"] = json!("Terminating");
-        Ok(Deletion::Pending(marked))
+        Ok(())
     }
 
-    fn finalized(&self, ns: &Value) -> bool {
-        is_terminating(ns) && finalizers(ns).is_empty()
+    /// `spec.finalizers` (the namespace controller's) keep it too.
+    fn holds(&self, ns: &Value) -> bool {
+        !finalizers(ns).is_empty()
+    }
+
+    fn mark_deleting(&self, ns: &mut Value) {
+        ns["status"]["phase"] = json!("Terminating");
     }
 }
 
@@ -86,6 +82,14 @@ pub(crate) fn admit(ns: &str, stored: Option<&Value>, group: &str, plural: &str,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apiserver::registry::resources::{self, ids};
+    use crate::apiserver::registry::strategy::Deletion;
+    use crate::apiserver::registry::strategy::deletion::{DeletePolicy, finalized, plan};
+
+    fn delete(ns: &Value) -> Result<Deletion, ApiError> {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        plan(resources::info(ids::NAMESPACES), ns, &DeletePolicy::default(), now)
+    }
 
     fn ns(name: &str) -> Value {
         let mut n = json!({"metadata": {"name": name}});
@@ -97,12 +101,12 @@ mod tests {
     fn delete_marks_terminating_until_finalized() {
         let n = ns("team");
         assert_eq!(n["spec"]["finalizers"], json!(["kubernetes"]));
-        let Deletion::Pending(marked) = NamespaceStrategy.delete(&n).unwrap() else {
+        let Deletion::Pending(marked) = delete(&n).unwrap() else {
             panic!("a namespace with finalizers is not removed at once");
         };
         assert_eq!(marked["status"]["phase"], "Terminating");
         assert!(is_terminating(&marked));
-        assert!(!NamespaceStrategy.finalized(&marked));
+        assert!(!finalized(resources::info(ids::NAMESPACES), &marked));
         let done = finalize(
             &marked,
             &json!({"spec": {"finalizers": []}, "status": {"phase": "Active"}}),
@@ -111,16 +115,16 @@ mod tests {
             done["status"]["phase"], "Terminating",
             "finalize changes only the finalizers"
         );
-        assert!(NamespaceStrategy.finalized(&done));
-        assert!(matches!(NamespaceStrategy.delete(&done).unwrap(), Deletion::Now));
-        assert_eq!(NamespaceStrategy.delete(&ns("kube-system")).unwrap_err().code, 403);
+        assert!(finalized(resources::info(ids::NAMESPACES), &done));
+        assert!(matches!(delete(&done).unwrap(), Deletion::Now));
+        assert_eq!(delete(&ns("kube-system")).unwrap_err().code, 403);
     }
 
     #[test]
     fn admission_of_new_content() {
         assert_eq!(admit("x", None, "", "pods", "p").unwrap_err().code, 404);
         assert!(admit("x", Some(&ns("x")), "", "pods", "p").is_ok());
-        let Ok(Deletion::Pending(marked)) = NamespaceStrategy.delete(&ns("x")) else {
+        let Ok(Deletion::Pending(marked)) = delete(&ns("x")) else {
             panic!("expected a pending deletion");
         };
         let e = admit("x", Some(&marked), "", "pods", "p").unwrap_err();

@@ -30,6 +30,22 @@ impl Strategy for PodStrategy {
     fn status_metadata(&self) -> &'static [&'static str] {
         &["labels", "annotations"]
     }
+
+    /// Pods are deleted gracefully: the requested period, else the spec's
+    /// `terminationGracePeriodSeconds`, else 30 s; a pod no kubelet runs
+    /// (unbound, or finished) has nothing to wait for; a negative period is 1 s.
+    fn grace_period(&self, pod: &Value, requested: Option<i64>) -> Option<i64> {
+        let spec = |p: &str| pod.pointer(p).and_then(Value::as_i64);
+        let mut period = requested
+            .or_else(|| spec("/spec/terminationGracePeriodSeconds"))
+            .unwrap_or(30);
+        let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        if node.is_empty() || matches!(phase, "Succeeded" | "Failed") {
+            period = 0;
+        }
+        Some(if period < 0 { 1 } else { period })
+    }
 }
 
 /// The containers of a pod spec (or a template's, at `path`): at least one,
@@ -201,6 +217,21 @@ mod tests {
         let done = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 0}}}]}});
         assert!(container_terminated(&done, "a"));
         assert!(!container_terminated(&done, "b"));
+    }
+
+    #[test]
+    fn grace_periods() {
+        let pod = |spec: Value, phase: &str| json!({"spec": spec, "status": {"phase": phase}});
+        let bound = pod(json!({"nodeName": "n"}), "Running");
+        assert_eq!(PodStrategy.grace_period(&bound, None), Some(30));
+        assert_eq!(PodStrategy.grace_period(&bound, Some(5)), Some(5));
+        assert_eq!(PodStrategy.grace_period(&bound, Some(-3)), Some(1));
+        let custom = pod(json!({"nodeName": "n", "terminationGracePeriodSeconds": 7}), "Running");
+        assert_eq!(PodStrategy.grace_period(&custom, None), Some(7));
+        assert_eq!(PodStrategy.grace_period(&custom, Some(0)), Some(0));
+        assert_eq!(PodStrategy.grace_period(&pod(json!({}), "Pending"), Some(5)), Some(0));
+        let done = pod(json!({"nodeName": "n"}), "Succeeded");
+        assert_eq!(PodStrategy.grace_period(&done, None), Some(0));
     }
 
     #[test]

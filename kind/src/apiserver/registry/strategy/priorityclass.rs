@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Deletion, Strategy};
+use super::Strategy;
 use crate::apiserver::registry::meta::name_of;
 use crate::apiserver::status::ApiError;
 
@@ -85,7 +85,7 @@ impl Strategy for PriorityClassStrategy {
         Ok(())
     }
 
-    fn delete(&self, obj: &Value) -> Result<Deletion, ApiError> {
+    fn check_delete(&self, obj: &Value) -> Result<(), ApiError> {
         let name = name_of(obj);
         if SYSTEM.iter().any(|(n, _, _)| *n == name) {
             return Err(ApiError::forbidden(
@@ -97,7 +97,7 @@ impl Strategy for PriorityClassStrategy {
                 name,
             ));
         }
-        Ok(Deletion::Now)
+        Ok(())
     }
 }
 
@@ -250,12 +250,13 @@ mod tests {
         assert!(check("system-node-critical", json!({"value": 2_000_001_000})).is_ok());
         assert!(check("gold", json!({"value": 1, "preemptionPolicy": "Sometimes"})).is_err());
         let e = PriorityClassStrategy
-            .delete(&json!({"metadata": {"name": "system-node-critical"}}))
+            .check_delete(&json!({"metadata": {"name": "system-node-critical"}}))
             .unwrap_err();
         assert_eq!(e.code, 403);
-        assert!(matches!(
-            PriorityClassStrategy.delete(&json!({"metadata": {"name": "gold"}})),
-            Ok(Deletion::Now)
-        ));
+        assert!(
+            PriorityClassStrategy
+                .check_delete(&json!({"metadata": {"name": "gold"}}))
+                .is_ok()
+        );
     }
 }
