@@ -24,7 +24,8 @@
 //!   approximated by a strategic merge), delete (uid/resourceVersion
 //!   preconditions), deletecollection; label and field selectors; Table and
 //!   PartialObjectMetadata responses; `pods/log` (with follow) from a
-//!   [`LogSource`]; `pods/binding`; `fieldValidation` on writes (unknown
+//!   [`LogSource`]; `pods/exec`, `pods/attach` and `pods/portforward` over
+//!   WebSocket (and SPDY for port-forward) from [`PodStreams`]; `pods/binding`; `fieldValidation` on writes (unknown
 //!   fields refused under `Strict`, a `Warning` header under `Warn`, the
 //!   default), with the `/openapi/v3` documents that make kubectl use it.
 //! - Faults ([`Faults`]): latency, injected errors, dropped watches; and
@@ -75,6 +76,9 @@ pub use auth::rbac::{Policy, UserInfo};
 pub use http::faults::{FaultMatch, Faults, Predicate, RequestFacts};
 pub use http::logs::{LogSource, MemoryLogs};
 pub use http::patch::PatchType;
+pub use http::stream::{
+    BoxFuture, BoxRead, BoxWrite, PodStreams, Session, StreamError, StreamOptions, StreamTarget, TerminalSize,
+};
 pub use registry::resources::{self, RESOURCES, ResourceId, ResourceInfo};
 pub use registry::selectors::{FieldSelector, LabelSelector, Selectors};
 pub use registry::{
@@ -219,6 +223,7 @@ impl ApiServer {
             policy: Arc::default(),
             faults: Faults::default(),
             logs: Arc::new(RwLock::new(None)),
+            streams: Arc::new(RwLock::new(None)),
             bookmark_interval: opts.bookmark_interval,
             log_poll_interval: opts.log_poll_interval,
             server_address: server_address.into(),
@@ -370,6 +375,14 @@ impl ApiServer {
             .logs
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(src);
+    }
+
+    /// The kubelet side of `pods/log`, `pods/exec`, `pods/attach` and
+    /// `pods/portforward` (it replaces the log source).
+    pub fn set_pod_streams(&self, src: Arc<dyn PodStreams>) {
+        let app = &self.inner.app;
+        *app.logs.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(src.clone());
+        *app.streams.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(src);
     }
 
     /// In-process access to the objects (the same state clients see).

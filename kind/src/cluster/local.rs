@@ -28,7 +28,7 @@ use super::{ClusterError, ClusterSpec, IpFamily};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
 use crate::controllers::{ControllerManager, ControllerOptions};
-use crate::kubelet::{self, NodeContext, PodLogs};
+use crate::kubelet::{self, NodeContext, PodLogs, Running, Streaming};
 use crate::node::cgroup::ClusterCgroup;
 use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec};
 
@@ -196,7 +196,8 @@ impl LocalCluster {
             .map_err(ClusterError::create("kubeconfig"))?;
 
         let logs = PodLogs::default();
-        api.set_log_source(Arc::new(logs.clone()));
+        let running = Running::default();
+        api.set_pod_streams(Arc::new(Streaming::new(logs.clone(), running.clone())));
         let processes = Arc::new(Mutex::new(HashSet::new()));
         let nodes_api: Api<K8sNode> = Api::all(client.clone());
         let mut tasks = Vec::new();
@@ -230,6 +231,7 @@ impl LocalCluster {
                 node: node.name().to_string(),
                 images: spec.images.clone(),
                 logs: logs.clone(),
+                running: running.clone(),
                 client: client.clone(),
                 backoff: spec.backoff,
                 log_dir: root.join("logs"),

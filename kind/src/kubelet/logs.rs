@@ -27,6 +27,12 @@ impl PodLogs {
         }
     }
 
+    /// The log file of a container's current instance.
+    pub fn current_file(&self, ns: &str, pod: &str, container: &str) -> Option<PathBuf> {
+        let files = self.files.lock().ok()?;
+        files.get(&(ns.into(), pod.into(), container.into()))?.last().cloned()
+    }
+
     /// Forgets a deleted pod's logs.
     pub fn forget(&self, ns: &str, pod: &str) {
         if let Ok(mut files) = self.files.lock() {

@@ -2,17 +2,20 @@
 //! per-pod state machine (events in, actions and a Kubernetes `PodStatus`
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
 //! chain and processes; [`container`] gives each container its environment,
-//! volumes, filesystem (a mount namespace) and capabilities; [`probes`] runs
-//! the containers' startup, liveness and readiness probes; [`events`] writes
-//! Events, counting repeats. The scheduler is a controller
+//! volumes, filesystem (a mount namespace) and capabilities; [`streaming`]
+//! serves logs, exec, attach and port-forward to the API server; [`probes`]
+//! runs the containers' startup, liveness and readiness probes; [`events`]
+//! writes Events, counting repeats. The scheduler is a controller
 //! ([`crate::controllers::scheduler`]).
 
 pub mod container;
 pub mod events;
+mod exec;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
 pub mod probes;
+pub mod streaming;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -28,6 +31,7 @@ use tokio::task::JoinHandle;
 pub use images::{Exec, ImageTable};
 pub use lifecycle::Backoff;
 pub use logs::PodLogs;
+pub use streaming::{Running, Streaming};
 use worker::Msg;
 pub use worker::NodeContext;
 

@@ -43,6 +43,8 @@ pub struct NodeContext {
     pub node: String,
     pub images: ImageTable,
     pub logs: PodLogs,
+    /// Main process of each running container, for exec/attach/port-forward.
+    pub running: super::streaming::Running,
     pub client: kube::Client,
     pub backoff: Backoff,
     /// Container log files go under here.
@@ -328,9 +330,11 @@ impl Worker {
                 if let Ok(mut all) = self.ctx.processes.lock() {
                     all.insert(pid);
                 }
+                self.ctx.running.started(&self.ns, &self.name, name, pid);
                 send(&self.tx, Input::Started { container: name.into() });
                 self.start_probes(&container, pid);
                 let (tx, name, all) = (self.tx.clone(), name.to_string(), self.ctx.processes.clone());
+                let (running, ns, pod) = (self.ctx.running.clone(), self.ns.clone(), self.name.clone());
                 std::thread::spawn(move || {
                     let exit_code = match child.wait() {
                         Ok(status) => status.code().unwrap_or_else(|| {
@@ -341,6 +345,7 @@ impl Worker {
                     if let Ok(mut all) = all.lock() {
                         all.remove(&pid);
                     }
+                    running.exited(&ns, &pod, &name, pid);
                     send(
                         &tx,
                         Input::Exited {
@@ -503,6 +508,7 @@ impl Worker {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }
         self.processes.clear();
+        self.ctx.running.forget(&self.ns, &self.name);
         let (ctx, id, pod) = (self.ctx.clone(), self.sandbox_id.clone(), self.pod_ref());
         let _ = tokio::task::spawn_blocking(move || sandbox_del(&ctx, &id, &pod)).await;
         if let Some(fs) = self.fs.clone() {

@@ -193,13 +193,24 @@ async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, router: R
     builder.timer(TokioTimer::new());
     let result = match tls {
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls_stream) => builder.serve_connection(TokioIo::new(tls_stream), service).await,
+            // Upgrades: exec, attach and port-forward streams.
+            Ok(tls_stream) => {
+                builder
+                    .serve_connection(TokioIo::new(tls_stream), service)
+                    .with_upgrades()
+                    .await
+            }
             Err(e) => {
                 tracing::debug!("apiserver TLS handshake: {e}");
                 return;
             }
         },
-        None => builder.serve_connection(TokioIo::new(stream), service).await,
+        None => {
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+        }
     };
     if let Err(e) = result {
         tracing::debug!("apiserver connection: {e}");

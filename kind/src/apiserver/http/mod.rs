@@ -11,6 +11,7 @@ pub(crate) mod patch;
 pub(crate) mod protobuf;
 pub(crate) mod render;
 pub(crate) mod routes;
+pub(crate) mod stream;
 pub(crate) mod table;
 pub(crate) mod tls;
 pub(crate) mod token_request;
@@ -54,6 +55,8 @@ pub(crate) struct App {
     pub policy: Arc<PolicyCache>,
     pub faults: Faults,
     pub logs: Arc<RwLock<Option<Arc<dyn LogSource>>>>,
+    /// The kubelet side of exec, attach and port-forward.
+    pub streams: Arc<RwLock<Option<Arc<dyn stream::PodStreams>>>>,
     pub bookmark_interval: Duration,
     pub log_poll_interval: Duration,
     /// `host:port` reported in `/api`.
@@ -117,6 +120,11 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 
 /// The Kubernetes verb of a resource request.
 fn resource_verb(method: &Method, rp: &ResourcePath, q: &Query) -> Result<&'static str, ApiError> {
+    // Streaming subresources are authorized as `create` whatever the method
+    // (WebSocket upgrades are GETs).
+    if rp.res == ids::PODS && stream::is_streaming(rp.subresource.as_deref()) {
+        return Ok("create");
+    }
     Ok(match *method {
         Method::GET | Method::HEAD => {
             if rp.legacy_watch || q.flag("watch")? {
@@ -146,7 +154,7 @@ fn resource_verb(method: &Method, rp: &ResourcePath, q: &Query) -> Result<&'stat
 }
 
 async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
     let route = routes::parse_path(parts.uri.path());
     let method_lc = parts.method.as_str().to_ascii_lowercase();
@@ -242,6 +250,9 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             .map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(not_found),
         Route::Unknown => Err(not_found()),
+        Route::Resource(rp) if rp.res == ids::PODS && stream::is_streaming(rp.subresource.as_deref()) => {
+            stream::handle(app, &rp, &query, &mut parts).await
+        }
         Route::Resource(rp) => {
             let ctx = Ctx {
                 app,

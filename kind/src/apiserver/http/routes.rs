@@ -177,10 +177,11 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| ApiError::bad_request("query is not UTF-8"))
 }
 
-/// Query parameters (the last occurrence of a name wins).
+/// Query parameters (the last occurrence of a name wins, except for
+/// [`Query::all`], e.g. exec's repeated `command=`).
 #[derive(Debug, Clone, Default)]
 pub struct Query {
-    map: HashMap<String, String>,
+    map: HashMap<String, Vec<String>>,
 }
 
 impl Query {
@@ -188,13 +189,20 @@ impl Query {
         let mut map = HashMap::new();
         for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            map.insert(percent_decode(k)?, percent_decode(v)?);
+            map.entry(percent_decode(k)?)
+                .or_insert_with(Vec::new)
+                .push(percent_decode(v)?);
         }
         Ok(Query { map })
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.map.get(k).map(String::as_str)
+        self.map.get(k).and_then(|v| v.last()).map(String::as_str)
+    }
+
+    /// Every value of a repeated parameter, in order.
+    pub fn all(&self, k: &str) -> &[String] {
+        self.map.get(k).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// A boolean parameter (`true`/`1`; absent = false).
@@ -288,6 +296,10 @@ mod tests {
         let p = rp("/api/v1/watch/namespaces/default/pods/p");
         assert!(p.legacy_watch);
         assert_eq!(p.name.as_deref(), Some("p"));
+        for sub in ["exec", "attach", "portforward"] {
+            let p = rp(&format!("/api/v1/namespaces/default/pods/p1/{sub}"));
+            assert_eq!(p.subresource.as_deref(), Some(sub));
+        }
         let p = rp("/apis/apps/v1/namespaces/a/daemonsets");
         assert_eq!(p.namespace.as_deref(), Some("a"));
     }
@@ -297,7 +309,7 @@ mod tests {
         for bad in [
             "/api/v1/foos",
             "/api/v1/pods/p1",
-            "/api/v1/namespaces/default/pods/p1/exec",
+            "/api/v1/namespaces/default/pods/p1/shell",
             "/api/v1/namespaces/default/pods/p1/status/more",
             "/api/v1/nodes/n1/log",
             "/apis/apps/v1/pods",
@@ -318,5 +330,9 @@ mod tests {
         assert!(Query::parse(Some("a=%zz")).is_err());
         assert!(Query::parse(Some("a=%")).is_err());
         assert!(Query::parse(None).unwrap().get("a").is_none());
+        let q = Query::parse(Some("command=sh&command=-c&command=exit+3&container=c")).unwrap();
+        assert_eq!(q.all("command"), ["sh", "-c", "exit 3"]);
+        assert_eq!(q.get("command"), Some("exit 3"));
+        assert!(q.all("missing").is_empty());
     }
 }

@@ -77,6 +77,7 @@ pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
         "status" => &["get", "patch", "update"],
         "log" => &["get"],
         "binding" | "eviction" | "token" => &["create"],
+        "exec" | "attach" | "portforward" => &["create", "get"],
         "finalize" => &["update"],
         "scale" => &["get", "patch", "update"],
         _ => &[],
@@ -90,6 +91,9 @@ pub fn subresource_kind(res: &ResourceInfo, sub: &str) -> &'static str {
         "eviction" => "Eviction",
         "token" => "TokenRequest",
         "log" => "Pod",
+        "exec" => "PodExecOptions",
+        "attach" => "PodAttachOptions",
+        "portforward" => "PodPortForwardOptions",
         "scale" => "Scale",
         _ => res.kind,
     }
@@ -142,7 +146,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status", "log", "binding", "eviction"],
+        subresources: &["status", "log", "binding", "eviction", "exec", "attach", "portforward"],
         ..res("", "v1", "pods", "pod", "Pod", true)
     },
     ResourceInfo {

@@ -1,0 +1,401 @@
+//! Runs a command inside a running container, as `kubectl exec` does: the
+//! namespaces of the container's main process (`/proc/<pid>/ns/{ipc,uts,
+//! net,mnt}`, joined only where they differ from ours, so containers with
+//! their own mount namespace work as well as those without), its root and
+//! working directory, its cgroup, its user and group, and the environment
+//! it was started with; with a pseudo-terminal when a tty is asked for.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::apiserver::{Session, StreamError, StreamOptions, TerminalSize};
+
+/// `/proc/<pid>/environ` and `status` are read up to this size.
+const PROC_LIMIT: u64 = 1 << 20;
+
+/// The namespaces an exec joins, with their `setns` flags.
+const NAMESPACES: [(&str, libc::c_int); 4] = [
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+fn proc_path(pid: i32, rest: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{rest}"))
+}
+
+fn read_proc(pid: i32, rest: &str) -> Result<Vec<u8>, StreamError> {
+    let path = proc_path(pid, rest);
+    let mut out = Vec::new();
+    File::open(&path)
+        .and_then(|f| f.take(PROC_LIMIT).read_to_end(&mut out))
+        .map_err(StreamError::io(format!("reading {}", path.display())))?;
+    Ok(out)
+}
+
+/// `NAME=value` entries of a NUL-separated environment block.
+pub fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
+    raw.split(|b| *b == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (k, v) = entry.split_once('=')?;
+            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The effective uid and gid in a `/proc/<pid>/status` text.
+pub fn parse_ids(status: &str) -> Option<(u32, u32)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    Some((field("Uid:")?, field("Gid:")?))
+}
+
+/// The cgroup v2 path in a `/proc/<pid>/cgroup` text.
+pub fn parse_cgroup(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The container's namespaces that differ from this process's.
+fn foreign_namespaces(pid: i32) -> Result<Vec<(OwnedFd, libc::c_int)>, StreamError> {
+    let mut out = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = proc_path(pid, &format!("ns/{name}"));
+        let meta = std::fs::metadata(&theirs).map_err(StreamError::io(format!("reading {}", theirs.display())))?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
+        if ours.is_some_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino()) {
+            continue;
+        }
+        let file = File::open(&theirs).map_err(StreamError::io(format!("opening {}", theirs.display())))?;
+        out.push((OwnedFd::from(file), flag));
+    }
+    Ok(out)
+}
+
+fn open_dir(pid: i32, which: &str) -> Result<OwnedFd, StreamError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = proc_path(pid, which);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&path)
+        .map(OwnedFd::from)
+        .map_err(StreamError::io(format!("opening {}", path.display())))
+}
+
+fn cloexec(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What the child does between fork and exec, prepared before the fork.
+struct Enter {
+    cgroup_procs: Option<CString>,
+    namespaces: Vec<(RawFd, libc::c_int)>,
+    root: RawFd,
+    cwd: RawFd,
+    tty: bool,
+    ids: Option<(u32, u32)>,
+}
+
+impl Enter {
+    /// Runs in the forked child: only system calls on memory prepared
+    /// before the fork (async-signal-safe).
+    fn run(&self) -> io::Result<()> {
+        let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+        // SAFETY: plain system calls on descriptors and strings that the
+        // parent keeps alive until the child has exec'd.
+        unsafe {
+            // The container's cgroup first, while /sys/fs/cgroup is ours.
+            if let Some(procs) = &self.cgroup_procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+            for (fd, flag) in &self.namespaces {
+                check(libc::setns(*fd, *flag))?;
+            }
+            check(libc::fchdir(self.root))?;
+            check(libc::chroot(c".".as_ptr()))?;
+            if libc::fchdir(self.cwd) < 0 {
+                check(libc::chdir(c"/".as_ptr()))?;
+            }
+            if self.tty {
+                check(libc::setsid())?;
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            if let Some((uid, gid)) = self.ids {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a pty master; the EIO that follows the last slave's close is EOF.
+struct PtyReader(tokio::fs::File);
+
+impl AsyncRead for PtyReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc::EIO) => Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+}
+
+fn set_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.height,
+        ws_col: size.width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts `options.command` in the container whose main process is `pid`.
+pub fn spawn(pid: i32, options: &StreamOptions) -> Result<Session, StreamError> {
+    let Some((program, args)) = options.command.split_first() else {
+        return Err(StreamError::Invalid("no command to run".into()));
+    };
+    let env = parse_environ(&read_proc(pid, "environ")?);
+    let status = String::from_utf8_lossy(&read_proc(pid, "status")?).into_owned();
+    let ids = parse_ids(&status).filter(|ids| *ids != (0, 0));
+    let cgroup_procs = std::fs::read_to_string(proc_path(pid, "cgroup"))
+        .ok()
+        .and_then(|t| parse_cgroup(&t).map(|p| format!("/sys/fs/cgroup{}/cgroup.procs", p.trim_end_matches('/'))))
+        .and_then(|p| CString::new(p).ok());
+    let namespaces = foreign_namespaces(pid)?;
+    let root = open_dir(pid, "root")?;
+    let cwd = open_dir(pid, "cwd")?;
+
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.kill_on_drop(true);
+    let mut master = None;
+    if options.tty {
+        if !env.iter().any(|(k, _)| k == "TERM") {
+            cmd.env("TERM", "xterm");
+        }
+        let pty = nix::pty::openpty(None, None).map_err(|e| StreamError::Io {
+            what: "allocating a pseudo-terminal".into(),
+            source: e.into(),
+        })?;
+        for fd in [&pty.master, &pty.slave] {
+            cloexec(fd).map_err(StreamError::io("preparing the pseudo-terminal"))?;
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(StreamError::io("duplicating the pseudo-terminal"))
+        };
+        cmd.stdin(Stdio::from(dup(&pty.slave)?))
+            .stdout(Stdio::from(dup(&pty.slave)?))
+            .stderr(Stdio::from(pty.slave));
+        master = Some(pty.master);
+    } else {
+        let pipe = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
+        cmd.stdin(pipe(options.stdin))
+            .stdout(pipe(options.stdout))
+            .stderr(pipe(options.stderr));
+    }
+    let enter = Enter {
+        cgroup_procs,
+        namespaces: namespaces.iter().map(|(fd, flag)| (fd.as_raw_fd(), *flag)).collect(),
+        root: root.as_raw_fd(),
+        cwd: cwd.as_raw_fd(),
+        tty: options.tty,
+        ids,
+    };
+    // SAFETY: `Enter::run` only makes system calls (see there).
+    unsafe {
+        cmd.pre_exec(move || enter.run());
+    }
+    let spawned = cmd.spawn();
+    drop(cmd); // the parent's copies of the pty slave
+    drop((namespaces, root, cwd));
+    let mut child = spawned.map_err(StreamError::io(format!("starting {program:?} in the container")))?;
+
+    let mut session = Session {
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        resize: None,
+        exit: Box::pin(async { Ok(0) }),
+    };
+    if let Some(master) = master {
+        let master = Arc::new(master);
+        let file = |fd: &OwnedFd| -> Result<tokio::fs::File, StreamError> {
+            let fd = fd
+                .try_clone()
+                .map_err(StreamError::io("duplicating the pseudo-terminal"))?;
+            Ok(tokio::fs::File::from_std(File::from(fd)))
+        };
+        if options.stdin {
+            session.stdin = Some(Box::pin(file(&master)?));
+        }
+        if options.stdout {
+            session.stdout = Some(Box::pin(PtyReader(file(&master)?)));
+        }
+        let resize_fd = master.clone();
+        session.resize = Some(Box::new(move |size| set_size(&resize_fd, size)));
+    } else {
+        session.stdin = child.stdin.take().map(|w| Box::pin(w) as _);
+        session.stdout = child.stdout.take().map(|r| Box::pin(r) as _);
+        session.stderr = child.stderr.take().map(|r| Box::pin(r) as _);
+    }
+    session.exit = Box::pin(async move {
+        let status = child.wait().await.map_err(StreamError::io("waiting for the command"))?;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)))
+    });
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_files() {
+        assert_eq!(
+            parse_environ(b"PATH=/bin\0EMPTY=\0A=b=c\0junk\0=x\0"),
+            vec![
+                ("PATH".to_string(), "/bin".to_string()),
+                ("EMPTY".into(), String::new()),
+                ("A".into(), "b=c".into())
+            ]
+        );
+        let status = "Name:\tsleep\nUid:\t1000\t1001\t1001\t1001\nGid:\t20\t21\t21\t21\n";
+        assert_eq!(parse_ids(status), Some((1001, 21)));
+        assert_eq!(parse_ids("Name: x\n"), None);
+        assert_eq!(parse_cgroup("0::/kubepods/pod1\n"), Some("/kubepods/pod1"));
+        assert_eq!(parse_cgroup("1:name=systemd:/\n"), None);
+    }
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A container with its own mount namespace: exec sees its mounts, which
+    /// this process does not.
+    #[test]
+    fn exec_sees_the_containers_mounts() {
+        let test = "exec_sees_the_containers_mounts";
+        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("unshare")]) {
+            return;
+        }
+        let dir = testkit::Scratch::new(test);
+        let script = format!(
+            "mount -t tmpfs exec-test {d} && echo inside > {d}/marker && touch {d}/../ready && exec sleep 30",
+            d = dir.join("mnt").display()
+        );
+        std::fs::create_dir(dir.join("mnt")).unwrap();
+        let mut container = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .expect("unshare");
+        let ready = dir.join("ready");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ready.exists(), "the container did not start");
+        let marker = dir.join("mnt/marker");
+        assert!(!marker.exists(), "the tmpfs leaked into this mount namespace");
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = StreamOptions {
+            command: vec!["cat".into(), marker.display().to_string()],
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let (out, code) = runtime.block_on(async {
+            let mut session = spawn(container.id() as i32, &options).expect("exec");
+            let mut out = String::new();
+            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            (out, session.exit.await.unwrap())
+        });
+        let _ = container.kill();
+        let _ = container.wait();
+        assert_eq!((out.as_str(), code), ("inside\n", 0));
+    }
+
+    /// The container's user: exec runs as the uid/gid its main process has.
+    #[test]
+    fn exec_runs_as_the_containers_user() {
+        let test = "exec_runs_as_the_containers_user";
+        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
+            return;
+        }
+        let mut container = Command::new("setpriv")
+            .args(["--reuid=4321", "--regid=4322", "--clear-groups", "sleep", "30"])
+            .spawn()
+            .expect("setpriv");
+        let pid = container.id() as i32;
+        // Wait until setpriv has become the sleeping user.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if parse_ids(&status) == Some((4321, 4322)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = StreamOptions {
+            command: vec!["id".into()],
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let out = runtime.block_on(async {
+            let mut session = spawn(pid, &options).expect("exec");
+            let mut out = String::new();
+            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            out
+        });
+        let _ = container.kill();
+        let _ = container.wait();
+        assert!(out.starts_with("uid=4321 gid=4322 "), "{out}");
+    }
+}
