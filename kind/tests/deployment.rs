@@ -392,20 +392,21 @@ fn priority_classes_leases_and_daemonset_history() {
         other => panic!("{other}"),
     }
 
-    // A Lease round-trips and its changes are watched.
+    // A Lease round-trips and its changes are watched (not a node's: the
+    // kubelets keep `node-<i>` renewed).
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "node-0"},
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "round-trip"},
         "spec": {"holderIdentity": "node-0", "leaseDurationSeconds": 40}}))
     .unwrap();
     cluster.block_on(leases.create(&PostParams::default(), &lease)).unwrap();
-    let renewed = await_condition(leases.clone(), "node-0", |l: Option<&Lease>| {
+    let renewed = await_condition(leases.clone(), "round-trip", |l: Option<&Lease>| {
         l.and_then(|l| l.spec.as_ref())
             .and_then(|s| s.renew_time.as_ref())
             .is_some()
     });
     let renew = json!({"spec": {"renewTime": "2025-01-01T00:00:00.000000Z"}});
     cluster
-        .block_on(leases.patch("node-0", &PatchParams::default(), &Patch::Merge(renew)))
+        .block_on(leases.patch("round-trip", &PatchParams::default(), &Patch::Merge(renew)))
         .unwrap();
     let got = cluster
         .block_on(async { tokio::time::timeout(WAIT, renewed).await })

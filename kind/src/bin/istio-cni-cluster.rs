@@ -2,16 +2,18 @@
 //!
 //! `up` starts one in the foreground, prints its kubeconfig and tears it
 //! all down on Ctrl-C or SIGTERM; `down` stops one started elsewhere (for
-//! example in the background with `&`).
+//! example in the background with `&`); `node add|remove|list` change and
+//! show its nodes through the control socket `up` listens on.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use istio_cni_kind::cluster::control::{self, Answer, Request};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::ImageTable;
-use istio_cni_kind::node::Layout;
+use istio_cni_kind::node::{Layout, NodeTaint};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -45,12 +47,66 @@ enum Command {
         /// CNI directory layout of the nodes: default, gke, k3s, k3d, microk8s, minikube, openshift.
         #[arg(long, default_value = "default")]
         layout: Layout,
+        /// Taints every node registers with, as kubelet's flag: key=value:Effect,key:Effect.
+        #[arg(long, value_name = "TAINTS", value_parser = parse_taints)]
+        register_with_taints: Option<Taints>,
+        /// Run image REF from EXECUTABLE (its entrypoint); repeatable; before the built-in images.
+        #[arg(long = "image", value_name = "REF=EXECUTABLE")]
+        images: Vec<String>,
     },
     /// Stop a cluster started by `up`.
     Down {
         #[arg(long, default_value = "istio-cni")]
         name: String,
     },
+    /// Add, remove or list the nodes of a cluster started by `up`.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+        /// The cluster (`up --name`).
+        #[arg(long, global = true, default_value = "istio-cni")]
+        cluster: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Add a node; it is Ready when this returns.
+    Add {
+        /// Its name (default: the next free node-N).
+        name: Option<String>,
+        /// Taints it registers with: key=value:Effect,key:Effect.
+        #[arg(long, value_name = "TAINTS", value_parser = parse_taints)]
+        register_with_taints: Option<Taints>,
+        /// Labels it registers with: key=value,key=value.
+        #[arg(long, value_name = "LABELS", value_parser = parse_labels)]
+        node_labels: Option<std::collections::BTreeMap<String, String>>,
+    },
+    /// Remove a node: its pods are deleted, then the node.
+    Remove { name: String },
+    /// List the nodes.
+    List,
+}
+
+/// A `--register-with-taints` list (one value, so clap keeps it whole).
+#[derive(Clone)]
+struct Taints(Vec<NodeTaint>);
+
+fn parse_taints(list: &str) -> Result<Taints, String> {
+    NodeTaint::parse_list(list).map(Taints).map_err(|e| e.to_string())
+}
+
+fn parse_labels(list: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("label {l:?}: expected key=value"))
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -72,15 +128,20 @@ fn state_dir(name: &str) -> PathBuf {
     base.join("istio-cni-cluster").join(name)
 }
 
-/// The workspace binaries next to this one serve as images.
-fn images() -> ImageTable {
+/// The workspace binaries next to this one serve as images: the agent's
+/// (ours and Istio's `install-cni`), Istio's `proxyv2` and sample app,
+/// mesh-probe and istio-cni; then the `--image` entries, which come first.
+fn images(entries: &[String]) -> Result<ImageTable, String> {
     let dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
         .unwrap_or_default();
-    ImageTable::new()
-        .add("mesh-probe", dir.join("mesh-probe"), &[])
-        .add("istio-cni", dir.join("istio-cni"), &[])
+    let table = ImageTable::istio(dir.join("istio-cni"), dir.join("mesh-probe"))
+        .with_agent(dir.join("istio-cni-agent"))
+        .add("istio-cni", dir.join("istio-cni"), &[]);
+    entries
+        .iter()
+        .try_fold(table, |table, entry| table.add_entry(entry).map_err(|e| e.to_string()))
 }
 
 fn main() {
@@ -95,13 +156,38 @@ fn main() {
             cni,
             single_conf,
             layout,
-        } => up(&name, nodes, cni, single_conf, layout),
+            register_with_taints,
+            images,
+        } => match self::images(&images) {
+            Ok(table) => up(
+                &name,
+                nodes,
+                cni,
+                single_conf,
+                layout,
+                register_with_taints.map(|t| t.0).unwrap_or_default(),
+                table,
+            ),
+            Err(e) => {
+                eprintln!("istio-cni-cluster: {e}");
+                2
+            }
+        },
         Command::Down { name } => down(&name),
+        Command::Node { command, cluster } => node(&cluster, command),
     };
     std::process::exit(code);
 }
 
-fn up(name: &str, nodes: u32, cni: Cni, single_conf: bool, layout: Layout) -> i32 {
+fn up(
+    name: &str,
+    nodes: u32,
+    cni: Cni,
+    single_conf: bool,
+    layout: Layout,
+    node_taints: Vec<NodeTaint>,
+    images: ImageTable,
+) -> i32 {
     let dir = state_dir(name);
     if let Ok(pid) = std::fs::read_to_string(dir.join("pid"))
         && let Ok(pid) = pid.trim().parse::<i32>()
@@ -124,7 +210,8 @@ fn up(name: &str, nodes: u32, cni: Cni, single_conf: bool, layout: Layout) -> i3
         profile,
         single_conf,
         layout,
-        images: images(),
+        images,
+        node_taints,
         ..ClusterSpec::default()
     };
     let cluster = match Cluster::create(spec) {
@@ -160,13 +247,30 @@ fn up(name: &str, nodes: u32, cni: Cni, single_conf: bool, layout: Layout) -> i3
     );
     println!("kubeconfig: {}", kubeconfig.display());
     println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("`istio-cni-cluster node add|remove|list --cluster {name}` changes its nodes.");
     println!("Ctrl-C (or `istio-cni-cluster down --name {name}`) tears it down.");
-    cluster.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    let socket = dir.join("control.sock");
+    let listener = match control::listen(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("istio-cni-cluster: listening on {}: {e}", socket.display());
+            return 1;
         }
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let serving = scope.spawn(|| control::serve(&listener, &cluster, &stop));
+        cluster.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        });
+        // Wake the accept loop so it sees the stop (a command in flight finishes first).
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&socket);
+        let _ = serving.join();
     });
     println!("tearing down cluster {name:?}");
     let code = match cluster.delete() {
@@ -186,6 +290,64 @@ fn alive(pid: Pid) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
     kill(pid, None).is_ok() && !matches!(state, Some("Z") | Some("X") | None)
+}
+
+/// `node add|remove|list`: asks the running cluster, prints its nodes.
+fn node(cluster: &str, command: NodeCommand) -> i32 {
+    let request = match command {
+        NodeCommand::Add {
+            name,
+            register_with_taints,
+            node_labels,
+        } => Request::Add {
+            name,
+            taints: register_with_taints
+                .map(|t| t.0)
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            labels: node_labels.unwrap_or_default(),
+        },
+        NodeCommand::Remove { name } => Request::Remove { name },
+        NodeCommand::List => Request::List,
+    };
+    let socket = state_dir(cluster).join("control.sock");
+    if !socket.exists() {
+        eprintln!(
+            "istio-cni-cluster: no cluster named {cluster:?} is running (no {}); start one with `istio-cni-cluster up --name {cluster}`",
+            socket.display()
+        );
+        return 1;
+    }
+    match control::call(&socket, &request) {
+        Ok(Answer::Nodes(rows)) => {
+            println!(
+                "{:<16} {:<28} {:<15} {:<18} TAINTS",
+                "NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"
+            );
+            for r in rows {
+                let taints = if r.taints.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    r.taints.join(",")
+                };
+                println!(
+                    "{:<16} {:<28} {:<15} {:<18} {taints}",
+                    r.name, r.status, r.internal_ip, r.pod_cidr
+                );
+            }
+            0
+        }
+        Ok(Answer::Error(e)) => {
+            eprintln!("istio-cni-cluster: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("istio-cni-cluster: {e}");
+            1
+        }
+    }
 }
 
 fn down(name: &str) -> i32 {

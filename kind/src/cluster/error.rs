@@ -82,6 +82,17 @@ pub enum ClusterError {
     /// No node of that name.
     #[error("no node {0:?} in this cluster")]
     NoSuchNode(String),
+    /// A node could not join or leave.
+    #[error("node {node}: {action}: {source}")]
+    Node {
+        /// The node.
+        node: String,
+        /// What was being done (`joining the cluster network`, ...).
+        action: &'static str,
+        /// Why it failed.
+        #[source]
+        source: BoxError,
+    },
     /// An empty argv was given.
     #[error("empty command line")]
     EmptyCommand,

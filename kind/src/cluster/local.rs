@@ -7,44 +7,52 @@
 //! listens on host loopback (for tests and kubectl) and on the bridge
 //! gateway inside the harness namespace (for processes on the nodes).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use super::error::{BoxError, CommandFailed, Leftover, Leftovers};
+use super::membership::{NodeTasks, NodeTemplate};
 use super::provider::Provider;
-use super::{ClusterError, ClusterSpec, IpFamily};
+use super::{ClusterError, ClusterSpec};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
+use crate::controllers::node_lifecycle::NodeMonitor;
 use crate::controllers::{ControllerManager, ControllerOptions};
-use crate::kubelet::{self, NodeContext, PodLogs, Running, Streaming};
+use crate::kubelet::{self, PodLogs, Running, Streaming};
 use crate::node::cgroup::ClusterCgroup;
-use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec};
+use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec, Nodes};
 
 /// A running embedded cluster (the `local` backend), reached through
 /// [`Cluster::local`](super::Cluster::local).
 pub struct LocalCluster {
-    runtime: Option<Runtime>,
+    pub(super) runtime: Option<Runtime>,
     api: Option<ApiServer>,
-    network: Option<Arc<ClusterNetwork>>,
-    harness: Netns,
+    pub(super) network: Option<Arc<ClusterNetwork>>,
+    pub(super) harness: Netns,
     root: PathBuf,
     kubeconfig: PathBuf,
-    client: kube::Client,
-    logs: PodLogs,
+    pub(super) client: kube::Client,
+    pub(super) logs: PodLogs,
+    /// Each running container's main process, for exec and port-forward.
+    pub(super) running: Running,
+    /// The controllers.
     tasks: Vec<JoinHandle<()>>,
-    processes: Arc<Mutex<HashSet<i32>>>,
+    /// Each node's kubelet and heartbeat, by node name.
+    pub(super) node_tasks: Arc<Mutex<HashMap<String, NodeTasks>>>,
+    /// What every node (also one joining later) is made of.
+    pub(super) template: NodeTemplate,
+    pub(super) processes: Arc<Mutex<HashSet<i32>>>,
     gateway_url: String,
     cgroup: Option<ClusterCgroup>,
 }
@@ -69,7 +77,7 @@ fn address_plan(n: u32) -> AddressPlan {
 
 /// Node `i`'s IPv6 pod range in the n-th cluster: unique per cluster for the
 /// same reason as [`address_plan`].
-fn pod_cidr_v6(n: u32, i: u32) -> String {
+pub(super) fn pod_cidr_v6(n: u32, i: u32) -> String {
     format!("fd0a:{:x}:{i:x}::/64", 150 + n % 100)
 }
 
@@ -137,26 +145,33 @@ impl LocalCluster {
             ..ClusterConfig::default()
         })
         .map_err(ClusterError::create("cluster network"))?;
-        let mut names = Vec::new();
+        let mut template = NodeTemplate {
+            cluster: n,
+            profile: spec.profile,
+            single_conf: spec.single_conf,
+            ip_family: spec.ip_family,
+            layout: spec.layout,
+            images: spec.images.clone(),
+            backoff: spec.backoff,
+            runtime_env: spec.runtime_env.clone(),
+            heartbeat: spec.heartbeat,
+            log_dir: root.join("logs"),
+            pod_cgroups,
+            in_cluster: None,
+        };
+        let mut specs = Vec::new();
         for i in 0..spec.nodes.max(1) {
-            let name = format!("node-{i}");
+            let node_spec = NodeSpec {
+                taints: spec.node_taints.clone(),
+                ..NodeSpec::new(format!("node-{i}")).layout(spec.layout)
+            };
             let node = network
-                .add_node(NodeSpec::new(&name).layout(spec.layout))
+                .add_node(node_spec.clone())
                 .map_err(ClusterError::create("node"))?;
-            let mut profile = node.profile(spec.profile);
-            let v6 = pod_cidr_v6(n, i);
-            match spec.ip_family {
-                IpFamily::Ipv4 => {}
-                IpFamily::Ipv6 => profile.pod_cidr = v6,
-                IpFamily::DualStack => profile = profile.dual_stack(v6),
-            }
-            if spec.single_conf {
-                profile = profile.single_conf();
-            }
-            let config = profile.generate().map_err(ClusterError::create("primary CNI config"))?;
-            node.write_cni_config(&config)
+            template
+                .write_cni_config(node)
                 .map_err(ClusterError::create("primary CNI config"))?;
-            names.push(name);
+            specs.push(node_spec);
         }
         if matches!(spec.profile, Profile::Macvlan | Profile::Ipvlan) {
             route_l2_pods(&network, &harness)?;
@@ -174,6 +189,7 @@ impl LocalCluster {
             .map_err(ClusterError::create("API listener"))?
             .port();
         let gateway_url = format!("https://{}", SocketAddr::from((gateway, gateway_port)));
+        template.in_cluster = Some(SocketAddr::from((gateway, gateway_port)));
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -199,56 +215,20 @@ impl LocalCluster {
         let running = Running::default();
         api.set_pod_streams(Arc::new(Streaming::new(logs.clone(), running.clone())));
         let processes = Arc::new(Mutex::new(HashSet::new()));
-        let nodes_api: Api<K8sNode> = Api::all(client.clone());
-        let mut tasks = Vec::new();
-        let _guard = runtime.enter();
-        for node in network.nodes() {
-            let (v4, v6) = (node.pod_cidr().to_string(), pod_cidr_v6(n, node.index()));
-            let pod_cidrs = match spec.ip_family {
-                IpFamily::Ipv4 => vec![v4],
-                IpFamily::Ipv6 => vec![v6],
-                IpFamily::DualStack => vec![v4, v6],
-            };
-            let object: K8sNode = serde_json::from_value(json!({
-                "metadata": {"name": node.name(), "labels": {"kubernetes.io/hostname": node.name(), "kubernetes.io/os": "linux"}},
-                "spec": {"podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs},
-            }))
-            .map_err(ClusterError::create("node object"))?;
-            runtime
-                .block_on(nodes_api.create(&PostParams::default(), &object))
-                .map_err(ClusterError::create("registering the node"))?;
-            let status = json!({"status": {
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet-lite is posting ready status"}],
-                "addresses": [{"type": "InternalIP", "address": node.ip().to_string()}, {"type": "Hostname", "address": node.name()}],
-                "nodeInfo": {"kubeletVersion": "v1.33.0", "containerRuntimeVersion": "istio-cni-kind://0.1", "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
-                    "kernelVersion": "", "osImage": "", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
-            }});
-            runtime
-                .block_on(nodes_api.patch_status(node.name(), &Default::default(), &kube::api::Patch::Merge(status)))
-                .map_err(ClusterError::create("node status"))?;
-            let ctx = Arc::new(NodeContext {
-                network: network.clone(),
-                node: node.name().to_string(),
-                images: spec.images.clone(),
-                logs: logs.clone(),
-                running: running.clone(),
-                client: client.clone(),
-                backoff: spec.backoff,
-                log_dir: root.join("logs"),
-                processes: processes.clone(),
-                pod_cgroups: pod_cgroups.clone(),
-                cni_env: spec.runtime_env.clone(),
-                in_cluster: Some(SocketAddr::from((gateway, gateway_port))),
-            });
-            tasks.push(kubelet::start(ctx));
-        }
+        let monitor = NodeMonitor {
+            period: (spec.heartbeat.grace / 4).min(Duration::from_secs(5)),
+            grace: spec.heartbeat.grace,
+        };
         let controllers = ControllerOptions {
-            nodes: names,
+            scheduler: true,
+            node_monitor: Some(monitor),
             root_ca_pem: Some(api.ca_pem()),
         };
-        tasks.push(ControllerManager::start(client.clone(), controllers).into_task());
-        drop(_guard);
-        Ok(LocalCluster {
+        let tasks = {
+            let _guard = runtime.enter();
+            vec![ControllerManager::start(client.clone(), controllers).into_task()]
+        };
+        let cluster = LocalCluster {
             runtime: Some(runtime),
             api: Some(api),
             network: Some(network),
@@ -257,11 +237,19 @@ impl LocalCluster {
             kubeconfig,
             client,
             logs,
+            running,
             tasks,
+            node_tasks: Arc::default(),
+            template,
             processes,
             gateway_url,
             cgroup: None,
-        })
+        };
+        // On an error the cluster's drop tears down what exists so far.
+        for node_spec in &specs {
+            cluster.start_node(node_spec)?;
+        }
+        Ok(cluster)
     }
 
     /// An admin client.
@@ -289,10 +277,13 @@ impl LocalCluster {
         self.runtime.as_ref().expect("the runtime lives until drop").block_on(f)
     }
 
-    pub fn nodes(&self) -> &[Node] {
-        self.network.as_ref().map(|n| n.nodes()).unwrap_or_default()
+    /// The live nodes, in the order they joined.
+    pub fn nodes(&self) -> &Nodes {
+        static NONE: std::sync::LazyLock<Nodes> = std::sync::LazyLock::new(Nodes::default);
+        self.network.as_deref().map_or(&*NONE, ClusterNetwork::nodes)
     }
 
+    /// A live node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.network.as_ref().and_then(|n| n.node(name))
     }
@@ -351,6 +342,11 @@ impl LocalCluster {
         }
         for task in &self.tasks {
             task.abort();
+        }
+        if let Ok(mut nodes) = self.node_tasks.lock() {
+            for (_, node) in nodes.drain() {
+                node.abort();
+            }
         }
         if let Some(api) = self.api.take() {
             runtime.block_on(api.shutdown());
@@ -448,6 +444,7 @@ impl Provider for LocalCluster {
     fn reaper(&self) -> Option<super::Reaper> {
         Some(super::Reaper::new(super::reaper::Parts {
             tasks: self.tasks.iter().map(JoinHandle::abort_handle).collect(),
+            node_tasks: self.node_tasks.clone(),
             processes: self.processes.clone(),
             network: self.network.as_ref().map(Arc::downgrade).unwrap_or_default(),
             harness: self.harness.clone(),
@@ -492,35 +489,46 @@ fn output(cmd: &mut std::process::Command, argv: &[&str], place: impl Into<Strin
 /// CIDR's gateway (`.1`, host-local's default) and routes between them, and
 /// nodes reach other nodes' pods on-link.
 fn route_l2_pods(network: &ClusterNetwork, harness: &Netns) -> Result<(), ClusterError> {
-    let run = |ns: &Netns, argv: &[&str]| -> Result<(), ClusterError> {
-        let mut cmd = command(argv, |program| ns.command(program))?;
-        output(&mut cmd, argv, format!("in netns {}", ns.path().display()))
-            .map(drop)
-            .map_err(ClusterError::create("pod routing"))
-    };
     for node in network.nodes() {
-        let cidr = node.pod_cidr();
-        let gateway = cidr
-            .host(1)
-            .ok_or_else(|| ClusterError::create("pod routing")(format!("{cidr} has no .1")))?;
-        let cidr_text = cidr.to_string();
-        let _ = run(harness, &["ip", "route", "del", &cidr_text]);
-        run(
-            harness,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{gateway}/{}", cidr.prefix()),
-                "dev",
-                network.bridge(),
-            ],
-        )?;
-        for other in network.nodes().iter().filter(|o| o.name() != node.name()) {
-            run(other.netns(), &["ip", "route", "replace", &cidr_text, "dev", "eth0"])?;
-        }
+        route_l2_node(network, harness, node)?;
     }
-    run(harness, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+    run_in(harness, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+}
+
+fn run_in(ns: &Netns, argv: &[&str]) -> Result<(), ClusterError> {
+    let mut cmd = command(argv, |program| ns.command(program))?;
+    output(&mut cmd, argv, format!("in netns {}", ns.path().display()))
+        .map(drop)
+        .map_err(ClusterError::create("pod routing"))
+}
+
+/// The L2 routes of one node's pods: the harness is their gateway, and every
+/// other node reaches them on-link (and they reach every other node's).
+pub(super) fn route_l2_node(network: &ClusterNetwork, harness: &Netns, node: &Node) -> Result<(), ClusterError> {
+    let run = run_in;
+    let cidr = node.pod_cidr();
+    let gateway = cidr
+        .host(1)
+        .ok_or_else(|| ClusterError::create("pod routing")(format!("{cidr} has no .1")))?;
+    let cidr_text = cidr.to_string();
+    let _ = run(harness, &["ip", "route", "del", &cidr_text]);
+    run(
+        harness,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{gateway}/{}", cidr.prefix()),
+            "dev",
+            network.bridge(),
+        ],
+    )?;
+    for other in network.nodes().iter().filter(|o| o.name() != node.name()) {
+        run(other.netns(), &["ip", "route", "replace", &cidr_text, "dev", "eth0"])?;
+        let theirs = other.pod_cidr().to_string();
+        run(node.netns(), &["ip", "route", "replace", &theirs, "dev", "eth0"])?;
+    }
+    Ok(())
 }
 
 impl Drop for LocalCluster {

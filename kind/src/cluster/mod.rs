@@ -18,10 +18,12 @@
 //! ([`ClusterError::Unsupported`]); nothing silently does nothing. Dropping
 //! a [`Cluster`] tears down what it created.
 
+pub mod control;
 mod docker;
 mod error;
 mod existing;
 mod local;
+mod membership;
 mod provider;
 mod reaper;
 mod remote;
@@ -41,8 +43,9 @@ use crate::backend::images::ImageBuild;
 use crate::backend::kind::PrimaryCni;
 use crate::backend::versions::KubeVersion;
 use crate::cni::Profile;
+use crate::kubelet::heartbeat::Heartbeat;
 use crate::kubelet::{Backoff, ImageTable};
-use crate::node::Layout;
+use crate::node::{Layout, NodeSpec, NodeTaint};
 use provider::Provider;
 
 /// Where the cluster runs.
@@ -155,6 +158,12 @@ pub struct ClusterSpec {
     /// environment reaches its plugins): e.g. a `PATH` whose `iptables` is a
     /// legacy-only install.
     pub runtime_env: Vec<(String, String)>,
+    /// The taints every node registers with (local; kubelet's
+    /// `--register-with-taints`). Nodes added later bring their own.
+    pub node_taints: Vec<NodeTaint>,
+    /// How often kubelets renew their node Lease and how long a silent node
+    /// stays `Ready` (local; Kubernetes' 10 s and 40 s by default).
+    pub heartbeat: Heartbeat,
 }
 
 /// Which addresses pods get.
@@ -181,6 +190,8 @@ impl Default for ClusterSpec {
             backoff: Backoff::default(),
             ip_family: IpFamily::Ipv4,
             runtime_env: Vec::new(),
+            node_taints: Vec::new(),
+            heartbeat: Heartbeat::default(),
         }
     }
 }
@@ -205,6 +216,12 @@ impl ClusterSpec {
         }
         if !self.runtime_env.is_empty() {
             return refuse("runtime_env".into());
+        }
+        if !self.node_taints.is_empty() {
+            return refuse("node_taints".into());
+        }
+        if self.heartbeat != Heartbeat::default() {
+            return refuse("heartbeat".into());
         }
         Ok(())
     }
@@ -357,6 +374,19 @@ impl Cluster {
     /// its stdout. Not on `existing` clusters.
     pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
         self.provider.node_exec(node, argv)
+    }
+
+    /// Adds a node to the running cluster (local only): it registers with
+    /// `spec`'s taints and labels, is `Ready` when this returns, and takes
+    /// pods at once (the DaemonSets' too).
+    pub fn add_node(&self, spec: NodeSpec) -> Result<(), ClusterError> {
+        self.provider.local()?.add_node(spec)
+    }
+
+    /// Removes a node from the running cluster (local only): its Node
+    /// object, its pods (torn down by its kubelet), then the node itself.
+    pub fn remove_node(&self, name: &str) -> Result<(), ClusterError> {
+        self.provider.local()?.remove_node(name)
     }
 
     /// A handle that tears a local cluster down from another thread while

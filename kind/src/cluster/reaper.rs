@@ -21,6 +21,8 @@ use crate::node::{ClusterNetwork, Netns, netns};
 /// What a reaper needs of a [`LocalCluster`](super::LocalCluster).
 pub(super) struct Parts {
     pub tasks: Vec<tokio::task::AbortHandle>,
+    /// The nodes' kubelets and heartbeats (nodes join later too).
+    pub node_tasks: Arc<Mutex<std::collections::HashMap<String, super::membership::NodeTasks>>>,
     pub processes: Arc<Mutex<HashSet<i32>>>,
     pub network: Weak<ClusterNetwork>,
     pub harness: Netns,
@@ -59,6 +61,12 @@ impl Reaper {
         let parts = &self.parts;
         for task in &parts.tasks {
             task.abort();
+        }
+        if let Ok(nodes) = parts.node_tasks.lock() {
+            nodes
+                .values()
+                .flat_map(super::membership::NodeTasks::abort_handles)
+                .for_each(|t| t.abort());
         }
         if let Ok(groups) = parts.processes.lock() {
             for pgid in groups.iter() {

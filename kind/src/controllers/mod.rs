@@ -2,7 +2,10 @@
 //! HTTP API (with `kube::runtime`), as kube-controller-manager and
 //! kube-scheduler run beside a real one.
 //!
-//! - [`scheduler`]: binds pods that name no node (`pods/binding`).
+//! - [`scheduler`]: binds pods that name no node (`pods/binding`) to a
+//!   node that fits them (cordons, taints, selectors, node affinity).
+//! - [`node_lifecycle`]: nodes whose kubelet stopped heartbeating become
+//!   `Ready=Unknown` and tainted `unreachable`; not-ready nodes `not-ready`.
 //! - [`namespaces`]: a new namespace's `default` ServiceAccount and
 //!   `kube-root-ca.crt`; a terminating namespace emptied, then finalized.
 //! - [`daemonset`]: one pod per eligible node, rolling updates, status,
@@ -17,8 +20,10 @@
 
 pub mod daemonset;
 pub mod deployment;
+mod events;
 pub mod gc;
 pub mod namespaces;
+pub mod node_lifecycle;
 pub mod owned;
 pub mod replicaset;
 pub mod scheduler;
@@ -29,8 +34,10 @@ use tokio::task::{JoinHandle, JoinSet};
 /// What the controllers need to know about the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct ControllerOptions {
-    /// The nodes the scheduler binds pods to; no scheduler runs without.
-    pub nodes: Vec<String>,
+    /// Run the scheduler (it binds pods to the registered Node objects).
+    pub scheduler: bool,
+    /// Run the node lifecycle controller with these timings.
+    pub node_monitor: Option<node_lifecycle::NodeMonitor>,
     /// The CA published in every namespace's `kube-root-ca.crt`; none is
     /// published without.
     pub root_ca_pem: Option<String>,
@@ -57,8 +64,11 @@ impl ControllerManager {
             set.spawn(gc::run(client.clone()));
             set.spawn(replicaset::run(client.clone()));
             set.spawn(deployment::run(client.clone()));
-            if !opts.nodes.is_empty() {
-                set.spawn(scheduler::run(client, opts.nodes));
+            if let Some(monitor) = opts.node_monitor {
+                set.spawn(node_lifecycle::run(client.clone(), monitor));
+            }
+            if opts.scheduler {
+                set.spawn(scheduler::run(client));
             }
             // Without a stop signal (see `into_task`) they run until aborted.
             if stopped.await.is_err() {

@@ -1,7 +1,7 @@
-//! Kubernetes Events as client-go's recorder writes them for kubelet (and
-//! the scheduler): a repeat of the same event (same involved object, type,
-//! reason and message) increments `count` and `lastTimestamp` of the Event
-//! already written instead of creating another, so `kubectl describe` shows
+//! Kubernetes Events as client-go's recorder writes them for kubelet: a
+//! repeat of the same event (same involved object, type, reason and
+//! message) increments `count` and `lastTimestamp` of the Event already
+//! written instead of creating another, so `kubectl describe` shows
 //! `(x12 over 1m)`. Writes that cannot reach the API server are retried in
 //! the background for about a minute; the caller goes on.
 
@@ -170,28 +170,6 @@ impl Recorder {
             ..Default::default()
         }
     }
-}
-
-/// The scheduler's `Scheduled` event for `pod` bound to `node`, recorded in
-/// the background (the scheduler goes on binding).
-pub fn scheduled(client: kube::Client, pod: &k8s_openapi::api::core::v1::Pod, node: &str) {
-    let (ns, name) = (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.metadata.name.clone().unwrap_or_default(),
-    );
-    let involved = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(name.clone()),
-        namespace: Some(ns.clone()),
-        uid: pod.metadata.uid.clone(),
-        ..Default::default()
-    };
-    let message = format!("Successfully assigned {ns}/{name} to {node}");
-    tokio::spawn(async move {
-        let recorder = Recorder::new(client, involved, "default-scheduler", None);
-        recorder.record(false, "Scheduled", &message).await;
-    });
 }
 
 /// Why an event could not reach the API server (worth retrying).

@@ -61,6 +61,24 @@ pub enum RemotePodError {
     },
 }
 
+/// Why an `--image REF=DIR|EXECUTABLE` entry cannot be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageEntryError {
+    /// Not `REF=PATH`.
+    #[error("--image {0:?}: expected REF=DIR or REF=EXECUTABLE")]
+    Syntax(String),
+    /// The path does not exist or is not a regular executable file.
+    #[error("--image {entry:?}: {path}: {reason}")]
+    Path {
+        /// The whole entry.
+        entry: String,
+        /// The path it names.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
 type Resolver = Arc<dyn Fn(&Container) -> Option<Exec> + Send + Sync>;
 
 /// Image name → executable.
@@ -97,6 +115,16 @@ fn image_lookup(dir: &std::path::Path, name: &str) -> PathBuf {
     in_image
         .or_else(|| candidates.clone().find(|p| p.is_file()))
         .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// How an entry added by reference is keyed: the full reference when it
+/// names a repository path, tag or digest, else its short name.
+fn entry_key(reference: &str) -> String {
+    if reference.contains(['/', ':', '@']) {
+        reference.to_string()
+    } else {
+        short_name(reference).to_string()
+    }
 }
 
 /// The repository's last path segment without tag or digest:
@@ -191,6 +219,90 @@ impl ImageTable {
         });
         self.entries.push((name, resolver));
         self
+    }
+
+    /// An image whose entrypoint is `program`, taking precedence over every
+    /// entry added before (`istio-cni-cluster up --image REF=EXECUTABLE`):
+    /// a container without `command` runs `program` with its `args`; one
+    /// whose `command[0]` is the program's file name (or the image's name)
+    /// runs it with the rest and then `args`; any other command cannot run
+    /// (the image has no other files). `reference` matches exactly when it
+    /// names a repository path, tag or digest (`reg.io/x/agent:1.0`), else by
+    /// short name (`agent` matches `any/where/agent:any`).
+    pub fn add_executable(mut self, reference: &str, program: impl Into<PathBuf>) -> ImageTable {
+        let program = program.into();
+        let file = program.file_name().map(|f| f.to_string_lossy().into_owned());
+        let name = short_name(reference).to_string();
+        let resolver: Resolver = Arc::new(move |c: &Container| {
+            let mut args: Vec<String> = match c.command.as_deref() {
+                None | Some([]) => Vec::new(),
+                Some([first, rest @ ..]) => {
+                    let first = first.rsplit('/').next().unwrap_or(first);
+                    if file.as_deref() != Some(first) && first != name {
+                        return None;
+                    }
+                    rest.to_vec()
+                }
+            };
+            args.extend(c.args.iter().flatten().cloned());
+            Some(Exec {
+                program: program.clone(),
+                args,
+            })
+        });
+        let key = entry_key(reference);
+        self.entries.retain(|(n, _)| *n != key);
+        self.dirs.retain(|(n, _)| *n != key);
+        self.entries.insert(0, (key, resolver));
+        self
+    }
+
+    /// `REF=EXECUTABLE` as [`ImageTable::add_executable`], or `REF=DIR` as
+    /// [`ImageTable::add_dir`] with no entrypoint (a directory says nothing
+    /// about one: its containers name their `command`). Either replaces an
+    /// entry of the same reference and comes before every other.
+    pub fn add_entry(self, entry: &str) -> Result<ImageTable, ImageEntryError> {
+        let (reference, path) = entry
+            .split_once('=')
+            .filter(|(r, p)| !r.is_empty() && !p.is_empty() && !r.contains(char::is_whitespace))
+            .ok_or_else(|| ImageEntryError::Syntax(entry.to_string()))?;
+        let path = PathBuf::from(path);
+        let bad = |reason: &str| ImageEntryError::Path {
+            entry: entry.to_string(),
+            path: path.clone(),
+            reason: reason.to_string(),
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| bad(&e.to_string()))?;
+        if meta.is_dir() {
+            let key = entry_key(reference);
+            let mut table = self;
+            table.entries.retain(|(n, _)| *n != key);
+            table.dirs.retain(|(n, _)| *n != key);
+            let mut table = table.add_dir(reference, path, &[]);
+            if let Some(added) = table.entries.pop() {
+                table.entries.insert(0, added);
+            }
+            return Ok(table);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(bad("is not an executable file"));
+        }
+        Ok(self.add_executable(reference, path))
+    }
+
+    /// The project's agent: its image
+    /// ([`AGENT_IMAGE`](crate::backend::images::AGENT_IMAGE), what
+    /// `istio-cni-agent manifest` renders) and Istio's `install-cni` images
+    /// (`docker.io/istio/install-cni:<tag>`, command `install-cni`) run
+    /// `agent` with the container's arguments, so both this project's
+    /// manifests and Istio's charts deploy it.
+    pub fn with_agent(self, agent: impl Into<PathBuf>) -> ImageTable {
+        let agent = agent.into();
+        let mut table = self.add("install-cni", agent.clone(), &[]);
+        let own = ImageTable::new().add_executable(crate::backend::images::AGENT_IMAGE, agent);
+        table.entries.extend(own.entries);
+        table
     }
 
     /// An image directory: `dir` is laid out like the image's filesystem
@@ -342,6 +454,101 @@ mod tests {
             table
                 .resolve(&container("mesh-probe", Some(&["sh", "-c", "x"]), &[]))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_agent_runs_from_our_image_and_istios_install_cni() {
+        let table = ImageTable::new().with_agent("/bin/istio-cni-agent");
+        let ours = table
+            .resolve(&container(
+                "istio-cni-rs/agent:dev",
+                None,
+                &["run", "--log_output_level=info"],
+            ))
+            .unwrap();
+        assert_eq!(ours.program, PathBuf::from("/bin/istio-cni-agent"));
+        assert_eq!(ours.args, ["run", "--log_output_level=info"]);
+        let istio = table
+            .resolve(&container(
+                "docker.io/istio/install-cni:1.26.0",
+                Some(&["install-cni"]),
+                &["--log_output_level=default:info"],
+            ))
+            .unwrap();
+        assert_eq!(istio.program, PathBuf::from("/bin/istio-cni-agent"));
+        assert_eq!(istio.args, ["--log_output_level=default:info"]);
+        // Only our own tag: another "agent" image is not ours.
+        assert!(table.resolve(&container("example.com/agent:1", None, &[])).is_err());
+    }
+
+    #[test]
+    fn executable_entries_take_precedence_and_run_as_the_entrypoint() {
+        let table = ImageTable::istio("/bin/istio-cni", "/bin/mesh-probe")
+            .add_executable("docker.io/istio/proxyv2:1.20.0", "/old/pilot-agent")
+            .add_executable("tool", "/opt/bin/tool");
+        let old = table
+            .resolve(&container(
+                "docker.io/istio/proxyv2:1.20.0",
+                None,
+                &["proxy", "sidecar"],
+            ))
+            .unwrap();
+        assert_eq!((old.program.to_str(), old.args.len()), (Some("/old/pilot-agent"), 2));
+        // Other tags still resolve as before.
+        let today = table
+            .resolve(&container(
+                "docker.io/istio/proxyv2:1.26.0",
+                None,
+                &["proxy", "sidecar"],
+            ))
+            .unwrap();
+        assert_eq!(today.program, PathBuf::from("/bin/mesh-probe"));
+        let by_name = table
+            .resolve(&container("reg.io/x/tool:9", Some(&["/usr/bin/tool", "a"]), &["b"]))
+            .unwrap();
+        assert_eq!(by_name.args, ["a", "b"]);
+        assert!(
+            table
+                .resolve(&container("tool", Some(&["sh", "-c", "x"]), &[]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn image_entries_are_checked() {
+        let err = |e: &str| ImageTable::new().add_entry(e).unwrap_err().to_string();
+        assert_eq!(
+            err("nothing"),
+            "--image \"nothing\": expected REF=DIR or REF=EXECUTABLE"
+        );
+        assert!(err("=/bin/sh").contains("expected REF="));
+        let image = testkit::Scratch::new("image-entry");
+        let table = ImageTable::new()
+            .add_dir("reg.io/a/tool:1", "/elsewhere", &["old"])
+            .add_entry(&format!("reg.io/a/tool:1={}", image.path().display()))
+            .unwrap();
+        let c = container("reg.io/a/tool:1", Some(&["sh", "-c", "true"]), &[]);
+        assert_eq!(
+            table.image_dir(&c).as_deref(),
+            Some(image.path()),
+            "the entry replaces the older one"
+        );
+        assert!(
+            table.resolve(&container("reg.io/a/tool:1", None, &[])).is_err(),
+            "no entrypoint: a command is needed"
+        );
+        assert!(err("x=/no/such/file").contains("/no/such/file: No such file"));
+        let plain = image.join("plain");
+        std::fs::write(&plain, "not a program").unwrap();
+        assert!(err(&format!("x={}", plain.display())).contains("is not an executable file"));
+        let table = ImageTable::new().add_entry("reg.io/a/b:1=/bin/sh").unwrap();
+        assert_eq!(
+            table
+                .resolve(&container("reg.io/a/b:1", None, &["-c", "true"]))
+                .unwrap()
+                .args,
+            ["-c", "true"]
         );
     }
 

@@ -11,6 +11,7 @@
 pub mod container;
 pub mod events;
 mod exec;
+pub mod heartbeat;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;

@@ -13,8 +13,17 @@
 //! CIDR routes are created there; no other host interface is touched.
 //! Every node netns has `eth0`, a default route via the gateway, IPv4
 //! forwarding on, and a route to each other node's pod CIDR via that node.
+//!
+//! Nodes join and leave while the network is shared (kubelets hold it):
+//! each node lives in a slot that is filled once and never moved, so a
+//! `&Node` stays valid for the network's life; a removed node is torn down
+//! and hidden, its slot not reused (so a node of the same name that joins
+//! later gets a new address and pod CIDR). A network holds at most
+//! [`MAX_NODES`] nodes over its life.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::NodeError;
 use super::addr::AddressPlan;
@@ -65,20 +74,40 @@ pub struct NodeSpec {
     pub name: String,
     /// Its directory layout.
     pub layout: Layout,
+    /// The taints its Node object registers with (kubelet's
+    /// `--register-with-taints`); the network ignores them.
+    pub taints: Vec<super::NodeTaint>,
+    /// Labels its Node object registers with besides `kubernetes.io/hostname`
+    /// and `kubernetes.io/os` (kubelet's `--node-labels`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSpec {
-    /// A node with the default layout.
+    /// A node with the default layout, no taints, no extra labels.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             layout: Layout::Default,
+            taints: Vec::new(),
+            labels: Default::default(),
         }
     }
 
     /// Sets the layout.
     pub fn layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
+        self
+    }
+
+    /// Adds a taint to register with.
+    pub fn taint(mut self, taint: super::NodeTaint) -> Self {
+        self.taints.push(taint);
+        self
+    }
+
+    /// Adds a label to register with.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
         self
     }
 }
@@ -166,8 +195,83 @@ pub struct ClusterNetwork {
     plugins_dir: PathBuf,
     install_mode: InstallMode,
     install_plugins: bool,
-    nodes: Vec<Node>,
-    torn_down: std::sync::atomic::AtomicBool,
+    nodes: Nodes,
+    /// Serializes joins and removals (routes in every node change).
+    changing: Mutex<()>,
+    torn_down: AtomicBool,
+}
+
+/// Nodes one cluster network can have over its life.
+pub const MAX_NODES: usize = 64;
+
+/// The nodes of a network: the live ones (not removed) in creation order,
+/// for iterating, indexing (`nodes[0]`), `first`, `len`. Each node sits in a
+/// slot filled once and never moved, so references stay valid while nodes
+/// join and leave.
+#[derive(Debug, Default)]
+pub struct Nodes {
+    slots: Box<[OnceLock<Node>]>,
+    /// Per slot: the node was removed (and torn down).
+    removed: Box<[AtomicBool]>,
+}
+
+impl Nodes {
+    fn with_capacity(n: usize) -> Nodes {
+        Nodes {
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
+            removed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// Every node ever added, removed ones too, with its slot.
+    fn all(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.slots.iter().map_while(OnceLock::get).enumerate()
+    }
+
+    /// The live nodes.
+    pub fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.all()
+            .filter(|(i, _)| !self.removed[*i].load(Ordering::SeqCst))
+            .map(|(_, n)| n)
+    }
+
+    /// The first (oldest) live node.
+    pub fn first(&self) -> Option<&Node> {
+        self.iter().next()
+    }
+
+    /// The `i`-th live node.
+    pub fn get(&self, i: usize) -> Option<&Node> {
+        self.iter().nth(i)
+    }
+
+    /// How many live nodes.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// No live node.
+    pub fn is_empty(&self) -> bool {
+        self.first().is_none()
+    }
+}
+
+impl std::ops::Index<usize> for Nodes {
+    type Output = Node;
+    fn index(&self, i: usize) -> &Node {
+        match self.get(i) {
+            Some(node) => node,
+            None => panic!("node index {i} out of range for {} nodes", self.len()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Nodes {
+    type Item = &'a Node;
+    type IntoIter = Box<dyn Iterator<Item = &'a Node> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 fn ip(ns: &Netns, args: &[&str]) -> Result<(), CommandError> {
@@ -205,8 +309,9 @@ impl ClusterNetwork {
             plugins_dir: config.plugins_dir,
             install_mode: config.install_mode,
             install_plugins: config.install_plugins,
-            nodes: Vec::new(),
-            torn_down: std::sync::atomic::AtomicBool::new(false),
+            nodes: Nodes::with_capacity(MAX_NODES),
+            changing: Mutex::new(()),
+            torn_down: AtomicBool::new(false),
         };
         if let Err(e) = cluster.check_plan_is_free() {
             let _ = cluster.teardown_all();
@@ -263,11 +368,26 @@ impl ClusterNetwork {
     /// addresses, forwarding and routes (in it, in every other node, and in
     /// the harness).
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<&Node, NodeError> {
+        self.join_node(spec)
+    }
+
+    /// [`ClusterNetwork::add_node`] on a shared network (its kubelets
+    /// running): a node joining the running cluster.
+    pub fn join_node(&self, spec: NodeSpec) -> Result<&Node, NodeError> {
+        let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.torn_down.load(Ordering::SeqCst) {
+            return Err(NodeError::Invalid("the cluster network is torn down".to_owned()));
+        }
         names::validate_node_name(&spec.name)?;
-        if self.nodes.iter().any(|n| n.name == spec.name) {
+        if self.nodes().iter().any(|n| n.name == spec.name) {
             return Err(NodeError::Invalid(format!("node {:?} already exists", spec.name)));
         }
-        let index = u32::try_from(self.nodes.len()).map_err(|_| NodeError::Invalid("too many nodes".to_owned()))?;
+        let slot = self.nodes.slots.iter().position(|s| s.get().is_none()).ok_or_else(|| {
+            NodeError::Invalid(format!(
+                "a cluster network holds at most {MAX_NODES} nodes over its life (removed ones count)"
+            ))
+        })?;
+        let index = u32::try_from(slot).map_err(|_| NodeError::Invalid("too many nodes".to_owned()))?;
         let ip_addr = self.plan.node_ip(index)?;
         let ip_cidr = super::addr::Ipv4Cidr::new(ip_addr, self.plan.node_subnet.prefix())?;
         let pod_cidr = self.plan.pod_cidr(index)?;
@@ -309,20 +429,52 @@ impl ClusterNetwork {
             pods: Default::default(),
         };
         match self.wire_node(&mut node) {
-            Ok(()) => {
-                self.nodes.push(node);
-                Ok(&self.nodes[self.nodes.len() - 1])
-            }
+            Ok(()) => Ok(self.nodes.slots[slot].get_or_init(|| node)),
             Err(e) => {
-                let _ = ip(&self.harness, &["link", "del", &node.host_veth]);
-                let _ = ip(&self.harness, &["route", "del", &node.pod_cidr.trunc().to_string()]);
-                for other in &self.nodes {
-                    let _ = ip(&other.netns, &["route", "del", &node.pod_cidr.trunc().to_string()]);
-                }
+                self.unwire(&node);
                 let _ = node.teardown();
                 Err(e)
             }
         }
+    }
+
+    /// Removes a node: its sandboxes, netns, veth, tree, and the routes to
+    /// its pods everywhere. Its processes must be gone (the kubelet's job).
+    pub fn remove_node(&self, name: &str) -> Result<(), TeardownError> {
+        let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let found = self
+            .nodes
+            .all()
+            .find(|(i, n)| n.name == name && !self.nodes.removed[*i].load(Ordering::SeqCst));
+        let Some((slot, node)) = found else {
+            return Err(TeardownError {
+                errors: vec![format!("no node {name:?}")],
+            });
+        };
+        self.nodes.removed[slot].store(true, Ordering::SeqCst);
+        let mut errors = self.unwire(node);
+        errors.extend(node.teardown());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TeardownError { errors })
+        }
+    }
+
+    /// Deletes `node`'s veth and every route to its pods; what failed.
+    fn unwire(&self, node: &Node) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = ip(&self.harness, &["link", "del", &node.host_veth])
+            && !e.stderr.contains("Cannot find device")
+        {
+            errors.push(e.to_string());
+        }
+        let cidr = node.pod_cidr.trunc().to_string();
+        let _ = ip(&self.harness, &["route", "del", &cidr]);
+        for other in self.nodes().iter().filter(|o| o.name != node.name) {
+            let _ = ip(&other.netns, &["route", "del", &cidr]);
+        }
+        errors
     }
 
     fn wire_node(&self, node: &mut Node) -> Result<(), NodeError> {
@@ -358,7 +510,7 @@ impl ClusterNetwork {
         enable_forwarding(&node.netns)?;
         let cidr = node.pod_cidr.trunc().to_string();
         let via = node.ip_cidr.addr().to_string();
-        for other in &self.nodes {
+        for other in self.nodes() {
             ip(&other.netns, &["route", "replace", &cidr, "via", &via, "dev", "eth0"])?;
             ip(
                 &node.netns,
@@ -380,12 +532,17 @@ impl ClusterNetwork {
         Ok(())
     }
 
-    /// The nodes, in creation order.
-    pub fn nodes(&self) -> &[Node] {
+    /// The live nodes (not removed), in creation order.
+    pub fn nodes(&self) -> &Nodes {
         &self.nodes
     }
 
-    /// A node by name.
+    /// Every node ever added, removed ones too.
+    fn all_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.all().map(|(_, n)| n)
+    }
+
+    /// A live node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
@@ -425,9 +582,9 @@ impl ClusterNetwork {
         ClusterResources {
             harness: self.harness.clone(),
             bridge: self.bridge.clone(),
-            host_veths: self.nodes.iter().map(|n| n.host_veth.clone()).collect(),
-            netns_files: self.nodes.iter().flat_map(Node::netns_files).collect(),
-            node_dirs: self.nodes.iter().map(|n| n.root.clone()).collect(),
+            host_veths: self.all_nodes().map(|n| n.host_veth.clone()).collect(),
+            netns_files: self.all_nodes().flat_map(Node::netns_files).collect(),
+            node_dirs: self.all_nodes().map(|n| n.root.clone()).collect(),
             owned_root: self.owns_root.then(|| self.root.clone()),
             netns_dir: self.netns_dir(),
         }
@@ -457,11 +614,13 @@ impl ClusterNetwork {
     }
 
     fn teardown_all(&self) -> Vec<String> {
-        if self.torn_down.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let _changing = self.changing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.torn_down.swap(true, Ordering::SeqCst) {
             return Vec::new();
         }
         let mut errors = Vec::new();
-        for node in &self.nodes {
+        // Removed nodes were torn down when they left.
+        for node in self.nodes() {
             if let Err(e) = ip(&self.harness, &["link", "del", &node.host_veth]) {
                 if !e.stderr.contains("Cannot find device") {
                     errors.push(e.to_string());

@@ -20,15 +20,17 @@ pub mod layout;
 pub mod names;
 pub mod netns;
 pub mod plugins;
+pub mod taint;
 
 use std::path::PathBuf;
 
 pub use addr::{AddressPlan, Ipv4Cidr};
-pub use cluster::{ClusterConfig, ClusterNetwork, ClusterResources, NodeSpec, TeardownError};
+pub use cluster::{ClusterConfig, ClusterNetwork, ClusterResources, MAX_NODES, NodeSpec, Nodes, TeardownError};
 pub use instance::{Node, PodSandbox};
 pub use layout::Layout;
 pub use netns::{Netns, NetnsError};
 pub use plugins::{InstallMode, InstalledPlugins};
+pub use taint::{NodeTaint, TaintError};
 
 /// Why a node or cluster operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -28,8 +28,8 @@ pub async fn server_with(mut opts: ApiServerOptions) -> ApiServer {
 pub async fn controllers(s: &ApiServer) -> ControllerManager {
     let client = s.client().await;
     let opts = ControllerOptions {
-        nodes: Vec::new(),
         root_ca_pem: Some(s.ca_pem()),
+        ..ControllerOptions::default()
     };
     let manager = ControllerManager::start(client.clone(), opts);
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {

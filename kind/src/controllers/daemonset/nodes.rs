@@ -75,12 +75,14 @@ fn labels(node: &Node) -> &std::collections::BTreeMap<String, String> {
     node.metadata.labels.as_ref().unwrap_or(&EMPTY)
 }
 
-fn matches_selector(spec: &PodSpec, node: &Node) -> bool {
+/// Whether the node has every label of the pod's `nodeSelector`.
+pub fn matches_selector(spec: &PodSpec, node: &Node) -> bool {
     let have = labels(node);
     spec.node_selector.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
 }
 
-fn matches_affinity(spec: &PodSpec, node: &Node) -> bool {
+/// Whether the node meets the pod's required node affinity (none: every node does).
+pub fn matches_affinity(spec: &PodSpec, node: &Node) -> bool {
     let required = spec
         .affinity
         .as_ref()

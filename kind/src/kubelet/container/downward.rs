@@ -149,11 +149,14 @@ pub fn resource(pod: &Pod, container: &str, sel: &ResourceFieldSelector, facts: 
         ("limits", None) => allocatable,
         _ => 0,
     };
+    // A zero divisor is the unset one (the API server and kubelet both
+    // compare it with the zero Quantity): Istio's injector writes "0".
     let divisor = match &sel.divisor {
         Some(d) if !d.0.is_empty() => parse_nanos(&d.0)?,
-        _ => parse_nanos("1")?,
+        _ => 0,
     };
-    if divisor <= 0 {
+    let divisor = if divisor == 0 { parse_nanos("1")? } else { divisor };
+    if divisor < 0 {
         return Err(format!("divisor {:?} must be positive", sel.divisor));
     }
     Ok(ceil_div(value, divisor).to_string())
@@ -214,6 +217,8 @@ mod tests {
         };
         assert_eq!(resource(&p, "c", &sel("limits.cpu", Some("1m")), &f).unwrap(), "250");
         assert_eq!(resource(&p, "c", &sel("limits.cpu", None), &f).unwrap(), "1");
+        assert_eq!(resource(&p, "c", &sel("limits.cpu", Some("0")), &f).unwrap(), "1");
+        assert!(resource(&p, "c", &sel("limits.cpu", Some("-1")), &f).is_err());
         assert_eq!(resource(&p, "c", &sel("limits.memory", Some("1Mi")), &f).unwrap(), "64");
         assert_eq!(resource(&p, "c", &sel("requests.memory", None), &f).unwrap(), "0");
         let mut no_limits = p.clone();
