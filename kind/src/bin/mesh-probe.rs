@@ -11,6 +11,9 @@
 //!   sends a datagram) to each target and logs the outcome: `connected`
 //!   (TCP) or `answered` (UDP) with the peer's answer, `refused`, `timeout`,
 //!   `unreachable`, `error`. Exits 0 only when every attempt got an answer.
+//! - `mesh-probe http --port P`: a fake app for kubelet probes: `/ready`,
+//!   `/healthz`, readiness flipped through `/ready/pass` and `/ready/fail`
+//!   (see `mesh-probe/http.rs`).
 //!
 //! Every event is one JSON line on stdout, flushed at once, e.g.
 //! `{"event":"accepted","mode":"proxy","proto":"tcp","listener":15001,
@@ -37,6 +40,9 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
+
+#[path = "mesh-probe/http.rs"]
+mod http;
 
 /// Outbound capture port of the sidecar.
 const OUTBOUND_PORT: u16 = 15001;
@@ -77,6 +83,27 @@ enum Mode {
         #[arg(long)]
         no_udp: bool,
         /// Name in answers and logs (default: $POD_NAME, else the hostname).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Fake app for kubelet probes: /ready, /healthz, /ready/pass, /ready/fail.
+    Http {
+        /// TCP port to serve (IPv4 and IPv6).
+        #[arg(long)]
+        port: u16,
+        /// /ready answers 503 until /ready/pass is requested.
+        #[arg(long)]
+        start_unready: bool,
+        /// /healthz answers 500.
+        #[arg(long)]
+        fail_healthz: bool,
+        /// /ready answers 200 only to requests carrying this header (NAME=VALUE).
+        #[arg(long, value_parser = http::parse_header)]
+        require_header: Option<(String, String)>,
+        /// Serve HTTPS with a self-signed certificate.
+        #[arg(long)]
+        tls: bool,
+        /// Name in logs (default: $POD_NAME, else the hostname).
         #[arg(long)]
         name: Option<String>,
     },
@@ -760,6 +787,22 @@ fn main() -> ExitCode {
             Mode::Echo { ports, no_udp, name } => {
                 let udp = if no_udp { Vec::new() } else { ports.clone() };
                 run_server(Role::Echo, identity(name), ports, udp).await
+            }
+            Mode::Http {
+                port,
+                start_unready,
+                fail_healthz,
+                require_header,
+                tls,
+                name,
+            } => {
+                let behaviour = http::Behaviour {
+                    start_unready,
+                    fail_healthz,
+                    require_header,
+                    tls,
+                };
+                http::run(identity(name), port, behaviour).await
             }
             Mode::Client {
                 targets,

@@ -17,6 +17,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::probes::{Health, ProbeKind};
+
 /// Crash-loop backoff: the first restart is immediate, later ones wait
 /// `initial`, doubling up to `max` (kubelet uses 10 s and 5 min; the harness
 /// compresses time by default).
@@ -69,6 +71,9 @@ pub enum Action {
     },
     /// Kill every process of the pod, then run CNI DEL and remove the netns.
     KillAllAndTeardown,
+    /// Stop a running container because `probe` failed; its exit comes back
+    /// as [`Input::Exited`] and the restart policy decides what follows.
+    Kill { container: String, probe: ProbeKind },
     /// Record a Kubernetes Event on the pod.
     Record {
         warning: bool,
@@ -99,6 +104,12 @@ pub enum Input {
     Exited {
         container: String,
         exit_code: i32,
+    },
+    /// A probe's result crossed its threshold (see [`super::probes`]).
+    Probe {
+        container: String,
+        probe: ProbeKind,
+        ok: bool,
     },
     Tick,
     Delete,
@@ -149,6 +160,8 @@ struct Container {
     restart_after_exit: bool,
     /// Failed starts in a row, for the start-retry backoff.
     start_failures: u32,
+    /// What its probes say about the running instance.
+    health: Health,
 }
 
 impl Container {
@@ -158,12 +171,16 @@ impl Container {
     fn running(&self) -> bool {
         self.progress == Progress::Running
     }
+    /// Running, past its startup probe and passing its readiness probe.
+    fn ready(&self) -> bool {
+        self.running() && self.kind != ContainerKind::Init && self.health.ready()
+    }
     /// Whether later init containers may start: an init container must have
     /// completed, a sidecar must have started once.
     fn unblocks_next(&self) -> bool {
         match self.kind {
             ContainerKind::Init => self.done_ok(),
-            ContainerKind::Sidecar => self.running() || self.last.is_some(),
+            ContainerKind::Sidecar => (self.running() && self.health.started()) || self.last.is_some(),
             ContainerKind::Main => true,
         }
     }
@@ -225,6 +242,7 @@ impl PodLifecycle {
                 restart_at: None,
                 restart_after_exit: false,
                 start_failures: 0,
+                health: Health::of(c, kind == ContainerKind::Init),
             })
             .collect();
         let lifecycle = PodLifecycle {
@@ -279,6 +297,19 @@ impl PodLifecycle {
                     c.progress = Progress::Running;
                     c.state = State::Running { since: now };
                     c.start_failures = 0;
+                    c.health.restart();
+                    // The harness's images are local: kubelet's message for
+                    // an image it need not pull.
+                    actions.push(Action::Record {
+                        warning: false,
+                        reason: "Pulled".into(),
+                        message: format!("Container image {:?} already present on machine", c.image),
+                    });
+                    actions.push(Action::Record {
+                        warning: false,
+                        reason: "Created".into(),
+                        message: format!("Created container: {container}"),
+                    });
                     actions.push(Action::Record {
                         warning: false,
                         reason: "Started".into(),
@@ -325,6 +356,7 @@ impl PodLifecycle {
                 }
             }
             Input::Exited { container, exit_code } => self.exited(&container, exit_code, now, &mut actions),
+            Input::Probe { container, probe, ok } => self.probed(&container, probe, ok, &mut actions),
             Input::Tick => {}
         }
         self.advance(now, &mut actions);
@@ -384,6 +416,29 @@ impl PodLifecycle {
             c.progress = Progress::Done;
             c.state = terminated;
             c.restart_at = None;
+        }
+    }
+
+    /// A probe result of a running container: `ready`/`started` change; a
+    /// failed liveness or startup probe kills it (once per instance).
+    fn probed(&mut self, name: &str, probe: ProbeKind, ok: bool, actions: &mut Vec<Action>) {
+        let Some(c) = self.container_mut(name) else { return };
+        if !c.running() {
+            return;
+        }
+        if let Some(probe) = c.health.apply(probe, ok) {
+            actions.push(Action::Record {
+                warning: false,
+                reason: "Killing".into(),
+                message: format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    probe.title().to_lowercase()
+                ),
+            });
+            actions.push(Action::Kill {
+                container: name.to_string(),
+                probe,
+            });
         }
     }
 
@@ -460,8 +515,8 @@ impl PodLifecycle {
                     name: c.name.clone(),
                     image: c.image.clone(),
                     image_id: String::new(),
-                    ready: c.running() && c.kind != ContainerKind::Init,
-                    started: Some(c.running()),
+                    ready: c.ready(),
+                    started: Some(c.running() && c.health.started()),
                     restart_count: c.restarts as i32,
                     state: Some(to_state(&c.state, &time)),
                     last_state: c.last.as_ref().map(|s| to_state(s, &time)),
@@ -475,12 +530,13 @@ impl PodLifecycle {
             .iter()
             .filter(|c| c.kind == ContainerKind::Main)
             .collect();
-        let sidecars_running = self
+        // Restartable init containers count towards readiness as containers do.
+        let sidecars_ready = self
             .containers
             .iter()
             .filter(|c| c.kind == ContainerKind::Sidecar)
-            .all(Container::running);
-        let containers_ready = !mains.is_empty() && mains.iter().all(|c| c.running());
+            .all(Container::ready);
+        let containers_ready = !mains.is_empty() && mains.iter().all(|c| c.ready()) && sidecars_ready;
         let failed_init = self
             .containers
             .iter()
@@ -508,11 +564,7 @@ impl PodLifecycle {
         let conditions = vec![
             condition("PodReadyToStartContainers", self.sandbox == Sandbox::Ready, None),
             condition("Initialized", init_done, Some("ContainersNotInitialized")),
-            condition(
-                "Ready",
-                containers_ready && sidecars_running,
-                Some("ContainersNotReady"),
-            ),
+            condition("Ready", containers_ready, Some("ContainersNotReady")),
             condition("ContainersReady", containers_ready, Some("ContainersNotReady")),
             condition("PodScheduled", true, None),
         ];
@@ -880,6 +932,220 @@ mod tests {
         );
         assert_eq!(waiting(&pod), "ImagePullBackOff");
         assert_eq!(pod.status().container_statuses.unwrap()[0].restart_count, 0);
+    }
+
+    fn probe(container: &str, probe: ProbeKind, ok: bool) -> Input {
+        Input::Probe {
+            container: container.into(),
+            probe,
+            ok,
+        }
+    }
+
+    /// A pod whose containers declare probes (empty handlers: the
+    /// lifecycle only sees their results).
+    fn probed_spec(main: &[(&str, bool, bool)], sidecar: Option<(&str, bool)>) -> PodSpec {
+        let probe = || Some(Default::default());
+        let with = |name: &str, startup: bool, readiness: bool, always: bool| K8sContainer {
+            startup_probe: if startup { probe() } else { None },
+            readiness_probe: if readiness { probe() } else { None },
+            liveness_probe: probe(),
+            ..container(name, always)
+        };
+        PodSpec {
+            init_containers: sidecar.map(|(n, startup)| vec![with(n, startup, false, true)]),
+            containers: main.iter().map(|(n, s, r)| with(n, *s, *r, false)).collect(),
+            restart_policy: Some("Always".into()),
+            ..Default::default()
+        }
+    }
+
+    fn condition(pod: &PodLifecycle, kind: &str) -> bool {
+        let s = pod.status();
+        s.conditions.unwrap().iter().find(|c| c.type_ == kind).unwrap().status == "True"
+    }
+
+    fn main_status(pod: &PodLifecycle, name: &str) -> ContainerStatus {
+        pod.status()
+            .container_statuses
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap()
+    }
+
+    fn reasons(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Record { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_start_records_pulled_created_started() {
+        let (mut pod, _) = PodLifecycle::new(&spec(&[], &["app"], "Always"), Backoff::default(), t(0));
+        ready(&mut pod, t(0));
+        let actions = pod.handle(started("app"), t(0));
+        assert_eq!(reasons(&actions), ["Pulled", "Created", "Started"]);
+        assert!(matches!(&actions[0], Action::Record { message, .. }
+            if message == "Container image \"app-image\" already present on machine"));
+        assert!(matches!(&actions[1], Action::Record { message, .. } if message == "Created container: app"));
+    }
+
+    #[test]
+    fn readiness_results_drive_container_ready_and_the_pod_conditions() {
+        let (mut pod, _) = PodLifecycle::new(
+            &probed_spec(&[("app", false, true), ("plain", false, false)], None),
+            Backoff::default(),
+            t(0),
+        );
+        ready(&mut pod, t(0));
+        pod.handle(started("app"), t(0));
+        pod.handle(started("plain"), t(0));
+        assert_eq!(pod.status().phase.as_deref(), Some("Running"));
+        assert!(
+            !main_status(&pod, "app").ready,
+            "not ready before its readiness probe passes"
+        );
+        assert!(
+            main_status(&pod, "plain").ready,
+            "no readiness probe: ready when running"
+        );
+        assert!(!condition(&pod, "Ready") && !condition(&pod, "ContainersReady"));
+
+        assert!(pod.handle(probe("app", ProbeKind::Readiness, true), t(1)).is_empty());
+        assert!(main_status(&pod, "app").ready);
+        assert!(condition(&pod, "Ready") && condition(&pod, "ContainersReady"));
+
+        assert!(pod.handle(probe("app", ProbeKind::Readiness, false), t(2)).is_empty());
+        let app = main_status(&pod, "app");
+        assert!(!app.ready && app.started == Some(true) && app.restart_count == 0);
+        assert!(!condition(&pod, "Ready") && !condition(&pod, "ContainersReady"));
+        assert_eq!(
+            pod.status().phase.as_deref(),
+            Some("Running"),
+            "not ready is still running"
+        );
+    }
+
+    #[test]
+    fn a_startup_probe_holds_started_and_ready_until_it_passes() {
+        let (mut pod, _) = PodLifecycle::new(&probed_spec(&[("app", true, true)], None), Backoff::default(), t(0));
+        ready(&mut pod, t(0));
+        pod.handle(started("app"), t(0));
+        // A readiness result before startup passed does not make it ready.
+        pod.handle(probe("app", ProbeKind::Readiness, true), t(1));
+        let app = main_status(&pod, "app");
+        assert_eq!((app.started, app.ready), (Some(false), false));
+        pod.handle(probe("app", ProbeKind::Startup, true), t(2));
+        let app = main_status(&pod, "app");
+        assert_eq!((app.started, app.ready), (Some(true), true));
+        assert!(condition(&pod, "Ready"));
+    }
+
+    #[test]
+    fn a_liveness_failure_kills_once_then_the_restart_policy_and_backoff_apply() {
+        let (mut pod, _) = PodLifecycle::new(&probed_spec(&[("app", false, false)], None), Backoff::default(), t(0));
+        ready(&mut pod, t(0));
+        pod.handle(started("app"), t(0));
+        assert!(pod.handle(probe("app", ProbeKind::Liveness, true), t(1)).is_empty());
+        let actions = pod.handle(probe("app", ProbeKind::Liveness, false), t(2));
+        assert_eq!(
+            actions,
+            vec![
+                Action::Record {
+                    warning: false,
+                    reason: "Killing".into(),
+                    message: "Container app failed liveness probe, will be restarted".into(),
+                },
+                Action::Kill {
+                    container: "app".into(),
+                    probe: ProbeKind::Liveness
+                },
+            ]
+        );
+        assert!(
+            pod.handle(probe("app", ProbeKind::Liveness, false), t(2)).is_empty(),
+            "killed once"
+        );
+        // The process exits (SIGTERM handled: 0); the first restart is immediate.
+        assert_eq!(starts(&pod.handle(exited("app", 0), t(3))), vec!["app"]);
+        pod.handle(started("app"), t(3));
+        assert_eq!(main_status(&pod, "app").restart_count, 1);
+        // A result for the new instance kills again; the next restart backs off.
+        assert!(matches!(
+            &pod.handle(probe("app", ProbeKind::Liveness, false), t(4))[..],
+            [Action::Record { .. }, Action::Kill { .. }]
+        ));
+        let actions = pod.handle(exited("app", 137), t(5));
+        assert_eq!(reasons(&actions), ["BackOff"]);
+        assert!(starts(&actions).is_empty());
+        assert_eq!(starts(&pod.handle(Input::Tick, t(6))), vec!["app"]);
+        // Results for a container that is not running are ignored.
+        assert!(pod.handle(probe("app", ProbeKind::Liveness, false), t(6)).is_empty());
+    }
+
+    #[test]
+    fn a_startup_failure_kills_and_a_never_policy_fails_the_pod() {
+        let mut s = probed_spec(&[("app", true, false)], None);
+        s.restart_policy = Some("Never".into());
+        let (mut pod, _) = PodLifecycle::new(&s, Backoff::default(), t(0));
+        ready(&mut pod, t(0));
+        pod.handle(started("app"), t(0));
+        let actions = pod.handle(probe("app", ProbeKind::Startup, false), t(1));
+        assert!(matches!(&actions[0], Action::Record { message, .. }
+            if message == "Container app failed startup probe, will be restarted"));
+        assert!(matches!(
+            &actions[1],
+            Action::Kill {
+                probe: ProbeKind::Startup,
+                ..
+            }
+        ));
+        assert!(starts(&pod.handle(exited("app", 137), t(2))).is_empty());
+        assert_eq!(pod.status().phase.as_deref(), Some("Failed"));
+    }
+
+    #[test]
+    fn a_sidecar_startup_probe_gates_the_containers_and_its_readiness_the_pod() {
+        let (mut pod, _) = PodLifecycle::new(
+            &probed_spec(&[("app", false, false)], Some(("proxy", true))),
+            Backoff::default(),
+            t(0),
+        );
+        assert_eq!(starts(&ready(&mut pod, t(0))), vec!["proxy"]);
+        assert!(
+            starts(&pod.handle(started("proxy"), t(0))).is_empty(),
+            "not started yet"
+        );
+        assert!(!condition(&pod, "Initialized"));
+        assert_eq!(
+            starts(&pod.handle(probe("proxy", ProbeKind::Startup, true), t(1))),
+            vec!["app"]
+        );
+        pod.handle(started("app"), t(1));
+        assert!(condition(&pod, "Ready"));
+        // A sidecar that is not ready makes the pod not ready.
+        let (mut pod, _) = PodLifecycle::new(
+            &PodSpec {
+                init_containers: Some(vec![K8sContainer {
+                    readiness_probe: Some(Default::default()),
+                    ..container("proxy", true)
+                }]),
+                ..spec(&[], &["app"], "Always")
+            },
+            Backoff::default(),
+            t(0),
+        );
+        ready(&mut pod, t(0));
+        pod.handle(started("proxy"), t(0));
+        pod.handle(started("app"), t(0));
+        assert!(!condition(&pod, "Ready") && !condition(&pod, "ContainersReady"));
+        pod.handle(probe("proxy", ProbeKind::Readiness, true), t(1));
+        assert!(condition(&pod, "Ready"));
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! out); [`worker`] performs its actions with the node's namespaces, CNI
 //! chain and processes; [`container`] gives each container its environment,
 //! volumes, filesystem (a mount namespace) and capabilities; [`streaming`]
-//! serves logs, exec, attach and port-forward to the API server. The
-//! scheduler is a controller ([`crate::controllers::scheduler`]).
+//! serves logs, exec, attach and port-forward to the API server; [`probes`]
+//! runs the containers' startup, liveness and readiness probes; [`events`]
+//! writes Events, counting repeats. The scheduler is a controller
+//! ([`crate::controllers::scheduler`]).
 
 pub mod container;
+pub mod events;
 mod exec;
 pub mod heartbeat;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
+pub mod probes;
 pub mod streaming;
 pub mod worker;
 

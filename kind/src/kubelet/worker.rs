@@ -13,27 +13,26 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, Event as K8sEvent, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use kube::api::{Api, Patch, PatchParams};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 use super::container::downward::PodFacts;
 use super::container::{Launch, PodFs, StartError};
+use super::events::Recorder;
 use super::images::ImageTable;
 use super::lifecycle::{Action, Backoff, Input, PodLifecycle};
 use super::logs::PodLogs;
+use super::probes::{self, ProbeKind, Probers, Report};
 use crate::cni::{PodRef, RuntimeConf};
 use crate::node::{ClusterNetwork, NodeError};
 
 /// Every API call of the kubelet is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// An event the API server could not be reached for is tried again this
-/// often, this many times (about a minute, as kubelet's recorder does).
-const EVENT_RETRY: Duration = Duration::from_secs(2);
-const EVENT_RETRIES: u32 = 30;
+/// A pod's grace period when its spec gives none (Kubernetes' default).
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// A status the API server could not be reached for is sent again this
 /// often (kubelet's status manager resyncs too), also when nothing changed.
 const STATUS_RETRY: Duration = Duration::from_secs(1);
@@ -116,21 +115,14 @@ enum RunError {
     Mount(#[source] super::container::mounts::MountError),
 }
 
-/// Why an event could not reach the API server (worth retrying).
-#[derive(Debug, thiserror::Error)]
-enum Unreachable {
-    #[error("{0}")]
-    Client(#[source] kube::Error),
-    #[error("timed out")]
-    TimedOut,
-}
-
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Messages to a pod worker.
 #[derive(Debug)]
 pub enum Msg {
     Lifecycle(Input),
+    /// A probe ran (see [`probes::prober`]).
+    Probe(Report),
     /// The pod is marked for deletion with this grace period.
     Terminate {
         grace: Duration,
@@ -157,6 +149,9 @@ struct Worker {
     last_status: Option<serde_json::Value>,
     /// The last status could not be sent: the server was unreachable.
     status_unsent: bool,
+    /// The probers of the running containers.
+    probers: Probers,
+    events: Recorder,
     /// The pod's directory, volumes and tokens on the node.
     fs: Option<PodFs>,
 }
@@ -164,11 +159,21 @@ struct Worker {
 async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
     let spec = pod.spec.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let involved = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    };
     let fs = ctx
         .network
         .node(&ctx.node)
         .map(|n| PodFs::new(ctx.client.clone(), &pod, n.root()));
     let mut worker = Worker {
+        events: Recorder::new(ctx.client.clone(), involved, "kubelet", Some(&ctx.node)),
+        probers: Probers::default(),
         ns: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         sandbox_id: sandbox_id(&uid),
@@ -199,12 +204,19 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         };
         let input = match msg {
             Some(Msg::Lifecycle(e)) => e,
+            Some(Msg::Probe(report)) => match worker.probed(report).await {
+                Some(e) => e,
+                None => continue,
+            },
             Some(Msg::Terminate { grace }) => return worker.terminate(&lifecycle, &mut rx, grace).await,
             None => Input::Delete,
         };
         let deleting = input == Input::Delete;
         if let Input::SandboxReady { pod_ips } = &input {
             worker.pod_ip = pod_ips.first().cloned();
+        }
+        if let Input::Exited { container, .. } = &input {
+            worker.probers.stop(container);
         }
         let actions = lifecycle.handle(input, SystemTime::now());
         let torn_down = actions.contains(&Action::KillAllAndTeardown);
@@ -223,6 +235,7 @@ impl Worker {
                 Action::CreateSandbox => self.create_sandbox(),
                 Action::Start { container, attempt, .. } => self.start(&container, attempt).await,
                 Action::KillAllAndTeardown => self.teardown().await,
+                Action::Kill { container, probe } => self.kill(&container, probe),
                 Action::Record {
                     warning,
                     reason,
@@ -319,6 +332,7 @@ impl Worker {
                 }
                 self.ctx.running.started(&self.ns, &self.name, name, pid);
                 send(&self.tx, Input::Started { container: name.into() });
+                self.start_probes(&container, pid);
                 let (tx, name, all) = (self.tx.clone(), name.to_string(), self.ctx.processes.clone());
                 let (running, ns, pod) = (self.ctx.running.clone(), self.ns.clone(), self.name.clone());
                 std::thread::spawn(move || {
@@ -419,8 +433,77 @@ impl Worker {
         Ok(cmd)
     }
 
+    /// Probes a container instance that just started as process `pid`.
+    fn start_probes(&mut self, c: &Container, pid: i32) {
+        let node = self.ctx.network.node(&self.ctx.node);
+        // A hostNetwork pod's IP is its node's.
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let pod_ip = match (host_network, node) {
+            (true, Some(n)) => Some(std::net::IpAddr::V4(n.ip())),
+            _ => self.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        };
+        let origin = probes::Origin {
+            netns: node.map(|n| n.netns().clone()),
+            pod_ip,
+        };
+        let tx = self.tx.clone();
+        let sink: probes::Sink = Arc::new(move |report| {
+            let _ = tx.send(Msg::Probe(report));
+        });
+        self.probers.start(c, probes::Target { origin, pid }, sink);
+    }
+
+    /// A probe run: failures are `Unhealthy` events; a result that crossed
+    /// its threshold is the lifecycle's input. Reports of a container
+    /// instance no longer probed are dropped.
+    async fn probed(&self, report: Report) -> Option<Input> {
+        if !self.probers.current(&report) {
+            return None;
+        }
+        if let Some(message) = &report.unhealthy {
+            self.record(true, "Unhealthy", message).await;
+        }
+        report.result.map(|ok| Input::Probe {
+            container: report.container,
+            probe: report.kind,
+            ok,
+        })
+    }
+
+    /// Stops a container a probe failed: SIGTERM to its process group, then
+    /// SIGKILL once the grace period (the probe's, else the pod's) is over.
+    fn kill(&mut self, name: &str, probe: ProbeKind) {
+        let Some(&pgid) = self.processes.get(name) else { return };
+        let all = self.ctx.processes.clone();
+        // Only a process still waited for is ours: its pid cannot be reused.
+        let alive = move || all.lock().map(|set| set.contains(&pgid)).unwrap_or(false);
+        if !alive() {
+            return;
+        }
+        let pod_grace = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let grace = self
+            .container(name)
+            .and_then(|c| probe.of(&c).map(|p| probes::Settings::new(probe, p, &c)))
+            .and_then(|s| s.termination_grace)
+            .or(pod_grace)
+            .unwrap_or(DEFAULT_GRACE);
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if alive() {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        });
+    }
+
     /// Kills every process, runs CNI DEL and removes the netns.
     async fn teardown(&mut self) {
+        self.probers = Probers::default();
         for pgid in self.processes.values() {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }
@@ -434,54 +517,9 @@ impl Worker {
         self.ctx.logs.forget(&self.ns, &self.name);
     }
 
+    /// Records an Event on the pod (a repeat counts on the existing one).
     async fn record(&self, warning: bool, reason: &str, message: &str) {
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let event = K8sEvent {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", self.name)),
-                namespace: Some(self.ns.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(self.name.clone()),
-                namespace: Some(self.ns.clone()),
-                uid: self.pod.metadata.uid.clone(),
-                ..Default::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-            source: Some(EventSource {
-                component: Some("kubelet".into()),
-                host: Some(self.ctx.node.clone()),
-            }),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            reporting_component: Some("kubelet".into()),
-            reporting_instance: Some(self.ctx.node.clone()),
-            ..Default::default()
-        };
-        let api: Api<K8sEvent> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let Err(first) = deliver(&api, &event).await else {
-            return;
-        };
-        // Like kubelet's recorder, keep an event through an API outage (its
-        // cause is often what the event says); the pod's task goes on.
-        let (pod, reason) = (self.name.clone(), reason.to_string());
-        tokio::spawn(async move {
-            let mut last = first;
-            for _ in 0..EVENT_RETRIES {
-                tokio::time::sleep(EVENT_RETRY).await;
-                match deliver(&api, &event).await {
-                    Ok(()) => return,
-                    Err(e) => last = e,
-                }
-            }
-            tracing::warn!(%pod, "recording event {reason}: {last}");
-        });
+        self.events.record(warning, reason, message).await;
     }
 
     /// Writes the pod's status when it changed.
@@ -508,21 +546,6 @@ impl Worker {
             Ok(Err(e)) => tracing::warn!(pod = %self.name, "updating status: {e}"),
             Err(_) => tracing::warn!(pod = %self.name, "updating status: timed out"),
         }
-    }
-}
-
-/// Creates `event`; `Ok` also when the server refused it (retrying would
-/// not change its answer, so that is only logged), `Err` when it could not
-/// be reached.
-async fn deliver(api: &Api<K8sEvent>, event: &K8sEvent) -> Result<(), Unreachable> {
-    match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), event)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(kube::Error::Api(e))) => {
-            tracing::warn!(reason = ?event.reason, "recording event: {e}");
-            Ok(())
-        }
-        Ok(Err(e)) => Err(Unreachable::Client(e)),
-        Err(_) => Err(Unreachable::TimedOut),
     }
 }
 

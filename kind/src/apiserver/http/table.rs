@@ -254,15 +254,21 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             vec![json!(name), json!(count), json!(age(obj))]
         }
         ("", "events") => {
-            let last = [
-                s(obj, "/lastTimestamp"),
-                s(obj, "/eventTime"),
-                s(obj, "/metadata/creationTimestamp"),
-            ]
-            .into_iter()
-            .find(|t| !t.is_empty())
-            .and_then(ids::seconds_since)
-            .map_or_else(|| "<unknown>".into(), ids::human_duration);
+            let since = |paths: &[&str]| {
+                paths
+                    .iter()
+                    .map(|p| s(obj, p))
+                    .find(|t| !t.is_empty())
+                    .and_then(ids::seconds_since)
+                    .map_or_else(|| "<unknown>".into(), ids::human_duration)
+            };
+            let mut last = since(&["/lastTimestamp", "/eventTime", "/metadata/creationTimestamp"]);
+            // Repeats counted on one Event read "5s (x12 over 2m)".
+            let count = obj.get("count").and_then(Value::as_i64).unwrap_or(1);
+            if count > 1 {
+                let first = since(&["/firstTimestamp", "/eventTime", "/metadata/creationTimestamp"]);
+                last = format!("{last} (x{count} over {first})");
+            }
             let object = format!(
                 "{}/{}",
                 s(obj, "/involvedObject/kind").to_lowercase(),
@@ -478,6 +484,23 @@ mod tests {
         assert_eq!(c[3], 3);
         assert_eq!(c[5], "10.0.0.2");
         assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn event_rows_show_counted_repeats() {
+        let info = RESOURCES.iter().find(|r| r.plural == "events").unwrap();
+        let ago = |secs: i64| {
+            let t = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(secs);
+            t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+        };
+        let event = |count: i64| {
+            json!({"metadata": {"name": "e"}, "type": "Warning", "reason": "Unhealthy", "count": count,
+                "firstTimestamp": ago(150), "lastTimestamp": ago(5),
+                "involvedObject": {"kind": "Pod", "name": "p"}, "message": "m"})
+        };
+        let last = |count| cells(info, &event(count))[0].as_str().unwrap().to_string();
+        assert!(last(12).ends_with(" (x12 over 2m30s)"), "{}", last(12));
+        assert!(!last(1).contains("(x"), "{}", last(1));
     }
 
     #[test]
