@@ -355,7 +355,14 @@ fn node_selectors_and_taints_choose_the_nodes() {
         .map(ResourceExt::name_any)
         .collect();
     assert!(after.is_empty(), "{after:?}");
-    let mut back = cluster.block_on(dss.get("picky")).unwrap();
-    assert_eq!(back.status.take().map(|s| s.number_misscheduled), Some(0));
+    // The status catches up with the eviction on the controller's next pass.
+    let misscheduled_cleared = await_condition(dss.clone(), "picky", |ds: Option<&DaemonSet>| {
+        ds.and_then(|d| d.status.as_ref())
+            .is_some_and(|s| s.number_misscheduled == 0)
+    });
+    cluster
+        .block_on(async { tokio::time::timeout(WAIT, misscheduled_cleared).await })
+        .unwrap_or_else(|_| panic!("daemonset picky: numberMisscheduled not 0 after {WAIT:?}"))
+        .unwrap();
     cluster.delete().unwrap();
 }
