@@ -131,13 +131,15 @@ fn state_dir(name: &str) -> PathBuf {
 /// The workspace binaries next to this one serve as images: the agent's
 /// (ours and Istio's `install-cni`), Istio's `proxyv2` and sample app,
 /// mesh-probe and istio-cni; then the `--image` entries, which come first.
-fn images(entries: &[String]) -> Result<ImageTable, String> {
+fn images(entries: &[String], state: &std::path::Path) -> Result<ImageTable, String> {
     let dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
         .unwrap_or_default();
+    let agent_image = state.join("images").join("agent");
     let table = ImageTable::istio(dir.join("istio-cni"), dir.join("mesh-probe"))
-        .with_agent(dir.join("istio-cni-agent"))
+        .with_agent_dir(&agent_image, &dir.join("istio-cni-agent"), &dir.join("istio-cni"))
+        .map_err(|e| format!("laying out the agent image in {}: {e}", agent_image.display()))?
         .add("istio-cni", dir.join("istio-cni"), &[]);
     entries
         .iter()
@@ -158,7 +160,7 @@ fn main() {
             layout,
             register_with_taints,
             images,
-        } => match self::images(&images) {
+        } => match self::images(&images, &state_dir(&name)) {
             Ok(table) => up(
                 &name,
                 nodes,

@@ -305,6 +305,37 @@ impl ImageTable {
         table
     }
 
+    /// The agent's image as a directory under `root`, laid out as
+    /// `agent/Dockerfile` builds it: the agent at
+    /// `/usr/local/bin/istio-cni-agent` (and as Istio's
+    /// `/usr/local/bin/install-cni`), the plugin at `/opt/cni/bin/istio-cni`
+    /// (what the agent copies to the node). Our agent image and Istio's
+    /// `install-cni` run from it, so the DaemonSet's pod finds its plugin.
+    /// Files are hard links where the filesystem allows, else copies.
+    pub fn with_agent_dir(
+        self,
+        root: &std::path::Path,
+        agent: &std::path::Path,
+        plugin: &std::path::Path,
+    ) -> std::io::Result<ImageTable> {
+        let place = |from: &std::path::Path, to: &str| -> std::io::Result<()> {
+            let to = root.join(to);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let _ = std::fs::remove_file(&to);
+            std::fs::hard_link(from, &to).or_else(|_| std::fs::copy(from, &to).map(|_| ()))
+        };
+        place(agent, "usr/local/bin/istio-cni-agent")?;
+        place(agent, "usr/local/bin/install-cni")?;
+        place(plugin, "opt/cni/bin/istio-cni")?;
+        Ok(self.add_dir("install-cni", root, &["install-cni"]).add_dir(
+            crate::backend::images::AGENT_IMAGE,
+            root,
+            &["istio-cni-agent"],
+        ))
+    }
+
     /// An image directory: `dir` is laid out like the image's filesystem
     /// and its files appear at their paths in the container. As in
     /// Kubernetes, a container's `command` replaces `entrypoint` (its first
