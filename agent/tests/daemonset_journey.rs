@@ -39,8 +39,11 @@ fn cluster(images: &Scratch) -> Cluster {
     .expect("creating the cluster")
 }
 
-/// Every node's CNI config files (bytes) and the names in its plugin dir.
-fn node_files(cluster: &Cluster) -> BTreeMap<String, (BTreeMap<String, Vec<u8>>, Vec<String>)> {
+/// Per node: its CNI config files (name → bytes) and the names in its plugin dir.
+type NodeFiles = BTreeMap<String, (BTreeMap<String, Vec<u8>>, Vec<String>)>;
+
+/// Every node's CNI files now.
+fn node_files(cluster: &Cluster) -> NodeFiles {
     let local = cluster.local().expect("a local cluster");
     let read_dir = |dir: PathBuf| -> Vec<(String, PathBuf)> {
         let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
