@@ -218,12 +218,22 @@ mod tests {
             Outcome::Failure(format!("command \"sh -c {script}\" timed out"))
         );
         let sleeper = std::fs::read_to_string(&pidfile).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.trim())).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
-        assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "the background sleep survived: {stat}"
-        );
+        // SIGKILL is delivered asynchronously: the sleeper may still show
+        // as running for a moment; it must be gone (or a zombie) soon after.
+        let gone = |stat: &str| {
+            let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+            matches!(state, None | Some("Z") | Some("X"))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut stat = String::new();
+        while std::time::Instant::now() < deadline {
+            stat = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.trim())).unwrap_or_default();
+            if gone(&stat) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(&stat), "the background sleep survived: {stat}");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(
             run(me, &["/nonexistent/probe".to_string()], t).await,
