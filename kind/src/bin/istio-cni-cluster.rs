@@ -131,16 +131,29 @@ fn state_dir(name: &str) -> PathBuf {
 /// The workspace binaries next to this one serve as images: the agent's
 /// (ours and Istio's `install-cni`), Istio's `proxyv2` and sample app,
 /// mesh-probe and istio-cni; then the `--image` entries, which come first.
+/// This run's agent image directory: per process, removed when `up` returns.
+fn agent_image_dir(state: &std::path::Path) -> PathBuf {
+    state.join(format!("agent-image-{}", std::process::id()))
+}
+
 fn images(entries: &[String], state: &std::path::Path) -> Result<ImageTable, String> {
     let dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
         .unwrap_or_default();
-    let agent_image = state.join("images").join("agent");
-    let table = ImageTable::istio(dir.join("istio-cni"), dir.join("mesh-probe"))
-        .with_agent_dir(&agent_image, &dir.join("istio-cni-agent"), &dir.join("istio-cni"))
-        .map_err(|e| format!("laying out the agent image in {}: {e}", agent_image.display()))?
-        .add("istio-cni", dir.join("istio-cni"), &[]);
+    let (agent, plugin) = (dir.join("istio-cni-agent"), dir.join("istio-cni"));
+    let table = ImageTable::istio(dir.join("istio-cni"), dir.join("mesh-probe"));
+    // The agent image as a directory (agent + plugin, as agent/Dockerfile
+    // lays it out) where both binaries are here; else the agent alone.
+    let table = if agent.is_file() && plugin.is_file() {
+        let agent_image = agent_image_dir(state);
+        table
+            .with_agent_dir(&agent_image, &agent, &plugin)
+            .map_err(|e| format!("laying out the agent image in {}: {e}", agent_image.display()))?
+    } else {
+        table.with_agent(agent)
+    };
+    let table = table.add("istio-cni", dir.join("istio-cni"), &[]);
     entries
         .iter()
         .try_fold(table, |table, entry| table.add_entry(entry).map_err(|e| e.to_string()))
@@ -161,15 +174,24 @@ fn main() {
             register_with_taints,
             images,
         } => match self::images(&images, &state_dir(&name)) {
-            Ok(table) => up(
-                &name,
-                nodes,
-                cni,
-                single_conf,
-                layout,
-                register_with_taints.map(|t| t.0).unwrap_or_default(),
-                table,
-            ),
+            Ok(table) => {
+                let code = up(
+                    &name,
+                    nodes,
+                    cni,
+                    single_conf,
+                    layout,
+                    register_with_taints.map(|t| t.0).unwrap_or_default(),
+                    table,
+                );
+                // Whatever happened, this run's image dir goes, and the
+                // state dir too when nothing else is in it.
+                let state = state_dir(&name);
+                let _ = std::fs::remove_dir_all(agent_image_dir(&state));
+                let _ = std::fs::remove_dir(&state);
+                let _ = state.parent().map(std::fs::remove_dir);
+                code
+            }
             Err(e) => {
                 eprintln!("istio-cni-cluster: {e}");
                 2
