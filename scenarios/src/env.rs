@@ -3,7 +3,9 @@
 //! On the embedded cluster, container images are local executables: the
 //! image table maps Istio's `proxyv2` to `istio-cni validate` (the
 //! `istio-validation` init container) or mesh-probe's capturing proxy
-//! (`istio-proxy`), and the apps to mesh-probe. On kind and existing
+//! (`istio-proxy`), the apps to mesh-probe, and the agent's image to a
+//! directory laid out like `agent/Dockerfile`'s image (agent and plugin), so
+//! the agent's DaemonSet runs as on any cluster. On kind and existing
 //! clusters the same pod specs use the project's test image.
 
 use std::path::{Path, PathBuf};
@@ -122,6 +124,19 @@ pub struct Env {
     /// The embedded clusters made through this env (and its clones), so a
     /// runner that gives up on a hung scenario can tear them down ([`Env::reap`]).
     reapers: Arc<Mutex<Vec<Reaper>>>,
+    /// The image table with the agent's image directory, laid out on first
+    /// use; the directory is removed when the last table naming it (this
+    /// env's, every cluster's) is gone.
+    agent_image: Arc<Mutex<Option<ImageTable>>>,
+}
+
+/// A directory removed when dropped.
+struct ImageDir(PathBuf);
+
+impl Drop for ImageDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Env {
@@ -130,6 +145,7 @@ impl Env {
             target,
             bins: Binaries::locate()?,
             reapers: Arc::default(),
+            agent_image: Arc::default(),
         })
     }
 
@@ -139,6 +155,7 @@ impl Env {
             target: Target::Local,
             bins: Binaries::in_dir(Path::new("/nonexistent")),
             reapers: Arc::default(),
+            agent_image: Arc::default(),
         }
     }
 
@@ -166,9 +183,29 @@ impl Env {
         }
     }
 
-    /// Container images as local executables (embedded cluster).
-    pub fn images(&self) -> ImageTable {
-        ImageTable::istio(&self.bins.istio_cni, &self.bins.mesh_probe)
+    /// Container images as local executables and directories (embedded
+    /// cluster). The agent's image is a directory holding the agent (also
+    /// as `install-cni`) and the plugin; where it cannot be laid out (the
+    /// binaries are missing, as in unit tests) the agent runs bare.
+    pub fn images(&self) -> Result<ImageTable, Stop> {
+        let table = ImageTable::istio(&self.bins.istio_cni, &self.bins.mesh_probe);
+        if !(self.bins.agent.is_file() && self.bins.istio_cni.is_file()) {
+            return Ok(table.with_agent(&self.bins.agent));
+        }
+        let mut slot = self.agent_image.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(table) = &*slot {
+            return Ok(table.clone());
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("istio-cni-agent-image-{}-{n}", std::process::id()));
+        let guard = Arc::new(ImageDir(dir.clone()));
+        let table = table
+            .with_agent_dir(&dir, &self.bins.agent, &self.bins.istio_cni)
+            .map_err(|e| Stop::Fail(format!("laying out the agent image in {}: {e}", dir.display())))?
+            .holding(guard);
+        *slot = Some(table.clone());
+        Ok(table)
     }
 
     /// A cluster for one scenario: `spec` on this env's backend, with the
@@ -192,7 +229,7 @@ impl Env {
                 }
                 Target::Existing { kubeconfig } => ClusterTarget::existing(kubeconfig.clone()),
             },
-            images: self.images(),
+            images: self.images()?,
             backoff: Backoff {
                 initial: Duration::from_millis(200),
                 max: Duration::from_secs(1),

@@ -88,6 +88,9 @@ pub struct ImageTable {
     /// The image directory of each entry made by [`ImageTable::add_dir`],
     /// by entry name.
     dirs: Vec<(String, PathBuf)>,
+    /// What must live as long as any clone of the table (e.g. a temporary
+    /// image directory removed when its guard drops).
+    keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for ImageTable {
@@ -334,6 +337,14 @@ impl ImageTable {
             root,
             &["istio-cni-agent"],
         ))
+    }
+
+    /// Keeps `guard` alive as long as this table or any clone of it (a
+    /// cluster holds its table): a temporary image directory outlives the
+    /// code that laid it out.
+    pub fn holding(mut self, guard: Arc<dyn std::any::Any + Send + Sync>) -> ImageTable {
+        self.keep.push(guard);
+        self
     }
 
     /// An image directory: `dir` is laid out like the image's filesystem
