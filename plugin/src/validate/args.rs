@@ -150,125 +150,172 @@ pub struct ValidateArgs {
     pub ignored: IgnoredArgs,
 }
 
-/// istio-iptables flags that have no effect on the probe. They are parsed so
-/// the injected argument list is accepted as is; values are kept only for
-/// inspection.
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
-#[command(next_help_heading = IGNORED)]
+/// One istio-iptables flag that has no effect on the probe.
+struct IgnoredFlag {
+    long: &'static str,
+    short: Option<char>,
+    alias: Option<&'static str>,
+    /// `BOOL` flags take Go booleans and may stand alone (`--x` = `--x=true`).
+    value_name: &'static str,
+    help: &'static str,
+}
+
+const fn flag(long: &'static str, short: Option<char>, value_name: &'static str, help: &'static str) -> IgnoredFlag {
+    IgnoredFlag {
+        long,
+        short,
+        alias: None,
+        value_name,
+        help,
+    }
+}
+
+const LOG_FLAG: &str = "Istio log flag";
+
+/// Every flag [`IgnoredArgs`] accepts, in help order.
+const IGNORED_FLAGS: &[IgnoredFlag] = &[
+    flag(
+        "istio-inbound-interception-mode",
+        Some('m'),
+        "MODE",
+        "Inbound interception mode (REDIRECT or TPROXY)",
+    ),
+    flag("istio-inbound-tproxy-mark", Some('t'), "MARK", "TPROXY mark"),
+    flag(
+        "istio-inbound-tproxy-route-table",
+        Some('r'),
+        "TABLE",
+        "TPROXY route table",
+    ),
+    flag("istio-inbound-ports", Some('b'), "PORTS", "Inbound ports to capture"),
+    flag(
+        "istio-local-exclude-ports",
+        Some('d'),
+        "PORTS",
+        "Inbound ports to exclude",
+    ),
+    flag("istio-exclude-interfaces", Some('c'), "IFACES", "Interfaces to exclude"),
+    flag("istio-service-cidr", Some('i'), "CIDRS", "Outbound CIDRs to capture"),
+    flag(
+        "istio-service-exclude-cidr",
+        Some('x'),
+        "CIDRS",
+        "Outbound CIDRs to exclude",
+    ),
+    flag("istio-outbound-ports", Some('q'), "PORTS", "Outbound ports to capture"),
+    flag(
+        "istio-local-outbound-ports-exclude",
+        Some('o'),
+        "PORTS",
+        "Outbound ports to exclude",
+    ),
+    flag("inbound-tunnel-port", Some('e'), "PORT", "Inbound tunnel port"),
+    IgnoredFlag {
+        alias: Some("reroute-virtual-interfaces"),
+        ..flag(
+            "kube-virt-interfaces",
+            Some('k'),
+            "IFACES",
+            "Virtual interfaces whose inbound traffic is treated as outbound",
+        )
+    },
+    flag("network-namespace", None, "PATH", "Network namespace to program"),
+    flag("dry-run", Some('n'), "BOOL", "Print the rules instead of applying them"),
+    flag("restore-format", Some('f'), "BOOL", "Use iptables-restore format"),
+    flag("iptables-trace-logging", None, "BOOL", "Add iptables trace rules"),
+    flag("redirect-dns", None, "BOOL", "Capture DNS"),
+    flag("drop-invalid", None, "BOOL", "Drop invalid packets"),
+    flag("capture-all-dns", None, "BOOL", "Capture all DNS"),
+    flag("cni-mode", None, "BOOL", "CNI mode"),
+    flag("reconcile", None, "BOOL", "Reconcile existing rules"),
+    flag("cleanup-only", None, "BOOL", "Only remove rules"),
+    flag("force-apply", None, "BOOL", "Apply even if rules exist"),
+    flag("native-nftables", None, "BOOL", "Use native nftables"),
+    flag(
+        "force-legacy-iptables",
+        None,
+        "BOOL",
+        "Force the legacy iptables backend",
+    ),
+    flag("log_stacktrace_level", None, "SCOPE:LEVEL,...", LOG_FLAG),
+    flag("log_caller", None, "SCOPES", LOG_FLAG),
+    flag("log_target", None, "PATHS", LOG_FLAG),
+    flag("log_rotate", None, "PATH", LOG_FLAG),
+    flag("log_rotate_max_age", None, "DAYS", LOG_FLAG),
+    flag("log_rotate_max_size", None, "MB", LOG_FLAG),
+    flag("log_rotate_max_backups", None, "N", LOG_FLAG),
+];
+
+/// istio-iptables flags that have no effect on the probe ([`IGNORED_FLAGS`]).
+/// They are parsed so the injected argument list is accepted as is (a Go
+/// boolean must still be one); values are kept only for inspection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IgnoredArgs {
-    /// Inbound interception mode (REDIRECT or TPROXY)
-    #[arg(short = 'm', long = "istio-inbound-interception-mode", value_name = "MODE")]
-    pub interception_mode: Option<String>,
-    /// TPROXY mark
-    #[arg(short = 't', long = "istio-inbound-tproxy-mark", value_name = "MARK")]
-    pub tproxy_mark: Option<String>,
-    /// TPROXY route table
-    #[arg(short = 'r', long = "istio-inbound-tproxy-route-table", value_name = "TABLE")]
-    pub tproxy_route_table: Option<String>,
-    /// Inbound ports to capture
-    #[arg(short = 'b', long = "istio-inbound-ports", value_name = "PORTS")]
-    pub inbound_ports: Option<String>,
-    /// Inbound ports to exclude
-    #[arg(short = 'd', long = "istio-local-exclude-ports", value_name = "PORTS")]
-    pub local_exclude_ports: Option<String>,
-    /// Interfaces to exclude
-    #[arg(short = 'c', long = "istio-exclude-interfaces", value_name = "IFACES")]
-    pub exclude_interfaces: Option<String>,
-    /// Outbound CIDRs to capture
-    #[arg(short = 'i', long = "istio-service-cidr", value_name = "CIDRS")]
-    pub service_cidr: Option<String>,
-    /// Outbound CIDRs to exclude
-    #[arg(short = 'x', long = "istio-service-exclude-cidr", value_name = "CIDRS")]
-    pub service_exclude_cidr: Option<String>,
-    /// Outbound ports to capture
-    #[arg(short = 'q', long = "istio-outbound-ports", value_name = "PORTS")]
-    pub outbound_ports: Option<String>,
-    /// Outbound ports to exclude
-    #[arg(short = 'o', long = "istio-local-outbound-ports-exclude", value_name = "PORTS")]
-    pub local_outbound_ports_exclude: Option<String>,
-    /// Inbound tunnel port
-    #[arg(short = 'e', long = "inbound-tunnel-port", value_name = "PORT")]
-    pub inbound_tunnel_port: Option<String>,
-    /// Virtual interfaces whose inbound traffic is treated as outbound
-    #[arg(
-        short = 'k',
-        long = "kube-virt-interfaces",
-        visible_alias = "reroute-virtual-interfaces",
-        value_name = "IFACES"
-    )]
-    pub reroute_virtual_interfaces: Option<String>,
-    /// Network namespace to program
-    #[arg(long = "network-namespace", value_name = "PATH")]
-    pub network_namespace: Option<String>,
-    /// Print the rules instead of applying them
-    #[arg(short = 'n', long = "dry-run", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub dry_run: Option<bool>,
-    /// Use iptables-restore format
-    #[arg(short = 'f', long = "restore-format", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
-    pub restore_format: Option<bool>,
-    /// Add iptables trace rules
-    #[arg(long = "iptables-trace-logging", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
-    pub trace_logging: Option<bool>,
-    /// Capture DNS
-    #[arg(long = "redirect-dns", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub redirect_dns: Option<bool>,
-    /// Drop invalid packets
-    #[arg(long = "drop-invalid", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub drop_invalid: Option<bool>,
-    /// Capture all DNS
-    #[arg(long = "capture-all-dns", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub capture_all_dns: Option<bool>,
-    /// CNI mode
-    #[arg(long = "cni-mode", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub cni_mode: Option<bool>,
-    /// Reconcile existing rules
-    #[arg(long = "reconcile", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub reconcile: Option<bool>,
-    /// Only remove rules
-    #[arg(long = "cleanup-only", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub cleanup_only: Option<bool>,
-    /// Apply even if rules exist
-    #[arg(long = "force-apply", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub force_apply: Option<bool>,
-    /// Use native nftables
-    #[arg(long = "native-nftables", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub native_nftables: Option<bool>,
-    /// Force the legacy iptables backend
-    #[arg(long = "force-legacy-iptables", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
-    pub force_legacy_iptables: Option<bool>,
-    /// Istio log flag
-    #[arg(long = "log_stacktrace_level", value_name = "SCOPE:LEVEL,...")]
-    pub log_stacktrace_level: Option<String>,
-    /// Istio log flag
-    #[arg(long = "log_caller", value_name = "SCOPES")]
-    pub log_caller: Option<String>,
-    /// Istio log flag
-    #[arg(long = "log_target", value_name = "PATHS")]
-    pub log_target: Option<String>,
-    /// Istio log flag
-    #[arg(long = "log_rotate", value_name = "PATH")]
-    pub log_rotate: Option<String>,
-    /// Istio log flag
-    #[arg(long = "log_rotate_max_age", value_name = "DAYS")]
-    pub log_rotate_max_age: Option<String>,
-    /// Istio log flag
-    #[arg(long = "log_rotate_max_size", value_name = "MB")]
-    pub log_rotate_max_size: Option<String>,
-    /// Istio log flag
-    #[arg(long = "log_rotate_max_backups", value_name = "N")]
-    pub log_rotate_max_backups: Option<String>,
+    given: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl IgnoredArgs {
+    /// The value of `--<long>` as given; `None` when absent.
+    pub fn value(&self, long: &str) -> Option<&str> {
+        self.given.get(long).map(String::as_str)
+    }
+
+    /// The value of the Go-boolean flag `--<long>`; `None` when absent.
+    pub fn bool(&self, long: &str) -> Option<bool> {
+        self.value(long).and_then(|v| parse_go_bool(v).ok())
+    }
+}
+
+impl clap::FromArgMatches for IgnoredArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = IgnoredArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for f in IGNORED_FLAGS {
+            let value = if f.value_name == "BOOL" {
+                matches.get_one::<bool>(f.long).map(bool::to_string)
+            } else {
+                matches.get_one::<String>(f.long).cloned()
+            };
+            if let Some(value) = value {
+                self.given.insert(f.long, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for IgnoredArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.next_help_heading(IGNORED).args(IGNORED_FLAGS.iter().map(|f| {
+            let mut arg = clap::Arg::new(f.long)
+                .long(f.long)
+                .value_name(f.value_name)
+                .help(f.help)
+                .action(clap::ArgAction::Set);
+            if let Some(short) = f.short {
+                arg = arg.short(short);
+            }
+            if let Some(alias) = f.alias {
+                arg = arg.visible_alias(alias);
+            }
+            if f.value_name == "BOOL" {
+                arg = arg
+                    .num_args(0..=1)
+                    .require_equals(true)
+                    .default_missing_value("true")
+                    .value_parser(parse_go_bool);
+            }
+            arg
+        }))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// A bad environment value, reported with exit status 1.
@@ -598,11 +645,11 @@ mod tests {
         assert_eq!(a.envoy_port, Some(15001));
         assert_eq!(a.inbound_capture_port, Some(15006));
         assert_eq!(a.proxy_uid.as_deref(), Some("1337"));
-        assert_eq!(a.ignored.interception_mode.as_deref(), Some("REDIRECT"));
-        assert_eq!(a.ignored.service_cidr.as_deref(), Some("*"));
-        assert_eq!(a.ignored.service_exclude_cidr.as_deref(), Some(""));
-        assert_eq!(a.ignored.inbound_ports.as_deref(), Some("*"));
-        assert_eq!(a.ignored.local_exclude_ports.as_deref(), Some("15090,15021,15020"));
+        assert_eq!(a.ignored.value("istio-inbound-interception-mode"), Some("REDIRECT"));
+        assert_eq!(a.ignored.value("istio-service-cidr"), Some("*"));
+        assert_eq!(a.ignored.value("istio-service-exclude-cidr"), Some(""));
+        assert_eq!(a.ignored.value("istio-inbound-ports"), Some("*"));
+        assert_eq!(a.ignored.value("istio-local-exclude-ports"), Some("15090,15021,15020"));
         assert_eq!(a.log_output_level.as_deref(), Some("default:info"));
         assert_eq!(a.run_validation, Some(true));
         assert_eq!(a.skip_rule_apply, Some(true));
@@ -701,13 +748,13 @@ mod tests {
         assert_eq!(a.probe_timeout, Some(Duration::from_millis(500)));
         assert_eq!(a.dual_stack, Some(true));
         assert_eq!(a.log_as_json, Some(true));
-        assert_eq!(a.ignored.native_nftables, Some(true));
-        assert_eq!(a.ignored.capture_all_dns, Some(false));
-        assert_eq!(a.ignored.dry_run, Some(false));
-        assert_eq!(a.ignored.restore_format, Some(true));
-        assert_eq!(a.ignored.inbound_ports.as_deref(), Some(""));
-        assert_eq!(a.ignored.reroute_virtual_interfaces.as_deref(), Some("eth1,eth2"));
-        assert_eq!(a.ignored.log_caller.as_deref(), Some(""));
+        assert_eq!(a.ignored.bool("native-nftables"), Some(true));
+        assert_eq!(a.ignored.bool("capture-all-dns"), Some(false));
+        assert_eq!(a.ignored.bool("dry-run"), Some(false));
+        assert_eq!(a.ignored.bool("restore-format"), Some(true));
+        assert_eq!(a.ignored.value("istio-inbound-ports"), Some(""));
+        assert_eq!(a.ignored.value("kube-virt-interfaces"), Some("eth1,eth2"));
+        assert_eq!(a.ignored.value("log_caller"), Some(""));
         let s = a.resolve(&no_env).unwrap();
         assert_eq!(s.proxy_gid.as_deref(), Some("1338"));
         assert!(s.dual_stack);
@@ -734,8 +781,8 @@ mod tests {
         // Last occurrence wins, like pflag.
         assert_eq!(a.envoy_port, Some(15201));
         assert_eq!(a.inbound_capture_port, Some(15106));
-        assert_eq!(a.ignored.service_exclude_cidr.as_deref(), Some(""));
-        assert_eq!(a.ignored.reroute_virtual_interfaces.as_deref(), Some("eth1"));
+        assert_eq!(a.ignored.value("istio-service-exclude-cidr"), Some(""));
+        assert_eq!(a.ignored.value("kube-virt-interfaces"), Some("eth1"));
         assert_eq!(a.probe_port, Some(15999));
         assert_eq!(a.probe_timeout, Some(Duration::from_secs(90)));
     }
