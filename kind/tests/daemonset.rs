@@ -7,38 +7,19 @@
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`). The kubectl step needs kubectl on
 //! PATH (`. ci/env`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
-use futures::StreamExt;
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::Cluster;
 use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-fn cluster() -> Cluster {
-    Cluster::create(ClusterSpec {
-        nodes: 2,
-        profile: Profile::Ptp,
-        images: ImageTable::new().add("mesh-probe", env!("CARGO_BIN_EXE_mesh-probe"), &[]),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
-    })
-    .unwrap()
-}
+mod workload_support;
+use workload_support::{WAIT, node_of, ready, record_pods, two_node_cluster as cluster, wait_pods};
 
 fn daemonset(name: &str, port: u16) -> DaemonSet {
     serde_json::from_value(json!({
@@ -55,19 +36,6 @@ fn daemonset(name: &str, port: u16) -> DaemonSet {
     .unwrap()
 }
 
-fn ready(p: &Pod) -> bool {
-    let conds = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
-    conds.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-fn node_of(p: &Pod) -> String {
-    p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()
-}
-
 /// The DaemonSet's status says every pod is current and available, for the
 /// latest generation (what `kubectl rollout status` waits for).
 fn rolled_out(want: i32) -> impl Condition<DaemonSet> {
@@ -81,39 +49,6 @@ fn rolled_out(want: i32) -> impl Condition<DaemonSet> {
             && s.number_available == Some(want)
             && s.updated_number_scheduled == Some(want)
     }
-}
-
-/// Waits (on a watch) until the pods with `selector` satisfy `done`.
-async fn wait_pods(api: Api<Pod>, selector: &str, done: impl Fn(&[Pod]) -> bool) -> Vec<Pod> {
-    let mut events = watcher(api, watcher::Config::default().labels(selector)).boxed();
-    let wait = async {
-        let mut now: BTreeMap<String, Pod> = BTreeMap::new();
-        let mut synced = false;
-        loop {
-            match events.next().await {
-                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                    now.insert(p.name_any(), p);
-                }
-                Some(Ok(watcher::Event::Delete(p))) => {
-                    now.remove(&p.name_any());
-                }
-                Some(Ok(watcher::Event::Init)) => {
-                    now.clear();
-                    synced = false;
-                }
-                Some(Ok(watcher::Event::InitDone)) => synced = true,
-                Some(Err(e)) => eprintln!("pods {selector}: watch: {e}"),
-                None => panic!("pods {selector}: the watch ended"),
-            }
-            let pods: Vec<Pod> = now.values().cloned().collect();
-            if synced && done(&pods) {
-                return pods;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("pods {selector}: timed out"))
 }
 
 /// Runs kubectl (from PATH: `. ci/env`) against the cluster's `default`
@@ -237,42 +172,7 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
     let first: BTreeSet<String> = first.iter().map(ResourceExt::name_any).collect();
 
     // Record, at every pod event, how many pods exist and how many are Ready.
-    let seen: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
-    let (synced_tx, synced) = tokio::sync::oneshot::channel::<()>();
-    let record = seen.clone();
-    let watch = pods.clone();
-    let runtime = cluster.block_on(async { tokio::runtime::Handle::current() });
-    let recorder = runtime.spawn(async move {
-        let mut events = watcher(watch, watcher::Config::default().labels("app=roll")).boxed();
-        let mut now: BTreeMap<String, bool> = BTreeMap::new();
-        let (mut synced_tx, mut listing) = (Some(synced_tx), true);
-        while let Some(Ok(event)) = events.next().await {
-            match event {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    now.insert(p.name_any(), ready(&p));
-                }
-                watcher::Event::Delete(p) => {
-                    now.remove(&p.name_any());
-                }
-                watcher::Event::Init => {
-                    now.clear();
-                    listing = true;
-                }
-                watcher::Event::InitDone => {
-                    listing = false;
-                    if let Some(tx) = synced_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-            // Only complete states: not while a (re)list is in progress.
-            if !listing {
-                let ready_count = now.values().filter(|r| **r).count();
-                record.lock().unwrap().push((now.len(), ready_count));
-            }
-        }
-    });
-    cluster.block_on(synced).unwrap();
+    let (seen, recorder) = record_pods(&cluster, pods.clone(), "app=roll");
 
     let change = json!({"spec": {"template": {"spec": {"containers": [{"name": "echo", "image": "mesh-probe",
         "args": ["echo", "--port", "9090"]}]}}}});
@@ -301,8 +201,8 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
     assert!(seen.len() > 4, "the recorder saw the rollout: {seen:?}");
     // maxUnavailable 1 and maxSurge 0 on 2 nodes: never more than 2 pods,
     // never fewer than 1 Ready.
-    assert!(seen.iter().all(|(pods, _)| *pods <= 2), "{seen:?}");
-    assert!(seen.iter().all(|(_, ready)| *ready >= 1), "{seen:?}");
+    assert!(seen.iter().all(|m| m.pods <= 2), "{seen:?}");
+    assert!(seen.iter().all(|m| m.ready >= 1), "{seen:?}");
     cluster.delete().unwrap();
 }
 

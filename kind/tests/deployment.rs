@@ -6,41 +6,26 @@
 //! Needs root, the CNI plugins and kubectl (`. ci/env`); skips with `SKIP:`
 //! otherwise, and panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
-use futures::StreamExt;
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::Cluster;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use testkit::{Kubectl, Need, Scratch};
 
-const WAIT: Duration = Duration::from_secs(90);
+mod workload_support;
+use workload_support::{WAIT, ready, record_pods, two_node_cluster, wait_live_pods};
 
 fn setup(test: &str) -> Option<(Cluster, Kubectl, Scratch)> {
     if !testkit::gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
         return None;
     }
-    let cluster = Cluster::create(ClusterSpec {
-        nodes: 2,
-        profile: Profile::Ptp,
-        images: ImageTable::new().add("mesh-probe", env!("CARGO_BIN_EXE_mesh-probe"), &[]),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
-    })
-    .unwrap();
+    let cluster = two_node_cluster();
     let home = Scratch::new(test);
     let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), home.path())?;
     Some((cluster, kubectl, home))
@@ -66,15 +51,6 @@ spec:
         args: [echo, --port, "8080"]
 "#;
 
-fn ready(p: &Pod) -> bool {
-    let conds = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
-    conds.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// The Deployment's status says the rollout of its latest generation is
 /// complete with `want` pods (what `kubectl rollout status` waits for).
 fn complete(want: i32) -> impl Condition<Deployment> {
@@ -95,90 +71,6 @@ fn wait_complete(cluster: &Cluster, api: &Api<Deployment>, name: &str, want: i32
         .unwrap_or_else(|_| panic!("deployment {name}: not complete with {want} pods in {WAIT:?}"))
         .unwrap()
         .unwrap()
-}
-
-/// Waits (on a watch) until the live pods with `selector` satisfy `done`.
-async fn wait_pods(api: Api<Pod>, selector: &str, done: impl Fn(&[Pod]) -> bool) -> Vec<Pod> {
-    let mut events = watcher(api, watcher::Config::default().labels(selector)).boxed();
-    let wait = async {
-        let mut now: BTreeMap<String, Pod> = BTreeMap::new();
-        let mut synced = false;
-        loop {
-            match events.next().await {
-                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                    now.insert(p.name_any(), p);
-                }
-                Some(Ok(watcher::Event::Delete(p))) => {
-                    now.remove(&p.name_any());
-                }
-                Some(Ok(watcher::Event::Init)) => {
-                    now.clear();
-                    synced = false;
-                }
-                Some(Ok(watcher::Event::InitDone)) => synced = true,
-                Some(Err(e)) => eprintln!("pods {selector}: watch: {e}"),
-                None => panic!("pods {selector}: the watch ended"),
-            }
-            let live: Vec<Pod> = now
-                .values()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .cloned()
-                .collect();
-            if synced && done(&live) {
-                return live;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("pods {selector}: timed out"))
-}
-
-/// (live pods, Ready pods) as seen at each pod event.
-type Seen = Arc<Mutex<Vec<(usize, usize)>>>;
-
-/// Records, at every pod event, how many live pods exist and how many are
-/// Ready, until aborted.
-fn record_pods(cluster: &Cluster, api: Api<Pod>, selector: &'static str) -> (Seen, tokio::task::JoinHandle<()>) {
-    let seen: Seen = Arc::default();
-    let (synced_tx, synced) = tokio::sync::oneshot::channel::<()>();
-    let record = seen.clone();
-    let runtime = cluster.block_on(async { tokio::runtime::Handle::current() });
-    let task = runtime.spawn(async move {
-        let mut events = watcher(api, watcher::Config::default().labels(selector)).boxed();
-        let mut now: BTreeMap<String, bool> = BTreeMap::new();
-        let (mut synced_tx, mut listing) = (Some(synced_tx), true);
-        while let Some(Ok(event)) = events.next().await {
-            match event {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    if p.metadata.deletion_timestamp.is_some() {
-                        now.remove(&p.name_any());
-                    } else {
-                        now.insert(p.name_any(), ready(&p));
-                    }
-                }
-                watcher::Event::Delete(p) => {
-                    now.remove(&p.name_any());
-                }
-                watcher::Event::Init => {
-                    now.clear();
-                    listing = true;
-                }
-                watcher::Event::InitDone => {
-                    listing = false;
-                    if let Some(tx) = synced_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-            if !listing {
-                let ready_count = now.values().filter(|r| **r).count();
-                record.lock().unwrap().push((now.len(), ready_count));
-            }
-        }
-    });
-    cluster.block_on(synced).unwrap();
-    (seen, task)
 }
 
 fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
@@ -235,7 +127,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
         ("Deployment", "web", Some(true))
     );
-    let running = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+    let running = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3 && ps.iter().all(ready)
     }));
     for p in &running {
@@ -267,7 +159,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     wait_complete(&cluster, &deploys, "web", 3);
-    let second = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+    let second = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
             && ps
                 .iter()
@@ -278,11 +170,11 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     eprintln!("(live pods, ready) at each event of the rollout: {seen:?}");
     assert!(seen.len() > 6, "the recorder saw the rollout: {seen:?}");
     assert!(
-        seen.iter().all(|(n, _)| *n <= 4),
+        seen.iter().all(|m| m.live <= 4),
         "more than replicas + maxSurge: {seen:?}"
     );
     assert!(
-        seen.iter().all(|(_, r)| *r >= 3),
+        seen.iter().all(|m| m.ready >= 3),
         "fewer than replicas - maxUnavailable Ready: {seen:?}"
     );
     for p in &second {
@@ -306,7 +198,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     wait_complete(&cluster, &deploys, "web", 3);
-    let restarted = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+    let restarted = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
             && ps
                 .iter()
@@ -324,7 +216,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     // `kubectl scale` through the scale subresource.
     kubectl.ok(&["-n", "default", "scale", "deploy/web", "--replicas=1"]);
     wait_complete(&cluster, &deploys, "web", 1);
-    let one = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+    let one = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 1 && ps.iter().all(ready)
     }));
 
@@ -333,7 +225,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     cluster
         .block_on(pods.delete(&victim, &DeleteParams::default()))
         .unwrap();
-    let again = cluster.block_on(wait_pods(pods.clone(), "app=web", |ps| {
+    let again = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 1 && ps.iter().all(|p| ready(p) && p.name_any() != victim)
     }));
     assert_eq!(again.len(), 1);
@@ -448,7 +340,7 @@ fn priority_classes_leases_and_daemonset_history() {
             .iter()
             .all(|r| r.owner_references()[0].uid == ds_uid.clone().unwrap())
     );
-    let live = cluster.block_on(wait_pods(pods.clone(), "app=probe", |ps| {
+    let live = cluster.block_on(wait_live_pods(pods.clone(), "app=probe", |ps| {
         ps.len() == 2 && ps.iter().all(ready)
     }));
     let newest = listed.iter().max_by_key(|r| r.revision).unwrap();
