@@ -80,6 +80,20 @@ fn wait_rolled_out(cluster: &Cluster, dss: &Api<DaemonSet>, name: &str, want: i3
         .unwrap()
 }
 
+/// A 2-node cluster and the `default` namespace's DaemonSets and pods, when
+/// the test may run.
+fn setup(test: &str) -> Option<(Cluster, Api<DaemonSet>, Api<Pod>)> {
+    if !privileged(test) {
+        return None;
+    }
+    let cluster = cluster();
+    let (dss, pods) = (
+        Api::namespaced(cluster.client(), "default"),
+        Api::namespaced(cluster.client(), "default"),
+    );
+    Some((cluster, dss, pods))
+}
+
 fn one_running_pod_per_node(pods: &[Pod]) -> bool {
     let nodes: BTreeSet<String> = pods.iter().map(node_of).collect();
     pods.len() == 2 && nodes.len() == 2 && pods.iter().all(ready)
@@ -87,13 +101,9 @@ fn one_running_pod_per_node(pods: &[Pod]) -> bool {
 
 #[test]
 fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
-    if !privileged("a_daemonset_runs_one_pod_per_node_and_rolls_out") {
+    let Some((cluster, dss, pods)) = setup("a_daemonset_runs_one_pod_per_node_and_rolls_out") else {
         return;
-    }
-    let cluster = cluster();
-    let client = cluster.client();
-    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    };
     cluster
         .block_on(dss.create(&PostParams::default(), &daemonset("probe", 8080)))
         .unwrap();
@@ -157,13 +167,9 @@ fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
 
 #[test]
 fn a_template_change_replaces_pods_one_node_at_a_time() {
-    if !privileged("a_template_change_replaces_pods_one_node_at_a_time") {
+    let Some((cluster, dss, pods)) = setup("a_template_change_replaces_pods_one_node_at_a_time") else {
         return;
-    }
-    let cluster = cluster();
-    let client = cluster.client();
-    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    };
     cluster
         .block_on(dss.create(&PostParams::default(), &daemonset("roll", 8080)))
         .unwrap();
@@ -208,14 +214,10 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
 
 #[test]
 fn node_selectors_and_taints_choose_the_nodes() {
-    if !privileged("node_selectors_and_taints_choose_the_nodes") {
+    let Some((cluster, dss, pods)) = setup("node_selectors_and_taints_choose_the_nodes") else {
         return;
-    }
-    let cluster = cluster();
-    let client = cluster.client();
-    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let nodes: Api<Node> = Api::all(client.clone());
+    };
+    let nodes: Api<Node> = Api::all(cluster.client());
     let mut ds = daemonset("picky", 8080);
     let template = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
     template.node_selector = Some([("kubernetes.io/hostname".to_string(), "node-1".to_string())].into());
