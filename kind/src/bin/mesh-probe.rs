@@ -381,6 +381,12 @@ fn wildcards(port: u16) -> [SocketAddr; 2] {
     ]
 }
 
+/// A bound listener of either protocol.
+enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
 /// Opens every listener; returns how many succeeded. Failures are logged as
 /// `bind_failed` events (e.g. IPv6 disabled in the namespace).
 fn open_listeners(
@@ -391,34 +397,30 @@ fn open_listeners(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> usize {
     let mut opened = 0;
-    for &port in tcp_ports {
+    let wanted = tcp_ports
+        .iter()
+        .map(|&p| ("tcp", p))
+        .chain(udp_ports.iter().map(|&p| ("udp", p)));
+    for (proto, port) in wanted {
         for addr in wildcards(port) {
-            match tcp_listener(addr) {
-                Ok(listener) => {
+            let bound = if proto == "tcp" {
+                tcp_listener(addr).map(Bound::Tcp)
+            } else {
+                udp_socket(addr).map(Bound::Udp)
+            };
+            match bound {
+                Ok(bound) => {
                     opened += 1;
                     emit(event(
-                        json!({"event": "listening", "mode": role.as_str(), "proto": "tcp", "addr": addr.to_string(), "listener": port}),
+                        json!({"event": "listening", "mode": role.as_str(), "proto": proto, "addr": addr.to_string(), "listener": port}),
                     ));
-                    tasks.spawn(serve_tcp(role, name.to_owned(), port, listener));
+                    match bound {
+                        Bound::Tcp(listener) => tasks.spawn(serve_tcp(role, name.to_owned(), port, listener)),
+                        Bound::Udp(sock) => tasks.spawn(serve_udp(role, name.to_owned(), port, sock)),
+                    };
                 }
                 Err(e) => emit(event(
-                    json!({"event": "bind_failed", "mode": role.as_str(), "proto": "tcp", "addr": addr.to_string(), "error": e}),
-                )),
-            }
-        }
-    }
-    for &port in udp_ports {
-        for addr in wildcards(port) {
-            match udp_socket(addr) {
-                Ok(sock) => {
-                    opened += 1;
-                    emit(event(
-                        json!({"event": "listening", "mode": role.as_str(), "proto": "udp", "addr": addr.to_string(), "listener": port}),
-                    ));
-                    tasks.spawn(serve_udp(role, name.to_owned(), port, sock));
-                }
-                Err(e) => emit(event(
-                    json!({"event": "bind_failed", "mode": role.as_str(), "proto": "udp", "addr": addr.to_string(), "error": e}),
+                    json!({"event": "bind_failed", "mode": role.as_str(), "proto": proto, "addr": addr.to_string(), "error": e}),
                 )),
             }
         }
