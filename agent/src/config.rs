@@ -262,7 +262,9 @@ pub fn parse_taint_key(s: &str) -> Result<String, String> {
         && name.ends_with(alnum)
         && name.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'));
     if !name_ok {
-        return bad("the name part takes letters, digits, '-', '_' and '.', and starts and ends with a letter or digit");
+        return bad(
+            "the name part takes letters, digits, '-', '_' and '.', and starts and ends with a letter or digit",
+        );
     }
     if let Some(prefix) = prefix {
         let label_ok = |l: &str| {
@@ -270,7 +272,8 @@ pub fn parse_taint_key(s: &str) -> Result<String, String> {
                 && l.len() <= 63
                 && l.starts_with(alnum)
                 && l.ends_with(alnum)
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         };
         if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
             return bad("the prefix must be a lowercase DNS subdomain");
@@ -671,7 +674,11 @@ mod tests {
         let s = parse(&[]).unwrap();
         assert!(!s.node.not_ready_taint_enabled && !s.node.safe_upgrade_enabled);
         assert_eq!(s.node.not_ready_taint_name, "cni.istio.io/not-ready");
-        let s = parse(&["--not-ready-taint-enabled", "--not-ready-taint-name=example.com/cni-wait"]).unwrap();
+        let s = parse(&[
+            "--not-ready-taint-enabled",
+            "--not-ready-taint-name=example.com/cni-wait",
+        ])
+        .unwrap();
         assert!(s.node.not_ready_taint_enabled);
         assert_eq!(s.node.not_ready_taint_name, "example.com/cni-wait");
         for bad in ["", "a b", "-x", "Example.com/x", "x/", "/x", &"n".repeat(64)] {
@@ -679,7 +686,10 @@ mod tests {
             let err = parse(&[&arg]).unwrap_err().to_string();
             assert!(err.contains("is not a taint key"), "{bad:?}: {err}");
         }
-        assert_eq!(parse_taint_key("node.kubernetes.io/not-ready"), Ok("node.kubernetes.io/not-ready".into()));
+        assert_eq!(
+            parse_taint_key("node.kubernetes.io/not-ready"),
+            Ok("node.kubernetes.io/not-ready".into())
+        );
     }
 
     #[test]

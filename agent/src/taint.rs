@@ -99,13 +99,10 @@ pub async fn attempt(client: &kube::Client, node: &str, key: &str) -> Result<Out
             node: node.to_string(),
             reason: e.to_string(),
         })?;
-    client
-        .request_text(request)
-        .await
-        .map_err(|source| TaintError::Patch {
-            node: node.to_string(),
-            source,
-        })?;
+    client.request_text(request).await.map_err(|source| TaintError::Patch {
+        node: node.to_string(),
+        source,
+    })?;
     Ok(Outcome::Removed)
 }
 

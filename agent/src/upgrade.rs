@@ -71,7 +71,9 @@ pub fn decide(pod: &Pod, ds: Option<&DaemonSet>) -> Decision {
         return clean(format!("DaemonSet {name} is gone (uninstall)"));
     };
     if ds.metadata.uid.as_deref() != Some(uid) {
-        return clean(format!("DaemonSet {name} is not the one that made this pod (deleted and recreated)"));
+        return clean(format!(
+            "DaemonSet {name} is not the one that made this pod (deleted and recreated)"
+        ));
     }
     if ds.metadata.deletion_timestamp.is_some() {
         return clean(format!("DaemonSet {name} is being deleted (uninstall)"));
@@ -185,8 +187,16 @@ mod tests {
         let owners = [
             ("no owner", None),
             ("owner", Some(ds_owner())),
-            ("not controller", Some(json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "istio-cni-node", "uid": UID}))),
-            ("ReplicaSet", Some(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": UID, "controller": true}))),
+            (
+                "not controller",
+                Some(json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "istio-cni-node", "uid": UID})),
+            ),
+            (
+                "ReplicaSet",
+                Some(
+                    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": UID, "controller": true}),
+                ),
+            ),
         ];
         let hashes = [None, Some("abc")];
         let generations = [None, Some("x"), Some("1"), Some("2"), Some("3")];
@@ -226,9 +236,15 @@ mod tests {
             (decide(&old, Some(&ds("x", Some(2), false))), "deleted and recreated"),
             (decide(&current, Some(&ds(UID, Some(2), false))), "not rolling"),
             (decide(&old, Some(&ds(UID, Some(2), false))), "is rolling: generation 2"),
-            (decide(&pod(None, labels(Some("a"), Some("1"))), None), "not controlled by a DaemonSet"),
             (
-                decide(&pod(Some(ds_owner()), labels(None, Some("1"))), Some(&ds(UID, Some(2), false))),
+                decide(&pod(None, labels(Some("a"), Some("1"))), None),
+                "not controlled by a DaemonSet",
+            ),
+            (
+                decide(
+                    &pod(Some(ds_owner()), labels(None, Some("1"))),
+                    Some(&ds(UID, Some(2), false)),
+                ),
                 "no controller-revision-hash label",
             ),
         ];

@@ -426,14 +426,21 @@ fn features_off_by_default_add_nothing() {
     assert!(p.roles.is_empty() && p.role_bindings.is_empty());
     assert!(p.role("istio-cni-taint").is_none());
     let cfg = p.config();
-    for key in ["NOT_READY_TAINT_ENABLED", "NOT_READY_TAINT_NAME", "SAFE_UPGRADE_ENABLED"] {
+    for key in [
+        "NOT_READY_TAINT_ENABLED",
+        "NOT_READY_TAINT_NAME",
+        "SAFE_UPGRADE_ENABLED",
+    ] {
         assert!(!cfg.contains_key(key), "{key} in {cfg:?}");
     }
     let err = resolve_err(Inputs {
         set: vec!["taint.enabled=true".into(), "taint.name=Not A Key".into()],
         ..Default::default()
     });
-    assert!(err.contains("taint.name") && err.contains("is not a taint key"), "{err}");
+    assert!(
+        err.contains("taint.name") && err.contains("is not a taint key"),
+        "{err}"
+    );
 }
 
 #[derive(Parser)]

@@ -67,7 +67,11 @@ fn attached_with(cluster: &Cluster, node: &str, name: &str) -> Vec<u8> {
 }
 
 fn unschedulable(p: &Pod) -> bool {
-    let conditions = p.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let conditions = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
     conditions
         .iter()
         .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
@@ -133,7 +137,10 @@ fn the_not_ready_taint_holds_pods_until_the_agent_has_installed_the_plugin() {
         .expect("the agent's log");
     // Every outcome of an attempt is logged (removed, absent, failed).
     for attempt in ["removed taint", "has no taint", "removing taint"] {
-        assert!(!log.contains(attempt), "the agent acted on the taint while disabled:\n{log}");
+        assert!(
+            !log.contains(attempt),
+            "the agent acted on the taint while disabled:\n{log}"
+        );
     }
     delete_daemonset(&kubectl);
     assert_eq!(node_files(&cluster), before, "node files after the first uninstall");
@@ -148,12 +155,10 @@ fn the_not_ready_taint_holds_pods_until_the_agent_has_installed_the_plugin() {
         has_entry(&std::fs::read(&node1_conflist).unwrap_or_default()),
         "the pod was scheduled while node-1 has no istio-cni entry"
     );
-    cluster
-        .wait_for_pod(APP_NS, "app", WAIT, running)
-        .unwrap_or_else(|e| {
-            let events = kubectl.run(&["-n", APP_NS, "get", "events", "-o", "wide"]);
-            panic!("the app pod does not run: {e}\nevents:\n{events}")
-        });
+    cluster.wait_for_pod(APP_NS, "app", WAIT, running).unwrap_or_else(|e| {
+        let events = kubectl.run(&["-n", APP_NS, "get", "events", "-o", "wide"]);
+        panic!("the app pod does not run: {e}\nevents:\n{events}")
+    });
     assert!(
         has_entry(&attached_with(&cluster, "node-1", "app")),
         "the app pod was attached without istio-cni in the chain"
@@ -164,7 +169,10 @@ fn the_not_ready_taint_holds_pods_until_the_agent_has_installed_the_plugin() {
     let log = cluster
         .pod_logs(NS, &agent_pod(&kubectl, "node-1"), "install-cni")
         .expect("the agent's log");
-    assert!(log.contains(&format!("removed taint {TAINT} from node node-1")), "{log}");
+    assert!(
+        log.contains(&format!("removed taint {TAINT} from node node-1")),
+        "{log}"
+    );
     let log0 = cluster
         .pod_logs(NS, &agent_pod(&kubectl, "node-0"), "install-cni")
         .expect("node-0 agent's log");

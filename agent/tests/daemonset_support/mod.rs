@@ -59,7 +59,9 @@ pub fn manifest(sets: &[&str]) -> Vec<u8> {
 /// Applies the manifest for `sets` (creating the namespace once).
 pub fn apply(kubectl: &Kubectl, sets: &[&str]) {
     let _ = kubectl.run(&["create", "namespace", NS]);
-    kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&manifest(sets))).ok();
+    kubectl
+        .run_with_stdin(&["apply", "-f", "-"], Some(&manifest(sets)))
+        .ok();
 }
 
 /// Waits for the DaemonSet's rollout to finish.
@@ -128,7 +130,10 @@ pub fn node_files(cluster: &Cluster) -> NodeFiles {
                 .filter(|(_, p)| p.is_file())
                 .map(|(name, p)| (name, std::fs::read(p).unwrap_or_default()))
                 .collect();
-            let bin = sorted_entries(&node.bin_dir()).into_iter().map(|(name, _)| name).collect();
+            let bin = sorted_entries(&node.bin_dir())
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
             (node.name().to_string(), (conf, bin))
         })
         .collect()
