@@ -333,6 +333,47 @@ mod tests {
     }
 
     #[test]
+    fn features_refuse_to_start_without_their_downward_api_names() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).unwrap();
+        assert!(check_node_features(&parse(&[]).settings).is_ok());
+        let err = check_node_features(&parse(&["--not-ready-taint-enabled"]).settings).unwrap_err();
+        assert!(err.contains("NODE_NAME"), "{err}");
+        assert!(check_node_features(&parse(&["--not-ready-taint-enabled", "--node-name=n1"]).settings).is_ok());
+        let err = check_node_features(&parse(&["--safe-upgrade-enabled", "--pod-namespace=ns"]).settings).unwrap_err();
+        assert!(err.contains("POD_NAME"), "{err}");
+        let ok = parse(&["--safe-upgrade-enabled", "--pod-namespace=ns", "--pod-name=p"]);
+        assert!(check_node_features(&ok.settings).is_ok());
+    }
+
+    #[tokio::test]
+    async fn safe_upgrade_off_decides_to_clean_without_asking_the_api() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // No API server is configured: a lookup would fail with another reason.
+        let cli = Cli::try_parse_from(["agent"]).unwrap();
+        let decision = crate::upgrade::on_termination(&cli.settings).await;
+        assert_eq!(
+            decision,
+            crate::upgrade::Decision::Clean("safe upgrade is disabled".into())
+        );
+        let cli =
+            Cli::try_parse_from(["agent", "--safe-upgrade-enabled", "--pod-name=p", "--pod-namespace=ns"]).unwrap();
+        let decision = crate::upgrade::on_termination(&cli.settings).await;
+        assert!(!decision.keeps());
+        assert!(decision.reason().contains("cleaning up to be safe"), "{decision:?}");
+    }
+
+    #[test]
     fn pem_bundle_decodes() {
         let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n";
         assert_eq!(pem_certificates(pem.as_bytes()).unwrap(), vec![vec![0, 1, 2, 3]]);
