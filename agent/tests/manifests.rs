@@ -443,6 +443,18 @@ fn features_off_by_default_add_nothing() {
     );
 }
 
+/// kubectl and Helm read YAML 1.1, where a plain `yes` is a boolean and an
+/// annotation `yes` would make the DaemonSet invalid: such words are quoted.
+#[test]
+fn yaml_1_1_booleans_stay_strings() {
+    let m = ok(Manifest::resolve(&Inputs {
+        set: vec!["podAnnotations.rolled=yes".into(), "podAnnotations.off=n".into()],
+        ..Default::default()
+    }));
+    let text = ok(m.to_yaml());
+    assert!(text.contains("rolled: 'yes'") && text.contains("'off': 'n'"), "{text}");
+}
+
 #[derive(Parser)]
 struct AgentCli {
     #[command(flatten)]

@@ -31,6 +31,7 @@ pub mod platform;
 mod schema;
 pub mod set;
 pub mod values;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -288,7 +289,7 @@ impl Manifest {
             if i > 0 {
                 out.push_str("---\n");
             }
-            out.push_str(&serde_yaml::to_string(obj).map_err(|e| ManifestError::Serialize(e.to_string()))?);
+            out.push_str(&yaml::to_string(obj).map_err(|e| ManifestError::Serialize(e.to_string()))?);
         }
         Ok(out)
     }
