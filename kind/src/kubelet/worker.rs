@@ -25,7 +25,7 @@ use super::events::Recorder;
 use super::images::ImageTable;
 use super::lifecycle::{Action, Backoff, Input, PodLifecycle};
 use super::logs::PodLogs;
-use super::probes::{self, ProbeKind, Probers, Report};
+use super::probes::{self, Probers, Report};
 use crate::cni::{PodRef, RuntimeConf};
 use crate::node::{ClusterNetwork, NodeError};
 
@@ -151,7 +151,7 @@ struct Worker {
     status_unsent: bool,
     /// The probers of the running containers.
     probers: Probers,
-    events: Recorder,
+    events: Arc<Recorder>,
     /// The pod's directory, volumes and tokens on the node.
     fs: Option<PodFs>,
 }
@@ -172,7 +172,7 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         .node(&ctx.node)
         .map(|n| PodFs::new(ctx.client.clone(), &pod, n.root()));
     let mut worker = Worker {
-        events: Recorder::new(ctx.client.clone(), involved, "kubelet", Some(&ctx.node)),
+        events: Arc::new(Recorder::new(ctx.client.clone(), involved, "kubelet", Some(&ctx.node))),
         probers: Probers::default(),
         ns: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
@@ -433,19 +433,24 @@ impl Worker {
         Ok(cmd)
     }
 
-    /// Probes a container instance that just started as process `pid`.
-    fn start_probes(&mut self, c: &Container, pid: i32) {
+    /// Where httpGet and tcpSocket checks (probes, hooks) connect from and
+    /// to: the node's netns, the pod IP (a hostNetwork pod's is its node's).
+    fn origin(&self) -> probes::Origin {
         let node = self.ctx.network.node(&self.ctx.node);
-        // A hostNetwork pod's IP is its node's.
         let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let pod_ip = match (host_network, node) {
             (true, Some(n)) => Some(std::net::IpAddr::V4(n.ip())),
             _ => self.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
         };
-        let origin = probes::Origin {
+        probes::Origin {
             netns: node.map(|n| n.netns().clone()),
             pod_ip,
-        };
+        }
+    }
+
+    /// Probes a container instance that just started as process `pid`.
+    fn start_probes(&mut self, c: &Container, pid: i32) {
+        let origin = self.origin();
         let tx = self.tx.clone();
         let sink: probes::Sink = Arc::new(move |report| {
             let _ = tx.send(Msg::Probe(report));
@@ -468,37 +473,6 @@ impl Worker {
             probe: report.kind,
             ok,
         })
-    }
-
-    /// Stops a container a probe failed: SIGTERM to its process group, then
-    /// SIGKILL once the grace period (the probe's, else the pod's) is over.
-    fn kill(&mut self, name: &str, probe: ProbeKind) {
-        let Some(&pgid) = self.processes.get(name) else { return };
-        let all = self.ctx.processes.clone();
-        // Only a process still waited for is ours: its pid cannot be reused.
-        let alive = move || all.lock().map(|set| set.contains(&pgid)).unwrap_or(false);
-        if !alive() {
-            return;
-        }
-        let pod_grace = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
-        let grace = self
-            .container(name)
-            .and_then(|c| probe.of(&c).map(|p| probes::Settings::new(probe, p, &c)))
-            .and_then(|s| s.termination_grace)
-            .or(pod_grace)
-            .unwrap_or(DEFAULT_GRACE);
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if alive() {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            }
-        });
     }
 
     /// Kills every process, runs CNI DEL and removes the netns.

@@ -15,6 +15,7 @@ impl Strategy for PodStrategy {
         validate_containers("Pod", name, obj.get("spec"), "spec")?;
         if let Some(Value::Object(spec)) = obj.get_mut("spec") {
             default_spec(spec);
+            default_tolerations(spec);
         }
         Ok(())
     }
@@ -89,6 +90,34 @@ pub(crate) fn default_spec(spec: &mut Map<String, Value>) {
     }
     if let Some(sa) = spec.get("serviceAccountName").cloned() {
         spec.entry("serviceAccount").or_insert(sa);
+    }
+}
+
+/// The taints of a node that is not ready or unreachable, which every pod
+/// tolerates for [`DEFAULT_TOLERATION_SECONDS`] unless it says otherwise.
+const NODE_PROBLEM_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+/// kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`.
+pub(crate) const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission: a pod not tolerating a node
+/// problem's `NoExecute` taint gets a toleration of it for 300 s, so the
+/// taint manager evicts it only after that long on a failed node.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in NODE_PROBLEM_TAINTS {
+        let covered = list.iter().any(|t| {
+            let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("");
+            let key_matches = field("key") == key || (field("key").is_empty() && field("operator") == "Exists");
+            key_matches && matches!(field("effect"), "" | "NoExecute")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
+        }
     }
 }
 
