@@ -16,7 +16,7 @@
 //! skips with `SKIP:` otherwise (a panic under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::process::{Child, Stdio};
@@ -76,7 +76,12 @@ impl Session {
     }
 
     fn wait(&self, condition: &str, pod: &str) {
-        self.ok(&["wait", &format!("--for=condition={condition}"), &format!("pod/{pod}"), TIMEOUT]);
+        self.ok(&[
+            "wait",
+            &format!("--for=condition={condition}"),
+            &format!("pod/{pod}"),
+            TIMEOUT,
+        ]);
     }
 }
 
@@ -165,14 +170,13 @@ fn exec_with_terminal(s: &Session, pod: &str, script: &str) -> (String, Option<i
     };
     let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
     let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut child = s
-        .k
-        .command(&s.args(&["exec", "-it", pod, "--", "sh", "-c", script]))
-        .stdin(slave(&pty.slave))
-        .stdout(slave(&pty.slave))
-        .stderr(slave(&pty.slave))
-        .spawn()
-        .expect("kubectl");
+    let mut child =
+        s.k.command(&s.args(&["exec", "-it", pod, "--", "sh", "-c", script]))
+            .stdin(slave(&pty.slave))
+            .stdout(slave(&pty.slave))
+            .stderr(slave(&pty.slave))
+            .spawn()
+            .expect("kubectl");
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
     let (tx, rx) = mpsc::channel();
@@ -251,24 +255,50 @@ fn a_kubectl_session_from_namespace_to_drain() {
 
     // A namespace, a ConfigMap and a Secret: kubectl sends them as protobuf.
     s.k.ok(&["create", "namespace", "journey"]);
-    s.ok(&["create", "configmap", "app-config", "--from-literal=greeting=hello-journey"]);
-    s.ok(&["create", "secret", "generic", "app-secret", "--from-literal=token=s3cret"]);
+    s.ok(&[
+        "create",
+        "configmap",
+        "app-config",
+        "--from-literal=greeting=hello-journey",
+    ]);
+    s.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app-secret",
+        "--from-literal=token=s3cret",
+    ]);
 
     // A Deployment using both, rolled out.
     s.apply(&deployment());
     s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
-    let names = s.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let names = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
     let web: Vec<&str> = names.split_whitespace().collect();
     assert_eq!(web.len(), 2, "{names}");
     let pod = web[0];
 
     // exec: the env and volume the Deployment gave it, stdin, a terminal,
     // exit codes.
-    let seen = s.ok(&["exec", pod, "--", "sh", "-c", "echo $GREETING $TOKEN; cat /etc/journey/greeting"]);
+    let seen = s.ok(&[
+        "exec",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING $TOKEN; cat /etc/journey/greeting",
+    ]);
     assert_eq!(seen, "hello-journey s3cret\nhello-journey");
-    let run = s
-        .k
-        .run_with_stdin(&s.args(&["exec", "-i", pod, "--", "tr", "a-z", "A-Z"]), Some(b"through stdin\n"));
+    let run = s.k.run_with_stdin(
+        &s.args(&["exec", "-i", pod, "--", "tr", "a-z", "A-Z"]),
+        Some(b"through stdin\n"),
+    );
     assert_eq!(run.stdout, "THROUGH STDIN\n", "{run}");
     let (out, code) = exec_with_terminal(&s, pod, "sleep 0.5; tty; stty size; exit 5");
     assert!(out.contains("/dev/pts/") && out.contains("24 91"), "{out:?}");
@@ -286,7 +316,10 @@ fn a_kubectl_session_from_namespace_to_drain() {
     s.k.ok(&["cp", local.to_str().unwrap(), &remote]);
     let back = scratch.join("download.bin");
     s.k.ok(&["cp", &remote, back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == data, "the round trip through cp changed the file");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the round trip through cp changed the file"
+    );
 
     // logs -f, then a request through port-forward: the echo server's log
     // line about it reaches the follower.
@@ -294,16 +327,19 @@ fn a_kubectl_session_from_namespace_to_drain() {
     let log_lines = lines_of(&mut logs);
     wait_line(&log_lines, "\"listening\"");
     let mut pf = s.spawn(&["port-forward", &format!("pod/{pod}"), ":8080"]);
-    let port = forwarded_port(&lines_of(&mut pf));
+    // Kept until kubectl ends: it prints a line per connection, and a
+    // closed stdout would kill it.
+    let pf_lines = lines_of(&mut pf);
+    let port = forwarded_port(&pf_lines);
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the forwarded port");
     conn.set_read_timeout(Some(WAIT)).unwrap();
-    // The echo server answers on accept and closes: sending nothing keeps
-    // its close a FIN (unread data would make it a reset).
+    conn.write_all(b"hello through port-forward\n").unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).expect("the echo answer");
     assert!(answer.contains("\"server\":\"echo\""), "{answer:?}");
     wait_line(&log_lines, "\"accepted\"");
     stop(pf);
+    drop(pf_lines);
     stop(logs);
 
     // Capabilities: iptables in the pod's netns only with NET_ADMIN, also
@@ -316,7 +352,10 @@ fn a_kubectl_session_from_namespace_to_drain() {
     s.wait("Ready", "plain");
     s.wait("Ready", "netadmin");
     let denied = s.run(&["exec", "plain", "--", "iptables", "-t", "nat", "-N", "JOURNEY"]);
-    assert!(!denied.success() && denied.stderr.contains("Permission denied"), "{denied}");
+    assert!(
+        !denied.success() && denied.stderr.contains("Permission denied"),
+        "{denied}"
+    );
     s.ok(&["exec", "netadmin", "--", "iptables", "-t", "nat", "-N", "JOURNEY"]);
     let rules = s.ok(&["exec", "netadmin", "--", "iptables-save", "-t", "nat"]);
     assert!(rules.contains(":JOURNEY"), "{rules}");
@@ -332,7 +371,8 @@ fn a_kubectl_session_from_namespace_to_drain() {
     // A taint on every node: a pod tolerating it runs, one that does not
     // stays Pending until the taint is gone.
     s.k.ok(&["taint", "nodes", "--all", "dedicated=infra:NoSchedule"]);
-    let tolerates = json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]});
+    let tolerates =
+        json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]});
     s.apply(&shell_pod("tolerant", sleeper, tolerates));
     s.apply(&shell_pod("intolerant", sleeper, json!({})));
     s.wait("Ready", "tolerant");
@@ -358,8 +398,9 @@ fn a_kubectl_session_from_namespace_to_drain() {
     // One that ignores SIGTERM (and says so) is SIGKILLed once its grace
     // period is over.
     let pid_file = scratch.join("stubborn.pid");
+    // `$$$$`: Kubernetes expands `$$` in args to `$`; the shell sees `$$`.
     let stubborn = format!(
-        "echo $$ > {}; trap 'echo ignoring SIGTERM' TERM; echo ready; while true; do sleep 0.1; done",
+        "echo $$$$ > {}; trap 'echo ignoring SIGTERM' TERM; echo ready; while true; do sleep 0.1; done",
         pid_file.display()
     );
     s.apply(&shell_pod("stubborn", &stubborn, json!({})));
@@ -368,20 +409,27 @@ fn a_kubectl_session_from_namespace_to_drain() {
     let log_lines = lines_of(&mut logs);
     wait_line(&log_lines, "ready");
     let pid = std::fs::read_to_string(&pid_file).expect("the pid file");
-    assert!(alive(&pid));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    assert!(alive(&pid), "pid {pid:?}: {stat:?}");
     let asked = Instant::now();
     s.ok(&["delete", "pod", "stubborn", "--grace-period=3", TIMEOUT]);
     let took = asked.elapsed();
     wait_line(&log_lines, "ignoring SIGTERM");
     stop(logs);
-    assert!(took >= Duration::from_secs(3), "gone after {took:?}, within its grace period");
+    assert!(
+        took >= Duration::from_secs(3),
+        "gone after {took:?}, within its grace period"
+    );
     assert!(took < Duration::from_secs(20), "gone only after {took:?}");
     assert!(!alive(&pid), "the process ignoring SIGTERM was SIGKILLed");
 
     // drain: node-0's pods are evicted (bare pods with --force), the
     // Deployment's come back on node-1, node-0 stays cordoned until
     // uncordon.
-    assert!(!pods_on(&s, "node-0").is_empty(), "something runs on node-0 before the drain");
+    assert!(
+        !pods_on(&s, "node-0").is_empty(),
+        "something runs on node-0 before the drain"
+    );
     s.k.ok(&[
         "drain",
         "node-0",
@@ -392,7 +440,14 @@ fn a_kubectl_session_from_namespace_to_drain() {
     ]);
     assert_eq!(pods_on(&s, "node-0"), Vec::<String>::new());
     s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
-    let nodes = s.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    let nodes = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
     assert_eq!(nodes, "node-1 node-1", "the Deployment's pods moved to node-1");
     assert!(s.k.ok(&["get", "node", "node-0"]).contains("SchedulingDisabled"));
     s.k.ok(&["uncordon", "node-0"]);

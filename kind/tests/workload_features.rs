@@ -174,7 +174,8 @@ fn no_execute_taints_evict_pods_that_do_not_tolerate_them() {
         e.ready(p);
     }
     // Every pod tolerates a failed node for 300 s (DefaultTolerationSeconds).
-    let tolerations = e.k.ok(&["get", "pod", "intolerant", "-o", "jsonpath={.spec.tolerations}"]);
+    let tolerations =
+        e.k.ok(&["get", "pod", "intolerant", "-o", "jsonpath={.spec.tolerations}"]);
     let tolerations: Value = serde_json::from_str(&tolerations).unwrap();
     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
         let found = tolerations
@@ -240,8 +241,20 @@ fn configmap_and_secret_volumes_follow_their_objects() {
     let link = e.k.ok(&["exec", "reader", "--", "readlink", "/etc/settings/level"]);
     assert_eq!(link.trim(), "..data/level");
 
-    e.k.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"level":"debug","extra":"new"}}"#]);
-    e.k.ok(&["patch", "secret", "creds", "-p", r#"{"stringData":{"password":"second"}}"#]);
+    e.k.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"level":"debug","extra":"new"}}"#,
+    ]);
+    e.k.ok(&[
+        "patch",
+        "secret",
+        "creds",
+        "-p",
+        r#"{"stringData":{"password":"second"}}"#,
+    ]);
     let took = wait_until("the new content in the container", || {
         cat("/etc/settings/level") == "debug" && cat("/etc/creds/password") == "second"
     });
@@ -260,7 +273,11 @@ fn http_pre_stop_hooks_run_before_sigterm() {
         json!({"name": "app", "image": "mesh-probe", "args": ["http", "--port", "8080"],
             "lifecycle": {"preStop": {"httpGet": {"path": path, "port": port}}}})
     };
-    e.apply(&pod("hooked", server("/ready/fail", 8080), json!({"terminationGracePeriodSeconds": 20})));
+    e.apply(&pod(
+        "hooked",
+        server("/ready/fail", 8080),
+        json!({"terminationGracePeriodSeconds": 20}),
+    ));
     e.ready("hooked");
     let (mut logs, lines) = follow(&e.k, "hooked");
     wait_line(&lines, "\"event\":\"ready\"");
@@ -275,7 +292,11 @@ fn http_pre_stop_hooks_run_before_sigterm() {
 
     // A hook that fails is an event; the container is still stopped with
     // SIGTERM, not left to its grace period.
-    e.apply(&pod("broken", server("/drain", 9), json!({"terminationGracePeriodSeconds": 20})));
+    e.apply(&pod(
+        "broken",
+        server("/drain", 9),
+        json!({"terminationGracePeriodSeconds": 20}),
+    ));
     e.ready("broken");
     let asked = Instant::now();
     e.k.ok(&["delete", "pod", "broken", TIMEOUT]);
@@ -326,7 +347,13 @@ fn kubectl_creates_a_priority_class() {
     let Some(e) = env("kubectl_creates_a_priority_class") else {
         return;
     };
-    e.k.ok(&["create", "priorityclass", "journey-high", "--value=1000", "--description=for tests"]);
+    e.k.ok(&[
+        "create",
+        "priorityclass",
+        "journey-high",
+        "--value=1000",
+        "--description=for tests",
+    ]);
     let got = e.k.ok(&[
         "get",
         "priorityclass",

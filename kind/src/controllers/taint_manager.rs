@@ -217,10 +217,17 @@ mod tests {
         let gpu = taint("gpu", "NoExecute");
         let soft = taint("soft", "NoSchedule");
         assert_eq!(verdict(&[], &[]), Verdict::Stay);
-        assert_eq!(verdict(&[], std::slice::from_ref(&soft)), Verdict::Stay, "NoSchedule evicts nothing");
+        assert_eq!(
+            verdict(&[], std::slice::from_ref(&soft)),
+            Verdict::Stay,
+            "NoSchedule evicts nothing"
+        );
         assert_eq!(verdict(&[], std::slice::from_ref(&gpu)), Verdict::EvictNow);
         let forever = toleration(json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"}));
-        assert_eq!(verdict(std::slice::from_ref(&forever), std::slice::from_ref(&gpu)), Verdict::Stay);
+        assert_eq!(
+            verdict(std::slice::from_ref(&forever), std::slice::from_ref(&gpu)),
+            Verdict::Stay
+        );
         let minute = toleration(json!({"key": "gpu", "operator": "Exists", "tolerationSeconds": 60}));
         assert_eq!(
             verdict(std::slice::from_ref(&minute), std::slice::from_ref(&gpu)),
@@ -234,7 +241,10 @@ mod tests {
             Verdict::EvictAfter(Duration::from_secs(5))
         );
         // One taint tolerated, the other not: out now.
-        assert_eq!(verdict(std::slice::from_ref(&minute), &[gpu.clone(), other]), Verdict::EvictNow);
+        assert_eq!(
+            verdict(std::slice::from_ref(&minute), &[gpu.clone(), other]),
+            Verdict::EvictNow
+        );
         let zero = toleration(json!({"key": "gpu", "operator": "Exists", "tolerationSeconds": 0}));
         assert_eq!(verdict(&[zero], &[gpu.clone()]), Verdict::EvictNow);
         // A toleration of another value does not count.

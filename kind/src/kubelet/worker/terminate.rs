@@ -289,7 +289,13 @@ impl Worker {
 
 /// Runs a container's `preStop` hook until `deadline`. `Err` says why it
 /// failed.
-async fn run_hook(processes: &Processes, pid: i32, hook: &Hook, origin: &Origin, deadline: Instant) -> Result<(), String> {
+async fn run_hook(
+    processes: &Processes,
+    pid: i32,
+    hook: &Hook,
+    origin: &Origin,
+    deadline: Instant,
+) -> Result<(), String> {
     let left = deadline.saturating_duration_since(Instant::now());
     match hook {
         Hook::Exec(argv) => pre_stop_exec(processes, pid, argv, deadline).await,
@@ -381,7 +387,12 @@ mod tests {
             panic!("an httpGet hook");
         };
         assert_eq!((port, path.as_str()), (9901, "/drain"));
-        assert!(hook(json!({"httpGet": {"port": "nope"}})).unwrap().unwrap_err().contains("nope"));
+        assert!(
+            hook(json!({"httpGet": {"port": "nope"}}))
+                .unwrap()
+                .unwrap_err()
+                .contains("nope")
+        );
         assert!(hook(json!({"exec": {"command": []}})).unwrap().is_err());
         assert_eq!(hook(json!({"tcpSocket": {"port": 80}})), None);
         assert_eq!(Hook::of(&container(json!({}))), None);
@@ -423,7 +434,11 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let code = if head.starts_with("GET /drain ") { "200 OK" } else { "503 Busy" };
+                let code = if head.starts_with("GET /drain ") {
+                    "200 OK"
+                } else {
+                    "503 Busy"
+                };
                 let _ = s.write_all(format!("HTTP/1.1 {code}\r\n\r\n").as_bytes()).await;
                 let _ = tx.send(head);
             }
@@ -440,7 +455,9 @@ mod tests {
         };
         run_hook(&registry, 0, &hook("/drain"), &origin, soon).await.unwrap();
         assert!(rx.recv().await.unwrap().starts_with("GET /drain HTTP/1.1\r\n"));
-        let failed = run_hook(&registry, 0, &hook("/other"), &origin, soon).await.unwrap_err();
+        let failed = run_hook(&registry, 0, &hook("/other"), &origin, soon)
+            .await
+            .unwrap_err();
         assert!(failed.contains("503"), "{failed}");
     }
 }
