@@ -246,7 +246,7 @@ mod tests {
             Verdict::EvictNow
         );
         let zero = toleration(json!({"key": "gpu", "operator": "Exists", "tolerationSeconds": 0}));
-        assert_eq!(verdict(&[zero], &[gpu.clone()]), Verdict::EvictNow);
+        assert_eq!(verdict(&[zero], std::slice::from_ref(&gpu)), Verdict::EvictNow);
         // A toleration of another value does not count.
         let wrong = toleration(json!({"key": "gpu", "operator": "Equal", "value": "y"}));
         assert_eq!(verdict(&[wrong], &[gpu]), Verdict::EvictNow);
