@@ -310,7 +310,8 @@ impl AsyncRead for PtyReader {
     }
 }
 
-fn set_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
+/// Sets the size of the terminal whose master is `master`.
+pub(crate) fn set_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
     let ws = libc::winsize {
         ws_row: size.height,
         ws_col: size.width,

@@ -1,8 +1,11 @@
 //! One task per pod on a node: it owns the pod's [`PodLifecycle`], performs
 //! its actions (sandbox via the node's CNI chain, containers as processes in
 //! the pod netns, teardown) and reports status and events through the API.
-//! A pod marked for deletion is stopped gracefully by [`terminate`].
+//! A pod marked for deletion is stopped gracefully by [`terminate`];
+//! ephemeral containers added to a running pod are started by
+//! [`ephemeral`].
 
+mod ephemeral;
 mod terminate;
 
 use std::collections::HashMap;
@@ -127,6 +130,13 @@ pub enum Msg {
     Terminate {
         grace: Duration,
     },
+    /// The pod as the API server has it now (ephemeral containers added).
+    Updated(Box<Pod>),
+    /// An ephemeral container's process ended.
+    EphemeralExited {
+        container: String,
+        exit_code: i32,
+    },
 }
 
 /// Starts the worker of a pod just bound to this node.
@@ -154,6 +164,8 @@ struct Worker {
     events: Arc<Recorder>,
     /// The pod's directory, volumes and tokens on the node.
     fs: Option<PodFs>,
+    /// The ephemeral containers started, by name.
+    ephemeral: ephemeral::Statuses,
 }
 
 async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
@@ -185,6 +197,7 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         last_status: None,
         status_unsent: false,
         fs,
+        ephemeral: ephemeral::Statuses::default(),
     };
     let (mut lifecycle, actions) = PodLifecycle::new(&spec, ctx.backoff, SystemTime::now());
     worker.perform(actions).await;
@@ -209,6 +222,16 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
                 None => continue,
             },
             Some(Msg::Terminate { grace }) => return worker.terminate(&lifecycle, &mut rx, grace).await,
+            Some(Msg::Updated(pod)) => {
+                worker.updated(*pod).await;
+                worker.report(&lifecycle).await;
+                continue;
+            }
+            Some(Msg::EphemeralExited { container, exit_code }) => {
+                worker.ephemeral_exited(&container, exit_code);
+                worker.report(&lifecycle).await;
+                continue;
+            }
             None => Input::Delete,
         };
         let deleting = input == Input::Delete;
@@ -499,6 +522,7 @@ impl Worker {
     /// Writes the pod's status when it changed.
     async fn report(&mut self, lifecycle: &PodLifecycle) {
         let mut status = lifecycle.status();
+        status.ephemeral_container_statuses = self.ephemeral.statuses();
         status.host_ip = self.ctx.network.node(&self.ctx.node).map(|n| n.ip().to_string());
         let Ok(value) = serde_json::to_value(&status) else {
             return;

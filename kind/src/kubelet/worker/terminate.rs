@@ -200,8 +200,8 @@ impl Worker {
                     Some(Msg::Lifecycle(Input::SandboxReady { .. } | Input::SandboxFailed { .. })) => *adding = false,
                     // Exits show in the process table; nothing restarts now.
                     Some(Msg::Lifecycle(_)) => {}
-                    // Probe results no longer matter to a terminating pod.
-                    Some(Msg::Probe(_)) => {}
+                    // Probe results and updates no longer matter to a terminating pod.
+                    Some(Msg::Probe(_) | Msg::Updated(_) | Msg::EphemeralExited { .. }) => {}
                 },
                 _ = tokio::time::sleep_until(*deadline) => return Ended::Graceful,
             }
