@@ -45,8 +45,9 @@ const RENEW_AT: f64 = 0.8;
 const RENEW_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How often the files of a pod's configMap, secret and projected volumes
 /// are brought up to date (kubelet: its sync period, a minute by default;
-/// shorter here, so tests and users see changes within seconds).
-pub const VOLUME_SYNC: Duration = Duration::from_secs(2);
+/// shorter here, so tests and users see changes within seconds; one GET
+/// per object and period, which a node of a hundred pods affords).
+pub const VOLUME_SYNC: Duration = Duration::from_secs(5);
 
 /// Why a container cannot start: the waiting reason (and event) kubelet
 /// reports, and its message.
