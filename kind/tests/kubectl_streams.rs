@@ -59,7 +59,9 @@ fn fixture(test: &str) -> Option<Fixture> {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "app"},
         "spec": {"containers": [{"name": "echo", "image": "mesh-probe",
-            "args": ["echo", "--port", "8080"], "env": [{"name": "GREETING", "value": "from-the-spec"}]}]}
+            "args": ["echo", "--port", "8080"], "env": [{"name": "GREETING", "value": "from-the-spec"}],
+            // exec holds the container's capabilities: iptables needs NET_ADMIN.
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]}
     }))
     .unwrap();
     let api: Api<Pod> = Api::namespaced(cluster.client(), "default");

@@ -15,6 +15,8 @@
 //!   updates, revisions, status and conditions.
 //! - [`gc`]: the garbage collector: dependents follow their owners, the
 //!   foreground and orphan propagation policies.
+//! - [`taint_manager`]: pods on a node with a `NoExecute` taint they do not
+//!   tolerate (or no longer: `tolerationSeconds`) are evicted.
 //!
 //! One [`ControllerManager`] starts them and stops them together.
 
@@ -27,6 +29,7 @@ pub mod node_lifecycle;
 pub mod owned;
 pub mod replicaset;
 pub mod scheduler;
+pub mod taint_manager;
 
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -64,6 +67,7 @@ impl ControllerManager {
             set.spawn(gc::run(client.clone()));
             set.spawn(replicaset::run(client.clone()));
             set.spawn(deployment::run(client.clone()));
+            set.spawn(taint_manager::run(client.clone()));
             if let Some(monitor) = opts.node_monitor {
                 set.spawn(node_lifecycle::run(client.clone(), monitor));
             }

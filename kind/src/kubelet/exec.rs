@@ -2,13 +2,18 @@
 //! namespaces of the container's main process (`/proc/<pid>/ns/{ipc,uts,
 //! net,mnt}`, joined only where they differ from ours, so containers with
 //! their own mount namespace work as well as those without), its root and
-//! working directory, its cgroup, its user and group, and the environment
-//! it was started with; with a pseudo-terminal when a tty is asked for.
+//! working directory, its cgroup, its user and group, its capabilities
+//! (bounding and inheritable sets: a command exec'd into a container holds
+//! no more than the container does), and the environment it was started
+//! with; with a pseudo-terminal when a tty is asked for.
+//!
+//! [`Entry`] is the one way into a container: exec sessions, exec probes
+//! and preStop exec hooks all use it.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -22,6 +27,8 @@ use crate::apiserver::{Session, StreamError, StreamOptions, TerminalSize};
 
 /// `/proc/<pid>/environ` and `status` are read up to this size.
 const PROC_LIMIT: u64 = 1 << 20;
+/// The PATH of a command whose container's environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The namespaces an exec joins, with their `setns` flags.
 const NAMESPACES: [(&str, libc::c_int); 4] = [
@@ -67,6 +74,28 @@ pub fn parse_ids(status: &str) -> Option<(u32, u32)> {
     Some((field("Uid:")?, field("Gid:")?))
 }
 
+/// A process's capability sets that a command entering its container
+/// takes over (`/proc/<pid>/status`, hexadecimal masks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub bounding: u64,
+    pub inheritable: u64,
+}
+
+/// The bounding and inheritable sets in a `/proc/<pid>/status` text.
+pub fn parse_caps(status: &str) -> Option<Caps> {
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| u64::from_str_radix(rest.trim(), 16).ok())
+    };
+    Some(Caps {
+        bounding: mask("CapBnd:")?,
+        inheritable: mask("CapInh:")?,
+    })
+}
+
 /// The cgroup v2 path in a `/proc/<pid>/cgroup` text.
 pub fn parse_cgroup(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("0::"))
@@ -107,23 +136,131 @@ fn cloexec(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// What the child does between fork and exec, prepared before the fork.
-struct Enter {
-    cgroup_procs: Option<CString>,
-    namespaces: Vec<(RawFd, libc::c_int)>,
-    root: RawFd,
-    cwd: RawFd,
-    tty: bool,
-    ids: Option<(u32, u32)>,
+/// `capset(2)`'s header and one of its two 32-bit halves.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
 }
 
-impl Enter {
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Leaves this process (a child between fork and exec) with the
+/// container's inheritable set and no bounding capability the container
+/// lacks, and no ambient ones: what it execs as root holds the container's
+/// capabilities, no more.
+///
+/// # Safety
+/// Only system calls; callable between fork and exec.
+unsafe fn restrict_caps(caps: Caps) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget/capset fill and read the two structs given.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        data[0].inheritable = caps.inheritable as u32;
+        data[1].inheritable = (caps.inheritable >> 32) as u32;
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Ambient capabilities are unknown to old kernels: nothing to clear.
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        for cap in 0..64u64 {
+            if caps.bounding & (1 << cap) != 0 {
+                continue;
+            }
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0 {
+                let e = io::Error::last_os_error();
+                // Past the kernel's last capability.
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything a command needs to enter a running container, taken from its
+/// main process before the fork.
+pub struct Entry {
+    env: Vec<(String, String)>,
+    cgroup_procs: Option<CString>,
+    namespaces: Vec<(OwnedFd, libc::c_int)>,
+    root: OwnedFd,
+    cwd: OwnedFd,
+    ids: Option<(u32, u32)>,
+    caps: Option<Caps>,
+}
+
+impl Entry {
+    /// The entry into the container whose main process is `pid`.
+    pub fn of(pid: i32) -> Result<Entry, StreamError> {
+        let env = parse_environ(&read_proc(pid, "environ")?);
+        let status = String::from_utf8_lossy(&read_proc(pid, "status")?).into_owned();
+        let cgroup_procs = std::fs::read_to_string(proc_path(pid, "cgroup"))
+            .ok()
+            .and_then(|t| parse_cgroup(&t).map(|p| format!("/sys/fs/cgroup{}/cgroup.procs", p.trim_end_matches('/'))))
+            .and_then(|p| CString::new(p).ok());
+        Ok(Entry {
+            env,
+            cgroup_procs,
+            namespaces: foreign_namespaces(pid)?,
+            root: open_dir(pid, "root")?,
+            cwd: open_dir(pid, "cwd")?,
+            ids: parse_ids(&status).filter(|ids| *ids != (0, 0)),
+            caps: parse_caps(&status),
+        })
+    }
+
+    /// The environment the container was started with.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// `argv` as a command that enters the container when spawned: the
+    /// container's environment (a default PATH when it has none), and with
+    /// `tty` a session whose controlling terminal is its stdin. Stdio and
+    /// process group are the caller's to set.
+    pub fn command(self, argv: &[String], tty: bool) -> Result<tokio::process::Command, StreamError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(StreamError::Invalid("no command to run".into()));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args).env_clear();
+        if !self.env.iter().any(|(k, _)| k == "PATH") {
+            cmd.env("PATH", DEFAULT_PATH);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.kill_on_drop(true);
+        // SAFETY: `Entry::enter` only makes system calls on values prepared
+        // before the fork (see there); the closure owns the descriptors, so
+        // they stay open until the command is dropped.
+        unsafe {
+            cmd.pre_exec(move || self.enter(tty));
+        }
+        Ok(cmd)
+    }
+
     /// Runs in the forked child: only system calls on memory prepared
     /// before the fork (async-signal-safe).
-    fn run(&self) -> io::Result<()> {
+    fn enter(&self, tty: bool) -> io::Result<()> {
         let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
         // SAFETY: plain system calls on descriptors and strings that the
-        // parent keeps alive until the child has exec'd.
+        // closure owning `self` keeps alive until the child has exec'd.
         unsafe {
             // The container's cgroup first, while /sys/fs/cgroup is ours.
             if let Some(procs) = &self.cgroup_procs {
@@ -134,16 +271,22 @@ impl Enter {
                 }
             }
             for (fd, flag) in &self.namespaces {
-                check(libc::setns(*fd, *flag))?;
+                check(libc::setns(fd.as_raw_fd(), *flag))?;
             }
-            check(libc::fchdir(self.root))?;
+            // Entering a mount namespace resets root and cwd to its own:
+            // back to the container's root and working directory.
+            check(libc::fchdir(self.root.as_raw_fd()))?;
             check(libc::chroot(c".".as_ptr()))?;
-            if libc::fchdir(self.cwd) < 0 {
+            if libc::fchdir(self.cwd.as_raw_fd()) < 0 {
                 check(libc::chdir(c"/".as_ptr()))?;
             }
-            if self.tty {
+            if tty {
                 check(libc::setsid())?;
                 check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            // Capabilities while we still hold CAP_SETPCAP, before the ids.
+            if let Some(caps) = self.caps {
+                restrict_caps(caps)?;
             }
             if let Some((uid, gid)) = self.ids {
                 check(libc::setgroups(0, std::ptr::null()))?;
@@ -167,7 +310,8 @@ impl AsyncRead for PtyReader {
     }
 }
 
-fn set_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
+/// Sets the size of the terminal whose master is `master`.
+pub(crate) fn set_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
     let ws = libc::winsize {
         ws_row: size.height,
         ws_col: size.width,
@@ -183,26 +327,17 @@ fn set_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
 
 /// Starts `options.command` in the container whose main process is `pid`.
 pub fn spawn(pid: i32, options: &StreamOptions) -> Result<Session, StreamError> {
-    let Some((program, args)) = options.command.split_first() else {
-        return Err(StreamError::Invalid("no command to run".into()));
-    };
-    let env = parse_environ(&read_proc(pid, "environ")?);
-    let status = String::from_utf8_lossy(&read_proc(pid, "status")?).into_owned();
-    let ids = parse_ids(&status).filter(|ids| *ids != (0, 0));
-    let cgroup_procs = std::fs::read_to_string(proc_path(pid, "cgroup"))
-        .ok()
-        .and_then(|t| parse_cgroup(&t).map(|p| format!("/sys/fs/cgroup{}/cgroup.procs", p.trim_end_matches('/'))))
-        .and_then(|p| CString::new(p).ok());
-    let namespaces = foreign_namespaces(pid)?;
-    let root = open_dir(pid, "root")?;
-    let cwd = open_dir(pid, "cwd")?;
-
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-    cmd.kill_on_drop(true);
+    let program = options
+        .command
+        .first()
+        .cloned()
+        .ok_or_else(|| StreamError::Invalid("no command to run".into()))?;
+    let entry = Entry::of(pid)?;
+    let has_term = entry.env().iter().any(|(k, _)| k == "TERM");
+    let mut cmd = entry.command(&options.command, options.tty)?;
     let mut master = None;
     if options.tty {
-        if !env.iter().any(|(k, _)| k == "TERM") {
+        if !has_term {
             cmd.env("TERM", "xterm");
         }
         let pty = nix::pty::openpty(None, None).map_err(|e| StreamError::Io {
@@ -226,21 +361,8 @@ pub fn spawn(pid: i32, options: &StreamOptions) -> Result<Session, StreamError> 
             .stdout(pipe(options.stdout))
             .stderr(pipe(options.stderr));
     }
-    let enter = Enter {
-        cgroup_procs,
-        namespaces: namespaces.iter().map(|(fd, flag)| (fd.as_raw_fd(), *flag)).collect(),
-        root: root.as_raw_fd(),
-        cwd: cwd.as_raw_fd(),
-        tty: options.tty,
-        ids,
-    };
-    // SAFETY: `Enter::run` only makes system calls (see there).
-    unsafe {
-        cmd.pre_exec(move || enter.run());
-    }
     let spawned = cmd.spawn();
-    drop(cmd); // the parent's copies of the pty slave
-    drop((namespaces, root, cwd));
+    drop(cmd); // the parent's copies of the pty slave and the entry's descriptors
     let mut child = spawned.map_err(StreamError::io(format!("starting {program:?} in the container")))?;
 
     let mut session = Session {
@@ -299,6 +421,16 @@ mod tests {
         assert_eq!(parse_ids("Name: x\n"), None);
         assert_eq!(parse_cgroup("0::/kubepods/pod1\n"), Some("/kubepods/pod1"));
         assert_eq!(parse_cgroup("1:name=systemd:/\n"), None);
+        let status = "Name:\tsh\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n\
+                      CapBnd:\t00000000a80425fb\n";
+        assert_eq!(
+            parse_caps(status),
+            Some(Caps {
+                bounding: 0xa80425fb,
+                inheritable: 0
+            })
+        );
+        assert_eq!(parse_caps("Name:\tsh\n"), None);
     }
 }
 
@@ -397,5 +529,49 @@ mod namespace_tests {
         let _ = container.kill();
         let _ = container.wait();
         assert!(out.starts_with("uid=4321 gid=4322 "), "{out}");
+    }
+
+    /// The container's capabilities: a command exec'd into a container
+    /// whose bounding set is only CAP_KILL holds only CAP_KILL, though the
+    /// harness runs with all of them.
+    #[test]
+    fn exec_holds_the_containers_capabilities() {
+        let test = "exec_holds_the_containers_capabilities";
+        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
+            return;
+        }
+        let mut container = Command::new("setpriv")
+            .args(["--bounding-set=-all,+kill", "--inh-caps=-all,+kill", "sleep", "30"])
+            .spawn()
+            .expect("setpriv");
+        let pid = container.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if parse_caps(&status).is_some_and(|c| c.bounding == 1 << 5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = StreamOptions {
+            command: vec!["grep".into(), "^Cap".into(), "/proc/self/status".into()],
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let out = runtime.block_on(async {
+            let mut session = spawn(pid, &options).expect("exec");
+            let mut out = String::new();
+            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            out
+        });
+        let _ = container.kill();
+        let _ = container.wait();
+        for set in ["CapBnd", "CapPrm", "CapEff"] {
+            assert!(out.contains(&format!("{set}:\t0000000000000020")), "{set}: {out}");
+        }
     }
 }

@@ -58,7 +58,14 @@ pub fn start(ctx: Arc<NodeContext>) -> JoinHandle<()> {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     listed.push(uid.clone());
                     let grace = grace_period(&pod);
-                    let tx = workers.entry(uid).or_insert_with(|| worker::spawn(ctx.clone(), pod));
+                    let tx = match workers.entry(uid) {
+                        std::collections::hash_map::Entry::Occupied(known) => {
+                            // Ephemeral containers are added to running pods.
+                            let _ = known.get().send(Msg::Updated(Box::new(pod)));
+                            known.into_mut()
+                        }
+                        std::collections::hash_map::Entry::Vacant(new) => new.insert(worker::spawn(ctx.clone(), pod)),
+                    };
                     if let Some(grace) = grace {
                         let _ = tx.send(Msg::Terminate { grace });
                     }

@@ -19,7 +19,7 @@ pub mod prober;
 pub mod spec;
 pub mod state;
 
-pub use net::Origin;
+pub use net::{HttpGet, Origin, http};
 pub use prober::{Probers, Report, Sink, Target};
-pub use spec::{ProbeKind, Settings};
+pub use spec::{Handler, ProbeKind, Settings};
 pub use state::{Health, Outcome, Threshold};

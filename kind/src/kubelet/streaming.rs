@@ -3,14 +3,18 @@
 //! port-forward through the main process of each running container, which
 //! the pod workers record in [`Running`].
 //!
-//! Attach: containers run with stdin on `/dev/null` and their output in
-//! their log file, so attaching streams what the container writes from
-//! then on (stdout and stderr, as the log interleaves them, on the stdout
-//! channel) until it exits; stdin sent by the client is dropped.
+//! Attach: containers run with their output in their log file, so
+//! attaching streams what the container writes from then on (stdout and
+//! stderr, as the log interleaves them, on the stdout channel) until it
+//! exits. Containers run with stdin on `/dev/null`, except ephemeral ones
+//! that ask for stdin (`kubectl debug -i`): their stdin (a pipe, or with
+//! `tty` the pseudo-terminal whose output goes to the log) is registered
+//! here, and what an attached client sends reaches it.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -29,16 +33,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (namespace, pod, container).
 type ContainerKey = (String, String, String);
 
+/// A container's stdin: the write end of its pipe, or its pseudo-terminal.
+#[derive(Clone)]
+struct Stdin {
+    pid: i32,
+    fd: Arc<OwnedFd>,
+    tty: bool,
+}
+
 /// The main process of every running container (cheap to clone; clones
 /// share the map).
 #[derive(Clone, Default)]
 pub struct Running {
     pids: Arc<Mutex<HashMap<ContainerKey, i32>>>,
+    stdins: Arc<Mutex<HashMap<ContainerKey, Stdin>>>,
 }
 
 impl Running {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ContainerKey, i32>> {
         self.pids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stdin_map(&self) -> std::sync::MutexGuard<'_, HashMap<ContainerKey, Stdin>> {
+        self.stdins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The stdin of container instance `pid` (`tty`: a pseudo-terminal's
+    /// master), for attach.
+    pub fn stdin(&self, ns: &str, pod: &str, container: &str, pid: i32, fd: OwnedFd, tty: bool) {
+        let key = (ns.to_string(), pod.to_string(), container.to_string());
+        let fd = Arc::new(fd);
+        self.stdin_map().insert(key, Stdin { pid, fd, tty });
     }
 
     /// A container instance started as process `pid`.
@@ -53,11 +78,16 @@ impl Running {
         if map.get(&key) == Some(&pid) {
             map.remove(&key);
         }
+        let mut stdins = self.stdin_map();
+        if stdins.get(&key).is_some_and(|s| s.pid == pid) {
+            stdins.remove(&key);
+        }
     }
 
     /// Forgets a torn-down pod.
     pub fn forget(&self, ns: &str, pod: &str) {
         self.map().retain(|(n, p, _), _| !(n == ns && p == pod));
+        self.stdin_map().retain(|(n, p, _), _| !(n == ns && p == pod));
     }
 
     /// The main process of a running container.
@@ -122,6 +152,8 @@ impl PodStreams for Streaming {
         let (running, t) = (self.running.clone(), target.clone());
         let alive = move || running.pid(&t.namespace, &t.pod, &t.container) == Some(pid);
         let wants_output = options.stdout || options.stderr;
+        let key = (target.namespace.clone(), target.pod.clone(), target.container.clone());
+        let input = self.running.stdin_map().get(&key).filter(|s| s.pid == pid).cloned();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             // Ends with the container, or when the session is dropped.
@@ -136,11 +168,25 @@ impl PodStreams for Streaming {
             }
             let _ = done_tx.send(());
         });
+        let (mut stdin, mut resize) = (None, None);
+        if let Some(input) = input {
+            if options.stdin {
+                let fd = input
+                    .fd
+                    .try_clone()
+                    .map_err(StreamError::io("duplicating the container's stdin"))?;
+                stdin = Some(Box::pin(tokio::fs::File::from_std(std::fs::File::from(fd))) as _);
+            }
+            if input.tty {
+                let fd = input.fd.clone();
+                resize = Some(Box::new(move |size| super::exec::set_size(&fd, size)) as _);
+            }
+        }
         Ok(Session {
-            stdin: None,
+            stdin,
             stdout: wants_output.then(|| Box::pin(reader) as _),
             stderr: None,
-            resize: None,
+            resize,
             exit: Box::pin(async move {
                 let _ = done_rx.await;
                 Ok(0)

@@ -1,8 +1,11 @@
 //! One task per pod on a node: it owns the pod's [`PodLifecycle`], performs
 //! its actions (sandbox via the node's CNI chain, containers as processes in
 //! the pod netns, teardown) and reports status and events through the API.
-//! A pod marked for deletion is stopped gracefully by [`terminate`].
+//! A pod marked for deletion is stopped gracefully by [`terminate`];
+//! ephemeral containers added to a running pod are started by
+//! [`ephemeral`].
 
+mod ephemeral;
 mod terminate;
 
 use std::collections::HashMap;
@@ -25,7 +28,7 @@ use super::events::Recorder;
 use super::images::ImageTable;
 use super::lifecycle::{Action, Backoff, Input, PodLifecycle};
 use super::logs::PodLogs;
-use super::probes::{self, ProbeKind, Probers, Report};
+use super::probes::{self, Probers, Report};
 use crate::cni::{PodRef, RuntimeConf};
 use crate::node::{ClusterNetwork, NodeError};
 
@@ -127,6 +130,13 @@ pub enum Msg {
     Terminate {
         grace: Duration,
     },
+    /// The pod as the API server has it now (ephemeral containers added).
+    Updated(Box<Pod>),
+    /// An ephemeral container's process ended.
+    EphemeralExited {
+        container: String,
+        exit_code: i32,
+    },
 }
 
 /// Starts the worker of a pod just bound to this node.
@@ -151,9 +161,11 @@ struct Worker {
     status_unsent: bool,
     /// The probers of the running containers.
     probers: Probers,
-    events: Recorder,
+    events: Arc<Recorder>,
     /// The pod's directory, volumes and tokens on the node.
     fs: Option<PodFs>,
+    /// The ephemeral containers started, by name.
+    ephemeral: ephemeral::Statuses,
 }
 
 async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
@@ -172,7 +184,7 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         .node(&ctx.node)
         .map(|n| PodFs::new(ctx.client.clone(), &pod, n.root()));
     let mut worker = Worker {
-        events: Recorder::new(ctx.client.clone(), involved, "kubelet", Some(&ctx.node)),
+        events: Arc::new(Recorder::new(ctx.client.clone(), involved, "kubelet", Some(&ctx.node))),
         probers: Probers::default(),
         ns: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
@@ -185,6 +197,7 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
         last_status: None,
         status_unsent: false,
         fs,
+        ephemeral: ephemeral::Statuses::default(),
     };
     let (mut lifecycle, actions) = PodLifecycle::new(&spec, ctx.backoff, SystemTime::now());
     worker.perform(actions).await;
@@ -209,6 +222,16 @@ async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Ms
                 None => continue,
             },
             Some(Msg::Terminate { grace }) => return worker.terminate(&lifecycle, &mut rx, grace).await,
+            Some(Msg::Updated(pod)) => {
+                worker.updated(*pod).await;
+                worker.report(&lifecycle).await;
+                continue;
+            }
+            Some(Msg::EphemeralExited { container, exit_code }) => {
+                worker.ephemeral_exited(&container, exit_code);
+                worker.report(&lifecycle).await;
+                continue;
+            }
             None => Input::Delete,
         };
         let deleting = input == Input::Delete;
@@ -433,19 +456,24 @@ impl Worker {
         Ok(cmd)
     }
 
-    /// Probes a container instance that just started as process `pid`.
-    fn start_probes(&mut self, c: &Container, pid: i32) {
+    /// Where httpGet and tcpSocket checks (probes, hooks) connect from and
+    /// to: the node's netns, the pod IP (a hostNetwork pod's is its node's).
+    fn origin(&self) -> probes::Origin {
         let node = self.ctx.network.node(&self.ctx.node);
-        // A hostNetwork pod's IP is its node's.
         let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let pod_ip = match (host_network, node) {
             (true, Some(n)) => Some(std::net::IpAddr::V4(n.ip())),
             _ => self.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
         };
-        let origin = probes::Origin {
+        probes::Origin {
             netns: node.map(|n| n.netns().clone()),
             pod_ip,
-        };
+        }
+    }
+
+    /// Probes a container instance that just started as process `pid`.
+    fn start_probes(&mut self, c: &Container, pid: i32) {
+        let origin = self.origin();
         let tx = self.tx.clone();
         let sink: probes::Sink = Arc::new(move |report| {
             let _ = tx.send(Msg::Probe(report));
@@ -468,37 +496,6 @@ impl Worker {
             probe: report.kind,
             ok,
         })
-    }
-
-    /// Stops a container a probe failed: SIGTERM to its process group, then
-    /// SIGKILL once the grace period (the probe's, else the pod's) is over.
-    fn kill(&mut self, name: &str, probe: ProbeKind) {
-        let Some(&pgid) = self.processes.get(name) else { return };
-        let all = self.ctx.processes.clone();
-        // Only a process still waited for is ours: its pid cannot be reused.
-        let alive = move || all.lock().map(|set| set.contains(&pgid)).unwrap_or(false);
-        if !alive() {
-            return;
-        }
-        let pod_grace = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
-        let grace = self
-            .container(name)
-            .and_then(|c| probe.of(&c).map(|p| probes::Settings::new(probe, p, &c)))
-            .and_then(|s| s.termination_grace)
-            .or(pod_grace)
-            .unwrap_or(DEFAULT_GRACE);
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if alive() {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            }
-        });
     }
 
     /// Kills every process, runs CNI DEL and removes the netns.
@@ -525,6 +522,7 @@ impl Worker {
     /// Writes the pod's status when it changed.
     async fn report(&mut self, lifecycle: &PodLifecycle) {
         let mut status = lifecycle.status();
+        status.ephemeral_container_statuses = self.ephemeral.statuses();
         status.host_ip = self.ctx.network.node(&self.ctx.node).map(|n| n.ip().to_string());
         let Ok(value) = serde_json::to_value(&status) else {
             return;

@@ -362,7 +362,7 @@ impl Ctx<'_> {
             return self.review(body).await;
         }
         match (verb, sub) {
-            ("get", None | Some("status")) => {
+            ("get", None | Some("status" | "ephemeralcontainers")) => {
                 let obj = self.app.store.get(self.rp.res, self.ns(), self.name())?;
                 Ok(self.ok_object(StatusCode::OK, &obj))
             }
@@ -386,8 +386,8 @@ impl Ctx<'_> {
                 Ok(value_response(StatusCode::CREATED, &minted))
             }
             ("get" | "update" | "patch", Some("scale")) => self.scale(verb, body).await,
-            ("update", None | Some("status" | "finalize")) => self.update(body).await,
-            ("patch", None | Some("status")) => self.patch(body).await,
+            ("update", None | Some("status" | "finalize" | "ephemeralcontainers")) => self.update(body).await,
+            ("patch", None | Some("status" | "ephemeralcontainers")) => self.patch(body).await,
             ("delete", None) => self.delete(body).await,
             ("deletecollection", None) => self.delete_collection(body).await,
             _ => Err(ApiError::method_not_allowed(format!(
@@ -521,6 +521,7 @@ impl Ctx<'_> {
         match self.rp.subresource.as_deref() {
             Some("status") => Part::Status,
             Some("finalize") => Part::Finalize,
+            Some("ephemeralcontainers") => Part::EphemeralContainers,
             _ => Part::Main,
         }
     }

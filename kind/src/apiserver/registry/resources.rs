@@ -74,7 +74,7 @@ pub const RESOURCE_VERBS: &[&str] = &[
 /// Verbs, kind and group/version of a subresource, for discovery.
 pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
-        "status" => &["get", "patch", "update"],
+        "status" | "ephemeralcontainers" => &["get", "patch", "update"],
         "log" => &["get"],
         "binding" | "eviction" | "token" => &["create"],
         "exec" | "attach" | "portforward" => &["create", "get"],
@@ -146,7 +146,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status", "log", "binding", "eviction", "exec", "attach", "portforward"],
+        subresources: &[
+            "status",
+            "log",
+            "binding",
+            "eviction",
+            "exec",
+            "attach",
+            "portforward",
+            "ephemeralcontainers",
+        ],
         ..res("", "v1", "pods", "pod", "Pod", true)
     },
     ResourceInfo {

@@ -7,7 +7,11 @@
 //! [`PodFs`] is the per-pod part: the pod's directory on the node
 //! (`/var/lib/kubelet/pods/<uid>`, emptyDirs and volume files, removed with
 //! the pod) and its service-account tokens, minted through the TokenRequest
-//! API and rotated before they expire.
+//! API and rotated before they expire. Like kubelet's volume sync, the
+//! files of configMap, secret and projected volumes follow their objects:
+//! every [`VOLUME_SYNC`] they are read again and, when changed, switched
+//! atomically (`..data`), so a running container sees the new content
+//! (subPath mounts keep theirs, as in Kubernetes).
 
 pub mod atomic;
 pub mod caps;
@@ -39,8 +43,11 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// (kubelet's rule).
 const RENEW_AT: f64 = 0.8;
 const RENEW_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// The token refresher looks again at least this often.
-const REFRESH_CHECK: Duration = Duration::from_secs(60);
+/// How often the files of a pod's configMap, secret and projected volumes
+/// are brought up to date (kubelet: its sync period, a minute by default;
+/// shorter here, so tests and users see changes within seconds; one GET
+/// per object and period, which a node of a hundred pods affords).
+pub const VOLUME_SYNC: Duration = Duration::from_secs(5);
 
 /// Why a container cannot start: the waiting reason (and event) kubelet
 /// reports, and its message.
@@ -98,6 +105,8 @@ struct State {
     pod: Option<Pod>,
     facts: PodFacts,
     tokens: HashMap<String, Minted>,
+    /// The files last written to each volume directory.
+    written: HashMap<PathBuf, Vec<atomic::VolumeFile>>,
 }
 
 struct Inner {
@@ -107,6 +116,9 @@ struct Inner {
     node_root: PathBuf,
     dir: PathBuf,
     state: Mutex<State>,
+    /// Held while a volume is written (a container start and the sync loop
+    /// may write the same one).
+    writing: Mutex<()>,
     refresher: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -133,6 +145,7 @@ impl PodFs {
                 node_root: node_root.to_path_buf(),
                 dir: pod_dir(node_root, &uid),
                 state: Mutex::new(State::default()),
+                writing: Mutex::new(()),
                 refresher: std::sync::Mutex::new(None),
             }),
         }
@@ -375,7 +388,9 @@ impl PodFs {
     }
 
     /// Writes the files of a configMap, secret, downwardAPI or projected
-    /// volume; tokens are minted when missing, due or `renew`ed.
+    /// volume when they differ from what the directory has; tokens are
+    /// minted when missing, due or `renew`ed. Keeps the volume in sync from
+    /// then on.
     async fn write_volume(
         &self,
         v: &Volume,
@@ -384,13 +399,13 @@ impl PodFs {
         dir: &Path,
         renew: bool,
     ) -> Result<(), StartError> {
+        let _writing = self.inner.writing.lock().await;
         let needs = volumes::needs(v);
         let objects = self
             .fetch(&needs.config_maps, &needs.secrets)
             .await
             .map_err(mount_error)?;
         let mut tokens = HashMap::new();
-        let mut minted_any = false;
         for need in &needs.tokens {
             let current = self.inner.state.lock().await.tokens.get(&need.key).cloned();
             let fresh = current.filter(|m| !renew && SystemTime::now() < m.renew_at());
@@ -402,18 +417,20 @@ impl PodFs {
                         .await
                         .map_err(|e| mount_error(format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name)))?;
                     self.inner.state.lock().await.tokens.insert(need.key.clone(), m.clone());
-                    minted_any = true;
                     m
                 }
             };
             tokens.insert(need.key.clone(), minted.token);
         }
         let files = volumes::files(v, pod, facts, &objects, &tokens).map_err(mount_error)?;
-        atomic::write(dir, &files).map_err(|e| mount_error(format!("writing {}: {e}", dir.display())))?;
-        if minted_any {
-            self.inner.state.lock().await.facts = facts.clone();
-            self.ensure_refresher();
+        let unchanged = self.inner.state.lock().await.written.get(dir) == Some(&files);
+        if !unchanged || !dir.join("..data").exists() {
+            atomic::write(dir, &files).map_err(|e| mount_error(format!("writing {}: {e}", dir.display())))?;
+            let mut state = self.inner.state.lock().await;
+            state.written.insert(dir.to_path_buf(), files);
+            state.facts = facts.clone();
         }
+        self.ensure_refresher();
         Ok(())
     }
 
@@ -469,8 +486,9 @@ impl PodFs {
         *slot = Some(tokio::spawn(async move { this.refresh_loop().await }));
     }
 
-    /// Rewrites every projected volume whose token is due, before it
-    /// expires, for as long as the pod lives.
+    /// For as long as the pod lives: rewrites every projected volume whose
+    /// token is due, before it expires, and every volume whose objects
+    /// changed.
     async fn refresh_loop(self) {
         loop {
             let next = {
@@ -479,16 +497,18 @@ impl PodFs {
             };
             let wait = next
                 .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-                .unwrap_or(REFRESH_CHECK)
-                .min(REFRESH_CHECK);
+                .unwrap_or(VOLUME_SYNC)
+                .min(VOLUME_SYNC);
             tokio::time::sleep(wait).await;
-            if let Err(e) = self.refresh_due().await {
-                tracing::warn!(pod = ?self.inner.pod.metadata.name, "rotating a service-account token: {e}");
+            if let Err(e) = self.sync().await {
+                // The files stay as they were (kubelet keeps them too).
+                tracing::warn!(pod = ?self.inner.pod.metadata.name, "updating a volume: {e}");
             }
         }
     }
 
-    async fn refresh_due(&self) -> Result<(), StartError> {
+    /// Brings every written volume up to date, renewing the tokens due.
+    async fn sync(&self) -> Result<(), StartError> {
         let (pod, facts, due) = {
             let state = self.inner.state.lock().await;
             let now = SystemTime::now();
@@ -507,11 +527,8 @@ impl PodFs {
             .flat_map(|s| s.volumes.iter().flatten())
             .cloned()
             .collect();
+        let mut failed = Ok(());
         for v in volumes {
-            let needs = volumes::needs(&v);
-            if !needs.tokens.iter().any(|t| due.contains(&t.key)) {
-                continue;
-            }
             let Some(plugin) = volumes::plugin(&v) else { continue };
             let dir = self
                 .inner
@@ -519,9 +536,16 @@ impl PodFs {
                 .join("volumes")
                 .join(format!("kubernetes.io~{plugin}"))
                 .join(&v.name);
-            self.write_volume(&v, &pod, &facts, &dir, true).await?;
+            if !self.inner.state.lock().await.written.contains_key(&dir) {
+                continue;
+            }
+            let renew = volumes::needs(&v).tokens.iter().any(|t| due.contains(&t.key));
+            // One volume failing (its ConfigMap deleted) leaves the others syncing.
+            if let Err(e) = self.write_volume(&v, &pod, &facts, &dir, renew).await {
+                failed = Err(e);
+            }
         }
-        Ok(())
+        failed
     }
 }
 

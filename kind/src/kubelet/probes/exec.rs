@@ -1,14 +1,10 @@
-//! exec probes: the command runs in the container's network and mount
-//! namespaces, joined through its main process (`/proc/<pid>/ns/*`: the
-//! container's own namespaces whatever made them), under its root and in
-//! its working directory (`/proc/<pid>/root`, `/proc/<pid>/cwd`: the
-//! container is `chroot`ed inside its mount namespace), as its user, with
-//! its environment; killed (its whole process group) at the timeout.
+//! exec probes: the command enters the container the way `kubectl exec`
+//! does ([`crate::kubelet::exec::Entry`]: its namespaces, root, working
+//! directory, user, capabilities and environment, joined through its main
+//! process); its combined output is kept for the event message; killed
+//! (its whole process group) at the timeout.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,21 +14,19 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use super::state::Outcome;
+use crate::kubelet::exec::Entry;
 
 /// Output kept for the event message (kubelet keeps 10 KiB).
 const MAX_OUTPUT: u64 = 10 * 1024;
-/// Largest `/proc/<pid>/environ` read.
-const MAX_ENVIRON: u64 = 1024 * 1024;
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs `command` in the namespaces of process `pid` within `timeout`.
 pub async fn run(pid: i32, command: &[String], timeout: Duration) -> Outcome {
     let joined = command.join(" ");
-    let prepared = match Prepared::of(pid) {
-        Ok(p) => p,
+    let entry = match Entry::of(pid) {
+        Ok(entry) => entry,
         Err(e) => return Outcome::Error(format!("exec {joined:?}: container process {pid}: {e}")),
     };
-    let (mut child, mut output) = match prepared.spawn(command) {
+    let (mut child, mut output) = match spawn(entry, command) {
         Ok(spawned) => spawned,
         Err(e) => return Outcome::Error(format!("exec {joined:?}: {e}")),
     };
@@ -57,141 +51,25 @@ pub async fn run(pid: i32, command: &[String], timeout: Duration) -> Outcome {
     }
 }
 
-/// What the command inherits from the container's process.
-struct Prepared {
-    net: OwnedFd,
-    mnt: OwnedFd,
-    root: OwnedFd,
-    cwd: OwnedFd,
-    uid: u32,
-    gid: u32,
-    env: Vec<(String, String)>,
-}
-
-impl Prepared {
-    fn of(pid: i32) -> io::Result<Prepared> {
-        let proc = format!("/proc/{pid}");
-        let ns = |kind: &str| File::open(format!("{proc}/ns/{kind}")).map(OwnedFd::from);
-        let (net, mnt) = (ns("net")?, ns("mnt")?);
-        let dir = |link: &str| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-                .open(format!("{proc}/{link}"))
-                .map(OwnedFd::from)
-        };
-        let (root, cwd) = (dir("root")?, dir("cwd")?);
-        let mut status = String::new();
-        File::open(format!("{proc}/status"))?
-            .take(64 * 1024)
-            .read_to_string(&mut status)?;
-        let id = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(|| io::Error::other(format!("no {key} line in {proc}/status")))
-        };
-        let (uid, gid) = (id("Uid:")?, id("Gid:")?);
-        let mut environ = Vec::new();
-        File::open(format!("{proc}/environ"))?
-            .take(MAX_ENVIRON)
-            .read_to_end(&mut environ)?;
-        Ok(Prepared {
-            net,
-            mnt,
-            root,
-            cwd,
-            uid,
-            gid,
-            env: parse_environ(&environ),
-        })
-    }
-
-    /// Starts the command, stdout and stderr into one pipe (kubelet reports
-    /// the combined output).
-    fn spawn(self, command: &[String]) -> io::Result<(tokio::process::Child, tokio::net::unix::pipe::Receiver)> {
-        let (program, args) = command.split_first().ok_or_else(|| io::Error::other("empty command"))?;
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args).env_clear();
-        if !self.env.iter().any(|(k, _)| k == "PATH") {
-            cmd.env("PATH", DEFAULT_PATH);
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(write.try_clone()?))
-            .stderr(Stdio::from(write))
-            .process_group(0)
-            .kill_on_drop(true);
-        let Prepared {
-            net,
-            mnt,
-            root,
-            cwd,
-            uid,
-            gid,
-            ..
-        } = self;
-        // SAFETY: between fork and exec the hook only makes system calls
-        // (setns, fchdir, chroot, setgroups, setgid, setuid) on values
-        // captured before the fork; it allocates nothing and takes no locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                let check = |rc: libc::c_int| {
-                    if rc == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::Error::last_os_error())
-                    }
-                };
-                check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
-                check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
-                // Entering a mount namespace resets root and cwd to its own:
-                // back to the container's chroot and working directory.
-                check(libc::fchdir(root.as_raw_fd()))?;
-                check(libc::chroot(c".".as_ptr()))?;
-                check(libc::fchdir(cwd.as_raw_fd()))?;
-                if uid != 0 || gid != 0 {
-                    check(libc::setgroups(0, std::ptr::null()))?;
-                    check(libc::setgid(gid))?;
-                    check(libc::setuid(uid))?;
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        // The parent's write ends close with `cmd`, so the reader sees EOF
-        // once the command (and whatever it forked) is done.
-        drop(cmd);
-        Ok((child, tokio::net::unix::pipe::Receiver::from_owned_fd(read)?))
-    }
-}
-
-/// `KEY=value` entries separated by NULs.
-fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
-    raw.split(|b| *b == 0)
-        .filter_map(|entry| {
-            let text = String::from_utf8_lossy(entry);
-            let (k, v) = text.split_once('=')?;
-            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
-        })
-        .collect()
+/// Starts the command in its own process group, stdout and stderr into one
+/// pipe (kubelet reports the combined output).
+fn spawn(entry: Entry, command: &[String]) -> io::Result<(tokio::process::Child, tokio::net::unix::pipe::Receiver)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let mut cmd = entry.command(command, false).map_err(io::Error::other)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(write.try_clone()?))
+        .stderr(Stdio::from(write))
+        .process_group(0);
+    let child = cmd.spawn()?;
+    // The parent's write ends close with `cmd`, so the reader sees EOF once
+    // the command (and whatever it forked) is done.
+    drop(cmd);
+    Ok((child, tokio::net::unix::pipe::Receiver::from_owned_fd(read)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environ_entries() {
-        assert_eq!(
-            parse_environ(b"PATH=/bin\0A=b=c\0junk\0=x\0"),
-            vec![("PATH".into(), "/bin".into()), ("A".into(), "b=c".into())]
-        );
-        assert!(parse_environ(b"").is_empty());
-    }
 
     /// Joining one's own namespaces is allowed as root (setns into the
     /// namespace one is in), so this runs without a container.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// The three probe kinds, in the order kubelet gates them: startup first,
@@ -103,34 +103,7 @@ impl Settings {
 
 fn handler(probe: &Probe, c: &Container) -> Result<Handler, String> {
     if let Some(h) = &probe.http_get {
-        let https = match h.scheme.as_deref().unwrap_or("HTTP") {
-            "HTTP" => false,
-            "HTTPS" => true,
-            other => return Err(format!("unsupported HTTP probe scheme {other:?}: use HTTP or HTTPS")),
-        };
-        let path = match h.path.as_deref() {
-            None | Some("") => "/".to_string(),
-            Some(p) if p.starts_with('/') => p.to_string(),
-            Some(p) => format!("/{p}"),
-        };
-        if path.chars().any(|ch| ch.is_control() || ch == ' ') {
-            return Err(format!("HTTP probe path {path:?} has spaces or control characters"));
-        }
-        let mut headers = Vec::new();
-        for header in h.http_headers.iter().flatten() {
-            let bad = |s: &str| s.chars().any(|ch| ch.is_control());
-            if header.name.is_empty() || header.name.contains(':') || bad(&header.name) || bad(&header.value) {
-                return Err(format!("invalid HTTP probe header {:?}", header.name));
-            }
-            headers.push((header.name.clone(), header.value.clone()));
-        }
-        return Ok(Handler::Http {
-            https,
-            host: h.host.clone().filter(|s| !s.is_empty()),
-            port: port(&h.port, c)?,
-            path,
-            headers,
-        });
+        return http_get(h, c);
     }
     if let Some(t) = &probe.tcp_socket {
         return Ok(Handler::Tcp {
@@ -152,6 +125,38 @@ fn handler(probe: &Probe, c: &Container) -> Result<Handler, String> {
         });
     }
     Err("probe has no handler (httpGet, tcpSocket, exec or grpc)".into())
+}
+
+/// An httpGet action (a probe's or a lifecycle hook's) of container `c`.
+pub fn http_get(h: &HTTPGetAction, c: &Container) -> Result<Handler, String> {
+    let https = match h.scheme.as_deref().unwrap_or("HTTP") {
+        "HTTP" => false,
+        "HTTPS" => true,
+        other => return Err(format!("unsupported HTTP probe scheme {other:?}: use HTTP or HTTPS")),
+    };
+    let path = match h.path.as_deref() {
+        None | Some("") => "/".to_string(),
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) => format!("/{p}"),
+    };
+    if path.chars().any(|ch| ch.is_control() || ch == ' ') {
+        return Err(format!("HTTP probe path {path:?} has spaces or control characters"));
+    }
+    let mut headers = Vec::new();
+    for header in h.http_headers.iter().flatten() {
+        let bad = |s: &str| s.chars().any(|ch| ch.is_control());
+        if header.name.is_empty() || header.name.contains(':') || bad(&header.name) || bad(&header.value) {
+            return Err(format!("invalid HTTP probe header {:?}", header.name));
+        }
+        headers.push((header.name.clone(), header.value.clone()));
+    }
+    Ok(Handler::Http {
+        https,
+        host: h.host.clone().filter(|s| !s.is_empty()),
+        port: port(&h.port, c)?,
+        path,
+        headers,
+    })
 }
 
 /// A port number, or the container port of that name.

@@ -1,42 +1,100 @@
-//! Graceful termination of a pod marked for deletion, as kubelet does it:
-//! a `Killing` event per running container, its `preStop` exec hook (in the
-//! container's namespaces, bounded by the grace period), then SIGTERM to
-//! its main process (as a runtime signals the container's init); after the
-//! grace period whatever is left is SIGKILLed (every process group), the
-//! sandbox is torn down (CNI DEL) and the pod deleted with grace 0 and its
-//! uid as precondition, which removes it from the API.
+//! Stopping containers, the one way kubelet does it: the container's
+//! `preStop` hook (exec in the container as `kubectl exec` enters it,
+//! httpGet from the node to the pod IP, or sleep; bounded by the grace
+//! period; a failure is a `FailedPreStopHook` event and the stop goes on),
+//! then SIGTERM to its main process (as a runtime signals the container's
+//! init), then SIGKILL to its process group once the grace period is over.
 //!
-//! A force delete (the pod removed from the API) or the end of the worker's
-//! channel (cluster teardown) cuts every wait short.
+//! Two callers: a pod marked for deletion ([`Worker::terminate`]: a
+//! `Killing` event per running container, all stopped at once, then the
+//! sandbox torn down (CNI DEL) and the pod deleted with grace 0 and its uid
+//! as precondition, which removes it from the API; a force delete or the
+//! end of the worker's channel cuts every wait short), and a container a
+//! probe failed ([`Worker::kill`], which the lifecycle then restarts).
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::collections::HashSet;
 use std::pin::pin;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Preconditions};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{API_TIMEOUT, Msg, Worker};
+use super::{API_TIMEOUT, DEFAULT_GRACE, Msg, Worker};
+use crate::kubelet::exec::Entry;
 use crate::kubelet::lifecycle::{Input, PodLifecycle};
+use crate::kubelet::probes::{self, Handler, Origin, Outcome, ProbeKind};
 
 /// The final delete is tried this often, this many times, while the API
 /// server cannot be reached.
 const DELETE_RETRY: Duration = Duration::from_secs(1);
 const DELETE_RETRIES: u32 = 30;
-/// /proc files read for a hook are small; never read more than this.
-const PROC_LIMIT: u64 = 256 * 1024;
+/// How often a probe-killed container is checked for having exited.
+const EXIT_POLL: Duration = Duration::from_millis(50);
+
+/// The processes of every container on the node (see `NodeContext`).
+type Processes = Arc<Mutex<HashSet<i32>>>;
+
+/// A container's `preStop` hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hook {
+    Exec(Vec<String>),
+    /// An httpGet action ([`Handler::Http`]).
+    Http(Handler),
+    Sleep(Duration),
+}
+
+impl Hook {
+    /// The hook of `c`; `Err` says why it cannot run (a
+    /// `FailedPreStopHook`, as kubelet reports it).
+    fn of(c: &Container) -> Option<Result<Hook, String>> {
+        let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+        if let Some(exec) = &h.exec {
+            let argv = exec.command.clone().unwrap_or_default();
+            return Some(if argv.is_empty() {
+                Err("the exec hook has no command".into())
+            } else {
+                Ok(Hook::Exec(argv))
+            });
+        }
+        if let Some(get) = &h.http_get {
+            return Some(probes::spec::http_get(get, c).map(Hook::Http));
+        }
+        if let Some(sleep) = &h.sleep {
+            return Some(
+                u64::try_from(sleep.seconds)
+                    .map(|s| Hook::Sleep(Duration::from_secs(s)))
+                    .map_err(|_| format!("invalid sleep of {} seconds", sleep.seconds)),
+            );
+        }
+        // tcpSocket is accepted by the API for compatibility, and does nothing.
+        None
+    }
+}
 
 /// How a container is stopped.
 struct Stop {
     container: String,
     pid: i32,
-    pre_stop: Option<Vec<String>>,
+    hook: Option<Result<Hook, String>>,
+}
+
+impl Stop {
+    /// Its hook, then SIGTERM to its main process. `Err`: the hook's failure.
+    async fn begin(&self, processes: &Processes, origin: &Origin, deadline: Instant) -> Result<(), String> {
+        let hooked = match &self.hook {
+            None => Ok(()),
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(hook)) => run_hook(processes, self.pid, hook, origin, deadline).await,
+        };
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        hooked
+    }
 }
 
 /// How the wait for the containers ended.
@@ -89,10 +147,7 @@ impl Worker {
             .map(|(name, pid)| Stop {
                 container: name.clone(),
                 pid: *pid,
-                pre_stop: self.container(name).and_then(|c| {
-                    let exec = c.lifecycle?.pre_stop?.exec?;
-                    exec.command.filter(|argv| !argv.is_empty())
-                }),
+                hook: self.container(name).and_then(|c| Hook::of(&c)),
             })
             .collect();
         stops.sort_by(|a, b| a.container.cmp(&b.container));
@@ -116,17 +171,13 @@ impl Worker {
         adding: &mut bool,
     ) -> Ended {
         let hooks_deadline = *deadline;
+        let origin = self.origin();
         let signals = futures::future::join_all(stops.into_iter().map(|s| {
-            let (ctx, pod) = (self.ctx.clone(), self.name.clone());
+            let (ctx, pod, origin) = (self.ctx.clone(), self.name.clone(), origin.clone());
             async move {
-                if let Some(argv) = &s.pre_stop
-                    && let Err(message) = pre_stop(&ctx.processes, s.pid, argv, hooks_deadline).await
-                {
-                    tracing::warn!(%pod, container = %s.container, "preStop hook: {message}");
-                    return Some((s.container, message));
-                }
-                let _ = kill(Pid::from_raw(s.pid), Signal::SIGTERM);
-                None
+                let message = s.begin(&ctx.processes, &origin, hooks_deadline).await.err()?;
+                tracing::warn!(%pod, container = %s.container, "preStop hook: {message}");
+                Some((s.container, message))
             }
         }));
         let mut signals = pin!(signals);
@@ -149,8 +200,8 @@ impl Worker {
                     Some(Msg::Lifecycle(Input::SandboxReady { .. } | Input::SandboxFailed { .. })) => *adding = false,
                     // Exits show in the process table; nothing restarts now.
                     Some(Msg::Lifecycle(_)) => {}
-                    // Probe results no longer matter to a terminating pod.
-                    Some(Msg::Probe(_)) => {}
+                    // Probe results and updates no longer matter to a terminating pod.
+                    Some(Msg::Probe(_) | Msg::Updated(_) | Msg::EphemeralExited { .. }) => {}
                 },
                 _ = tokio::time::sleep_until(*deadline) => return Ended::Graceful,
             }
@@ -187,37 +238,105 @@ impl Worker {
     }
 }
 
-/// A container's `preStop` exec hook: `argv` in the namespaces of its main
-/// process `pid` (network and mount), with its environment and user, killed
-/// at `deadline`. `Err` says why it failed.
-async fn pre_stop(
-    processes: &std::sync::Mutex<std::collections::HashSet<i32>>,
+impl Worker {
+    /// Stops a container a probe failed, as a deleted pod's are stopped
+    /// (hook, SIGTERM, SIGKILL once the probe's grace period, else the
+    /// pod's, is over); whatever of it is left once its main process exited
+    /// is killed too, as a container's processes die with its init. The
+    /// lifecycle restarts it when the exit is seen.
+    pub(super) fn kill(&mut self, name: &str, probe: ProbeKind) {
+        let Some(&pid) = self.processes.get(name) else { return };
+        let processes = self.ctx.processes.clone();
+        // Only a process still waited for is ours: its pid cannot be reused.
+        let alive = move || processes.lock().map(|set| set.contains(&pid)).unwrap_or(false);
+        if !alive() {
+            return;
+        }
+        let container = self.container(name);
+        let pod_grace = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let grace = container
+            .as_ref()
+            .and_then(|c| probe.of(c).map(|p| probes::Settings::new(probe, p, c)))
+            .and_then(|s| s.termination_grace)
+            .or(pod_grace)
+            .unwrap_or(DEFAULT_GRACE);
+        let stop = Stop {
+            container: name.to_string(),
+            pid,
+            hook: container.as_ref().and_then(Hook::of),
+        };
+        let (processes, origin, events) = (self.ctx.processes.clone(), self.origin(), self.events.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + grace;
+            if let Err(message) = stop.begin(&processes, &origin, deadline).await {
+                let message = format!("PreStopHook failed for container {}: {message}", stop.container);
+                events.record(true, "FailedPreStopHook", &message).await;
+            }
+            while alive() && Instant::now() < deadline {
+                tokio::time::sleep(EXIT_POLL).await;
+            }
+            // The group is the main process's pid: while it lives, or just
+            // after it was reaped (pids are not reused that soon).
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        });
+    }
+}
+
+/// Runs a container's `preStop` hook until `deadline`. `Err` says why it
+/// failed.
+async fn run_hook(
+    processes: &Processes,
     pid: i32,
-    argv: &[String],
+    hook: &Hook,
+    origin: &Origin,
     deadline: Instant,
 ) -> Result<(), String> {
-    let env = proc_file(pid, "environ")?;
-    let status = proc_file(pid, "status")?;
-    let mut cmd = std::process::Command::new(harness_tool("nsenter"));
-    cmd.arg(format!("--target={pid}")).args(["--net", "--mount"]);
-    if let Some((uid, gid)) = ids(&String::from_utf8_lossy(&status)).filter(|ids| *ids != (0, 0)) {
-        cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
-    }
-    cmd.arg("--").args(argv).env_clear();
-    for var in env.split(|b| *b == 0).filter(|v| !v.is_empty()) {
-        let var = String::from_utf8_lossy(var);
-        if let Some((k, v)) = var.split_once('=') {
-            cmd.env(k, v);
+    let left = deadline.saturating_duration_since(Instant::now());
+    match hook {
+        Hook::Exec(argv) => pre_stop_exec(processes, pid, argv, deadline).await,
+        Hook::Sleep(d) => {
+            tokio::time::sleep((*d).min(left)).await;
+            Ok(())
         }
+        Hook::Http(Handler::Http {
+            https,
+            host,
+            port,
+            path,
+            headers,
+        }) => {
+            let get = probes::HttpGet {
+                https: *https,
+                host: host.as_deref(),
+                port: *port,
+                path,
+                headers,
+            };
+            match probes::http(origin, &get, left).await {
+                Outcome::Success => Ok(()),
+                Outcome::Failure(m) | Outcome::Error(m) => Err(format!("HTTP lifecycle hook ({path}) failed: {m}")),
+            }
+        }
+        Hook::Http(other) => Err(format!("not an httpGet action: {other:?}")),
     }
+}
+
+/// A `preStop` exec hook: `argv` entering the container as `kubectl exec`
+/// does (through its main process `pid`), killed at `deadline`.
+async fn pre_stop_exec(processes: &Processes, pid: i32, argv: &[String], deadline: Instant) -> Result<(), String> {
+    let entry = Entry::of(pid).map_err(|e| format!("the container's process is gone ({e})"))?;
+    let mut cmd = entry.command(argv, false).map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting nsenter for {argv:?}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("starting {argv:?}: {e}"))?;
+    drop(cmd);
     let hook_pid = child.id().and_then(|p| i32::try_from(p).ok());
     // Registered like a container, so a cluster teardown kills it too.
     if let (Some(p), Ok(mut all)) = (hook_pid, processes.lock()) {
@@ -240,76 +359,105 @@ async fn pre_stop(
     }
 }
 
-/// `tool` on the harness's own PATH (the hook's environment is the
-/// container's, which `Command` would search instead).
-fn harness_tool(tool: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin"].map(std::path::PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| tool.into())
-}
-
-/// `/proc/<pid>/<name>`, bounded.
-fn proc_file(pid: i32, name: &str) -> Result<Vec<u8>, String> {
-    let path = format!("/proc/{pid}/{name}");
-    let mut out = Vec::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(PROC_LIMIT).read_to_end(&mut out))
-        .map_err(|e| format!("the container's process is gone ({path}: {e})"))?;
-    Ok(out)
-}
-
-/// The real uid and gid in a `/proc/<pid>/status`.
-fn ids(status: &str) -> Option<(u32, u32)> {
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .split_whitespace()
-            .next()?
-            .parse::<u32>()
-            .ok()
-    };
-    Some((field("Uid:")?, field("Gid:")?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn container(lifecycle: serde_json::Value) -> Container {
+        serde_json::from_value(json!({"name": "c", "ports": [{"name": "admin", "containerPort": 9901}],
+            "lifecycle": lifecycle}))
+        .unwrap()
+    }
 
     #[test]
-    fn ids_from_proc_status() {
-        let status = "Name:\tsh\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n";
-        assert_eq!(ids(status), Some((1000, 100)));
-        assert_eq!(ids("Name:\tsh\n"), None);
+    fn hooks_from_the_spec() {
+        let hook = |v| Hook::of(&container(json!({ "preStop": v })));
+        assert_eq!(
+            hook(json!({"exec": {"command": ["sh", "-c", "true"]}})),
+            Some(Ok(Hook::Exec(vec!["sh".into(), "-c".into(), "true".into()])))
+        );
+        assert_eq!(
+            hook(json!({"sleep": {"seconds": 2}})),
+            Some(Ok(Hook::Sleep(Duration::from_secs(2))))
+        );
+        let Some(Ok(Hook::Http(Handler::Http { port, path, .. }))) =
+            hook(json!({"httpGet": {"port": "admin", "path": "drain"}}))
+        else {
+            panic!("an httpGet hook");
+        };
+        assert_eq!((port, path.as_str()), (9901, "/drain"));
+        assert!(
+            hook(json!({"httpGet": {"port": "nope"}}))
+                .unwrap()
+                .unwrap_err()
+                .contains("nope")
+        );
+        assert!(hook(json!({"exec": {"command": []}})).unwrap().is_err());
+        assert_eq!(hook(json!({"tcpSocket": {"port": 80}})), None);
+        assert_eq!(Hook::of(&container(json!({}))), None);
     }
 
     #[tokio::test]
-    async fn a_hook_runs_in_the_process_namespaces_and_is_bounded() {
-        let me = i32::try_from(std::process::id()).unwrap();
-        let registry = std::sync::Mutex::new(std::collections::HashSet::new());
-        let soon = Instant::now() + Duration::from_secs(30);
-        let ok = pre_stop(&registry, me, &["true".into()], soon).await;
-        // nsenter into its own namespaces needs CAP_SYS_ADMIN; without it the
-        // hook fails, and says so.
-        if let Err(e) = &ok {
-            assert!(e.contains("exited with"), "{e}");
+    async fn an_exec_hook_enters_the_process_and_is_bounded() {
+        if !testkit::gate("an_exec_hook_enters_the_process_and_is_bounded", &[testkit::Need::Root]) {
             return;
         }
-        let failed = pre_stop(&registry, me, &["false".into()], soon).await.unwrap_err();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let registry: Processes = Arc::default();
+        let soon = Instant::now() + Duration::from_secs(30);
+        pre_stop_exec(&registry, me, &["true".into()], soon).await.unwrap();
+        let failed = pre_stop_exec(&registry, me, &["false".into()], soon).await.unwrap_err();
         assert!(failed.contains("exited with"), "{failed}");
         let started = Instant::now();
         let late = Instant::now() + Duration::from_millis(300);
-        let slow = pre_stop(&registry, me, &["sleep".into(), "30".into()], late).await;
+        let slow = pre_stop_exec(&registry, me, &["sleep".into(), "30".into()], late).await;
         assert!(slow.unwrap_err().contains("grace period"));
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the hook was killed at the deadline"
         );
         assert!(registry.lock().unwrap().is_empty());
-        let gone = pre_stop(&registry, i32::MAX, &["true".into()], soon).await;
+        let gone = pre_stop_exec(&registry, i32::MAX, &["true".into()], soon).await;
         assert!(gone.unwrap_err().contains("process is gone"));
+    }
+
+    /// An httpGet hook is a GET to the pod IP; a 5xx fails it, saying so.
+    #[tokio::test]
+    async fn an_http_hook_gets_its_path() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let code = if head.starts_with("GET /drain ") {
+                    "200 OK"
+                } else {
+                    "503 Busy"
+                };
+                let _ = s.write_all(format!("HTTP/1.1 {code}\r\n\r\n").as_bytes()).await;
+                let _ = tx.send(head);
+            }
+        });
+        let origin = Origin {
+            netns: None,
+            pod_ip: Some([127, 0, 0, 1].into()),
+        };
+        let registry: Processes = Arc::default();
+        let soon = Instant::now() + Duration::from_secs(10);
+        let hook = |path: &str| {
+            let c = container(json!({"preStop": {"httpGet": {"port": port, "path": path}}}));
+            Hook::of(&c).unwrap().unwrap()
+        };
+        run_hook(&registry, 0, &hook("/drain"), &origin, soon).await.unwrap();
+        assert!(rx.recv().await.unwrap().starts_with("GET /drain HTTP/1.1\r\n"));
+        let failed = run_hook(&registry, 0, &hook("/other"), &origin, soon)
+            .await
+            .unwrap_err();
+        assert!(failed.contains("503"), "{failed}");
     }
 }

@@ -27,6 +27,7 @@ MODULES = [
     "api/authorization/v1",
     "api/authentication/v1",
     "api/policy/v1",
+    "api/scheduling/v1",
     "apimachinery/pkg/apis/meta/v1",
     "apimachinery/pkg/runtime",
 ]

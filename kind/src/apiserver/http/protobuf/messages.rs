@@ -308,6 +308,8 @@ messages! {
     pb::api::policy::v1::PodDisruptionBudgetList { metadata => "metadata", items => "items", }
     pb::api::policy::v1::PodDisruptionBudgetSpec { min_available => "minAvailable", selector => "selector", max_unavailable => "maxUnavailable", unhealthy_pod_eviction_policy => "unhealthyPodEvictionPolicy", }
     pb::api::policy::v1::PodDisruptionBudgetStatus { observed_generation => "observedGeneration", disrupted_pods => "disruptedPods", disruptions_allowed => "disruptionsAllowed", current_healthy => "currentHealthy", desired_healthy => "desiredHealthy", expected_pods => "expectedPods", conditions => "conditions", }
+    pb::api::scheduling::v1::PriorityClass { metadata => "metadata", value => "value", global_default => "globalDefault", description => "description", preemption_policy => "preemptionPolicy", }
+    pb::api::scheduling::v1::PriorityClassList { metadata => "metadata", items => "items", }
     pb::apimachinery::pkg::apis::meta::v1::APIGroup { name => "name", versions => "versions", preferred_version => "preferredVersion", server_address_by_client_cid_rs => "serverAddressByClientCIDRs", }
     pb::apimachinery::pkg::apis::meta::v1::APIGroupList { groups => "groups", }
     pb::apimachinery::pkg::apis::meta::v1::APIResource { name => "name", singular_name => "singularName", namespaced => "namespaced", group => "group", version => "version", kind => "kind", verbs => "verbs", short_names => "shortNames", categories => "categories", storage_version_hash => "storageVersionHash", }

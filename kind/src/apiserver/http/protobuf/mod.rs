@@ -61,7 +61,7 @@ fn convert<M: Message + Default + Json>(raw: &[u8]) -> Result<Value, ConvertErro
 
 /// The kinds read from protobuf, by group and kind (version `v1` throughout).
 fn converter(group: &str, kind: &str) -> Option<Convert> {
-    use pb::api::{apps, authentication, authorization, coordination, core, policy, rbac};
+    use pb::api::{apps, authentication, authorization, coordination, core, policy, rbac, scheduling};
     Some(match (group, kind) {
         // Sent with every group's version, as in client-go.
         (_, "DeleteOptions") => convert::<pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>,
@@ -83,6 +83,7 @@ fn converter(group: &str, kind: &str) -> Option<Convert> {
         ("rbac.authorization.k8s.io", "Role") => convert::<rbac::v1::Role>,
         ("rbac.authorization.k8s.io", "RoleBinding") => convert::<rbac::v1::RoleBinding>,
         ("coordination.k8s.io", "Lease") => convert::<coordination::v1::Lease>,
+        ("scheduling.k8s.io", "PriorityClass") => convert::<scheduling::v1::PriorityClass>,
         ("policy", "Eviction") => convert::<policy::v1::Eviction>,
         ("authorization.k8s.io", "SelfSubjectAccessReview") => convert::<authorization::v1::SelfSubjectAccessReview>,
         ("authorization.k8s.io", "SubjectAccessReview") => convert::<authorization::v1::SubjectAccessReview>,

@@ -420,6 +420,23 @@ fn delete_options_and_eviction() {
     same_as_typed::<k8s_openapi::api::policy::v1::Eviction>(&v);
 }
 
+/// What `kubectl create priorityclass high --value=1000 --description=...` sends.
+#[test]
+fn priority_class() {
+    let pc = pb::api::scheduling::v1::PriorityClass {
+        metadata: meta("high", ""),
+        value: Some(1000),
+        global_default: Some(false),
+        description: s("for the journey"),
+        preemption_policy: s("PreemptLowerPriority"),
+    };
+    let v = decode(&envelope("scheduling.k8s.io/v1", "PriorityClass", &pc)).unwrap();
+    assert_eq!(v["value"], 1000);
+    assert_eq!(v["description"], "for the journey");
+    assert_eq!(v["preemptionPolicy"], "PreemptLowerPriority");
+    same_as_typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(&v);
+}
+
 #[test]
 fn reviews_kubectl_sent() {
     let v = decode(SSAR_RESOURCE).unwrap();

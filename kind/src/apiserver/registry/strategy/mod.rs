@@ -30,6 +30,9 @@ pub enum Part {
     Status,
     /// The `finalize` subresource of namespaces: only `spec.finalizers`.
     Finalize,
+    /// The `ephemeralcontainers` subresource of pods: only
+    /// `spec.ephemeralContainers`, which may only grow.
+    EphemeralContainers,
 }
 
 /// What a delete does to a stored object.
@@ -287,6 +290,7 @@ pub(crate) fn prepare_update(info: &ResourceInfo, old: &Value, mut new: Value, p
             out
         }
         Part::Finalize => namespace::finalize(old, &new),
+        Part::EphemeralContainers => pod::ephemeral_containers(old, &new)?,
         Part::Main => {
             deletion::check_finalizers(info, old, &new)?;
             if info.has_status_subresource() {

@@ -15,6 +15,7 @@ impl Strategy for PodStrategy {
         validate_containers("Pod", name, obj.get("spec"), "spec")?;
         if let Some(Value::Object(spec)) = obj.get_mut("spec") {
             default_spec(spec);
+            default_tolerations(spec);
         }
         Ok(())
     }
@@ -83,6 +84,8 @@ pub(crate) fn default_spec(spec: &mut Map<String, Value>) {
         ("schedulerName", json!("default-scheduler")),
         ("terminationGracePeriodSeconds", json!(30)),
         ("serviceAccountName", json!("default")),
+        // Clients rely on it being there (kubectl debug reads its fields).
+        ("securityContext", json!({})),
     ];
     for (k, v) in defaults {
         spec.entry(k).or_insert(v);
@@ -90,6 +93,104 @@ pub(crate) fn default_spec(spec: &mut Map<String, Value>) {
     if let Some(sa) = spec.get("serviceAccountName").cloned() {
         spec.entry("serviceAccount").or_insert(sa);
     }
+}
+
+/// The taints of a node that is not ready or unreachable, which every pod
+/// tolerates for [`DEFAULT_TOLERATION_SECONDS`] unless it says otherwise.
+const NODE_PROBLEM_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+/// kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`.
+pub(crate) const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission: a pod not tolerating a node
+/// problem's `NoExecute` taint gets a toleration of it for 300 s, so the
+/// taint manager evicts it only after that long on a failed node.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in NODE_PROBLEM_TAINTS {
+        let covered = list.iter().any(|t| {
+            let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("");
+            let key_matches = field("key") == key || (field("key").is_empty() && field("operator") == "Exists");
+            key_matches && matches!(field("effect"), "" | "NoExecute")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
+        }
+    }
+}
+
+/// `pods/ephemeralcontainers`: the stored pod with the request's
+/// `spec.ephemeralContainers` and nothing else of it. Ephemeral containers
+/// can be added, never changed or removed; each needs a name no other
+/// container of the pod has, and an image; probes, ports, resources and
+/// lifecycle hooks are not allowed on them.
+pub(crate) fn ephemeral_containers(old: &Value, new: &Value) -> Result<Value, ApiError> {
+    let name = name_of(old);
+    let invalid = |field: &str, why: &str| ApiError::invalid("Pod", name, field, why);
+    let list = |v: &Value| {
+        v.pointer("/spec/ephemeralContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (before, after) = (list(old), list(new));
+    for (i, kept) in before.iter().enumerate() {
+        if after.get(i) != Some(kept) {
+            return Err(invalid(
+                &format!("spec.ephemeralContainers[{i}]"),
+                "Forbidden: existing ephemeral containers may not be changed",
+            ));
+        }
+    }
+    let mut names: Vec<String> = ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| old.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    for (i, c) in after.iter().enumerate() {
+        let field = |f: &str| format!("spec.ephemeralContainers[{i}].{f}");
+        let text = |f: &str| c.get(f).and_then(Value::as_str).unwrap_or("");
+        for f in ["name", "image"] {
+            if text(f).is_empty() {
+                return Err(invalid(&field(f), "Required value"));
+            }
+        }
+        if names.iter().any(|n| n == text("name")) {
+            return Err(invalid(&field("name"), &format!("Duplicate value: {:?}", text("name"))));
+        }
+        for f in [
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+            "resources",
+        ] {
+            let set = c.get(f).is_some_and(|v| match v {
+                Value::Null => false,
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                _ => true,
+            });
+            if set {
+                return Err(invalid(
+                    &field(f),
+                    "Forbidden: cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        names.push(text("name").to_string());
+    }
+    let mut out = old.clone();
+    if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("ephemeralContainers".into(), Value::Array(after));
+    }
+    Ok(out)
 }
 
 /// `pods/binding`: the pod assigned to `node`; a pod already on a node is a
@@ -232,6 +333,82 @@ mod tests {
         assert_eq!(PodStrategy.grace_period(&pod(json!({}), "Pending"), Some(5)), Some(0));
         let done = pod(json!({"nodeName": "n"}), "Succeeded");
         assert_eq!(PodStrategy.grace_period(&done, None), Some(0));
+    }
+
+    #[test]
+    fn default_tolerations_of_node_problems() {
+        let mut spec = serde_json::Map::new();
+        default_tolerations(&mut spec);
+        let keys: Vec<&str> = spec["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                assert_eq!(
+                    (&t["effect"], &t["tolerationSeconds"]),
+                    (&json!("NoExecute"), &json!(300))
+                );
+                t["key"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(keys, NODE_PROBLEM_TAINTS);
+        // Idempotent: a second pass (an update) adds nothing.
+        default_tolerations(&mut spec);
+        assert_eq!(spec["tolerations"].as_array().unwrap().len(), 2);
+        // A pod's own toleration of a problem (or of everything) stands.
+        let mut own = json!({"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 5}]});
+        default_tolerations(own.as_object_mut().unwrap());
+        assert_eq!(own["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(own["tolerations"][0]["tolerationSeconds"], 5);
+        let mut all = json!({"tolerations": [{"operator": "Exists"}]});
+        default_tolerations(all.as_object_mut().unwrap());
+        assert_eq!(all["tolerations"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ephemeral_containers_are_only_added() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "i"}],
+            "nodeName": "n"}, "status": {"phase": "Running"}});
+        let debug = json!({"name": "dbg", "image": "busybox", "stdin": true, "tty": true, "resources": {}});
+        let mut req = pod.clone();
+        req["spec"]["ephemeralContainers"] = json!([debug]);
+        // Only the ephemeral containers are taken from the request.
+        req["spec"]["nodeName"] = json!("elsewhere");
+        let added = ephemeral_containers(&pod, &req).unwrap();
+        assert_eq!(added["spec"]["ephemeralContainers"], json!([debug]));
+        assert_eq!(added["spec"]["nodeName"], "n");
+        let err = |new: Value| ephemeral_containers(&added, &new).unwrap_err();
+        let mut changed = added.clone();
+        changed["spec"]["ephemeralContainers"][0]["image"] = json!("other");
+        assert!(err(changed).message.contains("may not be changed"));
+        let mut removed = added.clone();
+        removed["spec"]["ephemeralContainers"] = json!([]);
+        assert_eq!(err(removed).code, 422);
+        let with = |c: Value| {
+            let mut v = added.clone();
+            v["spec"]["ephemeralContainers"].as_array_mut().unwrap().push(c);
+            v
+        };
+        assert!(
+            err(with(json!({"name": "app", "image": "x"})))
+                .message
+                .contains("Duplicate value")
+        );
+        assert!(
+            err(with(json!({"name": "dbg", "image": "x"})))
+                .message
+                .contains("Duplicate value")
+        );
+        assert!(
+            err(with(json!({"name": "x"})))
+                .message
+                .contains("image: Required value")
+        );
+        let probed = json!({"name": "x", "image": "i", "readinessProbe": {"exec": {"command": ["true"]}}});
+        assert!(err(with(probed)).message.contains("readinessProbe: Forbidden"));
+        let two = ephemeral_containers(&added, &with(json!({"name": "dbg2", "image": "i"}))).unwrap();
+        assert_eq!(two["spec"]["ephemeralContainers"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,458 @@
+//! One user's kubectl session against one embedded cluster, start to end,
+//! with the pinned kubectl (1.33): a namespace, a ConfigMap and a Secret
+//! (protobuf bodies); a Deployment using them, `rollout status`; `exec`
+//! with stdin, with a terminal, and a command's exit code; `cp` both ways;
+//! `logs -f` seeing a request made through `port-forward`; capabilities
+//! (iptables only with NET_ADMIN); `cordon`/`uncordon`; a taint with and
+//! without a toleration; `delete --grace-period` observed by the process
+//! (its SIGTERM handler's line in `logs -f`; SIGKILL after the grace when it
+//! ignores SIGTERM); `drain`.
+//!
+//! Each step has a focused test elsewhere (kubectl_streams, scheduling,
+//! graceful, deployment, kubelet_volumes); this one runs them as one
+//! session, each step on the state the previous ones left.
+//!
+//! Needs root, ip, iptables, the CNI plugins and kubectl (`. ci/env`);
+//! skips with `SKIP:` otherwise (a panic under
+//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cni::Profile;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use serde_json::{Value, json};
+use testkit::{Kubectl, Need, Scratch};
+
+const TEST: &str = "a_kubectl_session_from_namespace_to_drain";
+const WAIT: Duration = Duration::from_secs(60);
+const TIMEOUT: &str = "--timeout=60s";
+const PROBE: &str = env!("CARGO_BIN_EXE_mesh-probe");
+
+/// kubectl in the session's namespace.
+struct Session {
+    k: Kubectl,
+}
+
+impl Session {
+    fn args<'a>(&self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["-n", "journey"];
+        all.extend_from_slice(args);
+        all
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.k.ok(&self.args(args))
+    }
+
+    fn run(&self, args: &[&str]) -> testkit::Run {
+        self.k.run(&self.args(args))
+    }
+
+    fn apply(&self, doc: &Value) {
+        let run = self
+            .k
+            .run_with_stdin(&self.args(&["apply", "-f", "-"]), Some(doc.to_string().as_bytes()));
+        assert!(run.success(), "{run}");
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.k
+            .command(&self.args(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl")
+    }
+
+    fn node_of(&self, pod: &str) -> String {
+        self.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+    }
+
+    fn wait(&self, condition: &str, pod: &str) {
+        self.ok(&[
+            "wait",
+            &format!("--for=condition={condition}"),
+            &format!("pod/{pod}"),
+            TIMEOUT,
+        ]);
+    }
+}
+
+/// A pod of the `shell` image (`/bin/sh`) running `script`, grace 5 s.
+fn shell_pod(name: &str, script: &str, extra: Value) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "journey"},
+        "spec": {"terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "shell", "args": ["-c", script]}]}
+    });
+    if let (Some(spec), Value::Object(extra)) = (pod["spec"].as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    pod
+}
+
+/// Lines a child prints on stdout, as they come.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; every line seen on failure.
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?}; saw {seen:#?}");
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "journey"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"],
+                        "env": [
+                            {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "greeting"}}},
+                            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "token"}}}
+                        ],
+                        "volumeMounts": [{"name": "config", "mountPath": "/etc/journey"}],
+                        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+                    }],
+                    "volumes": [{"name": "config", "configMap": {"name": "app-config"}}]
+                }
+            }
+        }
+    })
+}
+
+/// `kubectl exec -it` with a real terminal: output seen there and the
+/// exit code.
+fn exec_with_terminal(s: &Session, pod: &str, script: &str) -> (String, Option<i32>) {
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 91,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let mut child =
+        s.k.command(&s.args(&["exec", "-it", pod, "--", "sh", "-c", script]))
+            .stdin(slave(&pty.slave))
+            .stdout(slave(&pty.slave))
+            .stderr(slave(&pty.slave))
+            .spawn()
+            .expect("kubectl");
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once kubectl, the last holder of the slave, exits.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let _ = tx.send(out);
+    });
+    let status = child.wait().expect("kubectl");
+    let out = rx.recv_timeout(WAIT).expect("terminal output");
+    (String::from_utf8_lossy(&out).into_owned(), status.code())
+}
+
+/// The local port of a `kubectl port-forward` that is forwarding.
+fn forwarded_port(lines: &mpsc::Receiver<String>) -> u16 {
+    let line = wait_line(lines, "Forwarding from 127.0.0.1:");
+    line.split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line:?}"))
+}
+
+/// Pods of the namespace on `node`.
+fn pods_on(s: &Session, node: &str) -> Vec<String> {
+    let list: Value = serde_json::from_str(&s.ok(&["get", "pods", "-o", "json"])).expect("pods JSON");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["spec"]["nodeName"] == node)
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+#[test]
+fn a_kubectl_session_from_namespace_to_drain() {
+    if !testkit::gate(
+        TEST,
+        &[Need::Root, Need::Tool("ip"), Need::Tool("iptables"), Need::CniPlugins],
+    ) {
+        return;
+    }
+    let scratch = Scratch::new(TEST);
+    let cluster = Cluster::create(ClusterSpec {
+        nodes: 2,
+        profile: Profile::Ptp,
+        images: ImageTable::new()
+            .add("mesh-probe", PROBE, &[])
+            .add("shell", "/bin/sh", &[]),
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        ..ClusterSpec::default()
+    })
+    .expect("cluster");
+    let Some(k) = Kubectl::new(TEST, cluster.kubeconfig_path(), &scratch) else {
+        return;
+    };
+    let started = Instant::now();
+    let s = Session { k };
+
+    // A namespace, a ConfigMap and a Secret: kubectl sends them as protobuf.
+    s.k.ok(&["create", "namespace", "journey"]);
+    s.ok(&[
+        "create",
+        "configmap",
+        "app-config",
+        "--from-literal=greeting=hello-journey",
+    ]);
+    s.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app-secret",
+        "--from-literal=token=s3cret",
+    ]);
+
+    // A Deployment using both, rolled out.
+    s.apply(&deployment());
+    s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
+    let names = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let web: Vec<&str> = names.split_whitespace().collect();
+    assert_eq!(web.len(), 2, "{names}");
+    let pod = web[0];
+
+    // exec: the env and volume the Deployment gave it, stdin, a terminal,
+    // exit codes.
+    let seen = s.ok(&[
+        "exec",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING $TOKEN; cat /etc/journey/greeting",
+    ]);
+    assert_eq!(seen, "hello-journey s3cret\nhello-journey");
+    let run = s.k.run_with_stdin(
+        &s.args(&["exec", "-i", pod, "--", "tr", "a-z", "A-Z"]),
+        Some(b"through stdin\n"),
+    );
+    assert_eq!(run.stdout, "THROUGH STDIN\n", "{run}");
+    let (out, code) = exec_with_terminal(&s, pod, "sleep 0.5; tty; stty size; exit 5");
+    assert!(out.contains("/dev/pts/") && out.contains("24 91"), "{out:?}");
+    assert_eq!(code, Some(5), "{out:?}");
+    let run = s.run(&["exec", pod, "--", "sh", "-c", "echo to-stderr >&2; exit 7"]);
+    assert_eq!((run.code(), run.stderr.contains("to-stderr")), (Some(7), true), "{run}");
+
+    // cp both ways.
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 31 + i / 7) as u8).collect();
+    let local = scratch.join("upload.bin");
+    std::fs::write(&local, &data).unwrap();
+    let in_pod = scratch.join("in-pod");
+    s.ok(&["exec", pod, "--", "mkdir", "-p", in_pod.to_str().unwrap()]);
+    let remote = format!("journey/{pod}:{}", in_pod.join("copy.bin").display());
+    s.k.ok(&["cp", local.to_str().unwrap(), &remote]);
+    let back = scratch.join("download.bin");
+    s.k.ok(&["cp", &remote, back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the round trip through cp changed the file"
+    );
+
+    // logs -f, then a request through port-forward: the echo server's log
+    // line about it reaches the follower.
+    let mut logs = s.spawn(&["logs", "-f", pod]);
+    let log_lines = lines_of(&mut logs);
+    wait_line(&log_lines, "\"listening\"");
+    let mut pf = s.spawn(&["port-forward", &format!("pod/{pod}"), ":8080"]);
+    // Kept until kubectl ends: it prints a line per connection, and a
+    // closed stdout would kill it.
+    let pf_lines = lines_of(&mut pf);
+    let port = forwarded_port(&pf_lines);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the forwarded port");
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.write_all(b"hello through port-forward\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("the echo answer");
+    assert!(answer.contains("\"server\":\"echo\""), "{answer:?}");
+    wait_line(&log_lines, "\"accepted\"");
+    stop(pf);
+    drop(pf_lines);
+    stop(logs);
+
+    // Capabilities: iptables in the pod's netns only with NET_ADMIN, also
+    // through exec.
+    let sleeper = "sleep 1000 & wait";
+    s.apply(&shell_pod("plain", sleeper, json!({})));
+    let mut netadmin = shell_pod("netadmin", sleeper, json!({}));
+    netadmin["spec"]["containers"][0]["securityContext"] = json!({"capabilities": {"add": ["NET_ADMIN"]}});
+    s.apply(&netadmin);
+    s.wait("Ready", "plain");
+    s.wait("Ready", "netadmin");
+    let denied = s.run(&["exec", "plain", "--", "iptables", "-t", "nat", "-N", "JOURNEY"]);
+    assert!(
+        !denied.success() && denied.stderr.contains("Permission denied"),
+        "{denied}"
+    );
+    s.ok(&["exec", "netadmin", "--", "iptables", "-t", "nat", "-N", "JOURNEY"]);
+    let rules = s.ok(&["exec", "netadmin", "--", "iptables-save", "-t", "nat"]);
+    assert!(rules.contains(":JOURNEY"), "{rules}");
+
+    // cordon: a new pod stays Pending until uncordon.
+    s.k.ok(&["cordon", "node-0", "node-1"]);
+    s.apply(&shell_pod("waiter", sleeper, json!({})));
+    s.wait("PodScheduled=False", "waiter");
+    assert_eq!(s.node_of("waiter"), "");
+    s.k.ok(&["uncordon", "node-0", "node-1"]);
+    s.wait("Ready", "waiter");
+
+    // A taint on every node: a pod tolerating it runs, one that does not
+    // stays Pending until the taint is gone.
+    s.k.ok(&["taint", "nodes", "--all", "dedicated=infra:NoSchedule"]);
+    let tolerates =
+        json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]});
+    s.apply(&shell_pod("tolerant", sleeper, tolerates));
+    s.apply(&shell_pod("intolerant", sleeper, json!({})));
+    s.wait("Ready", "tolerant");
+    s.wait("PodScheduled=False", "intolerant");
+    assert_eq!(s.node_of("intolerant"), "");
+    s.k.ok(&["taint", "nodes", "--all", "dedicated-"]);
+    s.wait("Ready", "intolerant");
+
+    // delete --grace-period: the process's SIGTERM handler runs (its line
+    // in logs -f), and the pod goes as soon as it exits.
+    let graceful = "trap 'echo got SIGTERM; exit 0' TERM; echo ready; sleep 1000 & wait";
+    s.apply(&shell_pod("graceful", graceful, json!({})));
+    s.wait("Ready", "graceful");
+    let mut logs = s.spawn(&["logs", "-f", "graceful"]);
+    let log_lines = lines_of(&mut logs);
+    wait_line(&log_lines, "ready");
+    let asked = Instant::now();
+    s.ok(&["delete", "pod", "graceful", "--grace-period=20", TIMEOUT]);
+    wait_line(&log_lines, "got SIGTERM");
+    assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+    stop(logs);
+
+    // One that ignores SIGTERM (and says so) is SIGKILLed once its grace
+    // period is over.
+    let pid_file = scratch.join("stubborn.pid");
+    // `$$$$`: Kubernetes expands `$$` in args to `$`; the shell sees `$$`.
+    let stubborn = format!(
+        "echo $$$$ > {}; trap 'echo ignoring SIGTERM' TERM; echo ready; while true; do sleep 0.1; done",
+        pid_file.display()
+    );
+    s.apply(&shell_pod("stubborn", &stubborn, json!({})));
+    s.wait("Ready", "stubborn");
+    let mut logs = s.spawn(&["logs", "-f", "stubborn"]);
+    let log_lines = lines_of(&mut logs);
+    wait_line(&log_lines, "ready");
+    let pid = std::fs::read_to_string(&pid_file).expect("the pid file");
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    assert!(alive(&pid), "pid {pid:?}: {stat:?}");
+    let asked = Instant::now();
+    s.ok(&["delete", "pod", "stubborn", "--grace-period=3", TIMEOUT]);
+    let took = asked.elapsed();
+    wait_line(&log_lines, "ignoring SIGTERM");
+    stop(logs);
+    assert!(
+        took >= Duration::from_secs(3),
+        "gone after {took:?}, within its grace period"
+    );
+    assert!(took < Duration::from_secs(20), "gone only after {took:?}");
+    assert!(!alive(&pid), "the process ignoring SIGTERM was SIGKILLed");
+
+    // drain: node-0's pods are evicted (bare pods with --force), the
+    // Deployment's come back on node-1, node-0 stays cordoned until
+    // uncordon.
+    assert!(
+        !pods_on(&s, "node-0").is_empty(),
+        "something runs on node-0 before the drain"
+    );
+    s.k.ok(&[
+        "drain",
+        "node-0",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--force",
+        TIMEOUT,
+    ]);
+    assert_eq!(pods_on(&s, "node-0"), Vec::<String>::new());
+    s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
+    let nodes = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    assert_eq!(nodes, "node-1 node-1", "the Deployment's pods moved to node-1");
+    assert!(s.k.ok(&["get", "node", "node-0"]).contains("SchedulingDisabled"));
+    s.k.ok(&["uncordon", "node-0"]);
+
+    let took = started.elapsed();
+    eprintln!("the kubectl session took {took:?}");
+    assert!(took < Duration::from_secs(120), "the session took {took:?}");
+}
