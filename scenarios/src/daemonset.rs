@@ -141,7 +141,16 @@ impl<'a> DaemonSetAgent<'a> {
         for object in objects {
             // Recorded first: a failed apply may still have created it.
             agent.objects.push(object.clone());
-            apply_object(cluster, &object)?;
+            match apply_object(cluster, &object) {
+                Err(Stop::Fail(why)) if why.contains(NOT_SERVED) && !is_essential(&object) => {
+                    record.note(format!(
+                        "{} {} not applied: this cluster does not serve its kind",
+                        object["kind"].as_str().unwrap_or_default(),
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    ));
+                }
+                other => other?,
+            }
         }
         record.mark(format!("manifests applied ({} objects)", agent.objects.len()));
         Ok(agent)
@@ -439,6 +448,25 @@ pub struct AgentPods {
 }
 
 impl AgentPods {
+    /// Each agent pod's node, phase, readiness and restarts, one line each.
+    pub fn states(&self, cluster: &Cluster) -> String {
+        let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
+        let pods = cluster
+            .block_on(api.list(&ListParams::default().labels(&self.selector)))
+            .map(|l| l.items)
+            .unwrap_or_default();
+        pods.iter()
+            .map(|p| {
+                let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("-");
+                format!(
+                    "{} on {node}: {}\n",
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    crate::failure::pod_state(p)
+                )
+            })
+            .collect()
+    }
+
     /// The log of the agent pod on `node` (empty when there is none), through the API.
     pub fn logs(&self, cluster: &Cluster, node: &str) -> String {
         let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
@@ -488,6 +516,31 @@ pub const RUN_DIR: &str = "/var/run/istio-cni";
 /// The plugin's kubeconfig in [`RUN_DIR`], written by the agent.
 pub const KUBECONFIG: &str = "istio-cni-kubeconfig";
 const POLL: Duration = Duration::from_millis(250);
+
+/// What an API server answers a create of a kind it does not serve
+/// (a ResourceQuota on the embedded cluster, Multus's
+/// NetworkAttachmentDefinition where Multus is not installed).
+const NOT_SERVED: &str = "could not find the requested resource";
+
+/// The objects an agent cannot run without: its DaemonSet, identity, RBAC
+/// and configuration. Any other kind the cluster does not serve is left out
+/// with a note.
+fn is_essential(object: &Value) -> bool {
+    matches!(
+        object["kind"].as_str(),
+        Some(
+            "DaemonSet"
+                | "ServiceAccount"
+                | "ConfigMap"
+                | "Secret"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "Role"
+                | "RoleBinding"
+                | "Namespace"
+        )
+    )
+}
 
 /// Creates `object`, or replaces it (at its current resourceVersion) where
 /// it exists: plain create/update, which every API server serves.

@@ -588,6 +588,7 @@ impl Rig {
                 record.diag(format!("{what}: istio-cni render, restored"), want.clone());
             }
             record.diag("agent log", self.agent.logs(&self.cluster, NODE));
+            record.diag("agent pods", self.agent.states(&self.cluster));
             let what: Vec<&str> = mismatches.iter().map(|m| m.0).collect();
             return Err(Stop::Fail(format!(
                 "the pod's rules differ from istio-cni render ({})",
