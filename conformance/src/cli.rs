@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! istio-cni-conformance run [--cluster local|kind|existing] [--kubeconfig F] [--cni NAME]...
-//!                           [--suite cni|install|scenarios|all] [--filter PATTERN]... [--jobs N]
+//!                           [--suite cni|install|lifecycle|scenarios|all] [--filter PATTERN]... [--jobs N]
 //!                           [--junit FILE] [--report DIR] [--plugin PATH ...spec options]
+//!                           [--chart DIR [--values FILE]... [--set K=V]... | --manifests FILE...]
+//!                           [--image REF=DIR|EXECUTABLE]... [--agent-image REF]
 //! istio-cni-conformance list [--suite ...] [--filter PATTERN]...
 //! ```
 //!
@@ -21,6 +23,7 @@ use istio_cni_kind::backend::kind::{KindSpec, PrimaryCni};
 use istio_cni_kind::backend::preflight;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::system::{Source, System};
 
 use crate::options::{Primary, SuiteOptions, parse_config_extra, parse_versions};
 use crate::progress::{Mode, Progress};
@@ -38,7 +41,8 @@ pub const EXIT_FAILED: i32 = 1;
 const RUN_HELP: &str = "\
 Suites: `cni` the CNI-spec cases (`spec/*`, against --plugin); `install`
 `platform/*` and every scenario with a name segment starting with `install`
-or `uninstall`; `scenarios` every scenario of the catalog; `all` both.
+or `uninstall`; `lifecycle` `upgrade/*`, `race/scale-out/*` and `race/job*`;
+`scenarios` every scenario of the catalog; `all` both.
 Default: `all`, or `cni` when --plugin is given (as before the runner).
 `istio-cni-conformance list` prints the names --filter matches.
 
@@ -68,6 +72,17 @@ istio-cni):
 Checking Debian's plugins (they stop at 1.0.0, so 1.1.0 cases are skipped):
 
   istio-cni-conformance run --suite cni --plugin /usr/lib/cni/portmap
+
+The system under test: scenarios deploy the project's manifests by default;
+--chart DIR (with --values/--set) or --manifests FILE put another agent in
+their place, and --image REF=DIR|EXECUTABLE gives the embedded cluster the
+image a chart names (no registry, no Docker):
+
+  istio-cni-conformance run --filter 'cni/ptp/*' --chart ./istio/manifests/charts/istio-cni \
+    --set hub=docker.io/istio --set tag=1.28.0 --image docker.io/istio/install-cni:1.28.0=./agent-image
+
+Scenarios needing a feature of the project's agent (e.g. the not-ready
+taint) are skipped, saying so, on a foreign chart or manifest.
 
 Scenarios on kind (docker and kind needed) with two primary CNIs, and on a
 running cluster:
@@ -180,6 +195,29 @@ pub struct RunArgs {
     /// Where the primary plugins are [default: $CNI_PLUGINS_DIR, else /usr/lib/cni].
     #[arg(long, value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// The system under test: a Helm chart directory, rendered with `helm
+    /// template` (helm on PATH) for each scenario [default: the project's
+    /// manifests, `istio-cni-agent manifest`].
+    #[arg(long, value_name = "DIR", help_heading = "System under test")]
+    pub chart: Option<PathBuf>,
+    /// A values file for --chart (repeatable, in order).
+    #[arg(long = "values", value_name = "FILE", help_heading = "System under test")]
+    pub values: Vec<PathBuf>,
+    /// A value for --chart in helm's --set syntax (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", help_heading = "System under test")]
+    pub set: Vec<String>,
+    /// The system under test: manifest files applied as they are (repeatable);
+    /// scenarios that install with values of their own are skipped.
+    #[arg(long, value_name = "FILE", help_heading = "System under test")]
+    pub manifests: Vec<PathBuf>,
+    /// An image of the embedded cluster: REF runs the executable, or from
+    /// the image directory (repeatable; ahead of the runner's own images).
+    #[arg(long, value_name = "REF=DIR|EXECUTABLE", help_heading = "System under test")]
+    pub image: Vec<String>,
+    /// The image the project's manifests run [default: the project's agent
+    /// image as the cluster names it].
+    #[arg(long, value_name = "REF", help_heading = "System under test")]
+    pub agent_image: Option<String>,
 }
 
 /// `list`'s arguments.
@@ -303,6 +341,45 @@ impl RunArgs {
         }
     }
 
+    /// The system under test the arguments describe, checked: one of
+    /// --chart and --manifests, --values and --set with --chart only,
+    /// --image on the embedded cluster only, every file there.
+    pub fn system(&self) -> Result<System, String> {
+        let source = match (&self.chart, self.manifests.is_empty()) {
+            (Some(_), false) => {
+                return Err("--chart and --manifests each name the system under test: give one of them".into());
+            }
+            (Some(dir), true) => Source::Chart {
+                dir: dir.clone(),
+                values: self.values.clone(),
+                set: self.set.clone(),
+            },
+            (None, _) if !self.values.is_empty() || !self.set.is_empty() => {
+                return Err("--values and --set are values of --chart DIR, and there is none".into());
+            }
+            (None, false) => Source::Manifests(self.manifests.clone()),
+            (None, true) => Source::Project,
+        };
+        if !self.image.is_empty() && self.cluster != ClusterKind::Local {
+            return Err(format!(
+                "--image adds to the embedded cluster's images; a {} cluster pulls them (--agent-image names the agent's)",
+                format!("{:?}", self.cluster).to_lowercase()
+            ));
+        }
+        for set in &self.set {
+            if !set.contains('=') {
+                return Err(format!("--set {set:?}: expected KEY=VALUE"));
+            }
+        }
+        let system = System {
+            source,
+            images: self.image.clone(),
+            agent_image: self.agent_image.clone(),
+        };
+        system.check()?;
+        Ok(system)
+    }
+
     /// Worker threads: `--jobs`, else the CPUs (at least 1).
     pub fn jobs(&self) -> usize {
         self.jobs
@@ -379,6 +456,10 @@ fn run_cmd(args: &RunArgs) -> i32 {
         Ok(targets) => targets,
         Err(e) => return usage(e),
     };
+    let system = match args.system() {
+        Ok(system) => system,
+        Err(e) => return usage(e),
+    };
     if suite.has_spec() && !opts.only.is_empty() && cases::selected_names(&opts).is_empty() {
         return usage(format!("--only {:?} selects no case", opts.only));
     }
@@ -434,6 +515,10 @@ fn run_cmd(args: &RunArgs) -> i32 {
             opts.plugins_dir = istio_cni_kind::node::plugins::default_plugins_dir();
         }
     }
+    if has_scenarios && let Err(e) = system.check_tools() {
+        eprintln!("istio-cni-conformance: {e}");
+        return EXIT_FAILED;
+    }
     // Binaries first (Env::new builds missing ones), then the namespace.
     let envs: Vec<TargetEnv> = if has_scenarios {
         targets
@@ -441,7 +526,7 @@ fn run_cmd(args: &RunArgs) -> i32 {
             .map(|(suffix, target)| TargetEnv {
                 suffix,
                 serial: !matches!(target, Target::Local),
-                env: Env::new(target.clone()),
+                env: Env::new(target.clone()).and_then(|env| env.with_system(system.clone())),
                 target,
             })
             .collect()
@@ -504,6 +589,7 @@ fn write_outputs(args: &RunArgs, results: &RunResults) -> Result<(), String> {
         eprintln!("JUnit XML: {}", path.display());
     }
     if let Some(dir) = &args.report {
+        let system = args.system().map(|s| s.describe()).unwrap_or_default();
         let context = format!(
             "suite {:?}, cluster {:?}{}, {} job(s); spec cases against {}",
             args.suite(),
@@ -517,6 +603,7 @@ fn write_outputs(args: &RunArgs, results: &RunResults) -> Result<(), String> {
             args.plugin.clone().unwrap_or_else(default_plugin).display()
         )
         .to_lowercase();
+        let context = format!("{context}; system under test: {system}");
         let path = html::write(dir, results, &context).map_err(|e| format!("writing {}: {e}", dir.display()))?;
         eprintln!("HTML report: {}", path.display());
     }

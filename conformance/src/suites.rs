@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `cni` | the CNI-spec cases, named `spec/<case>` (`spec/add/prev-result[1.0.0]`) |
 //! | `install` | the scenarios of `platform/*`, and every scenario with a name segment starting with `install` or `uninstall` (`cni/ptp/install`, `deploy/uninstall-restores`) |
+//! | `lifecycle` | the agent's lifecycle: `upgrade/*`, `race/scale-out/*`, `race/job*` |
 //! | `scenarios` | every scenario of `istio_cni_scenarios::catalog::all()` |
 //! | `all` | `cni` and `scenarios` |
 //!
@@ -27,6 +28,8 @@ pub enum SuiteName {
     Cni,
     /// Installation on each platform's paths: `platform/*` and the install/uninstall scenarios.
     Install,
+    /// The agent's lifecycle: upgrades, a joining node's race, Jobs on a fresh node.
+    Lifecycle,
     /// Every scenario of the catalog.
     Scenarios,
     /// `cni` and `scenarios`.
@@ -44,6 +47,7 @@ impl SuiteName {
         match self {
             SuiteName::Cni => false,
             SuiteName::Install => is_install(name),
+            SuiteName::Lifecycle => is_lifecycle(name),
             SuiteName::Scenarios | SuiteName::All => true,
         }
     }
@@ -56,6 +60,11 @@ pub fn is_install(name: &str) -> bool {
         || name
             .split('/')
             .any(|seg| seg.starts_with("install") || seg.starts_with("uninstall"))
+}
+
+/// The `lifecycle` suite's rule: `upgrade/*`, `race/scale-out/*`, `race/job*`.
+pub fn is_lifecycle(name: &str) -> bool {
+    name.starts_with("upgrade/") || name.starts_with("race/scale-out/") || name.starts_with("race/job")
 }
 
 /// Whether `name` is kept by `filters` (all when there is none).
@@ -251,6 +260,43 @@ mod tests {
         assert_eq!(d("chianed", "cni/ptp/chained"), 2);
         assert_eq!(d("", "anything"), 0);
         assert_eq!(d("abc", ""), 3);
+    }
+
+    #[test]
+    fn the_lifecycle_rule() {
+        for name in [
+            "upgrade/in-place/repairPods",
+            "upgrade/independent",
+            "race/scale-out/deletePods",
+            "race/scale-out/taint",
+            "race/job",
+            "race/job/taint",
+        ] {
+            assert!(is_lifecycle(name), "{name}");
+        }
+        for name in [
+            "race/repairPods",
+            "race/scale",
+            "cni/ptp/chained",
+            "skew/release/previous-plugin",
+            "jobs/race",
+        ] {
+            assert!(!is_lifecycle(name), "{name}");
+        }
+        let scenarios: Vec<Scenario> = ["race/repairPods", "race/job", "upgrade/independent", "platform/k3s"]
+            .into_iter()
+            .map(|n| Scenario::new(n, "", |_, _| Ok(())))
+            .collect();
+        let opts = SuiteOptions::new("/x/istio-cni");
+        let names: Vec<String> = plan(SuiteName::Lifecycle, &[], &opts, scenarios)
+            .iter()
+            .map(Planned::name)
+            .collect();
+        assert_eq!(
+            names,
+            ["race/job", "upgrade/independent"],
+            "no spec cases, lifecycle scenarios only"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   true: the primary is untouched, the file is a working network, and the
 //!   plugin decides per pod exactly as when chained.
 //!
-//! Every scenario: 2 nodes, the agent on each (the default manifest), then
+//! Every scenario: 2 nodes, the agent's DaemonSet rolled out on both (the
+//! system under test, [`crate::system`]; standalone with `chained=false`), then
 //! - a meshed pod (Istio's injected shape: mesh-probe app, mesh-probe proxy
 //!   as `istio-proxy`, `istio-cni validate` as `istio-validation`) passes
 //!   validation; its outbound to another node's pod lands on the proxy's
@@ -22,20 +23,20 @@
 //!   excluded CIDR reach the target directly; inbound lands on 15006;
 //! - an unmeshed pod and a meshed-shaped pod in `kube-system` (excluded)
 //!   have no `ISTIO` chains and talk directly;
-//! - SIGTERM to every agent gives back each node's CNI config dir byte for
-//!   byte and removes the binary and the plugin kubeconfig.
+//! - deleting the DaemonSet (each pod's SIGTERM cleanup) gives back each
+//!   node's CNI config dirs byte for byte and removes the binary and the
+//!   plugin kubeconfig.
 //!
 //! On real clusters the embedded profiles skip, and `cni/<cni>/chained` (kind
 //! with `--cni kindnet|calico|cilium|flannel`) or `cni/cluster/chained` (an
 //! existing cluster) runs the same traffic matrix behind the cluster's own
-//! primary CNI, with the agent deployed from its manifests as a DaemonSet
-//! ([`crate::daemonset`]) and the pods running the test image
+//! primary CNI, with the agent deployed the same way ([`crate::daemonset`])
+//! and the pods running the test image
 //! ([`Cluster::runnable_pod`]). Deleting the DaemonSet must give back each
 //! node's CNI files (checked where the harness reaches nodes: kind, k3s).
 
 use std::time::{Duration, Instant};
 
-use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::backend::kind::PrimaryCni;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::{NetworkConfigList, PodRef, Profile, RuntimeConf};
@@ -44,12 +45,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::deploy::Fleet;
+use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::error::Context;
 use crate::failure;
 use crate::scenario::{Only, Record, Scenario, Step, Stop, skip};
+use crate::system::Install;
 
 /// Istio 1.26's injected pod with Istio CNI (istio-validation, istio-proxy).
 pub(crate) const INJECTED: &str = include_str!("../fixtures/cni/injected-classic.yaml");
@@ -139,8 +141,7 @@ fn cluster_cni(env: &Env, record: &mut Record) -> Step {
     record.note(format!("pods on {} and {}", nodes[0], nodes[1]));
     // An existing cluster may hold them from an interrupted run.
     delete_pods(&cluster, &TRAFFIC_PODS);
-    let manifest = Manifest::for_platform(None)?;
-    let agent = crate::daemonset::DaemonSetAgent::deploy(&cluster, &manifest, record)?;
+    let agent = DaemonSetAgent::deploy(env, &cluster, &Install::defaults(), record)?;
     let result = agent
         .check_chained(record)
         .and_then(|()| prove_interception(&cluster, record, None, [&nodes[0], &nodes[1]]));
@@ -213,40 +214,31 @@ fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
         ..ClusterSpec::default()
     })?;
     record.mark("cluster up (2 nodes)");
-    let manifest = Manifest::for_platform(None)?;
-    let overrides: &[(&str, &str)] = match mode {
-        Mode::Standalone => &[("CHAINED_CNI_PLUGIN", "false")],
-        _ => &[],
+    let install = match mode {
+        Mode::Standalone => Install::set(&["chained=false"]),
+        _ => Install::defaults(),
     };
-    let fleet = Fleet::start(env, &cluster, &manifest, overrides, record)?;
+    let agent = DaemonSetAgent::deploy(env, &cluster, &install, record)?;
     let delegate = match mode {
         Mode::Standalone => Some(Delegate::STANDALONE),
         _ => None,
     };
-    let result = check_install_shape(&fleet, mode)
+    let result = check_install_shape(&agent, mode)
         .and_then(|()| prove_interception(&cluster, record, delegate, ["node-0", "node-1"]));
     if let Err(Stop::Fail(_)) = &result {
-        fleet.diag_logs(record);
-        fleet.diag_files(record);
+        agent.diag(record);
         diag_pods(&cluster, record);
     }
     result?;
-    fleet.uninstall(record)
+    agent.uninstall(record)
 }
 
 /// The files the agent wrote, per mode, on every node.
-fn check_install_shape(fleet: &Fleet, mode: Mode) -> Step {
-    for (agent, before) in fleet.agents.iter().zip(&fleet.before) {
-        let node = agent.node();
-        let (_, original) = before
-            .conf
-            .first()
-            .ok_or_else(|| Stop::Fail(format!("{node}: no config dir captured")))?;
-        let now = before.again();
-        let (_, files) = now
-            .conf
-            .first()
-            .ok_or_else(|| Stop::Fail(format!("{node}: no config dir")))?;
+fn check_install_shape(agent: &DaemonSetAgent, mode: Mode) -> Step {
+    for (before, now) in agent.before()?.iter().zip(agent.files_now()?) {
+        let node = &before.node;
+        let original = before.agent_conf();
+        let files = now.agent_conf();
         let ours = |name: &str| files.get(name).map(|b| String::from_utf8_lossy(b).into_owned());
         match mode {
             Mode::Chained => {

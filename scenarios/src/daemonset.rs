@@ -1,28 +1,31 @@
-//! The agent as its DaemonSet on a real cluster (kind, k3s, existing).
+//! The agent as its DaemonSet, on every backend (embedded, kind, k3s,
+//! existing): the one way scenarios deploy the system under test.
 //!
-//! The embedded cluster runs the agent as a node process ([`crate::deploy`]);
-//! a real cluster gets the manifests themselves: every object of
-//! [`Manifest::objects`] created (or replaced) in the manifests' order, the
-//! DaemonSet's image pointed at the project's agent image as this cluster
-//! pulls it, then a wait for the rollout. Uninstalling deletes the DaemonSet,
-//! waits for its pods to finish their cleanup, and checks every node's CNI
-//! files against what they were before (where the harness reaches nodes:
-//! kind and k3s). Whatever it applied is deleted again, also when a scenario
-//! fails half-way.
+//! The manifests of [`System::render`](crate::system::System::render) (by
+//! default the project's [`Manifest::objects`], the DaemonSet's image pointed
+//! at the project's agent image as this cluster names it) are created (or
+//! replaced) in order through the API, then the rollout is awaited as
+//! `kubectl rollout status` does. Uninstalling deletes the DaemonSet, waits
+//! for its pods to finish their SIGTERM cleanup, and checks every node's CNI
+//! files ([`NodeFiles`]) against what they were before (where the harness
+//! reaches nodes: embedded, kind, k3s). Whatever it applied is deleted
+//! again, also when a scenario fails half-way.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::backend::images::AGENT_IMAGE;
-use istio_cni_kind::cluster::{Cluster, ClusterError};
+use istio_cni_kind::cluster::Cluster;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::env::Env;
 use crate::error::Context;
+use crate::nodefiles::{NodeDirs, NodeFiles};
 use crate::scenario::{Record, Step, Stop};
+use crate::system::Install;
 /// Image pulls on a fresh node can take a while.
 const ROLLOUT: Duration = Duration::from_secs(300);
 /// The agent's SIGTERM cleanup plus the grace period.
@@ -50,78 +53,6 @@ pub fn objects_for_cluster(manifest: &Manifest, agent_image: &str) -> Result<Vec
     Ok(objects)
 }
 
-/// One node's CNI files as a shell on the node sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFiles {
-    pub node: String,
-    /// Config file name → sha256 of its bytes.
-    pub conf: BTreeMap<String, String>,
-    /// Names in the CNI bin dir.
-    pub bin: BTreeSet<String>,
-    /// Every config file's text, for diagnostics.
-    pub text: String,
-}
-
-/// Whether a config dump (`== <path>` then the file, per file) has a
-/// `.conflist` naming the `istio-cni` plugin.
-pub fn has_chained_entry(dump: &str) -> bool {
-    dump.split("\n== ").any(|file| {
-        let path = file.trim_start_matches("== ").lines().next().unwrap_or_default();
-        path.ends_with(".conflist") && file.contains("\"istio-cni\"")
-    })
-}
-
-/// `<sha256> <name>` lines (the listing script's output) as a map.
-pub fn parse_listing(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(sum, name)| (name.to_string(), sum.to_string()))
-        .collect()
-}
-
-impl RemoteFiles {
-    /// Reads `conf_dir` and `bin_dir` on `node` (kind/k3s `docker exec`).
-    pub fn capture(cluster: &Cluster, node: &str, conf_dir: &str, bin_dir: &str) -> Result<RemoteFiles, ClusterError> {
-        let sh = |script: &str, dir: &str| cluster.node_exec(node, &["sh", "-c", script, "sh", dir]);
-        let listing = sh(
-            r#"for f in "$1"/*; do [ -f "$f" ] || continue; printf '%s %s\n' "$(sha256sum < "$f" | cut -c1-64)" "${f##*/}"; done"#,
-            conf_dir,
-        )?;
-        let text = sh(
-            r#"for f in "$1"/*; do [ -f "$f" ] || continue; printf '== %s\n' "$f"; cat "$f"; echo; done"#,
-            conf_dir,
-        )?;
-        let bin = sh(r#"ls -1A "$1" 2>/dev/null || true"#, bin_dir)?;
-        Ok(RemoteFiles {
-            node: node.to_string(),
-            conf: parse_listing(&listing),
-            bin: bin.lines().map(str::to_string).collect(),
-            text,
-        })
-    }
-
-    /// Every difference from `earlier`, one line each (empty: identical).
-    pub fn diff(&self, earlier: &RemoteFiles) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, sum) in &earlier.conf {
-            match self.conf.get(name) {
-                None => out.push(format!("{name} is gone")),
-                Some(s) if s != sum => out.push(format!("{name} changed")),
-                Some(_) => {}
-            }
-        }
-        let left = self.conf.keys().filter(|n| !earlier.conf.contains_key(*n));
-        out.extend(left.map(|n| format!("{n} was left behind")));
-        out.extend(
-            self.bin
-                .difference(&earlier.bin)
-                .map(|n| format!("bin {n} was left behind")),
-        );
-        out.extend(earlier.bin.difference(&self.bin).map(|n| format!("bin {n} is gone")));
-        out
-    }
-}
-
 /// The agent's DaemonSet, applied; deleted again on drop unless uninstalled.
 pub struct DaemonSetAgent<'a> {
     cluster: &'a Cluster,
@@ -129,19 +60,28 @@ pub struct DaemonSetAgent<'a> {
     namespace: String,
     name: String,
     selector: String,
-    conf_dir: String,
-    bin_dir: String,
+    /// The DaemonSet's host dirs: what is read on nodes that are not the
+    /// embedded cluster's (whose own layout says where its dirs are).
+    mounted: NodeDirs,
     /// Every node's files before the install, or why they are not checked.
-    before: Result<Vec<RemoteFiles>, String>,
+    before: Result<Vec<NodeFiles>, String>,
     removed: bool,
 }
 
 impl<'a> DaemonSetAgent<'a> {
-    /// Captures the nodes' CNI files, applies the manifests and waits until
-    /// the DaemonSet has a ready pod on every node it schedules to.
-    pub fn deploy(cluster: &'a Cluster, manifest: &Manifest, record: &mut Record) -> Result<Self, Stop> {
-        let agent = DaemonSetAgent::apply(cluster, manifest, record)?;
-        let took = agent.wait_rolled_out(ROLLOUT)?;
+    /// Captures the nodes' CNI files, applies the system under test's
+    /// manifests for `install` and waits until the DaemonSet has a ready pod
+    /// on every node it schedules to.
+    pub fn deploy(env: &Env, cluster: &'a Cluster, install: &Install, record: &mut Record) -> Result<Self, Stop> {
+        let agent = DaemonSetAgent::apply(env, cluster, install, record)?;
+        record.waiting_for(format!("DaemonSet {} to roll out", agent.name));
+        let took = match agent.wait_rolled_out(ROLLOUT) {
+            Ok(took) => took,
+            Err(e) => {
+                agent.diag(record);
+                return Err(e);
+            }
+        };
         record.mark(format!(
             "DaemonSet {} ready on every node ({} ms)",
             agent.name,
@@ -150,14 +90,20 @@ impl<'a> DaemonSetAgent<'a> {
         Ok(agent)
     }
 
-    /// Captures the nodes' CNI files and applies the manifests (created, or
-    /// replaced where they exist), without waiting for the rollout.
-    pub fn apply(cluster: &'a Cluster, manifest: &Manifest, record: &mut Record) -> Result<Self, Stop> {
-        let objects = objects_for_cluster(manifest, &cluster.image_ref(AGENT_IMAGE))?;
+    /// Captures the nodes' CNI files and applies the system under test's
+    /// manifests for `install` (created, or replaced where they exist),
+    /// without waiting for the rollout.
+    pub fn apply(env: &Env, cluster: &'a Cluster, install: &Install, record: &mut Record) -> Result<Self, Stop> {
+        let objects = env.system.render(install, cluster)?;
+        DaemonSetAgent::apply_objects(cluster, objects, record)
+    }
+
+    /// [`DaemonSetAgent::apply`] of these objects (one of them the DaemonSet).
+    pub fn apply_objects(cluster: &'a Cluster, objects: Vec<Value>, record: &mut Record) -> Result<Self, Stop> {
         let ds = objects
             .iter()
             .find(|o| o["kind"] == "DaemonSet")
-            .ok_or_else(|| Stop::Fail("the manifest has no DaemonSet".into()))?;
+            .ok_or_else(|| Stop::Fail("the manifests have no DaemonSet".into()))?;
         let labels = ds["spec"]["selector"]["matchLabels"]
             .as_object()
             .cloned()
@@ -169,11 +115,13 @@ impl<'a> DaemonSetAgent<'a> {
             .join(",");
         let mut agent = DaemonSetAgent {
             cluster,
-            namespace: manifest.namespace.clone(),
+            namespace: ds["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(crate::system::NAMESPACE)
+                .to_string(),
             name: ds["metadata"]["name"].as_str().unwrap_or_default().to_string(),
             selector,
-            conf_dir: manifest.host_conf_dir().to_string(),
-            bin_dir: manifest.host_bin_dir(),
+            mounted: mounted_dirs(ds),
             objects: Vec::new(),
             before: Err(String::new()),
             removed: false,
@@ -193,10 +141,36 @@ impl<'a> DaemonSetAgent<'a> {
         for object in objects {
             // Recorded first: a failed apply may still have created it.
             agent.objects.push(object.clone());
-            apply_object(cluster, &object)?;
+            match apply_object(cluster, &object) {
+                Err(Stop::Fail(why)) if why.contains(NOT_SERVED) && !is_essential(&object) => {
+                    record.note(format!(
+                        "{} {} not applied: this cluster does not serve its kind",
+                        object["kind"].as_str().unwrap_or_default(),
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    ));
+                }
+                other => other?,
+            }
         }
         record.mark(format!("manifests applied ({} objects)", agent.objects.len()));
         Ok(agent)
+    }
+
+    /// The DaemonSet's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Every node's files from before the install (or why they were not read).
+    pub fn before(&self) -> Result<&[NodeFiles], Stop> {
+        self.before
+            .as_deref()
+            .map_err(|why| Stop::Fail(format!("the nodes' files were not read: {why}")))
+    }
+
+    /// Every node's files now, the same dirs as before the install.
+    pub fn files_now(&self) -> Result<Vec<NodeFiles>, Stop> {
+        self.before()?.iter().map(|f| f.again(self.cluster)).collect()
     }
 
     /// Checks that every node's config dir has a `.conflist` carrying the
@@ -211,18 +185,34 @@ impl<'a> DaemonSetAgent<'a> {
         };
         for files in &nodes {
             crate::ensure!(
-                has_chained_entry(&files.text),
-                "{}: no .conflist in {} carries the istio-cni entry:\n{}",
+                files.has_chained_entry(),
+                "{}: no .conflist carries the istio-cni entry:\n{}",
                 files.node,
-                self.conf_dir,
-                files.text
+                files.text()
             );
         }
         record.mark(format!("istio-cni chained on {} node(s)", nodes.len()));
         Ok(())
     }
 
-    fn capture_all(&self) -> Result<Vec<RemoteFiles>, String> {
+    /// What to read on `node`: the embedded node's own layout (its config
+    /// dir, the runtime's where different, its plugin dir, the agent's run
+    /// dir), else the DaemonSet's host dirs.
+    fn dirs_of(&self, node: &str) -> NodeDirs {
+        let layout = self.cluster.local().ok().and_then(|l| l.node(node)).map(|n| n.layout());
+        match layout {
+            Some(layout) => NodeDirs {
+                conf: vec![layout.conf_dir().into(), layout.runtime_conf_dir().into()],
+                listed: vec![
+                    layout.bin_dirs().first().copied().unwrap_or(DEFAULT_BIN_DIR).into(),
+                    RUN_DIR.into(),
+                ],
+            },
+            None => self.mounted.clone(),
+        }
+    }
+
+    fn capture_all(&self) -> Result<Vec<NodeFiles>, String> {
         let nodes = self
             .cluster
             .block_on(Api::<k8s_openapi::api::core::v1::Node>::all(self.cluster.client()).list(&ListParams::default()))
@@ -231,14 +221,12 @@ impl<'a> DaemonSetAgent<'a> {
             .items
             .iter()
             .filter_map(|n| n.metadata.name.as_deref())
-            .map(|node| {
-                RemoteFiles::capture(self.cluster, node, &self.conf_dir, &self.bin_dir).map_err(|e| e.to_string())
-            })
+            .map(|node| NodeFiles::capture(self.cluster, node, &self.dirs_of(node)).map_err(|e| e.to_string()))
             .collect()
     }
 
     /// Waits until the DaemonSet's current generation has a ready pod on
-    /// every node it schedules to; how long that took.
+    /// every node it schedules to (`kubectl rollout status`); how long that took.
     pub fn wait_rolled_out(&self, timeout: Duration) -> Result<Duration, Stop> {
         let api: Api<DaemonSet> = Api::namespaced(self.cluster.client(), &self.namespace);
         let start = Instant::now();
@@ -265,7 +253,7 @@ impl<'a> DaemonSetAgent<'a> {
                     self.pod_states()
                 )));
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(POLL);
         }
     }
 
@@ -310,7 +298,28 @@ impl<'a> DaemonSetAgent<'a> {
         states.join("; ")
     }
 
-    /// Every agent pod's log and the nodes' config files now, as diagnostics.
+    /// The log of the agent pod on `node` (empty when there is none), through the API.
+    pub fn logs(&self, node: &str) -> String {
+        self.pods_handle().logs(self.cluster, node)
+    }
+
+    fn pods_handle(&self) -> AgentPods {
+        AgentPods {
+            namespace: self.namespace.clone(),
+            selector: self.selector.clone(),
+        }
+    }
+
+    /// Leaves everything applied in place, for a cluster that is torn down
+    /// with it; the agent's pods stay reachable through the handle.
+    pub fn leave(mut self) -> AgentPods {
+        self.removed = true;
+        self.pods_handle()
+    }
+
+    /// Every agent pod's log (the plugin logs through it, without terminal
+    /// colour codes) and every node's config from before the agent to now,
+    /// as a diff, as diagnostics.
     pub fn diag(&self, record: &mut Record) {
         let api: Api<Pod> = Api::namespaced(self.cluster.client(), &self.namespace);
         for pod in self.pods() {
@@ -320,15 +329,25 @@ impl<'a> DaemonSetAgent<'a> {
                 .block_on(api.logs(&name, &LogParams::default()))
                 .unwrap_or_else(|e| format!("(no log: {e})"));
             let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-            record.diag(format!("agent log ({node})"), log);
+            record.diag(
+                format!("agent and plugin log ({node}, pod {name})"),
+                crate::failure::strip_ansi(&log),
+            );
         }
-        if let Ok(before) = &self.before {
-            for files in before {
-                record.diag(format!("CNI config before ({})", files.node), files.text.clone());
-            }
-        }
-        for files in self.capture_all().unwrap_or_default() {
-            record.diag(format!("CNI config now ({})", files.node), files.text);
+        self.diag_files(record);
+    }
+
+    /// Every node's CNI config from before the agent to now, as a diff.
+    pub fn diag_files(&self, record: &mut Record) {
+        for before in self.before.as_deref().unwrap_or_default() {
+            let text = match before.again(self.cluster) {
+                Ok(now) => now.diff_text(before),
+                Err(e) => format!("(not read again: {e:?})\nbefore:\n{}", before.text()),
+            };
+            record.diag(
+                format!("CNI config diff, before the agent vs now ({})", before.node),
+                text,
+            );
         }
     }
 
@@ -338,9 +357,16 @@ impl<'a> DaemonSetAgent<'a> {
     pub fn uninstall(mut self, record: &mut Record) -> Result<(), Stop> {
         self.removed = true;
         let api: Api<DaemonSet> = Api::namespaced(self.cluster.client(), &self.namespace);
+        // The logs go with the pods: keep them for a failed restore.
+        let mut logs = Vec::new();
+        for pod in self.pods() {
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            logs.push((node.clone(), self.logs(&node)));
+        }
         self.cluster
             .block_on(api.delete(&self.name, &DeleteParams::foreground()))
             .map_err(|e| Stop::Fail(format!("deleting DaemonSet {}: {e}", self.name)))?;
+        record.waiting_for("the agent's pods to finish their cleanup");
         let start = Instant::now();
         while !self.pods().is_empty() {
             if start.elapsed() > TEARDOWN {
@@ -349,29 +375,45 @@ impl<'a> DaemonSetAgent<'a> {
                     self.pod_states()
                 )));
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(POLL);
         }
         record.mark(format!(
             "DaemonSet deleted, its pods gone ({} ms)",
             start.elapsed().as_millis()
         ));
-        let problems = match &self.before {
-            Ok(before) => {
-                let mut problems = Vec::new();
-                for files in before {
-                    let now = RemoteFiles::capture(self.cluster, &files.node, &self.conf_dir, &self.bin_dir)?;
-                    problems.extend(now.diff(files).into_iter().map(|d| format!("{}: {d}", files.node)));
-                    if !problems.is_empty() {
-                        record.diag(format!("CNI config before ({})", files.node), files.text.clone());
-                        record.diag(format!("CNI config now ({})", files.node), now.text);
-                    }
+        let mut problems = Vec::new();
+        if let Ok(before) = &self.before {
+            for files in before {
+                let now = files.again(self.cluster)?;
+                // The run dir keeps the plugin's own state (its iptables
+                // cache); only the kubeconfig the agent wrote must go.
+                let run_prefix = format!("{RUN_DIR}: ");
+                let mut diff: Vec<String> = now
+                    .diff(files)
+                    .into_iter()
+                    .filter(|d| !d.starts_with(&run_prefix))
+                    .collect();
+                let run = now.listed.iter().find(|(d, _)| d == RUN_DIR);
+                if run.is_some_and(|(_, names)| names.contains(KUBECONFIG)) {
+                    diff.push(format!("{RUN_DIR}: {KUBECONFIG} was left behind"));
                 }
-                problems
+                if !diff.is_empty() {
+                    record.diag(
+                        format!("CNI config diff, before the agent vs now ({})", files.node),
+                        now.diff_text(files),
+                    );
+                }
+                problems.extend(diff.into_iter().map(|d| format!("{}: {d}", files.node)));
             }
-            Err(_) => Vec::new(),
-        };
+        }
         self.delete_objects();
         if !problems.is_empty() {
+            for (node, log) in logs {
+                record.diag(
+                    format!("agent and plugin log ({node})"),
+                    crate::failure::strip_ansi(&log),
+                );
+            }
             return Err(Stop::Fail(format!("uninstall: {}", problems.join("; "))));
         }
         if self.before.is_ok() {
@@ -396,6 +438,108 @@ impl Drop for DaemonSetAgent<'_> {
             self.delete_objects();
         }
     }
+}
+
+/// The agent's pods, found by the DaemonSet's labels.
+#[derive(Debug, Clone)]
+pub struct AgentPods {
+    namespace: String,
+    selector: String,
+}
+
+impl AgentPods {
+    /// Each agent pod's node, phase, readiness and restarts, one line each.
+    pub fn states(&self, cluster: &Cluster) -> String {
+        let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
+        let pods = cluster
+            .block_on(api.list(&ListParams::default().labels(&self.selector)))
+            .map(|l| l.items)
+            .unwrap_or_default();
+        pods.iter()
+            .map(|p| {
+                let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("-");
+                format!(
+                    "{} on {node}: {}\n",
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    crate::failure::pod_state(p)
+                )
+            })
+            .collect()
+    }
+
+    /// The log of the agent pod on `node` (empty when there is none), through the API.
+    pub fn logs(&self, cluster: &Cluster, node: &str) -> String {
+        let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
+        let pods = cluster
+            .block_on(api.list(&ListParams::default().labels(&self.selector)))
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let pod = pods
+            .into_iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
+        let Some(name) = pod.and_then(|p| p.metadata.name) else {
+            return String::new();
+        };
+        let log = cluster
+            .block_on(api.logs(&name, &LogParams::default()))
+            .unwrap_or_else(|e| format!("(no log of {name}: {e})"));
+        crate::failure::strip_ansi(&log)
+    }
+}
+
+/// Where Istio's chart mounts the node's CNI dirs: the `cni-net-dir` and
+/// `cni-bin-dir` hostPath volumes (the defaults where a DaemonSet names
+/// them otherwise).
+fn mounted_dirs(ds: &Value) -> NodeDirs {
+    let volumes = ds["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let host = |name: &str, default: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["hostPath"]["path"].as_str())
+            .unwrap_or(default)
+            .to_string()
+    };
+    NodeDirs {
+        conf: vec![host("cni-net-dir", DEFAULT_CONF_DIR)],
+        listed: vec![host("cni-bin-dir", DEFAULT_BIN_DIR)],
+    }
+}
+
+const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
+const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+/// The agent's run dir on the node (the plugin's kubeconfig, the log socket).
+pub const RUN_DIR: &str = "/var/run/istio-cni";
+/// The plugin's kubeconfig in [`RUN_DIR`], written by the agent.
+pub const KUBECONFIG: &str = "istio-cni-kubeconfig";
+const POLL: Duration = Duration::from_millis(250);
+
+/// What an API server answers a create of a kind it does not serve
+/// (a ResourceQuota on the embedded cluster, Multus's
+/// NetworkAttachmentDefinition where Multus is not installed).
+const NOT_SERVED: &str = "could not find the requested resource";
+
+/// The objects an agent cannot run without: its DaemonSet, identity, RBAC
+/// and configuration. Any other kind the cluster does not serve is left out
+/// with a note.
+fn is_essential(object: &Value) -> bool {
+    matches!(
+        object["kind"].as_str(),
+        Some(
+            "DaemonSet"
+                | "ServiceAccount"
+                | "ConfigMap"
+                | "Secret"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "Role"
+                | "RoleBinding"
+                | "Namespace"
+        )
+    )
 }
 
 /// Creates `object`, or replaces it (at its current resourceVersion) where
@@ -480,41 +624,18 @@ mod tests {
     }
 
     #[test]
-    fn the_chained_entry_is_found_in_a_conflist_only() {
-        let kindnet =
-            "== /etc/cni/net.d/10-kindnet.conflist\n{\"plugins\": [{\"type\": \"ptp\"}, {\"type\": \"istio-cni\"}]}\n";
-        let standalone = "== /etc/cni/net.d/10-kindnet.conflist\n{\"plugins\": [{\"type\": \"ptp\"}]}\n\
-                          == /etc/cni/net.d/YYY-istio-cni.conf\n{\"type\": \"istio-cni\"}\n";
-        assert!(has_chained_entry(kindnet));
-        assert!(has_chained_entry(&format!(
-            "== /etc/cni/net.d/05-a.conf\n{{}}\n{kindnet}"
-        )));
-        assert!(!has_chained_entry(standalone));
-        assert!(!has_chained_entry(""));
-    }
-
-    #[test]
-    fn node_files_differences_name_each_file() {
-        let files = |listing: &str, bin: &[&str]| RemoteFiles {
-            node: "kind-worker".into(),
-            conf: parse_listing(listing),
-            bin: bin.iter().map(|s| s.to_string()).collect(),
-            text: String::new(),
-        };
-        let before = files("aaa 10-kindnet.conflist\nbbb 99-other.conf\n", &["ptp", "portmap"]);
-        assert!(before.diff(&before).is_empty());
-        let after = files(
-            "abc 10-kindnet.conflist\nccc YYY-istio-cni.conf\n",
-            &["ptp", "portmap", "istio-cni"],
-        );
+    fn node_dirs_are_the_mounted_host_paths() {
+        let ds = json!({"spec": {"template": {"spec": {"volumes": [
+            {"name": "cni-bin-dir", "hostPath": {"path": "/var/lib/rancher/k3s/data/cni"}},
+            {"name": "cni-net-dir", "hostPath": {"path": "/var/lib/rancher/k3s/agent/etc/cni/net.d"}},
+        ]}}}});
+        let dirs = mounted_dirs(&ds);
+        assert_eq!(dirs.conf, ["/var/lib/rancher/k3s/agent/etc/cni/net.d"]);
+        assert_eq!(dirs.listed, ["/var/lib/rancher/k3s/data/cni"]);
+        let none = mounted_dirs(&json!({}));
         assert_eq!(
-            after.diff(&before),
-            [
-                "10-kindnet.conflist changed",
-                "99-other.conf is gone",
-                "YYY-istio-cni.conf was left behind",
-                "bin istio-cni was left behind",
-            ]
+            (none.conf[0].as_str(), none.listed[0].as_str()),
+            (DEFAULT_CONF_DIR, DEFAULT_BIN_DIR)
         );
     }
 }

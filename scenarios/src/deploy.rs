@@ -1,6 +1,8 @@
-//! Deploying the agent the way its manifests say.
+//! The agent as a bare process on an embedded node: what the race
+//! scenarios still start (every other scenario deploys the DaemonSet,
+//! [`crate::daemonset`]); it goes when they do too.
 //!
-//! On the embedded cluster the agent runs as a process in a node's netns,
+//! The agent runs as a process in a node's netns,
 //! with exactly the environment the rendered DaemonSet gives its container
 //! ([`Manifest::agent_env`]); container paths are mapped to the node's
 //! directories (the DaemonSet's hostPath mounts), the service-account volume
@@ -8,7 +10,7 @@
 //! and the manifest's RBAC objects are applied to the API server first — so
 //! the agent has exactly the rights the manifests grant.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use kube::api::{Api, PostParams};
 
 use crate::env::Env;
 use crate::error::Context;
-use crate::scenario::{Record, Stop};
+use crate::scenario::Stop;
 
 /// The agent running on one embedded node; SIGKILLed on drop if still running.
 pub struct NodeAgent {
@@ -247,247 +249,6 @@ impl Drop for NodeAgent {
     }
 }
 
-/// One node's CNI files as they were: what an uninstall must give back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFiles {
-    pub node: String,
-    /// Each config dir (the agent's and, where different, the runtime's)
-    /// with every file's bytes.
-    pub conf: Vec<(PathBuf, BTreeMap<String, Vec<u8>>)>,
-    /// The CNI bin dir and the names in it (plugins are symlinks: names suffice).
-    pub bin: (PathBuf, BTreeSet<String>),
-}
-
-impl NodeFiles {
-    /// Reads `conf_dirs` (deduplicated) and the names in `bin_dir` now.
-    pub fn capture(node: &str, conf_dirs: &[PathBuf], bin_dir: &Path) -> NodeFiles {
-        let mut conf: Vec<(PathBuf, BTreeMap<String, Vec<u8>>)> = Vec::new();
-        for dir in conf_dirs {
-            if !conf.iter().any(|(d, _)| d == dir) {
-                conf.push((dir.clone(), dir_bytes(dir)));
-            }
-        }
-        NodeFiles {
-            node: node.into(),
-            conf,
-            bin: (bin_dir.to_path_buf(), dir_bytes(bin_dir).into_keys().collect()),
-        }
-    }
-
-    /// The same dirs read again.
-    pub fn again(&self) -> NodeFiles {
-        let dirs: Vec<PathBuf> = self.conf.iter().map(|(d, _)| d.clone()).collect();
-        NodeFiles::capture(&self.node, &dirs, &self.bin.0)
-    }
-
-    /// Every difference from `earlier`, one line each (empty: identical).
-    pub fn diff(&self, earlier: &NodeFiles) -> Vec<String> {
-        let mut out = Vec::new();
-        for ((dir, now), (_, then)) in self.conf.iter().zip(&earlier.conf) {
-            for (name, bytes) in then {
-                match now.get(name) {
-                    None => out.push(format!("{}: {name} is gone", dir.display())),
-                    Some(b) if b != bytes => out.push(format!("{}: {name} changed", dir.display())),
-                    Some(_) => {}
-                }
-            }
-            for name in now.keys().filter(|n| !then.contains_key(*n)) {
-                out.push(format!("{}: {name} was left behind", dir.display()));
-            }
-        }
-        let (dir, now) = &self.bin;
-        for name in now.difference(&earlier.bin.1) {
-            out.push(format!("{}: {name} was left behind", dir.display()));
-        }
-        for name in earlier.bin.1.difference(now) {
-            out.push(format!("{}: {name} is gone", dir.display()));
-        }
-        out
-    }
-
-    /// A unified diff of every config file from `earlier` to now (a file
-    /// that appeared or went is diffed against nothing); unchanged files are
-    /// named, not shown.
-    pub fn diff_text(&self, earlier: &NodeFiles) -> String {
-        let mut out = String::new();
-        let mut same = Vec::new();
-        for ((dir, now), (_, then)) in self.conf.iter().zip(&earlier.conf) {
-            let names: BTreeSet<&String> = now.keys().chain(then.keys()).collect();
-            for name in names {
-                let text = |files: &BTreeMap<String, Vec<u8>>| {
-                    files
-                        .get(name)
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default()
-                };
-                let path = dir.join(name);
-                let (before, after) = (text(then), text(now));
-                let label = |when: &str, present: bool| {
-                    if present {
-                        format!("{} ({when})", path.display())
-                    } else {
-                        format!("{} ({when}: absent)", path.display())
-                    }
-                };
-                let diff = crate::failure::unified_diff(
-                    &before,
-                    &after,
-                    (
-                        &label("before", then.contains_key(name)),
-                        &label("now", now.contains_key(name)),
-                    ),
-                );
-                if diff.is_empty() {
-                    same.push(path.display().to_string());
-                } else {
-                    out.push_str(&diff);
-                    if !diff.ends_with('\n') {
-                        out.push('\n');
-                    }
-                }
-            }
-        }
-        if !same.is_empty() {
-            out.push_str(&format!("unchanged: {}\n", same.join(", ")));
-        }
-        out
-    }
-
-    /// Every config file as text, for diagnostics.
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        for (dir, files) in &self.conf {
-            for (name, bytes) in files {
-                out.push_str(&format!(
-                    "== {}/{name}\n{}\n",
-                    dir.display(),
-                    String::from_utf8_lossy(bytes)
-                ));
-            }
-            if files.is_empty() {
-                out.push_str(&format!("== {} is empty\n", dir.display()));
-            }
-        }
-        out
-    }
-}
-
-/// Regular files (and symlinks) of `dir` with their bytes; a missing dir is empty.
-fn dir_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| !e.path().is_dir())
-        .map(|e| {
-            let bytes = std::fs::read(e.path()).unwrap_or_default();
-            (e.file_name().to_string_lossy().into_owned(), bytes)
-        })
-        .collect()
-}
-
-/// The agent on every node of an embedded cluster, as its DaemonSet would
-/// put it there, with each node's CNI files from before it started.
-pub struct Fleet {
-    pub agents: Vec<NodeAgent>,
-    pub before: Vec<NodeFiles>,
-}
-
-impl Fleet {
-    /// Captures every node's files, starts the agent on each node with the
-    /// manifest's environment plus `overrides`, and waits until each has installed.
-    pub fn start(
-        env: &Env,
-        cluster: &Cluster,
-        manifest: &Manifest,
-        overrides: &[(&str, &str)],
-        record: &mut Record,
-    ) -> Result<Fleet, Stop> {
-        let local = cluster.local()?;
-        let mut fleet = Fleet {
-            agents: Vec::new(),
-            before: Vec::new(),
-        };
-        for node in local.nodes() {
-            let conf_dir = node.host_path(manifest.host_conf_dir());
-            fleet.before.push(NodeFiles::capture(
-                node.name(),
-                &[conf_dir, node.runtime_conf_dir()],
-                &node.host_path(&manifest.host_bin_dir()),
-            ));
-            fleet
-                .agents
-                .push(NodeAgent::start(env, cluster, node.name(), manifest, overrides)?);
-        }
-        record.mark("agents started");
-        for agent in &mut fleet.agents {
-            record.waiting_for(format!("the agent on {} to install", agent.node()));
-            let took = agent.wait_installed(Duration::from_secs(20))?;
-            record.mark(format!("agent installed on {} ({} ms)", agent.node(), took.as_millis()));
-        }
-        Ok(fleet)
-    }
-
-    /// Every agent's log (the plugin logs through it), without terminal
-    /// colour codes, as diagnostics.
-    pub fn diag_logs(&self, record: &mut Record) {
-        for agent in &self.agents {
-            record.diag(
-                format!("agent and plugin log ({})", agent.node()),
-                crate::failure::strip_ansi(&agent.logs()),
-            );
-        }
-    }
-
-    /// Every node's CNI config from before the agent to now, as a diff.
-    pub fn diag_files(&self, record: &mut Record) {
-        for before in &self.before {
-            record.diag(
-                format!("CNI config diff, before the agent vs now ({})", before.node),
-                before.again().diff_text(before),
-            );
-        }
-    }
-
-    /// SIGTERMs every agent (each cleans up) and checks that each exited 0,
-    /// that every config dir holds the original bytes again, and that the
-    /// binary and the plugin kubeconfig are gone.
-    pub fn uninstall(mut self, record: &mut Record) -> Result<(), Stop> {
-        let mut problems = Vec::new();
-        let mut logs = Vec::new();
-        for agent in std::mem::take(&mut self.agents) {
-            let node = agent.node().to_string();
-            let log = agent.log_path().to_path_buf();
-            let kubeconfig = agent.run_dir.join("istio-cni-kubeconfig");
-            let code = agent.stop()?;
-            record.mark(format!("agent on {node} stopped ({code:?})"));
-            if code != Some(0) {
-                problems.push(format!("the agent on {node} exited with {code:?} on SIGTERM"));
-            }
-            if kubeconfig.exists() {
-                problems.push(format!("{} was left behind", kubeconfig.display()));
-            }
-            logs.push((node, std::fs::read_to_string(log).unwrap_or_default()));
-        }
-        for before in &self.before {
-            let diff = before.again().diff(before);
-            problems.extend(diff.into_iter().map(|d| format!("{}: {d}", before.node)));
-        }
-        if problems.is_empty() {
-            record.mark("every node's CNI files restored");
-            return Ok(());
-        }
-        for (node, log) in logs {
-            record.diag(
-                format!("agent and plugin log ({node})"),
-                crate::failure::strip_ansi(&log),
-            );
-        }
-        self.diag_files(record);
-        Err(Stop::Fail(format!("uninstall: {}", problems.join("; "))))
-    }
-}
-
 /// `(host, port)` of the API server in a kubeconfig's `server:` line.
 pub fn api_host_port(kubeconfig: &str) -> Result<(String, String), Stop> {
     let server = kubeconfig
@@ -510,46 +271,5 @@ mod tests {
         let k = "clusters:\n- cluster:\n    server: https://10.250.0.1:41234\n";
         assert_eq!(api_host_port(k).unwrap(), ("10.250.0.1".into(), "41234".into()));
         assert!(api_host_port("nothing").is_err());
-    }
-
-    #[test]
-    fn node_files_diff_names_every_change() {
-        let scratch = testkit::Scratch::new("node-files");
-        let (conf, bin) = (scratch.join("net.d"), scratch.join("bin"));
-        std::fs::create_dir_all(&conf).unwrap();
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(conf.join("10-a.conflist"), "a").unwrap();
-        std::fs::write(conf.join("20-b.conf"), "b").unwrap();
-        std::fs::write(bin.join("ptp"), "").unwrap();
-        let before = NodeFiles::capture("n", &[conf.clone(), conf.clone()], &bin);
-        assert_eq!(before.conf.len(), 1, "a dir listed twice is captured once");
-        assert!(before.again().diff(&before).is_empty());
-        std::fs::write(conf.join("10-a.conflist"), "a2").unwrap();
-        std::fs::remove_file(conf.join("20-b.conf")).unwrap();
-        std::fs::write(conf.join("YYY-istio-cni.conf"), "{}").unwrap();
-        std::fs::write(bin.join("istio-cni"), "").unwrap();
-        let mut diff = before.again().diff(&before);
-        diff.sort();
-        let d = conf.display();
-        assert_eq!(
-            diff,
-            [
-                format!("{}: istio-cni was left behind", bin.display()),
-                format!("{d}: 10-a.conflist changed"),
-                format!("{d}: 20-b.conf is gone"),
-                format!("{d}: YYY-istio-cni.conf was left behind"),
-            ]
-        );
-        assert!(before.text().contains("10-a.conflist\na\n"));
-        let text = before.again().diff_text(&before);
-        assert!(
-            text.contains(&format!(
-                "--- {d}/10-a.conflist (before)\n+++ {d}/10-a.conflist (now)\n"
-            )),
-            "{text}"
-        );
-        assert!(text.contains("\n-a\n") && text.contains("\n+a2\n"), "{text}");
-        assert!(text.contains(&format!("{d}/20-b.conf (now: absent)")), "{text}");
-        assert!(text.contains(&format!("+++ {d}/YYY-istio-cni.conf (now)")), "{text}");
     }
 }

@@ -18,6 +18,7 @@ use istio_cni_kind::cluster::{Cluster, ClusterSpec, Reaper, Target as ClusterTar
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
+use crate::system::System;
 
 /// Picks the Kubernetes version (the pinned `kindest/node` image) of kind
 /// clusters, `1.33` or `v1.32`: the second axis of a CI matrix, which passes
@@ -128,6 +129,8 @@ pub struct Env {
     /// use; the directory is removed when the last table naming it (this
     /// env's, every cluster's) is gone.
     agent_image: Arc<Mutex<Option<ImageTable>>>,
+    /// What scenarios deploy as the agent ([`System::project`] by default).
+    pub system: Arc<System>,
 }
 
 /// A directory removed when dropped.
@@ -146,6 +149,16 @@ impl Env {
             bins: Binaries::locate()?,
             reapers: Arc::default(),
             agent_image: Arc::default(),
+            system: Arc::default(),
+        })
+    }
+
+    /// The same env deploying `system` (its image entries checked first).
+    pub fn with_system(self, system: System) -> Result<Env, String> {
+        system.check()?;
+        Ok(Env {
+            system: Arc::new(system),
+            ..self
         })
     }
 
@@ -156,6 +169,7 @@ impl Env {
             bins: Binaries::in_dir(Path::new("/nonexistent")),
             reapers: Arc::default(),
             agent_image: Arc::default(),
+            system: Arc::default(),
         }
     }
 
@@ -186,8 +200,17 @@ impl Env {
     /// Container images as local executables and directories (embedded
     /// cluster). The agent's image is a directory holding the agent (also
     /// as `install-cni`) and the plugin; where it cannot be laid out (the
-    /// binaries are missing, as in unit tests) the agent runs bare.
+    /// binaries are missing, as in unit tests) the agent runs bare. The
+    /// system under test's entries (`--image`) come before every other.
     pub fn images(&self) -> Result<ImageTable, Stop> {
+        let mut table = self.base_images()?;
+        for entry in &self.system.images {
+            table = table.add_entry(entry).map_err(|e| Stop::Fail(e.to_string()))?;
+        }
+        Ok(table)
+    }
+
+    fn base_images(&self) -> Result<ImageTable, Stop> {
         let table = ImageTable::istio(&self.bins.istio_cni, &self.bins.mesh_probe);
         if !(self.bins.agent.is_file() && self.bins.istio_cni.is_file()) {
             return Ok(table.with_agent(&self.bins.agent));

@@ -7,8 +7,10 @@
 //! catalog (every scenario by stable name: cni/ptp/chained, race/repairPods, ...)
 //!   └─ scenario::Scenario ── run(&Env) ──► Outcome { verdict, timeline, diagnostics }
 //! env      which cluster backend, which binaries and images
-//! deploy   the agent on a node of the embedded cluster: a node process, as its DaemonSet would run it
-//! daemonset the agent on a real cluster (kind, k3s, existing): the manifests applied, rolled out, deleted
+//! system   the system under test: the project's manifests (default), a Helm chart, or manifest files; features
+//! daemonset the system under test on every backend: the manifests applied, rolled out, deleted
+//! nodefiles a node's CNI files, read the same way on every backend, and their differences
+//! deploy   the agent as a bare node process (the race scenarios only, until they deploy the DaemonSet)
 //! fixtures injected pods per Istio version, annotation sets
 //! error    why a body stops (Stop) and what failed under it (Error), causes kept
 //! failure  one-line reasons and the details under them (rules diffs, logs, counted events)
@@ -23,7 +25,9 @@ pub mod error;
 pub mod failure;
 pub mod fixtures;
 pub mod harness;
+pub mod nodefiles;
 pub mod scenario;
+pub mod system;
 
 pub mod cni;
 pub mod platform;

@@ -1,8 +1,9 @@
-//! The `platform/...` scenarios: the agent deployed from the manifest
-//! rendered for a distribution (`--platform`), on an embedded node laid out
-//! like that distribution's (`Layout`), installs into the distribution's CNI
-//! dirs, a meshed pod there gets its rules and passes validation, and
-//! SIGTERM gives the dirs back byte for byte.
+//! The `platform/...` scenarios: the agent's DaemonSet deployed with a
+//! distribution's value profile (`--platform`; for a chart under test the
+//! same profile as a values file), on embedded nodes laid out like that
+//! distribution's (`Layout`), installs into the distribution's CNI dirs, a
+//! meshed pod there gets its rules and passes validation, and deleting the
+//! DaemonSet gives the dirs back byte for byte.
 //!
 //! `platform/default` is kind/kubeadm's layout with the chart defaults.
 //! `platform/openshift` is Multus-based and not chained: the agent writes a
@@ -13,11 +14,9 @@
 //! pod asking for the `istio-cni` network) — and asserts only that: the
 //! file works when delegated to, the runtime's config is never edited.
 
-use std::path::Path;
-
 use istio_cni_agent::manifest::Manifest;
 use istio_cni_agent::manifest::platform::Platform;
-use istio_cni_kind::cluster::ClusterSpec;
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::node::Layout;
 use serde_json::Value;
 
@@ -25,10 +24,13 @@ use crate::cni::{
     Answer, Delegate, client_container, create_pod, diag_pods, echo_container, expect_answer, expect_chains,
     meshed_pod, plain_pod, pod_ip, validation_passed, wait_running,
 };
-use crate::deploy::Fleet;
+use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
+use crate::system::{Install, Source};
+
+use crate::daemonset::{KUBECONFIG, RUN_DIR};
 
 /// OpenShift's standalone file (the chart's `cniConfFileName` there).
 const OPENSHIFT_FILE: &str = "istio-cni.conf";
@@ -72,27 +74,27 @@ fn run(env: &Env, record: &mut Record, layout: Layout, platform: Option<Platform
             env.target.name()
         ));
     }
-    let manifest = Manifest::for_platform(platform)?;
-    check_manifest_paths(&manifest, layout)?;
+    if env.system.source == Source::Project {
+        check_manifest_paths(&Manifest::for_platform(platform)?, layout)?;
+    }
     let cluster = env.cluster(ClusterSpec {
         nodes: 2,
         layout,
         ..ClusterSpec::default()
     })?;
     record.mark(format!("cluster up ({layout} layout)"));
-    let fleet = Fleet::start(env, &cluster, &manifest, &[], record)?;
+    let agent = DaemonSetAgent::deploy(env, &cluster, &Install::platform(platform), record)?;
     let multus = platform == Some(Platform::Openshift);
     let result = (|| -> Step {
-        check_installed(&cluster, &fleet, multus)?;
+        check_installed(&cluster, &agent, multus)?;
         meshed_pod_is_captured(&cluster, record, multus.then_some(Delegate { file: OPENSHIFT_FILE }))
     })();
     if let Err(Stop::Fail(_)) = &result {
-        fleet.diag_logs(record);
-        fleet.diag_files(record);
+        agent.diag(record);
         diag_pods(&cluster, record);
     }
     result?;
-    fleet.uninstall(record)
+    agent.uninstall(record)
 }
 
 /// The DaemonSet's hostPath mounts are the layout's dirs.
@@ -122,50 +124,40 @@ fn check_manifest_paths(manifest: &Manifest, layout: Layout) -> Step {
 /// Each node's agent wrote into the layout's dirs: binary, kubeconfig, and
 /// its entry (chained into the primary, or OpenShift's standalone file with
 /// the runtime's config untouched).
-fn check_installed(cluster: &istio_cni_kind::cluster::Cluster, fleet: &Fleet, multus: bool) -> Step {
+fn check_installed(cluster: &Cluster, agent: &DaemonSetAgent, multus: bool) -> Step {
     let local = cluster.local()?;
-    for (agent, before) in fleet.agents.iter().zip(&fleet.before) {
+    for (before, now) in agent.before()?.iter().zip(agent.files_now()?) {
         let node = local
-            .node(agent.node())
-            .ok_or_else(|| Stop::Fail(format!("no node {}", agent.node())))?;
+            .node(&now.node)
+            .ok_or_else(|| Stop::Fail(format!("no node {}", now.node)))?;
         let name = node.name();
+        let layout = node.layout();
+        let listed = |dir: &str| now.listed.iter().find(|(d, _)| d == dir).map(|(_, names)| names);
+        let bin = layout.bin_dirs().first().copied().unwrap_or_default();
         ensure!(
-            agent.conf_dir == node.conf_dir() && agent.bin_dir == node.bin_dir(),
-            "{name}: the agent uses {} and {}, the node {} and {}",
-            agent.conf_dir.display(),
-            agent.bin_dir.display(),
-            node.conf_dir().display(),
-            node.bin_dir().display()
+            listed(bin).is_some_and(|names| names.contains("istio-cni")),
+            "{name}: no istio-cni in {bin}"
         );
         ensure!(
-            node.bin_dir().join("istio-cni").is_file(),
-            "{name}: no istio-cni in {}",
-            node.bin_dir().display()
-        );
-        ensure!(
-            node.istio_run_dir().join("istio-cni-kubeconfig").is_file(),
-            "{name}: no plugin kubeconfig in {}",
-            node.istio_run_dir().display()
+            listed(RUN_DIR).is_some_and(|names| names.contains(KUBECONFIG)),
+            "{name}: no plugin kubeconfig in {RUN_DIR}"
         );
         if multus {
-            let text = read(&node.conf_dir().join(OPENSHIFT_FILE));
+            let conf = now.conf_dir(layout.conf_dir()).cloned().unwrap_or_default();
+            let text = conf
+                .get(OPENSHIFT_FILE)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             ensure!(
                 value["type"] == "istio-cni",
                 "{name}: no standalone {OPENSHIFT_FILE} of type istio-cni in {}:\n{text}",
-                node.conf_dir().display()
+                layout.conf_dir()
             );
-            let now = before.again();
-            let runtime = |f: &crate::deploy::NodeFiles| {
-                f.conf
-                    .iter()
-                    .find(|(d, _)| *d == node.runtime_conf_dir())
-                    .map(|(_, files)| files.clone())
-            };
+            let runtime = layout.runtime_conf_dir();
             ensure!(
-                runtime(&now).is_some() && runtime(&now) == runtime(before),
-                "{name}: the runtime's config dir {} changed",
-                node.runtime_conf_dir().display()
+                now.conf_dir(runtime).is_some() && now.conf_dir(runtime) == before.conf_dir(runtime),
+                "{name}: the runtime's config dir {runtime} changed"
             );
         } else {
             // What the runtime would run for a pod: our entry in it.
@@ -183,11 +175,7 @@ fn check_installed(cluster: &istio_cni_kind::cluster::Cluster, fleet: &Fleet, mu
 
 /// A meshed pod on node-0 passes validation, has Istio's chains, and its
 /// outbound to an app on node-1 lands on its proxy.
-fn meshed_pod_is_captured(
-    cluster: &istio_cni_kind::cluster::Cluster,
-    record: &mut Record,
-    delegate: Option<Delegate>,
-) -> Step {
+fn meshed_pod_is_captured(cluster: &Cluster, record: &mut Record, delegate: Option<Delegate>) -> Step {
     let conf_dir_of = |node: &str| cluster.local().ok()?.node(node).map(|n| n.conf_dir());
     create_pod(
         cluster,
@@ -219,10 +207,6 @@ fn meshed_pod_is_captured(
         orig_dst: target.clone(),
     };
     expect_answer(cluster, record, "default", "hello", &target, &captured)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 #[cfg(test)]

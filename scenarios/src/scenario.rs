@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::env::Env;
 
 pub use crate::error::Stop;
+pub use crate::system::Feature;
 
 /// A body's result.
 pub type Step = Result<(), Stop>;
@@ -164,6 +165,9 @@ pub struct Scenario {
     pub body: Body,
     /// Where it runs; elsewhere a run does not plan it at all.
     pub only: Only,
+    /// What it needs of the agent beyond Istio's chart; on a system under
+    /// test without it the scenario is skipped, saying so.
+    pub needs: Vec<Feature>,
 }
 
 /// The targets a scenario is planned on. Real-cluster scenarios prove there
@@ -189,7 +193,14 @@ impl Scenario {
             summary: summary.into(),
             body: Arc::new(body),
             only: Only::Any,
+            needs: Vec::new(),
         }
+    }
+
+    /// The same scenario, needing `features` of the system under test.
+    pub fn needs(mut self, features: &[Feature]) -> Scenario {
+        self.needs = features.to_vec();
+        self
     }
 
     /// The same scenario, planned only on `only`'s targets.
@@ -217,7 +228,10 @@ impl Scenario {
     /// [`Scenario::run`], its steps going to `steps` as they happen.
     pub fn run_logged(&self, env: &Env, steps: StepLog) -> Outcome {
         let mut record = Record::with_steps(steps);
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.body)(env, &mut record)));
+        let result = match env.system.lacks(&self.needs) {
+            Some(why) => Ok(Err(Stop::Skip(why))),
+            None => std::panic::catch_unwind(AssertUnwindSafe(|| (self.body)(env, &mut record))),
+        };
         let verdict = match result {
             Ok(Ok(())) => Verdict::Pass,
             Ok(Err(Stop::Fail(m))) => Verdict::Fail(m),
@@ -315,6 +329,30 @@ mod tests {
         assert_eq!(boom.run(&env).verdict, Verdict::Fail("panicked: boom".into()));
         let skipped = Scenario::new("t/skip", "", |_, _| skip("no ipvlan"));
         assert_eq!(skipped.run(&env).verdict, Verdict::Skip("no ipvlan".into()));
+    }
+
+    #[test]
+    fn a_scenario_needing_a_feature_skips_on_a_system_without_it() {
+        use crate::system::{Source, System};
+        let ran = Arc::new(Mutex::new(0));
+        let counter = ran.clone();
+        let scenario = Scenario::new("t/taint", "", move |_, _| {
+            *counter.lock().unwrap() += 1;
+            Ok(())
+        })
+        .needs(&[Feature::Taint]);
+        assert_eq!(scenario.run(&Env::local_for_tests()).verdict, Verdict::Pass);
+        let foreign = Env::local_for_tests()
+            .with_system(System {
+                source: Source::Manifests(Vec::new()),
+                ..System::default()
+            })
+            .unwrap();
+        match scenario.run(&foreign).verdict {
+            Verdict::Skip(why) => assert!(why.contains("taint.enabled"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*ran.lock().unwrap(), 1, "the body ran on the project's system only");
     }
 
     #[test]

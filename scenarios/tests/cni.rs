@@ -5,10 +5,11 @@
 
 use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::cluster::ClusterSpec;
-use istio_cni_scenarios::deploy::Fleet;
+use istio_cni_scenarios::daemonset::DaemonSetAgent;
 use istio_cni_scenarios::env::{Env, Target};
 use istio_cni_scenarios::harness::{as_root, run_local};
 use istio_cni_scenarios::scenario::{Record, Stop, Verdict};
+use istio_cni_scenarios::system::Install;
 use rstest::rstest;
 
 #[rstest]
@@ -35,19 +36,27 @@ fn uninstall_fails_on_a_file_left_behind() {
     }
     let env = Env::new(Target::Local).unwrap();
     let cluster = env.cluster(ClusterSpec::default()).unwrap();
-    let manifest = Manifest::for_platform(None).unwrap();
     let mut record = Record::default();
-    let fleet = Fleet::start(&env, &cluster, &manifest, &[], &mut record).unwrap();
-    std::fs::write(fleet.agents[0].conf_dir.join("99-stray.conf"), "{}").unwrap();
-    match fleet.uninstall(&mut record) {
-        Err(Stop::Fail(message)) => assert!(message.contains("99-stray.conf was left behind"), "{message}"),
+    let agent = DaemonSetAgent::deploy(&env, &cluster, &Install::defaults(), &mut record).unwrap();
+    let node = cluster.local().unwrap().node("node-0").unwrap();
+    std::fs::write(node.conf_dir().join("99-stray.conf"), "{}").unwrap();
+    match agent.uninstall(&mut record) {
+        Err(Stop::Fail(message)) => assert!(
+            message.contains("node-0: /etc/cni/net.d: 99-stray.conf was left behind"),
+            "{message}"
+        ),
         other => panic!("uninstall passed with a stray file: {other:?}"),
     }
+    let log = record
+        .diagnostics
+        .iter()
+        .find(|(title, _)| title.starts_with("agent and plugin log (node-0"))
+        .map(|(_, body)| body.as_str())
+        .unwrap_or_default();
     assert!(
-        record
-            .diagnostics
-            .iter()
-            .any(|(title, _)| title.starts_with("agent and plugin log"))
+        !log.is_empty(),
+        "the agent's log, read from its pod: {:?}",
+        record.diagnostics
     );
     // The config is shown as a diff naming the stray file, not as two dumps.
     let diff = record
@@ -57,7 +66,7 @@ fn uninstall_fails_on_a_file_left_behind() {
         .map(|(_, body)| body.as_str())
         .unwrap_or_default();
     assert!(
-        diff.contains("99-stray.conf (before: absent)") && diff.contains("\n+{}"),
+        diff.contains("/etc/cni/net.d/99-stray.conf (before: absent)") && diff.contains("\n+{}"),
         "{diff}"
     );
 }
@@ -69,7 +78,6 @@ fn uninstall_fails_on_a_file_left_behind() {
 /// every object.
 #[test]
 fn daemonset_manifests_apply_and_are_removed_again() {
-    use istio_cni_scenarios::daemonset::DaemonSetAgent;
     use k8s_openapi::api::apps::v1::DaemonSet;
     use k8s_openapi::api::rbac::v1::ClusterRole;
     use kube::api::Api;
@@ -88,14 +96,14 @@ fn daemonset_manifests_apply_and_are_removed_again() {
     let cluster = existing.cluster(ClusterSpec::default()).unwrap();
     let manifest = Manifest::for_platform(None).unwrap();
     let mut record = Record::default();
-    let first = DaemonSetAgent::apply(&cluster, &manifest, &mut record).unwrap();
+    let first = DaemonSetAgent::apply(&existing, &cluster, &Install::defaults(), &mut record).unwrap();
     assert!(
         record.notes.iter().any(|n| n.contains("node files are not checked")),
         "{:?}",
         record.notes
     );
     // Applying again replaces what exists.
-    let second = DaemonSetAgent::apply(&cluster, &manifest, &mut record).unwrap();
+    let second = DaemonSetAgent::apply(&existing, &cluster, &Install::defaults(), &mut record).unwrap();
     let daemonsets: Api<DaemonSet> = Api::namespaced(local.client(), &manifest.namespace);
     let ds = local.block_on(daemonsets.get("istio-cni-node")).unwrap();
     let image = ds.spec.unwrap().template.spec.unwrap().containers[0].image.clone();

@@ -71,6 +71,27 @@ pub fn execute_without(
     netns: Option<&Netns>,
     timeout: Duration,
 ) -> Result<RawOutput, ExecFailure> {
+    execute_on_node(program, env, remove, stdin, netns, None, timeout)
+}
+
+/// Like [`execute_without`]; with `node_run`, the plugin runs in a private
+/// mount namespace whose `/run` is that directory: the node's own runtime
+/// state (an agent's run dir, its sockets) at the paths a node's files name
+/// it by, as a real node's runtime runs plugins in the node's filesystem.
+pub fn execute_on_node(
+    program: &Path,
+    env: &[(String, String)],
+    remove: &[String],
+    stdin: &[u8],
+    netns: Option<&Netns>,
+    node_run: Option<&Path>,
+    timeout: Duration,
+) -> Result<RawOutput, ExecFailure> {
+    let node_run = match node_run.map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes())) {
+        Some(Ok(path)) => Some(path),
+        Some(Err(e)) => return Err(ExecFailure::Spawn(std::io::Error::other(e))),
+        None => None,
+    };
     let start = Instant::now();
     let deadline = start + timeout;
     let mut child = spawn_with_retry(|| {
@@ -85,6 +106,9 @@ pub fn execute_without(
             .process_group(0);
         if let Some(ns) = netns {
             ns.enter_on_exec(&mut cmd);
+        }
+        if let Some(run) = &node_run {
+            bind_run_on_exec(&mut cmd, run.clone());
         }
         cmd
     })
@@ -129,6 +153,42 @@ pub fn execute_without(
         stderr: err,
         elapsed: start.elapsed(),
     })
+}
+
+/// In the child: a private mount namespace (nothing propagates back) with
+/// `run` bound over `/run`.
+fn bind_run_on_exec(cmd: &mut Command, run: std::ffi::CString) {
+    // SAFETY: the hook runs in the forked child before exec and only makes
+    // the unshare(2) and mount(2) system calls on strings built before the
+    // fork; it allocates nothing and takes no locks (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            let root = c"/";
+            let target = c"/run";
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                run.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))
+        });
+    }
 }
 
 fn spawn_with_retry(mut make: impl FnMut() -> Command) -> std::io::Result<Child> {

@@ -87,6 +87,8 @@ pub struct Runner {
     bin_dirs: Vec<PathBuf>,
     cache_dir: PathBuf,
     netns: Option<Netns>,
+    /// The node's `/run`, seen by plugins at `/run` (embedded nodes).
+    node_run: Option<PathBuf>,
     timeout: Duration,
     env: Vec<(String, String)>,
 }
@@ -100,6 +102,7 @@ impl Runner {
             bin_dirs: bin_dirs.into_iter().map(Into::into).collect(),
             cache_dir: cache_dir.into(),
             netns: None,
+            node_run: None,
             timeout: DEFAULT_TIMEOUT,
             env: Vec::new(),
         }
@@ -108,6 +111,12 @@ impl Runner {
     /// Runs the plugins inside `netns` (the node's namespace).
     pub fn in_netns(mut self, netns: Netns) -> Self {
         self.netns = Some(netns);
+        self
+    }
+
+    /// Runs the plugins with `dir` as their `/run` (see [`exec::execute_on_node`]).
+    pub fn with_node_run(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.node_run = Some(dir.into());
         self
     }
 
@@ -470,7 +479,8 @@ impl Runner {
                 None => removed.push(k.clone()),
             }
         }
-        exec::execute_without(&path, &vars, &removed, stdin, self.netns.as_ref(), self.timeout)
+        let run = self.node_run.as_deref();
+        exec::execute_on_node(&path, &vars, &removed, stdin, self.netns.as_ref(), run, self.timeout)
             .map_err(|failure| self.failure(command, plugin, &path, "", failure))
     }
 
@@ -493,7 +503,8 @@ impl Runner {
     ) -> Result<RawOutput, CniError> {
         let mut vars = self.env.clone();
         vars.extend(cni_env(command.as_str(), rt, &self.cni_path()));
-        let out = exec::execute(path, &vars, stdin, self.netns.as_ref(), self.timeout)
+        let run = self.node_run.as_deref();
+        let out = exec::execute_on_node(path, &vars, &[], stdin, self.netns.as_ref(), run, self.timeout)
             .map_err(|failure| self.failure(command.as_str(), plugin, path, network, failure))?;
         tracing::debug!(
             command = command.as_str(),

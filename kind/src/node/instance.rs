@@ -260,9 +260,17 @@ impl Node {
     }
 
     /// A CNI runner for this node: its bin dirs, its cache dir, plugins run
-    /// inside its netns.
+    /// inside its netns with its `/var/run` as their `/run` (what a node
+    /// agent's hostPath mounts there, e.g. `/var/run/istio-cni`, is where
+    /// the config it writes says).
     pub fn runner(&self) -> Runner {
-        Runner::new(self.bin_dirs(), self.cni_cache_dir()).in_netns(self.netns.clone())
+        let runner = Runner::new(self.bin_dirs(), self.cni_cache_dir()).in_netns(self.netns.clone());
+        let run = self.host_path("/var/run");
+        if run.is_dir() {
+            runner.with_node_run(run)
+        } else {
+            runner
+        }
     }
 
     /// A command that runs inside the node netns (`setns` in the child; the
