@@ -188,6 +188,28 @@ pub fn events(cluster: &Cluster, pod: &str, reason: &str) -> Result<Vec<String>,
         .collect())
 }
 
+/// Every event of the app pods' namespace, one line each:
+/// `<object> <reason>: <message>` (diagnostics).
+pub fn all_events(cluster: &Cluster) -> String {
+    let api: Api<Event> = Api::namespaced(cluster.client(), NS);
+    match cluster.block_on(api.list(&ListParams::default())) {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .map(|e| {
+                format!(
+                    "{} {}: {}",
+                    e.involved_object.name.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(listing events: {e})"),
+    }
+}
+
 /// The manifest for `--set` values (chart defaults plus these).
 pub fn manifest(values: &[&str]) -> Result<Manifest, Stop> {
     Manifest::resolve(&Inputs {
@@ -314,6 +336,7 @@ impl Raced<'_> {
     fn logs_to(&self, rec: &mut Record) {
         self.agent.diag(rec);
         rec.diag("validator log", validator_logs(self.cluster, &self.name()));
+        rec.diag("pod events", all_events(self.cluster));
     }
 }
 
@@ -357,13 +380,14 @@ fn deployment_pod(cluster: &Cluster) -> Result<Option<Pod>, Stop> {
 /// for the agent with `values`; `marker` is the mode's action, watched from
 /// the gate opening (repair may act before the agent's pod is Ready).
 fn race<'a>(
+    env: &Env,
     cluster: &'a Cluster,
     rec: &mut Record,
     values: &[&str],
     marker: Option<Marker>,
     owner: Owner,
 ) -> Result<Raced<'a>, Stop> {
-    let manifest = lifecycle::manifest(values, true)?;
+    let manifest = lifecycle::manifest(env, values, true)?;
     let agent = DaemonSetAgent::apply(cluster, &manifest, rec)?;
     rec.mark("agent DaemonSet gated off the nodes");
     let scheduled = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
@@ -464,6 +488,7 @@ fn race<'a>(
 fn race_repair(env: &Env, rec: &mut Record) -> Step {
     let cluster = race_cluster(env, rec)?;
     let mut r = race(
+        env,
         &cluster,
         rec,
         &["repair.repairPods=true"],
@@ -513,6 +538,7 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
 fn race_delete(env: &Env, rec: &mut Record) -> Step {
     let cluster = race_cluster(env, rec)?;
     let mut r = race(
+        env,
         &cluster,
         rec,
         &["repair.repairPods=false", "repair.deletePods=true"],
@@ -570,6 +596,7 @@ fn race_delete(env: &Env, rec: &mut Record) -> Step {
 fn race_label(env: &Env, rec: &mut Record) -> Step {
     let cluster = race_cluster(env, rec)?;
     let mut r = race(
+        env,
         &cluster,
         rec,
         &["repair.repairPods=false", "repair.labelPods=true"],
@@ -621,7 +648,7 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
 
 fn race_disabled(env: &Env, rec: &mut Record) -> Step {
     let cluster = race_cluster(env, rec)?;
-    let r = race(&cluster, rec, &["repair.enabled=false"], None, Owner::Bare)?;
+    let r = race(env, &cluster, rec, &["repair.enabled=false"], None, Owner::Bare)?;
     let result = (|| {
         let restarts = validation_exits(&r.broken).2;
         let later = wait_pod(
@@ -684,7 +711,7 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
 
 fn agent_restart(env: &Env, rec: &mut Record) -> Step {
     let cluster = race_cluster(env, rec)?;
-    let first = manifest(&["podAnnotations.rollout=first"])?;
+    let first = lifecycle::manifest(env, &["podAnnotations.rollout=first"], false)?;
     let agent = DaemonSetAgent::deploy(&cluster, &first, rec)?;
     create(&cluster, &fixtures::race_pod("before")?)?;
     wait_pod(&cluster, "before", "a pod Running", Duration::from_secs(30), running)?;
@@ -712,7 +739,7 @@ fn agent_restart(env: &Env, rec: &mut Record) -> Step {
                 std::thread::sleep(Duration::from_millis(500));
                 // A pod-template change: the old pod's SIGTERM cleanup
                 // removes the plugin (sidecar mode), the new pod installs it.
-                let second = manifest(&["podAnnotations.rollout=second"])?;
+                let second = lifecycle::manifest(env, &["podAnnotations.rollout=second"], false)?;
                 let applied = DaemonSetAgent::apply(&cluster, &second, rec)?;
                 rec.mark("DaemonSet template changed (roll started)");
                 let took = applied.wait_rolled_out(Duration::from_secs(120))?;
@@ -766,6 +793,7 @@ fn agent_restart(env: &Env, rec: &mut Record) -> Step {
         Some(agent) => agent.diag(rec),
         None => agent.diag(rec),
     }
+    rec.diag("pod events", all_events(&cluster));
     result
 }
 
@@ -817,7 +845,7 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     rec.mark("node ready");
     // The agent's own pod is networked by the primary: it rolls out first,
     // with istio-cni standalone (chained=false, as for multus).
-    let agent = DaemonSetAgent::deploy(&cluster, &manifest(&["chained=false"])?, rec)?;
+    let agent = DaemonSetAgent::deploy(&cluster, &lifecycle::manifest(env, &["chained=false"], false)?, rec)?;
     rec.mark("istio-cni standalone config installed");
     let node = cluster
         .local()?

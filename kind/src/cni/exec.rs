@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::node_view::NodeView;
 use crate::node::netns::Netns;
 
 /// How many times a spawn failing with ETXTBSY ("text file busy": the binary
@@ -59,16 +60,18 @@ pub fn execute(
     netns: Option<&Netns>,
     timeout: Duration,
 ) -> Result<RawOutput, ExecFailure> {
-    execute_without(program, env, &[], stdin, netns, timeout)
+    execute_without(program, env, &[], stdin, netns, None, timeout)
 }
 
-/// Like [`execute`], also removing the inherited variables named in `remove`.
+/// Like [`execute`], also removing the inherited variables named in
+/// `remove`, and seeing the node's paths through `view` when given.
 pub fn execute_without(
     program: &Path,
     env: &[(String, String)],
     remove: &[String],
     stdin: &[u8],
     netns: Option<&Netns>,
+    view: Option<&NodeView>,
     timeout: Duration,
 ) -> Result<RawOutput, ExecFailure> {
     let start = Instant::now();
@@ -85,6 +88,9 @@ pub fn execute_without(
             .process_group(0);
         if let Some(ns) = netns {
             ns.enter_on_exec(&mut cmd);
+        }
+        if let Some(view) = view {
+            view.enter_on_exec(&mut cmd);
         }
         cmd
     })

@@ -14,6 +14,7 @@ pub mod added;
 pub mod cache;
 pub mod error;
 pub mod exec;
+pub mod node_view;
 pub mod profile;
 pub mod request;
 pub mod runner;

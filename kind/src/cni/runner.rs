@@ -87,6 +87,7 @@ pub struct Runner {
     bin_dirs: Vec<PathBuf>,
     cache_dir: PathBuf,
     netns: Option<Netns>,
+    view: Option<super::node_view::NodeView>,
     timeout: Duration,
     env: Vec<(String, String)>,
 }
@@ -100,6 +101,7 @@ impl Runner {
             bin_dirs: bin_dirs.into_iter().map(Into::into).collect(),
             cache_dir: cache_dir.into(),
             netns: None,
+            view: None,
             timeout: DEFAULT_TIMEOUT,
             env: Vec::new(),
         }
@@ -108,6 +110,13 @@ impl Runner {
     /// Runs the plugins inside `netns` (the node's namespace).
     pub fn in_netns(mut self, netns: Netns) -> Self {
         self.netns = Some(netns);
+        self
+    }
+
+    /// Runs the plugins seeing the node's directories at the paths `view`
+    /// binds them to (see [`super::node_view`]).
+    pub fn seeing(mut self, view: super::node_view::NodeView) -> Self {
+        self.view = Some(view);
         self
     }
 
@@ -470,7 +479,15 @@ impl Runner {
                 None => removed.push(k.clone()),
             }
         }
-        exec::execute_without(&path, &vars, &removed, stdin, self.netns.as_ref(), self.timeout)
+        exec::execute_without(
+            &path,
+            &vars,
+            &removed,
+            stdin,
+            self.netns.as_ref(),
+            self.view.as_ref(),
+            self.timeout,
+        )
             .map_err(|failure| self.failure(command, plugin, &path, "", failure))
     }
 
@@ -493,7 +510,15 @@ impl Runner {
     ) -> Result<RawOutput, CniError> {
         let mut vars = self.env.clone();
         vars.extend(cni_env(command.as_str(), rt, &self.cni_path()));
-        let out = exec::execute(path, &vars, stdin, self.netns.as_ref(), self.timeout)
+        let out = exec::execute_without(
+            path,
+            &vars,
+            &[],
+            stdin,
+            self.netns.as_ref(),
+            self.view.as_ref(),
+            self.timeout,
+        )
             .map_err(|failure| self.failure(command.as_str(), plugin, path, network, failure))?;
         tracing::debug!(
             command = command.as_str(),

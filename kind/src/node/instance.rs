@@ -260,9 +260,18 @@ impl Node {
     }
 
     /// A CNI runner for this node: its bin dirs, its cache dir, plugins run
-    /// inside its netns.
+    /// inside its netns and see its agent run dir at `/var/run/istio-cni`
+    /// (where a DaemonSet pod's hostPath mount put the plugin's kubeconfig).
     pub fn runner(&self) -> Runner {
-        Runner::new(self.bin_dirs(), self.cni_cache_dir()).in_netns(self.netns.clone())
+        let runner = Runner::new(self.bin_dirs(), self.cni_cache_dir()).in_netns(self.netns.clone());
+        let run_dir = (self.istio_run_dir(), PathBuf::from("/var/run/istio-cni"));
+        match crate::cni::node_view::NodeView::new([run_dir]) {
+            Ok(view) => runner.seeing(view),
+            Err(e) => {
+                tracing::warn!(node = %self.name, "plugins will not see the node's /var/run/istio-cni: {e}");
+                runner
+            }
+        }
     }
 
     /// A command that runs inside the node netns (`setns` in the child; the

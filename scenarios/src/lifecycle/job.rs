@@ -89,7 +89,7 @@ fn job(env: &Env, rec: &mut Record, tainted: bool) -> Step {
         return skip("a node joins through the embedded cluster's API: embedded cluster only");
     }
     let set: &[&str] = if tainted { &["taint.enabled=true"] } else { &[] };
-    let manifest = manifest(set, true)?;
+    let manifest = manifest(env, set, true)?;
     let cluster = env.cluster(ClusterSpec::default())?;
     rec.mark("node-0 ready");
     let agent = DaemonSetAgent::apply(&cluster, &manifest, rec)?;
@@ -172,6 +172,7 @@ fn job(env: &Env, rec: &mut Record, tainted: bool) -> Step {
     let label = if tainted { "race/job/taint" } else { "race/job" };
     rec.note(tally.line(label));
     agent.diag(rec);
+    rec.diag("pod events", crate::race::all_events(&cluster));
     outcome
 }
 

@@ -28,6 +28,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::ensure;
+use crate::env::Env;
 use crate::fixtures;
 use crate::race::{has_rules, netns_rules, pod_summary, running, validation_exits};
 use crate::scenario::{Record, Scenario, Step, Stop};
@@ -95,20 +96,32 @@ impl Mode {
     }
 }
 
+/// Values for the embedded cluster: its nodes share this machine's pid
+/// namespace, so the DaemonSet's `/proc` mount does not show a node's init
+/// as pid 1 (here pid 1 is not even readable by root), and repair's guard
+/// against the host netns takes the agent's own netns instead, as Istio's
+/// `ALLOW_SWITCH_TO_HOST_NS=false` does.
+pub const EMBEDDED_VALUES: &str = "env:
+  ALLOW_SWITCH_TO_HOST_NS: \"false\"
+";
+
 /// Opt-in agent features a system under test may lack, by values key.
 const FEATURES: [(&str, &str); 2] = [("taint.", "the not-ready taint"), ("safeUpgrade.", "safe upgrade")];
 
-/// The manifest for `set` (Helm `--set` syntax), gated by [`GATE_VALUES`]
-/// when `gated`. A feature key the agent's values do not know skips the
-/// scenario, naming the key.
-pub fn manifest(set: &[&str], gated: bool) -> Result<Manifest, Stop> {
+/// The manifest for `set` (Helm `--set` syntax) on `env`'s cluster, gated
+/// by [`GATE_VALUES`] when `gated`. A feature key the agent's values do not
+/// know skips the scenario, naming the key.
+pub fn manifest(env: &Env, set: &[&str], gated: bool) -> Result<Manifest, Stop> {
+    let mut values = Vec::new();
+    if env.is_local() {
+        values.push(Source::new("the embedded cluster's values", EMBEDDED_VALUES));
+    }
+    if gated {
+        values.push(Source::new("the scenario's agent gate", GATE_VALUES));
+    }
     let inputs = Inputs {
         set: set.iter().map(|s| s.to_string()).collect(),
-        values: if gated {
-            vec![Source::new("the scenario's agent gate", GATE_VALUES)]
-        } else {
-            Vec::new()
-        },
+        values,
         ..Default::default()
     };
     Manifest::resolve(&inputs).map_err(|e| {
@@ -391,7 +404,9 @@ mod tests {
 
     #[test]
     fn the_gate_reaches_the_daemonsets_affinity() {
-        let m = manifest(&[], true).unwrap();
+        let m = manifest(&Env::local_for_tests(), &[], true).unwrap();
+        let env = m.agent_env("node-0", "istio-cni-node-x");
+        assert_eq!(env["ALLOW_SWITCH_TO_HOST_NS"], "false", "the embedded value wins");
         let objects = m.objects().to_values().unwrap();
         let ds = objects.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
         let term = &ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
@@ -401,11 +416,11 @@ mod tests {
 
     #[test]
     fn an_unknown_feature_key_skips_and_other_errors_fail() {
-        match manifest(&["taint.noSuchKey=true"], false) {
+        match manifest(&Env::local_for_tests(), &["taint.noSuchKey=true"], false) {
             Err(Stop::Skip(why)) => assert!(why.contains("taint.noSuchKey"), "{why}"),
             other => panic!("{other:?}"),
         }
-        match manifest(&["repair.noSuchKey=true"], false) {
+        match manifest(&Env::local_for_tests(), &["repair.noSuchKey=true"], false) {
             Err(Stop::Fail(why)) => assert!(why.contains("repair.noSuchKey"), "{why}"),
             other => panic!("{other:?}"),
         }

@@ -84,7 +84,7 @@ fn scale_out(env: &Env, rec: &mut Record, mode: Mode, tainted: bool) -> Step {
     if tainted {
         set.push("taint.enabled=true");
     }
-    let manifest = manifest(&set, false)?;
+    let manifest = manifest(env, &set, false)?;
     let label = if tainted {
         "race/scale-out/taint".to_string()
     } else {
@@ -140,6 +140,7 @@ fn scale_out(env: &Env, rec: &mut Record, mode: Mode, tainted: bool) -> Step {
         Ok(())
     });
     agent.diag(rec);
+    rec.diag("pod events", crate::race::all_events(&cluster));
     result
 }
 

@@ -80,8 +80,8 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
     if safe {
         set.push("safeUpgrade.enabled=true");
     }
-    let from = manifest(&[set.as_slice(), &["podAnnotations.upgrade=from"]].concat(), false)?;
-    let to = manifest(&[set.as_slice(), &["podAnnotations.upgrade=to"]].concat(), false)?;
+    let from = manifest(env, &[set.as_slice(), &["podAnnotations.upgrade=from"]].concat(), false)?;
+    let to = manifest(env, &[set.as_slice(), &["podAnnotations.upgrade=to"]].concat(), false)?;
     let label = if safe {
         "upgrade/in-place/safe-upgrade".to_string()
     } else {
@@ -164,6 +164,7 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
         Some(a) => a.diag(rec),
         None => agent.diag(rec),
     }
+    rec.diag("pod events", crate::race::all_events(&cluster));
     result
 }
 
@@ -252,7 +253,7 @@ fn independent(env: &Env, rec: &mut Record) -> Step {
     let cluster = cluster(env, rec)?;
     let installer = helm_installer(env, &cluster)?;
     let upgrade_values = ["logging.level=debug", "podAnnotations.upgrade=independent"];
-    let base = manifest(&[], false)?;
+    let base = manifest(env, &[], false)?;
     let mut applied = None;
     match &installer {
         Installer::Helm { helm, .. } => {
@@ -266,6 +267,9 @@ fn independent(env: &Env, rec: &mut Record) -> Step {
                     "-n",
                     &base.namespace,
                     "--create-namespace",
+                    // The embedded cluster's value (see `super::EMBEDDED_VALUES`).
+                    "--set-string",
+                    "env.ALLOW_SWITCH_TO_HOST_NS=false",
                     "--wait",
                     "--timeout",
                     "3m",
@@ -291,7 +295,7 @@ fn independent(env: &Env, rec: &mut Record) -> Step {
 
         match &installer {
             Installer::Helm { helm, .. } => {
-                let mut args = vec!["upgrade", "istio-cni", CHART, "-n", &base.namespace];
+                let mut args = vec!["upgrade", "istio-cni", CHART, "-n", &base.namespace, "--reuse-values"];
                 for v in upgrade_values {
                     args.extend(["--set", v]);
                 }
@@ -300,7 +304,7 @@ fn independent(env: &Env, rec: &mut Record) -> Step {
                 rec.mark("helm upgrade: DaemonSet rolled");
             }
             Installer::Manifests => {
-                let next = manifest(&upgrade_values, false)?;
+                let next = manifest(env, &upgrade_values, false)?;
                 let again = DaemonSetAgent::apply(&cluster, &next, rec)?;
                 let took = again.wait_rolled_out(Duration::from_secs(120))?;
                 rec.mark(format!("manifests re-applied: DaemonSet rolled ({} ms)", took.as_millis()));
