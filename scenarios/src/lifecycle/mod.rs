@@ -130,12 +130,16 @@ pub fn manifest(env: &Env, set: &[&str], gated: bool) -> Result<Manifest, Stop> 
             let key = s.split_once('=').map_or(*s, |(k, _)| k);
             FEATURES
                 .iter()
-                .find(|(prefix, _)| key.starts_with(prefix) && text.contains(key))
+                .find(|(prefix, _)| {
+                    // The whole key, or its unknown first segment (`taint`).
+                    let top = format!("`{}`", prefix.trim_end_matches('.'));
+                    key.starts_with(prefix) && (text.contains(key) || text.contains(&top))
+                })
                 .map(|(_, what)| (key, *what))
         });
         match feature {
             Some((key, what)) => Stop::Skip(format!(
-                "the agent under test has no {what}: its values refuse {key} ({text})"
+                "the agent under test lacks {what}: its values refuse {key} ({text})"
             )),
             None => Stop::Fail(format!("rendering the manifest with {set:?}: {text}")),
         }

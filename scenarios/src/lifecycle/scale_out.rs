@@ -135,6 +135,12 @@ fn scale_out(env: &Env, rec: &mut Record, mode: Mode, tainted: bool) -> Step {
                 !taints.iter().any(|t| t.starts_with(NOT_READY_TAINT)),
                 "the agent left the taint on {JOINING}: {taints:?}"
             );
+        } else {
+            ensure!(
+                !tally.raced.is_empty(),
+                "no pod raced the joining node's agent; the scenario did not exercise {}",
+                mode.name()
+            );
         }
         rec.mark("end state checked");
         Ok(())

@@ -38,6 +38,9 @@ use crate::scenario::{Record, Scenario, Step, Stop};
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/chart");
 /// The meshed Deployment scaled through the roll.
 const WEB: &str = "web";
+/// At most this many bare pods and Deployment replicas during a roll.
+const MAX_BARE: usize = 40;
+const MAX_REPLICAS: i32 = 8;
 
 pub fn scenarios() -> Vec<Scenario> {
     let mut out = Vec::new();
@@ -100,13 +103,15 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
     let mut rolled = None;
     let (outcome, seen) = watching(&cluster, &from.namespace, |_| {
         let load = std::thread::scope(|s| {
-            // Bare pods every 100 ms; the Deployment one replica up every 500 ms.
+            // Bare pods every 100 ms; the Deployment one replica up every
+            // 500 ms; both capped so a slow roll on a loaded machine does
+            // not bury the node (the window opens at the roll's start).
             let creator = s.spawn(|| -> Result<(usize, i32), Stop> {
                 let (mut bare, mut replicas) = (0, 2);
-                while !stop.load(Ordering::SeqCst) {
+                while !stop.load(Ordering::SeqCst) && bare < MAX_BARE {
                     create(&cluster, &super::meshed_pod(&format!("u-{bare}"), None)?)?;
                     bare += 1;
-                    if bare % 5 == 0 {
+                    if bare % 5 == 0 && replicas < MAX_REPLICAS {
                         replicas += 1;
                         scale_deployment(&cluster, WEB, replicas)?;
                     }
@@ -133,7 +138,7 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
         });
         let (bare, replicas) = load?;
         rec.mark(format!("load stopped: {bare} bare pods, web at {replicas} replicas"));
-        let pods = settle(&cluster, rec, mode, Duration::from_secs(120))?;
+        let pods = settle(&cluster, rec, mode, Duration::from_secs(240))?;
         Ok::<_, Stop>((bare, replicas, pods))
     });
     seen.to_timeline(rec);
@@ -141,7 +146,7 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
     rec.note(tally.line(&label));
     let result = outcome.and_then(|(bare, replicas, pods)| {
         rec.note(format!(
-            "{label}: load during the roll: {bare} bare meshed pods created every 100 ms, Deployment web scaled 2 → {replicas}"
+            "{label}: load during the roll: {bare} bare meshed pods created every 100 ms (at most {MAX_BARE}), Deployment web scaled 2 → {replicas}"
         ));
         check_end_state(&cluster, mode, &pods, &tally)?;
         if safe {
