@@ -18,6 +18,8 @@ pub struct Settings {
     pub install: InstallSettings,
     #[command(flatten)]
     pub repair: RepairSettings,
+    #[command(flatten)]
+    pub node: NodeFeatures,
     /// Port of `/healthz` and `/readyz` (Istio hard-codes 8000).
     #[arg(long, env = "HEALTH_PORT", default_value_t = 8000)]
     pub health_port: u16,
@@ -215,6 +217,69 @@ pub struct InstallSettings {
     /// Ours: write `status_check: true` so the plugin's STATUS reports not-ready until our kubeconfig exists.
     #[arg(long, env = "CNI_STATUS_CHECK", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub status_check: bool,
+}
+
+/// The agent's own pod and node (downward API), and the two opt-in
+/// features that act on them (docs/taint-and-safe-upgrade.md). Both are off
+/// unless enabled: the agent then makes no call about its node, its pod or
+/// its DaemonSet.
+#[derive(Debug, Clone, Args)]
+pub struct NodeFeatures {
+    /// The node this agent runs on (`spec.nodeName`).
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node_name: String,
+    /// This agent's pod (`metadata.name`); its namespace is POD_NAMESPACE.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// Remove the not-ready taint from this node once the plugin is installed.
+    #[arg(long, env = "NOT_READY_TAINT_ENABLED", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub not_ready_taint_enabled: bool,
+    /// The taint's key (any effect is removed).
+    #[arg(long, env = "NOT_READY_TAINT_NAME", default_value = DEFAULT_NOT_READY_TAINT, value_parser = parse_taint_key)]
+    pub not_ready_taint_name: String,
+    /// On SIGTERM during a roll of this agent's DaemonSet, leave the plugin installed for the next agent.
+    #[arg(long, env = "SAFE_UPGRADE_ENABLED", default_value = "false", value_parser = parse_go_bool, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub safe_upgrade_enabled: bool,
+}
+
+/// The taint nodes register with until their CNI is ready (the key Istio's
+/// own untaint controller uses).
+pub const DEFAULT_NOT_READY_TAINT: &str = "cni.istio.io/not-ready";
+
+/// A taint key: a label key, `[prefix/]name`, checked here so a typo stops
+/// the agent at start instead of making every removal a no-op.
+pub fn parse_taint_key(s: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("{s:?} is not a taint key: {why}"));
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if name.is_empty() || name.len() > 63 {
+        return bad("the name part must be 1 to 63 characters");
+    }
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    let name_ok = name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return bad(
+            "the name part takes letters, digits, '-', '_' and '.', and starts and ends with a letter or digit",
+        );
+    }
+    if let Some(prefix) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.starts_with(alnum)
+                && l.ends_with(alnum)
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+            return bad("the prefix must be a lowercase DNS subdomain");
+        }
+    }
+    Ok(s.to_string())
 }
 
 /// The repair controller's settings (docs/repair.md#controller-settings).
@@ -602,6 +667,29 @@ mod tests {
         assert_eq!(s.repair.mode(), Some(RepairMode::Repair));
         let s = parse(&["--repair-enabled", "false", "--repair-repair-pods", "1"]).unwrap();
         assert_eq!(s.repair.mode(), None);
+    }
+
+    #[test]
+    fn node_features_default_off_and_taint_keys_are_checked() {
+        let s = parse(&[]).unwrap();
+        assert!(!s.node.not_ready_taint_enabled && !s.node.safe_upgrade_enabled);
+        assert_eq!(s.node.not_ready_taint_name, "cni.istio.io/not-ready");
+        let s = parse(&[
+            "--not-ready-taint-enabled",
+            "--not-ready-taint-name=example.com/cni-wait",
+        ])
+        .unwrap();
+        assert!(s.node.not_ready_taint_enabled);
+        assert_eq!(s.node.not_ready_taint_name, "example.com/cni-wait");
+        for bad in ["", "a b", "-x", "Example.com/x", "x/", "/x", &"n".repeat(64)] {
+            let arg = format!("--not-ready-taint-name={bad}");
+            let err = parse(&[&arg]).unwrap_err().to_string();
+            assert!(err.contains("is not a taint key"), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            parse_taint_key("node.kubernetes.io/not-ready"),
+            Ok("node.kubernetes.io/not-ready".into())
+        );
     }
 
     #[test]

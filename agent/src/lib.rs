@@ -6,7 +6,9 @@
 //!        ──► watch (re-converge when the primary CNI, the binaries or the token change)
 //!        ──► server (healthz/readyz, metrics, the plugin's log socket)
 //!        ──► repair (pods that raced the install: repair in place, delete or label)
-//! cleanup on SIGTERM/SIGINT, or `istio-cni-agent uninstall` for a node whose agent died.
+//!        ──► taint (opt-in: remove this node's not-ready taint once installed)
+//! cleanup on SIGTERM/SIGINT (opt-in safe upgrade: kept while the DaemonSet rolls),
+//! or `istio-cni-agent uninstall` for a node whose agent died.
 //! manifest renders the DaemonSet and RBAC from Istio's Helm values.
 //! ```
 
@@ -19,4 +21,6 @@ pub mod repair;
 pub mod run;
 pub mod server;
 pub mod shutdown;
+pub mod taint;
+pub mod upgrade;
 pub mod watch;

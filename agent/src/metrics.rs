@@ -59,6 +59,22 @@ struct RepairLabels {
     result: RepairResult,
 }
 
+/// `result` of `istio_cni_not_ready_taint_removals_total`: the taint was
+/// removed from this node, was already absent, or the attempt failed (it is
+/// retried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum TaintResult {
+    removed,
+    absent,
+    fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaintLabels {
+    result: TaintResult,
+}
+
 /// The agent's metrics; cheap to clone, shared by installer, watch loop and
 /// repair controller.
 #[derive(Clone)]
@@ -67,6 +83,7 @@ pub struct Metrics {
     installs: Family<InstallLabels, Counter>,
     install_ready: Gauge,
     repaired: Family<RepairLabels, Counter>,
+    taint: Family<TaintLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,6 +98,7 @@ impl Metrics {
         let installs = Family::<InstallLabels, Counter>::default();
         let install_ready = Gauge::default();
         let repaired = Family::<RepairLabels, Counter>::default();
+        let taint = Family::<TaintLabels, Counter>::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "istio_cni_installs",
@@ -97,12 +115,29 @@ impl Metrics {
             "Total number of pods repaired by repair controller",
             repaired.clone(),
         );
+        // Ours (Istio has no such feature); counted only when it is enabled.
+        registry.register(
+            "istio_cni_not_ready_taint_removals",
+            "Attempts to remove the not-ready taint from this node, by result",
+            taint.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             installs,
             install_ready,
             repaired,
+            taint,
         }
+    }
+
+    /// Counts one attempt at the not-ready taint.
+    pub fn taint(&self, result: TaintResult) {
+        self.taint.get_or_create(&TaintLabels { result }).inc();
+    }
+
+    /// The current value of a taint counter.
+    pub fn taint_count(&self, result: TaintResult) -> u64 {
+        self.taint.get_or_create(&TaintLabels { result }).get()
     }
 
     /// Counts one install pass outcome.
@@ -331,7 +366,12 @@ mod tests {
         m.install(InstallResult::CREATE_CNI_CONFIG_FAILURE);
         m.set_install_ready(true);
         m.repaired(RepairType::delete, RepairResult::fail);
+        m.taint(TaintResult::removed);
         let text = m.encode();
+        assert!(
+            text.contains("istio_cni_not_ready_taint_removals_total{result=\"removed\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("istio_cni_installs_total{result=\"SUCCESS\"} 1"),
             "{text}"

@@ -23,6 +23,8 @@ pub enum RunError {
     Repair(String),
     #[error("{0}")]
     Watch(#[from] WatchError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What ended the agent's wait: a termination request, or the install loop
@@ -41,6 +43,7 @@ type LoopResult = (Installer, Result<(), WatchError>);
 /// here (the first install, the repair controller's start, the steady
 /// state) ends on the request.
 pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunError> {
+    check_node_features(&settings).map_err(RunError::Config)?;
     let metrics = Metrics::new();
     let ready = Readiness::default();
     log_settings(&settings);
@@ -102,11 +105,23 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
     // it first): deleting or labelling a broken pod before the plugin is in
     // the chain only makes its replacement race again.
     let mut repair = None;
+    let mut taint = None;
     let mut end = tokio::select! {
         signal = shutdown.wait() => Some(End::Requested(signal)),
         r = &mut done_rx => Some(End::Loop(r.ok().map(Box::new))),
         () = installed(&ready) => None,
     };
+    if end.is_none() && settings.node.not_ready_taint_enabled {
+        // Readiness just turned true: the plugin is in the chain, so pods
+        // may come. Runs on its own, retrying, until done or SIGTERM.
+        taint = Some(tokio::spawn(crate::taint::remove_own_taint(
+            settings.install.clone(),
+            settings.node.node_name.clone(),
+            settings.node.not_ready_taint_name.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
     if end.is_none() {
         let started = tokio::select! {
             signal = shutdown.wait() => Err(End::Requested(signal)),
@@ -120,6 +135,9 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
                 // Fatal, as in Istio; but the plugin is installed by now, so
                 // take it out again before exiting.
                 stop.stop();
+                if let Some(task) = taint.take() {
+                    task.abort();
+                }
                 if let Ok((mut installer, _)) = done_rx.await
                     && let Err(c) = installer.cleanup()
                 {
@@ -137,12 +155,21 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
             r = &mut done_rx => End::Loop(r.ok().map(Box::new)),
         },
     };
+    let mut keep = false;
     let (mut installer, result) = match end {
         End::Loop(Some(r)) => *r,
         End::Loop(None) => return Err(RunError::Repair("install loop thread died".into())),
         End::Requested(signal) => {
-            tracing::info!(target: "cni-agent", "{signal}: cleaning up");
             stop.stop();
+            let decision = crate::upgrade::on_termination(&settings).await;
+            keep = decision.keeps();
+            if keep {
+                tracing::info!(target: "cni-agent", "{signal}: leaving the plugin installed for the next agent: {}", decision.reason());
+            } else if settings.node.safe_upgrade_enabled {
+                tracing::info!(target: "cni-agent", "{signal}: cleaning up: {}", decision.reason());
+            } else {
+                tracing::info!(target: "cni-agent", "{signal}: cleaning up");
+            }
             match done_rx.await {
                 Ok(r) => r,
                 Err(_) => return Err(RunError::Repair("install loop thread died".into())),
@@ -150,9 +177,16 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
         }
     };
     ready.set(false);
-    match installer.cleanup() {
-        Ok(()) => tracing::info!(target: "cni-agent", "cleanup done"),
-        Err(e) => tracing::error!(target: "cni-agent", "cleanup failed: {e}"),
+    if let Some(task) = taint {
+        task.abort();
+    }
+    if keep {
+        tracing::info!(target: "cni-agent", "safe upgrade: plugin binary, kubeconfig and CNI config entry left in place");
+    } else {
+        match installer.cleanup() {
+            Ok(()) => tracing::info!(target: "cni-agent", "cleanup done"),
+            Err(e) => tracing::error!(target: "cni-agent", "cleanup failed: {e}"),
+        }
     }
     if let Some(repair) = repair {
         repair.shutdown().await;
@@ -162,6 +196,22 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
         task.abort();
     }
     result.map_err(RunError::from)
+}
+
+/// The opt-in features need the downward API's names: refused at start,
+/// naming the setting, rather than failing at the moment they act.
+fn check_node_features(settings: &Settings) -> Result<(), String> {
+    let n = &settings.node;
+    if n.not_ready_taint_enabled && n.node_name.is_empty() {
+        return Err("NOT_READY_TAINT_ENABLED=true needs NODE_NAME (the downward API's spec.nodeName)".into());
+    }
+    if n.safe_upgrade_enabled && (n.pod_name.is_empty() || settings.install.pod_namespace.is_empty()) {
+        return Err(
+            "SAFE_UPGRADE_ENABLED=true needs POD_NAME and POD_NAMESPACE (the downward API's metadata.name and metadata.namespace)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Resolves once the install loop reports ready.
@@ -265,6 +315,7 @@ fn log_settings(settings: &Settings) {
     tracing::info!(target: "cni-agent", "istio-cni-agent {}", env!("CARGO_PKG_VERSION"));
     tracing::info!(target: "cni-agent", "install settings: {:?}", settings.install);
     tracing::info!(target: "cni-agent", "repair settings: {:?}", settings.repair);
+    tracing::info!(target: "cni-agent", "node features: {:?}", settings.node);
 }
 
 #[cfg(test)]

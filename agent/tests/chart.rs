@@ -111,6 +111,20 @@ fn the_chart_renders_what_the_manifest_command_renders() {
             "global.nativeNftables=true",
             "chained=false",
         ],
+        &["taint.enabled=true"],
+        &["taint.enabled=true", "taint.name=example.com/cni-not-ready"],
+        &["safeUpgrade.enabled=true"],
+        &["taint.enabled=true", "safeUpgrade.enabled=true", "repair.enabled=false"],
+        &[
+            "taint.enabled=true",
+            "safeUpgrade.enabled=true",
+            "global.resourceScope=namespace",
+        ],
+        &[
+            "taint.enabled=true",
+            "safeUpgrade.enabled=true",
+            "global.resourceScope=cluster",
+        ],
         &[
             "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
             "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",

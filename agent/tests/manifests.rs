@@ -14,7 +14,7 @@ use istio_cni_kind::node::layout::Layout;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use rstest::rstest;
 use serde::Deserialize;
 
@@ -89,6 +89,8 @@ struct Parsed {
     bindings: Vec<ClusterRoleBinding>,
     quotas: Vec<ResourceQuota>,
     policies: Vec<NetworkPolicy>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     other: Vec<serde_json::Value>,
 }
 
@@ -153,6 +155,8 @@ fn parse(yaml: &str) -> Parsed {
             "ClusterRoleBinding" => p.bindings.push(typed(v)),
             "ResourceQuota" => p.quotas.push(typed(v)),
             "NetworkPolicy" => p.policies.push(typed(v)),
+            "Role" => p.roles.push(typed(v)),
+            "RoleBinding" => p.role_bindings.push(typed(v)),
             "NetworkAttachmentDefinition" => p.other.push(v),
             other => panic!("unexpected kind {other:?} in\n{yaml}"),
         }
@@ -354,14 +358,100 @@ fn platform_and_repair_mode(
     }
 }
 
+/// The opt-in features (docs/taint-and-safe-upgrade.md): each adds its
+/// settings and exactly its RBAC, and nothing when off.
+#[rstest]
+#[case::taint("taint", &["taint.enabled=true"])]
+#[case::safe_upgrade("safeUpgrade", &["safeUpgrade.enabled=true"])]
+#[case::both("taint_safeUpgrade", &["taint.enabled=true", "safeUpgrade.enabled=true", "taint.name=example.com/wait"])]
+fn opt_in_features(#[case] name: &str, #[case] sets: &[&str]) {
+    let m = ok(Manifest::resolve(&Inputs {
+        set: sets.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }));
+    let yaml = ok(m.to_yaml());
+    insta::assert_snapshot!(format!("features_{name}"), yaml);
+    let p = parse(&yaml);
+    let (taint, safe) = (m.values.taint.enabled, m.values.safe_upgrade.enabled);
+
+    // RBAC: nodes get/patch only with the taint; the Role only with safe upgrade.
+    let nodes = p.verbs("istio-cni-taint");
+    assert_eq!(p.role("istio-cni-taint").is_some(), taint);
+    if taint {
+        assert_eq!(nodes.len(), 1, "{nodes:?}");
+        assert_eq!(nodes.get("nodes"), Some(&set(&[("get", ""), ("patch", "")])));
+        assert!(p.bindings.iter().any(|b| b.role_ref.name == "istio-cni-taint"));
+    }
+    assert_eq!(p.roles.len(), usize::from(safe));
+    assert_eq!(p.role_bindings.len(), usize::from(safe));
+    if safe {
+        let role = &p.roles[0];
+        assert_eq!(role.metadata.namespace.as_deref(), Some("istio-system"));
+        let rules = role.rules.clone().unwrap_or_default();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].resources, Some(vec!["daemonsets".to_string()]));
+        assert_eq!(rules[0].resource_names, Some(vec!["istio-cni-node".to_string()]));
+        assert_eq!(rules[0].verbs, ["get"]);
+        assert_eq!(rules[1].resources, Some(vec!["pods".to_string()]));
+        assert_eq!(rules[1].verbs, ["get"]);
+        let binding = &p.role_bindings[0];
+        assert_eq!(binding.role_ref.kind, "Role");
+        let subjects = binding.subjects.clone().unwrap_or_default();
+        assert_eq!(subjects[0].name, "istio-cni");
+    }
+    // The base role is unchanged: no write verb on nodes anywhere else.
+    assert_eq!(
+        p.verbs("istio-cni").get("nodes"),
+        Some(&set(&[("get", ""), ("list", ""), ("watch", "")]))
+    );
+
+    // The agent, configured from this env, has the features on.
+    let settings = agent_settings(&m.agent_env("node-1", "istio-cni-node-abcde"));
+    assert_eq!(settings.node.not_ready_taint_enabled, taint);
+    assert_eq!(settings.node.safe_upgrade_enabled, safe);
+    assert_eq!(settings.node.node_name, "node-1");
+    assert_eq!(settings.node.pod_name, "istio-cni-node-abcde");
+    let expected_key = if name == "taint_safeUpgrade" {
+        "example.com/wait"
+    } else {
+        "cni.istio.io/not-ready"
+    };
+    assert_eq!(settings.node.not_ready_taint_name, expected_key);
+}
+
+#[test]
+fn features_off_by_default_add_nothing() {
+    let m = manifest(None, Mode::RepairPods);
+    let p = parse(&ok(m.to_yaml()));
+    assert!(p.roles.is_empty() && p.role_bindings.is_empty());
+    assert!(p.role("istio-cni-taint").is_none());
+    let cfg = p.config();
+    for key in [
+        "NOT_READY_TAINT_ENABLED",
+        "NOT_READY_TAINT_NAME",
+        "SAFE_UPGRADE_ENABLED",
+    ] {
+        assert!(!cfg.contains_key(key), "{key} in {cfg:?}");
+    }
+    let err = resolve_err(Inputs {
+        set: vec!["taint.enabled=true".into(), "taint.name=Not A Key".into()],
+        ..Default::default()
+    });
+    assert!(
+        err.contains("taint.name") && err.contains("is not a taint key"),
+        "{err}"
+    );
+}
+
 #[derive(Parser)]
 struct AgentCli {
     #[command(flatten)]
     settings: Settings,
 }
 
-/// Names the DaemonSet sets for the downward API that `Settings` does not read.
-const NOT_SETTINGS: [&str; 2] = ["NODE_NAME", "POD_NAME"];
+/// Names the DaemonSet sets that `Settings` does not read (none now: the
+/// downward API's names are the opt-in features' settings).
+const NOT_SETTINGS: [&str; 0] = [];
 
 /// Parses `env` as the agent would: every name must be one of its settings.
 fn agent_settings(env: &BTreeMap<String, String>) -> Settings {

@@ -223,6 +223,9 @@ impl Manifest {
                 "ambient.enabled: istio-cni-agent implements sidecar mode only".into(),
             ));
         }
+        if values.taint.enabled {
+            crate::config::parse_taint_key(&values.taint.name).map_err(|e| invalid(format!("taint.name: {e}")))?;
+        }
         if !matches!(values.global.resource_scope.as_str(), "all" | "namespace" | "cluster") {
             return Err(invalid(format!(
                 "global.resourceScope must be all, namespace or cluster, got {:?}",

@@ -8,7 +8,10 @@
 //!   `ALLOW_SWITCH_TO_HOST_NS` and the netns capabilities (NET_ADMIN, NET_RAW,
 //!   SYS_PTRACE, SYS_ADMIN) only with repairPods; the installer alone needs
 //!   DAC_OVERRIDE (hostPath dirs not owned by root);
-//! - no ambient objects (the agent is sidecar-only), no unused netns volume.
+//! - no ambient objects (the agent is sidecar-only), no unused netns volume;
+//! - two opt-in features of ours (docs/taint-and-safe-upgrade.md), each with
+//!   its settings and its RBAC only when enabled: `taint.enabled` (nodes get,
+//!   patch) and `safeUpgrade.enabled` (a Role: get on the DaemonSet and on pods).
 
 use std::collections::BTreeMap;
 
@@ -22,7 +25,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -39,6 +42,10 @@ pub const CONTAINER: &str = "install-cni";
 pub const CLUSTER_ROLE: &str = "istio-cni";
 pub const REPAIR_ROLE: &str = "istio-cni-repair-role";
 pub const REPAIR_BINDING: &str = "istio-cni-repair-rolebinding";
+/// ClusterRole and binding for `taint.enabled`.
+pub const TAINT_ROLE: &str = "istio-cni-taint";
+/// Role and RoleBinding for `safeUpgrade.enabled`.
+pub const SAFE_UPGRADE_ROLE: &str = "istio-cni-safe-upgrade";
 pub const PRIORITY_CLASS: &str = "system-node-critical";
 /// `/healthz` and `/readyz` (Istio hard-codes it).
 pub const HEALTH_PORT: i32 = 8000;
@@ -73,6 +80,8 @@ pub struct Objects {
     pub network_attachment: Option<Value>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub roles: Vec<Role>,
+    pub role_bindings: Vec<RoleBinding>,
 }
 
 impl Objects {
@@ -84,6 +93,10 @@ impl Objects {
             out.push(serde_json::to_value(sa)?);
         }
         for (role, binding) in self.cluster_roles.iter().zip(&self.cluster_role_bindings) {
+            out.push(serde_json::to_value(role)?);
+            out.push(serde_json::to_value(binding)?);
+        }
+        for (role, binding) in self.roles.iter().zip(&self.role_bindings) {
             out.push(serde_json::to_value(role)?);
             out.push(serde_json::to_value(binding)?);
         }
@@ -121,6 +134,10 @@ pub fn render(m: &Manifest) -> Objects {
         o.resource_quota = m.values.resource_quotas.enabled.then(|| resource_quota(m));
         o.network_policy = m.values.global.network_policy.enabled.then(|| network_policy(m));
         o.network_attachment = (m.values.provider == "multus").then(|| network_attachment(m));
+        if m.values.safe_upgrade.enabled {
+            o.roles.push(safe_upgrade_role(m));
+            o.role_bindings.push(role_binding(m, SAFE_UPGRADE_ROLE));
+        }
     }
     if cluster {
         o.cluster_roles.push(cluster_role(m));
@@ -133,6 +150,11 @@ pub fn render(m: &Manifest) -> Objects {
                 labels.insert("k8s-app".into(), "istio-cni-repair".into());
             }
             o.cluster_role_bindings.push(b);
+        }
+        if m.values.taint.enabled {
+            o.cluster_roles.push(taint_role(m));
+            o.cluster_role_bindings
+                .push(binding(m, TAINT_ROLE, TAINT_ROLE, "istio-cni"));
         }
     }
     o
@@ -212,6 +234,14 @@ pub fn config_data(m: &Manifest) -> BTreeMap<String, String> {
     ]);
     if !v.cni_conf_file_name.is_empty() {
         data.insert(s("CNI_CONF_NAME"), v.cni_conf_file_name.clone());
+    }
+    // Only when enabled, so the default ConfigMap stays Istio's.
+    if v.taint.enabled {
+        data.insert(s("NOT_READY_TAINT_ENABLED"), b(true));
+        data.insert(s("NOT_READY_TAINT_NAME"), v.taint.name.clone());
+    }
+    if v.safe_upgrade.enabled {
+        data.insert(s("SAFE_UPGRADE_ENABLED"), b(true));
     }
     data.extend(v.env.clone());
     data
@@ -531,6 +561,53 @@ fn repair_role(m: &Manifest) -> ClusterRole {
         metadata: meta(m, REPAIR_ROLE, false),
         rules: Some(rules),
         ..Default::default()
+    }
+}
+
+/// `taint.enabled`: read this node and patch its taints away. A
+/// DaemonSet's pods share one ServiceAccount, so RBAC cannot narrow this to
+/// the agent's own node (resourceNames would need every node's name), and
+/// the NodeRestriction admission plugin only restricts kubelets' node
+/// identities, not ServiceAccounts: any agent could patch any node. The
+/// agent itself only ever patches NODE_NAME, and only the taint's entries.
+fn taint_role(m: &Manifest) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(m, TAINT_ROLE, false),
+        rules: Some(vec![rule(&[""], &["nodes"], &["get", "patch"])]),
+        ..Default::default()
+    }
+}
+
+/// `safeUpgrade.enabled`: on SIGTERM the agent reads its own pod and its
+/// DaemonSet, in its namespace. The DaemonSet is named; the pod cannot be
+/// (its name is generated), so pods in this namespace are readable.
+fn safe_upgrade_role(m: &Manifest) -> Role {
+    Role {
+        metadata: meta(m, SAFE_UPGRADE_ROLE, true),
+        rules: Some(vec![
+            PolicyRule {
+                resource_names: Some(strings(&[DAEMONSET])),
+                ..rule(&["apps"], &["daemonsets"], &["get"])
+            },
+            rule(&[""], &["pods"], &["get"]),
+        ]),
+    }
+}
+
+fn role_binding(m: &Manifest, name: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(m, name, true),
+        role_ref: RoleRef {
+            api_group: s("rbac.authorization.k8s.io"),
+            kind: s("Role"),
+            name: s(name),
+        },
+        subjects: Some(vec![Subject {
+            kind: s("ServiceAccount"),
+            name: s(SERVICE_ACCOUNT),
+            namespace: Some(m.namespace.clone()),
+            ..Default::default()
+        }]),
     }
 }
 

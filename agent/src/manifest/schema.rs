@@ -78,6 +78,10 @@ const REPAIR: &[Field] = &[
     Field("brokenPodLabelValue", Kind::Str),
 ];
 
+/// Ours, beyond Istio's chart (docs/taint-and-safe-upgrade.md).
+const TAINT: &[Field] = &[Field("enabled", Kind::Bool), Field("name", Kind::Str)];
+const SAFE_UPGRADE: &[Field] = &[Field("enabled", Kind::Bool)];
+
 const RESOURCE_QUOTAS: &[Field] = &[Field("enabled", Kind::Bool), Field("pods", Kind::Int)];
 
 /// The chart's own keys: top level, and again under `cni.`.
@@ -103,6 +107,8 @@ pub(crate) const CNI: &[Field] = &[
     Field("provider", Kind::Str),
     Field("ambient", Kind::Obj(AMBIENT)),
     Field("repair", Kind::Obj(REPAIR)),
+    Field("taint", Kind::Obj(TAINT)),
+    Field("safeUpgrade", Kind::Obj(SAFE_UPGRADE)),
     Field(
         "seccompProfile",
         Kind::Typed("a seccomp profile", typed::<SeccompProfile>),

@@ -50,6 +50,10 @@ pub struct Values {
     pub provider: String,
     pub ambient: Ambient,
     pub repair: Repair,
+    /// Ours: the not-ready taint the agent removes from its node once installed.
+    pub taint: Taint,
+    /// Ours: keep the plugin installed across a roll of the DaemonSet.
+    pub safe_upgrade: SafeUpgrade,
     pub seccomp_profile: Option<SeccompProfile>,
     pub se_linux_options: Option<SELinuxOptions>,
     pub use_app_armor_annotation: bool,
@@ -90,6 +94,22 @@ pub struct Repair {
     pub init_container_name: String,
     pub broken_pod_label_key: String,
     pub broken_pod_label_value: String,
+}
+
+/// `taint.*` (docs/taint-and-safe-upgrade.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Taint {
+    pub enabled: bool,
+    /// The taint's key; nodes register with it (any effect).
+    pub name: String,
+}
+
+/// `safeUpgrade.*` (docs/taint-and-safe-upgrade.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SafeUpgrade {
+    pub enabled: bool,
 }
 
 /// `{requests,limits}: {resource: quantity}`; empty quantities are dropped when rendered.
@@ -220,6 +240,8 @@ pub fn chart_defaults() -> Value {
             "brokenPodLabelKey": "cni.istio.io/uninitialized",
             "brokenPodLabelValue": "true",
         },
+        "taint": {"enabled": false, "name": crate::config::DEFAULT_NOT_READY_TAINT},
+        "safeUpgrade": {"enabled": false},
         "useAppArmorAnnotation": true,
         "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
         "resourceQuotas": {"enabled": false, "pods": 5000},

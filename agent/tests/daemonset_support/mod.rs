@@ -1,0 +1,166 @@
+//! The agent deployed as its DaemonSet on the embedded cluster, for the
+//! opt-in feature tests: the cluster with the agent's image directory and
+//! Istio's images, `istio-cni-agent manifest --set ... | kubectl apply`, the
+//! rollout, removal, and the nodes' CNI files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cni::Profile;
+use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use testkit::{Kubectl, Scratch};
+
+pub const NS: &str = "istio-system";
+
+/// A cluster of `nodes` nodes whose images run the agent (from its image
+/// directory under `images`), the plugin, and Istio's proxy and sample app.
+pub fn cluster(images: &Scratch, nodes: u32) -> Cluster {
+    let plugin = testkit::workspace_bin("istio-cni", "istio-cni");
+    let mesh_probe = testkit::workspace_bin("mesh-probe", "istio-cni-kind");
+    let table = ImageTable::istio(plugin.clone(), mesh_probe)
+        .with_agent_dir(
+            &images.join("agent"),
+            Path::new(env!("CARGO_BIN_EXE_istio-cni-agent")),
+            &plugin,
+        )
+        .expect("laying out the agent image");
+    Cluster::create(ClusterSpec {
+        nodes,
+        profile: Profile::Ptp,
+        images: table,
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+        },
+        ..ClusterSpec::default()
+    })
+    .expect("creating the cluster")
+}
+
+/// `istio-cni-agent manifest --set <each>`.
+pub fn manifest(sets: &[&str]) -> Vec<u8> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_istio-cni-agent"));
+    cmd.arg("manifest");
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().expect("istio-cni-agent manifest");
+    assert!(
+        out.status.success(),
+        "manifest {sets:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Applies the manifest for `sets` (creating the namespace once).
+pub fn apply(kubectl: &Kubectl, sets: &[&str]) {
+    let _ = kubectl.run(&["create", "namespace", NS]);
+    kubectl
+        .run_with_stdin(&["apply", "-f", "-"], Some(&manifest(sets)))
+        .ok();
+}
+
+/// Waits for the DaemonSet's rollout to finish.
+pub fn rollout(kubectl: &Kubectl) {
+    kubectl.ok(&["-n", NS, "rollout", "status", "ds/istio-cni-node", "--timeout=180s"]);
+}
+
+/// Deletes the DaemonSet (its pods run the agent's SIGTERM path) and waits
+/// for every agent pod to be gone.
+pub fn delete_daemonset(kubectl: &Kubectl) {
+    kubectl.ok(&["-n", NS, "delete", "ds", "istio-cni-node", "--wait", "--timeout=120s"]);
+    kubectl.ok(&[
+        "-n",
+        NS,
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        "k8s-app=istio-cni-node",
+        "--timeout=120s",
+    ]);
+}
+
+/// The agent pod on `node`.
+pub fn agent_pod(kubectl: &Kubectl, node: &str) -> String {
+    let name = kubectl.ok(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        "k8s-app=istio-cni-node",
+        "--field-selector",
+        &format!("spec.nodeName={node}"),
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    assert!(!name.is_empty(), "no agent pod on {node}");
+    name
+}
+
+/// Per node: its CNI config files (name → bytes) and the names in its plugin dir.
+pub type NodeFiles = BTreeMap<String, (BTreeMap<String, Vec<u8>>, Vec<String>)>;
+
+fn sorted_entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+/// Every node's CNI files now.
+pub fn node_files(cluster: &Cluster) -> NodeFiles {
+    let local = cluster.local().expect("a local cluster");
+    local
+        .nodes()
+        .iter()
+        .map(|node| {
+            let conf = sorted_entries(&node.conf_dir())
+                .into_iter()
+                .filter(|(_, p)| p.is_file())
+                .map(|(name, p)| (name, std::fs::read(p).unwrap_or_default()))
+                .collect();
+            let bin = sorted_entries(&node.bin_dir())
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            (node.name().to_string(), (conf, bin))
+        })
+        .collect()
+}
+
+/// Each node's primary `.conflist` (the file the agent chains into).
+pub fn conflists(cluster: &Cluster) -> Vec<(String, PathBuf)> {
+    let local = cluster.local().expect("a local cluster");
+    local
+        .nodes()
+        .iter()
+        .map(|node| {
+            let path = sorted_entries(&node.conf_dir())
+                .into_iter()
+                .map(|(_, p)| p)
+                .find(|p| p.extension().is_some_and(|e| e == "conflist"))
+                .unwrap_or_else(|| panic!("{}: no .conflist", node.name()));
+            (node.name().to_string(), path)
+        })
+        .collect()
+}
+
+/// Whether `bytes` are a conflist with an `istio-cni` plugin entry.
+pub fn has_entry(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| {
+        v["plugins"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["type"] == "istio-cni"))
+    })
+}
