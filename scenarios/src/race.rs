@@ -322,7 +322,9 @@ impl Raced<'_> {
             .ok_or_else(|| Stop::Fail("this mode has no action".into()))?;
         let (cluster, broken) = (self.cluster, &self.broken);
         rec.waiting_for(what);
-        wait(what, Duration::from_secs(30), || Ok(seen(cluster, broken)?.then_some(())))?;
+        wait(what, Duration::from_secs(30), || {
+            Ok(seen(cluster, broken)?.then_some(()))
+        })?;
         let at = self.started.elapsed();
         rec.mark(what);
         self.acted = Some(at);
@@ -370,10 +372,7 @@ fn deployment_pod(cluster: &Cluster) -> Result<Option<Pod>, Stop> {
     let list = cluster
         .block_on(api.list(&ListParams::default().labels("lifecycle-app=early")))
         .map_err(|e| Stop::Fail(format!("listing the Deployment's pods: {e}")))?;
-    Ok(list
-        .items
-        .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none()))
+    Ok(list.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()))
 }
 
 /// The race: the DaemonSet gated off, the broken pod, then the gate opened
@@ -395,7 +394,13 @@ fn race<'a>(
     let first = match owner {
         Owner::Bare => {
             create(cluster, &fixtures::race_pod("early")?)?;
-            wait_pod(cluster, "early", "the pod's scheduling", Duration::from_secs(10), scheduled)?
+            wait_pod(
+                cluster,
+                "early",
+                "the pod's scheduling",
+                Duration::from_secs(10),
+                scheduled,
+            )?
         }
         Owner::Deployment => {
             lifecycle::create_deployment(cluster, &meshed_deployment("early", 1, None)?)?;
@@ -688,13 +693,7 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
         ));
         // The plugin itself is installed: a pod created now starts fine.
         create(r.cluster, &fixtures::race_pod("late")?)?;
-        let late = wait_pod(
-            r.cluster,
-            "late",
-            "a new pod Running",
-            Duration::from_secs(30),
-            running,
-        )?;
+        let late = wait_pod(r.cluster, "late", "a new pod Running", Duration::from_secs(30), running)?;
         rec.mark("new pod Running");
         ensure!(validation_exits(&late) == (Some(0), None, 0), "{}", pod_summary(&late));
         ensure!(

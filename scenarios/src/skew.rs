@@ -51,11 +51,11 @@ use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use serde_json::Value;
 
+use crate::deploy::NodeAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::error::Context;
 use crate::fixtures::{self, CONFLIST_VERSIONS, POD_SHAPES, POD_VERSIONS};
-use crate::deploy::NodeAgent;
 use crate::race::{
     NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, validation_exits, wait,
     wait_pod,
@@ -94,7 +94,11 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// Starts the agent from `manifest` on [`NODE`] as a node process and waits
 /// for its install.
-fn start_agent(env: &Env, cluster: &Cluster, manifest: &istio_cni_agent::manifest::Manifest) -> Result<NodeAgent, Stop> {
+fn start_agent(
+    env: &Env,
+    cluster: &Cluster,
+    manifest: &istio_cni_agent::manifest::Manifest,
+) -> Result<NodeAgent, Stop> {
     let mut agent = NodeAgent::start(env, cluster, NODE, manifest, &[])?;
     agent.wait_installed(Duration::from_secs(30))?;
     Ok(agent)

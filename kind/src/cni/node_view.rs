@@ -55,12 +55,26 @@ impl NodeView {
                 // Private: the binds must not propagate back to the machine.
                 let root = c"/";
                 let flags = libc::MS_REC | libc::MS_PRIVATE;
-                if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 for (source, target) in binds.iter() {
                     let flags = libc::MS_BIND | libc::MS_REC;
-                    if libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
+                    if libc::mount(
+                        source.as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    ) != 0
+                    {
                         return Err(io::Error::last_os_error());
                     }
                 }

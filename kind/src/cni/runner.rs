@@ -488,7 +488,7 @@ impl Runner {
             self.view.as_ref(),
             self.timeout,
         )
-            .map_err(|failure| self.failure(command, plugin, &path, "", failure))
+        .map_err(|failure| self.failure(command, plugin, &path, "", failure))
     }
 
     fn version_at_least(&self, list: &NetworkConfigList, min: &str) -> Result<bool, CniError> {
@@ -519,7 +519,7 @@ impl Runner {
             self.view.as_ref(),
             self.timeout,
         )
-            .map_err(|failure| self.failure(command.as_str(), plugin, path, network, failure))?;
+        .map_err(|failure| self.failure(command.as_str(), plugin, path, network, failure))?;
         tracing::debug!(
             command = command.as_str(),
             plugin,

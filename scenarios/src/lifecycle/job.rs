@@ -116,13 +116,9 @@ fn job(env: &Env, rec: &mut Record, tainted: bool) -> Step {
             );
             rec.mark(format!("{JOB} held unscheduled by the taint"));
         } else {
-            let failed = wait_pod(
-                &cluster,
-                JOB,
-                "the job pod Failed",
-                Duration::from_secs(60),
-                |p| phase(p) == "Failed",
-            )?;
+            let failed = wait_pod(&cluster, JOB, "the job pod Failed", Duration::from_secs(60), |p| {
+                phase(p) == "Failed"
+            })?;
             ensure!(
                 validation_exits(&failed).0 == Some(126),
                 "the job pod failed on validation 126: {}",
@@ -138,13 +134,9 @@ fn job(env: &Env, rec: &mut Record, tainted: bool) -> Step {
         );
         rec.mark(format!("agent on {JOINING} Ready"));
         if tainted {
-            let done = wait_pod(
-                &cluster,
-                JOB,
-                "the job pod Succeeded",
-                Duration::from_secs(60),
-                |p| matches!(phase(p), "Succeeded" | "Failed"),
-            )?;
+            let done = wait_pod(&cluster, JOB, "the job pod Succeeded", Duration::from_secs(60), |p| {
+                matches!(phase(p), "Succeeded" | "Failed")
+            })?;
             ensure!(
                 phase(&done) == "Succeeded" && validation_exits(&done) == (Some(0), None, 0),
                 "the job pod ran with rules (validation passed first time) and succeeded: {}",

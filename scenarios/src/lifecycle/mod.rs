@@ -366,7 +366,10 @@ pub fn check_end_state(cluster: &Cluster, mode: Mode, pods: &[Pod], tally: &Tall
             ensure!(has_rules(&rules), "{n} is Running without rules:\n{rules}");
             ensure!(!labelled(p), "{n} is Running but labelled broken");
         } else {
-            ensure!(!has_rules(&netns_rules(cluster, &n)), "{n} has rules but is not Running");
+            ensure!(
+                !has_rules(&netns_rules(cluster, &n)),
+                "{n} has rules but is not Running"
+            );
         }
     }
     match mode {
@@ -413,8 +416,8 @@ mod tests {
         assert_eq!(env["ALLOW_SWITCH_TO_HOST_NS"], "false", "the embedded value wins");
         let objects = m.objects().to_values().unwrap();
         let ds = objects.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
-        let term = &ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0];
+        let term = &ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
         assert_eq!(term["matchExpressions"][0]["key"], GATE_LABEL, "{term}");
     }
 

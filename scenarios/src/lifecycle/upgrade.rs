@@ -312,7 +312,10 @@ fn independent(env: &Env, rec: &mut Record) -> Step {
                 let next = manifest(env, &upgrade_values, false)?;
                 let again = DaemonSetAgent::apply(&cluster, &next, rec)?;
                 let took = again.wait_rolled_out(Duration::from_secs(120))?;
-                rec.mark(format!("manifests re-applied: DaemonSet rolled ({} ms)", took.as_millis()));
+                rec.mark(format!(
+                    "manifests re-applied: DaemonSet rolled ({} ms)",
+                    took.as_millis()
+                ));
                 applied = Some(again);
             }
         }
