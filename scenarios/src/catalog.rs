@@ -10,6 +10,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(crate::skew::scenarios());
     all.extend(crate::snapshot::scenarios());
     all.extend(crate::platform::scenarios());
+    all.extend(crate::lifecycle::scenarios());
     all
 }
 

@@ -14,7 +14,7 @@
 //! fixtures injected pods per Istio version, annotation sets
 //! error    why a body stops (Stop) and what failed under it (Error), causes kept
 //! failure  one-line reasons and the details under them (rules diffs, logs, counted events)
-//! families cni, race, skew, snapshot, platform
+//! families cni, race, skew, snapshot, platform, lifecycle (upgrade, scale-out, job)
 //! ```
 
 pub mod catalog;
@@ -30,6 +30,7 @@ pub mod scenario;
 pub mod system;
 
 pub mod cni;
+pub mod lifecycle;
 pub mod platform;
 pub mod race;
 pub mod skew;

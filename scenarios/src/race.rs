@@ -1,36 +1,42 @@
 //! The `race/...` scenarios: the start-up race the repair controller exists
-//! for (docs/repair.md#the-race), reproduced deterministically.
+//! for (docs/repair.md#the-race), reproduced deterministically with the
+//! agent deployed as its DaemonSet.
 //!
-//! The node is ready with only the primary CNI in its chain; a meshed pod is
-//! scheduled before the agent installs `istio-cni` (the scenario simply
-//! starts the agent late), so its sandbox gets no rules and the real
-//! validator (`istio-cni validate`, the `istio-validation` init container)
-//! exits 126 and crash-loops. Then the agent starts from the manifest
-//! rendered with one repair mode, and the end state is asserted:
+//! The DaemonSet is applied gated off the node (a required node affinity on
+//! a label the node does not have yet, [`crate::lifecycle::GATE_VALUES`]),
+//! so the node is ready with only the primary CNI in its chain. A meshed pod
+//! is scheduled; its sandbox gets no rules and the real validator
+//! (`istio-cni validate`, the `istio-validation` init container) exits 126
+//! and crash-loops. Then the scenario labels the node: the DaemonSet
+//! controller schedules the agent's pod there, it installs `istio-cni` and
+//! turns Ready, and its repair mode acts. The end state is asserted through
+//! the public contract only (pod status, events, labels, rules in the pod's
+//! netns, the agent pod's log through the API):
 //!
 //! | scenario | values | end state |
 //! |---|---|---|
 //! | `race/repairPods` | chart default (`repair.repairPods=true`) | same pod, rules programmed in place, validation passes on its next try, Running, app never restarted |
-//! | `race/deletePods` | `repair.deletePods=true` | pod deleted; recreated by its owner (the scenario plays the ReplicaSet) it starts with rules first time |
+//! | `race/deletePods` | `repair.deletePods=true` | the Deployment's pod deleted; the ReplicaSet's replacement starts with rules first time |
 //! | `race/labelPods` | `repair.labelPods=true` | labelled `cni.istio.io/uninitialized=true`, still broken |
 //! | `race/disabled` | `repair.enabled=false` | stuck in Init:CrashLoopBackOff, restarts grow, no rules |
 //!
 //! Each records a timeline (node ready, pod scheduled, validation failed
-//! (126), agent started, agent ready (installed), repaired/deleted/labelled,
-//! pod Running) and notes the time to repair from the agent's start (the
-//! controller starts before the installer, so it can act before install)
-//! and from the agent being ready to the pod Running.
+//! (126), gate opened, agent pod scheduled, repaired/deleted/labelled, agent
+//! Ready, pod Running) and notes the time to repair from the agent's pod
+//! being scheduled (the controller may act before the pod is Ready) and
+//! from the agent being Ready to the pod Running.
 //!
-//! `race/agent-restart` rolls the agent (SIGTERM: cleanup removes the
-//! plugin, then a new agent installs it) while pods are being created: each
-//! pod either fails validation and is repaired or starts with rules; none
-//! runs without rules. `race/ordering` shows the mesh plugin can never make a
-//! pod start without the primary: with the primary config removed (nothing,
-//! or only istio-cni's standalone file) sandboxes fail with
-//! `FailedCreatePodSandBox` instead of starting un-networked.
+//! `race/agent-restart` rolls the DaemonSet (a pod-template change: the old
+//! pod's SIGTERM cleanup removes the plugin, then the new pod installs it)
+//! while pods are created every 100 ms: each either fails validation and is
+//! repaired or starts with rules; none runs without rules. `race/ordering`
+//! shows the mesh plugin can never make a pod start without the primary:
+//! with the primary config removed (nothing, or only istio-cni's standalone
+//! file) sandboxes fail with `FailedCreatePodSandBox` instead of starting
+//! un-networked.
 //!
-//! All need the embedded cluster (the agent runs as a node process there).
-//! The helpers on pods and netns rules below are shared with `skew`.
+//! The helpers on pods and netns rules below are shared with `skew` and
+//! `lifecycle`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -40,18 +46,17 @@ use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
-use crate::deploy::NodeAgent;
+use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
-use crate::env::Env;
+use crate::env::{Env, Target};
 use crate::error::Context;
 use crate::fixtures;
+use crate::lifecycle::{self, BROKEN_LABEL, meshed_deployment, open_gate, pod_ready};
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
 
-/// The node every race runs on (the default cluster has one).
+/// The node of the embedded cluster's default (one-node) spec.
 pub const NODE: &str = "node-0";
 const NS: &str = "default";
-/// The label label mode writes (docs/repair.md#label).
-const BROKEN_LABEL: &str = "cni.istio.io/uninitialized";
 
 /// Every `race/...` scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -63,7 +68,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         Scenario::new(
             "race/deletePods",
-            "a meshed pod that raced the install is deleted; its owner's new pod starts with rules",
+            "a Deployment's meshed pod that raced the install is deleted; the ReplicaSet's new pod starts with rules",
             race_delete,
         ),
         Scenario::new(
@@ -78,7 +83,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         Scenario::new(
             "race/agent-restart",
-            "pods created during an agent rolling restart are repaired or start with rules; none runs without",
+            "pods created while the agent's DaemonSet rolls are repaired or start with rules; none runs without",
             agent_restart,
         ),
         Scenario::new(
@@ -183,6 +188,28 @@ pub fn events(cluster: &Cluster, pod: &str, reason: &str) -> Result<Vec<String>,
         .collect())
 }
 
+/// Every event of the app pods' namespace, one line each:
+/// `<object> <reason>: <message>` (diagnostics).
+pub fn all_events(cluster: &Cluster) -> String {
+    let api: Api<Event> = Api::namespaced(cluster.client(), NS);
+    match cluster.block_on(api.list(&ListParams::default())) {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .map(|e| {
+                format!(
+                    "{} {}: {}",
+                    e.involved_object.name.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(listing events: {e})"),
+    }
+}
+
 /// The manifest for `--set` values (chart defaults plus these).
 pub fn manifest(values: &[&str]) -> Result<Manifest, Stop> {
     Manifest::resolve(&Inputs {
@@ -192,33 +219,60 @@ pub fn manifest(values: &[&str]) -> Result<Manifest, Stop> {
     .map_err(|e| Stop::Fail(format!("rendering the manifest with {values:?}: {e}")))
 }
 
-/// Starts the agent from `manifest` on [`NODE`] and waits for its install.
-pub fn start_agent(env: &Env, cluster: &Cluster, manifest: &Manifest) -> Result<NodeAgent, Stop> {
-    let mut agent = NodeAgent::start(env, cluster, NODE, manifest, &[])?;
-    agent.wait_installed(Duration::from_secs(30))?;
-    Ok(agent)
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+// ---- the agent's pods ----------------------------------------------------
+
+/// The agent's pod on `node` (not being deleted), if any.
+pub fn agent_pod_on(cluster: &Cluster, namespace: &str, node: &str) -> Result<Option<Pod>, Stop> {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), namespace);
+    let list = cluster
+        .block_on(api.list(&ListParams::default().labels(lifecycle::watch::AGENT_SELECTOR)))
+        .map_err(|e| Stop::Fail(format!("listing the agent's pods: {e}")))?;
+    Ok(list.items.into_iter().find(|p| {
+        p.metadata.deletion_timestamp.is_none() && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+    }))
+}
+
+/// The log of the agent's pod on `node` (through the API), or why not.
+pub fn agent_log(cluster: &Cluster, namespace: &str, node: &str) -> String {
+    match agent_pod_on(cluster, namespace, node) {
+        Ok(Some(p)) => {
+            let name = p.metadata.name.unwrap_or_default();
+            cluster
+                .pod_logs(namespace, &name, istio_cni_agent::manifest::objects::CONTAINER)
+                .unwrap_or_else(|e| format!("(no log of {name}: {e})"))
+        }
+        Ok(None) => format!("(no agent pod on {node})"),
+        Err(e) => format!("(no agent pod on {node}: {e:?})"),
+    }
+}
+
 // ---- the race ------------------------------------------------------------
 
-/// A repair mode's action: its timeline mark and a check (cluster, agent,
-/// the broken pod) that it happened.
-type Marker = (&'static str, fn(&Cluster, &NodeAgent, &Pod) -> Result<bool, Stop>);
+/// A repair mode's action: its timeline mark and a check (cluster, the
+/// broken pod) that it happened, read from the pod as the API shows it.
+type Marker = (&'static str, fn(&Cluster, &Pod) -> Result<bool, Stop>);
 
-fn repaired(_: &Cluster, agent: &NodeAgent, _: &Pod) -> Result<bool, Stop> {
-    Ok(agent.logs().contains("pod repaired"))
+fn pod_name(p: &Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
 }
 
-fn deleted(cluster: &Cluster, _: &NodeAgent, broken: &Pod) -> Result<bool, Stop> {
-    Ok(get(cluster, "early")?.is_none_or(|p| p.metadata.uid != broken.metadata.uid))
+/// The rules are in the broken pod's netns.
+fn repaired(cluster: &Cluster, broken: &Pod) -> Result<bool, Stop> {
+    Ok(has_rules(&netns_rules(cluster, &pod_name(broken))))
 }
 
-fn labelled(cluster: &Cluster, _: &NodeAgent, _: &Pod) -> Result<bool, Stop> {
-    Ok(get(cluster, "early")?.is_some_and(|p| {
+/// The broken pod is gone or being deleted.
+fn deleted(cluster: &Cluster, broken: &Pod) -> Result<bool, Stop> {
+    Ok(get(cluster, &pod_name(broken))?
+        .is_none_or(|p| p.metadata.uid != broken.metadata.uid || p.metadata.deletion_timestamp.is_some()))
+}
+
+fn labelled(cluster: &Cluster, broken: &Pod) -> Result<bool, Stop> {
+    Ok(get(cluster, &pod_name(broken))?.is_some_and(|p| {
         p.metadata
             .labels
             .as_ref()
@@ -227,23 +281,38 @@ fn labelled(cluster: &Cluster, _: &NodeAgent, _: &Pod) -> Result<bool, Stop> {
     }))
 }
 
-/// The race reproduced: a cluster, the broken pod `early`, then the agent.
-struct Raced {
-    cluster: Cluster,
-    agent: NodeAgent,
+/// Who makes the racing pod.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// A bare pod named `early`.
+    Bare,
+    /// A Deployment `early` of one replica (its ReplicaSet recreates it).
+    Deployment,
+}
+
+/// The race reproduced: the broken pod, then the agent's pod on its node.
+struct Raced<'a> {
+    cluster: &'a Cluster,
+    agent: DaemonSetAgent<'a>,
+    namespace: String,
+    node: String,
     broken: Pod,
-    /// When the agent process started.
+    /// When the gate opened (the agent's pod is scheduled right after).
     started: Instant,
-    /// When the agent had installed.
+    /// When the agent's pod was Ready (installed).
     ready: Instant,
     /// The mode's action (its timeline mark, how to see it) and when it was seen.
     marker: Option<Marker>,
     acted: Option<Duration>,
 }
 
-impl Raced {
-    /// Time from the agent's start to the mode's action (its log line),
-    /// marked on the timeline when first seen.
+impl Raced<'_> {
+    fn name(&self) -> String {
+        pod_name(&self.broken)
+    }
+
+    /// Time from the gate opening to the mode's action, marked on the
+    /// timeline when first seen.
     fn action(&mut self, rec: &mut Record) -> Result<Duration, Stop> {
         if let Some(at) = self.acted {
             return Ok(at);
@@ -251,9 +320,10 @@ impl Raced {
         let (what, seen) = self
             .marker
             .ok_or_else(|| Stop::Fail("this mode has no action".into()))?;
-        let (cluster, agent, broken) = (&self.cluster, &self.agent, &self.broken);
+        let (cluster, broken) = (self.cluster, &self.broken);
+        rec.waiting_for(what);
         wait(what, Duration::from_secs(30), || {
-            Ok(seen(cluster, agent, broken)?.then_some(()))
+            Ok(seen(cluster, broken)?.then_some(()))
         })?;
         let at = self.started.elapsed();
         rec.mark(what);
@@ -261,93 +331,157 @@ impl Raced {
         Ok(at)
     }
 
+    fn agent_log(&self) -> String {
+        agent_log(self.cluster, &self.namespace, &self.node)
+    }
+
     fn logs_to(&self, rec: &mut Record) {
-        rec.diag("agent log", self.agent.logs());
-        rec.diag("validator log", validator_logs(&self.cluster));
+        self.agent.diag(rec);
+        rec.diag("validator log", validator_logs(self.cluster, &self.name()));
+        rec.diag("pod events", all_events(self.cluster));
     }
 }
 
 /// The racing pod's validator output: its previous instance's (the one
 /// that exited 126 is "previous" as soon as kubelet restarted it), then the
 /// current one's.
-fn validator_logs(cluster: &Cluster) -> String {
+fn validator_logs(cluster: &Cluster, pod: &str) -> String {
     let previous = cluster
-        .previous_pod_logs(NS, "early", "istio-validation")
+        .previous_pod_logs(NS, pod, "istio-validation")
         .unwrap_or_default();
-    let current = cluster.pod_logs(NS, "early", "istio-validation").unwrap_or_default();
+    let current = cluster.pod_logs(NS, pod, "istio-validation").unwrap_or_default();
     format!("{previous}{current}")
 }
 
-/// The race, then the agent with `values`; `marker` is the agent's log line
-/// for the mode's action and its timeline mark, watched from the start
-/// (repair runs before the installer, so it may act before install).
-fn race(env: &Env, rec: &mut Record, values: &[&str], marker: Option<Marker>) -> Result<Raced, Stop> {
-    if !env.is_local() {
+/// A one-node cluster for a race (rules in pod netns are read through the
+/// node, which an existing cluster does not offer).
+fn race_cluster(env: &Env, rec: &mut Record) -> Result<Cluster, Stop> {
+    if matches!(env.target, Target::Existing { .. }) {
         return Err(Stop::Skip(
-            "the race scenarios start the agent as a node process: embedded cluster only".into(),
+            "reads the rules in pod netns through the node: not on an existing cluster".into(),
         ));
     }
-    let manifest = manifest(values)?;
     let cluster = env.cluster(ClusterSpec::default())?;
     rec.mark("node ready");
-    create(&cluster, &fixtures::race_pod("early")?)?;
-    wait_pod(
-        &cluster,
-        "early",
-        "the pod's scheduling",
-        Duration::from_secs(10),
-        |p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE),
-    )?;
-    rec.mark("pod scheduled");
+    Ok(cluster)
+}
+
+/// The only pod of Deployment `early`, once it exists.
+fn deployment_pod(cluster: &Cluster) -> Result<Option<Pod>, Stop> {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let list = cluster
+        .block_on(api.list(&ListParams::default().labels("lifecycle-app=early")))
+        .map_err(|e| Stop::Fail(format!("listing the Deployment's pods: {e}")))?;
+    Ok(list.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()))
+}
+
+/// The race: the DaemonSet gated off, the broken pod, then the gate opened
+/// for the agent with `values`; `marker` is the mode's action, watched from
+/// the gate opening (repair may act before the agent's pod is Ready).
+fn race<'a>(
+    env: &Env,
+    cluster: &'a Cluster,
+    rec: &mut Record,
+    values: &[&str],
+    marker: Option<Marker>,
+    owner: Owner,
+) -> Result<Raced<'a>, Stop> {
+    let manifest = lifecycle::manifest(env, values, true)?;
+    let agent = DaemonSetAgent::apply(env, cluster, &manifest.install, rec)?;
+    rec.mark("agent DaemonSet gated off the nodes");
+    let scheduled = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+    rec.waiting_for("the racing pod's scheduling");
+    let first = match owner {
+        Owner::Bare => {
+            create(cluster, &fixtures::race_pod("early")?)?;
+            wait_pod(
+                cluster,
+                "early",
+                "the pod's scheduling",
+                Duration::from_secs(10),
+                scheduled,
+            )?
+        }
+        Owner::Deployment => {
+            lifecycle::create_deployment(cluster, &meshed_deployment("early", 1, None)?)?;
+            wait("the Deployment's pod scheduled", Duration::from_secs(20), || {
+                Ok(deployment_pod(cluster)?.filter(scheduled))
+            })?
+        }
+    };
+    let name = pod_name(&first);
+    let node = first
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    rec.mark(format!("pod {name} scheduled on {node}"));
     // Broken as the predicate sees it: failed with 126 and restarted (docs/repair.md#broken-pod-predicate).
+    rec.waiting_for("validation to fail with 126");
     let broken = wait_pod(
-        &cluster,
-        "early",
+        cluster,
+        &name,
         "validation to fail with 126",
         Duration::from_secs(40),
         |p| validation_exits(p).1 == Some(126),
     )?;
     rec.mark("validation failed (126)");
-    let rules = netns_rules(&cluster, "early");
+    let rules = netns_rules(cluster, &name);
     ensure!(!has_rules(&rules), "rules before any agent ran:\n{rules}");
     ensure!(
         phase(&broken) == "Pending",
         "the racing pod is {}",
         pod_summary(&broken)
     );
-    let log = validator_logs(&cluster);
+    let log = validator_logs(cluster, &name);
     ensure!(
         log.contains("127.0.0.6:15002"),
         "the validator probed 127.0.0.6:15002 and failed:\n{log}"
     );
+    ensure!(
+        agent_pod_on(cluster, &manifest.namespace, &node)?.is_none(),
+        "an agent pod is on {node} before the gate opened"
+    );
 
+    open_gate(cluster, &node)?;
     let started = Instant::now();
-    let mut agent = NodeAgent::start(env, &cluster, NODE, &manifest, &[])?;
-    rec.mark("agent started");
+    rec.mark(format!("gate opened on {node}"));
     let mut acted = None;
+    let mut scheduled_seen = false;
+    rec.waiting_for(format!("the agent's pod on {node} Ready"));
     loop {
         if acted.is_none()
             && let Some((what, seen)) = marker
-            && seen(&cluster, &agent, &broken)?
+            && seen(cluster, &broken)?
         {
             acted = Some(started.elapsed());
             rec.mark(what);
         }
-        if agent.installed() {
+        let pod = agent_pod_on(cluster, &manifest.namespace, &node)?;
+        if !scheduled_seen && pod.is_some() {
+            scheduled_seen = true;
+            rec.mark("agent pod scheduled");
+        }
+        if pod.as_ref().is_some_and(pod_ready) {
             break;
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            // Fails with the agent's log.
-            agent.wait_installed(Duration::ZERO)?;
+        if started.elapsed() > Duration::from_secs(90) {
+            agent.diag(rec);
+            return Err(Stop::Fail(format!(
+                "the agent's pod on {node} was not Ready 90 s after the gate opened: {:?}",
+                pod.map(|p| p.status)
+            )));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let ready = Instant::now();
-    rec.mark("agent ready (installed)");
-    rec.note(format!("agent start → installed: {}", secs(ready - started)));
+    rec.mark("agent ready (pod Ready: installed)");
+    rec.note(format!("gate opened → agent pod Ready: {}", secs(ready - started)));
     Ok(Raced {
         cluster,
         agent,
+        namespace: manifest.namespace.clone(),
+        node,
         broken,
         started,
         ready,
@@ -357,16 +491,19 @@ fn race(env: &Env, rec: &mut Record, values: &[&str], marker: Option<Marker>) ->
 }
 
 fn race_repair(env: &Env, rec: &mut Record) -> Step {
+    let cluster = race_cluster(env, rec)?;
     let mut r = race(
         env,
+        &cluster,
         rec,
         &["repair.repairPods=true"],
         Some(("repaired (netns programmed)", repaired)),
+        Owner::Bare,
     )?;
     let result = (|| {
         let repaired = r.action(rec)?;
         let pod = wait_pod(
-            &r.cluster,
+            r.cluster,
             "early",
             "the repaired pod Running",
             Duration::from_secs(30),
@@ -375,7 +512,7 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
         let to_running = r.ready.elapsed();
         rec.mark("pod Running");
         rec.note(format!(
-            "repairPods: time to repair (agent start → netns programmed): {}",
+            "repairPods: time to repair (gate opened → netns programmed): {}",
             secs(repaired)
         ));
         rec.note(format!("repairPods: agent ready → pod Running: {}", secs(to_running)));
@@ -395,7 +532,7 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
             "the app container restarted: {}",
             pod_summary(&pod)
         );
-        let rules = netns_rules(&r.cluster, "early");
+        let rules = netns_rules(r.cluster, "early");
         ensure!(has_rules(&rules), "no rules in the repaired pod's netns:\n{rules}");
         Ok(())
     })();
@@ -404,21 +541,28 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
 }
 
 fn race_delete(env: &Env, rec: &mut Record) -> Step {
+    let cluster = race_cluster(env, rec)?;
     let mut r = race(
         env,
+        &cluster,
         rec,
         &["repair.repairPods=false", "repair.deletePods=true"],
         Some(("deleted", deleted)),
+        Owner::Deployment,
     )?;
     let result = (|| {
         let old = r.broken.metadata.uid.clone();
+        let old_name = r.name();
         let deleted = r.action(rec)?;
-        // The owner (a ReplicaSet) creates a replacement.
-        create(&r.cluster, &fixtures::race_pod("early")?)?;
-        rec.mark("recreated by its owner");
+        // The Deployment's ReplicaSet creates a replacement.
+        let replacement = wait("the ReplicaSet's replacement", Duration::from_secs(30), || {
+            Ok(deployment_pod(r.cluster)?.filter(|p| p.metadata.uid != old))
+        })?;
+        let name = pod_name(&replacement);
+        rec.mark(format!("recreated by the ReplicaSet: {name}"));
         let pod = wait_pod(
-            &r.cluster,
-            "early",
+            r.cluster,
+            &name,
             "the new pod Running",
             Duration::from_secs(30),
             running,
@@ -426,24 +570,22 @@ fn race_delete(env: &Env, rec: &mut Record) -> Step {
         let to_running = r.ready.elapsed();
         rec.mark("pod Running");
         rec.note(format!(
-            "deletePods: time to repair (agent start → pod deleted): {}",
+            "deletePods: time to repair (gate opened → pod deleted): {}",
             secs(deleted)
         ));
         rec.note(format!(
             "deletePods: agent ready → replacement Running: {}",
             secs(to_running)
         ));
-
-        ensure!(pod.metadata.uid != old, "a new pod");
         ensure!(
             validation_exits(&pod) == (Some(0), None, 0),
             "the new pod's validation passed the first time: {}",
             pod_summary(&pod)
         );
-        let rules = netns_rules(&r.cluster, "early");
+        let rules = netns_rules(r.cluster, &name);
         ensure!(has_rules(&rules), "no rules in the new pod's netns:\n{rules}");
         let events = wait("the DeleteBrokenPod event", Duration::from_secs(10), || {
-            let e = events(&r.cluster, "early", "DeleteBrokenPod")?;
+            let e = events(r.cluster, &old_name, "DeleteBrokenPod")?;
             Ok((!e.is_empty()).then_some(e))
         })?;
         ensure!(
@@ -457,19 +599,22 @@ fn race_delete(env: &Env, rec: &mut Record) -> Step {
 }
 
 fn race_label(env: &Env, rec: &mut Record) -> Step {
+    let cluster = race_cluster(env, rec)?;
     let mut r = race(
         env,
+        &cluster,
         rec,
         &["repair.repairPods=false", "repair.labelPods=true"],
         Some(("labelled", labelled)),
+        Owner::Bare,
     )?;
     let result = (|| {
         let at = r.action(rec)?;
         rec.note(format!(
-            "labelPods: time to repair (agent start → label visible): {}",
+            "labelPods: time to repair (gate opened → label visible): {}",
             secs(at)
         ));
-        let pod = get(&r.cluster, "early")?.ok_or_else(|| Stop::Fail("the labelled pod is gone".into()))?;
+        let pod = get(r.cluster, "early")?.ok_or_else(|| Stop::Fail("the labelled pod is gone".into()))?;
         ensure!(pod.metadata.uid == r.broken.metadata.uid, "the same pod");
         ensure!(
             pod.metadata
@@ -484,7 +629,7 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
         // Labelling is detection only: the pod keeps failing.
         let restarts = validation_exits(&pod).2;
         let later = wait_pod(
-            &r.cluster,
+            r.cluster,
             "early",
             "two more validation failures",
             Duration::from_secs(30),
@@ -493,9 +638,9 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
         rec.mark("still broken");
         ensure!(phase(&later) == "Pending", "the labelled pod: {}", pod_summary(&later));
         ensure!(validation_exits(&later).1 == Some(126), "{}", pod_summary(&later));
-        let rules = netns_rules(&r.cluster, "early");
+        let rules = netns_rules(r.cluster, "early");
         ensure!(!has_rules(&rules), "label mode programmed rules:\n{rules}");
-        let events = events(&r.cluster, "early", "LabelBrokenPod")?;
+        let events = events(r.cluster, "early", "LabelBrokenPod")?;
         ensure!(
             events.iter().any(|m| m == "pod detected as broken, labeled"),
             "{events:?}"
@@ -507,11 +652,12 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
 }
 
 fn race_disabled(env: &Env, rec: &mut Record) -> Step {
-    let r = race(env, rec, &["repair.enabled=false"], None)?;
+    let cluster = race_cluster(env, rec)?;
+    let r = race(env, &cluster, rec, &["repair.enabled=false"], None, Owner::Bare)?;
     let result = (|| {
         let restarts = validation_exits(&r.broken).2;
         let later = wait_pod(
-            &r.cluster,
+            r.cluster,
             "early",
             "three more validation failures",
             Duration::from_secs(40),
@@ -519,7 +665,7 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
         )?;
         // Between failures the init container waits in CrashLoopBackOff.
         wait("Init:CrashLoopBackOff", Duration::from_secs(10), || {
-            let p = get(&r.cluster, "early")?;
+            let p = get(r.cluster, "early")?;
             let backoff = p.as_ref().and_then(validation).is_some_and(|v| {
                 v.state
                     .as_ref()
@@ -539,25 +685,19 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
                 .is_none_or(|l| !l.contains_key(BROKEN_LABEL)),
             "labelled with repair off"
         );
-        let rules = netns_rules(&r.cluster, "early");
+        let rules = netns_rules(r.cluster, "early");
         ensure!(!has_rules(&rules), "rules with repair off:\n{rules}");
         rec.note(format!(
             "disabled: {} validation restarts, no repair",
             validation_exits(&later).2
         ));
         // The plugin itself is installed: a pod created now starts fine.
-        create(&r.cluster, &fixtures::race_pod("late")?)?;
-        let late = wait_pod(
-            &r.cluster,
-            "late",
-            "a new pod Running",
-            Duration::from_secs(30),
-            running,
-        )?;
+        create(r.cluster, &fixtures::race_pod("late")?)?;
+        let late = wait_pod(r.cluster, "late", "a new pod Running", Duration::from_secs(30), running)?;
         rec.mark("new pod Running");
         ensure!(validation_exits(&late) == (Some(0), None, 0), "{}", pod_summary(&late));
         ensure!(
-            r.agent.logs().lines().all(|l| !l.contains("pod repaired")),
+            r.agent_log().lines().all(|l| !l.contains("pod repaired")),
             "repaired with repair off"
         );
         Ok(())
@@ -566,59 +706,57 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
     result
 }
 
-// ---- agent rolling restart ---------------------------------------------
+// ---- the agent's DaemonSet rolled -------------------------------------------
 
 fn agent_restart(env: &Env, rec: &mut Record) -> Step {
-    if !env.is_local() {
-        return skip("the agent runs as a node process: embedded cluster only");
-    }
-    let manifest = manifest(&[])?;
-    let cluster = env.cluster(ClusterSpec::default())?;
-    rec.mark("node ready");
-    let first = start_agent(env, &cluster, &manifest)?;
-    rec.mark("agent ready (installed)");
+    let cluster = race_cluster(env, rec)?;
+    let first = lifecycle::manifest(env, &["podAnnotations.rollout=first"], false)?;
+    let agent = DaemonSetAgent::deploy(env, &cluster, &first.install, rec)?;
     create(&cluster, &fixtures::race_pod("before")?)?;
     wait_pod(&cluster, "before", "a pod Running", Duration::from_secs(30), running)?;
-    rec.mark("pod Running before the restart");
+    rec.mark("pod Running before the roll");
 
     let stop = AtomicBool::new(false);
-    let mut second: Option<NodeAgent> = None;
-    let mut log = String::new();
-    let created: Result<Vec<String>, Stop> = std::thread::scope(|s| {
-        // The workload keeps scaling up through the whole rollout.
-        let creator = s.spawn(|| -> Result<Vec<String>, Stop> {
-            let mut names = Vec::new();
-            for i in 0.. {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+    let mut rolled = None;
+    let ((created, rollout), seen) = lifecycle::watch::watching(&cluster, &first.namespace, |_| {
+        std::thread::scope(|s| {
+            // The workload keeps scaling up through the whole roll.
+            let creator = s.spawn(|| -> Result<Vec<String>, Stop> {
+                let mut names = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let name = format!("w-{i}");
+                    create(&cluster, &fixtures::race_pod(&name)?)?;
+                    names.push(name);
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                let name = format!("w-{i}");
-                create(&cluster, &fixtures::race_pod(&name)?)?;
-                names.push(name);
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            Ok(names)
-        });
-        let rollout = (|| -> Step {
-            std::thread::sleep(Duration::from_millis(500));
-            // SIGTERM: sidecar-mode cleanup removes the plugin (the race re-opens).
-            let code = first.stop()?;
-            rec.mark("agent stopped (plugin removed)");
-            ensure!(code == Some(0), "the agent exited with {code:?}");
-            std::thread::sleep(Duration::from_millis(1500));
-            let agent = start_agent(env, &cluster, &manifest)?;
-            rec.mark("new agent ready (installed)");
-            second = Some(agent);
-            std::thread::sleep(Duration::from_millis(500));
-            Ok(())
-        })();
-        stop.store(true, Ordering::SeqCst);
-        let names = creator
-            .join()
-            .map_err(|_| Stop::Fail("the pod creator panicked".into()))??;
-        rollout.map(|()| names)
+                Ok(names)
+            });
+            let rollout = (|| -> Step {
+                std::thread::sleep(Duration::from_millis(500));
+                // A pod-template change: the old pod's SIGTERM cleanup
+                // removes the plugin (sidecar mode), the new pod installs it.
+                let second = lifecycle::manifest(env, &["podAnnotations.rollout=second"], false)?;
+                let applied = DaemonSetAgent::apply(env, &cluster, &second.install, rec)?;
+                rec.mark("DaemonSet template changed (roll started)");
+                let took = applied.wait_rolled_out(Duration::from_secs(120))?;
+                rec.mark(format!("DaemonSet rolled ({} ms)", took.as_millis()));
+                rolled = Some(applied);
+                std::thread::sleep(Duration::from_millis(500));
+                Ok(())
+            })();
+            stop.store(true, Ordering::SeqCst);
+            let names = creator
+                .join()
+                .map_err(|_| Stop::Fail("the pod creator panicked".into()));
+            (names, rollout)
+        })
     });
-    let created = created?;
+    seen.to_timeline(rec);
+    let created = created??;
+    rollout?;
     let result = (|| {
         let (mut repaired, mut first_try) = (Vec::new(), Vec::new());
         for name in std::iter::once("before".to_string()).chain(created.iter().cloned()) {
@@ -630,15 +768,15 @@ fn agent_restart(env: &Env, rec: &mut Record) -> Step {
                 (Some(0), Some(126), _) => &mut repaired,
                 _ => return Err(Stop::Fail(format!("{name}: {}", pod_summary(&pod)))),
             };
-            // The pod from before the rollout is checked, not counted: the
-            // note's tallies add up to the rollout's pods.
+            // The pod from before the roll is checked, not counted: the
+            // note's tallies add up to the roll's pods.
             if name != "before" {
                 tally.push(name);
             }
         }
         rec.mark("every pod Running with rules");
         rec.note(format!(
-            "agent-restart: {} pods created during the rollout: {} failed validation and were repaired ({}), {} started with rules",
+            "agent-restart: {} pods created during the roll: {} failed validation and were repaired ({}), {} started with rules",
             created.len(),
             repaired.len(),
             repaired.join(", "),
@@ -650,10 +788,11 @@ fn agent_restart(env: &Env, rec: &mut Record) -> Step {
         );
         Ok(())
     })();
-    if let Some(agent) = &second {
-        log.push_str(&agent.logs());
+    match &rolled {
+        Some(agent) => agent.diag(rec),
+        None => agent.diag(rec),
     }
-    rec.diag("new agent log", log);
+    rec.diag("pod events", all_events(&cluster));
     result
 }
 
@@ -703,6 +842,10 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     }
     let cluster = env.cluster(ClusterSpec::default())?;
     rec.mark("node ready");
+    // The agent's own pod is networked by the primary: it rolls out first,
+    // with istio-cni standalone (chained=false, as for multus).
+    let agent = DaemonSetAgent::deploy(env, &cluster, &lifecycle::manifest(env, &["chained=false"], false)?.install, rec)?;
+    rec.mark("istio-cni standalone config installed");
     let node = cluster
         .local()?
         .node(NODE)
@@ -713,7 +856,7 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     let mut moved = Vec::new();
     for entry in std::fs::read_dir(&conf_dir).context(format!("listing {}", conf_dir.display()))? {
         let path = entry.context(format!("listing {}", conf_dir.display()))?.path();
-        if path.is_file() {
+        if path.is_file() && !is_istio_cni_file(&path) {
             let to = backup.join(path.file_name().unwrap_or_default());
             std::fs::rename(&path, &to).context(format!("moving {} aside", path.display()))?;
             moved.push((to, path));
@@ -722,14 +865,6 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     ensure!(!moved.is_empty(), "the node had no primary config to remove");
     rec.mark("primary config removed");
 
-    // Nothing in the conf dir.
-    create(&cluster, &fixtures::plain_pod("plain-nothing")?)?;
-    sandbox_fails(&cluster, rec, "plain-nothing")?;
-
-    // Only istio-cni's standalone file (chained=false, as for multus).
-    let manifest = manifest(&["chained=false"])?;
-    let agent = start_agent(env, &cluster, &manifest)?;
-    rec.mark("istio-cni standalone config installed");
     let files: Vec<String> = std::fs::read_dir(&conf_dir)
         .context(format!("listing {}", conf_dir.display()))?
         .flatten()
@@ -741,6 +876,20 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
         create(&cluster, &fixtures::plain_pod("plain-alone")?)?;
         sandbox_fails(&cluster, rec, "meshed-alone")?;
         sandbox_fails(&cluster, rec, "plain-alone")?;
+
+        // Nothing usable in the conf dir: the standalone file moved aside too.
+        let standalone = istio_cni_files(&conf_dir)?;
+        for path in &standalone {
+            let to = backup.join(path.file_name().unwrap_or_default());
+            std::fs::rename(path, &to).context(format!("moving {} aside", path.display()))?;
+        }
+        rec.mark("conf dir empty");
+        create(&cluster, &fixtures::plain_pod("plain-nothing")?)?;
+        sandbox_fails(&cluster, rec, "plain-nothing")?;
+        for path in &standalone {
+            let from = backup.join(path.file_name().unwrap_or_default());
+            std::fs::rename(&from, path).context(format!("restoring {}", path.display()))?;
+        }
 
         // The primary back: the same pod's sandbox now succeeds.
         for (from, to) in &moved {
@@ -762,6 +911,20 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
         rec.mark("plain-alone Running");
         Ok(())
     })();
-    rec.diag("agent log", agent.logs());
+    agent.diag(rec);
     result
+}
+
+/// Whether `path` is a config file istio-cni's installer wrote standalone.
+fn is_istio_cni_file(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains("\"istio-cni\"") && !t.contains("\"plugins\""))
+}
+
+fn istio_cni_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, Stop> {
+    let entries = std::fs::read_dir(dir).context(format!("listing {}", dir.display()))?;
+    Ok(entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_istio_cni_file(p))
+        .collect())
 }

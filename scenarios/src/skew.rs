@@ -19,10 +19,12 @@
 //!   the agent replaces it in place (one istio-cni entry, ours, last; every
 //!   other byte kept), a meshed pod works, and uninstall leaves the primary's
 //!   config without any istio-cni entry.
-//! * `skew/release/<ref>-plugin`: our previous release's plugin with the
-//!   current agent. `<ref>` is `$ISTIO_CNI_SKEW_REF`, else the previous tag
-//!   (`git describe --tags --abbrev=0`, or of `HEAD^` when HEAD itself is
-//!   tagged); today `v0.1.0`. Its `istio-cni` is built once per commit into
+//! * `skew/release/previous-plugin` (a stable name, whichever ref it
+//!   builds): our previous release's plugin with the current agent. The ref
+//!   is `$ISTIO_CNI_SKEW_REF`, else the previous tag (`git describe --tags
+//!   --abbrev=0`, or of `HEAD^` when HEAD itself is tagged), else — a clone
+//!   without tags, which is every fresh clone — the pinned commit
+//!   [`PREVIOUS_RELEASE`], so it never skips. Its `istio-cni` is built once per commit into
 //!   `$XDG_CACHE_HOME/istio-cni-rs/builds/<sha>/` (else `~/.cache/...`):
 //!   `git archive <sha>` unpacked to `src/`, then `cargo build -p istio-cni
 //!   --offline` (online if the lockfile needs more) with `CARGO_TARGET_DIR`
@@ -49,13 +51,14 @@ use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use serde_json::Value;
 
+use crate::deploy::NodeAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::error::Context;
 use crate::fixtures::{self, CONFLIST_VERSIONS, POD_SHAPES, POD_VERSIONS};
 use crate::race::{
-    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, start_agent, validation_exits,
-    wait, wait_pod,
+    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, validation_exits, wait,
+    wait_pod,
 };
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
 
@@ -78,14 +81,27 @@ pub fn scenarios() -> Vec<Scenario> {
             move |env, rec| conflist(env, rec, v),
         ));
     }
-    let reference = previous_ref();
-    let name = format!("skew/release/{}-plugin", reference.as_deref().unwrap_or("previous"));
     out.push(Scenario::new(
-        name,
+        "skew/release/previous-plugin",
         "the current agent installing the previous release's plugin: a meshed pod gets the same rules, validation passes",
-        move |env, rec| release_plugin(env, rec, reference.as_deref()),
+        |env, rec| {
+            let (reference, from) = previous_ref();
+            release_plugin(env, rec, &reference, from)
+        },
     ));
     out
+}
+
+/// Starts the agent from `manifest` on [`NODE`] as a node process and waits
+/// for its install.
+fn start_agent(
+    env: &Env,
+    cluster: &Cluster,
+    manifest: &istio_cni_agent::manifest::Manifest,
+) -> Result<NodeAgent, Stop> {
+    let mut agent = NodeAgent::start(env, cluster, NODE, manifest, &[])?;
+    agent.wait_installed(Duration::from_secs(30))?;
+    Ok(agent)
 }
 
 // ---- rules -----------------------------------------------------------------
@@ -408,13 +424,29 @@ fn git(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// `$ISTIO_CNI_SKEW_REF`, else the newest tag before HEAD.
-pub fn previous_ref() -> Option<String> {
+/// The previous release when no tag says so: the last commit before the
+/// agent crate was added (`v0.1.0` was the plugin alone, without an agent).
+/// A fresh clone carries no tags, so without this pin the release pairing
+/// could not run on one.
+pub const PREVIOUS_RELEASE: &str = "f2a4d970ebb72e4192c73560ffccd544f856b061";
+
+/// The previous release to build and where that choice came from:
+/// `$ISTIO_CNI_SKEW_REF`, else the newest tag before HEAD, else
+/// [`PREVIOUS_RELEASE`].
+pub fn previous_ref() -> (String, &'static str) {
     if let Ok(r) = std::env::var("ISTIO_CNI_SKEW_REF")
         && !r.is_empty()
     {
-        return Some(r);
+        return (r, "$ISTIO_CNI_SKEW_REF");
     }
+    match previous_tag() {
+        Some(tag) => (tag, "the newest tag before HEAD"),
+        None => (PREVIOUS_RELEASE.to_string(), "the pinned commit (no tag in this clone)"),
+    }
+}
+
+/// The newest tag before HEAD, if the clone has tags.
+fn previous_tag() -> Option<String> {
     let tag = git(&["describe", "--tags", "--abbrev=0"])?;
     let head = git(&["rev-parse", "HEAD"])?;
     if git(&["rev-parse", &format!("{tag}^{{commit}}")]).as_deref() == Some(head.as_str()) {
@@ -523,15 +555,18 @@ pub fn plugin_at(sha: &str) -> Result<(PathBuf, Option<Built>), Stop> {
     ))
 }
 
-fn release_plugin(env: &Env, rec: &mut Record, reference: Option<&str>) -> Step {
+fn release_plugin(env: &Env, rec: &mut Record, reference: &str, from: &str) -> Step {
     if !env.is_local() {
         return skip("installs a locally built plugin on the node: embedded cluster only");
     }
-    let Some(reference) = reference else {
-        return skip("no previous release: no git tag before HEAD and ISTIO_CNI_SKEW_REF unset");
-    };
-    let sha = git(&["rev-parse", &format!("{reference}^{{commit}}")])
-        .ok_or_else(|| Stop::Fail(format!("{reference} is not a commit of {}", repo_dir().display())))?;
+    let sha = git(&["rev-parse", &format!("{reference}^{{commit}}")]).ok_or_else(|| {
+        Stop::Fail(format!(
+            "the previous release {reference} ({from}) is not a commit of {} (a shallow clone? fetch it, or set \
+             ISTIO_CNI_SKEW_REF)",
+            repo_dir().display()
+        ))
+    })?;
+    rec.note(format!("previous release: {reference} ({from}), commit {sha}"));
     let (old_plugin, built) = plugin_at(&sha)?;
     match built {
         Some(b) => rec.note(format!(
@@ -597,11 +632,17 @@ mod tests {
         assert!(names.contains(&"skew/istio-1.28/classic".to_string()));
         assert!(names.contains(&"skew/istio-1.30/tproxy".to_string()));
         assert!(names.contains(&"skew/conflist/istio-1.20".to_string()));
-        assert!(
-            names
-                .iter()
-                .any(|n| n.starts_with("skew/release/") && n.ends_with("-plugin"))
-        );
+        assert!(names.contains(&"skew/release/previous-plugin".to_string()));
+    }
+
+    #[test]
+    fn the_previous_release_is_always_named() {
+        let (reference, from) = previous_ref();
+        assert!(!reference.is_empty(), "{from}");
+        // A clone without tags falls back to the pinned commit.
+        if std::env::var_os("ISTIO_CNI_SKEW_REF").is_none() && previous_tag().is_none() {
+            assert_eq!(reference, PREVIOUS_RELEASE);
+        }
     }
 
     #[test]

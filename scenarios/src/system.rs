@@ -82,6 +82,8 @@ pub struct Install {
     pub set: Vec<String>,
     /// A platform's value profile (its CNI dirs and settings).
     pub platform: Option<Platform>,
+    /// Values documents (origin, YAML text), applied before the `--set`s.
+    pub values: Vec<(String, String)>,
 }
 
 impl Install {
@@ -94,25 +96,26 @@ impl Install {
     pub fn set(values: &[&str]) -> Install {
         Install {
             set: values.iter().map(|s| s.to_string()).collect(),
-            platform: None,
+            ..Install::default()
         }
     }
 
     /// `platform`'s profile.
     pub fn platform(platform: Option<Platform>) -> Install {
         Install {
-            set: Vec::new(),
             platform,
+            ..Install::default()
         }
     }
 
     fn is_default(&self) -> bool {
-        self.set.is_empty() && self.platform.is_none()
+        self.set.is_empty() && self.platform.is_none() && self.values.is_empty()
     }
 
     /// `chained=false, platform k3s`, for messages.
     fn describe(&self) -> String {
-        let mut parts = self.set.clone();
+        let mut parts: Vec<String> = self.values.iter().map(|(origin, _)| origin.clone()).collect();
+        parts.extend(self.set.iter().cloned());
         if let Some(p) = self.platform {
             parts.push(format!("platform {p}"));
         }
@@ -223,6 +226,11 @@ impl System {
                 let manifest = Manifest::resolve(&Inputs {
                     set: install.set.clone(),
                     platform: install.platform,
+                    values: install
+                        .values
+                        .iter()
+                        .map(|(origin, text)| istio_cni_agent::manifest::Source::new(origin.clone(), text.clone()))
+                        .collect(),
                     ..Default::default()
                 })
                 .map_err(|e| Stop::Fail(format!("the agent manifest with {}: {e}", install.describe())))?;
@@ -356,6 +364,11 @@ fn helm_template(dir: &Path, values: &[PathBuf], set: &[String], install: &Insta
         std::fs::write(&profile, platform.profile().to_string())
             .map_err(|e| Stop::Fail(format!("writing {}: {e}", profile.display())))?;
         cmd.arg("--values").arg(&profile);
+    }
+    for (i, (origin, text)) in install.values.iter().enumerate() {
+        let file = scratch.join(format!("values-{i}.yaml"));
+        std::fs::write(&file, text).map_err(|e| Stop::Fail(format!("writing {origin} to {}: {e}", file.display())))?;
+        cmd.arg("--values").arg(&file);
     }
     for value in set.iter().chain(&install.set) {
         cmd.arg("--set").arg(value);
