@@ -844,7 +844,12 @@ fn ordering(env: &Env, rec: &mut Record) -> Step {
     rec.mark("node ready");
     // The agent's own pod is networked by the primary: it rolls out first,
     // with istio-cni standalone (chained=false, as for multus).
-    let agent = DaemonSetAgent::deploy(env, &cluster, &lifecycle::manifest(env, &["chained=false"], false)?.install, rec)?;
+    let agent = DaemonSetAgent::deploy(
+        env,
+        &cluster,
+        &lifecycle::manifest(env, &["chained=false"], false)?.install,
+        rec,
+    )?;
     rec.mark("istio-cni standalone config installed");
     let node = cluster
         .local()?

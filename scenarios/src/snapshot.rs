@@ -4,7 +4,7 @@
 //!
 //! - **set**: a YAML file in `fixtures/annotation-sets/` (see its README):
 //!   annotations, labels, proxy env and uid/gid applied to Istio's injected pod.
-//! - **backend**: `nft` is the agent's DaemonSet with `global.nativeNftables=true`
+//! - **backend**: `nft` is the agent installed with `global.nativeNftables=true`
 //!   (the plugin config's `native_nftables`). `iptables-nft` is a stock node:
 //!   the plugin's detection (`iptables-legacy` only if the pod netns already
 //!   has legacy rules, else `iptables-nft`) picks nft-based iptables.
@@ -31,17 +31,17 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::daemonset::{AgentPods, DaemonSetAgent};
+use crate::deploy::NodeAgent;
 use crate::env::Env;
 use crate::error::Context;
 use crate::scenario::{Outcome, Record, Scenario, Stop};
-use crate::system::Install;
 
 /// The diagnostics block holding a passed scenario's normalized rules.
 pub const SNAPSHOT_DIAG: &str = "snapshot";
@@ -455,8 +455,8 @@ impl Drop for LegacyTools {
 pub struct Rig {
     pub backend: RuleBackend,
     pub family: Family,
-    // Dropped in this order: the cluster (the agent's DaemonSet with it), then the tools.
-    agent: AgentPods,
+    // Dropped in this order: the agent, then the cluster, then the tools.
+    agent: NodeAgent,
     cluster: Cluster,
     _tools: Option<LegacyTools>,
 }
@@ -487,11 +487,18 @@ impl Rig {
             ..ClusterSpec::default()
         })?;
         record.mark("cluster up");
-        let install = match backend {
-            RuleBackend::Nft => Install::set(&["global.nativeNftables=true"]),
-            _ => Install::defaults(),
+        let set = match backend {
+            RuleBackend::Nft => vec!["global.nativeNftables=true".to_string()],
+            _ => Vec::new(),
         };
-        let agent = DaemonSetAgent::deploy(env, &cluster, &install, record)?.leave();
+        let manifest = Manifest::resolve(&Inputs {
+            set,
+            ..Default::default()
+        })
+        .map_err(|e| Stop::Fail(format!("the agent manifest: {e}")))?;
+        let mut agent = NodeAgent::start(env, &cluster, NODE, &manifest, &[])?;
+        let took = agent.wait_installed(Duration::from_secs(30))?;
+        record.mark(format!("agent installed ({} ms)", took.as_millis()));
         Ok(Rig {
             backend,
             family,
@@ -533,7 +540,7 @@ impl Rig {
         let pod = match wait {
             Ok(pod) => pod,
             Err(e) => {
-                record.diag("agent and plugin log", self.agent.logs(&self.cluster, NODE));
+                record.diag("agent and plugin log", crate::failure::strip_ansi(&self.agent.logs()));
                 return Err(e);
             }
         };
@@ -587,8 +594,7 @@ impl Rig {
                 record.diag(format!("{what}: in the pod"), got.clone());
                 record.diag(format!("{what}: istio-cni render, restored"), want.clone());
             }
-            record.diag("agent log", self.agent.logs(&self.cluster, NODE));
-            record.diag("agent pods", self.agent.states(&self.cluster));
+            record.diag("agent log", self.agent.logs());
             let what: Vec<&str> = mismatches.iter().map(|m| m.0).collect();
             return Err(Stop::Fail(format!(
                 "the pod's rules differ from istio-cni render ({})",
@@ -596,7 +602,7 @@ impl Rig {
             )));
         }
         if let Err(e) = self.check_other_backends(&read) {
-            record.diag("agent log", self.agent.logs(&self.cluster, NODE));
+            record.diag("agent log", self.agent.logs());
             return Err(e);
         }
         let routing = policy_routing(&read, want_v6)?;
@@ -607,7 +613,7 @@ impl Rig {
         // own tools: a note, since its rules would not be the plugin's.
         let repaired = self
             .agent
-            .logs(&self.cluster, NODE)
+            .logs()
             .lines()
             .any(|l| l.contains("Repairing pod") && l.contains(&format!("pod={NAMESPACE}/{name} ")));
         if repaired {

@@ -29,10 +29,10 @@ use serde_json::json;
 
 use crate::ensure;
 use crate::env::Env;
-use crate::system::Install;
 use crate::fixtures;
 use crate::race::{has_rules, netns_rules, pod_summary, running, validation_exits};
 use crate::scenario::{Record, Scenario, Step, Stop};
+use crate::system::Install;
 use watch::Seen;
 
 /// Where the app pods live.
@@ -139,7 +139,11 @@ pub fn manifest(env: &Env, set: &[&str], gated: bool) -> Result<Planned, Stop> {
     };
     let install = Install {
         set: inputs.set.clone(),
-        values: inputs.values.iter().map(|v| (v.origin.clone(), v.text.clone())).collect(),
+        values: inputs
+            .values
+            .iter()
+            .map(|v| (v.origin.clone(), v.text.clone()))
+            .collect(),
         ..Install::default()
     };
     let resolved = Manifest::resolve(&inputs).map_err(|e| {
