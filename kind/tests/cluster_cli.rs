@@ -92,7 +92,7 @@ fn a_failed_unprivileged_up_leaves_nothing_behind() {
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
     let bin = scratch.join("istio-cni-cluster");
-    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni-cluster"), &bin).unwrap();
+    testkit::place_exe(env!("CARGO_BIN_EXE_istio-cni-cluster").as_ref(), &bin).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)

@@ -40,7 +40,7 @@ fn the_bridge_result_comes_back_unchanged_in_each_version() {
     let node = &cluster.local().unwrap().nodes()[0];
     let scratch = Scratch::new("chain");
     let bin = scratch.path().to_path_buf();
-    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), bin.join("istio-cni")).unwrap();
+    testkit::place_exe(env!("CARGO_BIN_EXE_istio-cni").as_ref(), &bin.join("istio-cni")).unwrap();
     let mut dirs = node.bin_dirs();
     dirs.push(bin.clone());
     let runner = Runner::new(dirs, bin.join("cache")).in_netns(node.netns().clone());

@@ -34,7 +34,7 @@ fn injected_args(uid: u32, timeout: &str) -> Vec<String> {
 fn shared_binary() -> (Scratch, PathBuf) {
     let dir = Scratch::new("validate");
     let bin = dir.join("istio-cni");
-    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), &bin).unwrap();
+    testkit::place_exe(env!("CARGO_BIN_EXE_istio-cni").as_ref(), &bin).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)

@@ -33,3 +33,19 @@ pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
     assert!(bin.is_file(), "{} is still missing after the build", bin.display());
     bin
 }
+
+/// Puts the executable `from` at `to` so it can be run at once: a hard link
+/// where both are on one filesystem, else a copy. A copy made while other
+/// test threads fork can fail to exec with "Text file busy": a forked child
+/// holds the copy's write descriptor until it execs itself. A link has no
+/// such descriptor.
+pub fn place_exe(from: &Path, to: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(to);
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) || e.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::copy(from, to).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}

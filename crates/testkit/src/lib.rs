@@ -7,7 +7,8 @@
 //! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
 //!   failing test can print.
-//! - [`workspace_bin`]: another package's binary, built when missing.
+//! - [`workspace_bin`]: another package's binary, built when missing;
+//!   [`place_exe`]: an executable put elsewhere, runnable at once.
 //! - [`pods`]: a pod's phase, its `istio-validation` exits, app restarts.
 
 mod bins;
@@ -16,7 +17,7 @@ mod kubectl;
 pub mod pods;
 mod scratch;
 
-pub use bins::workspace_bin;
+pub use bins::{place_exe, workspace_bin};
 pub use gate::{Need, gate, skip};
 pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
 pub use scratch::Scratch;

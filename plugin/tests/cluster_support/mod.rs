@@ -31,7 +31,11 @@ pub fn cluster_with_istio_cni() -> Cluster {
     .unwrap();
     let local = cluster.local().unwrap();
     let node = &local.nodes()[0];
-    std::fs::copy(env!("CARGO_BIN_EXE_istio-cni"), node.bin_dir().join("istio-cni")).unwrap();
+    testkit::place_exe(
+        env!("CARGO_BIN_EXE_istio-cni").as_ref(),
+        &node.bin_dir().join("istio-cni"),
+    )
+    .unwrap();
     let run_dir = node.istio_run_dir();
     std::fs::create_dir_all(&run_dir).unwrap();
     let kubeconfig = local.node_kubeconfig(&local.api().admin_token());
