@@ -905,6 +905,25 @@ async fn rbac_cluster_roles_role_bindings_and_authentication() {
     );
 }
 
+/// Logs in one file, as the kubelet keeps them; `forgotten` as after the
+/// pod's teardown.
+struct FileLogs {
+    file: std::path::PathBuf,
+    forgotten: std::sync::atomic::AtomicBool,
+}
+
+impl istio_cni_kind::apiserver::LogSource for FileLogs {
+    fn logs(&self, _: &str, pod: &str, _: &str, previous: bool) -> Option<String> {
+        let gone = self.forgotten.load(std::sync::atomic::Ordering::SeqCst);
+        (pod == "q" && !previous && !gone).then(|| std::fs::read_to_string(&self.file).ok())?
+    }
+
+    fn open(&self, _: &str, pod: &str, _: &str) -> Option<std::fs::File> {
+        let gone = self.forgotten.load(std::sync::atomic::Ordering::SeqCst);
+        (pod == "q" && !gone).then(|| std::fs::File::open(&self.file).ok())?
+    }
+}
+
 #[tokio::test]
 async fn pod_logs_and_binding() {
     let s = server().await;
@@ -988,6 +1007,41 @@ async fn pod_logs_and_binding() {
         None,
         "stream ends"
     );
+
+    // A source keeping logs in files: the follower reads through its open
+    // handle, so the last line survives the source forgetting the pod and
+    // the pod's removal (a SIGTERM handler's goodbye, then gone).
+    let dir = testkit::Scratch::new("follow-logs");
+    let file = dir.join("0.log");
+    std::fs::write(&file, "hello\n").unwrap();
+    let files = Arc::new(FileLogs {
+        file: file.clone(),
+        forgotten: std::sync::atomic::AtomicBool::new(false),
+    });
+    s.set_log_source(files.clone());
+    pods.create(&PostParams::default(), &pod("q", None, &[])).await.unwrap();
+    let mut lines = pods.log_stream("q", &follow).await.unwrap().lines();
+    assert_eq!(lines.try_next().await.unwrap().as_deref(), Some("hello"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"got SIGTERM\n"))
+        .unwrap();
+    files.forgotten.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::fs::remove_file(&file).unwrap();
+    pods.delete("q", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut rest = Vec::new();
+        while let Some(line) = lines.try_next().await.unwrap() {
+            rest.push(line);
+        }
+        rest
+    })
+    .await
+    .expect("the stream ends with the pod");
+    assert_eq!(rest, ["got SIGTERM"]);
 
     // The binding subresource assigns a node once.
     pods.create(&PostParams::default(), &pod("unscheduled", None, &[]))

@@ -130,11 +130,28 @@ pub(super) fn remove_leftovers(
     if let Err(e) = harness.delete() {
         leftovers.push(not_removed("harness netns".into(), e.into()));
     }
-    match std::fs::remove_dir_all(root) {
+    match remove_tree(root) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             leftovers.push(not_removed(root.display().to_string(), e.into()))
         }
         _ => {}
+    }
+}
+
+/// Removes `root` and everything under it. A blocking call of the cluster
+/// (a plugin's IPAM write, a sandbox removal) that aborting its task could
+/// not stop may still add a file while the tree goes: then the removal is
+/// tried again, a bounded number of times.
+fn remove_tree(root: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done => return done,
+        }
     }
 }
 

@@ -52,4 +52,8 @@ impl LogSource for PodLogs {
         };
         std::fs::read_to_string(file).ok()
     }
+
+    fn open(&self, namespace: &str, pod: &str, container: &str) -> Option<std::fs::File> {
+        std::fs::File::open(self.current_file(namespace, pod, container)?).ok()
+    }
 }

@@ -132,6 +132,10 @@ impl LogSource for Streaming {
     fn logs(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String> {
         self.logs.logs(namespace, pod, container, previous)
     }
+
+    fn open(&self, namespace: &str, pod: &str, container: &str) -> Option<std::fs::File> {
+        self.logs.open(namespace, pod, container)
+    }
 }
 
 impl PodStreams for Streaming {

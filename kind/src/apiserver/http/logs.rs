@@ -12,6 +12,14 @@ pub trait LogSource: Send + Sync {
     /// For `follow=true` the server polls this and streams what was appended,
     /// until the container terminates, the pod is deleted or the client leaves.
     fn logs(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String>;
+
+    /// The current instance's log opened for reading from its start, when
+    /// the source keeps it in a file. A follower reads through this handle,
+    /// so what a container writes just before its pod goes away (a SIGTERM
+    /// handler's last line) still reaches the client. `None`: poll `logs`.
+    fn open(&self, _namespace: &str, _pod: &str, _container: &str) -> Option<std::fs::File> {
+        None
+    }
 }
 
 /// A [`LogSource`] kept in memory: set or append text per container.

@@ -715,11 +715,26 @@ impl Ctx<'_> {
                 None => Some(String::new()),
             }
         };
-        let Some(text) = fetch() else {
+        let Some(mut text) = fetch() else {
             return Err(ApiError::bad_request(format!(
                 "container \"{container}\" in pod \"{name}\" is waiting to start: no logs available"
             )));
         };
+        // A follower reads through an open handle where the source has one:
+        // the last lines survive the pod's removal.
+        let mut appended = Appended {
+            file: None,
+            partial: Vec::new(),
+            sent: text.len(),
+            fetch: Box::new(fetch),
+        };
+        if follow && !previous {
+            if let Some(file) = source.as_ref().and_then(|s| s.open(&ns, &name, &container)) {
+                appended.file = Some(file);
+                appended.sent = 0;
+                text = appended.next().unwrap_or_default();
+            }
+        }
         let first = {
             let t = match tail {
                 Some(n) => logs::tail_lines(&text, usize::try_from(n).unwrap_or(usize::MAX)),
@@ -734,13 +749,12 @@ impl Ctx<'_> {
         if !follow || previous {
             return Ok(text_response(Body::from(first)));
         }
-        // Follow: poll the source and stream what is appended until the
-        // container terminates, the pod goes away or the client leaves.
+        // Follow: stream what is appended until the container terminates,
+        // the pod goes away or the client leaves; then what is left.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         let store = self.app.store.clone();
         let poll = self.app.log_poll_interval;
         tokio::spawn(async move {
-            let mut sent = text.len();
             if tx.send(Ok(Bytes::from(first))).await.is_err() {
                 return;
             }
@@ -749,28 +763,56 @@ impl Ctx<'_> {
                     () = tokio::time::sleep(poll) => {}
                     () = tx.closed() => return,
                 }
-                let Some(now) = fetch() else { return };
-                if now.len() < sent {
-                    sent = 0; // rotated or restarted: start over
-                }
-                if now.len() > sent && now.is_char_boundary(sent) {
-                    if tx.send(Ok(Bytes::from(now[sent..].to_string()))).await.is_err() {
-                        return;
-                    }
-                    sent = now.len();
-                }
-                let Ok(pod) = store.get(ids::PODS, &ns, &name) else {
+                let ended = store
+                    .get(ids::PODS, &ns, &name)
+                    .map_or(true, |pod| pod::container_terminated(&pod, &container));
+                let Some(more) = appended.next() else { return };
+                if !more.is_empty() && tx.send(Ok(Bytes::from(more))).await.is_err() {
                     return;
-                };
-                if pod::container_terminated(&pod, &container) {
-                    if let Some(last) = fetch().filter(|l| l.len() > sent && l.is_char_boundary(sent)) {
-                        let _ = tx.send(Ok(Bytes::from(last[sent..].to_string()))).await;
-                    }
+                }
+                if ended {
                     return;
                 }
             }
         });
         Ok(text_response(Body::from_stream(ReceiverStream::new(rx))))
+    }
+}
+
+/// What a log follower reads next: the text appended since the last call,
+/// from an open file (bytes of a cut character wait for the rest) or by
+/// polling the source. `None` once the source no longer has the log.
+struct Appended {
+    file: Option<std::fs::File>,
+    partial: Vec<u8>,
+    sent: usize,
+    fetch: Box<dyn Fn() -> Option<String> + Send>,
+}
+
+impl Appended {
+    fn next(&mut self) -> Option<String> {
+        use std::io::Read;
+        if let Some(file) = &mut self.file {
+            let mut bytes = std::mem::take(&mut self.partial);
+            file.read_to_end(&mut bytes).ok()?;
+            let whole = match std::str::from_utf8(&bytes) {
+                Ok(_) => bytes.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => bytes.len(), // invalid, not cut: pass it on replaced
+            };
+            self.partial = bytes.split_off(whole);
+            return Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        let now = (self.fetch)()?;
+        if now.len() < self.sent {
+            self.sent = 0; // rotated or restarted: start over
+        }
+        if now.len() > self.sent && now.is_char_boundary(self.sent) {
+            let more = now[self.sent..].to_string();
+            self.sent = now.len();
+            return Some(more);
+        }
+        Some(String::new())
     }
 }
 
