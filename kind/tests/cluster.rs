@@ -543,7 +543,18 @@ fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
     ) {
         return;
     }
-    let local = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    // The node shells' default image, as an (empty) image directory: its
+    // commands run the machine's binaries.
+    let shell_image = testkit::Scratch::new("node-shell-image");
+    let local = Cluster::create(ClusterSpec {
+        images: images().add_dir(
+            istio_cni_kind::cluster::node_shell::DEFAULT_IMAGE,
+            shell_image.path(),
+            &[],
+        ),
+        ..spec(1, Profile::Ptp)
+    })
+    .unwrap();
     create_pod(
         &local,
         json!({"metadata": {"name": "hello"}, "spec": {"restartPolicy": "Never", "containers": [
@@ -579,22 +590,62 @@ fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(logs.contains("hello from the pod"), "{logs:?}");
-    for error in [
-        existing.iptables_save("default", "hello").unwrap_err(),
-        existing.node_exec("node-0", &["true"]).unwrap_err(),
-        existing.local().err().unwrap(),
-    ] {
+    // Commands on a node go through a node shell: a privileged hostPID pod
+    // bound to the node, exec'd through the API server, entering pid 1's
+    // namespaces. On this embedded cluster pid 1 is the machine's (and a
+    // sandboxed machine may refuse entering it), so what is checked is the
+    // mechanism: the shell, the exec, the output or the command's own error.
+    let entered = existing.node_exec("node-0", &["echo", "from", "the shell"]);
+    let shells = local
+        .block_on(
+            kube::Api::<Pod>::namespaced(local.client(), "default")
+                .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=istio-cni-node-shell")),
+        )
+        .unwrap();
+    assert_eq!(shells.items.len(), 1, "one shell for the node");
+    let shell = &shells.items[0];
+    let shell_spec = shell.spec.as_ref().unwrap();
+    assert_eq!(shell_spec.node_name.as_deref(), Some("node-0"));
+    assert_eq!(shell_spec.host_pid, Some(true));
+    if std::fs::read_link("/proc/1/ns/ipc").is_ok() {
+        assert_eq!(entered.unwrap(), "from the shell\n");
+        // A failing command is an error naming it, the node and its stderr.
+        let failed = existing
+            .node_exec("node-0", &["sh", "-c", "echo broken >&2; exit 3"])
+            .unwrap_err();
+        assert!(matches!(failed, ClusterError::Exec { .. }), "{failed:?}");
+        let message = failed.to_string();
         assert!(
-            matches!(error, ClusterError::Unsupported { target: "existing", .. }),
-            "{error:?}"
+            message.contains("on node node-0") && message.contains("broken"),
+            "{message}"
         );
+    } else {
+        // The shell ran nsenter, which said why it could not go on.
+        let refused = entered.unwrap_err();
+        assert!(matches!(refused, ClusterError::Exec { .. }), "{refused:?}");
+        let message = refused.to_string();
         assert!(
-            error.to_string().contains("is not supported on existing clusters: "),
-            "{error}"
+            message.contains("on node node-0") && message.contains("/proc/1/ns/"),
+            "{message}"
         );
     }
+    // The embedded node has no crictl: a pod's netns is out of reach, and
+    // the error says which command failed where.
+    let unreachable = existing.iptables_save("default", "hello").unwrap_err().to_string();
+    assert!(
+        unreachable.contains("crictl") && unreachable.contains("on node node-0"),
+        "{unreachable}"
+    );
+    let error = existing.local().err().unwrap();
+    assert!(
+        matches!(error, ClusterError::Unsupported { target: "existing", .. }),
+        "{error:?}"
+    );
     existing.delete().unwrap();
-    // Deleting the handle leaves the cluster alone.
+    // Deleting the handle deletes its node shells and leaves the rest alone.
+    let shell_name = shell.metadata.name.clone().unwrap();
+    let gone = local.block_on(kube::Api::<Pod>::namespaced(local.client(), "default").get_opt(&shell_name));
+    assert!(gone.unwrap().is_none(), "shell {shell_name} still there");
     local
         .wait_for_pod("default", "hello", Duration::from_secs(5), running)
         .unwrap();

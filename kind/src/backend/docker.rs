@@ -118,21 +118,45 @@ pub fn node_exec_cmd(node: &str, argv: &[&str]) -> Cmd {
 
 /// The pod's ready sandbox ids, by the UID label kubelet puts on it.
 pub fn pod_sandbox_cmd(node: &str, pod_uid: &str) -> Cmd {
-    let label = format!("io.kubernetes.pod.uid={pod_uid}");
-    node_exec_cmd(node, &["crictl", "pods", "--label", &label, "--state", "ready", "-q"])
+    on(node, pod_sandbox_argv(pod_uid))
 }
 
 /// The sandbox's status and runtime info (JSON).
 pub fn inspect_sandbox_cmd(node: &str, sandbox: &str) -> Cmd {
-    node_exec_cmd(node, &["crictl", "inspectp", "-o", "json", sandbox])
+    on(node, inspect_sandbox_argv(sandbox))
 }
 
 /// `argv` in the network namespace of process `pid` on the node.
 pub fn nsenter_cmd(node: &str, pid: u32, argv: &[&str]) -> Cmd {
-    let target = pid.to_string();
-    let mut all = vec!["nsenter", "--target", &target, "--net", "--"];
-    all.extend_from_slice(argv);
-    node_exec_cmd(node, &all)
+    on(node, nsenter_argv(&pid.to_string(), argv))
+}
+
+fn on(node: &str, argv: Vec<String>) -> Cmd {
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    node_exec_cmd(node, &argv)
+}
+
+/// On a node: the ready sandbox ids of the pod with this UID (the label
+/// kubelet puts on a sandbox), one per line.
+pub fn pod_sandbox_argv(pod_uid: &str) -> Vec<String> {
+    let label = format!("io.kubernetes.pod.uid={pod_uid}");
+    ["crictl", "pods", "--label", &label, "--state", "ready", "-q"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// On a node: a sandbox's status and runtime info (JSON).
+pub fn inspect_sandbox_argv(sandbox: &str) -> Vec<String> {
+    ["crictl", "inspectp", "-o", "json", sandbox].map(String::from).to_vec()
+}
+
+/// On a node: `argv` in the network namespace of process `pid`.
+pub fn nsenter_argv(pid: &str, argv: &[&str]) -> Vec<String> {
+    ["nsenter", "--target", pid, "--net", "--"]
+        .iter()
+        .chain(argv)
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// The pause pid of `crictl inspectp -o json` (containerd's `.info.pid`).

@@ -67,13 +67,13 @@ impl NodeAccess for DockerNodes {
             .map_err(ClusterError::exec(argv, format!("in pod {namespace}/{pod}")))
     }
 
-    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+    fn node_exec(&self, _: &Connection, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
         DockerNodes::node_exec(self, node, argv)
             .map(|out| out.stdout)
             .map_err(ClusterError::exec(argv, format!("on node {node}")))
     }
 
-    fn delete(self) -> Result<(), ClusterError> {
+    fn delete(self, _: &Connection) -> Result<(), ClusterError> {
         DockerNodes::delete(self).map_err(|e| ClusterError::Teardown(Leftovers(vec![e.into()])))
     }
 }

@@ -1,23 +1,21 @@
 //! The `existing` target: a running cluster reached through its
-//! kubeconfig. Nothing is created or deleted, and its nodes are out of reach.
+//! kubeconfig. Nothing is created or deleted but node shells, through
+//! which commands reach its nodes ([`NodeShells`]).
 
 use std::path::Path;
 
+use super::node_shell::NodeShells;
 use super::remote::{Connection, NodeAccess, RemoteProvider};
 use super::{ClusterError, ClusterSpec};
 use crate::backend::env::PlanEnv;
 use crate::backend::existing::{self, ExistingSpec};
 use crate::backend::images::ImageBuild;
 
-/// Why nothing runs on the nodes of an existing cluster.
-const NO_NODE_ACCESS: &str = "the harness has no access to its nodes (kind and k3s run theirs in Docker); \
-                              use a privileged hostNetwork/hostPID debug pod there";
-
-/// The nodes of an existing cluster: out of the harness's reach.
-pub(super) struct Unreachable;
+/// The nodes of an existing cluster, reached through node shells.
+pub(super) type Nodes = NodeShells;
 
 /// A checked existing cluster.
-pub(super) type ExistingProvider = RemoteProvider<Unreachable>;
+pub(super) type ExistingProvider = RemoteProvider<Nodes>;
 
 /// Checks the cluster of `kubeconfig` (and pushes the images to
 /// `registry`, when there is one).
@@ -26,6 +24,7 @@ pub(super) fn start(
     kubeconfig: &Path,
     registry: &Option<String>,
     images: &[ImageBuild],
+    node_shell_image: Option<String>,
 ) -> Result<ExistingProvider, ClusterError> {
     let existing = ExistingSpec {
         registry: registry.clone(),
@@ -33,32 +32,30 @@ pub(super) fn start(
         ..ExistingSpec::new(kubeconfig)
     };
     let context = existing::start(&existing, &PlanEnv::detect_workspace())?;
-    RemoteProvider::connect(Unreachable, context.kubeconfig, spec.images.clone(), registry.clone())
+    RemoteProvider::connect(
+        NodeShells::new(node_shell_image),
+        context.kubeconfig,
+        spec.images.clone(),
+        registry.clone(),
+    )
 }
 
-impl NodeAccess for Unreachable {
+impl NodeAccess for NodeShells {
     fn target(&self) -> &'static str {
         "existing"
     }
 
-    fn in_pod(&self, _: &Connection, _: &str, _: &str, _: &[&str]) -> Result<String, ClusterError> {
-        Err(ClusterError::Unsupported {
-            target: self.target(),
-            what: "running commands in a pod's netns",
-            why: NO_NODE_ACCESS,
-        })
+    fn in_pod(&self, api: &Connection, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        let (node, uid) = api.placement(namespace, pod)?;
+        self.pod_exec(api, &node, &uid, argv)
     }
 
-    fn node_exec(&self, _: &str, _: &[&str]) -> Result<String, ClusterError> {
-        Err(ClusterError::Unsupported {
-            target: self.target(),
-            what: "running commands on nodes",
-            why: NO_NODE_ACCESS,
-        })
+    fn node_exec(&self, api: &Connection, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
+        NodeShells::node_exec(self, api, node, argv)
     }
 
-    /// The cluster is left as it is.
-    fn delete(self) -> Result<(), ClusterError> {
-        Ok(())
+    /// The cluster is left as it is, but for the node shells this run started.
+    fn delete(self, api: &Connection) -> Result<(), ClusterError> {
+        NodeShells::delete(&self, api)
     }
 }

@@ -24,6 +24,7 @@ mod error;
 mod existing;
 mod local;
 mod membership;
+pub mod node_shell;
 mod provider;
 mod reaper;
 mod remote;
@@ -85,6 +86,10 @@ pub enum Target {
         registry: Option<String>,
         /// Images to build and push (only with a registry).
         images: Vec<ImageBuild>,
+        /// The image of the node shells through which commands reach its
+        /// nodes; `None`: `ISTIO_CNI_NODE_SHELL_IMAGE`, else Debian's slim
+        /// image ([`node_shell`]).
+        node_shell_image: Option<String>,
     },
 }
 
@@ -117,6 +122,7 @@ impl Target {
             kubeconfig: kubeconfig.into(),
             registry: None,
             images: Vec::new(),
+            node_shell_image: None,
         }
     }
 
@@ -255,7 +261,14 @@ impl Cluster {
                 kubeconfig,
                 registry,
                 images,
-            } => Box::new(existing::start(&spec, kubeconfig, registry, images)?),
+                node_shell_image,
+            } => Box::new(existing::start(
+                &spec,
+                kubeconfig,
+                registry,
+                images,
+                node_shell_image.clone(),
+            )?),
         };
         Ok(Cluster { provider })
     }
@@ -376,8 +389,8 @@ impl Cluster {
         self.provider.iptables_save(namespace, pod)
     }
 
-    /// Runs `argv` on a node (local: in its netns; kind/k3s: `docker exec`);
-    /// its stdout. Not on `existing` clusters.
+    /// Runs `argv` on a node (local: in its netns; kind/k3s: `docker exec`;
+    /// existing: in a node shell, [`node_shell`]); its stdout.
     pub fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
         self.provider.node_exec(node, argv)
     }

@@ -23,10 +23,10 @@ pub(super) trait NodeAccess: Send + Sync {
     fn in_pod(&self, api: &Connection, namespace: &str, pod: &str, argv: &[&str]) -> Result<String, ClusterError>;
 
     /// `argv` on `node`; its stdout.
-    fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError>;
+    fn node_exec(&self, api: &Connection, node: &str, argv: &[&str]) -> Result<String, ClusterError>;
 
-    /// Deletes what this run started.
-    fn delete(self) -> Result<(), ClusterError>;
+    /// Deletes what this run started (while the connection still serves).
+    fn delete(self, api: &Connection) -> Result<(), ClusterError>;
 }
 
 /// A running kind, k3s or existing cluster.
@@ -80,13 +80,12 @@ impl<N: NodeAccess> Provider for RemoteProvider<N> {
     }
 
     fn node_exec(&self, node: &str, argv: &[&str]) -> Result<String, ClusterError> {
-        self.nodes.node_exec(node, argv)
+        self.nodes.node_exec(&self.connection, node, argv)
     }
 
     fn delete(self: Box<Self>) -> Result<(), ClusterError> {
         let RemoteProvider { connection, nodes } = *self;
-        drop(connection);
-        nodes.delete()
+        nodes.delete(&connection)
     }
 }
 
@@ -134,6 +133,16 @@ impl Connection {
     fn runnable_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
         let image = self.image_ref(crate::backend::images::TEST_IMAGE);
         Ok(self.images.remote_pod(pod, &image)?)
+    }
+
+    /// A client of the cluster.
+    pub(super) fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Runs `work` on the connection's runtime.
+    pub(super) fn block_on<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.runtime.block_on(work)
     }
 
     /// The node a pod is bound to, and its UID.
