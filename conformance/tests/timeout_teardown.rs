@@ -23,6 +23,8 @@ use testkit::{Need, gate};
 /// What the hung body built, reported before it hangs.
 struct Built {
     root: PathBuf,
+    /// Each pod sandbox's netns pin and whether it is mounted.
+    sandboxes: Vec<(PathBuf, bool)>,
     cgroup: Option<PathBuf>,
     pids: Vec<u32>,
 }
@@ -78,14 +80,37 @@ fn a_timed_out_scenarios_cluster_is_torn_down() {
             .arg("3600")
             .spawn()
             .context("starting the stand-in agent")?;
+        // The pod's processes, once seen (a loaded machine may report the pod
+        // Running a moment before its processes show in /proc).
+        let in_pods = || -> Vec<u32> {
+            node.pod_ids()
+                .iter()
+                .filter_map(|id| node.pod_netns(id))
+                .flat_map(|sandbox| pids_in(sandbox.netns.path()))
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut pod_pids = in_pods();
+        while pod_pids.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            pod_pids = in_pods();
+        }
         let mut pids = vec![agent.id()];
         pids.extend(pids_in(node.netns().path()).into_iter().filter(|p| *p != agent.id()));
-        for id in node.pod_ids() {
-            if let Some(sandbox) = node.pod_netns(&id) {
-                pids.extend(pids_in(sandbox.netns.path()));
-            }
-        }
+        pids.extend(pod_pids);
+        let sandboxes = node
+            .pod_ids()
+            .iter()
+            .filter_map(|id| node.pod_netns(id))
+            .map(|s| {
+                (
+                    s.netns.path().to_path_buf(),
+                    istio_cni_kind::node::netns::is_mounted(s.netns.path()),
+                )
+            })
+            .collect();
         let built = Built {
+            sandboxes,
             root: local.kubeconfig_path().parent().map(PathBuf::from).unwrap_or_default(),
             cgroup: local.cgroup_dir().map(PathBuf::from),
             pids,
@@ -113,7 +138,12 @@ fn a_timed_out_scenarios_cluster_is_torn_down() {
     let mut out = Vec::new();
     let results = runner::run(plan, &mut Progress::new(&mut out, Mode::Lines, 1));
     let built = rx.try_recv().expect("the body built its cluster before the timeout");
-    assert!(built.pids.len() >= 3, "pause, app and agent: {:?}", built.pids);
+    assert!(
+        built.pids.len() >= 3,
+        "pause, app and agent: {:?} (sandboxes: {:?})",
+        built.pids,
+        built.sandboxes
+    );
     assert!(built.root.is_dir() || !built.root.exists());
 
     let [result] = results.items.as_slice() else {
