@@ -81,6 +81,29 @@ pub(super) fn pod_cidr_v6(n: u32, i: u32) -> String {
     format!("fd0a:{:x}:{i:x}::/64", 150 + n % 100)
 }
 
+/// The API server's loopback listener here and, when `outer` was bound in
+/// the namespace this process left, that one too: the same address in both
+/// namespaces, so one URL reaches the server from either. An `outer` that
+/// is in this namespace already (its address is taken here) is the only one.
+fn loopback_listeners(outer: Option<&TcpListener>) -> Result<(TcpListener, Option<TcpListener>), ClusterError> {
+    let listener = || ClusterError::create("API listener");
+    let Some(outer) = outer else {
+        return Ok((TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(listener())?, None));
+    };
+    let outer = outer.try_clone().map_err(listener())?;
+    let addr = outer.local_addr().map_err(listener())?;
+    if !addr.ip().is_loopback() {
+        return Err(ClusterError::create("API listener")(format!(
+            "the given API listener is on {addr}, not on a loopback address"
+        )));
+    }
+    match TcpListener::bind(addr) {
+        Ok(here) => Ok((here, Some(outer))),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok((outer, None)),
+        Err(e) => Err(listener()(e)),
+    }
+}
+
 impl LocalCluster {
     /// Creates the cluster and returns once the API server answers and every
     /// node's kubelet is watching.
@@ -179,7 +202,7 @@ impl LocalCluster {
         let gateway = network.plan().gateway;
         let network = Arc::new(network);
 
-        let loopback = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(ClusterError::create("API listener"))?;
+        let (loopback, outer) = loopback_listeners(spec.api_listener.as_deref())?;
         let on_gateway = harness
             .run(move || TcpListener::bind((gateway, 0)))
             .map_err(ClusterError::create("API listener in the harness netns"))?
@@ -199,7 +222,8 @@ impl LocalCluster {
             .map_err(ClusterError::create("runtime"))?;
         let options = ApiServerOptions {
             listen: Vec::new(),
-            listeners: vec![loopback, on_gateway],
+            // The loopback one first: its URL is the kubeconfig's.
+            listeners: [loopback, on_gateway].into_iter().chain(outer).collect(),
             extra_sans: vec![gateway.to_string()],
             ..ApiServerOptions::default()
         };
@@ -536,5 +560,27 @@ impl Drop for LocalCluster {
         if let Err(e) = self.teardown() {
             tracing::warn!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_of_this_namespace_is_the_only_loopback_one() {
+        let outer = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (here, extra) = loopback_listeners(Some(&outer)).unwrap();
+        assert_eq!(here.local_addr().unwrap(), outer.local_addr().unwrap());
+        assert!(extra.is_none());
+        let (fresh, none) = loopback_listeners(None).unwrap();
+        assert!(fresh.local_addr().unwrap().ip().is_loopback() && none.is_none());
+    }
+
+    #[test]
+    fn a_listener_off_loopback_is_refused() {
+        let outer = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let err = loopback_listeners(Some(&outer)).err().unwrap().to_string();
+        assert!(err.contains("not on a loopback address"), "{err}");
     }
 }
