@@ -104,13 +104,40 @@ fn loopback_listeners(outer: Option<&TcpListener>) -> Result<(TcpListener, Optio
     }
 }
 
+/// Tries of [`claim_root_dir`] before it gives up.
+const ROOT_DIR_TRIES: u32 = 64;
+
+/// A new, empty `istio-cni-cluster-<pid>-<n>` under `tmp` with the next
+/// free `n` of `counter`, and that `n`. A directory of that name left by a
+/// process that had this pid before (killed before its cleanup) is not
+/// ours: it is passed over, never reused or removed (it once made `up`
+/// fail with "harness.netns: File exists").
+fn claim_root_dir(tmp: &Path, pid: u32, counter: &AtomicU32) -> std::io::Result<(u32, PathBuf)> {
+    let mut last = None;
+    for _ in 0..ROOT_DIR_TRIES {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let root = tmp.join(format!("istio-cni-cluster-{pid}-{n}"));
+        match std::fs::create_dir(&root) {
+            Ok(()) => return Ok((n, root)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(root),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{ROOT_DIR_TRIES} cluster directories up to {} already exist (left by earlier processes of this pid?)",
+            last.map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
 impl LocalCluster {
     /// Creates the cluster and returns once the API server answers and every
     /// node's kubelet is watching.
     pub(super) fn create(spec: ClusterSpec) -> Result<LocalCluster, ClusterError> {
-        let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
-        let root = std::env::temp_dir().join(format!("istio-cni-cluster-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(ClusterError::create("root dir"))?;
+        let (n, root) = claim_root_dir(&std::env::temp_dir(), std::process::id(), &CLUSTERS)
+            .map_err(ClusterError::create("root dir"))?;
         let harness = match Netns::create(&root.join("harness.netns")) {
             Ok(harness) => harness,
             Err(e) => {
@@ -575,6 +602,21 @@ mod tests {
         assert!(extra.is_none());
         let (fresh, none) = loopback_listeners(None).unwrap();
         assert!(fresh.local_addr().unwrap().ip().is_loopback() && none.is_none());
+    }
+
+    #[test]
+    fn a_stale_root_dir_of_this_pid_is_passed_over_and_kept() {
+        let tmp = testkit::Scratch::new("claim-root");
+        let stale = tmp.join("istio-cni-cluster-7-0");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("harness.netns"), "").unwrap();
+        let counter = AtomicU32::new(0);
+        let (n, root) = claim_root_dir(tmp.path(), 7, &counter).unwrap();
+        assert_eq!((n, root.clone()), (1, tmp.join("istio-cni-cluster-7-1")));
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "a fresh, empty dir");
+        assert!(stale.join("harness.netns").exists(), "the stale dir is left alone");
+        let (n, _) = claim_root_dir(tmp.path(), 7, &counter).unwrap();
+        assert_eq!(n, 2);
     }
 
     #[test]
