@@ -3,14 +3,14 @@
 //! recreated, a template change rolled out one node at a time, and the
 //! DaemonSet's deletion taking its pods along.
 //!
-//! Needs root (skips with `SKIP:` otherwise; panics under
+//! Needs root (an ordinary user's run re-runs itself as root of a user
+//! namespace: `testkit::gate_or_userns`; skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`). The kubectl step needs kubectl on
 //! PATH (`. ci/env`).
 
 use std::collections::BTreeSet;
 
 use istio_cni_kind::cluster::Cluster;
-use istio_cni_kind::testing::privileged;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -83,7 +83,7 @@ fn wait_rolled_out(cluster: &Cluster, dss: &Api<DaemonSet>, name: &str, want: i3
 /// A 2-node cluster and the `default` namespace's DaemonSets and pods, when
 /// the test may run.
 fn setup(test: &str) -> Option<(Cluster, Api<DaemonSet>, Api<Pod>)> {
-    if !privileged(test) {
+    if !testkit::gate_or_userns(test, &[testkit::Need::Root]) {
         return None;
     }
     let cluster = cluster();

@@ -3,8 +3,10 @@
 //! would use it: `apply`, `rollout status|restart|history`, `scale`,
 //! `get priorityclass`.
 //!
-//! Needs root, the CNI plugins and kubectl (`. ci/env`); skips with `SKIP:`
-//! otherwise, and panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`.
+//! Needs root (an ordinary user's run re-runs itself as root of a user
+//! namespace: `testkit::gate_or_userns`), the CNI plugins and kubectl
+//! (`. ci/env`); skips with `SKIP:` otherwise, and panics under
+//! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`.
 
 use std::collections::BTreeSet;
 
@@ -22,7 +24,7 @@ mod workload_support;
 use workload_support::{WAIT, ready, record_pods, two_node_cluster, wait_live_pods};
 
 fn setup(test: &str) -> Option<(Cluster, Kubectl, Scratch)> {
-    if !testkit::gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
+    if !testkit::gate_or_userns(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
         return None;
     }
     let cluster = two_node_cluster();

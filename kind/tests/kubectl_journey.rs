@@ -12,8 +12,9 @@
 //! graceful, deployment, kubelet_volumes); this one runs them as one
 //! session, each step on the state the previous ones left.
 //!
-//! Needs root, ip, iptables, the CNI plugins and kubectl (`. ci/env`);
-//! skips with `SKIP:` otherwise (a panic under
+//! Needs root (an ordinary user's run re-runs itself as root of a user
+//! namespace: `testkit::gate_or_userns`), ip, iptables, the CNI plugins
+//! and kubectl (`. ci/env`); skips with `SKIP:` otherwise (a panic under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -227,7 +228,7 @@ fn alive(pid: &str) -> bool {
 
 #[test]
 fn a_kubectl_session_from_namespace_to_drain() {
-    if !testkit::gate(
+    if !testkit::gate_or_userns(
         TEST,
         &[Need::Root, Need::Tool("ip"), Need::Tool("iptables"), Need::CniPlugins],
     ) {

@@ -3,6 +3,8 @@
 //! - [`gate`]: may this privileged test run here? A skip prints `SKIP:` and
 //!   returns false, except under `ISTIO_CNI_REQUIRE_PRIVILEGED=1` (as
 //!   `ci/test` sets), where it panics: a skip never passes in CI.
+//!   [`gate_or_userns`]: the same, but an ordinary user's test that needs
+//!   root re-runs itself as root of a user+network+mount namespace.
 //! - [`Scratch`]: a fresh directory removed on drop.
 //! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
@@ -16,11 +18,13 @@ mod gate;
 mod kubectl;
 pub mod pods;
 mod scratch;
+mod userns;
 
 pub use bins::{place_exe, workspace_bin};
 pub use gate::{Need, gate, skip};
 pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
 pub use scratch::Scratch;
+pub use userns::gate_or_userns;
 
 /// `tool` on `PATH`, or in `/usr/sbin` or `/sbin` (where Debian puts
 /// iptables and ip for root, and ordinary users' PATH lacks them).

@@ -1,15 +1,19 @@
 //! `istio-cni-cluster`: an embedded cluster for kubectl.
 //!
 //! `up` starts one in the foreground, prints its kubeconfig and tears it
-//! all down on Ctrl-C or SIGTERM; `down` stops one started elsewhere (for
+//! all down on Ctrl-C or SIGTERM (as an ordinary user, in a user namespace it
+//! enters itself, its API server still reachable from the user's shells); `down` stops one started elsewhere (for
 //! example in the background with `&`); `node add|remove|list` change and
 //! show its nodes through the control socket `up` listens on.
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use istio_cni_kind::cluster::control::{self, Answer, Request};
+use istio_cni_kind::cluster::userns::{self, Mapping};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::ImageTable;
@@ -173,45 +177,90 @@ fn main() {
             layout,
             register_with_taints,
             images,
-        } => match self::images(&images, &state_dir(&name)) {
-            Ok(table) => {
-                let code = up(
-                    &name,
-                    nodes,
-                    cni,
-                    single_conf,
-                    layout,
-                    register_with_taints.map(|t| t.0).unwrap_or_default(),
-                    table,
-                );
-                // Whatever happened, this run's image dir goes, and the
-                // state dir too when nothing else is in it.
-                let state = state_dir(&name);
-                let _ = std::fs::remove_dir_all(agent_image_dir(&state));
-                let _ = std::fs::remove_dir(&state);
-                let _ = state.parent().map(std::fs::remove_dir);
-                code
+        } => {
+            let settings = |api_listener, images| Settings {
+                nodes,
+                cni,
+                single_conf,
+                layout,
+                node_taints: register_with_taints.map(|t| t.0).unwrap_or_default(),
+                images,
+                api_listener,
+            };
+            match rootless() {
+                Err(e) => {
+                    eprintln!("istio-cni-cluster: {e}");
+                    1
+                }
+                Ok(api_listener) => match self::images(&images, &state_dir(&name)) {
+                    Ok(table) => {
+                        let code = up(&name, settings(api_listener, table));
+                        // Whatever happened, this run's image dir goes, and the
+                        // state dir too when nothing else is in it.
+                        let state = state_dir(&name);
+                        let _ = std::fs::remove_dir_all(agent_image_dir(&state));
+                        let _ = std::fs::remove_dir(&state);
+                        let _ = state.parent().map(std::fs::remove_dir);
+                        code
+                    }
+                    Err(e) => {
+                        eprintln!("istio-cni-cluster: {e}");
+                        2
+                    }
+                },
             }
-            Err(e) => {
-                eprintln!("istio-cni-cluster: {e}");
-                2
-            }
-        },
+        }
         Command::Down { name } => down(&name),
         Command::Node { command, cluster } => node(&cluster, command),
     };
     std::process::exit(code);
 }
 
-fn up(
-    name: &str,
+/// As an ordinary user, enter a user, network and mount namespace of our
+/// own, with the API server's loopback listener bound first, here, in the
+/// user's network namespace: the kubeconfig's address then works from the
+/// user's other shells too. As root, nothing (`None`).
+fn rootless() -> Result<Option<Arc<TcpListener>>, String> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("binding the API server's listener on 127.0.0.1: {e}"))?;
+    match userns::enter() {
+        Ok(Mapping::Subordinate { .. }) => {}
+        Ok(Mapping::Single { why }) => eprintln!(
+            "istio-cni-cluster: only your own uid and gid exist in the cluster's user namespace ({why}); pods that run as other users fail"
+        ),
+        Err(e) => {
+            return Err(format!(
+                "entering a user namespace: {e}\nistio-cni-cluster: as an ordinary user the embedded cluster needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0); else run it as root"
+            ));
+        }
+    }
+    Ok(Some(Arc::new(listener)))
+}
+
+/// What `up` builds.
+struct Settings {
     nodes: u32,
     cni: Cni,
     single_conf: bool,
     layout: Layout,
     node_taints: Vec<NodeTaint>,
     images: ImageTable,
-) -> i32 {
+    api_listener: Option<Arc<TcpListener>>,
+}
+
+fn up(name: &str, settings: Settings) -> i32 {
+    let Settings {
+        nodes,
+        cni,
+        single_conf,
+        layout,
+        node_taints,
+        images,
+        api_listener,
+    } = settings;
     let dir = state_dir(name);
     if let Ok(pid) = std::fs::read_to_string(dir.join("pid"))
         && let Ok(pid) = pid.trim().parse::<i32>()
@@ -236,17 +285,13 @@ fn up(
         layout,
         images,
         node_taints,
+        api_listener,
         ..ClusterSpec::default()
     };
     let cluster = match Cluster::create(spec) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("istio-cni-cluster: {e}");
-            if !nix::unistd::geteuid().is_root() {
-                eprintln!(
-                    "istio-cni-cluster: the embedded cluster needs root, or run it inside `unshare --map-auto --map-root-user --net --mount`"
-                );
-            }
             return 1;
         }
     };

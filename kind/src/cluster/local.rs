@@ -81,13 +81,63 @@ pub(super) fn pod_cidr_v6(n: u32, i: u32) -> String {
     format!("fd0a:{:x}:{i:x}::/64", 150 + n % 100)
 }
 
+/// The API server's loopback listener here and, when `outer` was bound in
+/// the namespace this process left, that one too: the same address in both
+/// namespaces, so one URL reaches the server from either. An `outer` that
+/// is in this namespace already (its address is taken here) is the only one.
+fn loopback_listeners(outer: Option<&TcpListener>) -> Result<(TcpListener, Option<TcpListener>), ClusterError> {
+    let listener = || ClusterError::create("API listener");
+    let Some(outer) = outer else {
+        return Ok((TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(listener())?, None));
+    };
+    let outer = outer.try_clone().map_err(listener())?;
+    let addr = outer.local_addr().map_err(listener())?;
+    if !addr.ip().is_loopback() {
+        return Err(ClusterError::create("API listener")(format!(
+            "the given API listener is on {addr}, not on a loopback address"
+        )));
+    }
+    match TcpListener::bind(addr) {
+        Ok(here) => Ok((here, Some(outer))),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok((outer, None)),
+        Err(e) => Err(listener()(e)),
+    }
+}
+
+/// Tries of [`claim_root_dir`] before it gives up.
+const ROOT_DIR_TRIES: u32 = 64;
+
+/// A new, empty `istio-cni-cluster-<pid>-<n>` under `tmp` with the next
+/// free `n` of `counter`, and that `n`. A directory of that name left by a
+/// process that had this pid before (killed before its cleanup) is not
+/// ours: it is passed over, never reused or removed (it once made `up`
+/// fail with "harness.netns: File exists").
+fn claim_root_dir(tmp: &Path, pid: u32, counter: &AtomicU32) -> std::io::Result<(u32, PathBuf)> {
+    let mut last = None;
+    for _ in 0..ROOT_DIR_TRIES {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let root = tmp.join(format!("istio-cni-cluster-{pid}-{n}"));
+        match std::fs::create_dir(&root) {
+            Ok(()) => return Ok((n, root)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(root),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{ROOT_DIR_TRIES} cluster directories up to {} already exist (left by earlier processes of this pid?)",
+            last.map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
 impl LocalCluster {
     /// Creates the cluster and returns once the API server answers and every
     /// node's kubelet is watching.
     pub(super) fn create(spec: ClusterSpec) -> Result<LocalCluster, ClusterError> {
-        let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
-        let root = std::env::temp_dir().join(format!("istio-cni-cluster-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(ClusterError::create("root dir"))?;
+        let (n, root) = claim_root_dir(&std::env::temp_dir(), std::process::id(), &CLUSTERS)
+            .map_err(ClusterError::create("root dir"))?;
         let harness = match Netns::create(&root.join("harness.netns")) {
             Ok(harness) => harness,
             Err(e) => {
@@ -179,7 +229,7 @@ impl LocalCluster {
         let gateway = network.plan().gateway;
         let network = Arc::new(network);
 
-        let loopback = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(ClusterError::create("API listener"))?;
+        let (loopback, outer) = loopback_listeners(spec.api_listener.as_deref())?;
         let on_gateway = harness
             .run(move || TcpListener::bind((gateway, 0)))
             .map_err(ClusterError::create("API listener in the harness netns"))?
@@ -199,7 +249,8 @@ impl LocalCluster {
             .map_err(ClusterError::create("runtime"))?;
         let options = ApiServerOptions {
             listen: Vec::new(),
-            listeners: vec![loopback, on_gateway],
+            // The loopback one first: its URL is the kubeconfig's.
+            listeners: [loopback, on_gateway].into_iter().chain(outer).collect(),
             extra_sans: vec![gateway.to_string()],
             ..ApiServerOptions::default()
         };
@@ -536,5 +587,42 @@ impl Drop for LocalCluster {
         if let Err(e) = self.teardown() {
             tracing::warn!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_of_this_namespace_is_the_only_loopback_one() {
+        let outer = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (here, extra) = loopback_listeners(Some(&outer)).unwrap();
+        assert_eq!(here.local_addr().unwrap(), outer.local_addr().unwrap());
+        assert!(extra.is_none());
+        let (fresh, none) = loopback_listeners(None).unwrap();
+        assert!(fresh.local_addr().unwrap().ip().is_loopback() && none.is_none());
+    }
+
+    #[test]
+    fn a_stale_root_dir_of_this_pid_is_passed_over_and_kept() {
+        let tmp = testkit::Scratch::new("claim-root");
+        let stale = tmp.join("istio-cni-cluster-7-0");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("harness.netns"), "").unwrap();
+        let counter = AtomicU32::new(0);
+        let (n, root) = claim_root_dir(tmp.path(), 7, &counter).unwrap();
+        assert_eq!((n, root.clone()), (1, tmp.join("istio-cni-cluster-7-1")));
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "a fresh, empty dir");
+        assert!(stale.join("harness.netns").exists(), "the stale dir is left alone");
+        let (n, _) = claim_root_dir(tmp.path(), 7, &counter).unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_listener_off_loopback_is_refused() {
+        let outer = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let err = loopback_listeners(Some(&outer)).err().unwrap().to_string();
+        assert!(err.contains("not on a loopback address"), "{err}");
     }
 }

@@ -28,8 +28,11 @@ pub mod node_shell;
 mod provider;
 mod reaper;
 mod remote;
+pub mod userns;
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -171,6 +174,11 @@ pub struct ClusterSpec {
     /// How often kubelets renew their node Lease and how long a silent node
     /// stays `Ready` (local; Kubernetes' 10 s and 40 s by default).
     pub heartbeat: Heartbeat,
+    /// A loopback listener bound before this process entered a network
+    /// namespace of its own (local; `istio-cni-cluster up` as an ordinary
+    /// user): the API server serves it too, and listens on the same address
+    /// in the current namespace, so the kubeconfig's one URL works from both.
+    pub api_listener: Option<Arc<TcpListener>>,
 }
 
 /// Which addresses pods get.
@@ -199,6 +207,7 @@ impl Default for ClusterSpec {
             runtime_env: Vec::new(),
             node_taints: Vec::new(),
             heartbeat: Heartbeat::default(),
+            api_listener: None,
         }
     }
 }
@@ -229,6 +238,9 @@ impl ClusterSpec {
         }
         if self.heartbeat != Heartbeat::default() {
             return refuse("heartbeat".into());
+        }
+        if self.api_listener.is_some() {
+            return refuse("api_listener".into());
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ pub mod gc;
 pub mod namespaces;
 pub mod node_lifecycle;
 pub mod owned;
+pub mod reconciler;
 pub mod replicaset;
 pub mod scheduler;
 pub mod taint_manager;

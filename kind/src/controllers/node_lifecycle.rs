@@ -5,8 +5,9 @@
 //! (`NodeStatusUnknown`, "Kubelet stopped posting node status."), and the
 //! taints follow `Ready`: `Unknown` → `node.kubernetes.io/unreachable`,
 //! `False` → `node.kubernetes.io/not-ready`, each as `NoSchedule` and
-//! `NoExecute`; `True` removes both. Pods that do not tolerate the
-//! `NoExecute` taints are not evicted here (no taint manager).
+//! `NoExecute`; `True` removes both. Evicting the pods that do not
+//! tolerate the `NoExecute` taints is the taint manager's part
+//! ([`super::taint_manager`]), as in kube-controller-manager.
 //!
 //! [`assess`] is the pure part; [`run`] polls every `period`.
 

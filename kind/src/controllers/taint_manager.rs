@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::time::Instant;
 
 use super::daemonset::nodes::tolerates;
-use super::events;
+use super::events::Events;
 
 /// Every API call is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +78,7 @@ pub(crate) async fn run(client: kube::Client) {
     let mut pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
+    let events = Events::new(client.clone(), COMPONENT);
     let mut state = State::default();
     let (mut nodes_listed, mut pods_listed) = (false, false);
     let mut wake: Option<Instant> = None;
@@ -101,7 +102,7 @@ pub(crate) async fn run(client: kube::Client) {
             else => return,
         }
         if nodes_listed && pods_listed {
-            wake = pass(&client, &nodes, &pods, &mut state).await;
+            wake = pass(&client, &events, &nodes, &pods, &mut state).await;
         }
     }
 }
@@ -111,7 +112,13 @@ fn taints_of(node: &Node) -> &[Taint] {
 }
 
 /// One look at every bound pod; when to look again.
-async fn pass(client: &kube::Client, nodes: &Store<Node>, pods: &Store<Pod>, state: &mut State) -> Option<Instant> {
+async fn pass(
+    client: &kube::Client,
+    events: &Events,
+    nodes: &Store<Node>,
+    pods: &Store<Pod>,
+    state: &mut State,
+) -> Option<Instant> {
     let now = Instant::now();
     let taints: HashMap<String, Vec<Taint>> = nodes
         .state()
@@ -148,7 +155,7 @@ async fn pass(client: &kube::Client, nodes: &Store<Node>, pods: &Store<Pod>, sta
         if state.evicted.contains(&uid) {
             continue;
         }
-        if evict(client, pod).await {
+        if evict(client, events, pod).await {
             state.evicted.insert(uid);
         } else {
             next = Some(now + RETRY);
@@ -161,7 +168,7 @@ async fn pass(client: &kube::Client, nodes: &Store<Node>, pods: &Store<Pod>, sta
 }
 
 /// Deletes `pod` (this uid only) and records why; whether the API took it.
-async fn evict(client: &kube::Client, pod: &Pod) -> bool {
+async fn evict(client: &kube::Client, events: &Events, pod: &Pod) -> bool {
     let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else {
         return true;
     };
@@ -195,7 +202,7 @@ async fn evict(client: &kube::Client, pod: &Pod) -> bool {
         ..ObjectReference::default()
     };
     let message = format!("Marking for deletion Pod {ns}/{name}");
-    events::record(client, &object, false, "TaintManagerEviction", &message, COMPONENT).await;
+    events.record(&object, false, "TaintManagerEviction", &message).await;
     true
 }
 

@@ -23,9 +23,7 @@ pub mod pod;
 pub mod revisions;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -35,51 +33,22 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-/// Why a pass over a DaemonSet did not finish (it is retried).
-#[derive(Debug, thiserror::Error)]
-#[error("daemonset {namespace}/{name}: {action}: {source}")]
-pub struct DaemonSetError {
-    action: &'static str,
-    namespace: String,
-    name: String,
-    #[source]
-    source: kube::Error,
-}
-
-struct Ctx {
-    client: kube::Client,
-}
+use crate::controllers::reconciler::{self, Ctx, PassError, failed};
 
 /// Runs the DaemonSet controller until cancelled (dropped).
 pub(crate) async fn run(client: kube::Client) {
     let dss: Api<DaemonSet> = Api::all(client.clone());
     let controller = Controller::new(dss.clone(), watcher::Config::default());
     let store = controller.store();
-    let ctx = Arc::new(Ctx { client: client.clone() });
-    controller
+    let controller = controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
         // Every DaemonSet looks again when a node comes, goes or changes.
-        .watches(Api::<Node>::all(client), watcher::Config::default(), move |_| {
-            store.state().into_iter().map(|ds| ObjectRef::from_obj(&*ds))
-        })
-        .run(reconcile, retry, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-fn retry(ds: Arc<DaemonSet>, e: &DaemonSetError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(daemonset = %ds.name_any(), "daemonset controller: {e}");
-    Action::requeue(Duration::from_millis(300))
-}
-
-fn failed(ds: &DaemonSet, action: &'static str) -> impl FnOnce(kube::Error) -> DaemonSetError {
-    let (namespace, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
-    move |source| DaemonSetError {
-        action,
-        namespace,
-        name,
-        source,
-    }
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| store.state().into_iter().map(|ds| ObjectRef::from_obj(&*ds)),
+        );
+    reconciler::run(controller, client, reconcile).await;
 }
 
 /// Deletes a pod; one already gone is fine.
@@ -91,7 +60,7 @@ async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
     }
 }
 
-async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSetError> {
+async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, PassError> {
     if ds.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -101,12 +70,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
     let nodes: Vec<Node> = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(failed(&ds, "listing nodes"))?
+        .map_err(failed(&*ds, "listing nodes"))?
         .items;
     let all = pods_api
         .list(&ListParams::default())
         .await
-        .map_err(failed(&ds, "listing pods"))?
+        .map_err(failed(&*ds, "listing pods"))?
         .items;
     let mine: Vec<Pod> = all
         .into_iter()
@@ -116,17 +85,17 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
     for name in &plan.delete {
         delete_pod(&pods_api, name)
             .await
-            .map_err(failed(&ds, "deleting a pod"))?;
+            .map_err(failed(&*ds, "deleting a pod"))?;
     }
     let hash = pod::revision_hash(&ds);
     revisions::sync(&ctx.client, &ds, &hash, &mine)
         .await
-        .map_err(failed(&ds, "recording the revision"))?;
+        .map_err(failed(&*ds, "recording the revision"))?;
     for node in &plan.create {
         pods_api
             .create(&PostParams::default(), &pod::new_pod(&ds, node, &hash))
             .await
-            .map_err(failed(&ds, "creating a pod"))?;
+            .map_err(failed(&*ds, "creating a pod"))?;
     }
     if ds.status.as_ref() != Some(&plan.status) {
         let mut status = serde_json::to_value(&plan.status).unwrap_or_default();
@@ -141,7 +110,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, DaemonSe
                 &Patch::Merge(serde_json::json!({ "status": status })),
             )
             .await
-            .map_err(failed(&ds, "writing the status"))?;
+            .map_err(failed(&*ds, "writing the status"))?;
     }
     Ok(plan.recheck.map_or_else(Action::await_change, Action::requeue))
 }

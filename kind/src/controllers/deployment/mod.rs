@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -35,6 +34,7 @@ use serde_json::json;
 
 use self::rollout::Rs;
 use crate::controllers::owned::{controlled_by, controller_ref_to, short_hash};
+use crate::controllers::reconciler::{self, Ctx, PassError, failed};
 
 /// The label (on a ReplicaSet, its selector, template and pods) with the
 /// hash of the Deployment's template it was made from.
@@ -45,44 +45,11 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 /// Annotations of a Deployment not copied to its ReplicaSets.
 const NOT_COPIED: [&str; 2] = [REVISION, "kubectl.kubernetes.io/last-applied-configuration"];
 
-/// Why a pass over a Deployment did not finish (it is retried).
-#[derive(Debug, thiserror::Error)]
-#[error("deployment {namespace}/{name}: {action}: {source}")]
-pub struct DeploymentError {
-    action: &'static str,
-    namespace: String,
-    name: String,
-    #[source]
-    source: kube::Error,
-}
-
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the Deployment controller until cancelled (dropped).
 pub(crate) async fn run(client: kube::Client) {
-    let ctx = Arc::new(Ctx { client: client.clone() });
-    Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .run(reconcile, retry, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-fn retry(d: Arc<Deployment>, e: &DeploymentError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(deployment = %d.name_any(), "deployment controller: {e}");
-    Action::requeue(Duration::from_millis(300))
-}
-
-fn failed(d: &Deployment, action: &'static str) -> impl FnOnce(kube::Error) -> DeploymentError {
-    let (namespace, name) = (d.namespace().unwrap_or_default(), d.name_any());
-    move |source| DeploymentError {
-        action,
-        namespace,
-        name,
-        source,
-    }
+    let controller = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
+    reconciler::run(controller, client, reconcile).await;
 }
 
 /// The revision annotation of an object (0 when absent or malformed).
@@ -161,7 +128,7 @@ pub fn new_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: i64) 
     }
 }
 
-async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, DeploymentError> {
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, PassError> {
     if d.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -173,7 +140,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Deployme
     let mut owned: Vec<ReplicaSet> = rs_api
         .list(&ListParams::default())
         .await
-        .map_err(failed(&d, "listing replicasets"))?
+        .map_err(failed(&*d, "listing replicasets"))?
         .items
         .into_iter()
         .filter(|rs| controlled_by(&rs.metadata, &uid))
@@ -202,7 +169,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Deployme
             rs_api
                 .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch))
                 .await
-                .map_err(failed(&d, "numbering the replicaset"))?,
+                .map_err(failed(&*d, "numbering the replicaset"))?,
         );
     }
 
@@ -231,10 +198,10 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Deployme
                         deploy_api
                             .patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
                             .await
-                            .map_err(failed(&d, "counting a hash collision"))?;
+                            .map_err(failed(&*d, "counting a hash collision"))?;
                         return Ok(Action::requeue(Duration::from_millis(50)));
                     }
-                    Err(e) => return Err(failed(&d, "creating a replicaset")(e)),
+                    Err(e) => return Err(failed(&*d, "creating a replicaset")(e)),
                 }
             }
         }
@@ -252,7 +219,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Deployme
             deploy_api
                 .patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
                 .await
-                .map_err(failed(&d, "writing the revision"))?;
+                .map_err(failed(&*d, "writing the revision"))?;
         }
     }
     old = prune(&rs_api, &d, old).await?;
@@ -273,17 +240,12 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Deployme
                 &Patch::Merge(json!({ "status": status })),
             )
             .await
-            .map_err(failed(&d, "writing the status"))?;
+            .map_err(failed(&*d, "writing the status"))?;
     }
     Ok(recheck.map_or_else(Action::await_change, Action::requeue))
 }
 
-async fn scale(
-    api: &Api<ReplicaSet>,
-    d: &Deployment,
-    rs: &ReplicaSet,
-    replicas: i32,
-) -> Result<ReplicaSet, DeploymentError> {
+async fn scale(api: &Api<ReplicaSet>, d: &Deployment, rs: &ReplicaSet, replicas: i32) -> Result<ReplicaSet, PassError> {
     let patch = json!({"spec": {"replicas": replicas}});
     api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -292,11 +254,7 @@ async fn scale(
 
 /// Deletes the oldest empty old ReplicaSets beyond `revisionHistoryLimit`;
 /// returns the ones kept.
-async fn prune(
-    api: &Api<ReplicaSet>,
-    d: &Deployment,
-    old: Vec<ReplicaSet>,
-) -> Result<Vec<ReplicaSet>, DeploymentError> {
+async fn prune(api: &Api<ReplicaSet>, d: &Deployment, old: Vec<ReplicaSet>) -> Result<Vec<ReplicaSet>, PassError> {
     let limit = d
         .spec
         .as_ref()

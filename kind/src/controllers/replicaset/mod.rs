@@ -14,9 +14,7 @@
 pub mod plan;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -29,30 +27,17 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::controllers::owned::{controller_ref, controller_ref_to};
-
-/// Why a pass over a ReplicaSet did not finish (it is retried).
-#[derive(Debug, thiserror::Error)]
-#[error("replicaset {namespace}/{name}: {action}: {source}")]
-pub struct ReplicaSetError {
-    action: &'static str,
-    namespace: String,
-    name: String,
-    #[source]
-    source: kube::Error,
-}
-
-struct Ctx {
-    client: kube::Client,
-}
+use crate::controllers::reconciler::{self, Ctx, PassError, failed};
 
 /// Runs the ReplicaSet controller until cancelled (dropped).
 pub(crate) async fn run(client: kube::Client) {
     let rss: Api<ReplicaSet> = Api::all(client.clone());
     let controller = Controller::new(rss, watcher::Config::default());
     let store = controller.store();
-    let ctx = Arc::new(Ctx { client: client.clone() });
-    controller
-        .watches(Api::<Pod>::all(client), watcher::Config::default(), move |pod| {
+    let controller = controller.watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        move |pod| {
             let ns = pod.namespace().unwrap_or_default();
             match controller_ref(&pod.metadata) {
                 Some(o) if o.kind == "ReplicaSet" => vec![ObjectRef::new(&o.name).within(&ns)],
@@ -65,25 +50,9 @@ pub(crate) async fn run(client: kube::Client) {
                     .map(|rs| ObjectRef::from_obj(&*rs))
                     .collect(),
             }
-        })
-        .run(reconcile, retry, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-fn retry(rs: Arc<ReplicaSet>, e: &ReplicaSetError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(replicaset = %rs.name_any(), "replicaset controller: {e}");
-    Action::requeue(Duration::from_millis(300))
-}
-
-fn failed(rs: &ReplicaSet, action: &'static str) -> impl FnOnce(kube::Error) -> ReplicaSetError {
-    let (namespace, name) = (rs.namespace().unwrap_or_default(), rs.name_any());
-    move |source| ReplicaSetError {
-        action,
-        namespace,
-        name,
-        source,
-    }
+        },
+    );
+    reconciler::run(controller, client, reconcile).await;
 }
 
 /// Whether an API error says the object is already gone.
@@ -91,13 +60,13 @@ fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, ReplicaSetError> {
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, PassError> {
     let ns = rs.namespace().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pods = pods_api
         .list(&ListParams::default())
         .await
-        .map_err(failed(&rs, "listing pods"))?
+        .map_err(failed(&*rs, "listing pods"))?
         .items;
     let plan = plan::plan(&rs, &pods, Timestamp::now());
     let owner = controller_ref_to("ReplicaSet", rs.meta());
@@ -116,21 +85,21 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Replica
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
-            Err(e) => return Err(failed(&rs, "adopting a pod")(e)),
+            Err(e) => return Err(failed(&*rs, "adopting a pod")(e)),
         }
     }
     for name in &plan.delete {
         match pods_api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(e) if gone(&e) => {}
-            Err(e) => return Err(failed(&rs, "deleting a pod")(e)),
+            Err(e) => return Err(failed(&*rs, "deleting a pod")(e)),
         }
     }
     for _ in 0..plan.create {
         pods_api
             .create(&PostParams::default(), &new_pod(&rs))
             .await
-            .map_err(failed(&rs, "creating a pod"))?;
+            .map_err(failed(&*rs, "creating a pod"))?;
     }
     if rs.status.as_ref() != Some(&plan.status) {
         let status = serde_json::to_value(&plan.status).unwrap_or_default();
@@ -144,7 +113,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Replica
         match patched {
             Ok(_) => {}
             Err(e) if gone(&e) => {}
-            Err(e) => return Err(failed(&rs, "writing the status")(e)),
+            Err(e) => return Err(failed(&*rs, "writing the status")(e)),
         }
     }
     Ok(plan.recheck.map_or_else(Action::await_change, Action::requeue))

@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use super::events;
+use super::events::Events;
 
 pub use decide::{Decision, decide};
 
@@ -56,6 +56,7 @@ pub(crate) async fn run(client: kube::Client) {
         .default_backoff()
         .boxed();
     let mut state = State::default();
+    let events = Events::new(client.clone(), SCHEDULER_NAME);
     let mut retry = false;
     // A pass needs both caches listed once (a relist keeps the old contents meanwhile).
     let (mut nodes_listed, mut pods_listed) = (false, false);
@@ -92,7 +93,7 @@ pub(crate) async fn run(client: kube::Client) {
             }
         }
         if nodes_listed && pods_listed {
-            retry = !pass(&client, &nodes, &pods, &mut state).await;
+            retry = !pass(&client, &events, &nodes, &pods, &mut state).await;
         }
     }
 }
@@ -117,7 +118,13 @@ fn wants_scheduling(pod: &Pod) -> bool {
 }
 
 /// One look at every unbound pod; whether every binding it tried went through.
-async fn pass(client: &kube::Client, nodes: &Store<Node>, pods: &Store<Pod>, state: &mut State) -> bool {
+async fn pass(
+    client: &kube::Client,
+    events: &Events,
+    nodes: &Store<Node>,
+    pods: &Store<Pod>,
+    state: &mut State,
+) -> bool {
     let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
     let pods = pods.state();
     let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
@@ -152,7 +159,7 @@ async fn pass(client: &kube::Client, nodes: &Store<Node>, pods: &Store<Pod>, sta
         let Some(spec) = pod.spec.as_ref() else { continue };
         match decide(spec, &nodes, &load) {
             Decision::Bind(node) => {
-                if bind(client, pod, &node).await {
+                if bind(client, events, pod, &node).await {
                     *load.entry(node.clone()).or_default() += 1;
                     state.assumed.insert(uid(pod), node);
                 } else {
@@ -161,7 +168,7 @@ async fn pass(client: &kube::Client, nodes: &Store<Node>, pods: &Store<Pod>, sta
             }
             Decision::Unschedulable(message) => {
                 if state.reported.get(&uid(pod)) != Some(&message) {
-                    report_unschedulable(client, pod, &message).await;
+                    report_unschedulable(client, events, pod, &message).await;
                     state.reported.insert(uid(pod), message);
                 }
             }
@@ -182,7 +189,7 @@ fn reference(pod: &Pod) -> ObjectReference {
 }
 
 /// Binds `pod` to `node`; whether it now is.
-async fn bind(client: &kube::Client, pod: &Pod, node: &str) -> bool {
+async fn bind(client: &kube::Client, events: &Events, pod: &Pod, node: &str) -> bool {
     let (ns, name) = (
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default(),
@@ -207,7 +214,7 @@ async fn bind(client: &kube::Client, pod: &Pod, node: &str) -> bool {
     match tokio::time::timeout(API_TIMEOUT, call).await {
         Ok(Ok(_)) => {
             let message = format!("Successfully assigned {ns}/{name} to {node}");
-            events::record(client, &reference(pod), false, "Scheduled", &message, SCHEDULER_NAME).await;
+            events.record(&reference(pod), false, "Scheduled", &message).await;
             true
         }
         Ok(Err(e)) => {
@@ -222,7 +229,7 @@ async fn bind(client: &kube::Client, pod: &Pod, node: &str) -> bool {
 }
 
 /// `PodScheduled=False` (reason `Unschedulable`) and a `FailedScheduling` event.
-async fn report_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
+async fn report_unschedulable(client: &kube::Client, events: &Events, pod: &Pod, message: &str) {
     let (ns, name) = (
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default(),
@@ -240,13 +247,5 @@ async fn report_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
         Ok(Err(e)) => tracing::warn!(pod = %format!("{ns}/{name}"), "marking unschedulable: {e}"),
         Err(_) => tracing::warn!(pod = %format!("{ns}/{name}"), "marking unschedulable: timed out"),
     }
-    events::record(
-        client,
-        &reference(pod),
-        true,
-        "FailedScheduling",
-        message,
-        SCHEDULER_NAME,
-    )
-    .await;
+    events.record(&reference(pod), true, "FailedScheduling", message).await;
 }
