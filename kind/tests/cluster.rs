@@ -651,3 +651,66 @@ fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
         .unwrap();
     local.delete().unwrap();
 }
+
+/// A `hostNetwork` pod runs in its node's netns: no netns and no CNI ADD of
+/// its own, the node's address as its pod IP; deleting it runs no CNI DEL
+/// there and leaves the node's network as it was.
+#[test]
+fn a_host_network_pod_runs_in_its_nodes_netns() {
+    if !gate("a_host_network_pod_runs_in_its_nodes_netns", &[Need::Root]) {
+        return;
+    }
+    let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
+    let local = cluster.local().unwrap();
+    let node = &local.nodes()[0];
+    let node_ip = node.ip().to_string();
+    create_pod(
+        &cluster,
+        json!({"metadata": {"name": "host"}, "spec": {"hostNetwork": true, "containers": [
+        {"name": "host", "image": "shell", "args": ["-c", "ip -o -4 addr show eth0; sleep 60"]}]}}),
+    );
+    let pod = cluster
+        .wait_for_pod("default", "host", Duration::from_secs(20), running)
+        .unwrap();
+    let status = pod.status.unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some(node_ip.as_str()));
+    assert_eq!(status.host_ip.as_deref(), Some(node_ip.as_str()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut logs = String::new();
+    while !logs.contains(&node_ip) && std::time::Instant::now() < deadline {
+        logs = cluster.pod_logs("default", "host", "host").unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        logs.contains(&format!("inet {node_ip}/")),
+        "the node's eth0 in the pod: {logs:?}"
+    );
+    let sandboxes: Vec<_> = node.pod_ids().iter().filter_map(|id| node.pod_netns(id)).collect();
+    assert_eq!(sandboxes.len(), 1);
+    assert!(sandboxes[0].host_network);
+    assert_eq!(sandboxes[0].path(), node.netns().path());
+
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    cluster
+        .block_on(api.delete("host", &kube::api::DeleteParams::default().grace_period(0)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !node.pod_ids().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.pod_ids().is_empty(), "the sandbox is gone");
+    // The node's netns and address survived the pod, and pods still start.
+    let eth0 = cluster
+        .node_exec(node.name(), &["ip", "-o", "-4", "addr", "show", "eth0"])
+        .unwrap();
+    assert!(eth0.contains(&format!("inet {node_ip}/")), "{eth0}");
+    create_pod(
+        &cluster,
+        json!({"metadata": {"name": "after"}, "spec": {"containers": [
+        {"name": "after", "image": "shell", "args": ["-c", "sleep 60"]}]}}),
+    );
+    let after = cluster
+        .wait_for_pod("default", "after", Duration::from_secs(20), running)
+        .unwrap();
+    assert_ne!(after.status.unwrap().pod_ip.as_deref(), Some(node_ip.as_str()));
+}

@@ -285,8 +285,14 @@ impl Worker {
             self.pod_ref(),
             self.tx.clone(),
         );
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         tokio::task::spawn_blocking(move || {
-            let input = match sandbox_add(&ctx, &id, &pod) {
+            let added = if host_network {
+                host_sandbox_add(&ctx, &id, &pod)
+            } else {
+                sandbox_add(&ctx, &id, &pod)
+            };
+            let input = match added {
                 Ok(pod_ips) => Input::SandboxReady { pod_ips },
                 Err(e) => Input::SandboxFailed { message: e.to_string() },
             };
@@ -587,13 +593,30 @@ fn sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>,
     Ok(ips)
 }
 
+/// A `hostNetwork` pod's sandbox: the node's netns, no CNI ADD (as
+/// kubelet and containerd skip the network plugin for it); its pod IP is
+/// the node's.
+fn host_sandbox_add(ctx: &NodeContext, id: &str, pod: &PodRef) -> Result<Vec<String>, SandboxError> {
+    let node = ctx.network.node(&ctx.node).ok_or(SandboxError::NodeGone)?;
+    if node.pod_netns(id).is_none() {
+        node.create_host_sandbox(id).map_err(SandboxError::Netns)?;
+    }
+    let cgroup = ctx.pod_cgroups.as_ref().map(|dir| dir.join(format!("pod{}", pod.uid)));
+    if let Err(e) = node.start_pod_infra(id, cgroup) {
+        let _ = node.delete_pod_netns(id);
+        return Err(SandboxError::Pause(e));
+    }
+    Ok(vec![node.ip().to_string()])
+}
+
 fn sandbox_del(ctx: &NodeContext, id: &str, pod: &PodRef) {
     let Some(node) = ctx.network.node(&ctx.node) else {
         return;
     };
     // Runtimes stop the pause container before tearing the network down.
     node.stop_pod_infra(id);
-    if let (Ok(selection), Some(sandbox)) = (node.select_network(), node.pod_netns(id)) {
+    let sandbox = node.pod_netns(id).filter(|s| !s.host_network);
+    if let (Ok(selection), Some(sandbox)) = (node.select_network(), sandbox) {
         let rt = RuntimeConf::for_pod(id, sandbox.path(), "eth0", pod);
         if let Err(e) = ctx.cni_runner(node).del(&selection.network, &rt) {
             tracing::warn!(pod = %pod.name, "CNI DEL: {e}");

@@ -44,6 +44,8 @@ pub(super) struct Sandbox {
     netns: Netns,
     infra: Option<Child>,
     cgroup: Option<PathBuf>,
+    /// A `hostNetwork` pod's: the netns is the node's, never unpinned here.
+    host_network: bool,
 }
 
 impl Sandbox {
@@ -67,7 +69,9 @@ impl Sandbox {
         {
             errors.push(e.to_string());
         }
-        if let Err(e) = self.netns.delete() {
+        if !self.host_network
+            && let Err(e) = self.netns.delete()
+        {
             errors.push(e.to_string());
         }
         errors
@@ -79,6 +83,7 @@ impl Sandbox {
             netns: self.netns.clone(),
             infra_pid: self.infra.as_ref().map(Child::id),
             cgroup: self.cgroup.clone(),
+            host_network: self.host_network,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct PodSandbox {
     pub infra_pid: Option<u32>,
     /// The pod's cgroup, when pod cgroups are enabled.
     pub cgroup: Option<PathBuf>,
+    /// A `hostNetwork` pod's sandbox: `netns` is the node's (no CNI runs for it).
+    pub host_network: bool,
 }
 
 impl PodSandbox {
@@ -333,6 +340,30 @@ impl Node {
             netns,
             infra: None,
             cgroup: None,
+            host_network: false,
+        };
+        let handle = sandbox.handle(id);
+        pods.insert(id.to_owned(), sandbox);
+        Ok(handle)
+    }
+
+    /// The sandbox of a `hostNetwork` pod: the node's own netns (no netns
+    /// of its own, no CNI), so its processes see the node's interfaces and
+    /// address. Deleting it leaves the node's netns alone.
+    pub fn create_host_sandbox(&self, id: &str) -> Result<PodSandbox, NodeError> {
+        names::validate_pod_id(id)?;
+        let mut pods = self.pods();
+        if pods.contains_key(id) {
+            return Err(NodeError::Invalid(format!(
+                "pod sandbox {id:?} already exists on node {}",
+                self.name
+            )));
+        }
+        let sandbox = Sandbox {
+            netns: self.netns.clone(),
+            infra: None,
+            cgroup: None,
+            host_network: true,
         };
         let handle = sandbox.handle(id);
         pods.insert(id.to_owned(), sandbox);
@@ -423,7 +454,12 @@ impl Node {
     /// Every pin file this node owns (its own and its sandboxes').
     pub(super) fn netns_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.netns.path().to_path_buf()];
-        files.extend(self.pods().values().map(|s| s.netns.path().to_path_buf()));
+        files.extend(
+            self.pods()
+                .values()
+                .filter(|s| !s.host_network)
+                .map(|s| s.netns.path().to_path_buf()),
+        );
         files
     }
 
