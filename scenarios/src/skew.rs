@@ -51,16 +51,16 @@ use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use serde_json::Value;
 
-use crate::deploy::NodeAgent;
+use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::error::Context;
 use crate::fixtures::{self, CONFLIST_VERSIONS, POD_SHAPES, POD_VERSIONS};
 use crate::race::{
-    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, validation_exits, wait,
-    wait_pod,
+    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, validation_exits, wait_pod,
 };
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
+use crate::system::Install;
 
 /// Every `skew/...` scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -90,18 +90,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ));
     out
-}
-
-/// Starts the agent from `manifest` on [`NODE`] as a node process and waits
-/// for its install.
-fn start_agent(
-    env: &Env,
-    cluster: &Cluster,
-    manifest: &istio_cni_agent::manifest::Manifest,
-) -> Result<NodeAgent, Stop> {
-    let mut agent = NodeAgent::start(env, cluster, NODE, manifest, &[])?;
-    agent.wait_installed(Duration::from_secs(30))?;
-    Ok(agent)
 }
 
 // ---- rules -----------------------------------------------------------------
@@ -190,15 +178,14 @@ fn rules_match_render(cluster: &Cluster, rec: &mut Record, name: &str, yaml: &st
 
 fn injected_pod(env: &Env, rec: &mut Record, version: &str, shape: &str) -> Step {
     if !env.is_local() {
-        return skip("the agent runs as a node process: embedded cluster only");
+        return skip("reads the rules in the pod's netns: embedded cluster only");
     }
     let yaml = fixtures::pod_yaml(version, shape)?;
     let pod = fixtures::parse_pod(yaml)?;
     let name = pod.metadata.name.clone().unwrap_or_default();
     let cluster = env.cluster(ClusterSpec::default())?;
     rec.mark("node ready");
-    let agent = start_agent(env, &cluster, &manifest(&[])?)?;
-    rec.mark("agent ready (installed)");
+    let agent = DaemonSetAgent::deploy(env, &cluster, &Install::defaults(), rec)?.leave();
     let result = (|| {
         create(&cluster, &pod)?;
         let running_pod = wait_pod(&cluster, &name, "Running", Duration::from_secs(30), running)
@@ -230,7 +217,7 @@ fn injected_pod(env: &Env, rec: &mut Record, version: &str, shape: &str) -> Step
         }
         Ok(())
     })();
-    rec.diag("agent log", agent.logs());
+    rec.diag("agent log", agent.logs(&cluster, NODE));
     result
 }
 
@@ -344,20 +331,12 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
     rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
     rec.mark(format!("Istio {version} entry in the conflist"));
 
-    let agent = start_agent(env, &cluster, &manifest(&[])?)?;
-    let run_dir = agent.run_dir.to_string_lossy().into_owned();
+    // Rolled out means ready, and the agent is ready once its entry is in
+    // place (the old one already named istio-cni, with the same run dir
+    // from 1.22 on: the file itself cannot tell the two apart).
+    let agent = DaemonSetAgent::deploy(env, &cluster, &Install::defaults(), rec)?;
     let result = (|| {
-        // Installed means our entry replaced the old one (the old one already
-        // named istio-cni, so wait for ours).
-        let text = wait("our entry in the conflist", Duration::from_secs(20), || {
-            let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
-            let list: Value = serde_json::from_str(&text).unwrap_or_default();
-            let ours = istio_entries(&list)
-                .iter()
-                .any(|(_, e)| e["cni_agent_run_dir"].as_str() == Some(run_dir.as_str()));
-            Ok(ours.then_some(text))
-        })?;
-        rec.mark("agent upgraded the entry");
+        let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
         rec.diag("conflist after the agent", text.clone());
         let list: Value = serde_json::from_str(&text).context(format!("{} as JSON", file.display()))?;
         let entries = istio_entries(&list);
@@ -389,11 +368,11 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         ensure!(has_rules(&netns_rules(&cluster, &name)), "no rules in {name}");
         Ok(())
     })();
-    let log = agent.logs();
+    let log = agent.logs(NODE);
     let result = result.and_then(|()| {
-        let code = agent.stop()?;
-        rec.mark("agent stopped (uninstall)");
-        ensure!(code == Some(0), "the agent exited with {code:?}");
+        // What the nodes held before the agent is the old installer's
+        // entry, which must not come back: checked here, not by the uninstall.
+        agent.remove(rec)?;
         let after = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
         rec.diag("conflist after uninstall", after.clone());
         let list: Value = serde_json::from_str(&after).context(format!("{} as JSON", file.display()))?;
@@ -584,15 +563,18 @@ fn release_plugin(env: &Env, rec: &mut Record, reference: &str, from: &str) -> S
     }
     rec.mark(format!("plugin {reference} ready"));
 
-    let cluster = env.cluster(ClusterSpec::default())?;
-    rec.mark("node ready");
     // The agent's image carries the old plugin: it installs that binary.
-    let mut mixed = env.clone();
-    mixed.bins.istio_cni = old_plugin.clone();
-    let agent = start_agent(&mixed, &cluster, &manifest(&[])?)?;
+    let mixed = env.with_image_plugin(&old_plugin);
+    let cluster = mixed.cluster(ClusterSpec::default())?;
+    rec.mark("node ready");
+    let agent = DaemonSetAgent::deploy(&mixed, &cluster, &Install::defaults(), rec)?.leave();
     rec.mark("agent (current) ready with the old plugin");
     let result = (|| {
-        let installed = agent.bin_dir.join("istio-cni");
+        let node = cluster
+            .local()?
+            .node(NODE)
+            .ok_or_else(|| Stop::Fail(format!("no {NODE}")))?;
+        let installed = node.host_path(&manifest(&[])?.host_bin_dir()).join("istio-cni");
         ensure!(
             same_bytes(&installed, &old_plugin)?,
             "the node's istio-cni is not the {reference} build"
@@ -618,7 +600,7 @@ fn release_plugin(env: &Env, rec: &mut Record, reference: &str, from: &str) -> S
         );
         Ok(())
     })();
-    rec.diag("agent log", agent.logs());
+    rec.diag("agent log", agent.logs(&cluster, NODE));
     result
 }
 
