@@ -422,16 +422,6 @@ impl<'a> DaemonSetAgent<'a> {
         Ok(())
     }
 
-    /// Deletes the DaemonSet and waits for its pods' cleanup as
-    /// [`DaemonSetAgent::uninstall`] does, without comparing the nodes'
-    /// files to before: for a scenario that put files there the agent is
-    /// meant not to give back (an old installer's entry), and checks the
-    /// nodes itself.
-    pub fn remove(mut self, record: &mut Record) -> Result<(), Stop> {
-        self.before = Err("the scenario checks the nodes' files itself".into());
-        self.uninstall(record)
-    }
-
     /// Deletes what was applied, last first; missing objects are fine.
     fn delete_objects(&mut self) {
         for object in std::mem::take(&mut self.objects).iter().rev() {

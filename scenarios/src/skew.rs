@@ -57,7 +57,8 @@ use crate::env::Env;
 use crate::error::Context;
 use crate::fixtures::{self, CONFLIST_VERSIONS, POD_SHAPES, POD_VERSIONS};
 use crate::race::{
-    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, validation_exits, wait_pod,
+    NODE, app_restarts, create, has_rules, manifest, netns_rules, pod_summary, running, validation_exits, wait,
+    wait_pod,
 };
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
 use crate::system::Install;
@@ -327,16 +328,31 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
     let primary = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
     let (old, keep) = with_entry(&primary, &fixtures::conflist_entry(version)?)?;
     let suffix = &primary[keep..];
-    std::fs::write(&file, &old).context(format!("writing {}", file.display()))?;
-    rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
-    rec.mark(format!("Istio {version} entry in the conflist"));
 
-    // Rolled out means ready, and the agent is ready once its entry is in
-    // place (the old one already named istio-cni, with the same run dir
-    // from 1.22 on: the file itself cannot tell the two apart).
+    // The agent meets the old installer's entry through its watch of the
+    // config dir: the embedded kubelet runs the CNI chain for hostNetwork
+    // pods too, so the agent's own pod could not start through an entry
+    // whose installer (kubeconfig, binary) is gone. What the agent writes
+    // is the same either way: its own entry in place of the old one.
     let agent = DaemonSetAgent::deploy(env, &cluster, &Install::defaults(), rec)?;
     let result = (|| {
-        let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
+        let installed = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
+        let list: Value = serde_json::from_str(&installed).context(format!("{} as JSON", file.display()))?;
+        let ours = istio_entries(&list)
+            .first()
+            .map(|(_, e)| (*e).clone())
+            .ok_or_else(|| Stop::Fail(format!("no istio-cni entry after the rollout:\n{installed}")))?;
+        std::fs::write(&file, &old).context(format!("writing {}", file.display()))?;
+        rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
+        rec.mark(format!("Istio {version} entry in the conflist"));
+        // Ours again (equal to the old one where an installer wrote the same).
+        let text = wait("our entry in the conflist again", Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
+            let list: Value = serde_json::from_str(&text).unwrap_or_default();
+            let back = istio_entries(&list).iter().any(|(_, e)| **e == ours);
+            Ok(back.then_some(text))
+        })?;
+        rec.mark("agent replaced the entry");
         rec.diag("conflist after the agent", text.clone());
         let list: Value = serde_json::from_str(&text).context(format!("{} as JSON", file.display()))?;
         let entries = istio_entries(&list);
@@ -370,9 +386,8 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
     })();
     let log = agent.logs(NODE);
     let result = result.and_then(|()| {
-        // What the nodes held before the agent is the old installer's
-        // entry, which must not come back: checked here, not by the uninstall.
-        agent.remove(rec)?;
+        // Back to the nodes' files from before the agent: the primary alone.
+        agent.uninstall(rec)?;
         let after = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
         rec.diag("conflist after uninstall", after.clone());
         let list: Value = serde_json::from_str(&after).context(format!("{} as JSON", file.display()))?;
