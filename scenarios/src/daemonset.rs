@@ -467,17 +467,31 @@ impl AgentPods {
             .collect()
     }
 
-    /// The log of the agent pod on `node` (empty when there is none), through the API.
-    pub fn logs(&self, cluster: &Cluster, node: &str) -> String {
+    /// The agent pod on `node`, if any.
+    fn pod_on(&self, cluster: &Cluster, node: &str) -> Option<Pod> {
         let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
         let pods = cluster
             .block_on(api.list(&ListParams::default().labels(&self.selector)))
             .map(|l| l.items)
             .unwrap_or_default();
-        let pod = pods
-            .into_iter()
-            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
-        let Some(name) = pod.and_then(|p| p.metadata.name) else {
+        pods.into_iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+    }
+
+    /// How often the containers of the agent pod on `node` restarted (0
+    /// without a pod). An agent that exits takes the plugin's config entry
+    /// out until its next run puts it back: pods whose sandbox is set up
+    /// meanwhile get no istio-cni call at all.
+    pub fn restarts(&self, cluster: &Cluster, node: &str) -> i32 {
+        let pod = self.pod_on(cluster, node);
+        let statuses = pod.and_then(|p| p.status).and_then(|s| s.container_statuses);
+        statuses.iter().flatten().map(|c| c.restart_count).sum()
+    }
+
+    /// The log of the agent pod on `node` (empty when there is none), through the API.
+    pub fn logs(&self, cluster: &Cluster, node: &str) -> String {
+        let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
+        let Some(name) = self.pod_on(cluster, node).and_then(|p| p.metadata.name) else {
             return String::new();
         };
         let log = cluster

@@ -131,6 +131,8 @@ pub struct Env {
     agent_image: Arc<Mutex<Option<ImageTable>>>,
     /// What scenarios deploy as the agent ([`System::project`] by default).
     pub system: Arc<System>,
+    /// The plugin the agent image carries, when not [`Binaries::istio_cni`].
+    image_plugin: Option<PathBuf>,
 }
 
 /// A directory removed when dropped.
@@ -150,6 +152,7 @@ impl Env {
             reapers: Arc::default(),
             agent_image: Arc::default(),
             system: Arc::default(),
+            image_plugin: None,
         })
     }
 
@@ -170,6 +173,20 @@ impl Env {
             reapers: Arc::default(),
             agent_image: Arc::default(),
             system: Arc::default(),
+            image_plugin: None,
+        }
+    }
+
+    /// The same env whose agent image carries `plugin` as its `istio-cni`
+    /// (an image of its own, laid out on first use): the agent installs
+    /// that binary on the nodes, while `istio-validation` stays
+    /// [`Binaries::istio_cni`] (a half-rolled agent image: the pods are
+    /// as before).
+    pub fn with_image_plugin(&self, plugin: &Path) -> Env {
+        Env {
+            agent_image: Arc::default(),
+            image_plugin: Some(plugin.to_path_buf()),
+            ..self.clone()
         }
     }
 
@@ -223,8 +240,9 @@ impl Env {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("istio-cni-agent-image-{}-{n}", std::process::id()));
         let guard = Arc::new(ImageDir(dir.clone()));
+        let plugin = self.image_plugin.as_deref().unwrap_or(&self.bins.istio_cni);
         let table = table
-            .with_agent_dir(&dir, &self.bins.agent, &self.bins.istio_cni)
+            .with_agent_dir(&dir, &self.bins.agent, plugin)
             .map_err(|e| Stop::Fail(format!("laying out the agent image in {}: {e}", dir.display())))?
             .holding(guard);
         *slot = Some(table.clone());

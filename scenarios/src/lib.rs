@@ -10,7 +10,6 @@
 //! system   the system under test: the project's manifests (default), a Helm chart, or manifest files; features
 //! daemonset the system under test on every backend: the manifests applied, rolled out, deleted
 //! nodefiles a node's CNI files, read the same way on every backend, and their differences
-//! deploy   the agent as a bare node process (the race scenarios only, until they deploy the DaemonSet)
 //! fixtures injected pods per Istio version, annotation sets
 //! error    why a body stops (Stop) and what failed under it (Error), causes kept
 //! failure  one-line reasons and the details under them (rules diffs, logs, counted events)
@@ -19,7 +18,6 @@
 
 pub mod catalog;
 pub mod daemonset;
-pub mod deploy;
 pub mod env;
 pub mod error;
 pub mod failure;

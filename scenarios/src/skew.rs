@@ -51,7 +51,7 @@ use istio_cni::cli::{Backend, RenderOptions, render_manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use serde_json::Value;
 
-use crate::deploy::NodeAgent;
+use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::error::Context;
@@ -61,6 +61,7 @@ use crate::race::{
     wait_pod,
 };
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
+use crate::system::Install;
 
 /// Every `skew/...` scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -90,18 +91,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ));
     out
-}
-
-/// Starts the agent from `manifest` on [`NODE`] as a node process and waits
-/// for its install.
-fn start_agent(
-    env: &Env,
-    cluster: &Cluster,
-    manifest: &istio_cni_agent::manifest::Manifest,
-) -> Result<NodeAgent, Stop> {
-    let mut agent = NodeAgent::start(env, cluster, NODE, manifest, &[])?;
-    agent.wait_installed(Duration::from_secs(30))?;
-    Ok(agent)
 }
 
 // ---- rules -----------------------------------------------------------------
@@ -190,15 +179,14 @@ fn rules_match_render(cluster: &Cluster, rec: &mut Record, name: &str, yaml: &st
 
 fn injected_pod(env: &Env, rec: &mut Record, version: &str, shape: &str) -> Step {
     if !env.is_local() {
-        return skip("the agent runs as a node process: embedded cluster only");
+        return skip("reads the rules in the pod's netns: embedded cluster only");
     }
     let yaml = fixtures::pod_yaml(version, shape)?;
     let pod = fixtures::parse_pod(yaml)?;
     let name = pod.metadata.name.clone().unwrap_or_default();
     let cluster = env.cluster(ClusterSpec::default())?;
     rec.mark("node ready");
-    let agent = start_agent(env, &cluster, &manifest(&[])?)?;
-    rec.mark("agent ready (installed)");
+    let agent = DaemonSetAgent::deploy(env, &cluster, &Install::defaults(), rec)?.leave();
     let result = (|| {
         create(&cluster, &pod)?;
         let running_pod = wait_pod(&cluster, &name, "Running", Duration::from_secs(30), running)
@@ -230,7 +218,7 @@ fn injected_pod(env: &Env, rec: &mut Record, version: &str, shape: &str) -> Step
         }
         Ok(())
     })();
-    rec.diag("agent log", agent.logs());
+    rec.diag("agent log", agent.logs(&cluster, NODE));
     result
 }
 
@@ -340,24 +328,31 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
     let primary = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
     let (old, keep) = with_entry(&primary, &fixtures::conflist_entry(version)?)?;
     let suffix = &primary[keep..];
-    std::fs::write(&file, &old).context(format!("writing {}", file.display()))?;
-    rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
-    rec.mark(format!("Istio {version} entry in the conflist"));
 
-    let agent = start_agent(env, &cluster, &manifest(&[])?)?;
-    let run_dir = agent.run_dir.to_string_lossy().into_owned();
+    // The agent meets the old installer's entry through its watch of the
+    // config dir: the embedded kubelet runs the CNI chain for hostNetwork
+    // pods too, so the agent's own pod could not start through an entry
+    // whose installer (kubeconfig, binary) is gone. What the agent writes
+    // is the same either way: its own entry in place of the old one.
+    let agent = DaemonSetAgent::deploy(env, &cluster, &Install::defaults(), rec)?;
     let result = (|| {
-        // Installed means our entry replaced the old one (the old one already
-        // named istio-cni, so wait for ours).
-        let text = wait("our entry in the conflist", Duration::from_secs(20), || {
+        let installed = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
+        let list: Value = serde_json::from_str(&installed).context(format!("{} as JSON", file.display()))?;
+        let ours = istio_entries(&list)
+            .first()
+            .map(|(_, e)| (*e).clone())
+            .ok_or_else(|| Stop::Fail(format!("no istio-cni entry after the rollout:\n{installed}")))?;
+        std::fs::write(&file, &old).context(format!("writing {}", file.display()))?;
+        rec.diag(format!("conflist as Istio {version}'s installer left it"), old.clone());
+        rec.mark(format!("Istio {version} entry in the conflist"));
+        // Ours again (equal to the old one where an installer wrote the same).
+        let text = wait("our entry in the conflist again", Duration::from_secs(30), || {
             let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
             let list: Value = serde_json::from_str(&text).unwrap_or_default();
-            let ours = istio_entries(&list)
-                .iter()
-                .any(|(_, e)| e["cni_agent_run_dir"].as_str() == Some(run_dir.as_str()));
-            Ok(ours.then_some(text))
+            let back = istio_entries(&list).iter().any(|(_, e)| **e == ours);
+            Ok(back.then_some(text))
         })?;
-        rec.mark("agent upgraded the entry");
+        rec.mark("agent replaced the entry");
         rec.diag("conflist after the agent", text.clone());
         let list: Value = serde_json::from_str(&text).context(format!("{} as JSON", file.display()))?;
         let entries = istio_entries(&list);
@@ -389,11 +384,10 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         ensure!(has_rules(&netns_rules(&cluster, &name)), "no rules in {name}");
         Ok(())
     })();
-    let log = agent.logs();
+    let log = agent.logs(NODE);
     let result = result.and_then(|()| {
-        let code = agent.stop()?;
-        rec.mark("agent stopped (uninstall)");
-        ensure!(code == Some(0), "the agent exited with {code:?}");
+        // Back to the nodes' files from before the agent: the primary alone.
+        agent.uninstall(rec)?;
         let after = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
         rec.diag("conflist after uninstall", after.clone());
         let list: Value = serde_json::from_str(&after).context(format!("{} as JSON", file.display()))?;
@@ -584,15 +578,18 @@ fn release_plugin(env: &Env, rec: &mut Record, reference: &str, from: &str) -> S
     }
     rec.mark(format!("plugin {reference} ready"));
 
-    let cluster = env.cluster(ClusterSpec::default())?;
-    rec.mark("node ready");
     // The agent's image carries the old plugin: it installs that binary.
-    let mut mixed = env.clone();
-    mixed.bins.istio_cni = old_plugin.clone();
-    let agent = start_agent(&mixed, &cluster, &manifest(&[])?)?;
+    let mixed = env.with_image_plugin(&old_plugin);
+    let cluster = mixed.cluster(ClusterSpec::default())?;
+    rec.mark("node ready");
+    let agent = DaemonSetAgent::deploy(&mixed, &cluster, &Install::defaults(), rec)?.leave();
     rec.mark("agent (current) ready with the old plugin");
     let result = (|| {
-        let installed = agent.bin_dir.join("istio-cni");
+        let node = cluster
+            .local()?
+            .node(NODE)
+            .ok_or_else(|| Stop::Fail(format!("no {NODE}")))?;
+        let installed = node.host_path(&manifest(&[])?.host_bin_dir()).join("istio-cni");
         ensure!(
             same_bytes(&installed, &old_plugin)?,
             "the node's istio-cni is not the {reference} build"
@@ -618,7 +615,7 @@ fn release_plugin(env: &Env, rec: &mut Record, reference: &str, from: &str) -> S
         );
         Ok(())
     })();
-    rec.diag("agent log", agent.logs());
+    rec.diag("agent log", agent.logs(&cluster, NODE));
     result
 }
 

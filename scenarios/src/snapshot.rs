@@ -4,7 +4,7 @@
 //!
 //! - **set**: a YAML file in `fixtures/annotation-sets/` (see its README):
 //!   annotations, labels, proxy env and uid/gid applied to Istio's injected pod.
-//! - **backend**: `nft` is the agent installed with `global.nativeNftables=true`
+//! - **backend**: `nft` is the agent's DaemonSet with `global.nativeNftables=true`
 //!   (the plugin config's `native_nftables`). `iptables-nft` is a stock node:
 //!   the plugin's detection (`iptables-legacy` only if the pod netns already
 //!   has legacy rules, else `iptables-nft`) picks nft-based iptables.
@@ -31,17 +31,17 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::deploy::NodeAgent;
+use crate::daemonset::{AgentPods, DaemonSetAgent};
 use crate::env::Env;
 use crate::error::Context;
 use crate::scenario::{Outcome, Record, Scenario, Stop};
+use crate::system::Install;
 
 /// The diagnostics block holding a passed scenario's normalized rules.
 pub const SNAPSHOT_DIAG: &str = "snapshot";
@@ -455,8 +455,8 @@ impl Drop for LegacyTools {
 pub struct Rig {
     pub backend: RuleBackend,
     pub family: Family,
-    // Dropped in this order: the agent, then the cluster, then the tools.
-    agent: NodeAgent,
+    // Dropped in this order: the cluster (the agent's DaemonSet with it), then the tools.
+    agent: AgentPods,
     cluster: Cluster,
     _tools: Option<LegacyTools>,
 }
@@ -487,18 +487,26 @@ impl Rig {
             ..ClusterSpec::default()
         })?;
         record.mark("cluster up");
-        let set = match backend {
-            RuleBackend::Nft => vec!["global.nativeNftables=true".to_string()],
-            _ => Vec::new(),
-        };
-        let manifest = Manifest::resolve(&Inputs {
-            set,
-            ..Default::default()
-        })
-        .map_err(|e| Stop::Fail(format!("the agent manifest: {e}")))?;
-        let mut agent = NodeAgent::start(env, &cluster, NODE, &manifest, &[])?;
-        let took = agent.wait_installed(Duration::from_secs(30))?;
-        record.mark(format!("agent installed ({} ms)", took.as_millis()));
+        let mut set = Vec::new();
+        if backend == RuleBackend::Nft {
+            set.push("global.nativeNftables=true");
+        }
+        if family == Family::Ipv6 {
+            // The embedded kubelet runs every pod in a netns of its own,
+            // hostNetwork ones too: the agent's is IPv6-only here, with no
+            // route to the API server's IPv4 address. Its repair controller
+            // then cannot list pods, and the agent exits (taking the
+            // istio-cni entry out of the chain) and restarts every ~20 s;
+            // pods set up meanwhile get no rules. Without repair the agent
+            // needs no API access (the plugin runs in the node's netns and
+            // reaches the API server itself); repair is race/*'s subject.
+            set.push("repair.enabled=false");
+        }
+        let agent = DaemonSetAgent::deploy(env, &cluster, &Install::set(&set), record)?;
+        // Rolled out means the agent reported ready, i.e. installed: the
+        // node's conflist must show it before any pod is created.
+        agent.check_chained(record)?;
+        let agent = agent.leave();
         Ok(Rig {
             backend,
             family,
@@ -540,12 +548,21 @@ impl Rig {
         let pod = match wait {
             Ok(pod) => pod,
             Err(e) => {
-                record.diag("agent and plugin log", crate::failure::strip_ansi(&self.agent.logs()));
+                record.diag("agent and plugin log", self.agent.logs(&self.cluster, NODE));
                 return Err(e);
             }
         };
         let ip = pod.status.and_then(|s| s.pod_ip).unwrap_or_default();
         record.mark(format!("pod has address {ip}"));
+        let restarts = self.agent.restarts(&self.cluster, NODE);
+        if restarts > 0 {
+            record.diag("agent log", self.agent.logs(&self.cluster, NODE));
+            record.diag("agent pods", self.agent.states(&self.cluster));
+            return Err(Stop::Fail(format!(
+                "the agent restarted {restarts} time(s): each exit takes the istio-cni entry out of the chain \
+                 until the next start, so this pod may have been set up without the plugin"
+            )));
+        }
         let want_v6 = self.family == Family::Ipv6;
         if ip.contains(':') != want_v6 {
             return Err(Stop::Fail(format!("pod address {ip} is not {}", self.family.name())));
@@ -594,7 +611,8 @@ impl Rig {
                 record.diag(format!("{what}: in the pod"), got.clone());
                 record.diag(format!("{what}: istio-cni render, restored"), want.clone());
             }
-            record.diag("agent log", self.agent.logs());
+            record.diag("agent log", self.agent.logs(&self.cluster, NODE));
+            record.diag("agent pods", self.agent.states(&self.cluster));
             let what: Vec<&str> = mismatches.iter().map(|m| m.0).collect();
             return Err(Stop::Fail(format!(
                 "the pod's rules differ from istio-cni render ({})",
@@ -602,7 +620,7 @@ impl Rig {
             )));
         }
         if let Err(e) = self.check_other_backends(&read) {
-            record.diag("agent log", self.agent.logs());
+            record.diag("agent log", self.agent.logs(&self.cluster, NODE));
             return Err(e);
         }
         let routing = policy_routing(&read, want_v6)?;
@@ -613,7 +631,7 @@ impl Rig {
         // own tools: a note, since its rules would not be the plugin's.
         let repaired = self
             .agent
-            .logs()
+            .logs(&self.cluster, NODE)
             .lines()
             .any(|l| l.contains("Repairing pod") && l.contains(&format!("pod={NAMESPACE}/{name} ")));
         if repaired {
