@@ -645,39 +645,21 @@ async fn tcp_attempt(target: &str, addr: SocketAddr, timeout: Duration, payload:
         }
     })
     .await;
+    // What arrived is the reply, also when the read then failed.
+    let reply = if buf.is_empty() {
+        Value::Null
+    } else {
+        answer_value(&buf)
+    };
+    ev.insert("reply".into(), reply);
     match read {
         Err(_) => {
-            ev.insert(
-                "reply".into(),
-                if buf.is_empty() {
-                    Value::Null
-                } else {
-                    answer_value(&buf)
-                },
-            );
             ev.insert("reply_error".into(), json!("timeout waiting for an answer"));
         }
         Ok(Err(e)) => {
-            ev.insert(
-                "reply".into(),
-                if buf.is_empty() {
-                    Value::Null
-                } else {
-                    answer_value(&buf)
-                },
-            );
             ev.insert("reply_error".into(), json!(e.to_string()));
         }
-        Ok(Ok(())) => {
-            ev.insert(
-                "reply".into(),
-                if buf.is_empty() {
-                    Value::Null
-                } else {
-                    answer_value(&buf)
-                },
-            );
-        }
+        Ok(Ok(())) => {}
     }
     (true, ev)
 }

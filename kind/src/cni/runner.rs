@@ -302,10 +302,7 @@ impl Runner {
             if cached.network != list.name {
                 continue;
             }
-            let key = GcAttachment {
-                container_id: cached.container_id.clone(),
-                ifname: cached.ifname.clone(),
-            };
+            let key = GcAttachment::new(&cached.container_id, &cached.ifname);
             if valid.contains(&key) {
                 continue;
             }
@@ -604,10 +601,20 @@ esac
     }
 
     fn list() -> NetworkConfigList {
-        NetworkConfigList::from_list_bytes(
-            br#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"p1"},{"type":"p2","capabilities":{"portMappings":true}}]}"#,
+        parse(
+            r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"p1"},{"type":"p2","capabilities":{"portMappings":true}}]}"#,
         )
-        .unwrap()
+    }
+
+    /// A list network named `name` of one `plugin`, at `version`.
+    fn one_plugin(version: &str, name: &str, plugin: &str) -> NetworkConfigList {
+        parse(&format!(
+            r#"{{"cniVersion":"{version}","name":"{name}","plugins":[{{"type":"{plugin}"}}]}}"#
+        ))
+    }
+
+    fn parse(list: &str) -> NetworkConfigList {
+        NetworkConfigList::from_list_bytes(list.as_bytes()).unwrap()
     }
 
     #[test]
@@ -651,9 +658,7 @@ esac
     fn versions_gate_check_del_cache_and_status() {
         let fx = Fixture::new("gates");
         let runner = fx.runner();
-        let old =
-            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"p1"}]}"#)
-                .unwrap();
+        let old = one_plugin("0.3.1", "old", "p1");
         let rt = RuntimeConf::new("c1", None, "eth0");
         runner.add(&old, &rt).unwrap();
         assert!(matches!(
@@ -666,10 +671,7 @@ esac
         // STATUS before 1.1.0 runs nothing.
         runner.status(&old).unwrap();
         assert!(fx.log().iter().all(|(c, _, _)| c != "STATUS"));
-        let disabled = NetworkConfigList::from_list_bytes(
-            br#"{"cniVersion":"1.0.0","name":"d","disableCheck":true,"plugins":[{"type":"p1"}]}"#,
-        )
-        .unwrap();
+        let disabled = parse(r#"{"cniVersion":"1.0.0","name":"d","disableCheck":true,"plugins":[{"type":"p1"}]}"#);
         let before = fx.log().len();
         runner.check(&disabled, &rt).unwrap();
         assert_eq!(fx.log().len(), before, "disableCheck skips CHECK");
@@ -679,21 +681,11 @@ esac
     fn gc_dels_stale_attachments_and_sends_gc_at_1_1_0() {
         let fx = Fixture::new("gc");
         let runner = fx.runner();
-        let list =
-            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.1.0","name":"g","plugins":[{"type":"p1"}]}"#)
-                .unwrap();
+        let list = one_plugin("1.1.0", "g", "p1");
         for id in ["keep", "stale"] {
             runner.add(&list, &RuntimeConf::new(id, None, "eth0")).unwrap();
         }
-        runner
-            .gc(
-                &list,
-                &[GcAttachment {
-                    container_id: "keep".into(),
-                    ifname: "eth0".into(),
-                }],
-            )
-            .unwrap();
+        runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).unwrap();
         let log = fx.log();
         let tail: Vec<&str> = log[2..].iter().map(|(c, _, _)| c.as_str()).collect();
         assert_eq!(tail, ["DEL", "GC"]);
@@ -754,9 +746,7 @@ esac
         let fx = Fixture::new("bad");
         std::fs::write(fx.dir.join("bin/junk"), "#!/bin/sh\ncat >/dev/null\necho not-json\n").unwrap();
         std::fs::set_permissions(fx.dir.join("bin/junk"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let list =
-            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"junk"}]}"#)
-                .unwrap();
+        let list = one_plugin("1.0.0", "b", "junk");
         let err = fx
             .runner()
             .add(&list, &RuntimeConf::new("c1", None, "eth0"))

@@ -66,6 +66,15 @@ fn config_error(message: impl Into<String>) -> StartError {
     }
 }
 
+/// The volumes of the pod's spec.
+fn pod_volumes(pod: &Pod) -> Vec<Volume> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .cloned()
+        .collect()
+}
+
 /// A ConfigMap's or Secret's keys with their bytes: the binary ones, then
 /// the text ones (which win on a key in both).
 fn keyed_bytes(
@@ -257,6 +266,16 @@ impl PodFs {
         Ok(pod)
     }
 
+    /// Where a volume of the pod lives on the node, by its plugin (as the
+    /// kubelet lays it out).
+    fn volume_dir(&self, plugin: &str, volume: &str) -> PathBuf {
+        self.inner
+            .dir
+            .join("volumes")
+            .join(format!("kubernetes.io~{plugin}"))
+            .join(volume)
+    }
+
     /// A namespaced object of the pod's namespace, `None` when there is no
     /// such object; `what` names its kind in the error.
     async fn get_opt<K>(&self, what: &str, name: &str) -> Result<Option<K>, String>
@@ -298,12 +317,7 @@ impl PodFs {
         facts: &PodFacts,
         environment: &[(String, String)],
     ) -> Result<Vec<Mount>, StartError> {
-        let all: Vec<Volume> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .cloned()
-            .collect();
+        let all = pod_volumes(pod);
         let mut ready: HashMap<String, PathBuf> = HashMap::new();
         let mut mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
@@ -361,12 +375,7 @@ impl PodFs {
                 v.name
             )));
         };
-        let dir = self
-            .inner
-            .dir
-            .join("volumes")
-            .join(format!("kubernetes.io~{plugin}"))
-            .join(&v.name);
+        let dir = self.volume_dir(plugin, &v.name);
         if v.empty_dir.is_some() {
             std::fs::create_dir_all(&dir).map_err(|e| mount_error(format!("creating {}: {e}", dir.display())))?;
             return Ok(dir);
@@ -509,21 +518,11 @@ impl PodFs {
             (state.pod.clone(), state.facts.clone(), due)
         };
         let Some(pod) = pod else { return Ok(()) };
-        let volumes: Vec<Volume> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .cloned()
-            .collect();
+        let volumes = pod_volumes(&pod);
         let mut failed = Ok(());
         for v in volumes {
             let Some(plugin) = volumes::plugin(&v) else { continue };
-            let dir = self
-                .inner
-                .dir
-                .join("volumes")
-                .join(format!("kubernetes.io~{plugin}"))
-                .join(&v.name);
+            let dir = self.volume_dir(plugin, &v.name);
             if !self.inner.state.lock().await.written.contains_key(&dir) {
                 continue;
             }
