@@ -531,6 +531,21 @@ fn find_long<'a>(cmd: &'a clap::Command, long: &str) -> Option<&'a clap::Arg> {
 }
 
 #[cfg(test)]
+impl InstallSettings {
+    /// The settings the flags `args` give, for the installer's tests.
+    pub(crate) fn from_flags(args: &[&str]) -> InstallSettings {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            s: InstallSettings,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .s
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;

@@ -412,15 +412,9 @@ mod tests {
 
     #[test]
     fn stopped_before_the_first_pass_installs_nothing() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            s: crate::config::InstallSettings,
-        }
         let root = std::env::temp_dir().join(format!("istio-cni-watch-stop-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let mut s = Cli::try_parse_from(["t"]).unwrap().s;
+        let mut s = crate::config::InstallSettings::from_flags(&[]);
         s.mounted_cni_net_dir = root.join("conf");
         s.cni_bin_dir = root.join("bin");
         s.cni_bin_source_dir = root.join("src");

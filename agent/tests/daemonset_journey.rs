@@ -6,76 +6,27 @@
 //! files byte-identical to before: the agent's SIGTERM cleanup ran in its pod.
 //! Needs root (or ci/test's user namespace).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod daemonset_support;
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use daemonset_support::{
+    READY, agent_cluster, agents, agents_gone, apply, delete_daemonset, has_entry, node_files, rollout,
+};
+use istio_cni_kind::cluster::Cluster;
+use istio_cni_kind::kubelet::ImageTable;
 use testkit::{Kubectl, Need, Scratch};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/chart");
 
+/// Two nodes whose only image is the agent's.
 fn cluster(images: &Scratch) -> Cluster {
-    let plugin = testkit::workspace_bin("istio-cni", "istio-cni");
-    let table = ImageTable::new()
-        .with_agent_dir(
-            &images.join("agent"),
-            Path::new(env!("CARGO_BIN_EXE_istio-cni-agent")),
-            &plugin,
-        )
-        .expect("laying out the agent image");
-    Cluster::create(ClusterSpec {
-        nodes: 2,
-        profile: Profile::Ptp,
-        images: table,
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-        },
-        ..ClusterSpec::default()
-    })
-    .expect("creating the cluster")
-}
-
-/// Per node: its CNI config files (name → bytes) and the names in its plugin dir.
-type NodeFiles = BTreeMap<String, (BTreeMap<String, Vec<u8>>, Vec<String>)>;
-
-/// Every node's CNI files now.
-fn node_files(cluster: &Cluster) -> NodeFiles {
-    let local = cluster.local().expect("a local cluster");
-    let read_dir = |dir: PathBuf| -> Vec<(String, PathBuf)> {
-        let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        entries.sort();
-        entries
-    };
-    local
-        .nodes()
-        .iter()
-        .map(|node| {
-            let conf = read_dir(node.conf_dir())
-                .into_iter()
-                .filter(|(_, p)| p.is_file())
-                .map(|(name, p)| (name, std::fs::read(p).unwrap_or_default()))
-                .collect();
-            let bin = read_dir(node.bin_dir()).into_iter().map(|(name, _)| name).collect();
-            (node.name().to_string(), (conf, bin))
-        })
-        .collect()
+    agent_cluster(images, 2, ImageTable::new())
 }
 
 fn every_node_has_the_plugin(cluster: &Cluster) {
     for (node, (conf, bin)) in node_files(cluster) {
-        let chained = conf.iter().any(|(name, bytes)| {
-            name.ends_with(".conflist") && String::from_utf8_lossy(bytes).contains("\"type\": \"istio-cni\"")
-        });
+        let chained = conf
+            .iter()
+            .any(|(name, bytes)| name.ends_with(".conflist") && has_entry(bytes));
         assert!(
             chained,
             "{node}: no istio-cni entry in {:?}",
@@ -90,19 +41,8 @@ fn every_node_has_the_plugin(cluster: &Cluster) {
 
 /// One Ready agent pod per node, each on a different node.
 fn one_ready_agent_per_node(kubectl: &Kubectl) {
-    let out = kubectl.ok(&[
-        "-n",
-        "istio-system",
-        "get",
-        "pods",
-        "-l",
-        "k8s-app=istio-cni-node",
-        "-o",
-        "jsonpath={range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-    ]);
-    let mut lines: Vec<&str> = out.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["node-0 True", "node-1 True"], "{out}");
+    let lines = agents(kubectl, &format!("{{.spec.nodeName}} {READY}"));
+    assert_eq!(lines, ["node-0 True", "node-1 True"]);
 }
 
 #[test]
@@ -120,45 +60,12 @@ fn the_agent_daemonset_from_its_manifest_installs_and_cleans_up() {
     };
     let before = node_files(&cluster);
 
-    let manifest = std::process::Command::new(env!("CARGO_BIN_EXE_istio-cni-agent"))
-        .arg("manifest")
-        .output()
-        .expect("istio-cni-agent manifest");
-    assert!(manifest.status.success());
-    kubectl.ok(&["create", "namespace", "istio-system"]);
-    kubectl
-        .run_with_stdin(&["apply", "-f", "-"], Some(&manifest.stdout))
-        .ok();
-    kubectl.ok(&[
-        "-n",
-        "istio-system",
-        "rollout",
-        "status",
-        "ds/istio-cni-node",
-        "--timeout=120s",
-    ]);
+    apply(&kubectl, &[]);
+    rollout(&kubectl);
     one_ready_agent_per_node(&kubectl);
     every_node_has_the_plugin(&cluster);
 
-    kubectl.ok(&[
-        "-n",
-        "istio-system",
-        "delete",
-        "ds",
-        "istio-cni-node",
-        "--wait",
-        "--timeout=120s",
-    ]);
-    kubectl.ok(&[
-        "-n",
-        "istio-system",
-        "wait",
-        "--for=delete",
-        "pod",
-        "-l",
-        "k8s-app=istio-cni-node",
-        "--timeout=120s",
-    ]);
+    delete_daemonset(&kubectl);
     assert_eq!(
         node_files(&cluster),
         before,
@@ -223,14 +130,7 @@ fn helm_installs_upgrades_and_uninstalls_the_chart() {
         "jsonpath={.data.REPAIR_DELETE_PODS}",
     ]);
     assert_eq!(mode, "true");
-    kubectl.ok(&[
-        "-n",
-        "istio-system",
-        "rollout",
-        "status",
-        "ds/istio-cni-node",
-        "--timeout=120s",
-    ]);
+    rollout(&kubectl);
     one_ready_agent_per_node(&kubectl);
     every_node_has_the_plugin(&cluster);
 
@@ -243,16 +143,7 @@ fn helm_installs_upgrades_and_uninstalls_the_chart() {
         "--timeout",
         "3m",
     ]);
-    kubectl.ok(&[
-        "-n",
-        "istio-system",
-        "wait",
-        "--for=delete",
-        "pod",
-        "-l",
-        "k8s-app=istio-cni-node",
-        "--timeout=120s",
-    ]);
+    agents_gone(&kubectl);
     assert_eq!(
         node_files(&cluster),
         before,

@@ -259,6 +259,47 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Waits up to 10 s for a Warning event of the repair controller about
+/// `hello` whose (reason, message) satisfies `matches`.
+fn wait_for_event(cluster: &Cluster, what: &str, matches: impl Fn(&str, &str) -> bool) {
+    wait_until(what, Duration::from_secs(10), || {
+        repair_events(cluster, "hello")
+            .iter()
+            .any(|(reason, message)| matches(reason, message))
+    });
+}
+
+/// The racing cluster with the broken pod `hello`, then the controller in
+/// `mode_flag` whose client has the chart's common rules and `extra_rules`.
+fn broken_pod_then_controller(mode_flag: &str, extra_rules: serde_json::Value) -> (Cluster, Pod, Running) {
+    let cluster = racing_cluster();
+    let broken = create_broken_pod(&cluster, "hello");
+    let rt = runtime();
+    let client = client_for(&cluster, &rt, extra_rules);
+    let running = Running::start(rt, client, mode_flag);
+    (cluster, broken, running)
+}
+
+/// A mode without its RBAC rule (only the common rules): the controller
+/// counts a `kind` failure and writes a `reason` event whose message starts
+/// with `message` and says why (forbidden).
+fn without_its_rule(mode_flag: &str, kind: RepairType, reason: &str, message: &str) -> (Cluster, Pod, Running) {
+    let (cluster, broken, running) = broken_pod_then_controller(mode_flag, json!([]));
+    assert!(running.wait_for_metric(kind, RepairResult::fail, Duration::from_secs(20)) >= 1);
+    wait_for_event(&cluster, &format!("the failed {reason} event"), |r, m| {
+        r == reason && m.starts_with(message) && m.contains("forbidden")
+    });
+    (cluster, broken, running)
+}
+
+/// The pod `hello` now; the same pod as `broken`.
+fn intact(cluster: &Cluster, broken: &Pod) -> Pod {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let still = cluster.block_on(api.get("hello")).unwrap();
+    assert_eq!(still.metadata.uid, broken.metadata.uid, "the pod is intact");
+    still
+}
+
 /// Repair mode end to end; rules are checked with `check_rules` in the pod netns.
 fn repair_in_place(native_nftables: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -357,15 +398,10 @@ fn delete_mode_deletes_the_racing_pod_with_an_event() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = racing_cluster();
-    create_broken_pod(&cluster, "hello");
-    let rt = runtime();
-    let client = client_for(
-        &cluster,
-        &rt,
+    let (cluster, _, running) = broken_pod_then_controller(
+        "--repair-delete-pods",
         json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]),
     );
-    let running = Running::start(rt, client, "--repair-delete-pods");
     let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
     wait_until("the pod's deletion", Duration::from_secs(20), || {
         cluster.block_on(api.get_opt("hello")).unwrap().is_none()
@@ -382,8 +418,8 @@ fn delete_mode_deletes_the_racing_pod_with_an_event() {
             .repaired_count(RepairType::delete, RepairResult::success)
             >= 1
     });
-    wait_until("the DeleteBrokenPod event", Duration::from_secs(10), || {
-        repair_events(&cluster, "hello").contains(&("DeleteBrokenPod".into(), "pod detected as broken, deleted".into()))
+    wait_for_event(&cluster, "the DeleteBrokenPod event", |reason, message| {
+        (reason, message) == ("DeleteBrokenPod", "pod detected as broken, deleted")
     });
     running.stop();
     cluster.delete().unwrap();
@@ -391,15 +427,10 @@ fn delete_mode_deletes_the_racing_pod_with_an_event() {
 
 /// A broken pod in label mode, with the chart's label-mode role.
 fn label_mode() -> (Cluster, Running) {
-    let cluster = racing_cluster();
-    create_broken_pod(&cluster, "hello");
-    let rt = runtime();
-    let client = client_for(
-        &cluster,
-        &rt,
+    let (cluster, _, running) = broken_pod_then_controller(
+        "--repair-label-pods",
         json!([{"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]}]),
     );
-    let running = Running::start(rt, client, "--repair-label-pods");
     (cluster, running)
 }
 
@@ -418,8 +449,8 @@ fn label_mode_patches_pods_status_with_an_event() {
         running.metrics.repaired_count(RepairType::label, RepairResult::fail)
     );
     assert_eq!(running.metrics.repaired_count(RepairType::label, RepairResult::fail), 0);
-    wait_until("the LabelBrokenPod event", Duration::from_secs(10), || {
-        repair_events(&cluster, "hello").contains(&("LabelBrokenPod".into(), "pod detected as broken, labeled".into()))
+    wait_for_event(&cluster, "the LabelBrokenPod event", |reason, message| {
+        (reason, message) == ("LabelBrokenPod", "pod detected as broken, labeled")
     });
     running.stop();
     cluster.delete().unwrap();
@@ -464,29 +495,20 @@ fn delete_mode_without_its_rbac_rule_reports_forbidden() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = racing_cluster();
-    let broken = create_broken_pod(&cluster, "hello");
-    let rt = runtime();
     // Only the common rules: the chart's role for another mode.
-    let client = client_for(&cluster, &rt, json!([]));
-    let running = Running::start(rt, client, "--repair-delete-pods");
-    assert!(running.wait_for_metric(RepairType::delete, RepairResult::fail, Duration::from_secs(20)) >= 1);
-    wait_until("the failed-delete event", Duration::from_secs(10), || {
-        repair_events(&cluster, "hello").iter().any(|(reason, message)| {
-            reason == "DeleteBrokenPod"
-                && message.starts_with("pod detected as broken, but failed to delete")
-                && message.contains("forbidden")
-        })
-    });
+    let (cluster, broken, running) = without_its_rule(
+        "--repair-delete-pods",
+        RepairType::delete,
+        "DeleteBrokenPod",
+        "pod detected as broken, but failed to delete",
+    );
     assert_eq!(
         running
             .metrics
             .repaired_count(RepairType::delete, RepairResult::success),
         0
     );
-    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
-    let still = cluster.block_on(api.get("hello")).unwrap();
-    assert_eq!(still.metadata.uid, broken.metadata.uid, "the pod is intact");
+    intact(&cluster, &broken);
     running.stop();
     cluster.delete().unwrap();
 }
@@ -534,20 +556,13 @@ fn label_mode_without_its_rbac_rule_reports_forbidden() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     capture_agent_log();
-    let cluster = racing_cluster();
-    let broken = create_broken_pod(&cluster, "hello");
-    let rt = runtime();
     // The label-mode role without its pods/status rule.
-    let client = client_for(&cluster, &rt, json!([]));
-    let running = Running::start(rt, client, "--repair-label-pods");
-    assert!(running.wait_for_metric(RepairType::label, RepairResult::fail, Duration::from_secs(20)) >= 1);
-    wait_until("the failed-label event", Duration::from_secs(10), || {
-        repair_events(&cluster, "hello").iter().any(|(reason, message)| {
-            reason == "LabelBrokenPod"
-                && message.starts_with("pod detected as broken, but failed to label")
-                && message.contains("forbidden")
-        })
-    });
+    let (cluster, broken, running) = without_its_rule(
+        "--repair-label-pods",
+        RepairType::label,
+        "LabelBrokenPod",
+        "pod detected as broken, but failed to label",
+    );
     // Counted under the label type's fail result, nothing else.
     let text = running.metrics.encode();
     let counted = |kind: &str, result: &str| {
@@ -575,9 +590,7 @@ fn label_mode_without_its_rbac_rule_reports_forbidden() {
         "agent log:\n{log}"
     );
     // The pod is untouched: the same pod, without the label.
-    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
-    let still = cluster.block_on(api.get("hello")).unwrap();
-    assert_eq!(still.metadata.uid, broken.metadata.uid);
+    let still = intact(&cluster, &broken);
     assert!(
         !still
             .metadata

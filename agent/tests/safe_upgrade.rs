@@ -22,7 +22,9 @@ use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use daemonset_support::{NS, NodeFiles, apply, cluster, conflists, delete_daemonset, has_entry, node_files, rollout};
+use daemonset_support::{
+    NodeFiles, READY, agents, apply, cluster, conflists, delete_daemonset, has_entry, node_files, rollout,
+};
 use istio_cni_kind::cluster::Cluster;
 use notify::{EventKind, RecursiveMode, Watcher};
 use testkit::{Kubectl, Need, Scratch};
@@ -93,23 +95,6 @@ impl Sampler {
     }
 }
 
-/// `node generation ready` of every agent pod.
-fn agents(kubectl: &Kubectl) -> Vec<String> {
-    let out = kubectl.ok(&[
-        "-n",
-        NS,
-        "get",
-        "pods",
-        "-l",
-        "k8s-app=istio-cni-node",
-        "-o",
-        "jsonpath={range .items[*]}{.spec.nodeName} {.metadata.labels.pod-template-generation} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-    ]);
-    let mut lines: Vec<String> = out.lines().map(String::from).collect();
-    lines.sort();
-    lines
-}
-
 /// What a roll left to check.
 struct Rolled {
     samples: Samples,
@@ -128,13 +113,8 @@ fn roll(test: &str, nodes: u32, sets: &[&str]) -> Rolled {
     let before = node_files(&cluster);
     apply(&kubectl, sets);
     rollout(&kubectl);
+    assert_installed(&cluster, "not installed");
     let files = conflists(&cluster);
-    for (node, path) in &files {
-        assert!(
-            has_entry(&std::fs::read(path).unwrap_or_default()),
-            "{node}: not installed"
-        );
-    }
 
     let sampler = Sampler::start(files);
     let mut rolled: Vec<&str> = sets.to_vec();
@@ -144,7 +124,10 @@ fn roll(test: &str, nodes: u32, sets: &[&str]) -> Rolled {
     let samples = sampler.finish();
     let expected: Vec<String> = (0..nodes).map(|i| format!("node-{i} 2 True")).collect();
     assert_eq!(
-        agents(&kubectl),
+        agents(
+            &kubectl,
+            &format!("{{.spec.nodeName}} {{.metadata.labels.pod-template-generation}} {READY}")
+        ),
         expected,
         "every agent is of the new generation and Ready"
     );
@@ -157,25 +140,44 @@ fn roll(test: &str, nodes: u32, sets: &[&str]) -> Rolled {
     }
 }
 
-fn gated(test: &str) -> bool {
-    testkit::gate(test, &[Need::Root, Need::CniPlugins])
+/// Every node's conflist has the istio-cni entry; `what` says why it should.
+fn assert_installed(cluster: &Cluster, what: &str) {
+    for (node, path) in conflists(cluster) {
+        assert!(has_entry(&std::fs::read(path).unwrap_or_default()), "{node}: {what}");
+    }
+}
+
+impl Rolled {
+    /// After the roll the entry is (still or again) in every conflist, and
+    /// deleting the DaemonSet leaves every node's files as they were before
+    /// the install.
+    fn uninstall_restores(self, installed: &str, restored: &str) {
+        assert_installed(&self.cluster, installed);
+        delete_daemonset(&self.kubectl);
+        assert_eq!(node_files(&self.cluster), self.before, "{restored}");
+    }
+}
+
+/// [`roll`] when the machine has what it needs (root, the CNI plugins and
+/// kubectl); `None` after the skip otherwise.
+fn gated_roll(test: &str, scratch: &str, nodes: u32, sets: &[&str]) -> Option<Rolled> {
+    let gated = testkit::gate(test, &[Need::Root, Need::CniPlugins])
         && (testkit::kubectl_path().is_some()
-            || testkit::skip(test, "kubectl not found in PATH (ci/setup installs it)"))
+            || testkit::skip(test, "kubectl not found in PATH (ci/setup installs it)"));
+    gated.then(|| roll(scratch, nodes, sets))
 }
 
 #[test]
 fn safe_upgrade_keeps_the_plugin_through_a_roll_and_uninstall_still_restores() {
-    let test = "safe_upgrade_keeps_the_plugin_through_a_roll_and_uninstall_still_restores";
-    if !gated(test) {
+    let Some(rolled) = gated_roll(
+        "safe_upgrade_keeps_the_plugin_through_a_roll_and_uninstall_still_restores",
+        "safe-upgrade",
+        2,
+        &["safeUpgrade.enabled=true"],
+    ) else {
         return;
-    }
-    let Rolled {
-        samples,
-        before,
-        kubectl,
-        cluster,
-        ..
-    } = roll("safe-upgrade", 2, &["safeUpgrade.enabled=true"]);
+    };
+    let samples = &rolled.samples;
     eprintln!("safe upgrade: {} reads during the roll", samples.reads);
     assert!(samples.reads > 0);
     assert!(
@@ -185,31 +187,23 @@ fn safe_upgrade_keeps_the_plugin_through_a_roll_and_uninstall_still_restores() {
         samples.reads,
         samples.missing
     );
-    for (node, path) in conflists(&cluster) {
-        assert!(has_entry(&std::fs::read(path).unwrap_or_default()), "{node}");
-    }
-
-    delete_daemonset(&kubectl);
-    assert_eq!(
-        node_files(&cluster),
-        before,
-        "after the roll, deleting the DaemonSet restores every node byte for byte"
+    rolled.uninstall_restores(
+        "kept",
+        "after the roll, deleting the DaemonSet restores every node byte for byte",
     );
 }
 
 #[test]
 fn without_safe_upgrade_a_roll_removes_the_entry_for_a_while() {
-    let test = "without_safe_upgrade_a_roll_removes_the_entry_for_a_while";
-    if !gated(test) {
+    let Some(rolled) = gated_roll(
+        "without_safe_upgrade_a_roll_removes_the_entry_for_a_while",
+        "no-safe-upgrade",
+        1,
+        &[],
+    ) else {
         return;
-    }
-    let Rolled {
-        samples,
-        before,
-        kubectl,
-        cluster,
-        ..
-    } = roll("no-safe-upgrade", 1, &[]);
+    };
+    let samples = &rolled.samples;
     eprintln!(
         "no safe upgrade: {} of {} reads during the roll lacked the entry",
         samples.missing.len(),
@@ -220,12 +214,5 @@ fn without_safe_upgrade_a_roll_removes_the_entry_for_a_while() {
         "the entry never went away during the roll ({} reads)",
         samples.reads
     );
-    for (node, path) in conflists(&cluster) {
-        assert!(
-            has_entry(&std::fs::read(path).unwrap_or_default()),
-            "{node}: reinstalled"
-        );
-    }
-    delete_daemonset(&kubectl);
-    assert_eq!(node_files(&cluster), before);
+    rolled.uninstall_restores("reinstalled", "deleting the DaemonSet restores every node");
 }

@@ -12,11 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use istio_cni_conformance::SuiteOptions;
 use istio_cni_conformance::progress::{Mode, Progress};
 use istio_cni_conformance::report::{html, junit};
-use istio_cni_conformance::runner::{self, RunPlan, TargetEnv};
-use istio_cni_conformance::suites::Planned;
+use istio_cni_conformance::runner::{self, RunPlan};
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
 use testkit::{Need, Scratch, gate};
@@ -77,18 +75,7 @@ fn a_forced_failure_reports_a_reason_people_can_act_on() {
     write_wrapper(&wrapper, &real);
     env.bins.istio_cni = wrapper;
     let scenario = catalog::named("cni/ptp/chained").expect("cni/ptp/chained in the catalog");
-    let plan = RunPlan {
-        items: vec![Planned::Scenario(scenario)],
-        spec: SuiteOptions::new("istio-cni"),
-        targets: vec![TargetEnv {
-            suffix: None,
-            env: Ok(env),
-            serial: false,
-            target: Target::Local,
-        }],
-        jobs: 1,
-        timeout: Duration::from_secs(300),
-    };
+    let plan = RunPlan::one_local(scenario, env, Duration::from_secs(300));
     let mut out = Vec::new();
     let results = runner::run(plan, &mut Progress::new(&mut out, Mode::Lines, 1));
     let xml = junit::render(&results);

@@ -108,17 +108,7 @@ fn a_chart_with_an_image_the_runner_did_not_choose_runs_a_scenario() {
     let scratch = Scratch::new("sut-chart");
     let image = agent_image(scratch.path());
     let entry = format!("{CHART_IMAGE}={}", image.display());
-    let out = run(&[
-        "--no-setup",
-        "--suite",
-        "scenarios",
-        "--filter",
-        "cni/ptp/chained",
-        "--chart",
-        CHART,
-        "--image",
-        &entry,
-    ]);
+    let out = chart_scenario(&["--image", &entry]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -126,7 +116,16 @@ fn a_chart_with_an_image_the_runner_did_not_choose_runs_a_scenario() {
 
     // Without the entry nothing runs the chart's image: the table entry is
     // what ran the agent.
-    let out = run(&[
+    let out = chart_scenario(&["--scenario-timeout", "40"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+/// `cni/ptp/chained` with the fixture chart as the system under test, and
+/// `more` arguments.
+fn chart_scenario(more: &[&str]) -> Output {
+    let args = [
         "--no-setup",
         "--suite",
         "scenarios",
@@ -134,10 +133,6 @@ fn a_chart_with_an_image_the_runner_did_not_choose_runs_a_scenario() {
         "cni/ptp/chained",
         "--chart",
         CHART,
-        "--scenario-timeout",
-        "40",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+    ];
+    run(&[&args[..], more].concat())
 }

@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use istio_cni_conformance::SuiteOptions;
 use istio_cni_conformance::progress::{Mode, Progress};
-use istio_cni_conformance::runner::{self, RunPlan, TargetEnv};
-use istio_cni_conformance::suites::Planned;
+use istio_cni_conformance::runner::{self, RunPlan};
 use istio_cni_kind::cluster::ClusterSpec;
 use istio_cni_kind::node::netns::mounts_under;
 use istio_cni_scenarios::env::{Env, Target};
@@ -122,19 +120,8 @@ fn a_timed_out_scenarios_cluster_is_torn_down() {
         Ok(())
     });
     let env = Env::new(Target::Local).expect("the workspace binaries");
-    let plan = RunPlan {
-        items: vec![Planned::Scenario(hung)],
-        spec: SuiteOptions::new("istio-cni"),
-        targets: vec![TargetEnv {
-            suffix: None,
-            env: Ok(env),
-            serial: false,
-            target: Target::Local,
-        }],
-        jobs: 1,
-        // Room for the setup on a loaded machine; the hang is an hour.
-        timeout: Duration::from_secs(10),
-    };
+    // Room for the setup on a loaded machine; the hang is an hour.
+    let plan = RunPlan::one_local(hung, env, Duration::from_secs(10));
     let mut out = Vec::new();
     let results = runner::run(plan, &mut Progress::new(&mut out, Mode::Lines, 1));
     let built = rx.try_recv().expect("the body built its cluster before the timeout");

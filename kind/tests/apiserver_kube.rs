@@ -12,7 +12,7 @@ use apiserver_support::{
     code, controllers, eventually, labels, namespace, node, pod, reason, server, server_with, wait_deleted, wait_for,
 };
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
-use istio_cni_kind::apiserver::{ApiServerOptions, FaultMatch, MemoryLogs};
+use istio_cni_kind::apiserver::{ApiServer, ApiServerOptions, FaultMatch, MemoryLogs};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{
@@ -76,6 +76,15 @@ where
 }
 
 /// The resourceVersion of a full list.
+/// A server whose watch history keeps the last `events` events.
+async fn server_with_history(events: usize) -> ApiServer {
+    server_with(ApiServerOptions {
+        watch_history: events,
+        ..Default::default()
+    })
+    .await
+}
+
 async fn list_rv<K>(api: &Api<K>) -> String
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
@@ -369,11 +378,7 @@ async fn watch_bookmarks_and_live_events() {
 
 #[tokio::test]
 async fn watch_from_expired_version_gets_410() {
-    let s = server_with(ApiServerOptions {
-        watch_history: 5,
-        ..Default::default()
-    })
-    .await;
+    let s = server_with_history(5).await;
     let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let old = list_rv(&cms).await;
     for i in 0..10 {
@@ -415,11 +420,7 @@ async fn watch_from_expired_version_gets_410() {
 
 #[tokio::test]
 async fn watcher_and_reflector_converge() {
-    let s = server_with(ApiServerOptions {
-        watch_history: 20,
-        ..Default::default()
-    })
-    .await;
+    let s = server_with_history(20).await;
     let client = s.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();

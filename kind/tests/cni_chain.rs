@@ -430,15 +430,7 @@ fn version_status_check_gates_and_gc() {
     runner.add(&list, &pod_rt(&keep)).expect("ADD keep");
     runner.add(&list, &pod_rt(&stale)).expect("ADD stale");
     assert_eq!(runner.cached_attachments(None).len(), 2);
-    runner
-        .gc(
-            &list,
-            &[GcAttachment {
-                container_id: "keep".into(),
-                ifname: "eth0".into(),
-            }],
-        )
-        .expect("GC");
+    runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).expect("GC");
     let left: Vec<String> = runner
         .cached_attachments(None)
         .into_iter()

@@ -17,23 +17,20 @@
 //! and kubectl (`. ci/env`); skips with `SKIP:` otherwise (a panic under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod kubectl_support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::OwnedFd;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::ClusterSpec;
+use kubectl_support::{Env, TIMEOUT, Terminal, WAIT, forwarded_port, short_backoff, spec, stop, wait_line};
 use serde_json::{Value, json};
-use testkit::{Kubectl, Need, Scratch};
+use testkit::{Kubectl, Need};
 
 const TEST: &str = "a_kubectl_session_from_namespace_to_drain";
-const WAIT: Duration = Duration::from_secs(60);
-const TIMEOUT: &str = "--timeout=60s";
-const PROBE: &str = env!("CARGO_BIN_EXE_mesh-probe");
 
 /// kubectl in the session's namespace.
 struct Session {
@@ -56,20 +53,13 @@ impl Session {
     }
 
     fn apply(&self, doc: &Value) {
-        let run = self
-            .k
-            .run_with_stdin(&self.args(&["apply", "-f", "-"]), Some(doc.to_string().as_bytes()));
-        assert!(run.success(), "{run}");
+        // The session's documents name their namespace.
+        kubectl_support::apply(&self.k, doc);
     }
 
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.k
-            .command(&self.args(args))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl")
+    /// A kubectl command left running: its stdout's lines as they come.
+    fn follow(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+        kubectl_support::follow(self.k.command(&self.args(args)), Stdio::piped())
     }
 
     fn node_of(&self, pod: &str) -> String {
@@ -98,39 +88,6 @@ fn shell_pod(name: &str, script: &str, extra: Value) -> Value {
         spec.extend(extra);
     }
     pod
-}
-
-/// Lines a child prints on stdout, as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line containing `needle`; every line seen on failure.
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?}; saw {seen:#?}");
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn deployment() -> Value {
@@ -163,49 +120,11 @@ fn deployment() -> Value {
 /// `kubectl exec -it` with a real terminal: output seen there and the
 /// exit code.
 fn exec_with_terminal(s: &Session, pod: &str, script: &str) -> (String, Option<i32>) {
-    let size = nix::pty::Winsize {
-        ws_row: 24,
-        ws_col: 91,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
-    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut child =
-        s.k.command(&s.args(&["exec", "-it", pod, "--", "sh", "-c", script]))
-            .stdin(slave(&pty.slave))
-            .stdout(slave(&pty.slave))
-            .stderr(slave(&pty.slave))
-            .spawn()
-            .expect("kubectl");
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        // EIO once kubectl, the last holder of the slave, exits.
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        let _ = tx.send(out);
-    });
-    let status = child.wait().expect("kubectl");
-    let out = rx.recv_timeout(WAIT).expect("terminal output");
-    (String::from_utf8_lossy(&out).into_owned(), status.code())
-}
-
-/// The local port of a `kubectl port-forward` that is forwarding.
-fn forwarded_port(lines: &mpsc::Receiver<String>) -> u16 {
-    let line = wait_line(lines, "Forwarding from 127.0.0.1:");
-    line.split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no local port in {line:?}"))
+    Terminal::spawn(
+        s.k.command(&s.args(&["exec", "-it", pod, "--", "sh", "-c", script])),
+        Some((24, 91)),
+    )
+    .finish()
 }
 
 /// Pods of the namespace on `node`.
@@ -228,27 +147,19 @@ fn alive(pid: &str) -> bool {
 
 #[test]
 fn a_kubectl_session_from_namespace_to_drain() {
-    if !testkit::gate_or_userns(
+    let Some(Env {
+        k,
+        scratch,
+        cluster: _cluster,
+    }) = kubectl_support::start(
         TEST,
         &[Need::Root, Need::Tool("ip"), Need::Tool("iptables"), Need::CniPlugins],
-    ) {
-        return;
-    }
-    let scratch = Scratch::new(TEST);
-    let cluster = Cluster::create(ClusterSpec {
-        nodes: 2,
-        profile: Profile::Ptp,
-        images: ImageTable::new()
-            .add("mesh-probe", PROBE, &[])
-            .add("shell", "/bin/sh", &[]),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
+        ClusterSpec {
+            backoff: short_backoff(),
+            ..spec(2)
         },
-        ..ClusterSpec::default()
-    })
-    .expect("cluster");
-    let Some(k) = Kubectl::new(TEST, cluster.kubeconfig_path(), &scratch) else {
+    )
+    else {
         return;
     };
     let started = Instant::now();
@@ -324,13 +235,11 @@ fn a_kubectl_session_from_namespace_to_drain() {
 
     // logs -f, then a request through port-forward: the echo server's log
     // line about it reaches the follower.
-    let mut logs = s.spawn(&["logs", "-f", pod]);
-    let log_lines = lines_of(&mut logs);
+    let (logs, log_lines) = s.follow(&["logs", "-f", pod]);
     wait_line(&log_lines, "\"listening\"");
-    let mut pf = s.spawn(&["port-forward", &format!("pod/{pod}"), ":8080"]);
-    // Kept until kubectl ends: it prints a line per connection, and a
-    // closed stdout would kill it.
-    let pf_lines = lines_of(&mut pf);
+    // The lines are kept until kubectl ends: it prints a line per
+    // connection, and a closed stdout would kill it.
+    let (pf, pf_lines) = s.follow(&["port-forward", &format!("pod/{pod}"), ":8080"]);
     let port = forwarded_port(&pf_lines);
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the forwarded port");
     conn.set_read_timeout(Some(WAIT)).unwrap();
@@ -387,8 +296,7 @@ fn a_kubectl_session_from_namespace_to_drain() {
     let graceful = "trap 'echo got SIGTERM; exit 0' TERM; echo ready; sleep 1000 & wait";
     s.apply(&shell_pod("graceful", graceful, json!({})));
     s.wait("Ready", "graceful");
-    let mut logs = s.spawn(&["logs", "-f", "graceful"]);
-    let log_lines = lines_of(&mut logs);
+    let (logs, log_lines) = s.follow(&["logs", "-f", "graceful"]);
     wait_line(&log_lines, "ready");
     let asked = Instant::now();
     s.ok(&["delete", "pod", "graceful", "--grace-period=20", TIMEOUT]);
@@ -406,8 +314,7 @@ fn a_kubectl_session_from_namespace_to_drain() {
     );
     s.apply(&shell_pod("stubborn", &stubborn, json!({})));
     s.wait("Ready", "stubborn");
-    let mut logs = s.spawn(&["logs", "-f", "stubborn"]);
-    let log_lines = lines_of(&mut logs);
+    let (logs, log_lines) = s.follow(&["logs", "-f", "stubborn"]);
     wait_line(&log_lines, "ready");
     let pid = std::fs::read_to_string(&pid_file).expect("the pid file");
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();

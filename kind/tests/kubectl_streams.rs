@@ -5,23 +5,19 @@
 //! Needs root, ip, the CNI plugins and kubectl on PATH (`. ci/env`); skips
 //! with `SKIP:` otherwise (a failure under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod kubectl_support;
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::ImageTable;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use istio_cni_kind::cluster::Cluster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
+use kubectl_support::{Env, NEEDS, PROBE, Terminal, WAIT, apply, follow, forwarded_port, spec, stop, wait_line};
 use serde_json::json;
-use testkit::{Kubectl, Need, Scratch};
-
-const WAIT: Duration = Duration::from_secs(60);
-const PROBE: &str = env!("CARGO_BIN_EXE_mesh-probe");
+use testkit::{Kubectl, Scratch};
 
 fn running(p: &Pod) -> bool {
     let statuses = p
@@ -44,18 +40,11 @@ struct Fixture {
 }
 
 fn fixture(test: &str) -> Option<Fixture> {
-    if !testkit::gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
-        return None;
-    }
-    let scratch = Scratch::new(test);
-    let cluster = Cluster::create(ClusterSpec {
-        nodes: 1,
-        profile: Profile::Ptp,
-        images: ImageTable::new().add("mesh-probe", PROBE, &[]),
-        ..ClusterSpec::default()
-    })
-    .expect("cluster");
-    let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), &scratch)?;
+    let Env {
+        k: kubectl,
+        scratch,
+        cluster,
+    } = kubectl_support::start(test, NEEDS, spec(1))?;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "app"},
         "spec": {"containers": [{"name": "echo", "image": "mesh-probe",
@@ -78,34 +67,6 @@ fn fixture(test: &str) -> Option<Fixture> {
         pod_ip,
         scratch,
     })
-}
-
-/// Lines a child prints on stdout, as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line containing `needle`; every line seen on failure.
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?}; saw {seen:#?}");
 }
 
 /// One more connection to the app, from inside the pod, so that it logs an
@@ -225,17 +186,8 @@ fn exec_with_a_tty() {
     let Some(f) = fixture("exec_with_a_tty") else { return };
     // kubectl only asks for a tty when its stdin is a terminal: give it one,
     // 33 rows by 101 columns, which it sends as the remote terminal's size.
-    let size = nix::pty::Winsize {
-        ws_row: 33,
-        ws_col: 101,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
-    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut child = f
-        .kubectl
-        .command(&[
+    let (out, code) = Terminal::spawn(
+        f.kubectl.command(&[
             "exec",
             "-it",
             "app",
@@ -243,32 +195,13 @@ fn exec_with_a_tty() {
             "sh",
             "-c",
             "sleep 1; tty; stty size; exit 4",
-        ])
-        .stdin(slave(&pty.slave))
-        .stdout(slave(&pty.slave))
-        .stderr(slave(&pty.slave))
-        .spawn()
-        .expect("kubectl");
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        // EIO once kubectl, the last holder of the slave, exits.
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        let _ = tx.send(out);
-    });
-    let status = child.wait().expect("kubectl");
-    let out = String::from_utf8_lossy(&rx.recv_timeout(WAIT).expect("terminal output")).into_owned();
+        ]),
+        Some((33, 101)),
+    )
+    .finish();
     assert!(out.contains("/dev/pts/"), "{out:?}");
     assert!(out.contains("33 101"), "{out:?}");
-    assert_eq!(status.code(), Some(4), "{out:?}");
+    assert_eq!(code, Some(4), "{out:?}");
 }
 
 #[test]
@@ -277,42 +210,15 @@ fn port_forward_logs_follow_and_attach() {
         return;
     };
     // logs -f and attach both running before the app logs anything new.
-    let mut logs = f
-        .kubectl
-        .command(&["logs", "-f", "app"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl logs");
-    let log_lines = lines_of(&mut logs);
+    let (logs, log_lines) = follow(f.kubectl.command(&["logs", "-f", "app"]), Stdio::null());
     wait_line(&log_lines, "\"listening\"");
-    let mut attach = f
-        .kubectl
-        .command(&["attach", "app", "-c", "echo"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl attach");
-    let attach_lines = lines_of(&mut attach);
+    let (attach, attach_lines) = follow(f.kubectl.command(&["attach", "app", "-c", "echo"]), Stdio::null());
     // attach shows only what comes after it connected: wait until it has.
     std::thread::sleep(Duration::from_secs(2));
 
     // port-forward to the echo server; a round trip through it.
-    let mut pf = f
-        .kubectl
-        .command(&["port-forward", "pod/app", ":8080"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl port-forward");
-    let pf_lines = lines_of(&mut pf);
-    let line = wait_line(&pf_lines, "Forwarding from 127.0.0.1:");
-    let port: u16 = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no local port in {line:?}"));
+    let (mut pf, pf_lines) = follow(f.kubectl.command(&["port-forward", "pod/app", ":8080"]), Stdio::piped());
+    let port = forwarded_port(&pf_lines);
     for round in 0..2 {
         let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the forwarded port");
         conn.set_read_timeout(Some(WAIT)).unwrap();
@@ -328,39 +234,22 @@ fn port_forward_logs_follow_and_attach() {
         assert!(answer.contains("\"port\":8080"), "round {round}: {answer:?}");
     }
     // A port nothing listens on: the connection ends, kubectl reports it.
-    let mut refused = f
-        .kubectl
-        .command(&["port-forward", "pod/app", ":9"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl port-forward");
-    let refused_lines = lines_of(&mut refused);
-    let line = wait_line(&refused_lines, "Forwarding from 127.0.0.1:");
-    let dead: u16 = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let (refused, refused_lines) = follow(f.kubectl.command(&["port-forward", "pod/app", ":9"]), Stdio::piped());
+    let dead = forwarded_port(&refused_lines);
     let mut conn = TcpStream::connect(("127.0.0.1", dead)).expect("connecting");
     conn.set_read_timeout(Some(WAIT)).unwrap();
     let mut rest = Vec::new();
     let _ = conn.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
-    let _ = refused.kill();
-    let _ = refused.wait();
-    let _ = pf.kill();
-    let _ = pf.wait();
+    stop(refused);
+    stop(pf);
 
     // The connections were logged after logs -f and attach started.
     poke(&f);
     wait_line(&log_lines, "\"accepted\"");
     wait_line(&attach_lines, "\"accepted\"");
-    for child in [&mut logs, &mut attach] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    stop(logs);
+    stop(attach);
 }
 
 #[test]
@@ -379,10 +268,7 @@ fn exec_needs_rbac() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
         "subjects": [{"kind": "User", "name": "alice"}]});
     for doc in [role, binding] {
-        let run = f
-            .kubectl
-            .run_with_stdin(&["apply", "-f", "-"], Some(doc.to_string().as_bytes()));
-        assert!(run.success(), "{run}");
+        apply(&f.kubectl, &doc);
     }
     let alice = Kubectl::new("exec_needs_rbac", &kubeconfig, &f.scratch.join("alice")).unwrap();
     alice.ok(&["get", "pod", "app"]);

@@ -10,6 +10,7 @@ mod node_support;
 
 use std::time::Duration;
 
+use istio_cni_kind::node::Netns;
 use node_support::{NODE, Probe, Scratch, client, gate, named, node_and, private_netns, probe_bin, run_ok};
 use serde_json::Value;
 
@@ -24,6 +25,21 @@ fn count_events(probe: &mut Probe, name: &str, want: usize) -> Vec<Value> {
     }
 }
 
+/// mesh-probe `args` in `ns`, as pod `pod`, once it says it is ready.
+fn start(ns: &Netns, args: &[&str], pod: Option<&str>) -> Probe {
+    let mut cmd = ns.command(probe_bin());
+    cmd.args(args);
+    if let Some(pod) = pod {
+        cmd.env("POD_NAME", pod);
+    }
+    let mut probe = Probe::spawn(cmd);
+    probe.wait_ready();
+    probe
+}
+
+/// The echo server's two ports, one over each IP family, as client targets.
+const BOTH_FAMILIES: [&str; 4] = ["--target", "127.0.0.1:18080", "--target", "[::1]:18081"];
+
 #[test]
 fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
     if !gate("echo_answers_tcp_and_udp_over_ipv4_and_ipv6", NODE) {
@@ -31,23 +47,9 @@ fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
     }
     let scratch = Scratch::new("probe-echo");
     let ns = private_netns(&scratch, "pod");
-    let mut cmd = ns.command(probe_bin());
-    cmd.args(["echo", "--port", "18080", "--port", "18081"])
-        .env("POD_NAME", "app-1");
-    let mut echo = Probe::spawn(cmd);
-    echo.wait_ready();
+    let mut echo = start(&ns, &["echo", "--port", "18080", "--port", "18081"], Some("app-1"));
 
-    let (status, events) = client(
-        &ns,
-        &[
-            "--target",
-            "127.0.0.1:18080",
-            "--target",
-            "[::1]:18081",
-            "--timeout",
-            "2s",
-        ],
-    );
+    let (status, events) = client(&ns, &[&BOTH_FAMILIES[..], &["--timeout", "2s"]].concat());
     assert!(status.success(), "{events:#?}");
     let connected = named(&events, "connected");
     assert_eq!(connected.len(), 2, "{events:#?}");
@@ -61,20 +63,8 @@ fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
     }
     assert_eq!(named(&events, "summary")[0]["succeeded"], 2);
 
-    let (status, events) = client(
-        &ns,
-        &[
-            "--udp",
-            "--target",
-            "127.0.0.1:18080",
-            "--target",
-            "[::1]:18081",
-            "--count",
-            "2",
-            "--interval",
-            "50ms",
-        ],
-    );
+    let udp = ["--udp", "--count", "2", "--interval", "50ms"];
+    let (status, events) = client(&ns, &[&udp[..], &BOTH_FAMILIES].concat());
     assert!(status.success(), "{events:#?}");
     let answered = named(&events, "answered");
     assert_eq!(answered.len(), 4, "{events:#?}");
@@ -141,46 +131,26 @@ fn proxy_records_original_destination_of_redirected_traffic() {
     ] {
         run_ok(ns.command("ip").args(args));
     }
-    for (bin, dst) in [("iptables", "10.77.0.5"), ("ip6tables", "fd00:77::5")] {
-        run_ok(ns.command(bin).args([
-            "-w",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
+    for (bin, proto, dst, port, to) in [
+        ("iptables", "tcp", "10.77.0.5", "80", "15001"),
+        ("ip6tables", "tcp", "fd00:77::5", "80", "15001"),
+        ("iptables", "udp", "10.77.0.5", "53", "15053"),
+    ] {
+        let rule = [
             "-p",
-            "tcp",
+            proto,
             "-d",
             dst,
             "--dport",
-            "80",
+            port,
             "-j",
             "REDIRECT",
             "--to-ports",
-            "15001",
-        ]));
+            to,
+        ];
+        run_ok(ns.command(bin).args(["-w", "-t", "nat", "-A", "OUTPUT"]).args(rule));
     }
-    run_ok(ns.command("iptables").args([
-        "-w",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "-d",
-        "10.77.0.5",
-        "--dport",
-        "53",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        "15053",
-    ]));
-    let mut cmd = ns.command(probe_bin());
-    cmd.arg("proxy").env("POD_NAME", "sidecar");
-    let mut proxy = Probe::spawn(cmd);
-    proxy.wait_ready();
+    let mut proxy = start(&ns, &["proxy"], Some("sidecar"));
 
     let (status, events) = client(&ns, &["--target", "10.77.0.5:80", "--target", "[fd00:77::5]:80"]);
     assert!(status.success(), "{events:#?}");
@@ -223,10 +193,7 @@ fn proxy_exits_cleanly_on_sigterm() {
     }
     let scratch = Scratch::new("probe-term");
     let ns = private_netns(&scratch, "pod");
-    let mut cmd = ns.command(probe_bin());
-    cmd.arg("proxy");
-    let mut proxy = Probe::spawn(cmd);
-    proxy.wait_ready();
+    let mut proxy = start(&ns, &["proxy"], None);
     let listening = proxy.events().iter().filter(|e| e["event"] == "listening").count();
     assert_eq!(
         listening,

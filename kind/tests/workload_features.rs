@@ -8,60 +8,30 @@
 //! Needs root, ip, the CNI plugins and kubectl (`. ci/env`); skips with
 //! `SKIP:` otherwise (a panic under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::io::{BufRead, BufReader};
+mod kubectl_support;
+
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::ClusterSpec;
+use kubectl_support::{Env, NEEDS, TIMEOUT, follow, short_backoff, spec, stop, wait_line};
 use serde_json::{Value, json};
-use testkit::{Kubectl, Need, Scratch};
-
-const WAIT: Duration = Duration::from_secs(60);
-const TIMEOUT: &str = "--timeout=60s";
-
-struct Env {
-    // Dropped after kubectl: the cluster goes last.
-    k: Kubectl,
-    scratch: Scratch,
-    _cluster: Cluster,
-}
 
 fn env(test: &str) -> Option<Env> {
-    if !testkit::gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
-        return None;
-    }
-    let scratch = Scratch::new(test);
-    let cluster = Cluster::create(ClusterSpec {
-        nodes: 1,
-        profile: Profile::Ptp,
-        images: ImageTable::new()
-            .add("mesh-probe", env!("CARGO_BIN_EXE_mesh-probe"), &[])
-            .add("shell", "/bin/sh", &[]),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
+    kubectl_support::start(
+        test,
+        NEEDS,
+        ClusterSpec {
+            backoff: short_backoff(),
+            ..spec(1)
         },
-        ..ClusterSpec::default()
-    })
-    .expect("cluster");
-    let k = Kubectl::new(test, cluster.kubeconfig_path(), &scratch)?;
-    Some(Env {
-        k,
-        scratch,
-        _cluster: cluster,
-    })
+    )
 }
 
 impl Env {
     fn apply(&self, doc: &Value) {
-        let run = self
-            .k
-            .run_with_stdin(&["apply", "-f", "-"], Some(doc.to_string().as_bytes()));
-        assert!(run.success(), "{run}");
+        kubectl_support::apply(&self.k, doc);
     }
 
     fn ready(&self, pod: &str) {
@@ -109,50 +79,12 @@ fn sleeper() -> Value {
     json!({"name": "main", "image": "shell", "args": ["-c", "sleep 1000 & wait"]})
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < WAIT, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
+fn wait_until(what: &str, done: impl FnMut() -> bool) -> Duration {
+    kubectl_support::wait_until(what, Duration::from_millis(100), done)
 }
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
-}
-
-/// Every line `kubectl logs -f` prints until the stream ends.
-fn follow(k: &Kubectl, pod: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = k
-        .command(&["logs", "-f", pod])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl logs");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?}; saw {seen:#?}");
 }
 
 #[test]
@@ -279,7 +211,8 @@ fn http_pre_stop_hooks_run_before_sigterm() {
         json!({"terminationGracePeriodSeconds": 20}),
     ));
     e.ready("hooked");
-    let (mut logs, lines) = follow(&e.k, "hooked");
+    // Every line `kubectl logs -f` prints until the stream ends.
+    let (logs, lines) = follow(e.k.command(&["logs", "-f", "hooked"]), Stdio::null());
     wait_line(&lines, "\"event\":\"ready\"");
     let asked = Instant::now();
     e.k.ok(&["delete", "pod", "hooked", TIMEOUT]);
@@ -287,8 +220,7 @@ fn http_pre_stop_hooks_run_before_sigterm() {
     wait_line(&lines, "\"path\":\"/ready/fail\"");
     wait_line(&lines, "\"reason\":\"SIGTERM\"");
     assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
-    let _ = logs.kill();
-    let _ = logs.wait();
+    stop(logs);
 
     // A hook that fails is an event; the container is still stopped with
     // SIGTERM, not left to its grace period.

@@ -5,11 +5,13 @@
 //! Every run is capped (1 GiB of address space, 20 s) so a regression fails
 //! the test instead of hanging it or taking the machine's memory.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::ChildStdin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,11 +56,7 @@ impl Run {
     reason = "reaped with waitpid, which also reports the ptrace stops"
 )]
 fn call(env: &[(&str, String)], feed: impl FnOnce(&mut ChildStdin) -> usize + Send + 'static) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_istio-cni"));
-    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = support::plugin_command(env);
     let cap = libc::rlimit {
         rlim_cur: 1 << 30,
         rlim_max: 1 << 30,
@@ -73,12 +71,7 @@ fn call(env: &[(&str, String)], feed: impl FnOnce(&mut ChildStdin) -> usize + Se
         });
     }
     let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // The child stops at its exec; from there on it stops once more, at exit.

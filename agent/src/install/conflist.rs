@@ -339,18 +339,9 @@ fn ending_at(text: &str, newline: usize) -> &'static str {
 mod tests {
     use super::*;
     use crate::config::InstallSettings;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        s: InstallSettings,
-    }
 
     fn entry() -> Entry {
-        let s = Cli::try_parse_from(["t", "--exclude-namespaces", "kube-system"])
-            .unwrap()
-            .s;
+        let s = InstallSettings::from_flags(&["--exclude-namespaces", "kube-system"]);
         Entry::build(&s, "info", true).unwrap()
     }
 

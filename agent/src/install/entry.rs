@@ -146,18 +146,9 @@ pub fn is_ours(plugin: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        s: InstallSettings,
-    }
 
     fn settings(args: &[&str]) -> InstallSettings {
-        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
-            .unwrap()
-            .s
+        InstallSettings::from_flags(args)
     }
 
     const CHART_SELECTORS: &str = "- podSelector:\n    matchLabels: {istio.io/dataplane-mode: ambient}\n- podSelector:\n    matchExpressions:\n    - key: istio.io/dataplane-mode\n      operator: NotIn\n      values: [none]\n  namespaceSelector:\n    matchLabels: {istio.io/dataplane-mode: ambient}\n";

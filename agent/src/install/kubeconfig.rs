@@ -234,13 +234,6 @@ pub fn remove(settings: &InstallSettings) -> io::Result<Option<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        s: InstallSettings,
-    }
 
     #[test]
     fn istio_shape_and_summary() {
@@ -249,7 +242,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("token"), "service_account_token_string").unwrap();
         fs::write(dir.join("ca.crt"), "CA").unwrap();
-        let mut s = Cli::try_parse_from(["t"]).unwrap().s;
+        let mut s = InstallSettings::from_flags(&[]);
         s.service_account_dir = dir.clone();
         s.kubernetes_service_host = "10.96.0.1".into();
         s.kubernetes_service_port = "443".into();

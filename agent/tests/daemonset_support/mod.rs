@@ -20,7 +20,14 @@ pub const NS: &str = "istio-system";
 pub fn cluster(images: &Scratch, nodes: u32) -> Cluster {
     let plugin = testkit::workspace_bin("istio-cni", "istio-cni");
     let mesh_probe = testkit::workspace_bin("mesh-probe", "istio-cni-kind");
-    let table = ImageTable::istio(plugin.clone(), mesh_probe)
+    agent_cluster(images, nodes, ImageTable::istio(plugin, mesh_probe))
+}
+
+/// A cluster of `nodes` nodes with `table`'s images and the agent's (its
+/// image directory under `images`).
+pub fn agent_cluster(images: &Scratch, nodes: u32, table: ImageTable) -> Cluster {
+    let plugin = testkit::workspace_bin("istio-cni", "istio-cni");
+    let table = table
         .with_agent_dir(
             &images.join("agent"),
             Path::new(env!("CARGO_BIN_EXE_istio-cni-agent")),
@@ -73,6 +80,11 @@ pub fn rollout(kubectl: &Kubectl) {
 /// for every agent pod to be gone.
 pub fn delete_daemonset(kubectl: &Kubectl) {
     kubectl.ok(&["-n", NS, "delete", "ds", "istio-cni-node", "--wait", "--timeout=120s"]);
+    agents_gone(kubectl);
+}
+
+/// Waits for every agent pod to be gone.
+pub fn agents_gone(kubectl: &Kubectl) {
     kubectl.ok(&[
         "-n",
         NS,
@@ -85,22 +97,39 @@ pub fn delete_daemonset(kubectl: &Kubectl) {
     ]);
 }
 
+/// `kubectl get pods` of the agent pods (and `more` arguments): `output`.
+fn get_agents(kubectl: &Kubectl, more: &[&str], output: &str) -> String {
+    let mut args = vec!["-n", NS, "get", "pods", "-l", "k8s-app=istio-cni-node"];
+    args.extend_from_slice(more);
+    args.extend(["-o", output]);
+    kubectl.ok(&args)
+}
+
 /// The agent pod on `node`.
 pub fn agent_pod(kubectl: &Kubectl, node: &str) -> String {
-    let name = kubectl.ok(&[
-        "-n",
-        NS,
-        "get",
-        "pods",
-        "-l",
-        "k8s-app=istio-cni-node",
-        "--field-selector",
-        &format!("spec.nodeName={node}"),
-        "-o",
+    let name = get_agents(
+        kubectl,
+        &["--field-selector", &format!("spec.nodeName={node}")],
         "jsonpath={.items[0].metadata.name}",
-    ]);
+    );
     assert!(!name.is_empty(), "no agent pod on {node}");
     name
+}
+
+/// The pods' Ready condition, for [`agents`].
+pub const READY: &str = r#"{.status.conditions[?(@.type=="Ready")].status}"#;
+
+/// One line per agent pod, sorted: `fields` (a JSONPath template over the
+/// pod, e.g. `{.spec.nodeName} READY`).
+pub fn agents(kubectl: &Kubectl, fields: &str) -> Vec<String> {
+    let out = get_agents(
+        kubectl,
+        &[],
+        &format!("jsonpath={{range .items[*]}}{fields}{{\"\\n\"}}{{end}}"),
+    );
+    let mut lines: Vec<String> = out.lines().map(String::from).collect();
+    lines.sort();
+    lines
 }
 
 /// Per node: its CNI config files (name → bytes) and the names in its plugin dir.

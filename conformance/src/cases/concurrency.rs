@@ -11,14 +11,11 @@ pub fn cases() -> Vec<Case> {
     vec![Case::new("concurrency/parallel-add", parallel_add)]
 }
 
-/// Runs `f` for every attachment at once, one thread each; the results in
-/// attachment order.
-fn all_at_once<T: Send>(
-    atts: &[Attachment<'_>],
-    f: impl Fn(&Attachment<'_>) -> Result<T, String> + Sync,
-) -> Vec<Result<T, String>> {
+/// Runs `f` for every item (attachment) at once, one thread each; the results in
+/// order of `items`.
+fn all_at_once<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> Result<T, String> + Sync) -> Vec<Result<T, String>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = atts.iter().map(|att| scope.spawn(|| f(att))).collect();
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(|| f(item))).collect();
         handles
             .into_iter()
             .map(|handle| {
@@ -60,20 +57,7 @@ fn parallel_add(h: &Harness) -> CaseOutcome {
     if problems.is_empty() {
         let outs: Vec<_> = adds.into_iter().flatten().collect();
         let pairs: Vec<_> = atts.iter().zip(outs).collect();
-        let dels = std::thread::scope(|scope| {
-            let handles: Vec<_> = pairs
-                .iter()
-                .map(|(att, out)| scope.spawn(move || att.plugin_del(out)?.expect_success()))
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| Err("suite: the invoking thread panicked".to_owned()))
-                })
-                .collect::<Vec<_>>()
-        });
+        let dels = all_at_once(&pairs, |(att, out)| att.plugin_del(out)?.expect_success());
         problems.extend(failures("DEL", &atts, &dels));
     }
     if !problems.is_empty() {

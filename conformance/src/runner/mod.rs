@@ -60,6 +60,23 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
+    /// One scenario of the `istio-cni` suite on the local embedded cluster
+    /// of `env`, with one worker and `timeout`.
+    pub fn one_local(scenario: Scenario, env: Env, timeout: Duration) -> RunPlan {
+        RunPlan {
+            items: vec![Planned::Scenario(scenario)],
+            spec: SuiteOptions::new("istio-cni"),
+            targets: vec![TargetEnv {
+                suffix: None,
+                env: Ok(env),
+                serial: false,
+                target: Target::Local,
+            }],
+            jobs: 1,
+            timeout,
+        }
+    }
+
     /// The names of everything that will be reported, in plan order.
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::new();

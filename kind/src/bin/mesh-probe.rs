@@ -428,15 +428,32 @@ fn open_listeners(
     opened
 }
 
+/// A failed accept or receive (`what`) on a listener: reported, then a
+/// short pause so a persistent error does not spin.
+async fn listener_error(what: &str, role: Role, port: u16, e: std::io::Error) {
+    emit(event(
+        json!({"event": what, "mode": role.as_str(), "listener": port, "error": e.to_string()}),
+    ));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// What a listener answers a client: the proxy says which listener and
+/// original destination, the echo server which port.
+fn answer(role: Role, name: &str, proto: &str, port: u16, orig_dst: Option<String>, peer: &str) -> Value {
+    match role {
+        Role::Proxy => {
+            json!({"server": "proxy", "name": name, "proto": proto, "listener": port, "orig_dst": orig_dst, "peer": peer})
+        }
+        Role::Echo => json!({"server": "echo", "name": name, "proto": proto, "port": port, "peer": peer}),
+    }
+}
+
 async fn serve_tcp(role: Role, name: String, port: u16, listener: TcpListener) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
-                emit(event(
-                    json!({"event": "accept_error", "mode": role.as_str(), "listener": port, "error": e.to_string()}),
-                ));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                listener_error("accept_error", role, port, e).await;
                 continue;
             }
         };
@@ -466,13 +483,7 @@ async fn answer_tcp(role: Role, name: &str, port: u16, mut stream: TcpStream, pe
         ev.insert("orig_dst_error".into(), json!(e));
     }
     emit(ev);
-    let answer = match role {
-        Role::Proxy => {
-            json!({"server": "proxy", "name": name, "proto": "tcp", "listener": port, "orig_dst": orig_text, "peer": peer.to_string()})
-        }
-        Role::Echo => json!({"server": "echo", "name": name, "proto": "tcp", "port": port, "peer": peer.to_string()}),
-    };
-    let line = format!("{answer}\n");
+    let line = format!("{}\n", answer(role, name, "tcp", port, orig_text, &peer.to_string()));
     if let Err(e) = stream.write_all(line.as_bytes()).await {
         emit(event(
             json!({"event": "answer_failed", "mode": role.as_str(), "listener": port, "peer": peer.to_string(), "error": e.to_string()}),
@@ -495,10 +506,7 @@ async fn serve_udp(role: Role, name: String, port: u16, sock: UdpSocket) {
         let Datagram { len, peer, dst } = match recv_datagram(&sock, &mut buf).await {
             Ok(got) => got,
             Err(e) => {
-                emit(event(
-                    json!({"event": "recv_error", "mode": role.as_str(), "listener": port, "error": e.to_string()}),
-                ));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                listener_error("recv_error", role, port, e).await;
                 continue;
             }
         };
@@ -515,12 +523,7 @@ async fn serve_udp(role: Role, name: String, port: u16, sock: UdpSocket) {
             // original destination is not visible to the receiver.
             "orig_dst": Value::Null,
         })));
-        let answer = match role {
-            Role::Proxy => {
-                json!({"server": "proxy", "name": name, "proto": "udp", "listener": port, "orig_dst": Value::Null, "peer": peer_text})
-            }
-            Role::Echo => json!({"server": "echo", "name": name, "proto": "udp", "port": port, "peer": peer_text}),
-        };
+        let answer = answer(role, &name, "udp", port, None, &peer_text);
         if let Err(e) = send_datagram(&sock, format!("{answer}\n").as_bytes(), peer, dst).await {
             emit(event(
                 json!({"event": "answer_failed", "mode": role.as_str(), "listener": port, "peer": peer_text, "error": e.to_string()}),
@@ -642,39 +645,21 @@ async fn tcp_attempt(target: &str, addr: SocketAddr, timeout: Duration, payload:
         }
     })
     .await;
+    // What arrived is the reply, also when the read then failed.
+    let reply = if buf.is_empty() {
+        Value::Null
+    } else {
+        answer_value(&buf)
+    };
+    ev.insert("reply".into(), reply);
     match read {
         Err(_) => {
-            ev.insert(
-                "reply".into(),
-                if buf.is_empty() {
-                    Value::Null
-                } else {
-                    answer_value(&buf)
-                },
-            );
             ev.insert("reply_error".into(), json!("timeout waiting for an answer"));
         }
         Ok(Err(e)) => {
-            ev.insert(
-                "reply".into(),
-                if buf.is_empty() {
-                    Value::Null
-                } else {
-                    answer_value(&buf)
-                },
-            );
             ev.insert("reply_error".into(), json!(e.to_string()));
         }
-        Ok(Ok(())) => {
-            ev.insert(
-                "reply".into(),
-                if buf.is_empty() {
-                    Value::Null
-                } else {
-                    answer_value(&buf)
-                },
-            );
-        }
+        Ok(Ok(())) => {}
     }
     (true, ev)
 }

@@ -98,6 +98,16 @@ pub struct GcAttachment {
     pub ifname: String,
 }
 
+impl GcAttachment {
+    /// The attachment of `container_id` on `ifname`.
+    pub fn new(container_id: impl Into<String>, ifname: impl Into<String>) -> Self {
+        GcAttachment {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,15 +158,7 @@ mod tests {
     #[test]
     fn gc_request_carries_both_keys() {
         let p = plugin(json!({"type": "bridge"}));
-        let stdin = gc_stdin(
-            "net",
-            "1.1.0",
-            &p,
-            &[GcAttachment {
-                container_id: "c1".into(),
-                ifname: "eth0".into(),
-            }],
-        );
+        let stdin = gc_stdin("net", "1.1.0", &p, &[GcAttachment::new("c1", "eth0")]);
         assert_eq!(
             String::from_utf8(stdin).unwrap(),
             r#"{"cni.dev/attachments":[{"containerID":"c1","ifname":"eth0"}],"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],"cniVersion":"1.1.0","name":"net","type":"bridge"}"#

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::added::AddResult;
 use super::cache::{self, CacheEntry};
-use super::config::NetworkConfigList;
+use super::config::{NetworkConfigList, PluginConf};
 use super::error::{BadOutput, CniError, PluginError, PluginFailure};
 use super::exec::{self, ExecFailure, RawOutput};
 use super::request::{self, GcAttachment};
@@ -200,24 +200,10 @@ impl Runner {
             runtime::validate_container_id(&rt.container_id).map_err(|r| invalid("container id", r))?;
             runtime::validate_network_name(&list.name).map_err(|r| invalid("network name", r))?;
             runtime::validate_interface_name(&rt.ifname).map_err(|r| invalid("interface name", r))?;
-            let stdin = request::plugin_stdin(
-                &list.name,
-                &list.cni_version,
-                plugin,
-                prev.as_ref().map(|r| &r.raw),
-                Some(&rt.capability_args),
-            );
-            let out = self.exec(Command::Add, &plugin.plugin_type, &path, &list.name, rt, &stdin)?;
-            let result = AddResult::parse(&out.stdout, &list.cni_version).map_err(|reason| {
-                CniError::BadOutput(Box::new(BadOutput {
-                    command: Command::Add.as_str().to_owned(),
-                    plugin: plugin.plugin_type.clone(),
-                    network: list.name.clone(),
-                    reason,
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                }))
-            })?;
+            let prev_raw = prev.as_ref().map(|r| &r.raw);
+            let out = self.run_plugin(Command::Add, list, plugin, &path, rt, prev_raw)?;
+            let result = AddResult::parse(&out.stdout, &list.cni_version)
+                .map_err(|reason| bad_output(Command::Add, &plugin.plugin_type, &list.name, reason, &out))?;
             prev = Some(result);
         }
         let result = prev.ok_or_else(|| CniError::Invalid {
@@ -260,14 +246,7 @@ impl Runner {
         }
         for plugin in list.plugins.iter().rev() {
             let path = self.find_plugin(&plugin.plugin_type)?;
-            let stdin = request::plugin_stdin(
-                &list.name,
-                &list.cni_version,
-                plugin,
-                cached.as_ref(),
-                Some(&rt.capability_args),
-            );
-            self.exec(Command::Del, &plugin.plugin_type, &path, &list.name, rt, &stdin)?;
+            self.run_plugin(Command::Del, list, plugin, &path, rt, cached.as_ref())?;
         }
         if let Ok(path) = self.cache_file(&list.name, rt) {
             cache::remove(&path).map_err(|reason| CniError::Cache {
@@ -294,14 +273,7 @@ impl Runner {
         let cached = self.cached_result(list, rt)?;
         for plugin in &list.plugins {
             let path = self.find_plugin(&plugin.plugin_type)?;
-            let stdin = request::plugin_stdin(
-                &list.name,
-                &list.cni_version,
-                plugin,
-                cached.as_ref(),
-                Some(&rt.capability_args),
-            );
-            self.exec(Command::Check, &plugin.plugin_type, &path, &list.name, rt, &stdin)?;
+            self.run_plugin(Command::Check, list, plugin, &path, rt, cached.as_ref())?;
         }
         Ok(())
     }
@@ -330,10 +302,7 @@ impl Runner {
             if cached.network != list.name {
                 continue;
             }
-            let key = GcAttachment {
-                container_id: cached.container_id.clone(),
-                ifname: cached.ifname.clone(),
-            };
+            let key = GcAttachment::new(&cached.container_id, &cached.ifname);
             if valid.contains(&key) {
                 continue;
             }
@@ -374,16 +343,7 @@ impl Runner {
         let stdin = format!("{{\"cniVersion\":{:?}}}", version::CURRENT);
         let rt = RuntimeConf::default();
         let out = self.exec(Command::Version, plugin_type, &path, "", &rt, stdin.as_bytes())?;
-        VersionInfo::parse(&out.stdout).map_err(|reason| {
-            CniError::BadOutput(Box::new(BadOutput {
-                command: Command::Version.as_str().to_owned(),
-                plugin: plugin_type.to_owned(),
-                network: String::new(),
-                reason,
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }))
-        })
+        VersionInfo::parse(&out.stdout).map_err(|reason| bad_output(Command::Version, plugin_type, "", reason, &out))
     }
 
     /// libcni `ValidateNetworkList`: every plugin binary exists and supports
@@ -492,6 +452,21 @@ impl Runner {
         })
     }
 
+    /// Runs one plugin of `list` for ADD, DEL or CHECK: its configuration
+    /// with `prev` (the previous or cached result) and the capability args.
+    fn run_plugin(
+        &self,
+        command: Command,
+        list: &NetworkConfigList,
+        plugin: &PluginConf,
+        path: &Path,
+        rt: &RuntimeConf,
+        prev: Option<&Value>,
+    ) -> Result<RawOutput, CniError> {
+        let stdin = request::plugin_stdin(&list.name, &list.cni_version, plugin, prev, Some(&rt.capability_args));
+        self.exec(command, &plugin.plugin_type, path, &list.name, rt, &stdin)
+    }
+
     fn exec(
         &self,
         command: Command,
@@ -546,6 +521,18 @@ impl Runner {
             },
         }
     }
+}
+
+/// A plugin's output that is not the answer `command` expects.
+fn bad_output(command: Command, plugin: &str, network: &str, reason: String, out: &RawOutput) -> CniError {
+    CniError::BadOutput(Box::new(BadOutput {
+        command: command.as_str().to_owned(),
+        plugin: plugin.to_owned(),
+        network: network.to_owned(),
+        reason,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }))
 }
 
 #[cfg(test)]
@@ -614,10 +601,20 @@ esac
     }
 
     fn list() -> NetworkConfigList {
-        NetworkConfigList::from_list_bytes(
-            br#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"p1"},{"type":"p2","capabilities":{"portMappings":true}}]}"#,
+        parse(
+            r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"p1"},{"type":"p2","capabilities":{"portMappings":true}}]}"#,
         )
-        .unwrap()
+    }
+
+    /// A list network named `name` of one `plugin`, at `version`.
+    fn one_plugin(version: &str, name: &str, plugin: &str) -> NetworkConfigList {
+        parse(&format!(
+            r#"{{"cniVersion":"{version}","name":"{name}","plugins":[{{"type":"{plugin}"}}]}}"#
+        ))
+    }
+
+    fn parse(list: &str) -> NetworkConfigList {
+        NetworkConfigList::from_list_bytes(list.as_bytes()).unwrap()
     }
 
     #[test]
@@ -661,9 +658,7 @@ esac
     fn versions_gate_check_del_cache_and_status() {
         let fx = Fixture::new("gates");
         let runner = fx.runner();
-        let old =
-            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"p1"}]}"#)
-                .unwrap();
+        let old = one_plugin("0.3.1", "old", "p1");
         let rt = RuntimeConf::new("c1", None, "eth0");
         runner.add(&old, &rt).unwrap();
         assert!(matches!(
@@ -676,10 +671,7 @@ esac
         // STATUS before 1.1.0 runs nothing.
         runner.status(&old).unwrap();
         assert!(fx.log().iter().all(|(c, _, _)| c != "STATUS"));
-        let disabled = NetworkConfigList::from_list_bytes(
-            br#"{"cniVersion":"1.0.0","name":"d","disableCheck":true,"plugins":[{"type":"p1"}]}"#,
-        )
-        .unwrap();
+        let disabled = parse(r#"{"cniVersion":"1.0.0","name":"d","disableCheck":true,"plugins":[{"type":"p1"}]}"#);
         let before = fx.log().len();
         runner.check(&disabled, &rt).unwrap();
         assert_eq!(fx.log().len(), before, "disableCheck skips CHECK");
@@ -689,21 +681,11 @@ esac
     fn gc_dels_stale_attachments_and_sends_gc_at_1_1_0() {
         let fx = Fixture::new("gc");
         let runner = fx.runner();
-        let list =
-            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.1.0","name":"g","plugins":[{"type":"p1"}]}"#)
-                .unwrap();
+        let list = one_plugin("1.1.0", "g", "p1");
         for id in ["keep", "stale"] {
             runner.add(&list, &RuntimeConf::new(id, None, "eth0")).unwrap();
         }
-        runner
-            .gc(
-                &list,
-                &[GcAttachment {
-                    container_id: "keep".into(),
-                    ifname: "eth0".into(),
-                }],
-            )
-            .unwrap();
+        runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).unwrap();
         let log = fx.log();
         let tail: Vec<&str> = log[2..].iter().map(|(c, _, _)| c.as_str()).collect();
         assert_eq!(tail, ["DEL", "GC"]);
@@ -764,9 +746,7 @@ esac
         let fx = Fixture::new("bad");
         std::fs::write(fx.dir.join("bin/junk"), "#!/bin/sh\ncat >/dev/null\necho not-json\n").unwrap();
         std::fs::set_permissions(fx.dir.join("bin/junk"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let list =
-            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"junk"}]}"#)
-                .unwrap();
+        let list = one_plugin("1.0.0", "b", "junk");
         let err = fx
             .runner()
             .add(&list, &RuntimeConf::new("c1", None, "eth0"))

@@ -443,6 +443,42 @@ mod namespace_tests {
 
     use super::*;
 
+    /// Runs `command` in the container of `pid`: its stdout and exit code.
+    fn exec_in(pid: u32, command: &[&str]) -> (String, i32) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = StreamOptions {
+            command: command.iter().map(|a| a.to_string()).collect(),
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        runtime.block_on(async {
+            let mut session = spawn(pid as i32, &options).expect("exec");
+            let mut out = String::new();
+            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            (out, session.exit.await.unwrap())
+        })
+    }
+
+    /// Waits (up to 10 s) until `/proc/<pid>/status` satisfies `done`.
+    fn wait_for_status(pid: u32, done: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if done(&status) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(mut container: std::process::Child) {
+        let _ = container.kill();
+        let _ = container.wait();
+    }
+
     /// A container with its own mount namespace: exec sees its mounts, which
     /// this process does not.
     #[test]
@@ -457,7 +493,7 @@ mod namespace_tests {
             d = dir.join("mnt").display()
         );
         std::fs::create_dir(dir.join("mnt")).unwrap();
-        let mut container = Command::new("unshare")
+        let container = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .spawn()
             .expect("unshare");
@@ -470,23 +506,8 @@ mod namespace_tests {
         let marker = dir.join("mnt/marker");
         assert!(!marker.exists(), "the tmpfs leaked into this mount namespace");
 
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let options = StreamOptions {
-            command: vec!["cat".into(), marker.display().to_string()],
-            stdout: true,
-            ..StreamOptions::default()
-        };
-        let (out, code) = runtime.block_on(async {
-            let mut session = spawn(container.id() as i32, &options).expect("exec");
-            let mut out = String::new();
-            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-            (out, session.exit.await.unwrap())
-        });
-        let _ = container.kill();
-        let _ = container.wait();
+        let (out, code) = exec_in(container.id(), &["cat", &marker.display().to_string()]);
+        stop(container);
         assert_eq!((out.as_str(), code), ("inside\n", 0));
     }
 
@@ -497,37 +518,14 @@ mod namespace_tests {
         if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
             return;
         }
-        let mut container = Command::new("setpriv")
+        let container = Command::new("setpriv")
             .args(["--reuid=4321", "--regid=4322", "--clear-groups", "sleep", "30"])
             .spawn()
             .expect("setpriv");
-        let pid = container.id() as i32;
         // Wait until setpriv has become the sleeping user.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if parse_ids(&status) == Some((4321, 4322)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let options = StreamOptions {
-            command: vec!["id".into()],
-            stdout: true,
-            ..StreamOptions::default()
-        };
-        let out = runtime.block_on(async {
-            let mut session = spawn(pid, &options).expect("exec");
-            let mut out = String::new();
-            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-            out
-        });
-        let _ = container.kill();
-        let _ = container.wait();
+        wait_for_status(container.id(), |status| parse_ids(status) == Some((4321, 4322)));
+        let (out, _) = exec_in(container.id(), &["id"]);
+        stop(container);
         assert!(out.starts_with("uid=4321 gid=4322 "), "{out}");
     }
 
@@ -540,36 +538,15 @@ mod namespace_tests {
         if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
             return;
         }
-        let mut container = Command::new("setpriv")
+        let container = Command::new("setpriv")
             .args(["--bounding-set=-all,+kill", "--inh-caps=-all,+kill", "sleep", "30"])
             .spawn()
             .expect("setpriv");
-        let pid = container.id() as i32;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if parse_caps(&status).is_some_and(|c| c.bounding == 1 << 5) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let options = StreamOptions {
-            command: vec!["grep".into(), "^Cap".into(), "/proc/self/status".into()],
-            stdout: true,
-            ..StreamOptions::default()
-        };
-        let out = runtime.block_on(async {
-            let mut session = spawn(pid, &options).expect("exec");
-            let mut out = String::new();
-            session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-            out
+        wait_for_status(container.id(), |status| {
+            parse_caps(status).is_some_and(|c| c.bounding == 1 << 5)
         });
-        let _ = container.kill();
-        let _ = container.wait();
+        let (out, _) = exec_in(container.id(), &["grep", "^Cap", "/proc/self/status"]);
+        stop(container);
         for set in ["CapBnd", "CapPrm", "CapEff"] {
             assert!(out.contains(&format!("{set}:\t0000000000000020")), "{set}: {out}");
         }

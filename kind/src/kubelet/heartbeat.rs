@@ -87,13 +87,7 @@ pub async fn register(client: &kube::Client, reg: &Registration) -> Result<(), k
     tokio::time::timeout(API_TIMEOUT, nodes.create(&PostParams::default(), &object))
         .await
         .map_err(api_error("registering the node"))??;
-    let patch = Patch::Merge(ready_status(&reg.ip, &reg.name));
-    tokio::time::timeout(
-        API_TIMEOUT,
-        nodes.patch_status(&reg.name, &PatchParams::default(), &patch),
-    )
-    .await
-    .map_err(api_error("posting the node status"))??;
+    post_ready(&nodes, reg).await?;
     renew(client, &reg.name).await
 }
 
@@ -133,14 +127,20 @@ async fn repost_ready(client: &kube::Client, reg: &Registration) -> Result<(), k
         .into_iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     if !ready {
-        let patch = Patch::Merge(ready_status(&reg.ip, &reg.name));
-        tokio::time::timeout(
-            API_TIMEOUT,
-            nodes.patch_status(&reg.name, &PatchParams::default(), &patch),
-        )
-        .await
-        .map_err(api_error("posting the node status"))??;
+        post_ready(&nodes, reg).await?;
     }
+    Ok(())
+}
+
+/// Patches the node's status to Ready with its address.
+async fn post_ready(nodes: &Api<Node>, reg: &Registration) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(ready_status(&reg.ip, &reg.name));
+    tokio::time::timeout(
+        API_TIMEOUT,
+        nodes.patch_status(&reg.name, &PatchParams::default(), &patch),
+    )
+    .await
+    .map_err(api_error("posting the node status"))??;
     Ok(())
 }
 

@@ -683,14 +683,9 @@ mod tests {
 
     #[test]
     fn every_conditional_injector_flag() {
-        let a = parse(&[
-            "istio-iptables",
-            "-p",
-            "15001",
-            "-z",
-            "15006",
-            "-u",
-            "1337",
+        // The default pod's command and ports (`istio-iptables -p 15001 -z
+        // 15006 -u 1337`), then every flag the injector adds on a condition.
+        let conditional = [
             "-g",
             "1338",
             "-m",
@@ -742,8 +737,8 @@ mod tests {
             "--log_target=stderr",
             "--run-validation",
             "--skip-rule-apply",
-        ])
-        .expect("must parse");
+        ];
+        let a = parse(&[&ISTIO_INJECTED_ARGS[..7], &conditional].concat()).expect("must parse");
         assert_eq!(a.probe_port, Some(15003));
         assert_eq!(a.probe_timeout, Some(Duration::from_millis(500)));
         assert_eq!(a.dual_stack, Some(true));

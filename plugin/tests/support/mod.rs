@@ -6,8 +6,9 @@
 pub mod net;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use istio_cni::pod::PodInfo;
@@ -18,6 +19,18 @@ use serde_json::json;
 
 #[allow(unused_imports)] // not every suite uses each
 pub use testkit::{Need, Scratch, gate};
+
+/// The plugin as a container runtime calls it: only `PATH` and `env` in its
+/// environment, stdin, stdout and stderr piped.
+pub fn plugin_command<V: AsRef<OsStr>>(env: &[(&str, V)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_istio-cni"));
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
 
 /// What the netns tests need: root, `ip`, both iptables backends and `nft`.
 pub const NETNS: &[Need] = &[

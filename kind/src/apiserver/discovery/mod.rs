@@ -123,16 +123,35 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn core_resource_list() {
-        let l = resource_list("", "v1").unwrap();
-        let names: Vec<&str> = l["resources"]
+    /// The names in `list[key]`.
+    fn names<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+        list[key]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["name"].as_str().unwrap())
-            .collect();
-        for want in [
+            .collect()
+    }
+
+    /// The resource `name` of a resource list, having every one of `want`.
+    fn resource<'a>(list: &'a Value, name: &str, want: &[&str]) -> &'a Value {
+        let names = names(list, "resources");
+        for want in want {
+            assert!(names.contains(want), "{want}");
+        }
+        &list["resources"][names.iter().position(|n| *n == name).unwrap()]
+    }
+
+    /// A subresource's (group, version, kind) when it is not its parent's.
+    fn gvk(r: &Value) -> (&str, &str, &str) {
+        let field = |f: &str| r[f].as_str().unwrap_or_default();
+        (field("group"), field("version"), field("kind"))
+    }
+
+    #[test]
+    fn core_resource_list() {
+        let l = resource_list("", "v1").unwrap();
+        let want = [
             "pods",
             "pods/status",
             "pods/log",
@@ -141,15 +160,9 @@ mod tests {
             "namespaces",
             "events",
             "configmaps",
-        ] {
-            assert!(names.contains(&want), "{want}");
-        }
-        let eviction = &l["resources"][names.iter().position(|n| *n == "pods/eviction").unwrap()];
-        assert_eq!(
-            (&eviction["group"], &eviction["version"], &eviction["kind"]),
-            (&json!("policy"), &json!("v1"), &json!("Eviction"))
-        );
-        let pods = &l["resources"][names.iter().position(|n| *n == "pods").unwrap()];
+        ];
+        assert_eq!(gvk(resource(&l, "pods/eviction", &want)), ("policy", "v1", "Eviction"));
+        let pods = resource(&l, "pods", &[]);
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["namespaced"], true);
         assert!(resource_list("", "v2").is_none());
@@ -158,12 +171,7 @@ mod tests {
     #[test]
     fn groups() {
         let g = api_group_list();
-        let names: Vec<&str> = g["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g["name"].as_str().unwrap())
-            .collect();
+        let names = names(&g, "groups");
         assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io"));
         assert_eq!(
             api_group("apps").unwrap()["preferredVersion"]["groupVersion"],
@@ -173,27 +181,16 @@ mod tests {
         let apps = resource_list("apps", "v1").unwrap();
         assert_eq!(apps["groupVersion"], "apps/v1");
         assert_eq!(apps["resources"][0]["shortNames"], json!(["ds"]));
-        let names: Vec<&str> = apps["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
-        for want in [
+        let want = [
             "deployments",
             "deployments/status",
             "deployments/scale",
             "replicasets",
             "replicasets/scale",
             "controllerrevisions",
-        ] {
-            assert!(names.contains(&want), "{want}");
-        }
-        let scale = &apps["resources"][names.iter().position(|n| *n == "deployments/scale").unwrap()];
-        assert_eq!(
-            (&scale["group"], &scale["version"], &scale["kind"]),
-            (&json!("autoscaling"), &json!("v1"), &json!("Scale"))
-        );
+        ];
+        let scale = resource(&apps, "deployments/scale", &want);
+        assert_eq!(gvk(scale), ("autoscaling", "v1", "Scale"));
         let scheduling = resource_list("scheduling.k8s.io", "v1").unwrap();
         assert_eq!(scheduling["resources"][0]["name"], "priorityclasses");
         assert_eq!(scheduling["resources"][0]["namespaced"], false);

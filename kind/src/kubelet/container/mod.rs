@@ -21,7 +21,7 @@ pub mod mounts;
 pub mod quantity;
 pub mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -64,6 +64,26 @@ fn config_error(message: impl Into<String>) -> StartError {
         reason: "CreateContainerConfigError",
         message: message.into(),
     }
+}
+
+/// The volumes of the pod's spec.
+fn pod_volumes(pod: &Pod) -> Vec<Volume> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .cloned()
+        .collect()
+}
+
+/// A ConfigMap's or Secret's keys with their bytes: the binary ones, then
+/// the text ones (which win on a key in both).
+fn keyed_bytes(
+    binary: Option<BTreeMap<String, k8s_openapi::ByteString>>,
+    text: Option<BTreeMap<String, String>>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut all: BTreeMap<String, Vec<u8>> = binary.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    all.extend(text.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+    all
 }
 
 fn mount_error(message: impl Into<String>) -> StartError {
@@ -235,15 +255,10 @@ impl PodFs {
             let sa = spec
                 .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into());
-            let api: Api<ServiceAccount> = Api::namespaced(self.inner.client.clone(), &self.inner.ns);
-            let got = tokio::time::timeout(API_TIMEOUT, api.get_opt(&sa)).await;
-            match got {
-                Ok(Ok(Some(account))) => automount = account.automount_service_account_token,
-                Ok(Ok(None)) => {
-                    return Err(config_error(format!("serviceaccount \"{sa}\" not found")));
-                }
-                Ok(Err(e)) => return Err(config_error(format!("getting serviceaccount \"{sa}\": {e}"))),
-                Err(_) => return Err(config_error(format!("getting serviceaccount \"{sa}\": timed out"))),
+            let account = self.get_opt::<ServiceAccount>("serviceaccount", &sa).await;
+            match account.map_err(config_error)? {
+                Some(account) => automount = account.automount_service_account_token,
+                None => return Err(config_error(format!("serviceaccount {sa:?} not found"))),
             }
         }
         let pod = volumes::with_service_account_volume(&self.inner.pod, automount);
@@ -251,51 +266,43 @@ impl PodFs {
         Ok(pod)
     }
 
+    /// Where a volume of the pod lives on the node, by its plugin (as the
+    /// kubelet lays it out).
+    fn volume_dir(&self, plugin: &str, volume: &str) -> PathBuf {
+        self.inner
+            .dir
+            .join("volumes")
+            .join(format!("kubernetes.io~{plugin}"))
+            .join(volume)
+    }
+
+    /// A namespaced object of the pod's namespace, `None` when there is no
+    /// such object; `what` names its kind in the error.
+    async fn get_opt<K>(&self, what: &str, name: &str) -> Result<Option<K>, String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.inner.client.clone(), &self.inner.ns);
+        match tokio::time::timeout(API_TIMEOUT, api.get_opt(name)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(format!("getting {what} {name:?}: {e}")),
+            Err(_) => Err(format!("getting {what} {name:?}: timed out")),
+        }
+    }
+
     async fn fetch(&self, cms: &[String], secrets: &[String]) -> Result<Objects, String> {
         let mut objects = Objects::default();
-        let client = &self.inner.client;
         for name in cms {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &self.inner.ns);
-            let cm = match tokio::time::timeout(API_TIMEOUT, api.get_opt(name)).await {
-                Ok(Ok(cm)) => cm,
-                Ok(Err(e)) => return Err(format!("getting configmap {name:?}: {e}")),
-                Err(_) => return Err(format!("getting configmap {name:?}: timed out")),
-            };
-            let data = cm.map(|cm| {
-                let mut all: std::collections::BTreeMap<String, Vec<u8>> = cm
-                    .binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                all.extend(
-                    cm.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                all
-            });
+            let cm = self.get_opt::<ConfigMap>("configmap", name).await?;
+            let data = cm.map(|cm| keyed_bytes(cm.binary_data, cm.data));
             objects.config_maps.insert(name.clone(), data);
         }
         for name in secrets {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &self.inner.ns);
-            let secret = match tokio::time::timeout(API_TIMEOUT, api.get_opt(name)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(format!("getting secret {name:?}: {e}")),
-                Err(_) => return Err(format!("getting secret {name:?}: timed out")),
-            };
-            let data = secret.map(|s| {
-                let mut all: std::collections::BTreeMap<String, Vec<u8>> =
-                    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                all.extend(
-                    s.string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                all
-            });
+            let secret = self.get_opt::<Secret>("secret", name).await?;
+            let data = secret.map(|s| keyed_bytes(s.data, s.string_data));
             objects.secrets.insert(name.clone(), data);
         }
         Ok(objects)
@@ -310,12 +317,7 @@ impl PodFs {
         facts: &PodFacts,
         environment: &[(String, String)],
     ) -> Result<Vec<Mount>, StartError> {
-        let all: Vec<Volume> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .cloned()
-            .collect();
+        let all = pod_volumes(pod);
         let mut ready: HashMap<String, PathBuf> = HashMap::new();
         let mut mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
@@ -373,12 +375,7 @@ impl PodFs {
                 v.name
             )));
         };
-        let dir = self
-            .inner
-            .dir
-            .join("volumes")
-            .join(format!("kubernetes.io~{plugin}"))
-            .join(&v.name);
+        let dir = self.volume_dir(plugin, &v.name);
         if v.empty_dir.is_some() {
             std::fs::create_dir_all(&dir).map_err(|e| mount_error(format!("creating {}: {e}", dir.display())))?;
             return Ok(dir);
@@ -521,21 +518,11 @@ impl PodFs {
             (state.pod.clone(), state.facts.clone(), due)
         };
         let Some(pod) = pod else { return Ok(()) };
-        let volumes: Vec<Volume> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .cloned()
-            .collect();
+        let volumes = pod_volumes(&pod);
         let mut failed = Ok(());
         for v in volumes {
             let Some(plugin) = volumes::plugin(&v) else { continue };
-            let dir = self
-                .inner
-                .dir
-                .join("volumes")
-                .join(format!("kubernetes.io~{plugin}"))
-                .join(&v.name);
+            let dir = self.volume_dir(plugin, &v.name);
             if !self.inner.state.lock().await.written.contains_key(&dir) {
                 continue;
             }

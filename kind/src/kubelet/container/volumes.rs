@@ -3,7 +3,7 @@
 //! type checks on the node's directories, and the automatic
 //! service-account volume (`kube-api-access-*`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -99,54 +99,84 @@ fn setup_failed(volume: &str, why: impl std::fmt::Display) -> String {
     format!("MountVolume.SetUp failed for volume {volume:?} : {why}")
 }
 
-/// `items` of a configMap or secret (all keys when none), as files.
-fn keyed_files(
-    volume: &str,
-    what: &str,
-    name: &str,
-    data: Option<&BTreeMap<String, Vec<u8>>>,
-    items: Option<&[KeyToPath]>,
+/// A configMap or secret a volume or projected source takes keys from.
+struct Keyed<'a> {
+    /// `"configmap"` or `"secret"`, as the kubelet's messages name it.
+    what: &'static str,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
     optional: bool,
-    mode: u32,
-) -> Result<Vec<VolumeFile>, String> {
-    let Some(data) = data else {
-        return if optional {
-            Ok(Vec::new())
-        } else {
-            Err(setup_failed(volume, format!("{what} {name:?} not found")))
-        };
-    };
-    let mut files = Vec::new();
-    match items.filter(|i| !i.is_empty()) {
-        None => {
-            for (k, v) in data {
-                files.push(VolumeFile {
-                    path: k.clone(),
-                    data: v.clone(),
-                    mode,
-                });
-            }
+}
+
+impl<'a> Keyed<'a> {
+    fn config_map(name: &'a str, items: &'a Option<Vec<KeyToPath>>, optional: Option<bool>) -> Self {
+        Keyed {
+            what: "configmap",
+            name,
+            items: items.as_deref(),
+            optional: optional == Some(true),
         }
-        Some(items) => {
-            for item in items {
-                match data.get(&item.key) {
-                    Some(v) => files.push(VolumeFile {
-                        path: item.path.clone(),
+    }
+
+    fn secret(name: &'a str, items: &'a Option<Vec<KeyToPath>>, optional: Option<bool>) -> Self {
+        Keyed {
+            what: "secret",
+            ..Keyed::config_map(name, items, optional)
+        }
+    }
+
+    /// `items` of the object (all keys when none), as files of `volume`.
+    fn files(&self, volume: &str, objects: &Objects, mode: u32) -> Result<Vec<VolumeFile>, String> {
+        let store = if self.what == "secret" {
+            &objects.secrets
+        } else {
+            &objects.config_maps
+        };
+        let Keyed {
+            what,
+            name,
+            items,
+            optional,
+        } = *self;
+        let Some(data) = store.get(name).and_then(Option::as_ref) else {
+            return if optional {
+                Ok(Vec::new())
+            } else {
+                Err(setup_failed(volume, format!("{what} {name:?} not found")))
+            };
+        };
+        let mut files = Vec::new();
+        match items.filter(|i| !i.is_empty()) {
+            None => {
+                for (k, v) in data {
+                    files.push(VolumeFile {
+                        path: k.clone(),
                         data: v.clone(),
-                        mode: item.mode.map(|m| m as u32).unwrap_or(mode),
-                    }),
-                    None if optional => {}
-                    None => {
-                        return Err(setup_failed(
-                            volume,
-                            format!("configmap references non-existent config key: {}", item.key),
-                        ));
+                        mode,
+                    });
+                }
+            }
+            Some(items) => {
+                for item in items {
+                    match data.get(&item.key) {
+                        Some(v) => files.push(VolumeFile {
+                            path: item.path.clone(),
+                            data: v.clone(),
+                            mode: item.mode.map(|m| m as u32).unwrap_or(mode),
+                        }),
+                        None if optional => {}
+                        None => {
+                            return Err(setup_failed(
+                                volume,
+                                format!("configmap references non-existent config key: {}", item.key),
+                            ));
+                        }
                     }
                 }
             }
         }
+        Ok(files)
     }
-    Ok(files)
 }
 
 fn downward_files(
@@ -191,34 +221,12 @@ pub fn files(
     tokens: &HashMap<String, String>,
 ) -> Result<Vec<VolumeFile>, String> {
     let name = v.name.as_str();
-    let cm = |n: &str| objects.config_maps.get(n).and_then(Option::as_ref);
-    let secret = |n: &str| objects.secrets.get(n).and_then(Option::as_ref);
     let mode_of = |m: Option<i32>| m.map(|m| m as u32).unwrap_or(DEFAULT_MODE);
     let files = if let Some(c) = &v.config_map {
-        let mode = mode_of(c.default_mode);
-        let optional = c.optional == Some(true);
-        keyed_files(
-            name,
-            "configmap",
-            &c.name,
-            cm(&c.name),
-            c.items.as_deref(),
-            optional,
-            mode,
-        )?
+        Keyed::config_map(&c.name, &c.items, c.optional).files(name, objects, mode_of(c.default_mode))?
     } else if let Some(s) = &v.secret {
-        let mode = mode_of(s.default_mode);
-        let sname = s.secret_name.clone().unwrap_or_default();
-        let optional = s.optional == Some(true);
-        keyed_files(
-            name,
-            "secret",
-            &sname,
-            secret(&sname),
-            s.items.as_deref(),
-            optional,
-            mode,
-        )?
+        let sname = s.secret_name.as_deref().unwrap_or_default();
+        Keyed::secret(sname, &s.items, s.optional).files(name, objects, mode_of(s.default_mode))?
     } else if let Some(d) = &v.downward_api {
         let mode = mode_of(d.default_mode);
         downward_files(name, pod, facts, d.items.as_deref().unwrap_or_default(), mode)?
@@ -227,28 +235,10 @@ pub fn files(
         let mut all = Vec::new();
         for src in p.sources.iter().flatten() {
             if let Some(c) = &src.config_map {
-                let optional = c.optional == Some(true);
-                all.extend(keyed_files(
-                    name,
-                    "configmap",
-                    &c.name,
-                    cm(&c.name),
-                    c.items.as_deref(),
-                    optional,
-                    mode,
-                )?);
+                all.extend(Keyed::config_map(&c.name, &c.items, c.optional).files(name, objects, mode)?);
             }
             if let Some(s) = &src.secret {
-                let optional = s.optional == Some(true);
-                all.extend(keyed_files(
-                    name,
-                    "secret",
-                    &s.name,
-                    secret(&s.name),
-                    s.items.as_deref(),
-                    optional,
-                    mode,
-                )?);
+                all.extend(Keyed::secret(&s.name, &s.items, s.optional).files(name, objects, mode)?);
             }
             if let Some(d) = &src.downward_api {
                 all.extend(downward_files(
