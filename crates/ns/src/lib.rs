@@ -18,6 +18,7 @@
 
 mod error;
 pub mod exec;
+pub mod keeper;
 pub mod mounts;
 mod netns;
 pub mod proc;
