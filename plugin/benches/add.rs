@@ -17,7 +17,9 @@
 //! verification, restore.
 //!
 //! Run: `cargo bench -p istio-cni --bench add` (needs root; build the
-//! release binary first). `ADD_BENCH_PODS` sets the pods per case (200).
+//! release binary first). `ADD_BENCH_PODS` sets the pods per case (200);
+//! `ADD_BENCH_WRAP` runs each plugin process under a profiler, e.g.
+//! `strace -ff -tt -T -o /tmp/trace/add` (docs/perf.md).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
