@@ -98,11 +98,6 @@ impl Job {
                     Err(e) => Sandboxed::Failed(e),
                 },
             };
-            if sandbox_entered(&sandboxed) {
-                // This thread's private mount namespace is torn down by a
-                // keeper, not by the thread's exit that the caller waits for.
-                crate::keeper::hold_current_namespaces();
-            }
             Ok(self.spawn_and_wait(sandboxed))
         })?
         .map_err(|source| ExecError::Io { source })
@@ -142,16 +137,6 @@ impl Job {
             stderr: output.stderr,
             sandboxed,
         })
-    }
-}
-
-/// Whether the thread left the caller's mount namespace (a sandbox that
-/// failed after `unshare` still did).
-fn sandbox_entered(sandboxed: &Sandboxed) -> bool {
-    match sandboxed {
-        Sandboxed::No => false,
-        Sandboxed::Yes => true,
-        Sandboxed::Failed(e) => !e.is_unshare(),
     }
 }
 
@@ -256,28 +241,6 @@ mod tests {
         assert!(!crate::mounts::is_mounted(&secret));
         assert!(!crate::mounts::is_mounted(&created));
         assert!(created.exists(), "the missing target was created");
-    }
-
-    #[test]
-    fn a_sandboxed_commands_mount_namespace_is_released_by_a_keeper() {
-        if !privileged("exec::sandbox_keeper") {
-            return;
-        }
-        // The command lists the other processes of its mount namespace that
-        // are not its own descendants: only the keeper forked by the
-        // command's thread (it carries the thread's name).
-        let script = "me=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do \
-             [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && cat $p/comm 2>/dev/null; done; true";
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", script]);
-        let ns = Netns::open(Path::new("/proc/self/ns/net")).unwrap();
-        let out = Job::new(cmd).sandbox(MountSandbox::new([])).run_in(&ns).unwrap();
-        assert!(matches!(out.sandboxed, Sandboxed::Yes), "{:?}", out.sandboxed);
-        let comms = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            comms.lines().any(|c| c == "netns-exec"),
-            "no keeper in the sandbox's mount namespace: {comms:?}"
-        );
     }
 
     #[test]

@@ -18,7 +18,6 @@
 
 mod error;
 pub mod exec;
-pub mod keeper;
 pub mod mounts;
 mod netns;
 pub mod proc;

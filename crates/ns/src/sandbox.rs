@@ -79,17 +79,6 @@ pub enum SandboxError {
     },
 }
 
-/// The step name of a failed `unshare`.
-const UNSHARE: &str = "unshare(CLONE_NEWNS)";
-
-impl SandboxError {
-    /// True when the mount namespace itself could not be created: the
-    /// thread is still in the caller's.
-    pub fn is_unshare(&self) -> bool {
-        matches!(self, SandboxError::Sys { step, .. } if step == UNSHARE)
-    }
-}
-
 fn sys(step: impl Into<String>) -> impl FnOnce(nix::Error) -> SandboxError {
     move |source| SandboxError::Sys {
         step: step.into(),
@@ -110,7 +99,7 @@ impl MountSandbox {
     /// the thread cannot go back. On error the thread may be half set up
     /// (never the host: every mount lands in the private copy).
     pub fn enter_current_thread(&self) -> Result<(), SandboxError> {
-        unshare(CloneFlags::CLONE_NEWNS).map_err(sys(UNSHARE))?;
+        unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
         let none: Option<&str> = None;
         // Keep our mounts from propagating back to the host: rprivate, or
         // rslave where private is refused.
