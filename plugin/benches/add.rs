@@ -17,7 +17,9 @@
 //! verification, restore.
 //!
 //! Run: `cargo bench -p istio-cni --bench add` (needs root; build the
-//! release binary first). `ADD_BENCH_PODS` sets the pods per case (200).
+//! release binary first). `ADD_BENCH_PODS` sets the pods per case (200);
+//! `ADD_BENCH_WRAP` runs each plugin process under a profiler, e.g.
+//! `strace -ff -tt -T -o /tmp/trace/add` (docs/perf.md).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -97,7 +99,7 @@ fn pod(name: &str, ns: &str, meshed: bool) -> Pod {
 /// One plugin process: `command` with `conf` on stdin; its wall time.
 fn exec(bin: &Path, command: &str, conf: &str, netns: &Path, ns: &str, name: &str) -> Duration {
     let start = Instant::now();
-    let mut child = Command::new(bin)
+    let mut child = wrapped(bin)
         .env_clear()
         .env("PATH", SYSTEM_PATH)
         .env("CNI_COMMAND", command)
@@ -124,6 +126,22 @@ fn exec(bin: &Path, command: &str, conf: &str, netns: &Path, ns: &str, name: &st
         String::from_utf8_lossy(&out.stdout)
     );
     took
+}
+
+/// The plugin's command, run under `ADD_BENCH_WRAP` when set (a
+/// whitespace-separated command line such as `strace -ff -tt -T -o /tmp/t/add`,
+/// for profiling; the times then include the wrapper).
+fn wrapped(bin: &Path) -> Command {
+    let wrap = std::env::var("ADD_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        None => Command::new(bin),
+        Some(first) => {
+            let mut cmd = Command::new(first);
+            cmd.args(words).arg(bin);
+            cmd
+        }
+    }
 }
 
 /// A subprocess in the pod netns (as `ip netns exec` would), stdin optional.

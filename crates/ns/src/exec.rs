@@ -14,6 +14,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use crate::sandbox::{MountSandbox, SandboxError};
 use crate::{Netns, NsError};
 
+/// What a fresh pipe holds at least (one page: the kernel's floor once a
+/// user exceeds `pipe-user-pages-soft`); stdin up to this size is written
+/// without a writer thread.
+const PIPE_MIN_CAPACITY: usize = 4096;
+
 /// A command, its stdin and its sandbox, ready to run in a namespace.
 #[derive(Debug)]
 pub struct Job {
@@ -113,11 +118,16 @@ impl Job {
         let input = self.stdin.take();
         let output = std::thread::scope(|s| {
             if let (Some(mut pipe), Some(input)) = (child.stdin.take(), input.as_deref()) {
-                // A separate writer avoids a pipe deadlock on large payloads.
                 // A write error (child exited early) shows up in its status.
-                s.spawn(move || {
+                if input.len() <= PIPE_MIN_CAPACITY {
+                    // Fits an empty pipe: the write cannot block.
                     let _ = pipe.write_all(input);
-                });
+                } else {
+                    // A separate writer avoids a pipe deadlock on large payloads.
+                    s.spawn(move || {
+                        let _ = pipe.write_all(input);
+                    });
+                }
             }
             child.wait_with_output()
         })?;

@@ -4,12 +4,14 @@
 
 pub mod kubeconfig;
 mod path;
+mod resolve;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::transport::DefaultConnector;
 
 use crate::cni::add::{ApiError, PodApi};
 pub use kubeconfig::{KubeconfigError, Target};
@@ -38,13 +40,13 @@ impl Client {
             }
             tls = tls.root_certs(RootCerts::Specific(Arc::new(roots)));
         }
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .user_agent(concat!("istio-cni/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(config, DefaultConnector::new(), resolve::LiteralFirst::default());
         Ok(Client { agent, target, timeout })
     }
 }
