@@ -317,40 +317,36 @@ impl Node {
     /// Creates a pod sandbox netns (pinned at
     /// `<netns dir>/<cluster tag>-<node>-<id>`) with `lo` up.
     pub fn create_pod_netns(&self, id: &str) -> Result<PodSandbox, NodeError> {
-        names::validate_pod_id(id)?;
-        let mut pods = self.pods();
-        if pods.contains_key(id) {
-            return Err(NodeError::Invalid(format!(
-                "pod sandbox {id:?} already exists on node {}",
-                self.name
-            )));
-        }
-        let dir = self.netns_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io {
-            what: "creating netns dir",
-            path: dir.clone(),
-            source,
-        })?;
-        let netns = Netns::create(&dir.join(names::pod_netns_name(&self.tag, &self.name, id)))?;
-        if let Err(e) = run_argv(&netns, &["ip", "link", "set", "lo", "up"]) {
-            let _ = netns.delete();
-            return Err(e);
-        }
-        let sandbox = Sandbox {
-            netns,
-            infra: None,
-            cgroup: None,
-            host_network: false,
-        };
-        let handle = sandbox.handle(id);
-        pods.insert(id.to_owned(), sandbox);
-        Ok(handle)
+        self.add_sandbox(id, false, || {
+            let dir = self.netns_dir();
+            std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io {
+                what: "creating netns dir",
+                path: dir.clone(),
+                source,
+            })?;
+            let netns = Netns::create(&dir.join(names::pod_netns_name(&self.tag, &self.name, id)))?;
+            if let Err(e) = run_argv(&netns, &["ip", "link", "set", "lo", "up"]) {
+                let _ = netns.delete();
+                return Err(e);
+            }
+            Ok(netns)
+        })
     }
 
     /// The sandbox of a `hostNetwork` pod: the node's own netns (no netns
     /// of its own, no CNI), so its processes see the node's interfaces and
     /// address. Deleting it leaves the node's netns alone.
     pub fn create_host_sandbox(&self, id: &str) -> Result<PodSandbox, NodeError> {
+        self.add_sandbox(id, true, || Ok(self.netns.clone()))
+    }
+
+    /// Records a new sandbox `id` in the netns `netns` makes.
+    fn add_sandbox(
+        &self,
+        id: &str,
+        host_network: bool,
+        netns: impl FnOnce() -> Result<Netns, NodeError>,
+    ) -> Result<PodSandbox, NodeError> {
         names::validate_pod_id(id)?;
         let mut pods = self.pods();
         if pods.contains_key(id) {
@@ -360,10 +356,10 @@ impl Node {
             )));
         }
         let sandbox = Sandbox {
-            netns: self.netns.clone(),
+            netns: netns()?,
             infra: None,
             cgroup: None,
-            host_network: true,
+            host_network,
         };
         let handle = sandbox.handle(id);
         pods.insert(id.to_owned(), sandbox);
