@@ -432,12 +432,11 @@ fn version_status_check_gates_and_gc() {
     runner.add(&list, &pod_rt(&stale)).expect("ADD stale");
     assert_eq!(runner.cached_attachments(None).len(), 2);
     runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).expect("GC");
-    let left: Vec<GcAttachment> = runner
-        .cached_attachments(None)
-        .iter()
-        .map(CachedAttachment::key)
-        .collect();
-    assert_eq!(left, [GcAttachment::new("keep", "eth0")]);
+    let left = runner.cached_attachments(None);
+    assert_eq!(
+        left.iter().map(CachedAttachment::key).collect::<Vec<_>>(),
+        [GcAttachment::new("keep", "eth0")]
+    );
     assert_eq!(pod_ipv4(&stale), "", "GC DELs the stale attachment");
     assert!(pod_ipv4(&keep).contains("inet 10.251.0."));
     net.teardown().expect("teardown");

@@ -699,12 +699,11 @@ esac
             log[3].2["cni.dev/valid-attachments"],
             serde_json::json!([{"containerID": "keep", "ifname": "eth0"}])
         );
-        let left: Vec<GcAttachment> = runner
-            .cached_attachments(None)
-            .iter()
-            .map(CachedAttachment::key)
-            .collect();
-        assert_eq!(left, [GcAttachment::new("keep", "eth0")]);
+        let left = runner.cached_attachments(None);
+        assert_eq!(
+            left.iter().map(CachedAttachment::key).collect::<Vec<_>>(),
+            [GcAttachment::new("keep", "eth0")]
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! error. A controller waits for [`NodePodCache::changed`] and makes a pass
 //! once [`NodePodCache::listed`].
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -98,11 +100,17 @@ impl NodePodCache {
         self.nodes.listed && self.pods.listed
     }
 
-    pub fn nodes(&self) -> &Store<Node> {
-        &self.nodes.store
+    /// The nodes and pods as cached now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            nodes: self.nodes.store.state(),
+            pods: self.pods.store.state(),
+        }
     }
+}
 
-    pub fn pods(&self) -> &Store<Pod> {
-        &self.pods.store
-    }
+/// Every node and every pod at one moment.
+pub(crate) struct Snapshot {
+    pub nodes: Vec<Arc<Node>>,
+    pub pods: Vec<Arc<Pod>>,
 }

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::reflector::Store;
 use tokio::time::Instant;
 
 use super::daemonset::nodes::tolerates;
 use super::events::Events;
-use super::node_pod_cache::NodePodCache;
+use super::node_pod_cache::{NodePodCache, Snapshot};
 
 /// Every API call is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +78,7 @@ pub(crate) async fn run(client: kube::Client) {
             alive = cache.changed() => if !alive { return },
         }
         if cache.listed() {
-            wake = pass(&client, &events, cache.nodes(), cache.pods(), &mut state).await;
+            wake = pass(&client, &events, cache.snapshot(), &mut state).await;
         }
     }
 }
@@ -89,20 +88,14 @@ fn taints_of(node: &Node) -> &[Taint] {
 }
 
 /// One look at every bound pod; when to look again.
-async fn pass(
-    client: &kube::Client,
-    events: &Events,
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    state: &mut State,
-) -> Option<Instant> {
+async fn pass(client: &kube::Client, events: &Events, cached: Snapshot, state: &mut State) -> Option<Instant> {
     let now = Instant::now();
-    let taints: HashMap<String, Vec<Taint>> = nodes
-        .state()
+    let taints: HashMap<String, Vec<Taint>> = cached
+        .nodes
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, taints_of(n).to_vec())))
         .collect();
-    let pods = pods.state();
+    let pods = cached.pods;
     let mut next: Option<Instant> = None;
     let mut seen = HashMap::new();
     for pod in pods.iter() {

@@ -19,11 +19,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use super::events::Events;
-use super::node_pod_cache::NodePodCache;
+use super::node_pod_cache::{NodePodCache, Snapshot};
 use super::owned::is_finished;
 
 pub use decide::{Decision, decide};
@@ -59,7 +58,7 @@ pub(crate) async fn run(client: kube::Client) {
         // Take every event already queued before looking (one pass per burst).
         cache.drain();
         if cache.listed() {
-            retry = !pass(&client, &events, cache.nodes(), cache.pods(), &mut state).await;
+            retry = !pass(&client, &events, cache.snapshot(), &mut state).await;
         }
     }
 }
@@ -79,15 +78,9 @@ fn wants_scheduling(pod: &Pod) -> bool {
 }
 
 /// One look at every unbound pod; whether every binding it tried went through.
-async fn pass(
-    client: &kube::Client,
-    events: &Events,
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    state: &mut State,
-) -> bool {
-    let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-    let pods = pods.state();
+async fn pass(client: &kube::Client, events: &Events, cached: Snapshot, state: &mut State) -> bool {
+    let nodes: Vec<Node> = cached.nodes.iter().map(|n| (**n).clone()).collect();
+    let pods = cached.pods;
     let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
     let live: std::collections::HashSet<String> = pods.iter().filter(|p| wants_scheduling(p)).map(|p| uid(p)).collect();
     state.assumed.retain(|u, _| live.contains(u));
