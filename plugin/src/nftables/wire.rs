@@ -9,19 +9,28 @@
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
+/// `NFPROTO_UNSPEC`: no family (the generation request).
+pub(crate) const NFPROTO_UNSPEC: u8 = 0;
 /// `NFPROTO_INET`: the family of every table we write.
 pub const NFPROTO_INET: u8 = 1;
+/// `NFPROTO_IPV4` and `NFPROTO_IPV6`: the families iptables-nft writes.
+pub(crate) const NFPROTO_IPV4: u8 = 2;
+pub(crate) const NFPROTO_IPV6: u8 = 10;
 
-/// nf_tables message types (without the subsystem byte).
+/// nf_tables message types (without the subsystem byte): what the
+/// transaction writes, and what the detection asks and reads back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum MsgType {
     NewTable = 0,
+    GetTable = 1,
     NewChain = 3,
     NewRule = 6,
     DelRule = 8,
     NewSet = 9,
     NewSetElem = 12,
+    NewGen = 15,
+    GetGen = 16,
 }
 
 pub const NLM_F_REQUEST: u16 = 0x1;

@@ -11,15 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::detect::Family;
-use crate::nftables::wire::{self, NFNL_SUBSYS_NFTABLES, align4};
+use crate::nftables::wire::{self, MsgType, NFNL_SUBSYS_NFTABLES, NFPROTO_IPV4, NFPROTO_IPV6, NFPROTO_UNSPEC, align4};
 
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_TABLE_NAME: u16 = 1;
-const NFPROTO_UNSPEC: u8 = 0;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 const NFGENMSG_LEN: usize = 4;
 /// No reply within this time is "unexpected" (the caller falls back).
 const RECV_TIMEOUT: Duration = Duration::from_millis(500);
@@ -71,10 +65,10 @@ impl Nfnl {
     /// The ruleset generation: succeeds iff nf_tables serves this netns
     /// (and we may use it: every nfnetlink request needs `CAP_NET_ADMIN`).
     pub fn generation(&mut self) -> io::Result<u32> {
-        let seq = self.send(NFT_MSG_GETGEN, NFPROTO_UNSPEC, libc::NLM_F_REQUEST as u16)?;
+        let seq = self.send(MsgType::GetGen, NFPROTO_UNSPEC, libc::NLM_F_REQUEST as u16)?;
         let mut gen_id = None;
         self.receive(seq, |msg_type, payload| {
-            if msg_type == NFT_MSG_NEWGEN {
+            if msg_type == MsgType::NewGen as u16 {
                 gen_id = attr(payload, 1).and_then(|v| v.try_into().ok()).map(u32::from_be_bytes);
             }
         })?;
@@ -88,7 +82,7 @@ impl Nfnl {
             Family::V6 => NFPROTO_IPV6,
         };
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        let seq = self.send(NFT_MSG_GETTABLE, proto, flags)?;
+        let seq = self.send(MsgType::GetTable, proto, flags)?;
         let mut names = Vec::new();
         let mut bad = false;
         self.receive(seq, |_, payload| match attr(payload, NFTA_TABLE_NAME) {
@@ -101,10 +95,10 @@ impl Nfnl {
         Ok(names)
     }
 
-    fn send(&mut self, msg: u16, proto: u8, flags: u16) -> io::Result<u32> {
+    fn send(&mut self, msg: MsgType, proto: u8, flags: u16) -> io::Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let mut buf = Vec::with_capacity(32);
-        let (msg_type, flags) = ((NFNL_SUBSYS_NFTABLES << 8) | msg, flags | libc::NLM_F_ACK as u16);
+        let (msg_type, flags) = ((NFNL_SUBSYS_NFTABLES << 8) | msg as u16, flags | libc::NLM_F_ACK as u16);
         wire::put_message(&mut buf, msg_type, flags, self.seq, proto, 0, &[]);
         // SAFETY: sending an initialized buffer of its own length.
         let sent = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
