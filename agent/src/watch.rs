@@ -412,17 +412,19 @@ mod tests {
 
     #[test]
     fn stopped_before_the_first_pass_installs_nothing() {
-        let root = std::env::temp_dir().join(format!("istio-cni-watch-stop-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let mut s = crate::config::InstallSettings::from_flags(&[]);
-        s.mounted_cni_net_dir = root.join("conf");
-        s.cni_bin_dir = root.join("bin");
-        s.cni_bin_source_dir = root.join("src");
-        s.cni_agent_run_dir = root.join("run");
-        s.service_account_dir = root.join("sa");
-        s.kubernetes_service_host = "10.96.0.1".into();
-        s.kubernetes_service_port = "443".into();
-        s.skip_tls_verify = true;
+        let root = testkit::Scratch::new("watch-stop");
+        let dir = |name: &str| format!("{}", root.join(name).display());
+        let (conf, bin, src, run, sa) = (dir("conf"), dir("bin"), dir("src"), dir("run"), dir("sa"));
+        let s = crate::config::InstallSettings::from_flags(&[
+            &format!("--mounted-cni-net-dir={conf}"),
+            &format!("--cni-bin-dir={bin}"),
+            &format!("--cni-bin-source-dir={src}"),
+            &format!("--cni-agent-run-dir={run}"),
+            &format!("--service-account-dir={sa}"),
+            "--kubernetes-service-host=10.96.0.1",
+            "--kubernetes-service-port=443",
+            "--skip-tls-verify=true",
+        ]);
         for d in [
             &s.mounted_cni_net_dir,
             &s.cni_bin_dir,
@@ -446,7 +448,6 @@ mod tests {
         assert!(installer.current_path().is_none());
         assert!(!bin.join("istio-cni").exists(), "no pass ran");
         assert_eq!(std::fs::read_to_string(&primary).unwrap(), text);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn inside() -> bool {
 
 /// Why this user cannot get the namespace, if it cannot.
 pub fn missing() -> Option<String> {
-    let (user, why) = istio_cni_scenarios::harness::userns_unavailable()?;
+    let (user, why) = testkit::userns::unavailable()?;
     Some(format!(
         "running as {user}, the runner needs a user namespace with a range of uids, which needs {why}; \
          or run it as root"
@@ -37,7 +37,7 @@ pub fn reexec() -> String {
         Ok(exe) => exe,
         Err(e) => return format!("finding the runner's own path: {e}"),
     };
-    let err = istio_cni_scenarios::harness::userns_command("istio-cni-conformance", &exe)
+    let err = testkit::userns::command("istio-cni-conformance", &exe)
         .args(std::env::args_os().skip(1))
         .env(MARK, "1")
         .exec();

@@ -1325,124 +1325,99 @@ async fn malformed_requests_get_status_errors() {
         .create(&PostParams::default(), &pod("p", None, &[]))
         .await
         .unwrap();
-    let req = |method: &str, uri: &str, ct: &str, body: &[u8]| {
-        axum::http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("Content-Type", ct)
-            .body(body.to_vec())
-            .unwrap()
-    };
-    let json = "application/json";
-    let cases: Vec<(axum::http::Request<Vec<u8>>, u16)> = vec![
-        (req("GET", "/api/v1/namespaces/default/widgets", json, b""), 404),
-        (req("GET", "/api/v1/pods/p", json, b""), 404),
-        (req("GET", "/api/v9/pods", json, b""), 404),
-        (req("GET", "/openapi/v2", json, b""), 404),
-        (req("GET", "/api/v1/pods?labelSelector=a%20in%20(", json, b""), 400),
-        (req("GET", "/api/v1/pods?fieldSelector=nooperator", json, b""), 400),
-        (req("GET", "/api/v1/pods?limit=lots", json, b""), 400),
-        (req("GET", "/api/v1/pods?watch=maybe", json, b""), 400),
-        (req("GET", "/api/v1/pods?watch=1&resourceVersion=abc", json, b""), 400),
-        (req("GET", "/api/v1/pods?continue=%25%25", json, b""), 400),
-        (req("GET", "/api/v1/pods?x=%zz", json, b""), 400),
-        (req("POST", "/api/v1/namespaces/default/pods", json, b"{not json"), 400),
-        (req("POST", "/api/v1/namespaces/default/pods", json, b"[1,2]"), 400),
+    const JSON: &str = "application/json";
+    // method, path, content type, body, the status wanted
+    let cases: &[(&str, &str, &str, &str, u16)] = &[
+        ("GET", "/api/v1/namespaces/default/widgets", JSON, "", 404),
+        ("GET", "/api/v1/pods/p", JSON, "", 404),
+        ("GET", "/api/v9/pods", JSON, "", 404),
+        ("GET", "/openapi/v2", JSON, "", 404),
+        ("GET", "/api/v1/pods?labelSelector=a%20in%20(", JSON, "", 400),
+        ("GET", "/api/v1/pods?fieldSelector=nooperator", JSON, "", 400),
+        ("GET", "/api/v1/pods?limit=lots", JSON, "", 400),
+        ("GET", "/api/v1/pods?watch=maybe", JSON, "", 400),
+        ("GET", "/api/v1/pods?watch=1&resourceVersion=abc", JSON, "", 400),
+        ("GET", "/api/v1/pods?continue=%25%25", JSON, "", 400),
+        ("GET", "/api/v1/pods?x=%zz", JSON, "", 400),
+        ("POST", "/api/v1/namespaces/default/pods", JSON, "{not json", 400),
+        ("POST", "/api/v1/namespaces/default/pods", JSON, "[1,2]", 400),
         (
-            req(
-                "POST",
-                "/api/v1/namespaces/default/pods",
-                json,
-                b"{\"metadata\":{\"name\":\"x\"}}",
-            ),
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            JSON,
+            "{\"metadata\":{\"name\":\"x\"}}",
             422,
         ),
         (
-            req(
-                "POST",
-                "/api/v1/namespaces/default/pods",
-                "application/vnd.kubernetes.protobuf",
-                b"k8s\0",
-            ),
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/vnd.kubernetes.protobuf",
+            "k8s\0",
             415,
         ),
-        (req("POST", "/api/v1/namespaces/default/pods/p/log", json, b"{}"), 405),
+        ("POST", "/api/v1/namespaces/default/pods/p/log", JSON, "{}", 405),
         (
-            req(
-                "PUT",
-                "/api/v1/namespaces/default/pods/p",
-                json,
-                b"{\"metadata\":{\"name\":\"other\"}}",
-            ),
+            "PUT",
+            "/api/v1/namespaces/default/pods/p",
+            JSON,
+            "{\"metadata\":{\"name\":\"other\"}}",
             400,
         ),
+        ("PATCH", "/api/v1/namespaces/default/pods/p", "text/plain", "{}", 415),
         (
-            req("PATCH", "/api/v1/namespaces/default/pods/p", "text/plain", b"{}"),
-            415,
-        ),
-        (
-            req(
-                "PATCH",
-                "/api/v1/namespaces/default/pods/p",
-                "application/merge-patch+json",
-                b"[]",
-            ),
+            "PATCH",
+            "/api/v1/namespaces/default/pods/p",
+            "application/merge-patch+json",
+            "[]",
             422,
         ),
         (
-            req(
-                "PATCH",
-                "/api/v1/namespaces/default/pods/p",
-                "application/json-patch+json",
-                b"{}",
-            ),
+            "PATCH",
+            "/api/v1/namespaces/default/pods/p",
+            "application/json-patch+json",
+            "{}",
             422,
         ),
         (
-            req(
-                "PATCH",
-                "/api/v1/namespaces/default/pods/p",
-                "application/strategic-merge-patch+json",
-                b"{\"$patch\":1}",
-            ),
+            "PATCH",
+            "/api/v1/namespaces/default/pods/p",
+            "application/strategic-merge-patch+json",
+            "{\"$patch\":1}",
             422,
         ),
         (
-            req(
-                "PATCH",
-                "/api/v1/namespaces/default/pods/missing",
-                "application/merge-patch+json",
-                b"{}",
-            ),
+            "PATCH",
+            "/api/v1/namespaces/default/pods/missing",
+            "application/merge-patch+json",
+            "{}",
             404,
         ),
-        (req("DELETE", "/api/v1/namespaces/default/pods/p", json, b"{bad"), 400),
-        (req("OPTIONS", "/api/v1/namespaces/default/pods", json, b""), 405),
+        ("DELETE", "/api/v1/namespaces/default/pods/p", JSON, "{bad", 400),
+        ("OPTIONS", "/api/v1/namespaces/default/pods", JSON, "", 405),
         (
-            req(
-                "GET",
-                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                json,
-                b"",
-            ),
+            "GET",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            JSON,
+            "",
             405,
         ),
         (
-            req(
-                "POST",
-                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                json,
-                b"{\"spec\":{}}",
-            ),
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            JSON,
+            "{\"spec\":{}}",
             422,
         ),
-        (
-            req("POST", "/api/v1/namespaces/default/pods/p/binding", json, b"{}"),
-            422,
-        ),
+        ("POST", "/api/v1/namespaces/default/pods/p/binding", JSON, "{}", 422),
     ];
-    for (r, want) in cases {
-        let what = format!("{} {}", r.method(), r.uri());
+    for &(method, uri, ct, body, want) in cases {
+        let r = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", ct)
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let what = format!("{method} {uri}");
         match client.request_text(r).await {
             Err(kube::Error::Api(status)) => assert_eq!(status.code, want, "{what}: {status:?}"),
             other => panic!("{what}: expected HTTP {want}, got {other:?}"),

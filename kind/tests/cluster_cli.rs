@@ -113,10 +113,6 @@ fn a_failed_unprivileged_up_leaves_nothing_behind() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("creating the cluster: harness loopback"), "{stderr}");
     assert_eq!(stderr.matches("creating the cluster").count(), 1, "{stderr}");
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = testkit::names_in(&tmp);
     assert!(left.is_empty(), "left in the temp dir: {left:?}");
 }

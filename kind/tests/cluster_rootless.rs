@@ -178,10 +178,6 @@ fn an_ordinary_user_runs_up_and_reaches_it_from_another_shell() {
     let status = up.0.wait().unwrap();
     assert!(status.success(), "up exits cleanly after down");
     assert!(!kubeconfig.exists(), "state removed");
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = testkit::names_in(&tmp);
     assert!(left.is_empty(), "left in the temp dir: {left:?}");
 }

@@ -14,7 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use istio_cni_kind::cni::{
-    ChainedPlugin, CniError, GcAttachment, NetworkConfigList, PodRef, Profile, RuntimeConf, select_network,
+    CachedAttachment, ChainedPlugin, CniError, GcAttachment, NetworkConfigList, PodRef, Profile, RuntimeConf,
+    select_network,
 };
 use istio_cni_kind::node::{Node, NodeSpec, PodSandbox};
 use node_support::{NODE, Scratch, cluster, gate, node_and, run_ok, write_script};
@@ -431,12 +432,11 @@ fn version_status_check_gates_and_gc() {
     runner.add(&list, &pod_rt(&stale)).expect("ADD stale");
     assert_eq!(runner.cached_attachments(None).len(), 2);
     runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).expect("GC");
-    let left: Vec<String> = runner
-        .cached_attachments(None)
-        .into_iter()
-        .map(|a| a.container_id)
-        .collect();
-    assert_eq!(left, ["keep"]);
+    let left = runner.cached_attachments(None);
+    assert_eq!(
+        left.iter().map(CachedAttachment::key).collect::<Vec<_>>(),
+        [GcAttachment::new("keep", "eth0")]
+    );
     assert_eq!(pod_ipv4(&stale), "", "GC DELs the stale attachment");
     assert!(pod_ipv4(&keep).contains("inet 10.251.0."));
     net.teardown().expect("teardown");

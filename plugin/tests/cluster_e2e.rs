@@ -37,31 +37,25 @@ fn create(cluster: &Cluster, ns: &str, pod: Pod) {
 /// The `-A` rules of one table, chain by chain, in order, without the
 /// implicit `-m tcp`/`-m udp` that `iptables-save` adds.
 fn rules_by_chain(text: &str, table: &str) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
-    let mut in_table = false;
-    for line in text.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            in_table = t.trim() == table;
-        } else if in_table && let Some(rule) = line.strip_prefix("-A ") {
-            let rule = canonical(&rule.replace(" -m tcp", "").replace(" -m udp", ""));
-            let (chain, rest) = rule.split_once(' ').unwrap_or((&rule, ""));
-            match out.iter_mut().find(|(c, _)| c == chain) {
-                Some((_, rules)) => rules.push(rest.to_string()),
-                None => out.push((chain.to_string(), vec![rest.to_string()])),
-            }
-        }
-    }
-    out.sort();
-    out
+    testkit::iptables::rules_by_chain(text, table)
+        .into_iter()
+        .map(|(chain, rules)| {
+            let rules = rules
+                .iter()
+                .map(|r| canonical(&r.replace(" -m tcp", "").replace(" -m udp", "")))
+                .collect();
+            (chain, rules)
+        })
+        .collect()
 }
 
-/// `iptables-save` order: the chain, then `-s -d -i -o -p` (each with its
-/// `!`), then the remaining matches and the target as written.
+/// A rule's words (after its chain) in `iptables-save` order: `-s -d -i -o -p`
+/// (each with its `!`), then the remaining matches and the target as written.
 fn canonical(rule: &str) -> String {
     let words: Vec<&str> = rule.split(' ').collect();
     let mut base: Vec<(usize, String)> = Vec::new();
     let mut rest: Vec<&str> = Vec::new();
-    let mut i = 1; // words[0] is the chain
+    let mut i = 0;
     while i < words.len() {
         let negated = words[i] == "!" && i + 2 < words.len() && ["-s", "-d", "-i", "-o", "-p"].contains(&words[i + 1]);
         let at = if negated { i + 1 } else { i };
@@ -78,8 +72,7 @@ fn canonical(rule: &str) -> String {
         }
     }
     base.sort_by_key(|(rank, _)| *rank);
-    let mut out = vec![words[0].to_string()];
-    out.extend(base.into_iter().map(|(_, w)| w));
+    let mut out: Vec<String> = base.into_iter().map(|(_, w)| w).collect();
     out.extend(rest.into_iter().map(str::to_string));
     out.join(" ")
 }

@@ -68,16 +68,22 @@ pub fn parse_pod(yaml: &str) -> Result<Pod, Stop> {
 }
 
 /// The pod the race scenarios create: Istio 1.29's classic injected pod
-/// named `name`, with the validator's probe timeout cut to 1 s through its
-/// env (as a mesh's `proxyMetadata` can do, docs/repair.md#injection), so a failing validation
-/// takes one second, not five.
+/// named `name`, validating fast ([`fast_validation_pod`]).
 pub fn race_pod(name: &str) -> Result<Pod, Stop> {
-    let mut pod = pod("1.29", "classic")?;
+    fast_validation_pod("1.29", "classic", name)
+}
+
+/// Istio `version`'s injected pod of `shape` named `name`, with the
+/// validator's probe timeout cut to 1 s through its env (as a mesh's
+/// `proxyMetadata` can do, docs/repair.md#injection), so a failing
+/// validation takes one second, not five.
+pub fn fast_validation_pod(version: &str, shape: &str, name: &str) -> Result<Pod, Stop> {
+    let mut pod = pod(version, shape)?;
     pod.metadata.name = Some(name.into());
     let spec = pod
         .spec
         .as_mut()
-        .ok_or_else(|| Stop::Fail("the race fixture has no spec".into()))?;
+        .ok_or_else(|| Stop::Fail(format!("the {shape} fixture has no spec")))?;
     for c in spec.init_containers.iter_mut().flatten() {
         if c.name == "istio-validation" {
             c.env.get_or_insert_with(Vec::new).push(EnvVar {

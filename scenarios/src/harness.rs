@@ -7,8 +7,7 @@
 //! the test. When the namespace cannot be had the test fails saying why: a
 //! scenario that did not run is never reported as passed.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::catalog;
 use crate::env::{Env, Target};
@@ -16,26 +15,6 @@ use crate::scenario::Outcome;
 
 /// Set in the re-run test binary, so it never re-runs itself again.
 pub const MARK: &str = "ISTIO_CNI_SCENARIOS_USERNS";
-
-/// `unshare` running `program` as root of a new user, network and mount
-/// namespace: uids from the caller's subordinate range (`--map-auto`), a
-/// private `/run`, `lo` up. `label` is the shell's `$0` (for its messages).
-/// Shared by the scenario tests and the conformance runner.
-pub fn userns_command(label: &str, program: &Path) -> Command {
-    const SCRIPT: &str = "mount -t tmpfs tmpfs /run && ip link set lo up && exec \"$@\"";
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--map-auto",
-        "--map-root-user",
-        "--net",
-        "--mount",
-        "--propagation",
-        "private",
-    ])
-    .args(["sh", "-c", SCRIPT, label])
-    .arg(program);
-    cmd
-}
 
 /// Whether the calling test should run its body here: true as root. As an
 /// ordinary user the test has already run in a user namespace when this
@@ -68,7 +47,7 @@ fn rerun_as_root(test: &str, inside: bool) -> Result<(), String> {
         .ok_or("not root, and cannot tell which test to re-run as root (no test thread name)")?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the test binary: {e}"))?;
     eprintln!("{test}: not root: re-running {name} as root of a user namespace");
-    let output = userns_command("scenario-test", &exe)
+    let output = testkit::userns::command("scenario-test", &exe)
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env(MARK, "1")
         .stdin(Stdio::null())
@@ -106,93 +85,16 @@ pub fn run_local(name: &str) -> Option<Outcome> {
 
 /// Why this user cannot get a user namespace with a range of uids, if it cannot.
 pub fn missing() -> Option<String> {
-    let (user, why) = userns_unavailable()?;
+    let (user, why) = testkit::userns::unavailable()?;
     Some(format!(
         "not root, and the scenarios need root: running as {user}, they re-run themselves as root of a user \
          namespace, which needs {why}; or run them as root"
     ))
 }
 
-/// The calling user's name, and what a user namespace with a range of uids
-/// (`unshare --map-auto`) still lacks, if anything: shared by the scenario
-/// tests and the conformance runner, which re-run themselves in one.
-pub fn userns_unavailable() -> Option<(String, String)> {
-    let uid = nix::unistd::getuid();
-    let user = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string());
-    let has_newuidmap = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p)
-            .chain(["/usr/bin".into(), "/usr/sbin".into()])
-            .any(|d| d.join("newuidmap").is_file())
-    });
-    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
-    let (subuid, subgid) = (read("/etc/subuid"), read("/etc/subgid"));
-    let listed = |text: &str| {
-        text.lines().any(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|who| who == user || who == uid.to_string())
-        })
-    };
-    let why = match (has_newuidmap, listed(&subuid) && listed(&subgid)) {
-        (true, true) => return None,
-        (false, _) => "Debian's uidmap (newuidmap; as root: apt-get install uidmap)".to_string(),
-        (true, false) => {
-            let (first, last) = free_subid_range(&[&subuid, &subgid]);
-            format!(
-                "a range for {user} in /etc/subuid and /etc/subgid \
-                 (as root: usermod --add-subuids {first}-{last} --add-subgids {first}-{last} {user})"
-            )
-        }
-    };
-    Some((user, why))
-}
-
-/// A range of 65536 ids above every range already given out in these
-/// `/etc/subuid`-format files, starting no lower than `useradd`'s first
-/// (100000), so the suggestion never overlaps another user's range.
-pub fn free_subid_range(files: &[&str]) -> (u64, u64) {
-    const FIRST: u64 = 100_000;
-    const COUNT: u64 = 65_536;
-    let end = files
-        .iter()
-        .flat_map(|text| text.lines())
-        .filter_map(|line| {
-            let mut fields = line.trim().split(':').skip(1);
-            let start: u64 = fields.next()?.parse().ok()?;
-            let count: u64 = fields.next()?.parse().ok()?;
-            start.checked_add(count)
-        })
-        .fold(FIRST, u64::max);
-    // Keep ranges aligned to 65536 like useradd's, for readability.
-    let first = if end <= FIRST {
-        FIRST
-    } else {
-        end.div_ceil(COUNT).saturating_mul(COUNT)
-    };
-    (first, first.saturating_add(COUNT - 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggested_subid_range_overlaps_no_existing_one() {
-        assert_eq!(free_subid_range(&["", ""]), (100_000, 165_535));
-        // useradd's first user: 100000:65536. The old hint, 100000-165535, overlapped it.
-        let first_user = "alice:100000:65536\n";
-        assert_eq!(free_subid_range(&[first_user, first_user]), (196_608, 262_143));
-        let odd = "bob:300000:1000\n# comment\nbroken line\ncarol:x:y\n";
-        assert_eq!(free_subid_range(&[first_user, odd]), (327_680, 393_215));
-        assert_eq!(
-            free_subid_range(&["big:18446744073709551000:65536\n"]),
-            (100_000, 165_535)
-        );
-    }
 
     /// The re-run never recurses: inside its namespace a non-root test fails.
     #[test]

@@ -95,26 +95,6 @@ pub fn scenarios() -> Vec<Scenario> {
 
 // ---- rules -----------------------------------------------------------------
 
-/// The `-A` rules of one table of an `iptables-save` text, chain by chain,
-/// in order.
-pub fn rules_by_chain(text: &str, table: &str) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
-    let mut in_table = false;
-    for line in text.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            in_table = t.trim() == table;
-        } else if in_table && let Some(rule) = line.strip_prefix("-A ") {
-            let (chain, rest) = rule.split_once(' ').unwrap_or((rule, ""));
-            match out.iter_mut().find(|(c, _)| c == chain) {
-                Some((_, rules)) => rules.push(rest.to_string()),
-                None => out.push((chain.to_string(), vec![rest.to_string()])),
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `rendered` (iptables-restore input: `-I` inserts, marks in decimal)
 /// loaded into a scratch netns and saved back, so both sides are in
 /// `iptables-save`'s canonical form, produced by the same iptables.
@@ -166,7 +146,10 @@ fn rules_match_render(cluster: &Cluster, rec: &mut Record, name: &str, yaml: &st
     ensure!(!tables.is_empty(), "render printed no rules:\n{rendered}");
     let want_save = canonical_save(&rendered)?;
     for table in &tables {
-        let (got, want) = (rules_by_chain(&save, table), rules_by_chain(&want_save, table));
+        let (got, want) = (
+            testkit::iptables::rules_by_chain(&save, table),
+            testkit::iptables::rules_by_chain(&want_save, table),
+        );
         ensure!(
             got == want,
             "{table} table differs from `istio-cni render`:\n  netns:  {got:?}\n  render: {want:?}"
@@ -657,18 +640,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_group_by_chain_within_a_table() {
-        let save = "*mangle\n-A OUTPUT -j M\nCOMMIT\n*nat\n-A OUTPUT -j ISTIO_OUTPUT\n-A ISTIO_OUTPUT -j X\n-A OUTPUT -j Y\nCOMMIT\n";
-        assert_eq!(
-            rules_by_chain(save, "nat"),
-            [
-                ("ISTIO_OUTPUT".to_string(), vec!["-j X".to_string()]),
-                (
-                    "OUTPUT".to_string(),
-                    vec!["-j ISTIO_OUTPUT".to_string(), "-j Y".to_string()]
-                )
-            ]
-        );
+    fn tables_are_named_in_order() {
         assert_eq!(tables("* nat\nx\n*mangle\n"), ["nat", "mangle"]);
     }
 

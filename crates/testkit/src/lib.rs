@@ -5,25 +5,28 @@
 //!   `ci/test` sets), where it panics: a skip never passes in CI.
 //!   [`gate_or_userns`]: the same, but an ordinary user's test that needs
 //!   root re-runs itself as root of a user+network+mount namespace.
-//! - [`Scratch`]: a fresh directory removed on drop.
+//! - [`Scratch`]: a fresh directory removed on drop; [`names_in`]: what a
+//!   directory holds.
 //! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
 //!   failing test can print.
 //! - [`workspace_bin`]: another package's binary, built when missing;
 //!   [`place_exe`]: an executable put elsewhere, runnable at once.
+//! - [`iptables::rules_by_chain`]: an `iptables-save` table, chain by chain.
 //! - [`pods`]: a pod's phase, its `istio-validation` exits, app restarts.
 
 mod bins;
 mod gate;
+pub mod iptables;
 mod kubectl;
 pub mod pods;
 mod scratch;
-mod userns;
+pub mod userns;
 
 pub use bins::{place_exe, workspace_bin};
 pub use gate::{Need, gate, skip};
 pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
-pub use scratch::Scratch;
+pub use scratch::{Scratch, names_in};
 pub use userns::gate_or_userns;
 
 /// `tool` on `PATH`, or in `/usr/sbin` or `/sbin` (where Debian puts

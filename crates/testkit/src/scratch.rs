@@ -46,6 +46,18 @@ impl AsRef<Path> for Scratch {
     }
 }
 
+/// The names of the entries of `dir`, sorted (a test asserting that nothing
+/// was left behind prints them). Panics when `dir` cannot be listed.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
@@ -66,5 +78,15 @@ mod tests {
         let path = a.path().to_owned();
         drop(a);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn names_in_lists_a_directory_sorted() {
+        let dir = Scratch::new("names");
+        assert!(names_in(&dir).is_empty());
+        for name in ["b", "a"] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        assert_eq!(names_in(&dir), ["a", "b"]);
     }
 }

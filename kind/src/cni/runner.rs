@@ -80,6 +80,13 @@ pub struct CachedAttachment {
     pub capability_args: serde_json::Map<String, Value>,
 }
 
+impl CachedAttachment {
+    /// The attachment as GC names it (container id and interface).
+    pub fn key(&self) -> GcAttachment {
+        GcAttachment::new(&self.container_id, &self.ifname)
+    }
+}
+
 /// Runs CNI plugins found in a set of bin dirs, caching results in a cache
 /// dir, optionally inside a network namespace (a node's).
 #[derive(Debug, Clone)]
@@ -302,8 +309,7 @@ impl Runner {
             if cached.network != list.name {
                 continue;
             }
-            let key = GcAttachment::new(&cached.container_id, &cached.ifname);
-            if valid.contains(&key) {
+            if valid.contains(&cached.key()) {
                 continue;
             }
             let rt = RuntimeConf {
@@ -693,12 +699,11 @@ esac
             log[3].2["cni.dev/valid-attachments"],
             serde_json::json!([{"containerID": "keep", "ifname": "eth0"}])
         );
-        let left: Vec<String> = runner
-            .cached_attachments(None)
-            .into_iter()
-            .map(|a| a.container_id)
-            .collect();
-        assert_eq!(left, ["keep"]);
+        let left = runner.cached_attachments(None);
+        assert_eq!(
+            left.iter().map(CachedAttachment::key).collect::<Vec<_>>(),
+            [GcAttachment::new("keep", "eth0")]
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod events;
 pub mod gc;
 pub mod namespaces;
 pub mod node_lifecycle;
+mod node_pod_cache;
 pub mod owned;
 pub mod reconciler;
 pub mod replicaset;

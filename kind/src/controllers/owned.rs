@@ -37,11 +37,15 @@ pub fn controller_ref_to(kind: &str, meta: &ObjectMeta) -> OwnerReference {
 
 /// A pod that counts: not being deleted, not finished.
 pub fn is_active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+    pod.metadata.deletion_timestamp.is_none() && !is_finished(pod)
+}
+
+/// A pod whose phase is terminal (`Succeeded` or `Failed`).
+pub fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// Since when the pod has been Ready (`None`: not ready).

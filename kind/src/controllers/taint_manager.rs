@@ -13,15 +13,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use tokio::time::Instant;
 
 use super::daemonset::nodes::tolerates;
 use super::events::Events;
+use super::node_pod_cache::{NodePodCache, Snapshot};
 
 /// Every API call is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,39 +68,17 @@ struct State {
 
 /// Evicts pods from tainted nodes until cancelled (dropped).
 pub(crate) async fn run(client: kube::Client) {
-    let (nodes, mut node_writer) = reflector::store::<Node>();
-    let (pods, mut pod_writer) = reflector::store::<Pod>();
-    let mut node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut cache = NodePodCache::watch(&client, "taint manager");
     let events = Events::new(client.clone(), COMPONENT);
     let mut state = State::default();
-    let (mut nodes_listed, mut pods_listed) = (false, false);
     let mut wake: Option<Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {},
-            Some(event) = node_events.next() => match event {
-                Ok(event) => {
-                    nodes_listed |= matches!(event, watcher::Event::InitDone);
-                    node_writer.apply_watcher_event(&event);
-                }
-                Err(e) => tracing::warn!("taint manager: watching nodes: {e}"),
-            },
-            Some(event) = pod_events.next() => match event {
-                Ok(event) => {
-                    pods_listed |= matches!(event, watcher::Event::InitDone);
-                    pod_writer.apply_watcher_event(&event);
-                }
-                Err(e) => tracing::warn!("taint manager: watching pods: {e}"),
-            },
-            else => return,
+            alive = cache.changed() => if !alive { return },
         }
-        if nodes_listed && pods_listed {
-            wake = pass(&client, &events, &nodes, &pods, &mut state).await;
+        if cache.listed() {
+            wake = pass(&client, &events, cache.snapshot(), &mut state).await;
         }
     }
 }
@@ -112,20 +88,14 @@ fn taints_of(node: &Node) -> &[Taint] {
 }
 
 /// One look at every bound pod; when to look again.
-async fn pass(
-    client: &kube::Client,
-    events: &Events,
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    state: &mut State,
-) -> Option<Instant> {
+async fn pass(client: &kube::Client, events: &Events, cached: Snapshot, state: &mut State) -> Option<Instant> {
     let now = Instant::now();
-    let taints: HashMap<String, Vec<Taint>> = nodes
-        .state()
+    let taints: HashMap<String, Vec<Taint>> = cached
+        .nodes
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, taints_of(n).to_vec())))
         .collect();
-    let pods = pods.state();
+    let pods = cached.pods;
     let mut next: Option<Instant> = None;
     let mut seen = HashMap::new();
     for pod in pods.iter() {

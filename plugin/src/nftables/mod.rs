@@ -8,6 +8,6 @@ pub mod native;
 mod render;
 mod rule;
 pub mod transaction;
-mod wire;
+pub(crate) mod wire;
 
 pub use render::{render, transaction_text};

@@ -6,22 +6,31 @@
 //! (`linux/netfilter/nfnetlink.h`, `nf_tables.h`). docs/nftables.md lists them.
 
 /// `NFNL_SUBSYS_NFTABLES`.
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
+/// `NFPROTO_UNSPEC`: no family (the generation request).
+pub(crate) const NFPROTO_UNSPEC: u8 = 0;
 /// `NFPROTO_INET`: the family of every table we write.
 pub const NFPROTO_INET: u8 = 1;
+/// `NFPROTO_IPV4` and `NFPROTO_IPV6`: the families iptables-nft writes.
+pub(crate) const NFPROTO_IPV4: u8 = 2;
+pub(crate) const NFPROTO_IPV6: u8 = 10;
 
-/// nf_tables message types (without the subsystem byte).
+/// nf_tables message types (without the subsystem byte): what the
+/// transaction writes, and what the detection asks and reads back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum MsgType {
     NewTable = 0,
+    GetTable = 1,
     NewChain = 3,
     NewRule = 6,
     DelRule = 8,
     NewSet = 9,
     NewSetElem = 12,
+    NewGen = 15,
+    GetGen = 16,
 }
 
 pub const NLM_F_REQUEST: u16 = 0x1;
@@ -31,9 +40,9 @@ pub const NLM_F_CREATE: u16 = 0x400;
 /// `NLMSG_ERROR`: the type of acknowledgements and errors.
 pub const NLMSG_ERROR: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
 
-fn align4(n: usize) -> usize {
+pub(crate) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -137,20 +146,65 @@ impl Batch {
     fn message(&mut self, msg_type: u16, flags: u16, family: u8, res_id: u16, payload: &[u8]) -> u32 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let len = NLMSG_HDRLEN + 4 + payload.len();
-        self.buf.extend_from_slice(&(len as u32).to_ne_bytes());
-        self.buf.extend_from_slice(&msg_type.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        // nfgenmsg: family, version (NFNETLINK_V0), res_id (big endian).
-        self.buf.push(family);
-        self.buf.push(0);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
-        self.buf.extend_from_slice(payload);
-        self.buf.resize(align4(self.buf.len()), 0);
+        put_message(&mut self.buf, msg_type, flags, seq, family, res_id, payload);
         seq
     }
+}
+
+/// Appends one nfnetlink message to `buf`: the netlink header (port id 0:
+/// the kernel), the nfgenmsg header and `payload`, padded to 4 bytes.
+pub(crate) fn put_message(
+    buf: &mut Vec<u8>,
+    msg_type: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    payload: &[u8],
+) {
+    let len = NLMSG_HDRLEN + 4 + payload.len();
+    buf.extend_from_slice(&(len as u32).to_ne_bytes());
+    buf.extend_from_slice(&msg_type.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: family, version (NFNETLINK_V0), res_id (big endian).
+    buf.push(family);
+    buf.push(0);
+    buf.extend_from_slice(&res_id.to_be_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(align4(buf.len()), 0);
+}
+
+/// One netlink message of a datagram.
+pub(crate) struct Message<'a> {
+    pub kind: u16,
+    pub seq: u32,
+    /// What follows the netlink header.
+    pub body: &'a [u8],
+}
+
+/// The netlink messages of one datagram, in order. A length that does not
+/// fit the datagram is an error and ends it.
+pub(crate) fn messages(mut data: &[u8]) -> impl Iterator<Item = Result<Message<'_>, String>> {
+    std::iter::from_fn(move || {
+        if data.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > data.len() {
+            let e = format!("malformed netlink reply (length {len} of {} bytes)", data.len());
+            data = &[];
+            return Some(Err(e));
+        }
+        let message = Message {
+            kind: u16::from_ne_bytes([data[4], data[5]]),
+            seq: u32::from_ne_bytes([data[8], data[9], data[10], data[11]]),
+            body: &data[NLMSG_HDRLEN..len],
+        };
+        data = &data[align4(len).min(data.len())..];
+        Some(Ok(message))
+    })
 }
 
 /// A reply read back from the socket: an acknowledgement (`errno == 0`) or
@@ -163,20 +217,12 @@ pub struct Ack {
 }
 
 /// Parses the `NLMSG_ERROR` messages in one datagram; other types are skipped.
-pub fn parse_acks(mut data: &[u8]) -> Result<Vec<Ack>, String> {
+pub fn parse_acks(data: &[u8]) -> Result<Vec<Ack>, String> {
     let mut acks = Vec::new();
-    while data.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > data.len() {
-            return Err(format!(
-                "malformed netlink reply (length {len} of {} bytes)",
-                data.len()
-            ));
-        }
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
+    for message in messages(data) {
+        let Message { kind, body, .. } = message?;
         if kind == NLMSG_ERROR {
             // struct nlmsgerr { int error; struct nlmsghdr msg; ... }
-            let body = &data[NLMSG_HDRLEN..len];
             if body.len() < 4 + NLMSG_HDRLEN {
                 return Err("truncated netlink acknowledgement".into());
             }
@@ -187,7 +233,6 @@ pub fn parse_acks(mut data: &[u8]) -> Result<Vec<Ack>, String> {
                 errno: error.checked_neg().unwrap_or(i32::MAX),
             });
         }
-        data = &data[align4(len).min(data.len())..];
     }
     Ok(acks)
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use istio_cni_kind::cluster::ClusterSpec;
 use istio_cni_kind::node::NodeSpec;
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use super::scale_out::{JOINING, join, not_ready};
@@ -56,8 +56,7 @@ pub fn scenarios() -> Vec<Scenario> {
 /// validation probe, `restartPolicy: Never`, an app that runs a second and
 /// exits 0, pinned to `node`.
 pub fn job_pod(name: &str, node: &str) -> Result<Pod, Stop> {
-    let mut pod = fixtures::pod("1.29", "native")?;
-    pod.metadata.name = Some(name.into());
+    let mut pod = fixtures::fast_validation_pod("1.29", "native", name)?;
     pod.metadata
         .labels
         .get_or_insert_with(Default::default)
@@ -68,15 +67,6 @@ pub fn job_pod(name: &str, node: &str) -> Result<Pod, Stop> {
         .ok_or_else(|| Stop::Fail("the native fixture has no spec".into()))?;
     spec.restart_policy = Some("Never".into());
     spec.node_selector = Some([("kubernetes.io/hostname".to_string(), node.to_string())].into());
-    for c in spec.init_containers.iter_mut().flatten() {
-        if c.name == "istio-validation" {
-            c.env.get_or_insert_with(Vec::new).push(EnvVar {
-                name: "PROBE_TIMEOUT".into(),
-                value: Some("1s".into()),
-                value_from: None,
-            });
-        }
-    }
     spec.containers = vec![
         serde_json::from_value(json!({"name": "job", "image": "shell", "args": ["-c", "sleep 1"]}))
             .map_err(|e| Stop::Fail(format!("the job container: {e}")))?,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderMap;
 
-use self::rbac::{AUTHENTICATED_GROUP, Attributes, Policy, UserInfo, forbidden_message};
+use self::rbac::{AUTHENTICATED_GROUP, Attributes, Policy, ResourceAttributes, UserInfo, forbidden_message};
 use crate::apiserver::ids;
 use crate::apiserver::status::ApiError;
 
@@ -175,14 +175,14 @@ pub(crate) fn impersonate(policy: &Policy, user: UserInfo, headers: &HeaderMap) 
     }];
     checks.extend(groups.iter().map(|g| ("groups", String::new(), g.clone())));
     for (resource, namespace, name) in checks {
-        let attrs = Attributes::Resource {
+        let attrs = Attributes::Resource(ResourceAttributes {
             verb: "impersonate".into(),
             group: String::new(),
             resource: resource.into(),
             subresource: String::new(),
             namespace,
             name: name.clone(),
-        };
+        });
         if !policy.allows(&user, &attrs) {
             return Err(ApiError::forbidden(
                 forbidden_message(&user, &attrs),

@@ -54,20 +54,32 @@ impl UserInfo {
 /// What a request wants to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attributes {
-    Resource {
-        verb: String,
-        group: String,
-        resource: String,
-        subresource: String,
-        /// `""` for cluster-scoped resources and all-namespace requests.
-        namespace: String,
-        /// `""` for collection requests.
-        name: String,
-    },
-    NonResource {
-        verb: String,
-        path: String,
-    },
+    Resource(ResourceAttributes),
+    NonResource { verb: String, path: String },
+}
+
+/// What a request on an API resource wants to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    /// `""` for cluster-scoped resources and all-namespace requests.
+    pub namespace: String,
+    /// `""` for collection requests.
+    pub name: String,
+}
+
+impl ResourceAttributes {
+    /// `pods`, or `pods/log` for a subresource: how rules and messages name it.
+    fn path(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
 }
 
 /// One policy rule.
@@ -203,20 +215,18 @@ impl Policy {
             return true;
         }
         // Kubernetes' `system:basic-user`: everyone may ask about themselves.
-        if let Attributes::Resource {
-            verb, group, resource, ..
-        } = attrs
+        if let Attributes::Resource(r) = attrs
             && authenticated
-            && verb == "create"
+            && r.verb == "create"
             && matches!(
-                (group.as_str(), resource.as_str()),
+                (r.group.as_str(), r.resource.as_str()),
                 ("authorization.k8s.io", "selfsubjectaccessreviews") | ("authentication.k8s.io", "selfsubjectreviews")
             )
         {
             return true;
         }
         let request_ns = match attrs {
-            Attributes::Resource { namespace, .. } => namespace.as_str(),
+            Attributes::Resource(r) => r.namespace.as_str(),
             Attributes::NonResource { .. } => "",
         };
         self.bindings.iter().any(|b| {
@@ -276,30 +286,19 @@ fn has(list: &[String], want: &str) -> bool {
 /// Whether one rule covers the request.
 pub fn rule_allows(rule: &Rule, attrs: &Attributes) -> bool {
     match attrs {
-        Attributes::Resource {
-            verb,
-            group,
-            resource,
-            subresource,
-            name,
-            ..
-        } => {
-            if !has(&rule.verbs, verb) || !has(&rule.api_groups, group) {
+        Attributes::Resource(r) => {
+            if !has(&rule.verbs, &r.verb) || !has(&rule.api_groups, &r.group) {
                 return false;
             }
-            let resource_ok = if subresource.is_empty() {
-                has(&rule.resources, resource)
-            } else {
-                let combined = format!("{resource}/{subresource}");
-                let any_sub = format!("*/{subresource}");
-                rule.resources
-                    .iter()
-                    .any(|r| *r == "*" || *r == combined || *r == any_sub)
-            };
+            let (full, any_sub) = (r.path(), format!("*/{}", r.subresource));
+            let resource_ok = rule
+                .resources
+                .iter()
+                .any(|x| *x == "*" || *x == full || (!r.subresource.is_empty() && *x == any_sub));
             if !resource_ok {
                 return false;
             }
-            rule.resource_names.is_empty() || (!name.is_empty() && rule.resource_names.iter().any(|n| n == name))
+            rule.resource_names.is_empty() || (!r.name.is_empty() && rule.resource_names.contains(&r.name))
         }
         Attributes::NonResource { verb, path } => {
             has(&rule.verbs, verb)
@@ -313,37 +312,28 @@ pub fn rule_allows(rule: &Rule, attrs: &Attributes) -> bool {
 /// The message of a 403, in Kubernetes' wording.
 pub fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
     match attrs {
-        Attributes::Resource {
-            verb,
-            group,
-            resource,
-            subresource,
-            namespace,
-            name,
-        } => {
-            let qualified = if group.is_empty() {
-                resource.clone()
+        Attributes::Resource(r) => {
+            let qualified = if r.group.is_empty() {
+                r.resource.clone()
             } else {
-                format!("{resource}.{group}")
+                format!("{}.{}", r.resource, r.group)
             };
-            let subject = if name.is_empty() {
+            let subject = if r.name.is_empty() {
                 format!("{qualified} is forbidden")
             } else {
-                format!("{qualified} \"{name}\" is forbidden")
+                format!("{qualified} \"{}\" is forbidden", r.name)
             };
-            let what = if subresource.is_empty() {
-                resource.clone()
-            } else {
-                format!("{resource}/{subresource}")
-            };
-            let scope = if namespace.is_empty() {
+            let scope = if r.namespace.is_empty() {
                 "at the cluster scope".to_string()
             } else {
-                format!("in the namespace \"{namespace}\"")
+                format!("in the namespace \"{}\"", r.namespace)
             };
             format!(
-                "{subject}: User \"{}\" cannot {verb} resource \"{what}\" in API group \"{group}\" {scope}",
-                user.name
+                "{subject}: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+                user.name,
+                r.verb,
+                r.path(),
+                r.group
             )
         }
         Attributes::NonResource { verb, path } => {
@@ -358,14 +348,14 @@ mod tests {
     use serde_json::json;
 
     fn res(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attributes {
-        Attributes::Resource {
+        Attributes::Resource(ResourceAttributes {
             verb: verb.into(),
             group: group.into(),
             resource: resource.into(),
             subresource: sub.into(),
             namespace: ns.into(),
             name: name.into(),
-        }
+        })
     }
 
     fn policy() -> Policy {

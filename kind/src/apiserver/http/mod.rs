@@ -37,7 +37,7 @@ use self::render::Repr;
 use self::routes::{Query, ResourcePath, Route};
 use self::watch::{Start, WatchSpec};
 use crate::apiserver::auth::cache::PolicyCache;
-use crate::apiserver::auth::rbac::{self, Attributes, UserInfo};
+use crate::apiserver::auth::rbac::{self, Attributes, ResourceAttributes, UserInfo};
 use crate::apiserver::auth::{self, Tokens};
 use crate::apiserver::discovery;
 use crate::apiserver::discovery::openapi::{self, FieldValidation};
@@ -208,14 +208,14 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
         return Err(e);
     }
     let attrs = match &route {
-        Route::Resource(_) => Attributes::Resource {
+        Route::Resource(_) => Attributes::Resource(ResourceAttributes {
             verb: verb.clone(),
             group: group.to_string(),
             resource: resource.to_string(),
             subresource: sub.clone(),
             namespace: ns.clone(),
             name: name.clone(),
-        },
+        }),
         _ => Attributes::NonResource {
             verb: verb.clone(),
             path: parts.uri.path().to_string(),
@@ -820,14 +820,14 @@ impl Appended {
 fn access_review_attributes(review: &Value) -> Result<Attributes, ApiError> {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     if let Some(r) = review.pointer("/spec/resourceAttributes") {
-        return Ok(Attributes::Resource {
+        return Ok(Attributes::Resource(ResourceAttributes {
             verb: s(r, "verb"),
             group: s(r, "group"),
             resource: s(r, "resource"),
             subresource: s(r, "subresource"),
             namespace: s(r, "namespace"),
             name: s(r, "name"),
-        });
+        }));
     }
     if let Some(r) = review.pointer("/spec/nonResourceAttributes") {
         return Ok(Attributes::NonResource {

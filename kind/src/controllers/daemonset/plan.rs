@@ -26,6 +26,7 @@ use kube::ResourceExt;
 
 use super::nodes::{fit, with_daemon_tolerations};
 use super::pod::{REVISION_LABEL, revision_hash, template_spec};
+use crate::controllers::owned::{is_finished, ready_since};
 
 /// What one pass does.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -47,28 +48,6 @@ struct Daemon<'a> {
     current: bool,
     ready: bool,
     available: bool,
-}
-
-fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    let cond = pod
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(
-        cond.last_transition_time
-            .as_ref()
-            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
-    )
-}
-
-fn done(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Failed" | "Succeeded")
-    )
 }
 
 /// `value` of a `maxUnavailable`/`maxSurge` field against `total`
@@ -105,7 +84,7 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], pods: &[Pod], now: Timestamp) -> Pla
             entry.1 = true;
             continue;
         }
-        if done(pod) {
+        if is_finished(pod) {
             entry.1 = true;
             delete.push(pod.name_any());
             continue;

@@ -16,15 +16,14 @@ pub mod decide;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::events::Events;
+use super::node_pod_cache::{NodePodCache, Snapshot};
+use super::owned::is_finished;
 
 pub use decide::{Decision, decide};
 
@@ -47,64 +46,25 @@ struct State {
 
 /// Binds unscheduled pods until cancelled (dropped).
 pub(crate) async fn run(client: kube::Client) {
-    let (nodes, mut node_writer) = reflector::store::<Node>();
-    let (pods, mut pod_writer) = reflector::store::<Pod>();
-    let mut node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut cache = NodePodCache::watch(&client, "scheduler");
     let mut state = State::default();
     let events = Events::new(client.clone(), SCHEDULER_NAME);
     let mut retry = false;
-    // A pass needs both caches listed once (a relist keeps the old contents meanwhile).
-    let (mut nodes_listed, mut pods_listed) = (false, false);
     loop {
         tokio::select! {
             () = tokio::time::sleep(RETRY), if retry => {},
-            Some(event) = node_events.next() => match event {
-                Ok(event) => {
-                    nodes_listed |= matches!(event, watcher::Event::InitDone);
-                    node_writer.apply_watcher_event(&event);
-                }
-                Err(e) => tracing::warn!("scheduler: watching nodes: {e}"),
-            },
-            Some(event) = pod_events.next() => match event {
-                Ok(event) => {
-                    pods_listed |= matches!(event, watcher::Event::InitDone);
-                    pod_writer.apply_watcher_event(&event);
-                }
-                Err(e) => tracing::warn!("scheduler: watching pods: {e}"),
-            },
-            else => return,
+            alive = cache.changed() => if !alive { return },
         }
         // Take every event already queued before looking (one pass per burst).
-        while let Some(Some(event)) = futures::FutureExt::now_or_never(node_events.next()) {
-            if let Ok(event) = event {
-                nodes_listed |= matches!(event, watcher::Event::InitDone);
-                node_writer.apply_watcher_event(&event);
-            }
-        }
-        while let Some(Some(event)) = futures::FutureExt::now_or_never(pod_events.next()) {
-            if let Ok(event) = event {
-                pods_listed |= matches!(event, watcher::Event::InitDone);
-                pod_writer.apply_watcher_event(&event);
-            }
-        }
-        if nodes_listed && pods_listed {
-            retry = !pass(&client, &events, &nodes, &pods, &mut state).await;
+        cache.drain();
+        if cache.listed() {
+            retry = !pass(&client, &events, cache.snapshot(), &mut state).await;
         }
     }
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
-}
-
-fn terminal(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    matches!(phase, Some("Succeeded") | Some("Failed"))
 }
 
 /// Whether this scheduler is the one to place `pod` now.
@@ -114,25 +74,19 @@ fn wants_scheduling(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.scheduler_name.as_deref())
         .is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME);
-    ours && node_of(pod).is_none() && pod.metadata.deletion_timestamp.is_none() && !terminal(pod)
+    ours && node_of(pod).is_none() && pod.metadata.deletion_timestamp.is_none() && !is_finished(pod)
 }
 
 /// One look at every unbound pod; whether every binding it tried went through.
-async fn pass(
-    client: &kube::Client,
-    events: &Events,
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    state: &mut State,
-) -> bool {
-    let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-    let pods = pods.state();
+async fn pass(client: &kube::Client, events: &Events, cached: Snapshot, state: &mut State) -> bool {
+    let nodes: Vec<Node> = cached.nodes.iter().map(|n| (**n).clone()).collect();
+    let pods = cached.pods;
     let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
     let live: std::collections::HashSet<String> = pods.iter().filter(|p| wants_scheduling(p)).map(|p| uid(p)).collect();
     state.assumed.retain(|u, _| live.contains(u));
     state.reported.retain(|u, _| live.contains(u));
     let mut load: HashMap<String, usize> = HashMap::new();
-    for p in pods.iter().filter(|p| !terminal(p)) {
+    for p in pods.iter().filter(|p| !is_finished(p)) {
         if let Some(node) = node_of(p) {
             *load.entry(node.to_string()).or_default() += 1;
         }

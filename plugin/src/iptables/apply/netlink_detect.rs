@@ -11,16 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::detect::Family;
+use crate::nftables::wire::{self, MsgType, NFNL_SUBSYS_NFTABLES, NFPROTO_IPV4, NFPROTO_IPV6, NFPROTO_UNSPEC, align4};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_TABLE_NAME: u16 = 1;
-const NFPROTO_UNSPEC: u8 = 0;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
-const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 /// No reply within this time is "unexpected" (the caller falls back).
 const RECV_TIMEOUT: Duration = Duration::from_millis(500);
@@ -72,10 +65,10 @@ impl Nfnl {
     /// The ruleset generation: succeeds iff nf_tables serves this netns
     /// (and we may use it: every nfnetlink request needs `CAP_NET_ADMIN`).
     pub fn generation(&mut self) -> io::Result<u32> {
-        let seq = self.send(NFT_MSG_GETGEN, NFPROTO_UNSPEC, libc::NLM_F_REQUEST as u16)?;
+        let seq = self.send(MsgType::GetGen, NFPROTO_UNSPEC, libc::NLM_F_REQUEST as u16)?;
         let mut gen_id = None;
         self.receive(seq, |msg_type, payload| {
-            if msg_type == NFT_MSG_NEWGEN {
+            if msg_type == MsgType::NewGen as u16 {
                 gen_id = attr(payload, 1).and_then(|v| v.try_into().ok()).map(u32::from_be_bytes);
             }
         })?;
@@ -89,7 +82,7 @@ impl Nfnl {
             Family::V6 => NFPROTO_IPV6,
         };
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        let seq = self.send(NFT_MSG_GETTABLE, proto, flags)?;
+        let seq = self.send(MsgType::GetTable, proto, flags)?;
         let mut names = Vec::new();
         let mut bad = false;
         self.receive(seq, |_, payload| match attr(payload, NFTA_TABLE_NAME) {
@@ -102,16 +95,11 @@ impl Nfnl {
         Ok(names)
     }
 
-    fn send(&mut self, msg: u16, proto: u8, flags: u16) -> io::Result<u32> {
+    fn send(&mut self, msg: MsgType, proto: u8, flags: u16) -> io::Result<u32> {
         self.seq = self.seq.wrapping_add(1);
-        let len = (NLMSG_HDRLEN + NFGENMSG_LEN) as u32;
-        let mut buf = Vec::with_capacity(len as usize);
-        buf.extend_from_slice(&len.to_ne_bytes());
-        buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-        buf.extend_from_slice(&(flags | libc::NLM_F_ACK as u16).to_ne_bytes());
-        buf.extend_from_slice(&self.seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-        buf.extend_from_slice(&[proto, 0 /* NFNETLINK_V0 */, 0, 0]);
+        let mut buf = Vec::with_capacity(32);
+        let (msg_type, flags) = ((NFNL_SUBSYS_NFTABLES << 8) | msg as u16, flags | libc::NLM_F_ACK as u16);
+        wire::put_message(&mut buf, msg_type, flags, self.seq, proto, 0, &[]);
         // SAFETY: sending an initialized buffer of its own length.
         let sent = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
         if sent < 0 {
@@ -131,16 +119,12 @@ impl Nfnl {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
-                let msg_type = u16::from_ne_bytes(rest[4..6].try_into().unwrap_or_default());
-                let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    return Err(invalid("truncated netlink message"));
-                }
-                let body = &rest[NLMSG_HDRLEN..len];
-                rest = &rest[align(len).min(rest.len())..];
+            for message in wire::messages(&buf[..n as usize]) {
+                let wire::Message {
+                    kind: msg_type,
+                    seq: msg_seq,
+                    body,
+                } = message.map_err(|e| invalid(&e))?;
                 if msg_seq != seq {
                     continue; // a stale reply to an earlier request
                 }
@@ -177,10 +161,6 @@ impl Nfnl {
     }
 }
 
-const fn align(len: usize) -> usize {
-    (len + 3) & !3
-}
-
 /// The value of the first attribute of type `kind` (nested flag masked).
 fn attr(mut payload: &[u8], kind: u16) -> Option<&[u8]> {
     while payload.len() >= 4 {
@@ -192,7 +172,7 @@ fn attr(mut payload: &[u8], kind: u16) -> Option<&[u8]> {
         if ty == kind {
             return Some(&payload[4..len]);
         }
-        payload = &payload[align(len).min(payload.len())..];
+        payload = &payload[align4(len).min(payload.len())..];
     }
     None
 }
