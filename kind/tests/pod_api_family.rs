@@ -77,7 +77,10 @@ fn check_in(family: IpFamily) -> (String, String, IpAddr) {
 #[test]
 fn an_ipv6_only_pod_reaches_the_api_server_at_an_ipv6_address() {
     let test = "an_ipv6_only_pod_reaches_the_api_server_at_an_ipv6_address";
-    if !gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")]) {
+    if !gate(
+        test,
+        &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")],
+    ) {
         return;
     }
     let (phase, log, host) = check_in(IpFamily::Ipv6);
@@ -89,11 +92,17 @@ fn an_ipv6_only_pod_reaches_the_api_server_at_an_ipv6_address() {
 #[test]
 fn a_dual_stack_pod_reaches_the_api_server_at_the_primary_family() {
     let test = "a_dual_stack_pod_reaches_the_api_server_at_the_primary_family";
-    if !gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")]) {
+    if !gate(
+        test,
+        &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")],
+    ) {
         return;
     }
     let (phase, log, host) = check_in(IpFamily::DualStack);
-    assert!(host.is_ipv4(), "a dual-stack cluster (IPv4 first) advertised {host}:\n{log}");
+    assert!(
+        host.is_ipv4(),
+        "a dual-stack cluster (IPv4 first) advertised {host}:\n{log}"
+    );
     assert_eq!(phase, "Succeeded", "the pod could not reach the API server:\n{log}");
     assert!(log.contains("\"versions\""), "no discovery document:\n{log}");
 }

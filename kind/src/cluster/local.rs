@@ -30,8 +30,8 @@ use crate::cni::Profile;
 use crate::controllers::node_lifecycle::NodeMonitor;
 use crate::controllers::{ControllerManager, ControllerOptions};
 use crate::kubelet::{self, PodLogs, Running, Streaming};
-use crate::node::cgroup::ClusterCgroup;
 use crate::node::addr::Ipv6Plan;
+use crate::node::cgroup::ClusterCgroup;
 use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec, Nodes};
 
 /// A running embedded cluster (the `local` backend), reached through
@@ -284,7 +284,11 @@ impl LocalCluster {
         let options = ApiServerOptions {
             listen: Vec::new(),
             // The loopback one first: its URL is the kubeconfig's.
-            listeners: [loopback, on_gateway].into_iter().chain(on_gateway_v6).chain(outer).collect(),
+            listeners: [loopback, on_gateway]
+                .into_iter()
+                .chain(on_gateway_v6)
+                .chain(outer)
+                .collect(),
             extra_sans: std::iter::once(gateway.to_string())
                 .chain(gateway_v6.map(|ip| ip.to_string()))
                 .collect(),

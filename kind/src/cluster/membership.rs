@@ -83,9 +83,12 @@ impl NodeTemplate {
 /// The node's IPv6 pod range (the cluster network has an IPv6 side when
 /// the cluster's pods have IPv6 addresses).
 fn pod_cidr_v6(node: &Node) -> Result<String, String> {
-    node.pod_cidr_v6()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("node {} has no IPv6 pod range: the cluster network is IPv4 only", node.name()))
+    node.pod_cidr_v6().map(str::to_owned).ok_or_else(|| {
+        format!(
+            "node {} has no IPv6 pod range: the cluster network is IPv4 only",
+            node.name()
+        )
+    })
 }
 
 /// A node's running parts.

@@ -198,8 +198,12 @@ impl Ipv6Plan {
 
     /// Node `index`'s pod range: `<pods>:<index>::/64`.
     pub fn pod_cidr(&self, index: u32) -> Result<String, AddrError> {
-        let index = u16::try_from(index)
-            .map_err(|_| AddrError(format!("node {index} has no /64 left in the pod range {}/32", self.pods)))?;
+        let index = u16::try_from(index).map_err(|_| {
+            AddrError(format!(
+                "node {index} has no /64 left in the pod range {}/32",
+                self.pods
+            ))
+        })?;
         let base = u128::from(self.pods) | (u128::from(index) << 80);
         Ok(format!("{}/64", Ipv6Addr::from(base)))
     }

@@ -571,19 +571,45 @@ impl ClusterNetwork {
     /// it), and its pod range routed via it in the harness and every other
     /// node, as for IPv4.
     fn wire_node_v6(&self, node: &Node, gateway: Ipv6Addr, addr: Ipv6Addr, cidr: &str) -> Result<(), NodeError> {
-        ip(&node.netns, &["addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"])?;
         ip(
             &node.netns,
-            &["-6", "route", "add", "default", "via", &gateway.to_string(), "dev", "eth0"],
+            &["addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"],
+        )?;
+        ip(
+            &node.netns,
+            &[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway.to_string(),
+                "dev",
+                "eth0",
+            ],
         )?;
         enable_forwarding_v6(&node.netns)?;
         let via = addr.to_string();
         for other in self.nodes() {
-            let Some((other_addr, other_cidr)) = &other.v6 else { continue };
-            ip(&other.netns, &["-6", "route", "replace", cidr, "via", &via, "dev", "eth0"])?;
+            let Some((other_addr, other_cidr)) = &other.v6 else {
+                continue;
+            };
+            ip(
+                &other.netns,
+                &["-6", "route", "replace", cidr, "via", &via, "dev", "eth0"],
+            )?;
             ip(
                 &node.netns,
-                &["-6", "route", "replace", other_cidr, "via", &other_addr.to_string(), "dev", "eth0"],
+                &[
+                    "-6",
+                    "route",
+                    "replace",
+                    other_cidr,
+                    "via",
+                    &other_addr.to_string(),
+                    "dev",
+                    "eth0",
+                ],
             )?;
         }
         ip(
