@@ -38,17 +38,17 @@
 //! The helpers on pods and netns rules below are shared with `skew` and
 //! `lifecycle`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::{Inputs, Manifest};
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
-use crate::env::{Env, Target};
+use crate::env::Env;
 use crate::error::Context;
 use crate::fixtures;
 use crate::lifecycle::{self, BROKEN_LABEL, meshed_deployment, open_gate, pod_ready};
@@ -160,13 +160,32 @@ pub fn pod_summary(p: &Pod) -> String {
     )
 }
 
-/// The iptables rules (both iptables backends) in a pod's netns.
-pub fn netns_rules(cluster: &Cluster, name: &str) -> String {
-    ["iptables-nft-save", "iptables-legacy-save"]
-        .iter()
-        .filter_map(|tool| cluster.in_pod(NS, name, &[tool]).ok())
-        .collect::<Vec<_>>()
-        .join("")
+/// The iptables rules (both iptables backends) in a pod's netns, read
+/// through the cluster's way into pods (the node's netns handles locally,
+/// `docker exec` on kind, a node shell on an existing cluster). An error
+/// when neither dump ran: an unreadable netns is not one without rules. A
+/// pod without a sandbox has none (nothing to read).
+pub fn netns_rules(cluster: &Cluster, name: &str) -> Result<String, Stop> {
+    let dumps = ["iptables-nft-save", "iptables-legacy-save"].map(|tool| match cluster.in_pod(NS, name, &[tool]) {
+        Err(ClusterError::NoSandbox { .. }) => Ok(String::new()),
+        dump => dump,
+    });
+    any_dump(dumps).map_err(|e| Stop::Fail(format!("reading the rules in pod {name}'s netns: {e}")))
+}
+
+/// The dumps that ran, joined; every error when none did.
+fn any_dump<E: std::fmt::Display>(dumps: impl IntoIterator<Item = Result<String, E>>) -> Result<String, String> {
+    let (mut text, mut errors, mut ran) = (String::new(), Vec::new(), false);
+    for dump in dumps {
+        match dump {
+            Ok(out) => {
+                text.push_str(&out);
+                ran = true;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if ran { Ok(text) } else { Err(errors.join("; ")) }
 }
 
 /// Whether the netns holds the sidecar redirect (the plugin's or repair's).
@@ -262,7 +281,7 @@ fn pod_name(p: &Pod) -> String {
 
 /// The rules are in the broken pod's netns.
 fn repaired(cluster: &Cluster, broken: &Pod) -> Result<bool, Stop> {
-    Ok(has_rules(&netns_rules(cluster, &pod_name(broken))))
+    Ok(has_rules(&netns_rules(cluster, &pod_name(broken))?))
 }
 
 /// The broken pod is gone or being deleted.
@@ -353,14 +372,11 @@ fn validator_logs(cluster: &Cluster, pod: &str) -> String {
     format!("{previous}{current}")
 }
 
-/// A one-node cluster for a race (rules in pod netns are read through the
-/// node, which an existing cluster does not offer).
-fn race_cluster(env: &Env, rec: &mut Record) -> Result<Cluster, Stop> {
-    if matches!(env.target, Target::Existing { .. }) {
-        return Err(Stop::Skip(
-            "reads the rules in pod netns through the node: not on an existing cluster".into(),
-        ));
-    }
+/// The cluster of a race or an upgrade: a fresh one-node cluster on the
+/// embedded backend, the target's cluster elsewhere. Every backend reads
+/// the rules in a pod's netns the same way ([`netns_rules`]), so none is
+/// skipped.
+pub(crate) fn race_cluster(env: &Env, rec: &mut Record) -> Result<Cluster, Stop> {
     let cluster = env.cluster(ClusterSpec::default())?;
     rec.mark("node ready");
     Ok(cluster)
@@ -426,7 +442,7 @@ fn race<'a>(
         |p| validation_exits(p).1 == Some(126),
     )?;
     rec.mark("validation failed (126)");
-    let rules = netns_rules(cluster, &name);
+    let rules = netns_rules(cluster, &name)?;
     ensure!(!has_rules(&rules), "rules before any agent ran:\n{rules}");
     ensure!(
         phase(&broken) == "Pending",
@@ -490,171 +506,174 @@ fn race<'a>(
     })
 }
 
-fn race_repair(env: &Env, rec: &mut Record) -> Step {
+/// [`race`] on a fresh cluster, then `check` of its end state; the agent's
+/// and the racing pod's logs are recorded whatever the outcome.
+fn run_race(
+    env: &Env,
+    rec: &mut Record,
+    values: &[&str],
+    marker: Option<Marker>,
+    owner: Owner,
+    check: impl FnOnce(&mut Raced<'_>, &mut Record) -> Step,
+) -> Step {
     let cluster = race_cluster(env, rec)?;
-    let mut r = race(
+    let mut r = race(env, &cluster, rec, values, marker, owner)?;
+    let result = check(&mut r, rec);
+    r.logs_to(rec);
+    result
+}
+
+fn race_repair(env: &Env, rec: &mut Record) -> Step {
+    run_race(
         env,
-        &cluster,
         rec,
         &["repair.repairPods=true"],
         Some(("repaired (netns programmed)", repaired)),
         Owner::Bare,
-    )?;
-    let result = (|| {
-        let repaired = r.action(rec)?;
-        let pod = wait_pod(
-            r.cluster,
-            "early",
-            "the repaired pod Running",
-            Duration::from_secs(30),
-            running,
-        )?;
-        let to_running = r.ready.elapsed();
-        rec.mark("pod Running");
-        rec.note(format!(
-            "repairPods: time to repair (gate opened → netns programmed): {}",
-            secs(repaired)
-        ));
-        rec.note(format!("repairPods: agent ready → pod Running: {}", secs(to_running)));
+        |r, rec| {
+            let repaired = r.action(rec)?;
+            let pod = wait_pod(
+                r.cluster,
+                "early",
+                "the repaired pod Running",
+                Duration::from_secs(30),
+                running,
+            )?;
+            let to_running = r.ready.elapsed();
+            rec.mark("pod Running");
+            rec.note(format!(
+                "repairPods: time to repair (gate opened → netns programmed): {}",
+                secs(repaired)
+            ));
+            rec.note(format!("repairPods: agent ready → pod Running: {}", secs(to_running)));
 
-        ensure!(
-            pod.metadata.uid == r.broken.metadata.uid,
-            "not the same pod: repaired in place"
-        );
-        let (cur, last, restarts) = validation_exits(&pod);
-        ensure!(
-            cur == Some(0) && last == Some(126) && restarts >= 1,
-            "validation passed on a retry after 126: {}",
-            pod_summary(&pod)
-        );
-        ensure!(
-            app_restarts(&pod) == 0,
-            "the app container restarted: {}",
-            pod_summary(&pod)
-        );
-        let rules = netns_rules(r.cluster, "early");
-        ensure!(has_rules(&rules), "no rules in the repaired pod's netns:\n{rules}");
-        Ok(())
-    })();
-    r.logs_to(rec);
-    result
+            ensure!(
+                pod.metadata.uid == r.broken.metadata.uid,
+                "not the same pod: repaired in place"
+            );
+            let (cur, last, restarts) = validation_exits(&pod);
+            ensure!(
+                cur == Some(0) && last == Some(126) && restarts >= 1,
+                "validation passed on a retry after 126: {}",
+                pod_summary(&pod)
+            );
+            ensure!(
+                app_restarts(&pod) == 0,
+                "the app container restarted: {}",
+                pod_summary(&pod)
+            );
+            let rules = netns_rules(r.cluster, "early")?;
+            ensure!(has_rules(&rules), "no rules in the repaired pod's netns:\n{rules}");
+            Ok(())
+        },
+    )
 }
 
 fn race_delete(env: &Env, rec: &mut Record) -> Step {
-    let cluster = race_cluster(env, rec)?;
-    let mut r = race(
+    run_race(
         env,
-        &cluster,
         rec,
         &["repair.repairPods=false", "repair.deletePods=true"],
         Some(("deleted", deleted)),
         Owner::Deployment,
-    )?;
-    let result = (|| {
-        let old = r.broken.metadata.uid.clone();
-        let old_name = r.name();
-        let deleted = r.action(rec)?;
-        // The Deployment's ReplicaSet creates a replacement.
-        let replacement = wait("the ReplicaSet's replacement", Duration::from_secs(30), || {
-            Ok(deployment_pod(r.cluster)?.filter(|p| p.metadata.uid != old))
-        })?;
-        let name = pod_name(&replacement);
-        rec.mark(format!("recreated by the ReplicaSet: {name}"));
-        let pod = wait_pod(
-            r.cluster,
-            &name,
-            "the new pod Running",
-            Duration::from_secs(30),
-            running,
-        )?;
-        let to_running = r.ready.elapsed();
-        rec.mark("pod Running");
-        rec.note(format!(
-            "deletePods: time to repair (gate opened → pod deleted): {}",
-            secs(deleted)
-        ));
-        rec.note(format!(
-            "deletePods: agent ready → replacement Running: {}",
-            secs(to_running)
-        ));
-        ensure!(
-            validation_exits(&pod) == (Some(0), None, 0),
-            "the new pod's validation passed the first time: {}",
-            pod_summary(&pod)
-        );
-        let rules = netns_rules(r.cluster, &name);
-        ensure!(has_rules(&rules), "no rules in the new pod's netns:\n{rules}");
-        let events = wait("the DeleteBrokenPod event", Duration::from_secs(10), || {
-            let e = events(r.cluster, &old_name, "DeleteBrokenPod")?;
-            Ok((!e.is_empty()).then_some(e))
-        })?;
-        ensure!(
-            events.iter().any(|m| m == "pod detected as broken, deleted"),
-            "{events:?}"
-        );
-        Ok(())
-    })();
-    r.logs_to(rec);
-    result
+        |r, rec| {
+            let old = r.broken.metadata.uid.clone();
+            let old_name = r.name();
+            let deleted = r.action(rec)?;
+            // The Deployment's ReplicaSet creates a replacement.
+            let replacement = wait("the ReplicaSet's replacement", Duration::from_secs(30), || {
+                Ok(deployment_pod(r.cluster)?.filter(|p| p.metadata.uid != old))
+            })?;
+            let name = pod_name(&replacement);
+            rec.mark(format!("recreated by the ReplicaSet: {name}"));
+            let pod = wait_pod(
+                r.cluster,
+                &name,
+                "the new pod Running",
+                Duration::from_secs(30),
+                running,
+            )?;
+            let to_running = r.ready.elapsed();
+            rec.mark("pod Running");
+            rec.note(format!(
+                "deletePods: time to repair (gate opened → pod deleted): {}",
+                secs(deleted)
+            ));
+            rec.note(format!(
+                "deletePods: agent ready → replacement Running: {}",
+                secs(to_running)
+            ));
+            ensure!(
+                validation_exits(&pod) == (Some(0), None, 0),
+                "the new pod's validation passed the first time: {}",
+                pod_summary(&pod)
+            );
+            let rules = netns_rules(r.cluster, &name)?;
+            ensure!(has_rules(&rules), "no rules in the new pod's netns:\n{rules}");
+            let events = wait("the DeleteBrokenPod event", Duration::from_secs(10), || {
+                let e = events(r.cluster, &old_name, "DeleteBrokenPod")?;
+                Ok((!e.is_empty()).then_some(e))
+            })?;
+            ensure!(
+                events.iter().any(|m| m == "pod detected as broken, deleted"),
+                "{events:?}"
+            );
+            Ok(())
+        },
+    )
 }
 
 fn race_label(env: &Env, rec: &mut Record) -> Step {
-    let cluster = race_cluster(env, rec)?;
-    let mut r = race(
+    run_race(
         env,
-        &cluster,
         rec,
         &["repair.repairPods=false", "repair.labelPods=true"],
         Some(("labelled", labelled)),
         Owner::Bare,
-    )?;
-    let result = (|| {
-        let at = r.action(rec)?;
-        rec.note(format!(
-            "labelPods: time to repair (gate opened → label visible): {}",
-            secs(at)
-        ));
-        let pod = get(r.cluster, "early")?.ok_or_else(|| Stop::Fail("the labelled pod is gone".into()))?;
-        ensure!(pod.metadata.uid == r.broken.metadata.uid, "the same pod");
-        ensure!(
-            pod.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("app"))
-                .map(String::as_str)
-                == Some("hello"),
-            "a merge patch keeps the other labels: {:?}",
-            pod.metadata.labels
-        );
-        // Labelling is detection only: the pod keeps failing.
-        let restarts = validation_exits(&pod).2;
-        let later = wait_pod(
-            r.cluster,
-            "early",
-            "two more validation failures",
-            Duration::from_secs(30),
-            |p| validation_exits(p).2 >= restarts + 2,
-        )?;
-        rec.mark("still broken");
-        ensure!(phase(&later) == "Pending", "the labelled pod: {}", pod_summary(&later));
-        ensure!(validation_exits(&later).1 == Some(126), "{}", pod_summary(&later));
-        let rules = netns_rules(r.cluster, "early");
-        ensure!(!has_rules(&rules), "label mode programmed rules:\n{rules}");
-        let events = events(r.cluster, "early", "LabelBrokenPod")?;
-        ensure!(
-            events.iter().any(|m| m == "pod detected as broken, labeled"),
-            "{events:?}"
-        );
-        Ok(())
-    })();
-    r.logs_to(rec);
-    result
+        |r, rec| {
+            let at = r.action(rec)?;
+            rec.note(format!(
+                "labelPods: time to repair (gate opened → label visible): {}",
+                secs(at)
+            ));
+            let pod = get(r.cluster, "early")?.ok_or_else(|| Stop::Fail("the labelled pod is gone".into()))?;
+            ensure!(pod.metadata.uid == r.broken.metadata.uid, "the same pod");
+            ensure!(
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app"))
+                    .map(String::as_str)
+                    == Some("hello"),
+                "a merge patch keeps the other labels: {:?}",
+                pod.metadata.labels
+            );
+            // Labelling is detection only: the pod keeps failing.
+            let restarts = validation_exits(&pod).2;
+            let later = wait_pod(
+                r.cluster,
+                "early",
+                "two more validation failures",
+                Duration::from_secs(30),
+                |p| validation_exits(p).2 >= restarts + 2,
+            )?;
+            rec.mark("still broken");
+            ensure!(phase(&later) == "Pending", "the labelled pod: {}", pod_summary(&later));
+            ensure!(validation_exits(&later).1 == Some(126), "{}", pod_summary(&later));
+            let rules = netns_rules(r.cluster, "early")?;
+            ensure!(!has_rules(&rules), "label mode programmed rules:\n{rules}");
+            let events = events(r.cluster, "early", "LabelBrokenPod")?;
+            ensure!(
+                events.iter().any(|m| m == "pod detected as broken, labeled"),
+                "{events:?}"
+            );
+            Ok(())
+        },
+    )
 }
 
 fn race_disabled(env: &Env, rec: &mut Record) -> Step {
-    let cluster = race_cluster(env, rec)?;
-    let r = race(env, &cluster, rec, &["repair.enabled=false"], None, Owner::Bare)?;
-    let result = (|| {
+    run_race(env, rec, &["repair.enabled=false"], None, Owner::Bare, |r, rec| {
         let restarts = validation_exits(&r.broken).2;
         let later = wait_pod(
             r.cluster,
@@ -685,7 +704,7 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
                 .is_none_or(|l| !l.contains_key(BROKEN_LABEL)),
             "labelled with repair off"
         );
-        let rules = netns_rules(r.cluster, "early");
+        let rules = netns_rules(r.cluster, "early")?;
         ensure!(!has_rules(&rules), "rules with repair off:\n{rules}");
         rec.note(format!(
             "disabled: {} validation restarts, no repair",
@@ -701,9 +720,7 @@ fn race_disabled(env: &Env, rec: &mut Record) -> Step {
             "repaired with repair off"
         );
         Ok(())
-    })();
-    r.logs_to(rec);
-    result
+    })
 }
 
 // ---- the agent's DaemonSet rolled -------------------------------------------
@@ -716,52 +733,30 @@ fn agent_restart(env: &Env, rec: &mut Record) -> Step {
     wait_pod(&cluster, "before", "a pod Running", Duration::from_secs(30), running)?;
     rec.mark("pod Running before the roll");
 
-    let stop = AtomicBool::new(false);
-    let mut rolled = None;
-    let ((created, rollout), seen) = lifecycle::watch::watching(&cluster, &first.namespace, |_| {
-        std::thread::scope(|s| {
-            // The workload keeps scaling up through the whole roll.
-            let creator = s.spawn(|| -> Result<Vec<String>, Stop> {
-                let mut names = Vec::new();
-                for i in 0.. {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let name = format!("w-{i}");
-                    create(&cluster, &fixtures::race_pod(&name)?)?;
-                    names.push(name);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Ok(names)
-            });
-            let rollout = (|| -> Step {
-                std::thread::sleep(Duration::from_millis(500));
-                // A pod-template change: the old pod's SIGTERM cleanup
-                // removes the plugin (sidecar mode), the new pod installs it.
-                let second = lifecycle::manifest(env, &["podAnnotations.rollout=second"], false)?;
-                let applied = DaemonSetAgent::apply(env, &cluster, &second.install, rec)?;
-                rec.mark("DaemonSet template changed (roll started)");
-                let took = applied.wait_rolled_out(Duration::from_secs(120))?;
-                rec.mark(format!("DaemonSet rolled ({} ms)", took.as_millis()));
-                rolled = Some(applied);
-                std::thread::sleep(Duration::from_millis(500));
-                Ok(())
-            })();
-            stop.store(true, Ordering::SeqCst);
-            let names = creator
-                .join()
-                .map_err(|_| Stop::Fail("the pod creator panicked".into()));
-            (names, rollout)
+    // A pod-template change: the old pod's SIGTERM cleanup removes the
+    // plugin (sidecar mode), the new pod installs it.
+    let second = lifecycle::manifest(env, &["podAnnotations.rollout=second"], false)?;
+    let ((rolled, rollout, created), seen) = lifecycle::watch::watching(&cluster, &first.namespace, |_| {
+        // The workload keeps scaling up through the whole roll.
+        lifecycle::roll_under_load(env, &cluster, &second.install, rec, |stop| {
+            let mut names = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let name = format!("w-{}", names.len());
+                create(&cluster, &fixtures::race_pod(&name)?)?;
+                names.push(name);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(names)
         })
     });
     seen.to_timeline(rec);
-    let created = created??;
+    let created = created?;
     rollout?;
     let result = (|| {
         let (mut repaired, mut first_try) = (Vec::new(), Vec::new());
         for name in std::iter::once("before".to_string()).chain(created.iter().cloned()) {
             let pod = wait_pod(&cluster, &name, "Running", Duration::from_secs(60), running)?;
-            let rules = netns_rules(&cluster, &name);
+            let rules = netns_rules(&cluster, &name)?;
             ensure!(has_rules(&rules), "{name} is Running without rules:\n{rules}");
             let tally = match validation_exits(&pod) {
                 (Some(0), None, 0) => &mut first_try,
@@ -932,4 +927,21 @@ fn istio_cni_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, Sto
         .map(|e| e.path())
         .filter(|p| p.is_file() && is_istio_cni_file(p))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::any_dump;
+
+    #[test]
+    fn rules_are_read_when_any_dump_ran_and_an_error_when_none_did() {
+        let ok = |s: &str| Ok::<_, String>(s.to_string());
+        let err = |s: &str| Err::<String, _>(s.to_string());
+        assert_eq!(any_dump([ok("*nat\n"), err("no legacy tool")]).unwrap(), "*nat\n");
+        assert_eq!(any_dump([ok(""), ok("")]).unwrap(), "", "both ran: no rules");
+        // A node the harness cannot enter (an existing cluster's node shell
+        // refused) is an error, not a netns without rules.
+        let e = any_dump([err("crictl: not found"), err("nsenter: /proc/1/ns/net")]).unwrap_err();
+        assert!(e.contains("crictl") && e.contains("nsenter"), "{e}");
+    }
 }

@@ -139,7 +139,7 @@ fn rules_match_render(cluster: &Cluster, rec: &mut Record, name: &str, yaml: &st
         node: NodeEnv::default(),
     };
     let rendered = render_manifest(yaml, &opts).map_err(|e| Stop::Fail(format!("istio-cni render: {e}")))?;
-    let save = netns_rules(cluster, name);
+    let save = netns_rules(cluster, name)?;
     rec.diag("istio-cni render", rendered.clone());
     rec.diag("rules in the pod netns", save.clone());
     let tables = tables(&rendered);
@@ -364,7 +364,7 @@ fn conflist(env: &Env, rec: &mut Record, version: &str) -> Step {
         let p = wait_pod(&cluster, &name, "Running", Duration::from_secs(30), running)?;
         rec.mark("meshed pod Running");
         ensure!(validation_exits(&p) == (Some(0), None, 0), "{}", pod_summary(&p));
-        ensure!(has_rules(&netns_rules(&cluster, &name)), "no rules in {name}");
+        ensure!(has_rules(&netns_rules(&cluster, &name)?), "no rules in {name}");
         Ok(())
     })();
     let log = agent.logs(NODE);

@@ -491,18 +491,6 @@ impl Rig {
         if backend == RuleBackend::Nft {
             set.push("global.nativeNftables=true");
         }
-        if family == Family::Ipv6 {
-            // The agent's pod (sidecar mode: not hostNetwork) is IPv6-only
-            // here, and the embedded cluster gives pods the API server at an
-            // IPv4 address (KUBERNETES_SERVICE_HOST) it has no route to. Its
-            // repair controller then cannot list pods, and the agent exits
-            // (taking the istio-cni entry out of the chain) and restarts
-            // every ~20 s; pods set up meanwhile get no rules. Without repair
-            // the agent needs no API access (the plugin runs in the node's
-            // netns and reaches the API server itself); repair is race/*'s
-            // subject.
-            set.push("repair.enabled=false");
-        }
         let agent = DaemonSetAgent::deploy(env, &cluster, &Install::set(&set), record)?;
         // Rolled out means the agent reported ready, i.e. installed: the
         // node's conflist must show it before any pod is created.

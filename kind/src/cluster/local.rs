@@ -8,7 +8,7 @@
 //! gateway inside the harness namespace (for processes on the nodes).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,12 +24,13 @@ use tokio::task::JoinHandle;
 use super::error::{BoxError, CommandFailed, Leftover, Leftovers};
 use super::membership::{NodeTasks, NodeTemplate};
 use super::provider::Provider;
-use super::{ClusterError, ClusterSpec};
+use super::{ClusterError, ClusterSpec, IpFamily};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
 use crate::controllers::node_lifecycle::NodeMonitor;
 use crate::controllers::{ControllerManager, ControllerOptions};
 use crate::kubelet::{self, PodLogs, Running, Streaming};
+use crate::node::addr::Ipv6Plan;
 use crate::node::cgroup::ClusterCgroup;
 use crate::node::{AddressPlan, ClusterConfig, ClusterNetwork, Ipv4Cidr, Netns, Node, NodeSpec, Nodes};
 
@@ -64,7 +65,11 @@ static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 /// scenario runner), and tools that find a pod by its IP through `/proc`
 /// (Istio's repair controller) must not see another cluster's pod with the
 /// same address.
-fn address_plan(n: u32) -> AddressPlan {
+///
+/// A cluster whose pods have IPv6 addresses gets an IPv6 side too, unique
+/// per cluster in the same way: pods in `fd0a:<150+n>:<node>::/64`, the
+/// cluster network (bridge and nodes) in `fd0b:<150+n>::/64`.
+fn address_plan(n: u32, family: IpFamily) -> AddressPlan {
     let mut plan = AddressPlan::default();
     let k = n % 100;
     if k != 0
@@ -72,13 +77,28 @@ fn address_plan(n: u32) -> AddressPlan {
     {
         plan.pod_supernet = range;
     }
+    if family != IpFamily::Ipv4 {
+        let group = 150 + k as u16;
+        plan.v6 = Some(Ipv6Plan {
+            network: Ipv6Addr::new(0xfd0b, group, 0, 0, 0, 0, 0, 0),
+            pods: Ipv6Addr::new(0xfd0a, group, 0, 0, 0, 0, 0, 0),
+        });
+    }
     plan
 }
 
-/// Node `i`'s IPv6 pod range in the n-th cluster: unique per cluster for the
-/// same reason as [`address_plan`].
-pub(super) fn pod_cidr_v6(n: u32, i: u32) -> String {
-    format!("fd0a:{:x}:{i:x}::/64", 150 + n % 100)
+/// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`): an address
+/// of the cluster's primary family. Kubernetes gives every pod the
+/// `kubernetes` Service's ClusterIP, which comes from the primary (first)
+/// service range: IPv6 in an IPv6-only cluster, IPv4 in a dual-stack one
+/// whose ranges list IPv4 first (as this harness's node `podCIDRs` do, and
+/// kind's dual-stack default). The IPv6 side of a dual-stack cluster is
+/// still served (pods may use it), but not advertised.
+fn in_cluster_address(family: IpFamily, v4: SocketAddr, v6: Option<SocketAddr>) -> SocketAddr {
+    match (family, v6) {
+        (IpFamily::Ipv6, Some(v6)) => v6,
+        _ => v4,
+    }
 }
 
 /// The API server's loopback listener here and, when `outer` was bound in
@@ -191,12 +211,11 @@ impl LocalCluster {
         let mut network = ClusterNetwork::create(ClusterConfig {
             root: Some(root.join("nodes")),
             harness_netns: Some(harness.path().to_path_buf()),
-            plan: address_plan(n),
+            plan: address_plan(n, spec.ip_family),
             ..ClusterConfig::default()
         })
         .map_err(ClusterError::create("cluster network"))?;
         let mut template = NodeTemplate {
-            cluster: n,
             profile: spec.profile,
             single_conf: spec.single_conf,
             ip_family: spec.ip_family,
@@ -227,6 +246,7 @@ impl LocalCluster {
             route_l2_pods(&network, &harness)?;
         }
         let gateway = network.plan().gateway;
+        let gateway_v6 = network.plan().v6.map(|v6| v6.gateway());
         let network = Arc::new(network);
 
         let (loopback, outer) = loopback_listeners(spec.api_listener.as_deref())?;
@@ -239,7 +259,21 @@ impl LocalCluster {
             .map_err(ClusterError::create("API listener"))?
             .port();
         let gateway_url = format!("https://{}", SocketAddr::from((gateway, gateway_port)));
-        template.in_cluster = Some(SocketAddr::from((gateway, gateway_port)));
+        // The same port on the IPv6 gateway, when pods have IPv6 addresses.
+        let on_gateway_v6 = match gateway_v6 {
+            Some(gateway_v6) => Some(
+                harness
+                    .run(move || TcpListener::bind((gateway_v6, gateway_port)))
+                    .map_err(ClusterError::create("IPv6 API listener in the harness netns"))?
+                    .map_err(ClusterError::create("IPv6 API listener in the harness netns"))?,
+            ),
+            None => None,
+        };
+        template.in_cluster = Some(in_cluster_address(
+            spec.ip_family,
+            SocketAddr::from((gateway, gateway_port)),
+            gateway_v6.map(|ip| SocketAddr::from((ip, gateway_port))),
+        ));
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -250,8 +284,14 @@ impl LocalCluster {
         let options = ApiServerOptions {
             listen: Vec::new(),
             // The loopback one first: its URL is the kubeconfig's.
-            listeners: [loopback, on_gateway].into_iter().chain(outer).collect(),
-            extra_sans: vec![gateway.to_string()],
+            listeners: [loopback, on_gateway]
+                .into_iter()
+                .chain(on_gateway_v6)
+                .chain(outer)
+                .collect(),
+            extra_sans: std::iter::once(gateway.to_string())
+                .chain(gateway_v6.map(|ip| ip.to_string()))
+                .collect(),
             ..ApiServerOptions::default()
         };
         let api = runtime
@@ -617,6 +657,27 @@ mod tests {
         assert!(stale.join("harness.netns").exists(), "the stale dir is left alone");
         let (n, _) = claim_root_dir(tmp.path(), 7, &counter).unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn pods_are_given_the_api_server_of_the_primary_family() {
+        let v4: SocketAddr = "10.250.0.1:6443".parse().unwrap();
+        let v6: SocketAddr = "[fd0b:96::1]:6443".parse().unwrap();
+        assert_eq!(in_cluster_address(IpFamily::Ipv4, v4, None), v4);
+        assert_eq!(in_cluster_address(IpFamily::Ipv6, v4, Some(v6)), v6);
+        assert_eq!(in_cluster_address(IpFamily::DualStack, v4, Some(v6)), v4);
+    }
+
+    #[test]
+    fn only_clusters_with_ipv6_pods_get_an_ipv6_network() {
+        assert_eq!(address_plan(0, IpFamily::Ipv4).v6, None);
+        for family in [IpFamily::Ipv6, IpFamily::DualStack] {
+            let plan = address_plan(3, family);
+            plan.validate().unwrap();
+            let v6 = plan.v6.unwrap();
+            assert_eq!(v6.gateway().to_string(), "fd0b:99::1");
+            assert_eq!(v6.pod_cidr(2).unwrap(), "fd0a:99:2::/64", "the ranges pods always had");
+        }
     }
 
     #[test]

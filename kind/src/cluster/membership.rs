@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 use tokio::task::JoinHandle;
 
-use super::local::{LocalCluster, pod_cidr_v6};
+use super::local::LocalCluster;
 use super::{ClusterError, IpFamily};
 use crate::cni::{GeneratedConfig, Profile};
 use crate::controllers::node_lifecycle::LEASE_NAMESPACE;
@@ -34,8 +34,6 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every node of a cluster is made of (from its `ClusterSpec`).
 #[derive(Debug, Clone)]
 pub(super) struct NodeTemplate {
-    /// This cluster's number in the process (its IPv6 pod ranges).
-    pub cluster: u32,
     pub profile: Profile,
     pub single_conf: bool,
     pub ip_family: IpFamily,
@@ -52,22 +50,21 @@ pub(super) struct NodeTemplate {
 
 impl NodeTemplate {
     /// The node's pod CIDRs by address family, IPv4's from the network plan.
-    fn pod_cidrs(&self, node: &Node) -> Vec<String> {
-        let (v4, v6) = (node.pod_cidr().to_string(), pod_cidr_v6(self.cluster, node.index()));
-        match self.ip_family {
+    fn pod_cidrs(&self, node: &Node) -> Result<Vec<String>, String> {
+        let v4 = node.pod_cidr().to_string();
+        Ok(match self.ip_family {
             IpFamily::Ipv4 => vec![v4],
-            IpFamily::Ipv6 => vec![v6],
-            IpFamily::DualStack => vec![v4, v6],
-        }
+            IpFamily::Ipv6 => vec![pod_cidr_v6(node)?],
+            IpFamily::DualStack => vec![v4, pod_cidr_v6(node)?],
+        })
     }
 
     fn cni_config(&self, node: &Node) -> Result<GeneratedConfig, String> {
         let mut profile = node.profile(self.profile);
-        let v6 = pod_cidr_v6(self.cluster, node.index());
         match self.ip_family {
             IpFamily::Ipv4 => {}
-            IpFamily::Ipv6 => profile.pod_cidr = v6,
-            IpFamily::DualStack => profile = profile.dual_stack(v6),
+            IpFamily::Ipv6 => profile.pod_cidr = pod_cidr_v6(node)?,
+            IpFamily::DualStack => profile = profile.dual_stack(pod_cidr_v6(node)?),
         }
         if self.single_conf {
             profile = profile.single_conf();
@@ -81,6 +78,17 @@ impl NodeTemplate {
         node.write_cni_config(&config)?;
         Ok(())
     }
+}
+
+/// The node's IPv6 pod range (the cluster network has an IPv6 side when
+/// the cluster's pods have IPv6 addresses).
+fn pod_cidr_v6(node: &Node) -> Result<String, String> {
+    node.pod_cidr_v6().map(str::to_owned).ok_or_else(|| {
+        format!(
+            "node {} has no IPv6 pod range: the cluster network is IPv4 only",
+            node.name()
+        )
+    })
 }
 
 /// A node's running parts.
@@ -121,7 +129,10 @@ impl LocalCluster {
         let registration = Registration {
             name: spec.name.clone(),
             ip: node.ip().to_string(),
-            pod_cidrs: self.template.pod_cidrs(node),
+            pod_cidrs: self
+                .template
+                .pod_cidrs(node)
+                .map_err(|e| node_error(&spec.name, "registering")(e.into()))?,
             taints: spec.taints.clone(),
             labels: spec.labels.clone(),
         };

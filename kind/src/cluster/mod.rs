@@ -161,7 +161,9 @@ pub struct ClusterSpec {
     pub backoff: Backoff,
     /// The pods' address families (local): IPv4 (default), IPv6 single-stack
     /// or dual-stack, through host-local ranges in the primary CNI config.
-    /// Only IPv4 is routed between nodes.
+    /// With IPv6 pods the cluster network gets an IPv6 side (routes between
+    /// nodes, an API listener on its gateway); pods are given the API server
+    /// at an address of the primary family (IPv6 only for `Ipv6`).
     pub ip_family: IpFamily,
     /// The environment of the nodes' container runtime (local), which every
     /// CNI plugin it runs inherits on top of this process's (as containerd's

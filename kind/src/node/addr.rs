@@ -1,8 +1,9 @@
 //! IPv4 prefixes and the cluster's address plan: which address each node and
-//! each node's pods get.
+//! each node's pods get (IPv4 always; IPv6 too when the plan has a
+//! [`Ipv6Plan`]).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// An invalid prefix or an address plan that does not fit.
@@ -142,6 +143,70 @@ pub struct AddressPlan {
     pub pod_supernet: Ipv4Cidr,
     /// The prefix length of each node's pod CIDR.
     pub pod_prefix: u8,
+    /// The cluster network's IPv6 side, for clusters whose pods have IPv6
+    /// addresses (they reach the harness, e.g. the API server, over it).
+    /// `None` (the default): the network is IPv4 only.
+    pub v6: Option<Ipv6Plan>,
+}
+
+/// The IPv6 side of an [`AddressPlan`]: the bridge gets `<network>::1/64`,
+/// node `N` gets `<network>::<first_node_host + N>/64` on its `eth0`, and
+/// node `N`'s pods get `<pods>:<N>::/64` (`N` in hex, as the 3rd group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Plan {
+    /// The cluster network's /64 (the low 64 bits must be zero).
+    pub network: Ipv6Addr,
+    /// The /32 the nodes' pod ranges are cut from (the low 96 bits must be zero).
+    pub pods: Ipv6Addr,
+}
+
+impl Ipv6Plan {
+    /// Checks that both prefixes are clean and the network is not inside
+    /// the pod range.
+    pub fn validate(&self) -> Result<(), AddrError> {
+        let (network, pods) = (u128::from(self.network), u128::from(self.pods));
+        if network & u128::from(u64::MAX) != 0 {
+            return Err(AddrError(format!(
+                "IPv6 cluster network {} has host bits set (it is a /64)",
+                self.network
+            )));
+        }
+        if pods & ((1u128 << 96) - 1) != 0 {
+            return Err(AddrError(format!(
+                "IPv6 pod range {} has bits set below its /32",
+                self.pods
+            )));
+        }
+        if network >> 96 == pods >> 96 {
+            return Err(AddrError(format!(
+                "IPv6 cluster network {}/64 is inside the pod range {}/32",
+                self.network, self.pods
+            )));
+        }
+        Ok(())
+    }
+
+    /// The harness side of the network (the bridge's address).
+    pub fn gateway(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network) | 1)
+    }
+
+    /// Host `n` of the network.
+    fn host(&self, n: u64) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network) | u128::from(n))
+    }
+
+    /// Node `index`'s pod range: `<pods>:<index>::/64`.
+    pub fn pod_cidr(&self, index: u32) -> Result<String, AddrError> {
+        let index = u16::try_from(index).map_err(|_| {
+            AddrError(format!(
+                "node {index} has no /64 left in the pod range {}/32",
+                self.pods
+            ))
+        })?;
+        let base = u128::from(self.pods) | (u128::from(index) << 80);
+        Ok(format!("{}/64", Ipv6Addr::from(base)))
+    }
 }
 
 impl Default for AddressPlan {
@@ -158,6 +223,7 @@ impl Default for AddressPlan {
                 prefix: 16,
             },
             pod_prefix: 24,
+            v6: None,
         }
     }
 }
@@ -194,7 +260,18 @@ impl AddressPlan {
                 self.pod_supernet.trunc()
             )));
         }
+        // The IPv6 nodes take the IPv4 host numbers, which the checks above
+        // keep past the gateway's (at least 1), so never the IPv6 gateway's ::1.
+        if let Some(v6) = &self.v6 {
+            v6.validate()?;
+        }
         Ok(())
+    }
+
+    /// Node `index`'s IPv6 address on the cluster network, when the plan has an IPv6 side.
+    pub fn node_ip_v6(&self, index: u32) -> Option<Ipv6Addr> {
+        let v6 = self.v6.as_ref()?;
+        Some(v6.host(self.first_node_host + u64::from(index)))
     }
 
     /// The address of node `index` on the cluster network.
@@ -288,6 +365,41 @@ mod tests {
         assert_eq!(plan.gateway_cidr().to_string(), "10.250.0.1/24");
         assert!(plan.node_ip(244).is_ok());
         assert!(plan.node_ip(245).is_err());
+    }
+
+    #[test]
+    fn the_ipv6_side_gives_gateway_nodes_and_pod_ranges() {
+        let plan = AddressPlan {
+            v6: Some(Ipv6Plan {
+                network: "fd0b:96::".parse().unwrap(),
+                pods: "fd0a:96::".parse().unwrap(),
+            }),
+            ..AddressPlan::default()
+        };
+        plan.validate().unwrap();
+        let v6 = plan.v6.unwrap();
+        assert_eq!(v6.gateway().to_string(), "fd0b:96::1");
+        assert_eq!(plan.node_ip_v6(0).unwrap().to_string(), "fd0b:96::a");
+        assert_eq!(plan.node_ip_v6(17).unwrap().to_string(), "fd0b:96::1b");
+        assert_eq!(v6.pod_cidr(0).unwrap(), "fd0a:96::/64");
+        assert_eq!(v6.pod_cidr(26).unwrap(), "fd0a:96:1a::/64");
+        assert!(v6.pod_cidr(65_536).is_err());
+        assert_eq!(AddressPlan::default().node_ip_v6(0), None);
+    }
+
+    #[test]
+    fn incoherent_ipv6_sides_are_rejected() {
+        let with = |network: &str, pods: &str| AddressPlan {
+            v6: Some(Ipv6Plan {
+                network: network.parse().unwrap(),
+                pods: pods.parse().unwrap(),
+            }),
+            ..AddressPlan::default()
+        };
+        let err = |plan: AddressPlan| plan.validate().unwrap_err().0;
+        assert!(err(with("fd0b:96::5", "fd0a:96::")).contains("host bits"));
+        assert!(err(with("fd0b:96::", "fd0a:96:1::")).contains("below its /32"));
+        assert!(err(with("fd0a:96:7::", "fd0a:96::")).contains("inside the pod range"));
     }
 
     #[test]

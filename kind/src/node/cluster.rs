@@ -13,6 +13,9 @@
 //! CIDR routes are created there; no other host interface is touched.
 //! Every node netns has `eth0`, a default route via the gateway, IPv4
 //! forwarding on, and a route to each other node's pod CIDR via that node.
+//! A plan with an IPv6 side ([`AddressPlan::v6`]) adds the same in IPv6: a
+//! gateway address on the bridge, one per node on `eth0`, a default route,
+//! IPv6 forwarding, and the nodes' IPv6 pod ranges routed like the IPv4 ones.
 //!
 //! Nodes join and leave while the network is shared (kubelets hold it):
 //! each node lives in a slot that is filled once and never moved, so a
@@ -21,6 +24,7 @@
 //! later gets a new address and pod CIDR). A network holds at most
 //! [`MAX_NODES`] nodes over its life.
 
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -321,6 +325,15 @@ impl ClusterNetwork {
         let bridge = cluster.bridge.clone();
         let made = ip(&cluster.harness, &["link", "add", &bridge, "type", "bridge"])
             .and_then(|()| ip(&cluster.harness, &["addr", "add", &gateway, "dev", &bridge]))
+            .and_then(|()| match &cluster.plan.v6 {
+                // nodad: the address is usable at once (a listener binds it
+                // right away) instead of tentative for a second or two.
+                Some(v6) => ip(
+                    &cluster.harness,
+                    &["addr", "add", &format!("{}/64", v6.gateway()), "dev", &bridge, "nodad"],
+                ),
+                None => Ok(()),
+            })
             .and_then(|()| ip(&cluster.harness, &["link", "set", &bridge, "up"]));
         if let Err(e) = made {
             let _ = cluster.teardown_all();
@@ -361,6 +374,17 @@ impl ClusterNetwork {
                 routed.lines().next().unwrap_or("")
             )));
         }
+        if let Some(v6) = &self.plan.v6 {
+            let network = format!("{}/64", v6.network);
+            let used = query(&["-o", "-6", "addr", "show", "to", &network])?;
+            let pods = format!("{}/32", v6.pods);
+            let routed = query(&["-6", "route", "show", "root", &pods])?;
+            if !used.is_empty() || !routed.is_empty() {
+                return Err(NodeError::Invalid(format!(
+                    "IPv6 cluster network {network} or pod range {pods} is already in use in the harness netns; pick another AddressPlan or a private harness netns"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -391,6 +415,10 @@ impl ClusterNetwork {
         let ip_addr = self.plan.node_ip(index)?;
         let ip_cidr = super::addr::Ipv4Cidr::new(ip_addr, self.plan.node_subnet.prefix())?;
         let pod_cidr = self.plan.pod_cidr(index)?;
+        let v6 = match (&self.plan.v6, self.plan.node_ip_v6(index)) {
+            (Some(plan), Some(ip)) => Some((ip, plan.pod_cidr(index)?)),
+            _ => None,
+        };
         let root = self.root.join(&spec.name);
         if root.exists() {
             return Err(NodeError::Invalid(format!(
@@ -423,6 +451,7 @@ impl ClusterNetwork {
             ip_cidr,
             gateway: self.plan.gateway,
             pod_cidr,
+            v6,
             host_veth: names::host_veth_name(&self.tag, index),
             tag: self.tag.clone(),
             plugins: None,
@@ -469,10 +498,12 @@ impl ClusterNetwork {
         {
             errors.push(e.to_string());
         }
-        let cidr = node.pod_cidr.trunc().to_string();
-        let _ = ip(&self.harness, &["route", "del", &cidr]);
-        for other in self.nodes().iter().filter(|o| o.name != node.name) {
-            let _ = ip(&other.netns, &["route", "del", &cidr]);
+        let cidrs = std::iter::once(node.pod_cidr.trunc().to_string()).chain(node.pod_cidr_v6().map(str::to_owned));
+        for cidr in cidrs {
+            let _ = ip(&self.harness, &["route", "del", &cidr]);
+            for other in self.nodes().iter().filter(|o| o.name != node.name) {
+                let _ = ip(&other.netns, &["route", "del", &cidr]);
+            }
         }
         errors
     }
@@ -528,6 +559,62 @@ impl ClusterNetwork {
         ip(
             &self.harness,
             &["route", "replace", &cidr, "via", &via, "dev", &self.bridge],
+        )?;
+        if let (Some(plan), Some((addr, cidr))) = (&self.plan.v6, &node.v6) {
+            self.wire_node_v6(node, plan.gateway(), *addr, cidr)?;
+        }
+        Ok(())
+    }
+
+    /// The IPv6 side of [`Self::wire_node`]: the node's address and default
+    /// route via the gateway, forwarding (its pods' traffic passes through
+    /// it), and its pod range routed via it in the harness and every other
+    /// node, as for IPv4.
+    fn wire_node_v6(&self, node: &Node, gateway: Ipv6Addr, addr: Ipv6Addr, cidr: &str) -> Result<(), NodeError> {
+        ip(
+            &node.netns,
+            &["addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"],
+        )?;
+        ip(
+            &node.netns,
+            &[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway.to_string(),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        enable_forwarding_v6(&node.netns)?;
+        let via = addr.to_string();
+        for other in self.nodes() {
+            let Some((other_addr, other_cidr)) = &other.v6 else {
+                continue;
+            };
+            ip(
+                &other.netns,
+                &["-6", "route", "replace", cidr, "via", &via, "dev", "eth0"],
+            )?;
+            ip(
+                &node.netns,
+                &[
+                    "-6",
+                    "route",
+                    "replace",
+                    other_cidr,
+                    "via",
+                    &other_addr.to_string(),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
+        ip(
+            &self.harness,
+            &["-6", "route", "replace", cidr, "via", &via, "dev", &self.bridge],
         )?;
         Ok(())
     }
@@ -629,6 +716,9 @@ impl ClusterNetwork {
             // The route disappears with the bridge anyway; delete it first so
             // it never points at a vanished node.
             let _ = ip(&self.harness, &["route", "del", &node.pod_cidr.trunc().to_string()]);
+            if let Some(cidr) = node.pod_cidr_v6() {
+                let _ = ip(&self.harness, &["route", "del", cidr]);
+            }
             errors.extend(node.teardown());
         }
         if let Err(e) = ip(&self.harness, &["link", "del", &self.bridge]) {
@@ -663,6 +753,17 @@ fn enable_forwarding(ns: &Netns) -> Result<(), NodeError> {
     ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
         .map_err(|source| NodeError::Io {
             what: "enabling net.ipv4.ip_forward in netns",
+            path,
+            source,
+        })
+}
+
+/// Turns on IPv6 forwarding inside `ns` (as [`enable_forwarding`]).
+fn enable_forwarding_v6(ns: &Netns) -> Result<(), NodeError> {
+    let path = ns.path().to_path_buf();
+    ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1"))?
+        .map_err(|source| NodeError::Io {
+            what: "enabling net.ipv6.conf.all.forwarding in netns",
             path,
             source,
         })

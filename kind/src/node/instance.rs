@@ -2,7 +2,7 @@
 //! directory tree, and the pod sandboxes created on it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -31,6 +31,8 @@ pub struct Node {
     pub(super) ip_cidr: Ipv4Cidr,
     pub(super) gateway: Ipv4Addr,
     pub(super) pod_cidr: Ipv4Cidr,
+    /// The node's IPv6 address and pod range, on a network with an IPv6 side.
+    pub(super) v6: Option<(Ipv6Addr, String)>,
     pub(super) host_veth: String,
     pub(super) tag: String,
     pub(super) plugins: Option<InstalledPlugins>,
@@ -187,6 +189,17 @@ impl Node {
     /// The node's pod CIDR.
     pub fn pod_cidr(&self) -> Ipv4Cidr {
         self.pod_cidr
+    }
+
+    /// The node's IPv6 address on the cluster network, when it has an IPv6 side.
+    pub fn ip_v6(&self) -> Option<Ipv6Addr> {
+        self.v6.as_ref().map(|(ip, _)| *ip)
+    }
+
+    /// The node's IPv6 pod range (`fd0a:…:<index>::/64`), when the cluster
+    /// network has an IPv6 side.
+    pub fn pod_cidr_v6(&self) -> Option<&str> {
+        self.v6.as_ref().map(|(_, cidr)| cidr.as_str())
     }
 
     /// The harness-side veth name.

@@ -11,13 +11,15 @@
 //! Shared here: the repair modes, the manifest with the scenario's values
 //! (an opt-in feature the agent lacks is a skip naming the key), the gate
 //! that keeps the agent's pods off a node until the scenario labels it,
-//! meshed Deployments, and the end state every mode must reach.
+//! meshed Deployments, the agent's DaemonSet rolled under load, and the end
+//! state every mode must reach.
 
 pub mod job;
 pub mod scale_out;
 pub mod upgrade;
 pub mod watch;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::{Inputs, Manifest, Source};
@@ -27,6 +29,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
 use crate::env::Env;
 use crate::fixtures;
@@ -260,6 +263,41 @@ pub fn scale_deployment(cluster: &Cluster, name: &str, replicas: i32) -> Step {
     Ok(())
 }
 
+/// Rolls the agent's DaemonSet to `install` while `load` creates pods on
+/// its own thread: the template changes 500 ms into the load, and the load
+/// is told to stop (its flag set) 500 ms after the roll completed, or at
+/// once when the roll failed. The rolled agent when the roll completed (for
+/// its diagnostics), the roll's outcome and the load's.
+pub fn roll_under_load<'a, T: Send>(
+    env: &Env,
+    cluster: &'a Cluster,
+    install: &Install,
+    rec: &mut Record,
+    load: impl FnOnce(&AtomicBool) -> Result<T, Stop> + Send,
+) -> (Option<DaemonSetAgent<'a>>, Step, Result<T, Stop>) {
+    let stop = AtomicBool::new(false);
+    let mut rolled = None;
+    std::thread::scope(|s| {
+        let creator = s.spawn(|| load(&stop));
+        let roll = (|| -> Step {
+            std::thread::sleep(Duration::from_millis(500));
+            let applied = DaemonSetAgent::apply(env, cluster, install, rec)?;
+            rec.mark("DaemonSet template changed (roll started)");
+            let took = applied.wait_rolled_out(Duration::from_secs(120))?;
+            rec.mark(format!("DaemonSet rolled ({} ms)", took.as_millis()));
+            rolled = Some(applied);
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        let created = creator
+            .join()
+            .map_err(|_| Stop::Fail("the pod creator panicked".into()))
+            .and_then(|r| r);
+        (rolled, roll, created)
+    })
+}
+
 /// The app pods now, those being deleted left out.
 pub fn app_pods(cluster: &Cluster) -> Result<Vec<Pod>, Stop> {
     let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
@@ -389,12 +427,12 @@ pub fn check_end_state(cluster: &Cluster, mode: Mode, pods: &[Pod], tally: &Tall
     for p in pods {
         let n = name(p);
         if running(p) {
-            let rules = netns_rules(cluster, &n);
+            let rules = netns_rules(cluster, &n)?;
             ensure!(has_rules(&rules), "{n} is Running without rules:\n{rules}");
             ensure!(!labelled(p), "{n} is Running but labelled broken");
         } else {
             ensure!(
-                !has_rules(&netns_rules(cluster, &n)),
+                !has_rules(&netns_rules(cluster, &n)?),
                 "{n} has rules but is not Running"
             );
         }

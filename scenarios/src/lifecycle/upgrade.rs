@@ -18,19 +18,20 @@
 //!   ones start with rules first time.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
+use istio_cni_kind::cluster::Cluster;
 
 use super::watch::watching;
 use super::{Mode, Tally, check_end_state, create_deployment, manifest, meshed_deployment, scale_deployment, settle};
 use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
-use crate::env::{Env, Target};
+use crate::env::Env;
 use crate::fixtures::{self, POD_VERSIONS};
 use crate::race::{
-    app_restarts, create, get, has_rules, netns_rules, pod_summary, running, validation_exits, wait, wait_pod,
+    app_restarts, create, get, has_rules, netns_rules, pod_summary, race_cluster, running, validation_exits, wait,
+    wait_pod,
 };
 use crate::scenario::{Record, Scenario, Step, Stop};
 
@@ -67,17 +68,6 @@ pub fn scenarios() -> Vec<Scenario> {
     out
 }
 
-fn cluster(env: &Env, rec: &mut Record) -> Result<Cluster, Stop> {
-    if matches!(env.target, Target::Existing { .. }) {
-        return Err(Stop::Skip(
-            "reads the rules in pod netns through the node: not on an existing cluster".into(),
-        ));
-    }
-    let cluster = env.cluster(ClusterSpec::default())?;
-    rec.mark("node ready");
-    Ok(cluster)
-}
-
 fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
     let mut set = mode.values().to_vec();
     if safe {
@@ -90,7 +80,7 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
     } else {
         format!("upgrade/in-place/{}", mode.name())
     };
-    let cluster = cluster(env, rec)?;
+    let cluster = race_cluster(env, rec)?;
     let agent = DaemonSetAgent::deploy(env, &cluster, &from.install, rec)?;
     create_deployment(&cluster, &meshed_deployment(WEB, 2, None)?)?;
     wait("the Deployment's 2 pods Running", Duration::from_secs(60), || {
@@ -99,44 +89,26 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
     })?;
     rec.mark("meshed Deployment web Running (2 replicas)");
 
-    let stop = AtomicBool::new(false);
     let mut rolled = None;
     let (outcome, seen) = watching(&cluster, &from.namespace, |_| {
-        let load = std::thread::scope(|s| {
-            // Bare pods every 100 ms; the Deployment one replica up every
-            // 500 ms; both capped so a slow roll on a loaded machine does
-            // not bury the node (the window opens at the roll's start).
-            let creator = s.spawn(|| -> Result<(usize, i32), Stop> {
-                let (mut bare, mut replicas) = (0, 2);
-                while !stop.load(Ordering::SeqCst) && bare < MAX_BARE {
-                    create(&cluster, &super::meshed_pod(&format!("u-{bare}"), None)?)?;
-                    bare += 1;
-                    if bare % 5 == 0 && replicas < MAX_REPLICAS {
-                        replicas += 1;
-                        scale_deployment(&cluster, WEB, replicas)?;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
+        // Bare pods every 100 ms; the Deployment one replica up every
+        // 500 ms; both capped so a slow roll on a loaded machine does not
+        // bury the node (the window opens at the roll's start).
+        let (agent, roll, created) = super::roll_under_load(env, &cluster, &to.install, rec, |stop| {
+            let (mut bare, mut replicas) = (0, 2);
+            while !stop.load(Ordering::SeqCst) && bare < MAX_BARE {
+                create(&cluster, &super::meshed_pod(&format!("u-{bare}"), None)?)?;
+                bare += 1;
+                if bare % 5 == 0 && replicas < MAX_REPLICAS {
+                    replicas += 1;
+                    scale_deployment(&cluster, WEB, replicas)?;
                 }
-                Ok((bare, replicas))
-            });
-            let roll = (|| -> Step {
-                std::thread::sleep(Duration::from_millis(500));
-                let applied = DaemonSetAgent::apply(env, &cluster, &to.install, rec)?;
-                rec.mark("DaemonSet template changed (roll started)");
-                let took = applied.wait_rolled_out(Duration::from_secs(120))?;
-                rec.mark(format!("DaemonSet rolled ({} ms)", took.as_millis()));
-                rolled = Some(applied);
-                std::thread::sleep(Duration::from_millis(500));
-                Ok(())
-            })();
-            stop.store(true, Ordering::SeqCst);
-            let created = creator
-                .join()
-                .map_err(|_| Stop::Fail("the pod creator panicked".into()))
-                .and_then(|r| r);
-            roll.and(created)
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok((bare, replicas))
         });
-        let (bare, replicas) = load?;
+        rolled = agent;
+        let (bare, replicas) = roll.and(created)?;
         rec.mark(format!("load stopped: {bare} bare pods, web at {replicas} replicas"));
         let pods = settle(&cluster, rec, mode, Duration::from_secs(240))?;
         Ok::<_, Stop>((bare, replicas, pods))
@@ -248,14 +220,14 @@ fn start_injected(cluster: &Cluster, rec: &mut Record, pods: &[k8s_openapi::api:
             "{name}: validation passed the first time: {}",
             pod_summary(&p)
         );
-        ensure!(has_rules(&netns_rules(cluster, &name)), "{name} has no rules");
+        ensure!(has_rules(&netns_rules(cluster, &name)?), "{name} has no rules");
     }
     rec.mark(format!("{} injected pods Running with rules", pods.len()));
     Ok(())
 }
 
 fn independent(env: &Env, rec: &mut Record) -> Step {
-    let cluster = cluster(env, rec)?;
+    let cluster = race_cluster(env, rec)?;
     let installer = helm_installer(env, &cluster)?;
     let upgrade_values = ["logging.level=debug", "podAnnotations.upgrade=independent"];
     let base = manifest(env, &[], false)?;
@@ -344,7 +316,7 @@ fn independent(env: &Env, rec: &mut Record) -> Step {
                 pod_summary(&p)
             );
             ensure!(
-                has_rules(&netns_rules(&cluster, name)),
+                has_rules(&netns_rules(&cluster, name)?),
                 "{name} lost its rules in the upgrade"
             );
         }

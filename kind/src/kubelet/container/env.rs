@@ -335,6 +335,13 @@ mod tests {
         assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.250.0.1"));
         assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("6443"));
         assert_eq!(get("KUBERNETES_PORT_6443_TCP_ADDR"), Some("10.250.0.1"));
+        // An IPv6 API server: the bare literal in HOST and ADDR (clients
+        // bracket it), a bracketed one in the tcp:// URLs, as Kubernetes writes them.
+        let env = service_env(Some("[fd0b:96::1]:6443".parse().unwrap()));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("fd0b:96::1"));
+        assert_eq!(get("KUBERNETES_PORT_6443_TCP_ADDR"), Some("fd0b:96::1"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://[fd0b:96::1]:6443"));
     }
 
     #[test]
