@@ -10,6 +10,7 @@ use crate::config::{InstallSettings, Settings};
 use crate::install::Installer;
 use crate::metrics::Metrics;
 use crate::server::logsock::LogSocket;
+use crate::server::pods::PodSocket;
 use crate::server::{self, Readiness};
 use crate::shutdown::Shutdown;
 use crate::watch::{WatchError, WatchLoop};
@@ -67,6 +68,7 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
     let log_socket = LogSocket::bind(&settings.install.cni_agent_run_dir)
         .await
         .map_err(RunError::Server)?;
+    let pod_socket = start_pod_cache(&settings).await;
     let (_, task) = server::serve_tcp(
         settings.listen_address,
         settings.health_port,
@@ -144,6 +146,9 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
                     tracing::error!(target: "cni-agent", "cleanup failed: {c}");
                 }
                 log_socket.close();
+                if let Some(pods) = pod_socket {
+                    pods.close();
+                }
                 return Err(e);
             }
         }
@@ -192,6 +197,9 @@ pub async fn run(settings: Settings, mut shutdown: Shutdown) -> Result<(), RunEr
         repair.shutdown().await;
     }
     log_socket.close();
+    if let Some(pods) = pod_socket {
+        pods.close();
+    }
     for task in servers {
         task.abort();
     }
@@ -212,6 +220,32 @@ fn check_node_features(settings: &Settings) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The pod cache the plugin asks first, when the agent knows its node and
+/// can reach the API server. Without it every ADD asks the API server, as
+/// Istio's plugin does, so a failure here is logged and not fatal.
+async fn start_pod_cache(settings: &Settings) -> Option<PodSocket> {
+    let node = [&settings.node.node_name, &settings.repair.repair_node_name]
+        .into_iter()
+        .find(|n| !n.is_empty())?;
+    let client = match kube_client(&settings.install) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::info!(target: "cni-agent", "pod cache off, the plugin asks the API server: {e}");
+            return None;
+        }
+    };
+    match PodSocket::start(&settings.install.cni_agent_run_dir, client, node).await {
+        Ok(socket) => {
+            tracing::info!(target: "cni-agent", "pod cache for node {node} on {}", socket.path().display());
+            Some(socket)
+        }
+        Err(e) => {
+            tracing::warn!(target: "cni-agent", "pod cache off, the plugin asks the API server: {e}");
+            None
+        }
+    }
 }
 
 /// Resolves once the install loop reports ready.

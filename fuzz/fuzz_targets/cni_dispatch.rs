@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use istio_cni::capture::{CaptureConfig, NodeEnv};
-use istio_cni::cni::add::{ApiError, FetchPolicy, PodApi, Programmer, cmd_add};
+use istio_cni::cni::add::{ApiError, FetchPolicy, NoCache, PodApi, Programmer, cmd_add};
 use istio_cni::cni::args;
 use istio_cni::cni::config::NetConf;
 use istio_cni::cni::error::{CniError, Code};
@@ -148,7 +148,7 @@ impl Handler for NoIo {
             retry_delay: Duration::ZERO,
             request_timeout: Duration::from_secs(1),
         };
-        cmd_add(request, conf, &api, &RenderOnly, policy, &|_| {}).map(|_| ())
+        cmd_add(request, conf, &NoCache, &api, &RenderOnly, policy, &|_| {}).map(|_| ())
     }
 
     fn status(&mut self, conf: &NetConf) -> Result<(), CniError> {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use istio_cni::api::{Client, Target};
-use istio_cni::cni::add::{AddOutcome, FetchPolicy, PodApi, Programmer, cmd_add};
+use istio_cni::cni::add::{AddOutcome, FetchPolicy, NoCache, PodApi, Programmer, cmd_add};
 use istio_cni::cni::config::NetConf;
 use istio_cni::cni::error::CniError;
 use istio_cni::cni::skel::{Command, Request};
@@ -106,7 +106,7 @@ fn add(url: &str, sleeps: &Mutex<Vec<Duration>>) -> Result<AddOutcome, CniError>
             Client::new(target.clone(), policy.request_timeout).expect("client"),
         ))
     };
-    cmd_add(&request, &conf, &api, &Never, policy, &|d| {
+    cmd_add(&request, &conf, &NoCache, &api, &Never, policy, &|d| {
         sleeps.lock().expect("lock").push(d)
     })
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::state::{STATE_FILE, State};
 use super::{UninstallReport, atomic, binaries};
 use crate::config::InstallSettings;
-use crate::server::logsock::SOCKET_NAME;
+use crate::server::{logsock, pods};
 
 /// Removes the temp files of the binaries (those of the source dir, and
 /// `istio-cni` in any case), of the run dir's kubeconfig and state file, and
@@ -51,13 +51,15 @@ pub fn remove_temp_files(settings: &InstallSettings, conf_paths: &[PathBuf], rep
     }
 }
 
-/// `uninstall` only (a running agent closes its own socket): the log socket
-/// when no agent listens on it, and the state file once nothing in it is
-/// left to restore (unreadable, or of an unknown version).
+/// `uninstall` only (a running agent closes its own sockets): the log and
+/// pod cache sockets when no agent listens on them, and the state file once
+/// nothing in it is left to restore (unreadable, or of an unknown version).
 pub fn remove_run_dir_files(settings: &InstallSettings, report: &mut UninstallReport) {
     let run_dir = &settings.cni_agent_run_dir;
-    let socket = run_dir.join(SOCKET_NAME);
-    if fs::symlink_metadata(&socket).is_ok() {
+    for socket in [run_dir.join(logsock::SOCKET_NAME), run_dir.join(pods::SOCKET_NAME)] {
+        if fs::symlink_metadata(&socket).is_err() {
+            continue;
+        }
         if UnixStream::connect(&socket).is_ok() {
             report.untouched.push((
                 socket,

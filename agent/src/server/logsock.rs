@@ -12,130 +12,43 @@
 //! test runs, where plugin and agent share a uid); any other peer is closed
 //! unread and counted, so no other local user can forge plugin log lines.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::serve::Listener;
 use serde_json::{Map, Value};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinHandle;
+
+use super::uds::RootSocket;
 
 /// The socket's file name inside the run dir.
 pub const SOCKET_NAME: &str = "log.sock";
 
 /// A running log socket; dropping it does not remove the file, [`LogSocket::close`] does.
-pub struct LogSocket {
-    path: PathBuf,
-    task: JoinHandle<()>,
-    refused: Arc<AtomicU64>,
-}
+pub struct LogSocket(RootSocket);
 
 impl LogSocket {
     /// Replaces a stale socket, creates the run dir (0750) and listens
     /// (socket mode 0600; see the module docs for who may connect).
     pub async fn bind(run_dir: &Path) -> std::io::Result<LogSocket> {
-        let path = run_dir.join(SOCKET_NAME);
-        let named = |e: std::io::Error, what: &str| {
-            std::io::Error::new(e.kind(), format!("log socket {}: {what}: {e}", path.display()))
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(run_dir)
-            .map_err(|e| named(e, "create run dir"))?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(named(e, "remove stale socket")),
-        }
-        let listener = UnixListener::bind(&path).map_err(|e| named(e, "listen"))?;
-        // Between bind and chmod the umask decides; the peer check covers that window.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| named(e, "chmod"))?;
-        let refused = Arc::new(AtomicU64::new(0));
-        let listener = PeerChecked {
-            inner: listener,
-            allowed: [0, nix::unistd::geteuid().as_raw()],
-            refused: refused.clone(),
-        };
         let router = Router::new().route("/log", post(receive));
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(target: "cni-agent", "log socket stopped: {e}");
-            }
-        });
-        Ok(LogSocket { path, task, refused })
+        RootSocket::bind(run_dir, SOCKET_NAME, "plugin log socket", router)
+            .await
+            .map(LogSocket)
     }
 
     /// Connections refused since bind: peers neither root nor the agent's uid.
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        self.0.refused()
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// Stops serving and removes the socket file.
     pub fn close(self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// The socket's listener: hands the server only connections whose peer is an
-/// allowed uid; others are closed before a byte of theirs is read.
-struct PeerChecked {
-    inner: UnixListener,
-    allowed: [u32; 2],
-    refused: Arc<AtomicU64>,
-}
-
-impl PeerChecked {
-    /// Counts the refusal; logs the 1st, 2nd, 4th, 8th, ... so a flood of
-    /// connections cannot flood the log. Their content is never read.
-    fn refuse(&self, peer: std::io::Result<tokio::net::unix::UCred>) {
-        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if !n.is_power_of_two() {
-            return;
-        }
-        let who = match peer {
-            Ok(cred) => format!(
-                "uid {} (pid {})",
-                cred.uid(),
-                cred.pid().map_or_else(|| "unknown".into(), |p| p.to_string())
-            ),
-            Err(e) => format!("an unknown peer ({e})"),
-        };
-        tracing::warn!(
-            target: "cni-agent",
-            "plugin log socket: refused a connection from {who}: only root and the agent's uid may send plugin logs ({n} refused so far)"
-        );
-    }
-}
-
-impl Listener for PeerChecked {
-    type Io = UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (io, addr) = Listener::accept(&mut self.inner).await;
-            let peer = io.peer_cred();
-            if matches!(&peer, Ok(cred) if self.allowed.contains(&cred.uid())) {
-                return (io, addr);
-            }
-            drop(io);
-            self.refuse(peer);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+        self.0.close();
     }
 }
 
@@ -221,6 +134,7 @@ fn emit(line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn records_keep_level_time_message_and_extra_keys() {

@@ -6,9 +6,13 @@
 //!   and `process_*` (OpenMetrics on request);
 //!
 //! both on every address of both families unless `LISTEN_ADDRESS` is set;
-//! - `<run dir>/log.sock` — the plugin's log records, re-emitted; root only ([`logsock`]).
+//! - `<run dir>/log.sock` — the plugin's log records, re-emitted; root only ([`logsock`]);
+//! - `<run dir>/pods.sock` — this node's pods, which the plugin asks before
+//!   the API server; root only ([`pods`]).
 
 pub mod logsock;
+pub mod pods;
+pub mod uds;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! per-pod cost low (no async runtime is started for it).
 
 pub mod kubeconfig;
+pub mod node_cache;
 mod path;
 mod resolve;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use super::args::K8sArgs;
 use super::config::NetConf;
 use super::error::{CniError, Code};
 use super::skel::Request;
@@ -28,6 +29,21 @@ pub struct ApiError {
 /// Reads pods from the Kubernetes API.
 pub trait PodApi {
     fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, ApiError>;
+}
+
+/// A node-local copy of the pods (the agent's watch cache), asked before
+/// the API server. A miss is never an error: the API is asked instead.
+pub trait PodCache {
+    fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, String>;
+}
+
+/// No cache: every lookup goes to the API server.
+pub struct NoCache;
+
+impl PodCache for NoCache {
+    fn get_pod(&self, _: &str, _: &str) -> Result<Pod, String> {
+        Err("no node-local pod cache".into())
+    }
 }
 
 /// Programs a pod netns (the real one is [`crate::program::program`]).
@@ -70,6 +86,7 @@ pub enum AddOutcome {
 pub fn cmd_add(
     request: &Request,
     conf: &NetConf,
+    cache: &dyn PodCache,
     api: &dyn Fn() -> Result<Box<dyn PodApi>, CniError>,
     programmer: &dyn Programmer,
     policy: FetchPolicy,
@@ -88,7 +105,10 @@ pub fn cmd_add(
     if conf.exclude_namespaces.iter().any(|e| e == ns) {
         return Ok(AddOutcome::ExcludedNamespace(ns.to_string()));
     }
-    let pod = fetch_pod(api()?.as_ref(), ns, name, policy, sleep)?;
+    let pod = match cached(cache, &args) {
+        Some(pod) => pod,
+        None => fetch_pod(api()?.as_ref(), ns, name, policy, sleep)?,
+    };
     let info = PodInfo::from_pod(&pod);
     if let Decision::Skip(reason) = decide(&info) {
         return Ok(AddOutcome::Skipped(reason.to_string()));
@@ -118,6 +138,35 @@ pub fn cmd_add(
 
 fn is_agent_pod(name: &str, ns: &str, conf: &NetConf) -> bool {
     name.starts_with(AGENT_POD_PREFIX) && ns == conf.pod_namespace
+}
+
+/// The cache's copy of the sandbox's pod: the same name, and the same uid
+/// when the runtime sent one (a pod deleted and created again under its
+/// name is another pod; the API decides then).
+fn cached(cache: &dyn PodCache, args: &K8sArgs) -> Option<Pod> {
+    let (ns, name) = (args.pod_namespace.as_str(), args.pod_name.as_str());
+    let pod = match cache.get_pod(ns, name) {
+        Ok(pod) => pod,
+        Err(why) => {
+            tracing::debug!(pod = %format!("{ns}/{name}"), "not from the node agent's cache: {why}");
+            return None;
+        }
+    };
+    let meta = &pod.metadata;
+    let same_name = meta.name.as_deref() == Some(name) && meta.namespace.as_deref() == Some(ns);
+    let same_uid = args.pod_uid.is_empty() || meta.uid.as_deref() == Some(args.pod_uid.as_str());
+    if same_name && same_uid {
+        return Some(pod);
+    }
+    tracing::debug!(
+        pod = %format!("{ns}/{name}"),
+        "the node agent's cache holds {}/{} uid {}, not this sandbox's pod (uid {}); asking the API",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default(),
+        args.pod_uid,
+    );
+    None
 }
 
 fn fetch_pod(
@@ -222,6 +271,16 @@ mod tests {
     }
 
     fn run(req: &Request, conf: &NetConf, api: Option<Api>, rec: &Recorder) -> Result<AddOutcome, CniError> {
+        run_cached(req, conf, &NoCache, api, rec)
+    }
+
+    fn run_cached(
+        req: &Request,
+        conf: &NetConf,
+        cache: &dyn PodCache,
+        api: Option<Api>,
+        rec: &Recorder,
+    ) -> Result<AddOutcome, CniError> {
         let api = RefCell::new(api);
         let factory = || -> Result<Box<dyn PodApi>, CniError> {
             api.borrow_mut()
@@ -239,7 +298,7 @@ mod tests {
             retry_delay: Duration::from_millis(1),
             request_timeout: Duration::from_secs(1),
         };
-        cmd_add(req, conf, &factory, rec, policy, &|_| {})
+        cmd_add(req, conf, cache, &factory, rec, policy, &|_| {})
     }
 
     fn api(pod: Option<Pod>) -> Api {
@@ -391,5 +450,90 @@ mod tests {
                 && e.msg.contains("connection refused"),
             "{e}"
         );
+    }
+
+    /// A cache holding one pod, counting its lookups.
+    struct Cache(Option<Pod>, Cell<u32>);
+
+    impl PodCache for Cache {
+        fn get_pod(&self, _: &str, _: &str) -> Result<Pod, String> {
+            self.1.set(self.1.get() + 1);
+            self.0
+                .clone()
+                .ok_or_else(|| "pods.sock: connect: No such file or directory".into())
+        }
+    }
+
+    fn with_uid(mut pod: Pod, uid: &str) -> Pod {
+        pod.metadata.uid = Some(uid.into());
+        pod
+    }
+
+    #[test]
+    fn a_cache_hit_needs_no_api() {
+        let mut plain = with_uid(meshed(json!({})), "u-1");
+        plain.metadata.annotations = None;
+        let mut req = request("web", "default");
+        req.args.push_str(";K8S_POD_UID=u-1");
+        let cache = Cache(Some(plain), Cell::new(0));
+        // No API available at all: the kubeconfig is never read.
+        let out = run_cached(&req, &conf(json!({})), &cache, None, &Recorder::default()).unwrap();
+        assert!(matches!(out, AddOutcome::Skipped(_)), "{out:?}");
+        assert_eq!(cache.1.get(), 1);
+
+        // A runtime that sends no uid: the name decides.
+        let rec = Recorder::default();
+        let cache = Cache(Some(with_uid(meshed(json!({})), "u-1")), Cell::new(0));
+        let _ = run_cached(&request("web", "default"), &conf(json!({})), &cache, None, &rec);
+        assert_eq!(rec.0.borrow().len(), 1, "programmed from the cached pod");
+    }
+
+    #[test]
+    fn a_miss_or_another_pod_in_the_cache_goes_to_the_api() {
+        let mut plain = with_uid(meshed(json!({})), "u-new");
+        plain.metadata.annotations = None;
+        let mut req = request("web", "default");
+        req.args.push_str(";K8S_POD_UID=u-new");
+        let mut renamed = with_uid(meshed(json!({})), "u-new");
+        renamed.metadata.name = Some("other".into());
+        for cache in [
+            Cache(None, Cell::new(0)),
+            // The pod was deleted and created again: the cache has the old one.
+            Cache(Some(with_uid(meshed(json!({})), "u-old")), Cell::new(0)),
+            Cache(Some(renamed), Cell::new(0)),
+        ] {
+            let api = api(Some(plain.clone()));
+            let rec = Recorder::default();
+            let out = run_cached(&req, &conf(json!({})), &cache, Some(api), &rec).unwrap();
+            // The API's copy (not meshed) decided, not the cache's (meshed).
+            assert!(matches!(out, AddOutcome::Skipped(_)), "{out:?}");
+            assert!(rec.0.borrow().is_empty());
+            assert_eq!(cache.1.get(), 1);
+        }
+        // And a miss with the API down fails closed as before.
+        let e = run_cached(
+            &req,
+            &conf(json!({})),
+            &Cache(None, Cell::new(0)),
+            None,
+            &Recorder::default(),
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("kubeconfig"), "{e}");
+    }
+
+    #[test]
+    fn excluded_pods_never_ask_the_cache() {
+        let cache = Cache(None, Cell::new(0));
+        let out = run_cached(
+            &request("coredns-1", "kube-system"),
+            &conf(json!({})),
+            &cache,
+            None,
+            &Recorder::default(),
+        )
+        .unwrap();
+        assert_eq!(out, AddOutcome::ExcludedNamespace("kube-system".into()));
+        assert_eq!(cache.1.get(), 0);
     }
 }

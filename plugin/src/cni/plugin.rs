@@ -12,6 +12,7 @@ use super::error::{CniError, Code};
 use super::logsink::LogBuffer;
 use super::result::CniResult;
 use super::skel::{Handler, Request, dispatch, read_config};
+use crate::api::node_cache::NodeCache;
 use crate::api::{Client, Target};
 use crate::capture::NodeEnv;
 use crate::iptables::apply::{VersionCache, cache};
@@ -56,7 +57,16 @@ impl Handler for IstioCni {
         let programmer = RealProgrammer {
             cache: VersionCache::at(conf.agent_run_dir.join(cache::DIR_NAME)),
         };
-        let outcome = cmd_add(request, conf, &api, &programmer, self.policy, &std::thread::sleep)?;
+        let cache = NodeCache::in_run_dir(&conf.agent_run_dir);
+        let outcome = cmd_add(
+            request,
+            conf,
+            &cache,
+            &api,
+            &programmer,
+            self.policy,
+            &std::thread::sleep,
+        )?;
         let pod = request
             .k8s_args()
             .map(|a| format!("{}/{}", a.pod_namespace, a.pod_name))
