@@ -18,7 +18,7 @@ use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::wait::await_condition;
+use kube::runtime::wait::{Condition, await_condition};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -64,6 +64,20 @@ pub fn wait_pod(cluster: &Cluster, name: &str, what: &str, done: impl Fn(&Pod) -
             panic!("pod {name}: {what}: {other:?}\nnow: {now:#?}")
         }
     }
+}
+
+/// Waits (on a watch) until `cond` holds for object `name` of `api`;
+/// after [`WAIT`] panics saying it is still not `what`.
+pub fn wait_object<K>(cluster: &Cluster, api: &Api<K>, name: &str, what: &str, cond: impl Condition<K>) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let wait = await_condition(api.clone(), name, cond);
+    cluster
+        .block_on(async { tokio::time::timeout(WAIT, wait).await })
+        .unwrap_or_else(|_| panic!("{name}: not {what} in {WAIT:?}"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name}: deleted while waiting until {what}"))
 }
 
 /// Watches `api` and keeps the latest version of each object by name;
