@@ -66,6 +66,14 @@ fn complete(want: i32) -> impl Condition<Deployment> {
     }
 }
 
+/// `kubectl rollout status` of Deployment `web` says it rolled out, and
+/// its status agrees: complete with 3 pods.
+fn rolled_out(cluster: &Cluster, kubectl: &Kubectl, deploys: &Api<Deployment>) -> Deployment {
+    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_object(cluster, deploys, "web", "complete", complete(3))
+}
+
 fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
     let mut all = cluster
         .block_on(api.list(&ListParams::default().labels("app=web")))
@@ -88,9 +96,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     kubectl
         .run_with_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT.as_bytes()))
         .ok();
-    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-    let d = wait_object(&cluster, &deploys, "web", "complete", complete(3));
+    let d = rolled_out(&cluster, &kubectl, &deploys);
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(
         (spec.revision_history_limit, spec.progress_deadline_seconds),
@@ -148,9 +154,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     cluster
         .block_on(deploys.patch("web", &PatchParams::default(), &Patch::Strategic(change)))
         .unwrap();
-    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-    wait_object(&cluster, &deploys, "web", "complete", complete(3));
+    rolled_out(&cluster, &kubectl, &deploys);
     let second = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
             && ps
@@ -187,9 +191,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
 
     // `rollout restart` changes the template's annotations: a third ReplicaSet.
     kubectl.ok(&["-n", "default", "rollout", "restart", "deploy/web"]);
-    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-    wait_object(&cluster, &deploys, "web", "complete", complete(3));
+    rolled_out(&cluster, &kubectl, &deploys);
     let restarted = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
             && ps
