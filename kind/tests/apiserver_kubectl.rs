@@ -29,9 +29,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_round_trip() {
-    if !testkit::gate("kubectl_round_trip", &[Need::Tool("kubectl")]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Tool("kubectl")]);
     let s = server().await;
     let _controllers = controllers(&s).await;
     let logs = Arc::new(MemoryLogs::new());
@@ -234,9 +232,7 @@ async fn kubectl_round_trip() {
 /// `--validate=false` creates it silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_field_validation_is_the_servers() {
-    if !testkit::gate("kubectl_field_validation_is_the_servers", &[Need::Tool("kubectl")]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Tool("kubectl")]);
     let s = server().await;
     let k = ServerKubectl::new(&s, &s.admin_token(), "validate");
     let manifest = k.dir.join("cm.yaml");

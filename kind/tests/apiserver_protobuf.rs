@@ -42,12 +42,7 @@ async fn gone(client: &Client, ns: &str, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
-    if !testkit::gate(
-        "kubectl_creates_built_in_kinds_sent_as_protobuf",
-        &[Need::Tool("kubectl")],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Tool("kubectl")]);
     let s = server().await;
     let _controllers = controllers(&s).await;
     let client = s.client().await;
@@ -129,12 +124,7 @@ async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_and_drain_with_delete_options_and_evictions() {
-    if !testkit::gate(
-        "kubectl_delete_and_drain_with_delete_options_and_evictions",
-        &[Need::Tool("kubectl")],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Tool("kubectl")]);
     let s = server().await;
     let _controllers = controllers(&s).await;
     let client = s.client().await;

@@ -5,32 +5,27 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
+mod workload_support;
+
 use std::time::Duration;
 
 use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::kubelet::ImageTable;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use testkit::{Need, gate};
+use workload_support::{mesh_probe, ptp_spec};
 
 fn images() -> ImageTable {
-    ImageTable::new()
-        .add("mesh-probe", env!("CARGO_BIN_EXE_mesh-probe"), &[])
-        .add("shell", "/bin/sh", &[])
+    mesh_probe().add("shell", "/bin/sh", &[])
 }
 
 fn spec(nodes: u32, profile: Profile) -> ClusterSpec {
     ClusterSpec {
-        nodes,
         profile,
-        images: images(),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
+        ..ptp_spec(nodes, images())
     }
 }
 
@@ -46,9 +41,7 @@ fn running(p: &Pod) -> bool {
 
 #[test]
 fn pods_on_two_nodes_reach_each_other() {
-    if !gate("pods_on_two_nodes_reach_each_other", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let mut profiles = vec![Profile::Ptp, Profile::Bridge, Profile::Macvlan];
     if Profile::Ipvlan.kernel_supports() {
         profiles.push(Profile::Ipvlan);
@@ -101,9 +94,7 @@ fn pods_on_two_nodes_reach_each_other() {
 
 #[test]
 fn pods_get_ipv6_or_dual_stack_addresses() {
-    if !gate("pods_get_ipv6_or_dual_stack_addresses", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     for (family, profile) in [(IpFamily::Ipv6, Profile::Ptp), (IpFamily::DualStack, Profile::Bridge)] {
         let cluster = Cluster::create(ClusterSpec {
             ip_family: family,
@@ -145,9 +136,7 @@ fn pods_get_ipv6_or_dual_stack_addresses() {
 
 #[test]
 fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
-    if !gate("a_failing_init_container_crash_loops", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
     create_pod(
         &cluster,
@@ -193,9 +182,7 @@ fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
 
 #[test]
 fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
-    if !gate("a_failing_cni_add", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
     let node = &cluster.local().unwrap().nodes()[0];
     // A chained plugin that fails twice, then passes prevResult through
@@ -256,9 +243,7 @@ fn a_failing_cni_add_is_an_event_and_the_sandbox_is_retried() {
 
 #[test]
 fn an_unknown_image_is_err_image_pull() {
-    if !gate("an_unknown_image_is_err_image_pull", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
     create_pod(
         &cluster,
@@ -354,9 +339,7 @@ fn alive(p: &Proc) -> bool {
 /// rely on.
 #[test]
 fn a_pause_process_holds_each_pod_netns() {
-    if !gate("a_pause_process_holds_each_pod_netns", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
     let pod = create_pod(
         &cluster,
@@ -419,9 +402,7 @@ fn a_pause_process_holds_each_pod_netns() {
 
 #[test]
 fn delete_leaves_nothing_behind() {
-    if !gate("delete_leaves_nothing_behind", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(2, Profile::Bridge)).unwrap();
     create_pod(
         &cluster,
@@ -466,12 +447,7 @@ fn delete_leaves_nothing_behind() {
 /// cluster is created, not discovered by every pod's failing sandbox.
 #[test]
 fn a_primary_cni_the_kernel_cannot_make_is_refused_at_create() {
-    if !gate(
-        "a_primary_cni_the_kernel_cannot_make_is_refused_at_create",
-        &[Need::Root],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     match (
         Profile::Ipvlan.kernel_supports(),
         Cluster::create(spec(1, Profile::Ipvlan)),
@@ -537,12 +513,7 @@ fn the_local_backend_runs_unprivileged() {
 fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
     use istio_cni_kind::cluster::{ClusterError, Target};
 
-    if !gate(
-        "the_existing_backend_drives_a_cluster_through_its_kubeconfig",
-        &[Need::Root],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     // The node shells' default image, as an (empty) image directory: its
     // commands run the machine's binaries.
     let shell_image = testkit::Scratch::new("node-shell-image");
@@ -657,9 +628,7 @@ fn the_existing_backend_drives_a_cluster_through_its_kubeconfig() {
 /// there and leaves the node's network as it was.
 #[test]
 fn a_host_network_pod_runs_in_its_nodes_netns() {
-    if !gate("a_host_network_pod_runs_in_its_nodes_netns", &[Need::Root]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
     let local = cluster.local().unwrap();
     let node = &local.nodes()[0];

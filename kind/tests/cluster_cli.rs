@@ -7,13 +7,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{Kubectl, Need, Scratch, gate};
+use testkit::{Kubectl, Need, Scratch};
 
 #[test]
 fn up_kubectl_down() {
-    if !gate("up_kubectl_down", &[Need::Root, Need::Tool("kubectl")]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("kubectl")]);
     let home = Scratch::new("cluster-cli-kubectl");
     let name = format!("cli-test-{}", std::process::id());
     let mut up = Command::new(env!("CARGO_BIN_EXE_istio-cni-cluster"))
@@ -86,12 +84,7 @@ fn up_with_no_nodes_is_refused() {
 fn a_failed_unprivileged_up_leaves_nothing_behind() {
     use std::os::unix::fs::PermissionsExt;
     // The test drops to nobody.
-    if !gate(
-        "a_failed_unprivileged_up_leaves_nothing_behind",
-        &[Need::Root, Need::Tool("setpriv")],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("setpriv")]);
     let scratch = Scratch::new("unprivileged-up");
     let tmp = scratch.join("tmp");
     std::fs::create_dir(&tmp).unwrap();

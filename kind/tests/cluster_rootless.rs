@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use testkit::{Kubectl, Need, Scratch, gate};
+use testkit::{Kubectl, Need, Scratch};
 
 const NOBODY: u32 = 65534;
 const AS_NOBODY: [&str; 4] = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
@@ -90,10 +90,8 @@ impl Drop for Up {
 
 #[test]
 fn an_ordinary_user_runs_up_and_reaches_it_from_another_shell() {
-    let test = "an_ordinary_user_runs_up_and_reaches_it_from_another_shell";
-    if !gate(test, &[Need::Root, Need::Tool("setpriv"), Need::Tool("kubectl")]) {
-        return;
-    }
+    let test = testkit::test_name!();
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("setpriv"), Need::Tool("kubectl")]);
     let scratch = Scratch::new("rootless-up");
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bins = reachable_bins(&scratch);

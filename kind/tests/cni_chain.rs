@@ -164,12 +164,7 @@ fn add_check_del_for_every_profile(
 
 #[test]
 fn chained_plugins_receive_the_previous_result() {
-    if !gate(
-        "chained_plugins_receive_the_previous_result",
-        &node_and(&["iptables", "sed", "nsenter"]),
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&node_and(&["iptables", "sed", "nsenter"]));
     let scratch = Scratch::new("chain-prev");
     let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
     let node = &net.nodes()[0];
@@ -256,9 +251,7 @@ esac"#,
 
 #[test]
 fn selection_skips_invalid_files_in_byte_order() {
-    if !gate("selection_skips_invalid_files_in_byte_order", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("chain-select");
     let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
     let node = &net.nodes()[0];
@@ -308,9 +301,7 @@ fn selection_skips_invalid_files_in_byte_order() {
 
 #[test]
 fn a_failing_plugin_yields_a_typed_error() {
-    if !gate("a_failing_plugin_yields_a_typed_error", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("chain-fail");
     let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
     let node = &net.nodes()[0];
@@ -391,9 +382,7 @@ esac"#,
 
 #[test]
 fn version_status_check_gates_and_gc() {
-    if !gate("version_status_check_gates_and_gc", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("chain-gc");
     let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
     let node = &net.nodes()[0];

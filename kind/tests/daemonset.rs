@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 mod workload_support;
-use workload_support::{WAIT, node_of, ready, record_pods, two_node_cluster as cluster, wait_pods};
+use workload_support::{WAIT, node_of, ready, record_pods, two_node_cluster as cluster, wait_object, wait_pods};
 
 fn daemonset(name: &str, port: u16) -> DaemonSet {
     serde_json::from_value(json!({
@@ -70,16 +70,6 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     stdout
 }
 
-/// Waits until the DaemonSet `name` is rolled out on `want` nodes.
-fn wait_rolled_out(cluster: &Cluster, dss: &Api<DaemonSet>, name: &str, want: i32) -> DaemonSet {
-    let wait = await_condition(dss.clone(), name, rolled_out(want));
-    cluster
-        .block_on(async { tokio::time::timeout(WAIT, wait).await })
-        .unwrap_or_else(|_| panic!("daemonset {name}: not rolled out in {WAIT:?}"))
-        .unwrap()
-        .unwrap()
-}
-
 /// A 2-node cluster and the `default` namespace's DaemonSets and pods, when
 /// the test may run.
 fn setup(test: &str) -> Option<(Cluster, Api<DaemonSet>, Api<Pod>)> {
@@ -101,13 +91,13 @@ fn one_running_pod_per_node(pods: &[Pod]) -> bool {
 
 #[test]
 fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
-    let Some((cluster, dss, pods)) = setup("a_daemonset_runs_one_pod_per_node_and_rolls_out") else {
+    let Some((cluster, dss, pods)) = setup(testkit::test_name!()) else {
         return;
     };
     cluster
         .block_on(dss.create(&PostParams::default(), &daemonset("probe", 8080)))
         .unwrap();
-    let ds = wait_rolled_out(&cluster, &dss, "probe", 2);
+    let ds = wait_object(&cluster, &dss, "probe", "rolled out", rolled_out(2));
     let status = ds.status.unwrap();
     assert_eq!((status.number_misscheduled, status.number_unavailable), (0, None));
 
@@ -167,13 +157,13 @@ fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
 
 #[test]
 fn a_template_change_replaces_pods_one_node_at_a_time() {
-    let Some((cluster, dss, pods)) = setup("a_template_change_replaces_pods_one_node_at_a_time") else {
+    let Some((cluster, dss, pods)) = setup(testkit::test_name!()) else {
         return;
     };
     cluster
         .block_on(dss.create(&PostParams::default(), &daemonset("roll", 8080)))
         .unwrap();
-    wait_rolled_out(&cluster, &dss, "roll", 2);
+    wait_object(&cluster, &dss, "roll", "rolled out", rolled_out(2));
     let first = cluster.block_on(wait_pods(pods.clone(), "app=roll", one_running_pod_per_node));
     let first: BTreeSet<String> = first.iter().map(ResourceExt::name_any).collect();
 
@@ -192,7 +182,7 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
         })
         .unwrap();
     assert_eq!(changed.meta().generation, Some(2));
-    wait_rolled_out(&cluster, &dss, "roll", 2);
+    wait_object(&cluster, &dss, "roll", "rolled out", rolled_out(2));
     let second = cluster.block_on(wait_pods(pods.clone(), "app=roll", one_running_pod_per_node));
     recorder.abort();
 
@@ -214,7 +204,7 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
 
 #[test]
 fn node_selectors_and_taints_choose_the_nodes() {
-    let Some((cluster, dss, pods)) = setup("node_selectors_and_taints_choose_the_nodes") else {
+    let Some((cluster, dss, pods)) = setup(testkit::test_name!()) else {
         return;
     };
     let nodes: Api<Node> = Api::all(cluster.client());
@@ -222,7 +212,7 @@ fn node_selectors_and_taints_choose_the_nodes() {
     let template = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
     template.node_selector = Some([("kubernetes.io/hostname".to_string(), "node-1".to_string())].into());
     cluster.block_on(dss.create(&PostParams::default(), &ds)).unwrap();
-    wait_rolled_out(&cluster, &dss, "picky", 1);
+    wait_object(&cluster, &dss, "picky", "rolled out", rolled_out(1));
     let on = cluster.block_on(wait_pods(pods.clone(), "app=picky", |ps| {
         ps.len() == 1 && ps.iter().all(ready)
     }));
@@ -248,7 +238,7 @@ fn node_selectors_and_taints_choose_the_nodes() {
     // An untolerated NoExecute taint evicts it and takes the node out of DESIRED.
     taint(json!([cordon, {"key": "maintenance", "effect": "NoExecute"}]));
     cluster.block_on(wait_pods(pods.clone(), "app=picky", <[Pod]>::is_empty));
-    wait_rolled_out(&cluster, &dss, "picky", 0);
+    wait_object(&cluster, &dss, "picky", "rolled out", rolled_out(0));
     let after: Vec<String> = cluster
         .block_on(pods.list(&ListParams::default()))
         .unwrap()

@@ -21,7 +21,7 @@ use serde_json::json;
 use testkit::{Kubectl, Need, Scratch};
 
 mod workload_support;
-use workload_support::{WAIT, ready, record_pods, two_node_cluster, wait_live_pods};
+use workload_support::{WAIT, ready, record_pods, two_node_cluster, wait_live_pods, wait_object};
 
 fn setup(test: &str) -> Option<(Cluster, Kubectl, Scratch)> {
     if !testkit::gate_or_userns(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
@@ -66,13 +66,12 @@ fn complete(want: i32) -> impl Condition<Deployment> {
     }
 }
 
-fn wait_complete(cluster: &Cluster, api: &Api<Deployment>, name: &str, want: i32) -> Deployment {
-    let wait = await_condition(api.clone(), name, complete(want));
-    cluster
-        .block_on(async { tokio::time::timeout(WAIT, wait).await })
-        .unwrap_or_else(|_| panic!("deployment {name}: not complete with {want} pods in {WAIT:?}"))
-        .unwrap()
-        .unwrap()
+/// `kubectl rollout status` of Deployment `web` says it rolled out, and
+/// its status agrees: complete with 3 pods.
+fn rolled_out(cluster: &Cluster, kubectl: &Kubectl, deploys: &Api<Deployment>) -> Deployment {
+    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_object(cluster, deploys, "web", "complete", complete(3))
 }
 
 fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
@@ -86,8 +85,7 @@ fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
 
 #[test]
 fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
-    let test = "a_deployment_rolls_out_restarts_scales_and_replaces_pods";
-    let Some((cluster, kubectl, _home)) = setup(test) else {
+    let Some((cluster, kubectl, _home)) = setup(testkit::test_name!()) else {
         return;
     };
     let client = cluster.client();
@@ -98,9 +96,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     kubectl
         .run_with_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT.as_bytes()))
         .ok();
-    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-    let d = wait_complete(&cluster, &deploys, "web", 3);
+    let d = rolled_out(&cluster, &kubectl, &deploys);
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(
         (spec.revision_history_limit, spec.progress_deadline_seconds),
@@ -158,9 +154,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
     cluster
         .block_on(deploys.patch("web", &PatchParams::default(), &Patch::Strategic(change)))
         .unwrap();
-    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-    wait_complete(&cluster, &deploys, "web", 3);
+    rolled_out(&cluster, &kubectl, &deploys);
     let second = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
             && ps
@@ -197,9 +191,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
 
     // `rollout restart` changes the template's annotations: a third ReplicaSet.
     kubectl.ok(&["-n", "default", "rollout", "restart", "deploy/web"]);
-    let out = kubectl.ok(&["-n", "default", "rollout", "status", "deploy/web", "--timeout=90s"]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-    wait_complete(&cluster, &deploys, "web", 3);
+    rolled_out(&cluster, &kubectl, &deploys);
     let restarted = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 3
             && ps
@@ -217,7 +209,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
 
     // `kubectl scale` through the scale subresource.
     kubectl.ok(&["-n", "default", "scale", "deploy/web", "--replicas=1"]);
-    wait_complete(&cluster, &deploys, "web", 1);
+    wait_object(&cluster, &deploys, "web", "complete", complete(1));
     let one = cluster.block_on(wait_live_pods(pods.clone(), "app=web", |ps| {
         ps.len() == 1 && ps.iter().all(ready)
     }));
@@ -238,8 +230,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
 
 #[test]
 fn priority_classes_leases_and_daemonset_history() {
-    let test = "priority_classes_leases_and_daemonset_history";
-    let Some((cluster, kubectl, _home)) = setup(test) else {
+    let Some((cluster, kubectl, _home)) = setup(testkit::test_name!()) else {
         return;
     };
     let client = cluster.client();
@@ -361,7 +352,7 @@ fn priority_classes_leases_and_daemonset_history() {
 /// return once the rollout is complete.
 #[test]
 fn helm_waits_for_a_deployment() {
-    let test = "helm_waits_for_a_deployment";
+    let test = testkit::test_name!();
     let Some((cluster, _kubectl, home)) = setup(test) else {
         return;
     };

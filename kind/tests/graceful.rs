@@ -10,17 +10,19 @@
 //! Needs root, the CNI plugins and kubectl (`. ci/env`); skips with `SKIP:`
 //! otherwise (a panic under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
+mod workload_support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::Cluster;
+use istio_cni_kind::kubelet::ImageTable;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use testkit::{Kubectl, Need, Scratch};
+use workload_support::ptp_spec;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,17 +37,7 @@ fn env(test: &str, nodes: u32) -> Option<Env> {
         return None;
     }
     let scratch = Scratch::new(test);
-    let cluster = Cluster::create(ClusterSpec {
-        nodes,
-        profile: Profile::Ptp,
-        images: ImageTable::new().add("shell", "/bin/sh", &[]),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
-    })
-    .unwrap();
+    let cluster = Cluster::create(ptp_spec(nodes, ImageTable::new().add("shell", "/bin/sh", &[]))).unwrap();
     let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), scratch.path())?;
     Some(Env {
         cluster,

@@ -11,31 +11,21 @@
 
 use std::time::Duration;
 
+mod workload_support;
+
 use istio_cni_kind::apiserver::{ApiServer, ApiServerOptions};
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::Cluster;
+use istio_cni_kind::kubelet::ImageTable;
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
-use testkit::{Need, gate};
-
-const WAIT: Duration = Duration::from_secs(60);
+use testkit::Need;
+use workload_support::{WAIT, ptp_spec, wait_pod};
 
 fn cluster(images: ImageTable) -> Cluster {
-    Cluster::create(ClusterSpec {
-        nodes: 1,
-        profile: Profile::Ptp,
-        images,
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
-    })
-    .unwrap()
+    Cluster::create(ptp_spec(1, images)).unwrap()
 }
 
 fn shell() -> ImageTable {
@@ -53,21 +43,6 @@ where
     let api: Api<K> = Api::namespaced(cluster.client(), "default");
     let typed: K = serde_json::from_value(obj).unwrap();
     cluster.block_on(api.create(&PostParams::default(), &typed)).unwrap()
-}
-
-/// Waits (on a watch) until `done` holds for pod `name`.
-fn wait_pod(cluster: &Cluster, name: &str, done: impl Fn(&Pod) -> bool) -> Pod {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
-    let cond = move |p: Option<&Pod>| p.is_some_and(&done);
-    let wait = await_condition(api.clone(), name, cond);
-    let got = cluster.block_on(async { tokio::time::timeout(WAIT, wait).await });
-    match got {
-        Ok(Ok(Some(p))) => p,
-        other => {
-            let now = cluster.block_on(api.get_opt(name));
-            panic!("pod {name}: {other:?}; now: {now:#?}")
-        }
-    }
 }
 
 fn phase(p: &Pod) -> &str {
@@ -121,10 +96,7 @@ echo done
 
 #[test]
 fn a_pod_sees_its_volumes_env_and_service_account_token() {
-    let test = "a_pod_sees_its_volumes_env_and_service_account_token";
-    if !gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::CniPlugins]);
     let cluster = cluster(shell());
     let local = cluster.local().unwrap();
     let node = local.node("node-0").unwrap();
@@ -190,7 +162,7 @@ fn a_pod_sees_its_volumes_env_and_service_account_token() {
             }
         }),
     );
-    let done = wait_pod(&cluster, "reader", finished);
+    let done = wait_pod(&cluster, "reader", "finished", finished);
     let log = logs(&cluster, "reader");
     assert_eq!(phase(&done), "Succeeded", "{log}");
     let api = local.api();
@@ -278,10 +250,7 @@ fn wait_until(cond: impl Fn() -> bool) -> bool {
 
 #[test]
 fn failed_mounts_and_missing_config_keep_the_container_waiting() {
-    let test = "failed_mounts_and_missing_config_keep_the_container_waiting";
-    if !gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::CniPlugins]);
     let cluster = cluster(shell());
     let _: Pod = create(
         &cluster,
@@ -292,7 +261,7 @@ fn failed_mounts_and_missing_config_keep_the_container_waiting() {
                 "volumes": [{"name": "d", "hostPath": {"path": "/no/such/dir", "type": "Directory"}}]}
         }),
     );
-    let stuck = wait_pod(&cluster, "typed", |p| {
+    let stuck = wait_pod(&cluster, "typed", "the hostPath check failing", |p| {
         waiting(p).is_some_and(|(_, m)| m.contains("hostPath type check failed"))
     });
     let (reason, message) = waiting(&stuck).unwrap();
@@ -321,7 +290,7 @@ fn failed_mounts_and_missing_config_keep_the_container_waiting() {
                 "env": [{"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "level"}}}]}]}
         }),
     );
-    let stuck = wait_pod(&cluster, "configured", |p| {
+    let stuck = wait_pod(&cluster, "configured", "a config error", |p| {
         waiting(p).is_some_and(|(r, _)| r == "CreateContainerConfigError")
     });
     assert_eq!(waiting(&stuck).unwrap().1, "configmap \"later\" not found");
@@ -329,19 +298,13 @@ fn failed_mounts_and_missing_config_keep_the_container_waiting() {
         &cluster,
         json!({"metadata": {"name": "later"}, "data": {"level": "info"}}),
     );
-    wait_pod(&cluster, "configured", |p| phase(p) == "Running");
+    wait_pod(&cluster, "configured", "running", |p| phase(p) == "Running");
     assert!(wait_until(|| logs(&cluster, "configured").contains("level=info")));
 }
 
 #[test]
 fn capabilities_decide_whether_a_container_can_program_iptables() {
-    let test = "capabilities_decide_whether_a_container_can_program_iptables";
-    if !gate(
-        test,
-        &[Need::Root, Need::Tool("ip"), Need::Tool("iptables"), Need::CniPlugins],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::Tool("iptables"), Need::CniPlugins]);
     let cluster = cluster(shell());
     let script = "iptables -t nat -A OUTPUT -p tcp --dport 9 -j RETURN && echo programmed";
     for (name, security) in [
@@ -368,7 +331,7 @@ fn capabilities_decide_whether_a_container_can_program_iptables() {
         ("privileged", true),
         ("dropped", false),
     ] {
-        let p = wait_pod(&cluster, name, finished);
+        let p = wait_pod(&cluster, name, "finished", finished);
         let log = logs(&cluster, name);
         let want = if allowed { "Succeeded" } else { "Failed" };
         assert_eq!(phase(&p), want, "{name}: {log}");
@@ -385,7 +348,7 @@ fn capabilities_decide_whether_a_container_can_program_iptables() {
                 "securityContext": {"capabilities": {"add": ["NET_WIZARD"]}}}]}
         }),
     );
-    let stuck = wait_pod(&cluster, "wizard", |p| {
+    let stuck = wait_pod(&cluster, "wizard", "a create error", |p| {
         waiting(p).is_some_and(|(r, _)| r == "CreateContainerError")
     });
     assert!(waiting(&stuck).unwrap().1.contains("NET_WIZARD"));
@@ -393,10 +356,7 @@ fn capabilities_decide_whether_a_container_can_program_iptables() {
 
 #[test]
 fn an_image_directory_provides_the_containers_files_and_entrypoint() {
-    let test = "an_image_directory_provides_the_containers_files_and_entrypoint";
-    if !gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::CniPlugins]);
     let image = testkit::Scratch::new("kubelet-image-dir");
     std::fs::create_dir_all(image.join("usr/local/bin")).unwrap();
     std::fs::create_dir_all(image.join("opt/hello-image")).unwrap();
@@ -424,11 +384,11 @@ fn an_image_directory_provides_the_containers_files_and_entrypoint() {
             }),
         );
     }
-    let p = wait_pod(&cluster, "entry", finished);
+    let p = wait_pod(&cluster, "entry", "finished", finished);
     let log = logs(&cluster, "entry");
     assert_eq!(phase(&p), "Succeeded", "{log}");
     assert_eq!(log, "entrypoint image-data args=one two\n");
-    let p = wait_pod(&cluster, "command", finished);
+    let p = wait_pod(&cluster, "command", "finished", finished);
     let log = logs(&cluster, "command");
     // `cat` comes from beneath the image; the args follow the command.
     assert_eq!(phase(&p), "Failed", "cat of missing files `one`, `two`: {log}");

@@ -11,7 +11,7 @@ mod node_support;
 use std::time::Duration;
 
 use istio_cni_kind::node::Netns;
-use node_support::{NODE, Probe, Scratch, client, gate, named, node_and, private_netns, probe_bin, run_ok};
+use node_support::{NODE, Probe, Scratch, client, named, node_and, private_netns, probe_bin, run_ok};
 use serde_json::Value;
 
 fn count_events(probe: &mut Probe, name: &str, want: usize) -> Vec<Value> {
@@ -42,9 +42,7 @@ const BOTH_FAMILIES: [&str; 4] = ["--target", "127.0.0.1:18080", "--target", "[:
 
 #[test]
 fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
-    if !gate("echo_answers_tcp_and_udp_over_ipv4_and_ipv6", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("probe-echo");
     let ns = private_netns(&scratch, "pod");
     let mut echo = start(&ns, &["echo", "--port", "18080", "--port", "18081"], Some("app-1"));
@@ -85,9 +83,7 @@ fn echo_answers_tcp_and_udp_over_ipv4_and_ipv6() {
 
 #[test]
 fn client_reports_refused_and_timeout() {
-    if !gate("client_reports_refused_and_timeout", &node_and(&["iptables"])) {
-        return;
-    }
+    testkit::gate_or_return!(&node_and(&["iptables"]));
     let scratch = Scratch::new("probe-fail");
     let ns = private_netns(&scratch, "pod");
     let (status, events) = client(&ns, &["--target", "127.0.0.1:18099"]);
@@ -113,12 +109,7 @@ fn client_reports_refused_and_timeout() {
 
 #[test]
 fn proxy_records_original_destination_of_redirected_traffic() {
-    if !gate(
-        "proxy_records_original_destination_of_redirected_traffic",
-        &node_and(&["iptables", "ip6tables"]),
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&node_and(&["iptables", "ip6tables"]));
     let scratch = Scratch::new("probe-proxy");
     let ns = private_netns(&scratch, "pod");
     // A non-local service range to send to: a veth pair gives it a route.
@@ -188,9 +179,7 @@ fn proxy_records_original_destination_of_redirected_traffic() {
 
 #[test]
 fn proxy_exits_cleanly_on_sigterm() {
-    if !gate("proxy_exits_cleanly_on_sigterm", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("probe-term");
     let ns = private_netns(&scratch, "pod");
     let mut proxy = start(&ns, &["proxy"], None);

@@ -101,9 +101,7 @@ fn pods_on_two_nodes_reach_each_other(#[values(Profile::Bridge, Profile::Ptp)] p
 
 #[test]
 fn every_layout_creates_its_directories() {
-    if !gate("every_layout_creates_its_directories", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("nodes-layouts");
     let specs: Vec<NodeSpec> = Layout::ALL
         .iter()
@@ -162,9 +160,7 @@ fn every_layout_creates_its_directories() {
 
 #[test]
 fn copy_mode_installs_real_files_and_names_are_checked() {
-    if !gate("copy_mode_installs_real_files_and_names_are_checked", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("nodes-copy");
     let harness = private_netns(&scratch, "harness");
     let mut net = ClusterNetwork::create(ClusterConfig {
@@ -199,9 +195,7 @@ fn copy_mode_installs_real_files_and_names_are_checked() {
 
 #[test]
 fn harness_defaults_to_the_calling_threads_netns() {
-    if !gate("harness_defaults_to_the_calling_threads_netns", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("nodes-default-harness");
     let private = private_netns(&scratch, "caller");
     let root = scratch.join("cluster");
@@ -242,9 +236,7 @@ fn harness_defaults_to_the_calling_threads_netns() {
 
 #[test]
 fn dropping_a_cluster_cleans_up() {
-    if !gate("dropping_a_cluster_cleans_up", NODE) {
-        return;
-    }
+    testkit::gate_or_return!(NODE);
     let scratch = Scratch::new("nodes-drop");
     let resources = {
         let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);

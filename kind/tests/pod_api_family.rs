@@ -18,7 +18,7 @@ use istio_cni_kind::kubelet::ImageTable;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use testkit::{Need, gate};
+use testkit::Need;
 
 /// Prints the API address it was given, then asks the API server for its
 /// discovery document (authenticated: the token must be accepted). No
@@ -77,13 +77,7 @@ fn check_in(family: IpFamily) -> (String, String, IpAddr) {
 
 #[test]
 fn an_ipv6_only_pod_reaches_the_api_server_at_an_ipv6_address() {
-    let test = "an_ipv6_only_pod_reaches_the_api_server_at_an_ipv6_address";
-    if !gate(
-        test,
-        &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")]);
     let (phase, log, host) = check_in(IpFamily::Ipv6);
     assert!(host.is_ipv6(), "an IPv6-only pod was given {host}:\n{log}");
     assert_eq!(phase, "Succeeded", "the pod could not reach the API server:\n{log}");
@@ -92,13 +86,7 @@ fn an_ipv6_only_pod_reaches_the_api_server_at_an_ipv6_address() {
 
 #[test]
 fn a_dual_stack_pod_reaches_the_api_server_at_the_primary_family() {
-    let test = "a_dual_stack_pod_reaches_the_api_server_at_the_primary_family";
-    if !gate(
-        test,
-        &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")],
-    ) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")]);
     let (phase, log, host) = check_in(IpFamily::DualStack);
     assert!(
         host.is_ipv4(),
@@ -115,10 +103,7 @@ fn a_dual_stack_pod_reaches_the_api_server_at_the_primary_family() {
 /// as across nodes, while a sandbox a few seconds old connects at once.
 #[test]
 fn ipv6_only_pods_on_two_nodes_reach_each_other() {
-    let test = "ipv6_only_pods_on_two_nodes_reach_each_other";
-    if !gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins]) {
-        return;
-    }
+    testkit::gate_or_return!(&[Need::Root, Need::Tool("ip"), Need::CniPlugins]);
     let cluster = Cluster::create(ClusterSpec {
         nodes: 2,
         ip_family: IpFamily::Ipv6,

@@ -10,47 +10,25 @@
 //! under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`); kubectl for the `get events`
 //! step (`. ci/env`).
 
+mod workload_support;
+
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use futures::StreamExt;
-use istio_cni_kind::cluster::{Cluster, ClusterSpec};
-use istio_cni_kind::cni::Profile;
-use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::cluster::Cluster;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use kube::Resource;
 use kube::api::{Api, PostParams};
-use kube::runtime::wait::await_condition;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
-use testkit::{Kubectl, Need, Scratch, gate};
+use testkit::{Kubectl, Need, Scratch};
+use workload_support::{WAIT, mesh_probe, ptp_spec, wait_pod, watch_until};
 
-const WAIT: Duration = Duration::from_secs(90);
 const PROBE: &str = env!("CARGO_BIN_EXE_mesh-probe");
-
-fn needs(test: &str) -> bool {
-    gate(test, &[Need::Root, Need::Tool("ip"), Need::CniPlugins])
-}
-
-fn needs_kubectl(test: &str) -> bool {
-    gate(
-        test,
-        &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")],
-    )
-}
+const NEEDS: &[Need] = &[Need::Root, Need::Tool("ip"), Need::CniPlugins];
+const NEEDS_KUBECTL: &[Need] = &[Need::Root, Need::Tool("ip"), Need::CniPlugins, Need::Tool("kubectl")];
 
 fn cluster() -> Cluster {
-    Cluster::create(ClusterSpec {
-        nodes: 1,
-        profile: Profile::Ptp,
-        images: ImageTable::new().add("mesh-probe", PROBE, &[]),
-        backoff: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        ..ClusterSpec::default()
-    })
-    .unwrap()
+    Cluster::create(ptp_spec(1, mesh_probe())).unwrap()
 }
 
 /// A pod of one `mesh-probe http` container named `app` with `probes`.
@@ -96,20 +74,6 @@ fn running(p: &Pod) -> bool {
     app(p).is_some_and(|c| c.state.is_some_and(|s| s.running.is_some()))
 }
 
-/// Waits on a watch until the pod satisfies `done`.
-fn wait_pod(cluster: &Cluster, name: &str, what: &str, done: impl Fn(&Pod) -> bool) -> Pod {
-    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
-    let wait = await_condition(pods.clone(), name, move |p: Option<&Pod>| p.is_some_and(&done));
-    let got = cluster.block_on(async { tokio::time::timeout(WAIT, wait).await });
-    match got {
-        Ok(Ok(Some(p))) => p,
-        other => {
-            let now = cluster.block_on(pods.get(name));
-            panic!("pod {name}: {what}: {other:?}\nnow: {now:#?}")
-        }
-    }
-}
-
 /// The events of pod `name`, by reason, once `done` holds for them
 /// (watched; only the latest version of each Event is kept).
 fn wait_events(
@@ -119,38 +83,16 @@ fn wait_events(
     done: impl Fn(&BTreeMap<String, Vec<Event>>) -> bool,
 ) -> BTreeMap<String, Vec<Event>> {
     let api: Api<Event> = Api::namespaced(cluster.client(), "default");
-    let wait = async {
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
-        let mut all: BTreeMap<String, Event> = BTreeMap::new();
-        let mut synced = false;
-        loop {
-            match stream.next().await {
-                Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) => {
-                    all.insert(e.name_any(), e);
-                }
-                Some(Ok(watcher::Event::Delete(e))) => {
-                    all.remove(&e.name_any());
-                }
-                Some(Ok(watcher::Event::Init)) => {
-                    all.clear();
-                    synced = false;
-                }
-                Some(Ok(watcher::Event::InitDone)) => synced = true,
-                Some(Err(e)) => eprintln!("events: watch: {e}"),
-                None => panic!("events: the watch ended"),
-            }
-            let mut by_reason: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-            for e in all.values().filter(|e| e.involved_object.name.as_deref() == Some(name)) {
-                by_reason
-                    .entry(e.reason.clone().unwrap_or_default())
-                    .or_default()
-                    .push(e.clone());
-            }
-            if synced && done(&by_reason) {
-                return by_reason;
-            }
+    let wait = watch_until(api, watcher::Config::default(), "events", |all| {
+        let mut by_reason: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for e in all.values().filter(|e| e.involved_object.name.as_deref() == Some(name)) {
+            by_reason
+                .entry(e.reason.clone().unwrap_or_default())
+                .or_default()
+                .push(e.clone());
         }
-    };
+        done(&by_reason).then_some(by_reason)
+    });
     cluster
         .block_on(async { tokio::time::timeout(WAIT, wait).await })
         .unwrap_or_else(|_| panic!("pod {name}: events: {what}: timed out"))
@@ -192,10 +134,7 @@ fn flip(cluster: &Cluster, name: &str, to: &str) {
 
 #[test]
 fn an_http_readiness_probe_gates_ready_and_a_failing_one_takes_it_away() {
-    let test = "an_http_readiness_probe_gates_ready_and_a_failing_one_takes_it_away";
-    if !needs(test) {
-        return;
-    }
+    testkit::gate_or_return!(NEEDS);
     let cluster = cluster();
     let probes = json!({"readinessProbe": {"httpGet": {"path": "/ready", "port": "http",
         "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1, "failureThreshold": 2}});
@@ -242,10 +181,8 @@ fn an_http_readiness_probe_gates_ready_and_a_failing_one_takes_it_away() {
 
 #[test]
 fn a_failing_liveness_probe_restarts_the_container_and_events_count_repeats() {
-    let test = "a_failing_liveness_probe_restarts_the_container_and_events_count_repeats";
-    if !needs_kubectl(test) {
-        return;
-    }
+    let test = testkit::test_name!();
+    testkit::gate_or_return!(NEEDS_KUBECTL);
     let scratch = Scratch::new("probes-kubectl");
     let cluster = cluster();
     let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), scratch.path()).expect("kubectl, checked by the gate");
@@ -328,10 +265,7 @@ fn a_failing_liveness_probe_restarts_the_container_and_events_count_repeats() {
 
 #[test]
 fn exec_tcp_and_https_probes() {
-    let test = "exec_tcp_and_https_probes";
-    if !needs(test) {
-        return;
-    }
+    testkit::gate_or_return!(NEEDS);
     let cluster = cluster();
     // Ready needs all three: an HTTPS startup probe (certificate not
     // verified), then an exec probe that sees the container's own files (a
@@ -382,10 +316,7 @@ fn exec_tcp_and_https_probes() {
 
 #[test]
 fn a_startup_probe_holds_readiness_and_liveness_until_it_passes() {
-    let test = "a_startup_probe_holds_readiness_and_liveness_until_it_passes";
-    if !needs(test) {
-        return;
-    }
+    testkit::gate_or_return!(NEEDS);
     let cluster = cluster();
     // The tcpSocket readiness probe would pass at once, and the liveness
     // probe (on /ready, like the startup probe) would kill the container at

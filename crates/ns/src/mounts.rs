@@ -35,7 +35,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as
 /// three-digit octal (`\040`).
-fn unescape_mountinfo(field: &str) -> String {
+pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

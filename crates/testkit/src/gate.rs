@@ -65,3 +65,55 @@ pub fn skip(test: &str, reason: &str) -> bool {
     eprintln!("SKIP: {test}: {reason}");
     false
 }
+
+/// The name of the test function this expands in (the last path segment,
+/// past any `async` closures), for [`gate`] and SKIP lines.
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        $crate::test_name_of(::std::any::type_name_of_val(&here))
+    }};
+}
+
+/// `if !gate(<this test's name>, needs) { return; }`: returns from the
+/// calling test when a need is unmet (after [`gate`]'s SKIP line, or its
+/// panic under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
+#[macro_export]
+macro_rules! gate_or_return {
+    ($needs:expr) => {
+        if !$crate::gate($crate::test_name!(), $needs) {
+            return;
+        }
+    };
+}
+
+/// The test's name from the type name of a function item declared in it
+/// (`suite::module::the_test::here`, `suite::the_test::{{closure}}::here`).
+#[doc(hidden)]
+pub fn test_name_of(path: &'static str) -> &'static str {
+    let mut path = path.strip_suffix("::here").unwrap_or(path);
+    while let Some(outer) = path.strip_suffix("::{{closure}}") {
+        path = outer;
+    }
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_name_is_the_enclosing_functions() {
+        assert_eq!(crate::test_name!(), "the_name_is_the_enclosing_functions");
+        let in_closure = || crate::test_name!();
+        assert_eq!(in_closure(), "the_name_is_the_enclosing_functions");
+    }
+
+    #[test]
+    fn async_blocks_are_passed_over() {
+        assert_eq!(
+            super::test_name_of("suite::a_test::{{closure}}::{{closure}}::here"),
+            "a_test"
+        );
+        assert_eq!(super::test_name_of("a_test::here"), "a_test");
+    }
+}

@@ -57,13 +57,14 @@ impl ApiError {
         self
     }
 
+    /// An error about one object, which its `details` name.
+    fn about(code: u16, reason: &'static str, message: String, group: &str, plural: &str, name: &str) -> Self {
+        ApiError::new(code, reason, message).with_details(details(group, plural, name))
+    }
+
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(group, plural)),
-        )
-        .with_details(details(group, plural, name))
+        let message = format!("{} \"{name}\" not found", qualified(group, plural));
+        ApiError::about(404, "NotFound", message, group, plural, name)
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
@@ -71,24 +72,16 @@ impl ApiError {
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", qualified(group, plural)),
-        )
-        .with_details(details(group, plural, name))
+        let message = format!("{} \"{name}\" already exists", qualified(group, plural));
+        ApiError::about(409, "AlreadyExists", message, group, plural, name)
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
-        ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                qualified(group, plural)
-            ),
-        )
-        .with_details(details(group, plural, name))
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": {why}",
+            qualified(group, plural)
+        );
+        ApiError::about(409, "Conflict", message, group, plural, name)
     }
 
     /// The optimistic-concurrency conflict.

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::error::{BoxError, CommandFailed, Leftover, Leftovers};
 use super::membership::{NodeTasks, NodeTemplate};
-use super::provider::Provider;
+use super::provider::{Provider, new_runtime};
 use super::{ClusterError, ClusterSpec, IpFamily};
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::cni::Profile;
@@ -275,12 +275,7 @@ impl LocalCluster {
             gateway_v6.map(|ip| SocketAddr::from((ip, gateway_port))),
         ));
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("cluster")
-            .build()
-            .map_err(ClusterError::create("runtime"))?;
+        let runtime = new_runtime(2, "cluster")?;
         let options = ApiServerOptions {
             listen: Vec::new(),
             // The loopback one first: its URL is the kubeconfig's.

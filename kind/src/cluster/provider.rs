@@ -21,6 +21,17 @@ use super::{ClusterError, LocalCluster, Reaper};
 /// the backend by the host's rules (kind's `iptables-wrapper`), not the pod's.
 const BOTH_IPTABLES_SAVES: &str = "iptables-legacy-save 2>/dev/null; iptables-nft-save 2>/dev/null; true";
 
+/// The runtime a provider's client and tasks live on: `threads` workers
+/// named `name`.
+pub(crate) fn new_runtime(threads: usize, name: &str) -> Result<Runtime, ClusterError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(ClusterError::create("runtime"))
+}
+
 /// A running cluster of one target.
 pub(crate) trait Provider: Send + Sync {
     /// `local`, `kind`, `k3s` or `existing`.

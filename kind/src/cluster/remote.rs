@@ -11,7 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 
 use super::ClusterError;
-use super::provider::Provider;
+use super::provider::{Provider, new_runtime};
 use crate::kubelet::ImageTable;
 
 /// What a real target offers on its nodes.
@@ -104,12 +104,7 @@ pub(super) struct Connection {
 impl Connection {
     /// A client for `kubeconfig`'s current context.
     fn open(kubeconfig: PathBuf, images: ImageTable, registry: Option<String>) -> Result<Connection, ClusterError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("cluster-client")
-            .build()
-            .map_err(ClusterError::create("runtime"))?;
+        let runtime = new_runtime(1, "cluster-client")?;
         let client = runtime
             .block_on(client_for(&kubeconfig))
             .map_err(ClusterError::create("client"))?;

@@ -59,22 +59,11 @@ pub fn execute(
     netns: Option<&Netns>,
     timeout: Duration,
 ) -> Result<RawOutput, ExecFailure> {
-    execute_without(program, env, &[], stdin, netns, timeout)
+    execute_on_node(program, env, &[], stdin, netns, None, timeout)
 }
 
-/// Like [`execute`], also removing the inherited variables named in `remove`.
-pub fn execute_without(
-    program: &Path,
-    env: &[(String, String)],
-    remove: &[String],
-    stdin: &[u8],
-    netns: Option<&Netns>,
-    timeout: Duration,
-) -> Result<RawOutput, ExecFailure> {
-    execute_on_node(program, env, remove, stdin, netns, None, timeout)
-}
-
-/// Like [`execute_without`]; with `node_run`, the plugin runs in a private
+/// Like [`execute`], also removing the inherited variables named in
+/// `remove`; with `node_run`, the plugin runs in a private
 /// mount namespace whose `/run` is that directory: the node's own runtime
 /// state (an agent's run dir, its sockets) at the paths a node's files name
 /// it by, as a real node's runtime runs plugins in the node's filesystem.

@@ -111,32 +111,31 @@ pub fn cni_env(command: &str, rt: &RuntimeConf, cni_path: &str) -> Vec<(String, 
     ]
 }
 
-fn is_id_like(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+/// libcni's check of a container id or network name: present, and
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; `missing` and `invalid` are libcni's
+/// words for each.
+fn validate_id_like(value: &str, missing: &str, invalid: &str) -> Result<(), String> {
+    let mut bytes = value.bytes();
+    match bytes.next() {
+        None => Err(missing.to_owned()),
+        Some(first)
+            if first.is_ascii_alphanumeric()
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-') =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(format!("{invalid} {value:?}")),
+    }
 }
 
-/// libcni's `ValidateContainerID`: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
+/// libcni's `ValidateContainerID`.
 pub fn validate_container_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("missing containerID".to_owned());
-    }
-    if !is_id_like(id) {
-        return Err(format!("invalid characters in containerID {id:?}"));
-    }
-    Ok(())
+    validate_id_like(id, "missing containerID", "invalid characters in containerID")
 }
 
 /// libcni's `ValidateNetworkName`: same pattern as container ids.
 pub fn validate_network_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("missing network name".to_owned());
-    }
-    if !is_id_like(name) {
-        return Err(format!("invalid characters found in network name {name:?}"));
-    }
-    Ok(())
+    validate_id_like(name, "missing network name", "invalid characters found in network name")
 }
 
 /// libcni's `ValidateInterfaceName`.
@@ -189,7 +188,10 @@ mod tests {
         assert!(validate_container_id("a/b").is_err());
         assert!(validate_network_name("kindnet").is_ok());
         assert_eq!(validate_network_name("").unwrap_err(), "missing network name");
-        assert!(validate_network_name("my net").is_err());
+        assert_eq!(
+            validate_network_name("my net").unwrap_err(),
+            "invalid characters found in network name \"my net\""
+        );
         assert!(validate_interface_name("eth0").is_ok());
         assert!(validate_interface_name("this-is-too-long0").is_err());
     }

@@ -13,13 +13,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Preconditions};
 use tokio::time::Instant;
 
 use super::daemonset::nodes::tolerates;
 use super::events::Events;
 use super::node_pod_cache::{NodePodCache, Snapshot};
+use crate::kubelet::events::pod_reference;
 
 /// Every API call is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,16 +164,10 @@ async fn evict(client: &kube::Client, events: &Events, pod: &Pod) -> bool {
             return false;
         }
     }
-    let object = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(name.into()),
-        namespace: Some(ns.into()),
-        uid: pod.metadata.uid.clone(),
-        ..ObjectReference::default()
-    };
     let message = format!("Marking for deletion Pod {ns}/{name}");
-    events.record(&object, false, "TaintManagerEviction", &message).await;
+    events
+        .record(&pod_reference(pod), false, "TaintManagerEviction", &message)
+        .await;
     true
 }
 

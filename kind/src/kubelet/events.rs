@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -95,6 +95,18 @@ pub struct Recorder {
     involved: ObjectReference,
     source: EventSource,
     seen: Mutex<Aggregator>,
+}
+
+/// The `involvedObject` of an event about `pod`.
+pub fn pod_reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
 }
 
 impl Recorder {
@@ -241,14 +253,19 @@ mod tests {
         Timestamp::new(1_700_000_000 + secs, 0).unwrap()
     }
 
+    /// Event names `prefix.1`, `prefix.2`, ... as the recorder asks for them.
+    fn names(prefix: &str) -> impl FnMut() -> String + '_ {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("{prefix}.{n}")
+        }
+    }
+
     #[test]
     fn repeats_count_on_the_first_event_and_differences_start_new_ones() {
         let mut agg = Aggregator::default();
-        let mut n = 0;
-        let mut name = || {
-            n += 1;
-            format!("app.{n}")
-        };
+        let mut name = names("app");
         let unhealthy = key(
             "Unhealthy",
             "Liveness probe failed: HTTP probe failed with statuscode: 500",
@@ -297,11 +314,7 @@ mod tests {
     #[test]
     fn memory_is_bounded_and_forgets_the_least_recent() {
         let mut agg = Aggregator::default();
-        let mut n = 0;
-        let mut name = || {
-            n += 1;
-            format!("e.{n}")
-        };
+        let mut name = names("e");
         let keep = key("Keep", "kept");
         agg.record(keep.clone(), at(0), &mut name);
         for i in 0..REMEMBERED * 2 {

@@ -483,10 +483,8 @@ mod namespace_tests {
     /// this process does not.
     #[test]
     fn exec_sees_the_containers_mounts() {
-        let test = "exec_sees_the_containers_mounts";
-        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("unshare")]) {
-            return;
-        }
+        let test = testkit::test_name!();
+        testkit::gate_or_return!(&[testkit::Need::Root, testkit::Need::Tool("unshare")]);
         let dir = testkit::Scratch::new(test);
         let script = format!(
             "mount -t tmpfs exec-test {d} && echo inside > {d}/marker && touch {d}/../ready && exec sleep 30",
@@ -514,10 +512,7 @@ mod namespace_tests {
     /// The container's user: exec runs as the uid/gid its main process has.
     #[test]
     fn exec_runs_as_the_containers_user() {
-        let test = "exec_runs_as_the_containers_user";
-        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
-            return;
-        }
+        testkit::gate_or_return!(&[testkit::Need::Root, testkit::Need::Tool("setpriv")]);
         let container = Command::new("setpriv")
             .args(["--reuid=4321", "--regid=4322", "--clear-groups", "sleep", "30"])
             .spawn()
@@ -534,10 +529,7 @@ mod namespace_tests {
     /// harness runs with all of them.
     #[test]
     fn exec_holds_the_containers_capabilities() {
-        let test = "exec_holds_the_containers_capabilities";
-        if !testkit::gate(test, &[testkit::Need::Root, testkit::Need::Tool("setpriv")]) {
-            return;
-        }
+        testkit::gate_or_return!(&[testkit::Need::Root, testkit::Need::Tool("setpriv")]);
         let container = Command::new("setpriv")
             .args(["--bounding-set=-all,+kill", "--inh-caps=-all,+kill", "sleep", "30"])
             .spawn()

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::container::downward::PodFacts;
 use super::container::{Launch, PodFs, StartError};
-use super::events::Recorder;
+use super::events::{Recorder, pod_reference};
 use super::images::ImageTable;
 use super::lifecycle::{Action, Backoff, Input, PodLifecycle};
 use super::logs::PodLogs;
@@ -171,14 +171,7 @@ struct Worker {
 async fn run(ctx: Arc<NodeContext>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
     let spec = pod.spec.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let involved = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        ..Default::default()
-    };
+    let involved = pod_reference(&pod);
     let fs = ctx
         .network
         .node(&ctx.node)

@@ -538,7 +538,11 @@ impl ClusterNetwork {
                 "eth0",
             ],
         )?;
-        enable_forwarding(&node.netns)?;
+        enable_sysctl(
+            &node.netns,
+            "/proc/sys/net/ipv4/ip_forward",
+            "enabling net.ipv4.ip_forward in netns",
+        )?;
         let cidr = node.pod_cidr.trunc().to_string();
         let via = node.ip_cidr.addr().to_string();
         for other in self.nodes() {
@@ -588,7 +592,11 @@ impl ClusterNetwork {
                 "eth0",
             ],
         )?;
-        enable_forwarding_v6(&node.netns)?;
+        enable_sysctl(
+            &node.netns,
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+            "enabling net.ipv6.conf.all.forwarding in netns",
+        )?;
         let via = addr.to_string();
         for other in self.nodes() {
             let Some((other_addr, other_cidr)) = &other.v6 else {
@@ -746,25 +754,11 @@ impl Drop for ClusterNetwork {
     }
 }
 
-/// Turns on IPv4 forwarding inside `ns` (a thread enters it and writes the
-/// sysctl: `/proc/sys/net` shows the namespace of the opening thread).
-fn enable_forwarding(ns: &Netns) -> Result<(), NodeError> {
+/// Writes `1` to the sysctl `file` inside `ns` (a thread enters it and
+/// writes: `/proc/sys/net` shows the namespace of the opening thread);
+/// `what` names the step in the error.
+fn enable_sysctl(ns: &Netns, file: &'static str, what: &'static str) -> Result<(), NodeError> {
     let path = ns.path().to_path_buf();
-    ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
-        .map_err(|source| NodeError::Io {
-            what: "enabling net.ipv4.ip_forward in netns",
-            path,
-            source,
-        })
-}
-
-/// Turns on IPv6 forwarding inside `ns` (as [`enable_forwarding`]).
-fn enable_forwarding_v6(ns: &Netns) -> Result<(), NodeError> {
-    let path = ns.path().to_path_buf();
-    ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1"))?
-        .map_err(|source| NodeError::Io {
-            what: "enabling net.ipv6.conf.all.forwarding in netns",
-            path,
-            source,
-        })
+    ns.run(move || std::fs::write(file, "1"))?
+        .map_err(|source| NodeError::Io { what, path, source })
 }

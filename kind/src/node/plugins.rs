@@ -131,14 +131,9 @@ fn install_one(src: &Path, dst: &Path, mode: InstallMode, perms: u32) -> io::Res
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use testkit::Scratch;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ick-plugins-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use super::*;
 
     fn write_exec(path: &Path, mode: u32) {
         std::fs::write(path, "#!/bin/sh\n").unwrap();
@@ -147,7 +142,7 @@ mod tests {
 
     #[test]
     fn symlinks_and_copies_executables_only() {
-        let base = scratch("modes");
+        let base = Scratch::new("plugins-modes");
         let src = base.join("src");
         std::fs::create_dir_all(src.join("subdir")).unwrap();
         write_exec(&src.join("bridge"), 0o755);
@@ -170,18 +165,16 @@ mod tests {
             // Re-installing replaces what is there.
             install_plugins(&src, &bin, mode).unwrap();
         }
-        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
     fn empty_or_missing_source_is_an_error() {
-        let base = scratch("empty");
+        let base = Scratch::new("plugins-empty");
         let err = install_plugins(&base, &base, InstallMode::Symlink).unwrap_err();
-        assert!(matches!(&err, PluginsError::None(dir) if dir == &base), "{err:?}");
+        assert!(matches!(&err, PluginsError::None(dir) if dir == base.path()), "{err:?}");
         assert!(err.to_string().contains("no CNI plugins"), "{err}");
         let err = install_plugins(&base.join("nope"), &base, InstallMode::Symlink).unwrap_err();
         assert!(matches!(&err, PluginsError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains("nope"), "{err}");
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }

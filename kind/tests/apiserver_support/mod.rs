@@ -87,24 +87,19 @@ pub fn pod(name: &str, node: Option<&str>, label_pairs: &[(&str, &str)]) -> Pod 
     }
 }
 
+/// An object of kind `K` with only its name set.
+pub fn named<K: kube::Resource + Default>(name: &str) -> K {
+    let mut object = K::default();
+    object.meta_mut().name = Some(name.into());
+    object
+}
+
 pub fn namespace(name: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    named(name)
 }
 
 pub fn node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    named(name)
 }
 
 /// Polls `check` until it returns true or `timeout` passes.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::apiserver::ids;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector;
 
 use crate::apiserver::registry::resources::ResourceInfo;
 use crate::apiserver::registry::selectors::LabelSelector;
@@ -382,12 +381,7 @@ fn template_cells(obj: &Value) -> [Value; 3] {
             .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
             .unwrap_or_default()
     };
-    let selector = obj
-        .pointer("/spec/selector")
-        .and_then(|v| serde_json::from_value::<ApiSelector>(v.clone()).ok())
-        .and_then(|v| LabelSelector::from_api(&v).ok())
-        .map(|v| v.to_query())
-        .unwrap_or_default();
+    let selector = LabelSelector::query_of_spec(obj);
     [json!(join("/name")), json!(join("/image")), json!(or_none(selector))]
 }
 

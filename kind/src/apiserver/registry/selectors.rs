@@ -204,6 +204,17 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// The query form (see [`LabelSelector::to_query`]) of the
+    /// `spec.selector` of the workload object `obj`; empty when it has none
+    /// or an invalid one (what `kubectl get -o wide` and a `Scale` show).
+    pub fn query_of_spec(obj: &Value) -> String {
+        obj.pointer("/spec/selector")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .and_then(|v| LabelSelector::from_api(&v).ok())
+            .map(|v| v.to_query())
+            .unwrap_or_default()
+    }
+
     /// The `?labelSelector=` form (`a=b,c in (d,e),!f`), for listing what the
     /// selector matches.
     pub fn to_query(&self) -> String {

@@ -24,6 +24,7 @@ use serde_json::json;
 use super::events::Events;
 use super::node_pod_cache::{NodePodCache, Snapshot};
 use super::owned::is_finished;
+use crate::kubelet::events::pod_reference;
 
 pub use decide::{Decision, decide};
 
@@ -131,17 +132,6 @@ async fn pass(client: &kube::Client, events: &Events, cached: Snapshot, state: &
     all_bound
 }
 
-fn reference(pod: &Pod) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        ..ObjectReference::default()
-    }
-}
-
 /// Binds `pod` to `node`; whether it now is.
 async fn bind(client: &kube::Client, events: &Events, pod: &Pod, node: &str) -> bool {
     let (ns, name) = (
@@ -168,7 +158,7 @@ async fn bind(client: &kube::Client, events: &Events, pod: &Pod, node: &str) -> 
     match tokio::time::timeout(API_TIMEOUT, call).await {
         Ok(Ok(_)) => {
             let message = format!("Successfully assigned {ns}/{name} to {node}");
-            events.record(&reference(pod), false, "Scheduled", &message).await;
+            events.record(&pod_reference(pod), false, "Scheduled", &message).await;
             true
         }
         Ok(Err(e)) => {
@@ -201,5 +191,7 @@ async fn report_unschedulable(client: &kube::Client, events: &Events, pod: &Pod,
         Ok(Err(e)) => tracing::warn!(pod = %format!("{ns}/{name}"), "marking unschedulable: {e}"),
         Err(_) => tracing::warn!(pod = %format!("{ns}/{name}"), "marking unschedulable: timed out"),
     }
-    events.record(&reference(pod), true, "FailedScheduling", message).await;
+    events
+        .record(&pod_reference(pod), true, "FailedScheduling", message)
+        .await;
 }

@@ -61,6 +61,27 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Key `key` of the `kind` (`ConfigMap`, `Secret`) `ns/name` among
+/// `objects`, as text; `None` when it is missing and the reference optional.
+fn key_value(
+    objects: &HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, EnvError> {
+    match objects.get(name).and_then(Option::as_ref) {
+        Some(data) => match data.get(key) {
+            Some(v) => Ok(Some(text(v))),
+            None if optional => Ok(None),
+            None => Err(EnvError(format!("couldn't find key {key} in {kind} {ns}/{name}"))),
+        },
+        None if optional => Ok(None),
+        None => Err(EnvError(format!("{} \"{name}\" not found", kind.to_ascii_lowercase()))),
+    }
+}
+
 /// The environment of `c`, in order. `service_env` (the API server's
 /// `KUBERNETES_SERVICE_*`) comes last, for names the spec does not set.
 pub fn build(
@@ -117,35 +138,15 @@ pub fn build(
                 downward::resource(pod, &c.name, r, facts).map_err(EnvError)?
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional == Some(true);
-                match objects.config_maps.get(&r.name).cloned().flatten() {
-                    Some(data) => match data.get(&r.key) {
-                        Some(v) => text(v),
-                        None if optional => continue,
-                        None => {
-                            return Err(EnvError(format!(
-                                "couldn't find key {} in ConfigMap {ns}/{}",
-                                r.key, r.name
-                            )));
-                        }
-                    },
-                    None if optional => continue,
-                    None => return Err(EnvError(format!("configmap \"{}\" not found", r.name))),
+                match key_value(&objects.config_maps, "ConfigMap", ns, &r.name, &r.key, optional)? {
+                    Some(v) => v,
+                    None => continue,
                 }
             } else if let Some(r) = &from.secret_key_ref {
                 let optional = r.optional == Some(true);
-                match objects.secrets.get(&r.name).cloned().flatten() {
-                    Some(data) => match data.get(&r.key) {
-                        Some(v) => text(v),
-                        None if optional => continue,
-                        None => {
-                            return Err(EnvError(format!(
-                                "couldn't find key {} in Secret {ns}/{}",
-                                r.key, r.name
-                            )));
-                        }
-                    },
-                    None if optional => continue,
-                    None => return Err(EnvError(format!("secret \"{}\" not found", r.name))),
+                match key_value(&objects.secrets, "Secret", ns, &r.name, &r.key, optional)? {
+                    Some(v) => v,
+                    None => continue,
                 }
             } else {
                 String::new()

@@ -378,7 +378,7 @@ fn detach_netns_pins(dir: &Path) {
             let (left, right) = text.split_once(" - ")?;
             let fstype = right.split(' ').next()?;
             let point = left.split(' ').nth(4)?;
-            (fstype == "nsfs").then(|| PathBuf::from(unescape(point)))
+            (fstype == "nsfs").then(|| PathBuf::from(linux_ns::mounts::unescape_mountinfo(point)))
         })
         .filter(|p| p.starts_with(dir))
         .collect();
@@ -386,36 +386,5 @@ fn detach_netns_pins(dir: &Path) {
     pins.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
     for pin in pins {
         let _ = umount2(&pin, MntFlags::MNT_DETACH);
-    }
-}
-
-/// mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|d| (b'0'..=b'7').contains(d)) {
-            let v = b[i + 1..i + 4].iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
-            if let Ok(v) = u8::try_from(v) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/a\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
     }
 }

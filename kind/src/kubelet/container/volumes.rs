@@ -292,14 +292,18 @@ pub fn node_path(node_root: &Path, path: &str) -> Result<PathBuf, String> {
 pub fn check_host_path(volume: &str, shown: &str, path: &Path, kind: &str) -> Result<(), String> {
     let failed = |what: &str| setup_failed(volume, format!("hostPath type check failed: {shown} is not {what}"));
     let meta = std::fs::metadata(path);
+    let must_be = |is: fn(&std::fs::Metadata) -> bool, what: &str| match &meta {
+        Ok(m) if is(m) => Ok(()),
+        _ => Err(failed(what)),
+    };
     match kind {
         "" => Ok(()),
-        "DirectoryOrCreate" => match meta {
+        "DirectoryOrCreate" => match &meta {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => Err(failed("a directory")),
             Err(_) => std::fs::create_dir_all(path).map_err(|e| setup_failed(volume, format!("creating {shown}: {e}"))),
         },
-        "FileOrCreate" => match meta {
+        "FileOrCreate" => match &meta {
             Ok(m) if m.is_file() => Ok(()),
             Ok(_) => Err(failed("a file")),
             Err(_) => {
@@ -315,31 +319,11 @@ pub fn check_host_path(volume: &str, shown: &str, path: &Path, kind: &str) -> Re
                     .map_err(|e| setup_failed(volume, format!("creating {shown}: {e}")))
             }
         },
-        "Directory" => meta
-            .ok()
-            .filter(|m| m.is_dir())
-            .map(drop)
-            .ok_or_else(|| failed("a directory")),
-        "File" => meta
-            .ok()
-            .filter(|m| m.is_file())
-            .map(drop)
-            .ok_or_else(|| failed("a file")),
-        "Socket" => meta
-            .ok()
-            .filter(|m| m.file_type().is_socket())
-            .map(drop)
-            .ok_or_else(|| failed("a socket file")),
-        "CharDevice" => meta
-            .ok()
-            .filter(|m| m.file_type().is_char_device())
-            .map(drop)
-            .ok_or_else(|| failed("a character device")),
-        "BlockDevice" => meta
-            .ok()
-            .filter(|m| m.file_type().is_block_device())
-            .map(drop)
-            .ok_or_else(|| failed("a block device")),
+        "Directory" => must_be(|m| m.is_dir(), "a directory"),
+        "File" => must_be(|m| m.is_file(), "a file"),
+        "Socket" => must_be(|m| m.file_type().is_socket(), "a socket file"),
+        "CharDevice" => must_be(|m| m.file_type().is_char_device(), "a character device"),
+        "BlockDevice" => must_be(|m| m.file_type().is_block_device(), "a block device"),
         other => Err(setup_failed(volume, format!("unknown hostPath type {other:?}"))),
     }
 }

@@ -2,7 +2,6 @@
 //! as an `autoscaling/v1` `Scale` (what `kubectl scale` reads and patches),
 //! and a written `Scale` turned back into a change of `spec.replicas`.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector;
 use serde_json::{Value, json};
 
 use crate::apiserver::registry::meta::{meta_str, name_of};
@@ -12,12 +11,7 @@ use crate::apiserver::status::ApiError;
 /// `obj` as a `Scale`: its identity, `spec.replicas`, the observed replicas
 /// and the selector in its query form.
 pub(crate) fn to_scale(obj: &Value) -> Value {
-    let selector = obj
-        .pointer("/spec/selector")
-        .and_then(|s| serde_json::from_value::<ApiSelector>(s.clone()).ok())
-        .and_then(|s| LabelSelector::from_api(&s).ok())
-        .map(|s| s.to_query())
-        .unwrap_or_default();
+    let selector = LabelSelector::query_of_spec(obj);
     let mut metadata = serde_json::Map::new();
     for key in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
         if let Some(v) = obj.pointer(&format!("/metadata/{key}")) {
