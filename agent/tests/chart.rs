@@ -4,6 +4,8 @@
 //! `istio-cni-agent manifest | kubectl apply -f -`). Needs helm (ci/setup
 //! installs helm 4); skipped without it, except in CI.
 
+mod daemonset_support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -44,21 +46,6 @@ fn helm_template(helm: &Path, sets: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-fn manifest(sets: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_istio-cni-agent"));
-    cmd.arg("manifest");
-    for set in sets {
-        cmd.args(["--set", set]);
-    }
-    let out = cmd.output().expect("running istio-cni-agent manifest");
-    assert!(
-        out.status.success(),
-        "manifest {sets:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn helm() -> Option<std::path::PathBuf> {
@@ -139,7 +126,7 @@ fn the_chart_renders_what_the_manifest_command_renders() {
                 continue;
             }
         };
-        let ours = objects(&manifest(sets));
+        let ours = objects(&String::from_utf8_lossy(&daemonset_support::manifest(sets)));
         if chart.keys().ne(ours.keys()) {
             failures.push(format!(
                 "{sets:?}: objects differ: chart {:?}, manifest {:?}",

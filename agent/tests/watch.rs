@@ -23,6 +23,17 @@ const PRIMARY: &str = r#"{
 }
 "#;
 
+/// A node with the kindnet primary config and the agent started on it,
+/// Ready: its dirs, the primary's path, the agent.
+fn ready_on_primary(label: &str) -> (NodeDirs, std::path::PathBuf, Agent) {
+    let dirs = NodeDirs::new(label);
+    let primary = dirs.conf_dir.join("10-kindnet.conflist");
+    std::fs::write(&primary, PRIMARY).unwrap();
+    let mut agent = Agent::start(&dirs.env());
+    agent.wait_ready(Duration::from_secs(10));
+    (dirs, primary, agent)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -30,11 +41,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn the_entry_comes_back_after_every_primary_rewrite() {
-    let dirs = NodeDirs::new("rewrites");
-    let primary = dirs.conf_dir.join("10-kindnet.conflist");
-    std::fs::write(&primary, PRIMARY).unwrap();
-    let mut agent = Agent::start(&dirs.env());
-    agent.wait_ready(Duration::from_secs(10));
+    let (dirs, primary, agent) = ready_on_primary("rewrites");
     assert!(has_istio_entry(&primary), "installed on start");
     assert!(dirs.bin_dir.join("istio-cni").exists());
     assert!(dirs.run_dir.join("istio-cni-kubeconfig").exists());
@@ -78,11 +85,7 @@ fn the_entry_comes_back_after_every_primary_rewrite() {
 
 #[test]
 fn a_file_storm_is_throttled_and_passes() {
-    let dirs = NodeDirs::new("storm");
-    let primary = dirs.conf_dir.join("10-kindnet.conflist");
-    std::fs::write(&primary, PRIMARY).unwrap();
-    let mut agent = Agent::start(&dirs.env());
-    agent.wait_ready(Duration::from_secs(10));
+    let (dirs, primary, agent) = ready_on_primary("storm");
     let passes_before = agent.metric("istio_cni_installs_total{result=\"SUCCESS\"}");
     let cpu_before = agent.cpu_time();
     let start = Instant::now();
@@ -105,11 +108,7 @@ fn a_file_storm_is_throttled_and_passes() {
 
 #[test]
 fn sigterm_restores_the_node() {
-    let dirs = NodeDirs::new("sigterm");
-    let primary = dirs.conf_dir.join("10-kindnet.conflist");
-    std::fs::write(&primary, PRIMARY).unwrap();
-    let mut agent = Agent::start(&dirs.env());
-    agent.wait_ready(Duration::from_secs(10));
+    let (dirs, primary, agent) = ready_on_primary("sigterm");
     assert_eq!(agent.health("/healthz"), Some(200));
     assert!(agent.metrics().contains("istio_cni_install_ready 1"));
     assert_eq!(agent.terminate(), Some(0));

@@ -4,12 +4,19 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn render(args: &[&str], stdin: &str) -> Output {
+    render_in(&[], args, stdin)
+}
+
+/// `istio-cni render ARGS` fed `stdin`, on a node whose environment sets
+/// only `env` of the variables that shape the rules.
+fn render_in(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
         .arg("render")
         .args(args)
         .env_remove("ISTIO_OUTBOUND_OWNER_GROUPS")
         .env_remove("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE")
         .env_remove("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -25,6 +32,18 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The rules printed by a successful render.
+fn rendered(out: &Output) -> String {
+    assert!(out.status.success(), "{}", stderr(out));
+    stdout(out)
+}
+
+/// Exit code 2 (bad input) with `expected` in the error; `what` names the input.
+fn assert_refused(out: &Output, expected: &str, what: &str) {
+    assert_eq!(out.status.code(), Some(2), "{what}");
+    assert!(stderr(out).contains(expected), "{what}: {}", stderr(out));
 }
 
 fn fixture(name: &str) -> String {
@@ -46,8 +65,7 @@ spec:
 #[test]
 fn a_single_pod_prints_exactly_the_restore_payload() {
     let out = render(&["-f", &fixture("istio-plugin/basic.yaml")], "");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = rendered(&out);
     assert!(text.starts_with("* nat\n-N ISTIO_INBOUND\n"), "{text}");
     assert!(text.ends_with("-A ISTIO_OUTPUT -j ISTIO_REDIRECT\nCOMMIT\n"), "{text}");
     assert!(!text.contains('#'), "no headers for one IPv4 pod: {text}");
@@ -56,15 +74,14 @@ fn a_single_pod_prints_exactly_the_restore_payload() {
 #[test]
 fn stdin_and_ipv6_and_nftables() {
     let v6 = render(&["-f", "-", "--ipv6"], MESHED_POD);
-    assert!(v6.status.success(), "{}", stderr(&v6));
-    let text = stdout(&v6);
+    let text = rendered(&v6);
     assert!(text.contains("# iptables-restore (IPv4)\n* nat\n"), "{text}");
     assert!(text.contains("# ip6tables-restore (IPv6)\n* nat\n"), "{text}");
     assert!(text.contains("-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN"), "{text}");
 
     let nft = render(&["-f", "-", "--backend", "nftables"], MESHED_POD);
-    assert!(nft.status.success(), "{}", stderr(&nft));
-    assert!(stdout(&nft).starts_with("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
+    let text = rendered(&nft);
+    assert!(text.starts_with("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
 }
 
 #[test]
@@ -73,8 +90,7 @@ fn several_documents_get_a_header_each_and_skips_say_why() {
         "{MESHED_POD}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: plain}}\nspec:\n  template:\n    spec:\n      containers: [{{name: app, image: app}}]\n---\n"
     );
     let out = render(&["-f", "-"], &manifest);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = rendered(&out);
     assert!(text.starts_with("# Pod/web\n* nat\n"), "{text}");
     assert!(
         text.ends_with("# Deployment/plain\n# skip: pod has no istio-proxy container\n"),
@@ -96,8 +112,7 @@ fn every_workload_kind_with_a_pod_template_is_read() {
         "---\nkind: CronJob\nmetadata: {{name: w}}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        {cron_template}\n"
     ));
     let out = render(&["-f", "-"], &manifest);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = rendered(&out);
     for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"] {
         let block = text
             .split(&format!("# {kind}/w\n"))
@@ -117,8 +132,8 @@ fn json_lists_are_read() {
     let pod: serde_json::Value = serde_yaml::from_str(MESHED_POD).unwrap();
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [pod.clone(), pod]});
     let out = render(&["-f", "-"], &list.to_string());
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).matches("# Pod/web\n* nat\n").count(), 2);
+    let text = rendered(&out);
+    assert_eq!(text.matches("# Pod/web\n* nat\n").count(), 2);
 }
 
 #[test]
@@ -177,8 +192,8 @@ fn proxy_ids_outside_kubernetes_range_exit_2_naming_the_field() {
         "args: [proxy, sidecar], securityContext: {runAsUser: 2147483647, runAsGroup: 5}",
     );
     let out = render(&["-f", "-"], &pod);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("--uid-owner 2147483647"), "{}", stdout(&out));
+    let text = rendered(&out);
+    assert!(text.contains("--uid-owner 2147483647"), "{text}");
     assert!(stdout(&out).contains("--gid-owner 5"), "{}", stdout(&out));
 }
 
@@ -193,44 +208,39 @@ fn bad_manifests_exit_2_naming_the_problem() {
     ];
     for (manifest, expected) in cases {
         let out = render(&["-f", "-"], manifest);
-        assert_eq!(out.status.code(), Some(2), "{manifest}");
-        assert!(stderr(&out).contains(expected), "{manifest}: {}", stderr(&out));
+        assert_refused(&out, expected, manifest);
     }
     let missing = render(&["-f", "/nonexistent/pod.yaml"], "");
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(
-        stderr(&missing).contains("cannot read /nonexistent/pod.yaml"),
-        "{}",
-        stderr(&missing)
-    );
+    assert_refused(&missing, "cannot read /nonexistent/pod.yaml", "a missing file");
 }
 
 #[test]
 fn node_environment_shapes_the_rules_like_the_plugin() {
-    let out = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
-        .args(["render", "-f", &fixture("istio-plugin/basic.yaml")])
-        .env("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "127.0.0.1/8")
-        .env("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let basic = fixture("istio-plugin/basic.yaml");
+    let out = render_in(
+        &[
+            ("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "127.0.0.1/8"),
+            ("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888"),
+        ],
+        &["-f", &basic],
+        "",
+    );
+    let text = rendered(&out);
     assert!(text.contains("-A ISTIO_OUTPUT -d 127.0.0.1/8 -j RETURN"), "{text}");
     assert!(
         text.contains("-A ISTIO_OUTPUT -m owner --gid-owner 888 -j RETURN"),
         "{text}"
     );
 
-    let bad = Command::new(env!("CARGO_BIN_EXE_istio-cni"))
-        .args(["render", "-f", &fixture("istio-plugin/basic.yaml")])
-        .env("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "10.0.0.1/8")
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        stderr(&bad).contains("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"),
-        "{}",
-        stderr(&bad)
+    let bad = render_in(
+        &[("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "10.0.0.1/8")],
+        &["-f", &basic],
+        "",
+    );
+    assert_refused(
+        &bad,
+        "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
+        "a loopback CIDR not in 127/8",
     );
 }
 

@@ -47,6 +47,20 @@ fn snapshot_transactions() -> Vec<(String, String)> {
 /// The listing, and the kernel's bytecode of every rule without the rule
 /// handles (`inet TABLE CHAIN HANDLE [POSITION]`): handles number messages,
 /// and an insert is sent as an append in its final place.
+/// Applies the default classic rules over netlink into a fresh netns, then
+/// them plus `rule`, which must be refused and leave the ruleset as it was:
+/// the refused text and the error.
+fn refused_over_default(rule: &str) -> (String, NftError) {
+    let good = case("render_snapshots__default-classic");
+    let ns = TestNetns::new();
+    native(&good, &ns).unwrap();
+    let before = list(&ns);
+    let bad = format!("{good}{rule}\n");
+    let err = native(&bad, &ns).unwrap_err();
+    assert_eq!(list(&ns), before, "a refused batch changed the ruleset: {err}");
+    (bad, err)
+}
+
 fn list(ns: &TestNetns) -> (String, String) {
     let bytecode = ns.exec_ok(&["nft", "--debug=netlink", "list", "ruleset"]);
     let bytecode = bytecode
@@ -169,15 +183,10 @@ fn a_rule_the_kernel_refuses_rolls_back_the_whole_batch() {
     if !gate("nft_netlink_atomic", NETNS) {
         return;
     }
-    let good = case("render_snapshots__default-classic");
-    let ns = TestNetns::new();
-    native(&good, &ns).unwrap();
-    let before = list(&ns);
     // Same tables (so the batch flushes them first), plus a jump the kernel
     // refuses: the flush must not survive either.
-    let bad = format!("{good}add rule inet istio-proxy-nat output counter jump no-such-chain\n");
+    let (bad, err) = refused_over_default("add rule inet istio-proxy-nat output counter jump no-such-chain");
     let bad_line = bad.lines().count();
-    let err = native(&bad, &ns).unwrap_err();
     match &err {
         NftError::Kernel(NativeError::Rejected { line, source, .. }) => {
             assert_eq!(*line, bad_line, "{err}");
@@ -187,7 +196,6 @@ fn a_rule_the_kernel_refuses_rolls_back_the_whole_batch() {
     }
     assert!(err.to_string().contains("jump no-such-chain"), "{err}");
     assert!(err.to_string().contains("nothing was applied"), "{err}");
-    assert_eq!(list(&ns), before, "a refused batch changed the ruleset");
 
     // Into an empty netns: no table appears.
     let fresh = TestNetns::new();
@@ -200,15 +208,10 @@ fn an_invalid_element_is_refused_before_anything_is_sent() {
     if !gate("nft_netlink_invalid", NETNS) {
         return;
     }
-    let good = case("render_snapshots__default-classic");
-    let ns = TestNetns::new();
-    native(&good, &ns).unwrap();
-    let before = list(&ns);
-    let bad = format!("{good}add rule inet istio-proxy-nat istio-output ip daddr 10.0.0.300/8 counter return\n");
-    let err = native(&bad, &ns).unwrap_err();
+    let (_, err) =
+        refused_over_default("add rule inet istio-proxy-nat istio-output ip daddr 10.0.0.300/8 counter return");
     assert!(matches!(err, NftError::Compile(_)), "{err}");
     assert!(err.to_string().contains("\"10.0.0.300\" is not an IP address"), "{err}");
-    assert_eq!(list(&ns), before);
 }
 
 #[test]

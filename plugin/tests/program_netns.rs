@@ -32,6 +32,18 @@ fn run(ns: &TestNetns, pod: &PodSpec, backend: Backend) -> Programmed {
         .unwrap_or_else(|e| panic!("program {backend:?} into {}: {e}", ns.name))
 }
 
+/// Programs the pod with the iptables backend, which chooses `chosen`;
+/// `applied` says whether rules are written (a re-program is a no-op).
+fn iptables_run(ns: &TestNetns, pod: &PodSpec, chosen: Variant, applied: bool) -> Programmed {
+    let out = run(ns, pod, Backend::Iptables);
+    assert_eq!(variant(&out).0, chosen, "{out:?}");
+    assert_eq!(
+        out.applied, applied,
+        "applied (re-programming must be a no-op): {out:?}"
+    );
+    out
+}
+
 fn variant(p: &Programmed) -> (Variant, Option<Variant>) {
     match &p.outcome {
         Applied::Iptables(r) => (r.v4.variant, r.v6.as_ref().map(|b| b.variant)),
@@ -54,9 +66,7 @@ fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
     }
     let ns = v4_netns();
     let pod = PodSpec::default();
-    let first = run(&ns, &pod, Backend::Iptables);
-    assert_eq!(variant(&first).0, Variant::Nft, "{first:?}");
-    assert!(first.applied);
+    let first = iptables_run(&ns, &pod, Variant::Nft, true);
     assert!(!first.enable_ipv6);
     assert!(first.binary.starts_with("iptables-nft v"), "{}", first.binary);
     let save = ns.exec_ok(&["iptables-nft-save"]);
@@ -65,9 +75,7 @@ fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
     // when legacy has no rules), so a re-run picks nft again.
     assert!(!ns.exec_ok(&["iptables-legacy-save"]).contains("ISTIO"));
 
-    let second = run(&ns, &pod, Backend::Iptables);
-    assert_eq!(variant(&second).0, Variant::Nft);
-    assert!(!second.applied, "re-program must be a no-op: {second:?}");
+    let second = iptables_run(&ns, &pod, Variant::Nft, false);
     match &second.outcome {
         Applied::Iptables(r) => assert!(r.residue),
         other => panic!("{other:?}"),
@@ -89,15 +97,11 @@ fn iptables_legacy_is_chosen_when_it_already_has_rules() {
     let ns = v4_netns();
     ns.exec_ok(&["iptables-legacy", "-w", "-t", "filter", "-A", "INPUT", "-j", "ACCEPT"]);
     let pod = PodSpec::default();
-    let first = run(&ns, &pod, Backend::Iptables);
-    assert_eq!(variant(&first).0, Variant::Legacy, "{first:?}");
-    assert!(first.applied);
+    iptables_run(&ns, &pod, Variant::Legacy, true);
     assert_istio_chains(&ns.exec_ok(&["iptables-legacy-save"]));
     assert!(!ns.exec_ok(&["iptables-nft-save"]).contains("ISTIO"));
 
-    let second = run(&ns, &pod, Backend::Iptables);
-    assert_eq!(variant(&second).0, Variant::Legacy);
-    assert!(!second.applied, "re-program must be a no-op: {second:?}");
+    iptables_run(&ns, &pod, Variant::Legacy, false);
 }
 
 #[test]

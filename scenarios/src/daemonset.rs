@@ -258,11 +258,7 @@ impl<'a> DaemonSetAgent<'a> {
     }
 
     fn pods(&self) -> Vec<Pod> {
-        let api: Api<Pod> = Api::namespaced(self.cluster.client(), &self.namespace);
-        self.cluster
-            .block_on(api.list(&ListParams::default().labels(&self.selector)))
-            .map(|l| l.items)
-            .unwrap_or_default()
+        self.pods_handle().pods(self.cluster)
     }
 
     /// Each agent pod's node, phase and waiting/terminated reasons.
@@ -448,14 +444,19 @@ pub struct AgentPods {
 }
 
 impl AgentPods {
-    /// Each agent pod's node, phase, readiness and restarts, one line each.
-    pub fn states(&self, cluster: &Cluster) -> String {
+    /// The agent's pods (none when they cannot be listed: diagnostics).
+    fn pods(&self, cluster: &Cluster) -> Vec<Pod> {
         let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
-        let pods = cluster
+        cluster
             .block_on(api.list(&ListParams::default().labels(&self.selector)))
             .map(|l| l.items)
-            .unwrap_or_default();
-        pods.iter()
+            .unwrap_or_default()
+    }
+
+    /// Each agent pod's node, phase, readiness and restarts, one line each.
+    pub fn states(&self, cluster: &Cluster) -> String {
+        self.pods(cluster)
+            .iter()
             .map(|p| {
                 let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("-");
                 format!(
@@ -469,12 +470,8 @@ impl AgentPods {
 
     /// The agent pod on `node`, if any.
     fn pod_on(&self, cluster: &Cluster, node: &str) -> Option<Pod> {
-        let api: Api<Pod> = Api::namespaced(cluster.client(), &self.namespace);
-        let pods = cluster
-            .block_on(api.list(&ListParams::default().labels(&self.selector)))
-            .map(|l| l.items)
-            .unwrap_or_default();
-        pods.into_iter()
+        self.pods(cluster)
+            .into_iter()
             .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
     }
 

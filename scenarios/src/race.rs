@@ -43,8 +43,11 @@ use std::time::{Duration, Instant};
 
 use istio_cni_agent::manifest::{Inputs, Manifest};
 use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Resource;
 use kube::api::{Api, ListParams, PostParams};
+use serde::de::DeserializeOwned;
 
 use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
@@ -104,6 +107,19 @@ pub fn create(cluster: &Cluster, pod: &Pod) -> Result<Pod, Stop> {
     cluster
         .block_on(api.create(&PostParams::default(), pod))
         .map_err(|e| Stop::Fail(format!("creating pod {:?}: {e}", pod.metadata.name)))
+}
+
+/// The objects of kind `K` in `namespace` that `params` select; `what`
+/// names them in the error.
+pub fn list<K>(cluster: &Cluster, namespace: &str, params: &ListParams, what: &str) -> Result<Vec<K>, Stop>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(cluster.client(), namespace);
+    cluster
+        .block_on(api.list(params))
+        .map(|l| l.items)
+        .map_err(|e| Stop::Fail(format!("listing {what}: {e}")))
 }
 
 pub fn get(cluster: &Cluster, name: &str) -> Result<Option<Pod>, Stop> {
@@ -195,12 +211,8 @@ pub fn has_rules(rules: &str) -> bool {
 
 /// `(reason, message)` of the pod's events with `reason`.
 pub fn events(cluster: &Cluster, pod: &str, reason: &str) -> Result<Vec<String>, Stop> {
-    let api: Api<Event> = Api::namespaced(cluster.client(), NS);
-    let list = cluster
-        .block_on(api.list(&ListParams::default()))
-        .map_err(|e| Stop::Fail(format!("listing events: {e}")))?;
+    let list: Vec<Event> = list(cluster, NS, &ListParams::default(), "events")?;
     Ok(list
-        .items
         .into_iter()
         .filter(|e| e.involved_object.name.as_deref() == Some(pod) && e.reason.as_deref() == Some(reason))
         .map(|e| e.message.unwrap_or_default())
@@ -210,10 +222,8 @@ pub fn events(cluster: &Cluster, pod: &str, reason: &str) -> Result<Vec<String>,
 /// Every event of the app pods' namespace, one line each:
 /// `<object> <reason>: <message>` (diagnostics).
 pub fn all_events(cluster: &Cluster) -> String {
-    let api: Api<Event> = Api::namespaced(cluster.client(), NS);
-    match cluster.block_on(api.list(&ListParams::default())) {
+    match list::<Event>(cluster, NS, &ListParams::default(), "events") {
         Ok(list) => list
-            .items
             .into_iter()
             .map(|e| {
                 format!(
@@ -225,7 +235,7 @@ pub fn all_events(cluster: &Cluster) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
-        Err(e) => format!("(listing events: {e})"),
+        Err(e) => format!("({e})"),
     }
 }
 
@@ -242,15 +252,18 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// Notes how long a repair mode took to act: gate opened → `action` seen.
+fn note_time_to_repair(rec: &mut Record, mode: &str, action: &str, at: Duration) {
+    rec.note(format!("{mode}: time to repair (gate opened → {action}): {}", secs(at)));
+}
+
 // ---- the agent's pods ----------------------------------------------------
 
 /// The agent's pod on `node` (not being deleted), if any.
 pub fn agent_pod_on(cluster: &Cluster, namespace: &str, node: &str) -> Result<Option<Pod>, Stop> {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), namespace);
-    let list = cluster
-        .block_on(api.list(&ListParams::default().labels(lifecycle::watch::AGENT_SELECTOR)))
-        .map_err(|e| Stop::Fail(format!("listing the agent's pods: {e}")))?;
-    Ok(list.items.into_iter().find(|p| {
+    let params = ListParams::default().labels(lifecycle::watch::AGENT_SELECTOR);
+    let pods: Vec<Pod> = list(cluster, namespace, &params, "the agent's pods")?;
+    Ok(pods.into_iter().find(|p| {
         p.metadata.deletion_timestamp.is_none() && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
     }))
 }
@@ -350,6 +363,36 @@ impl Raced<'_> {
         Ok(at)
     }
 
+    /// Waits for the pod `name` Running once the mode has acted, and notes
+    /// the mode's two timings: gate opened → its action, agent Ready →
+    /// `subject` Running.
+    fn running_after_action(
+        &mut self,
+        rec: &mut Record,
+        name: &str,
+        what: &str,
+        mode: &str,
+        action: &str,
+        subject: &str,
+    ) -> Result<Pod, Stop> {
+        let acted = self.action(rec)?;
+        let pod = wait_pod(self.cluster, name, what, Duration::from_secs(30), running)?;
+        let to_running = self.ready.elapsed();
+        rec.mark("pod Running");
+        note_time_to_repair(rec, mode, action, acted);
+        rec.note(format!("{mode}: agent ready → {subject} Running: {}", secs(to_running)));
+        Ok(pod)
+    }
+
+    /// Waits for the racing pod to fail validation `more` times after the
+    /// state in `since` (unrepaired, it keeps crash-looping).
+    fn failing_again(&self, since: &Pod, more: i32, what: &str, timeout: Duration) -> Result<Pod, Stop> {
+        let restarts = validation_exits(since).2;
+        wait_pod(self.cluster, "early", what, timeout, |p| {
+            validation_exits(p).2 >= restarts + more
+        })
+    }
+
     fn agent_log(&self) -> String {
         agent_log(self.cluster, &self.namespace, &self.node)
     }
@@ -384,11 +427,9 @@ pub(crate) fn race_cluster(env: &Env, rec: &mut Record) -> Result<Cluster, Stop>
 
 /// The only pod of Deployment `early`, once it exists.
 fn deployment_pod(cluster: &Cluster) -> Result<Option<Pod>, Stop> {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
-    let list = cluster
-        .block_on(api.list(&ListParams::default().labels("lifecycle-app=early")))
-        .map_err(|e| Stop::Fail(format!("listing the Deployment's pods: {e}")))?;
-    Ok(list.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()))
+    let params = ListParams::default().labels("lifecycle-app=early");
+    let pods: Vec<Pod> = list(cluster, NS, &params, "the Deployment's pods")?;
+    Ok(pods.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()))
 }
 
 /// The race: the DaemonSet gated off, the broken pod, then the gate opened
@@ -531,22 +572,14 @@ fn race_repair(env: &Env, rec: &mut Record) -> Step {
         Some(("repaired (netns programmed)", repaired)),
         Owner::Bare,
         |r, rec| {
-            let repaired = r.action(rec)?;
-            let pod = wait_pod(
-                r.cluster,
+            let pod = r.running_after_action(
+                rec,
                 "early",
                 "the repaired pod Running",
-                Duration::from_secs(30),
-                running,
+                "repairPods",
+                "netns programmed",
+                "pod",
             )?;
-            let to_running = r.ready.elapsed();
-            rec.mark("pod Running");
-            rec.note(format!(
-                "repairPods: time to repair (gate opened → netns programmed): {}",
-                secs(repaired)
-            ));
-            rec.note(format!("repairPods: agent ready → pod Running: {}", secs(to_running)));
-
             ensure!(
                 pod.metadata.uid == r.broken.metadata.uid,
                 "not the same pod: repaired in place"
@@ -579,30 +612,21 @@ fn race_delete(env: &Env, rec: &mut Record) -> Step {
         |r, rec| {
             let old = r.broken.metadata.uid.clone();
             let old_name = r.name();
-            let deleted = r.action(rec)?;
+            r.action(rec)?;
             // The Deployment's ReplicaSet creates a replacement.
             let replacement = wait("the ReplicaSet's replacement", Duration::from_secs(30), || {
                 Ok(deployment_pod(r.cluster)?.filter(|p| p.metadata.uid != old))
             })?;
             let name = pod_name(&replacement);
             rec.mark(format!("recreated by the ReplicaSet: {name}"));
-            let pod = wait_pod(
-                r.cluster,
+            let pod = r.running_after_action(
+                rec,
                 &name,
                 "the new pod Running",
-                Duration::from_secs(30),
-                running,
+                "deletePods",
+                "pod deleted",
+                "replacement",
             )?;
-            let to_running = r.ready.elapsed();
-            rec.mark("pod Running");
-            rec.note(format!(
-                "deletePods: time to repair (gate opened → pod deleted): {}",
-                secs(deleted)
-            ));
-            rec.note(format!(
-                "deletePods: agent ready → replacement Running: {}",
-                secs(to_running)
-            ));
             ensure!(
                 validation_exits(&pod) == (Some(0), None, 0),
                 "the new pod's validation passed the first time: {}",
@@ -632,10 +656,7 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
         Owner::Bare,
         |r, rec| {
             let at = r.action(rec)?;
-            rec.note(format!(
-                "labelPods: time to repair (gate opened → label visible): {}",
-                secs(at)
-            ));
+            note_time_to_repair(rec, "labelPods", "label visible", at);
             let pod = get(r.cluster, "early")?.ok_or_else(|| Stop::Fail("the labelled pod is gone".into()))?;
             ensure!(pod.metadata.uid == r.broken.metadata.uid, "the same pod");
             ensure!(
@@ -649,14 +670,7 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
                 pod.metadata.labels
             );
             // Labelling is detection only: the pod keeps failing.
-            let restarts = validation_exits(&pod).2;
-            let later = wait_pod(
-                r.cluster,
-                "early",
-                "two more validation failures",
-                Duration::from_secs(30),
-                |p| validation_exits(p).2 >= restarts + 2,
-            )?;
+            let later = r.failing_again(&pod, 2, "two more validation failures", Duration::from_secs(30))?;
             rec.mark("still broken");
             ensure!(phase(&later) == "Pending", "the labelled pod: {}", pod_summary(&later));
             ensure!(validation_exits(&later).1 == Some(126), "{}", pod_summary(&later));
@@ -674,14 +688,7 @@ fn race_label(env: &Env, rec: &mut Record) -> Step {
 
 fn race_disabled(env: &Env, rec: &mut Record) -> Step {
     run_race(env, rec, &["repair.enabled=false"], None, Owner::Bare, |r, rec| {
-        let restarts = validation_exits(&r.broken).2;
-        let later = wait_pod(
-            r.cluster,
-            "early",
-            "three more validation failures",
-            Duration::from_secs(40),
-            |p| validation_exits(p).2 >= restarts + 3,
-        )?;
+        let later = r.failing_again(&r.broken, 3, "three more validation failures", Duration::from_secs(40))?;
         // Between failures the init container waits in CrashLoopBackOff.
         wait("Init:CrashLoopBackOff", Duration::from_secs(10), || {
             let p = get(r.cluster, "early")?;

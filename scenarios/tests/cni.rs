@@ -47,24 +47,23 @@ fn uninstall_fails_on_a_file_left_behind() {
         ),
         other => panic!("uninstall passed with a stray file: {other:?}"),
     }
-    let log = record
-        .diagnostics
-        .iter()
-        .find(|(title, _)| title.starts_with("agent and plugin log (node-0"))
-        .map(|(_, body)| body.as_str())
-        .unwrap_or_default();
+    // The body of the first diagnostics block whose title starts so.
+    let block = |prefix: &str| {
+        record
+            .diagnostics
+            .iter()
+            .find(|(title, _)| title.starts_with(prefix))
+            .map(|(_, body)| body.as_str())
+            .unwrap_or_default()
+    };
+    let log = block("agent and plugin log (node-0");
     assert!(
         !log.is_empty(),
         "the agent's log, read from its pod: {:?}",
         record.diagnostics
     );
     // The config is shown as a diff naming the stray file, not as two dumps.
-    let diff = record
-        .diagnostics
-        .iter()
-        .find(|(title, _)| title.starts_with("CNI config diff"))
-        .map(|(_, body)| body.as_str())
-        .unwrap_or_default();
+    let diff = block("CNI config diff");
     assert!(
         diff.contains("/etc/cni/net.d/99-stray.conf (before: absent)") && diff.contains("\n+{}"),
         "{diff}"

@@ -132,28 +132,18 @@ fn sync_dir(dir: &Path) {
 mod tests {
     use super::*;
 
-    fn scratch(label: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("istio-cni-atomic-{}-{label}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        p
-    }
+    use testkit::Scratch;
 
     #[test]
     fn replaces_with_mode_and_cleans_leftovers() {
-        let dir = scratch("replace");
+        let dir = Scratch::new("atomic-replace");
         let target = dir.join("10-x.conflist");
         fs::write(dir.join("10-x.conflist.tmp.123"), b"torn").unwrap();
         fs::write(dir.join("10-x.conflist.tmp.abc"), b"not ours").unwrap();
         write(&target, b"{}", 0o640, None).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"{}");
         assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o7777, 0o640);
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["10-x.conflist", "10-x.conflist.tmp.abc"]);
+        assert_eq!(testkit::names_in(&dir), ["10-x.conflist", "10-x.conflist.tmp.abc"]);
         fs::write(dir.join("10-x.conflist.tmp.7"), b"torn").unwrap();
         fs::write(dir.join("10-x.conflist.tmp.8"), b"torn").unwrap();
         fs::write(dir.join("10-x.conflist.tmp."), b"not ours").unwrap();
@@ -169,14 +159,12 @@ mod tests {
         assert!(!is_temp_name("10-x.conflist.tmp.abc"));
         assert!(remove(&target).unwrap());
         assert!(!remove(&target).unwrap());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn missing_dir_is_an_error_and_leaves_nothing() {
-        let dir = scratch("missing");
+        let dir = Scratch::new("atomic-missing");
         let err = write(&dir.join("nope/file"), b"x", 0o600, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        fs::remove_dir_all(dir).unwrap();
     }
 }

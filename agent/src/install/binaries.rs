@@ -133,8 +133,7 @@ mod tests {
 
     #[test]
     fn copies_updates_and_skips_identical() {
-        let root = std::env::temp_dir().join(format!("istio-cni-bins-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = testkit::Scratch::new("bins");
         let (src, dst) = (root.join("src"), root.join("dst"));
         fs::create_dir_all(src.join("subdir")).unwrap();
         fs::create_dir_all(&dst).unwrap();
@@ -161,15 +160,13 @@ mod tests {
         assert_eq!(fs::read(dst.join("istio-cni")).unwrap(), b"v3");
         let err = copy_all(&root.join("nope"), &dst).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
-        fs::remove_dir_all(&root).unwrap();
     }
 
     /// A source over the limit is an error naming it, before anything is
     /// read or written; FIFOs and devices in the source dir are not copied.
     #[test]
     fn oversized_sources_are_refused_and_special_files_skipped() {
-        let root = std::env::temp_dir().join(format!("istio-cni-bins-limit-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = testkit::Scratch::new("bins-limit");
         let (src, dst) = (root.join("src"), root.join("dst"));
         fs::create_dir_all(&src).unwrap();
         fs::create_dir_all(&dst).unwrap();
@@ -192,6 +189,5 @@ mod tests {
         assert!(compare(&src.join("istio-cni"), &dst.join("istio-cni"), mode, 5).unwrap());
         assert!(!compare(&src.join("istio-cni"), &dst.join("istio-cni"), mode, 4).unwrap());
         assert!(open_regular(&src.join("a-fifo")).is_err());
-        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -237,13 +237,11 @@ mod tests {
 
     #[test]
     fn istio_shape_and_summary() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-kubeconfig-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::Scratch::new("kubeconfig");
         fs::write(dir.join("token"), "service_account_token_string").unwrap();
         fs::write(dir.join("ca.crt"), "CA").unwrap();
         let mut s = InstallSettings::from_flags(&[]);
-        s.service_account_dir = dir.clone();
+        s.service_account_dir = dir.to_path_buf();
         s.kubernetes_service_host = "10.96.0.1".into();
         s.kubernetes_service_port = "443".into();
         let Rendered { text, summary } = render(&s).unwrap();
@@ -271,6 +269,5 @@ mod tests {
                 .to_string()
                 .contains("KUBERNETES_SERVICE_HOST not set")
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -77,8 +77,7 @@ mod tests {
 
     #[test]
     fn byte_order_validity_and_twins() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-select-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = testkit::Scratch::new("select");
         fs::create_dir_all(dir.join("99-dir.conf")).unwrap();
         let files = [
             ("a.conf", r#"{"type":"bridge"}"#),
@@ -110,8 +109,7 @@ mod tests {
     /// lists a file named just `.conf`.
     #[test]
     fn validity_is_libcnis_parsing() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-select-libcni-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = testkit::Scratch::new("select-libcni");
         fs::create_dir_all(dir.join("10-inline-only")).unwrap();
         let files = [
             (
@@ -146,14 +144,11 @@ mod tests {
                 .unwrap_err()
                 .contains("no plugins in list")
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn twins_are_the_shared_rule() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-select-twins-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::Scratch::new("select-twins");
         for (n, t) in [
             ("a.conf", r#"{"type":"bridge"}"#),
             ("ZZZ.conflist", "{}"),
@@ -166,16 +161,13 @@ mod tests {
         assert_eq!(resolve(&dir, "a.conf"), Some(dir.join("a.conf")));
         assert_eq!(resolve(&dir, "b.conf"), None);
         assert_eq!(resolve(&dir, "04-ok.json"), Some(dir.join("04-ok.json")));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A FIFO, a device and an oversized (otherwise valid) config sorting
     /// before the real primary are skipped promptly; the primary is chosen.
     #[test]
     fn special_and_oversized_files_are_skipped_not_read() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-select-special-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::Scratch::new("select-special");
         let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
         nix::unistd::mkfifo(&dir.join("00-fifo.conflist"), mode).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join("01-zero.conflist")).unwrap();
@@ -188,7 +180,7 @@ mod tests {
         )
         .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let scan = dir.clone();
+        let scan = dir.to_path_buf();
         std::thread::spawn(move || tx.send(valid_configs(&scan)));
         let valid = rx
             .recv_timeout(std::time::Duration::from_secs(10))
@@ -206,6 +198,5 @@ mod tests {
             check_file(&dir.join("02-big.conflist")).unwrap_err(),
             format!("larger than the limit of {} bytes", Limits::CONFIG.max_bytes)
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -127,9 +127,7 @@ mod tests {
 
     #[test]
     fn save_load_round_trip_and_empty_deletes() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-state-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::Scratch::new("state");
         assert_eq!(State::load(&dir), State::default());
         let mut s = State::default();
         s.put(Record {
@@ -145,16 +143,13 @@ mod tests {
         assert!(!State::path(&dir).exists());
         fs::write(State::path(&dir), b"{torn").unwrap();
         assert_eq!(State::load(&dir), State::default());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A FIFO (no writer) or a device where the state file goes is ignored
     /// at once instead of blocking cleanup forever or filling memory.
     #[test]
     fn a_fifo_or_device_state_file_is_ignored_promptly() {
-        let dir = std::env::temp_dir().join(format!("istio-cni-state-special-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::Scratch::new("state-special");
         let path = State::path(&dir);
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let load = |dir: PathBuf| {
@@ -163,10 +158,9 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10))
                 .expect("State::load still blocked after 10 s")
         };
-        assert_eq!(load(dir.clone()), State::default());
+        assert_eq!(load(dir.to_path_buf()), State::default());
         fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
-        assert_eq!(load(dir.clone()), State::default());
-        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(load(dir.to_path_buf()), State::default());
     }
 }

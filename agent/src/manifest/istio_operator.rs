@@ -81,24 +81,11 @@ impl K8sOverlay {
                 mine.get_or_insert_with(BTreeMap::new).extend(theirs);
             }
         }
-        if let Some(env) = later.env {
-            let mine = self.env.get_or_insert_with(Vec::new);
-            for e in env {
-                upsert(mine, e, |a, b| a.name == b.name);
-            }
-        }
-        if let Some(volumes) = later.volumes {
-            let mine = self.volumes.get_or_insert_with(Vec::new);
-            for v in volumes {
-                upsert(mine, v, |a, b| a.name == b.name);
-            }
-        }
-        if let Some(mounts) = later.volume_mounts {
-            let mine = self.volume_mounts.get_or_insert_with(Vec::new);
-            for m in mounts {
-                upsert(mine, m, |a, b| a.mount_path == b.mount_path);
-            }
-        }
+        upsert_all(&mut self.env, later.env, |a, b| a.name == b.name);
+        upsert_all(&mut self.volumes, later.volumes, |a, b| a.name == b.name);
+        upsert_all(&mut self.volume_mounts, later.volume_mounts, |a, b| {
+            a.mount_path == b.mount_path
+        });
         self.labels.extend(later.labels);
     }
 
@@ -111,9 +98,7 @@ impl K8sOverlay {
                 .extend(self.labels.clone());
         }
         let Some(spec) = ds.spec.as_mut() else { return };
-        if let Some(s) = &self.strategy {
-            spec.update_strategy = Some(s.clone());
-        }
+        set_if_given(&mut spec.update_strategy, &self.strategy);
         let template = &mut spec.template;
         if !self.labels.is_empty() {
             let meta = template.metadata.get_or_insert_with(Default::default);
@@ -126,57 +111,43 @@ impl K8sOverlay {
             meta.annotations.get_or_insert_with(BTreeMap::new).extend(a.clone());
         }
         let Some(pod) = template.spec.as_mut() else { return };
-        if let Some(a) = &self.affinity {
-            pod.affinity = Some(a.clone());
-        }
+        set_if_given(&mut pod.affinity, &self.affinity);
         if let Some(n) = &self.node_selector {
             pod.node_selector.get_or_insert_with(BTreeMap::new).extend(n.clone());
         }
-        if let Some(p) = &self.priority_class_name {
-            pod.priority_class_name = Some(p.clone());
-        }
-        if let Some(t) = &self.tolerations {
-            pod.tolerations = Some(t.clone());
-        }
-        if let Some(s) = &self.security_context {
-            pod.security_context = Some(s.clone());
-        }
-        if let Some(vols) = &self.volumes {
-            let mine = pod.volumes.get_or_insert_with(Vec::new);
-            for v in vols {
-                upsert(mine, v.clone(), |a, b| a.name == b.name);
-            }
-        }
+        set_if_given(&mut pod.priority_class_name, &self.priority_class_name);
+        set_if_given(&mut pod.tolerations, &self.tolerations);
+        set_if_given(&mut pod.security_context, &self.security_context);
+        upsert_all(&mut pod.volumes, self.volumes.clone(), |a, b| a.name == b.name);
         for c in pod.containers.iter_mut() {
-            if let Some(p) = &self.image_pull_policy {
-                c.image_pull_policy = Some(p.clone());
-            }
-            if let Some(p) = &self.readiness_probe {
-                c.readiness_probe = Some(p.clone());
-            }
-            if let Some(r) = &self.resources {
-                c.resources = Some(r.clone());
-            }
-            if let Some(env) = &self.env {
-                let mine = c.env.get_or_insert_with(Vec::new);
-                for e in env {
-                    upsert(mine, e.clone(), |a, b| a.name == b.name);
-                }
-            }
-            if let Some(mounts) = &self.volume_mounts {
-                let mine = c.volume_mounts.get_or_insert_with(Vec::new);
-                for m in mounts {
-                    upsert(mine, m.clone(), |a, b| a.mount_path == b.mount_path);
-                }
-            }
+            set_if_given(&mut c.image_pull_policy, &self.image_pull_policy);
+            set_if_given(&mut c.readiness_probe, &self.readiness_probe);
+            set_if_given(&mut c.resources, &self.resources);
+            upsert_all(&mut c.env, self.env.clone(), |a, b| a.name == b.name);
+            upsert_all(&mut c.volume_mounts, self.volume_mounts.clone(), |a, b| {
+                a.mount_path == b.mount_path
+            });
         }
     }
 }
 
-fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
-    match list.iter_mut().find(|x| same(x, &item)) {
-        Some(slot) => *slot = item,
-        None => list.push(item),
+/// Overrides `to` with `given` when the overlay gives a value.
+fn set_if_given<T: Clone>(to: &mut Option<T>, given: &Option<T>) {
+    if given.is_some() {
+        to.clone_from(given);
+    }
+}
+
+/// Puts each of `items` (if given) into the list in `list`, created if
+/// absent: an entry `same` matches is replaced, the others are appended.
+fn upsert_all<T>(list: &mut Option<Vec<T>>, items: Option<Vec<T>>, same: impl Fn(&T, &T) -> bool) {
+    let Some(items) = items else { return };
+    let list = list.get_or_insert_with(Vec::new);
+    for item in items {
+        match list.iter_mut().find(|x| same(x, &item)) {
+            Some(slot) => *slot = item,
+            None => list.push(item),
+        }
     }
 }
 

@@ -597,17 +597,8 @@ fn safe_upgrade_role(m: &Manifest) -> Role {
 fn role_binding(m: &Manifest, name: &str) -> RoleBinding {
     RoleBinding {
         metadata: meta(m, name, true),
-        role_ref: RoleRef {
-            api_group: s("rbac.authorization.k8s.io"),
-            kind: s("Role"),
-            name: s(name),
-        },
-        subjects: Some(vec![Subject {
-            kind: s("ServiceAccount"),
-            name: s(SERVICE_ACCOUNT),
-            namespace: Some(m.namespace.clone()),
-            ..Default::default()
-        }]),
+        role_ref: role_ref("Role", name),
+        subjects: agent_subjects(m),
     }
 }
 
@@ -617,18 +608,28 @@ fn binding(m: &Manifest, name: &str, role: &str, app: &str) -> ClusterRoleBindin
             labels: Some(labels(m, app)),
             ..meta(m, name, false)
         },
-        role_ref: RoleRef {
-            api_group: s("rbac.authorization.k8s.io"),
-            kind: s("ClusterRole"),
-            name: s(role),
-        },
-        subjects: Some(vec![Subject {
-            kind: s("ServiceAccount"),
-            name: s(SERVICE_ACCOUNT),
-            namespace: Some(m.namespace.clone()),
-            ..Default::default()
-        }]),
+        role_ref: role_ref("ClusterRole", role),
+        subjects: agent_subjects(m),
     }
+}
+
+/// A binding's reference to the (cluster) role `name`.
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: s("rbac.authorization.k8s.io"),
+        kind: s(kind),
+        name: s(name),
+    }
+}
+
+/// A binding's subjects: the agent's service account.
+fn agent_subjects(m: &Manifest) -> Option<Vec<Subject>> {
+    Some(vec![Subject {
+        kind: s("ServiceAccount"),
+        name: s(SERVICE_ACCOUNT),
+        namespace: Some(m.namespace.clone()),
+        ..Default::default()
+    }])
 }
 
 fn resource_quota(m: &Manifest) -> ResourceQuota {

@@ -36,6 +36,37 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on finding and programming a netns.
 pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A write to a broken pod: the delete and label modes.
+#[derive(Clone, Copy)]
+enum PodWrite {
+    Delete,
+    Label,
+}
+
+impl PodWrite {
+    fn mode(self) -> RepairMode {
+        match self {
+            PodWrite::Delete => RepairMode::Delete,
+            PodWrite::Label => RepairMode::Label,
+        }
+    }
+
+    /// The Event reason, the RBAC verb the write needs, the outcome's words
+    /// (done, doing) and what the controller is told.
+    fn spelling(self) -> (&'static str, &'static str, &'static str, &'static str, Done) {
+        match self {
+            PodWrite::Delete => ("DeleteBrokenPod", "delete pods", "deleted", "deleting", Done::Deleted),
+            PodWrite::Label => (
+                "LabelBrokenPod",
+                "patch pods/status",
+                "labeled",
+                "labeling",
+                Done::Labeled,
+            ),
+        }
+    }
+}
+
 /// The real executor.
 pub struct KubeActions {
     client: kube::Client,
@@ -141,25 +172,8 @@ impl KubeActions {
             }),
             ..DeleteParams::default()
         };
-        match timed(api.delete(name, &params)).await {
-            Ok(_) => {
-                self.count(RepairMode::Delete, RepairResult::success);
-                self.event(pod, "DeleteBrokenPod", "pod detected as broken, deleted")
-                    .await;
-                Ok(Done::Deleted)
-            }
-            Err(e) => {
-                self.count(RepairMode::Delete, RepairResult::fail);
-                let msg = self.failure(RepairMode::Delete, "delete pods", ns, name, &e);
-                self.event(
-                    pod,
-                    "DeleteBrokenPod",
-                    &format!("pod detected as broken, but failed to delete: {msg}"),
-                )
-                .await;
-                Err(ActionError(format!("pod {ns}/{name}: deleting: {msg}")))
-            }
-        }
+        let result = timed(api.delete(name, &params)).await;
+        self.reported(PodWrite::Delete, pod, ns, name, result).await
     }
 
     async fn label(&self, pod: &Pod, ns: &str, name: &str) -> Result<Done, ActionError> {
@@ -176,23 +190,34 @@ impl KubeActions {
         tracing::info!(pod = %format!("{ns}/{name}"), "Pod detected as broken, labeling");
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let patch = serde_json::json!({"metadata": {"labels": {&self.label_key: &self.label_value}}});
-        match timed(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))).await {
+        let result = timed(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))).await;
+        self.reported(PodWrite::Label, pod, ns, name, result).await
+    }
+
+    /// Counts the outcome of a pod write and records it as the write's
+    /// Event; a failure is also logged and returned.
+    async fn reported<T>(
+        &self,
+        write: PodWrite,
+        pod: &Pod,
+        ns: &str,
+        name: &str,
+        result: Result<T, CallError>,
+    ) -> Result<Done, ActionError> {
+        let mode = write.mode();
+        let (reason, verb, did, doing, done) = write.spelling();
+        match result {
             Ok(_) => {
-                self.count(RepairMode::Label, RepairResult::success);
-                self.event(pod, "LabelBrokenPod", "pod detected as broken, labeled")
-                    .await;
-                Ok(Done::Labeled)
+                self.count(mode, RepairResult::success);
+                self.event(pod, reason, &format!("pod detected as broken, {did}")).await;
+                Ok(done)
             }
             Err(e) => {
-                self.count(RepairMode::Label, RepairResult::fail);
-                let msg = self.failure(RepairMode::Label, "patch pods/status", ns, name, &e);
-                self.event(
-                    pod,
-                    "LabelBrokenPod",
-                    &format!("pod detected as broken, but failed to label: {msg}"),
-                )
-                .await;
-                Err(ActionError(format!("pod {ns}/{name}: labeling: {msg}")))
+                self.count(mode, RepairResult::fail);
+                let msg = self.failure(mode, verb, ns, name, &e);
+                let message = format!("pod detected as broken, but failed to {}: {msg}", mode.as_str());
+                self.event(pod, reason, &message).await;
+                Err(ActionError(format!("pod {ns}/{name}: {doing}: {msg}")))
             }
         }
     }

@@ -433,6 +433,15 @@ mod tests {
         Core::new(mode, Criteria::default())
     }
 
+    /// Delivers an Apply of `p`, takes the key it queued (due at `now`) and
+    /// reconciles it: the key and what the reconcile asks for.
+    fn apply(c: &mut Core, p: Pod, now: Instant) -> (PodKey, Work) {
+        c.on_event(Event::Apply(p));
+        let k = c.next_key(now).unwrap();
+        let work = c.reconcile(&k);
+        (k, work)
+    }
+
     fn drain(core: &mut Core) -> Vec<PodKey> {
         let mut out = vec![];
         while let Some(k) = core.next_key(Instant::now()) {
@@ -460,9 +469,8 @@ mod tests {
     #[test]
     fn an_event_during_a_reconcile_queues_the_key_again_after_it() {
         let mut c = core(RepairMode::Delete);
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(Instant::now()).unwrap();
-        assert!(matches!(c.reconcile(&k), Work::Act(_)));
+        let (k, work) = apply(&mut c, pod("a", "u1", true), Instant::now());
+        assert!(matches!(work, Work::Act(_)));
         c.on_event(Event::Apply(pod("a", "u1", true)));
         assert_eq!(c.next_key(Instant::now()), None, "one worker: nothing while in flight");
         c.finish(&k, Some(Ok(Done::Deleted)), Instant::now());
@@ -518,9 +526,7 @@ mod tests {
             "dropped after the budget"
         );
         // The next pod event starts a fresh streak.
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(now).unwrap();
-        c.reconcile(&k);
+        let (k, _) = apply(&mut c, pod("a", "u1", true), now);
         assert_eq!(c.finish(&k, Some(Err(ActionError("x".into()))), now), Some(BASE_DELAY));
     }
 
@@ -535,9 +541,7 @@ mod tests {
         let k = c.next_key(now + d).unwrap();
         c.reconcile(&k);
         c.finish(&k, Some(Ok(Done::Deleted)), now + d);
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(now + d).unwrap();
-        c.reconcile(&k);
+        let (k, _) = apply(&mut c, pod("a", "u1", true), now + d);
         assert_eq!(
             c.finish(&k, Some(Err(ActionError("x".into()))), now + d),
             Some(BASE_DELAY)
@@ -547,20 +551,17 @@ mod tests {
     #[test]
     fn repair_mode_programs_a_uid_once_and_prunes_on_delete() {
         let mut c = core(RepairMode::Repair);
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(Instant::now()).unwrap();
-        assert!(matches!(c.reconcile(&k), Work::Act(_)));
+        let (k, work) = apply(&mut c, pod("a", "u1", true), Instant::now());
+        assert!(matches!(work, Work::Act(_)));
         c.finish(&k, Some(Ok(Done::Repaired)), Instant::now());
         assert_eq!(c.repaired().get(&key("a")).map(String::as_str), Some("u1"));
         // Still crash-looping (kubelet has not retried yet): no second run.
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(Instant::now()).unwrap();
-        assert!(matches!(c.reconcile(&k), Work::Nothing));
+        let (k, work) = apply(&mut c, pod("a", "u1", true), Instant::now());
+        assert!(matches!(work, Work::Nothing));
         c.finish(&k, None, Instant::now());
         // Recreated under the same name: a new netns, repaired again.
-        c.on_event(Event::Apply(pod("a", "u2", true)));
-        let k = c.next_key(Instant::now()).unwrap();
-        assert!(matches!(c.reconcile(&k), Work::Act(_)));
+        let (k, work) = apply(&mut c, pod("a", "u2", true), Instant::now());
+        assert!(matches!(work, Work::Act(_)));
         c.finish(&k, Some(Ok(Done::Repaired)), Instant::now());
         assert_eq!(c.repaired().get(&key("a")).map(String::as_str), Some("u2"));
         c.on_event(Event::Delete(pod("a", "u2", true)));
@@ -571,9 +572,7 @@ mod tests {
     #[test]
     fn a_failed_repair_is_not_remembered() {
         let mut c = core(RepairMode::Repair);
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(Instant::now()).unwrap();
-        c.reconcile(&k);
+        let (k, _) = apply(&mut c, pod("a", "u1", true), Instant::now());
         c.finish(&k, Some(Err(ActionError("no netns".into()))), Instant::now());
         assert!(c.repaired().is_empty());
     }
@@ -581,9 +580,7 @@ mod tests {
     #[test]
     fn a_relist_prunes_pods_deleted_while_the_watch_was_down() {
         let mut c = core(RepairMode::Repair);
-        c.on_event(Event::Apply(pod("a", "u1", true)));
-        let k = c.next_key(Instant::now()).unwrap();
-        c.reconcile(&k);
+        let (k, _) = apply(&mut c, pod("a", "u1", true), Instant::now());
         c.finish(&k, Some(Ok(Done::Repaired)), Instant::now());
         c.on_event(Event::Init);
         c.on_event(Event::InitApply(pod("b", "u2", false)));

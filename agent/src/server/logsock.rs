@@ -153,10 +153,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_plugin_posts_and_the_socket_answers_200() {
-        let dir = std::env::temp_dir().join(format!("agent-logsock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = testkit::Scratch::new("agent-logsock");
         // A stale file where the socket goes is replaced.
-        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(SOCKET_NAME), b"stale").unwrap();
         let sock = LogSocket::bind(&dir).await.unwrap();
         let mode = std::fs::metadata(sock.path()).unwrap().permissions().mode() & 0o777;
@@ -186,6 +184,5 @@ mod tests {
         assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
         sock.close();
         assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

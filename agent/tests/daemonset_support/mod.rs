@@ -11,6 +11,7 @@ use std::time::Duration;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
+use istio_cni_kind::node::Node;
 use testkit::{Kubectl, Scratch};
 
 pub const NS: &str = "istio-system";
@@ -149,39 +150,38 @@ fn sorted_entries(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Every node's CNI files now.
 pub fn node_files(cluster: &Cluster) -> NodeFiles {
-    let local = cluster.local().expect("a local cluster");
-    local
-        .nodes()
-        .iter()
-        .map(|node| {
-            let conf = sorted_entries(&node.conf_dir())
-                .into_iter()
-                .filter(|(_, p)| p.is_file())
-                .map(|(name, p)| (name, std::fs::read(p).unwrap_or_default()))
-                .collect();
-            let bin = sorted_entries(&node.bin_dir())
-                .into_iter()
-                .map(|(name, _)| name)
-                .collect();
-            (node.name().to_string(), (conf, bin))
-        })
-        .collect()
+    per_node(cluster, |node| {
+        let conf = sorted_entries(&node.conf_dir())
+            .into_iter()
+            .filter(|(_, p)| p.is_file())
+            .map(|(name, p)| (name, std::fs::read(p).unwrap_or_default()))
+            .collect();
+        let bin = sorted_entries(&node.bin_dir())
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        (conf, bin)
+    })
 }
 
 /// Each node's primary `.conflist` (the file the agent chains into).
 pub fn conflists(cluster: &Cluster) -> Vec<(String, PathBuf)> {
+    per_node(cluster, |node| {
+        sorted_entries(&node.conf_dir())
+            .into_iter()
+            .map(|(_, p)| p)
+            .find(|p| p.extension().is_some_and(|e| e == "conflist"))
+            .unwrap_or_else(|| panic!("{}: no .conflist", node.name()))
+    })
+}
+
+/// `f` of each node of the (local) cluster, with the node's name.
+fn per_node<T, C: FromIterator<(String, T)>>(cluster: &Cluster, f: impl Fn(&Node) -> T) -> C {
     let local = cluster.local().expect("a local cluster");
     local
         .nodes()
         .iter()
-        .map(|node| {
-            let path = sorted_entries(&node.conf_dir())
-                .into_iter()
-                .map(|(_, p)| p)
-                .find(|p| p.extension().is_some_and(|e| e == "conflist"))
-                .unwrap_or_else(|| panic!("{}: no .conflist", node.name()));
-            (node.name().to_string(), path)
-        })
+        .map(|node| (node.name().to_string(), f(node)))
         .collect()
 }
 

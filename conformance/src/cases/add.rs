@@ -13,19 +13,8 @@ use crate::report::Finding;
 
 /// `add/prev-result[V]` and `add/no-prev-result[V]` for every version.
 pub fn cases(versions: &[String]) -> Vec<Case> {
-    let mut cases = Vec::new();
-    for v in versions {
-        let version = v.clone();
-        cases.push(Case::new(format!("add/prev-result[{v}]"), move |h: &Harness| {
-            prev_result(h, &version)
-        }));
-    }
-    for v in versions {
-        let version = v.clone();
-        cases.push(Case::new(format!("add/no-prev-result[{v}]"), move |h: &Harness| {
-            no_prev_result(h, &version)
-        }));
-    }
+    let mut cases = Case::per_version("add/prev-result", versions, prev_result);
+    cases.extend(Case::per_version("add/no-prev-result", versions, no_prev_result));
     cases
 }
 
@@ -51,9 +40,6 @@ pub fn check_pass_through(prev: &Value, out: &Value, version: &str) -> Result<()
 }
 
 fn prev_result(h: &Harness, version: &str) -> CaseOutcome {
-    if let Some(skip) = h.skip_unless_claimed(version) {
-        return Ok(skip);
-    }
     let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
     check_pass_through(&att.prev, &out, version)?;
@@ -61,9 +47,6 @@ fn prev_result(h: &Harness, version: &str) -> CaseOutcome {
 }
 
 fn no_prev_result(h: &Harness, version: &str) -> CaseOutcome {
-    if let Some(skip) = h.skip_unless_claimed(version) {
-        return Ok(skip);
-    }
     let sandbox = h.sandbox()?;
     let inv = h.invoke("ADD", &sandbox.rt, &[], &h.request(version, None))?;
     let finding = if inv.succeeded() {

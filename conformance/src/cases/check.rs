@@ -11,23 +11,18 @@ use crate::report::Finding;
 pub fn cases(versions: &[String]) -> Vec<Case> {
     versions
         .iter()
-        .map(|v| {
-            let version = v.clone();
-            if at_least(v, "0.4.0").unwrap_or(false) {
-                Case::new(format!("check/after-add[{v}]"), move |h: &Harness| {
-                    after_add(h, &version)
-                })
+        .flat_map(|v| {
+            let (name, run): (_, fn(&Harness, &str) -> CaseOutcome) = if at_least(v, "0.4.0").unwrap_or(false) {
+                ("check/after-add", after_add)
             } else {
-                Case::new(format!("check/refused[{v}]"), move |h: &Harness| refused(h, &version))
-            }
+                ("check/refused", refused)
+            };
+            Case::per_version(name, std::slice::from_ref(v), run)
         })
         .collect()
 }
 
 fn after_add(h: &Harness, version: &str) -> CaseOutcome {
-    if let Some(skip) = h.skip_unless_claimed(version) {
-        return Ok(skip);
-    }
     let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
     h.invoke("CHECK", att.rt(), &[], &h.request(version, Some(&out)))?
@@ -36,9 +31,6 @@ fn after_add(h: &Harness, version: &str) -> CaseOutcome {
 }
 
 fn refused(h: &Harness, version: &str) -> CaseOutcome {
-    if let Some(skip) = h.skip_unless_claimed(version) {
-        return Ok(skip);
-    }
     let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
     h.invoke("CHECK", att.rt(), &[], &h.request(version, Some(&out)))?

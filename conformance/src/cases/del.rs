@@ -9,15 +9,9 @@ use crate::report::Finding;
 
 /// `del/twice[V]` per version, and the single-version DEL cases.
 pub fn cases(versions: &[String]) -> Vec<Case> {
-    let mut cases = Vec::new();
-    for v in versions {
-        let version = v.clone();
-        cases.push(Case::new(format!("del/twice[{v}]"), move |h: &Harness| {
-            twice(h, &version)
-        }));
-    }
-    cases.push(Case::new("del/no-netns", no_netns));
-    cases.push(Case::new("del/netns-gone", netns_gone));
+    let mut cases = Case::per_version("del/twice", versions, twice);
+    cases.push(Case::at_base("del/no-netns", no_netns));
+    cases.push(Case::at_base("del/netns-gone", netns_gone));
     cases.push(Case::new("del/prev-result-absent", |h: &Harness| {
         with_prev(h, PrevResult::Absent)
     }));
@@ -28,9 +22,6 @@ pub fn cases(versions: &[String]) -> Vec<Case> {
 }
 
 fn twice(h: &Harness, version: &str) -> CaseOutcome {
-    if let Some(skip) = h.skip_unless_claimed(version) {
-        return Ok(skip);
-    }
     let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
     for which in ["first", "second"] {
@@ -41,19 +32,10 @@ fn twice(h: &Harness, version: &str) -> CaseOutcome {
     Ok(with_note(att.note.as_deref(), ""))
 }
 
-fn base(h: &Harness) -> Result<String, Finding> {
-    h.base_version()
-        .ok_or_else(|| Finding::skip("the plugin claims no requested version"))
-}
-
-fn no_netns(h: &Harness) -> CaseOutcome {
-    let version = match base(h) {
-        Ok(v) => v,
-        Err(skip) => return Ok(skip),
-    };
-    let att = h.attach(&version)?;
+fn no_netns(h: &Harness, version: &str) -> CaseOutcome {
+    let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
-    let stdin = h.del_request(&version, &out);
+    let stdin = h.del_request(version, &out);
     // libcni sends CNI_NETNS empty; some runtimes leave it out.
     let empty = [("CNI_NETNS".to_owned(), Some(String::new()))];
     h.invoke("DEL", att.rt(), &empty, &stdin)?
@@ -69,12 +51,8 @@ fn no_netns(h: &Harness) -> CaseOutcome {
     ))
 }
 
-fn netns_gone(h: &Harness) -> CaseOutcome {
-    let version = match base(h) {
-        Ok(v) => v,
-        Err(skip) => return Ok(skip),
-    };
-    let att = h.attach(&version)?;
+fn netns_gone(h: &Harness, version: &str) -> CaseOutcome {
+    let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
     att.sandbox.delete_netns()?;
     if att.sandbox.pod.path().exists() {

@@ -51,6 +51,32 @@ impl Case {
         }
     }
 
+    /// A case called `name` running `run` with the base version (the first
+    /// requested one the plugin claims); a skip when it claims none.
+    pub fn at_base(name: impl Into<String>, run: fn(&Harness, &str) -> CaseOutcome) -> Self {
+        Self::new(name, move |h: &Harness| match h.base_version() {
+            Some(version) => run(h, &version),
+            None => Ok(Finding::skip("the plugin claims no requested version")),
+        })
+    }
+
+    /// `<name>[V]` for each of `versions`, running `run` with V; a skip where
+    /// the plugin does not claim V.
+    pub fn per_version(name: &str, versions: &[String], run: fn(&Harness, &str) -> CaseOutcome) -> Vec<Self> {
+        versions
+            .iter()
+            .map(|v| {
+                let version = v.clone();
+                Self::new(format!("{name}[{v}]"), move |h: &Harness| {
+                    match h.skip_unless_claimed(&version) {
+                        Some(skip) => Ok(skip),
+                        None => run(h, &version),
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Runs the case; a panic inside it is a failure, not the end of the run.
     pub fn run(&self, h: &Harness) -> Finding {
         match catch_unwind(AssertUnwindSafe(|| (self.run)(h))) {

@@ -8,20 +8,14 @@ use serde_json::{Value, json};
 use super::add::check_pass_through;
 use super::{Case, CaseOutcome, with_note};
 use crate::harness::{Attachment, Harness};
-use crate::report::Finding;
 
 /// The tolerance cases.
 pub fn cases() -> Vec<Case> {
     vec![
-        Case::new("tolerate/unknown-config-keys", unknown_config_keys),
-        Case::new("tolerate/unknown-cni-args", unknown_cni_args),
-        Case::new("tolerate/unknown-env", unknown_env),
+        Case::at_base("tolerate/unknown-config-keys", unknown_config_keys),
+        Case::at_base("tolerate/unknown-cni-args", unknown_cni_args),
+        Case::at_base("tolerate/unknown-env", unknown_env),
     ]
-}
-
-fn base(h: &Harness) -> Result<String, Finding> {
-    h.base_version()
-        .ok_or_else(|| Finding::skip("the plugin claims no requested version"))
 }
 
 /// ADD then DEL with the given stdin builder, runtime parameters and env.
@@ -42,11 +36,7 @@ fn add_del(
         .map_err(|e| format!("DEL: {e}"))
 }
 
-fn unknown_config_keys(h: &Harness) -> CaseOutcome {
-    let version = match base(h) {
-        Ok(v) => v,
-        Err(skip) => return Ok(skip),
-    };
+fn unknown_config_keys(h: &Harness, version: &str) -> CaseOutcome {
     let mut entry = h.plugin_conf().raw.clone();
     entry.insert(
         "conformanceUnknownObject".to_owned(),
@@ -55,37 +45,29 @@ fn unknown_config_keys(h: &Harness) -> CaseOutcome {
     entry.insert("conformance-unknown-flag".to_owned(), json!(true));
     entry.insert("conformanceUnknownString".to_owned(), json!("value"));
     let conf = PluginConf::from_value(&Value::Object(entry))?;
-    let att = h.attach(&version)?;
+    let att = h.attach(version)?;
     add_del(
         h,
         &att,
-        |prev| Harness::request_for(&conf, &version, prev),
+        |prev| Harness::request_for(&conf, version, prev),
         att.rt(),
         &[],
     )?;
     Ok(with_note(att.note.as_deref(), ""))
 }
 
-fn unknown_cni_args(h: &Harness) -> CaseOutcome {
-    let version = match base(h) {
-        Ok(v) => v,
-        Err(skip) => return Ok(skip),
-    };
-    let att = h.attach(&version)?;
+fn unknown_cni_args(h: &Harness, version: &str) -> CaseOutcome {
+    let att = h.attach(version)?;
     let rt = att.rt().clone().with_arg("CONFORMANCE_UNKNOWN_ARG", "yes");
     if rt.args.first().is_none_or(|(k, v)| k != "IgnoreUnknown" || v != "1") {
         return Err("suite: the runtime parameters do not start with IgnoreUnknown=1".to_owned());
     }
-    add_del(h, &att, |prev| h.request(&version, prev), &rt, &[])?;
+    add_del(h, &att, |prev| h.request(version, prev), &rt, &[])?;
     Ok(with_note(att.note.as_deref(), ""))
 }
 
-fn unknown_env(h: &Harness) -> CaseOutcome {
-    let version = match base(h) {
-        Ok(v) => v,
-        Err(skip) => return Ok(skip),
-    };
-    let att = h.attach(&version)?;
+fn unknown_env(h: &Harness, version: &str) -> CaseOutcome {
+    let att = h.attach(version)?;
     let env: Vec<(String, Option<String>)> = [
         ("TRACEPARENT", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         ("TRACESTATE", "conformance=1"),
@@ -94,6 +76,6 @@ fn unknown_env(h: &Harness) -> CaseOutcome {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), Some(v.to_owned())))
     .collect();
-    add_del(h, &att, |prev| h.request(&version, prev), att.rt(), &env)?;
+    add_del(h, &att, |prev| h.request(version, prev), att.rt(), &env)?;
     Ok(with_note(att.note.as_deref(), ""))
 }

@@ -21,11 +21,10 @@
 use std::time::Duration;
 
 use istio_cni_kind::cluster::ClusterSpec;
-use istio_cni_kind::node::NodeSpec;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
-use super::scale_out::{JOINING, join, not_ready};
+use super::scale_out::{JOINING, join};
 use super::watch::watching;
 use super::{NOT_READY_TAINT, manifest, node_taints, open_gate};
 use crate::daemonset::DaemonSetAgent;
@@ -90,11 +89,7 @@ fn job(env: &Env, rec: &mut Record, tainted: bool) -> Step {
     rec.mark(format!("job pod {JOB} Pending for {JOINING}"));
 
     let (outcome, seen) = watching(&cluster, &manifest.namespace, |watch| {
-        let mut spec = NodeSpec::new(JOINING);
-        if tainted {
-            spec = spec.taint(not_ready());
-        }
-        join(&cluster, rec, spec)?;
+        join(&cluster, rec, tainted)?;
         if tainted {
             // The agent is not there yet: the taint alone holds the pod.
             std::thread::sleep(Duration::from_secs(3));

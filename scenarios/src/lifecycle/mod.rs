@@ -300,12 +300,8 @@ pub fn roll_under_load<'a, T: Send>(
 
 /// The app pods now, those being deleted left out.
 pub fn app_pods(cluster: &Cluster) -> Result<Vec<Pod>, Stop> {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
-    let list = cluster
-        .block_on(api.list(&ListParams::default()))
-        .map_err(|e| Stop::Fail(format!("listing pods: {e}")))?;
-    Ok(list
-        .items
+    let pods: Vec<Pod> = crate::race::list(cluster, NS, &ListParams::default(), "pods")?;
+    Ok(pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect())
@@ -403,6 +399,25 @@ impl Tally {
         t
     }
 
+    /// Whether pods raced `what` as they must: none with a guard against
+    /// the race on (`guard` names it), some without one (else the scenario
+    /// did not exercise `mode`).
+    pub fn check_raced(&self, mode: Mode, guard: Option<&str>, what: &str) -> Step {
+        match guard {
+            Some(guard) => ensure!(
+                self.raced.is_empty(),
+                "with {guard} no pod may race {what}; raced: {:?}",
+                self.raced
+            ),
+            None => ensure!(
+                !self.raced.is_empty(),
+                "no pod raced {what}; the scenario did not exercise {}",
+                mode.name()
+            ),
+        }
+        Ok(())
+    }
+
     /// One line for the notes.
     pub fn line(&self, label: &str) -> String {
         format!(
@@ -437,36 +452,30 @@ pub fn check_end_state(cluster: &Cluster, mode: Mode, pods: &[Pod], tally: &Tall
             );
         }
     }
-    match mode {
-        Mode::RepairPods => ensure!(
-            tally.deleted.is_empty() && tally.labelled.is_empty() && tally.stuck.is_empty(),
-            "repairPods left raced pods unrepaired: deleted {:?}, labelled {:?}, broken {:?}",
-            tally.deleted,
-            tally.labelled,
-            tally.stuck
-        ),
-        Mode::DeletePods => ensure!(
-            tally.repaired.is_empty() && tally.labelled.is_empty() && tally.stuck.is_empty(),
-            "deletePods kept raced pods: running {:?}, labelled {:?}, broken {:?}",
-            tally.repaired,
-            tally.labelled,
-            tally.stuck
-        ),
-        Mode::LabelPods => ensure!(
-            tally.repaired.is_empty() && tally.deleted.is_empty() && tally.stuck.is_empty(),
-            "labelPods: raced pods running {:?}, deleted {:?}, unlabelled {:?}",
-            tally.repaired,
-            tally.deleted,
-            tally.stuck
-        ),
-        Mode::Disabled => ensure!(
-            tally.repaired.is_empty() && tally.deleted.is_empty() && tally.labelled.is_empty(),
-            "repair off acted on raced pods: running {:?}, deleted {:?}, labelled {:?}",
-            tally.repaired,
-            tally.deleted,
-            tally.labelled
-        ),
-    }
+    // Each mode leaves raced pods in one outcome; the other three stay empty.
+    let outcome = match mode {
+        Mode::RepairPods => "running",
+        Mode::DeletePods => "deleted",
+        Mode::LabelPods => "labelled",
+        Mode::Disabled => "broken",
+    };
+    let outcomes = [
+        ("running", &tally.repaired),
+        ("deleted", &tally.deleted),
+        ("labelled", &tally.labelled),
+        ("broken", &tally.stuck),
+    ];
+    let strays: Vec<String> = outcomes
+        .iter()
+        .filter(|(o, pods)| *o != outcome && !pods.is_empty())
+        .map(|(o, pods)| format!("{o} {pods:?}"))
+        .collect();
+    ensure!(
+        strays.is_empty(),
+        "{} should leave raced pods {outcome}, but: {}",
+        mode.name(),
+        strays.join(", ")
+    );
     Ok(())
 }
 

@@ -58,7 +58,7 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// The not-ready taint a node registers with.
-pub fn not_ready() -> NodeTaint {
+fn not_ready() -> NodeTaint {
     NodeTaint {
         key: NOT_READY_TAINT.into(),
         value: String::new(),
@@ -66,8 +66,13 @@ pub fn not_ready() -> NodeTaint {
     }
 }
 
-/// Adds the node of `spec` to the running cluster, marking the join.
-pub fn join(cluster: &Cluster, rec: &mut Record, spec: NodeSpec) -> Step {
+/// Adds node [`JOINING`] to the running cluster, registered with the
+/// not-ready taint when `tainted`, marking the join.
+pub fn join(cluster: &Cluster, rec: &mut Record, tainted: bool) -> Step {
+    let mut spec = NodeSpec::new(JOINING);
+    if tainted {
+        spec = spec.taint(not_ready());
+    }
     let name = spec.name.clone();
     rec.mark(format!("node {name} joining"));
     rec.waiting_for(format!("node {name} to join"));
@@ -106,11 +111,7 @@ fn scale_out(env: &Env, rec: &mut Record, mode: Mode, tainted: bool) -> Step {
     rec.mark(format!("{BURST} meshed pods Pending for {JOINING}"));
 
     let (outcome, seen) = watching(&cluster, &manifest.namespace, |watch| {
-        let mut spec = NodeSpec::new(JOINING);
-        if tainted {
-            spec = spec.taint(not_ready());
-        }
-        join(&cluster, rec, spec)?;
+        join(&cluster, rec, tainted)?;
         rec.waiting_for(format!("the agent on {JOINING} Ready"));
         ensure!(
             watch.wait_for(Duration::from_secs(90), |s| s.agent_ready_on(JOINING)),
@@ -124,22 +125,16 @@ fn scale_out(env: &Env, rec: &mut Record, mode: Mode, tainted: bool) -> Step {
     rec.note(tally.line(&label));
     let result = outcome.and_then(|pods| {
         check_end_state(&cluster, mode, &pods, &tally)?;
+        tally.check_raced(
+            mode,
+            tainted.then_some("the not-ready taint"),
+            "the joining node's agent",
+        )?;
         if tainted {
-            ensure!(
-                tally.raced.is_empty(),
-                "with the not-ready taint no pod may race the agent; raced: {:?}",
-                tally.raced
-            );
             let taints = node_taints(&cluster, JOINING)?;
             ensure!(
                 !taints.iter().any(|t| t.starts_with(NOT_READY_TAINT)),
                 "the agent left the taint on {JOINING}: {taints:?}"
-            );
-        } else {
-            ensure!(
-                !tally.raced.is_empty(),
-                "no pod raced the joining node's agent; the scenario did not exercise {}",
-                mode.name()
             );
         }
         rec.mark("end state checked");

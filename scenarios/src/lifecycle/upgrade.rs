@@ -121,19 +121,7 @@ fn in_place(env: &Env, rec: &mut Record, mode: Mode, safe: bool) -> Step {
             "{label}: load during the roll: {bare} bare meshed pods created every 100 ms (at most {MAX_BARE}), Deployment web scaled 2 → {replicas}"
         ));
         check_end_state(&cluster, mode, &pods, &tally)?;
-        if safe {
-            ensure!(
-                tally.raced.is_empty(),
-                "with safe upgrade no pod may race the roll; raced: {:?}",
-                tally.raced
-            );
-        } else {
-            ensure!(
-                !tally.raced.is_empty(),
-                "no pod fell into the roll's window without the plugin; the scenario did not exercise {}",
-                mode.name()
-            );
-        }
+        tally.check_raced(mode, safe.then_some("safe upgrade"), "the roll")?;
         rec.mark("end state checked");
         Ok(())
     });
