@@ -11,10 +11,13 @@
 //!
 //! Cases: meshed ADD with iptables-nft (fresh netns), iptables-legacy (the
 //! netns already holds a legacy table, so legacy is chosen) and native
-//! nftables; a non-meshed pod; an excluded namespace. Each prints p50, p90,
+//! nftables; a non-meshed pod; an excluded namespace — all with the pod
+//! read from the API server (no agent on the node); then meshed and
+//! non-meshed again with the node agent's pod cache answering the lookup
+//! (the agent's own `PodSocket`, in this process). Each prints p50, p90,
 //! p99 and its p50 over the floor's and over Istio's. Then the steps of one
-//! meshed ADD, measured one by one in-process: exec, GET, detection,
-//! verification, restore.
+//! meshed ADD, measured one by one in-process: a process that does nothing,
+//! exec, GET, the cache lookup, detection, verification, restore.
 //!
 //! Run: `cargo bench -p istio-cni --bench add` (needs root; build the
 //! release binary first). `ADD_BENCH_PODS` sets the pods per case (200);
@@ -26,7 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use istio_cni::api::node_cache::NodeCache;
 use istio_cni::api::{Client, Target};
+use istio_cni_agent::server::pods::PodSocket;
 use istio_cni::capture::{CaptureConfig, NodeEnv};
 use istio_cni::cni::add::PodApi;
 use istio_cni::iptables::apply::{self, Family, VersionCache, cache};
@@ -40,6 +45,10 @@ use istio_cni_kind::node::Netns;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+
+/// The node the bench's pods are bound to (no such node runs: the pods
+/// exist only for the plugin's lookups).
+const NODE: &str = "not-a-node";
 
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -92,7 +101,7 @@ fn pod(name: &str, ns: &str, meshed: bool) -> Pod {
         json!({})
     };
     serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "annotations": annotations},
-        "spec": {"nodeName": "not-a-node", "containers": [{"name": "app", "image": "app"}, {"name": "istio-proxy", "image": "proxyv2", "args": ["proxy", "sidecar"]}]}}))
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "app"}, {"name": "istio-proxy", "image": "proxyv2", "args": ["proxy", "sidecar"]}]}}))
     .expect("pod")
 }
 
@@ -177,6 +186,8 @@ struct Bench {
     kubeconfig: PathBuf,
     netns: Netnses,
     pods: usize,
+    /// The agent's pod cache, once started (its run dir is the second conf's).
+    cache: Option<NodeCache>,
 }
 
 impl Bench {
@@ -192,6 +203,18 @@ impl Bench {
     /// ADD per pod into a fresh netns (`seed` prepares it); pod 0 warms up.
     fn adds(&mut self, prefix: &str, ns: &str, meshed: bool, conf: &str, seed: &dyn Fn(&Netns)) -> Vec<Duration> {
         self.create_pods(prefix, ns, meshed);
+        if let Some(cache) = &self.cache
+            && conf.contains(&cache.socket().parent().expect("run dir").display().to_string())
+        {
+            // Every pod in the agent's cache before the first ADD: the case
+            // measures hits (a pod not yet seen would go to the API server).
+            let last = format!("{prefix}-{}", self.pods);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while cache.lookup(ns, &last).is_err() {
+                assert!(Instant::now() < deadline, "{ns}/{last} never reached the agent's cache");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let mut times = Vec::new();
         for i in 0..=self.pods {
             let netns = self.netns.fresh();
@@ -310,17 +333,28 @@ fn main() {
             next: 0,
         },
         pods,
+        cache: None,
     };
-    let conf_with = |extra: serde_json::Value| {
+    let conf_in = |run_dir: &Path, extra: serde_json::Value| {
         let mut v = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
-            "cni_agent_run_dir": dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system"});
+            "cni_agent_run_dir": run_dir, "exclude_namespaces": ["kube-system"], "pod_namespace": "istio-system"});
         v.as_object_mut()
             .expect("object")
             .extend(extra.as_object().expect("object").clone());
         v.to_string()
     };
-    let conf = conf_with(json!({}));
-    let conf_nft = conf_with(json!({"native_nftables": true}));
+    let conf = conf_in(&dir, json!({}));
+    let conf_nft = conf_in(&dir, json!({"native_nftables": true}));
+    // A second run dir where the agent's pod cache listens, as on a node
+    // whose agent runs: the plugin asks it before the API server.
+    let agent_dir = dir.join("agent");
+    let pod_socket = b
+        .cluster
+        .block_on(PodSocket::start(&agent_dir, b.cluster.client(), NODE))
+        .expect("the agent's pod cache");
+    b.cache = Some(NodeCache::new(pod_socket.path().to_path_buf(), Duration::from_secs(1)));
+    let cached = conf_in(&agent_dir, json!({}));
+    let cached_nft = conf_in(&agent_dir, json!({"native_nftables": true}));
     let none = |_: &Netns| {};
     let legacy_seed = |ns: &Netns| in_netns(ns, &["iptables-legacy", "-t", "filter", "-L", "-n"], None);
 
@@ -341,6 +375,18 @@ fn main() {
         (
             "excluded namespace",
             b.adds("excluded", "kube-system", true, &conf, &none),
+        ),
+        (
+            "meshed, iptables-nft, agent cache",
+            b.adds("cached-nft", "default", true, &cached, &none),
+        ),
+        (
+            "meshed, native nftables, agent cache",
+            b.adds("cached-native", "default", true, &cached_nft, &none),
+        ),
+        (
+            "non-meshed, agent cache",
+            b.adds("cached-plain", "default", false, &cached, &none),
         ),
     ];
     let mut floor = b.reference(&conf, &bare_restore);
@@ -369,14 +415,20 @@ fn main() {
 
     // The steps of one meshed ADD, each measured `pods` times.
     let cache = VersionCache::at(dir.join(cache::DIR_NAME));
-    let (mut execs, mut gets, mut warm_gets) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut trues, mut execs, mut gets, mut warm_gets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut lookups = Vec::new();
+    let node_cache = b.cache.clone().expect("the agent's pod cache");
     let (mut detects, mut verifies, mut restores) = (Vec::new(), Vec::new(), Vec::new());
     let client = b.client();
     for i in 1..=pods {
         let netns = b.netns.fresh();
+        trues.push(exec(Path::new("/bin/true"), "VERSION", &conf, netns.path(), "default", "x"));
         execs.push(exec(&b.bin, "VERSION", &conf, netns.path(), "default", "x"));
         let (pod, took) = b.get(&format!("meshed-nft-{i}"));
         gets.push(took);
+        let start = Instant::now();
+        node_cache.lookup("default", &format!("cached-nft-{i}")).expect("cached pod");
+        lookups.push(start.elapsed());
         let start = Instant::now();
         client.get_pod("default", &format!("meshed-nft-{i}")).expect("GET");
         warm_gets.push(start.elapsed());
@@ -388,9 +440,11 @@ fn main() {
     }
     println!("one meshed ADD (iptables-nft, warm cache), step by step:");
     for (label, times) in [
+        ("  a process that does nothing", &mut trues),
         ("exec (the plugin, VERSION)", &mut execs),
         ("GET (kubeconfig, TLS, one request)", &mut gets),
         ("  GET on an open connection", &mut warm_gets),
+        ("  lookup in the agent's pod cache", &mut lookups),
         ("detection", &mut detects),
         ("verification (pre-restore state)", &mut verifies),
         ("restore (sandboxed)", &mut restores),
@@ -398,6 +452,7 @@ fn main() {
         let [p50, p90, p99] = percentiles(times);
         println!("  {label:<34} {:>9} {:>9} {:>9}", ms(p50), ms(p90), ms(p99));
     }
+    b.cluster.block_on(async { pod_socket.close() });
     let _ = std::fs::remove_dir_all(&dir);
     b.cluster.delete().expect("teardown");
 }
