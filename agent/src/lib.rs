@@ -4,7 +4,7 @@
 //! ```text
 //! config ──► install (one pass: binaries, kubeconfig, CNI config entry)
 //!        ──► watch (re-converge when the primary CNI, the binaries or the token change)
-//!        ──► server (healthz/readyz, metrics, the plugin's log socket)
+//!        ──► server (healthz/readyz, metrics, the plugin's log socket, this node's pod cache)
 //!        ──► repair (pods that raced the install: repair in place, delete or label)
 //!        ──► taint (opt-in: remove this node's not-ready taint once installed)
 //! cleanup on SIGTERM/SIGINT (opt-in safe upgrade: kept while the DaemonSet rolls),

@@ -21,6 +21,7 @@
 //!
 //! Run: `cargo bench -p istio-cni --bench add` (needs root; build the
 //! release binary first). `ADD_BENCH_PODS` sets the pods per case (200);
+//! `ADD_BENCH_PLUGIN` names another `istio-cni` binary to measure;
 //! `ADD_BENCH_WRAP` runs each plugin process under a profiler, e.g.
 //! `strace -ff -tt -T -o /tmp/trace/add` (docs/perf.md).
 
@@ -31,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use istio_cni::api::node_cache::NodeCache;
 use istio_cni::api::{Client, Target};
-use istio_cni_agent::server::pods::PodSocket;
 use istio_cni::capture::{CaptureConfig, NodeEnv};
 use istio_cni::cni::add::PodApi;
 use istio_cni::iptables::apply::{self, Family, VersionCache, cache};
@@ -40,6 +40,7 @@ use istio_cni::netns::exec::{CommandSpec, Runner};
 use istio_cni::netns::run_in_netns;
 use istio_cni::pod::PodInfo;
 use istio_cni::redirect::Redirect;
+use istio_cni_agent::server::pods::PodSocket;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::node::Netns;
 use k8s_openapi::api::core::v1::Pod;
@@ -53,6 +54,9 @@ const NODE: &str = "not-a-node";
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn istio_cni() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ADD_BENCH_PLUGIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("bench path");
     let target = exe
         .ancestors()
@@ -422,12 +426,21 @@ fn main() {
     let client = b.client();
     for i in 1..=pods {
         let netns = b.netns.fresh();
-        trues.push(exec(Path::new("/bin/true"), "VERSION", &conf, netns.path(), "default", "x"));
+        trues.push(exec(
+            Path::new("/bin/true"),
+            "VERSION",
+            &conf,
+            netns.path(),
+            "default",
+            "x",
+        ));
         execs.push(exec(&b.bin, "VERSION", &conf, netns.path(), "default", "x"));
         let (pod, took) = b.get(&format!("meshed-nft-{i}"));
         gets.push(took);
         let start = Instant::now();
-        node_cache.lookup("default", &format!("cached-nft-{i}")).expect("cached pod");
+        node_cache
+            .lookup("default", &format!("cached-nft-{i}"))
+            .expect("cached pod");
         lookups.push(start.elapsed());
         let start = Instant::now();
         client.get_pod("default", &format!("meshed-nft-{i}")).expect("GET");
