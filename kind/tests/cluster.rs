@@ -39,6 +39,18 @@ fn running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
+/// A mesh-probe echo server on `port` as pod `name`, once it runs.
+fn echo_pod(cluster: &Cluster, name: &str, port: u16) -> Pod {
+    create_pod(
+        cluster,
+        json!({"metadata": {"name": name}, "spec": {"containers": [
+        {"name": name, "image": "mesh-probe", "args": ["echo", "--port", port.to_string()]}]}}),
+    );
+    cluster
+        .wait_for_pod("default", name, Duration::from_secs(20), running)
+        .unwrap()
+}
+
 #[test]
 fn pods_on_two_nodes_reach_each_other() {
     testkit::gate_or_return!(&[Need::Root]);
@@ -50,14 +62,7 @@ fn pods_on_two_nodes_reach_each_other() {
     }
     for profile in profiles {
         let cluster = Cluster::create(spec(2, profile)).unwrap();
-        create_pod(
-            &cluster,
-            json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-            {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
-        );
-        let echo = cluster
-            .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-            .unwrap();
+        let echo = echo_pod(&cluster, "echo", 8080);
         let echo_ip = echo.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
         let echo_node = echo.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
         let node = cluster.local().unwrap().node(&echo_node).unwrap();
@@ -104,14 +109,7 @@ fn pods_get_ipv6_or_dual_stack_addresses() {
         let node: k8s_openapi::api::core::v1::Node =
             cluster.block_on(Api::all(cluster.client()).get("node-0")).unwrap();
         let cidrs = node.spec.unwrap().pod_cidrs.unwrap();
-        create_pod(
-            &cluster,
-            json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-            {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
-        );
-        let pod = cluster
-            .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-            .unwrap();
+        let pod = echo_pod(&cluster, "echo", 8080);
         let ip = pod.status.unwrap().pod_ip.unwrap();
         let v6 = cluster
             .in_pod("default", "echo", &["ip", "-6", "addr", "show", "dev", "eth0"])
@@ -341,15 +339,7 @@ fn alive(p: &Proc) -> bool {
 fn a_pause_process_holds_each_pod_netns() {
     testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
-    let pod = create_pod(
-        &cluster,
-        json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-        {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
-    );
-    let uid = pod.metadata.uid.unwrap();
-    cluster
-        .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-        .unwrap();
+    let uid = echo_pod(&cluster, "echo", 8080).metadata.uid.unwrap();
     let netns = cluster.local().unwrap().pod_netns("default", "echo").unwrap();
     let procs = processes_in_netns(&netns);
     let oldest = procs.iter().min_by_key(|p| p.start).unwrap().clone();
@@ -404,14 +394,7 @@ fn a_pause_process_holds_each_pod_netns() {
 fn delete_leaves_nothing_behind() {
     testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(2, Profile::Bridge)).unwrap();
-    create_pod(
-        &cluster,
-        json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-        {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "18181"]}]}}),
-    );
-    cluster
-        .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-        .unwrap();
+    echo_pod(&cluster, "echo", 18181);
     let root = cluster.kubeconfig_path().parent().unwrap().to_path_buf();
     let pod_procs = processes_in_netns(&cluster.local().unwrap().pod_netns("default", "echo").unwrap());
     assert!(
