@@ -12,7 +12,7 @@ use std::time::Duration;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::ImageTable;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use testkit::{Need, gate};
@@ -37,6 +37,18 @@ fn create_pod(cluster: &Cluster, pod: serde_json::Value) -> Pod {
 
 fn running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// The status of the pod's first init container (`init`) or first
+/// container.
+fn first_status(p: &Pod, init: bool) -> Option<ContainerStatus> {
+    let status = p.status.as_ref()?;
+    let statuses = if init {
+        &status.init_container_statuses
+    } else {
+        &status.container_statuses
+    };
+    statuses.as_ref()?.first().cloned()
 }
 
 /// A mesh-probe echo server on `port` as pod `name`, once it runs.
@@ -144,16 +156,12 @@ fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
     );
     let pod = cluster
         .wait_for_pod("default", "web", Duration::from_secs(20), |p| {
-            let v = p
-                .status
-                .as_ref()
-                .and_then(|s| s.init_container_statuses.as_ref())
-                .and_then(|s| s.first().cloned());
-            v.is_some_and(|v| v.restart_count >= 2 && v.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some())
+            first_status(p, true)
+                .is_some_and(|v| v.restart_count >= 2 && v.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some())
         })
         .unwrap();
+    let v = first_status(&pod, true).unwrap();
     let status = pod.status.unwrap();
-    let v = &status.init_container_statuses.unwrap()[0];
     assert_eq!(
         v.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code,
         126
@@ -249,12 +257,8 @@ fn an_unknown_image_is_err_image_pull() {
     );
     let pod = cluster
         .wait_for_pod("default", "web", Duration::from_secs(20), |p| {
-            let c = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first().cloned());
-            c.and_then(|c| c.state)
+            first_status(p, false)
+                .and_then(|c| c.state)
                 .and_then(|s| s.waiting)
                 .and_then(|w| w.reason)
                 .is_some_and(|r| r.contains("Image"))
