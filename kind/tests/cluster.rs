@@ -12,7 +12,7 @@ use std::time::Duration;
 use istio_cni_kind::cluster::{Cluster, ClusterSpec, IpFamily};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::ImageTable;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use testkit::{Need, gate};
@@ -39,6 +39,30 @@ fn running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
+/// The status of the pod's first init container (`init`) or first
+/// container.
+fn first_status(p: &Pod, init: bool) -> Option<ContainerStatus> {
+    let status = p.status.as_ref()?;
+    let statuses = if init {
+        &status.init_container_statuses
+    } else {
+        &status.container_statuses
+    };
+    statuses.as_ref()?.first().cloned()
+}
+
+/// A mesh-probe echo server on `port` as pod `name`, once it runs.
+fn echo_pod(cluster: &Cluster, name: &str, port: u16) -> Pod {
+    create_pod(
+        cluster,
+        json!({"metadata": {"name": name}, "spec": {"containers": [
+        {"name": name, "image": "mesh-probe", "args": ["echo", "--port", port.to_string()]}]}}),
+    );
+    cluster
+        .wait_for_pod("default", name, Duration::from_secs(20), running)
+        .unwrap()
+}
+
 #[test]
 fn pods_on_two_nodes_reach_each_other() {
     testkit::gate_or_return!(&[Need::Root]);
@@ -50,14 +74,7 @@ fn pods_on_two_nodes_reach_each_other() {
     }
     for profile in profiles {
         let cluster = Cluster::create(spec(2, profile)).unwrap();
-        create_pod(
-            &cluster,
-            json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-            {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
-        );
-        let echo = cluster
-            .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-            .unwrap();
+        let echo = echo_pod(&cluster, "echo", 8080);
         let echo_ip = echo.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
         let echo_node = echo.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
         let node = cluster.local().unwrap().node(&echo_node).unwrap();
@@ -104,14 +121,7 @@ fn pods_get_ipv6_or_dual_stack_addresses() {
         let node: k8s_openapi::api::core::v1::Node =
             cluster.block_on(Api::all(cluster.client()).get("node-0")).unwrap();
         let cidrs = node.spec.unwrap().pod_cidrs.unwrap();
-        create_pod(
-            &cluster,
-            json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-            {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
-        );
-        let pod = cluster
-            .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-            .unwrap();
+        let pod = echo_pod(&cluster, "echo", 8080);
         let ip = pod.status.unwrap().pod_ip.unwrap();
         let v6 = cluster
             .in_pod("default", "echo", &["ip", "-6", "addr", "show", "dev", "eth0"])
@@ -146,16 +156,12 @@ fn a_failing_init_container_crash_loops_with_its_exit_code_visible() {
     );
     let pod = cluster
         .wait_for_pod("default", "web", Duration::from_secs(20), |p| {
-            let v = p
-                .status
-                .as_ref()
-                .and_then(|s| s.init_container_statuses.as_ref())
-                .and_then(|s| s.first().cloned());
-            v.is_some_and(|v| v.restart_count >= 2 && v.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some())
+            first_status(p, true)
+                .is_some_and(|v| v.restart_count >= 2 && v.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some())
         })
         .unwrap();
+    let v = first_status(&pod, true).unwrap();
     let status = pod.status.unwrap();
-    let v = &status.init_container_statuses.unwrap()[0];
     assert_eq!(
         v.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code,
         126
@@ -251,12 +257,8 @@ fn an_unknown_image_is_err_image_pull() {
     );
     let pod = cluster
         .wait_for_pod("default", "web", Duration::from_secs(20), |p| {
-            let c = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first().cloned());
-            c.and_then(|c| c.state)
+            first_status(p, false)
+                .and_then(|c| c.state)
                 .and_then(|s| s.waiting)
                 .and_then(|w| w.reason)
                 .is_some_and(|r| r.contains("Image"))
@@ -341,15 +343,7 @@ fn alive(p: &Proc) -> bool {
 fn a_pause_process_holds_each_pod_netns() {
     testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(1, Profile::Ptp)).unwrap();
-    let pod = create_pod(
-        &cluster,
-        json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-        {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "8080"]}]}}),
-    );
-    let uid = pod.metadata.uid.unwrap();
-    cluster
-        .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-        .unwrap();
+    let uid = echo_pod(&cluster, "echo", 8080).metadata.uid.unwrap();
     let netns = cluster.local().unwrap().pod_netns("default", "echo").unwrap();
     let procs = processes_in_netns(&netns);
     let oldest = procs.iter().min_by_key(|p| p.start).unwrap().clone();
@@ -404,14 +398,7 @@ fn a_pause_process_holds_each_pod_netns() {
 fn delete_leaves_nothing_behind() {
     testkit::gate_or_return!(&[Need::Root]);
     let cluster = Cluster::create(spec(2, Profile::Bridge)).unwrap();
-    create_pod(
-        &cluster,
-        json!({"metadata": {"name": "echo"}, "spec": {"containers": [
-        {"name": "echo", "image": "mesh-probe", "args": ["echo", "--port", "18181"]}]}}),
-    );
-    cluster
-        .wait_for_pod("default", "echo", Duration::from_secs(20), running)
-        .unwrap();
+    echo_pod(&cluster, "echo", 18181);
     let root = cluster.kubeconfig_path().parent().unwrap().to_path_buf();
     let pod_procs = processes_in_netns(&cluster.local().unwrap().pod_netns("default", "echo").unwrap());
     assert!(

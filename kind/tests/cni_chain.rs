@@ -18,7 +18,7 @@ use istio_cni_kind::cni::{
     select_network,
 };
 use istio_cni_kind::node::{Node, NodeSpec, PodSandbox};
-use node_support::{NODE, Scratch, cluster, gate, node_and, run_ok, write_script};
+use node_support::{NODE, Scratch, cluster, gate, node_and, run_ok, teardown_clean, write_script};
 use rstest::rstest;
 use serde_json::{Value, json};
 
@@ -157,9 +157,7 @@ fn add_check_del_for_every_profile(
         .del(&list, &rt)
         .unwrap_or_else(|e| panic!("{name}: second DEL failed: {e}"));
 
-    let resources = net.resources();
-    net.teardown().expect("teardown");
-    assert_eq!(resources.leftovers(), Vec::<String>::new());
+    teardown_clean(net);
 }
 
 #[test]

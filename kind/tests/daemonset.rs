@@ -70,17 +70,18 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     stdout
 }
 
-/// A 2-node cluster and the `default` namespace's DaemonSets and pods, when
-/// the test may run.
-fn setup(test: &str) -> Option<(Cluster, Api<DaemonSet>, Api<Pod>)> {
+/// A 2-node cluster with `ds` created in the `default` namespace, and that
+/// namespace's DaemonSets and pods, when the test may run.
+fn setup(test: &str, ds: &DaemonSet) -> Option<(Cluster, Api<DaemonSet>, Api<Pod>)> {
     if !testkit::gate_or_userns(test, &[testkit::Need::Root]) {
         return None;
     }
     let cluster = cluster();
-    let (dss, pods) = (
+    let (dss, pods): (Api<DaemonSet>, _) = (
         Api::namespaced(cluster.client(), "default"),
         Api::namespaced(cluster.client(), "default"),
     );
+    cluster.block_on(dss.create(&PostParams::default(), ds)).unwrap();
     Some((cluster, dss, pods))
 }
 
@@ -91,12 +92,9 @@ fn one_running_pod_per_node(pods: &[Pod]) -> bool {
 
 #[test]
 fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
-    let Some((cluster, dss, pods)) = setup(testkit::test_name!()) else {
+    let Some((cluster, dss, pods)) = setup(testkit::test_name!(), &daemonset("probe", 8080)) else {
         return;
     };
-    cluster
-        .block_on(dss.create(&PostParams::default(), &daemonset("probe", 8080)))
-        .unwrap();
     let ds = wait_object(&cluster, &dss, "probe", "rolled out", rolled_out(2));
     let status = ds.status.unwrap();
     assert_eq!((status.number_misscheduled, status.number_unavailable), (0, None));
@@ -157,12 +155,9 @@ fn a_daemonset_runs_one_pod_per_node_and_rolls_out() {
 
 #[test]
 fn a_template_change_replaces_pods_one_node_at_a_time() {
-    let Some((cluster, dss, pods)) = setup(testkit::test_name!()) else {
+    let Some((cluster, dss, pods)) = setup(testkit::test_name!(), &daemonset("roll", 8080)) else {
         return;
     };
-    cluster
-        .block_on(dss.create(&PostParams::default(), &daemonset("roll", 8080)))
-        .unwrap();
     wait_object(&cluster, &dss, "roll", "rolled out", rolled_out(2));
     let first = cluster.block_on(wait_pods(pods.clone(), "app=roll", one_running_pod_per_node));
     let first: BTreeSet<String> = first.iter().map(ResourceExt::name_any).collect();
@@ -204,14 +199,13 @@ fn a_template_change_replaces_pods_one_node_at_a_time() {
 
 #[test]
 fn node_selectors_and_taints_choose_the_nodes() {
-    let Some((cluster, dss, pods)) = setup(testkit::test_name!()) else {
-        return;
-    };
-    let nodes: Api<Node> = Api::all(cluster.client());
     let mut ds = daemonset("picky", 8080);
     let template = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
     template.node_selector = Some([("kubernetes.io/hostname".to_string(), "node-1".to_string())].into());
-    cluster.block_on(dss.create(&PostParams::default(), &ds)).unwrap();
+    let Some((cluster, dss, pods)) = setup(testkit::test_name!(), &ds) else {
+        return;
+    };
+    let nodes: Api<Node> = Api::all(cluster.client());
     wait_object(&cluster, &dss, "picky", "rolled out", rolled_out(1));
     let on = cluster.block_on(wait_pods(pods.clone(), "app=picky", |ps| {
         ps.len() == 1 && ps.iter().all(ready)

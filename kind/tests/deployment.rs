@@ -74,6 +74,17 @@ fn rolled_out(cluster: &Cluster, kubectl: &Kubectl, deploys: &Api<Deployment>) -
     wait_object(cluster, deploys, "web", "complete", complete(3))
 }
 
+/// `kubectl rollout history` of `object` lists exactly the revisions `want`.
+fn assert_revisions(kubectl: &Kubectl, object: &str, want: &[&str]) {
+    let history = kubectl.ok(&["-n", "default", "rollout", "history", object]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, want, "{history}");
+}
+
 fn replicasets(cluster: &Cluster, api: &Api<ReplicaSet>) -> Vec<ReplicaSet> {
     let mut all = cluster
         .block_on(api.list(&ListParams::default().labels("app=web")))
@@ -199,13 +210,7 @@ fn a_deployment_rolls_out_restarts_scales_and_replaces_pods() {
                 .all(|p| ready(p) && p.annotations().contains_key("kubectl.kubernetes.io/restartedAt"))
     }));
     assert_eq!(restarted.len(), 3);
-    let history = kubectl.ok(&["-n", "default", "rollout", "history", "deploy/web"]);
-    let revisions: Vec<&str> = history
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| w.parse::<u32>().is_ok())
-        .collect();
-    assert_eq!(revisions, ["1", "2", "3"], "{history}");
+    assert_revisions(&kubectl, "deploy/web", &["1", "2", "3"]);
 
     // `kubectl scale` through the scale subresource.
     kubectl.ok(&["-n", "default", "scale", "deploy/web", "--replicas=1"]);
@@ -318,13 +323,7 @@ fn priority_classes_leases_and_daemonset_history() {
         .block_on(dss.patch("probe", &PatchParams::default(), &Patch::Strategic(change)))
         .unwrap();
     kubectl.ok(&["-n", "default", "rollout", "status", "ds/probe", "--timeout=90s"]);
-    let history = kubectl.ok(&["-n", "default", "rollout", "history", "ds/probe"]);
-    let revisions: Vec<&str> = history
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| w.parse::<u32>().is_ok())
-        .collect();
-    assert_eq!(revisions, ["1", "2"], "{history}");
+    assert_revisions(&kubectl, "ds/probe", &["1", "2"]);
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
     let listed = cluster.block_on(crs.list(&ListParams::default())).unwrap().items;
     let ds_uid = cluster.block_on(dss.get("probe")).unwrap().uid();

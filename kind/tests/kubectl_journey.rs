@@ -127,13 +127,18 @@ fn exec_with_terminal(s: &Session, pod: &str, script: &str) -> (String, Option<i
     .finish()
 }
 
+/// Once the Deployment's rollout is complete: `field` of each of its pods,
+/// space-separated.
+fn web_rolled_out(s: &Session, field: &str) -> String {
+    s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
+    let path = format!("jsonpath={{.items[*].{field}}}");
+    s.ok(&["get", "pods", "-l", "app=web", "-o", &path])
+}
+
 /// Pods of the namespace on `node`.
 fn pods_on(s: &Session, node: &str) -> Vec<String> {
-    let list: Value = serde_json::from_str(&s.ok(&["get", "pods", "-o", "json"])).expect("pods JSON");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    s.k.items(&s.args(&["get", "pods"]))
+        .iter()
         .filter(|p| p["spec"]["nodeName"] == node)
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
         .collect()
@@ -183,15 +188,7 @@ fn a_kubectl_session_from_namespace_to_drain() {
 
     // A Deployment using both, rolled out.
     s.apply(&deployment());
-    s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
-    let names = s.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=web",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]);
+    let names = web_rolled_out(&s, "metadata.name");
     let web: Vec<&str> = names.split_whitespace().collect();
     assert_eq!(web.len(), 2, "{names}");
     let pod = web[0];
@@ -347,15 +344,7 @@ fn a_kubectl_session_from_namespace_to_drain() {
         TIMEOUT,
     ]);
     assert_eq!(pods_on(&s, "node-0"), Vec::<String>::new());
-    s.ok(&["rollout", "status", "deploy/web", TIMEOUT]);
-    let nodes = s.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=web",
-        "-o",
-        "jsonpath={.items[*].spec.nodeName}",
-    ]);
+    let nodes = web_rolled_out(&s, "spec.nodeName");
     assert_eq!(nodes, "node-1 node-1", "the Deployment's pods moved to node-1");
     assert!(s.k.ok(&["get", "node", "node-0"]).contains("SchedulingDisabled"));
     s.k.ok(&["uncordon", "node-0"]);

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use istio_cni_kind::cni::{PodRef, Profile, RuntimeConf};
 use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, InstallMode, Layout, Node, NodeSpec, PodSandbox};
-use node_support::{NODE, Probe, Scratch, client, cluster, gate, named, private_netns, probe_bin, run_ok};
+use node_support::{
+    NODE, Probe, Scratch, client, cluster, gate, named, private_netns, probe_bin, run_ok, teardown_clean,
+};
 use rstest::rstest;
 
 /// Writes `profile` on `node`, makes a sandbox and ADDs it; returns the
@@ -95,8 +97,7 @@ fn pods_on_two_nodes_reach_each_other(#[values(Profile::Bridge, Profile::Ptp)] p
 
     let resources = net.resources();
     assert_eq!(resources.netns_files.len(), 4, "{resources:#?}");
-    net.teardown().expect("teardown");
-    assert_eq!(resources.leftovers(), Vec::<String>::new());
+    teardown_clean(net);
 }
 
 #[test]
@@ -153,9 +154,7 @@ fn every_layout_creates_its_directories() {
     assert!(!sandbox.path().exists());
     minikube.delete_pod_netns("p1").expect("deleting twice is fine");
 
-    let resources = net.resources();
-    net.teardown().expect("teardown");
-    assert_eq!(resources.leftovers(), Vec::<String>::new());
+    teardown_clean(net);
 }
 
 #[test]
@@ -187,9 +186,7 @@ fn copy_mode_installs_real_files_and_names_are_checked() {
     })
     .expect_err("colliding plan");
     assert!(err.to_string().contains("10.250.0.0/24 is already in use"), "{err}");
-    let resources = net.resources();
-    net.teardown().expect("teardown");
-    assert_eq!(resources.leftovers(), Vec::<String>::new());
+    teardown_clean(net);
     assert!(scratch.join("cluster").is_dir(), "a given root is kept");
 }
 
@@ -218,7 +215,6 @@ fn harness_defaults_to_the_calling_threads_netns() {
         })
         .expect("running in the private netns");
     let bridge = net.bridge().to_owned();
-    let resources = net.resources();
     assert!(
         links.contains(&bridge),
         "bridge {bridge} not in the caller's netns:\n{links}"
@@ -229,8 +225,7 @@ fn harness_defaults_to_the_calling_threads_netns() {
         .expect("ip");
     assert!(!here.status.success(), "bridge leaked into the test's own netns");
     // Teardown from another thread still acts on the captured namespace.
-    net.teardown().expect("teardown");
-    assert_eq!(resources.leftovers(), Vec::<String>::new());
+    teardown_clean(net);
     private.delete().expect("deleting the caller netns");
 }
 

@@ -72,11 +72,8 @@ fn wait_unschedulable(k: &Kubectl, pod: &str) -> String {
 
 /// The messages of the FailedScheduling events about `pod`.
 fn failed_scheduling(k: &Kubectl, pod: &str) -> Vec<String> {
-    let events: Value = serde_json::from_str(&k.ok(&["get", "events", "-o", "json"])).expect("events JSON");
-    events["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    k.items(&["get", "events"])
+        .iter()
         .filter(|e| e["reason"] == "FailedScheduling" && e["involvedObject"]["name"] == pod)
         .filter_map(|e| e["message"].as_str().map(str::to_string))
         .collect()

@@ -49,11 +49,9 @@ impl Env {
 
     /// The reasons and messages of the events about `object`.
     fn events(&self, object: &str) -> Vec<(String, String)> {
-        let list: Value = serde_json::from_str(&self.k.ok(&["get", "events", "-o", "json"])).unwrap();
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        self.k
+            .items(&["get", "events"])
+            .iter()
             .filter(|e| e["involvedObject"]["name"] == object)
             .map(|e| {
                 let text = |f: &str| e[f].as_str().unwrap_or_default().to_string();

@@ -152,11 +152,48 @@ impl Kubectl {
     pub fn ok<S: AsRef<str>>(&self, args: &[S]) -> String {
         self.run(args).ok()
     }
+
+    /// The `items` of the list `args` get (`-o json` is added), panicking
+    /// with the command and its output when it fails or is not a list.
+    pub fn items<S: AsRef<str>>(&self, args: &[S]) -> Vec<serde_json::Value> {
+        let mut all: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        all.extend(["-o", "json"]);
+        list_items(&all, &self.ok(&all))
+    }
+}
+
+/// The `items` array of the JSON list `out` that `args` printed.
+fn list_items(args: &[&str], out: &str) -> Vec<serde_json::Value> {
+    let list: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{out}"));
+    match list {
+        serde_json::Value::Object(mut list) => match list.remove("items") {
+            Some(serde_json::Value::Array(items)) => items,
+            _ => panic!("{args:?}: no items array:\n{out}"),
+        },
+        _ => panic!("{args:?}: not a list:\n{out}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_are_the_lists_objects() {
+        let out = r#"{"kind": "List", "items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]}"#;
+        let names: Vec<_> = list_items(&["get", "pods"], out)
+            .iter()
+            .map(|o| o["metadata"]["name"].clone())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no items array")]
+    fn an_object_that_is_no_list_is_refused() {
+        list_items(&["get", "pod", "a"], r#"{"kind": "Pod"}"#);
+    }
 
     #[test]
     fn runs_the_client_with_its_own_cache_and_reports_failures() {

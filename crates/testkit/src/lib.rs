@@ -9,9 +9,10 @@
 //!   returning from it when it cannot run.
 //! - [`Scratch`]: a fresh directory removed on drop; [`names_in`]: what a
 //!   directory holds.
-//! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`).
+//! - [`on_path`]: a tool on `PATH` (with `/usr/sbin` and `/sbin`);
+//!   [`run_ok`]: a command's stdout, or a panic with its stderr.
 //! - [`Kubectl`]: kubectl (or helm) against one kubeconfig, with outputs a
-//!   failing test can print.
+//!   failing test can print; [`Kubectl::items`]: a `get`'s objects as JSON.
 //! - [`workspace_bin`]: another package's binary, built when missing;
 //!   [`place_exe`]: an executable put elsewhere, runnable at once.
 //! - [`iptables::rules_by_chain`]: an `iptables-save` table, chain by chain.
@@ -31,6 +32,19 @@ pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
 pub use scratch::{Scratch, names_in};
 pub use userns::gate_or_userns;
 
+/// Runs `cmd` to completion and returns its stdout; panics with the
+/// command, its status and stderr unless it exits 0.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `tool` on `PATH`, or in `/usr/sbin` or `/sbin` (where Debian puts
 /// iptables and ip for root, and ordinary users' PATH lacks them).
 pub fn on_path(tool: &str) -> Option<std::path::PathBuf> {
@@ -39,4 +53,23 @@ pub fn on_path(tool: &str) -> Option<std::path::PathBuf> {
         .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
         .map(|dir| dir.join(tool))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    #[test]
+    fn run_ok_returns_stdout() {
+        assert_eq!(
+            super::run_ok(Command::new("sh").args(["-c", "echo out; echo err >&2"])),
+            "out\n"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "exit status: 3): err")]
+    fn run_ok_shows_a_failures_status_and_stderr() {
+        super::run_ok(Command::new("sh").args(["-c", "echo err >&2; exit 3"]));
+    }
 }

@@ -655,14 +655,17 @@ mod tests {
         }
     }
 
+    /// What `pick` finds in each action that has it, in order.
+    fn picked(actions: &[Action], pick: impl Fn(&Action) -> Option<&String>) -> Vec<String> {
+        actions.iter().filter_map(pick).cloned().collect()
+    }
+
+    /// The containers the actions start.
     fn starts(actions: &[Action]) -> Vec<String> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Start { container, .. } => Some(container.clone()),
-                _ => None,
-            })
-            .collect()
+        picked(actions, |a| match a {
+            Action::Start { container, .. } => Some(container),
+            _ => None,
+        })
     }
 
     fn init_status<'a>(s: &'a PodStatus, name: &str) -> &'a ContainerStatus {
@@ -974,14 +977,12 @@ mod tests {
             .unwrap()
     }
 
+    /// The reasons of the events the actions record.
     fn reasons(actions: &[Action]) -> Vec<String> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Record { reason, .. } => Some(reason.clone()),
-                _ => None,
-            })
-            .collect()
+        picked(actions, |a| match a {
+            Action::Record { reason, .. } => Some(reason),
+            _ => None,
+        })
     }
 
     #[test]

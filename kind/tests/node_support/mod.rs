@@ -15,7 +15,7 @@ use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, NodeSpec};
 use serde_json::Value;
 
 #[allow(unused_imports)] // not every suite uses each
-pub use testkit::{Need, Scratch, gate};
+pub use testkit::{Need, Scratch, gate, run_ok};
 
 /// What the node tests need: root, the CNI plugins and `ip`.
 pub const NODE: &[Need] = &[Need::Root, Need::CniPlugins, Need::Tool("ip")];
@@ -52,16 +52,12 @@ pub fn cluster(scratch: &Scratch, nodes: &[NodeSpec]) -> (ClusterNetwork, Netns)
     (net, harness)
 }
 
-/// Runs a command; panics with its stderr unless it exits 0; returns stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Tears `net` down and asserts it left nothing behind (links, netns
+/// files, mounts, directories).
+pub fn teardown_clean(net: ClusterNetwork) {
+    let resources = net.resources();
+    net.teardown().expect("teardown");
+    assert_eq!(resources.leftovers(), Vec::<String>::new());
 }
 
 /// The mesh-probe binary built for these tests.

@@ -100,17 +100,7 @@ impl TestNetns {
 
 /// Runs a host command; panics with its stderr on failure.
 pub fn run(argv: &[&str]) -> String {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{argv:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    testkit::run_ok(Command::new(argv[0]).args(&argv[1..]))
 }
 
 /// What goes into a test pod: annotations, `istio-proxy` env and

@@ -48,41 +48,27 @@ pub struct FaultMatch {
     pub predicate: Option<Predicate>,
 }
 
+/// `pub fn field(self, value: &str) -> Self` for each named field: the
+/// match then also requires the request's `field` to be `value`.
+macro_rules! request_field_setters {
+    ($($field:ident),+) => {
+        $(
+            #[doc = concat!("Also requires the request's `", stringify!($field), "` to be `value`.")]
+            pub fn $field(mut self, value: &str) -> Self {
+                self.$field = Some(value.into());
+                self
+            }
+        )+
+    };
+}
+
 impl FaultMatch {
     /// Matches every request.
     pub fn any() -> FaultMatch {
         FaultMatch::default()
     }
 
-    pub fn verb(mut self, verb: &str) -> Self {
-        self.verb = Some(verb.into());
-        self
-    }
-
-    pub fn group(mut self, group: &str) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-
-    pub fn resource(mut self, resource: &str) -> Self {
-        self.resource = Some(resource.into());
-        self
-    }
-
-    pub fn subresource(mut self, subresource: &str) -> Self {
-        self.subresource = Some(subresource.into());
-        self
-    }
-
-    pub fn namespace(mut self, namespace: &str) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.into());
-        self
-    }
+    request_field_setters!(verb, group, resource, subresource, namespace, name);
 
     /// Also requires `f` to hold for the request.
     pub fn when(mut self, f: impl Fn(&RequestFacts<'_>) -> bool + Send + Sync + 'static) -> Self {

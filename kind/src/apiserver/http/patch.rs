@@ -375,23 +375,16 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            PatchType::from_content_type("application/merge-patch+json; charset=utf-8"),
-            Some(PatchType::Merge)
-        );
-        assert_eq!(
-            PatchType::from_content_type("application/strategic-merge-patch+json"),
-            Some(PatchType::Strategic)
-        );
-        assert_eq!(
-            PatchType::from_content_type("application/json-patch+json"),
-            Some(PatchType::Json)
-        );
-        assert_eq!(
-            PatchType::from_content_type("application/apply-patch+yaml"),
-            Some(PatchType::Apply)
-        );
-        assert_eq!(PatchType::from_content_type("application/json"), None);
+        let cases = [
+            ("application/merge-patch+json; charset=utf-8", Some(PatchType::Merge)),
+            ("application/strategic-merge-patch+json", Some(PatchType::Strategic)),
+            ("application/json-patch+json", Some(PatchType::Json)),
+            ("application/apply-patch+yaml", Some(PatchType::Apply)),
+            ("application/json", None),
+        ];
+        for (content_type, want) in cases {
+            assert_eq!(PatchType::from_content_type(content_type), want, "{content_type}");
+        }
     }
 
     #[test]

@@ -476,32 +476,42 @@ mod tests {
         );
     }
 
+    /// Asserts whether each selector of `cases` matches, naming the one that
+    /// does not behave.
+    fn each_matches(matches: impl Fn(&str) -> bool, cases: &[(&str, bool)]) {
+        for &(selector, want) in cases {
+            assert_eq!(matches(selector), want, "{selector:?}");
+        }
+    }
+
     #[test]
     fn matches_semantics() {
         let l = labels(&[("app", "web"), ("tier", "front"), ("n", "10")]);
-        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&l);
-        assert!(m(""));
-        assert!(m("app=web"));
-        assert!(m("app==web"));
-        assert!(!m("app=db"));
-        assert!(m("app!=db"));
-        assert!(m("missing!=x"));
-        assert!(m("app in (db,web)"));
-        assert!(!m("app in (db)"));
-        assert!(!m("missing in (db)"));
-        assert!(m("app notin (db)"));
-        assert!(m("missing notin (db)"));
-        assert!(!m("app notin (web)"));
-        assert!(m("tier"));
-        assert!(!m("missing"));
-        assert!(m("!missing"));
-        assert!(!m("!app"));
-        assert!(m("app=web,tier=front"));
-        assert!(!m("app=web,tier=back"));
-        assert!(m("n>9"));
-        assert!(!m("n<9"));
-        assert!(m("example.com/key!=x"));
-        assert!(!m("app="));
+        let cases = [
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app=db", false),
+            ("app!=db", true),
+            ("missing!=x", true),
+            ("app in (db,web)", true),
+            ("app in (db)", false),
+            ("missing in (db)", false),
+            ("app notin (db)", true),
+            ("missing notin (db)", true),
+            ("app notin (web)", false),
+            ("tier", true),
+            ("missing", false),
+            ("!missing", true),
+            ("!app", false),
+            ("app=web,tier=front", true),
+            ("app=web,tier=back", false),
+            ("n>9", true),
+            ("n<9", false),
+            ("example.com/key!=x", true),
+            ("app=", false),
+        ];
+        each_matches(|s| LabelSelector::parse(s).unwrap().matches(&l), &cases);
     }
 
     #[test]
@@ -544,17 +554,20 @@ mod tests {
             "spec": {"nodeName": "n1", "hostNetwork": true},
             "status": {"phase": "Running"},
         });
-        let m = |s: &str| FieldSelector::parse(s).unwrap().matches_object(&pod);
-        assert!(m(""));
-        assert!(m("spec.nodeName=n1"));
-        assert!(m("spec.nodeName==n1"));
-        assert!(!m("spec.nodeName=n2"));
-        assert!(m("spec.nodeName!=n2"));
-        assert!(m("metadata.name=p1,metadata.namespace=default"));
-        assert!(m("status.phase=Running"));
-        assert!(!m("status.phase!=Running"));
-        assert!(m("spec.hostNetwork=true"));
-        assert!(m("spec.schedulerName="), "missing field is the empty string");
+        let cases = [
+            ("", true),
+            ("spec.nodeName=n1", true),
+            ("spec.nodeName==n1", true),
+            ("spec.nodeName=n2", false),
+            ("spec.nodeName!=n2", true),
+            ("metadata.name=p1,metadata.namespace=default", true),
+            ("status.phase=Running", true),
+            ("status.phase!=Running", false),
+            ("spec.hostNetwork=true", true),
+            // A missing field is the empty string.
+            ("spec.schedulerName=", true),
+        ];
+        each_matches(|s| FieldSelector::parse(s).unwrap().matches_object(&pod), &cases);
         assert_eq!(
             FieldSelector::parse("metadata.name=x").unwrap().exact("metadata.name"),
             Some("x")

@@ -218,6 +218,22 @@ mod tests {
         T0.parse::<Timestamp>().unwrap() + Duration::from_secs(secs)
     }
 
+    /// The status of `d` with the ReplicaSets `new` (created by this pass or
+    /// not) and `old`, `secs` after [`T0`].
+    fn status_at(
+        d: &Deployment,
+        (new, old): (&ReplicaSet, &ReplicaSet),
+        created: bool,
+        secs: u64,
+    ) -> (DeploymentStatus, Option<Duration>) {
+        let facts = Facts {
+            new: Some(new),
+            created,
+            now: at(secs),
+        };
+        status(d, &[new, old], &facts)
+    }
+
     fn cond<'a>(st: &'a DeploymentStatus, ty: &str) -> &'a DeploymentCondition {
         st.conditions.as_ref().unwrap().iter().find(|c| c.type_ == ty).unwrap()
     }
@@ -226,12 +242,7 @@ mod tests {
     fn a_complete_rollout_says_new_replicaset_available() {
         let new = rs("web-n", 3, 3, 3);
         let old = rs("web-o", 0, 0, 0);
-        let facts = Facts {
-            new: Some(&new),
-            created: false,
-            now: at(5),
-        };
-        let (st, recheck) = status(&deploy(json!({})), &[&new, &old], &facts);
+        let (st, recheck) = status_at(&deploy(json!({})), (&new, &old), false, 5);
         assert_eq!(
             (
                 st.replicas,
@@ -262,23 +273,13 @@ mod tests {
     fn a_rollout_in_progress_and_its_deadline() {
         let new = rs("web-n", 1, 1, 0);
         let old = rs("web-o", 3, 3, 3);
-        let facts = Facts {
-            new: Some(&new),
-            created: true,
-            now: at(0),
-        };
-        let (st, recheck) = status(&deploy(json!({})), &[&new, &old], &facts);
+        let (st, recheck) = status_at(&deploy(json!({})), (&new, &old), true, 0);
         assert_eq!(cond(&st, "Progressing").reason.as_deref(), Some("NewReplicaSetCreated"));
         assert_eq!(recheck, Some(Duration::from_secs(600)));
         assert_eq!(st.updated_replicas, Some(1));
         // Nothing moves for the deadline: the rollout has failed.
         let d = deploy(serde_json::to_value(&st).unwrap());
-        let later = Facts {
-            new: Some(&new),
-            created: false,
-            now: at(601),
-        };
-        let (st, _) = status(&d, &[&new, &old], &later);
+        let (st, _) = status_at(&d, (&new, &old), false, 601);
         let p = cond(&st, "Progressing");
         assert_eq!(
             (p.status.as_str(), p.reason.as_deref()),
@@ -286,15 +287,7 @@ mod tests {
         );
         // Progress before the deadline pushes it back.
         let moved = rs("web-n", 1, 1, 1);
-        let (st, recheck) = status(
-            &d,
-            &[&moved, &old],
-            &Facts {
-                new: Some(&moved),
-                created: false,
-                now: at(300),
-            },
-        );
+        let (st, recheck) = status_at(&d, (&moved, &old), false, 300);
         assert_eq!(cond(&st, "Progressing").reason.as_deref(), Some("ReplicaSetUpdated"));
         assert_eq!(recheck, Some(Duration::from_secs(600)));
         assert_eq!(
