@@ -9,11 +9,11 @@
 mod daemonset_support;
 
 use daemonset_support::{
-    READY, agent_cluster, agents, agents_gone, apply, delete_daemonset, has_entry, node_files, rollout,
+    READY, Setup, agent_cluster, agents, agents_gone, apply, delete_daemonset, has_entry, node_files, rollout, setup,
 };
 use istio_cni_kind::cluster::Cluster;
 use istio_cni_kind::kubelet::ImageTable;
-use testkit::{Kubectl, Need, Scratch};
+use testkit::{Kubectl, Scratch};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/chart");
 
@@ -47,15 +47,13 @@ fn one_ready_agent_per_node(kubectl: &Kubectl) {
 
 #[test]
 fn the_agent_daemonset_from_its_manifest_installs_and_cleans_up() {
-    if !testkit::gate(
-        "the_agent_daemonset_from_its_manifest_installs_and_cleans_up",
-        &[Need::Root, Need::CniPlugins],
-    ) {
-        return;
-    }
-    let scratch = Scratch::new("journey-manifest");
-    let cluster = cluster(&scratch);
-    let Some(kubectl) = Kubectl::new("journey-manifest", cluster.kubeconfig_path(), &scratch) else {
+    let test = "the_agent_daemonset_from_its_manifest_installs_and_cleans_up";
+    let Some(Setup {
+        kubectl,
+        cluster,
+        scratch: _scratch,
+    }) = setup(test, "journey-manifest", cluster)
+    else {
         return;
     };
     let before = node_files(&cluster);
@@ -75,18 +73,16 @@ fn the_agent_daemonset_from_its_manifest_installs_and_cleans_up() {
 
 #[test]
 fn helm_installs_upgrades_and_uninstalls_the_chart() {
-    if !testkit::gate(
-        "helm_installs_upgrades_and_uninstalls_the_chart",
-        &[Need::Root, Need::CniPlugins],
-    ) {
+    let test = "helm_installs_upgrades_and_uninstalls_the_chart";
+    let Some(Setup {
+        kubectl,
+        cluster,
+        scratch,
+    }) = setup(test, "journey-helm", cluster)
+    else {
         return;
-    }
-    let scratch = Scratch::new("journey-helm");
-    let cluster = cluster(&scratch);
-    let (Some(kubectl), Some(helm)) = (
-        Kubectl::new("journey-helm", cluster.kubeconfig_path(), &scratch),
-        Kubectl::helm("journey-helm", cluster.kubeconfig_path(), &scratch),
-    ) else {
+    };
+    let Some(helm) = Kubectl::helm(test, cluster.kubeconfig_path(), &scratch) else {
         return;
     };
     let before = node_files(&cluster);

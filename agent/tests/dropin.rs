@@ -15,6 +15,8 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
+mod install_common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -24,15 +26,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use install_common::agent::{AGENT, signal, wait_for_exit, wait_until};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Volume};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use testkit::{Need, Scratch, gate};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chart/istio-cni-node.yaml");
-const AGENT: &str = env!("CARGO_BIN_EXE_istio-cni-agent");
 const PRIMARY_NAME: &str = "10-calico.conflist";
 const PRIMARY: &str = "{\n  \"name\": \"k8s-pod-network\",\n  \"cniVersion\": \"0.3.1\",\n  \"plugins\": [\n    {\"type\": \"calico\", \"ipam\": {\"type\": \"calico-ipam\"}},\n    {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}\n  ]\n}\n";
 /// The image's PATH (Debian's).
@@ -225,30 +226,14 @@ fn agent_owns_sigterm(pid: u32) -> bool {
     comm.trim() == "install-cni" && blocked & (1 << (libc::SIGTERM - 1)) != 0
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
-}
-
+/// [`wait_for_exit`], killing the child when it still runs.
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let status = wait_for_exit(child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
+    status
 }
 
 /// An API server that accepts every connection and never answers; counts them.
@@ -285,113 +270,106 @@ fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
     ns.run(f).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn sigterm(child: &Child) {
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+/// Runs `f` with the chart's container spec in a private network namespace
+/// (see [`in_private_netns`]); skips `test` when not root.
+fn with_chart_in_private_netns(test: &str, f: impl FnOnce(Chart) + Send + 'static) {
+    if gate(test, &[Need::Root]) {
+        in_private_netns(|| f(chart()));
+    }
 }
 
 #[test]
 fn the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json() {
-    if !gate(
+    with_chart_in_private_netns(
         "the_charts_container_installs_is_ready_on_both_families_and_logs_istio_json",
-        &[Need::Root],
-    ) {
-        return;
-    }
-    in_private_netns(|| {
-        let chart = chart();
-        assert_eq!(
-            chart.container.command.as_deref(),
-            Some(&["install-cni".to_string()][..])
-        );
-        let node = Node::new("chart", true);
-        let before = node.snapshot();
-        let api = silent_api_server();
-        let mut child = node.start(&chart, &[]);
-        let ready = wait_until(Duration::from_secs(20), || {
-            node.installed()
-                && ["127.0.0.1:8000", "[::1]:8000"]
-                    .iter()
-                    .all(|a| http_get(a.parse().unwrap(), "/readyz").map(|r| r.0) == Some(200))
-        });
-        if !ready {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("not installed and ready on both families:\n{}", node.log());
-        }
-        let (code, metrics) = http_get("[::1]:15014".parse().unwrap(), "/metrics").unwrap();
-        assert_eq!(code, 200, "{metrics}");
-        assert!(
-            metrics.contains("Content-Type: text/plain; version=0.0.4")
-                || metrics.contains("content-type: text/plain; version=0.0.4"),
-            "{metrics}"
-        );
-        for sample in [
-            "istio_cni_install_ready 1",
-            "process_resident_memory_bytes ",
-            "process_start_time_seconds ",
-        ] {
-            assert!(metrics.contains(sample), "no {sample:?} in\n{metrics}");
-        }
-        // The repair controller (the chart turns repairPods on) now waits for
-        // a first pod list from a server that never answers.
-        let waiting = wait_until(Duration::from_secs(10), || {
-            node.log().contains("starting CNI sidecar repair controller") && !api.lock().unwrap().is_empty()
-        });
-        assert!(
-            waiting,
-            "the repair controller never reached the API server:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        let sent = Instant::now();
-        sigterm(&child);
-        let status = wait_exit(&mut child, Duration::from_secs(10));
-        let took = sent.elapsed();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{status:?} after {took:?}:\n{}",
-            node.log()
-        );
-        // Well under the 10 s the waits it interrupts would take (no timing
-        // figure: a loaded machine may take a while to schedule the exit).
-        assert!(took < Duration::from_secs(5), "exit took {took:?}:\n{}", node.log());
-        assert_eq!(node.snapshot(), before, "the node is not restored:\n{}", node.log());
-        // One JSON object per line, with Istio's keys.
-        let log = node.log();
-        let mut scopes = std::collections::BTreeSet::new();
-        for line in log.lines() {
-            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{log}"));
-            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-            for k in ["level", "time", "msg"] {
-                assert!(v[k].is_string(), "no {k} in {line}");
+        |chart| {
+            assert_eq!(
+                chart.container.command.as_deref(),
+                Some(&["install-cni".to_string()][..])
+            );
+            let node = Node::new("chart", true);
+            let before = node.snapshot();
+            let api = silent_api_server();
+            let mut child = node.start(&chart, &[]);
+            let ready = wait_until(Duration::from_secs(20), || {
+                node.installed()
+                    && ["127.0.0.1:8000", "[::1]:8000"]
+                        .iter()
+                        .all(|a| http_get(a.parse().unwrap(), "/readyz").map(|r| r.0) == Some(200))
+            });
+            if !ready {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("not installed and ready on both families:\n{}", node.log());
             }
-            // Not tracing's own JSON shape (`timestamp`, `target`, a `fields` object).
-            assert!(keys.iter().all(|k| !["timestamp", "target"].contains(k)), "{line}");
-            assert!(!v["fields"].is_object(), "{line}");
-            scopes.insert(v["scope"].as_str().unwrap_or("").to_string());
-        }
-        assert!(scopes.contains("cni-agent"), "{log}");
-        assert!(
-            log.contains("ignoring ambient-only settings") && log.contains("AMBIENT_DNS_CAPTURE"),
-            "{log}"
-        );
-        assert!(log.contains("cleanup done"), "{log}");
-        eprintln!(
-            "chart container: ready on 127.0.0.1:8000 and [::1]:8000; SIGTERM while the API server is silent: exit 0 in {took:?}, node restored"
-        );
-    });
+            let (code, metrics) = http_get("[::1]:15014".parse().unwrap(), "/metrics").unwrap();
+            assert_eq!(code, 200, "{metrics}");
+            assert!(
+                metrics.contains("Content-Type: text/plain; version=0.0.4")
+                    || metrics.contains("content-type: text/plain; version=0.0.4"),
+                "{metrics}"
+            );
+            for sample in [
+                "istio_cni_install_ready 1",
+                "process_resident_memory_bytes ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(metrics.contains(sample), "no {sample:?} in\n{metrics}");
+            }
+            // The repair controller (the chart turns repairPods on) now waits for
+            // a first pod list from a server that never answers.
+            let waiting = wait_until(Duration::from_secs(10), || {
+                node.log().contains("starting CNI sidecar repair controller") && !api.lock().unwrap().is_empty()
+            });
+            assert!(
+                waiting,
+                "the repair controller never reached the API server:\n{}",
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            let sent = Instant::now();
+            signal(&child, Signal::SIGTERM);
+            let status = wait_exit(&mut child, Duration::from_secs(10));
+            let took = sent.elapsed();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{status:?} after {took:?}:\n{}",
+                node.log()
+            );
+            // Well under the 10 s the waits it interrupts would take (no timing
+            // figure: a loaded machine may take a while to schedule the exit).
+            assert!(took < Duration::from_secs(5), "exit took {took:?}:\n{}", node.log());
+            assert_eq!(node.snapshot(), before, "the node is not restored:\n{}", node.log());
+            // One JSON object per line, with Istio's keys.
+            let log = node.log();
+            let mut scopes = std::collections::BTreeSet::new();
+            for line in log.lines() {
+                let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{log}"));
+                let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+                for k in ["level", "time", "msg"] {
+                    assert!(v[k].is_string(), "no {k} in {line}");
+                }
+                // Not tracing's own JSON shape (`timestamp`, `target`, a `fields` object).
+                assert!(keys.iter().all(|k| !["timestamp", "target"].contains(k)), "{line}");
+                assert!(!v["fields"].is_object(), "{line}");
+                scopes.insert(v["scope"].as_str().unwrap_or("").to_string());
+            }
+            assert!(scopes.contains("cni-agent"), "{log}");
+            assert!(
+                log.contains("ignoring ambient-only settings") && log.contains("AMBIENT_DNS_CAPTURE"),
+                "{log}"
+            );
+            assert!(log.contains("cleanup done"), "{log}");
+            eprintln!(
+                "chart container: ready on 127.0.0.1:8000 and [::1]:8000; SIGTERM while the API server is silent: exit 0 in {took:?}, node restored"
+            );
+        },
+    );
 }
 
 #[test]
 fn sigterm_at_any_instant_of_start_up_with_a_silent_api_server() {
-    if !gate(
-        "sigterm_at_any_instant_of_start_up_with_a_silent_api_server",
-        &[Need::Root],
-    ) {
-        return;
-    }
-    in_private_netns(|| {
-        let chart = chart();
+    with_chart_in_private_netns("sigterm_at_any_instant_of_start_up_with_a_silent_api_server", |chart| {
         let _api = silent_api_server();
         let mut worst = (Duration::ZERO, String::new());
         // Waiting for a primary config (none on the node), then instants
@@ -407,7 +385,7 @@ fn sigterm_at_any_instant_of_start_up_with_a_silent_api_server() {
             assert!(owned, "the agent never started:\n{}", node.log());
             std::thread::sleep(Duration::from_millis(ms));
             let sent = Instant::now();
-            sigterm(&child);
+            signal(&child, Signal::SIGTERM);
             let status = wait_exit(&mut child, Duration::from_secs(10));
             let took = sent.elapsed();
             let what = format!("primary {primary}, SIGTERM {ms} ms after start");
@@ -440,11 +418,7 @@ fn sigterm_at_any_instant_of_start_up_with_a_silent_api_server() {
 
 #[test]
 fn ambient_enabled_is_refused_naming_the_setting() {
-    if !gate("ambient_enabled_is_refused_naming_the_setting", &[Need::Root]) {
-        return;
-    }
-    in_private_netns(|| {
-        let chart = chart();
+    with_chart_in_private_netns("ambient_enabled_is_refused_naming_the_setting", |chart| {
         let node = Node::new("ambient", true);
         let before = node.snapshot();
         let mut child = node.start(&chart, &[("AMBIENT_ENABLED", "true")]);

@@ -58,8 +58,7 @@ impl Rng {
 /// The text our install gives the node's primary (computed in-process; the
 /// binary's output is compared with it), and the name it ends up under.
 fn installed_text(node: &Node) -> (String, String) {
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let mut installer = node.installed();
     let path = installer.current_path().unwrap().to_path_buf();
     let text = fs::read_to_string(&path).unwrap();
     installer.cleanup().unwrap();
@@ -246,9 +245,8 @@ fn sigterm_while_the_repair_controller_starts_cleans_up() {
 /// someone else's files stay.
 #[test]
 fn uninstall_removes_what_a_kill_mid_install_leaves() {
-    let node = Node::new("uninstall-leftovers");
-    node.write("10-calico.conflist", CALICO);
-    node.installer().install_all().unwrap();
+    let node = Node::with_primary("uninstall-leftovers", "10-calico.conflist", CALICO);
+    node.installed();
     let temps = [
         node.bin.join("istio-cni.tmp.4242000001"),
         node.bin.join("istio-iptables.tmp.4242000002"),
@@ -304,9 +302,8 @@ fn uninstall_fails_naming_a_leftover_it_cannot_remove() {
     ) {
         return;
     }
-    let node = Node::new("uninstall-stuck");
-    node.write("10-calico.conflist", CALICO);
-    node.installer().install_all().unwrap();
+    let node = Node::with_primary("uninstall-stuck", "10-calico.conflist", CALICO);
+    node.installed();
     let stuck = node.run.join("istio-cni-kubeconfig.tmp.4242000001");
     fs::write(&stuck, format!("token: {TOKEN}\n")).unwrap();
     let cover = node.scratch.join("cover");
@@ -369,8 +366,7 @@ struct Case {
 
 impl Case {
     fn new(label: &str, file: &'static str, original: &'static str) -> Case {
-        let node = Node::new(label);
-        node.write(file, original);
+        let node = Node::with_primary(label, file, original);
         let (installed, list) = installed_text(&node);
         let mut case = Case {
             node,

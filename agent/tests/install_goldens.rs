@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use install_common::*;
+use istio_cni_agent::config::InstallSettings;
 use istio_cni_agent::install::{InstallError, Installer, STANDALONE_FILE, uninstall};
 use istio_cni_agent::metrics::{InstallResult, Metrics};
 use rstest::rstest;
@@ -27,10 +28,8 @@ use rstest::rstest;
 #[case::aws_vpc("aws_vpc", "10-aws.conflist", AWS_VPC)]
 #[case::k3s_flannel("k3s_flannel", "10-flannel.conflist", K3S_FLANNEL)]
 fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
-    let node = Node::new(label);
-    node.write(file, original);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let node = Node::with_primary(label, file, original);
+    let mut installer = node.installed();
     let result_name = if file.ends_with(".conf") {
         format!("{file}list")
     } else {
@@ -41,7 +40,7 @@ fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
         std::slice::from_ref(&result_name),
         "a .conf becomes a .conflist, nothing else appears"
     );
-    assert_eq!(installer.current_path(), Some(node.conf.join(&result_name).as_path()));
+    node.assert_chosen(&installer, &result_name);
     let installed = node.read(&result_name);
     insta::assert_snapshot!(format!("golden_{label}"), node.redact(&installed));
 
@@ -71,7 +70,7 @@ fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
     installer.check_valid().unwrap();
     installer.install_all().unwrap();
     assert_eq!(node.read(&result_name), installed, "install twice == install once");
-    node.installer().install_all().unwrap();
+    node.installed();
     assert_eq!(node.read(&result_name), installed, "a restarted agent changes nothing");
 
     installer.cleanup().unwrap();
@@ -86,7 +85,7 @@ fn golden(#[case] label: &str, #[case] file: &str, #[case] original: &str) {
     assert!(!node.run.join("istio-cni-install-state.json").exists());
 
     // The agent dies (no cleanup); `istio-cni-agent uninstall` restores from the state file.
-    node.installer().install_all().unwrap();
+    node.installed();
     assert_eq!(node.read(&result_name), installed);
     let report = uninstall(&node.settings()).unwrap();
     assert_eq!(report.restored, [node.conf.join(file)], "{report}");
@@ -121,12 +120,8 @@ fn invalid_files_are_skipped() {
     }
     node.write("06-calico.conflist", CALICO);
     node.write("07-bridge.conf", BRIDGE_CONF);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
-    assert_eq!(
-        installer.current_path(),
-        Some(node.conf.join("06-calico.conflist").as_path())
-    );
+    let installer = node.installed();
+    node.assert_chosen(&installer, "06-calico.conflist");
     for (name, text) in bad {
         assert_eq!(node.read(name), text, "{name} untouched");
     }
@@ -139,20 +134,15 @@ fn byte_order_picks_the_first_file() {
     let node = Node::new("order");
     node.write("a-bridge.conf", BRIDGE_CONF);
     node.write("Z-calico.conflist", CALICO);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
-    assert_eq!(
-        installer.current_path(),
-        Some(node.conf.join("Z-calico.conflist").as_path())
-    );
+    let installer = node.installed();
+    node.assert_chosen(&installer, "Z-calico.conflist");
     assert_eq!(node.read("a-bridge.conf"), BRIDGE_CONF);
 }
 
 #[test]
 fn conf_name_twins_resolve_both_ways() {
     // CNI_CONF_NAME names the .conf, only the .conflist exists: that one is used.
-    let node = Node::new("twin-list");
-    node.write("00-calico.conflist", CALICO);
+    let node = Node::with_primary("twin-list", "00-calico.conflist", CALICO);
     let mut s = node.settings();
     s.cni_conf_name = "00-calico.conf".into();
     let mut installer = node.installer_with(s);
@@ -161,8 +151,7 @@ fn conf_name_twins_resolve_both_ways() {
     plugin_view(&node.read("00-calico.conflist"));
 
     // CNI_CONF_NAME names the .conflist, only the .conf exists: converted and renamed.
-    let node = Node::new("twin-conf");
-    node.write("00-minikube_cni.conf", BRIDGE_CONF);
+    let node = Node::with_primary("twin-conf", "00-minikube_cni.conf", BRIDGE_CONF);
     let mut s = node.settings();
     s.cni_conf_name = "00-minikube_cni.conflist".into();
     let mut installer = node.installer_with(s.clone());
@@ -230,8 +219,7 @@ fn a_late_primary_is_waited_for() {
     installer.install_all().unwrap();
     assert_eq!(node.conf_files(), ["00-other.conflist", "missing_initially.conflist"]);
     assert_eq!(node.read("00-other.conflist"), FLANNEL);
-    installer.cleanup().unwrap();
-    assert_eq!(node.read("missing_initially.conf"), CALICO);
+    node.assert_restored(&mut installer, "missing_initially.conf", CALICO);
 }
 
 /// An Istio installer's entry, as written by each version (docs/repair.md#entries-per-version).
@@ -281,21 +269,17 @@ fn entries_left_by_older_istio_are_replaced(#[case] version: &str) {
         "{installed}"
     );
     // Removing the stale entries and appending ours gives the same file as a clean install.
-    let clean = Node::new("old-entry-clean");
-    clean.write("10-calico.conflist", CALICO);
-    clean.installer().install_all().unwrap();
+    let clean = Node::with_primary("old-entry-clean", "10-calico.conflist", CALICO);
+    clean.installed();
     assert_eq!(clean.redact(&clean.read("10-calico.conflist")), node.redact(&installed));
     // Uninstall does not bring a stale entry back: it would point at a deleted binary.
-    installer.cleanup().unwrap();
-    assert_eq!(node.read("10-calico.conflist"), CALICO);
+    node.assert_restored(&mut installer, "10-calico.conflist", CALICO);
 }
 
 #[test]
 fn a_stale_entry_found_while_running_is_rewritten() {
-    let node = Node::new("stale-running");
-    node.write("10-calico.conflist", CALICO);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let node = Node::with_primary("stale-running", "10-calico.conflist", CALICO);
+    let mut installer = node.installed();
     // A 1.29 agent on its way out rewrites the file with its own entry.
     let text = node.read("10-calico.conflist");
     let (without, _) = istio_cni_agent::install::conflist::remove_ours(&text).unwrap();
@@ -305,21 +289,19 @@ fn a_stale_entry_found_while_running_is_rewritten() {
         1,
     );
     node.write("10-calico.conflist", &old);
-    let err = installer.check_valid().unwrap_err().to_string();
-    assert!(err.contains("differs from the desired one"), "{err}");
-    installer.install_all().unwrap();
-    installer.check_valid().unwrap();
-    assert_eq!(node.read("10-calico.conflist"), text);
-    installer.cleanup().unwrap();
-    assert_eq!(node.read("10-calico.conflist"), CALICO);
+    node.assert_reinstalled(
+        &mut installer,
+        "10-calico.conflist",
+        "differs from the desired one",
+        &text,
+    );
+    node.assert_restored(&mut installer, "10-calico.conflist", CALICO);
 }
 
 #[test]
 fn uninstall_after_a_user_edit_removes_only_our_entry() {
-    let node = Node::new("user-edit");
-    node.write("10-calico.conflist", CALICO);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let node = Node::with_primary("user-edit", "10-calico.conflist", CALICO);
+    let mut installer = node.installed();
     let edit = |t: &str| {
         t.replacen(
             "\"log_level\": \"info\"",
@@ -328,13 +310,11 @@ fn uninstall_after_a_user_edit_removes_only_our_entry() {
         )
     };
     node.write("10-calico.conflist", &edit(&node.read("10-calico.conflist")));
-    installer.cleanup().unwrap();
-    assert_eq!(node.read("10-calico.conflist"), edit(CALICO));
+    node.assert_restored(&mut installer, "10-calico.conflist", &edit(CALICO));
 
     // The same through `uninstall` (state file, no agent memory), for a converted .conf.
-    let node = Node::new("user-edit-conf");
-    node.write("10-bridge.conf", BRIDGE_CONF);
-    node.installer().install_all().unwrap();
+    let node = Node::with_primary("user-edit-conf", "10-bridge.conf", BRIDGE_CONF);
+    node.installed();
     let installed = node.read("10-bridge.conflist");
     let edited = installed.replacen("\"mtu\": 1460", "\"mtu\": 9000", 1);
     node.write("10-bridge.conflist", &edited);
@@ -351,9 +331,8 @@ fn uninstall_after_a_user_edit_removes_only_our_entry() {
 #[test]
 fn uninstall_without_state_still_removes_the_entry() {
     // The run dir is tmpfs: after a reboot the state is gone.
-    let node = Node::new("no-state");
-    node.write("10-calico.conflist", CALICO);
-    node.installer().install_all().unwrap();
+    let node = Node::with_primary("no-state", "10-calico.conflist", CALICO);
+    node.installed();
     fs::remove_file(node.run.join("istio-cni-install-state.json")).unwrap();
     let report = uninstall(&node.settings()).unwrap();
     assert_eq!(report.entry_removed, [node.conf.join("10-calico.conflist")], "{report}");
@@ -363,20 +342,17 @@ fn uninstall_without_state_still_removes_the_entry() {
 
 #[test]
 fn modes_are_kept_and_set() {
-    let node = Node::new("modes");
-    node.write("10-calico.conflist", CALICO);
+    let node = Node::with_primary("modes", "10-calico.conflist", CALICO);
     let primary = node.conf.join("10-calico.conflist");
     fs::set_permissions(&primary, fs::Permissions::from_mode(0o640)).unwrap();
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let mut installer = node.installed();
     assert_eq!(node.mode(&primary), 0o640);
     assert_eq!(node.mode(&node.run.join("istio-cni-kubeconfig")), 0o600);
     assert_eq!(node.mode(&node.bin.join("istio-cni")), 0o755);
     installer.cleanup().unwrap();
     assert_eq!(node.mode(&primary), 0o640);
 
-    let node = Node::new("modes-conf");
-    node.write("10-bridge.conf", BRIDGE_CONF);
+    let node = Node::with_primary("modes-conf", "10-bridge.conf", BRIDGE_CONF);
     fs::set_permissions(node.conf.join("10-bridge.conf"), fs::Permissions::from_mode(0o604)).unwrap();
     let mut s = node.settings();
     s.kubeconfig_mode = 0o640;
@@ -390,8 +366,7 @@ fn modes_are_kept_and_set() {
 
 #[test]
 fn standalone_writes_and_deletes_its_own_file() {
-    let node = Node::new("standalone");
-    node.write("10-calico.conflist", CALICO);
+    let node = Node::with_primary("standalone", "10-calico.conflist", CALICO);
     let mut s = node.settings();
     s.chained_cni_plugin = false;
     let mut installer = node.installer_with(s.clone());
@@ -441,10 +416,8 @@ fn invalid_json_in_the_chosen_file_is_a_clear_error_and_untouched() {
 #[test]
 fn a_higher_priority_file_later_is_only_logged() {
     // Istio 1.27+ pinning: the first choice stays.
-    let node = Node::new("preempt");
-    node.write("10-calico.conflist", CALICO);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let node = Node::with_primary("preempt", "10-calico.conflist", CALICO);
+    let mut installer = node.installed();
     node.write("05-cilium.conflist", CILIUM);
     installer.check_valid().unwrap();
     installer.install_all().unwrap();
@@ -468,32 +441,19 @@ fn a_higher_priority_file_later_is_only_logged() {
 
 #[test]
 fn a_primary_rewrite_is_detected_and_reinstalled() {
-    let node = Node::new("rewrite");
-    node.write("05-cilium.conflist", CILIUM);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let node = Node::with_primary("rewrite", "05-cilium.conflist", CILIUM);
+    let mut installer = node.installed();
     assert!(installer.is_cilium());
     let installed = node.read("05-cilium.conflist");
     node.write("05-cilium.conflist", CILIUM);
-    assert!(
-        installer
-            .check_valid()
-            .unwrap_err()
-            .to_string()
-            .contains("istio-cni not found")
-    );
-    installer.install_all().unwrap();
-    assert_eq!(node.read("05-cilium.conflist"), installed);
-    installer.cleanup().unwrap();
-    assert_eq!(node.read("05-cilium.conflist"), CILIUM);
+    node.assert_reinstalled(&mut installer, "05-cilium.conflist", "istio-cni not found", &installed);
+    node.assert_restored(&mut installer, "05-cilium.conflist", CILIUM);
 }
 
 #[test]
 fn kubeconfig_golden_and_token_rotation() {
-    let node = Node::new("kubeconfig");
-    node.write("10-calico.conflist", CALICO);
-    let mut installer = node.installer();
-    installer.install_all().unwrap();
+    let node = Node::with_primary("kubeconfig", "10-calico.conflist", CALICO);
+    let mut installer = node.installed();
     let path = node.run.join("istio-cni-kubeconfig");
     insta::assert_snapshot!("kubeconfig_tls", fs::read_to_string(&path).unwrap());
     let targets = installer.watch_targets();
@@ -520,37 +480,30 @@ fn kubeconfig_golden_and_token_rotation() {
 
 #[test]
 fn step_failures_are_counted_and_named() {
-    let node = Node::new("failures");
-    node.write("10-calico.conflist", CALICO);
+    let node = Node::with_primary("failures", "10-calico.conflist", CALICO);
     let metrics = Metrics::new();
-    let mut s = node.settings();
-    s.cni_bin_source_dir = node.scratch.join("no-such-dir");
-    let err = Installer::new(s, "info".into(), metrics.clone())
-        .install_all()
-        .unwrap_err()
-        .to_string();
+    // The error of an install with `edit`ed settings, counted in `metrics`.
+    let fails_with = |edit: &dyn Fn(&mut InstallSettings)| {
+        let mut s = node.settings();
+        edit(&mut s);
+        let err = Installer::new(s, "info".into(), metrics.clone())
+            .install_all()
+            .unwrap_err();
+        err.to_string()
+    };
+    let err = fails_with(&|s| s.cni_bin_source_dir = node.scratch.join("no-such-dir"));
     assert!(
         err.starts_with("copy binaries: read dir ") && err.contains("no-such-dir"),
         "{err}"
     );
     assert_eq!(metrics.install_count(InstallResult::COPY_BINARIES_FAILURE), 1);
 
-    let mut s = node.settings();
-    s.kubernetes_service_host.clear();
-    let err = Installer::new(s, "info".into(), metrics.clone())
-        .install_all()
-        .unwrap_err()
-        .to_string();
+    let err = fails_with(&|s| s.kubernetes_service_host.clear());
     assert_eq!(
         err,
         "write kubeconfig: KUBERNETES_SERVICE_HOST not set. Is this not running within a pod?"
     );
-    let mut s = node.settings();
-    s.kube_ca_file = node.scratch.join("missing-ca.crt").to_string_lossy().into_owned();
-    let err = Installer::new(s, "info".into(), metrics.clone())
-        .install_all()
-        .unwrap_err()
-        .to_string();
+    let err = fails_with(&|s| s.kube_ca_file = node.scratch.join("missing-ca.crt").to_string_lossy().into_owned());
     assert!(
         err.starts_with("write kubeconfig: read ") && err.contains("missing-ca.crt"),
         "{err}"

@@ -25,13 +25,15 @@ mod daemonset_support;
 
 use std::time::Duration;
 
-use daemonset_support::{NS, agent_pod, apply, cluster, conflists, delete_daemonset, has_entry, node_files, rollout};
+use daemonset_support::{
+    NS, Setup, agent_pod, apply, cluster, conflists, delete_daemonset, has_entry, node_files, rollout, setup,
+};
 use istio_cni_kind::cluster::Cluster;
 use istio_cni_kind::node::{NodeSpec, NodeTaint};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
+use testkit::Kubectl;
 use testkit::pods::running;
-use testkit::{Kubectl, Need, Scratch};
 
 const TAINT: &str = "cni.istio.io/not-ready";
 const WAIT: Duration = Duration::from_secs(120);
@@ -93,15 +95,13 @@ fn taints(kubectl: &Kubectl, node: &str) -> String {
 
 #[test]
 fn the_not_ready_taint_holds_pods_until_the_agent_has_installed_the_plugin() {
-    if !testkit::gate(
-        "the_not_ready_taint_holds_pods_until_the_agent_has_installed_the_plugin",
-        &[Need::Root, Need::CniPlugins],
-    ) {
-        return;
-    }
-    let scratch = Scratch::new("not-ready-taint");
-    let cluster = cluster(&scratch, 1);
-    let Some(kubectl) = Kubectl::new("not-ready-taint", cluster.kubeconfig_path(), &scratch) else {
+    let test = "the_not_ready_taint_holds_pods_until_the_agent_has_installed_the_plugin";
+    let Some(Setup {
+        kubectl,
+        cluster,
+        scratch: _scratch,
+    }) = setup(test, "not-ready-taint", |scratch| cluster(scratch, 1))
+    else {
         return;
     };
     let taint = NodeTaint::new(TAINT, "", "NoSchedule").expect("a taint");

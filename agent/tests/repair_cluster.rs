@@ -17,7 +17,7 @@
 //! Needs root (skips with `SKIP:` otherwise; panics under
 //! `ISTIO_CNI_REQUIRE_PRIVILEGED=1`).
 
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -37,6 +37,11 @@ use testkit::{Need, gate, workspace_bin};
 /// without writable cgroups two pods with one IP could confuse the netns
 /// search; it also keeps the shared machine's load down.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Gates `test` on root, then waits for its turn; `None` after the skip.
+fn serial(test: &str) -> Option<MutexGuard<'static, ()>> {
+    gate(test, &[Need::Root]).then(|| SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 const NODE: &str = "node-0";
 const SA_NS: &str = "istio-system";
@@ -225,6 +230,12 @@ impl Running {
             self.rt.block_on(c.shutdown());
         }
     }
+
+    /// Stops the controller, then deletes its cluster.
+    fn finish(self, cluster: Cluster) {
+        self.stop();
+        cluster.delete().unwrap();
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -302,7 +313,6 @@ fn intact(cluster: &Cluster, broken: &Pod) -> Pod {
 
 /// Repair mode end to end; rules are checked with `check_rules` in the pod netns.
 fn repair_in_place(native_nftables: bool) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = racing_cluster();
     let broken = create_broken_pod(&cluster, "hello");
     let save = cluster.in_pod("default", "hello", &["iptables-nft-save"]).unwrap();
@@ -374,30 +384,28 @@ fn repair_in_place(native_nftables: bool) {
         repair_events(&cluster, "hello").is_empty(),
         "repair mode writes nothing"
     );
-    running.stop();
-    cluster.delete().unwrap();
+    running.finish(cluster);
 }
 
 #[test]
 fn repair_mode_programs_the_racing_pod_in_place() {
-    if gate("repair_mode_programs_the_racing_pod_in_place", &[Need::Root]) {
+    if let Some(_serial) = serial("repair_mode_programs_the_racing_pod_in_place") {
         repair_in_place(false);
     }
 }
 
 #[test]
 fn repair_mode_with_native_nftables_programs_nft_rules() {
-    if gate("repair_mode_with_native_nftables_programs_nft_rules", &[Need::Root]) {
+    if let Some(_serial) = serial("repair_mode_with_native_nftables_programs_nft_rules") {
         repair_in_place(true);
     }
 }
 
 #[test]
 fn delete_mode_deletes_the_racing_pod_with_an_event() {
-    if !gate("delete_mode_deletes_the_racing_pod_with_an_event", &[Need::Root]) {
+    let Some(_serial) = serial("delete_mode_deletes_the_racing_pod_with_an_event") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let (cluster, _, running) = broken_pod_then_controller(
         "--repair-delete-pods",
         json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]),
@@ -412,17 +420,11 @@ fn delete_mode_deletes_the_racing_pod_with_an_event() {
     );
     // The metric is counted when the DELETE call returns, which can be just
     // after the pod disappears from the API.
-    wait_until("the delete/success metric", Duration::from_secs(5), || {
-        running
-            .metrics
-            .repaired_count(RepairType::delete, RepairResult::success)
-            >= 1
-    });
+    assert!(running.wait_for_metric(RepairType::delete, RepairResult::success, Duration::from_secs(5)) >= 1);
     wait_for_event(&cluster, "the DeleteBrokenPod event", |reason, message| {
         (reason, message) == ("DeleteBrokenPod", "pod detected as broken, deleted")
     });
-    running.stop();
-    cluster.delete().unwrap();
+    running.finish(cluster);
 }
 
 /// A broken pod in label mode, with the chart's label-mode role.
@@ -436,10 +438,9 @@ fn label_mode() -> (Cluster, Running) {
 
 #[test]
 fn label_mode_patches_pods_status_with_an_event() {
-    if !gate("label_mode_patches_pods_status_with_an_event", &[Need::Root]) {
+    let Some(_serial) = serial("label_mode_patches_pods_status_with_an_event") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let (cluster, running) = label_mode();
     // The role allows patching pods/status only, so success proves the
     // patch went to the subresource.
@@ -452,18 +453,16 @@ fn label_mode_patches_pods_status_with_an_event() {
     wait_for_event(&cluster, "the LabelBrokenPod event", |reason, message| {
         (reason, message) == ("LabelBrokenPod", "pod detected as broken, labeled")
     });
-    running.stop();
-    cluster.delete().unwrap();
+    running.finish(cluster);
 }
 
 /// The label written through pods/status is on the pod (as on a real API
 /// server), and a labelled pod is skipped afterwards.
 #[test]
 fn label_mode_label_is_visible_then_the_pod_is_skipped() {
-    if !gate("label_mode_label_is_visible_then_the_pod_is_skipped", &[Need::Root]) {
+    let Some(_serial) = serial("label_mode_label_is_visible_then_the_pod_is_skipped") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let (cluster, running) = label_mode();
     let pod = cluster
         .wait_for_pod("default", "hello", Duration::from_secs(20), |p| {
@@ -485,16 +484,14 @@ fn label_mode_label_is_visible_then_the_pod_is_skipped() {
         running.metrics.repaired_count(RepairType::label, RepairResult::success),
         1
     );
-    running.stop();
-    cluster.delete().unwrap();
+    running.finish(cluster);
 }
 
 #[test]
 fn delete_mode_without_its_rbac_rule_reports_forbidden() {
-    if !gate("delete_mode_without_its_rbac_rule_reports_forbidden", &[Need::Root]) {
+    let Some(_serial) = serial("delete_mode_without_its_rbac_rule_reports_forbidden") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     // Only the common rules: the chart's role for another mode.
     let (cluster, broken, running) = without_its_rule(
         "--repair-delete-pods",
@@ -509,8 +506,7 @@ fn delete_mode_without_its_rbac_rule_reports_forbidden() {
         0
     );
     intact(&cluster, &broken);
-    running.stop();
-    cluster.delete().unwrap();
+    running.finish(cluster);
 }
 
 /// The agent's log lines, from one subscriber for the whole test binary
@@ -551,10 +547,9 @@ fn agent_log() -> String {
 
 #[test]
 fn label_mode_without_its_rbac_rule_reports_forbidden() {
-    if !gate("label_mode_without_its_rbac_rule_reports_forbidden", &[Need::Root]) {
+    let Some(_serial) = serial("label_mode_without_its_rbac_rule_reports_forbidden") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     capture_agent_log();
     // The label-mode role without its pods/status rule.
     let (cluster, broken, running) = without_its_rule(
@@ -599,6 +594,5 @@ fn label_mode_without_its_rbac_rule_reports_forbidden() {
             .contains_key("cni.istio.io/uninitialized"),
         "not labelled"
     );
-    running.stop();
-    cluster.delete().unwrap();
+    running.finish(cluster);
 }

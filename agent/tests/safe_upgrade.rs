@@ -23,11 +23,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use daemonset_support::{
-    NodeFiles, READY, agents, apply, cluster, conflists, delete_daemonset, has_entry, node_files, rollout,
+    NodeFiles, READY, Setup, agents, apply, cluster, conflists, delete_daemonset, has_entry, node_files, rollout, setup,
 };
 use istio_cni_kind::cluster::Cluster;
 use notify::{EventKind, RecursiveMode, Watcher};
-use testkit::{Kubectl, Need, Scratch};
 
 /// What the sampler saw: reads, and reads without the entry, per node.
 #[derive(Debug, Default)]
@@ -99,45 +98,35 @@ impl Sampler {
 struct Rolled {
     samples: Samples,
     before: NodeFiles,
-    kubectl: Kubectl,
-    cluster: Cluster,
-    _scratch: Scratch,
+    setup: Setup,
 }
 
 /// Installs with `sets`, rolls the DaemonSet by a template change while
 /// sampling, and returns what the sampler saw during the roll.
-fn roll(test: &str, nodes: u32, sets: &[&str]) -> Rolled {
-    let scratch = Scratch::new(test);
-    let cluster = cluster(&scratch, nodes);
-    let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), &scratch).expect("kubectl (gated)");
-    let before = node_files(&cluster);
-    apply(&kubectl, sets);
-    rollout(&kubectl);
-    assert_installed(&cluster, "not installed");
-    let files = conflists(&cluster);
+fn roll(setup: Setup, nodes: u32, sets: &[&str]) -> Rolled {
+    let Setup { kubectl, cluster, .. } = &setup;
+    let before = node_files(cluster);
+    apply(kubectl, sets);
+    rollout(kubectl);
+    assert_installed(cluster, "not installed");
+    let files = conflists(cluster);
 
     let sampler = Sampler::start(files);
     let mut rolled: Vec<&str> = sets.to_vec();
     rolled.push("podAnnotations.rolled=v2");
-    apply(&kubectl, &rolled);
-    rollout(&kubectl);
+    apply(kubectl, &rolled);
+    rollout(kubectl);
     let samples = sampler.finish();
     let expected: Vec<String> = (0..nodes).map(|i| format!("node-{i} 2 True")).collect();
     assert_eq!(
         agents(
-            &kubectl,
+            kubectl,
             &format!("{{.spec.nodeName}} {{.metadata.labels.pod-template-generation}} {READY}")
         ),
         expected,
         "every agent is of the new generation and Ready"
     );
-    Rolled {
-        samples,
-        before,
-        kubectl,
-        cluster,
-        _scratch: scratch,
-    }
+    Rolled { samples, before, setup }
 }
 
 /// Every node's conflist has the istio-cni entry; `what` says why it should.
@@ -152,19 +141,18 @@ impl Rolled {
     /// deleting the DaemonSet leaves every node's files as they were before
     /// the install.
     fn uninstall_restores(self, installed: &str, restored: &str) {
-        assert_installed(&self.cluster, installed);
-        delete_daemonset(&self.kubectl);
-        assert_eq!(node_files(&self.cluster), self.before, "{restored}");
+        let Setup { kubectl, cluster, .. } = &self.setup;
+        assert_installed(cluster, installed);
+        delete_daemonset(kubectl);
+        assert_eq!(node_files(cluster), self.before, "{restored}");
     }
 }
 
 /// [`roll`] when the machine has what it needs (root, the CNI plugins and
 /// kubectl); `None` after the skip otherwise.
 fn gated_roll(test: &str, scratch: &str, nodes: u32, sets: &[&str]) -> Option<Rolled> {
-    let gated = testkit::gate(test, &[Need::Root, Need::CniPlugins])
-        && (testkit::kubectl_path().is_some()
-            || testkit::skip(test, "kubectl not found in PATH (ci/setup installs it)"));
-    gated.then(|| roll(scratch, nodes, sets))
+    let setup = setup(test, scratch, |s| cluster(s, nodes))?;
+    Some(roll(setup, nodes, sets))
 }
 
 #[test]

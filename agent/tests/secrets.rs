@@ -63,6 +63,13 @@ fn assert_no_secret(log: &str, token: &str) {
     assert!(!log.contains(&b64(CA)), "CA data in the log:\n{log}");
 }
 
+/// A node with Calico's conflist whose service account token is `token`.
+fn calico_node_with_token(name: &str, token: &str) -> Node {
+    let node = Node::with_primary(name, "10-calico.conflist", CALICO);
+    node.rotate_token(token, "2025_01_01_00_00_00.2");
+    node
+}
+
 fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -81,9 +88,7 @@ fn token_bytes_never_reach_the_log_and_surrounding_whitespace_is_trimmed() {
         ("unicode", "jéton-ünïcödé-値-トークン\n"),
     ];
     for (label, token) in cases {
-        let node = Node::new(&format!("secret-{label}"));
-        node.rotate_token(token, "2025_01_01_00_00_00.2");
-        node.write("10-calico.conflist", CALICO);
+        let node = calico_node_with_token(&format!("secret-{label}"), token);
         let mut installer = node.installer();
         let (result, log) = logged(|| installer.install_all());
         result.unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -123,9 +128,7 @@ fn a_token_with_inner_whitespace_or_control_bytes_is_refused_without_echoing_it(
         ("empty", "\n \n"),
     ];
     for (label, token) in cases {
-        let node = Node::new(&format!("bad-token-{label}"));
-        node.rotate_token(token, "2025_01_01_00_00_00.2");
-        node.write("10-calico.conflist", CALICO);
+        let node = calico_node_with_token(&format!("bad-token-{label}"), token);
         let (result, log) = logged(|| node.installer().install_all());
         let err = result.expect_err(label);
         assert!(matches!(err, InstallError::WriteKubeconfig(_)), "{label}: {err}");
@@ -165,8 +168,7 @@ fn replace_with_fifo(path: &Path) {
 /// huge gives an error naming it, promptly, and nothing is written.
 #[test]
 fn fifo_device_and_oversized_token_or_ca_files_are_refused() {
-    let node = Node::new("token-files");
-    node.write("10-calico.conflist", CALICO);
+    let node = Node::with_primary("token-files", "10-calico.conflist", CALICO);
     let fifo = |p: &Path| replace_with_fifo(p);
     let zero = |p: &Path| {
         fs::remove_file(p).unwrap();

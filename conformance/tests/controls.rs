@@ -10,7 +10,7 @@ mod support;
 
 use istio_cni_conformance::{Primary, SuiteOptions, SuiteReport, Totals, Verdict, run_suite};
 use rstest::rstest;
-use support::{SPEC, case, debian_plugin, failures, gate, printed};
+use support::{SPEC, assert_note_starts, case, debian_plugin, failures, gate, printed};
 
 /// Every skip of a plugin that stops at 1.0.0 must be for that reason.
 fn assert_only_1_1_0_skips(report: &SuiteReport, plugin: &str) {
@@ -47,13 +47,7 @@ fn debian_plugin_has_no_failures(
     assert_eq!(report.skipped(), 9, "{report}");
     // Debian's plugins refuse ADD without prevResult (skel wraps the error).
     let first = case(&report, "add/no-prev-result[1.0.0]");
-    assert!(
-        first
-            .note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("refused with code")),
-        "{first}"
-    );
+    assert_note_starts(first, "refused with code");
     assert!(case(&report, "chain/runner").passed());
     assert!(case(&report, "stdout/single-json-document").passed());
 }

@@ -10,7 +10,7 @@ mod support;
 use istio_cni_conformance::options::DEFAULT_VERSIONS;
 use istio_cni_conformance::{SuiteOptions, Totals, Verdict, run_suite};
 use serde_json::json;
-use support::{SPEC, Scratch, case, failures, gate, istio_cni_bin, printed};
+use support::{SPEC, Scratch, assert_note_starts, case, failures, gate, istio_cni_bin, printed};
 
 fn istio_options(run_dir: &std::path::Path) -> SuiteOptions {
     let mut opts = SuiteOptions::new(istio_cni_bin());
@@ -57,10 +57,7 @@ fn istio_cni_passes_every_case() {
         assert!(case(&report, &format!("add/prev-result[{v}]")).passed());
         // istio-cni prints a bare result when misconfigured as first plugin.
         let bare = case(&report, &format!("add/no-prev-result[{v}]"));
-        assert!(
-            bare.note.as_deref().is_some_and(|n| n.starts_with("succeeded")),
-            "{bare}"
-        );
+        assert_note_starts(bare, "succeeded");
     }
     assert_eq!(
         case(&report, "status/ready[1.1.0]").note.as_deref(),
@@ -89,13 +86,7 @@ fn istio_cni_status_check_reports_not_available() {
     println!("{report}");
     let ready = case(&report, "status/ready[1.1.0]");
     assert_eq!(ready.outcome, Verdict::Pass, "{ready}");
-    assert!(
-        ready
-            .note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("not ready: code 50")),
-        "{ready}"
-    );
+    assert_note_starts(ready, "not ready: code 50");
     assert!(case(&report, "status/refused[1.0.0]").passed());
     assert_eq!(report.cases.len(), 2, "--only status/ selects two cases:\n{report}");
 }

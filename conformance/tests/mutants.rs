@@ -15,8 +15,12 @@ use istio_cni_conformance::{CaseResult, SuiteOptions, SuiteReport, Verdict, run_
 use support::{SPEC, Scratch, case, debian_plugin, gate, write_script};
 
 /// Runs the cases matching `only` against the script `body` installed as
-/// `<scratch>/<name>`.
-fn run_mutant(scratch: &Scratch, name: &str, body: &str, only: &[&str]) -> SuiteReport {
+/// `<scratch>/<name>`; `None` when `test` is skipped.
+fn run_mutant(test: &str, name: &str, body: &str, only: &[&str]) -> Option<SuiteReport> {
+    if !gate(test, SPEC) {
+        return None;
+    }
+    let scratch = Scratch::new(name);
     let path = scratch.join(name);
     write_script(&path, body);
     let mut opts = SuiteOptions::new(&path);
@@ -24,7 +28,7 @@ fn run_mutant(scratch: &Scratch, name: &str, body: &str, only: &[&str]) -> Suite
     opts.parallel = 4;
     let report = run_suite(&opts);
     println!("{name}:\n{report}");
-    report
+    Some(report)
 }
 
 fn fails_with<'r>(report: &'r SuiteReport, name: &str, needle: &str) -> &'r CaseResult {
@@ -40,18 +44,17 @@ fn portmap() -> String {
     format!("'{}'", Path::new(&p).display())
 }
 
+/// A script that runs `portmap`, hands its stdout (`$out`) to `emit` and
+/// exits with portmap's status.
+fn portmap_wrapped(emit: &str) -> String {
+    format!("out=$({})\nrc=$?\n{emit}\nexit $rc", portmap())
+}
+
 #[test]
 fn logs_on_stdout_are_caught() {
-    if !gate("logs_on_stdout_are_caught", SPEC) {
-        return;
-    }
-    let scratch = Scratch::new("chatty");
-    let body = format!(
-        "out=$({})\nrc=$?\nprintf '%s\\n' \"$out\"\necho \"chatty: $CNI_COMMAND done\"\nexit $rc",
-        portmap()
-    );
-    let report = run_mutant(
-        &scratch,
+    let body = portmap_wrapped("printf '%s\\n' \"$out\"\necho \"chatty: $CNI_COMMAND done\"");
+    let Some(report) = run_mutant(
+        "logs_on_stdout_are_caught",
         "chatty",
         &body,
         &[
@@ -60,7 +63,9 @@ fn logs_on_stdout_are_caught() {
             "env/missing-all[ADD]",
             "stdout/",
         ],
-    );
+    ) else {
+        return;
+    };
     fails_with(&report, "version/report", "data after the JSON document");
     fails_with(&report, "add/prev-result[1.0.0]", "data after the JSON document");
     fails_with(&report, "env/missing-all[ADD]", "data after the JSON document");
@@ -75,10 +80,6 @@ fn logs_on_stdout_are_caught() {
 
 #[test]
 fn a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught() {
-    if !gate("a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught", SPEC) {
-        return;
-    }
-    let scratch = Scratch::new("forgetful");
     let body = r#"in=$(cat)
 case "$CNI_COMMAND" in
   VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
@@ -86,8 +87,8 @@ case "$CNI_COMMAND" in
        printf '{"cniVersion":"%s"}\n' "$v" ;;
 esac
 exit 0"#;
-    let report = run_mutant(
-        &scratch,
+    let Some(report) = run_mutant(
+        "a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught",
         "forgetful",
         body,
         &[
@@ -100,7 +101,9 @@ exit 0"#;
             "chain/",
             "del/twice[0.4.0]",
         ],
-    );
+    ) else {
+        return;
+    };
     assert!(case(&report, "version/report").passed(), "{report}");
     assert!(case(&report, "del/twice[0.4.0]").passed(), "{report}");
     fails_with(
@@ -133,16 +136,14 @@ exit 0"#;
 
 #[test]
 fn del_that_needs_the_netns_is_caught() {
-    if !gate("del_that_needs_the_netns_is_caught", SPEC) {
-        return;
-    }
-    let scratch = Scratch::new("strict-del");
     let body = format!(
         "if [ \"$CNI_COMMAND\" = DEL ] && [ ! -e \"$CNI_NETNS\" ]; then\n  \
          echo '{{\"code\":11,\"msg\":\"netns is gone\"}}'\n  exit 1\nfi\nexec {}",
         portmap()
     );
-    let report = run_mutant(&scratch, "strict-del", &body, &["del/"]);
+    let Some(report) = run_mutant("del_that_needs_the_netns_is_caught", "strict-del", &body, &["del/"]) else {
+        return;
+    };
     fails_with(&report, "del/netns-gone", "code 11: netns is gone");
     fails_with(&report, "del/no-netns", "DEL with CNI_NETNS empty: DEL failed: code 11");
     for ok in ["del/twice[1.0.0]", "del/prev-result-absent", "del/prev-result-empty"] {
@@ -152,20 +153,15 @@ fn del_that_needs_the_netns_is_caught() {
 
 #[test]
 fn errors_on_stderr_only_are_caught() {
-    if !gate("errors_on_stderr_only_are_caught", SPEC) {
-        return;
-    }
-    let scratch = Scratch::new("stderr-errors");
-    let body = format!(
-        "out=$({})\nrc=$?\nif [ $rc -eq 0 ]; then printf '%s\\n' \"$out\"; else printf '%s\\n' \"$out\" >&2; fi\nexit $rc",
-        portmap()
-    );
-    let report = run_mutant(
-        &scratch,
+    let body = portmap_wrapped("if [ $rc -eq 0 ]; then printf '%s\\n' \"$out\"; else printf '%s\\n' \"$out\" >&2; fi");
+    let Some(report) = run_mutant(
+        "errors_on_stderr_only_are_caught",
         "stderr-errors",
         &body,
         &["env/missing-all[ADD]", "config/", "add/prev-result[1.0.0]"],
-    );
+    ) else {
+        return;
+    };
     fails_with(&report, "env/missing-all[ADD]", "without an error document on stdout");
     fails_with(
         &report,

@@ -212,6 +212,17 @@ struct Harness {
 }
 
 impl Harness {
+    /// Runs `body` on a fresh cluster and deletes it afterwards; skips
+    /// `test` when not root.
+    fn run(test: &str, body: impl FnOnce(&Harness)) {
+        if !gate(test, &[Need::Root]) {
+            return;
+        }
+        let h = Harness::new();
+        body(&h);
+        h.finish();
+    }
+
     fn new() -> Harness {
         let cluster = cluster_with_istio_cni();
         let run_dir = cluster.local().unwrap().nodes()[0].istio_run_dir();
@@ -244,22 +255,29 @@ impl Harness {
         self.cluster.block_on(api.list(&params)).ok()?.items.into_iter().next()
     }
 
-    fn wait_running(&self, ns: &str, name: &str, timeout: Duration) -> Pod {
+    /// Polls `found` every 100 ms until it gives a value; past `timeout`
+    /// fails saying `what` did not happen, with the pod's sandbox events and
+    /// the plugin's records about it.
+    fn wait_for<T>(&self, ns: &str, name: &str, timeout: Duration, what: &str, found: impl Fn() -> Option<T>) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(pod) = self.listed(ns, name)
-                && phase(&pod) == Some("Running")
-            {
-                return pod;
+            if let Some(v) = found() {
+                return v;
             }
             assert!(
                 Instant::now() < deadline,
-                "{ns}/{name} not Running after {timeout:?}\nsandbox events: {:?}\nplugin: {:?}",
+                "{ns}/{name}: {what} within {timeout:?}\nsandbox events: {:?}\nplugin: {:?}",
                 self.sandbox_events(ns, name),
                 self.logs.about(&format!("{ns}/{name}"))
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn wait_running(&self, ns: &str, name: &str, timeout: Duration) -> Pod {
+        self.wait_for(ns, name, timeout, "not Running", || {
+            self.listed(ns, name).filter(|pod| phase(pod) == Some("Running"))
+        })
     }
 
     /// The `FailedCreatePodSandBox` messages about one pod.
@@ -277,19 +295,23 @@ impl Harness {
 
     /// Waits for a sandbox failure event about `ns/name` that `ok` accepts.
     fn wait_event(&self, ns: &str, name: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(m) = self.sandbox_events(ns, name).into_iter().find(|m| ok(m)) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no matching sandbox event for {ns}/{name} within {timeout:?}\nevents: {:?}\nplugin: {:?}",
-                self.sandbox_events(ns, name),
-                self.logs.about(&format!("{ns}/{name}"))
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_for(ns, name, timeout, "no matching sandbox event", || {
+            self.sandbox_events(ns, name).into_iter().find(|m| ok(m))
+        })
+    }
+
+    /// Waits for the event of an ADD that gave up on the API (every attempt
+    /// failed), within the plugin's worst case.
+    fn wait_gave_up(&self, ns: &str, name: &str) -> String {
+        self.wait_event(ns, name, worst_add() + Duration::from_secs(15), |m| {
+            m.contains(&gave_up())
+        })
+    }
+
+    /// Once the fault is gone, the pod starts with its redirection.
+    fn wait_recovered(&self, ns: &str, name: &str) {
+        self.wait_running(ns, name, worst_add() + Duration::from_secs(30));
+        self.assert_programmed(ns, name);
     }
 
     /// Asserts the pod has no sandbox now: failed ADDs are undone.
@@ -320,240 +342,213 @@ impl Harness {
 
 #[test]
 fn a_pod_get_slower_than_the_request_timeout_times_out_and_fails_closed() {
-    if !gate("a_pod_get_slower_than_the_request_timeout", &[Need::Root]) {
-        return;
-    }
-    let h = Harness::new();
-    // Far beyond the per-request timeout, and beyond the runtime's own CNI
-    // timeout (60 s): a plugin without a per-request timeout gets no event
-    // of its own within the deadline below.
-    let latency = Duration::from_secs(90);
-    h.faults().add_latency(plugin_get("default", "hello"), latency);
-    let started = Instant::now();
-    h.create(meshed("hello"));
-    let event = h.wait_event("default", "hello", worst_add() + Duration::from_secs(15), |m| {
-        m.contains(&gave_up())
-    });
-    eprintln!(
-        "latency: the sandbox failed {:?} after the pod was created",
-        started.elapsed()
-    );
-    assert!(
-        event.contains("pod default/hello") && event.contains("timed out after"),
-        "{event}"
-    );
-    let attempts = h.logs.attempts("default/hello");
-    let policy = FetchPolicy::default();
-    assert!(attempts.len() >= policy.attempts as usize, "{attempts:?}");
-    assert!(attempts.iter().all(|a| a.contains("timed out after")), "{attempts:?}");
-    h.assert_pending("default", "hello");
+    Harness::run("a_pod_get_slower_than_the_request_timeout", |h| {
+        // Far beyond the per-request timeout, and beyond the runtime's own CNI
+        // timeout (60 s): a plugin without a per-request timeout gets no event
+        // of its own within the deadline below.
+        let latency = Duration::from_secs(90);
+        h.faults().add_latency(plugin_get("default", "hello"), latency);
+        let started = Instant::now();
+        h.create(meshed("hello"));
+        let event = h.wait_gave_up("default", "hello");
+        eprintln!(
+            "latency: the sandbox failed {:?} after the pod was created",
+            started.elapsed()
+        );
+        assert!(
+            event.contains("pod default/hello") && event.contains("timed out after"),
+            "{event}"
+        );
+        let attempts = h.logs.attempts("default/hello");
+        let policy = FetchPolicy::default();
+        assert!(attempts.len() >= policy.attempts as usize, "{attempts:?}");
+        assert!(attempts.iter().all(|a| a.contains("timed out after")), "{attempts:?}");
+        h.assert_pending("default", "hello");
 
-    h.faults().clear();
-    h.wait_running("default", "hello", worst_add() + Duration::from_secs(30));
-    h.assert_programmed("default", "hello");
-    h.finish();
+        h.faults().clear();
+        h.wait_recovered("default", "hello");
+    });
 }
 
 #[test]
 fn a_persistent_500_fails_closed_with_an_event_naming_it() {
-    if !gate("a_persistent_500_fails_closed", &[Need::Root]) {
-        return;
-    }
-    let h = Harness::new();
-    h.faults().inject_errors_forever(plugin_get("default", "hello"), 500);
-    h.create(meshed("hello"));
-    let event = h.wait_event("default", "hello", worst_add() + Duration::from_secs(15), |m| {
-        m.contains(&gave_up())
+    Harness::run("a_persistent_500_fails_closed", |h| {
+        h.faults().inject_errors_forever(plugin_get("default", "hello"), 500);
+        h.create(meshed("hello"));
+        let event = h.wait_gave_up("default", "hello");
+        assert!(
+            event.contains("pod default/hello") && event.contains("HTTP 500") && event.contains("injected fault"),
+            "{event}"
+        );
+        let attempts = h.logs.attempts("default/hello");
+        assert!(
+            attempts.len() >= FetchPolicy::default().attempts as usize
+                && attempts.iter().all(|a| a.contains("HTTP 500")),
+            "{attempts:?}"
+        );
+        h.assert_pending("default", "hello");
     });
-    assert!(
-        event.contains("pod default/hello") && event.contains("HTTP 500") && event.contains("injected fault"),
-        "{event}"
-    );
-    let attempts = h.logs.attempts("default/hello");
-    assert!(
-        attempts.len() >= FetchPolicy::default().attempts as usize && attempts.iter().all(|a| a.contains("HTTP 500")),
-        "{attempts:?}"
-    );
-    h.assert_pending("default", "hello");
-    h.finish();
 }
 
 #[test]
 fn transient_500s_are_absorbed_by_retries() {
-    if !gate("transient_500s_are_absorbed_by_retries", &[Need::Root]) {
-        return;
-    }
-    let h = Harness::new();
-    h.faults().inject_errors(plugin_get("default", "hello"), 500, 2);
-    h.create(meshed("hello"));
-    h.wait_running("default", "hello", Duration::from_secs(30));
-    assert_eq!(h.faults().injected_errors(), 2);
-    assert_eq!(
-        h.sandbox_events("default", "hello"),
-        Vec::<String>::new(),
-        "the first ADD succeeded"
-    );
-    let attempts = h.logs.attempts("default/hello");
-    assert_eq!(attempts.len(), 2, "{attempts:?}");
-    assert!(
-        attempts[0].starts_with("attempt 1:") && attempts[1].starts_with("attempt 2:"),
-        "{attempts:?}"
-    );
-    assert!(attempts.iter().all(|a| a.contains("HTTP 500")), "{attempts:?}");
-    assert!(h.logs.has("default/hello", "traffic redirection programmed"));
-    h.assert_programmed("default", "hello");
-    h.finish();
+    Harness::run("transient_500s_are_absorbed_by_retries", |h| {
+        h.faults().inject_errors(plugin_get("default", "hello"), 500, 2);
+        h.create(meshed("hello"));
+        h.wait_running("default", "hello", Duration::from_secs(30));
+        assert_eq!(h.faults().injected_errors(), 2);
+        assert_eq!(
+            h.sandbox_events("default", "hello"),
+            Vec::<String>::new(),
+            "the first ADD succeeded"
+        );
+        let attempts = h.logs.attempts("default/hello");
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert!(
+            attempts[0].starts_with("attempt 1:") && attempts[1].starts_with("attempt 2:"),
+            "{attempts:?}"
+        );
+        assert!(attempts.iter().all(|a| a.contains("HTTP 500")), "{attempts:?}");
+        assert!(h.logs.has("default/hello", "traffic redirection programmed"));
+        h.assert_programmed("default", "hello");
+    });
 }
 
 #[test]
 fn nothing_listening_fails_closed_with_connection_refused() {
-    if !gate("nothing_listening_fails_closed", &[Need::Root]) {
-        return;
-    }
-    let h = Harness::new();
-    // The same server address with a port nothing listens on.
-    let original = std::fs::read_to_string(h.kubeconfig_path()).unwrap();
-    let doc: Value = serde_yaml::from_str(&original).unwrap();
-    let server = doc["clusters"][0]["cluster"]["server"].as_str().unwrap().to_string();
-    let (host, _port) = server.rsplit_once(':').unwrap();
-    let dead = format!("{host}:1");
-    std::fs::write(h.kubeconfig_path(), original.replace(&server, &dead)).unwrap();
+    Harness::run("nothing_listening_fails_closed", |h| {
+        // The same server address with a port nothing listens on.
+        let original = std::fs::read_to_string(h.kubeconfig_path()).unwrap();
+        let doc: Value = serde_yaml::from_str(&original).unwrap();
+        let server = doc["clusters"][0]["cluster"]["server"].as_str().unwrap().to_string();
+        let (host, _port) = server.rsplit_once(':').unwrap();
+        let dead = format!("{host}:1");
+        std::fs::write(h.kubeconfig_path(), original.replace(&server, &dead)).unwrap();
 
-    h.create(meshed("hello"));
-    let event = h.wait_event("default", "hello", worst_add() + Duration::from_secs(15), |m| {
-        m.contains(&gave_up())
+        h.create(meshed("hello"));
+        let event = h.wait_gave_up("default", "hello");
+        assert!(
+            event.contains("pod default/hello") && event.contains("connection refused") && event.contains(&dead),
+            "{event}"
+        );
+        h.assert_pending("default", "hello");
+
+        std::fs::write(h.kubeconfig_path(), original).unwrap();
+        h.wait_recovered("default", "hello");
     });
-    assert!(
-        event.contains("pod default/hello") && event.contains("connection refused") && event.contains(&dead),
-        "{event}"
-    );
-    h.assert_pending("default", "hello");
-
-    std::fs::write(h.kubeconfig_path(), original).unwrap();
-    h.wait_running("default", "hello", worst_add() + Duration::from_secs(30));
-    h.assert_programmed("default", "hello");
-    h.finish();
 }
 
 #[test]
 fn excluded_namespaces_never_ask_the_api() {
-    if !gate("excluded_namespaces_never_ask_the_api", &[Need::Root]) {
-        return;
-    }
-    let h = Harness::new();
-    // Every pod GET fails; those for kube-system are counted.
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    h.faults().inject_errors_forever(
-        FaultMatch::any().verb("get").resource("pods").when(move |r| {
-            if r.namespace == "kube-system" {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            true
-        }),
-        503,
-    );
-    h.create(meshed("hello"));
-    h.create(excluded("dns"));
-    h.wait_running("kube-system", "dns", Duration::from_secs(30));
-    assert!(h.logs.has("kube-system/dns", "pod namespace kube-system excluded"));
-    let event = h.wait_event("default", "hello", worst_add() + Duration::from_secs(15), |m| {
-        m.contains(&gave_up())
+    Harness::run("excluded_namespaces_never_ask_the_api", |h| {
+        // Every pod GET fails; those for kube-system are counted.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        h.faults().inject_errors_forever(
+            FaultMatch::any().verb("get").resource("pods").when(move |r| {
+                if r.namespace == "kube-system" {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }),
+            503,
+        );
+        h.create(meshed("hello"));
+        h.create(excluded("dns"));
+        h.wait_running("kube-system", "dns", Duration::from_secs(30));
+        assert!(h.logs.has("kube-system/dns", "pod namespace kube-system excluded"));
+        let event = h.wait_gave_up("default", "hello");
+        assert!(event.contains("HTTP 503"), "the outage was real: {event}");
+        assert_eq!(asked.load(Ordering::Relaxed), 0, "no GET for a kube-system pod");
+        h.faults().clear(); // finding the pod's netns GETs it
+        let save = h.cluster.in_pod("kube-system", "dns", &["iptables-nft-save"]).unwrap();
+        assert!(!save.contains("ISTIO"), "an excluded pod gets no rules:\n{save}");
     });
-    assert!(event.contains("HTTP 503"), "the outage was real: {event}");
-    assert_eq!(asked.load(Ordering::Relaxed), 0, "no GET for a kube-system pod");
-    h.faults().clear(); // finding the pod's netns GETs it
-    let save = h.cluster.in_pod("kube-system", "dns", &["iptables-nft-save"]).unwrap();
-    assert!(!save.contains("ISTIO"), "an excluded pod gets no rules:\n{save}");
-    h.finish();
 }
 
 #[test]
 fn a_full_outage_fails_closed_and_pods_start_once_the_api_is_back() {
-    if !gate("a_full_outage_fails_closed", &[Need::Root]) {
-        return;
-    }
-    let h = Harness::new();
-    let api = h.cluster.local().unwrap().api().clone();
-    // Hold both pods' sandboxes until the server is down: without the plugin
-    // binary every ADD fails, and the kubelet retries on its backoff.
-    let plugin = h.node().bin_dir().join("istio-cni");
-    let parked = h.node().bin_dir().join("istio-cni.parked");
-    std::fs::rename(&plugin, &parked).unwrap();
-    h.create(meshed("hello"));
-    let dns = h.create(excluded("dns"));
-    for (ns, name) in [("default", "hello"), ("kube-system", "dns")] {
-        h.wait_event(ns, name, Duration::from_secs(20), |m| m.contains("istio-cni"));
-    }
-
-    h.cluster.block_on(api.go_down());
-    let down_at = Instant::now();
-    std::fs::rename(&parked, &plugin).unwrap();
-    // While down: the meshed pod's ADDs fail on the refused connection (two
-    // of them, so that the kubelet has tried to record an event while the
-    // server was down), the excluded pod's sandbox is made without the API.
-    let refused = |h: &Harness| {
-        h.logs
-            .failures("default/hello")
-            .iter()
-            .filter(|m| m.contains(&gave_up()) && m.contains("connection refused"))
-            .count()
-    };
-    let deadline = Instant::now() + worst_add() * 2 + Duration::from_secs(15);
-    while !(refused(&h) >= 2 && h.logs.has("kube-system/dns", "pod namespace kube-system excluded")) {
-        assert!(
-            Instant::now() < deadline,
-            "plugin records during the outage: {:?} {:?}",
-            h.logs.about("default/hello"),
-            h.logs.about("kube-system/dns")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let dns_sandbox = sandbox_id(dns.metadata.uid.as_deref().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while h.node().pod_netns(&dns_sandbox).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "kube-system/dns has no sandbox during the outage"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!h.logs.has("default/hello", "traffic redirection programmed"));
-    assert!(!h.cluster.block_on(api.is_up()), "still down");
-    eprintln!(
-        "outage: both pods handled {:?} after the server went down",
-        down_at.elapsed()
-    );
-
-    h.cluster.block_on(api.come_up()).unwrap();
-    let up_at = Instant::now();
-    h.wait_running("default", "hello", worst_add() + Duration::from_secs(30));
-    eprintln!(
-        "outage: default/hello Running {:?} after the server came back",
-        up_at.elapsed()
-    );
-    h.assert_programmed("default", "hello");
-    h.wait_running("kube-system", "dns", Duration::from_secs(30));
-    let save = h.cluster.in_pod("kube-system", "dns", &["iptables-nft-save"]).unwrap();
-    assert!(!save.contains("ISTIO"), "an excluded pod gets no rules:\n{save}");
-    // Every failed ADD of the outage has its event once the server is back
-    // (hello runs: no ADD fails any more).
-    let failed = refused(&h);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = h.sandbox_events("default", "hello");
-        let named = events
-            .iter()
-            .filter(|m| m.contains(&gave_up()) && m.contains("connection refused"))
-            .count();
-        if named == failed {
-            break;
+    Harness::run("a_full_outage_fails_closed", |h| {
+        let api = h.cluster.local().unwrap().api().clone();
+        // Hold both pods' sandboxes until the server is down: without the plugin
+        // binary every ADD fails, and the kubelet retries on its backoff.
+        let plugin = h.node().bin_dir().join("istio-cni");
+        let parked = h.node().bin_dir().join("istio-cni.parked");
+        std::fs::rename(&plugin, &parked).unwrap();
+        h.create(meshed("hello"));
+        let dns = h.create(excluded("dns"));
+        for (ns, name) in [("default", "hello"), ("kube-system", "dns")] {
+            h.wait_event(ns, name, Duration::from_secs(20), |m| m.contains("istio-cni"));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{failed} ADDs failed during the outage, {named} events say so: {events:?}"
+
+        h.cluster.block_on(api.go_down());
+        let down_at = Instant::now();
+        std::fs::rename(&parked, &plugin).unwrap();
+        // While down: the meshed pod's ADDs fail on the refused connection (two
+        // of them, so that the kubelet has tried to record an event while the
+        // server was down), the excluded pod's sandbox is made without the API.
+        let refused = |h: &Harness| {
+            h.logs
+                .failures("default/hello")
+                .iter()
+                .filter(|m| m.contains(&gave_up()) && m.contains("connection refused"))
+                .count()
+        };
+        let deadline = Instant::now() + worst_add() * 2 + Duration::from_secs(15);
+        while !(refused(h) >= 2 && h.logs.has("kube-system/dns", "pod namespace kube-system excluded")) {
+            assert!(
+                Instant::now() < deadline,
+                "plugin records during the outage: {:?} {:?}",
+                h.logs.about("default/hello"),
+                h.logs.about("kube-system/dns")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let dns_sandbox = sandbox_id(dns.metadata.uid.as_deref().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.node().pod_netns(&dns_sandbox).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "kube-system/dns has no sandbox during the outage"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!h.logs.has("default/hello", "traffic redirection programmed"));
+        assert!(!h.cluster.block_on(api.is_up()), "still down");
+        eprintln!(
+            "outage: both pods handled {:?} after the server went down",
+            down_at.elapsed()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    h.finish();
+
+        h.cluster.block_on(api.come_up()).unwrap();
+        let up_at = Instant::now();
+        h.wait_running("default", "hello", worst_add() + Duration::from_secs(30));
+        eprintln!(
+            "outage: default/hello Running {:?} after the server came back",
+            up_at.elapsed()
+        );
+        h.assert_programmed("default", "hello");
+        h.wait_running("kube-system", "dns", Duration::from_secs(30));
+        let save = h.cluster.in_pod("kube-system", "dns", &["iptables-nft-save"]).unwrap();
+        assert!(!save.contains("ISTIO"), "an excluded pod gets no rules:\n{save}");
+        // Every failed ADD of the outage has its event once the server is back
+        // (hello runs: no ADD fails any more).
+        let failed = refused(h);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = h.sandbox_events("default", "hello");
+            let named = events
+                .iter()
+                .filter(|m| m.contains(&gave_up()) && m.contains("connection refused"))
+                .count();
+            if named == failed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{failed} ADDs failed during the outage, {named} events say so: {events:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
 }

@@ -145,10 +145,7 @@ fn cluster_cni(env: &Env, record: &mut Record) -> Step {
     let result = agent
         .check_chained(record)
         .and_then(|()| prove_interception(&cluster, record, None, [&nodes[0], &nodes[1]]));
-    if let Err(Stop::Fail(_)) = &result {
-        agent.diag(record);
-        diag_pods(&cluster, record);
-    }
+    diag_failure(&result, &agent, &cluster, record);
     delete_pods(&cluster, &TRAFFIC_PODS);
     result?;
     agent.uninstall(record)
@@ -225,10 +222,7 @@ fn local(env: &Env, record: &mut Record, profile: Profile, mode: Mode) -> Step {
     };
     let result = check_install_shape(&agent, mode)
         .and_then(|()| prove_interception(&cluster, record, delegate, ["node-0", "node-1"]));
-    if let Err(Stop::Fail(_)) = &result {
-        agent.diag(record);
-        diag_pods(&cluster, record);
-    }
+    diag_failure(&result, &agent, &cluster, record);
     result?;
     agent.uninstall(record)
 }
@@ -706,6 +700,15 @@ pub(crate) fn prove_interception(
     expect_chains(cluster, record, "kube-system", "sys", false)?;
     expect_answer(cluster, record, "kube-system", "sys", &echo(8080), &Answer::Direct)?;
     Ok(())
+}
+
+/// When `result` is a failure: the agent's logs and config diffs, and
+/// every pod's state, rules and events, as diagnostics.
+pub(crate) fn diag_failure(result: &Step, agent: &DaemonSetAgent, cluster: &Cluster, record: &mut Record) {
+    if let Err(Stop::Fail(_)) = result {
+        agent.diag(record);
+        diag_pods(cluster, record);
+    }
 }
 
 /// Every pod's state and rules, and the events (counted), as diagnostics.

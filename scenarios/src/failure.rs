@@ -325,36 +325,11 @@ pub fn expected_rules(pod: &Pod) -> Result<String, String> {
 /// An `iptables-save` dump without what differs between two equal rule
 /// sets: comments, counters, and tables that hold no rule.
 pub fn normalize_save(save: &str) -> String {
-    let mut out = String::new();
-    let mut table: Vec<String> = Vec::new();
-    let mut has_rules = false;
-    for line in save.lines().map(str::trim_end) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with('*') {
-            table.clear();
-            has_rules = false;
-        }
-        has_rules |= line.starts_with("-A ");
-        let line = match line.strip_prefix(':') {
-            // `:CHAIN POLICY [packets:bytes]`: the counters go.
-            Some(decl) => format!(":{}", decl.split(" [").next().unwrap_or(decl)),
-            None => line.to_owned(),
-        };
-        let commit = line == "COMMIT";
-        table.push(line);
-        if commit {
-            if has_rules {
-                for l in table.drain(..) {
-                    out.push_str(&l);
-                    out.push('\n');
-                }
-            }
-            table.clear();
-        }
-    }
-    out
+    crate::save::tables(save)
+        .into_iter()
+        .filter(|t| t.rules)
+        .map(|t| t.text)
+        .collect()
 }
 
 /// Compares `pod`'s netns with the rules `istio-cni render` gives it; adds

@@ -11,7 +11,7 @@ use std::process::Stdio;
 
 use crate::catalog;
 use crate::env::{Env, Target};
-use crate::scenario::Outcome;
+use crate::scenario::{Outcome, Verdict};
 
 /// Set in the re-run test binary, so it never re-runs itself again.
 pub const MARK: &str = "ISTIO_CNI_SCENARIOS_USERNS";
@@ -81,6 +81,18 @@ pub fn run_local(name: &str) -> Option<Outcome> {
     let outcome = scenario.run(&env);
     outcome.eprint();
     Some(outcome)
+}
+
+/// [`run_local`], then the scenario must have passed; a skip fails the test
+/// unless `may_skip` accepts its reason.
+pub fn assert_passes_locally(name: &str, may_skip: impl Fn(&str) -> bool) {
+    let Some(outcome) = run_local(name) else {
+        return;
+    };
+    outcome.assert_passed();
+    if let Verdict::Skip(reason) = &outcome.verdict {
+        assert!(may_skip(reason), "{name} skipped: {reason}");
+    }
 }
 
 /// Why this user cannot get a user namespace with a range of uids, if it cannot.

@@ -13,6 +13,7 @@
 //! fixtures injected pods per Istio version, annotation sets
 //! error    why a body stops (Stop) and what failed under it (Error), causes kept
 //! failure  one-line reasons and the details under them (rules diffs, logs, counted events)
+//! save     iptables-save dumps table by table, without comments and counters, for comparing
 //! families cni, race, skew, snapshot, platform, lifecycle (upgrade, scale-out, job)
 //! ```
 
@@ -24,6 +25,7 @@ pub mod failure;
 pub mod fixtures;
 pub mod harness;
 pub mod nodefiles;
+pub mod save;
 pub mod scenario;
 pub mod system;
 

@@ -21,7 +21,7 @@ use istio_cni_kind::node::Layout;
 use serde_json::Value;
 
 use crate::cni::{
-    Answer, Delegate, client_container, create_pod, diag_pods, echo_container, expect_answer, expect_chains,
+    Answer, Delegate, client_container, create_pod, diag_failure, echo_container, expect_answer, expect_chains,
     meshed_pod, plain_pod, pod_ip, validation_passed, wait_running,
 };
 use crate::daemonset::DaemonSetAgent;
@@ -89,10 +89,7 @@ fn run(env: &Env, record: &mut Record, layout: Layout, platform: Option<Platform
         check_installed(&cluster, &agent, multus)?;
         meshed_pod_is_captured(&cluster, record, multus.then_some(Delegate { file: OPENSHIFT_FILE }))
     })();
-    if let Err(Stop::Fail(_)) = &result {
-        agent.diag(record);
-        diag_pods(&cluster, record);
-    }
+    diag_failure(&result, &agent, &cluster, record);
     result?;
     agent.uninstall(record)
 }

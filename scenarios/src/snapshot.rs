@@ -779,38 +779,11 @@ fn canonical_nft(transaction: &str) -> Result<String, Stop> {
 /// on what touched the netns, not on the plugin), tables sorted by name
 /// (legacy dumps them in the order the netns first used them).
 pub fn normalize_save(text: &str) -> String {
-    let mut tables: Vec<String> = Vec::new();
-    let mut table: Vec<String> = Vec::new();
-    let mut keep = false;
-    for line in text.lines().map(str::trim_end) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with('*') {
-            table.clear();
-            keep = false;
-        }
-        let line = match line.strip_prefix(':') {
-            Some(decl) => {
-                let mut parts = decl.split_whitespace();
-                let chain = parts.next().unwrap_or_default();
-                let policy = parts.next().unwrap_or("-");
-                keep |= policy == "-";
-                format!(":{chain} {policy}")
-            }
-            None => {
-                keep |= line.starts_with("-A") || line.starts_with("-I");
-                line.to_string()
-            }
-        };
-        table.push(line);
-        if table.last().is_some_and(|l| l == "COMMIT") {
-            if keep {
-                tables.push(table.iter().map(|l| format!("{l}\n")).collect());
-            }
-            table.clear();
-        }
-    }
+    let mut tables: Vec<String> = crate::save::tables(text)
+        .into_iter()
+        .filter(|t| t.rules || t.own_chains)
+        .map(|t| t.text)
+        .collect();
     tables.sort();
     tables.concat()
 }

@@ -7,8 +7,8 @@ use istio_cni_agent::manifest::Manifest;
 use istio_cni_kind::cluster::ClusterSpec;
 use istio_cni_scenarios::daemonset::DaemonSetAgent;
 use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::harness::{as_root, run_local};
-use istio_cni_scenarios::scenario::{Record, Stop, Verdict};
+use istio_cni_scenarios::harness::{as_root, assert_passes_locally};
+use istio_cni_scenarios::scenario::{Record, Stop};
 use istio_cni_scenarios::system::Install;
 use rstest::rstest;
 
@@ -18,14 +18,8 @@ fn cni(
     #[values("chained", "single-conf", "standalone")] mode: &str,
 ) {
     let name = format!("cni/{profile}/{mode}");
-    let Some(outcome) = run_local(&name) else {
-        return;
-    };
-    if let Verdict::Skip(reason) = &outcome.verdict {
-        // Only ipvlan may skip, and only where the kernel lacks it.
-        assert!(profile == "ipvlan", "{name} skipped: {reason}");
-    }
-    outcome.assert_passed();
+    // Only ipvlan may skip, and only where the kernel lacks it.
+    assert_passes_locally(&name, |_| profile == "ipvlan");
 }
 
 /// The restore check is real: a file the agents did not write back fails it.

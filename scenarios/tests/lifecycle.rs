@@ -5,8 +5,7 @@
 //! needing an opt-in agent feature (the not-ready taint, safe upgrade) may
 //! skip, and only when the agent's values refuse its key.
 
-use istio_cni_scenarios::harness::run_local;
-use istio_cni_scenarios::scenario::Verdict;
+use istio_cni_scenarios::harness::assert_passes_locally;
 use rstest::rstest;
 
 /// The two that prove the not-ready taint end to end run here; every other
@@ -16,16 +15,7 @@ use rstest::rstest;
 #[case::scale_out_taint("race/scale-out/taint")]
 #[case::job_taint("race/job/taint")]
 fn lifecycle(#[case] name: &str) {
-    let Some(outcome) = run_local(name) else {
-        return;
-    };
-    outcome.assert_passed();
-    if let Verdict::Skip(reason) = &outcome.verdict {
-        assert!(
-            reason.starts_with("the agent under test lacks"),
-            "{name} skipped: {reason}"
-        );
-    }
+    assert_passes_locally(name, |reason| reason.starts_with("the agent under test lacks"));
 }
 
 /// The other lifecycle scenarios, minutes each (DaemonSet rolls under load,

@@ -2,8 +2,7 @@
 //! test re-runs itself in a user namespace or fails saying why (see
 //! `istio_cni_scenarios::harness`).
 
-use istio_cni_scenarios::harness::run_local;
-use istio_cni_scenarios::scenario::Verdict;
+use istio_cni_scenarios::harness::assert_passes_locally;
 use rstest::rstest;
 
 #[rstest]
@@ -14,9 +13,5 @@ use rstest::rstest;
 #[case::agent_restart("race/agent-restart")]
 #[case::ordering("race/ordering")]
 fn race(#[case] name: &str) {
-    let Some(outcome) = run_local(name) else {
-        return;
-    };
-    outcome.assert_passed();
-    assert_eq!(outcome.verdict, Verdict::Pass, "{name} skipped");
+    assert_passes_locally(name, |_| false);
 }

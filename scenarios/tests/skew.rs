@@ -4,18 +4,13 @@
 //! `skew/release/previous-plugin` builds the previous release's plugin into
 //! the build cache on first use (minutes on a cold cache).
 
-use istio_cni_scenarios::harness::run_local;
-use istio_cni_scenarios::scenario::Verdict;
+use istio_cni_scenarios::harness::assert_passes_locally;
 use rstest::rstest;
 
 /// Runs the scenario `name`; none of them may skip (the release pairing
 /// falls back to a pinned commit on a clone without tags).
 fn run(name: &str) {
-    let Some(outcome) = run_local(name) else {
-        return;
-    };
-    outcome.assert_passed();
-    assert_eq!(outcome.verdict, Verdict::Pass, "{} skipped", outcome.name);
+    assert_passes_locally(name, |_| false);
 }
 
 #[rstest]

@@ -12,7 +12,7 @@ use istio_cni_kind::cluster::{Cluster, ClusterSpec};
 use istio_cni_kind::cni::Profile;
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 use istio_cni_kind::node::Node;
-use testkit::{Kubectl, Scratch};
+use testkit::{Kubectl, Need, Scratch};
 
 pub const NS: &str = "istio-system";
 
@@ -46,6 +46,34 @@ pub fn agent_cluster(images: &Scratch, nodes: u32, table: ImageTable) -> Cluster
         ..ClusterSpec::default()
     })
     .expect("creating the cluster")
+}
+
+/// A test's cluster with its kubectl; the scratch dir holds the agent's
+/// image and kubectl's cache, so it goes last.
+pub struct Setup {
+    pub kubectl: Kubectl,
+    pub cluster: Cluster,
+    pub scratch: Scratch,
+}
+
+/// Gates `test` on root, the CNI plugins and kubectl, then makes the scratch
+/// dir `label`, the cluster `make` builds on it, and its kubectl; `None`
+/// after the skip.
+pub fn setup(test: &str, label: &str, make: impl FnOnce(&Scratch) -> Cluster) -> Option<Setup> {
+    let gated = testkit::gate(test, &[Need::Root, Need::CniPlugins])
+        && (testkit::kubectl_path().is_some()
+            || testkit::skip(test, "kubectl not found in PATH (ci/setup installs it)"));
+    if !gated {
+        return None;
+    }
+    let scratch = Scratch::new(label);
+    let cluster = make(&scratch);
+    let kubectl = Kubectl::new(test, cluster.kubeconfig_path(), &scratch).expect("kubectl (gated)");
+    Some(Setup {
+        kubectl,
+        cluster,
+        scratch,
+    })
 }
 
 /// `istio-cni-agent manifest --set <each>`.

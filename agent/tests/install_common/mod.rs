@@ -71,6 +71,13 @@ impl Node {
         node
     }
 
+    /// A node whose one primary config is `file`, holding `text`.
+    pub fn with_primary(label: &str, file: &str, text: &str) -> Node {
+        let node = Node::new(label);
+        node.write(file, text);
+        node
+    }
+
     /// The kubelet's projected-volume layout: `..data -> ..<ts>`, `token -> ..data/token`;
     /// a new timestamped dir and an atomic `..data` swap per rotation.
     pub fn rotate_token(&self, token: &str, stamp: &str) {
@@ -96,6 +103,34 @@ impl Node {
 
     pub fn installer(&self) -> Installer {
         self.installer_with(self.settings())
+    }
+
+    /// The installer after its first `install_all`, which must succeed.
+    pub fn installed(&self) -> Installer {
+        let mut installer = self.installer();
+        installer.install_all().unwrap();
+        installer
+    }
+
+    /// Asserts `installer` chose `file` as the primary config.
+    pub fn assert_chosen(&self, installer: &Installer, file: &str) {
+        assert_eq!(installer.current_path(), Some(self.conf.join(file).as_path()));
+    }
+
+    /// Uninstalls with `installer`; `file` must read `text` again.
+    pub fn assert_restored(&self, installer: &mut Installer, file: &str, text: &str) {
+        installer.cleanup().unwrap();
+        assert_eq!(self.read(file), text, "{file} after the uninstall");
+    }
+
+    /// After an outside change to `file`: `check_valid` reports `complaint`,
+    /// and `install_all` makes `file` read `want` again, valid once more.
+    pub fn assert_reinstalled(&self, installer: &mut Installer, file: &str, complaint: &str, want: &str) {
+        let err = installer.check_valid().unwrap_err().to_string();
+        assert!(err.contains(complaint), "{err}");
+        installer.install_all().unwrap();
+        installer.check_valid().unwrap();
+        assert_eq!(self.read(file), want, "{file} reinstalled");
     }
 
     pub fn installer_with(&self, settings: InstallSettings) -> Installer {

@@ -47,3 +47,11 @@ pub fn case<'r>(report: &'r SuiteReport, name: &str) -> &'r CaseResult {
         .case(name)
         .unwrap_or_else(|| panic!("case {name} did not run:\n{report}"))
 }
+
+/// Asserts the case's note (what it observed) starts with `prefix`.
+pub fn assert_note_starts(c: &CaseResult, prefix: &str) {
+    assert!(
+        c.note.as_deref().is_some_and(|n| n.starts_with(prefix)),
+        "note of {c} does not start with {prefix:?}"
+    );
+}

@@ -264,21 +264,34 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-    use crate::testing::{privileged, privileged_scratch};
+    use crate::testing::{Scratch, privileged, privileged_scratch};
+
+    /// Asserts `err` is of the kind `is_kind` accepts and names `path`.
+    fn assert_names(err: &NsError, is_kind: fn(&NsError) -> bool, path: &str) {
+        assert!(is_kind(err), "{err}");
+        assert!(err.to_string().contains(path), "{err}");
+    }
+
+    /// A new namespace pinned at `<scratch>/ns`; `None` when `test` is
+    /// skipped (not root).
+    fn pinned(test: &str) -> Option<(Scratch, PathBuf, Netns)> {
+        let dir = privileged_scratch(test)?;
+        let pin = dir.join("ns");
+        let ns = Netns::create(&pin).unwrap();
+        Some((dir, pin, ns))
+    }
 
     #[test]
     fn a_missing_netns_path_is_named_in_the_error() {
         let err = run_in_netns(Path::new("/nonexistent/netns/xyz"), || 1).unwrap_err();
-        assert!(matches!(err, NsError::Open { .. }), "{err}");
-        assert!(err.to_string().contains("/nonexistent/netns/xyz"), "{err}");
+        assert_names(&err, |e| matches!(e, NsError::Open { .. }), "/nonexistent/netns/xyz");
     }
 
     #[test]
     fn a_file_that_is_not_a_netns_is_refused() {
         // /proc/self/status opens fine but is not a namespace: setns fails.
         let err = run_in_netns(Path::new("/proc/self/status"), || 1).unwrap_err();
-        assert!(matches!(err, NsError::Enter { .. }), "{err}");
-        assert!(err.to_string().contains("/proc/self/status"), "{err}");
+        assert_names(&err, |e| matches!(e, NsError::Enter { .. }), "/proc/self/status");
     }
 
     #[test]
@@ -302,11 +315,9 @@ mod tests {
 
     #[test]
     fn create_pins_a_fresh_namespace_that_work_and_commands_enter() {
-        let Some(dir) = privileged_scratch("netns::create_pins") else {
+        let Some((_dir, pin, ns)) = pinned("netns::create_pins") else {
             return;
         };
-        let pin = dir.join("ns");
-        let ns = Netns::create(&pin).unwrap();
         assert!(ns.is_owned());
         let host = inode(Path::new("/proc/self/ns/net"));
         let pinned = inode(&pin);
@@ -335,11 +346,9 @@ mod tests {
 
     #[test]
     fn dropping_the_last_owner_unpins() {
-        let Some(dir) = privileged_scratch("netns::dropping_unpins") else {
+        let Some((_dir, pin, ns)) = pinned("netns::dropping_unpins") else {
             return;
         };
-        let pin = dir.join("ns");
-        let ns = Netns::create(&pin).unwrap();
         let clone = ns.clone();
         drop(ns);
         assert!(pin.exists(), "a clone still owns it");
@@ -351,8 +360,7 @@ mod tests {
     #[test]
     fn a_pin_in_a_missing_directory_leaves_nothing() {
         let err = Netns::create(Path::new("/nonexistent/dir/ns")).unwrap_err();
-        assert!(matches!(err, NsError::CreateFile { .. }), "{err}");
-        assert!(err.to_string().contains("/nonexistent/dir/ns"), "{err}");
+        assert_names(&err, |e| matches!(e, NsError::CreateFile { .. }), "/nonexistent/dir/ns");
     }
 
     #[test]

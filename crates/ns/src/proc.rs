@@ -226,7 +226,7 @@ mod tests {
 
     use super::*;
     use crate::Netns;
-    use crate::testing::privileged_scratch;
+    use crate::testing::{Scratch, privileged_scratch};
 
     /// A `/proc/<pid>/stat` line with start time `start`.
     fn stat(pid: i32, start: u64) -> String {
@@ -264,6 +264,36 @@ mod tests {
         assert_eq!(v.iter().map(|c| c.pid).collect::<Vec<_>>(), [31, 30, 20]);
     }
 
+    /// A finder over the fake proc tree at `proc_root`; the host is this
+    /// process's netns.
+    fn finder_at(proc_root: PathBuf) -> NetnsFinder {
+        NetnsFinder {
+            proc_root,
+            host_netns: "/proc/self/ns/net".into(),
+        }
+    }
+
+    /// A scratch dir with a fake proc tree under `proc/` and the namespaces
+    /// its processes point at.
+    struct FakeProc {
+        dir: Scratch,
+        root: PathBuf,
+    }
+
+    impl FakeProc {
+        /// `None` when `test` is skipped (not root).
+        fn new(test: &str) -> Option<FakeProc> {
+            let dir = privileged_scratch(test)?;
+            let root = dir.join("proc");
+            Some(FakeProc { dir, root })
+        }
+
+        /// A new namespace pinned in the scratch dir as `name`.
+        fn netns(&self, name: &str) -> Netns {
+            Netns::create(&self.dir.join(name)).unwrap()
+        }
+    }
+
     /// A fake proc tree: `<root>/<pid>/ns/net` → `netns`, plus the given
     /// `cgroup` and `stat` files (text, or a symlink when it starts with `@`).
     fn process(root: &Path, pid: i32, netns: &Path, cgroup: &str, stat: &str) {
@@ -280,23 +310,19 @@ mod tests {
 
     #[test]
     fn oversized_and_endless_proc_files_count_as_unreadable() {
-        let Some(dir) = privileged_scratch("proc::oversized_proc_files") else {
+        let Some(fake) = FakeProc::new("proc::oversized_proc_files") else {
             return;
         };
-        let root = dir.join("proc");
-        let ns = Netns::create(&dir.join("pod")).unwrap();
+        let (root, ns) = (&fake.root, fake.netns("pod"));
         // pid 100 is the younger process; its cgroup names the wanted pod,
         // but only after more junk than a real cgroup file ever holds. An
         // uncapped read would prefer it; the capped one ignores it.
         let junk = "9:junk:/x\n".repeat((PROC_FILE_CAP as usize / 10) + 1);
-        process(&root, 100, ns.path(), &format!("{junk}0::/WANTED\n"), &stat(100, 50));
-        process(&root, 101, ns.path(), "0::/other\n", &stat(101, 10));
+        process(root, 100, ns.path(), &format!("{junk}0::/WANTED\n"), &stat(100, 50));
+        process(root, 101, ns.path(), "0::/other\n", &stat(101, 10));
         // pid 102's files are endless: the walk must not read them to the end.
-        process(&root, 102, ns.path(), "@/dev/zero", "@/dev/zero");
-        let finder = NetnsFinder {
-            proc_root: root.clone(),
-            host_netns: "/proc/self/ns/net".into(),
-        };
+        process(root, 102, ns.path(), "@/dev/zero", "@/dev/zero");
+        let finder = finder_at(root.clone());
         let found = finder.find(|_| Ok(true), |cgroup| cgroup.contains("WANTED")).unwrap();
         assert_eq!(found.pid, 101, "{:?}", found.candidates);
         assert!(found.candidates.iter().all(|c| !c.preferred), "{:?}", found.candidates);
@@ -312,21 +338,16 @@ mod tests {
 
     #[test]
     fn the_check_runs_once_per_namespace_and_the_host_is_never_returned() {
-        let Some(dir) = privileged_scratch("proc::check_per_namespace") else {
+        let Some(fake) = FakeProc::new("proc::check_per_namespace") else {
             return;
         };
-        let root = dir.join("proc");
-        let a = Netns::create(&dir.join("a")).unwrap();
-        let b = Netns::create(&dir.join("b")).unwrap();
-        process(&root, 10, a.path(), "", &stat(10, 1));
-        process(&root, 11, a.path(), "", &stat(11, 2));
-        process(&root, 20, b.path(), "", &stat(20, 3));
-        process(&root, 30, Path::new("/proc/self/ns/net"), "", &stat(30, 0));
+        let (root, a, b) = (&fake.root, fake.netns("a"), fake.netns("b"));
+        process(root, 10, a.path(), "", &stat(10, 1));
+        process(root, 11, a.path(), "", &stat(11, 2));
+        process(root, 20, b.path(), "", &stat(20, 3));
+        process(root, 30, Path::new("/proc/self/ns/net"), "", &stat(30, 0));
         std::fs::create_dir_all(root.join("self")).unwrap();
-        let finder = NetnsFinder {
-            proc_root: root.clone(),
-            host_netns: "/proc/self/ns/net".into(),
-        };
+        let finder = finder_at(root.clone());
         let mut seen = Vec::new();
         let found = finder
             .find(
@@ -361,10 +382,7 @@ mod tests {
         assert!(text.contains("none of the 2 namespaces"), "{text}");
         assert!(text.contains("last error: no netlink"), "{text}");
         // A missing proc root is named.
-        let gone = NetnsFinder {
-            proc_root: dir.join("nope"),
-            host_netns: "/proc/self/ns/net".into(),
-        };
+        let gone = finder_at(fake.dir.join("nope"));
         let err = gone.find(|_| Ok(true), |_| false).unwrap_err();
         assert!(
             matches!(err, FindError::Proc { .. }) && err.to_string().contains("nope"),

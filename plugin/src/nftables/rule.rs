@@ -629,64 +629,44 @@ mod tests {
 
     #[test]
     fn prefixes_follow_nfts_linearization() {
-        // Full length: the whole address.
-        let e = exprs("ip daddr 127.0.0.1/32 counter return");
-        assert_eq!(
-            e[2],
-            Expr::Payload {
-                base: Base::Network,
-                offset: 16,
-                len: 4
+        let address = |len| Expr::Payload {
+            base: Base::Network,
+            offset: 16,
+            len,
+        };
+        let cmp = |neq, data: &[u8]| Expr::Cmp {
+            neq,
+            data: data.to_vec(),
+        };
+        let mask = |mask: &[u8]| Expr::Bitwise { mask: mask.to_vec() };
+        // (rule, the expressions it must hold at these indexes)
+        let cases = [
+            // Full length: the whole address.
+            (
+                "ip daddr 127.0.0.1/32 counter return",
+                vec![(2, address(4)), (3, cmp(false, &[127, 0, 0, 1]))],
+            ),
+            // Byte boundary: only the prefix bytes, host bits dropped.
+            (
+                "ip daddr != 127.0.0.1/8 counter return",
+                vec![(2, address(1)), (3, cmp(true, &[127]))],
+            ),
+            // Elsewhere (and /0): the whole field, masked.
+            (
+                "ip daddr 10.1.2.3/12 counter return",
+                vec![(3, mask(&[0xff, 0xf0, 0, 0])), (4, cmp(false, &[10, 0, 0, 0]))],
+            ),
+            (
+                "ip6 saddr ::/0 counter return",
+                vec![(1, cmp(false, &[10])), (3, mask(&[0; 16]))],
+            ),
+        ];
+        for (rule, want) in cases {
+            let e = exprs(rule);
+            for (i, expr) in want {
+                assert_eq!(e[i], expr, "{rule}: expression {i}");
             }
-        );
-        assert_eq!(
-            e[3],
-            Expr::Cmp {
-                neq: false,
-                data: vec![127, 0, 0, 1]
-            }
-        );
-        // Byte boundary: only the prefix bytes, host bits dropped.
-        let e = exprs("ip daddr != 127.0.0.1/8 counter return");
-        assert_eq!(
-            e[2],
-            Expr::Payload {
-                base: Base::Network,
-                offset: 16,
-                len: 1
-            }
-        );
-        assert_eq!(
-            e[3],
-            Expr::Cmp {
-                neq: true,
-                data: vec![127]
-            }
-        );
-        // Elsewhere (and /0): the whole field, masked.
-        let e = exprs("ip daddr 10.1.2.3/12 counter return");
-        assert_eq!(
-            e[3],
-            Expr::Bitwise {
-                mask: vec![0xff, 0xf0, 0, 0]
-            }
-        );
-        assert_eq!(
-            e[4],
-            Expr::Cmp {
-                neq: false,
-                data: vec![10, 0, 0, 0]
-            }
-        );
-        let e = exprs("ip6 saddr ::/0 counter return");
-        assert_eq!(
-            e[1],
-            Expr::Cmp {
-                neq: false,
-                data: vec![10]
-            }
-        );
-        assert_eq!(e[3], Expr::Bitwise { mask: vec![0; 16] });
+        }
     }
 
     #[test]

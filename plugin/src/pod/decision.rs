@@ -195,27 +195,20 @@ mod tests {
         assert_eq!(decide(&pod), Decision::Redirect);
     }
 
+    /// Whether `pod` is skipped because `source` disables injection.
+    fn disabled_by(pod: &PodInfo, source: InjectSource) -> bool {
+        matches!(decide(pod), Decision::Skip(SkipReason::InjectionDisabled { source: s, .. }) if s == source)
+    }
+
     #[test]
     fn inject_label_beats_annotation() {
         let mut pod = injected();
         pod.annotations.insert(INJECT_KEY.into(), "false".into());
-        assert!(matches!(
-            decide(&pod),
-            Decision::Skip(SkipReason::InjectionDisabled {
-                source: InjectSource::Annotation,
-                ..
-            })
-        ));
+        assert!(disabled_by(&pod, InjectSource::Annotation), "{:?}", decide(&pod));
         pod.labels.insert(INJECT_KEY.into(), "true".into());
         assert_eq!(decide(&pod), Decision::Redirect);
         pod.labels.insert(INJECT_KEY.into(), "False".into());
-        assert!(matches!(
-            decide(&pod),
-            Decision::Skip(SkipReason::InjectionDisabled {
-                source: InjectSource::Label,
-                ..
-            })
-        ));
+        assert!(disabled_by(&pod, InjectSource::Label), "{:?}", decide(&pod));
         // Unparseable values do not skip.
         pod.labels.insert(INJECT_KEY.into(), "no".into());
         assert_eq!(decide(&pod), Decision::Redirect);

@@ -18,70 +18,57 @@ fn parse_decimal(s: &str) -> Option<u32> {
 /// Parses a comma-separated CIDR list exactly like Istio's validator: no
 /// trimming, every element must be a prefix; "" is the empty list.
 pub fn parse_cidr_list(value: &str) -> Result<Vec<Prefix>, String> {
+    parse_list(value, |c| {
+        if c.is_empty() {
+            Err("empty element in the CIDR list".to_string())
+        } else {
+            c.parse::<Prefix>()
+        }
+    })
+}
+
+/// A comma-separated list, each element through `item`; "" is the empty
+/// list (not one empty element).
+fn parse_list<T>(value: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
     if value.is_empty() {
         return Ok(Vec::new());
     }
-    value
-        .split(',')
-        .map(|c| {
-            if c.is_empty() {
-                Err("empty element in the CIDR list".to_string())
-            } else {
-                c.parse::<Prefix>()
-            }
-        })
-        .collect()
+    value.split(',').map(item).collect()
 }
 
 /// Parses a comma-separated port list: the whole value and every element are
 /// trimmed; "" is the empty list; each element is a base-10 port 0–65535.
 pub fn parse_port_list(value: &str) -> Result<Vec<u16>, String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Ok(Vec::new());
-    }
-    value
-        .split(',')
-        .map(|p| {
-            let p = p.trim();
-            parse_decimal(p).and_then(|n| u16::try_from(n).ok()).ok_or_else(|| {
-                if p.is_empty() {
-                    "empty element in the port list".to_string()
-                } else {
-                    format!("{p:?} is not a port number (0-65535)")
-                }
-            })
+    parse_list(value.trim(), |p| {
+        let p = p.trim();
+        parse_decimal(p).and_then(|n| u16::try_from(n).ok()).ok_or_else(|| {
+            if p.is_empty() {
+                "empty element in the port list".to_string()
+            } else {
+                format!("{p:?} is not a port number (0-65535)")
+            }
         })
-        .collect()
+    })
 }
 
 /// Parses a comma-separated interface-name list with Linux's name rules.
 pub fn parse_interface_list(value: &str) -> Result<Vec<String>, String> {
-    if value.is_empty() {
-        return Ok(Vec::new());
-    }
-    value
-        .split(',')
-        .map(|name| {
-            let name = name.trim();
-            let mut chars = name.chars();
-            match chars.next() {
-                None => Err("empty interface name".to_string()),
-                Some(_) if name.len() > 15 => {
-                    Err(format!("interface name {name:?} is too long (max 15 chars)"))
-                }
-                Some(first)
-                    if first.is_ascii_alphabetic()
-                        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
-                {
-                    Ok(name.to_string())
-                }
-                Some(_) => Err(format!(
-                    "interface name {name:?} contains invalid characters (allowed: a letter, then letters, digits, '_', '.', '-')"
-                )),
+    parse_list(value, |name| {
+        let name = name.trim();
+        let mut chars = name.chars();
+        match chars.next() {
+            None => Err("empty interface name".to_string()),
+            Some(_) if name.len() > 15 => Err(format!("interface name {name:?} is too long (max 15 chars)")),
+            Some(first)
+                if first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
+            {
+                Ok(name.to_string())
             }
-        })
-        .collect()
+            Some(_) => Err(format!(
+                "interface name {name:?} contains invalid characters (allowed: a letter, then letters, digits, '_', '.', '-')"
+            )),
+        }
+    })
 }
 
 /// Go's `strconv.ParseBool`, which Istio uses for every boolean input.

@@ -50,14 +50,7 @@ impl Builder {
 
     /// Appends a rule for both families.
     fn add(&mut self, table: Table, chain: Chain, ipt: impl Into<String>, nft: impl Into<String>) {
-        self.push(
-            table,
-            chain,
-            Position::Append,
-            Family::Both,
-            Some(ipt.into()),
-            Some(nft.into()),
-        );
+        self.add_only(Family::Both, table, chain, ipt, nft);
     }
 
     /// Appends a rule for one family.
