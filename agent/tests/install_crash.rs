@@ -241,7 +241,7 @@ fn sigterm_while_the_repair_controller_starts_cleans_up() {
 
 /// What a kill mid-install leaves besides our entry: a temp file of each
 /// file the agent writes, holding a token in the kubeconfig's case, and the
-/// log socket of the dead agent. `uninstall` removes all of it, saying so;
+/// log and pod cache sockets of the dead agent. `uninstall` removes all of it, saying so;
 /// someone else's files stay.
 #[test]
 fn uninstall_removes_what_a_kill_mid_install_leaves() {
@@ -258,8 +258,10 @@ fn uninstall_removes_what_a_kill_mid_install_leaves() {
         fs::write(t, format!("token: {TOKEN}\n")).unwrap();
         fs::set_permissions(t, fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let socket = node.run.join("log.sock");
-    drop(UnixListener::bind(&socket).unwrap());
+    let sockets = [node.run.join("log.sock"), node.run.join("pods.sock")];
+    for socket in &sockets {
+        drop(UnixListener::bind(socket).unwrap());
+    }
     let others = [node.conf.join("99-other.conflist.tmp.1"), node.bin.join("bridge.tmp.1")];
     for o in &others {
         fs::write(o, "someone else's").unwrap();
@@ -273,7 +275,7 @@ fn uninstall_removes_what_a_kill_mid_install_leaves() {
         out.status,
         node.agent_log_tail()
     );
-    for path in temps.iter().chain([&socket]) {
+    for path in temps.iter().chain(&sockets) {
         assert!(
             stdout.contains(&format!("deleted {}", path.display())),
             "the report names {}:\n{stdout}",
