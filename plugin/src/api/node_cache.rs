@@ -249,20 +249,18 @@ mod tests {
         let absent = NodeCache::in_run_dir(&dir).lookup("default", "web").unwrap_err();
         assert!(absent.0.contains("pods.sock: connect"), "{absent:?}");
 
-        let (socket, server) = serve_once(&dir, b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
-        let not_found = NodeCache::new(socket.clone(), Duration::from_secs(5))
-            .lookup("default", "web")
-            .unwrap_err();
-        assert!(not_found.0.contains("404"), "{not_found:?}");
-        server.join().unwrap();
-        std::fs::remove_file(&socket).unwrap();
-
-        let (socket, server) = serve_once(&dir, b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n[1,2");
-        let garbled = NodeCache::new(socket.clone(), Duration::from_secs(5))
-            .lookup("default", "web")
-            .unwrap_err();
-        assert!(garbled.0.contains("not a Pod"), "{garbled:?}");
-        server.join().unwrap();
+        for (reply, why) in [
+            (&b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"[..], "404"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n[1,2", "not a Pod"),
+        ] {
+            let (socket, server) = serve_once(&dir, reply);
+            let miss = NodeCache::new(socket.clone(), Duration::from_secs(5))
+                .lookup("default", "web")
+                .unwrap_err();
+            assert!(miss.0.contains(why), "{why}: {miss:?}");
+            server.join().unwrap();
+            std::fs::remove_file(&socket).unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -469,12 +469,19 @@ mod tests {
         pod
     }
 
-    #[test]
-    fn a_cache_hit_needs_no_api() {
-        let mut plain = with_uid(meshed(json!({})), "u-1");
+    /// A pod without a sidecar (so ADD skips it) with `uid`, and a sandbox
+    /// request for it naming that uid.
+    fn plain_sandbox(uid: &str) -> (Pod, Request) {
+        let mut plain = with_uid(meshed(json!({})), uid);
         plain.metadata.annotations = None;
         let mut req = request("web", "default");
-        req.args.push_str(";K8S_POD_UID=u-1");
+        req.args.push_str(&format!(";K8S_POD_UID={uid}"));
+        (plain, req)
+    }
+
+    #[test]
+    fn a_cache_hit_needs_no_api() {
+        let (plain, req) = plain_sandbox("u-1");
         let cache = Cache(Some(plain), Cell::new(0));
         // No API available at all: the kubeconfig is never read.
         let out = run_cached(&req, &conf(json!({})), &cache, None, &Recorder::default()).unwrap();
@@ -490,10 +497,7 @@ mod tests {
 
     #[test]
     fn a_miss_or_another_pod_in_the_cache_goes_to_the_api() {
-        let mut plain = with_uid(meshed(json!({})), "u-new");
-        plain.metadata.annotations = None;
-        let mut req = request("web", "default");
-        req.args.push_str(";K8S_POD_UID=u-new");
+        let (plain, req) = plain_sandbox("u-new");
         let mut renamed = with_uid(meshed(json!({})), "u-new");
         renamed.metadata.name = Some("other".into());
         for cache in [
