@@ -102,6 +102,7 @@ impl PodSocket {
 
 async fn pod(State(cache): State<Cache>, UrlPath((namespace, name)): UrlPath<(String, String)>) -> Response {
     if !cache.listed.load(Ordering::Relaxed) {
+        tracing::debug!(target: "cni-agent", "pod cache: {namespace}/{name}: not listed yet");
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -109,6 +110,7 @@ async fn pod(State(cache): State<Cache>, UrlPath((namespace, name)): UrlPath<(St
         );
     }
     let Some(pod) = cache.store.get(&ObjectRef::new(&name).within(&namespace)) else {
+        tracing::debug!(target: "cni-agent", "pod cache: {namespace}/{name}: not on this node's watch");
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -116,7 +118,10 @@ async fn pod(State(cache): State<Cache>, UrlPath((namespace, name)): UrlPath<(St
         );
     };
     match serde_json::to_vec(pod.as_ref()) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(body) => {
+            tracing::debug!(target: "cni-agent", "pod cache: {namespace}/{name}: answered");
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(e) => {
             tracing::error!(target: "cni-agent", "pod cache: encoding {namespace}/{}: {e}", pod.name_any());
             status(

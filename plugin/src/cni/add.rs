@@ -156,6 +156,7 @@ fn cached(cache: &dyn PodCache, args: &K8sArgs) -> Option<Pod> {
     let same_name = meta.name.as_deref() == Some(name) && meta.namespace.as_deref() == Some(ns);
     let same_uid = args.pod_uid.is_empty() || meta.uid.as_deref() == Some(args.pod_uid.as_str());
     if same_name && same_uid {
+        tracing::debug!(pod = %format!("{ns}/{name}"), "pod read from the node agent's cache");
         return Some(pod);
     }
     tracing::debug!(
