@@ -5,7 +5,9 @@ use clap::Parser;
 use istio_cni::cli::{Cli, run};
 use istio_cni::cni::logsink::{BufferLayer, LogBuffer};
 use istio_cni::cni::skel::Request;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() {
@@ -17,13 +19,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The records for the agent follow the config's `plugin_log_level`,
+    // known only once stdin is read: info until then.
+    let (level, level_handle) = reload::Layer::new(LevelFilter::INFO);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(stderr)
-        .with(BufferLayer(buffer.clone()))
+        .with(stderr.with_filter(filter))
+        .with(BufferLayer(buffer.clone()).with_filter(level))
         .init();
+    let set_level = |l: LevelFilter| {
+        let _ = level_handle.reload(l);
+    };
     let code = match Request::from_env(|k| std::env::var(k).ok()) {
-        Ok(Some(request)) => istio_cni::cni::plugin::main(&request, &buffer),
+        Ok(Some(request)) => istio_cni::cni::plugin::main(&request, &buffer, &set_level),
         Ok(None) => run(Cli::parse()),
         Err(e) => {
             print!("{}", e.to_json(istio_cni::cni::version::CURRENT));

@@ -6,6 +6,8 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use tracing_subscriber::filter::LevelFilter;
+
 use super::add::{AddOutcome, FetchPolicy, PodApi, Programmer, cmd_add};
 use super::config::NetConf;
 use super::error::{CniError, Code};
@@ -101,7 +103,7 @@ impl Handler for IstioCni {
 /// Runs one CNI invocation from the process environment and stdin; returns
 /// the exit code. Stdout carries exactly the reply document. The log records
 /// in `logs` go to the agent's socket at the end, also after an error.
-pub fn main(request: &Request, logs: &LogBuffer) -> i32 {
+pub fn main(request: &Request, logs: &LogBuffer, set_level: &dyn Fn(LevelFilter)) -> i32 {
     let stdin = if request.command == super::skel::Command::Version {
         Vec::new()
     } else {
@@ -114,6 +116,14 @@ pub fn main(request: &Request, logs: &LogBuffer) -> i32 {
             }
         }
     };
+    if let Some(level) = NetConf::parse(&stdin)
+        .ok()
+        .and_then(|c| c.log_level)
+        .as_deref()
+        .and_then(log_level)
+    {
+        set_level(level);
+    }
     let mut plugin = IstioCni {
         policy: FetchPolicy::default(),
     };
@@ -135,4 +145,16 @@ pub fn main(request: &Request, logs: &LogBuffer) -> i32 {
     let _ = out.write_all(reply.stdout.as_bytes());
     let _ = out.flush();
     reply.exit_code
+}
+
+/// Istio's level names for `plugin_log_level`; anything else keeps `info`.
+fn log_level(name: &str) -> Option<LevelFilter> {
+    match name.to_ascii_lowercase().as_str() {
+        "none" => Some(LevelFilter::OFF),
+        "error" => Some(LevelFilter::ERROR),
+        "warn" | "warning" => Some(LevelFilter::WARN),
+        "info" => Some(LevelFilter::INFO),
+        "debug" => Some(LevelFilter::DEBUG),
+        _ => None,
+    }
 }
