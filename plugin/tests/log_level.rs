@@ -47,23 +47,7 @@ fn records_at(level: &str) -> Vec<String> {
 fn add(run_dir: &Path, level: &str) {
     let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
         "cni_agent_run_dir": run_dir, "plugin_log_level": level});
-    let mut child = support::plugin_command(&[
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "c0ffee"),
-        ("CNI_NETNS", "/var/run/netns/does-not-exist"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/opt/cni/bin"),
-        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"),
-    ])
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = support::add_web_pod(&conf, None);
     assert_eq!(out.status.code(), Some(1), "no kubeconfig: fails closed");
 }
 

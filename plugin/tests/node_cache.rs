@@ -47,24 +47,7 @@ fn add(run_dir: &Path, uid: &str) -> Output {
         "cni_agent_run_dir": run_dir,
         "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/x"}],
                        "ips": [{"address": "10.1.0.5/24", "interface": 0}], "dns": {}}});
-    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID={uid}");
-    let mut child = support::plugin_command(&[
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "c0ffee"),
-        ("CNI_NETNS", "/var/run/netns/does-not-exist"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/opt/cni/bin"),
-        ("CNI_ARGS", args.as_str()),
-    ])
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    support::add_web_pod(&conf, Some(uid))
 }
 
 /// A pod without a sidecar: ADD passes its previous result through.

@@ -116,12 +116,10 @@ pub fn main(request: &Request, logs: &LogBuffer, set_level: &dyn Fn(LevelFilter)
             }
         }
     };
-    if let Some(level) = NetConf::parse(&stdin)
-        .ok()
-        .and_then(|c| c.log_level)
-        .as_deref()
-        .and_then(log_level)
-    {
+    // Parsed once here for the log level and the log socket; dispatch
+    // parses it again itself, reporting errors as the CNI reply.
+    let conf = NetConf::parse(&stdin).ok();
+    if let Some(level) = conf.as_ref().and_then(|c| c.log_level.as_deref()).and_then(log_level) {
         set_level(level);
     }
     let mut plugin = IstioCni {
@@ -131,7 +129,7 @@ pub fn main(request: &Request, logs: &LogBuffer, set_level: &dyn Fn(LevelFilter)
     if reply.exit_code != 0 {
         tracing::error!("{}", reply.stdout.replace('\n', " "));
     }
-    if let Ok(conf) = NetConf::parse(&stdin) {
+    if let Some(conf) = &conf {
         let socket = conf.log_socket();
         if let Err(e) = logs.flush_to(&socket) {
             // Only stderr is left to say so; the reply is unaffected.

@@ -32,6 +32,27 @@ pub fn plugin_command<V: AsRef<OsStr>>(env: &[(&str, V)]) -> Command {
     cmd
 }
 
+/// One `ADD` as the runtime sends it, for pod `default/web` in a netns that
+/// does not exist, with `K8S_POD_UID` when `uid` is given and `conf` on stdin.
+pub fn add_web_pod(conf: &serde_json::Value, uid: Option<&str>) -> Output {
+    let mut args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web".to_string();
+    if let Some(uid) = uid {
+        args.push_str(&format!(";K8S_POD_UID={uid}"));
+    }
+    let mut child = plugin_command(&[
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c0ffee"),
+        ("CNI_NETNS", "/var/run/netns/does-not-exist"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        ("CNI_ARGS", args.as_str()),
+    ])
+    .spawn()
+    .expect("spawn istio-cni");
+    let _ = std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), conf.to_string().as_bytes());
+    child.wait_with_output().expect("istio-cni")
+}
+
 /// What the netns tests need: root, `ip`, both iptables backends and `nft`.
 pub const NETNS: &[Need] = &[
     Need::Root,
