@@ -56,6 +56,12 @@ pub fn gate(test: &str, needs: &[Need]) -> bool {
     }
 }
 
+/// Whether `test`, which needs root (namespaces, iptables, mounts), can run
+/// here: [`gate`] with [`Need::Root`].
+pub fn privileged(test: &str) -> bool {
+    gate(test, &[Need::Root])
+}
+
 /// Reports that `test` cannot run for `reason`: prints `SKIP: test: reason`
 /// and returns false, or panics under `ISTIO_CNI_REQUIRE_PRIVILEGED=1`.
 pub fn skip(test: &str, reason: &str) -> bool {

@@ -5,6 +5,7 @@
 //!   `ci/test` sets), where it panics: a skip never passes in CI.
 //!   [`gate_or_userns`]: the same, but an ordinary user's test that needs
 //!   root re-runs itself as root of a user+network+mount namespace.
+//!   [`privileged`]: the gate of a test that needs root.
 //!   [`gate_or_return!`]: the gate for the calling test, by its own name,
 //!   returning from it when it cannot run.
 //! - [`Scratch`]: a fresh directory removed on drop; [`names_in`]: what a
@@ -27,7 +28,7 @@ mod scratch;
 pub mod userns;
 
 pub use bins::{place_exe, workspace_bin};
-pub use gate::{Need, gate, skip, test_name_of};
+pub use gate::{Need, gate, privileged, skip, test_name_of};
 pub use kubectl::{Kubectl, Run, helm_path, kubectl_path};
 pub use scratch::{Scratch, names_in};
 pub use userns::gate_or_userns;
