@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,15 +69,9 @@ fn bind_here(addr: SocketAddr) -> io::Result<StdListener> {
 /// Binds `addr` in network namespace `ns` (a helper thread enters it).
 fn bind_in(addr: SocketAddr, ns: Option<&OwnedFd>) -> io::Result<StdListener> {
     match ns {
-        Some(ns) if !same_as_current_netns(ns) => {
-            let ns = ns.try_clone()?;
-            std::thread::spawn(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-                bind_here(addr)
-            })
-            .join()
-            .map_err(|_| io::Error::other("bind thread panicked"))?
-        }
+        Some(ns) if !same_as_current_netns(ns) => linux_ns::Netns::from_fd(ns.try_clone()?, "the listener's netns")
+            .run(move || bind_here(addr))
+            .map_err(io::Error::other)?,
         _ => bind_here(addr),
     }
 }
