@@ -16,17 +16,24 @@ pub const GC_VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
 /// The pre-rename GC key libcni still injects for older plugins.
 pub const GC_LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
-/// The stdin object for one plugin invocation.
-pub fn plugin_request(
+/// The plugin's own object with the list's `name` and `cniVersion`.
+fn plugin_object(network_name: &str, cni_version: &str, plugin: &PluginConf) -> Map<String, Value> {
+    let mut obj = plugin.raw.clone();
+    obj.insert("name".to_owned(), Value::String(network_name.to_owned()));
+    obj.insert("cniVersion".to_owned(), Value::String(cni_version.to_owned()));
+    obj
+}
+
+/// The stdin bytes for one plugin invocation: the plugin object with
+/// `prevResult` and the `runtimeConfig` of its declared capabilities.
+pub fn plugin_stdin(
     network_name: &str,
     cni_version: &str,
     plugin: &PluginConf,
     prev_result: Option<&Value>,
     capability_args: Option<&Map<String, Value>>,
-) -> Value {
-    let mut obj = plugin.raw.clone();
-    obj.insert("name".to_owned(), Value::String(network_name.to_owned()));
-    obj.insert("cniVersion".to_owned(), Value::String(cni_version.to_owned()));
+) -> Vec<u8> {
+    let mut obj = plugin_object(network_name, cni_version, plugin);
     if let Some(prev) = prev_result {
         obj.insert("prevResult".to_owned(), prev.clone());
     }
@@ -41,33 +48,13 @@ pub fn plugin_request(
             obj.insert("runtimeConfig".to_owned(), Value::Object(runtime));
         }
     }
-    Value::Object(obj)
-}
-
-/// The stdin bytes for one plugin invocation (see [`plugin_request`]).
-pub fn plugin_stdin(
-    network_name: &str,
-    cni_version: &str,
-    plugin: &PluginConf,
-    prev_result: Option<&Value>,
-    capability_args: Option<&Map<String, Value>>,
-) -> Vec<u8> {
-    canonical(&plugin_request(
-        network_name,
-        cni_version,
-        plugin,
-        prev_result,
-        capability_args,
-    ))
-    .into_bytes()
+    canonical(&Value::Object(obj)).into_bytes()
 }
 
 /// The stdin for GC: the plugin object with `name`, `cniVersion` and the
 /// attachments to keep under both the current and the legacy key.
 pub fn gc_stdin(network_name: &str, cni_version: &str, plugin: &PluginConf, valid: &[GcAttachment]) -> Vec<u8> {
-    let mut obj = plugin.raw.clone();
-    obj.insert("name".to_owned(), Value::String(network_name.to_owned()));
-    obj.insert("cniVersion".to_owned(), Value::String(cni_version.to_owned()));
+    let mut obj = plugin_object(network_name, cni_version, plugin);
     let list = Value::Array(
         valid
             .iter()
@@ -138,7 +125,7 @@ mod tests {
         );
         caps.insert("bandwidth".into(), json!({"ingressRate": 1}));
         caps.insert("ipRanges".into(), json!([]));
-        let v = plugin_request("net", "1.0.0", &p, Some(&prev), Some(&caps));
+        let v: Value = serde_json::from_slice(&plugin_stdin("net", "1.0.0", &p, Some(&prev), Some(&caps))).unwrap();
         assert_eq!(v["prevResult"], prev);
         assert_eq!(
             v["runtimeConfig"],
@@ -151,7 +138,7 @@ mod tests {
     #[test]
     fn no_matching_capability_means_no_runtime_config() {
         let p = plugin(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
-        let v = plugin_request("net", "1.0.0", &p, None, None);
+        let v: Value = serde_json::from_slice(&plugin_stdin("net", "1.0.0", &p, None, None)).unwrap();
         assert!(v.get("runtimeConfig").is_none());
     }
 
