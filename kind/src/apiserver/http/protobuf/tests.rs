@@ -35,6 +35,16 @@ fn s(v: &str) -> Option<String> {
     Some(v.into())
 }
 
+/// An IntOrString the way Go writes it: the type (0 int, 1 string) and both
+/// values, the unused one zero.
+fn int_or_string(r#type: i64, int_val: i32, str_val: &str) -> Option<IntOrString> {
+    Some(IntOrString {
+        r#type: Some(r#type),
+        int_val: Some(int_val),
+        str_val: s(str_val),
+    })
+}
+
 /// Metadata the way Go fills it: every string present, most of them empty,
 /// and the zero creation time as an empty message.
 fn meta(name: &str, ns: &str) -> Option<meta::ObjectMeta> {
@@ -59,6 +69,14 @@ fn same_as_typed<T: DeserializeOwned + serde::Serialize>(v: &Value) {
     assert_eq!(&back, v, "round trip through the typed struct changed the object");
 }
 
+/// `msg` decoded from the body client-go sends for a `T`; the JSON must
+/// round-trip through the k8s-openapi type.
+fn decode_as<T: k8s_openapi::Resource + DeserializeOwned + serde::Serialize>(msg: &impl Message) -> Value {
+    let v = decode(&envelope(T::API_VERSION, T::KIND, msg)).unwrap();
+    same_as_typed::<T>(&v);
+    v
+}
+
 #[test]
 fn configmap_secret_namespace_serviceaccount() {
     let cm = core::ConfigMap {
@@ -67,7 +85,7 @@ fn configmap_secret_namespace_serviceaccount() {
         binary_data: BTreeMap::from([("b".into(), vec![0, 1, 2])]),
         immutable: None,
     };
-    let v = decode(&envelope("v1", "ConfigMap", &cm)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::ConfigMap>(&cm);
     assert_eq!(
         v,
         json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -75,7 +93,6 @@ fn configmap_secret_namespace_serviceaccount() {
                          "labels": {"app": "web", "role": ""}},
             "data": {"a": "1"}, "binaryData": {"b": "AAEC"}})
     );
-    same_as_typed::<k8s_openapi::api::core::v1::ConfigMap>(&v);
 
     let secret = core::Secret {
         metadata: meta("token", "default"),
@@ -83,29 +100,26 @@ fn configmap_secret_namespace_serviceaccount() {
         r#type: s("Opaque"),
         ..Default::default()
     };
-    let v = decode(&envelope("v1", "Secret", &secret)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::Secret>(&secret);
     assert_eq!(v["data"], json!({"key": "dmFsdWU="}));
     assert_eq!(v["type"], "Opaque");
-    same_as_typed::<k8s_openapi::api::core::v1::Secret>(&v);
 
     let ns = core::Namespace {
         metadata: meta("team", ""),
         spec: Some(core::NamespaceSpec::default()),
         status: Some(core::NamespaceStatus::default()),
     };
-    let v = decode(&envelope("v1", "Namespace", &ns)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::Namespace>(&ns);
     assert_eq!(v["metadata"]["name"], "team");
     assert_eq!((&v["spec"], &v["status"]), (&json!({}), &json!({})));
-    same_as_typed::<k8s_openapi::api::core::v1::Namespace>(&v);
 
     let sa = core::ServiceAccount {
         metadata: meta("agent", "istio-system"),
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    let v = decode(&envelope("v1", "ServiceAccount", &sa)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::ServiceAccount>(&sa);
     assert_eq!(v["automountServiceAccountToken"], false);
-    same_as_typed::<k8s_openapi::api::core::v1::ServiceAccount>(&v);
 }
 
 fn container() -> core::Container {
@@ -113,11 +127,7 @@ fn container() -> core::Container {
         handler: Some(core::ProbeHandler {
             http_get: Some(core::HttpGetAction {
                 path: s("/readyz"),
-                port: Some(IntOrString {
-                    r#type: Some(0),
-                    int_val: Some(8000),
-                    str_val: s(""),
-                }),
+                port: int_or_string(0, 8000, ""),
                 ..Default::default()
             }),
             ..Default::default()
@@ -238,7 +248,7 @@ fn pod_with_inlined_types_and_acronyms() {
         spec: Some(pod_spec()),
         status: None,
     };
-    let v = decode(&envelope("v1", "Pod", &pod)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::Pod>(&pod);
     let c = &v["spec"]["containers"][0];
     assert_eq!(c["ports"][0]["hostIP"], "127.0.0.1");
     assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
@@ -265,7 +275,6 @@ fn pod_with_inlined_types_and_acronyms() {
         (&json!(true), &json!(false))
     );
     assert_eq!(v["spec"]["terminationGracePeriodSeconds"], 0);
-    same_as_typed::<k8s_openapi::api::core::v1::Pod>(&v);
 }
 
 #[test]
@@ -284,11 +293,7 @@ fn daemonset_rbac_lease_node_event() {
             update_strategy: Some(pb::api::apps::v1::DaemonSetUpdateStrategy {
                 r#type: s("RollingUpdate"),
                 rolling_update: Some(pb::api::apps::v1::RollingUpdateDaemonSet {
-                    max_unavailable: Some(IntOrString {
-                        r#type: Some(1),
-                        int_val: Some(0),
-                        str_val: s("25%"),
-                    }),
+                    max_unavailable: int_or_string(1, 0, "25%"),
                     ..Default::default()
                 }),
             }),
@@ -296,9 +301,8 @@ fn daemonset_rbac_lease_node_event() {
         }),
         status: None,
     };
-    let v = decode(&envelope("apps/v1", "DaemonSet", &ds)).unwrap();
+    let v = decode_as::<k8s_openapi::api::apps::v1::DaemonSet>(&ds);
     assert_eq!(v["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], "25%");
-    same_as_typed::<k8s_openapi::api::apps::v1::DaemonSet>(&v);
 
     let role = pb::api::rbac::v1::ClusterRole {
         metadata: meta("istio-cni", ""),
@@ -311,9 +315,8 @@ fn daemonset_rbac_lease_node_event() {
         }],
         aggregation_rule: None,
     };
-    let v = decode(&envelope("rbac.authorization.k8s.io/v1", "ClusterRole", &role)).unwrap();
+    let v = decode_as::<k8s_openapi::api::rbac::v1::ClusterRole>(&role);
     assert_eq!(v["rules"][0]["apiGroups"], json!([""]));
-    same_as_typed::<k8s_openapi::api::rbac::v1::ClusterRole>(&v);
 
     let binding = pb::api::rbac::v1::RoleBinding {
         metadata: meta("b", "default"),
@@ -329,8 +332,7 @@ fn daemonset_rbac_lease_node_event() {
             name: s("r"),
         }),
     };
-    let v = decode(&envelope("rbac.authorization.k8s.io/v1", "RoleBinding", &binding)).unwrap();
-    same_as_typed::<k8s_openapi::api::rbac::v1::RoleBinding>(&v);
+    decode_as::<k8s_openapi::api::rbac::v1::RoleBinding>(&binding);
 
     let lease = pb::api::coordination::v1::Lease {
         metadata: meta("node-1", "kube-node-lease"),
@@ -344,9 +346,8 @@ fn daemonset_rbac_lease_node_event() {
             ..Default::default()
         }),
     };
-    let v = decode(&envelope("coordination.k8s.io/v1", "Lease", &lease)).unwrap();
+    let v = decode_as::<k8s_openapi::api::coordination::v1::Lease>(&lease);
     assert_eq!(v["spec"]["renewTime"], "2023-11-14T22:13:20.123456Z");
-    same_as_typed::<k8s_openapi::api::coordination::v1::Lease>(&v);
 
     let node = core::Node {
         metadata: meta("node-1", ""),
@@ -363,9 +364,8 @@ fn daemonset_rbac_lease_node_event() {
         }),
         status: None,
     };
-    let v = decode(&envelope("v1", "Node", &node)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::Node>(&node);
     assert_eq!(v["spec"]["podCIDRs"], json!(["10.244.1.0/24"]));
-    same_as_typed::<k8s_openapi::api::core::v1::Node>(&v);
 
     let event = core::Event {
         metadata: meta("web.1", "default"),
@@ -382,9 +382,8 @@ fn daemonset_rbac_lease_node_event() {
         count: Some(2),
         ..Default::default()
     };
-    let v = decode(&envelope("v1", "Event", &event)).unwrap();
+    let v = decode_as::<k8s_openapi::api::core::v1::Event>(&event);
     assert_eq!(v["firstTimestamp"], "2023-11-14T22:13:20Z");
-    same_as_typed::<k8s_openapi::api::core::v1::Event>(&v);
 }
 
 #[test]
@@ -415,9 +414,8 @@ fn delete_options_and_eviction() {
             ..Default::default()
         }),
     };
-    let v = decode(&envelope("policy/v1", "Eviction", &eviction)).unwrap();
+    let v = decode_as::<k8s_openapi::api::policy::v1::Eviction>(&eviction);
     assert_eq!(v["deleteOptions"]["gracePeriodSeconds"], 30);
-    same_as_typed::<k8s_openapi::api::policy::v1::Eviction>(&v);
 }
 
 /// What `kubectl create priorityclass high --value=1000 --description=...` sends.
@@ -430,11 +428,10 @@ fn priority_class() {
         description: s("for the journey"),
         preemption_policy: s("PreemptLowerPriority"),
     };
-    let v = decode(&envelope("scheduling.k8s.io/v1", "PriorityClass", &pc)).unwrap();
+    let v = decode_as::<k8s_openapi::api::scheduling::v1::PriorityClass>(&pc);
     assert_eq!(v["value"], 1000);
     assert_eq!(v["description"], "for the journey");
     assert_eq!(v["preemptionPolicy"], "PreemptLowerPriority");
-    same_as_typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(&v);
 }
 
 #[test]
@@ -474,9 +471,8 @@ fn reviews_kubectl_sent() {
         }),
         status: None,
     };
-    let v = decode(&envelope("authorization.k8s.io/v1", "SubjectAccessReview", &sar)).unwrap();
+    let v = decode_as::<k8s_openapi::api::authorization::v1::SubjectAccessReview>(&sar);
     assert_eq!(v["spec"]["extra"], json!({"scopes": ["a"]}));
-    same_as_typed::<k8s_openapi::api::authorization::v1::SubjectAccessReview>(&v);
 }
 
 #[test]
