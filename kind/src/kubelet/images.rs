@@ -474,54 +474,47 @@ mod tests {
         }
     }
 
+    /// What `table` runs for a container of `image` with `command` and `args`.
+    fn resolve(table: &ImageTable, image: &str, command: Option<&[&str]>, args: &[&str]) -> Result<Exec, ImageError> {
+        table.resolve(&container(image, command, args))
+    }
+
     #[test]
     fn images_resolve_by_short_name() {
         assert_eq!(short_name("docker.io/istio/proxyv2:1.26.0"), "proxyv2");
         assert_eq!(short_name("mesh-probe"), "mesh-probe");
         assert_eq!(short_name("reg:5000/x/mesh-probe@sha256:abc"), "mesh-probe");
         let table = ImageTable::new().add("mesh-probe", "/bin/mesh-probe", &[]);
-        let exec = table
-            .resolve(&container(
-                "example.com/mesh-probe:dev",
-                None,
-                &["echo", "--port", "80"],
-            ))
-            .unwrap();
+        let exec = resolve(&table, "example.com/mesh-probe:dev", None, &["echo", "--port", "80"]).unwrap();
         assert_eq!(exec.args, vec!["echo", "--port", "80"]);
-        let exec = table
-            .resolve(&container("mesh-probe", Some(&["mesh-probe", "proxy"]), &[]))
-            .unwrap();
+        let exec = resolve(&table, "mesh-probe", Some(&["mesh-probe", "proxy"]), &[]).unwrap();
         assert_eq!(exec.args, vec!["proxy"]);
-        assert!(
-            table
-                .resolve(&container("mesh-probe", Some(&["sh", "-c", "x"]), &[]))
-                .is_err()
-        );
+        assert!(resolve(&table, "mesh-probe", Some(&["sh", "-c", "x"]), &[]).is_err());
     }
 
     #[test]
     fn the_agent_runs_from_our_image_and_istios_install_cni() {
         let table = ImageTable::new().with_agent("/bin/istio-cni-agent");
-        let ours = table
-            .resolve(&container(
-                "istio-cni-rs/agent:dev",
-                None,
-                &["run", "--log_output_level=info"],
-            ))
-            .unwrap();
+        let ours = resolve(
+            &table,
+            "istio-cni-rs/agent:dev",
+            None,
+            &["run", "--log_output_level=info"],
+        )
+        .unwrap();
         assert_eq!(ours.program, PathBuf::from("/bin/istio-cni-agent"));
         assert_eq!(ours.args, ["run", "--log_output_level=info"]);
-        let istio = table
-            .resolve(&container(
-                "docker.io/istio/install-cni:1.26.0",
-                Some(&["install-cni"]),
-                &["--log_output_level=default:info"],
-            ))
-            .unwrap();
+        let istio = resolve(
+            &table,
+            "docker.io/istio/install-cni:1.26.0",
+            Some(&["install-cni"]),
+            &["--log_output_level=default:info"],
+        )
+        .unwrap();
         assert_eq!(istio.program, PathBuf::from("/bin/istio-cni-agent"));
         assert_eq!(istio.args, ["--log_output_level=default:info"]);
         // Only our own tag: another "agent" image is not ours.
-        assert!(table.resolve(&container("example.com/agent:1", None, &[])).is_err());
+        assert!(resolve(&table, "example.com/agent:1", None, &[]).is_err());
     }
 
     #[test]
@@ -529,32 +522,14 @@ mod tests {
         let table = ImageTable::istio("/bin/istio-cni", "/bin/mesh-probe")
             .add_executable("docker.io/istio/proxyv2:1.20.0", "/old/pilot-agent")
             .add_executable("tool", "/opt/bin/tool");
-        let old = table
-            .resolve(&container(
-                "docker.io/istio/proxyv2:1.20.0",
-                None,
-                &["proxy", "sidecar"],
-            ))
-            .unwrap();
+        let old = resolve(&table, "docker.io/istio/proxyv2:1.20.0", None, &["proxy", "sidecar"]).unwrap();
         assert_eq!((old.program.to_str(), old.args.len()), (Some("/old/pilot-agent"), 2));
         // Other tags still resolve as before.
-        let today = table
-            .resolve(&container(
-                "docker.io/istio/proxyv2:1.26.0",
-                None,
-                &["proxy", "sidecar"],
-            ))
-            .unwrap();
+        let today = resolve(&table, "docker.io/istio/proxyv2:1.26.0", None, &["proxy", "sidecar"]).unwrap();
         assert_eq!(today.program, PathBuf::from("/bin/mesh-probe"));
-        let by_name = table
-            .resolve(&container("reg.io/x/tool:9", Some(&["/usr/bin/tool", "a"]), &["b"]))
-            .unwrap();
+        let by_name = resolve(&table, "reg.io/x/tool:9", Some(&["/usr/bin/tool", "a"]), &["b"]).unwrap();
         assert_eq!(by_name.args, ["a", "b"]);
-        assert!(
-            table
-                .resolve(&container("tool", Some(&["sh", "-c", "x"]), &[]))
-                .is_err()
-        );
+        assert!(resolve(&table, "tool", Some(&["sh", "-c", "x"]), &[]).is_err());
     }
 
     #[test]
@@ -577,7 +552,7 @@ mod tests {
             "the entry replaces the older one"
         );
         assert!(
-            table.resolve(&container("reg.io/a/tool:1", None, &[])).is_err(),
+            resolve(&table, "reg.io/a/tool:1", None, &[]).is_err(),
             "no entrypoint: a command is needed"
         );
         assert!(err("x=/no/such/file").contains("/no/such/file: No such file"));
@@ -586,10 +561,7 @@ mod tests {
         assert!(err(&format!("x={}", plain.display())).contains("is not an executable file"));
         let table = ImageTable::new().add_entry("reg.io/a/b:1=/bin/sh").unwrap();
         assert_eq!(
-            table
-                .resolve(&container("reg.io/a/b:1", None, &["-c", "true"]))
-                .unwrap()
-                .args,
+            resolve(&table, "reg.io/a/b:1", None, &["-c", "true"]).unwrap().args,
             ["-c", "true"]
         );
     }
