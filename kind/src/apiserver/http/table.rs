@@ -282,30 +282,17 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             ]
         }
         ("apps", "deployments") => {
-            let mut row = vec![
-                json!(name),
-                json!(format!(
-                    "{}/{}",
-                    n(obj, "/status/readyReplicas"),
-                    n(obj, "/spec/replicas")
-                )),
+            let ready = format!("{}/{}", n(obj, "/status/readyReplicas"), n(obj, "/spec/replicas"));
+            let status = [
+                json!(ready),
                 json!(n(obj, "/status/updatedReplicas")),
                 json!(n(obj, "/status/availableReplicas")),
-                json!(age(obj)),
             ];
-            row.extend(template_cells(obj));
-            row
+            workload_row(obj, name, status)
         }
         ("apps", "replicasets") => {
-            let mut row = vec![
-                json!(name),
-                json!(n(obj, "/spec/replicas")),
-                json!(n(obj, "/status/replicas")),
-                json!(n(obj, "/status/readyReplicas")),
-                json!(age(obj)),
-            ];
-            row.extend(template_cells(obj));
-            row
+            let status = ["/spec/replicas", "/status/replicas", "/status/readyReplicas"].map(|p| json!(n(obj, p)));
+            workload_row(obj, name, status)
         }
         ("apps", "controllerrevisions") => {
             let controller = obj
@@ -339,12 +326,6 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
         ],
         ("apps", "daemonsets") => {
             let node_selector = pairs(obj, "/spec/template/spec/nodeSelector");
-            let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
-            let join = |field: &str| {
-                containers
-                    .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default()
-            };
             let selector = pairs(obj, "/spec/selector/matchLabels");
             vec![
                 json!(name),
@@ -355,8 +336,8 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
                 json!(n(obj, "/status/numberAvailable")),
                 json!(or_none(node_selector)),
                 json!(age(obj)),
-                json!(join("/name")),
-                json!(join("/image")),
+                json!(container_fields(obj, "/name")),
+                json!(container_fields(obj, "/image")),
                 json!(or_none(selector)),
             ]
         }
@@ -372,17 +353,26 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
     }
 }
 
-/// The wide columns of a workload: its template's containers and images,
-/// its selector.
-fn template_cells(obj: &Value) -> [Value; 3] {
-    let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
-    let join = |field: &str| {
-        containers
-            .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
-            .unwrap_or_default()
-    };
-    let selector = LabelSelector::query_of_spec(obj);
-    [json!(join("/name")), json!(join("/image")), json!(or_none(selector))]
+/// `field` of every container of a workload's template, comma-separated.
+fn container_fields(obj: &Value, field: &str) -> String {
+    obj.pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().map(|c| s(c, field).to_string()).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+/// A workload's row: its name, its `status` cells and age, then the wide
+/// columns: its template's containers and images, its selector.
+fn workload_row(obj: &Value, name: &str, status: [Value; 3]) -> Vec<Value> {
+    let mut row = vec![json!(name)];
+    row.extend(status);
+    row.extend([
+        json!(age(obj)),
+        json!(container_fields(obj, "/name")),
+        json!(container_fields(obj, "/image")),
+        json!(or_none(LabelSelector::query_of_spec(obj))),
+    ]);
+    row
 }
 
 fn row_object(obj: &Value, include: IncludeObject) -> Value {
