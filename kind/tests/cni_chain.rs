@@ -51,6 +51,15 @@ fn cache_path(node: &Node, network: &str, sandbox: &PodSandbox) -> std::path::Pa
         .join(format!("{network}-{}-eth0", sandbox.id))
 }
 
+/// Runs `test` on node "n0" of a one-node cluster network rooted in a scratch
+/// dir of its own (`scratch_name`), then tears the network down.
+fn on_one_node(scratch_name: &str, test: impl FnOnce(&Scratch, &Node)) {
+    let scratch = Scratch::new(scratch_name);
+    let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
+    test(&scratch, &net.nodes()[0]);
+    net.teardown().expect("teardown");
+}
+
 #[rstest]
 fn add_check_del_for_every_profile(
     #[values(Profile::Bridge, Profile::Ptp, Profile::Macvlan, Profile::Ipvlan)] profile: Profile,
@@ -163,268 +172,257 @@ fn add_check_del_for_every_profile(
 #[test]
 fn chained_plugins_receive_the_previous_result() {
     testkit::gate_or_return!(&node_and(&["iptables", "sed", "nsenter"]));
-    let scratch = Scratch::new("chain-prev");
-    let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
-    let node = &net.nodes()[0];
-    // A recording plugin: logs command + stdin, answers ADD with the
-    // prevResult it got (extracted from libcni's sorted compact JSON).
-    let log = scratch.join("recorder.log");
-    write_script(
-        &node.bin_dir().join("recorder"),
-        &format!(
-            r#"input=$(cat)
+    on_one_node("chain-prev", |scratch, node| {
+        // A recording plugin: logs command + stdin, answers ADD with the
+        // prevResult it got (extracted from libcni's sorted compact JSON).
+        let log = scratch.join("recorder.log");
+        write_script(
+            &node.bin_dir().join("recorder"),
+            &format!(
+                r#"input=$(cat)
 printf '%s %s\n' "$CNI_COMMAND" "$input" >> {log}
 case "$CNI_COMMAND" in
   ADD) printf '%s' "$input" | sed -e 's/^.*"prevResult":\(.*\),"type":"recorder"}}$/\1/' ;;
   DEL) nsenter --net="$CNI_NETNS" ip -o link show dev eth0 >/dev/null 2>&1 && echo "DEL-SAW-ETH0" >> {log} ;;
   VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}}' ;;
 esac"#,
-            log = log.display()
-        ),
-    );
-    let mut sysctl = BTreeMap::new();
-    sysctl.insert("net.ipv4.conf.eth0.arp_notify".to_owned(), "1".to_owned());
-    let mut generated = node
-        .profile(Profile::Bridge)
-        .with(ChainedPlugin::Tuning { sysctl })
-        .with(ChainedPlugin::Portmap)
-        .generate()
-        .expect("generating");
-    generated.json["plugins"]
-        .as_array_mut()
-        .expect("plugins")
-        .push(json!({"type": "recorder", "name": "overridden"}));
-    node.write_cni_config(&generated).expect("writing");
-    let list = node.select_network().expect("selecting").network;
-    assert_eq!(list.plugin_types(), "bridge,tuning,portmap,recorder");
+                log = log.display()
+            ),
+        );
+        let mut sysctl = BTreeMap::new();
+        sysctl.insert("net.ipv4.conf.eth0.arp_notify".to_owned(), "1".to_owned());
+        let mut generated = node
+            .profile(Profile::Bridge)
+            .with(ChainedPlugin::Tuning { sysctl })
+            .with(ChainedPlugin::Portmap)
+            .generate()
+            .expect("generating");
+        generated.json["plugins"]
+            .as_array_mut()
+            .expect("plugins")
+            .push(json!({"type": "recorder", "name": "overridden"}));
+        node.write_cni_config(&generated).expect("writing");
+        let list = node.select_network().expect("selecting").network;
+        assert_eq!(list.plugin_types(), "bridge,tuning,portmap,recorder");
 
-    let sandbox = node.create_pod_netns("pod-chain").expect("sandbox");
-    let rt = pod_rt(&sandbox).with_capability(
-        "portMappings",
-        json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]),
-    );
-    let runner = node.runner();
-    let result = runner.add(&list, &rt).unwrap_or_else(|e| panic!("ADD failed: {e}"));
+        let sandbox = node.create_pod_netns("pod-chain").expect("sandbox");
+        let rt = pod_rt(&sandbox).with_capability(
+            "portMappings",
+            json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]),
+        );
+        let runner = node.runner();
+        let result = runner.add(&list, &rt).unwrap_or_else(|e| panic!("ADD failed: {e}"));
 
-    let recorded = std::fs::read_to_string(&log).expect("recorder log");
-    let add_line = recorded.lines().find(|l| l.starts_with("ADD ")).expect("ADD recorded");
-    let stdin: Value = serde_json::from_str(&add_line[4..]).expect("recorded stdin is JSON");
-    assert_eq!(stdin["name"], "bridge", "the list's name replaces the plugin's");
-    assert_eq!(stdin["cniVersion"], "1.0.0");
-    assert!(
-        stdin.get("runtimeConfig").is_none(),
-        "recorder declared no capabilities"
-    );
-    let prev = &stdin["prevResult"];
-    assert!(
-        prev["interfaces"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|i| i["name"] == "eth0")),
-        "{prev:#}"
-    );
-    // The chain's result is what the last plugin printed: the prevResult.
-    assert_eq!(&result.raw, prev);
-    assert_eq!(result.sandbox_ips().len(), 1);
+        let recorded = std::fs::read_to_string(&log).expect("recorder log");
+        let add_line = recorded.lines().find(|l| l.starts_with("ADD ")).expect("ADD recorded");
+        let stdin: Value = serde_json::from_str(&add_line[4..]).expect("recorded stdin is JSON");
+        assert_eq!(stdin["name"], "bridge", "the list's name replaces the plugin's");
+        assert_eq!(stdin["cniVersion"], "1.0.0");
+        assert!(
+            stdin.get("runtimeConfig").is_none(),
+            "recorder declared no capabilities"
+        );
+        let prev = &stdin["prevResult"];
+        assert!(
+            prev["interfaces"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["name"] == "eth0")),
+            "{prev:#}"
+        );
+        // The chain's result is what the last plugin printed: the prevResult.
+        assert_eq!(&result.raw, prev);
+        assert_eq!(result.sandbox_ips().len(), 1);
 
-    // tuning ran in the pod, portmap programmed the node.
-    let arp_notify = run_ok(sandbox.command("cat").arg("/proc/sys/net/ipv4/conf/eth0/arp_notify"));
-    assert_eq!(arp_notify.trim(), "1");
-    let nat = run_ok(node.command("iptables").args(["-w", "-t", "nat", "-S"]));
-    assert!(nat.contains("CNI-HOSTPORT-DNAT"), "{nat}");
-    assert!(nat.contains("18080"), "{nat}");
+        // tuning ran in the pod, portmap programmed the node.
+        let arp_notify = run_ok(sandbox.command("cat").arg("/proc/sys/net/ipv4/conf/eth0/arp_notify"));
+        assert_eq!(arp_notify.trim(), "1");
+        let nat = run_ok(node.command("iptables").args(["-w", "-t", "nat", "-S"]));
+        assert!(nat.contains("CNI-HOSTPORT-DNAT"), "{nat}");
+        assert!(nat.contains("18080"), "{nat}");
 
-    runner.del(&list, &rt).unwrap_or_else(|e| panic!("DEL failed: {e}"));
-    let recorded = std::fs::read_to_string(&log).expect("recorder log");
-    let del_line = recorded.lines().find(|l| l.starts_with("DEL ")).expect("DEL recorded");
-    let del_stdin: Value = serde_json::from_str(&del_line[4..]).expect("DEL stdin is JSON");
-    assert_eq!(del_stdin["prevResult"], result.raw, "DEL gets the cached result");
-    // DEL ran in reverse: the recorder (last) still saw the pod's eth0,
-    // which the bridge (first) removes.
-    assert!(recorded.contains("DEL-SAW-ETH0"), "{recorded}");
-    assert_eq!(pod_ipv4(&sandbox), "");
-    let nat = run_ok(node.command("iptables").args(["-w", "-t", "nat", "-S"]));
-    assert!(!nat.contains("18080"), "{nat}");
-    net.teardown().expect("teardown");
+        runner.del(&list, &rt).unwrap_or_else(|e| panic!("DEL failed: {e}"));
+        let recorded = std::fs::read_to_string(&log).expect("recorder log");
+        let del_line = recorded.lines().find(|l| l.starts_with("DEL ")).expect("DEL recorded");
+        let del_stdin: Value = serde_json::from_str(&del_line[4..]).expect("DEL stdin is JSON");
+        assert_eq!(del_stdin["prevResult"], result.raw, "DEL gets the cached result");
+        // DEL ran in reverse: the recorder (last) still saw the pod's eth0,
+        // which the bridge (first) removes.
+        assert!(recorded.contains("DEL-SAW-ETH0"), "{recorded}");
+        assert_eq!(pod_ipv4(&sandbox), "");
+        let nat = run_ok(node.command("iptables").args(["-w", "-t", "nat", "-S"]));
+        assert!(!nat.contains("18080"), "{nat}");
+    });
 }
 
 #[test]
 fn selection_skips_invalid_files_in_byte_order() {
     testkit::gate_or_return!(NODE);
-    let scratch = Scratch::new("chain-select");
-    let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
-    let node = &net.nodes()[0];
-    let dir = node.runtime_conf_dir();
-    std::fs::write(dir.join("00-broken.conflist"), "{ this is not json").expect("write");
-    std::fs::write(
-        dir.join("01-empty.conflist"),
-        r#"{"cniVersion":"1.0.0","name":"empty","plugins":[]}"#,
-    )
-    .expect("write");
-    std::fs::write(dir.join("05-notype.conf"), r#"{"cniVersion":"1.0.0","name":"notype"}"#).expect("write");
-    std::fs::write(dir.join("07-readme.txt"), "not a config").expect("write");
-    node.write_cni_config(&node.profile(Profile::Ptp).priority("20").generate().expect("ptp"))
+    on_one_node("chain-select", |_, node| {
+        let dir = node.runtime_conf_dir();
+        std::fs::write(dir.join("00-broken.conflist"), "{ this is not json").expect("write");
+        std::fs::write(
+            dir.join("01-empty.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"empty","plugins":[]}"#,
+        )
         .expect("write");
-    node.write_cni_config(&node.profile(Profile::Bridge).generate().expect("bridge"))
-        .expect("write");
+        std::fs::write(dir.join("05-notype.conf"), r#"{"cniVersion":"1.0.0","name":"notype"}"#).expect("write");
+        std::fs::write(dir.join("07-readme.txt"), "not a config").expect("write");
+        node.write_cni_config(&node.profile(Profile::Ptp).priority("20").generate().expect("ptp"))
+            .expect("write");
+        node.write_cni_config(&node.profile(Profile::Bridge).generate().expect("bridge"))
+            .expect("write");
 
-    let selection = select_network(&dir).expect("selection");
-    assert_eq!(selection.network.name, "bridge");
-    let skipped: Vec<(String, String)> = selection
-        .skipped
-        .iter()
-        .map(|s| {
-            (
-                s.path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned(),
-                s.reason.clone(),
-            )
-        })
-        .collect();
-    assert_eq!(skipped.len(), 3, "{skipped:#?}");
-    assert_eq!(skipped[0].0, "00-broken.conflist");
-    assert!(skipped[0].1.contains("error parsing configuration list"), "{skipped:?}");
-    assert_eq!(skipped[1].0, "01-empty.conflist");
-    assert!(skipped[1].1.contains("no plugins in list"), "{skipped:?}");
-    assert_eq!(skipped[2].0, "05-notype.conf");
-    assert!(skipped[2].1.contains("missing 'type'"), "{skipped:?}");
+        let selection = select_network(&dir).expect("selection");
+        assert_eq!(selection.network.name, "bridge");
+        let skipped: Vec<(String, String)> = selection
+            .skipped
+            .iter()
+            .map(|s| {
+                (
+                    s.path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned(),
+                    s.reason.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(skipped.len(), 3, "{skipped:#?}");
+        assert_eq!(skipped[0].0, "00-broken.conflist");
+        assert!(skipped[0].1.contains("error parsing configuration list"), "{skipped:?}");
+        assert_eq!(skipped[1].0, "01-empty.conflist");
+        assert!(skipped[1].1.contains("no plugins in list"), "{skipped:?}");
+        assert_eq!(skipped[2].0, "05-notype.conf");
+        assert!(skipped[2].1.contains("missing 'type'"), "{skipped:?}");
 
-    let sandbox = node.create_pod_netns("pod-sel").expect("sandbox");
-    let rt = pod_rt(&sandbox);
-    let result = node
-        .runner()
-        .add(&selection.network, &rt)
-        .expect("ADD through the selected network");
-    assert!(pod_ipv4(&sandbox).contains("inet 10.251.0."), "{:#?}", result.raw);
-    net.teardown().expect("teardown");
+        let sandbox = node.create_pod_netns("pod-sel").expect("sandbox");
+        let rt = pod_rt(&sandbox);
+        let result = node
+            .runner()
+            .add(&selection.network, &rt)
+            .expect("ADD through the selected network");
+        assert!(pod_ipv4(&sandbox).contains("inet 10.251.0."), "{:#?}", result.raw);
+    });
 }
 
 #[test]
 fn a_failing_plugin_yields_a_typed_error() {
     testkit::gate_or_return!(NODE);
-    let scratch = Scratch::new("chain-fail");
-    let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
-    let node = &net.nodes()[0];
-    write_script(
-        &node.bin_dir().join("failer"),
-        r#"cat >/dev/null
+    on_one_node("chain-fail", |_, node| {
+        write_script(
+            &node.bin_dir().join("failer"),
+            r#"cat >/dev/null
 case "$CNI_COMMAND" in
   ADD) echo "failer: rejecting $CNI_CONTAINERID" >&2
        echo '{"cniVersion":"1.0.0","code":7,"msg":"invalid network config","details":"field foo is not allowed"}'
        exit 1 ;;
 esac"#,
-    );
-    write_script(&node.bin_dir().join("sleeper"), "cat >/dev/null; sleep 30");
-    let mut generated = node.profile(Profile::Bridge).generate().expect("generating");
-    generated.json["plugins"]
-        .as_array_mut()
-        .expect("plugins")
-        .push(json!({"type": "failer"}));
-    let list = NetworkConfigList::from_list_bytes(generated.text().as_bytes()).expect("list");
-    let sandbox = node.create_pod_netns("pod-fail").expect("sandbox");
-    let rt = pod_rt(&sandbox);
-    let runner = node.runner();
+        );
+        write_script(&node.bin_dir().join("sleeper"), "cat >/dev/null; sleep 30");
+        let mut generated = node.profile(Profile::Bridge).generate().expect("generating");
+        generated.json["plugins"]
+            .as_array_mut()
+            .expect("plugins")
+            .push(json!({"type": "failer"}));
+        let list = NetworkConfigList::from_list_bytes(generated.text().as_bytes()).expect("list");
+        let sandbox = node.create_pod_netns("pod-fail").expect("sandbox");
+        let rt = pod_rt(&sandbox);
+        let runner = node.runner();
 
-    let err = runner.add(&list, &rt).expect_err("ADD must fail");
-    let failure = err
-        .plugin_failure()
-        .unwrap_or_else(|| panic!("unexpected error: {err:?}"));
-    assert_eq!(
-        (
-            failure.command.as_str(),
-            failure.plugin.as_str(),
-            failure.network.as_str()
-        ),
-        ("ADD", "failer", "bridge")
-    );
-    assert_eq!(failure.error.code, 7);
-    assert_eq!(failure.error.msg, "invalid network config");
-    assert_eq!(failure.error.details, "field foo is not allowed");
-    assert_eq!(failure.stderr.trim(), "failer: rejecting pod-fail");
-    assert!(matches!(err, CniError::Plugin(_)));
-    assert_eq!(err.code(), Some(7));
-    let text = err.to_string();
-    assert!(
-        text.starts_with(r#"plugin type="failer" name="bridge" failed (add): invalid network config"#),
-        "{text}"
-    );
-    assert!(text.contains("stderr: failer: rejecting pod-fail"), "{text}");
-    assert!(
-        !cache_path(node, "bridge", &sandbox).exists(),
-        "a failed ADD caches nothing"
-    );
-    // The runtime then DELs; the failer accepts DEL.
-    runner.del(&list, &rt).expect("DEL after a failed ADD");
+        let err = runner.add(&list, &rt).expect_err("ADD must fail");
+        let failure = err
+            .plugin_failure()
+            .unwrap_or_else(|| panic!("unexpected error: {err:?}"));
+        assert_eq!(
+            (
+                failure.command.as_str(),
+                failure.plugin.as_str(),
+                failure.network.as_str()
+            ),
+            ("ADD", "failer", "bridge")
+        );
+        assert_eq!(failure.error.code, 7);
+        assert_eq!(failure.error.msg, "invalid network config");
+        assert_eq!(failure.error.details, "field foo is not allowed");
+        assert_eq!(failure.stderr.trim(), "failer: rejecting pod-fail");
+        assert!(matches!(err, CniError::Plugin(_)));
+        assert_eq!(err.code(), Some(7));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(r#"plugin type="failer" name="bridge" failed (add): invalid network config"#),
+            "{text}"
+        );
+        assert!(text.contains("stderr: failer: rejecting pod-fail"), "{text}");
+        assert!(
+            !cache_path(node, "bridge", &sandbox).exists(),
+            "a failed ADD caches nothing"
+        );
+        // The runtime then DELs; the failer accepts DEL.
+        runner.del(&list, &rt).expect("DEL after a failed ADD");
 
-    let missing =
-        NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.0.0","name":"m","plugins":[{"type":"nope"}]}"#)
-            .expect("list");
-    let err = runner.add(&missing, &rt).expect_err("missing plugin");
-    assert!(
-        matches!(err, CniError::PluginNotFound { ref plugin, .. } if plugin == "nope"),
-        "{err}"
-    );
-    assert!(err.to_string().contains(&node.bin_dir().display().to_string()), "{err}");
+        let missing =
+            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.0.0","name":"m","plugins":[{"type":"nope"}]}"#)
+                .expect("list");
+        let err = runner.add(&missing, &rt).expect_err("missing plugin");
+        assert!(
+            matches!(err, CniError::PluginNotFound { ref plugin, .. } if plugin == "nope"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&node.bin_dir().display().to_string()), "{err}");
 
-    let slow =
-        NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.0.0","name":"s","plugins":[{"type":"sleeper"}]}"#)
-            .expect("list");
-    let started = std::time::Instant::now();
-    let err = runner
-        .clone()
-        .with_timeout(Duration::from_millis(300))
-        .add(&slow, &rt)
-        .expect_err("timeout");
-    assert!(matches!(err, CniError::Timeout { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
-    net.teardown().expect("teardown");
+        let slow =
+            NetworkConfigList::from_list_bytes(br#"{"cniVersion":"1.0.0","name":"s","plugins":[{"type":"sleeper"}]}"#)
+                .expect("list");
+        let started = std::time::Instant::now();
+        let err = runner
+            .clone()
+            .with_timeout(Duration::from_millis(300))
+            .add(&slow, &rt)
+            .expect_err("timeout");
+        assert!(matches!(err, CniError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    });
 }
 
 #[test]
 fn version_status_check_gates_and_gc() {
     testkit::gate_or_return!(NODE);
-    let scratch = Scratch::new("chain-gc");
-    let (net, _harness) = cluster(&scratch, &[NodeSpec::new("n0")]);
-    let node = &net.nodes()[0];
-    let runner = node.runner();
+    on_one_node("chain-gc", |_, node| {
+        let runner = node.runner();
 
-    let info = runner.version("bridge").expect("VERSION");
-    assert!(info.supports("1.0.0") && info.supports("0.4.0"), "{info:?}");
-    let generated = node.profile(Profile::Bridge).generate().expect("generating");
-    let list = NetworkConfigList::from_list_bytes(generated.text().as_bytes()).expect("list");
-    assert!(runner.validate(&list).expect("validate").is_empty());
-    // Debian's plugins stop at 1.0.0: a 1.1.0 list does not validate.
-    let newer = node
-        .profile(Profile::Bridge)
-        .cni_version("1.1.0")
-        .generate()
-        .expect("generating");
-    let newer = NetworkConfigList::from_list_bytes(newer.text().as_bytes()).expect("list");
-    assert!(runner.validate(&newer).is_err());
-    // STATUS is a no-op before 1.1.0.
-    runner.status(&list).expect("STATUS");
-    // CHECK does not exist before 0.4.0.
-    let old = node
-        .profile(Profile::Bridge)
-        .cni_version("0.3.1")
-        .generate()
-        .expect("generating");
-    let old = NetworkConfigList::from_list_bytes(old.text().as_bytes()).expect("list");
-    let err = runner
-        .check(&old, &RuntimeConf::new("x", None, "eth0"))
-        .expect_err("CHECK at 0.3.1");
-    assert!(matches!(err, CniError::Unsupported { command: "CHECK", .. }), "{err}");
+        let info = runner.version("bridge").expect("VERSION");
+        assert!(info.supports("1.0.0") && info.supports("0.4.0"), "{info:?}");
+        let bridge_list = |cni_version: &str| {
+            let generated = node
+                .profile(Profile::Bridge)
+                .cni_version(cni_version)
+                .generate()
+                .expect("generating");
+            NetworkConfigList::from_list_bytes(generated.text().as_bytes()).expect("list")
+        };
+        let list = bridge_list("1.0.0");
+        assert!(runner.validate(&list).expect("validate").is_empty());
+        // Debian's plugins stop at 1.0.0: a 1.1.0 list does not validate.
+        let newer = bridge_list("1.1.0");
+        assert!(runner.validate(&newer).is_err());
+        // STATUS is a no-op before 1.1.0.
+        runner.status(&list).expect("STATUS");
+        // CHECK does not exist before 0.4.0.
+        let old = bridge_list("0.3.1");
+        let err = runner
+            .check(&old, &RuntimeConf::new("x", None, "eth0"))
+            .expect_err("CHECK at 0.3.1");
+        assert!(matches!(err, CniError::Unsupported { command: "CHECK", .. }), "{err}");
 
-    let keep = node.create_pod_netns("keep").expect("sandbox");
-    let stale = node.create_pod_netns("stale").expect("sandbox");
-    runner.add(&list, &pod_rt(&keep)).expect("ADD keep");
-    runner.add(&list, &pod_rt(&stale)).expect("ADD stale");
-    assert_eq!(runner.cached_attachments(None).len(), 2);
-    runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).expect("GC");
-    let left = runner.cached_attachments(None);
-    assert_eq!(
-        left.iter().map(CachedAttachment::key).collect::<Vec<_>>(),
-        [GcAttachment::new("keep", "eth0")]
-    );
-    assert_eq!(pod_ipv4(&stale), "", "GC DELs the stale attachment");
-    assert!(pod_ipv4(&keep).contains("inet 10.251.0."));
-    net.teardown().expect("teardown");
+        let keep = node.create_pod_netns("keep").expect("sandbox");
+        let stale = node.create_pod_netns("stale").expect("sandbox");
+        runner.add(&list, &pod_rt(&keep)).expect("ADD keep");
+        runner.add(&list, &pod_rt(&stale)).expect("ADD stale");
+        assert_eq!(runner.cached_attachments(None).len(), 2);
+        runner.gc(&list, &[GcAttachment::new("keep", "eth0")]).expect("GC");
+        let left = runner.cached_attachments(None);
+        assert_eq!(
+            left.iter().map(CachedAttachment::key).collect::<Vec<_>>(),
+            [GcAttachment::new("keep", "eth0")]
+        );
+        assert_eq!(pod_ipv4(&stale), "", "GC DELs the stale attachment");
+        assert!(pod_ipv4(&keep).contains("inet 10.251.0."));
+    });
 }
