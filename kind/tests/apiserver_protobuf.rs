@@ -6,9 +6,12 @@
 mod apiserver_support;
 
 use apiserver_support::{ServerKubectl, code, controllers, node, pod, server, wait_for};
+use istio_cni_kind::apiserver::ApiServer;
+use istio_cni_kind::controllers::ControllerManager;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, EvictParams, PostParams, Preconditions};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use testkit::Need;
 
@@ -40,47 +43,53 @@ async fn gone(client: &Client, ns: &str, name: &str) -> bool {
     true
 }
 
+/// A server with its controllers running, an admin client and an admin
+/// kubectl (`tag` names its scratch dir): what the kubectl tests start from.
+async fn with_kubectl(tag: &str) -> (ApiServer, ControllerManager, Client, ServerKubectl) {
+    let s = server().await;
+    let controllers = controllers(&s).await;
+    let client = s.client().await;
+    let k = ServerKubectl::new(&s, &s.admin_token(), tag);
+    (s, controllers, client, k)
+}
+
+/// `args` for kubectl in the namespace the kubectl test works in.
+fn in_team<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [&["-n", "team"][..], args].concat()
+}
+
+/// The API of `K` in that namespace.
+fn team_api<K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>>(client: &Client) -> Api<K> {
+    Api::namespaced(client.clone(), "team")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
     testkit::gate_or_return!(&[Need::Tool("kubectl")]);
-    let s = server().await;
-    let _controllers = controllers(&s).await;
-    let client = s.client().await;
-    let k = ServerKubectl::new(&s, &s.admin_token(), "create");
+    let (_s, _controllers, client, k) = with_kubectl("create").await;
 
     k.ok(&["create", "namespace", "team"]).await;
     let ns = Api::<Namespace>::all(client.clone()).get("team").await.unwrap();
     assert!(ns.metadata.creation_timestamp.is_some());
 
-    k.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"])
+    k.ok(&in_team(&["create", "configmap", "settings", "--from-literal=a=1"]))
         .await;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), "team")
-        .get("settings")
-        .await
-        .unwrap();
+    let cm = team_api::<ConfigMap>(&client).get("settings").await.unwrap();
     assert_eq!(cm.data.unwrap()["a"], "1");
 
-    k.ok(&[
-        "-n",
-        "team",
+    k.ok(&in_team(&[
         "create",
         "secret",
         "generic",
         "token",
         "--from-literal=key=value",
-    ])
+    ]))
     .await;
-    let secret = Api::<Secret>::namespaced(client.clone(), "team")
-        .get("token")
-        .await
-        .unwrap();
+    let secret = team_api::<Secret>(&client).get("token").await.unwrap();
     assert_eq!(secret.data.unwrap()["key"].0, b"value");
 
-    k.ok(&["-n", "team", "create", "serviceaccount", "agent"]).await;
-    Api::<ServiceAccount>::namespaced(client.clone(), "team")
-        .get("agent")
-        .await
-        .unwrap();
+    k.ok(&in_team(&["create", "serviceaccount", "agent"])).await;
+    team_api::<ServiceAccount>(&client).get("agent").await.unwrap();
 
     // kubectl debug node/... posts a whole Pod (host namespaces, a hostPath
     // volume of the node's root, a toleration for everything).
@@ -88,20 +97,15 @@ async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
         .create(&PostParams::default(), &node("node-1"))
         .await
         .unwrap();
-    k.ok(&[
-        "-n",
-        "team",
+    k.ok(&in_team(&[
         "debug",
         "node/node-1",
         "--image=busybox:1.36",
         "--",
         "true",
-    ])
+    ]))
     .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), "team")
-        .list(&Default::default())
-        .await
-        .unwrap();
+    let pods = team_api::<Pod>(&client).list(&Default::default()).await.unwrap();
     let debug = pods.items.first().expect("the debug pod");
     assert!(debug.name_any().starts_with("node-debugger-node-1-"), "{debug:?}");
     let spec = debug.spec.as_ref().unwrap();
@@ -117,7 +121,7 @@ async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
 
     // Written objects read back through kubectl too.
     let out = k
-        .ok(&["-n", "team", "get", "configmap", "settings", "-o", "jsonpath={.data.a}"])
+        .ok(&in_team(&["get", "configmap", "settings", "-o", "jsonpath={.data.a}"]))
         .await;
     assert_eq!(out, "1");
 }
@@ -125,14 +129,11 @@ async fn kubectl_creates_built_in_kinds_sent_as_protobuf() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_and_drain_with_delete_options_and_evictions() {
     testkit::gate_or_return!(&[Need::Tool("kubectl")]);
-    let s = server().await;
-    let _controllers = controllers(&s).await;
-    let client = s.client().await;
+    let (_s, _controllers, client, k) = with_kubectl("drain").await;
     Api::<Node>::all(client.clone())
         .create(&PostParams::default(), &node("node-1"))
         .await
         .unwrap();
-    let k = ServerKubectl::new(&s, &s.admin_token(), "drain");
 
     create_pod(&client, "default", "web", "node-1").await;
     k.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]).await;
