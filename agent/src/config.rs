@@ -330,17 +330,12 @@ pub struct RepairSettings {
 impl RepairSettings {
     /// The active mode in Istio's precedence: repairPods > deletePods > labelPods.
     pub fn mode(&self) -> Option<RepairMode> {
-        if !self.repair_enabled {
-            None
-        } else if self.repair_repair_pods {
-            Some(RepairMode::Repair)
-        } else if self.repair_delete_pods {
-            Some(RepairMode::Delete)
-        } else if self.repair_label_pods {
-            Some(RepairMode::Label)
-        } else {
-            None
-        }
+        RepairMode::chosen(
+            self.repair_enabled,
+            self.repair_repair_pods,
+            self.repair_delete_pods,
+            self.repair_label_pods,
+        )
     }
 
     /// The pod watch's field selector: the extra selectors, then `spec.nodeName=<node>`.
@@ -375,6 +370,21 @@ pub enum RepairMode {
 }
 
 impl RepairMode {
+    /// The mode the flags select, in Istio's precedence: repairPods >
+    /// deletePods > labelPods; `None` when repair is off or no mode is set.
+    pub fn chosen(enabled: bool, repair_pods: bool, delete_pods: bool, label_pods: bool) -> Option<RepairMode> {
+        if !enabled {
+            return None;
+        }
+        [
+            (repair_pods, RepairMode::Repair),
+            (delete_pods, RepairMode::Delete),
+            (label_pods, RepairMode::Label),
+        ]
+        .into_iter()
+        .find_map(|(set, mode)| set.then_some(mode))
+    }
+
     /// The metric's `type` label.
     pub fn as_str(self) -> &'static str {
         match self {

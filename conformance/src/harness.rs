@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use istio_cni_kind::cni::version::{SUPPORTED, at_least};
 use istio_cni_kind::cni::{NetworkConfigList, PluginConf, PodRef, Runner, RuntimeConf, VersionInfo, request};
 use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, Node, NodeSpec, PodSandbox};
+use istio_cni_scenarios::scratch::ScratchDir;
 use serde_json::{Map, Value};
 
 use crate::compare::convert_result;
@@ -33,16 +34,6 @@ pub const NETWORK: &str = "conformance";
 
 /// The interface every attachment uses.
 pub const IFNAME: &str = "eth0";
-
-/// A scratch directory removed (with everything in it) on drop.
-#[derive(Debug)]
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What setup created. Fields drop in order: the cluster network (nodes,
 /// sandboxes, bridge), then the harness namespace, then the scratch dir.
@@ -79,8 +70,6 @@ pub struct Harness {
     log: Mutex<Vec<Recorded>>,
     env: Env,
 }
-
-static SCRATCH_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -183,7 +172,7 @@ impl Harness {
 
     /// The scratch directory (removed at the end of the run).
     pub fn scratch(&self) -> &Path {
-        &self.env.scratch.0
+        self.env.scratch.path()
     }
 
     /// The plugin under test's `type` (its file name).
@@ -425,15 +414,11 @@ fn first_node(net: &ClusterNetwork) -> Result<&Node, String> {
 }
 
 fn create_env(opts: &SuiteOptions) -> Result<Env, String> {
-    let n = SCRATCH_COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("istio-cni-conformance-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let scratch = ScratchDir(dir);
-    let harness_ns = Netns::create(&scratch.0.join("harness-netns"))
+    let scratch = ScratchDir::create("istio-cni-conformance").map_err(|e| e.to_string())?;
+    let harness_ns = Netns::create(&scratch.path().join("harness-netns"))
         .map_err(|e| format!("creating the harness network namespace: {e}"))?;
     let config = ClusterConfig {
-        root: Some(scratch.0.join("cluster")),
+        root: Some(scratch.path().join("cluster")),
         harness_netns: Some(harness_ns.path().to_path_buf()),
         plugins_dir: opts.plugins_dir.clone(),
         ..ClusterConfig::default()

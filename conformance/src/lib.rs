@@ -36,7 +36,7 @@ pub mod userns;
 
 pub use options::{Primary, Suite, SuiteOptions};
 pub use report::{CaseResult, Finding, SuiteReport, Verdict};
-pub use results::Totals;
+pub use results::{Judged, Totals};
 
 use harness::Harness;
 

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::results::{ItemResult, format_duration};
+use crate::results::{ItemResult, Judged, format_duration};
 use crate::suites::SPEC_PREFIX;
 
 /// How progress is shown.

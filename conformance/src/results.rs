@@ -70,18 +70,6 @@ impl ItemResult {
         }
     }
 
-    pub fn passed(&self) -> bool {
-        self.verdict == Verdict::Pass
-    }
-
-    pub fn failed(&self) -> bool {
-        matches!(self.verdict, Verdict::Fail(_))
-    }
-
-    pub fn skipped(&self) -> bool {
-        matches!(self.verdict, Verdict::Skip(_))
-    }
-
     /// Why it failed or was skipped; for a pass, its notes.
     pub fn reason(&self) -> String {
         match &self.verdict {
@@ -130,6 +118,32 @@ impl ItemResult {
         } else {
             format!("{head}: {reason}")
         }
+    }
+}
+
+/// Something that ended with a verdict: a run's item, a spec case.
+pub trait Judged {
+    fn verdict(&self) -> &Verdict;
+
+    /// Whether it passed.
+    fn passed(&self) -> bool {
+        *self.verdict() == Verdict::Pass
+    }
+
+    /// Whether it failed.
+    fn failed(&self) -> bool {
+        matches!(self.verdict(), Verdict::Fail(_))
+    }
+
+    /// Whether it was skipped.
+    fn skipped(&self) -> bool {
+        matches!(self.verdict(), Verdict::Skip(_))
+    }
+}
+
+impl Judged for ItemResult {
+    fn verdict(&self) -> &Verdict {
+        &self.verdict
     }
 }
 

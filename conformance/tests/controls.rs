@@ -8,7 +8,7 @@
 
 mod support;
 
-use istio_cni_conformance::{Primary, SuiteOptions, SuiteReport, Totals, Verdict, run_suite};
+use istio_cni_conformance::{Judged, Primary, SuiteOptions, SuiteReport, Totals, Verdict, run_suite};
 use rstest::rstest;
 use support::{SPEC, assert_note_starts, case, debian_plugin, failures, gate, printed};
 

@@ -8,7 +8,7 @@
 mod support;
 
 use istio_cni_conformance::options::DEFAULT_VERSIONS;
-use istio_cni_conformance::{SuiteOptions, Totals, Verdict, run_suite};
+use istio_cni_conformance::{Judged, SuiteOptions, Totals, Verdict, run_suite};
 use serde_json::json;
 use support::{SPEC, Scratch, assert_note_starts, case, failures, gate, istio_cni_bin, printed};
 

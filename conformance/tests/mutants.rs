@@ -11,15 +11,12 @@ mod support;
 
 use std::path::Path;
 
-use istio_cni_conformance::{CaseResult, SuiteOptions, SuiteReport, Verdict, run_suite};
-use support::{SPEC, Scratch, case, debian_plugin, gate, write_script};
+use istio_cni_conformance::{CaseResult, Judged, SuiteOptions, SuiteReport, Verdict, run_suite};
+use support::{SPEC, Scratch, case, debian_plugin, write_script};
 
 /// Runs the cases matching `only` against the script `body` installed as
-/// `<scratch>/<name>`; `None` when `test` is skipped.
-fn run_mutant(test: &str, name: &str, body: &str, only: &[&str]) -> Option<SuiteReport> {
-    if !gate(test, SPEC) {
-        return None;
-    }
+/// `<scratch>/<name>` (the calling test has passed its gate).
+fn run_mutant(name: &str, body: &str, only: &[&str]) -> SuiteReport {
     let scratch = Scratch::new(name);
     let path = scratch.join(name);
     write_script(&path, body);
@@ -28,7 +25,7 @@ fn run_mutant(test: &str, name: &str, body: &str, only: &[&str]) -> Option<Suite
     opts.parallel = 4;
     let report = run_suite(&opts);
     println!("{name}:\n{report}");
-    Some(report)
+    report
 }
 
 fn fails_with<'r>(report: &'r SuiteReport, name: &str, needle: &str) -> &'r CaseResult {
@@ -52,9 +49,9 @@ fn portmap_wrapped(emit: &str) -> String {
 
 #[test]
 fn logs_on_stdout_are_caught() {
+    testkit::gate_or_return!(SPEC);
     let body = portmap_wrapped("printf '%s\\n' \"$out\"\necho \"chatty: $CNI_COMMAND done\"");
-    let Some(report) = run_mutant(
-        "logs_on_stdout_are_caught",
+    let report = run_mutant(
         "chatty",
         &body,
         &[
@@ -63,9 +60,7 @@ fn logs_on_stdout_are_caught() {
             "env/missing-all[ADD]",
             "stdout/",
         ],
-    ) else {
-        return;
-    };
+    );
     fails_with(&report, "version/report", "data after the JSON document");
     fails_with(&report, "add/prev-result[1.0.0]", "data after the JSON document");
     fails_with(&report, "env/missing-all[ADD]", "data after the JSON document");
@@ -80,6 +75,7 @@ fn logs_on_stdout_are_caught() {
 
 #[test]
 fn a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught() {
+    testkit::gate_or_return!(SPEC);
     let body = r#"in=$(cat)
 case "$CNI_COMMAND" in
   VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
@@ -87,8 +83,7 @@ case "$CNI_COMMAND" in
        printf '{"cniVersion":"%s"}\n' "$v" ;;
 esac
 exit 0"#;
-    let Some(report) = run_mutant(
-        "a_plugin_that_drops_the_prev_result_and_ignores_errors_is_caught",
+    let report = run_mutant(
         "forgetful",
         body,
         &[
@@ -101,9 +96,7 @@ exit 0"#;
             "chain/",
             "del/twice[0.4.0]",
         ],
-    ) else {
-        return;
-    };
+    );
     assert!(case(&report, "version/report").passed(), "{report}");
     assert!(case(&report, "del/twice[0.4.0]").passed(), "{report}");
     fails_with(
@@ -136,14 +129,13 @@ exit 0"#;
 
 #[test]
 fn del_that_needs_the_netns_is_caught() {
+    testkit::gate_or_return!(SPEC);
     let body = format!(
         "if [ \"$CNI_COMMAND\" = DEL ] && [ ! -e \"$CNI_NETNS\" ]; then\n  \
          echo '{{\"code\":11,\"msg\":\"netns is gone\"}}'\n  exit 1\nfi\nexec {}",
         portmap()
     );
-    let Some(report) = run_mutant("del_that_needs_the_netns_is_caught", "strict-del", &body, &["del/"]) else {
-        return;
-    };
+    let report = run_mutant("strict-del", &body, &["del/"]);
     fails_with(&report, "del/netns-gone", "code 11: netns is gone");
     fails_with(&report, "del/no-netns", "DEL with CNI_NETNS empty: DEL failed: code 11");
     for ok in ["del/twice[1.0.0]", "del/prev-result-absent", "del/prev-result-empty"] {
@@ -153,15 +145,13 @@ fn del_that_needs_the_netns_is_caught() {
 
 #[test]
 fn errors_on_stderr_only_are_caught() {
+    testkit::gate_or_return!(SPEC);
     let body = portmap_wrapped("if [ $rc -eq 0 ]; then printf '%s\\n' \"$out\"; else printf '%s\\n' \"$out\" >&2; fi");
-    let Some(report) = run_mutant(
-        "errors_on_stderr_only_are_caught",
+    let report = run_mutant(
         "stderr-errors",
         &body,
         &["env/missing-all[ADD]", "config/", "add/prev-result[1.0.0]"],
-    ) else {
-        return;
-    };
+    );
     fails_with(&report, "env/missing-all[ADD]", "without an error document on stdout");
     fails_with(
         &report,

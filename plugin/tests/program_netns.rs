@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::path::Path;
+
 use istio_cni::capture::NodeEnv;
 use istio_cni::iptables::apply::Variant;
 use istio_cni::program::{Applied, Backend, Payload, ProgramError, ProgramOptions, Programmed, program, program_with};
@@ -23,8 +25,14 @@ fn netns_with(addrs: &[&str]) -> TestNetns {
     ns
 }
 
-fn v4_netns() -> TestNetns {
-    netns_with(&["10.250.0.2/24"])
+/// A netns with one IPv4 address, for a test that `gate` lets run.
+fn gated_v4_netns(test: &str) -> Option<TestNetns> {
+    gate(test, NETNS).then(|| netns_with(&["10.250.0.2/24"]))
+}
+
+/// Programs a pod without annotations into the netns at `path`.
+fn program_default_pod(path: &Path, backend: Backend) -> Result<Programmed, ProgramError> {
+    program(path, &PodSpec::default().redirect(), &NodeEnv::default(), backend)
 }
 
 fn run(ns: &TestNetns, pod: &PodSpec, backend: Backend) -> Programmed {
@@ -61,10 +69,9 @@ fn assert_istio_chains(save: &str) {
 
 #[test]
 fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
-    if !gate("iptables_nft_fresh", NETNS) {
+    let Some(ns) = gated_v4_netns("iptables_nft_fresh") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     let pod = PodSpec::default();
     let first = iptables_run(&ns, &pod, Variant::Nft, true);
     assert!(!first.enable_ipv6);
@@ -91,10 +98,9 @@ fn iptables_nft_is_chosen_in_a_fresh_netns_and_reprogramming_is_a_noop() {
 
 #[test]
 fn iptables_legacy_is_chosen_when_it_already_has_rules() {
-    if !gate("iptables_legacy", NETNS) {
+    let Some(ns) = gated_v4_netns("iptables_legacy") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     ns.exec_ok(&["iptables-legacy", "-w", "-t", "filter", "-A", "INPUT", "-j", "ACCEPT"]);
     let pod = PodSpec::default();
     iptables_run(&ns, &pod, Variant::Legacy, true);
@@ -106,10 +112,9 @@ fn iptables_legacy_is_chosen_when_it_already_has_rules() {
 
 #[test]
 fn nftables_backend_programs_inet_tables_and_reprograms_cleanly() {
-    if !gate("nftables_backend", NETNS) {
+    let Some(ns) = gated_v4_netns("nftables_backend") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     let pod = PodSpec::default();
     let first = run(&ns, &pod, Backend::Nftables);
     assert_eq!(first.binary, "nf_tables netlink");
@@ -217,10 +222,9 @@ fn tproxy_adds_policy_routing_and_reprograms() {
 
 #[test]
 fn tproxy_without_inbound_ports_adds_no_routing() {
-    if !gate("tproxy_no_inbound", NETNS) {
+    let Some(ns) = gated_v4_netns("tproxy_no_inbound") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     let pod = PodSpec::default()
         .annotation("sidecar.istio.io/interceptionMode", "TPROXY")
         .annotation("traffic.sidecar.istio.io/includeInboundPorts", "");
@@ -231,19 +235,12 @@ fn tproxy_without_inbound_ports_adds_no_routing() {
 
 #[test]
 fn stale_partial_istio_chain_fails_with_stderr() {
-    if !gate("stale_chain", NETNS) {
+    let Some(ns) = gated_v4_netns("stale_chain") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     // A half-programmed netns: ISTIO_REDIRECT exists but is empty.
     ns.exec_ok(&["iptables-nft", "-t", "nat", "-N", "ISTIO_REDIRECT"]);
-    let err = program(
-        &ns.path,
-        &PodSpec::default().redirect(),
-        &NodeEnv::default(),
-        Backend::Iptables,
-    )
-    .expect_err("restore over a stale chain must fail");
+    let err = program_default_pod(&ns.path, Backend::Iptables).expect_err("restore over a stale chain must fail");
     let text = err.to_string();
     assert!(matches!(err, ProgramError::Iptables(_)), "{text}");
     assert!(
@@ -257,10 +254,9 @@ fn stale_partial_istio_chain_fails_with_stderr() {
 
 #[test]
 fn native_nftables_needs_no_nft_binary() {
-    if !gate("nft_not_needed", NETNS) {
+    let Some(ns) = gated_v4_netns("nft_not_needed") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     let empty = std::env::temp_dir().join(format!("icni-empty-bin-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
     let options = ProgramOptions {
@@ -288,35 +284,22 @@ fn netns_without_addresses_is_an_error() {
         return;
     }
     let ns = TestNetns::new();
-    let err = program(
-        &ns.path,
-        &PodSpec::default().redirect(),
-        &NodeEnv::default(),
-        Backend::Iptables,
-    )
-    .expect_err("only loopback addresses");
+    let err = program_default_pod(&ns.path, Backend::Iptables).expect_err("only loopback addresses");
     assert_eq!(err.to_string(), "detect IPv6: no valid local IP address found");
 }
 
 #[test]
 fn bad_netns_path_is_named() {
-    let err = program(
-        std::path::Path::new("/nonexistent/netns/pod"),
-        &PodSpec::default().redirect(),
-        &NodeEnv::default(),
-        Backend::Iptables,
-    )
-    .expect_err("no such netns");
+    let err = program_default_pod(Path::new("/nonexistent/netns/pod"), Backend::Iptables).expect_err("no such netns");
     assert!(err.to_string().contains("/nonexistent/netns/pod"), "{err}");
 }
 
 #[test]
 fn commands_run_sandboxed_in_the_pod_netns() {
     use istio_cni::netns::exec::{CommandSpec, Runner, XtablesLock};
-    if !gate("sandbox", NETNS) {
+    let Some(ns) = gated_v4_netns("sandbox") else {
         return;
-    }
-    let ns = v4_netns();
+    };
     let runner = Runner::new(&ns.path);
     let script = "ip -4 -o addr show dev d0; wc -c < /etc/nsswitch.conf; stat -f -c %T /run/xtables.lock";
     let out = runner

@@ -204,6 +204,14 @@ struct Run {
 }
 
 impl Case<'_> {
+    /// Runs the case and hands the run to `check`; a skipped case (already
+    /// reported) checks nothing.
+    fn check(&self, check: impl FnOnce(&Run)) {
+        if let Some(run) = self.run() {
+            check(&run);
+        }
+    }
+
     /// Runs the case; `None` means it was skipped (already reported).
     fn run(&self) -> Option<Run> {
         let mode = match mode() {
@@ -282,7 +290,9 @@ fn assert_passed(run: &Run) {
     assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
 }
 
-fn assert_timed_out(run: &Run, timeout: Duration) {
+/// The probe failed after `timeout`, and its message names `detail` (what
+/// it probed, or why that cannot work).
+fn assert_timed_out(run: &Run, timeout: Duration, detail: &str) {
     assert_eq!(run.code, Some(126), "probe should fail:\n{}", run.stderr);
     assert!(!run.stderr.contains(PASSED), "{}", run.stderr);
     for needle in [
@@ -290,6 +300,7 @@ fn assert_timed_out(run: &Run, timeout: Duration) {
         "not ready for Istio",
         "validation timeout",
         "repair",
+        detail,
     ] {
         assert!(run.stderr.contains(needle), "missing {needle:?}:\n{}", run.stderr);
     }
@@ -307,98 +318,79 @@ fn assert_timed_out(run: &Run, timeout: Duration) {
 
 const FAST_FAIL: &[&str] = &["-p", "15001", "-z", "15006", "-u", "1337", "--probe-timeout", "2s"];
 
-#[test]
-fn fails_with_126_when_no_rules_are_programmed() {
-    let Some(run) = (Case {
+/// Without rules the probe times out (after [`FAST_FAIL`]'s 2s) probing the
+/// family's inbound passthrough address.
+fn fails_without_rules(family: Family, passthrough: &str) {
+    Case {
+        family,
         args: FAST_FAIL,
         ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_timed_out(&run, Duration::from_secs(2));
-    assert!(run.stderr.contains("127.0.0.6:15002"), "{}", run.stderr);
+    }
+    .check(|run| assert_timed_out(run, Duration::from_secs(2), passthrough));
+}
+
+/// With Istio's IPv4 rules loaded by `restore` the probe passes.
+fn passes_with_rules(restore: &str) {
+    Case {
+        restore: Some(restore),
+        ..Case::default()
+    }
+    .check(assert_passed);
+}
+
+#[test]
+fn fails_with_126_when_no_rules_are_programmed() {
+    fails_without_rules(Family::V4, "127.0.0.6:15002");
 }
 
 #[test]
 fn istio_args_with_timeout_from_environment() {
     // The full injected list, with the timeout from PROBE_TIMEOUT (as
     // proxyMetadata would set it).
-    let Some(run) = (Case {
+    Case {
         env: &[("PROBE_TIMEOUT", "1500ms")],
         ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_timed_out(&run, Duration::from_millis(1500));
-    assert!(run.stderr.contains("within 1.5s"), "{}", run.stderr);
+    }
+    .check(|run| assert_timed_out(run, Duration::from_millis(1500), "within 1.5s"));
 }
 
 #[test]
 fn passes_with_iptables_nft_rules() {
-    let Some(run) = (Case {
-        restore: Some("iptables-nft-restore"),
-        ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_passed(&run);
+    passes_with_rules("iptables-nft-restore");
 }
 
 #[test]
 fn passes_with_iptables_legacy_rules() {
-    let Some(run) = (Case {
-        restore: Some("iptables-legacy-restore"),
-        ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_passed(&run);
+    passes_with_rules("iptables-legacy-restore");
 }
 
 #[test]
 fn passes_with_ipv6_rules() {
-    let Some(run) = (Case {
+    Case {
         family: Family::V6,
         restore: Some("ip6tables-nft-restore"),
         ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_passed(&run);
-    assert!(run.stderr.contains("[::6]:15002"), "{}", run.stderr);
+    }
+    .check(|run| {
+        assert_passed(run);
+        assert!(run.stderr.contains("[::6]:15002"), "{}", run.stderr);
+    });
 }
 
 #[test]
 fn ipv6_fails_without_rules() {
-    let Some(run) = (Case {
-        family: Family::V6,
-        args: FAST_FAIL,
-        ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_timed_out(&run, Duration::from_secs(2));
-    assert!(run.stderr.contains("[::6]:15002"), "{}", run.stderr);
+    fails_without_rules(Family::V6, "[::6]:15002");
 }
 
 #[test]
 fn honours_a_custom_inbound_capture_port() {
-    let Some(run) = (Case {
+    Case {
         restore: Some("iptables-nft-restore"),
         in_port: 16006,
         args: &["istio-iptables", "-p", "15001", "-z", "16006", "-u", "1337"],
         ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_passed(&run);
+    }
+    .check(assert_passed);
 }
 
 #[test]
@@ -408,31 +400,26 @@ fn fails_when_not_running_as_the_proxy_user() {
         eprintln!("note: needs a second uid; not applicable in a user namespace");
         return;
     }
-    let Some(run) = (Case {
+    Case {
         restore: Some("iptables-nft-restore"),
         as_proxy: false,
         args: FAST_FAIL,
         ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_timed_out(&run, Duration::from_secs(2));
-    assert!(run.stderr.contains("uid 0"), "{}", run.stderr);
+    }
+    .check(|run| assert_timed_out(run, Duration::from_secs(2), "uid 0"));
 }
 
 #[test]
 fn no_usable_local_ip_exits_1() {
-    let Some(run) = (Case {
+    Case {
         host_addr: false,
         ..Case::default()
-    })
-    .run() else {
-        return;
-    };
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("no usable local IP"), "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    }
+    .check(|run| {
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert!(run.stderr.contains("no usable local IP"), "{}", run.stderr);
+        assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    });
 }
 
 fn run_plain(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -18,6 +18,7 @@ use istio_cni_kind::cluster::{Cluster, ClusterSpec, Reaper, Target as ClusterTar
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
+use crate::scratch::ScratchDir;
 use crate::system::System;
 
 /// Picks the Kubernetes version (the pinned `kindest/node` image) of kind
@@ -135,15 +136,6 @@ pub struct Env {
     image_plugin: Option<PathBuf>,
 }
 
-/// A directory removed when dropped.
-struct ImageDir(PathBuf);
-
-impl Drop for ImageDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Env {
     pub fn new(target: Target) -> Result<Env, String> {
         Ok(Env {
@@ -236,13 +228,14 @@ impl Env {
         if let Some(table) = &*slot {
             return Ok(table.clone());
         }
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("istio-cni-agent-image-{}-{n}", std::process::id()));
-        let guard = Arc::new(ImageDir(dir.clone()));
+        let guard = Arc::new(
+            ScratchDir::create("istio-cni-agent-image")
+                .map_err(|e| Stop::Fail(format!("laying out the agent image: {e}")))?,
+        );
+        let dir = guard.path();
         let plugin = self.image_plugin.as_deref().unwrap_or(&self.bins.istio_cni);
         let table = table
-            .with_agent_dir(&dir, &self.bins.agent, plugin)
+            .with_agent_dir(dir, &self.bins.agent, plugin)
             .map_err(|e| Stop::Fail(format!("laying out the agent image in {}: {e}", dir.display())))?
             .holding(guard);
         *slot = Some(table.clone());

@@ -41,6 +41,7 @@ use crate::daemonset::{AgentPods, DaemonSetAgent};
 use crate::env::Env;
 use crate::error::Context;
 use crate::scenario::{Outcome, Record, Scenario, Stop};
+use crate::scratch::ScratchDir;
 use crate::system::Install;
 
 /// The diagnostics block holding a passed scenario's normalized rules.
@@ -412,7 +413,7 @@ fn run_runnable(env: &Env, backend: RuleBackend, family: Family, sets: &[Annotat
 /// A legacy-only iptables install: `iptables*`/`ip6tables*` as
 /// `xtables-legacy-multi`, in a directory of its own (removed on drop).
 struct LegacyTools {
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl LegacyTools {
@@ -424,30 +425,19 @@ impl LegacyTools {
         else {
             return Ok(None);
         };
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("istio-cni-legacy-node-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
-        let tools = LegacyTools { dir };
+        let dir = ScratchDir::create("istio-cni-legacy-node").context("the legacy iptables tools")?;
         for family in ["iptables", "ip6tables"] {
             for tool in ["", "-save", "-restore"] {
-                std::os::unix::fs::symlink(&multi, tools.dir.join(format!("{family}{tool}")))
-                    .context(format!("linking {family}{tool} in {}", tools.dir.display()))?;
+                std::os::unix::fs::symlink(&multi, dir.path().join(format!("{family}{tool}")))
+                    .context(format!("linking {family}{tool} in {}", dir.path().display()))?;
             }
         }
-        Ok(Some(tools))
+        Ok(Some(LegacyTools { dir }))
     }
 
     /// The runtime's `PATH`: the legacy tools, then directories without iptables.
     fn path(&self) -> String {
-        format!("{}:/usr/local/bin:/usr/bin:/bin", self.dir.display())
-    }
-}
-
-impl Drop for LegacyTools {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        format!("{}:/usr/local/bin:/usr/bin:/bin", self.dir.path().display())
     }
 }
 

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::scenario::Stop;
+use crate::scratch::ScratchDir;
 
 /// Where the agent's manifests come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -341,13 +342,8 @@ fn helm_template(dir: &Path, values: &[PathBuf], set: &[String], install: &Insta
             dir.display()
         ))
     })?;
-    let scratch = std::env::temp_dir().join(format!(
-        "istio-cni-helm-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&scratch).map_err(|e| Stop::Fail(format!("creating {}: {e}", scratch.display())))?;
-    let _cleanup = RemoveOnDrop(scratch.clone());
+    let home = ScratchDir::create("istio-cni-helm").map_err(|e| Stop::Fail(e.to_string()))?;
+    let scratch = home.path();
     let mut cmd = Command::new(helm);
     cmd.args(["template", "istio-cni"])
         .arg(dir)
@@ -385,16 +381,6 @@ fn helm_template(dir: &Path, values: &[PathBuf], set: &[String], install: &Insta
     }
     parse_objects(&String::from_utf8_lossy(&out.stdout))
         .map_err(|e| Stop::Fail(format!("--chart {}: helm template's output: {e}", dir.display())))
-}
-
-static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ pub(crate) enum Kind {
     Typed(&'static str, fn(&Value) -> Result<(), String>),
     /// The chart's `resources`: `{requests,limits}: {name: quantity}`.
     Resources,
-    /// A nested object with known keys.
-    Obj(&'static [Field]),
+    /// A nested object whose known keys are those of the groups together.
+    Obj(&'static [&'static [Field]]),
     /// Accepted and not read here (other Istio components' settings).
     Ignored,
     /// A key older charts had; the text says what replaced it.
@@ -91,7 +91,7 @@ pub(crate) const CNI: &[Field] = &[
     Field("variant", Kind::Str),
     Field("image", Kind::Str),
     Field("pullPolicy", Kind::Str),
-    Field("logging", Kind::Obj(LOGGING)),
+    Field("logging", Kind::Obj(&[LOGGING])),
     Field("cniBinDir", Kind::Str),
     Field("cniConfDir", Kind::Str),
     Field("cniConfFileName", Kind::Str),
@@ -105,10 +105,10 @@ pub(crate) const CNI: &[Field] = &[
     Field("podLabels", Kind::StrMap),
     Field("chained", Kind::Bool),
     Field("provider", Kind::Str),
-    Field("ambient", Kind::Obj(AMBIENT)),
-    Field("repair", Kind::Obj(REPAIR)),
-    Field("taint", Kind::Obj(TAINT)),
-    Field("safeUpgrade", Kind::Obj(SAFE_UPGRADE)),
+    Field("ambient", Kind::Obj(&[AMBIENT])),
+    Field("repair", Kind::Obj(&[REPAIR])),
+    Field("taint", Kind::Obj(&[TAINT])),
+    Field("safeUpgrade", Kind::Obj(&[SAFE_UPGRADE])),
     Field(
         "seccompProfile",
         Kind::Typed("a seccomp profile", typed::<SeccompProfile>),
@@ -119,7 +119,7 @@ pub(crate) const CNI: &[Field] = &[
     ),
     Field("useAppArmorAnnotation", Kind::Bool),
     Field("resources", Kind::Resources),
-    Field("resourceQuotas", Kind::Obj(RESOURCE_QUOTAS)),
+    Field("resourceQuotas", Kind::Obj(&[RESOURCE_QUOTAS])),
     Field(
         "tolerations",
         Kind::Typed("a list of tolerations", typed::<Vec<Toleration>>),
@@ -158,9 +158,9 @@ pub(crate) const GLOBAL: &[Field] = &[
     Field("variant", Kind::Str),
     Field("imagePullPolicy", Kind::Str),
     Field("imagePullSecrets", Kind::StrList),
-    Field("logging", Kind::Obj(LOGGING)),
+    Field("logging", Kind::Obj(&[LOGGING])),
     Field("logAsJson", Kind::Bool),
-    Field("networkPolicy", Kind::Obj(NETWORK_POLICY)),
+    Field("networkPolicy", Kind::Obj(&[NETWORK_POLICY])),
     Field("defaultResources", Kind::Resources),
     Field("nativeNftables", Kind::Bool),
     Field("resourceScope", Kind::Str),
@@ -203,13 +203,18 @@ pub(crate) const GLOBAL: &[Field] = &[
     Field("waypoint", Kind::Ignored),
 ];
 
-/// A Helm values document for the chart (and what `--set` paths address).
-const VALUES_ROOT: &[Field] = &[
-    Field("cni", Kind::Obj(CNI)),
-    Field("global", Kind::Obj(GLOBAL)),
+/// The sections and settings at the root of every values document: a values
+/// file (and what `--set` paths address) and an IstioOperator's `spec.values`.
+const VALUES_SECTIONS: &[Field] = &[
+    Field("cni", Kind::Obj(&[CNI])),
+    Field("global", Kind::Obj(&[GLOBAL])),
     Field("profile", Kind::Str),
     Field("platform", Kind::Str),
     Field("compatibilityVersion", Kind::Str),
+];
+
+/// What a values file refuses at its root, beyond the unknown keys.
+const VALUES_ROOT: &[Field] = &[
     Field(
         "defaults",
         Kind::Removed("the chart refuses `defaults.*`; set the keys directly"),
@@ -220,8 +225,8 @@ const VALUES_ROOT: &[Field] = &[
     ),
 ];
 
-/// Every key at the root of a values document: the chart's keys and [`VALUES_ROOT`].
-pub(crate) const VALUES: &[&[Field]] = &[CNI, VALUES_ROOT];
+/// Every key at the root of a values file: the chart's keys, [`VALUES_SECTIONS`] and [`VALUES_ROOT`].
+pub(crate) const VALUES: &[&[Field]] = &[CNI, VALUES_SECTIONS, VALUES_ROOT];
 
 /// `spec.components.cni.k8s`: istioctl's Kubernetes settings for the DaemonSet.
 pub(crate) const K8S: &[Field] = &[
@@ -273,11 +278,11 @@ const CNI_COMPONENT: &[Field] = &[
     Field("hub", Kind::Str),
     Field("tag", Kind::Str),
     Field("label", Kind::StrMap),
-    Field("k8s", Kind::Obj(K8S)),
+    Field("k8s", Kind::Obj(&[K8S])),
 ];
 
 const COMPONENTS: &[Field] = &[
-    Field("cni", Kind::Obj(CNI_COMPONENT)),
+    Field("cni", Kind::Obj(&[CNI_COMPONENT])),
     Field("base", Kind::Ignored),
     Field("pilot", Kind::Ignored),
     Field("ztunnel", Kind::Ignored),
@@ -286,15 +291,10 @@ const COMPONENTS: &[Field] = &[
     Field("istiodRemote", Kind::Ignored),
 ];
 
-/// `spec.values`: the CNI chart's `cni` and `global`, other charts' sections ignored.
+/// `spec.values` beyond [`VALUES_SECTIONS`]: other charts' sections ignored.
 const OPERATOR_VALUES: &[Field] = &[
-    Field("cni", Kind::Obj(CNI)),
-    Field("global", Kind::Obj(GLOBAL)),
     Field("revision", Kind::Str),
     Field("ownerName", Kind::Str),
-    Field("profile", Kind::Str),
-    Field("platform", Kind::Str),
-    Field("compatibilityVersion", Kind::Str),
     Field("base", Kind::Ignored),
     Field("defaultRevision", Kind::Ignored),
     Field("experimental", Kind::Ignored),
@@ -317,8 +317,8 @@ const OPERATOR_SPEC: &[Field] = &[
     Field("namespace", Kind::Str),
     Field("revision", Kind::Str),
     Field("compatibilityVersion", Kind::Str),
-    Field("components", Kind::Obj(COMPONENTS)),
-    Field("values", Kind::Obj(OPERATOR_VALUES)),
+    Field("components", Kind::Obj(&[COMPONENTS])),
+    Field("values", Kind::Obj(&[VALUES_SECTIONS, OPERATOR_VALUES])),
     Field("meshConfig", Kind::Ignored),
     Field("installPackagePath", Kind::Ignored),
     Field("resourceSuffix", Kind::Ignored),
@@ -330,7 +330,7 @@ pub(crate) const OPERATOR: &[Field] = &[
     Field("apiVersion", Kind::Str),
     Field("kind", Kind::Str),
     Field("metadata", Kind::Ignored),
-    Field("spec", Kind::Obj(OPERATOR_SPEC)),
+    Field("spec", Kind::Obj(&[OPERATOR_SPEC])),
     Field("status", Kind::Ignored),
 ];
 
@@ -374,8 +374,8 @@ pub(crate) fn check_kind(v: &mut Value, kind: Kind, path: &str, problems: &mut V
         Kind::StrMap => str_map(v),
         Kind::Resources => resources(v),
         Kind::Typed(what, f) => f(v).err().map(|e| format!("must be {what}: {e}")),
-        Kind::Obj(fields) => {
-            check(v, &[fields], path, problems);
+        Kind::Obj(groups) => {
+            check(v, groups, path, problems);
             None
         }
         Kind::Ignored => None,

@@ -153,17 +153,7 @@ impl Values {
     /// (repairPods > deletePods > labelPods); `None` when repair is off.
     pub fn repair_mode(&self) -> Option<RepairMode> {
         let r = &self.repair;
-        if !r.enabled {
-            None
-        } else if r.repair_pods {
-            Some(RepairMode::Repair)
-        } else if r.delete_pods {
-            Some(RepairMode::Delete)
-        } else if r.label_pods {
-            Some(RepairMode::Label)
-        } else {
-            None
-        }
+        RepairMode::chosen(r.enabled, r.repair_pods, r.delete_pods, r.label_pods)
     }
 
     /// The container image: `image` verbatim when it has a `/`, else

@@ -15,7 +15,7 @@ use istio_cni_scenarios::failure::strip_ansi;
 
 use super::escape::{attr, text};
 use super::timeline;
-use crate::results::{ItemResult, RunResults, Totals, format_duration, one_line};
+use crate::results::{ItemResult, Judged, RunResults, Totals, format_duration, one_line};
 
 const STYLE: &str = "
 body{font-family:sans-serif;margin:1.2em 2em;color:#222}

@@ -11,7 +11,7 @@ use istio_cni_scenarios::failure::strip_ansi;
 use istio_cni_scenarios::scenario::Verdict;
 
 use super::escape::{attr, text};
-use crate::results::{ItemResult, RunResults, Totals};
+use crate::results::{ItemResult, Judged, RunResults, Totals};
 
 /// The document.
 pub fn render(results: &RunResults) -> String {

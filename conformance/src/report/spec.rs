@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::results::{Tally, Totals, one_line};
+use crate::results::{Judged, Tally, Totals, one_line};
 
 /// How one case ended: the scenarios' verdict (pass; fail, why; skip, why),
 /// so spec cases and scenarios report alike.
@@ -74,20 +74,11 @@ impl CaseResult {
             note: finding.note,
         }
     }
+}
 
-    /// Whether the case passed.
-    pub fn passed(&self) -> bool {
-        self.outcome == Verdict::Pass
-    }
-
-    /// Whether the case failed.
-    pub fn failed(&self) -> bool {
-        matches!(self.outcome, Verdict::Fail(_))
-    }
-
-    /// Whether the case was skipped.
-    pub fn skipped(&self) -> bool {
-        matches!(self.outcome, Verdict::Skip(_))
+impl Judged for CaseResult {
+    fn verdict(&self) -> &Verdict {
+        &self.outcome
     }
 }
 

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use istio_cni_conformance::{CaseResult, SuiteReport};
+use istio_cni_conformance::{CaseResult, Judged, SuiteReport};
 use istio_cni_kind::node::plugins::default_plugins_dir;
 
 #[allow(unused_imports)] // not every suite uses each

@@ -214,12 +214,12 @@ struct Served {
 }
 
 fn tcp(role: Role, addr: SocketAddr, transparent: bool) -> Served {
-    let fd = new_socket(addr, SockType::Stream);
-    setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
-    if transparent {
-        set_transparent(&fd, addr.is_ipv6());
-    }
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let fd = bound_socket(addr, SockType::Stream, |fd| {
+        setsockopt(fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+        if transparent {
+            set_transparent(fd, addr.is_ipv6());
+        }
+    });
     nix::sys::socket::listen(&fd, Backlog::new(64).expect("backlog")).expect("listen");
     let listener = TcpListener::from(fd);
     listener.set_nonblocking(true).expect("nonblocking");
@@ -230,19 +230,28 @@ fn tcp(role: Role, addr: SocketAddr, transparent: bool) -> Served {
 }
 
 fn udp(role: Role, addr: SocketAddr) -> Served {
-    let fd = new_socket(addr, SockType::Datagram);
-    if addr.is_ipv6() {
-        setsockopt(&fd, sockopt::Ipv6OrigDstAddr, &true).expect("IPV6_RECVORIGDSTADDR");
-    } else {
-        setsockopt(&fd, sockopt::Ipv4OrigDstAddr, &true).expect("IP_RECVORIGDSTADDR");
-    }
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+    let fd = bound_socket(addr, SockType::Datagram, |fd| {
+        if addr.is_ipv6() {
+            setsockopt(fd, sockopt::Ipv6OrigDstAddr, &true).expect("IPV6_RECVORIGDSTADDR");
+        } else {
+            setsockopt(fd, sockopt::Ipv4OrigDstAddr, &true).expect("IP_RECVORIGDSTADDR");
+        }
+    });
     let sock = UdpSocket::from(fd);
     sock.set_nonblocking(true).expect("nonblocking");
     Served {
         role,
         sock: Sock::Udp(sock),
     }
+}
+
+/// A server socket for `addr`, bound after `options` are set on it (the
+/// ones that must precede bind, such as SO_REUSEADDR and IP_TRANSPARENT).
+fn bound_socket(addr: SocketAddr, ty: SockType, options: impl FnOnce(&OwnedFd)) -> OwnedFd {
+    let fd = new_socket(addr, ty);
+    options(&fd);
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).unwrap_or_else(|e| panic!("bind {ty:?} {addr}: {e}"));
+    fd
 }
 
 fn new_socket(addr: SocketAddr, ty: SockType) -> OwnedFd {
