@@ -26,13 +26,15 @@ struct Builder {
 }
 
 impl Builder {
+    /// Records one rule; `nft` is `None` where the nft table needs no rule
+    /// of its own (one inet rule serves both families).
     fn push(
         &mut self,
         table: Table,
         chain: Chain,
         position: Position,
         family: Family,
-        ipt: Option<String>,
+        ipt: impl Into<String>,
         nft: Option<String>,
     ) {
         if family == Family::V6 && !self.enable_ipv6 {
@@ -43,7 +45,7 @@ impl Builder {
             chain,
             position,
             family,
-            iptables: ipt,
+            iptables: Some(ipt.into()),
             nft,
         });
     }
@@ -55,14 +57,7 @@ impl Builder {
 
     /// Appends a rule for one family.
     fn add_only(&mut self, family: Family, table: Table, chain: Chain, ipt: impl Into<String>, nft: impl Into<String>) {
-        self.push(
-            table,
-            chain,
-            Position::Append,
-            family,
-            Some(ipt.into()),
-            Some(nft.into()),
-        );
+        self.push(table, chain, Position::Append, family, ipt, Some(nft.into()));
     }
 
     fn insert(
@@ -74,14 +69,7 @@ impl Builder {
         ipt: impl Into<String>,
         nft: impl Into<String>,
     ) {
-        self.push(
-            table,
-            chain,
-            Position::Insert(at),
-            family,
-            Some(ipt.into()),
-            Some(nft.into()),
-        );
+        self.push(table, chain, Position::Insert(at), family, ipt, Some(nft.into()));
     }
 
     /// A rule written once per family with that family's literal: the IPv4
@@ -100,7 +88,7 @@ impl Builder {
             (Family::V6, Fam { ip: "ip6", addr: v6 }),
         ] {
             let (ipt, nft) = rule(&fam);
-            self.push(table, chain, position, family, Some(ipt), Some(nft));
+            self.push(table, chain, position, family, ipt, Some(nft));
         }
     }
 }
@@ -583,14 +571,7 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
         }
         // nft has a single prerouting jump for both families.
         let nft_jump = (family == Family::V4 || v4.is_empty()).then(|| "counter jump istio-inbound".to_string());
-        b.push(
-            Raw,
-            Prerouting,
-            Position::Append,
-            family,
-            Some("-j ISTIO_INBOUND".into()),
-            nft_jump,
-        );
+        b.push(Raw, Prerouting, Position::Append, family, "-j ISTIO_INBOUND", nft_jump);
         for s in list {
             b.add_only(
                 family,
