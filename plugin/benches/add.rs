@@ -362,8 +362,9 @@ fn main() {
     let none = |_: &Netns| {};
     let legacy_seed = |ns: &Netns| in_netns(ns, &["iptables-legacy", "-t", "filter", "-L", "-n"], None);
 
-    // label, pod name prefix, namespace, meshed, config, netns seed
-    let table: [(&str, &str, &str, bool, &str, &dyn Fn(&Netns)); 8] = [
+    /// Label, pod name prefix, namespace, meshed, config, netns seed.
+    type Case<'a> = (&'a str, &'a str, &'a str, bool, &'a str, &'a dyn Fn(&Netns));
+    let table: [Case; 8] = [
         ("meshed, iptables-nft", "meshed-nft", "default", true, &conf, &none),
         (
             "meshed, iptables-legacy",
