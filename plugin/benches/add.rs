@@ -362,37 +362,57 @@ fn main() {
     let none = |_: &Netns| {};
     let legacy_seed = |ns: &Netns| in_netns(ns, &["iptables-legacy", "-t", "filter", "-L", "-n"], None);
 
-    let mut cases = vec![
-        (
-            "meshed, iptables-nft",
-            b.adds("meshed-nft", "default", true, &conf, &none),
-        ),
+    /// Label, pod name prefix, namespace, meshed, config, netns seed.
+    type Case<'a> = (&'a str, &'a str, &'a str, bool, &'a str, &'a dyn Fn(&Netns));
+    let table: [Case; 8] = [
+        ("meshed, iptables-nft", "meshed-nft", "default", true, &conf, &none),
         (
             "meshed, iptables-legacy",
-            b.adds("meshed-legacy", "default", true, &conf, &legacy_seed),
+            "meshed-legacy",
+            "default",
+            true,
+            &conf,
+            &legacy_seed,
         ),
         (
             "meshed, native nftables",
-            b.adds("meshed-native", "default", true, &conf_nft, &none),
+            "meshed-native",
+            "default",
+            true,
+            &conf_nft,
+            &none,
         ),
-        ("non-meshed", b.adds("plain", "default", false, &conf, &none)),
-        (
-            "excluded namespace",
-            b.adds("excluded", "kube-system", true, &conf, &none),
-        ),
+        ("non-meshed", "plain", "default", false, &conf, &none),
+        ("excluded namespace", "excluded", "kube-system", true, &conf, &none),
         (
             "meshed, iptables-nft, agent cache",
-            b.adds("cached-nft", "default", true, &cached, &none),
+            "cached-nft",
+            "default",
+            true,
+            &cached,
+            &none,
         ),
         (
             "meshed, native nftables, agent cache",
-            b.adds("cached-native", "default", true, &cached_nft, &none),
+            "cached-native",
+            "default",
+            true,
+            &cached_nft,
+            &none,
         ),
         (
             "non-meshed, agent cache",
-            b.adds("cached-plain", "default", false, &cached, &none),
+            "cached-plain",
+            "default",
+            false,
+            &cached,
+            &none,
         ),
     ];
+    let mut cases: Vec<(&str, Vec<Duration>)> = table
+        .into_iter()
+        .map(|(label, prefix, ns, meshed, conf, seed)| (label, b.adds(prefix, ns, meshed, conf, seed)))
+        .collect();
     let mut floor = b.reference(&conf, &bare_restore);
     let mut istio = b.reference(&conf, &istio_sequence);
     let [floor_p50, ..] = percentiles(&mut floor);

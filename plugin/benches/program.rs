@@ -17,11 +17,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use istio_cni::capture::{CaptureConfig, NodeEnv};
 use istio_cni::netns::run_in_netns;
 use istio_cni::pod::PodInfo;
-use istio_cni::program::{Backend, program};
+use istio_cni::program::{Backend, ProgramOptions, program_with};
 use istio_cni::redirect::Redirect;
 use istio_cni::{iptables, nftables};
 
@@ -89,6 +90,18 @@ fn bare(netns: &Path, cmd: &'static str, args: &'static [&'static str], input: S
     assert!(status.success(), "{cmd} failed");
 }
 
+/// Benchmarks `f` under `label` (also the name of its samples in the report).
+fn in_fresh_netns(g: &mut BenchmarkGroup<'_, WallTime>, label: &'static str, f: impl Fn(&Path) + Copy) {
+    g.bench_function(label, |b| b.iter_custom(measure(label, f)));
+}
+
+/// A benchmark body: programs the netns with `program_with`.
+fn programming<'a>(redirect: &'a Redirect, backend: Backend, opts: &'a ProgramOptions) -> impl Fn(&Path) + Copy + 'a {
+    move |ns| {
+        program_with(ns, redirect, &NodeEnv::default(), backend, opts).expect("program");
+    }
+}
+
 /// Times `f` once per iteration, each in a fresh netns, and records samples.
 fn measure(label: &'static str, f: impl Fn(&Path)) -> impl FnMut(u64) -> Duration {
     move |iters| {
@@ -117,39 +130,31 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("program");
     g.sample_size(20).measurement_time(Duration::from_secs(10));
-    g.bench_function("program(), iptables", |b| {
-        let r = redirect.clone();
-        b.iter_custom(measure("program(), iptables", move |ns| {
-            program(ns, &r, &NodeEnv::default(), Backend::Iptables).expect("program");
-        }))
+    let defaults = ProgramOptions::default();
+    let no_sandbox = ProgramOptions {
+        sandbox: false,
+        ..Default::default()
+    };
+    in_fresh_netns(
+        &mut g,
+        "program(), iptables",
+        programming(&redirect, Backend::Iptables, &defaults),
+    );
+    in_fresh_netns(
+        &mut g,
+        "program(), iptables, no sandbox",
+        programming(&redirect, Backend::Iptables, &no_sandbox),
+    );
+    in_fresh_netns(&mut g, "bare iptables-nft-restore", |ns| {
+        bare(ns, "iptables-nft-restore", &["--noflush"], payload.clone())
     });
-    g.bench_function("program(), iptables, no sandbox", |b| {
-        let r = redirect.clone();
-        b.iter_custom(measure("program(), iptables, no sandbox", move |ns| {
-            let opts = istio_cni::program::ProgramOptions {
-                sandbox: false,
-                ..Default::default()
-            };
-            istio_cni::program::program_with(ns, &r, &NodeEnv::default(), Backend::Iptables, &opts).expect("program");
-        }))
-    });
-    g.bench_function("bare iptables-nft-restore", |b| {
-        let payload = payload.clone();
-        b.iter_custom(measure("bare iptables-nft-restore", move |ns| {
-            bare(ns, "iptables-nft-restore", &["--noflush"], payload.clone())
-        }))
-    });
-    g.bench_function("program(), nftables", |b| {
-        let r = redirect.clone();
-        b.iter_custom(measure("program(), nftables", move |ns| {
-            program(ns, &r, &NodeEnv::default(), Backend::Nftables).expect("program");
-        }))
-    });
-    g.bench_function("bare nft -f", |b| {
-        let transaction = transaction.clone();
-        b.iter_custom(measure("bare nft -f", move |ns| {
-            bare(ns, "nft", &["-f", "-"], transaction.clone())
-        }))
+    in_fresh_netns(
+        &mut g,
+        "program(), nftables",
+        programming(&redirect, Backend::Nftables, &defaults),
+    );
+    in_fresh_netns(&mut g, "bare nft -f", |ns| {
+        bare(ns, "nft", &["-f", "-"], transaction.clone())
     });
     g.finish();
     report();

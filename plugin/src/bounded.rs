@@ -150,17 +150,11 @@ fn type_name(kind: std::fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(label: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("istio-cni-bounded-{}-{label}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
+    use testkit::Scratch;
 
     #[test]
     fn reads_a_regular_file_up_to_the_limit() {
-        let dir = scratch("regular");
+        let dir = Scratch::new("bounded-regular");
         let f = dir.join("f");
         std::fs::write(&f, b"12345").unwrap();
         assert_eq!(read(&f, Limits::new(5, Duration::from_secs(5))).unwrap(), b"12345");
@@ -170,7 +164,6 @@ mod tests {
         let link = dir.join("link");
         std::os::unix::fs::symlink(&f, &link).unwrap();
         assert_eq!(read_to_string(&link, Limits::CONFIG).unwrap(), "12345");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -180,25 +173,23 @@ mod tests {
             err.to_string().contains("not a regular file (a character device)"),
             "{err}"
         );
-        let dir = scratch("fifo");
+        let dir = Scratch::new("bounded-fifo");
         let fifo = dir.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let err = read(&fifo, Limits::CONFIG).unwrap_err();
         assert!(err.to_string().contains("a FIFO"), "{err}");
         let err = read(&dir, Limits::CONFIG).unwrap_err();
         assert!(err.to_string().contains("a directory"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn missing_files_and_bad_utf8_say_so() {
-        let dir = scratch("missing");
+        let dir = Scratch::new("bounded-missing");
         let err = read(&dir.join("nope"), Limits::CONFIG).unwrap_err();
         assert!(err.is_not_found(), "{err}");
         assert!(err.to_string().contains("nope"), "{err}");
         std::fs::write(dir.join("bin"), [0xff, 0xfe]).unwrap();
         let err = read_to_string(&dir.join("bin"), Limits::CONFIG).unwrap_err();
         assert!(err.to_string().contains("not valid UTF-8"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

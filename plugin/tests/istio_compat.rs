@@ -110,46 +110,46 @@ fn ids(list: &str) -> Vec<String> {
 fn capture_case(name: &str) -> CaptureConfig {
     let mut c = CaptureConfig::builder_default();
     let dns_v4 = |c: &mut CaptureConfig| {
-        c.redirect_dns = true;
-        c.dns_servers_v4 = vec!["127.0.0.53".into()];
+        c.dns.redirect = true;
+        c.dns.servers_v4 = vec!["127.0.0.53".into()];
     };
     let uid_gid = |c: &mut CaptureConfig| {
-        c.proxy_gids = ids("1,2");
-        c.proxy_uids = ids("3,4");
+        c.proxy.gids = ids("1,2");
+        c.proxy.uids = ids("3,4");
     };
     let ipnets_v6 = |c: &mut CaptureConfig| {
-        c.include_inbound_ports = InboundPorts::Only(vec![4000, 5000]);
-        c.exclude_inbound_ports = vec![6000, 7000];
-        c.reroute_interfaces = ids("eth0,eth1");
-        c.exclude_outbound_ranges = prefixes("2001:db8::/32");
-        c.include_outbound_ranges = OutboundRanges::Only(prefixes("2001:db8::/32"));
+        c.traffic.include_inbound_ports = InboundPorts::Only(vec![4000, 5000]);
+        c.traffic.exclude_inbound_ports = vec![6000, 7000];
+        c.traffic.reroute_interfaces = ids("eth0,eth1");
+        c.traffic.exclude_outbound_ranges = prefixes("2001:db8::/32");
+        c.traffic.include_outbound_ranges = OutboundRanges::Only(prefixes("2001:db8::/32"));
         c.enable_ipv6 = true;
     };
     match name {
         "empty" => {}
         "ipv6-empty-inbound-ports" => c.enable_ipv6 = true,
         "ip-range" => {
-            c.exclude_outbound_ranges = prefixes("1.1.0.0/16");
-            c.include_outbound_ranges = OutboundRanges::Only(prefixes("9.9.0.0/16"));
+            c.traffic.exclude_outbound_ranges = prefixes("1.1.0.0/16");
+            c.traffic.include_outbound_ranges = OutboundRanges::Only(prefixes("9.9.0.0/16"));
             dns_v4(&mut c);
             uid_gid(&mut c);
         }
         "tproxy" => {
             c.mode = InterceptionMode::Tproxy;
-            c.include_inbound_ports = InboundPorts::All;
-            c.exclude_outbound_ranges = prefixes("1.1.0.0/16");
-            c.include_outbound_ranges = OutboundRanges::Only(prefixes("9.9.0.0/16"));
+            c.traffic.include_inbound_ports = InboundPorts::All;
+            c.traffic.exclude_outbound_ranges = prefixes("1.1.0.0/16");
+            c.traffic.include_outbound_ranges = OutboundRanges::Only(prefixes("9.9.0.0/16"));
             dns_v4(&mut c);
-            c.exclude_interfaces = ids("not-istio-nic");
+            c.traffic.exclude_interfaces = ids("not-istio-nic");
             c.enable_ipv6 = true;
         }
         "ipv6-inbound-ports" => {
-            c.include_inbound_ports = InboundPorts::Only(vec![4000, 5000]);
+            c.traffic.include_inbound_ports = InboundPorts::Only(vec![4000, 5000]);
             c.enable_ipv6 = true;
         }
         "ipv6-virt-interfaces" => {
-            c.include_inbound_ports = InboundPorts::Only(vec![4000, 5000]);
-            c.reroute_interfaces = ids("eth0,eth1");
+            c.traffic.include_inbound_ports = InboundPorts::Only(vec![4000, 5000]);
+            c.traffic.reroute_interfaces = ids("eth0,eth1");
             c.enable_ipv6 = true;
         }
         "ipv6-ipnets" => ipnets_v6(&mut c),
@@ -158,59 +158,59 @@ fn capture_case(name: &str) -> CaptureConfig {
             uid_gid(&mut c);
         }
         "ipv6-outbound-ports" => {
-            c.include_outbound_ports = vec![32000, 31000];
+            c.traffic.include_outbound_ports = vec![32000, 31000];
             c.enable_ipv6 = true;
         }
         "kube-virt-interfaces" => {
-            c.reroute_interfaces = ids("eth1,eth2");
-            c.include_outbound_ranges = OutboundRanges::All;
+            c.traffic.reroute_interfaces = ids("eth1,eth2");
+            c.traffic.include_outbound_ranges = OutboundRanges::All;
         }
-        "ipnets" => c.include_outbound_ranges = OutboundRanges::Only(prefixes("10.0.0.0/8")),
+        "ipnets" => c.traffic.include_outbound_ranges = OutboundRanges::Only(prefixes("10.0.0.0/8")),
         "ipnets-with-kube-virt-interfaces" => {
-            c.reroute_interfaces = ids("eth1,eth2");
-            c.include_outbound_ranges = OutboundRanges::Only(prefixes("10.0.0.0/8"));
+            c.traffic.reroute_interfaces = ids("eth1,eth2");
+            c.traffic.include_outbound_ranges = OutboundRanges::Only(prefixes("10.0.0.0/8"));
         }
-        "inbound-ports-include" => c.include_inbound_ports = InboundPorts::Only(vec![32000, 31000]),
-        "inbound-ports-wildcard" => c.include_inbound_ports = InboundPorts::All,
+        "inbound-ports-include" => c.traffic.include_inbound_ports = InboundPorts::Only(vec![32000, 31000]),
+        "inbound-ports-wildcard" => c.traffic.include_inbound_ports = InboundPorts::All,
         "inbound-ports-tproxy" => {
-            c.include_inbound_ports = InboundPorts::Only(vec![32000, 31000]);
+            c.traffic.include_inbound_ports = InboundPorts::Only(vec![32000, 31000]);
             c.mode = InterceptionMode::Tproxy;
         }
         "inbound-ports-wildcard-tproxy" => {
-            c.include_inbound_ports = InboundPorts::All;
+            c.traffic.include_inbound_ports = InboundPorts::All;
             c.mode = InterceptionMode::Tproxy;
         }
         "inbound-ports-empty-tproxy" => c.mode = InterceptionMode::Tproxy,
         "dns-uid-gid" => {
             dns_v4(&mut c);
-            c.dns_servers_v6 = vec!["::127.0.0.53".into()];
+            c.dns.servers_v6 = vec!["::127.0.0.53".into()];
             uid_gid(&mut c);
             c.enable_ipv6 = true;
         }
         "ipv6-dns-uid-gid" => {
-            c.redirect_dns = true;
+            c.dns.redirect = true;
             uid_gid(&mut c);
             c.enable_ipv6 = true;
         }
-        "outbound-owner-groups" => c.owner_groups = OwnerGroups::Only(ids("java,202")),
-        "outbound-owner-groups-exclude" => c.owner_groups = OwnerGroups::AllExcept(ids("888,ftp")),
+        "outbound-owner-groups" => c.proxy.owner_groups = OwnerGroups::Only(ids("java,202")),
+        "outbound-owner-groups-exclude" => c.proxy.owner_groups = OwnerGroups::AllExcept(ids("888,ftp")),
         "ipv6-dns-outbound-owner-groups" => {
             c.enable_ipv6 = true;
-            c.redirect_dns = true;
-            c.owner_groups = OwnerGroups::Only(ids("java,202"));
+            c.dns.redirect = true;
+            c.proxy.owner_groups = OwnerGroups::Only(ids("java,202"));
         }
         "ipv6-dns-outbound-owner-groups-exclude" => {
             c.enable_ipv6 = true;
-            c.redirect_dns = true;
-            c.owner_groups = OwnerGroups::AllExcept(ids("888,ftp"));
+            c.dns.redirect = true;
+            c.proxy.owner_groups = OwnerGroups::AllExcept(ids("888,ftp"));
         }
-        "outbound-ports-include" => c.include_outbound_ports = vec![32000, 31000],
+        "outbound-ports-include" => c.traffic.include_outbound_ports = vec![32000, 31000],
         "loopback-outbound-iprange" => {
-            c.include_outbound_ranges = OutboundRanges::Only(prefixes("127.1.2.3/32"));
+            c.traffic.include_outbound_ranges = OutboundRanges::Only(prefixes("127.1.2.3/32"));
             dns_v4(&mut c);
             uid_gid(&mut c);
         }
-        "basic-exclude-nic" => c.exclude_interfaces = ids("not-istio-nic"),
+        "basic-exclude-nic" => c.traffic.exclude_interfaces = ids("not-istio-nic"),
         "drop-invalid" => c.drop_invalid = true,
         "host-ipv4-loopback-cidr" => c.ipv4_loopback = "127.0.0.1/8".parse().unwrap(),
         other => panic!("unknown capture case {other}"),

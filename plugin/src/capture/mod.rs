@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::redirect::values::Prefix;
-use crate::redirect::{InboundPorts, InterceptionMode, OutboundRanges, Redirect};
+use crate::redirect::{InterceptionMode, Redirect, Traffic};
 
 /// Fixed ports and marks of Istio's sidecar data plane.
 pub mod consts {
@@ -85,30 +85,72 @@ pub enum OwnerGroups {
     Only(Vec<String>),
 }
 
+/// The proxy's identity: whose traffic is the proxy's own, and which
+/// processes' outbound traffic is captured at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyIdentity {
+    /// Proxy uids and gids, as the rule text spells them.
+    pub uids: Vec<String>,
+    pub gids: Vec<String>,
+    pub owner_groups: OwnerGroups,
+}
+
+/// One owner match of the proxy, with its spelling in either backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    /// `--uid-owner` or `--gid-owner`.
+    pub iptables: &'static str,
+    /// `skuid` or `skgid`.
+    pub nft: &'static str,
+    pub id: &'a str,
+    pub is_uid: bool,
+}
+
+impl ProxyIdentity {
+    /// Every uid, then every gid: the order Istio emits owner rules in.
+    pub fn owners(&self) -> impl Iterator<Item = Owner<'_>> {
+        let kinds = [
+            (&self.uids, "--uid-owner", "skuid", true),
+            (&self.gids, "--gid-owner", "skgid", false),
+        ];
+        kinds.into_iter().flat_map(|(ids, iptables, nft, is_uid)| {
+            ids.iter().map(move |id| Owner {
+                iptables,
+                nft,
+                id,
+                is_uid,
+            })
+        })
+    }
+}
+
+/// DNS capture by the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsCapture {
+    /// Redirect DNS to the agent on 15053.
+    pub redirect: bool,
+    /// All DNS, not only the listed servers (always equal to `redirect` for pods).
+    pub capture_all: bool,
+    /// Nameservers whose traffic is captured when not capturing all DNS,
+    /// spelled as they appear in the rules (`/32` or `/128` is appended).
+    pub servers_v4: Vec<String>,
+    pub servers_v6: Vec<String>,
+}
+
+impl DnsCapture {
+    /// Whether any DNS rule is emitted: redirecting with nothing to capture is a no-op.
+    pub fn is_active(&self) -> bool {
+        self.redirect && (self.capture_all || !self.servers_v4.is_empty() || !self.servers_v6.is_empty())
+    }
+}
+
 /// The complete input of the rule plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureConfig {
     pub mode: InterceptionMode,
-    pub include_inbound_ports: InboundPorts,
-    pub exclude_inbound_ports: Vec<u16>,
-    pub include_outbound_ports: Vec<u16>,
-    pub exclude_outbound_ports: Vec<u16>,
-    pub include_outbound_ranges: OutboundRanges,
-    pub exclude_outbound_ranges: Vec<Prefix>,
-    pub exclude_interfaces: Vec<String>,
-    pub reroute_interfaces: Vec<String>,
-    /// Proxy uids and gids, as the rule text spells them.
-    pub proxy_uids: Vec<String>,
-    pub proxy_gids: Vec<String>,
-    pub owner_groups: OwnerGroups,
-    /// Redirect DNS to the agent on 15053.
-    pub redirect_dns: bool,
-    /// All DNS, not only the listed servers (always equal to `redirect_dns` for pods).
-    pub capture_all_dns: bool,
-    /// Nameservers whose traffic is captured when not capturing all DNS,
-    /// spelled as they appear in the rules (`/32` or `/128` is appended).
-    pub dns_servers_v4: Vec<String>,
-    pub dns_servers_v6: Vec<String>,
+    pub traffic: Traffic,
+    pub proxy: ProxyIdentity,
+    pub dns: DnsCapture,
     pub drop_invalid: bool,
     /// Also generate and apply IPv6 rules.
     pub enable_ipv6: bool,
@@ -130,24 +172,19 @@ impl CaptureConfig {
                 value: loopback.to_string(),
                 reason,
             })?;
-        let owner_groups = owner_groups(&node.owner_groups_include, &node.owner_groups_exclude)?;
         Ok(CaptureConfig {
             mode: redirect.mode,
-            include_inbound_ports: redirect.include_inbound_ports.clone(),
-            exclude_inbound_ports: redirect.exclude_inbound_ports.clone(),
-            include_outbound_ports: redirect.include_outbound_ports.clone(),
-            exclude_outbound_ports: redirect.exclude_outbound_ports.clone(),
-            include_outbound_ranges: redirect.include_outbound_ranges.clone(),
-            exclude_outbound_ranges: redirect.exclude_outbound_ranges.clone(),
-            exclude_interfaces: redirect.exclude_interfaces.clone(),
-            reroute_interfaces: redirect.reroute_interfaces.clone(),
-            proxy_uids: vec![redirect.proxy_uid.to_string()],
-            proxy_gids: vec![redirect.proxy_gid.to_string()],
-            owner_groups,
-            redirect_dns: redirect.dns_capture,
-            capture_all_dns: redirect.dns_capture,
-            dns_servers_v4: Vec::new(),
-            dns_servers_v6: Vec::new(),
+            traffic: redirect.traffic.clone(),
+            proxy: ProxyIdentity {
+                uids: vec![redirect.proxy_uid.to_string()],
+                gids: vec![redirect.proxy_gid.to_string()],
+                owner_groups: owner_groups(&node.owner_groups_include, &node.owner_groups_exclude)?,
+            },
+            dns: DnsCapture {
+                redirect: redirect.dns_capture,
+                capture_all: redirect.dns_capture,
+                ..DnsCapture::default()
+            },
             drop_invalid: redirect.invalid_drop,
             enable_ipv6,
             ipv4_loopback,
@@ -159,21 +196,13 @@ impl CaptureConfig {
     pub fn builder_default() -> CaptureConfig {
         CaptureConfig {
             mode: InterceptionMode::Redirect,
-            include_inbound_ports: InboundPorts::Only(Vec::new()),
-            exclude_inbound_ports: Vec::new(),
-            include_outbound_ports: Vec::new(),
-            exclude_outbound_ports: Vec::new(),
-            include_outbound_ranges: OutboundRanges::Only(Vec::new()),
-            exclude_outbound_ranges: Vec::new(),
-            exclude_interfaces: Vec::new(),
-            reroute_interfaces: Vec::new(),
-            proxy_uids: vec!["1337".into()],
-            proxy_gids: vec!["1337".into()],
-            owner_groups: OwnerGroups::AllExcept(Vec::new()),
-            redirect_dns: false,
-            capture_all_dns: false,
-            dns_servers_v4: Vec::new(),
-            dns_servers_v6: Vec::new(),
+            traffic: Traffic::nothing(),
+            proxy: ProxyIdentity {
+                uids: vec!["1337".into()],
+                gids: vec!["1337".into()],
+                owner_groups: OwnerGroups::AllExcept(Vec::new()),
+            },
+            dns: DnsCapture::default(),
             drop_invalid: false,
             enable_ipv6: false,
             ipv4_loopback: Prefix {
@@ -185,7 +214,7 @@ impl CaptureConfig {
 
     /// TPROXY needs a policy route (`fwmark 1337 lookup 133`) when inbound is captured.
     pub fn needs_tproxy_routes(&self) -> bool {
-        self.mode == InterceptionMode::Tproxy && self.include_inbound_ports != InboundPorts::Only(Vec::new())
+        self.mode == InterceptionMode::Tproxy && self.traffic.captures_inbound()
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::route::{RouteScope, RouteType};
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
@@ -165,20 +165,14 @@ impl Netlink {
 
     fn add_local_default_route(&self, family: &IpVersion, lo: u32) -> Result<bool, NetlinkError> {
         let message = match family {
-            IpVersion::V4 => RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-                .output_interface(lo)
-                .table_id(TPROXY_TABLE)
-                .kind(RouteType::Local)
-                .scope(RouteScope::Host)
-                .build(),
-            IpVersion::V6 => RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-                .output_interface(lo)
-                .table_id(TPROXY_TABLE)
-                .kind(RouteType::Local)
-                .scope(RouteScope::Host)
-                .build(),
+            IpVersion::V4 => local_default_route(
+                lo,
+                RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0),
+            ),
+            IpVersion::V6 => local_default_route(
+                lo,
+                RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(Ipv6Addr::UNSPECIFIED, 0),
+            ),
         };
         let result = self.rt.block_on(self.handle.route().add(message).execute());
         ignore_exists(result).map_err(|source| {
@@ -222,6 +216,17 @@ fn family_name(family: &IpVersion) -> &'static str {
         IpVersion::V4 => "IPv4",
         IpVersion::V6 => "IPv6",
     }
+}
+
+/// `local default dev lo table 133`; `to_default` is the family's builder
+/// with the default destination set (that setter is typed per family).
+fn local_default_route<T>(lo: u32, to_default: RouteMessageBuilder<T>) -> RouteMessage {
+    to_default
+        .output_interface(lo)
+        .table_id(TPROXY_TABLE)
+        .kind(RouteType::Local)
+        .scope(RouteScope::Host)
+        .build()
 }
 
 /// Maps "already exists" to `Ok(false)` and success to `Ok(true)`.

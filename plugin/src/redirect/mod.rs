@@ -66,19 +66,47 @@ pub enum OutboundRanges {
     Only(Vec<Prefix>),
 }
 
-/// A validated redirect for one pod.
+/// Which traffic is captured: the ports, destinations and interfaces a pod
+/// selects. The rule plan takes it over unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redirect {
-    pub mode: InterceptionMode,
+pub struct Traffic {
     pub include_outbound_ranges: OutboundRanges,
     pub exclude_outbound_ranges: Vec<Prefix>,
     pub include_inbound_ports: InboundPorts,
-    /// Already merged with 15020, 15021 and 15090.
+    /// For a pod, already merged with 15020, 15021 and 15090.
     pub exclude_inbound_ports: Vec<u16>,
     pub include_outbound_ports: Vec<u16>,
     pub exclude_outbound_ports: Vec<u16>,
     pub exclude_interfaces: Vec<String>,
     pub reroute_interfaces: Vec<String>,
+}
+
+impl Traffic {
+    /// Selects nothing: no inbound ports, no outbound ranges, no exclusions.
+    pub fn nothing() -> Traffic {
+        Traffic {
+            include_outbound_ranges: OutboundRanges::Only(Vec::new()),
+            exclude_outbound_ranges: Vec::new(),
+            include_inbound_ports: InboundPorts::Only(Vec::new()),
+            exclude_inbound_ports: Vec::new(),
+            include_outbound_ports: Vec::new(),
+            exclude_outbound_ports: Vec::new(),
+            exclude_interfaces: Vec::new(),
+            reroute_interfaces: Vec::new(),
+        }
+    }
+
+    /// Whether any inbound port is captured (an empty include list captures none).
+    pub fn captures_inbound(&self) -> bool {
+        self.include_inbound_ports != InboundPorts::Only(Vec::new())
+    }
+}
+
+/// A validated redirect for one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub mode: InterceptionMode,
+    pub traffic: Traffic,
     pub proxy_uid: u32,
     pub proxy_gid: u32,
     /// `ISTIO_META_DNS_CAPTURE`: redirect all DNS to the agent on 15053.
@@ -188,14 +216,16 @@ impl Redirect {
 
         Ok(Redirect {
             mode,
-            include_outbound_ranges,
-            exclude_outbound_ranges,
-            include_inbound_ports,
-            exclude_inbound_ports,
-            include_outbound_ports,
-            exclude_outbound_ports,
-            exclude_interfaces,
-            reroute_interfaces,
+            traffic: Traffic {
+                include_outbound_ranges,
+                exclude_outbound_ranges,
+                include_inbound_ports,
+                exclude_inbound_ports,
+                include_outbound_ports,
+                exclude_outbound_ports,
+                exclude_interfaces,
+                reroute_interfaces,
+            },
             proxy_uid,
             proxy_gid,
             dns_capture,
@@ -312,12 +342,12 @@ mod tests {
     fn defaults_match_istio() {
         let r = redirect(&[]);
         assert_eq!(r.mode, InterceptionMode::Redirect);
-        assert_eq!(r.include_outbound_ranges, OutboundRanges::All);
-        assert!(r.exclude_outbound_ranges.is_empty());
-        assert_eq!(r.include_inbound_ports, InboundPorts::All);
-        assert_eq!(r.exclude_inbound_ports, vec![15020, 15021, 15090]);
-        assert!(r.include_outbound_ports.is_empty());
-        assert_eq!(r.exclude_outbound_ports, vec![15020]);
+        assert_eq!(r.traffic.include_outbound_ranges, OutboundRanges::All);
+        assert!(r.traffic.exclude_outbound_ranges.is_empty());
+        assert_eq!(r.traffic.include_inbound_ports, InboundPorts::All);
+        assert_eq!(r.traffic.exclude_inbound_ports, vec![15020, 15021, 15090]);
+        assert!(r.traffic.include_outbound_ports.is_empty());
+        assert_eq!(r.traffic.exclude_outbound_ports, vec![15020]);
         assert_eq!((r.proxy_uid, r.proxy_gid), (1337, 1337));
         assert!(!r.dns_capture && !r.dual_stack && !r.invalid_drop);
     }
@@ -332,18 +362,25 @@ mod tests {
         ];
         for (value, expected) in cases {
             let r = redirect(&[(keys::EXCLUDE_INBOUND_PORTS, value)]);
-            assert_eq!(&r.exclude_inbound_ports, expected, "excludeInboundPorts={value:?}");
+            assert_eq!(
+                &r.traffic.exclude_inbound_ports, expected,
+                "excludeInboundPorts={value:?}"
+            );
         }
     }
 
     #[test]
     fn excluded_outbound_ports_replace_the_default() {
         assert_eq!(
-            redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")]).exclude_outbound_ports,
+            redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "")])
+                .traffic
+                .exclude_outbound_ports,
             Vec::<u16>::new()
         );
         assert_eq!(
-            redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "5555,6666")]).exclude_outbound_ports,
+            redirect(&[(keys::EXCLUDE_OUTBOUND_PORTS, "5555,6666")])
+                .traffic
+                .exclude_outbound_ports,
             vec![5555, 6666]
         );
     }
@@ -351,11 +388,15 @@ mod tests {
     #[test]
     fn empty_include_inbound_means_no_inbound_capture() {
         assert_eq!(
-            redirect(&[(keys::INCLUDE_INBOUND_PORTS, "")]).include_inbound_ports,
+            redirect(&[(keys::INCLUDE_INBOUND_PORTS, "")])
+                .traffic
+                .include_inbound_ports,
             InboundPorts::Only(vec![])
         );
         assert_eq!(
-            redirect(&[(keys::INCLUDE_INBOUND_PORTS, " * ")]).include_inbound_ports,
+            redirect(&[(keys::INCLUDE_INBOUND_PORTS, " * ")])
+                .traffic
+                .include_inbound_ports,
             InboundPorts::All
         );
     }
@@ -408,7 +449,7 @@ mod tests {
             (keys::INCLUDE_INBOUND_PORTS, "8080"),
             (keys::EXCLUDE_INBOUND_PORTS, "*"),
         ]);
-        assert_eq!(r.include_inbound_ports, InboundPorts::Only(vec![8080]));
+        assert_eq!(r.traffic.include_inbound_ports, InboundPorts::Only(vec![8080]));
     }
 
     #[test]
@@ -417,15 +458,15 @@ mod tests {
             (keys::REROUTE_VIRTUAL_INTERFACES, "net1"),
             (keys::KUBEVIRT_INTERFACES, "old0"),
         ]);
-        assert_eq!(both.reroute_interfaces, vec!["net1"]);
+        assert_eq!(both.traffic.reroute_interfaces, vec!["net1"]);
         let old = redirect(&[(keys::KUBEVIRT_INTERFACES, "old0, old1")]);
-        assert_eq!(old.reroute_interfaces, vec!["old0", "old1"]);
+        assert_eq!(old.traffic.reroute_interfaces, vec!["old0", "old1"]);
         // An empty new annotation still wins over the deprecated one.
         let empty = redirect(&[
             (keys::REROUTE_VIRTUAL_INTERFACES, ""),
             (keys::KUBEVIRT_INTERFACES, "old0"),
         ]);
-        assert!(empty.reroute_interfaces.is_empty());
+        assert!(empty.traffic.reroute_interfaces.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::{Chain, Family, Position, Rule, Table};
 use crate::capture::consts::*;
-use crate::capture::{CaptureConfig, OwnerGroups};
+use crate::capture::{CaptureConfig, Owner, OwnerGroups};
 use crate::redirect::{InboundPorts, InterceptionMode, OutboundRanges, Prefix};
 
 use Chain::*;
@@ -26,13 +26,15 @@ struct Builder {
 }
 
 impl Builder {
+    /// Records one rule; `nft` is `None` where the nft table needs no rule
+    /// of its own (one inet rule serves both families).
     fn push(
         &mut self,
         table: Table,
         chain: Chain,
         position: Position,
         family: Family,
-        ipt: Option<String>,
+        ipt: impl Into<String>,
         nft: Option<String>,
     ) {
         if family == Family::V6 && !self.enable_ipv6 {
@@ -43,7 +45,7 @@ impl Builder {
             chain,
             position,
             family,
-            iptables: ipt,
+            iptables: Some(ipt.into()),
             nft,
         });
     }
@@ -55,14 +57,7 @@ impl Builder {
 
     /// Appends a rule for one family.
     fn add_only(&mut self, family: Family, table: Table, chain: Chain, ipt: impl Into<String>, nft: impl Into<String>) {
-        self.push(
-            table,
-            chain,
-            Position::Append,
-            family,
-            Some(ipt.into()),
-            Some(nft.into()),
-        );
+        self.push(table, chain, Position::Append, family, ipt, Some(nft.into()));
     }
 
     fn insert(
@@ -74,14 +69,7 @@ impl Builder {
         ipt: impl Into<String>,
         nft: impl Into<String>,
     ) {
-        self.push(
-            table,
-            chain,
-            Position::Insert(at),
-            family,
-            Some(ipt.into()),
-            Some(nft.into()),
-        );
+        self.push(table, chain, Position::Insert(at), family, ipt, Some(nft.into()));
     }
 
     /// A rule written once per family with that family's literal: the IPv4
@@ -100,7 +88,7 @@ impl Builder {
             (Family::V6, Fam { ip: "ip6", addr: v6 }),
         ] {
             let (ipt, nft) = rule(&fam);
-            self.push(table, chain, position, family, Some(ipt), Some(nft));
+            self.push(table, chain, position, family, ipt, Some(nft));
         }
     }
 }
@@ -136,8 +124,9 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
     let l4 = loopback.as_str();
     let tproxy = cfg.mode == InterceptionMode::Tproxy;
 
-    let exclude = Ranges::split(&cfg.exclude_outbound_ranges);
-    let include = match &cfg.include_outbound_ranges {
+    let traffic = &cfg.traffic;
+    let exclude = Ranges::split(&traffic.exclude_outbound_ranges);
+    let include = match &traffic.include_outbound_ranges {
         OutboundRanges::All => Ranges {
             wildcard: true,
             v4: Vec::new(),
@@ -145,13 +134,12 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
         },
         OutboundRanges::Only(list) => Ranges::split(list),
     };
-    let redirect_dns =
-        cfg.redirect_dns && (cfg.capture_all_dns || !cfg.dns_servers_v4.is_empty() || !cfg.dns_servers_v6.is_empty());
+    let redirect_dns = cfg.dns.is_active();
 
     // Interfaces whose traffic bypasses the proxy entirely.
     let exclude_tables: &[Table] = if tproxy { &[Nat, Mangle] } else { &[Nat] };
     for &table in exclude_tables {
-        for x in &cfg.exclude_interfaces {
+        for x in &traffic.exclude_interfaces {
             b.add(
                 table,
                 Prerouting,
@@ -166,7 +154,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
             );
         }
     }
-    for x in &cfg.reroute_interfaces {
+    for x in &traffic.reroute_interfaces {
         b.insert(
             Family::Both,
             Nat,
@@ -210,7 +198,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
     inbound(&mut b, cfg, l4);
 
     b.add(Nat, Output, "-j ISTIO_OUTPUT", "counter jump istio-output");
-    for p in &cfg.exclude_outbound_ports {
+    for p in &traffic.exclude_outbound_ports {
         b.add(
             Nat,
             IstioOutput,
@@ -240,20 +228,36 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
 
     // The proxy's own traffic: loopback self-calls go to inbound capture,
     // everything else it sends leaves uncaptured.
-    let owners = cfg.proxy_uids.iter().map(|u| ("--uid-owner", "skuid", u, true));
-    let owners = owners.chain(cfg.proxy_gids.iter().map(|g| ("--gid-owner", "skgid", g, false)));
-    for (ipt_owner, nft_owner, id, is_uid) in owners {
+    for Owner {
+        iptables,
+        nft,
+        id,
+        is_uid,
+    } in cfg.proxy.owners()
+    {
         // Istio never uses the DNS form of the self-call rule for gids.
         let dns_form = redirect_dns && is_uid;
         b.versioned(Nat, IstioOutput, Position::Append, l4, LOOPBACK_V6, |f| {
             let (ipt_ports, nft_ports) = if dns_form {
-                (format!("-m multiport ! --dports 53,{INBOUND_TUNNEL_PORT}"), format!("tcp dport != {{ 53, {INBOUND_TUNNEL_PORT} }}"))
+                (
+                    format!("-m multiport ! --dports 53,{INBOUND_TUNNEL_PORT}"),
+                    format!("tcp dport != {{ 53, {INBOUND_TUNNEL_PORT} }}"),
+                )
             } else {
-                (format!("! --dport {INBOUND_TUNNEL_PORT}"), format!("tcp dport != {INBOUND_TUNNEL_PORT}"))
+                (
+                    format!("! --dport {INBOUND_TUNNEL_PORT}"),
+                    format!("tcp dport != {INBOUND_TUNNEL_PORT}"),
+                )
             };
             (
-                format!("-o lo ! -d {} -p tcp {ipt_ports} -m owner {ipt_owner} {id} -j ISTIO_IN_REDIRECT", f.addr),
-                format!("oifname lo meta l4proto tcp {} daddr != {} {nft_ports} {nft_owner} {id} counter jump istio-in-redirect", f.ip, f.addr),
+                format!(
+                    "-o lo ! -d {} -p tcp {ipt_ports} -m owner {iptables} {id} -j ISTIO_IN_REDIRECT",
+                    f.addr
+                ),
+                format!(
+                    "oifname lo meta l4proto tcp {} daddr != {} {nft_ports} {nft} {id} counter jump istio-in-redirect",
+                    f.ip, f.addr
+                ),
             )
         });
         if !include.has_loopback() {
@@ -261,27 +265,27 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
                 b.add(
                     Nat,
                     IstioOutput,
-                    format!("-o lo -p tcp ! --dport 53 -m owner ! {ipt_owner} {id} -j RETURN"),
-                    format!("oifname lo meta l4proto tcp tcp dport != 53 {nft_owner} != {id} counter return"),
+                    format!("-o lo -p tcp ! --dport 53 -m owner ! {iptables} {id} -j RETURN"),
+                    format!("oifname lo meta l4proto tcp tcp dport != 53 {nft} != {id} counter return"),
                 );
             } else {
                 b.add(
                     Nat,
                     IstioOutput,
-                    format!("-o lo -m owner ! {ipt_owner} {id} -j RETURN"),
-                    format!("oifname lo {nft_owner} != {id} counter return"),
+                    format!("-o lo -m owner ! {iptables} {id} -j RETURN"),
+                    format!("oifname lo {nft} != {id} counter return"),
                 );
             }
         }
         b.add(
             Nat,
             IstioOutput,
-            format!("-m owner {ipt_owner} {id} -j RETURN"),
-            format!("{nft_owner} {id} counter return"),
+            format!("-m owner {iptables} {id} -j RETURN"),
+            format!("{nft} {id} counter return"),
         );
     }
 
-    match &cfg.owner_groups {
+    match &cfg.proxy.owner_groups {
         OwnerGroups::AllExcept(groups) => {
             for g in groups {
                 b.add(
@@ -325,7 +329,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
             );
         }
     }
-    for p in &cfg.include_outbound_ports {
+    for p in &traffic.include_outbound_ports {
         b.add(
             Nat,
             IstioOutput,
@@ -336,7 +340,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
 
     if include.wildcard {
         b.add(Nat, IstioOutput, "-j ISTIO_REDIRECT", "counter jump istio-redirect");
-        for x in &cfg.reroute_interfaces {
+        for x in &traffic.reroute_interfaces {
             b.insert(
                 Family::Both,
                 Nat,
@@ -349,7 +353,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
     } else {
         for (family, ip, list) in [(Family::V4, "ip", &include.v4), (Family::V6, "ip6", &include.v6)] {
             for c in list {
-                for x in &cfg.reroute_interfaces {
+                for x in &traffic.reroute_interfaces {
                     b.insert(
                         family,
                         Nat,
@@ -378,7 +382,7 @@ pub fn plan(cfg: &CaptureConfig) -> Vec<Rule> {
 
 /// Inbound capture (docs/plugin.md#inbound-capture): nothing when the include list is empty.
 fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
-    if cfg.include_inbound_ports == InboundPorts::Only(Vec::new()) {
+    if !cfg.traffic.captures_inbound() {
         return;
     }
     let tproxy = cfg.mode == InterceptionMode::Tproxy;
@@ -406,9 +410,9 @@ fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
         "-p tcp -j ISTIO_INBOUND",
         "meta l4proto tcp counter jump istio-inbound",
     );
-    match &cfg.include_inbound_ports {
+    match &cfg.traffic.include_inbound_ports {
         InboundPorts::All => {
-            for p in &cfg.exclude_inbound_ports {
+            for p in &cfg.traffic.exclude_inbound_ports {
                 b.add(
                     table,
                     IstioInbound,
@@ -471,8 +475,8 @@ fn inbound(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
 /// DNS capture (docs/plugin.md#dns-capture): redirect to the agent on 15053, and conntrack zones
 /// that keep the proxy's upstream queries apart from the app's.
 fn dns(b: &mut Builder, cfg: &CaptureConfig) {
-    let (v4, v6) = (&cfg.dns_servers_v4, &cfg.dns_servers_v6);
-    let all = cfg.capture_all_dns;
+    let (v4, v6) = (&cfg.dns.servers_v4, &cfg.dns.servers_v6);
+    let all = cfg.dns.capture_all;
     b.add(Raw, Output, "-j ISTIO_OUTPUT_DNS", "counter jump istio-output-dns");
     // iptables jumps per family that has servers; nft has one inet jump.
     let jump_family = match (all || !v4.is_empty(), all || !v6.is_empty()) {
@@ -530,19 +534,18 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
         }
     }
 
-    let owners = cfg.proxy_uids.iter().map(|u| ("--uid-owner", "skuid", u));
-    for (ipt_owner, nft_owner, id) in owners.chain(cfg.proxy_gids.iter().map(|g| ("--gid-owner", "skgid", g))) {
+    for Owner { iptables, nft, id, .. } in cfg.proxy.owners() {
         b.add(
             Raw,
             IstioOutputDns,
-            format!("-p udp --dport 53 -m owner {ipt_owner} {id} -j CT --zone 1"),
-            format!("udp dport 53 meta {nft_owner} {id} counter ct zone set 1"),
+            format!("-p udp --dport 53 -m owner {iptables} {id} -j CT --zone 1"),
+            format!("udp dport 53 meta {nft} {id} counter ct zone set 1"),
         );
         b.add(
             Raw,
             IstioOutputDns,
-            format!("-p udp --sport {DNS_AGENT_PORT} -m owner {ipt_owner} {id} -j CT --zone 2"),
-            format!("udp sport {DNS_AGENT_PORT} meta {nft_owner} {id} counter ct zone set 2"),
+            format!("-p udp --sport {DNS_AGENT_PORT} -m owner {iptables} {id} -j CT --zone 2"),
+            format!("udp sport {DNS_AGENT_PORT} meta {nft} {id} counter ct zone set 2"),
         );
     }
 
@@ -568,14 +571,7 @@ fn dns(b: &mut Builder, cfg: &CaptureConfig) {
         }
         // nft has a single prerouting jump for both families.
         let nft_jump = (family == Family::V4 || v4.is_empty()).then(|| "counter jump istio-inbound".to_string());
-        b.push(
-            Raw,
-            Prerouting,
-            Position::Append,
-            family,
-            Some("-j ISTIO_INBOUND".into()),
-            nft_jump,
-        );
+        b.push(Raw, Prerouting, Position::Append, family, "-j ISTIO_INBOUND", nft_jump);
         for s in list {
             b.add_only(
                 family,
@@ -610,16 +606,15 @@ fn tproxy_tail(b: &mut Builder, cfg: &CaptureConfig, l4: &str) {
         format!("-p tcp -o lo -m mark --mark {TPROXY_MARK} -j RETURN"),
         format!("oifname lo meta l4proto tcp mark {TPROXY_MARK} counter return"),
     );
-    let owners = cfg.proxy_uids.iter().map(|u| ("--uid-owner", "skuid", u));
-    for (ipt_owner, nft_owner, id) in owners.chain(cfg.proxy_gids.iter().map(|g| ("--gid-owner", "skgid", g))) {
+    for Owner { iptables, nft, id, .. } in cfg.proxy.owners() {
         b.versioned(Mangle, Output, Position::Append, l4, LOOPBACK_V6, |f| {
             (
                 format!(
-                    "! -d {} -p tcp -o lo -m owner {ipt_owner} {id} -j MARK --set-mark {OUTBOUND_MARK}",
+                    "! -d {} -p tcp -o lo -m owner {iptables} {id} -j MARK --set-mark {OUTBOUND_MARK}",
                     f.addr
                 ),
                 format!(
-                    "oifname lo meta l4proto tcp {} daddr != {} {nft_owner} {id} counter meta mark set {OUTBOUND_MARK}",
+                    "oifname lo meta l4proto tcp {} daddr != {} {nft} {id} counter meta mark set {OUTBOUND_MARK}",
                     f.ip, f.addr
                 ),
             )

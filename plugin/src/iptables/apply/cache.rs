@@ -181,13 +181,7 @@ pub fn boot_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("istio-cni-xtcache-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use testkit::Scratch;
 
     fn fake_bins(dir: &Path) -> Runner {
         use std::os::unix::fs::PermissionsExt;
@@ -201,7 +195,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_a_changed_binary_misses() {
-        let dir = temp("roundtrip");
+        let dir = Scratch::new("xtcache-roundtrip");
         let runner = fake_bins(&dir);
         let key = BinaryKey::of(&runner, "iptables-nft").expect("both binaries found");
         let cache = VersionCache::at(dir.join(DIR_NAME));
@@ -218,12 +212,11 @@ mod tests {
         let replaced = BinaryKey::of(&runner, "iptables-nft").unwrap();
         assert_ne!(replaced, key);
         assert_eq!(cache.load(&replaced), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn bad_entries_are_misses_and_no_dir_is_never_created() {
-        let dir = temp("bad");
+        let dir = Scratch::new("xtcache-bad");
         let runner = fake_bins(&dir);
         let key = BinaryKey::of(&runner, "iptables-nft").unwrap();
         let cache = VersionCache::at(dir.join(DIR_NAME));
@@ -244,6 +237,5 @@ mod tests {
         nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert_eq!(cache.load(&key), None);
         assert!(read_small(Path::new("/dev/zero")).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -378,33 +378,13 @@ COMMIT
 
     #[test]
     fn combine_counts_residue_only_where_rules_are_planned() {
-        let clean = Verdict {
-            residue: true,
-            delta: false,
-        };
-        let stale_v6 = Verdict {
-            residue: true,
-            delta: true,
-        };
-        let none = Verdict {
-            residue: false,
-            delta: true,
-        };
-        assert_eq!(
-            combine(&[(clean, true), (none, false)]),
-            Verdict {
-                residue: true,
-                delta: true
-            }
-        );
+        let verdict = |residue, delta| Verdict { residue, delta };
+        let clean = verdict(true, false);
+        let stale_v6 = verdict(true, true);
+        let none = verdict(false, true);
+        assert_eq!(combine(&[(clean, true), (none, false)]), verdict(true, true));
         assert_eq!(combine(&[(clean, true), (clean, false)]), clean);
-        assert_eq!(
-            combine(&[(none, true), (stale_v6, false)]),
-            Verdict {
-                residue: false,
-                delta: true
-            }
-        );
+        assert_eq!(combine(&[(none, true), (stale_v6, false)]), verdict(false, true));
         assert_eq!(combine(&[(clean, true), (stale_v6, true)]), stale_v6);
     }
 
