@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use istio_cni_kind::cni::version::{SUPPORTED, at_least};
 use istio_cni_kind::cni::{NetworkConfigList, PluginConf, PodRef, Runner, RuntimeConf, VersionInfo, request};
 use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, Node, NodeSpec, PodSandbox};
-use istio_cni_scenarios::scratch::ScratchDir;
 use serde_json::{Map, Value};
+use testkit::Scratch;
 
 use crate::compare::convert_result;
 use crate::invoke::Invocation;
@@ -41,7 +41,7 @@ pub const IFNAME: &str = "eth0";
 struct Env {
     net: ClusterNetwork,
     _harness_ns: Netns,
-    scratch: ScratchDir,
+    scratch: Scratch,
 }
 
 /// A recorded invocation of the plugin under test.
@@ -414,7 +414,7 @@ fn first_node(net: &ClusterNetwork) -> Result<&Node, String> {
 }
 
 fn create_env(opts: &SuiteOptions) -> Result<Env, String> {
-    let scratch = ScratchDir::create("istio-cni-conformance").map_err(|e| e.to_string())?;
+    let scratch = Scratch::create("istio-cni-conformance").map_err(|e| e.to_string())?;
     let harness_ns = Netns::create(&scratch.path().join("harness-netns"))
         .map_err(|e| format!("creating the harness network namespace: {e}"))?;
     let config = ClusterConfig {

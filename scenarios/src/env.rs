@@ -18,8 +18,8 @@ use istio_cni_kind::cluster::{Cluster, ClusterSpec, Reaper, Target as ClusterTar
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
 use crate::scenario::Stop;
-use crate::scratch::ScratchDir;
 use crate::system::System;
+use testkit::Scratch;
 
 /// Picks the Kubernetes version (the pinned `kindest/node` image) of kind
 /// clusters, `1.33` or `v1.32`: the second axis of a CI matrix, which passes
@@ -229,7 +229,7 @@ impl Env {
             return Ok(table.clone());
         }
         let guard = Arc::new(
-            ScratchDir::create("istio-cni-agent-image")
+            Scratch::create("istio-cni-agent-image")
                 .map_err(|e| Stop::Fail(format!("laying out the agent image: {e}")))?,
         );
         let dir = guard.path();

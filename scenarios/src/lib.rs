@@ -14,7 +14,6 @@
 //! error    why a body stops (Stop) and what failed under it (Error), causes kept
 //! failure  one-line reasons and the details under them (rules diffs, logs, counted events)
 //! save     iptables-save dumps table by table, without comments and counters, for comparing
-//! scratch  temp directories removed on drop (helm's home, image layouts, the conformance node)
 //! families cni, race, skew, snapshot, platform, lifecycle (upgrade, scale-out, job)
 //! ```
 
@@ -28,7 +27,6 @@ pub mod harness;
 pub mod nodefiles;
 pub mod save;
 pub mod scenario;
-pub mod scratch;
 pub mod system;
 
 pub mod cni;

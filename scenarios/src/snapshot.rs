@@ -41,8 +41,8 @@ use crate::daemonset::{AgentPods, DaemonSetAgent};
 use crate::env::Env;
 use crate::error::Context;
 use crate::scenario::{Outcome, Record, Scenario, Stop};
-use crate::scratch::ScratchDir;
 use crate::system::Install;
+use testkit::Scratch;
 
 /// The diagnostics block holding a passed scenario's normalized rules.
 pub const SNAPSHOT_DIAG: &str = "snapshot";
@@ -413,7 +413,7 @@ fn run_runnable(env: &Env, backend: RuleBackend, family: Family, sets: &[Annotat
 /// A legacy-only iptables install: `iptables*`/`ip6tables*` as
 /// `xtables-legacy-multi`, in a directory of its own (removed on drop).
 struct LegacyTools {
-    dir: ScratchDir,
+    dir: Scratch,
 }
 
 impl LegacyTools {
@@ -425,7 +425,7 @@ impl LegacyTools {
         else {
             return Ok(None);
         };
-        let dir = ScratchDir::create("istio-cni-legacy-node").context("the legacy iptables tools")?;
+        let dir = Scratch::create("istio-cni-legacy-node").context("the legacy iptables tools")?;
         for family in ["iptables", "ip6tables"] {
             for tool in ["", "-save", "-restore"] {
                 std::os::unix::fs::symlink(&multi, dir.path().join(format!("{family}{tool}")))

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::scenario::Stop;
-use crate::scratch::ScratchDir;
+use testkit::Scratch;
 
 /// Where the agent's manifests come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -342,7 +342,7 @@ fn helm_template(dir: &Path, values: &[PathBuf], set: &[String], install: &Insta
             dir.display()
         ))
     })?;
-    let home = ScratchDir::create("istio-cni-helm").map_err(|e| Stop::Fail(e.to_string()))?;
+    let home = Scratch::create("istio-cni-helm").map_err(|e| Stop::Fail(e.to_string()))?;
     let scratch = home.path();
     let mut cmd = Command::new(helm);
     cmd.args(["template", "istio-cni"])

@@ -14,14 +14,34 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// A new directory under the temp dir whose name carries `label`.
+    /// A new directory under the temp dir whose name carries `label`; panics
+    /// when it cannot be created (for tests).
     pub fn new(label: &str) -> Scratch {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let label = label.replace("::", "-").replace('/', "-");
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let path = std::env::temp_dir().join(format!("istio-cni-test-{}-{n}-{label}", std::process::id()));
+        Scratch::at(path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A new directory `<prefix>-<pid>-<n>` under the temp dir, for code that
+    /// reports failures instead of panicking (the scenario runner's work
+    /// dirs). The error names the directory.
+    pub fn create(prefix: &str) -> std::io::Result<Scratch> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        Scratch::at(std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id())))
+    }
+
+    /// Creates `path` empty: a leftover of an earlier process with the same
+    /// pid is removed first.
+    fn at(path: PathBuf) -> std::io::Result<Scratch> {
         let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        Scratch { path }
+        match std::fs::create_dir_all(&path) {
+            Ok(()) => Ok(Scratch { path }),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", path.display()),
+            )),
+        }
     }
 
     pub fn path(&self) -> &Path {
