@@ -23,12 +23,7 @@ use testkit::pods::{app_restarts, running, validation_exits};
 use testkit::{Need, gate, workspace_bin};
 
 fn injected_pod(name: &str) -> Pod {
-    let text = std::fs::read_to_string(format!(
-        "{}/../plugin/tests/fixtures/pods/injected-classic.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let mut pod: Pod = serde_yaml::from_str(&text).unwrap();
+    let mut pod: Pod = serde_yaml::from_str(testkit::fixtures::INJECTED_CLASSIC).unwrap();
     pod.metadata.name = Some(name.into());
     pod
 }

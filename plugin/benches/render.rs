@@ -10,7 +10,7 @@ use istio_cni::pod::{PodInfo, decide, load_pods};
 use istio_cni::redirect::Redirect;
 use istio_cni::{iptables, nftables};
 
-const BASIC: &str = include_str!("../tests/fixtures/pods/injected-classic.yaml");
+const BASIC: &str = testkit::fixtures::INJECTED_CLASSIC;
 
 fn large_pod() -> String {
     let cidrs: Vec<String> = (0..50).map(|i| format!("10.{i}.0.0/16")).collect();

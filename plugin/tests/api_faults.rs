@@ -36,6 +36,7 @@ use istio_cni_kind::node::Node;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
+use testkit::fixtures::INJECTED_CLASSIC;
 use testkit::{Need, gate};
 
 /// How long one failed ADD may take at most with the plugin's policy: every
@@ -58,20 +59,16 @@ fn plugin_get(ns: &str, name: &str) -> FaultMatch {
     FaultMatch::any().verb("get").resource("pods").namespace(ns).name(name)
 }
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/pods/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
 /// The injected pod Istio's injector makes with CNI on, named `name`.
 fn meshed(name: &str) -> Pod {
-    let mut pod: Value = serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap();
+    let mut pod: Value = serde_yaml::from_str(INJECTED_CLASSIC).unwrap();
     pod["metadata"]["name"] = json!(name);
     serde_json::from_value(pod).unwrap()
 }
 
 /// A meshed-looking pod in kube-system (no validation: it gets no rules).
 fn excluded(name: &str) -> Pod {
-    let mut pod: Value = serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap();
+    let mut pod: Value = serde_yaml::from_str(INJECTED_CLASSIC).unwrap();
     pod["metadata"]["name"] = json!(name);
     pod["metadata"]["namespace"] = json!("kube-system");
     pod["spec"].as_object_mut().unwrap().remove("initContainers");

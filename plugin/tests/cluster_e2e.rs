@@ -21,13 +21,9 @@ use istio_cni_kind::cluster::Cluster;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use testkit::fixtures::{INJECTED_CLASSIC, INJECTED_NATIVE};
 use testkit::pods::{phase, running};
 use testkit::{Need, gate};
-
-/// Istio's images as the harness runs them (see [`ImageTable::istio`]).
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/pods/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
 
 fn create(cluster: &Cluster, ns: &str, pod: Pod) {
     let api: Api<Pod> = Api::namespaced(cluster.client(), ns);
@@ -134,7 +130,7 @@ fn assert_rules_as_rendered(cluster: &Cluster, ns: &str, name: &str, manifest: &
 #[test]
 fn an_injected_pod_is_programmed_and_its_validation_passes() {
     with_cluster("an_injected_pod_is_programmed", |cluster| {
-        let manifest = fixture("injected-classic.yaml");
+        let manifest = INJECTED_CLASSIC.to_owned();
         create(cluster, "default", serde_yaml::from_str(&manifest).unwrap());
         let pod = cluster
             .wait_for_pod("default", "hello", Duration::from_secs(30), running)
@@ -165,7 +161,7 @@ fn unmeshed_and_excluded_pods_get_no_rules() {
         .unwrap();
         create(cluster, "default", plain);
         // A meshed-looking pod in an excluded namespace.
-        let mut excluded: Pod = serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap();
+        let mut excluded: Pod = serde_yaml::from_str(INJECTED_CLASSIC).unwrap();
         excluded.metadata.namespace = Some("kube-system".into());
         excluded.spec.as_mut().unwrap().init_containers = None;
         create(cluster, "kube-system", excluded);
@@ -182,7 +178,7 @@ fn unmeshed_and_excluded_pods_get_no_rules() {
 #[test]
 fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
     with_cluster("bad_annotations_fail_closed", |cluster| {
-        let bad = fixture("injected-classic.yaml").replace(
+        let bad = INJECTED_CLASSIC.replace(
             "    traffic.sidecar.istio.io/excludeInboundPorts: \"15020\"",
             "    traffic.sidecar.istio.io/excludeInboundPorts: \"15020\"\n    traffic.sidecar.istio.io/excludeOutboundPorts: \"*\"",
         );
@@ -211,7 +207,7 @@ fn bad_annotations_and_a_missing_api_fail_closed_with_events() {
 /// The injected classic pod without its validation init container (a
 /// skipped pod gets no rules, so validation would rightly fail), edited.
 fn skipped_variant(name: &str, edit: impl Fn(&mut serde_json::Value)) -> Pod {
-    let mut pod: serde_json::Value = serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap();
+    let mut pod: serde_json::Value = serde_yaml::from_str(INJECTED_CLASSIC).unwrap();
     pod["metadata"]["name"] = json!(name);
     pod["spec"].as_object_mut().unwrap().remove("initContainers");
     edit(&mut pod);
@@ -264,7 +260,7 @@ fn every_skip_reason_leaves_the_pod_alone_and_native_sidecars_are_programmed() {
         for pod in skipped {
             create(cluster, "default", pod);
         }
-        let manifest = fixture("injected-native.yaml");
+        let manifest = INJECTED_NATIVE.to_owned();
         create(cluster, "default", serde_yaml::from_str(&manifest).unwrap());
 
         for name in [
@@ -313,11 +309,7 @@ fn a_meshed_pod_fails_closed_while_the_api_fails() {
         // Only the plugin GETs pods by name (kubelet lists and watches).
         let faults = cluster.local().unwrap().api().faults();
         faults.inject_errors_forever(FaultMatch::any().verb("get").resource("pods").name("hello"), 503);
-        create(
-            cluster,
-            "default",
-            serde_yaml::from_str(&fixture("injected-classic.yaml")).unwrap(),
-        );
+        create(cluster, "default", serde_yaml::from_str(INJECTED_CLASSIC).unwrap());
         assert_sandbox_failed(
             cluster,
             "default",

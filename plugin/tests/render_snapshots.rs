@@ -63,12 +63,11 @@ impl Case {
     }
 
     fn manifest(&self) -> String {
-        let file = match self.base {
-            Base::Classic => "injected-classic.yaml",
-            Base::Native => "injected-native.yaml",
+        let text = match self.base {
+            Base::Classic => testkit::fixtures::INJECTED_CLASSIC,
+            Base::Native => testkit::fixtures::INJECTED_NATIVE,
         };
-        let path = format!("{}/tests/fixtures/pods/{file}", env!("CARGO_MANIFEST_DIR"));
-        let mut pod: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut pod: Value = serde_yaml::from_str(text).unwrap();
         for (k, v) in &self.annotations {
             pod["metadata"]["annotations"][*k] = json!(v);
         }

@@ -54,7 +54,7 @@ use crate::scenario::{Only, Record, Scenario, Step, Stop, skip};
 use crate::system::Install;
 
 /// Istio 1.26's injected pod with Istio CNI (istio-validation, istio-proxy).
-pub(crate) const INJECTED: &str = include_str!("../fixtures/cni/injected-classic.yaml");
+pub(crate) const INJECTED: &str = testkit::fixtures::INJECTED_CLASSIC;
 
 /// How the agent installs its plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

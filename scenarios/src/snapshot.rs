@@ -48,8 +48,8 @@ use testkit::Scratch;
 pub const SNAPSHOT_DIAG: &str = "snapshot";
 const NAMESPACE: &str = "default";
 const NODE: &str = "node-0";
-const CLASSIC: &str = include_str!("../../plugin/tests/fixtures/pods/injected-classic.yaml");
-const NATIVE: &str = include_str!("../../plugin/tests/fixtures/pods/injected-native.yaml");
+const CLASSIC: &str = testkit::fixtures::INJECTED_CLASSIC;
+const NATIVE: &str = testkit::fixtures::INJECTED_NATIVE;
 
 /// Where the rules live and how they are read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

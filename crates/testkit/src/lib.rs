@@ -17,9 +17,11 @@
 //! - [`workspace_bin`]: another package's binary, built when missing;
 //!   [`place_exe`]: an executable put elsewhere, runnable at once.
 //! - [`iptables::rules_by_chain`]: an `iptables-save` table, chain by chain.
+//! - [`fixtures`]: the injected pods the suites program.
 //! - [`pods`]: a pod's phase, its `istio-validation` exits, app restarts.
 
 mod bins;
+pub mod fixtures;
 mod gate;
 pub mod iptables;
 mod kubectl;
