@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use istio_cni_kind::backend::StartError;
 use istio_cni_kind::backend::kind::{KindSpec, PrimaryCni};
-use istio_cni_kind::backend::preflight::{self, MissingTools, NoEngine};
+use istio_cni_kind::backend::preflight;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
 use istio_cni_scenarios::system::{Source, System, SystemError};
@@ -156,15 +157,14 @@ pub enum ArgsError {
     System(#[from] SystemError),
 }
 
-/// Why a kind run cannot start (exit 1).
+/// Why a kind run cannot start (exit 1): its `--cni`, or what the kind
+/// backend checks before it starts (tools, the Docker engine).
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(transparent)]
     Args(#[from] ArgsError),
     #[error(transparent)]
-    Tools(#[from] MissingTools),
-    #[error(transparent)]
-    Engine(#[from] NoEngine),
+    Backend(#[from] StartError),
 }
 
 /// Writing `--junit` or `--report` failed (exit 1).
@@ -626,8 +626,9 @@ fn run_cmd(args: &RunArgs) -> i32 {
 /// missing or the Docker engine does not answer.
 fn kind_preflight(cni: &str) -> Result<(), PreflightError> {
     let spec = KindSpec::new("istio-cni").with_cni(parse_cni(cni)?);
-    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup)?;
-    Ok(preflight::engine("kind", "docker")?)
+    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup).map_err(StartError::from)?;
+    preflight::engine("kind", "docker").map_err(StartError::from)?;
+    Ok(())
 }
 
 /// `--junit` and `--report`.

@@ -68,10 +68,13 @@ pub enum HarnessError {
     Scratch(#[source] std::io::Error),
     #[error("creating the harness network namespace: {0}")]
     HarnessNetns(#[source] NetnsError),
-    #[error("creating the node network: {0}")]
-    Network(#[source] NodeError),
-    #[error("creating the node: {0}")]
-    Node(#[source] NodeError),
+    /// Creating the node network or the node, deleting a sandbox.
+    #[error("{what}: {source}")]
+    Node {
+        what: String,
+        #[source]
+        source: NodeError,
+    },
     #[error("the cluster network has no node")]
     NoNode,
     #[error("replacing {}: {source}", path.display())]
@@ -97,12 +100,13 @@ pub enum HarnessError {
     NoPrimaryEntry,
     #[error("the primary {primary} speaks no version with chaining")]
     NoChainingVersion { primary: &'static str },
-    #[error("deleting sandbox {id}: {source}")]
-    DeleteSandbox {
-        id: String,
-        #[source]
-        source: NodeError,
-    },
+}
+
+impl HarnessError {
+    fn node(what: impl Into<String>) -> impl FnOnce(NodeError) -> HarnessError {
+        let what = what.into();
+        move |source| HarnessError::Node { what, source }
+    }
 }
 
 /// What setup created. Fields drop in order: the cluster network (nodes,
@@ -501,8 +505,9 @@ fn create_env(opts: &SuiteOptions) -> Result<Env, HarnessError> {
         plugins_dir: opts.plugins_dir.clone(),
         ..ClusterConfig::default()
     };
-    let mut net = ClusterNetwork::create(config).map_err(HarnessError::Network)?;
-    net.add_node(NodeSpec::new("node0")).map_err(HarnessError::Node)?;
+    let mut net = ClusterNetwork::create(config).map_err(HarnessError::node("creating the node network"))?;
+    net.add_node(NodeSpec::new("node0"))
+        .map_err(HarnessError::node("creating the node"))?;
     Ok(Env {
         net,
         _harness_ns: harness_ns,
@@ -526,10 +531,7 @@ impl Sandbox<'_> {
         self.h
             .node()
             .delete_pod_netns(&self.pod.id)
-            .map_err(|source| HarnessError::DeleteSandbox {
-                id: self.pod.id.clone(),
-                source,
-            })
+            .map_err(HarnessError::node(format!("deleting sandbox {}", self.pod.id)))
     }
 }
 

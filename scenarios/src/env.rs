@@ -17,9 +17,9 @@ use istio_cni_kind::backend::versions::KubeVersion;
 use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec, Reaper, Target as ClusterTarget};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
-use crate::error::Several;
+use crate::error::{Error, Several};
 use crate::scenario::Stop;
-use crate::system::{System, SystemError};
+use crate::system::System;
 use testkit::Scratch;
 
 /// Picks the Kubernetes version (the pinned `kindest/node` image) of kind
@@ -78,17 +78,6 @@ pub enum BinariesError {
         missing: Vec<(&'static str, &'static str)>,
         status: std::process::ExitStatus,
     },
-}
-
-/// Why a scenario environment could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum EnvError {
-    /// Locating (or building) the workspace binaries.
-    #[error(transparent)]
-    Binaries(#[from] BinariesError),
-    /// Checking the system under test.
-    #[error(transparent)]
-    System(#[from] SystemError),
 }
 
 /// The workspace binaries scenarios install and run.
@@ -166,7 +155,9 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn new(target: Target) -> Result<Env, EnvError> {
+    /// An env on `target`; an [`Error::Binaries`] when the workspace
+    /// binaries are missing and cannot be built.
+    pub fn new(target: Target) -> Result<Env, Error> {
         Ok(Env {
             target,
             bins: Binaries::locate()?,
@@ -177,8 +168,9 @@ impl Env {
         })
     }
 
-    /// The same env deploying `system` (its image entries checked first).
-    pub fn with_system(self, system: System) -> Result<Env, EnvError> {
+    /// The same env deploying `system` (its inputs checked first: an
+    /// [`Error::System`] names the bad one).
+    pub fn with_system(self, system: System) -> Result<Env, Error> {
         system.check()?;
         Ok(Env {
             system: Arc::new(system),

@@ -8,7 +8,9 @@ use istio_cni_agent::manifest::ManifestError;
 use istio_cni_kind::cluster::ClusterError;
 use istio_cni_kind::cni::SelectError;
 
+use crate::env::BinariesError;
 use crate::snapshot::SetError;
+use crate::system::SystemError;
 
 /// Why a body stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,12 @@ pub enum Error {
     /// An annotation set's pod.
     #[error(transparent)]
     Set(#[from] SetError),
+    /// Locating (or building) the workspace binaries.
+    #[error(transparent)]
+    Binaries(#[from] BinariesError),
+    /// The system under test's inputs.
+    #[error(transparent)]
+    System(#[from] SystemError),
     /// No rule dump ran in a pod's netns (an unreadable netns is not one
     /// without rules).
     #[error("reading the rules in pod {pod}'s netns: {source}")]
@@ -128,7 +136,7 @@ macro_rules! stop_from {
         }
     )+};
 }
-stop_from!(ClusterError, ManifestError, SelectError, SetError);
+stop_from!(ClusterError, ManifestError, SelectError, SetError, SystemError);
 
 /// Says what a fallible call was doing, turning its error into an [`Error`].
 pub trait Context<T> {

@@ -308,7 +308,7 @@ impl System {
                 }
                 let mut all = Vec::new();
                 for file in files {
-                    all.extend(manifest_objects(file).map_err(|e| Stop::Fail(e.to_string()))?);
+                    all.extend(manifest_objects(file)?);
                 }
                 all
             }

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use istio_cni_scenarios::env::{Env, EnvError, Target};
+use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::error::Error as ScenariosError;
 use istio_cni_scenarios::scenario::{Outcome, Scenario, StepLog, Verdict};
 
 use crate::options::SuiteOptions;
@@ -26,7 +27,7 @@ pub struct TargetEnv {
     pub suffix: Option<String>,
     /// The environment, or why it could not be made (every scenario on it
     /// fails with that; shared by the target's clones, one per job).
-    pub env: Result<Env, Arc<EnvError>>,
+    pub env: Result<Env, Arc<ScenariosError>>,
     /// Whether its scenarios must run one at a time (one shared cluster or cluster name).
     pub serial: bool,
     /// The cluster it is (which scenarios run on it: [`Scenario::runs_on`]).
@@ -187,7 +188,7 @@ fn spec_job(opts: &SuiteOptions, cases: &[String], r: &Reporter<ItemResult>) {
 fn scenario_result(
     name: String,
     scenario: &Scenario,
-    env: &Result<Env, Arc<EnvError>>,
+    env: &Result<Env, Arc<ScenariosError>>,
     timeout: Duration,
 ) -> ItemResult {
     let env = match env {
