@@ -16,16 +16,18 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use istio_cni_kind::backend::StartError;
 use istio_cni_kind::backend::kind::{KindSpec, PrimaryCni};
 use istio_cni_kind::backend::preflight;
 use istio_cni_scenarios::catalog;
 use istio_cni_scenarios::env::{Env, Target};
-use istio_cni_scenarios::system::{Source, System};
+use istio_cni_scenarios::system::{Source, System, SystemError};
 
-use crate::options::{Primary, SuiteOptions, parse_config_extra, parse_versions};
+use crate::options::{OptionsError, Primary, SuiteOptions, parse_config_extra, parse_versions};
 use crate::progress::{Mode, Progress};
 use crate::report::{html, junit, table};
 use crate::results::{RunResults, Totals};
@@ -123,6 +125,55 @@ pub enum ClusterKind {
     Kind,
     /// The running cluster of --kubeconfig.
     Existing,
+}
+
+/// Why `run`'s cluster or system-under-test arguments are unusable (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("--kubeconfig goes with --cluster existing")]
+    KubeconfigWithoutExisting,
+    #[error("--cni goes with --cluster kind (the embedded cluster's CNI is each scenario's own)")]
+    CniWithoutKind,
+    #[error("--jobs must be at least 1")]
+    NoJobs,
+    #[error("--cluster existing needs --kubeconfig FILE")]
+    NoKubeconfig,
+    /// `reason` is the kind backend's (it names the CNI).
+    #[error("--cni: {reason}")]
+    Cni { reason: String },
+    #[error("--chart and --manifests each name the system under test: give one of them")]
+    ChartAndManifests,
+    #[error("--values and --set are values of --chart DIR, and there is none")]
+    ValuesWithoutChart,
+    #[error(
+        "--image adds to the embedded cluster's images; a {} cluster pulls them (--agent-image names the agent's)",
+        format!("{cluster:?}").to_lowercase()
+    )]
+    ImageOffLocal { cluster: ClusterKind },
+    #[error("--set {set:?}: expected KEY=VALUE")]
+    BadSet { set: String },
+    /// The system's inputs (the error names the flag and file).
+    #[error(transparent)]
+    System(#[from] SystemError),
+}
+
+/// Why a kind run cannot start (exit 1): its `--cni`, or what the kind
+/// backend checks before it starts (tools, the Docker engine).
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    #[error(transparent)]
+    Backend(#[from] StartError),
+}
+
+/// Writing `--junit` or `--report` failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("writing {}: {source}", path.display())]
+pub struct OutputError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
 }
 
 /// `run`'s arguments.
@@ -250,7 +301,7 @@ pub fn default_plugin() -> PathBuf {
 
 impl RunArgs {
     /// The suite options these arguments describe.
-    pub fn options(&self) -> Result<SuiteOptions, String> {
+    pub fn options(&self) -> Result<SuiteOptions, OptionsError> {
         let plugin = self.plugin.clone().unwrap_or_else(default_plugin);
         let mut opts = SuiteOptions::new(&plugin);
         opts.primary = self.primary;
@@ -297,17 +348,15 @@ impl RunArgs {
 
     /// Checks the cluster arguments and returns the scenario targets'
     /// backends: one per `--cni` on kind.
-    pub fn targets(&self) -> Result<Vec<(Option<String>, Target)>, String> {
+    pub fn targets(&self) -> Result<Vec<(Option<String>, Target)>, ArgsError> {
         if self.cluster != ClusterKind::Existing && self.kubeconfig.is_some() {
-            return Err("--kubeconfig goes with --cluster existing".to_owned());
+            return Err(ArgsError::KubeconfigWithoutExisting);
         }
         if self.cluster != ClusterKind::Kind && !self.cni.is_empty() {
-            return Err(
-                "--cni goes with --cluster kind (the embedded cluster's CNI is each scenario's own)".to_owned(),
-            );
+            return Err(ArgsError::CniWithoutKind);
         }
         if self.jobs == Some(0) {
-            return Err("--jobs must be at least 1".to_owned());
+            return Err(ArgsError::NoJobs);
         }
         match self.cluster {
             ClusterKind::Local => Ok(vec![(None, Target::Local)]),
@@ -318,12 +367,12 @@ impl RunArgs {
                         kubeconfig: kubeconfig.clone(),
                     },
                 )]),
-                None => Err("--cluster existing needs --kubeconfig FILE".to_owned()),
+                None => Err(ArgsError::NoKubeconfig),
             },
             ClusterKind::Kind => {
                 let mut cnis: Vec<String> = Vec::new();
                 for cni in &self.cni {
-                    let parsed: PrimaryCni = cni.parse().map_err(|e| format!("--cni: {e}"))?;
+                    let parsed = parse_cni(cni)?;
                     let name = parsed.to_string();
                     if !cnis.contains(&name) {
                         cnis.push(name);
@@ -344,32 +393,25 @@ impl RunArgs {
     /// The system under test the arguments describe, checked: one of
     /// --chart and --manifests, --values and --set with --chart only,
     /// --image on the embedded cluster only, every file there.
-    pub fn system(&self) -> Result<System, String> {
+    pub fn system(&self) -> Result<System, ArgsError> {
         let source = match (&self.chart, self.manifests.is_empty()) {
-            (Some(_), false) => {
-                return Err("--chart and --manifests each name the system under test: give one of them".into());
-            }
+            (Some(_), false) => return Err(ArgsError::ChartAndManifests),
             (Some(dir), true) => Source::Chart {
                 dir: dir.clone(),
                 values: self.values.clone(),
                 set: self.set.clone(),
             },
             (None, _) if !self.values.is_empty() || !self.set.is_empty() => {
-                return Err("--values and --set are values of --chart DIR, and there is none".into());
+                return Err(ArgsError::ValuesWithoutChart);
             }
             (None, false) => Source::Manifests(self.manifests.clone()),
             (None, true) => Source::Project,
         };
         if !self.image.is_empty() && self.cluster != ClusterKind::Local {
-            return Err(format!(
-                "--image adds to the embedded cluster's images; a {} cluster pulls them (--agent-image names the agent's)",
-                format!("{:?}", self.cluster).to_lowercase()
-            ));
+            return Err(ArgsError::ImageOffLocal { cluster: self.cluster });
         }
-        for set in &self.set {
-            if !set.contains('=') {
-                return Err(format!("--set {set:?}: expected KEY=VALUE"));
-            }
+        if let Some(set) = self.set.iter().find(|set| !set.contains('=')) {
+            return Err(ArgsError::BadSet { set: set.clone() });
         }
         let system = System {
             source,
@@ -386,6 +428,11 @@ impl RunArgs {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
             .max(1)
     }
+}
+
+/// `--cni NAME` as kind's primary CNI.
+fn parse_cni(cni: &str) -> Result<PrimaryCni, ArgsError> {
+    cni.parse().map_err(|reason| ArgsError::Cni { reason })
 }
 
 /// Runs the command line; returns the exit code.
@@ -526,7 +573,9 @@ fn run_cmd(args: &RunArgs) -> i32 {
             .map(|(suffix, target)| TargetEnv {
                 suffix,
                 serial: !matches!(target, Target::Local),
-                env: Env::new(target.clone()).and_then(|env| env.with_system(system.clone())),
+                env: Env::new(target.clone())
+                    .and_then(|env| env.with_system(system.clone()))
+                    .map_err(Arc::new),
                 target,
             })
             .collect()
@@ -575,17 +624,21 @@ fn run_cmd(args: &RunArgs) -> i32 {
 
 /// Fails fast, with the kind backend's message, when docker or kind is
 /// missing or the Docker engine does not answer.
-fn kind_preflight(cni: &str) -> Result<(), String> {
-    let cni: PrimaryCni = cni.parse()?;
-    let spec = KindSpec::new("istio-cni").with_cni(cni);
-    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup).map_err(|e| e.to_string())?;
-    preflight::engine("kind", "docker").map_err(|e| e.to_string())
+fn kind_preflight(cni: &str) -> Result<(), PreflightError> {
+    let spec = KindSpec::new("istio-cni").with_cni(parse_cni(cni)?);
+    preflight::preflight("kind", &spec.required_tools(), preflight::path_lookup).map_err(StartError::from)?;
+    preflight::engine("kind", "docker").map_err(StartError::from)?;
+    Ok(())
 }
 
 /// `--junit` and `--report`.
-fn write_outputs(args: &RunArgs, results: &RunResults) -> Result<(), String> {
+fn write_outputs(args: &RunArgs, results: &RunResults) -> Result<(), OutputError> {
+    let writing = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| OutputError { path, source }
+    };
     if let Some(path) = &args.junit {
-        junit::write(path, results).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        junit::write(path, results).map_err(writing(path))?;
         eprintln!("JUnit XML: {}", path.display());
     }
     if let Some(dir) = &args.report {
@@ -604,7 +657,7 @@ fn write_outputs(args: &RunArgs, results: &RunResults) -> Result<(), String> {
         )
         .to_lowercase();
         let context = format!("{context}; system under test: {system}");
-        let path = html::write(dir, results, &context).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        let path = html::write(dir, results, &context).map_err(writing(dir))?;
         eprintln!("HTML report: {}", path.display());
     }
     Ok(())
@@ -652,10 +705,10 @@ mod tests {
         assert!(parse(&["run", "--plugin", "p", "--primary", "macvlan"]).is_err());
         let cli = parse(&["run", "--plugin", "p", "--versions", "0.2.0"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("run") };
-        assert!(args.options().unwrap_err().contains("no chaining"));
+        assert!(args.options().unwrap_err().to_string().contains("no chaining"));
         let cli = parse(&["run", "--plugin", "p", "--config-extra", r#"{"name":"x"}"#]).unwrap();
         let Command::Run(args) = cli.command else { panic!("run") };
-        assert!(args.options().unwrap_err().contains("\"name\""));
+        assert!(args.options().unwrap_err().to_string().contains("\"name\""));
     }
 
     fn run_args(args: &[&str]) -> RunArgs {
@@ -716,7 +769,7 @@ mod tests {
             (&["--cluster", "kind", "--cni", "weave"][..], "unknown primary CNI"),
             (&["--jobs", "0"][..], "at least 1"),
         ] {
-            let err = run_args(args).targets().unwrap_err();
+            let err = run_args(args).targets().unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
         assert!(parse(&["run", "--cluster", "gke"]).is_err());

@@ -19,14 +19,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use istio_cni_kind::cni::version::{SUPPORTED, at_least};
-use istio_cni_kind::cni::{NetworkConfigList, PluginConf, PodRef, Runner, RuntimeConf, VersionInfo, request};
-use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, Node, NodeSpec, PodSandbox};
+use istio_cni_kind::cni::{CniError, NetworkConfigList, PluginConf, PodRef, Runner, RuntimeConf, VersionInfo, request};
+use istio_cni_kind::node::{ClusterConfig, ClusterNetwork, Netns, NetnsError, Node, NodeError, NodeSpec, PodSandbox};
 use serde_json::{Map, Value};
 use testkit::Scratch;
 
 use crate::compare::convert_result;
 use crate::invoke::Invocation;
-use crate::options::SuiteOptions;
+use crate::options::{OptionsError, SuiteOptions};
 use crate::report::Finding;
 
 /// The network name of every list the suite builds.
@@ -34,6 +34,80 @@ pub const NETWORK: &str = "conformance";
 
 /// The interface every attachment uses.
 pub const IFNAME: &str = "eth0";
+
+/// Why the suite's environment could not be set up, or a primary's part of
+/// it not made; each says what was being done, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(
+        "the suite creates network namespaces and needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN); \
+         run it as root, or inside `unshare --map-root-user --net --mount`"
+    )]
+    NotRoot,
+    #[error("plugin {}: {source}", path.display())]
+    Plugin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plugin {} is not an executable file", path.display())]
+    NotExecutable { path: PathBuf },
+    #[error("plugin path {} has no usable file name", path.display())]
+    NoFileName { path: PathBuf },
+    #[error(
+        "primary plugin {} not found (install Debian's containernetworking-plugins or set CNI_PLUGINS_DIR)",
+        path.display()
+    )]
+    NoPrimary { path: PathBuf },
+    /// `reason` is the CNI config parser's.
+    #[error("the plugin's configuration entry is invalid: {reason}")]
+    PluginConf { reason: String },
+    #[error("the scratch directory: {0}")]
+    Scratch(#[source] std::io::Error),
+    #[error("creating the harness network namespace: {0}")]
+    HarnessNetns(#[source] NetnsError),
+    /// Creating the node network or the node, deleting a sandbox.
+    #[error("{what}: {source}")]
+    Node {
+        what: String,
+        #[source]
+        source: NodeError,
+    },
+    #[error("the cluster network has no node")]
+    NoNode,
+    #[error("replacing {}: {source}", path.display())]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("installing {} as {}: {source}", from.display(), to.display())]
+    Install {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("asking the primary plugin for its versions: {0}")]
+    PrimaryVersions(#[source] CniError),
+    /// The primary's profile or the list it generated; `reason` is the CNI
+    /// config layer's.
+    #[error("the primary's {version} list: {reason}")]
+    PrimaryList { version: String, reason: String },
+    #[error("the primary profile has no plugin")]
+    NoPrimaryEntry,
+    #[error("the primary {primary} speaks no version with chaining")]
+    NoChainingVersion { primary: &'static str },
+}
+
+impl HarnessError {
+    fn node(what: impl Into<String>) -> impl FnOnce(NodeError) -> HarnessError {
+        let what = what.into();
+        move |source| HarnessError::Node { what, source }
+    }
+}
 
 /// What setup created. Fields drop in order: the cluster network (nodes,
 /// sandboxes, bridge), then the harness namespace, then the scratch dir.
@@ -78,53 +152,56 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Harness {
     /// Sets up the node, installs the plugin under test and asks both
     /// plugins for their versions. Needs root (network namespaces).
-    pub fn new(opts: &SuiteOptions) -> Result<Self, String> {
+    pub fn new(opts: &SuiteOptions) -> Result<Self, HarnessError> {
         opts.validate()?;
         if !nix::unistd::geteuid().is_root() {
-            return Err(
-                "the suite creates network namespaces and needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN); \
-                 run it as root, or inside `unshare --map-root-user --net --mount`"
-                    .to_owned(),
-            );
+            return Err(HarnessError::NotRoot);
         }
-        let plugin_src =
-            std::fs::canonicalize(&opts.plugin).map_err(|e| format!("plugin {}: {e}", opts.plugin.display()))?;
+        let plugin_src = std::fs::canonicalize(&opts.plugin).map_err(|source| HarnessError::Plugin {
+            path: opts.plugin.clone(),
+            source,
+        })?;
         if !is_executable(&plugin_src) {
-            return Err(format!("plugin {} is not an executable file", plugin_src.display()));
+            return Err(HarnessError::NotExecutable { path: plugin_src });
         }
         let plugin_type = opts
             .plugin
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| format!("plugin path {} has no usable file name", opts.plugin.display()))?
+            .ok_or_else(|| HarnessError::NoFileName {
+                path: opts.plugin.clone(),
+            })?
             .to_owned();
         let primary_src = opts.plugins_dir.join(opts.primary.plugin_type());
         if !is_executable(&primary_src) {
-            return Err(format!(
-                "primary plugin {} not found (install Debian's containernetworking-plugins or set CNI_PLUGINS_DIR)",
-                primary_src.display()
-            ));
+            return Err(HarnessError::NoPrimary { path: primary_src });
         }
         let mut entry = Map::new();
         entry.insert("type".to_owned(), Value::String(plugin_type.clone()));
         entry.extend(opts.config_extra.clone());
-        let plugin_conf = PluginConf::from_value(&Value::Object(entry))
-            .map_err(|e| format!("the plugin's configuration entry is invalid: {e}"))?;
+        let plugin_conf =
+            PluginConf::from_value(&Value::Object(entry)).map_err(|reason| HarnessError::PluginConf { reason })?;
 
         let env = create_env(opts)?;
         let node = first_node(&env.net)?;
         let bin_dir = node.bin_dir();
         let plugin_path = bin_dir.join(&plugin_type);
         if plugin_path.symlink_metadata().is_ok() {
-            std::fs::remove_file(&plugin_path).map_err(|e| format!("replacing {}: {e}", plugin_path.display()))?;
+            std::fs::remove_file(&plugin_path).map_err(|source| HarnessError::Replace {
+                path: plugin_path.clone(),
+                source,
+            })?;
         }
-        std::os::unix::fs::symlink(&plugin_src, &plugin_path)
-            .map_err(|e| format!("installing {} as {}: {e}", plugin_src.display(), plugin_path.display()))?;
+        std::os::unix::fs::symlink(&plugin_src, &plugin_path).map_err(|source| HarnessError::Install {
+            from: plugin_src.clone(),
+            to: plugin_path.clone(),
+            source,
+        })?;
         let runner = node.runner().with_timeout(opts.timeout);
         let primary_versions = runner
             .version(opts.primary.plugin_type())
-            .map_err(|e| format!("asking the primary plugin for its versions: {e}"))?;
+            .map_err(HarnessError::PrimaryVersions)?;
 
         let mut harness = Self {
             opts: opts.clone(),
@@ -323,30 +400,35 @@ impl Harness {
     }
 
     /// The primary's list at `version` (the primary alone).
-    pub fn primary_list(&self, version: &str) -> Result<NetworkConfigList, String> {
+    pub fn primary_list(&self, version: &str) -> Result<NetworkConfigList, HarnessError> {
+        let invalid = |reason| HarnessError::PrimaryList {
+            version: version.to_owned(),
+            reason,
+        };
         let generated = self
             .node()
             .profile(self.opts.primary.profile())
             .chain(Vec::new())
             .network_name(NETWORK)
             .cni_version(version)
-            .generate()?;
-        NetworkConfigList::from_list_bytes(generated.text().as_bytes())
+            .generate()
+            .map_err(invalid)?;
+        NetworkConfigList::from_list_bytes(generated.text().as_bytes()).map_err(invalid)
     }
 
     /// The primary's configuration entry (for lists the cases build).
-    pub fn primary_entry(&self) -> Result<Value, String> {
+    pub fn primary_entry(&self) -> Result<Value, HarnessError> {
         let list = self.primary_list("1.0.0")?;
         list.plugins
             .first()
             .map(|p| Value::Object(p.raw.clone()))
-            .ok_or_else(|| "the primary profile has no plugin".to_owned())
+            .ok_or(HarnessError::NoPrimaryEntry)
     }
 
     /// The version the primary runs at when the plugin is checked at
     /// `version`: the same, or the newest the primary speaks (its result
     /// is then re-labelled, see [`convert_result`]).
-    fn primary_version_for(&self, version: &str) -> Result<String, String> {
+    fn primary_version_for(&self, version: &str) -> Result<String, HarnessError> {
         if self.primary_supports(version) {
             return Ok(version.to_owned());
         }
@@ -355,7 +437,9 @@ impl Harness {
             .rev()
             .find(|v| at_least(v, "0.3.0").unwrap_or(false) && self.primary_supports(v))
             .map(|v| (*v).to_owned())
-            .ok_or_else(|| format!("the primary {} speaks no version with chaining", self.primary_type()))
+            .ok_or_else(|| HarnessError::NoChainingVersion {
+                primary: self.primary_type(),
+            })
     }
 
     /// A new sandbox ADDed by the primary, ready for the plugin under test
@@ -366,8 +450,9 @@ impl Harness {
 
     /// Has the primary ADD `sandbox`, ready for the plugin at `version`.
     pub fn attach_in<'h>(&'h self, sandbox: Sandbox<'h>, version: &str) -> Result<Attachment<'h>, String> {
-        let primary_version = self.primary_version_for(version)?;
-        let list = self.primary_list(&primary_version)?;
+        // What goes wrong here is a case's verdict reason (a message).
+        let primary_version = self.primary_version_for(version).map_err(|e| e.to_string())?;
+        let list = self.primary_list(&primary_version).map_err(|e| e.to_string())?;
         let result = match self.runner.add(&list, &sandbox.rt) {
             Ok(result) => result,
             Err(e) => {
@@ -407,25 +492,22 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn first_node(net: &ClusterNetwork) -> Result<&Node, String> {
-    net.nodes()
-        .first()
-        .ok_or_else(|| "the cluster network has no node".to_owned())
+fn first_node(net: &ClusterNetwork) -> Result<&Node, HarnessError> {
+    net.nodes().first().ok_or(HarnessError::NoNode)
 }
 
-fn create_env(opts: &SuiteOptions) -> Result<Env, String> {
-    let scratch = Scratch::create("istio-cni-conformance").map_err(|e| e.to_string())?;
-    let harness_ns = Netns::create(&scratch.path().join("harness-netns"))
-        .map_err(|e| format!("creating the harness network namespace: {e}"))?;
+fn create_env(opts: &SuiteOptions) -> Result<Env, HarnessError> {
+    let scratch = Scratch::create("istio-cni-conformance").map_err(HarnessError::Scratch)?;
+    let harness_ns = Netns::create(&scratch.path().join("harness-netns")).map_err(HarnessError::HarnessNetns)?;
     let config = ClusterConfig {
         root: Some(scratch.path().join("cluster")),
         harness_netns: Some(harness_ns.path().to_path_buf()),
         plugins_dir: opts.plugins_dir.clone(),
         ..ClusterConfig::default()
     };
-    let mut net = ClusterNetwork::create(config).map_err(|e| format!("creating the node network: {e}"))?;
+    let mut net = ClusterNetwork::create(config).map_err(HarnessError::node("creating the node network"))?;
     net.add_node(NodeSpec::new("node0"))
-        .map_err(|e| format!("creating the node: {e}"))?;
+        .map_err(HarnessError::node("creating the node"))?;
     Ok(Env {
         net,
         _harness_ns: harness_ns,
@@ -445,11 +527,11 @@ pub struct Sandbox<'h> {
 
 impl Sandbox<'_> {
     /// Deletes the namespace now (the path stays in [`Sandbox::rt`]).
-    pub fn delete_netns(&self) -> Result<(), String> {
+    pub fn delete_netns(&self) -> Result<(), HarnessError> {
         self.h
             .node()
             .delete_pod_netns(&self.pod.id)
-            .map_err(|e| format!("deleting sandbox {}: {e}", self.pod.id))
+            .map_err(HarnessError::node(format!("deleting sandbox {}", self.pod.id)))
     }
 }
 

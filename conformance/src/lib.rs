@@ -57,7 +57,7 @@ pub fn run_suite_with(opts: &SuiteOptions, mut on_case: impl FnMut(&CaseResult))
         report.cases.push(result);
     };
     match Harness::new(opts) {
-        Err(why) => record(CaseResult::new(SETUP_CASE, Finding::fail(why))),
+        Err(why) => record(CaseResult::new(SETUP_CASE, Finding::fail(why.to_string()))),
         Ok(harness) => {
             for case in cases::all(opts).into_iter().filter(|c| opts.selects(&c.name)) {
                 harness.set_case(&case.name);

@@ -22,6 +22,29 @@ pub const DEFAULT_PARALLEL: usize = 8;
 /// Default per-invocation timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why suite options are unusable (a usage error: the runner exits 2).
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("no spec versions to check")]
+    NoVersions,
+    #[error("unknown spec version {version:?}; known: {}", SUPPORTED.join(", "))]
+    UnknownVersion { version: String },
+    #[error(
+        "spec version {version} has no chaining (prevResult came in 0.3.0); a chained plugin cannot be checked at it"
+    )]
+    NoChaining { version: String },
+    #[error("--config-extra must not set {key:?}: the suite sets it for every invocation")]
+    ReservedKey { key: &'static str },
+    #[error("--config-extra must be a JSON object")]
+    ConfigExtraNotObject,
+    #[error("--config-extra is not JSON: {0}")]
+    ConfigExtraJson(#[source] serde_json::Error),
+    #[error("--parallel must be at least 1")]
+    Parallel,
+    #[error("the pod namespace and name must not be empty")]
+    EmptyPod,
+}
+
 /// The suite of [`SuiteOptions`]: the CNI plugin contract (the runner's
 /// other suites are in [`crate::suites`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -112,30 +135,26 @@ impl SuiteOptions {
     /// Checks what cannot be checked by types: known versions that have
     /// chaining (≥ 0.3.0), no reserved keys in the extra config, a
     /// parallelism of at least 1.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OptionsError> {
         if self.versions.is_empty() {
-            return Err("no spec versions to check".to_owned());
+            return Err(OptionsError::NoVersions);
         }
         for v in &self.versions {
             if !SUPPORTED.contains(&v.as_str()) {
-                return Err(format!("unknown spec version {v:?}; known: {}", SUPPORTED.join(", ")));
+                return Err(OptionsError::UnknownVersion { version: v.clone() });
             }
             if !at_least(v, "0.3.0").unwrap_or(false) {
-                return Err(format!(
-                    "spec version {v} has no chaining (prevResult came in 0.3.0); a chained plugin cannot be checked at it"
-                ));
+                return Err(OptionsError::NoChaining { version: v.clone() });
             }
         }
         if let Some(key) = RESERVED_KEYS.iter().find(|k| self.config_extra.contains_key(**k)) {
-            return Err(format!(
-                "--config-extra must not set {key:?}: the suite sets it for every invocation"
-            ));
+            return Err(OptionsError::ReservedKey { key });
         }
         if self.parallel == 0 {
-            return Err("--parallel must be at least 1".to_owned());
+            return Err(OptionsError::Parallel);
         }
         if self.pod_namespace.is_empty() || self.pod_name.is_empty() {
-            return Err("the pod namespace and name must not be empty".to_owned());
+            return Err(OptionsError::EmptyPod);
         }
         Ok(())
     }
@@ -149,11 +168,11 @@ impl SuiteOptions {
 }
 
 /// Parses `--versions`: comma-separated, deduplicated, sorted oldest first.
-pub fn parse_versions(text: &str) -> Result<Vec<String>, String> {
+pub fn parse_versions(text: &str) -> Result<Vec<String>, OptionsError> {
     let mut versions: Vec<String> = Vec::new();
     for v in text.split(',').map(str::trim).filter(|v| !v.is_empty()) {
         if !SUPPORTED.contains(&v) {
-            return Err(format!("unknown spec version {v:?}; known: {}", SUPPORTED.join(", ")));
+            return Err(OptionsError::UnknownVersion { version: v.to_owned() });
         }
         if !versions.iter().any(|known| known == v) {
             versions.push(v.to_owned());
@@ -164,11 +183,11 @@ pub fn parse_versions(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses `--config-extra`: a JSON object.
-pub fn parse_config_extra(text: &str) -> Result<Map<String, Value>, String> {
+pub fn parse_config_extra(text: &str) -> Result<Map<String, Value>, OptionsError> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("--config-extra must be a JSON object".to_owned()),
-        Err(e) => Err(format!("--config-extra is not JSON: {e}")),
+        Ok(_) => Err(OptionsError::ConfigExtraNotObject),
+        Err(e) => Err(OptionsError::ConfigExtraJson(e)),
     }
 }
 
@@ -182,7 +201,12 @@ mod tests {
             parse_versions("1.1.0, 0.3.0,0.3.0,0.4.0").unwrap(),
             ["0.3.0", "0.4.0", "1.1.0"]
         );
-        assert!(parse_versions("0.5.0").unwrap_err().contains("unknown spec version"));
+        assert!(
+            parse_versions("0.5.0")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown spec version")
+        );
     }
 
     #[test]
@@ -190,12 +214,12 @@ mod tests {
         let mut opts = SuiteOptions::new("/bin/true");
         opts.validate().unwrap();
         opts.versions = vec!["0.2.0".into()];
-        assert!(opts.validate().unwrap_err().contains("no chaining"));
+        assert!(opts.validate().unwrap_err().to_string().contains("no chaining"));
         opts.versions = vec!["1.0.0".into()];
         opts.config_extra = parse_config_extra(r#"{"type":"x"}"#).unwrap();
-        assert!(opts.validate().unwrap_err().contains("\"type\""));
-        assert!(parse_config_extra("[1]").unwrap_err().contains("object"));
-        assert!(parse_config_extra("{").unwrap_err().contains("not JSON"));
+        assert!(opts.validate().unwrap_err().to_string().contains("\"type\""));
+        assert!(parse_config_extra("[1]").unwrap_err().to_string().contains("object"));
+        assert!(parse_config_extra("{").unwrap_err().to_string().contains("not JSON"));
     }
 
     #[test]

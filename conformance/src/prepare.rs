@@ -9,7 +9,7 @@
 //! built from; an installed runner outside a checkout skips this.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 /// The variables `ci/env` sets that the run needs.
 const ENV_VARS: [&str; 5] = [
@@ -19,6 +19,30 @@ const ENV_VARS: [&str; 5] = [
     "CI_TOOLS",
     "CNI_PLUGINS_DIR",
 ];
+
+/// Why the machine could not be prepared; each names the checkout's script.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("running {}/ci/setup: {source}", checkout.display())]
+    RunSetup {
+        checkout: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{}/ci/setup failed ({status}); it installs iptables, nftables, iproute2, containernetworking-plugins, kubectl and uidmap",
+        checkout.display()
+    )]
+    Setup { checkout: PathBuf, status: ExitStatus },
+    #[error("sourcing {}/ci/env: {source}", checkout.display())]
+    RunEnv {
+        checkout: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sourcing {}/ci/env failed: {stderr}", checkout.display())]
+    Env { checkout: PathBuf, stderr: String },
+}
 
 /// The checkout with `ci/setup` and `ci/env` this runner belongs to, if any.
 pub fn checkout() -> Option<PathBuf> {
@@ -33,19 +57,22 @@ pub fn checkout() -> Option<PathBuf> {
 }
 
 /// Runs `ci/setup` in `checkout` (quiet when nothing is missing).
-pub fn setup(checkout: &Path) -> Result<(), String> {
+pub fn setup(checkout: &Path) -> Result<(), PrepareError> {
     let status = Command::new("bash")
         .arg(checkout.join("ci/setup"))
         .current_dir(checkout)
         .status()
-        .map_err(|e| format!("running {}/ci/setup: {e}", checkout.display()))?;
+        .map_err(|source| PrepareError::RunSetup {
+            checkout: checkout.to_path_buf(),
+            source,
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{}/ci/setup failed ({status}); it installs iptables, nftables, iproute2, containernetworking-plugins, kubectl and uidmap",
-            checkout.display()
-        ))
+        Err(PrepareError::Setup {
+            checkout: checkout.to_path_buf(),
+            status,
+        })
     }
 }
 
@@ -53,18 +80,20 @@ pub fn setup(checkout: &Path) -> Result<(), String> {
 ///
 /// Must be called while the process is single-threaded (before any run
 /// starts): it changes the environment.
-pub fn import_env(checkout: &Path) -> Result<(), String> {
+pub fn import_env(checkout: &Path) -> Result<(), PrepareError> {
     let out = Command::new("bash")
         .args(["-c", "cd \"$1\" && . ci/env && env -0", "ci-env"])
         .arg(checkout)
         .output()
-        .map_err(|e| format!("sourcing {}/ci/env: {e}", checkout.display()))?;
+        .map_err(|source| PrepareError::RunEnv {
+            checkout: checkout.to_path_buf(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "sourcing {}/ci/env failed: {}",
-            checkout.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(PrepareError::Env {
+            checkout: checkout.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     for (key, value) in parse_env(&out.stdout) {
         if ENV_VARS.contains(&key.as_str()) {
@@ -90,7 +119,7 @@ fn parse_env(bytes: &[u8]) -> Vec<(String, String)> {
 /// `ci/setup` and `ci/env` of the checkout, when there is one. Inside a
 /// user namespace (`ci/test`'s, or ours) there is nothing to install with —
 /// the caller set up outside — so only the environment is taken.
-pub fn prepare() -> Result<(), String> {
+pub fn prepare() -> Result<(), PrepareError> {
     let Some(checkout) = checkout() else { return Ok(()) };
     if !in_user_namespace() {
         setup(&checkout)?;

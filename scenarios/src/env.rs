@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use istio_cni_kind::backend::versions::KubeVersion;
-use istio_cni_kind::cluster::{Cluster, ClusterSpec, Reaper, Target as ClusterTarget};
+use istio_cni_kind::cluster::{Cluster, ClusterError, ClusterSpec, Reaper, Target as ClusterTarget};
 use istio_cni_kind::kubelet::{Backoff, ImageTable};
 
+use crate::error::{Error, Several};
 use crate::scenario::Stop;
 use crate::system::System;
 use testkit::Scratch;
@@ -62,6 +63,23 @@ impl Target {
     }
 }
 
+/// Why the workspace binaries are not there.
+#[derive(Debug, thiserror::Error)]
+pub enum BinariesError {
+    /// Where they are is found from the running executable's path.
+    #[error("current executable: {0}")]
+    CurrentExe(#[source] std::io::Error),
+    /// cargo, building the missing ones, did not start.
+    #[error("running cargo build: {0}")]
+    Cargo(#[source] std::io::Error),
+    /// cargo built, and failed: `(binary, package)` of each missing one.
+    #[error("cargo build of {missing:?} failed ({status})")]
+    Build {
+        missing: Vec<(&'static str, &'static str)>,
+        status: std::process::ExitStatus,
+    },
+}
+
 /// The workspace binaries scenarios install and run.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -82,14 +100,14 @@ impl Binaries {
 
     /// The binaries next to the running executable (the runner, or a test
     /// binary in `target/<profile>/deps`), building missing ones with cargo.
-    pub fn locate() -> Result<Binaries, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+    pub fn locate() -> Result<Binaries, BinariesError> {
+        let exe = std::env::current_exe().map_err(BinariesError::CurrentExe)?;
         let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
         if dir.ends_with("deps") {
             dir.pop();
         }
         let bins = Binaries::in_dir(&dir);
-        let missing: Vec<(&str, &str)> = [
+        let missing: Vec<(&'static str, &'static str)> = [
             (&bins.istio_cni, "istio-cni", "istio-cni"),
             (&bins.agent, "istio-cni-agent", "istio-cni-agent"),
             (&bins.mesh_probe, "mesh-probe", "istio-cni-kind"),
@@ -109,9 +127,9 @@ impl Binaries {
             for (bin, pkg) in &missing {
                 cmd.args(["-p", pkg, "--bin", bin]);
             }
-            let status = cmd.status().map_err(|e| format!("running cargo build: {e}"))?;
+            let status = cmd.status().map_err(BinariesError::Cargo)?;
             if !status.success() {
-                return Err(format!("cargo build of {missing:?} failed"));
+                return Err(BinariesError::Build { missing, status });
             }
         }
         Ok(bins)
@@ -137,7 +155,9 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn new(target: Target) -> Result<Env, String> {
+    /// An env on `target`; an [`Error::Binaries`] when the workspace
+    /// binaries are missing and cannot be built.
+    pub fn new(target: Target) -> Result<Env, Error> {
         Ok(Env {
             target,
             bins: Binaries::locate()?,
@@ -148,8 +168,9 @@ impl Env {
         })
     }
 
-    /// The same env deploying `system` (its image entries checked first).
-    pub fn with_system(self, system: System) -> Result<Env, String> {
+    /// The same env deploying `system` (its inputs checked first: an
+    /// [`Error::System`] names the bad one).
+    pub fn with_system(self, system: System) -> Result<Env, Error> {
         system.check()?;
         Ok(Env {
             system: Arc::new(system),
@@ -192,17 +213,13 @@ impl Env {
 
     /// Tears down every embedded cluster made through this scope, even while
     /// the scenario that made them still holds them (it hung); what failed.
-    pub fn reap(&self) -> Result<(), String> {
+    pub fn reap(&self) -> Result<(), Several<ClusterError>> {
         let reapers = std::mem::take(&mut *self.reapers.lock().unwrap_or_else(|p| p.into_inner()));
-        let errors: Vec<String> = reapers
-            .iter()
-            .filter_map(|r| r.reap().err())
-            .map(|e| e.to_string())
-            .collect();
+        let errors: Vec<ClusterError> = reapers.iter().filter_map(|r| r.reap().err()).collect();
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(Several(errors))
         }
     }
 

@@ -8,6 +8,10 @@ use istio_cni_agent::manifest::ManifestError;
 use istio_cni_kind::cluster::ClusterError;
 use istio_cni_kind::cni::SelectError;
 
+use crate::env::BinariesError;
+use crate::snapshot::SetError;
+use crate::system::SystemError;
+
 /// Why a body stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum Stop {
@@ -80,6 +84,47 @@ pub enum Error {
     /// A node's CNI config choice.
     #[error(transparent)]
     Select(#[from] SelectError),
+    /// An annotation set's pod.
+    #[error(transparent)]
+    Set(#[from] SetError),
+    /// Locating (or building) the workspace binaries.
+    #[error(transparent)]
+    Binaries(#[from] BinariesError),
+    /// The system under test's inputs.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// No rule dump ran in a pod's netns (an unreadable netns is not one
+    /// without rules).
+    #[error("reading the rules in pod {pod}'s netns: {source}")]
+    Rules {
+        pod: String,
+        #[source]
+        source: Several<ClusterError>,
+    },
+}
+
+/// Several failures of one kind, none of which is more the cause than
+/// another (every dump of a netns, every cluster a reap tore down): shown
+/// joined by `; `, the first kept as the source.
+#[derive(Debug)]
+pub struct Several<E>(pub Vec<E>);
+
+impl<E: std::fmt::Display> std::fmt::Display for Several<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Several<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.first().map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 macro_rules! stop_from {
@@ -91,7 +136,7 @@ macro_rules! stop_from {
         }
     )+};
 }
-stop_from!(ClusterError, ManifestError, SelectError);
+stop_from!(ClusterError, ManifestError, SelectError, SetError, SystemError);
 
 /// Says what a fallible call was doing, turning its error into an [`Error`].
 pub trait Context<T> {

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use istio_cni::capture::NodeEnv;
-use istio_cni::cli::{Backend, RenderOptions, render_manifest};
+use istio_cni::cli::{Backend, RenderError, RenderOptions, render_manifest};
 use istio_cni_kind::cluster::Cluster;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::api::{Api, ListParams};
@@ -284,17 +284,36 @@ pub fn aggregate_events<'e>(events: impl IntoIterator<Item = &'e Event>) -> Stri
 
 // ---- rules -------------------------------------------------------------------
 
+/// Why there is no expected rule set for a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectedRulesError {
+    #[error("encoding the pod: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("istio-cni render: {0}")]
+    Render(#[source] RenderError),
+    /// Running the scratch netns's `iptables-nft-restore`; `what` says which step.
+    #[error("{what}: {source}")]
+    Restore {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the rendered rules into a scratch netns: {stderr}")]
+    Load { stderr: String },
+}
+
 /// What `istio-cni render` programs for `pod` (iptables, IPv4), in
 /// `iptables-save`'s form: loaded into a scratch netns and saved back.
 /// Empty when the plugin leaves the pod alone.
-pub fn expected_rules(pod: &Pod) -> Result<String, String> {
-    let manifest = serde_json::to_string(pod).map_err(|e| format!("encoding the pod: {e}"))?;
+pub fn expected_rules(pod: &Pod) -> Result<String, ExpectedRulesError> {
+    let restore = |what| move |source| ExpectedRulesError::Restore { what, source };
+    let manifest = serde_json::to_string(pod).map_err(ExpectedRulesError::Encode)?;
     let opts = RenderOptions {
         ipv6: false,
         backend: Backend::Iptables,
         node: NodeEnv::default(),
     };
-    let rendered = render_manifest(&manifest, &opts).map_err(|e| format!("istio-cni render: {e}"))?;
+    let rendered = render_manifest(&manifest, &opts).map_err(ExpectedRulesError::Render)?;
     if !rendered.lines().any(|l| l.starts_with('*')) {
         return Ok(String::new());
     }
@@ -304,20 +323,17 @@ pub fn expected_rules(pod: &Pod) -> Result<String, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("unshare --net iptables-nft-restore: {e}"))?;
+        .map_err(restore("unshare --net iptables-nft-restore"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(rendered.as_bytes())
-            .map_err(|e| format!("feeding iptables-nft-restore: {e}"))?;
+            .map_err(restore("feeding iptables-nft-restore"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("iptables-nft-restore: {e}"))?;
+    let out = child.wait_with_output().map_err(restore("iptables-nft-restore"))?;
     if !out.status.success() {
-        return Err(format!(
-            "loading the rendered rules into a scratch netns: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(ExpectedRulesError::Load {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(normalize_save(&String::from_utf8_lossy(&out.stdout)))
 }

@@ -31,21 +31,38 @@ pub fn as_root(test: &str) -> bool {
     false
 }
 
+/// Why a test could not be re-run as root of a user namespace.
+#[derive(Debug, thiserror::Error)]
+enum RerunError {
+    #[error("not root even inside the user namespace made for the test")]
+    Inside,
+    /// No user namespace for this user ([`missing`] says why).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("not root, and cannot tell which test to re-run as root (no test thread name)")]
+    NoTestName,
+    #[error("finding the test binary: {0}")]
+    Exe(#[source] std::io::Error),
+    #[error("running unshare (util-linux) for the user namespace: {0}")]
+    Unshare(#[source] std::io::Error),
+    #[error("the re-run as root in a user namespace did not run {name}")]
+    NotRun { name: String },
+    #[error("failed as root of a user namespace ({0})")]
+    Failed(std::process::ExitStatus),
+}
+
 /// Runs the current test (libtest names its thread after it) once more,
 /// alone, in a user namespace where this process's user is root.
-fn rerun_as_root(test: &str, inside: bool) -> Result<(), String> {
+fn rerun_as_root(test: &str, inside: bool) -> Result<(), RerunError> {
     if inside {
-        return Err("not root even inside the user namespace made for the test".into());
+        return Err(RerunError::Inside);
     }
     if let Some(why) = missing() {
-        return Err(why);
+        return Err(RerunError::Unavailable(why));
     }
     let current = std::thread::current();
-    let name = current
-        .name()
-        .filter(|n| *n != "main")
-        .ok_or("not root, and cannot tell which test to re-run as root (no test thread name)")?;
-    let exe = std::env::current_exe().map_err(|e| format!("finding the test binary: {e}"))?;
+    let name = current.name().filter(|n| *n != "main").ok_or(RerunError::NoTestName)?;
+    let exe = std::env::current_exe().map_err(RerunError::Exe)?;
     eprintln!("{test}: not root: re-running {name} as root of a user namespace");
     let output = testkit::userns::command("scenario-test", &exe)
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
@@ -53,16 +70,16 @@ fn rerun_as_root(test: &str, inside: bool) -> Result<(), String> {
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("running unshare (util-linux) for the user namespace: {e}"))?;
+        .map_err(RerunError::Unshare)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprint!("{stdout}");
     // libtest exits 0 when --exact matched nothing: demand the one pass.
     if output.status.success() && stdout.contains("test result: ok. 1 passed") {
         Ok(())
     } else if output.status.success() {
-        Err(format!("the re-run as root in a user namespace did not run {name}"))
+        Err(RerunError::NotRun { name: name.to_owned() })
     } else {
-        Err(format!("failed as root of a user namespace ({})", output.status))
+        Err(RerunError::Failed(output.status))
     }
 }
 
@@ -111,7 +128,7 @@ mod tests {
     /// The re-run never recurses: inside its namespace a non-root test fails.
     #[test]
     fn never_reruns_inside_the_namespace() {
-        let err = rerun_as_root("t", true).unwrap_err();
+        let err = rerun_as_root("t", true).unwrap_err().to_string();
         assert!(err.contains("inside the user namespace"), "{err}");
     }
 }

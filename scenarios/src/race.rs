@@ -52,7 +52,7 @@ use serde::de::DeserializeOwned;
 use crate::daemonset::DaemonSetAgent;
 use crate::ensure;
 use crate::env::Env;
-use crate::error::Context;
+use crate::error::{Context, Error, Several};
 use crate::fixtures;
 use crate::lifecycle::{self, BROKEN_LABEL, meshed_deployment, open_gate, pod_ready};
 use crate::scenario::{Record, Scenario, Step, Stop, skip};
@@ -186,11 +186,16 @@ pub fn netns_rules(cluster: &Cluster, name: &str) -> Result<String, Stop> {
         Err(ClusterError::NoSandbox { .. }) => Ok(String::new()),
         dump => dump,
     });
-    any_dump(dumps).map_err(|e| Stop::Fail(format!("reading the rules in pod {name}'s netns: {e}")))
+    any_dump(dumps).map_err(|source| {
+        Stop::Error(Error::Rules {
+            pod: name.to_owned(),
+            source,
+        })
+    })
 }
 
 /// The dumps that ran, joined; every error when none did.
-fn any_dump<E: std::fmt::Display>(dumps: impl IntoIterator<Item = Result<String, E>>) -> Result<String, String> {
+fn any_dump<E>(dumps: impl IntoIterator<Item = Result<String, E>>) -> Result<String, Several<E>> {
     let (mut text, mut errors, mut ran) = (String::new(), Vec::new(), false);
     for dump in dumps {
         match dump {
@@ -198,10 +203,10 @@ fn any_dump<E: std::fmt::Display>(dumps: impl IntoIterator<Item = Result<String,
                 text.push_str(&out);
                 ran = true;
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
-    if ran { Ok(text) } else { Err(errors.join("; ")) }
+    if ran { Ok(text) } else { Err(Several(errors)) }
 }
 
 /// Whether the netns holds the sidecar redirect (the plugin's or repair's).
@@ -948,7 +953,9 @@ mod tests {
         assert_eq!(any_dump([ok(""), ok("")]).unwrap(), "", "both ran: no rules");
         // A node the harness cannot enter (an existing cluster's node shell
         // refused) is an error, not a netns without rules.
-        let e = any_dump([err("crictl: not found"), err("nsenter: /proc/1/ns/net")]).unwrap_err();
+        let e = any_dump([err("crictl: not found"), err("nsenter: /proc/1/ns/net")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("crictl") && e.contains("nsenter"), "{e}");
     }
 }

@@ -144,6 +144,42 @@ struct SetFile {
     validation_security_context: Option<RunAs>,
 }
 
+/// Why an annotation set cannot be used: its name or YAML, or the injected
+/// base pod it applies to.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    #[error("set name {name:?} must be a DNS label of at most 58 characters")]
+    Name { name: String },
+    #[error("{0}")]
+    Yaml(#[source] serde_yaml::Error),
+    #[error("the base pod: {0}")]
+    BasePod(#[source] serde_yaml::Error),
+    #[error("the base pod has no {container} in {list}")]
+    NoContainer {
+        list: &'static str,
+        container: &'static str,
+    },
+    #[error("expected an object in the base pod")]
+    NotAnObject,
+}
+
+/// Why the annotation sets did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: SetError,
+    },
+}
+
 /// An annotation set: what is applied to the injected pod.
 #[derive(Debug, Clone)]
 pub struct AnnotationSet {
@@ -158,8 +194,11 @@ pub fn sets_dir() -> PathBuf {
 }
 
 /// Every `*.yaml` set in `dir`, by name.
-pub fn load_sets(dir: &Path) -> Result<Vec<AnnotationSet>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+pub fn load_sets(dir: &Path) -> Result<Vec<AnnotationSet>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
@@ -170,16 +209,22 @@ pub fn load_sets(dir: &Path) -> Result<Vec<AnnotationSet>, String> {
 }
 
 impl AnnotationSet {
-    pub fn load(path: &Path) -> Result<AnnotationSet, String> {
+    pub fn load(path: &Path) -> Result<AnnotationSet, LoadError> {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        AnnotationSet::parse(&name, &text).map_err(|e| format!("{}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        AnnotationSet::parse(&name, &text).map_err(|source| LoadError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
-    pub fn parse(name: &str, yaml: &str) -> Result<AnnotationSet, String> {
+    pub fn parse(name: &str, yaml: &str) -> Result<AnnotationSet, SetError> {
         // The pod is `snap-<name>`: a DNS label of at most 63 characters.
         let label_ok = !name.is_empty()
             && name.len() <= 58
@@ -189,11 +234,9 @@ impl AnnotationSet {
             && !name.starts_with('-')
             && !name.ends_with('-');
         if !label_ok {
-            return Err(format!(
-                "set name {name:?} must be a DNS label of at most 58 characters"
-            ));
+            return Err(SetError::Name { name: name.into() });
         }
-        let file: SetFile = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let file: SetFile = serde_yaml::from_str(yaml).map_err(SetError::Yaml)?;
         Ok(AnnotationSet {
             name: name.into(),
             summary: file.summary.clone(),
@@ -228,12 +271,12 @@ impl AnnotationSet {
     }
 
     /// The injected pod with the set applied.
-    pub fn pod(&self) -> Result<Value, String> {
+    pub fn pod(&self) -> Result<Value, SetError> {
         let (base, list) = match self.file.base {
             Base::Classic => (CLASSIC, "containers"),
             Base::Native => (NATIVE, "initContainers"),
         };
-        let mut pod: Value = serde_yaml::from_str(base).map_err(|e| format!("the base pod: {e}"))?;
+        let mut pod: Value = serde_yaml::from_str(base).map_err(SetError::BasePod)?;
         pod["metadata"]["name"] = json!(self.pod_name());
         pod["metadata"]["namespace"] = json!(NAMESPACE);
         let annotations = object(&mut pod["metadata"]["annotations"])?;
@@ -266,7 +309,7 @@ impl AnnotationSet {
 }
 
 impl RunAs {
-    fn apply(&self, container: &mut Value) -> Result<(), String> {
+    fn apply(&self, container: &mut Value) -> Result<(), SetError> {
         let sc = object(&mut container["securityContext"])?;
         if let Some(uid) = self.run_as_user {
             sc.insert("runAsUser".into(), json!(uid));
@@ -282,19 +325,18 @@ impl RunAs {
     }
 }
 
-fn container<'a>(pod: &'a mut Value, list: &str, name: &str) -> Result<&'a mut Value, String> {
+fn container<'a>(pod: &'a mut Value, list: &'static str, name: &'static str) -> Result<&'a mut Value, SetError> {
     pod["spec"][list]
         .as_array_mut()
         .and_then(|cs| cs.iter_mut().find(|c| c["name"] == name))
-        .ok_or_else(|| format!("the base pod has no {name} in {list}"))
+        .ok_or(SetError::NoContainer { list, container: name })
 }
 
-fn object(v: &mut Value) -> Result<&mut serde_json::Map<String, Value>, String> {
+fn object(v: &mut Value) -> Result<&mut serde_json::Map<String, Value>, SetError> {
     if v.is_null() {
         *v = json!({});
     }
-    v.as_object_mut()
-        .ok_or_else(|| "expected an object in the base pod".to_string())
+    v.as_object_mut().ok_or(SetError::NotAnObject)
 }
 
 /// Every `snapshot/...` scenario: each set × backend × family.
@@ -302,10 +344,11 @@ pub fn scenarios() -> Vec<Scenario> {
     let sets = match load_sets(&sets_dir()) {
         Ok(sets) => sets,
         Err(e) => {
+            let why = e.to_string();
             return vec![Scenario::new(
                 "snapshot/annotation-sets",
                 "the annotation sets load",
-                move |_, _| Err(Stop::Fail(e.clone())),
+                move |_, _| Err(Stop::Fail(why.clone())),
             )];
         }
     };
@@ -499,8 +542,7 @@ impl Rig {
     pub fn deploy(&self, sets: &[AnnotationSet], record: &mut Record) -> Result<(), Stop> {
         let api: Api<Pod> = Api::namespaced(self.cluster.client(), NAMESPACE);
         for set in sets {
-            let pod: Pod = serde_json::from_value(set.pod().map_err(Stop::Fail)?)
-                .context(format!("set {}'s pod as a Pod", set.name))?;
+            let pod: Pod = serde_json::from_value(set.pod()?).context(format!("set {}'s pod as a Pod", set.name))?;
             self.cluster
                 .block_on(api.create(&PostParams::default(), &pod))
                 .map_err(|e| Stop::Fail(format!("creating pod {}: {e}", set.pod_name())))?;
@@ -552,8 +594,7 @@ impl Rig {
                 .in_pod(NAMESPACE, &name, argv)
                 .map_err(|e| Stop::Fail(format!("reading the rules: {e}")))
         };
-        let manifest = serde_json::to_string(&set.pod().map_err(Stop::Fail)?)
-            .context(format!("set {}'s pod as JSON", set.name))?;
+        let manifest = serde_json::to_string(&set.pod()?).context(format!("set {}'s pod as JSON", set.name))?;
         let rendered = render(env, &manifest, want_v6, self.backend)?;
         record.diag("istio-cni render", rendered.clone());
         let (want_v4, want_v6_text) = split_render(&rendered);

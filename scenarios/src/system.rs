@@ -13,11 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use istio_cni::bounded::{self, Limits};
+use istio_cni::bounded::{self, Limits, ReadError};
 use istio_cni_agent::manifest::{Inputs, Manifest, Platform};
 use istio_cni_kind::backend::images::AGENT_IMAGE;
 use istio_cni_kind::cluster::Cluster;
 use istio_cni_kind::kubelet::ImageTable;
+use istio_cni_kind::kubelet::images::ImageEntryError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -61,6 +62,65 @@ impl Feature {
             Feature::Taint => "taint.enabled",
             Feature::SafeUpgrade => "safeUpgrade.enabled",
         }
+    }
+}
+
+/// Why the system under test's inputs are unusable; each names the input
+/// (the flag and its file or directory) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("--chart {}: not a Helm chart directory (no Chart.yaml there)", dir.display())]
+    NotAChart { dir: PathBuf },
+    #[error("--chart {}: rendering a chart needs helm on PATH, and there is none (ci/env puts helm 4 there)", dir.display())]
+    NoHelm { dir: PathBuf },
+    #[error("--values {}: {}", file.display(), read_reason(source))]
+    Values {
+        file: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+    #[error("--manifests {}: {}", file.display(), read_reason(source))]
+    ReadManifests {
+        file: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+    #[error("--manifests {}: {source}", file.display())]
+    ParseManifests {
+        file: PathBuf,
+        #[source]
+        source: ObjectsError,
+    },
+    #[error("--manifests {}: no DaemonSet in it", file.display())]
+    NoDaemonSet { file: PathBuf },
+    #[error("--agent-image names the image of the project's manifests; a chart or manifest names its own")]
+    AgentImageOfForeign,
+    /// An `--image` entry (the error names it).
+    #[error(transparent)]
+    Image(#[from] ImageEntryError),
+}
+
+/// Why a text is not a list of Kubernetes objects; `doc` counts from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("document {doc}: {source}")]
+    Yaml {
+        doc: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("document {doc}: not an object")]
+    NotAnObject { doc: usize },
+    #[error("document {doc}: an object without kind or metadata.name")]
+    Unnamed { doc: usize },
+}
+
+/// A command-line file's read error in a few words: the I/O error's kind
+/// (the message names the file already), or what else was wrong.
+fn read_reason(e: &ReadError) -> String {
+    match e.io_kind() {
+        Some(kind) => kind.to_string(),
+        None => e.to_string(),
     }
 }
 
@@ -134,48 +194,45 @@ impl System {
     /// has a `Chart.yaml`, values and manifest files are readable, manifests
     /// parse, image entries name something runnable, `--agent-image` goes
     /// with the project's manifests. The message names the input.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SystemError> {
         match &self.source {
             Source::Project => {}
             Source::Chart { dir, values, .. } => {
                 if !dir.join("Chart.yaml").is_file() {
-                    return Err(format!(
-                        "--chart {}: not a Helm chart directory (no Chart.yaml there)",
-                        dir.display()
-                    ));
+                    return Err(SystemError::NotAChart { dir: dir.clone() });
                 }
                 for file in values {
-                    read_file(file).map_err(|e| format!("--values {}: {e}", file.display()))?;
+                    read_file(file).map_err(|source| SystemError::Values {
+                        file: file.clone(),
+                        source,
+                    })?;
                 }
             }
             Source::Manifests(files) => {
                 for file in files {
                     let objects = manifest_objects(file)?;
                     if !objects.iter().any(|o| o["kind"] == "DaemonSet") {
-                        return Err(format!("--manifests {}: no DaemonSet in it", file.display()));
+                        return Err(SystemError::NoDaemonSet { file: file.clone() });
                     }
                 }
             }
         }
         if self.agent_image.is_some() && self.source != Source::Project {
-            return Err(
-                "--agent-image names the image of the project's manifests; a chart or manifest names its own".into(),
-            );
+            return Err(SystemError::AgentImageOfForeign);
         }
         let mut table = ImageTable::new();
         for entry in &self.images {
-            table = table.add_entry(entry).map_err(|e| e.to_string())?;
+            table = table.add_entry(entry)?;
         }
         Ok(())
     }
 
     /// Checks the tools rendering needs: helm for a chart, saying which chart.
-    pub fn check_tools(&self) -> Result<(), String> {
+    pub fn check_tools(&self) -> Result<(), SystemError> {
         match &self.source {
-            Source::Chart { dir, .. } if testkit::on_path("helm").is_none() => Err(format!(
-                "--chart {}: rendering a chart needs helm on PATH, and there is none (ci/env puts helm 4 there)",
-                dir.display()
-            )),
+            Source::Chart { dir, .. } if testkit::on_path("helm").is_none() => {
+                Err(SystemError::NoHelm { dir: dir.clone() })
+            }
             _ => Ok(()),
         }
     }
@@ -251,7 +308,7 @@ impl System {
                 }
                 let mut all = Vec::new();
                 for file in files {
-                    all.extend(manifest_objects(file).map_err(Stop::Fail)?);
+                    all.extend(manifest_objects(file)?);
                 }
                 all
             }
@@ -261,36 +318,40 @@ impl System {
 }
 
 /// `--manifests FILE`'s objects (a `List` is its items).
-fn manifest_objects(file: &Path) -> Result<Vec<Value>, String> {
-    let text = read_file(file).map_err(|e| format!("--manifests {}: {e}", file.display()))?;
-    parse_objects(&text).map_err(|e| format!("--manifests {}: {e}", file.display()))
+fn manifest_objects(file: &Path) -> Result<Vec<Value>, SystemError> {
+    let text = read_file(file).map_err(|source| SystemError::ReadManifests {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse_objects(&text).map_err(|source| SystemError::ParseManifests {
+        file: file.to_path_buf(),
+        source,
+    })
 }
 
 /// A file named on the command line, bounded like every configured path.
-fn read_file(file: &Path) -> Result<String, String> {
+fn read_file(file: &Path) -> Result<String, ReadError> {
     // Rendered manifests (CRDs included) can be larger than a config file.
     let limits = Limits::new(64 << 20, Limits::CONFIG.timeout);
-    bounded::read_to_string(file, limits).map_err(|e| match e.io_kind() {
-        Some(kind) => kind.to_string(),
-        None => e.to_string(),
-    })
+    bounded::read_to_string(file, limits)
 }
 
 /// Every object of a multi-document YAML text (empty documents skipped,
 /// `List`s flattened); each must have a kind and a name.
-pub fn parse_objects(text: &str) -> Result<Vec<Value>, String> {
+pub fn parse_objects(text: &str) -> Result<Vec<Value>, ObjectsError> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
+        let doc_no = i + 1;
+        let value = Value::deserialize(doc).map_err(|source| ObjectsError::Yaml { doc: doc_no, source })?;
         let items = match value {
             Value::Null => continue,
             Value::Object(_) if value["kind"] == "List" => value["items"].as_array().cloned().unwrap_or_default(),
             Value::Object(_) => vec![value],
-            _ => return Err(format!("document {}: not an object", i + 1)),
+            _ => return Err(ObjectsError::NotAnObject { doc: doc_no }),
         };
         for item in items {
             if !item["kind"].is_string() || !item["metadata"]["name"].is_string() {
-                return Err(format!("document {}: an object without kind or metadata.name", i + 1));
+                return Err(ObjectsError::Unnamed { doc: doc_no });
             }
             out.push(item);
         }
@@ -403,9 +464,15 @@ mod tests {
         assert!(
             parse_objects("kind: X\n")
                 .unwrap_err()
+                .to_string()
                 .contains("without kind or metadata.name")
         );
-        assert!(parse_objects("- 1\n").unwrap_err().contains("not an object"));
+        assert!(
+            parse_objects("- 1\n")
+                .unwrap_err()
+                .to_string()
+                .contains("not an object")
+        );
     }
 
     #[test]
@@ -455,7 +522,7 @@ mod tests {
             (bad_image, &["no-equals-sign", "REF="]),
             (manifests("missing.yaml"), &["missing.yaml"]),
         ] {
-            let err = system.check().unwrap_err();
+            let err = system.check().unwrap_err().to_string();
             assert!(named.iter().all(|n| err.contains(n)), "{err}");
         }
     }

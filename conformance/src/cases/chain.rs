@@ -68,7 +68,7 @@ fn common_versions(h: &Harness) -> Vec<String> {
 /// The list: `cniVersion` the oldest common version, `cniVersions` all of
 /// them, the primary (through the tee) then the plugin under test.
 fn chain_list(h: &Harness, versions: &[String]) -> Result<NetworkConfigList, String> {
-    let mut primary = h.primary_entry()?;
+    let mut primary = h.primary_entry().map_err(|e| e.to_string())?;
     primary["type"] = json!(TEE_TYPE);
     let list = json!({
         "cniVersion": versions.first().cloned().unwrap_or_default(),

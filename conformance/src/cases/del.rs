@@ -54,7 +54,7 @@ fn no_netns(h: &Harness, version: &str) -> CaseOutcome {
 fn netns_gone(h: &Harness, version: &str) -> CaseOutcome {
     let att = h.attach(version)?;
     let out = att.plugin_add()?.expect_document()?;
-    att.sandbox.delete_netns()?;
+    att.sandbox.delete_netns().map_err(|e| e.to_string())?;
     if att.sandbox.pod.path().exists() {
         return Err(format!(
             "suite: the sandbox {} still exists after deleting it",

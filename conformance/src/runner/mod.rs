@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use istio_cni_scenarios::env::{Env, Target};
+use istio_cni_scenarios::error::Error as ScenariosError;
 use istio_cni_scenarios::scenario::{Outcome, Scenario, StepLog, Verdict};
 
 use crate::options::SuiteOptions;
@@ -24,8 +25,9 @@ use queue::{Job, Reporter, Update};
 pub struct TargetEnv {
     /// Appended to scenario names as `@<suffix>` (several kind CNIs).
     pub suffix: Option<String>,
-    /// The environment, or why it could not be made (every scenario on it fails with that).
-    pub env: Result<Env, String>,
+    /// The environment, or why it could not be made (every scenario on it
+    /// fails with that; shared by the target's clones, one per job).
+    pub env: Result<Env, Arc<ScenariosError>>,
     /// Whether its scenarios must run one at a time (one shared cluster or cluster name).
     pub serial: bool,
     /// The cluster it is (which scenarios run on it: [`Scenario::runs_on`]).
@@ -183,7 +185,12 @@ fn spec_job(opts: &SuiteOptions, cases: &[String], r: &Reporter<ItemResult>) {
     });
 }
 
-fn scenario_result(name: String, scenario: &Scenario, env: &Result<Env, String>, timeout: Duration) -> ItemResult {
+fn scenario_result(
+    name: String,
+    scenario: &Scenario,
+    env: &Result<Env, Arc<ScenariosError>>,
+    timeout: Duration,
+) -> ItemResult {
     let env = match env {
         Ok(env) => env.scoped(),
         Err(why) => return ItemResult::new(name, Verdict::Fail(format!("no environment: {why}")), Duration::ZERO),
